@@ -1,0 +1,397 @@
+"""DVC through its Python API: the pipeline's definition, reproduction and lock files.
+
+The only module that imports dvc. What it returns is plain govern data:
+`Pipeline` (stages, outputs, metrics files, artifacts from `dvc.yaml`),
+`StageRun` (what happened to each stage) and the parsed `dvc.lock` entries.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+import threading
+import time
+from collections import deque
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from govern.errors import ProjectError, StageFailed
+from govern.events import utc_now
+
+OUTPUT_TAIL_BYTES = 4000
+
+
+@dataclass(frozen=True)
+class OutputSpec:
+    path: str
+    stage: str
+    cache: bool
+    metric: bool
+    plot: bool
+
+
+@dataclass(frozen=True)
+class StageSpec:
+    name: str
+    cmd: str
+    deps: tuple[str, ...]
+    outs: tuple[OutputSpec, ...]
+    meta: dict[str, Any]
+    desc: str | None
+    dvcfile: str
+
+
+@dataclass(frozen=True)
+class ArtifactSpec:
+    name: str
+    path: str
+    type: str | None
+    desc: str | None
+    labels: tuple[str, ...]
+    meta: dict[str, Any]
+
+
+@dataclass(frozen=True)
+class Pipeline:
+    stages: dict[str, StageSpec]
+    metrics_files: tuple[str, ...]
+    artifacts: tuple[ArtifactSpec, ...]
+    lock_files: tuple[str, ...]
+    tracked_files: tuple[str, ...] = field(default=())
+
+    @property
+    def output_paths(self) -> set[str]:
+        return {out.path for stage in self.stages.values() for out in stage.outs}
+
+    def producer(self, path: str) -> str | None:
+        """The stage whose output is `path` (or contains it)."""
+        for stage in self.stages.values():
+            for out in stage.outs:
+                if path == out.path or path.startswith(out.path.rstrip("/") + "/"):
+                    return stage.name
+        return None
+
+
+@dataclass(frozen=True)
+class StageRun:
+    name: str
+    status: str  # "ran", "restored" (from DVC's run-cache) or "unchanged"
+    started_at: datetime
+    duration_s: float
+
+
+ProgressCallback = Callable[[str, str, StageRun | None], None]
+
+
+def _quiet_environment() -> None:
+    os.environ.setdefault("DVC_NO_ANALYTICS", "1")
+
+
+@contextmanager
+def _open(root: Path) -> Iterator[Any]:
+    _quiet_environment()
+    from dvc.exceptions import DvcException, NotDvcRepoError
+    from dvc.repo import Repo
+
+    try:
+        repo = Repo(str(root))
+    except NotDvcRepoError:
+        raise ProjectError(f"{root} is not a DVC project: run `govern init` (or `dvc init`) first") from None
+    except DvcException as error:
+        raise ProjectError(f"DVC cannot open {root}: {error}") from None
+    try:
+        yield repo
+    finally:
+        repo.close()
+
+
+def ensure_initialized(root: Path) -> bool:
+    """Run `dvc init` when the repository has no `.dvc` yet; True when it did."""
+    if (root / ".dvc").is_dir():
+        return False
+    _quiet_environment()
+    from dvc.exceptions import DvcException
+    from dvc.repo import Repo
+
+    try:
+        Repo.init(str(root)).close()
+    except DvcException as error:
+        raise ProjectError(f"dvc init failed: {error}") from None
+    return True
+
+
+def load_pipeline(root: Path) -> Pipeline:
+    """The pipeline as DVC understands it (templating, foreach and all)."""
+    if not (root / "dvc.yaml").exists():
+        raise ProjectError(f"No dvc.yaml in {root}: define the pipeline's stages first (`dvc stage add`)")
+    with _open(root) as repo:
+        return _describe(repo, root)
+
+
+def _describe(repo: Any, root: Path) -> Pipeline:
+    from dvc.exceptions import DvcException
+    from dvc.stage import PipelineStage
+
+    try:
+        index = repo.index
+        stages = {}
+        lock_files = set()
+        tracked = []
+        for stage in index.stages:
+            if not isinstance(stage, PipelineStage):
+                tracked.extend(_rel(root, out.fs_path) for out in stage.outs)
+                continue
+            dvcfile = _rel(root, stage.dvcfile.path)
+            lock_files.add(str(Path(dvcfile).with_name("dvc.lock")))
+            stages[stage.addressing] = StageSpec(
+                name=stage.addressing,
+                cmd=" && ".join(stage.cmd) if isinstance(stage.cmd, list) else str(stage.cmd),
+                deps=tuple(_rel(root, dep.fs_path) for dep in stage.deps if not _is_param(dep)),
+                outs=tuple(
+                    OutputSpec(
+                        path=_rel(root, out.fs_path),
+                        stage=stage.addressing,
+                        cache=bool(out.use_cache),
+                        metric=bool(out.metric),
+                        plot=bool(out.plot),
+                    )
+                    for out in stage.outs
+                ),
+                meta=dict(stage.meta or {}),
+                desc=stage.desc,
+                dvcfile=dvcfile,
+            )
+        from dvc.repo.metrics.show import _collect_top_level_metrics
+
+        metrics = [out.path for stage in stages.values() for out in stage.outs if out.metric]
+        metrics += [_rel(root, str(root / path)) for path in _collect_top_level_metrics(repo)]
+        artifacts = [
+            ArtifactSpec(
+                name=name,
+                path=_rel(root, str(root / Path(dvcyaml).parent / artifact.path)),
+                type=artifact.type,
+                desc=artifact.desc,
+                labels=tuple(artifact.labels or ()),
+                meta=dict(artifact.meta or {}),
+            )
+            for dvcyaml, entries in repo.artifacts.read().items()
+            for name, artifact in entries.items()
+        ]
+    except DvcException as error:
+        raise ProjectError(f"DVC cannot read the pipeline: {_one_line(error)}; fix dvc.yaml") from None
+    return Pipeline(
+        stages=stages,
+        metrics_files=tuple(dict.fromkeys(metrics)),
+        artifacts=tuple(artifacts),
+        lock_files=tuple(sorted(lock_files)),
+        tracked_files=tuple(tracked),
+    )
+
+
+def reproduce(
+    root: Path,
+    targets: Sequence[str] = (),
+    on_progress: ProgressCallback | None = None,
+    before: Callable[[Pipeline], None] | None = None,
+) -> tuple[Pipeline, list[StageRun]]:
+    """Reproduce the pipeline (or `targets`) through DVC's API.
+
+    Reports each stage as it starts and ends, notes which stages DVC
+    restored from its run-cache instead of running, and on failure raises
+    `StageFailed` with the tail of the stage's output. `before` sees the
+    pipeline first and may refuse to run it by raising.
+    """
+    from dvc.exceptions import DvcException, ReproductionError
+    from dvc.repo.reproduce import _reproduce_stage
+
+    notify = on_progress or (lambda *_: None)
+    runs: list[StageRun] = []
+    restored: set[str] = set()
+    current: list[str] = []
+
+    with _open(root) as repo:
+        pipeline = _describe(repo, root)
+        unknown = [t for t in targets if t not in pipeline.stages]
+        if unknown:
+            known = ", ".join(pipeline.stages) or "none"
+            raise ProjectError(f"Unknown stage {', '.join(unknown)}: the pipeline's stages are {known}")
+        if before is not None:
+            before(pipeline)
+
+        cache = repo.stage_cache
+        original_restore = cache.restore
+
+        def restore(stage: Any, *args: Any, **kwargs: Any) -> Any:
+            result = original_restore(stage, *args, **kwargs)
+            restored.add(stage.addressing)
+            return result
+
+        cache.restore = restore
+
+        def repro_fn(stage: Any, **kwargs: Any) -> Any:
+            current.append(stage.addressing)
+            notify("start", stage.addressing, None)
+            started_at, clock = utc_now(), time.perf_counter()
+            result = _reproduce_stage(stage, **kwargs)
+            if result is None:
+                status = "unchanged"
+            else:
+                status = "restored" if stage.addressing in restored else "ran"
+            run = StageRun(stage.addressing, status, started_at, round(time.perf_counter() - clock, 6))
+            runs.append(run)
+            notify("end", stage.addressing, run)
+            return result
+
+        with _tee_output() as tail:
+            try:
+                repo.reproduce(targets=list(targets) or None, repro_fn=repro_fn)
+            except ReproductionError as error:
+                stage = current[-1] if current else "?"
+                cause = error.__cause__ or error
+                raise StageFailed(stage, f"Stage '{stage}' failed: {_one_line(cause)}", tail.text()) from None
+            except DvcException as error:
+                stage = current[-1] if current else "?"
+                raise StageFailed(stage, f"DVC could not reproduce the pipeline: {_one_line(error)}", tail.text()) from None
+    return pipeline, runs
+
+
+def read_locks(root: Path, pipeline: Pipeline) -> tuple[dict[str, dict[str, Any]], str]:
+    """The `dvc.lock` entries per stage, and the exact bytes of the lock files read.
+
+    Lock entries are keyed by the stage's address, as in `Pipeline.stages`.
+    """
+    entries: dict[str, dict[str, Any]] = {}
+    raw = []
+    for lock in pipeline.lock_files:
+        path = root / lock
+        if not path.exists():
+            continue
+        text = path.read_text(encoding="utf-8")
+        raw.append(f"{lock}\n{text}")
+        try:
+            data = yaml.safe_load(text) or {}
+        except yaml.YAMLError as error:
+            raise ProjectError(f"{lock} is not valid YAML ({_one_line(error)}): run `dvc repro` to rewrite it") from None
+        prefix = "" if Path(lock).parent == Path(".") else f"{Path(lock).parent.as_posix()}/dvc.yaml:"
+        for name, entry in (data.get("stages") or {}).items():
+            entries[prefix + name] = entry
+    return entries, "".join(raw)
+
+
+def load_structured(path: Path) -> Any:
+    """A metrics or params file: JSON by its suffix, YAML otherwise (as DVC reads them)."""
+    text = path.read_text(encoding="utf-8")
+    try:
+        if path.suffix.lower() == ".json":
+            return json.loads(text)
+        return yaml.safe_load(text)
+    except (json.JSONDecodeError, yaml.YAMLError) as error:
+        raise ProjectError(f"{path.name} is not valid {path.suffix[1:].upper() or 'YAML'}: {_one_line(error)}") from None
+
+
+def tracked_source(root: Path, path: str) -> str:
+    """The URL or repository a `.dvc` file imports from, or "dvc add" for plain tracked data."""
+    try:
+        data = yaml.safe_load((root / f"{path}.dvc").read_text(encoding="utf-8")) or {}
+    except (OSError, yaml.YAMLError):
+        return "dvc add"
+    deps = data.get("deps") or []
+    if not deps:
+        return "dvc add"
+    dep = deps[0]
+    repo = dep.get("repo") or {}
+    if repo.get("url"):
+        return f"{repo['url']}:{dep.get('path')}@{repo.get('rev_lock') or repo.get('rev') or 'HEAD'}"
+    return str(dep.get("path"))
+
+
+def _is_param(dep: Any) -> bool:
+    from dvc.dependency.param import ParamsDependency
+
+    return isinstance(dep, ParamsDependency)
+
+
+def _rel(root: Path, path: str) -> str:
+    try:
+        return Path(os.path.relpath(path, root)).as_posix()
+    except ValueError:
+        return path
+
+
+def _one_line(error: BaseException | str) -> str:
+    text = str(error).strip()
+    return " ".join(text.split()) if text else type(error).__name__
+
+
+class _Tail:
+    def __init__(self) -> None:
+        self._chunks: deque[bytes] = deque()
+        self._size = 0
+
+    def add(self, chunk: bytes) -> None:
+        self._chunks.append(chunk)
+        self._size += len(chunk)
+        while self._size - len(self._chunks[0]) > OUTPUT_TAIL_BYTES:
+            self._size -= len(self._chunks.popleft())
+
+    def text(self) -> str:
+        data = b"".join(self._chunks)[-OUTPUT_TAIL_BYTES:]
+        return data.decode("utf-8", errors="replace")
+
+
+@contextmanager
+def _tee_output() -> Iterator[_Tail]:
+    """Pass the stage commands' output through to the terminal, keeping its tail.
+
+    DVC runs stage commands as child processes writing straight to file
+    descriptors 1 and 2; the only way to see what a failed stage said is to
+    put a pipe in between, for the duration of the reproduction.
+    """
+    tail = _Tail()
+    for stream in (sys.stdout, sys.stderr):
+        try:
+            stream.flush()
+        except (OSError, ValueError):
+            pass
+    try:
+        saved_out, saved_err = os.dup(1), os.dup(2)
+    except OSError:
+        yield tail
+        return
+    read_end, write_end = os.pipe()
+
+    def pump() -> None:
+        while chunk := os.read(read_end, 65536):
+            tail.add(chunk)
+            try:
+                os.write(saved_out, chunk)
+            except OSError:
+                pass
+
+    thread = threading.Thread(target=pump, daemon=True)
+    thread.start()
+    os.dup2(write_end, 1)
+    os.dup2(write_end, 2)
+    os.close(write_end)
+    try:
+        yield tail
+    finally:
+        for stream in (sys.stdout, sys.stderr):
+            try:
+                stream.flush()
+            except (OSError, ValueError):
+                pass
+        os.dup2(saved_out, 1)
+        os.dup2(saved_err, 2)
+        thread.join(timeout=10)
+        os.close(read_end)
+        os.close(saved_out)
+        os.close(saved_err)
+

@@ -1,0 +1,257 @@
+"""MLflow through `MlflowClient`: the mirror of what the ledger records.
+
+The only module that imports mlflow, and only inside functions: importing
+mlflow costs about two seconds, which commands that do not mirror must not pay.
+MLflow is a mirror of the current state; the ledger is the source of truth.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+from govern.errors import MirrorError
+
+MAX_PARAMS_PER_BATCH = 100
+MAX_METRICS_PER_BATCH = 1000
+MAX_PARAM_VALUE = 6000
+DIGEST_LENGTH = 36  # MLflow's limit on a dataset digest
+
+
+@dataclass(frozen=True)
+class DatasetInput:
+    path: str
+    md5: str | None
+    sha256: str | None
+    source: str
+    context: str  # "training", "source", ...
+    rows: int | None = None
+    columns: tuple[str, ...] | None = None
+
+
+@dataclass(frozen=True)
+class ModelArtifact:
+    name: str
+    path: Path
+    md5: str | None
+    sha256: str | None
+    desc: str | None = None
+    labels: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class TrainingRun:
+    tracking_uri: str
+    experiment: str
+    artifact_location: str | None
+    run_name: str
+    event_id: str
+    actor: str
+    started_at: datetime
+    ended_at: datetime
+    git_commit: str
+    git_branch: str | None
+    git_remote: str | None
+    git_dirty: bool
+    source_name: str
+    params: Mapping[str, Any]
+    metrics: Mapping[str, float | None]
+    tags: Mapping[str, str] = field(default_factory=dict)
+    datasets: tuple[DatasetInput, ...] = ()
+    models: tuple[ModelArtifact, ...] = ()
+
+
+@dataclass(frozen=True)
+class RegisteredVersion:
+    model: str
+    version: str
+    source_uri: str
+
+
+@dataclass(frozen=True)
+class MirroredRun:
+    run_id: str
+    experiment_id: str
+    artifact_uri: str
+    versions: tuple[RegisteredVersion, ...]
+
+
+def _client(tracking_uri: str) -> Any:
+    os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
+    # MLflow retries an unreachable server for minutes by default; govern reports it sooner.
+    os.environ.setdefault("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "2")
+    os.environ.setdefault("MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR", "1")
+    os.environ.setdefault("MLFLOW_HTTP_REQUEST_TIMEOUT", "30")
+    import logging
+
+    from mlflow.tracking import MlflowClient
+
+    for name in ("mlflow", "alembic"):
+        logging.getLogger(name).setLevel(logging.WARNING)
+    return MlflowClient(tracking_uri=tracking_uri, registry_uri=tracking_uri)
+
+
+def mirror_training(run: TrainingRun) -> MirroredRun:
+    """Create one MLflow run for a training and register each model artifact.
+
+    Raises `MirrorError` when MLflow cannot be reached or refuses.
+    """
+    try:
+        return _mirror(run)
+    except MirrorError:
+        raise
+    except Exception as error:  # noqa: BLE001 - MLflow raises many kinds; all mean "not mirrored"
+        raise MirrorError(
+            f"Could not mirror the training into MLflow at {_redact(run.tracking_uri)}: {_one_line(error)}"
+        ) from None
+
+
+def _mirror(run: TrainingRun) -> MirroredRun:
+    from mlflow.entities import Dataset, InputTag, Metric, Param
+    from mlflow.entities import DatasetInput as MlflowDatasetInput
+
+    client = _client(run.tracking_uri)
+    experiment_id = _experiment_id(client, run.experiment, run.artifact_location)
+    tags = {
+        "mlflow.source.git.commit": run.git_commit,
+        "mlflow.source.name": run.source_name,
+        "mlflow.source.type": "PROJECT",
+        "mlflow.user": run.actor,
+        "govern.event_id": run.event_id,
+        "govern.git.dirty": str(run.git_dirty).lower(),
+        **run.tags,
+    }
+    if run.git_branch:
+        tags["mlflow.source.git.branch"] = run.git_branch
+    if run.git_remote:
+        tags["mlflow.source.git.repoURL"] = run.git_remote
+    created = client.create_run(
+        experiment_id,
+        start_time=_millis(run.started_at),
+        tags=tags,
+        run_name=run.run_name,
+    )
+    run_id = created.info.run_id
+    timestamp = _millis(run.ended_at)
+    params = [Param(key, _param_value(value)) for key, value in sorted(run.params.items())]
+    metrics = [
+        Metric(key, float(value), timestamp, 0) for key, value in sorted(run.metrics.items()) if value is not None
+    ]
+    for batch in _chunks(params, MAX_PARAMS_PER_BATCH):
+        client.log_batch(run_id, params=batch)
+    for batch in _chunks(metrics, MAX_METRICS_PER_BATCH):
+        client.log_batch(run_id, metrics=batch)
+    if run.datasets:
+        client.log_inputs(
+            run_id,
+            datasets=[
+                MlflowDatasetInput(
+                    Dataset(
+                        name=dataset.path,
+                        digest=(dataset.md5 or dataset.sha256 or "")[:DIGEST_LENGTH],
+                        source_type="dvc",
+                        source=json.dumps({"uri": dataset.path, "source": dataset.source, "sha256": dataset.sha256}),
+                        schema=json.dumps({"columns": list(dataset.columns)}) if dataset.columns else None,
+                        profile=json.dumps({"num_rows": dataset.rows}) if dataset.rows is not None else None,
+                    ),
+                    tags=[InputTag("mlflow.data.context", dataset.context)],
+                )
+                for dataset in run.datasets
+            ],
+        )
+    for model in run.models:
+        artifact_path = f"models/{model.name}"
+        if model.path.is_dir():
+            client.log_artifacts(run_id, str(model.path), artifact_path)
+        else:
+            client.log_artifact(run_id, str(model.path), artifact_path)
+    artifact_uri = client.get_run(run_id).info.artifact_uri
+    versions = tuple(_register(client, run, run_id, artifact_uri, model) for model in run.models)
+    client.set_terminated(run_id, status="FINISHED", end_time=timestamp)
+    return MirroredRun(run_id=run_id, experiment_id=experiment_id, artifact_uri=artifact_uri, versions=versions)
+
+
+def _register(client: Any, run: TrainingRun, run_id: str, artifact_uri: str, model: ModelArtifact) -> RegisteredVersion:
+    from mlflow.exceptions import MlflowException
+
+    try:
+        client.create_registered_model(model.name, description=model.desc)
+    except MlflowException as error:
+        if error.error_code != "RESOURCE_ALREADY_EXISTS":
+            raise
+    source = f"{artifact_uri.rstrip('/')}/models/{model.name}"
+    tags = {
+        "mlflow.source.git.commit": run.git_commit,
+        "govern.event_id": run.event_id,
+    }
+    if model.md5:
+        tags["govern.dvc.md5"] = model.md5
+    if model.sha256:
+        tags["govern.sha256"] = model.sha256
+    version = client.create_model_version(
+        model.name,
+        source=source,
+        run_id=run_id,
+        tags=tags,
+        description=model.desc,
+    )
+    return RegisteredVersion(model=model.name, version=str(version.version), source_uri=source)
+
+
+def _experiment_id(client: Any, name: str, artifact_location: str | None) -> str:
+    from mlflow.exceptions import MlflowException
+
+    experiment = client.get_experiment_by_name(name)
+    if experiment is not None:
+        if experiment.lifecycle_stage == "deleted":
+            raise MirrorError(
+                f"The MLflow experiment {name!r} is deleted: restore it (`mlflow experiments restore`) "
+                "or configure another experiment name"
+            )
+        return experiment.experiment_id
+    try:
+        return client.create_experiment(name, artifact_location=artifact_location)
+    except MlflowException as error:
+        if error.error_code != "RESOURCE_ALREADY_EXISTS":
+            raise
+        return client.get_experiment_by_name(name).experiment_id
+
+
+def find_runs_by_event(tracking_uri: str, experiment: str, event_id: str) -> list[str]:
+    """Run ids tagged with a govern event id (for tests, and for idempotent retries)."""
+    client = _client(tracking_uri)
+    found = client.get_experiment_by_name(experiment)
+    if found is None:
+        return []
+    runs = client.search_runs([found.experiment_id], filter_string=f"tags.`govern.event_id` = '{event_id}'")
+    return [r.info.run_id for r in runs]
+
+
+def _param_value(value: Any) -> str:
+    text = value if isinstance(value, str) else json.dumps(value, sort_keys=True)
+    return text[:MAX_PARAM_VALUE]
+
+
+def _millis(moment: datetime) -> int:
+    return int(moment.timestamp() * 1000)
+
+
+def _chunks(items: list[Any], size: int) -> Iterable[list[Any]]:
+    for start in range(0, len(items), size):
+        yield items[start : start + size]
+
+
+def _redact(uri: str) -> str:
+    import re
+
+    return re.sub(r"^(\w+://)[^/@]+@", r"\1", uri)
+
+
+def _one_line(error: BaseException) -> str:
+    text = " ".join(str(error).split())
+    return text[:500] if text else type(error).__name__

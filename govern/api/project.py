@@ -1,0 +1,94 @@
+"""`govern init`: make a git repository a governed project, idempotently."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from govern import config
+from govern.adapters import dvc as dvc_adapter
+
+GITIGNORE_ENTRIES = (
+    "/audit/ledger.duckdb",
+    "/audit/ledger.duckdb.wal",
+    "/mlflow.db",
+    "/mlartifacts/",
+    "/mlruns/",
+)
+
+CONFIG_TEMPLATE = """\
+# Where govern records events; GOVERN_LEDGER overrides it.
+ledger = "{ledger}"
+
+[{prefix}mlflow]
+# The MLflow experiment runs are mirrored into. The tracking server is
+# MLFLOW_TRACKING_URI when set, else sqlite:///mlflow.db at the project root.
+experiment = "{experiment}"
+"""
+
+AUDIT_README = """\
+# audit/
+
+The home of this project's governance ledger (`ledger.duckdb`, written by
+`govern`, not committed) and of the SQL that auditors can read.
+
+- `govern audit log` lists the recorded events.
+- `govern audit verify` checks the hash chain.
+"""
+
+
+@dataclass(frozen=True)
+class InitResult:
+    root: Path
+    config_file: str
+    changed: list[str] = field(default_factory=list)
+    dvc_initialized: bool = False
+
+    @property
+    def already_initialized(self) -> bool:
+        return not self.changed and not self.dvc_initialized
+
+
+def init_project(start: Path | None = None) -> InitResult:
+    """Create config, `audit/` and `.gitignore` entries, and run `dvc init` if needed."""
+    root = config.find_root(start)
+    changed: list[str] = []
+    config_file = _ensure_config(root, changed)
+    audit = root / "audit"
+    if not (audit / "README.md").exists():
+        audit.mkdir(exist_ok=True)
+        (audit / "README.md").write_text(AUDIT_README, encoding="utf-8")
+        changed.append("audit/README.md")
+    if _ensure_gitignore(root):
+        changed.append(".gitignore")
+    initialized = dvc_adapter.ensure_initialized(root)
+    return InitResult(root=root, config_file=config_file, changed=changed, dvc_initialized=initialized)
+
+
+def _ensure_config(root: Path, changed: list[str]) -> str:
+    settings, source = config.read_settings(root)
+    if source != "defaults":
+        return source
+    values = {"ledger": config.DEFAULT_LEDGER, "experiment": root.name}
+    pyproject = root / "pyproject.toml"
+    if pyproject.exists():
+        text = pyproject.read_text(encoding="utf-8")
+        section = "\n[tool.govern]\n" + CONFIG_TEMPLATE.format(prefix="tool.govern.", **values)
+        pyproject.write_text(text.rstrip("\n") + "\n" + section, encoding="utf-8")
+        changed.append("pyproject.toml")
+        return "pyproject.toml [tool.govern]"
+    (root / config.CONFIG_FILE).write_text(CONFIG_TEMPLATE.format(prefix="", **values), encoding="utf-8")
+    changed.append(config.CONFIG_FILE)
+    return config.CONFIG_FILE
+
+
+def _ensure_gitignore(root: Path) -> bool:
+    path = root / ".gitignore"
+    text = path.read_text(encoding="utf-8") if path.exists() else ""
+    present = {line.strip() for line in text.splitlines()}
+    missing = [entry for entry in GITIGNORE_ENTRIES if entry not in present]
+    if not missing:
+        return False
+    block = "\n".join(["# govern: local ledger and MLflow store", *missing]) + "\n"
+    path.write_text(text + ("\n" if text and not text.endswith("\n") else "") + block, encoding="utf-8")
+    return True

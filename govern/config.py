@@ -1,0 +1,104 @@
+"""Where govern finds its settings: `govern.toml`, or `[tool.govern]` in `pyproject.toml`.
+
+Precedence, highest first: environment variables (`GOVERN_LEDGER`,
+`MLFLOW_TRACKING_URI`), `govern.toml` at the project root, the
+`[tool.govern]` table of the root `pyproject.toml`, built-in defaults.
+Relative paths are relative to the project root (the git top level).
+"""
+
+from __future__ import annotations
+
+import os
+import tomllib
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from govern.errors import ConfigError, NotAGitRepository
+
+DEFAULT_LEDGER = "audit/ledger.duckdb"
+CONFIG_FILE = "govern.toml"
+
+
+@dataclass(frozen=True)
+class Config:
+    root: Path
+    ledger: Path
+    experiment: str
+    tracking_uri: str
+    lock_timeout: float
+    source: str
+
+    @property
+    def tracking_uri_is_default(self) -> bool:
+        return self.tracking_uri == default_tracking_uri(self.root)
+
+
+def find_root(start: Path | None = None) -> Path:
+    """The nearest directory at or above `start` that holds `.git`."""
+    here = (start or Path.cwd()).resolve()
+    for candidate in (here, *here.parents):
+        if (candidate / ".git").exists():
+            return candidate
+    raise NotAGitRepository(f"{here} is not inside a git repository: run `git init` first, or cd into your project")
+
+
+def default_tracking_uri(root: Path) -> str:
+    """MLflow's embedded default store, `mlflow.db` at the project root, as an absolute URI."""
+    return f"sqlite:///{root / 'mlflow.db'}"
+
+
+def read_settings(root: Path) -> tuple[dict[str, Any], str]:
+    """The raw govern table and the file it came from."""
+    govern_toml = root / CONFIG_FILE
+    if govern_toml.exists():
+        return _read_toml(govern_toml), CONFIG_FILE
+    pyproject = root / "pyproject.toml"
+    if pyproject.exists():
+        table = _read_toml(pyproject).get("tool", {}).get("govern")
+        if isinstance(table, dict):
+            return table, "pyproject.toml [tool.govern]"
+    return {}, "defaults"
+
+
+def load(root: Path, environ: Mapping[str, str] | None = None) -> Config:
+    env = os.environ if environ is None else environ
+    settings, source = read_settings(root)
+    mlflow = settings.get("mlflow", {})
+    if not isinstance(mlflow, dict):
+        raise ConfigError(f"{source}: `mlflow` must be a table, such as [tool.govern.mlflow]")
+    ledger = Path(env.get("GOVERN_LEDGER") or _str(settings, "ledger", DEFAULT_LEDGER, source))
+    return Config(
+        root=root,
+        ledger=ledger if ledger.is_absolute() else root / ledger,
+        experiment=_str(mlflow, "experiment", root.name, source),
+        tracking_uri=env.get("MLFLOW_TRACKING_URI") or _str(mlflow, "tracking_uri", default_tracking_uri(root), source),
+        lock_timeout=float(settings.get("lock_timeout", 30.0)),
+        source=source,
+    )
+
+
+def ledger_path(start: Path | None = None, environ: Mapping[str, str] | None = None) -> Path:
+    """The ledger to read, without needing a git repository when GOVERN_LEDGER is set."""
+    env = os.environ if environ is None else environ
+    if env.get("GOVERN_LEDGER"):
+        return Path(env["GOVERN_LEDGER"]).resolve()
+    return load(find_root(start), env).ledger
+
+
+def _read_toml(path: Path) -> dict[str, Any]:
+    try:
+        with path.open("rb") as handle:
+            return tomllib.load(handle)
+    except OSError as error:
+        raise ConfigError(f"Cannot read {path}: {error.strerror}; fix its permissions") from None
+    except tomllib.TOMLDecodeError as error:
+        raise ConfigError(f"{path} is not valid TOML ({error}); fix the file") from None
+
+
+def _str(table: Mapping[str, Any], key: str, default: str, source: str) -> str:
+    value = table.get(key, default)
+    if not isinstance(value, str) or not value:
+        raise ConfigError(f"{source}: `{key}` must be a non-empty string, got {value!r}")
+    return value

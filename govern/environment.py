@@ -1,0 +1,53 @@
+"""Who is acting and on what machine: the facts DVC's lock file does not keep."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import platform
+import socket
+import sys
+from collections.abc import Callable, Mapping
+from importlib import metadata
+from typing import Any
+
+KEY_PACKAGES = ("govern", "dvc", "mlflow", "duckdb", "scikit-learn", "pandas", "numpy", "torch", "xgboost", "lightgbm")
+
+
+def ci_identity(environ: Mapping[str, str] | None = None) -> str | None:
+    """The CI system's identity from its standard variables, or None outside CI."""
+    env = os.environ if environ is None else environ
+    if env.get("GITHUB_ACTIONS") == "true":
+        return f"ci:github:{env.get('GITHUB_ACTOR', 'unknown')}@{env.get('GITHUB_REPOSITORY', '')}#{env.get('GITHUB_RUN_ID', '')}"
+    if env.get("GITLAB_CI") == "true":
+        return f"ci:gitlab:{env.get('GITLAB_USER_LOGIN', 'unknown')}@{env.get('CI_PROJECT_PATH', '')}#{env.get('CI_PIPELINE_ID', '')}"
+    if env.get("GOVERN_CI_IDENTITY"):
+        return env["GOVERN_CI_IDENTITY"]
+    return None
+
+
+def actor(git_identity: Callable[[], str | None], environ: Mapping[str, str] | None = None) -> str:
+    """CI identity in CI, else the git identity, else the OS user: never empty."""
+    env = os.environ if environ is None else environ
+    return ci_identity(env) or git_identity() or f"{_os_user(env)}@{socket.gethostname()}"
+
+
+def describe() -> dict[str, Any]:
+    """Host, interpreter and package versions, with a digest of every installed distribution."""
+    installed = sorted(
+        {(dist.metadata["Name"] or "").lower(): dist.version for dist in metadata.distributions()}.items()
+    )
+    versions = dict(installed)
+    return {
+        "host": socket.gethostname(),
+        "platform": platform.platform(),
+        "python": sys.version.split()[0],
+        "python_executable": sys.executable,
+        "packages": {name: versions[name] for name in KEY_PACKAGES if name in versions},
+        "packages_digest": hashlib.sha256("\n".join(f"{n}=={v}" for n, v in installed).encode()).hexdigest(),
+        "packages_count": len(installed),
+    }
+
+
+def _os_user(env: Mapping[str, str]) -> str:
+    return env.get("USER") or env.get("USERNAME") or "unknown"

@@ -1,0 +1,79 @@
+"""Every failure a user can cause or meet, as one exception class each.
+
+The CLI prints `str(error)` as a single line and exits with `exit_code`; a
+message says what was wrong and what to do about it.
+"""
+
+from __future__ import annotations
+
+
+class GovernError(Exception):
+    """Base class: an expected failure with a message meant for the user."""
+
+    exit_code = 1
+
+    def __init__(self, message: str | None = None) -> None:
+        super().__init__(message or (self.__doc__ or self.__class__.__name__).strip())
+
+
+class NotAGitRepository(GovernError):
+    """Not inside a git repository: run `git init` first, or cd into your project."""
+
+
+class NoCommitYet(GovernError):
+    """The repository has no commit yet: commit your pipeline (dvc.yaml, params.yaml, code) first."""
+
+
+class ConfigError(GovernError):
+    """The govern configuration could not be read."""
+
+
+class ProjectError(GovernError):
+    """The DVC project is not usable as it is."""
+
+
+class DirtyWorktree(GovernError):
+    """Uncommitted changes to tracked files."""
+
+
+class StageFailed(GovernError):
+    """A pipeline stage failed."""
+
+    def __init__(self, stage: str, message: str, output_tail: str = "") -> None:
+        self.stage = stage
+        self.output_tail = output_tail
+        super().__init__(message)
+
+
+class MirrorError(GovernError):
+    """MLflow could not be reached or refused the run."""
+
+
+class LedgerError(GovernError):
+    """The ledger could not be used."""
+
+
+class LedgerMissing(LedgerError):
+    """No ledger yet."""
+
+
+class LedgerLocked(LedgerError):
+    """Another govern process holds the ledger."""
+
+
+class LedgerSchemaTooNew(LedgerError):
+    """The ledger was written by a newer govern."""
+
+
+class EventConflict(LedgerError):
+    """An event with this id already exists with different content."""
+
+
+class LedgerCorrupt(LedgerError):
+    """The ledger's hash chain does not verify."""
+
+
+class InvalidInput(GovernError):
+    """An argument or option has an invalid value."""
+
+    exit_code = 2

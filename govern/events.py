@@ -1,0 +1,302 @@
+"""The facts govern records, and the envelope every fact travels in.
+
+Each fact is a frozen dataclass named as something that happened. A fact
+knows its `type` (``noun.verb``), its payload `schema_version` and its
+`subject`; the envelope adds position, time, actor and the hash chain.
+
+The hashing contract lives here too, because every hash in every ledger
+depends on it. Changing anything in `canonical_json` or `envelope_hash`
+changes every hash ever written: do not.
+
+canonical JSON
+    UTF-8, keys sorted, separators ``,`` and ``:`` with no whitespace,
+    non-ASCII characters written as themselves, NaN and infinities refused.
+    For the values govern writes (strings, integers, finite floats, booleans,
+    null, arrays, objects) this is RFC 8785 except for the spelling of float
+    exponents (Python's ``1e-07`` where RFC 8785 writes ``1e-7``); since the
+    payload is stored as the exact bytes that were hashed and never
+    re-serialised, verification does not depend on that spelling.
+hash
+    ``sha256_hex(prev_hash + canonical_json(envelope without "hash"))``,
+    where the envelope is the object with keys actor, event_id, git_commit,
+    occurred_at, payload (the payload object itself), prev_hash,
+    recorded_at, schema_version, seq, subject, type. Timestamps are UTC,
+    ``YYYY-MM-DDTHH:MM:SS.ffffffZ``. The first event's prev_hash is
+    `GENESIS_HASH`.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import math
+import uuid
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any, ClassVar
+
+GENESIS_HASH = "0" * 64
+TIMESTAMP_FORMAT = "%Y-%m-%dT%H:%M:%S.%fZ"
+
+
+def canonical_json(value: Any) -> str:
+    """Serialise `value` the one way the hash chain depends on."""
+    return json.dumps(value, sort_keys=True, separators=(",", ":"), ensure_ascii=False, allow_nan=False)
+
+
+def format_timestamp(moment: datetime) -> str:
+    """UTC, microsecond precision, `Z` suffix: the only spelling of time in hashes."""
+    return to_utc(moment).strftime(TIMESTAMP_FORMAT)
+
+
+def to_utc(moment: datetime) -> datetime:
+    """An aware datetime in UTC; naive datetimes are taken to be UTC already."""
+    if moment.tzinfo is None:
+        return moment.replace(tzinfo=UTC)
+    return moment.astimezone(UTC)
+
+
+def utc_now() -> datetime:
+    return datetime.now(UTC)
+
+
+def new_event_id() -> str:
+    return str(uuid.uuid4())
+
+
+def finite_or_none(value: Any) -> Any:
+    """NaN and infinities have no JSON spelling; a metric that is one is recorded as null."""
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    return value
+
+
+# ---------------------------------------------------------------- facts
+
+
+@dataclass(frozen=True)
+class Fact:
+    """Base of every fact; subclasses set `type`, `schema_version` and `subject`."""
+
+    type: ClassVar[str]
+    schema_version: ClassVar[int] = 1
+
+    @property
+    def subject(self) -> str:  # pragma: no cover - every subclass overrides
+        raise NotImplementedError
+
+    def to_payload(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_payload(cls, payload: Mapping[str, Any]) -> Fact:
+        names = {f.name for f in dataclasses.fields(cls)}
+        return cls(**{k: v for k, v in payload.items() if k in names})
+
+
+@dataclass(frozen=True)
+class DatasetSnapshotted(Fact):
+    """A dataset was pulled from its source system, and this is its content."""
+
+    type: ClassVar[str] = "dataset.snapshotted"
+
+    path: str
+    md5: str | None
+    sha256: str | None
+    size: int | None
+    source: str
+    extracted_at: str
+    extracted_at_basis: str
+    stage: str | None = None
+    nfiles: int | None = None
+    rows: int | None = None
+    columns: list[str] | None = None
+
+    @property
+    def subject(self) -> str:
+        return f"dataset:{self.path}"
+
+
+@dataclass(frozen=True)
+class TrainingCompleted(Fact):
+    """The pipeline ran to the end at a commit, producing these outputs and metrics."""
+
+    type: ClassVar[str] = "training.completed"
+
+    git: dict[str, Any]
+    dvc_lock_sha256: str
+    targets: list[str]
+    stages: list[dict[str, Any]]
+    params: dict[str, Any]
+    metrics: dict[str, Any]
+    outputs: list[dict[str, Any]]
+    datasets: list[dict[str, Any]]
+    models: list[dict[str, Any]]
+    environment: dict[str, Any]
+    duration_s: float
+    run_cache_hit: bool
+    mlflow: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def subject(self) -> str:
+        return f"commit:{self.git['commit']}"
+
+
+@dataclass(frozen=True)
+class TrainingFailed(Fact):
+    """A pipeline stage failed; nothing was registered."""
+
+    type: ClassVar[str] = "training.failed"
+
+    git: dict[str, Any]
+    targets: list[str]
+    stage: str
+    error: str
+    output_tail: str
+    stages: list[dict[str, Any]]
+    environment: dict[str, Any]
+    duration_s: float
+
+    @property
+    def subject(self) -> str:
+        return f"commit:{self.git['commit']}"
+
+
+@dataclass(frozen=True)
+class ModelRegistered(Fact):
+    """A model artifact of a training became a registered model version in MLflow."""
+
+    type: ClassVar[str] = "model.registered"
+
+    model: str
+    version: str
+    path: str
+    md5: str | None
+    sha256: str | None
+    training_event_id: str
+    mlflow_run_id: str
+    tracking_uri: str
+    source_uri: str
+    desc: str | None = None
+    labels: list[str] = field(default_factory=list)
+
+    @property
+    def subject(self) -> str:
+        return f"model:{self.model}@{self.version}"
+
+
+FACT_TYPES: dict[str, type[Fact]] = {
+    cls.type: cls for cls in (DatasetSnapshotted, TrainingCompleted, TrainingFailed, ModelRegistered)
+}
+
+# (type, from_version) -> function turning a payload of that version into the next one.
+# Stored bytes never change; old payloads are upcast each time they are read.
+UPCASTERS: dict[tuple[str, int], Callable[[dict[str, Any]], dict[str, Any]]] = {}
+
+
+def upcast(event_type: str, schema_version: int, payload: dict[str, Any]) -> dict[str, Any]:
+    """Bring a stored payload up to the current schema of its type."""
+    current = FACT_TYPES[event_type].schema_version if event_type in FACT_TYPES else schema_version
+    while schema_version < current:
+        payload = UPCASTERS[(event_type, schema_version)](payload)
+        schema_version += 1
+    return payload
+
+
+# ---------------------------------------------------------------- envelope
+
+
+@dataclass(frozen=True)
+class PendingEvent:
+    """A fact on its way into the ledger: everything but position and chain."""
+
+    fact: Fact
+    actor: str
+    occurred_at: datetime
+    git_commit: str | None = None
+    event_id: str = field(default_factory=new_event_id)
+
+    @property
+    def payload_json(self) -> str:
+        return canonical_json(self.fact.to_payload())
+
+
+@dataclass(frozen=True)
+class RecordedEvent:
+    """One row of the ledger, as stored."""
+
+    seq: int
+    event_id: str
+    type: str
+    schema_version: int
+    occurred_at: datetime
+    recorded_at: datetime
+    actor: str
+    subject: str
+    git_commit: str | None
+    payload_json: str
+    prev_hash: str
+    hash: str
+
+    @property
+    def payload(self) -> dict[str, Any]:
+        """The payload upcast to the current schema of its type."""
+        return upcast(self.type, self.schema_version, json.loads(self.payload_json))
+
+    def fact(self) -> Fact:
+        return FACT_TYPES[self.type].from_payload(self.payload)
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-ready form, as printed by `--json`."""
+        return {
+            "seq": self.seq,
+            "event_id": self.event_id,
+            "type": self.type,
+            "schema_version": self.schema_version,
+            "occurred_at": format_timestamp(self.occurred_at),
+            "recorded_at": format_timestamp(self.recorded_at),
+            "actor": self.actor,
+            "subject": self.subject,
+            "git_commit": self.git_commit,
+            "payload": json.loads(self.payload_json),
+            "prev_hash": self.prev_hash,
+            "hash": self.hash,
+        }
+
+
+def envelope_hash(
+    *,
+    seq: int,
+    event_id: str,
+    type: str,
+    schema_version: int,
+    occurred_at: datetime,
+    recorded_at: datetime,
+    actor: str,
+    subject: str,
+    git_commit: str | None,
+    payload_json: str,
+    prev_hash: str,
+) -> str:
+    """The chain hash of one event (see the module docstring for the contract).
+
+    The payload is embedded as the stored text, not re-serialised, exactly as
+    the ledger's SQL verification does it.
+    """
+    members = (
+        ("actor", canonical_json(actor)),
+        ("event_id", canonical_json(event_id)),
+        ("git_commit", canonical_json(git_commit)),
+        ("occurred_at", canonical_json(format_timestamp(occurred_at))),
+        ("payload", payload_json),
+        ("prev_hash", canonical_json(prev_hash)),
+        ("recorded_at", canonical_json(format_timestamp(recorded_at))),
+        ("schema_version", canonical_json(schema_version)),
+        ("seq", canonical_json(seq)),
+        ("subject", canonical_json(subject)),
+        ("type", canonical_json(type)),
+    )
+    envelope = "{" + ",".join(f'"{key}":{value}' for key, value in members) + "}"
+    return hashlib.sha256((prev_hash + envelope).encode("utf-8")).hexdigest()

@@ -1,0 +1,485 @@
+"""The append-only, hash-chained event ledger in a DuckDB file.
+
+This module is the only importer of duckdb. It appends events (one
+transaction per call), reads them back, verifies the chain in one SQL query
+and runs read-only queries for the audit side. There is no UPDATE or DELETE
+of events anywhere in govern: state is derived from events by views.
+
+Storage sits behind the small `Ledger` interface (append, read, head,
+verify, query) so that a shared ledger for teams can replace the file
+without touching the event model.
+"""
+
+from __future__ import annotations
+
+import random
+import time
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+import duckdb
+
+from govern.errors import (
+    EventConflict,
+    LedgerError,
+    LedgerLocked,
+    LedgerMissing,
+    LedgerSchemaTooNew,
+)
+from govern.events import (
+    GENESIS_HASH,
+    PendingEvent,
+    RecordedEvent,
+    envelope_hash,
+    to_utc,
+    utc_now,
+)
+
+COLUMNS = (
+    "seq",
+    "event_id",
+    "type",
+    "schema_version",
+    "occurred_at",
+    "recorded_at",
+    "actor",
+    "subject",
+    "git_commit",
+    "payload",
+    "prev_hash",
+    "hash",
+)
+
+# The SQL twin of events.envelope_hash: the same members, in the same order,
+# with DuckDB's to_json producing the same string escapes as Python's json.
+ENVELOPE_SQL = """
+    '{"actor":' || to_json(actor)
+    || ',"event_id":' || to_json(event_id)
+    || ',"git_commit":' || coalesce(to_json(git_commit)::VARCHAR, 'null')
+    || ',"occurred_at":"' || strftime(occurred_at, '%Y-%m-%dT%H:%M:%S.%fZ') || '"'
+    || ',"payload":' || payload
+    || ',"prev_hash":' || to_json(prev_hash)
+    || ',"recorded_at":"' || strftime(recorded_at, '%Y-%m-%dT%H:%M:%S.%fZ') || '"'
+    || ',"schema_version":' || schema_version::VARCHAR
+    || ',"seq":' || seq::VARCHAR
+    || ',"subject":' || to_json(subject)
+    || ',"type":' || to_json(type)
+    || '}'
+"""
+
+VERIFY_SQL = f"""
+WITH chain AS (
+    SELECT
+        seq,
+        hash,
+        prev_hash,
+        row_number() OVER (ORDER BY seq) AS position,
+        lag(seq) OVER (ORDER BY seq) AS previous_seq,
+        lag(hash, 1, '{GENESIS_HASH}') OVER (ORDER BY seq) AS expected_prev,
+        sha256(prev_hash || {ENVELOPE_SQL}) AS computed
+    FROM events
+),
+problems AS (
+    SELECT
+        seq,
+        position,
+        previous_seq,
+        CASE
+            WHEN seq <> position THEN 'gap'
+            WHEN prev_hash <> expected_prev THEN 'link'
+            WHEN computed <> hash THEN 'hash'
+        END AS problem
+    FROM chain
+)
+SELECT
+    (SELECT count(*) FROM events),
+    (SELECT hash FROM events ORDER BY seq DESC LIMIT 1),
+    first_bad.seq, first_bad.position, first_bad.previous_seq, first_bad.problem
+FROM (SELECT 1) AS one
+LEFT JOIN (
+    SELECT * FROM problems WHERE problem IS NOT NULL ORDER BY seq LIMIT 1
+) AS first_bad ON true
+"""
+
+
+# ---------------------------------------------------------------- migrations
+# An ordered list of small functions; the applied ones are recorded in
+# `govern_migrations` and the rest run, in order, when the ledger is opened.
+
+Migration = Callable[[duckdb.DuckDBPyConnection], None]
+MIGRATIONS: list[Migration] = []
+
+
+def migration(fn: Migration) -> Migration:
+    MIGRATIONS.append(fn)
+    return fn
+
+
+@migration
+def m001_create_events(con: duckdb.DuckDBPyConnection) -> None:
+    con.execute(
+        """
+        CREATE TABLE events (
+            seq BIGINT PRIMARY KEY,
+            event_id VARCHAR NOT NULL UNIQUE,
+            type VARCHAR NOT NULL,
+            schema_version INTEGER NOT NULL,
+            occurred_at TIMESTAMP NOT NULL,
+            recorded_at TIMESTAMP NOT NULL,
+            actor VARCHAR NOT NULL,
+            subject VARCHAR NOT NULL,
+            git_commit VARCHAR,
+            payload VARCHAR NOT NULL,
+            prev_hash VARCHAR NOT NULL,
+            hash VARCHAR NOT NULL
+        )
+        """
+    )
+
+
+@migration
+def m002_read_views(con: duckdb.DuckDBPyConnection) -> None:
+    """Projections for the audit side: state derived from events, never stored."""
+    con.execute(
+        """
+        CREATE VIEW trainings AS
+        SELECT
+            seq,
+            event_id,
+            occurred_at,
+            actor,
+            git_commit,
+            payload->>'$.git.branch' AS branch,
+            (payload->>'$.git.dirty')::BOOLEAN AS dirty,
+            payload->>'$.dvc_lock_sha256' AS dvc_lock_sha256,
+            (payload->>'$.duration_s')::DOUBLE AS duration_s,
+            (payload->>'$.run_cache_hit')::BOOLEAN AS run_cache_hit,
+            payload->>'$.mlflow.run_id' AS mlflow_run_id,
+            payload->'$.params' AS params,
+            payload->'$.metrics' AS metrics
+        FROM events
+        WHERE type = 'training.completed'
+        """
+    )
+    con.execute(
+        """
+        CREATE VIEW model_versions AS
+        SELECT
+            seq,
+            event_id,
+            occurred_at AS registered_at,
+            actor,
+            git_commit,
+            payload->>'$.model' AS model,
+            payload->>'$.version' AS version,
+            payload->>'$.path' AS path,
+            payload->>'$.md5' AS md5,
+            payload->>'$.sha256' AS sha256,
+            payload->>'$.training_event_id' AS training_event_id,
+            payload->>'$.mlflow_run_id' AS mlflow_run_id
+        FROM events
+        WHERE type = 'model.registered'
+        """
+    )
+    con.execute(
+        """
+        CREATE VIEW datasets AS
+        SELECT
+            seq,
+            event_id,
+            payload->>'$.path' AS path,
+            payload->>'$.md5' AS md5,
+            payload->>'$.sha256' AS sha256,
+            (payload->>'$.size')::BIGINT AS size,
+            (payload->>'$.rows')::BIGINT AS rows,
+            payload->>'$.source' AS source,
+            (payload->>'$.extracted_at')::TIMESTAMP AS extracted_at,
+            payload->>'$.extracted_at_basis' AS extracted_at_basis,
+            git_commit
+        FROM events
+        WHERE type = 'dataset.snapshotted'
+        """
+    )
+
+
+def schema_version() -> int:
+    """The ledger schema this govern writes and understands."""
+    return len(MIGRATIONS)
+
+
+# ---------------------------------------------------------------- the ledger
+
+
+@dataclass(frozen=True)
+class Verification:
+    """The outcome of checking every hash and link of the chain."""
+
+    ok: bool
+    count: int
+    head_hash: str | None
+    bad_seq: int | None = None
+    problem: str | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "ok": self.ok,
+            "count": self.count,
+            "head_hash": self.head_hash,
+            "bad_seq": self.bad_seq,
+            "problem": self.problem,
+        }
+
+
+class Ledger:
+    """One ledger file. Connections are short: opened per call, closed at once."""
+
+    def __init__(self, path: Path, lock_timeout: float = 30.0) -> None:
+        self.path = Path(path)
+        self.lock_timeout = lock_timeout
+
+    # -- connections
+
+    @contextmanager
+    def _connect(self, *, write: bool) -> Iterator[duckdb.DuckDBPyConnection]:
+        if not write and not self.path.exists():
+            raise LedgerMissing(
+                f"No ledger at {self.path}: run `govern repro` to record the first event, "
+                "or point GOVERN_LEDGER at an existing ledger"
+            )
+        if write:
+            try:
+                self.path.parent.mkdir(parents=True, exist_ok=True)
+            except OSError as error:
+                raise LedgerError(f"Cannot create the ledger directory {self.path.parent}: {error.strerror}") from None
+        con = self._open_with_retry(read_only=not write)
+        try:
+            self._check_schema(con, migrate=write)
+            yield con
+        finally:
+            con.close()
+
+    def _open_with_retry(self, *, read_only: bool) -> duckdb.DuckDBPyConnection:
+        """DuckDB allows one writing process per file: wait for it, with backoff and jitter."""
+        deadline = time.monotonic() + self.lock_timeout
+        delay = 0.01
+        while True:
+            try:
+                return duckdb.connect(str(self.path), read_only=read_only)
+            except duckdb.IOException as error:
+                message = str(error)
+                if "lock" not in message.lower():
+                    raise LedgerError(f"Cannot open the ledger {self.path}: {_first_line(message)}") from None
+                if time.monotonic() >= deadline:
+                    raise LedgerLocked(
+                        f"The ledger {self.path} is locked by another govern process; "
+                        f"gave up after {self.lock_timeout:g} s. Retry when it has finished"
+                    ) from None
+                time.sleep(delay * (0.5 + random.random()))
+                delay = min(delay * 2, 0.5)
+            except duckdb.Error as error:
+                raise LedgerError(
+                    f"{self.path} is not a readable govern ledger ({_first_line(str(error))}); "
+                    "restore it from a backup or point GOVERN_LEDGER elsewhere"
+                ) from None
+
+    def _check_schema(self, con: duckdb.DuckDBPyConnection, *, migrate: bool) -> None:
+        has_table = con.execute(
+            "SELECT count(*) FROM information_schema.tables WHERE table_name = 'govern_migrations'"
+        ).fetchone()[0]
+        applied = 0
+        if has_table:
+            applied = con.execute("SELECT coalesce(max(version), 0) FROM govern_migrations").fetchone()[0]
+        if applied > schema_version():
+            raise LedgerSchemaTooNew(
+                f"The ledger {self.path} has schema version {applied}, newer than this govern "
+                f"understands ({schema_version()}): upgrade govern"
+            )
+        if applied == schema_version():
+            return
+        if not migrate:
+            raise LedgerError(
+                f"The ledger {self.path} has schema version {applied}, older than this govern's "
+                f"({schema_version()}): run any govern write command, such as `govern repro`, to migrate it"
+            )
+        con.execute("BEGIN TRANSACTION")
+        try:
+            con.execute(
+                "CREATE TABLE IF NOT EXISTS govern_migrations "
+                "(version INTEGER PRIMARY KEY, name VARCHAR NOT NULL, applied_at TIMESTAMP NOT NULL)"
+            )
+            for version, step in enumerate(MIGRATIONS[applied:], start=applied + 1):
+                step(con)
+                con.execute(
+                    "INSERT INTO govern_migrations VALUES (?, ?, ?)",
+                    [version, step.__name__, to_utc(utc_now()).replace(tzinfo=None)],
+                )
+            con.execute("COMMIT")
+        except BaseException:
+            con.execute("ROLLBACK")
+            raise
+
+    # -- writing
+
+    def append(self, pending: Sequence[PendingEvent]) -> list[RecordedEvent]:
+        """Append events in one transaction; a retried identical event is a no-op.
+
+        Returns the recorded form of every event passed, including ones that
+        were already in the ledger.
+        """
+        if not pending:
+            return []
+        with self._connect(write=True) as con:
+            con.execute("BEGIN TRANSACTION")
+            try:
+                recorded = self._append_in(con, pending)
+                con.execute("COMMIT")
+            except BaseException:
+                con.execute("ROLLBACK")
+                raise
+        return recorded
+
+    def _append_in(self, con: duckdb.DuckDBPyConnection, pending: Sequence[PendingEvent]) -> list[RecordedEvent]:
+        ids = [event.event_id for event in pending]
+        if len(set(ids)) != len(ids):
+            raise EventConflict("The same event id appears twice in one append")
+        existing = {
+            row.event_id: row
+            for row in self._rows(con, "SELECT * FROM events WHERE event_id IN (SELECT unnest(?))", [ids])
+        }
+        head = con.execute("SELECT seq, hash FROM events ORDER BY seq DESC LIMIT 1").fetchone()
+        seq, prev_hash = head if head else (0, GENESIS_HASH)
+        recorded_at = to_utc(utc_now()).replace(tzinfo=None)
+        result: list[RecordedEvent] = []
+        fresh: list[RecordedEvent] = []
+        for event in pending:
+            if event.event_id in existing:
+                result.append(_same_or_conflict(existing[event.event_id], event))
+                continue
+            seq += 1
+            row = _record(event, seq=seq, prev_hash=prev_hash, recorded_at=recorded_at)
+            prev_hash = row.hash
+            fresh.append(row)
+            result.append(row)
+        if fresh:
+            columns = [[getattr(row, _attr(name)) for row in fresh] for name in COLUMNS]
+            selects = ", ".join(f"unnest(${i + 1})" for i in range(len(COLUMNS)))
+            con.execute(f"INSERT INTO events ({', '.join(COLUMNS)}) SELECT {selects}", columns)
+        return result
+
+    # -- reading
+
+    def read(
+        self,
+        *,
+        types: Sequence[str] | None = None,
+        since: datetime | None = None,
+        limit: int | None = None,
+        subject_prefix: str | None = None,
+    ) -> list[RecordedEvent]:
+        """Events in ledger order (oldest first); `limit` keeps the newest N."""
+        where, params = [], []
+        if types:
+            where.append("type IN (SELECT unnest(?))")
+            params.append(list(types))
+        if since is not None:
+            where.append("occurred_at >= ?")
+            params.append(to_utc(since).replace(tzinfo=None))
+        if subject_prefix:
+            where.append("starts_with(subject, ?)")
+            params.append(subject_prefix)
+        sql = "SELECT * FROM events"
+        if where:
+            sql += " WHERE " + " AND ".join(where)
+        if limit is not None:
+            sql = f"SELECT * FROM ({sql} ORDER BY seq DESC LIMIT {int(limit)})"
+        sql += " ORDER BY seq"
+        with self._connect(write=False) as con:
+            return self._rows(con, sql, params)
+
+    def head(self) -> tuple[int, str] | None:
+        """(seq, hash) of the newest event, or None for an empty or missing ledger."""
+        if not self.path.exists():
+            return None
+        with self._connect(write=False) as con:
+            row = con.execute("SELECT seq, hash FROM events ORDER BY seq DESC LIMIT 1").fetchone()
+        return (row[0], row[1]) if row else None
+
+    def query(self, sql: str, params: Sequence[Any] | dict[str, Any] = ()) -> tuple[list[str], list[tuple]]:
+        """Run a read-only query; returns (column names, rows)."""
+        with self._connect(write=False) as con:
+            cursor = con.execute(sql, params)
+            names = [d[0] for d in cursor.description] if cursor.description else []
+            return names, cursor.fetchall()
+
+    def verify(self) -> Verification:
+        """Recompute every hash and link in one vectorised query."""
+        with self._connect(write=False) as con:
+            count, head_hash, bad_seq, position, previous_seq, problem = con.execute(VERIFY_SQL).fetchone()
+        if bad_seq is None:
+            return Verification(ok=True, count=count, head_hash=head_hash)
+        if problem == "gap":
+            after = f"after seq {previous_seq}" if previous_seq is not None else "at the start"
+            reason = f"seq {position} is missing: seq {bad_seq} follows {after}"
+        elif problem == "link":
+            reason = f"seq {bad_seq}: prev_hash does not match the hash of the event before it (row deleted, inserted or reordered)"
+        else:
+            reason = f"seq {bad_seq}: stored hash does not match its content (event altered)"
+        return Verification(ok=False, count=count, head_hash=head_hash, bad_seq=bad_seq, problem=reason)
+
+    @staticmethod
+    def _rows(con: duckdb.DuckDBPyConnection, sql: str, params: Sequence[Any]) -> list[RecordedEvent]:
+        cursor = con.execute(sql, params)
+        names = [d[0] for d in cursor.description]
+        return [_from_row(dict(zip(names, row))) for row in cursor.fetchall()]
+
+
+def _attr(column: str) -> str:
+    return "payload_json" if column == "payload" else column
+
+
+def _from_row(row: dict[str, Any]) -> RecordedEvent:
+    return RecordedEvent(**{_attr(name): row[name] for name in COLUMNS})
+
+
+def _record(event: PendingEvent, *, seq: int, prev_hash: str, recorded_at: datetime) -> RecordedEvent:
+    occurred_at = to_utc(event.occurred_at).replace(tzinfo=None)
+    fields = {
+        "seq": seq,
+        "event_id": event.event_id,
+        "type": event.fact.type,
+        "schema_version": event.fact.schema_version,
+        "occurred_at": occurred_at,
+        "recorded_at": recorded_at,
+        "actor": event.actor,
+        "subject": event.fact.subject,
+        "git_commit": event.git_commit,
+        "payload_json": event.payload_json,
+        "prev_hash": prev_hash,
+    }
+    return RecordedEvent(**fields, hash=envelope_hash(**fields))
+
+
+def _same_or_conflict(stored: RecordedEvent, event: PendingEvent) -> RecordedEvent:
+    same = (
+        stored.type == event.fact.type
+        and stored.schema_version == event.fact.schema_version
+        and stored.subject == event.fact.subject
+        and stored.actor == event.actor
+        and stored.git_commit == event.git_commit
+        and stored.occurred_at == to_utc(event.occurred_at).replace(tzinfo=None)
+        and stored.payload_json == event.payload_json
+    )
+    if not same:
+        raise EventConflict(
+            f"Event {event.event_id} is already in the ledger (seq {stored.seq}) with different content; "
+            "an event id can be recorded once only"
+        )
+    return stored
+
+
+def _first_line(text: str) -> str:
+    return text.strip().splitlines()[0] if text.strip() else text

@@ -1,0 +1,192 @@
+"""From a reproduced pipeline to the facts a training event records.
+
+Pure functions over `Pipeline`, `dvc.lock` entries and the files on disk:
+which params and metrics a run had, which outputs it wrote (with sha256),
+which files are datasets and where each came from.
+
+How govern finds datasets and their extraction time
+    A *source stage* is a stage none of whose dependencies is produced by
+    another stage. Its cached data outputs are snapshots pulled from a source
+    system: the source is the stage's `meta.source` in dvc.yaml (else its
+    `desc`, else its command) and the extraction time is when that stage ran.
+    Files tracked with `dvc add`, `dvc import` or `dvc import-url` that a
+    stage depends on are snapshots too: the source is the URL or repository
+    the `.dvc` file records (else "dvc add") and the extraction time is the
+    commit time of the `.dvc` file. When the data is unchanged since an
+    earlier snapshot, that snapshot stands and no new one is recorded.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from govern.adapters.dvc import Pipeline, StageRun, load_structured, tracked_source
+from govern.errors import ProjectError
+from govern.events import finite_or_none
+from govern.hashing import digest
+
+
+@dataclass(frozen=True)
+class DatasetCandidate:
+    path: str
+    stage: str | None
+    source: str
+    md5: str | None
+
+
+def flatten(tree: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
+    """Nested mappings to dotted keys: {"train": {"C": 1}} -> {"train.C": 1}."""
+    flat: dict[str, Any] = {}
+    for key, value in tree.items():
+        name = f"{prefix}{key}"
+        if isinstance(value, Mapping):
+            flat.update(flatten(value, f"{name}."))
+        else:
+            flat[name] = value
+    return flat
+
+
+def params_of(locks: Mapping[str, Mapping[str, Any]]) -> dict[str, Any]:
+    """Every parameter the stages used; keys from files other than params.yaml carry the file name."""
+    params: dict[str, Any] = {}
+    for entry in locks.values():
+        for file, values in (entry.get("params") or {}).items():
+            prefix = "" if file == "params.yaml" else f"{file}:"
+            params.update(flatten(values or {}, prefix))
+    return dict(sorted(params.items()))
+
+
+def metrics_of(root: Path, pipeline: Pipeline) -> dict[str, Any]:
+    """Numeric values of every metrics file, flattened; files in other directories keep their path."""
+    metrics: dict[str, Any] = {}
+    single = len(pipeline.metrics_files) == 1
+    for file in pipeline.metrics_files:
+        path = root / file
+        if not path.is_file():
+            continue
+        data = load_structured(path)
+        prefix = "" if single else f"{Path(file).stem}."
+        for key, value in flatten(data if isinstance(data, Mapping) else {}, prefix).items():
+            if isinstance(value, bool) or not isinstance(value, int | float):
+                continue
+            metrics[key] = finite_or_none(float(value))
+    return dict(sorted(metrics.items()))
+
+
+def stage_records(
+    root: Path,
+    pipeline: Pipeline,
+    locks: Mapping[str, Mapping[str, Any]],
+    runs: list[StageRun],
+    digests: dict[str, Any],
+) -> list[dict[str, Any]]:
+    """One record per locked stage: the dvc.lock entry plus what happened and sha256s."""
+    by_name = {run.name: run for run in runs}
+    records = []
+    for name, entry in locks.items():
+        if name not in pipeline.stages:
+            continue
+        run = by_name.get(name)
+        records.append(
+            {
+                "name": name,
+                "cmd": entry.get("cmd"),
+                "deps": [_file_record(item) for item in entry.get("deps") or []],
+                "outs": [{**_file_record(item), "sha256": _sha(root, item["path"], digests)} for item in entry.get("outs") or []],
+                "params": entry.get("params") or {},
+                "status": run.status if run else "not-run",
+                "started_at": run.started_at.isoformat() if run else None,
+                "duration_s": run.duration_s if run else None,
+            }
+        )
+    return records
+
+
+def _file_record(item: Mapping[str, Any]) -> dict[str, Any]:
+    return {key: item.get(key) for key in ("path", "md5", "size", "nfiles") if item.get(key) is not None}
+
+
+def _sha(root: Path, path: str, digests: dict[str, Any]) -> str | None:
+    if path not in digests:
+        digests[path] = digest(root / path)
+    found = digests[path]
+    return found.sha256 if found else None
+
+
+def output_md5s(locks: Mapping[str, Mapping[str, Any]]) -> dict[str, str]:
+    """Path -> DVC md5 of every output and dependency recorded in the lock files."""
+    md5s: dict[str, str] = {}
+    for entry in locks.values():
+        for item in [*(entry.get("deps") or []), *(entry.get("outs") or [])]:
+            if item.get("md5"):
+                md5s[item["path"]] = item["md5"]
+    return md5s
+
+
+def dataset_candidates(root: Path, pipeline: Pipeline, locks: Mapping[str, Mapping[str, Any]]) -> list[DatasetCandidate]:
+    """The files that are snapshots of a source system (see the module docstring)."""
+    md5s = output_md5s(locks)
+    produced = pipeline.output_paths
+    model_paths = {artifact.path for artifact in pipeline.artifacts}
+    tracked = set(pipeline.tracked_files)
+    found: dict[str, DatasetCandidate] = {}
+    for stage in pipeline.stages.values():
+        upstream = [dep for dep in stage.deps if _within(dep, produced) and dep not in tracked]
+        for dep in stage.deps:
+            if dep in tracked or _within(dep, tracked):
+                found.setdefault(dep, DatasetCandidate(dep, None, tracked_source(root, dep), md5s.get(dep)))
+        if upstream or stage.name not in locks:
+            continue
+        for out in stage.outs:
+            if out.cache and not out.metric and not out.plot and out.path not in model_paths:
+                source = str(stage.meta.get("source") or stage.desc or f"stage {stage.name}: {stage.cmd}")
+                found.setdefault(out.path, DatasetCandidate(out.path, stage.name, source, md5s.get(out.path)))
+    return list(found.values())
+
+
+def _within(path: str, roots: set[str]) -> bool:
+    return any(path == r or path.startswith(r.rstrip("/") + "/") for r in roots)
+
+
+def model_records(
+    root: Path, pipeline: Pipeline, locks: Mapping[str, Mapping[str, Any]], digests: dict[str, Any]
+) -> list[dict[str, Any]]:
+    """The `type: model` artifacts of dvc.yaml, with their content hashes."""
+    md5s = output_md5s(locks)
+    records = []
+    for artifact in pipeline.artifacts:
+        if artifact.type != "model":
+            continue
+        if not (root / artifact.path).exists():
+            raise ProjectError(
+                f"Model artifact {artifact.name!r} points at {artifact.path}, which does not exist after the "
+                "pipeline ran: fix its path in the artifacts: section of dvc.yaml"
+            )
+        records.append(
+            {
+                "name": artifact.name,
+                "path": artifact.path,
+                "md5": md5s.get(artifact.path),
+                "sha256": _sha(root, artifact.path, digests),
+                "desc": artifact.desc,
+                "labels": list(artifact.labels),
+                "meta": artifact.meta,
+                "stage": pipeline.producer(artifact.path),
+            }
+        )
+    return records
+
+
+def training_inputs(pipeline: Pipeline, locks: Mapping[str, Mapping[str, Any]], models: list[dict[str, Any]]) -> list[str]:
+    """Data files the model-producing stages read: the training datasets."""
+    data = pipeline.output_paths | set(pipeline.tracked_files)
+    paths: list[str] = []
+    for model in models:
+        stage = pipeline.stages.get(model["stage"] or "")
+        if stage is None:
+            continue
+        paths.extend(dep for dep in stage.deps if _within(dep, data) and dep != model["path"])
+    return list(dict.fromkeys(paths))
