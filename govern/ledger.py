@@ -272,7 +272,10 @@ class Ledger:
             except duckdb.IOException as error:
                 message = str(error)
                 if "lock" not in message.lower():
-                    raise LedgerError(f"Cannot open the ledger {self.path}: {_first_line(message)}") from None
+                    raise LedgerError(
+                        f"{self.path} is not a readable govern ledger ({_first_line(message)}); "
+                        "restore it from a backup or point GOVERN_LEDGER elsewhere"
+                    ) from None
                 if time.monotonic() >= deadline:
                     raise LedgerLocked(
                         f"The ledger {self.path} is locked by another govern process; "

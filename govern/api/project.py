@@ -8,9 +8,7 @@ from pathlib import Path
 from govern import config
 from govern.adapters import dvc as dvc_adapter
 
-GITIGNORE_ENTRIES = (
-    "/audit/ledger.duckdb",
-    "/audit/ledger.duckdb.wal",
+LOCAL_STORES = (
     "/mlflow.db",
     "/mlartifacts/",
     "/mlruns/",
@@ -59,7 +57,7 @@ def init_project(start: Path | None = None) -> InitResult:
         audit.mkdir(exist_ok=True)
         (audit / "README.md").write_text(AUDIT_README, encoding="utf-8")
         changed.append("audit/README.md")
-    if _ensure_gitignore(root):
+    if _ensure_gitignore(root, _ignored_paths(config.load(root, {}))):
         changed.append(".gitignore")
     initialized = dvc_adapter.ensure_initialized(root)
     return InitResult(root=root, config_file=config_file, changed=changed, dvc_initialized=initialized)
@@ -82,11 +80,22 @@ def _ensure_config(root: Path, changed: list[str]) -> str:
     return config.CONFIG_FILE
 
 
-def _ensure_gitignore(root: Path) -> bool:
+def _ignored_paths(cfg: config.Config) -> list[str]:
+    """The ledger (where configured inside the project) and the local MLflow store."""
+    entries = []
+    try:
+        ledger = "/" + cfg.ledger.relative_to(cfg.root).as_posix()
+        entries = [ledger, f"{ledger}.wal"]
+    except ValueError:
+        pass
+    return [*entries, *LOCAL_STORES]
+
+
+def _ensure_gitignore(root: Path, entries: list[str]) -> bool:
     path = root / ".gitignore"
     text = path.read_text(encoding="utf-8") if path.exists() else ""
     present = {line.strip() for line in text.splitlines()}
-    missing = [entry for entry in GITIGNORE_ENTRIES if entry not in present]
+    missing = [entry for entry in entries if entry not in present]
     if not missing:
         return False
     block = "\n".join(["# govern: local ledger and MLflow store", *missing]) + "\n"

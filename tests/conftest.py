@@ -1,0 +1,154 @@
+"""Shared fixtures: real git repositories, real DVC, a real MLflow SQLite store, real DuckDB.
+
+Every test runs with HOME, git config, GOVERN_* and MLFLOW_* isolated in its
+own temporary directory, so nothing leaks from the developer's machine into
+a test or from a test into the machine.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from click.testing import CliRunner, Result
+
+from govern.cli import cli
+
+REPO = Path(__file__).resolve().parent.parent
+DEMO_FILES = (
+    "pipelines",
+    "dvc.yaml",
+    "params.yaml",
+    "dvc.lock",
+    "metrics.json",
+    "pyproject.toml",
+    ".gitignore",
+    ".dvcignore",
+    ".dvc/config",
+    ".dvc/.gitignore",
+    "data/raw/.gitignore",
+    "data/prepared/.gitignore",
+    "models/.gitignore",
+    "audit/README.md",
+)
+GIT_NAME, GIT_EMAIL = "Ada Auditor", "ada@example.com"
+ACTOR = f"{GIT_NAME} <{GIT_EMAIL}>"
+
+
+def isolate(env: dict[str, str], home: Path) -> dict[str, str]:
+    """The environment variables every govern process in a test gets."""
+    for key in list(env):
+        if key.startswith(("GOVERN_", "MLFLOW_", "GIT_", "DVC_")) or key in ("GITHUB_ACTIONS", "GITLAB_CI", "CI"):
+            del env[key]
+    home.mkdir(parents=True, exist_ok=True)
+    gitconfig = home / ".gitconfig"
+    gitconfig.write_text(
+        f"[user]\n\tname = {GIT_NAME}\n\temail = {GIT_EMAIL}\n[init]\n\tdefaultBranch = main\n", encoding="utf-8"
+    )
+    env.update(
+        HOME=str(home),
+        GIT_CONFIG_GLOBAL=str(gitconfig),
+        GIT_CONFIG_NOSYSTEM="1",
+        DVC_NO_ANALYTICS="1",
+        DVC_SITE_CACHE_DIR=str(home / "dvc-site-cache"),
+        MLFLOW_DISABLE_TELEMETRY="true",
+        XDG_CONFIG_HOME=str(home / ".config"),
+        # Stage commands call `python`: the interpreter running the tests.
+        PATH=os.pathsep.join([str(Path(sys.executable).parent), env.get("PATH", "")]),
+    )
+    return env
+
+
+@pytest.fixture(autouse=True)
+def isolated_env(tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.MonkeyPatch) -> dict[str, str]:
+    env = isolate(dict(os.environ), tmp_path_factory.mktemp("home"))
+    for key in set(os.environ) - set(env):
+        monkeypatch.delenv(key)
+    for key, value in env.items():
+        monkeypatch.setenv(key, value)
+    return env
+
+
+def git(cwd: Path, *args: str, env: dict[str, str] | None = None) -> str:
+    return subprocess.run(
+        ["git", *args], cwd=cwd, check=True, capture_output=True, text=True, env=env
+    ).stdout.strip()
+
+
+def commit_all(cwd: Path, message: str, env: dict[str, str] | None = None) -> str:
+    git(cwd, "add", "-A", env=env)
+    git(cwd, "commit", "-q", "-m", message, env=env)
+    return git(cwd, "rev-parse", "HEAD", env=env)
+
+
+def run_cli(*args: str, cwd: Path | None = None) -> Result:
+    """Invoke the real CLI in-process, from `cwd`."""
+    previous = Path.cwd()
+    if cwd is not None:
+        os.chdir(cwd)
+    try:
+        return CliRunner().invoke(cli, list(args), catch_exceptions=False)
+    finally:
+        os.chdir(previous)
+
+
+@pytest.fixture(scope="session")
+def mlflow_store_template(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """One migrated MLflow SQLite store; creating one costs over a second, copying it nothing."""
+    folder = tmp_path_factory.mktemp("mlflow-template")
+    env = isolate(dict(os.environ), folder / "home")
+    code = (
+        "import sys; from mlflow.tracking import MlflowClient; "
+        "MlflowClient(tracking_uri=sys.argv[1]).search_experiments()"
+    )
+    subprocess.run([sys.executable, "-c", code, f"sqlite:///{folder / 'mlflow.db'}"], check=True, env=env)
+    return folder / "mlflow.db"
+
+
+def make_demo(target: Path, mlflow_template: Path, env: dict[str, str] | None = None) -> Path:
+    """A copy of this repository's demo project as a fresh git repository."""
+    for name in DEMO_FILES:
+        source = REPO / name
+        destination = target / name
+        destination.parent.mkdir(parents=True, exist_ok=True)
+        if source.is_dir():
+            shutil.copytree(source, destination, ignore=shutil.ignore_patterns("__pycache__"))
+        else:
+            shutil.copy2(source, destination)
+    shutil.copy2(mlflow_template, target / "mlflow.db")
+    git(target, "init", "-q", "-b", "main", env=env)
+    commit_all(target, "demo project", env=env)
+    return target
+
+
+@pytest.fixture
+def demo(tmp_path: Path, mlflow_store_template: Path) -> Path:
+    """A fresh, never reproduced copy of the demo."""
+    return make_demo(tmp_path / "demo", mlflow_store_template)
+
+
+@pytest.fixture(scope="session")
+def reproduced_demo_original(tmp_path_factory: pytest.TempPathFactory, mlflow_store_template: Path) -> Path:
+    """The demo after one `govern repro`, made once per session; tests use copies of it."""
+    base = tmp_path_factory.mktemp("reproduced")
+    env = isolate(dict(os.environ), base / "home")
+    project = make_demo(base / "demo", mlflow_store_template, env)
+    subprocess.run([sys.executable, "-m", "govern", "repro"], cwd=project, env=env, check=True, capture_output=True)
+    return project
+
+
+@pytest.fixture
+def reproduced_demo(tmp_path: Path, reproduced_demo_original: Path) -> Iterator[Path]:
+    """A private copy of the reproduced demo: ledger, MLflow store, DVC cache and outputs included."""
+    copy = tmp_path / "demo"
+    shutil.copytree(reproduced_demo_original, copy, symlinks=True)
+    yield copy
+
+
+def tracking_uri(project: Path) -> str:
+    return f"sqlite:///{project / 'mlflow.db'}"

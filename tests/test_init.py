@@ -1,0 +1,57 @@
+"""`govern init`: idempotent set-up of any git repository."""
+
+from __future__ import annotations
+
+import tomllib
+from pathlib import Path
+
+from conftest import git, run_cli
+
+
+def test_init_writes_govern_toml_audit_gitignore_and_dvc(tmp_path: Path) -> None:
+    git(tmp_path, "init", "-q")
+    result = run_cli("init", cwd=tmp_path)
+    assert result.exit_code == 0, result.output
+
+    settings = tomllib.loads((tmp_path / "govern.toml").read_text())
+    assert settings["ledger"] == "audit/ledger.duckdb"
+    assert settings["mlflow"]["experiment"] == tmp_path.name
+    assert (tmp_path / "audit" / "README.md").exists()
+    ignored = (tmp_path / ".gitignore").read_text().splitlines()
+    assert {"/audit/ledger.duckdb", "/mlflow.db", "/mlartifacts/"} <= set(ignored)
+    assert (tmp_path / ".dvc" / "config").exists()
+
+
+def test_init_uses_pyproject_when_there_is_one(tmp_path: Path) -> None:
+    git(tmp_path, "init", "-q")
+    (tmp_path / "pyproject.toml").write_text('[project]\nname = "credit-risk"\n')
+    assert run_cli("init", cwd=tmp_path).exit_code == 0
+    pyproject = tomllib.loads((tmp_path / "pyproject.toml").read_text())
+    assert pyproject["project"]["name"] == "credit-risk"
+    assert pyproject["tool"]["govern"]["ledger"] == "audit/ledger.duckdb"
+    assert not (tmp_path / "govern.toml").exists()
+
+
+def test_init_twice_changes_nothing(tmp_path: Path) -> None:
+    git(tmp_path, "init", "-q")
+    run_cli("init", cwd=tmp_path)
+    before = {p: p.read_bytes() for p in tmp_path.rglob("*") if p.is_file() and ".git/" not in p.as_posix()}
+    again = run_cli("init", cwd=tmp_path)
+    after = {p: p.read_bytes() for p in tmp_path.rglob("*") if p.is_file() and ".git/" not in p.as_posix()}
+    assert again.exit_code == 0 and "already governed" in again.output
+    assert after == before
+
+
+def test_init_from_a_subdirectory_sets_up_the_repository_root(tmp_path: Path) -> None:
+    git(tmp_path, "init", "-q")
+    (tmp_path / "src").mkdir()
+    assert run_cli("init", cwd=tmp_path / "src").exit_code == 0
+    assert (tmp_path / "govern.toml").exists() and not (tmp_path / "src" / "govern.toml").exists()
+
+
+def test_a_malformed_config_is_reported_with_the_file(tmp_path: Path) -> None:
+    git(tmp_path, "init", "-q")
+    (tmp_path / "govern.toml").write_text("ledger = [unclosed\n")
+    result = run_cli("audit", "log", cwd=tmp_path)
+    assert result.exit_code == 1
+    assert "govern.toml is not valid TOML" in result.output and len(result.output.strip().splitlines()) == 1

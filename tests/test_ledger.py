@@ -1,0 +1,191 @@
+"""The ledger: append-only, idempotent, hash-chained, migrated on open, verified in SQL."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import duckdb
+import pytest
+
+from govern.errors import EventConflict, LedgerError, LedgerLocked, LedgerMissing, LedgerSchemaTooNew
+from govern.events import DatasetSnapshotted, PendingEvent, utc_now
+from govern.ledger import MIGRATIONS, Ledger, schema_version
+
+
+def snapshot(i: int, source: str = "the source system") -> PendingEvent:
+    return PendingEvent(
+        DatasetSnapshotted(
+            path=f"data/part-{i}.csv",
+            md5=f"{i:032x}",
+            sha256=f"{i:064x}",
+            size=i,
+            source=source,
+            extracted_at="2026-01-01T00:00:00.000000Z",
+            extracted_at_basis="stage-run",
+            rows=i,
+            columns=["a", "b"],
+        ),
+        actor="Zoë <zoe@example.com>",
+        occurred_at=utc_now(),
+        git_commit="c0ffee",
+    )
+
+
+@pytest.fixture
+def ledger(tmp_path: Path) -> Ledger:
+    return Ledger(tmp_path / "audit" / "ledger.duckdb", lock_timeout=2)
+
+
+@pytest.fixture
+def filled(ledger: Ledger) -> Ledger:
+    ledger.append([snapshot(i, source=f'tricky "source" é\n{i}') for i in range(1, 6)])
+    return ledger
+
+
+def sql(ledger: Ledger, statement: str) -> None:
+    con = duckdb.connect(str(ledger.path))
+    try:
+        con.execute(statement)
+    finally:
+        con.close()
+
+
+def test_appends_get_gapless_seq_and_a_chain(filled: Ledger) -> None:
+    events = filled.read()
+    assert [e.seq for e in events] == [1, 2, 3, 4, 5]
+    assert events[0].prev_hash == "0" * 64
+    assert all(later.prev_hash == earlier.hash for earlier, later in zip(events, events[1:]))
+
+
+def test_verify_accepts_an_untouched_chain(filled: Ledger) -> None:
+    result = filled.verify()
+    assert result.ok and result.count == 5
+    assert result.head_hash == filled.read()[-1].hash
+
+
+def test_verify_names_the_seq_of_an_edited_payload(filled: Ledger) -> None:
+    sql(filled, "UPDATE events SET payload = replace(payload, 'tricky', 'benign') WHERE seq = 3")
+    result = filled.verify()
+    assert not result.ok and result.bad_seq == 3
+    assert "seq 3" in result.problem
+
+
+def test_verify_names_the_seq_of_an_edited_hash(filled: Ledger) -> None:
+    sql(filled, "UPDATE events SET hash = sha256('forged') WHERE seq = 2")
+    result = filled.verify()
+    assert not result.ok and result.bad_seq == 2
+
+
+def test_verify_names_the_missing_seq_of_a_deleted_row(filled: Ledger) -> None:
+    sql(filled, "DELETE FROM events WHERE seq = 3")
+    result = filled.verify()
+    assert not result.ok and result.bad_seq == 4
+    assert "seq 3 is missing" in result.problem
+
+
+def test_verify_catches_an_edited_actor(filled: Ledger) -> None:
+    sql(filled, "UPDATE events SET actor = 'Mallory' WHERE seq = 5")
+    assert filled.verify().bad_seq == 5
+
+
+def test_a_retried_identical_event_is_a_no_op(ledger: Ledger) -> None:
+    event = snapshot(1)
+    first = ledger.append([event])
+    again = ledger.append([event])
+    assert [e.seq for e in ledger.read()] == [1]
+    assert again[0].hash == first[0].hash
+
+
+def test_the_same_event_id_with_other_content_is_refused(ledger: Ledger) -> None:
+    event = snapshot(1)
+    ledger.append([event])
+    changed = PendingEvent(snapshot(2).fact, actor=event.actor, occurred_at=event.occurred_at, event_id=event.event_id)
+    with pytest.raises(EventConflict, match="different content"):
+        ledger.append([changed])
+    assert len(ledger.read()) == 1
+
+
+def test_a_failed_append_writes_nothing(ledger: Ledger) -> None:
+    ledger.append([snapshot(1)])
+    head = ledger.head()
+    duplicate = snapshot(2)
+    with pytest.raises(EventConflict):
+        ledger.append([snapshot(3), duplicate, duplicate])
+    assert ledger.head() == head
+
+
+def test_read_filters_by_type_time_and_limit(filled: Ledger) -> None:
+    assert [e.seq for e in filled.read(limit=2)] == [4, 5]
+    assert filled.read(types=["training.completed"]) == []
+    assert len(filled.read(since=filled.read()[2].occurred_at)) == 3
+
+
+def test_payload_bytes_are_stored_exactly_as_hashed(ledger: Ledger) -> None:
+    event = snapshot(1, source='tricky "source" é')
+    ledger.append([event])
+    stored = ledger.read()[0]
+    assert stored.payload_json == event.payload_json
+    assert stored.payload["source"] == 'tricky "source" é'
+
+
+def test_a_new_ledger_is_migrated_to_the_current_schema(ledger: Ledger) -> None:
+    ledger.append([snapshot(1)])
+    con = duckdb.connect(str(ledger.path), read_only=True)
+    versions = [row[0] for row in con.execute("SELECT version FROM govern_migrations ORDER BY version").fetchall()]
+    views = {row[0] for row in con.execute("SELECT view_name FROM duckdb_views() WHERE NOT internal").fetchall()}
+    con.close()
+    assert versions == list(range(1, len(MIGRATIONS) + 1))
+    assert {"trainings", "model_versions", "datasets"} <= views
+
+
+def test_an_old_ledger_is_migrated_forward_on_write(ledger: Ledger) -> None:
+    ledger.path.parent.mkdir(parents=True)
+    con = duckdb.connect(str(ledger.path))
+    con.execute("CREATE TABLE govern_migrations (version INTEGER PRIMARY KEY, name VARCHAR NOT NULL, applied_at TIMESTAMP NOT NULL)")
+    MIGRATIONS[0](con)
+    con.execute("INSERT INTO govern_migrations VALUES (1, 'm001', now()::TIMESTAMP)")
+    con.close()
+    ledger.append([snapshot(1)])
+    assert ledger.query("SELECT count(*) FROM datasets")[1] == [(1,)]
+
+
+def test_a_ledger_from_a_newer_govern_is_refused(filled: Ledger) -> None:
+    sql(filled, f"INSERT INTO govern_migrations VALUES ({schema_version() + 1}, 'future', now()::TIMESTAMP)")
+    with pytest.raises(LedgerSchemaTooNew, match="upgrade govern"):
+        filled.read()
+    with pytest.raises(LedgerSchemaTooNew):
+        filled.append([snapshot(9)])
+
+
+def test_reading_a_missing_ledger_says_how_to_create_one(ledger: Ledger) -> None:
+    with pytest.raises(LedgerMissing, match="govern repro"):
+        ledger.read()
+
+
+def test_a_file_that_is_not_a_ledger_is_reported(tmp_path: Path) -> None:
+    path = tmp_path / "ledger.duckdb"
+    path.write_bytes(b"this is not a database" * 100)
+    with pytest.raises(LedgerError, match="not a readable govern ledger"):
+        Ledger(path).read()
+
+
+def test_a_writer_waits_for_a_lock_then_gives_up_clearly(filled: Ledger) -> None:
+    holder = subprocess.Popen(
+        [sys.executable, "-c", "import duckdb, sys, time; c = duckdb.connect(sys.argv[1]); print('held', flush=True); time.sleep(30)", str(filled.path)],
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert holder.stdout.readline().strip() == "held"
+        filled.lock_timeout = 0.5
+        started = time.monotonic()
+        with pytest.raises(LedgerLocked, match="locked by another govern process"):
+            filled.append([snapshot(9)])
+        assert time.monotonic() - started >= 0.5
+    finally:
+        holder.kill()
+        holder.wait()
+    assert filled.append([snapshot(9)])[0].seq == 6
