@@ -41,7 +41,9 @@ class GovernGroup(click.Group):
             if _wants_traceback(ctx):
                 raise
             message = " ".join(str(error).split()) or type(error).__name__
-            click.echo(f"Error: unexpected {type(error).__name__}: {message} (run with --traceback for details)", err=True)
+            click.echo(
+                f"Error: unexpected {type(error).__name__}: {message} (run with --traceback for details)", err=True
+            )
             ctx.exit(1)
 
 
@@ -110,7 +112,9 @@ def repro(stages: tuple[str, ...], allow_dirty: bool, commit_lock: bool, as_json
     if as_json:
         _print_json(outcome.to_dict())
     elif outcome.status == "up-to-date":
-        click.echo(f"Nothing changed: the pipeline is up to date and already recorded (training seq {outcome.existing_seq}).")
+        click.echo(
+            f"Nothing changed: the pipeline is up to date and already recorded (training seq {outcome.existing_seq})."
+        )
     else:
         for event in outcome.events:
             click.echo(f"recorded seq {event.seq:>4}  {event.type:<20} {event.subject}")
@@ -149,7 +153,9 @@ def audit_log(types: tuple[str, ...], since: str | None, limit: int | None, as_j
         click.echo("No events.", err=True)
         return
     for event in events:
-        click.echo(f"{event.seq:>6}  {format_timestamp(event.occurred_at)}  {event.type:<20}  {event.subject}  ({event.actor})")
+        click.echo(
+            f"{event.seq:>6}  {format_timestamp(event.occurred_at)}  {event.type:<20}  {event.subject}  ({event.actor})"
+        )
 
 
 @audit.command("verify")

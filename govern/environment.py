@@ -18,9 +18,19 @@ def ci_identity(environ: Mapping[str, str] | None = None) -> str | None:
     """The CI system's identity from its standard variables, or None outside CI."""
     env = os.environ if environ is None else environ
     if env.get("GITHUB_ACTIONS") == "true":
-        return f"ci:github:{env.get('GITHUB_ACTOR', 'unknown')}@{env.get('GITHUB_REPOSITORY', '')}#{env.get('GITHUB_RUN_ID', '')}"
+        who, where, run = (
+            env.get("GITHUB_ACTOR", "unknown"),
+            env.get("GITHUB_REPOSITORY", ""),
+            env.get("GITHUB_RUN_ID", ""),
+        )
+        return f"ci:github:{who}@{where}#{run}"
     if env.get("GITLAB_CI") == "true":
-        return f"ci:gitlab:{env.get('GITLAB_USER_LOGIN', 'unknown')}@{env.get('CI_PROJECT_PATH', '')}#{env.get('CI_PIPELINE_ID', '')}"
+        who, where, run = (
+            env.get("GITLAB_USER_LOGIN", "unknown"),
+            env.get("CI_PROJECT_PATH", ""),
+            env.get("CI_PIPELINE_ID", ""),
+        )
+        return f"ci:gitlab:{who}@{where}#{run}"
     if env.get("GOVERN_CI_IDENTITY"):
         return env["GOVERN_CI_IDENTITY"]
     return None

@@ -428,7 +428,10 @@ class Ledger:
             after = f"after seq {previous_seq}" if previous_seq is not None else "at the start"
             reason = f"seq {position} is missing: seq {bad_seq} follows {after}"
         elif problem == "link":
-            reason = f"seq {bad_seq}: prev_hash does not match the hash of the event before it (row deleted, inserted or reordered)"
+            reason = (
+                f"seq {bad_seq}: prev_hash does not match the hash of the event before it "
+                "(row deleted, inserted or reordered)"
+            )
         else:
             reason = f"seq {bad_seq}: stored hash does not match its content (event altered)"
         return Verification(ok=False, count=count, head_hash=head_hash, bad_seq=bad_seq, problem=reason)
@@ -437,7 +440,7 @@ class Ledger:
     def _rows(con: duckdb.DuckDBPyConnection, sql: str, params: Sequence[Any]) -> list[RecordedEvent]:
         cursor = con.execute(sql, params)
         names = [d[0] for d in cursor.description]
-        return [_from_row(dict(zip(names, row))) for row in cursor.fetchall()]
+        return [_from_row(dict(zip(names, row, strict=True))) for row in cursor.fetchall()]
 
 
 def _attr(column: str) -> str:

@@ -23,10 +23,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from govern.adapters.dvc import Pipeline, StageRun, load_structured, tracked_source
+from govern.adapters.dvc import load_structured, tracked_source
 from govern.errors import ProjectError
 from govern.events import finite_or_none
 from govern.hashing import digest
+from govern.pipeline import Pipeline, StageRun
 
 
 @dataclass(frozen=True)
@@ -95,7 +96,10 @@ def stage_records(
                 "name": name,
                 "cmd": entry.get("cmd"),
                 "deps": [_file_record(item) for item in entry.get("deps") or []],
-                "outs": [{**_file_record(item), "sha256": _sha(root, item["path"], digests)} for item in entry.get("outs") or []],
+                "outs": [
+                    {**_file_record(item), "sha256": _sha(root, item["path"], digests)}
+                    for item in entry.get("outs") or []
+                ],
                 "params": entry.get("params") or {},
                 "status": run.status if run else "not-run",
                 "started_at": run.started_at.isoformat() if run else None,
@@ -126,7 +130,9 @@ def output_md5s(locks: Mapping[str, Mapping[str, Any]]) -> dict[str, str]:
     return md5s
 
 
-def dataset_candidates(root: Path, pipeline: Pipeline, locks: Mapping[str, Mapping[str, Any]]) -> list[DatasetCandidate]:
+def dataset_candidates(
+    root: Path, pipeline: Pipeline, locks: Mapping[str, Mapping[str, Any]]
+) -> list[DatasetCandidate]:
     """The files that are snapshots of a source system (see the module docstring)."""
     md5s = output_md5s(locks)
     produced = pipeline.output_paths
@@ -180,7 +186,9 @@ def model_records(
     return records
 
 
-def training_inputs(pipeline: Pipeline, locks: Mapping[str, Mapping[str, Any]], models: list[dict[str, Any]]) -> list[str]:
+def training_inputs(
+    pipeline: Pipeline, locks: Mapping[str, Mapping[str, Any]], models: list[dict[str, Any]]
+) -> list[str]:
     """Data files the model-producing stages read: the training datasets."""
     data = pipeline.output_paths | set(pipeline.tracked_files)
     paths: list[str] = []

@@ -27,9 +27,7 @@ _MEASURES = [
 
 # Column order is part of the contract: the fitted model expects exactly this layout.
 FEATURES: list[str] = (
-    [f"mean_{m}" for m in _MEASURES]
-    + [f"{m}_error" for m in _MEASURES]
-    + [f"worst_{m}" for m in _MEASURES]
+    [f"mean_{m}" for m in _MEASURES] + [f"{m}_error" for m in _MEASURES] + [f"worst_{m}" for m in _MEASURES]
 )
 
 

@@ -15,13 +15,9 @@ else:  # run as `python pipelines/<script>.py`: the script's directory is sys.pa
     import features
 
 
-def split(
-    df: pd.DataFrame, test_size: float, validation_size: float, seed: int
-) -> dict[str, pd.DataFrame]:
+def split(df: pd.DataFrame, test_size: float, validation_size: float, seed: int) -> dict[str, pd.DataFrame]:
     """Stratified split; both sizes are fractions of the whole table."""
-    rest, test = train_test_split(
-        df, test_size=test_size, stratify=df[features.TARGET], random_state=seed
-    )
+    rest, test = train_test_split(df, test_size=test_size, stratify=df[features.TARGET], random_state=seed)
     train, validation = train_test_split(
         rest,
         test_size=validation_size / (1 - test_size),

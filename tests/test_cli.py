@@ -11,8 +11,8 @@ from pathlib import Path
 import click
 import duckdb
 import pytest
-
 from conftest import REPO, run_cli
+
 from govern.cli import cli
 from govern.events import DatasetSnapshotted, PendingEvent, utc_now
 from govern.ledger import Ledger
@@ -81,7 +81,9 @@ def test_audit_commands_do_not_import_mlflow_or_dvc(
 
 
 def test_python_dash_m_runs_the_same_cli(isolated_env: dict[str, str], tmp_path: Path) -> None:
-    done = subprocess.run([sys.executable, "-m", "govern", "--version"], env=isolated_env, cwd=tmp_path, capture_output=True, text=True)
+    done = subprocess.run(
+        [sys.executable, "-m", "govern", "--version"], env=isolated_env, cwd=tmp_path, capture_output=True, text=True
+    )
     assert done.returncode == 0 and done.stdout.strip() == "govern, version 0.1.0"
 
 
@@ -145,7 +147,10 @@ def test_audit_on_a_project_without_a_ledger_says_what_to_do(tmp_path: Path) -> 
 def test_outside_a_git_repository_the_error_is_one_line(args: list[str], tmp_path: Path) -> None:
     result = run_cli(*args, cwd=tmp_path)
     assert result.exit_code == 1
-    assert result.output == f"Error: {tmp_path} is not inside a git repository: run `git init` first, or cd into your project\n"
+    assert (
+        result.output
+        == f"Error: {tmp_path} is not inside a git repository: run `git init` first, or cd into your project\n"
+    )
 
 
 def test_traceback_flag_shows_the_traceback(tmp_path: Path) -> None:

@@ -36,7 +36,7 @@ def test_canonical_json_sorts_keys_and_drops_whitespace() -> None:
 
 
 def test_canonical_json_keeps_non_ascii_and_escapes_controls() -> None:
-    assert canonical_json("José\u0001\"") == '"José\\u0001\\""'
+    assert canonical_json('José\u0001"') == '"José\\u0001\\""'
 
 
 def test_canonical_json_refuses_nan() -> None:

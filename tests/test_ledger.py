@@ -57,7 +57,7 @@ def test_appends_get_gapless_seq_and_a_chain(filled: Ledger) -> None:
     events = filled.read()
     assert [e.seq for e in events] == [1, 2, 3, 4, 5]
     assert events[0].prev_hash == "0" * 64
-    assert all(later.prev_hash == earlier.hash for earlier, later in zip(events, events[1:]))
+    assert all(later.prev_hash == earlier.hash for earlier, later in zip(events, events[1:], strict=False))
 
 
 def test_verify_accepts_an_untouched_chain(filled: Ledger) -> None:
@@ -144,7 +144,10 @@ def test_a_new_ledger_is_migrated_to_the_current_schema(ledger: Ledger) -> None:
 def test_an_old_ledger_is_migrated_forward_on_write(ledger: Ledger) -> None:
     ledger.path.parent.mkdir(parents=True)
     con = duckdb.connect(str(ledger.path))
-    con.execute("CREATE TABLE govern_migrations (version INTEGER PRIMARY KEY, name VARCHAR NOT NULL, applied_at TIMESTAMP NOT NULL)")
+    con.execute(
+        "CREATE TABLE govern_migrations "
+        "(version INTEGER PRIMARY KEY, name VARCHAR NOT NULL, applied_at TIMESTAMP NOT NULL)"
+    )
     MIGRATIONS[0](con)
     con.execute("INSERT INTO govern_migrations VALUES (1, 'm001', now()::TIMESTAMP)")
     con.close()
@@ -174,7 +177,12 @@ def test_a_file_that_is_not_a_ledger_is_reported(tmp_path: Path) -> None:
 
 def test_a_writer_waits_for_a_lock_then_gives_up_clearly(filled: Ledger) -> None:
     holder = subprocess.Popen(
-        [sys.executable, "-c", "import duckdb, sys, time; c = duckdb.connect(sys.argv[1]); print('held', flush=True); time.sleep(30)", str(filled.path)],
+        [
+            sys.executable,
+            "-c",
+            "import duckdb, sys, time; c = duckdb.connect(sys.argv[1]); print('held', flush=True); time.sleep(30)",
+            str(filled.path),
+        ],
         stdout=subprocess.PIPE,
         text=True,
     )

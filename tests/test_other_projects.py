@@ -6,9 +6,9 @@ import textwrap
 from pathlib import Path
 
 import pytest
+from conftest import commit_all, git, run_cli, tracking_uri
 from mlflow.tracking import MlflowClient
 
-from conftest import commit_all, git, run_cli, tracking_uri
 from govern.ledger import Ledger
 
 INGEST = """

@@ -16,7 +16,9 @@ def output_digests(project: Path) -> dict[str, str]:
     return {path: hashlib.sha256((project / path).read_bytes()).hexdigest() for path in paths}
 
 
-def test_two_runs_of_the_pipeline_write_byte_identical_outputs(reproduced_demo: Path, isolated_env: dict[str, str]) -> None:
+def test_two_runs_of_the_pipeline_write_byte_identical_outputs(
+    reproduced_demo: Path, isolated_env: dict[str, str]
+) -> None:
     first = output_digests(reproduced_demo)
     for path in first:
         (reproduced_demo / path).unlink()

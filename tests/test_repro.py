@@ -5,11 +5,10 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-import pytest
 import yaml
+from conftest import ACTOR, commit_all, git, run_cli, tracking_uri
 from mlflow.tracking import MlflowClient
 
-from conftest import ACTOR, commit_all, git, run_cli, tracking_uri
 from govern.ledger import Ledger
 
 MODEL = "breast-cancer-classifier"

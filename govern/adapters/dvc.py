@@ -1,8 +1,9 @@
 """DVC through its Python API: the pipeline's definition, reproduction and lock files.
 
-The only module that imports dvc. What it returns is plain govern data:
-`Pipeline` (stages, outputs, metrics files, artifacts from `dvc.yaml`),
-`StageRun` (what happened to each stage) and the parsed `dvc.lock` entries.
+The only module that imports dvc. What it returns is govern's own data from
+`govern.pipeline`: `Pipeline` (stages, outputs, metrics files, artifacts of
+`dvc.yaml`), `StageRun` (what happened to each stage), and the parsed
+`dvc.lock` entries.
 """
 
 from __future__ import annotations
@@ -15,8 +16,6 @@ import time
 from collections import deque
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
-from dataclasses import dataclass, field
-from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -24,67 +23,9 @@ import yaml
 
 from govern.errors import ProjectError, StageFailed
 from govern.events import utc_now
+from govern.pipeline import ArtifactSpec, OutputSpec, Pipeline, StageRun, StageSpec
 
 OUTPUT_TAIL_BYTES = 4000
-
-
-@dataclass(frozen=True)
-class OutputSpec:
-    path: str
-    stage: str
-    cache: bool
-    metric: bool
-    plot: bool
-
-
-@dataclass(frozen=True)
-class StageSpec:
-    name: str
-    cmd: str
-    deps: tuple[str, ...]
-    outs: tuple[OutputSpec, ...]
-    meta: dict[str, Any]
-    desc: str | None
-    dvcfile: str
-
-
-@dataclass(frozen=True)
-class ArtifactSpec:
-    name: str
-    path: str
-    type: str | None
-    desc: str | None
-    labels: tuple[str, ...]
-    meta: dict[str, Any]
-
-
-@dataclass(frozen=True)
-class Pipeline:
-    stages: dict[str, StageSpec]
-    metrics_files: tuple[str, ...]
-    artifacts: tuple[ArtifactSpec, ...]
-    lock_files: tuple[str, ...]
-    tracked_files: tuple[str, ...] = field(default=())
-
-    @property
-    def output_paths(self) -> set[str]:
-        return {out.path for stage in self.stages.values() for out in stage.outs}
-
-    def producer(self, path: str) -> str | None:
-        """The stage whose output is `path` (or contains it)."""
-        for stage in self.stages.values():
-            for out in stage.outs:
-                if path == out.path or path.startswith(out.path.rstrip("/") + "/"):
-                    return stage.name
-        return None
-
-
-@dataclass(frozen=True)
-class StageRun:
-    name: str
-    status: str  # "ran", "restored" (from DVC's run-cache) or "unchanged"
-    started_at: datetime
-    duration_s: float
 
 
 ProgressCallback = Callable[[str, str, StageRun | None], None]
@@ -258,7 +199,9 @@ def reproduce(
                 raise StageFailed(stage, f"Stage '{stage}' failed: {_one_line(cause)}", tail.text()) from None
             except DvcException as error:
                 stage = current[-1] if current else "?"
-                raise StageFailed(stage, f"DVC could not reproduce the pipeline: {_one_line(error)}", tail.text()) from None
+                raise StageFailed(
+                    stage, f"DVC could not reproduce the pipeline: {_one_line(error)}", tail.text()
+                ) from None
     return pipeline, runs
 
 
@@ -278,7 +221,9 @@ def read_locks(root: Path, pipeline: Pipeline) -> tuple[dict[str, dict[str, Any]
         try:
             data = yaml.safe_load(text) or {}
         except yaml.YAMLError as error:
-            raise ProjectError(f"{lock} is not valid YAML ({_one_line(error)}): run `dvc repro` to rewrite it") from None
+            raise ProjectError(
+                f"{lock} is not valid YAML ({_one_line(error)}): run `dvc repro` to rewrite it"
+            ) from None
         prefix = "" if Path(lock).parent == Path(".") else f"{Path(lock).parent.as_posix()}/dvc.yaml:"
         for name, entry in (data.get("stages") or {}).items():
             entries[prefix + name] = entry
@@ -293,7 +238,9 @@ def load_structured(path: Path) -> Any:
             return json.loads(text)
         return yaml.safe_load(text)
     except (json.JSONDecodeError, yaml.YAMLError) as error:
-        raise ProjectError(f"{path.name} is not valid {path.suffix[1:].upper() or 'YAML'}: {_one_line(error)}") from None
+        raise ProjectError(
+            f"{path.name} is not valid {path.suffix[1:].upper() or 'YAML'}: {_one_line(error)}"
+        ) from None
 
 
 def tracked_source(root: Path, path: str) -> str:
@@ -394,4 +341,3 @@ def _tee_output() -> Iterator[_Tail]:
         os.close(read_end)
         os.close(saved_out)
         os.close(saved_err)
-

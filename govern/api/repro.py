@@ -19,11 +19,10 @@ from pathlib import Path
 from typing import Any
 
 from govern import config as config_module
-from govern import environment, lineage
+from govern import environment, lineage, tabular
 from govern.adapters import dvc as dvc_adapter
 from govern.adapters import git as git_adapter
 from govern.adapters import mlflow as mlflow_adapter
-from govern.adapters.dvc import Pipeline, StageRun
 from govern.config import Config
 from govern.errors import DirtyWorktree, MirrorError, ProjectError, StageFailed
 from govern.events import (
@@ -38,7 +37,9 @@ from govern.events import (
     to_utc,
     utc_now,
 )
+from govern.hashing import digest
 from govern.ledger import Ledger
+from govern.pipeline import Pipeline, StageRun
 
 ProgressCallback = Callable[[str, str, StageRun | None], None]
 
@@ -76,7 +77,9 @@ class ReproOutcome:
         return {
             "status": self.status,
             "stages": [{"name": r.name, "status": r.status, "duration_s": r.duration_s} for r in self.stage_runs],
-            "events": [{"seq": e.seq, "type": e.type, "subject": e.subject, "event_id": e.event_id} for e in self.events],
+            "events": [
+                {"seq": e.seq, "type": e.type, "subject": e.subject, "event_id": e.event_id} for e in self.events
+            ],
             "training_seq": training.seq if training else self.existing_seq,
             "mlflow_run_id": (training.payload.get("mlflow") or {}).get("run_id") if training else None,
             "mirror_error": self.mirror_error,
@@ -160,9 +163,10 @@ def repro(
     stages = lineage.stage_records(root, pipeline, locks, runs, digests)
     models = lineage.model_records(root, pipeline, locks, digests)
     snapshots, dataset_refs = _datasets(root, pipeline, locks, runs, digests, ledger, actor, state.commit)
+    md5s = lineage.output_md5s(locks)
     for path in lineage.training_inputs(pipeline, locks, models):
         if path not in {ref["path"] for ref in dataset_refs}:
-            dataset_refs.append(_dataset_ref(root, path, lineage.output_md5s(locks).get(path), "training", digests))
+            dataset_refs.append(_dataset_ref(root, path, md5s.get(path), "training", digests))
     params = lineage.params_of(locks)
     metrics = lineage.metrics_of(root, pipeline)
     env = environment.describe()
@@ -172,7 +176,17 @@ def repro(
     try:
         mirrored = mlflow_adapter.mirror_training(
             _training_run(
-                cfg, training_id, actor, started_at, ended_at, git_facts, params, metrics, dataset_refs, models, root,
+                cfg,
+                training_id,
+                actor,
+                started_at,
+                ended_at,
+                git_facts,
+                params,
+                metrics,
+                dataset_refs,
+                models,
+                root,
                 lock_sha256,
             )
         )
@@ -279,7 +293,7 @@ def _datasets(
             continue
         extracted_at, basis = _extraction_time(root, candidate, ran_at)
         found = digests.get(candidate.path)
-        shape = _shape(root / candidate.path)
+        shape = tabular.shape(root / candidate.path)
         fact = DatasetSnapshotted(
             path=candidate.path,
             md5=candidate.md5,
@@ -301,11 +315,9 @@ def _datasets(
 
 def _dataset_ref(root: Path, path: str, md5: str | None, role: str, digests: dict[str, Any]) -> dict[str, Any]:
     if path not in digests:
-        from govern.hashing import digest
-
         digests[path] = digest(root / path)
     found = digests[path]
-    shape = _shape(root / path)
+    shape = tabular.shape(root / path)
     return {
         "path": path,
         "role": role,
@@ -317,13 +329,9 @@ def _dataset_ref(root: Path, path: str, md5: str | None, role: str, digests: dic
     }
 
 
-def _shape(path: Path) -> Any:
-    from govern.tabular import shape
-
-    return shape(path)
-
-
-def _extraction_time(root: Path, candidate: lineage.DatasetCandidate, ran_at: dict[str, datetime]) -> tuple[datetime, str]:
+def _extraction_time(
+    root: Path, candidate: lineage.DatasetCandidate, ran_at: dict[str, datetime]
+) -> tuple[datetime, str]:
     """When the data was pulled: the stage's run, the `.dvc` file's commit, or the file's mtime."""
     if candidate.stage in ran_at:
         return ran_at[candidate.stage], "stage-run"
@@ -410,4 +418,3 @@ def _commit_lock(root: Path, pipeline: Pipeline, seq: int, event_id: str | None)
 
 def _redacted(uri: str) -> str:
     return re.sub(r"^(\w+://)[^/@]+@", r"\1", uri)
-
