@@ -74,7 +74,7 @@ def load(root: Path, environ: Mapping[str, str] | None = None) -> Config:
         ledger=ledger if ledger.is_absolute() else root / ledger,
         experiment=_str(mlflow, "experiment", root.name, source),
         tracking_uri=env.get("MLFLOW_TRACKING_URI") or _str(mlflow, "tracking_uri", default_tracking_uri(root), source),
-        lock_timeout=float(settings.get("lock_timeout", 30.0)),
+        lock_timeout=_seconds(settings, "lock_timeout", 30.0, source),
         source=source,
     )
 
@@ -95,6 +95,13 @@ def _read_toml(path: Path) -> dict[str, Any]:
         raise ConfigError(f"Cannot read {path}: {error.strerror}; fix its permissions") from None
     except tomllib.TOMLDecodeError as error:
         raise ConfigError(f"{path} is not valid TOML ({error}); fix the file") from None
+
+
+def _seconds(table: Mapping[str, Any], key: str, default: float, source: str) -> float:
+    value = table.get(key, default)
+    if isinstance(value, bool) or not isinstance(value, int | float) or value < 0:
+        raise ConfigError(f"{source}: `{key}` must be a number of seconds, got {value!r}")
+    return float(value)
 
 
 def _str(table: Mapping[str, Any], key: str, default: str, source: str) -> str:

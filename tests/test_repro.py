@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import pytest
 import yaml
 from conftest import ACTOR, commit_all, git, run_cli, tracking_uri
 from mlflow.tracking import MlflowClient
@@ -154,3 +155,29 @@ def test_repro_of_a_fresh_clone_reproduces_the_committed_lock(demo: Path) -> Non
     assert len(events_of(demo, "training.completed")) == 1
     assert len(events_of(demo, "model.registered")) == 1
     assert run_cli("audit", "verify", cwd=demo).exit_code == 0
+
+
+def test_an_unreachable_mlflow_server_still_records_the_training(
+    reproduced_demo: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import socket
+
+    with socket.socket() as probe:  # a port nothing listens on
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", f"http://127.0.0.1:{port}")
+    monkeypatch.setenv("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "0")
+    params = reproduced_demo / "params.yaml"
+    params.write_text(params.read_text().replace("C: 1.0", "C: 0.5"))
+    commit_all(reproduced_demo, "C=0.5")
+
+    result = run_cli("repro", cwd=reproduced_demo)
+
+    assert result.exit_code == 1
+    assert "the training is recorded but not mirrored" in result.output
+    training = events_of(reproduced_demo, "training.completed")[-1]
+    assert training.payload["params"]["train.C"] == 0.5
+    assert training.payload["mlflow"]["status"] == "failed"
+    assert f"127.0.0.1:{port}" in training.payload["mlflow"]["error"]
+    assert len(events_of(reproduced_demo, "model.registered")) == 1, "no version was registered"
+    assert ledger_of(reproduced_demo).verify().ok

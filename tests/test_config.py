@@ -1,0 +1,58 @@
+"""Configuration precedence: environment, govern.toml, [tool.govern], defaults."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from govern import config
+from govern.errors import ConfigError
+
+
+def test_defaults_put_the_ledger_in_audit_and_mlflow_in_a_root_sqlite_store(tmp_path: Path) -> None:
+    cfg = config.load(tmp_path, {})
+    assert cfg.ledger == tmp_path / "audit" / "ledger.duckdb"
+    assert cfg.tracking_uri == f"sqlite:///{tmp_path / 'mlflow.db'}"
+    assert cfg.experiment == tmp_path.name and cfg.source == "defaults"
+
+
+def test_pyproject_tool_govern_is_read(tmp_path: Path) -> None:
+    (tmp_path / "pyproject.toml").write_text(
+        '[tool.govern]\nledger = "gov/l.duckdb"\n[tool.govern.mlflow]\nexperiment = "credit"\n'
+    )
+    cfg = config.load(tmp_path, {})
+    assert cfg.ledger == tmp_path / "gov" / "l.duckdb" and cfg.experiment == "credit"
+    assert cfg.source == "pyproject.toml [tool.govern]"
+
+
+def test_govern_toml_wins_over_pyproject(tmp_path: Path) -> None:
+    (tmp_path / "pyproject.toml").write_text('[tool.govern]\nledger = "a.duckdb"\n')
+    (tmp_path / "govern.toml").write_text('ledger = "b.duckdb"\n')
+    assert config.load(tmp_path, {}).ledger == tmp_path / "b.duckdb"
+
+
+def test_environment_wins_over_files(tmp_path: Path) -> None:
+    (tmp_path / "govern.toml").write_text('ledger = "b.duckdb"\n[mlflow]\ntracking_uri = "sqlite:///elsewhere.db"\n')
+    env = {"GOVERN_LEDGER": "/shared/ledger.duckdb", "MLFLOW_TRACKING_URI": "http://127.0.0.1:5000"}
+    cfg = config.load(tmp_path, env)
+    assert cfg.ledger == Path("/shared/ledger.duckdb")
+    assert cfg.tracking_uri == "http://127.0.0.1:5000"
+
+
+def test_a_wrongly_typed_setting_is_named(tmp_path: Path) -> None:
+    (tmp_path / "govern.toml").write_text("ledger = 3\n")
+    with pytest.raises(ConfigError, match="`ledger` must be a non-empty string, got 3"):
+        config.load(tmp_path, {})
+
+
+def test_the_root_is_found_from_a_subdirectory(tmp_path: Path) -> None:
+    (tmp_path / ".git").mkdir()
+    (tmp_path / "a" / "b").mkdir(parents=True)
+    assert config.find_root(tmp_path / "a" / "b") == tmp_path.resolve()
+
+
+def test_a_lock_timeout_must_be_seconds(tmp_path: Path) -> None:
+    (tmp_path / "govern.toml").write_text('lock_timeout = "soon"\n')
+    with pytest.raises(ConfigError, match="`lock_timeout` must be a number of seconds"):
+        config.load(tmp_path, {})
