@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import os
 import sys
+from pathlib import Path
 from typing import Any
 
 import click
@@ -52,8 +53,51 @@ def _wants_traceback(ctx: click.Context) -> bool:
     return bool(root.params.get("traceback")) or "--traceback" in sys.argv
 
 
+def _jsonable(value: Any) -> Any:
+    """Timestamps as UTC `...Z` strings with microseconds; durations in seconds."""
+    from datetime import datetime, timedelta
+
+    from govern.events import format_timestamp
+
+    if isinstance(value, datetime):
+        return format_timestamp(value)
+    if isinstance(value, timedelta):
+        return value.total_seconds()
+    if isinstance(value, dict):
+        return {k: _jsonable(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_jsonable(v) for v in value]
+    if value is None or isinstance(value, str | int | float | bool):
+        return value
+    return str(value)
+
+
 def _print_json(value: Any) -> None:
-    click.echo(json.dumps(value, indent=2, ensure_ascii=False, sort_keys=False))
+    click.echo(json.dumps(_jsonable(value), indent=2, ensure_ascii=False, sort_keys=False))
+
+
+def _print_table(columns: list[str], rows: list[Any]) -> None:
+    """A plain aligned table; cells as they print in JSON, null as '-'."""
+    cells = [[("-" if v is None else str(v)) for v in _jsonable(list(row))] for row in rows]
+    widths = [max([len(c)] + [len(r[i]) for r in cells]) for i, c in enumerate(columns)]
+    click.echo("  ".join(c.ljust(w) for c, w in zip(columns, widths, strict=True)).rstrip())
+    for row in cells:
+        click.echo("  ".join(v.ljust(w) for v, w in zip(row, widths, strict=True)).rstrip())
+
+
+def _report(outcome: Any) -> None:
+    for event in outcome.events:
+        click.echo(f"recorded seq {event.seq:>4}  {event.type:<20} {event.subject}")
+    for tag in getattr(outcome, "tags", []):
+        click.echo(f"tagged {tag}")
+    for warning in getattr(outcome, "warnings", []):
+        click.echo(f"Warning: {warning}", err=True)
+
+
+def _instant(value: str | None, option: str) -> Any:
+    from govern.timeparse import parse_instant
+
+    return parse_instant(value, option) if value is not None else None
 
 
 @click.group(cls=GovernGroup, context_settings={"help_option_names": ["-h", "--help"]})
@@ -76,7 +120,7 @@ def init() -> None:
     govern.toml), creates audit/, adds the ledger and the local MLflow store
     to .gitignore, and runs `dvc init` when needed.
     """
-    from govern.api import init_project
+    from govern.api.project import init_project
 
     result = init_project()
     if result.already_initialized:
@@ -93,14 +137,32 @@ def init() -> None:
 @click.argument("stages", nargs=-1)
 @click.option("--allow-dirty", is_flag=True, help="Run despite uncommitted changes; the event records it.")
 @click.option("--commit", "commit_lock", is_flag=True, help="Commit the updated dvc.lock afterwards.")
+@click.option("--grid", "grid", multiple=True, metavar="KEY=V1,V2", help="Grid search over these values (repeatable).")
+@click.option("--metric", help="With --grid: the metric that selects the best (default: config selection.metric).")
+@click.option(
+    "--direction", type=click.Choice(["maximize", "minimize"]), help="With --grid: better is higher or lower."
+)
+@click.option("--apply-best", is_flag=True, help="With --grid: write the winning values into the params file.")
 @click.option("--json", "as_json", is_flag=True, help="Print the outcome as JSON on stdout.")
-def repro(stages: tuple[str, ...], allow_dirty: bool, commit_lock: bool, as_json: bool) -> None:
+def repro(
+    stages: tuple[str, ...],
+    allow_dirty: bool,
+    commit_lock: bool,
+    grid: tuple[str, ...],
+    metric: str | None,
+    direction: str | None,
+    apply_best: bool,
+    as_json: bool,
+) -> None:
     """Reproduce the DVC pipeline (or STAGES), mirror it into MLflow, record it.
 
     A dirty worktree is refused unless --allow-dirty. Running again with
-    nothing changed records nothing.
+    nothing changed records nothing. With --grid, every combination runs as a
+    child MLflow run, the best by --metric is selected and registered, and
+    the worktree is left as it was (unless --apply-best).
     """
-    from govern.api import repro as run_repro
+    from govern.api.repro import repro as run_repro
+    from govern.errors import InvalidInput
 
     def progress(kind: str, stage: str, run: Any) -> None:
         if kind == "start":
@@ -108,6 +170,15 @@ def repro(stages: tuple[str, ...], allow_dirty: bool, commit_lock: bool, as_json
         else:
             click.echo(f"[{stage}] {run.status} ({run.duration_s:.2f} s)", err=True)
 
+    if grid:
+        if stages or commit_lock:
+            raise InvalidInput(
+                "--grid runs the whole pipeline and leaves the worktree as it was: drop STAGES and --commit"
+            )
+        _grid(grid, metric, direction, apply_best, allow_dirty, as_json, progress)
+        return
+    if metric or direction or apply_best:
+        raise InvalidInput("--metric, --direction and --apply-best go with --grid")
     outcome = run_repro(stages, allow_dirty=allow_dirty, commit=commit_lock, on_progress=progress)
     if as_json:
         _print_json(outcome.to_dict())
@@ -129,9 +200,159 @@ def repro(stages: tuple[str, ...], allow_dirty: bool, commit_lock: bool, as_json
         sys.exit(1)
 
 
+def _grid(
+    grid: tuple[str, ...],
+    metric: str | None,
+    direction: str | None,
+    apply_best: bool,
+    allow_dirty: bool,
+    as_json: bool,
+    progress: Any,
+) -> None:
+    from govern.api.grid import grid_search
+
+    def announce(index: int, size: int, combination: dict[str, Any]) -> None:
+        shown = ", ".join(f"{k}={v}" for k, v in combination.items())
+        click.echo(f"== combination {index + 1}/{size}: {shown}", err=True)
+
+    outcome = grid_search(
+        grid,
+        metric=metric,
+        direction=direction,
+        apply_best=apply_best,
+        allow_dirty=allow_dirty,
+        on_progress=progress,
+        on_combination=announce,
+    )
+    if as_json:
+        _print_json(outcome.to_dict())
+    else:
+        for training in outcome.trainings:
+            params = ", ".join(f"{k}={v}" for k, v in training.payload["grid"]["params"].items())
+            click.echo(f"recorded seq {training.seq:>4}  training.completed   {params}")
+        winner = ", ".join(f"{k}={v}" for k, v in outcome.winner["params"].items())
+        metric_name = outcome.selection.payload["metric"]
+        best = f"best {winner} ({metric_name} = {outcome.winner['value']})"
+        click.echo(f"recorded seq {outcome.selection.seq:>4}  experiment.selected  {best}")
+        for event in outcome.registrations:
+            click.echo(f"recorded seq {event.seq:>4}  {event.type:<20} {event.subject}")
+        if outcome.applied:
+            click.echo("wrote the winning values into the params file: review and commit them")
+    for warning in outcome.warnings:
+        click.echo(f"Warning: {warning}", err=True)
+
+
+@cli.command()
+@click.argument("model")
+@click.argument("version")
+@click.option("--to", "to_stage", required=True, help="The stage to move the version to, e.g. production.")
+@click.option("--reason", required=True, help="Why, for the record.")
+@click.option("--approver", help="Who approved it (default: you). With the four-eyes rule, not the trainer.")
+@click.option("--force", is_flag=True, help="Allow skipping or going back through stages; the event records it.")
+@click.option("--json", "as_json", is_flag=True, help="Print the recorded events as JSON on stdout.")
+def promote(
+    model: str, version: str, to_stage: str, reason: str, approver: str | None, force: bool, as_json: bool
+) -> None:
+    """Promote MODEL VERSION to a stage, with a reason and an approver.
+
+    Stages are passed in their configured order unless --force. Appends
+    model.promoted, sets the MLflow alias named after the stage and writes a
+    GTO tag (MODEL#STAGE#N).
+    """
+    from govern.api.lifecycle import promote as run
+
+    outcome = run(model, version, to_stage, reason, approver=approver, force=force)
+    _print_json(outcome.to_dict()) if as_json else _report(outcome)
+
+
+@cli.command()
+@click.argument("model")
+@click.argument("version")
+@click.option("--reason", required=True, help="Why, for the record.")
+@click.option("--json", "as_json", is_flag=True, help="Print the recorded event as JSON on stdout.")
+def deprecate(model: str, version: str, reason: str, as_json: bool) -> None:
+    """Deprecate MODEL VERSION: it can no longer be promoted or deployed.
+
+    Appends model.deprecated, removes its MLflow aliases and writes GTO's
+    deregistration tag (MODEL@vN.0.0!).
+    """
+    from govern.api.lifecycle import deprecate as run
+
+    outcome = run(model, version, reason)
+    _print_json(outcome.to_dict()) if as_json else _report(outcome)
+
+
+@cli.command()
+@click.argument("model")
+@click.argument("version")
+@click.option("--app", required=True, help="The application the version serves.")
+@click.option("--env", default="production", show_default=True, help="The environment.")
+@click.option("--at", "at", help="When it started serving (ISO 8601 with Z or an offset; default now).")
+@click.option("--json", "as_json", is_flag=True, help="Print the recorded events as JSON on stdout.")
+def deploy(model: str, version: str, app: str, env: str, at: str | None, as_json: bool) -> None:
+    """Record that MODEL VERSION serves APP in ENV from a time on.
+
+    The version must hold the stage the environment requires (production
+    needs production). A version already serving the slot is ended at the
+    same instant.
+    """
+    from govern.api.lifecycle import deploy as run
+
+    outcome = run(model, version, app=app, env=env, at=_instant(at, "--at"))
+    _print_json(outcome.to_dict()) if as_json else _report(outcome)
+
+
+@cli.command()
+@click.option("--app", required=True, help="The application.")
+@click.option("--env", default="production", show_default=True, help="The environment.")
+@click.option("--at", "at", help="When it stopped serving (ISO 8601 with Z or an offset; default now).")
+@click.option("--json", "as_json", is_flag=True, help="Print the recorded event as JSON on stdout.")
+def retire(app: str, env: str, at: str | None, as_json: bool) -> None:
+    """Record that APP in ENV is no longer served by its model version."""
+    from govern.api.lifecycle import retire as run
+
+    outcome = run(app=app, env=env, at=_instant(at, "--at"))
+    _print_json(outcome.to_dict()) if as_json else _report(outcome)
+
+
+@cli.command()
+@click.argument("model", required=False)
+@click.argument("version", required=False)
+@click.option("--app", help="Use the version serving this application now, instead of MODEL VERSION.")
+@click.option("--env", default="production", show_default=True, help="The environment of --app.")
+@click.option("--input", "input_path", required=True, type=click.Path(path_type=Path), help="Input CSV.")
+@click.option("--output", "output_path", required=True, type=click.Path(path_type=Path), help="Predictions CSV.")
+@click.option("--record", is_flag=True, help="Append one inference.recorded event for this batch.")
+@click.option("--json", "as_json", is_flag=True, help="Print the outcome as JSON on stdout.")
+def predict(
+    model: str | None,
+    version: str | None,
+    app: str | None,
+    env: str,
+    input_path: Path,
+    output_path: Path,
+    record: bool,
+    as_json: bool,
+) -> None:
+    """Predict with MODEL VERSION, or with the version serving --app now.
+
+    Runs the model's own inference command (the `infer` entry of its
+    artifact's meta in dvc.yaml) on the exact registered model file.
+    """
+    from govern.api.predict import predict as run
+
+    result = run(input_path, output_path, model=model, version=version, app=app, env=env, record=record)
+    if as_json:
+        _print_json(result.to_dict())
+        return
+    click.echo(f"wrote {result.rows} predictions of {result.model} version {result.version} to {result.output}")
+    if result.event is not None:
+        click.echo(f"recorded seq {result.event.seq:>4}  {result.event.type:<20} {result.event.subject}")
+
+
 @cli.group()
 def audit() -> None:
-    """Ask the ledger: events, integrity."""
+    """Ask the ledger: events, integrity, production windows, history, SQL."""
 
 
 @audit.command("log")
@@ -141,7 +362,7 @@ def audit() -> None:
 @click.option("--json", "as_json", is_flag=True, help="Print a JSON array on stdout.")
 def audit_log(types: tuple[str, ...], since: str | None, limit: int | None, as_json: bool) -> None:
     """List recorded events, oldest first."""
-    from govern.api import audit_log as read_log
+    from govern.api.audit import audit_log as read_log
     from govern.events import format_timestamp
     from govern.timeparse import parse_instant
 
@@ -162,7 +383,7 @@ def audit_log(types: tuple[str, ...], since: str | None, limit: int | None, as_j
 @click.option("--json", "as_json", is_flag=True, help="Print the result as a JSON object on stdout.")
 def audit_verify(as_json: bool) -> None:
     """Recompute every hash and link of the ledger's chain; exit 1 on the first bad event."""
-    from govern.api import audit_verify as verify
+    from govern.api.audit import audit_verify as verify
 
     result = verify()
     if as_json:
@@ -173,6 +394,138 @@ def audit_verify(as_json: bool) -> None:
         click.echo(f"FAILED: {result.problem} ({result.count} events)", err=True)
     if not result.ok:
         sys.exit(1)
+
+
+@audit.command("production")
+@click.option("--app", required=True, help="The application.")
+@click.option("--env", default="production", show_default=True, help="The environment.")
+@click.option("--at", "at", required=True, help="The instant (ISO 8601 with Z or an offset).")
+@click.option("--json", "as_json", is_flag=True, help="Print a JSON object on stdout.")
+def audit_production(app: str, env: str, at: str, as_json: bool) -> None:
+    """Which model version served APP in ENV at an instant.
+
+    Windows are half-open: at a window's exact end the version no longer
+    serves (its successor, if any, does).
+    """
+    from govern.api.audit import production
+
+    moment = _instant(at, "--at")
+    window = production(app, env, moment) or {}
+    answer = {
+        "app": app,
+        "env": env,
+        "at": moment,
+        "model": window.get("model"),
+        "version": window.get("version"),
+        "start": window.get("started_at"),
+        "end": window.get("ended_at"),
+        "training_seq": window.get("training_seq"),
+        "git_commit": window.get("git_commit"),
+        "deployed_by": window.get("deployed_by"),
+        "start_seq": window.get("start_seq"),
+    }
+    if as_json:
+        _print_json(answer)
+    elif not window:
+        click.echo(f"Nothing deployed to {app}/{env} at {_jsonable(moment)}.")
+    else:
+        end = _jsonable(answer["end"]) or "still serving"
+        click.echo(f"{answer['model']} version {answer['version']} served {app}/{env} at {_jsonable(moment)}")
+        click.echo(f"  window: {_jsonable(answer['start'])} -> {end} (deployed by {answer['deployed_by']})")
+        click.echo(f"  training: seq {answer['training_seq']}, git commit {answer['git_commit']}")
+
+
+@audit.command("windows")
+@click.option("--app", help="Only this application.")
+@click.option("--model", help="Only this model.")
+@click.option("--json", "as_json", is_flag=True, help="Print a JSON array on stdout.")
+def audit_windows(app: str | None, model: str | None, as_json: bool) -> None:
+    """Every production window: start, end (null while open) and duration."""
+    from govern.api.audit import windows
+
+    found = windows(app=app, model=model)
+    records = [
+        {
+            "app": w["app"],
+            "env": w["env"],
+            "model": w["model"],
+            "version": w["version"],
+            "start": w["started_at"],
+            "end": w["ended_at"],
+            "duration_s": w["duration_s"],
+            "deployed_by": w["deployed_by"],
+            "end_reason": w["end_reason"],
+            "training_seq": w["training_seq"],
+            "git_commit": w["git_commit"],
+        }
+        for w in found
+    ]
+    if as_json:
+        _print_json(records)
+        return
+    columns = ["app", "env", "model", "version", "start", "end", "duration_s", "end_reason"]
+    _print_table(columns, [[r[c] for c in columns] for r in records])
+
+
+@audit.command("history")
+@click.argument("model")
+@click.argument("version", required=False)
+@click.option("--json", "as_json", is_flag=True, help="Print a JSON array on stdout.")
+def audit_history(model: str, version: str | None, as_json: bool) -> None:
+    """Every event of MODEL (or of one VERSION) in order: trainings, registrations, promotions, deployments."""
+    from govern.api.audit import history
+    from govern.events import format_timestamp
+
+    events = history(model, version)
+    if as_json:
+        _print_json([event.to_dict() for event in events])
+        return
+    for event in events:
+        click.echo(
+            f"{event.seq:>6}  {format_timestamp(event.occurred_at)}  {event.type:<20}  {event.subject}  ({event.actor})"
+        )
+
+
+@audit.command("sql")
+@click.argument("statement")
+@click.option("--json", "as_json", is_flag=True, help="Print a JSON array of row objects on stdout.")
+def audit_sql(statement: str, as_json: bool) -> None:
+    """Run one read-only SQL STATEMENT over the ledger's views.
+
+    Views: events, trainings, model_versions, datasets, promotions,
+    deprecations, stage_assignments, deployment_events, production_windows,
+    inferences, experiments. The connection is read-only: writes are refused.
+    """
+    from govern.api.audit import sql
+
+    result = sql(statement)
+    _print_json(result.records()) if as_json else _print_table(result.columns, result.rows)
+
+
+@audit.command("run")
+@click.argument("name", required=False)
+@click.option("--param", "params", multiple=True, help="A bound parameter NAME=VALUE (repeatable).")
+@click.option("--json", "as_json", is_flag=True, help="Print a JSON array of row objects on stdout.")
+def audit_run(name: str | None, params: tuple[str, ...], as_json: bool) -> None:
+    """Run a reviewed query from audit/queries/NAME.sql; without NAME, list them.
+
+    Parameters are bound ($name in the SQL), never pasted into it.
+    """
+    from govern.api.audit import named_queries, run_named
+    from govern.errors import InvalidInput
+
+    if name is None:
+        found = named_queries()
+        _print_json(found) if as_json else _print_table(["name", "description"], list(found.items()))
+        return
+    bound = {}
+    for item in params:
+        key, sep, value = item.partition("=")
+        if not sep:
+            raise InvalidInput(f"--param {item!r} is not NAME=VALUE")
+        bound[key] = value
+    result = run_named(name, bound)
+    _print_json(result.records()) if as_json else _print_table(result.columns, result.rows)
 
 
 def main() -> None:

@@ -11,7 +11,7 @@ from __future__ import annotations
 import os
 import tomllib
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -19,6 +19,10 @@ from govern.errors import ConfigError, NotAGitRepository
 
 DEFAULT_LEDGER = "audit/ledger.duckdb"
 CONFIG_FILE = "govern.toml"
+
+
+DEFAULT_STAGES = ("staging", "production")
+DEFAULT_ENV_STAGES = {"production": "production", "staging": "staging"}
 
 
 @dataclass(frozen=True)
@@ -29,6 +33,12 @@ class Config:
     tracking_uri: str
     lock_timeout: float
     source: str
+    stages: tuple[str, ...] = DEFAULT_STAGES
+    four_eyes: bool = False
+    gto_tags: bool = True
+    env_stages: dict[str, str] = field(default_factory=lambda: dict(DEFAULT_ENV_STAGES))
+    selection_metric: str | None = None
+    selection_direction: str = "maximize"
 
     @property
     def tracking_uri_is_default(self) -> bool:
@@ -69,6 +79,18 @@ def load(root: Path, environ: Mapping[str, str] | None = None) -> Config:
     if not isinstance(mlflow, dict):
         raise ConfigError(f"{source}: `mlflow` must be a table, such as [tool.govern.mlflow]")
     ledger = Path(env.get("GOVERN_LEDGER") or _str(settings, "ledger", DEFAULT_LEDGER, source))
+    registry = _table(settings, "registry", source)
+    deploy = _table(settings, "deploy", source)
+    selection = _table(settings, "selection", source)
+    stages = registry.get("stages", list(DEFAULT_STAGES))
+    if not isinstance(stages, list) or not stages or not all(isinstance(x, str) and x for x in stages):
+        raise ConfigError(f"{source}: `registry.stages` must be a non-empty list of stage names")
+    env_stages = deploy.get("require_stage", DEFAULT_ENV_STAGES)
+    if not isinstance(env_stages, dict) or not all(isinstance(v, str) for v in env_stages.values()):
+        raise ConfigError(f"{source}: `deploy.require_stage` must map environment names to stage names")
+    direction = _str(selection, "direction", "maximize", source)
+    if direction not in ("maximize", "minimize"):
+        raise ConfigError(f"{source}: `selection.direction` must be maximize or minimize, got {direction!r}")
     return Config(
         root=root,
         ledger=ledger if ledger.is_absolute() else root / ledger,
@@ -76,6 +98,12 @@ def load(root: Path, environ: Mapping[str, str] | None = None) -> Config:
         tracking_uri=env.get("MLFLOW_TRACKING_URI") or _str(mlflow, "tracking_uri", default_tracking_uri(root), source),
         lock_timeout=_seconds(settings, "lock_timeout", 30.0, source),
         source=source,
+        stages=tuple(stages),
+        four_eyes=_bool(registry, "four_eyes", False, source),
+        gto_tags=_bool(registry, "gto_tags", True, source),
+        env_stages=dict(env_stages),
+        selection_metric=selection.get("metric") and _str(selection, "metric", "", source),
+        selection_direction=direction,
     )
 
 
@@ -95,6 +123,20 @@ def _read_toml(path: Path) -> dict[str, Any]:
         raise ConfigError(f"Cannot read {path}: {error.strerror}; fix its permissions") from None
     except tomllib.TOMLDecodeError as error:
         raise ConfigError(f"{path} is not valid TOML ({error}); fix the file") from None
+
+
+def _table(settings: Mapping[str, Any], key: str, source: str) -> dict[str, Any]:
+    value = settings.get(key, {})
+    if not isinstance(value, dict):
+        raise ConfigError(f"{source}: `{key}` must be a table, such as [tool.govern.{key}]")
+    return value
+
+
+def _bool(table: Mapping[str, Any], key: str, default: bool, source: str) -> bool:
+    value = table.get(key, default)
+    if not isinstance(value, bool):
+        raise ConfigError(f"{source}: `{key}` must be true or false, got {value!r}")
+    return value
 
 
 def _seconds(table: Mapping[str, Any], key: str, default: float, source: str) -> float:

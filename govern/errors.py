@@ -73,6 +73,18 @@ class LedgerCorrupt(LedgerError):
     """The ledger's hash chain does not verify."""
 
 
+class QueryError(GovernError):
+    """An audit query was refused or failed."""
+
+
+class NotFound(GovernError):
+    """Something named on the command line does not exist."""
+
+
+class PolicyViolation(GovernError):
+    """The action is refused by the project's governance policy."""
+
+
 class InvalidInput(GovernError):
     """An argument or option has an invalid value."""
 

@@ -138,6 +138,7 @@ class TrainingCompleted(Fact):
     duration_s: float
     run_cache_hit: bool
     mlflow: dict[str, Any] = field(default_factory=dict)
+    grid: dict[str, Any] | None = None
 
     @property
     def subject(self) -> str:
@@ -158,6 +159,7 @@ class TrainingFailed(Fact):
     stages: list[dict[str, Any]]
     environment: dict[str, Any]
     duration_s: float
+    grid: dict[str, Any] | None = None
 
     @property
     def subject(self) -> str:
@@ -187,8 +189,133 @@ class ModelRegistered(Fact):
         return f"model:{self.model}@{self.version}"
 
 
+@dataclass(frozen=True)
+class ExperimentSelected(Fact):
+    """A grid search ended and this training was chosen as the best of its candidates."""
+
+    type: ClassVar[str] = "experiment.selected"
+
+    grid_id: str
+    metric: str
+    direction: str
+    winner_event_id: str
+    winner_params: dict[str, Any]
+    winner_value: float | None
+    candidates: list[dict[str, Any]]
+    mlflow_parent_run_id: str | None
+
+    @property
+    def subject(self) -> str:
+        return f"grid:{self.grid_id}"
+
+
+@dataclass(frozen=True)
+class ModelPromoted(Fact):
+    """A model version was moved to a stage, by someone, approved by someone, for a reason."""
+
+    type: ClassVar[str] = "model.promoted"
+
+    model: str
+    version: str
+    from_stage: str | None
+    to_stage: str
+    approver: str
+    reason: str
+    forced: bool
+    gto_tag: str | None = None
+
+    @property
+    def subject(self) -> str:
+        return f"model:{self.model}@{self.version}"
+
+
+@dataclass(frozen=True)
+class ModelDeprecated(Fact):
+    """A model version may no longer be promoted or deployed."""
+
+    type: ClassVar[str] = "model.deprecated"
+
+    model: str
+    version: str
+    reason: str
+    gto_tag: str | None = None
+
+    @property
+    def subject(self) -> str:
+        return f"model:{self.model}@{self.version}"
+
+
+@dataclass(frozen=True)
+class DeploymentStarted(Fact):
+    """A model version began serving an application in an environment (occurred_at: when)."""
+
+    type: ClassVar[str] = "deployment.started"
+
+    app: str
+    env: str
+    model: str
+    version: str
+
+    @property
+    def subject(self) -> str:
+        return f"app:{self.app}/{self.env}"
+
+
+@dataclass(frozen=True)
+class DeploymentEnded(Fact):
+    """A model version stopped serving an application (retired, or replaced by another)."""
+
+    type: ClassVar[str] = "deployment.ended"
+
+    app: str
+    env: str
+    model: str
+    version: str
+    reason: str  # "replaced" or "retired"
+    started_event_id: str
+
+    @property
+    def subject(self) -> str:
+        return f"app:{self.app}/{self.env}"
+
+
+@dataclass(frozen=True)
+class InferenceRecorded(Fact):
+    """A batch of predictions was made with a model version; one event per batch."""
+
+    type: ClassVar[str] = "inference.recorded"
+
+    model: str
+    version: str
+    app: str | None
+    env: str | None
+    input_path: str
+    input_sha256: str
+    output_path: str
+    output_sha256: str
+    rows: int | None
+    duration_s: float
+    code_commit: str | None = None
+
+    @property
+    def subject(self) -> str:
+        return f"model:{self.model}@{self.version}"
+
+
 FACT_TYPES: dict[str, type[Fact]] = {
-    cls.type: cls for cls in (DatasetSnapshotted, TrainingCompleted, TrainingFailed, ModelRegistered)
+    cls.type: cls
+    for cls in (
+        DatasetSnapshotted,
+        TrainingCompleted,
+        TrainingFailed,
+        ModelRegistered,
+        ExperimentSelected,
+        ModelPromoted,
+        ModelDeprecated,
+        DeploymentStarted,
+        DeploymentEnded,
+        InferenceRecorded,
+    )
 }
 
 # (type, from_version) -> function turning a payload of that version into the next one.

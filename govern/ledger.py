@@ -19,7 +19,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 import duckdb
 
@@ -29,6 +29,7 @@ from govern.errors import (
     LedgerLocked,
     LedgerMissing,
     LedgerSchemaTooNew,
+    QueryError,
 )
 from govern.events import (
     GENESIS_HASH,
@@ -206,12 +207,170 @@ def m002_read_views(con: duckdb.DuckDBPyConnection) -> None:
     )
 
 
+@migration
+def m003_lifecycle_views(con: duckdb.DuckDBPyConnection) -> None:
+    """Promotions, stages, deployments, production windows, inferences, grid selections."""
+    con.execute(
+        """
+        CREATE VIEW promotions AS
+        SELECT
+            seq,
+            event_id,
+            occurred_at AS promoted_at,
+            actor,
+            payload->>'$.model' AS model,
+            payload->>'$.version' AS version,
+            payload->>'$.from_stage' AS from_stage,
+            payload->>'$.to_stage' AS to_stage,
+            payload->>'$.approver' AS approver,
+            payload->>'$.reason' AS reason,
+            (payload->>'$.forced')::BOOLEAN AS forced,
+            payload->>'$.gto_tag' AS gto_tag
+        FROM events
+        WHERE type = 'model.promoted'
+        """
+    )
+    con.execute(
+        """
+        CREATE VIEW deprecations AS
+        SELECT
+            seq,
+            event_id,
+            occurred_at AS deprecated_at,
+            actor,
+            payload->>'$.model' AS model,
+            payload->>'$.version' AS version,
+            payload->>'$.reason' AS reason
+        FROM events
+        WHERE type = 'model.deprecated'
+        """
+    )
+    con.execute(
+        """
+        CREATE VIEW stage_assignments AS
+        -- Who holds each stage now: the latest promotion to it of a version that is not deprecated.
+        -- The same rule as MLflow aliases (one version per alias) and GTO's `gto show`.
+        SELECT
+            p.model,
+            p.to_stage AS stage,
+            arg_max(p.version, p.seq) AS version,
+            arg_max(p.promoted_at, p.seq) AS since,
+            max(p.seq) AS seq
+        FROM promotions AS p
+        WHERE NOT EXISTS (SELECT 1 FROM deprecations AS d WHERE d.model = p.model AND d.version = p.version)
+        GROUP BY p.model, p.to_stage
+        """
+    )
+    con.execute(
+        """
+        CREATE VIEW deployment_events AS
+        SELECT
+            seq,
+            event_id,
+            type,
+            occurred_at,
+            actor,
+            payload->>'$.app' AS app,
+            payload->>'$.env' AS env,
+            payload->>'$.model' AS model,
+            payload->>'$.version' AS version,
+            payload->>'$.reason' AS reason
+        FROM events
+        WHERE type IN ('deployment.started', 'deployment.ended')
+        """
+    )
+    con.execute(
+        """
+        CREATE VIEW production_windows AS
+        WITH ordered AS (
+            SELECT
+                *,
+                lead(type) OVER slot AS next_type,
+                lead(occurred_at) OVER slot AS next_at,
+                lead(seq) OVER slot AS next_seq,
+                lead(reason) OVER slot AS next_reason,
+                lead(actor) OVER slot AS next_actor
+            FROM deployment_events
+            WINDOW slot AS (PARTITION BY app, env ORDER BY seq)
+        )
+        SELECT
+            app,
+            env,
+            model,
+            version,
+            occurred_at AS started_at,
+            CASE WHEN next_type = 'deployment.ended' THEN next_at END AS ended_at,
+            CASE WHEN next_type = 'deployment.ended' THEN next_at END - occurred_at AS duration,
+            seq AS start_seq,
+            CASE WHEN next_type = 'deployment.ended' THEN next_seq END AS end_seq,
+            actor AS deployed_by,
+            CASE WHEN next_type = 'deployment.ended' THEN next_actor END AS ended_by,
+            CASE WHEN next_type = 'deployment.ended' THEN next_reason END AS end_reason,
+            event_id AS start_event_id
+        FROM ordered
+        WHERE type = 'deployment.started'
+        """
+    )
+    con.execute(
+        """
+        CREATE VIEW inferences AS
+        SELECT
+            seq,
+            event_id,
+            occurred_at,
+            actor,
+            payload->>'$.model' AS model,
+            payload->>'$.version' AS version,
+            payload->>'$.app' AS app,
+            payload->>'$.env' AS env,
+            payload->>'$.input_sha256' AS input_sha256,
+            payload->>'$.output_sha256' AS output_sha256,
+            (payload->>'$.rows')::BIGINT AS rows
+        FROM events
+        WHERE type = 'inference.recorded'
+        """
+    )
+    con.execute(
+        """
+        CREATE VIEW experiments AS
+        SELECT
+            seq,
+            event_id,
+            occurred_at AS selected_at,
+            actor,
+            payload->>'$.grid_id' AS grid_id,
+            payload->>'$.metric' AS metric,
+            payload->>'$.direction' AS direction,
+            payload->>'$.winner_event_id' AS winner_event_id,
+            (payload->>'$.winner_value')::DOUBLE AS winner_value,
+            json_array_length(payload->'$.candidates') AS candidates
+        FROM events
+        WHERE type = 'experiment.selected'
+        """
+    )
+
+
 def schema_version() -> int:
     """The ledger schema this govern writes and understands."""
     return len(MIGRATIONS)
 
 
 # ---------------------------------------------------------------- the ledger
+
+
+class Reader(Protocol):
+    """Anything that answers read queries: the ledger itself, or a transaction in progress."""
+
+    def query(self, sql: str, params: Sequence[Any] | dict[str, Any] = ()) -> tuple[list[str], list[tuple]]: ...
+
+
+class _TransactionReader:
+    def __init__(self, con: duckdb.DuckDBPyConnection) -> None:
+        self._con = con
+
+    def query(self, sql: str, params: Sequence[Any] | dict[str, Any] = ()) -> tuple[list[str], list[tuple]]:
+        cursor = self._con.execute(sql, params)
+        return [d[0] for d in cursor.description], cursor.fetchall()
 
 
 @dataclass(frozen=True)
@@ -257,6 +416,7 @@ class Ledger:
                 raise LedgerError(f"Cannot create the ledger directory {self.path.parent}: {error.strerror}") from None
         con = self._open_with_retry(read_only=not write)
         try:
+            con.execute("SET TimeZone = 'UTC'")  # TIMESTAMP columns hold UTC; casts from TIMESTAMPTZ must agree
             self._check_schema(con, migrate=write)
             yield con
         finally:
@@ -335,10 +495,20 @@ class Ledger:
         """
         if not pending:
             return []
+        return self.transact(lambda _reader: pending)
+
+    def transact(self, decide: Callable[[Reader], Sequence[PendingEvent]]) -> list[RecordedEvent]:
+        """Decide what to append from the current state, and append it, atomically.
+
+        `decide` runs inside the write transaction with a reader on the same
+        connection, so no other writer can change the state it checked; it
+        may raise to append nothing. Keep it fast: it holds the write lock.
+        """
         with self._connect(write=True) as con:
             con.execute("BEGIN TRANSACTION")
             try:
-                recorded = self._append_in(con, pending)
+                pending = decide(_TransactionReader(con))
+                recorded = self._append_in(con, pending) if pending else []
                 con.execute("COMMIT")
             except BaseException:
                 con.execute("ROLLBACK")
@@ -382,6 +552,7 @@ class Ledger:
         since: datetime | None = None,
         limit: int | None = None,
         subject_prefix: str | None = None,
+        seqs: Sequence[int] | None = None,
     ) -> list[RecordedEvent]:
         """Events in ledger order (oldest first); `limit` keeps the newest N."""
         where, params = [], []
@@ -394,6 +565,9 @@ class Ledger:
         if subject_prefix:
             where.append("starts_with(subject, ?)")
             params.append(subject_prefix)
+        if seqs is not None:
+            where.append("seq IN (SELECT unnest(?))")
+            params.append(list(seqs))
         sql = "SELECT * FROM events"
         if where:
             sql += " WHERE " + " AND ".join(where)
@@ -412,9 +586,27 @@ class Ledger:
         return (row[0], row[1]) if row else None
 
     def query(self, sql: str, params: Sequence[Any] | dict[str, Any] = ()) -> tuple[list[str], list[tuple]]:
-        """Run a read-only query; returns (column names, rows)."""
+        """Run one query on a read-only connection; returns (column names, rows).
+
+        DuckDB itself refuses writes on the read-only connection; several
+        statements in one string are refused here.
+        """
         with self._connect(write=False) as con:
-            cursor = con.execute(sql, params)
+            try:
+                statements = con.extract_statements(sql)
+            except duckdb.Error as error:
+                raise QueryError(f"The query does not parse: {_first_line(str(error))}") from None
+            if len(statements) != 1:
+                raise QueryError(f"Give exactly one SQL statement, not {len(statements)}")
+            try:
+                cursor = con.execute(sql, params)
+            except duckdb.Error as error:
+                message = _first_line(str(error))
+                if "read-only" in message.lower():
+                    raise QueryError(
+                        f"The ledger is read-only for queries; only SELECT is allowed ({message})"
+                    ) from None
+                raise QueryError(f"The query failed: {message}") from None
             names = [d[0] for d in cursor.description] if cursor.description else []
             return names, cursor.fetchall()
 

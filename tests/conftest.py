@@ -8,6 +8,7 @@ a test or from a test into the machine.
 from __future__ import annotations
 
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -150,3 +151,27 @@ def reproduced_demo(tmp_path: Path, reproduced_demo_original: Path) -> Iterator[
 
 def tracking_uri(project: Path) -> str:
     return f"sqlite:///{project / 'mlflow.db'}"
+
+
+@pytest.fixture(scope="session")
+def three_versions_original(tmp_path_factory: pytest.TempPathFactory, reproduced_demo_original: Path) -> Path:
+    """The demo trained three times (C = 1.0, 0.25, 4.0): model versions 1, 2 and 3."""
+    base = tmp_path_factory.mktemp("three-versions")
+    env = isolate(dict(os.environ), base / "home")
+    project = base / "demo"
+    shutil.copytree(reproduced_demo_original, project, symlinks=True)
+    for value in ("0.25", "4.0"):
+        params = project / "params.yaml"
+        params.write_text(re.sub(r"C: [0-9.]+", f"C: {value}", params.read_text()))
+        commit_all(project, f"C={value}", env=env)
+        subprocess.run(
+            [sys.executable, "-m", "govern", "repro", "--commit"], cwd=project, env=env, check=True, capture_output=True
+        )
+    return project
+
+
+@pytest.fixture
+def three_versions(tmp_path: Path, three_versions_original: Path) -> Path:
+    copy = tmp_path / "demo"
+    shutil.copytree(three_versions_original, copy, symlinks=True)
+    return copy

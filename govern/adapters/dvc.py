@@ -158,6 +158,7 @@ def reproduce(
     current: list[str] = []
 
     with _open(root) as repo:
+        repo.scm_context.quiet = True  # govern says itself what to commit (`govern repro --commit`)
         pipeline = _describe(repo, root)
         unknown = [t for t in targets if t not in pipeline.stages]
         if unknown:
@@ -228,6 +229,53 @@ def read_locks(root: Path, pipeline: Pipeline) -> tuple[dict[str, dict[str, Any]
         for name, entry in (data.get("stages") or {}).items():
             entries[prefix + name] = entry
     return entries, "".join(raw)
+
+
+def set_params(root: Path, file: str, values: dict[str, Any]) -> None:
+    """Write dotted-key values into a params file, keeping its formatting and comments (as `dvc exp run -S`)."""
+    from dvc.utils.serialize import MODIFIERS
+
+    path = root / file
+    modifier = MODIFIERS[path.suffix.lower()]  # YAML unless .json, .toml or .py
+    if not path.is_file():
+        raise ProjectError(f"Cannot set parameters in {file}: it must be an existing YAML, JSON or TOML file")
+    with modifier(str(path)) as data:
+        for key, value in values.items():
+            *parents, leaf = key.split(".")
+            node = data
+            for part in parents:
+                node = node[part]
+            node[leaf] = value
+
+
+def read_params(root: Path, file: str) -> dict[str, Any]:
+    """A params file's content, as DVC reads it."""
+    from dvc.utils.serialize import LOADERS
+
+    path = root / file
+    loader = LOADERS[path.suffix.lower()]
+    if not path.is_file():
+        raise ProjectError(f"No params file {file}: grid parameters must name keys of an existing params file")
+    return loader(str(path)) or {}
+
+
+def checkout(root: Path) -> list[str]:
+    """Restore DVC-tracked outputs to what the lock files say; returns what could not be restored."""
+    from dvc.exceptions import DvcException
+
+    with _open(root) as repo:
+        try:
+            repo.checkout(force=True)
+        except DvcException as error:
+            return [_one_line(error)]
+    return []
+
+
+def cached_file(root: Path, md5: str) -> Path | None:
+    """The file with this md5 in the project's DVC cache, if it is there."""
+    with _open(root) as repo:
+        path = Path(repo.cache.local.oid_to_path(md5))
+    return path if path.is_file() else None
 
 
 def load_structured(path: Path) -> Any:

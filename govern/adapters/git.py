@@ -111,6 +111,39 @@ def commit_paths(root: Path, paths: Iterable[str], message: str) -> str:
     return repo.head.commit.hexsha
 
 
+@dataclass(frozen=True)
+class Tag:
+    name: str
+    commit: str
+    tagged_at: datetime | None
+
+
+def tags(root: Path, pattern: str) -> list[Tag]:
+    """Tags matching a glob, with the commit they point at and the tagger date of annotated ones."""
+    output = _repo(root).git.for_each_ref(
+        "--format=%(refname:strip=2)%00%(*objectname)%00%(objectname)%00%(taggerdate:iso-strict)",
+        f"refs/tags/{pattern}",
+    )
+    found = []
+    for line in output.splitlines():
+        name, peeled, direct, date = line.split("\0")
+        found.append(Tag(name, peeled or direct, datetime.fromisoformat(date) if date else None))
+    return found
+
+
+def create_tag(root: Path, name: str, commit: str, message: str, tagged_at: datetime) -> None:
+    """An annotated tag on `commit` whose tagger date is `tagged_at`."""
+    import git
+
+    stamp = f"{int(tagged_at.timestamp())} +0000"
+    repo = _repo(root)
+    try:
+        with repo.git.custom_environment(GIT_COMMITTER_DATE=stamp):
+            repo.git.tag("-a", name, commit, "-m", message)
+    except git.GitCommandError as error:
+        raise GovernError(f"git tag {name} failed: {error.stderr.strip() or error}") from None
+
+
 def is_repository(path: Path) -> bool:
     import git
 

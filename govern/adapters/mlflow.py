@@ -64,6 +64,8 @@ class TrainingRun:
     tags: Mapping[str, str] = field(default_factory=dict)
     datasets: tuple[DatasetInput, ...] = ()
     models: tuple[ModelArtifact, ...] = ()
+    parent_run_id: str | None = None
+    register: bool = True
 
 
 @dataclass(frozen=True)
@@ -117,19 +119,9 @@ def _mirror(run: TrainingRun) -> MirroredRun:
 
     client = _client(run.tracking_uri)
     experiment_id = _experiment_id(client, run.experiment, run.artifact_location)
-    tags = {
-        "mlflow.source.git.commit": run.git_commit,
-        "mlflow.source.name": run.source_name,
-        "mlflow.source.type": "PROJECT",
-        "mlflow.user": run.actor,
-        "govern.event_id": run.event_id,
-        "govern.git.dirty": str(run.git_dirty).lower(),
-        **run.tags,
-    }
-    if run.git_branch:
-        tags["mlflow.source.git.branch"] = run.git_branch
-    if run.git_remote:
-        tags["mlflow.source.git.repoURL"] = run.git_remote
+    tags = {**_source_tags(run), "govern.event_id": run.event_id}
+    if run.parent_run_id:
+        tags["mlflow.parentRunId"] = run.parent_run_id
     created = client.create_run(
         experiment_id,
         start_time=_millis(run.started_at),
@@ -164,6 +156,23 @@ def _mirror(run: TrainingRun) -> MirroredRun:
                 for dataset in run.datasets
             ],
         )
+    versions = _register_all(client, run, run_id) if run.register else ()
+    client.set_terminated(run_id, status="FINISHED", end_time=timestamp)
+    artifact_uri = client.get_run(run_id).info.artifact_uri
+    return MirroredRun(run_id=run_id, experiment_id=experiment_id, artifact_uri=artifact_uri, versions=versions)
+
+
+def register_models(run: TrainingRun, run_id: str) -> tuple[RegisteredVersion, ...]:
+    """Log the model artifacts of `run` into an existing MLflow run and register them."""
+    try:
+        return _register_all(_client(run.tracking_uri), run, run_id)
+    except Exception as error:  # noqa: BLE001 - MLflow raises many kinds; all mean "not registered"
+        raise MirrorError(
+            f"Could not register the models in MLflow at {_redact(run.tracking_uri)}: {_one_line(error)}"
+        ) from None
+
+
+def _register_all(client: Any, run: TrainingRun, run_id: str) -> tuple[RegisteredVersion, ...]:
     for model in run.models:
         artifact_path = f"models/{model.name}"
         if model.path.is_dir():
@@ -171,9 +180,87 @@ def _mirror(run: TrainingRun) -> MirroredRun:
         else:
             client.log_artifact(run_id, str(model.path), artifact_path)
     artifact_uri = client.get_run(run_id).info.artifact_uri
-    versions = tuple(_register(client, run, run_id, artifact_uri, model) for model in run.models)
-    client.set_terminated(run_id, status="FINISHED", end_time=timestamp)
-    return MirroredRun(run_id=run_id, experiment_id=experiment_id, artifact_uri=artifact_uri, versions=versions)
+    return tuple(_register(client, run, run_id, artifact_uri, model) for model in run.models)
+
+
+def start_parent_run(run: TrainingRun) -> tuple[str, str]:
+    """The parent run of a grid search; returns (run id, experiment id)."""
+    try:
+        client = _client(run.tracking_uri)
+        experiment_id = _experiment_id(client, run.experiment, run.artifact_location)
+        created = client.create_run(
+            experiment_id, start_time=_millis(run.started_at), tags=_source_tags(run), run_name=run.run_name
+        )
+        return created.info.run_id, experiment_id
+    except MirrorError:
+        raise
+    except Exception as error:  # noqa: BLE001
+        raise MirrorError(f"Could not create the grid's parent run in MLflow: {_one_line(error)}") from None
+
+
+def finish_parent_run(
+    tracking_uri: str, run_id: str, tags: Mapping[str, str], metrics: Mapping[str, float | None]
+) -> None:
+    from mlflow.entities import Metric, RunTag
+
+    try:
+        client = _client(tracking_uri)
+        now = _millis(datetime.now().astimezone())
+        client.log_batch(
+            run_id,
+            metrics=[Metric(k, float(v), now, 0) for k, v in sorted(metrics.items()) if v is not None],
+            tags=[RunTag(k, v) for k, v in sorted(tags.items())],
+        )
+        client.set_terminated(run_id, status="FINISHED")
+    except Exception as error:  # noqa: BLE001
+        raise MirrorError(f"Could not finish the grid's parent run in MLflow: {_one_line(error)}") from None
+
+
+def download_model(tracking_uri: str, run_id: str, name: str, destination: Path) -> Path:
+    """The model artifact `models/NAME` of a run, downloaded into `destination`."""
+    try:
+        local = _client(tracking_uri).download_artifacts(run_id, f"models/{name}", str(destination))
+    except Exception as error:  # noqa: BLE001
+        raise MirrorError(f"Could not download model {name} of run {run_id} from MLflow: {_one_line(error)}") from None
+    return Path(local)
+
+
+def set_alias(tracking_uri: str, model: str, alias: str, version: str) -> None:
+    """Point the registered model's alias (named after a stage) at a version."""
+    try:
+        _client(tracking_uri).set_registered_model_alias(model, alias, version)
+    except Exception as error:  # noqa: BLE001
+        raise MirrorError(f"Could not set the MLflow alias {model}@{alias}: {_one_line(error)}") from None
+
+
+def mark_deprecated(tracking_uri: str, model: str, version: str) -> None:
+    """Remove the aliases pointing at a version and tag it deprecated."""
+    try:
+        client = _client(tracking_uri)
+        for alias in client.get_model_version(model, version).aliases:
+            client.delete_registered_model_alias(model, alias)
+        client.set_model_version_tag(model, version, "govern.deprecated", "true")
+    except Exception as error:  # noqa: BLE001
+        raise MirrorError(
+            f"Could not mark {model} version {version} deprecated in MLflow: {_one_line(error)}"
+        ) from None
+
+
+def _source_tags(run: TrainingRun) -> dict[str, str]:
+    """The system tags `create_run` does not set by itself, and govern's own."""
+    tags = {
+        "mlflow.source.git.commit": run.git_commit,
+        "mlflow.source.name": run.source_name,
+        "mlflow.source.type": "PROJECT",
+        "mlflow.user": run.actor,
+        "govern.git.dirty": str(run.git_dirty).lower(),
+        **run.tags,
+    }
+    if run.git_branch:
+        tags["mlflow.source.git.branch"] = run.git_branch
+    if run.git_remote:
+        tags["mlflow.source.git.repoURL"] = run.git_remote
+    return tags
 
 
 def _register(client: Any, run: TrainingRun, run_id: str, artifact_uri: str, model: ModelArtifact) -> RegisteredVersion:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from importlib import resources
 from pathlib import Path
 
 from govern import config
@@ -32,6 +33,8 @@ The home of this project's governance ledger (`ledger.duckdb`, written by
 
 - `govern audit log` lists the recorded events.
 - `govern audit verify` checks the hash chain.
+- `queries/` holds reviewed SQL that `govern audit run NAME --param k=v` runs
+  with bound parameters; `govern audit sql "SELECT ..."` runs ad-hoc read-only SQL.
 """
 
 
@@ -57,6 +60,7 @@ def init_project(start: Path | None = None) -> InitResult:
         audit.mkdir(exist_ok=True)
         (audit / "README.md").write_text(AUDIT_README, encoding="utf-8")
         changed.append("audit/README.md")
+    changed.extend(_ensure_queries(root))
     if _ensure_gitignore(root, _ignored_paths(config.load(root, {}))):
         changed.append(".gitignore")
     initialized = dvc_adapter.ensure_initialized(root)
@@ -78,6 +82,19 @@ def _ensure_config(root: Path, changed: list[str]) -> str:
     (root / config.CONFIG_FILE).write_text(CONFIG_TEMPLATE.format(prefix="", **values), encoding="utf-8")
     changed.append(config.CONFIG_FILE)
     return config.CONFIG_FILE
+
+
+def _ensure_queries(root: Path) -> list[str]:
+    """Copy govern's reviewed audit queries into audit/queries/, leaving existing files alone."""
+    target = root / "audit" / "queries"
+    written = []
+    for template in sorted(resources.files("govern").joinpath("templates", "queries").iterdir()):
+        if not template.name.endswith(".sql") or (target / template.name).exists():
+            continue
+        target.mkdir(parents=True, exist_ok=True)
+        (target / template.name).write_text(template.read_text(encoding="utf-8"), encoding="utf-8")
+        written.append(f"audit/queries/{template.name}")
+    return written
 
 
 def _ignored_paths(cfg: config.Config) -> list[str]:

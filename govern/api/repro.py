@@ -9,6 +9,7 @@ reached, the training is still recorded, marked as not mirrored.
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import re
 import time
@@ -18,12 +19,12 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-from govern import config as config_module
 from govern import environment, lineage, tabular
 from govern.adapters import dvc as dvc_adapter
 from govern.adapters import git as git_adapter
 from govern.adapters import mlflow as mlflow_adapter
-from govern.config import Config
+from govern.adapters.git import GitState
+from govern.api.context import Project, open_project
 from govern.errors import DirtyWorktree, MirrorError, ProjectError, StageFailed
 from govern.events import (
     DatasetSnapshotted,
@@ -87,6 +88,224 @@ class ReproOutcome:
         }
 
 
+@dataclass
+class Run:
+    """One reproduction in progress: the project, its git state and what is known so far."""
+
+    project: Project
+    state: GitState
+    allow_dirty: bool
+    targets: list[str]
+    started_at: datetime = field(default_factory=utc_now)
+    clock: float = field(default_factory=time.perf_counter)
+    dirty: list[str] = field(default_factory=list)
+
+    @property
+    def git_facts(self) -> dict[str, Any]:
+        return {
+            "commit": self.state.commit,
+            "branch": self.state.branch,
+            "remote_url": self.state.remote_url,
+            "dirty": bool(self.dirty),
+            "allow_dirty": self.allow_dirty,
+            "dirty_paths": list(self.dirty),
+        }
+
+    def elapsed(self) -> float:
+        return round(time.perf_counter() - self.clock, 6)
+
+
+@dataclass(frozen=True)
+class Built:
+    """The events of one finished reproduction, ready to append."""
+
+    snapshots: list[PendingEvent]
+    training: PendingEvent
+    registrations: list[PendingEvent]
+    models: list[dict[str, Any]]
+    metrics: dict[str, Any]
+    params: dict[str, Any]
+    mirror_error: str | None
+    run_id: str | None
+
+    @property
+    def events(self) -> list[PendingEvent]:
+        return [*self.snapshots, self.training, *self.registrations]
+
+
+def start_run(targets: Sequence[str], allow_dirty: bool, start: Path | None) -> Run:
+    project = open_project(start)
+    return Run(project, git_adapter.state(project.root), allow_dirty, list(targets))
+
+
+def check_worktree(run: Run, pipeline: Pipeline) -> None:
+    """Refuse uncommitted changes to tracked files, other than what a reproduction rewrites itself."""
+    run.dirty[:] = _relevant_changes(run.state.dirty_paths, pipeline)
+    if run.dirty and not run.allow_dirty:
+        shown = ", ".join(run.dirty[:5]) + (f" and {len(run.dirty) - 5} more" if len(run.dirty) > 5 else "")
+        raise DirtyWorktree(
+            f"Uncommitted changes to tracked files ({shown}): commit them so the training points at a "
+            "commit, or pass --allow-dirty to record the run as dirty"
+        )
+
+
+def reproduce(
+    run: Run,
+    on_progress: ProgressCallback | None,
+    *,
+    check: bool = True,
+    grid: dict[str, Any] | None = None,
+) -> tuple[Pipeline, list[StageRun]]:
+    """Run the pipeline; a failing stage is recorded as `training.failed` and re-raised."""
+    try:
+        return dvc_adapter.reproduce(
+            run.project.root,
+            run.targets,
+            on_progress=on_progress,
+            before=(lambda pipeline: check_worktree(run, pipeline)) if check else None,
+        )
+    except StageFailed as failure:
+        event = PendingEvent(
+            TrainingFailed(
+                git=run.git_facts,
+                targets=run.targets,
+                stage=failure.stage,
+                error=str(failure),
+                output_tail=failure.output_tail,
+                stages=[],
+                environment=environment.describe(),
+                duration_s=run.elapsed(),
+                grid=grid,
+            ),
+            actor=run.project.actor,
+            occurred_at=utc_now(),
+            git_commit=run.state.commit,
+        )
+        recorded = run.project.ledger.append([event])[0]
+        raise StageFailed(
+            failure.stage, f"{failure} (recorded as training.failed, seq {recorded.seq})", failure.output_tail
+        ) from None
+
+
+def lock_state(run: Run, pipeline: Pipeline) -> tuple[dict[str, Any], str]:
+    """The lock entries per stage and the sha256 of the lock files' bytes."""
+    locks, lock_bytes = dvc_adapter.read_locks(run.project.root, pipeline)
+    if not locks:
+        raise ProjectError("The pipeline has no dvc.lock after reproducing: does dvc.yaml define any stage?")
+    return locks, hashlib.sha256(lock_bytes.encode("utf-8")).hexdigest()
+
+
+def build_training(
+    run: Run,
+    pipeline: Pipeline,
+    runs: list[StageRun],
+    locks: dict[str, Any],
+    lock_sha256: str,
+    *,
+    grid: dict[str, Any] | None = None,
+    parent_run_id: str | None = None,
+    register: bool = True,
+) -> Built:
+    """Everything one reproduction recorded, mirrored into MLflow (registering models if `register`)."""
+    project, root = run.project, run.project.root
+    training_id = new_event_id()
+    ended_at = utc_now()
+    digests: dict[str, Any] = {}
+    stages = lineage.stage_records(root, pipeline, locks, runs, digests)
+    models = lineage.model_records(root, pipeline, locks, digests)
+    snapshots, dataset_refs = _datasets(
+        root, pipeline, locks, runs, digests, project.ledger, project.actor, run.state.commit
+    )
+    md5s = lineage.output_md5s(locks)
+    for path in lineage.training_inputs(pipeline, locks, models):
+        if path not in {ref["path"] for ref in dataset_refs}:
+            dataset_refs.append(_dataset_ref(root, path, md5s.get(path), "training", digests))
+    params = lineage.params_of(locks)
+    metrics = lineage.metrics_of(root, pipeline)
+    mirror = training_run(run, training_id, ended_at, params, metrics, dataset_refs, models, lock_sha256)
+    mirror = dataclasses.replace(mirror, parent_run_id=parent_run_id, register=register)
+    mirror_error, mirrored = None, None
+    try:
+        mirrored = mlflow_adapter.mirror_training(mirror)
+        mlflow_facts: dict[str, Any] = {
+            "status": "mirrored",
+            "tracking_uri": redacted(project.config.tracking_uri),
+            "experiment": project.config.experiment,
+            "experiment_id": mirrored.experiment_id,
+            "run_id": mirrored.run_id,
+            "parent_run_id": parent_run_id,
+            "model_versions": [{"model": v.model, "version": v.version} for v in mirrored.versions],
+        }
+    except MirrorError as error:
+        mirror_error = str(error)
+        mlflow_facts = {
+            "status": "failed",
+            "tracking_uri": redacted(project.config.tracking_uri),
+            "error": mirror_error,
+        }
+    training = PendingEvent(
+        TrainingCompleted(
+            git=run.git_facts,
+            dvc_lock_sha256=lock_sha256,
+            targets=run.targets,
+            stages=stages,
+            params=params,
+            metrics=metrics,
+            outputs=[out for stage in stages for out in stage["outs"]],
+            datasets=dataset_refs,
+            models=models,
+            environment=environment.describe(),
+            duration_s=run.elapsed(),
+            run_cache_hit=any(stage_run.status == "restored" for stage_run in runs),
+            mlflow=mlflow_facts,
+            grid=grid,
+        ),
+        actor=project.actor,
+        occurred_at=ended_at,
+        git_commit=run.state.commit,
+        event_id=training_id,
+    )
+    versions = mirrored.versions if mirrored else ()
+    registrations = registration_events(run, training_id, mirrored.run_id if mirrored else "", models, versions)
+    return Built(
+        snapshots, training, registrations, models, metrics, params, mirror_error, mirrored.run_id if mirrored else None
+    )
+
+
+def registration_events(
+    run: Run,
+    training_id: str,
+    mlflow_run_id: str,
+    models: list[dict[str, Any]],
+    versions: Sequence[mlflow_adapter.RegisteredVersion],
+) -> list[PendingEvent]:
+    by_name = {model["name"]: model for model in models}
+    events = []
+    for version in versions:
+        model = by_name[version.model]
+        events.append(
+            PendingEvent(
+                ModelRegistered(
+                    model=version.model,
+                    version=version.version,
+                    path=model["path"],
+                    md5=model["md5"],
+                    sha256=model["sha256"],
+                    training_event_id=training_id,
+                    mlflow_run_id=mlflow_run_id,
+                    tracking_uri=redacted(run.project.config.tracking_uri),
+                    source_uri=version.source_uri,
+                    desc=model["desc"],
+                    labels=model["labels"],
+                ),
+                actor=run.project.actor,
+                occurred_at=utc_now(),
+                git_commit=run.state.commit,
+            )
+        )
+    return events
+
+
 def repro(
     targets: Sequence[str] = (),
     *,
@@ -96,163 +315,21 @@ def repro(
     on_progress: ProgressCallback | None = None,
 ) -> ReproOutcome:
     """Reproduce the pipeline and record what happened. See the module docstring."""
-    root = config_module.find_root(start)
-    cfg = config_module.load(root)
-    ledger = Ledger(cfg.ledger, lock_timeout=cfg.lock_timeout)
-    state = git_adapter.state(root)
-    actor = environment.actor(lambda: git_adapter.identity(root))
-    clock, started_at = time.perf_counter(), utc_now()
-    dirty: list[str] = []
-
-    def check_worktree(pipeline: Pipeline) -> None:
-        dirty.extend(_relevant_changes(state.dirty_paths, pipeline))
-        if dirty and not allow_dirty:
-            shown = ", ".join(dirty[:5]) + (f" and {len(dirty) - 5} more" if len(dirty) > 5 else "")
-            raise DirtyWorktree(
-                f"Uncommitted changes to tracked files ({shown}): commit them so the training points at a "
-                "commit, or pass --allow-dirty to record the run as dirty"
-            )
-
-    git_facts = {
-        "commit": state.commit,
-        "branch": state.branch,
-        "remote_url": state.remote_url,
-        "dirty": False,
-        "allow_dirty": allow_dirty,
-        "dirty_paths": [],
-    }
-    try:
-        pipeline, runs = dvc_adapter.reproduce(root, targets, on_progress=on_progress, before=check_worktree)
-    except StageFailed as failure:
-        git_facts.update(dirty=bool(dirty), dirty_paths=dirty)
-        event = PendingEvent(
-            TrainingFailed(
-                git=git_facts,
-                targets=list(targets),
-                stage=failure.stage,
-                error=str(failure),
-                output_tail=failure.output_tail,
-                stages=[],
-                environment=environment.describe(),
-                duration_s=round(time.perf_counter() - clock, 6),
-            ),
-            actor=actor,
-            occurred_at=utc_now(),
-            git_commit=state.commit,
-        )
-        recorded = ledger.append([event])[0]
-        raise StageFailed(
-            failure.stage, f"{failure} (recorded as training.failed, seq {recorded.seq})", failure.output_tail
-        ) from None
-    git_facts.update(dirty=bool(dirty), dirty_paths=dirty)
-
-    locks, lock_bytes = dvc_adapter.read_locks(root, pipeline)
-    if not locks:
-        raise ProjectError("The pipeline has no dvc.lock after reproducing: does dvc.yaml define any stage?")
-    lock_sha256 = hashlib.sha256(lock_bytes.encode("utf-8")).hexdigest()
-    nothing_ran = all(run.status == "unchanged" for run in runs)
-    if nothing_ran and ledger.path.exists():
+    run = start_run(targets, allow_dirty, start)
+    pipeline, runs = reproduce(run, on_progress)
+    locks, lock_sha256 = lock_state(run, pipeline)
+    ledger, root = run.project.ledger, run.project.root
+    if all(stage_run.status == "unchanged" for stage_run in runs) and ledger.path.exists():
         _, rows = ledger.query(FIND_TRAINING_BY_LOCK, [lock_sha256])
         if rows:
             committed = _commit_lock(root, pipeline, rows[0][0], None) if commit else None
             return ReproOutcome(status="up-to-date", stage_runs=runs, existing_seq=rows[0][0], committed=committed)
-
-    training_id = new_event_id()
-    ended_at = utc_now()
-    digests: dict[str, Any] = {}
-    stages = lineage.stage_records(root, pipeline, locks, runs, digests)
-    models = lineage.model_records(root, pipeline, locks, digests)
-    snapshots, dataset_refs = _datasets(root, pipeline, locks, runs, digests, ledger, actor, state.commit)
-    md5s = lineage.output_md5s(locks)
-    for path in lineage.training_inputs(pipeline, locks, models):
-        if path not in {ref["path"] for ref in dataset_refs}:
-            dataset_refs.append(_dataset_ref(root, path, md5s.get(path), "training", digests))
-    params = lineage.params_of(locks)
-    metrics = lineage.metrics_of(root, pipeline)
-    env = environment.describe()
-
-    mirror_error = None
-    mirrored = None
-    try:
-        mirrored = mlflow_adapter.mirror_training(
-            _training_run(
-                cfg,
-                training_id,
-                actor,
-                started_at,
-                ended_at,
-                git_facts,
-                params,
-                metrics,
-                dataset_refs,
-                models,
-                root,
-                lock_sha256,
-            )
-        )
-        mlflow_facts: dict[str, Any] = {
-            "status": "mirrored",
-            "tracking_uri": _redacted(cfg.tracking_uri),
-            "experiment": cfg.experiment,
-            "experiment_id": mirrored.experiment_id,
-            "run_id": mirrored.run_id,
-            "model_versions": [{"model": v.model, "version": v.version} for v in mirrored.versions],
-        }
-    except MirrorError as error:
-        mirror_error = str(error)
-        mlflow_facts = {"status": "failed", "tracking_uri": _redacted(cfg.tracking_uri), "error": mirror_error}
-
-    training = PendingEvent(
-        TrainingCompleted(
-            git=git_facts,
-            dvc_lock_sha256=lock_sha256,
-            targets=list(targets),
-            stages=stages,
-            params=params,
-            metrics=metrics,
-            outputs=[out for stage in stages for out in stage["outs"]],
-            datasets=dataset_refs,
-            models=models,
-            environment=env,
-            duration_s=round(time.perf_counter() - clock, 6),
-            run_cache_hit=any(run.status == "restored" for run in runs),
-            mlflow=mlflow_facts,
-        ),
-        actor=actor,
-        occurred_at=ended_at,
-        git_commit=state.commit,
-        event_id=training_id,
-    )
-    registrations = []
-    if mirrored is not None:
-        by_name = {model["name"]: model for model in models}
-        for version in mirrored.versions:
-            model = by_name[version.model]
-            registrations.append(
-                PendingEvent(
-                    ModelRegistered(
-                        model=version.model,
-                        version=version.version,
-                        path=model["path"],
-                        md5=model["md5"],
-                        sha256=model["sha256"],
-                        training_event_id=training_id,
-                        mlflow_run_id=mirrored.run_id,
-                        tracking_uri=_redacted(cfg.tracking_uri),
-                        source_uri=version.source_uri,
-                        desc=model["desc"],
-                        labels=model["labels"],
-                    ),
-                    actor=actor,
-                    occurred_at=utc_now(),
-                    git_commit=state.commit,
-                )
-            )
-    recorded = ledger.append([*snapshots, training, *registrations])
-    training_seq = next(e.seq for e in recorded if e.event_id == training_id)
-    committed = _commit_lock(root, pipeline, training_seq, training_id) if commit else None
+    built = build_training(run, pipeline, runs, locks, lock_sha256)
+    recorded = ledger.append(built.events)
+    training_seq = next(e.seq for e in recorded if e.event_id == built.training.event_id)
+    committed = _commit_lock(root, pipeline, training_seq, built.training.event_id) if commit else None
     return ReproOutcome(
-        status="recorded", stage_runs=runs, events=recorded, mirror_error=mirror_error, committed=committed
+        status="recorded", stage_runs=runs, events=recorded, mirror_error=built.mirror_error, committed=committed
     )
 
 
@@ -344,20 +421,18 @@ def _extraction_time(
     return to_utc(datetime.fromtimestamp(mtime)), "file-mtime"
 
 
-def _training_run(
-    cfg: Config,
+def training_run(
+    run: Run,
     event_id: str,
-    actor: str,
-    started_at: datetime,
     ended_at: datetime,
-    git_facts: dict[str, Any],
     params: dict[str, Any],
     metrics: dict[str, Any],
     datasets: list[dict[str, Any]],
     models: list[dict[str, Any]],
-    root: Path,
     lock_sha256: str,
 ) -> mlflow_adapter.TrainingRun:
+    """What the MLflow mirror of one training needs."""
+    cfg, root, git_facts = run.project.config, run.project.root, run.git_facts
     local_store = cfg.tracking_uri.startswith("sqlite:") or "://" not in cfg.tracking_uri
     return mlflow_adapter.TrainingRun(
         tracking_uri=cfg.tracking_uri,
@@ -365,8 +440,8 @@ def _training_run(
         artifact_location=(root / "mlartifacts").as_uri() if local_store else None,
         run_name=f"{git_facts['commit'][:8]}-{event_id[:8]}",
         event_id=event_id,
-        actor=actor,
-        started_at=started_at,
+        actor=run.project.actor,
+        started_at=run.started_at,
         ended_at=ended_at,
         git_commit=git_facts["commit"],
         git_branch=git_facts["branch"],
@@ -416,5 +491,5 @@ def _commit_lock(root: Path, pipeline: Pipeline, seq: int, event_id: str | None)
     return git_adapter.commit_paths(root, changed, message)
 
 
-def _redacted(uri: str) -> str:
+def redacted(uri: str) -> str:
     return re.sub(r"^(\w+://)[^/@]+@", r"\1", uri)

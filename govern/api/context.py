@@ -1,0 +1,39 @@
+"""What every write use case starts from: the project root, its config, its ledger, the actor."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+from govern import config as config_module
+from govern import environment
+from govern.adapters import git as git_adapter
+from govern.config import Config
+from govern.errors import InvalidInput
+from govern.ledger import Ledger
+
+
+@dataclass(frozen=True)
+class Project:
+    root: Path
+    config: Config
+    ledger: Ledger
+    actor: str
+
+
+def open_project(start: Path | None = None) -> Project:
+    root = config_module.find_root(start)
+    cfg = config_module.load(root)
+    actor = environment.actor(lambda: git_adapter.identity(root))
+    return Project(root, cfg, Ledger(cfg.ledger, lock_timeout=cfg.lock_timeout), actor)
+
+
+def text_argument(value: str, option: str) -> str:
+    """Free text for the record: non-empty, valid UTF-8, one logical value."""
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError:
+        raise InvalidInput(f"{option} is not valid UTF-8 text: re-type it, or set a UTF-8 locale") from None
+    if not value.strip():
+        raise InvalidInput(f"{option} must not be empty: say why, for the record")
+    return value.strip()

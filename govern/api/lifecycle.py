@@ -1,0 +1,364 @@
+"""Promotions, deprecations and deployments: decided against the ledger, then mirrored.
+
+Each command checks the current state and appends its events in one ledger
+transaction (`Ledger.transact`), so two people cannot both promote past the
+same check. The ledger is the source of truth; the git tags (GTO grammar)
+and MLflow aliases are written afterwards, and a failure there is reported
+as a warning, never as a lost fact.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from pathlib import Path
+
+from govern import gto_tags, queries
+from govern.adapters import git as git_adapter
+from govern.adapters import mlflow as mlflow_adapter
+from govern.api.context import Project, open_project, text_argument
+from govern.errors import GovernError, InvalidInput, MirrorError, NotFound, PolicyViolation
+from govern.events import (
+    DeploymentEnded,
+    DeploymentStarted,
+    ModelDeprecated,
+    ModelPromoted,
+    PendingEvent,
+    RecordedEvent,
+    format_timestamp,
+    to_utc,
+    utc_now,
+)
+from govern.ledger import Reader
+
+SLOT_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
+CLOCK_SKEW = timedelta(seconds=5)
+
+
+@dataclass(frozen=True)
+class Outcome:
+    """The events a lifecycle command appended, and what could not be mirrored."""
+
+    events: list[RecordedEvent]
+    warnings: list[str] = field(default_factory=list)
+    tags: list[str] = field(default_factory=list)
+
+    def to_dict(self) -> dict[str, object]:
+        return {
+            "events": [event.to_dict() for event in self.events],
+            "tags": self.tags,
+            "warnings": self.warnings,
+        }
+
+
+# ---------------------------------------------------------------- promote
+
+
+def promote(
+    model: str,
+    version: str,
+    to_stage: str,
+    reason: str,
+    *,
+    approver: str | None = None,
+    force: bool = False,
+    start: Path | None = None,
+) -> Outcome:
+    """Move a version to a stage, in the configured order unless forced."""
+    project = open_project(start)
+    stages = project.config.stages
+    if to_stage not in stages:
+        raise InvalidInput(f"Unknown stage {to_stage!r}: the configured stages are {', '.join(stages)}")
+    reason = text_argument(reason, "--reason")
+    approver = text_argument(approver, "--approver") if approver is not None else project.actor
+    planned_tags: list[str] = []
+    warnings: list[str] = []
+
+    def decide(reader: Reader) -> list[PendingEvent]:
+        facts = queries.version_facts(reader, model, version)
+        _refuse_deprecated(facts, "promoted")
+        if to_stage in facts.holds:
+            raise InvalidInput(f"Version {version} of {model} already holds stage {to_stage!r}")
+        current = facts.stage
+        position = stages.index(current) if current in stages else -1
+        in_order = stages.index(to_stage) == position + 1 or (to_stage == current and to_stage not in facts.holds)
+        if not in_order and not force:
+            expected = stages[position + 1] if position + 1 < len(stages) else None
+            where = f"is in {current!r}" if current else "has no stage yet"
+            hint = f"promote it to {expected!r} first" if expected else "it has passed the last stage"
+            raise PolicyViolation(
+                f"Version {version} of {model} {where}; stages go {' -> '.join(stages)}: {hint}, "
+                "or pass --force (the event records it)"
+            )
+        if project.config.four_eyes and _same_person(approver, facts.training_actor):
+            raise PolicyViolation(
+                f"Four-eyes rule: {approver} trained version {version} of {model} and cannot approve its promotion; "
+                "another person must approve it (--approver NAME)"
+            )
+        planned_tags[:] = _plan_promotion_tags(project, facts, to_stage, warnings)
+        return [
+            PendingEvent(
+                ModelPromoted(
+                    model=model,
+                    version=version,
+                    from_stage=current,
+                    to_stage=to_stage,
+                    approver=approver,
+                    reason=reason,
+                    forced=force,
+                    gto_tag=next((t for t in planned_tags if "#" in t), None),
+                ),
+                actor=project.actor,
+                occurred_at=utc_now(),
+                git_commit=facts.git_commit,
+            )
+        ]
+
+    events = project.ledger.transact(decide)
+    facts = queries.version_facts(project.ledger, model, version)
+    tags = _create_tags(project, model, facts.git_commit, planned_tags, events[0].occurred_at, warnings)
+    _mirror(lambda: mlflow_adapter.set_alias(project.config.tracking_uri, model, to_stage, version), warnings)
+    return Outcome(events, warnings, tags)
+
+
+def _same_person(approver: str, trainer: str | None) -> bool:
+    """The same identity, whether written as `Name <email>`, a name or an email."""
+    if not trainer:
+        return False
+
+    def parts(identity: str) -> set[str]:
+        match = re.match(r"^\s*(.*?)\s*<([^>]*)>\s*$", identity)
+        names = {match.group(1), match.group(2)} if match else {identity}
+        return {n.strip().lower() for n in names if n.strip()}
+
+    return bool(parts(approver) & parts(trainer))
+
+
+def _refuse_deprecated(facts: queries.VersionFacts, action: str) -> None:
+    if facts.deprecated_seq is not None:
+        raise PolicyViolation(
+            f"Version {facts.version} of {facts.model} is deprecated (seq {facts.deprecated_seq}) "
+            f"and cannot be {action}: use another version"
+        )
+
+
+# ---------------------------------------------------------------- deprecate
+
+
+def deprecate(model: str, version: str, reason: str, *, start: Path | None = None) -> Outcome:
+    """Mark a version unusable: it can no longer be promoted or deployed."""
+    project = open_project(start)
+    reason = text_argument(reason, "--reason")
+    planned: list[str] = []
+    warnings: list[str] = []
+
+    def decide(reader: Reader) -> list[PendingEvent]:
+        facts = queries.version_facts(reader, model, version)
+        if facts.deprecated_seq is not None:
+            raise InvalidInput(f"Version {version} of {model} is already deprecated (seq {facts.deprecated_seq})")
+        planned[:] = _plan_deprecation_tags(project, facts, warnings)
+        return [
+            PendingEvent(
+                ModelDeprecated(model=model, version=version, reason=reason, gto_tag=planned[0] if planned else None),
+                actor=project.actor,
+                occurred_at=utc_now(),
+                git_commit=facts.git_commit,
+            )
+        ]
+
+    events = project.ledger.transact(decide)
+    facts = queries.version_facts(project.ledger, model, version)
+    tags = _create_tags(project, model, facts.git_commit, planned, events[0].occurred_at, warnings)
+    uri = project.config.tracking_uri
+    _mirror(lambda: mlflow_adapter.mark_deprecated(uri, model, version), warnings)
+    for stage, holder in queries.stage_holders(project.ledger, model).items():
+        _mirror(lambda stage=stage, holder=holder: mlflow_adapter.set_alias(uri, model, stage, holder), warnings)
+    return Outcome(events, warnings, tags)
+
+
+# ---------------------------------------------------------------- deploy / retire
+
+
+def deploy(
+    model: str,
+    version: str,
+    *,
+    app: str,
+    env: str = "production",
+    at: datetime | None = None,
+    start: Path | None = None,
+) -> Outcome:
+    """Record that a version starts serving app/env at `at`; a version already there is replaced."""
+    project = open_project(start)
+    _check_slot_names(app, env)
+    moment = _check_moment(at)
+    required = project.config.env_stages.get(env)
+
+    def decide(reader: Reader) -> list[PendingEvent]:
+        facts = queries.version_facts(reader, model, version)
+        _refuse_deprecated(facts, "deployed")
+        if required is not None and required not in facts.holds:
+            holder = queries.stage_holder(reader, model, required)
+            held = f"held by version {holder}" if holder else "held by no version"
+            raise PolicyViolation(
+                f"Environment {env!r} needs stage {required!r}, which version {version} of {model} does not hold "
+                f"({held}): run `govern promote {model} {version} --to {required} --reason ...` first"
+            )
+        current = queries.slot(reader, app, env)
+        _refuse_rewrite(current, moment)
+        events = []
+        if current.serving is not None:
+            serving = current.serving
+            if serving["model"] == model and serving["version"] == version:
+                raise InvalidInput(f"Version {version} of {model} already serves {app}/{env}")
+            events.append(_ended(project, serving, "replaced", moment))
+        events.append(
+            PendingEvent(
+                DeploymentStarted(app=app, env=env, model=model, version=version),
+                actor=project.actor,
+                occurred_at=moment,
+                git_commit=facts.git_commit,
+            )
+        )
+        return events
+
+    return Outcome(project.ledger.transact(decide))
+
+
+def retire(*, app: str, env: str = "production", at: datetime | None = None, start: Path | None = None) -> Outcome:
+    """Record that app/env stops being served by its model at `at`."""
+    project = open_project(start)
+    _check_slot_names(app, env)
+    moment = _check_moment(at)
+
+    def decide(reader: Reader) -> list[PendingEvent]:
+        current = queries.slot(reader, app, env)
+        if current.serving is None:
+            slots = ", ".join(queries.known_slots(reader)) or "none"
+            raise NotFound(f"Nothing is deployed to {app}/{env}: deployments are recorded for {slots}")
+        _refuse_rewrite(current, moment)
+        return [_ended(project, current.serving, "retired", moment)]
+
+    return Outcome(project.ledger.transact(decide))
+
+
+def _ended(project: Project, serving: dict, reason: str, moment: datetime) -> PendingEvent:
+    return PendingEvent(
+        DeploymentEnded(
+            app=serving["app"],
+            env=serving["env"],
+            model=serving["model"],
+            version=serving["version"],
+            reason=reason,
+            started_event_id=serving["start_event_id"],
+        ),
+        actor=project.actor,
+        occurred_at=moment,
+    )
+
+
+def _check_slot_names(app: str, env: str) -> None:
+    for option, value in (("--app", app), ("--env", env)):
+        if not SLOT_NAME.match(value or ""):
+            raise InvalidInput(
+                f"{option} {value!r} is not a valid name: "
+                "use letters, digits, '.', '_' and '-', starting with a letter or digit"
+            )
+
+
+def _check_moment(at: datetime | None) -> datetime:
+    now = utc_now()
+    if at is None:
+        return now
+    if at > now + CLOCK_SKEW:
+        raise InvalidInput(
+            f"--at {format_timestamp(at)} is in the future: record deployments when they happen "
+            f"(now is {format_timestamp(now)})"
+        )
+    return at
+
+
+def _refuse_rewrite(current: queries.Slot, moment: datetime) -> None:
+    if current.latest_at is not None and queries.naive_utc(moment) < current.latest_at:
+        raise InvalidInput(
+            f"--at {format_timestamp(moment)} is earlier than the latest recorded event of {current.app}/{current.env} "
+            f"({format_timestamp(current.latest_at)}): history is appended, not rewritten"
+        )
+
+
+# ---------------------------------------------------------------- GTO tags and mirrors
+
+
+def _plan_promotion_tags(project: Project, facts: queries.VersionFacts, stage: str, warnings: list[str]) -> list[str]:
+    """The GTO tags a promotion needs, or none (with a warning) where GTO cannot represent it."""
+    if not project.config.gto_tags:
+        return []
+    blocker = _gto_blocker(project, facts, stage)
+    if blocker:
+        warnings.append(f"no GTO tag written: {blocker}")
+        return []
+    existing = [tag.name for tag in git_adapter.tags(project.root, f"{facts.model}[@#]*")]
+    planned = []
+    registration = gto_tags.registration(facts.model, facts.version)
+    if registration not in existing:
+        planned.append(registration)
+    planned.append(gto_tags.assignment(facts.model, stage, gto_tags.next_counter(facts.model, existing)))
+    return planned
+
+
+def _plan_deprecation_tags(project: Project, facts: queries.VersionFacts, warnings: list[str]) -> list[str]:
+    if not project.config.gto_tags:
+        return []
+    registration = gto_tags.registration(facts.model, facts.version)
+    if registration not in {tag.name for tag in git_adapter.tags(project.root, registration)}:
+        return []  # GTO never saw this version; there is nothing to deregister
+    return [gto_tags.deregistration(facts.model, facts.version)]
+
+
+def _gto_blocker(project: Project, facts: queries.VersionFacts, stage: str) -> str | None:
+    if not gto_tags.representable(facts.model, stage):
+        return f"GTO does not accept the name {facts.model!r} or stage {stage!r}"
+    if not facts.git_commit:
+        return "the version has no git commit"
+    at_commit = [t.name for t in git_adapter.tags(project.root, f"{facts.model}@v*") if t.commit == facts.git_commit]
+    others = [
+        t
+        for t in gto_tags.version_tags_on(facts.model, at_commit)
+        if t != gto_tags.registration(facts.model, facts.version)
+    ]
+    if others:
+        return (
+            f"commit {facts.git_commit[:12]} already carries {others[0]}, and GTO allows one version of an artifact "
+            "per commit"
+        )
+    return None
+
+
+def _create_tags(
+    project: Project, model: str, commit: str | None, names: list[str], at: datetime, warnings: list[str]
+) -> list[str]:
+    """Create annotated tags whose times strictly increase per artifact, so GTO orders them as govern does."""
+    if not names or commit is None:
+        return []
+    latest = max((t.tagged_at for t in git_adapter.tags(project.root, f"{model}[@#]*") if t.tagged_at), default=None)
+    moment = to_utc(at).replace(microsecond=0)
+    created = []
+    for name in names:
+        if latest is not None and moment <= latest:
+            moment = latest + timedelta(seconds=1)
+        try:
+            git_adapter.create_tag(project.root, name, commit, f"govern: {name}", moment)
+        except GovernError as error:
+            warnings.append(f"GTO tag not written: {error}")
+            break
+        created.append(name)
+        latest = moment
+    return created
+
+
+def _mirror(action, warnings: list[str]) -> None:  # noqa: ANN001 - a thunk
+    try:
+        action()
+    except MirrorError as error:
+        warnings.append(str(error))

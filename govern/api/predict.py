@@ -1,0 +1,166 @@
+"""`govern predict`: run a model version's own inference entry point, and record the batch.
+
+A project declares how to run inference in the model artifact's `meta` in
+dvc.yaml, as a command template with `{model}`, `{input}` and `{output}`:
+
+    artifacts:
+      my-model:
+        path: models/model.pkl
+        type: model
+        meta:
+          infer: python pipelines/model.py infer --model {model} --input {input} --output {output}
+
+The template recorded with the version's training is used, and the model
+file is the exact one registered: the workspace copy if its sha256 matches,
+else DVC's cache, else MLflow's artifact store; its sha256 is checked.
+"""
+
+from __future__ import annotations
+
+import json
+import shlex
+import subprocess
+import tempfile
+import time
+from dataclasses import dataclass
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+from govern import queries, tabular
+from govern.adapters import dvc as dvc_adapter
+from govern.adapters import git as git_adapter
+from govern.adapters import mlflow as mlflow_adapter
+from govern.api.context import Project, open_project
+from govern.errors import GovernError, InvalidInput, MirrorError, NotFound
+from govern.events import InferenceRecorded, PendingEvent, RecordedEvent, utc_now
+from govern.hashing import digest, file_sha256
+
+MODEL_SQL = """
+SELECT mv.path, mv.md5, mv.sha256, mv.mlflow_run_id, t.payload
+FROM (SELECT * FROM model_versions WHERE model = ? AND version = ? ORDER BY seq DESC LIMIT 1) AS mv
+LEFT JOIN events AS t ON t.event_id = mv.training_event_id
+"""
+
+
+@dataclass(frozen=True)
+class Prediction:
+    model: str
+    version: str
+    app: str | None
+    env: str | None
+    output: Path
+    rows: int | None
+    event: RecordedEvent | None
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "model": self.model,
+            "version": self.version,
+            "app": self.app,
+            "env": self.env,
+            "output": str(self.output),
+            "rows": self.rows,
+            "event_seq": self.event.seq if self.event else None,
+        }
+
+
+def predict(
+    input_path: Path,
+    output_path: Path,
+    *,
+    model: str | None = None,
+    version: str | None = None,
+    app: str | None = None,
+    env: str = "production",
+    record: bool = False,
+    at: datetime | None = None,
+    start: Path | None = None,
+) -> Prediction:
+    """Predict with an explicit version, or with the version serving app/env now."""
+    if (model is None) == (app is None) or (model is not None and version is None):
+        raise InvalidInput("Name either MODEL VERSION or --app APP (with --env), not both and not neither")
+    if not input_path.is_file():
+        raise InvalidInput(f"--input {input_path} is not a file")
+    project = open_project(start)
+    if app is not None:
+        serving = queries.production_at(project.ledger, app, env, at or utc_now())
+        if serving is None:
+            raise NotFound(f"Nothing serves {app}/{env} now: deploy a version first (`govern deploy`)")
+        model, version = serving["model"], serving["version"]
+    assert model is not None and version is not None
+    queries.version_facts(project.ledger, model, version)
+    command, model_file, cleanup = _resolve(project, model, version)
+    started = time.perf_counter()
+    try:
+        _run(project.root, command, model_file, input_path.resolve(), output_path.resolve())
+    finally:
+        if cleanup is not None:
+            cleanup.cleanup()
+    duration = round(time.perf_counter() - started, 6)
+    shape = tabular.shape(output_path)
+    event = None
+    if record:
+        fact = InferenceRecorded(
+            model=model,
+            version=version,
+            app=app,
+            env=env if app else None,
+            input_path=str(input_path),
+            input_sha256=file_sha256(input_path),
+            output_path=str(output_path),
+            output_sha256=file_sha256(output_path),
+            rows=shape.rows if shape else None,
+            duration_s=duration,
+            code_commit=git_adapter.state(project.root).commit,
+        )
+        event = project.ledger.append([PendingEvent(fact, actor=project.actor, occurred_at=utc_now())])[0]
+    return Prediction(model, version, app, env if app else None, output_path, shape.rows if shape else None, event)
+
+
+def _resolve(project: Project, model: str, version: str) -> tuple[str, Path, Any]:
+    """The inference command template and a verified copy of the registered model file."""
+    _, rows = project.ledger.query(MODEL_SQL, [model, version])
+    path, md5, sha256, run_id, training_payload = rows[0]
+    trained = json.loads(training_payload) if training_payload else {}
+    meta = next((m.get("meta") or {} for m in trained.get("models", []) if m.get("name") == model), {})
+    command = meta.get("infer")
+    if not command:
+        raise InvalidInput(
+            f'Model {model} declares no inference command: add meta: {{infer: "... {{model}} {{input}} {{output}}"}} '
+            "to its artifact in dvc.yaml, then retrain"
+        )
+    workspace = project.root / path
+    found = digest(workspace)
+    if found is not None and found.sha256 == sha256:
+        return command, workspace, None
+    if md5 and not md5.endswith(".dir"):
+        cached = dvc_adapter.cached_file(project.root, md5)
+        if cached is not None and file_sha256(cached) == sha256:
+            return command, cached, None
+    scratch = tempfile.TemporaryDirectory(prefix="govern-model-")
+    try:
+        downloaded = mlflow_adapter.download_model(project.config.tracking_uri, run_id, model, Path(scratch.name))
+    except MirrorError as error:
+        scratch.cleanup()
+        raise NotFound(
+            f"The model file of {model} version {version} is neither in the workspace, nor in DVC's cache, nor "
+            f"downloadable ({error})"
+        ) from None
+    candidate = downloaded / Path(path).name if downloaded.is_dir() and not workspace.is_dir() else downloaded
+    checked = digest(candidate)
+    if checked is None or checked.sha256 != sha256:
+        scratch.cleanup()
+        raise GovernError(f"The model file of {model} version {version} from MLflow does not match its recorded sha256")
+    return command, candidate, scratch
+
+
+def _run(root: Path, template: str, model_file: Path, input_path: Path, output_path: Path) -> None:
+    output_path.parent.mkdir(parents=True, exist_ok=True)
+    command = template.format(
+        model=shlex.quote(str(model_file)), input=shlex.quote(str(input_path)), output=shlex.quote(str(output_path))
+    )
+    done = subprocess.run(command, shell=True, cwd=root, capture_output=True, text=True)  # noqa: S602 - the project's own command
+    if done.returncode != 0:
+        tail = " ".join((done.stderr or done.stdout).strip().splitlines()[-3:])
+        raise GovernError(f"The inference command failed (exit {done.returncode}): {tail}")
