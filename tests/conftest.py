@@ -36,6 +36,7 @@ DEMO_FILES = (
     "data/prepared/.gitignore",
     "models/.gitignore",
     "audit/README.md",
+    "audit/queries",
 )
 GIT_NAME, GIT_EMAIL = "Ada Auditor", "ada@example.com"
 ACTOR = f"{GIT_NAME} <{GIT_EMAIL}>"

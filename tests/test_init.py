@@ -20,6 +20,8 @@ def test_init_writes_govern_toml_audit_gitignore_and_dvc(tmp_path: Path) -> None
     ignored = (tmp_path / ".gitignore").read_text().splitlines()
     assert {"/audit/ledger.duckdb", "/mlflow.db", "/mlartifacts/"} <= set(ignored)
     assert (tmp_path / ".dvc" / "config").exists()
+    queries = sorted(p.name for p in (tmp_path / "audit" / "queries").glob("*.sql"))
+    assert queries == ["inferences_per_month.sql", "model_lineage.sql", "production_at.sql", "promotions_of_model.sql"]
 
 
 def test_init_uses_pyproject_when_there_is_one(tmp_path: Path) -> None:

@@ -8,9 +8,9 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
+from conftest import commit_all, run_cli, tracking_uri
 from mlflow.tracking import MlflowClient
 
-from conftest import commit_all, run_cli, tracking_uri
 from govern.ledger import Ledger
 
 M = "breast-cancer-classifier"
@@ -107,7 +107,11 @@ def test_windows_are_derived_half_open_intervals(scenario: Path) -> None:
     assert windows[0]["duration_s"] == (T2 - T1).total_seconds()
     assert [w["version"] for w in json.loads(ok(scenario, "audit", "windows", "--app", "triage", "--json"))] == ["1"]
     ended = Ledger(scenario / "audit" / "ledger.duckdb").read(types=["deployment.ended"])
-    assert [(e.payload["version"], e.payload["reason"]) for e in ended] == [("1", "replaced"), ("1", "retired"), ("2", "replaced")]
+    assert [(e.payload["version"], e.payload["reason"]) for e in ended] == [
+        ("1", "replaced"),
+        ("1", "retired"),
+        ("2", "replaced"),
+    ]
 
 
 def test_a_replacement_ends_and_starts_in_one_transaction(scenario: Path) -> None:
@@ -142,7 +146,9 @@ def test_gto_reads_govern_tags_and_agrees(scenario: Path, isolated_env: dict[str
     assert shown[M]["version"] == "v3.0.0"
 
     history = gto("history", M, "--json")
-    assignments = [(h["version"], h["stage"]) for h in sorted(history, key=lambda h: h["timestamp"]) if h["event"] == "assignment"]
+    assignments = [
+        (h["version"], h["stage"]) for h in sorted(history, key=lambda h: h["timestamp"]) if h["event"] == "assignment"
+    ]
     promotions = Ledger(scenario / "audit" / "ledger.duckdb").read(types=["model.promoted"])
     assert assignments == [(f"v{p.payload['version']}.0.0", p.payload["to_stage"]) for p in promotions]
     assert all(p.payload["gto_tag"] == f"{M}#{p.payload['to_stage']}#{i}" for i, p in enumerate(promotions, start=1))
@@ -161,13 +167,19 @@ def refused(project: Path, *args: str, exit_code: int = 1) -> str:
 
 def test_refusals_leave_the_ledger_unchanged(three_versions: Path) -> None:
     p = three_versions
-    assert "promote it to 'staging' first, or pass --force" in refused(p, "promote", M, "1", "--to", "production", "--reason", "hurry")
+    assert "promote it to 'staging' first, or pass --force" in refused(
+        p, "promote", M, "1", "--to", "production", "--reason", "hurry"
+    )
     assert "Unknown model 'no-such-model': registered models are breast-cancer-classifier" in refused(
         p, "promote", "no-such-model", "1", "--to", "staging", "--reason", "r"
     )
-    assert "has no version '9': its versions are 1, 2, 3" in refused(p, "promote", M, "9", "--to", "staging", "--reason", "r")
+    assert "has no version '9': its versions are 1, 2, 3" in refused(
+        p, "promote", M, "9", "--to", "staging", "--reason", "r"
+    )
     assert "Unknown stage 'prod'" in refused(p, "promote", M, "1", "--to", "prod", "--reason", "r", exit_code=2)
-    assert "--reason must not be empty" in refused(p, "promote", M, "1", "--to", "staging", "--reason", "  ", exit_code=2)
+    assert "--reason must not be empty" in refused(
+        p, "promote", M, "1", "--to", "staging", "--reason", "  ", exit_code=2
+    )
     message = refused(p, "deploy", M, "1", "--app", "scoring")
     assert f"run `govern promote {M} 1 --to production --reason ...` first" in message
     assert "has no time zone" in refused(p, "deploy", M, "1", "--app", "x", "--at", "2026-01-01T00:00:00", exit_code=2)
@@ -192,10 +204,23 @@ def test_four_eyes_rule_refuses_the_trainer_as_approver(three_versions: Path) ->
     assert "Four-eyes rule" in refused(
         three_versions, "promote", M, "1", "--to", "staging", "--reason", "mine", "--approver", "ada@example.com"
     )
-    ok(three_versions, "promote", M, "1", "--to", "staging", "--reason", "reviewed", "--approver", "Bob <bob@example.com>")
+    ok(
+        three_versions,
+        "promote",
+        M,
+        "1",
+        "--to",
+        "staging",
+        "--reason",
+        "reviewed",
+        "--approver",
+        "Bob <bob@example.com>",
+    )
 
 
-def test_a_deprecated_version_cannot_be_promoted_or_deployed(three_versions: Path, isolated_env: dict[str, str]) -> None:
+def test_a_deprecated_version_cannot_be_promoted_or_deployed(
+    three_versions: Path, isolated_env: dict[str, str]
+) -> None:
     p = three_versions
     ok(p, "promote", M, "2", "--to", "staging", "--reason", "r")
     ok(p, "promote", M, "2", "--to", "production", "--reason", "r")
@@ -217,7 +242,9 @@ def test_a_deployment_earlier_than_the_slot_history_is_refused(three_versions: P
     ok(three_versions, "deploy", M, "1", "--app", "scoring", "--at", "2026-01-10T00:00:00Z")
     message = refused(three_versions, "retire", "--app", "scoring", "--at", "2026-01-09T23:59:59.999999Z", exit_code=2)
     assert "history is appended, not rewritten" in message
-    assert "already serves scoring/production" in refused(three_versions, "deploy", M, "1", "--app", "scoring", exit_code=2)
+    assert "already serves scoring/production" in refused(
+        three_versions, "deploy", M, "1", "--app", "scoring", exit_code=2
+    )
 
 
 def test_history_lists_every_event_of_a_model_in_order(scenario: Path) -> None:

@@ -41,6 +41,7 @@ def _open(root: Path) -> Iterator[Any]:
     from dvc.exceptions import DvcException, NotDvcRepoError
     from dvc.repo import Repo
 
+    _logs_to_stderr()
     try:
         repo = Repo(str(root))
     except NotDvcRepoError:
@@ -53,6 +54,15 @@ def _open(root: Path) -> Iterator[Any]:
         repo.close()
 
 
+def _logs_to_stderr() -> None:
+    """DVC logs progress to stdout; govern keeps stdout for its own output (and --json)."""
+    import logging
+
+    for handler in logging.getLogger("dvc").handlers:
+        if isinstance(handler, logging.StreamHandler) and handler.stream is not sys.stderr:
+            handler.setStream(sys.stderr)
+
+
 def ensure_initialized(root: Path) -> bool:
     """Run `dvc init` when the repository has no `.dvc` yet; True when it did."""
     if (root / ".dvc").is_dir():
@@ -61,6 +71,7 @@ def ensure_initialized(root: Path) -> bool:
     from dvc.exceptions import DvcException
     from dvc.repo import Repo
 
+    _logs_to_stderr()
     try:
         Repo.init(str(root)).close()
     except DvcException as error:
@@ -343,11 +354,12 @@ class _Tail:
 
 @contextmanager
 def _tee_output() -> Iterator[_Tail]:
-    """Pass the stage commands' output through to the terminal, keeping its tail.
+    """Pass the stage commands' output through to stderr, keeping its tail.
 
     DVC runs stage commands as child processes writing straight to file
     descriptors 1 and 2; the only way to see what a failed stage said is to
-    put a pipe in between, for the duration of the reproduction.
+    put a pipe in between, for the duration of the reproduction. Their output
+    goes to stderr so that govern's stdout carries only its own (JSON) output.
     """
     tail = _Tail()
     for stream in (sys.stdout, sys.stderr):
@@ -366,7 +378,7 @@ def _tee_output() -> Iterator[_Tail]:
         while chunk := os.read(read_end, 65536):
             tail.add(chunk)
             try:
-                os.write(saved_out, chunk)
+                os.write(saved_err, chunk)
             except OSError:
                 pass
 

@@ -1,0 +1,89 @@
+"""`govern audit sql` and named queries: read-only, one statement, bound parameters."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+from conftest import run_cli
+
+from govern.ledger import Ledger
+
+M = "breast-cancer-classifier"
+
+
+@pytest.fixture
+def deployed(three_versions: Path) -> Path:
+    for args in (
+        ("promote", M, "1", "--to", "staging", "--reason", "checked"),
+        ("promote", M, "1", "--to", "production", "--reason", "go"),
+        ("deploy", M, "1", "--app", "scoring", "--at", "2026-01-01T00:00:00Z"),
+    ):
+        assert run_cli(*args, cwd=three_versions).exit_code == 0
+    return three_versions
+
+
+def test_sql_reads_the_documented_views(deployed: Path) -> None:
+    result = run_cli(
+        "audit", "sql", "SELECT model, version, started_at FROM production_windows", "--json", cwd=deployed
+    )
+    assert result.exit_code == 0, result.output
+    assert json.loads(result.stdout) == [{"model": M, "version": "1", "started_at": "2026-01-01T00:00:00.000000Z"}]
+    for view in ("events", "trainings", "model_versions", "datasets", "promotions", "production_windows", "inferences"):
+        assert run_cli("audit", "sql", f"SELECT count(*) FROM {view}", cwd=deployed).exit_code == 0, view
+
+
+@pytest.mark.parametrize(
+    "statement, message",
+    [
+        ("DELETE FROM events", "read-only for queries"),
+        ("UPDATE events SET actor = 'x'", "read-only for queries"),
+        ("CREATE TABLE x (a INT)", "read-only for queries"),
+        ("SELECT 1; DELETE FROM events", "exactly one SQL statement, not 2"),
+        ("SELEC nonsense", "does not parse"),
+    ],
+)
+def test_sql_refuses_writes_and_several_statements(deployed: Path, statement: str, message: str) -> None:
+    before = Ledger(deployed / "audit" / "ledger.duckdb").head()
+    result = run_cli("audit", "sql", statement, cwd=deployed)
+    assert result.exit_code == 1 and message in result.output
+    assert len(result.output.strip().splitlines()) == 1
+    assert Ledger(deployed / "audit" / "ledger.duckdb").head() == before
+
+
+def test_named_queries_bind_their_parameters(deployed: Path) -> None:
+    listed = json.loads(run_cli("audit", "run", "--json", cwd=deployed).stdout)
+    assert {"production_at", "promotions_of_model", "model_lineage", "inferences_per_month"} <= set(listed)
+
+    served = run_cli(
+        "audit",
+        "run",
+        "production_at",
+        "--param",
+        "app=scoring",
+        "--param",
+        "env=production",
+        "--param",
+        "at=2026-01-02T00:00:00+01:00",
+        "--json",
+        cwd=deployed,
+    )
+    assert [r["version"] for r in json.loads(served.stdout)] == ["1"]
+
+    injected = run_cli(
+        "audit", "run", "promotions_of_model", "--param", f"model={M}' OR '1'='1", "--json", cwd=deployed
+    )
+    assert injected.exit_code == 0 and json.loads(injected.stdout) == []
+    lineage = json.loads(
+        run_cli(
+            "audit", "run", "model_lineage", "--param", f"model={M}", "--param", "version=1", "--json", cwd=deployed
+        ).stdout
+    )
+    raw = next(r for r in lineage if r["dataset"] == "data/raw/breast_cancer.csv")
+    assert raw["role"] == "source" and raw["extracted_at"].endswith("Z") and raw["rows"] == 569
+
+
+def test_unknown_named_query_lists_the_known_ones(deployed: Path) -> None:
+    result = run_cli("audit", "run", "nope", cwd=deployed)
+    assert result.exit_code == 1 and "No query named 'nope'" in result.output and "production_at" in result.output
