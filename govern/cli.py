@@ -528,5 +528,56 @@ def audit_run(name: str | None, params: tuple[str, ...], as_json: bool) -> None:
     _print_json(result.records()) if as_json else _print_table(result.columns, result.rows)
 
 
+@audit.command("report")
+@click.argument("model")
+@click.argument("version")
+@click.option("--format", "fmt", type=click.Choice(["html", "md", "json"]), default="html", show_default=True)
+@click.option("-o", "--output", type=click.Path(path_type=Path), help="Write to this file instead of stdout.")
+def audit_report(model: str, version: str, fmt: str, output: Path | None) -> None:
+    """A self-contained lineage report of MODEL VERSION for auditors.
+
+    Eleven sections (identity, code, data provenance, pipeline, training,
+    validation, approvals, production windows, reproductions, inference,
+    integrity), each from recorded facts, each saying what is not recorded.
+    HTML (one file, inline CSS and SVG, printable), Markdown or JSON.
+    """
+    from govern.api.report import gather
+    from govern.report import render
+
+    text = render(gather(model, version), fmt)
+    if output is None:
+        click.echo(text, nl=False)
+        return
+    output.parent.mkdir(parents=True, exist_ok=True)
+    output.write_text(text, encoding="utf-8")
+    click.echo(f"wrote {output}", err=True)
+
+
+@audit.command("lineage")
+@click.argument("model")
+@click.argument("version")
+def audit_lineage(model: str, version: str) -> None:
+    """The lineage of MODEL VERSION as a tree: training, commit, stages, datasets, promotions, windows."""
+    from govern.api.report import gather
+    from govern.report import render_tree
+
+    click.echo(render_tree(gather(model, version)), nl=False)
+
+
+@audit.command("openlineage")
+@click.option("--since", help="Only trainings that completed at or after this ISO 8601 time.")
+@click.option("-o", "--output", type=click.Path(path_type=Path), help="Write to this file instead of stdout.")
+def audit_openlineage(since: str | None, output: Path | None) -> None:
+    """Export trainings as OpenLineage run events (JSON lines: START/COMPLETE, one job per stage)."""
+    from govern.api.audit import openlineage
+
+    lines = "".join(json.dumps(event, ensure_ascii=False) + "\n" for event in openlineage(_instant(since, "--since")))
+    if output is None:
+        click.echo(lines, nl=False)
+    else:
+        output.write_text(lines, encoding="utf-8")
+        click.echo(f"wrote {output}", err=True)
+
+
 def main() -> None:
     cli(prog_name="govern")

@@ -39,6 +39,7 @@ class Config:
     env_stages: dict[str, str] = field(default_factory=lambda: dict(DEFAULT_ENV_STAGES))
     selection_metric: str | None = None
     selection_direction: str = "maximize"
+    models: dict[str, dict[str, Any]] = field(default_factory=dict)
 
     @property
     def tracking_uri_is_default(self) -> bool:
@@ -104,6 +105,9 @@ def load(root: Path, environ: Mapping[str, str] | None = None) -> Config:
         env_stages=dict(env_stages),
         selection_metric=selection.get("metric") and _str(selection, "metric", "", source),
         selection_direction=direction,
+        models={
+            name: dict(value) for name, value in _table(settings, "models", source).items() if isinstance(value, dict)
+        },
     )
 
 

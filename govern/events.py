@@ -302,6 +302,40 @@ class InferenceRecorded(Fact):
         return f"model:{self.model}@{self.version}"
 
 
+@dataclass(frozen=True)
+class ReproductionVerified(Fact):
+    """A commit's pipeline was re-executed (CI) and every output matched the committed lock."""
+
+    type: ClassVar[str] = "reproduction.verified"
+
+    commit: str
+    outputs: list[dict[str, Any]]
+    metrics: dict[str, Any]
+    duration_s: float
+    ci: dict[str, Any]
+
+    @property
+    def subject(self) -> str:
+        return f"commit:{self.commit}"
+
+
+@dataclass(frozen=True)
+class ReproductionDiverged(Fact):
+    """A commit's pipeline was re-executed and outputs or metrics differ from what was committed."""
+
+    type: ClassVar[str] = "reproduction.diverged"
+
+    commit: str
+    differing_outputs: list[dict[str, Any]]
+    metric_deltas: dict[str, Any]
+    duration_s: float
+    ci: dict[str, Any]
+
+    @property
+    def subject(self) -> str:
+        return f"commit:{self.commit}"
+
+
 FACT_TYPES: dict[str, type[Fact]] = {
     cls.type: cls
     for cls in (
@@ -315,6 +349,8 @@ FACT_TYPES: dict[str, type[Fact]] = {
         DeploymentStarted,
         DeploymentEnded,
         InferenceRecorded,
+        ReproductionVerified,
+        ReproductionDiverged,
     )
 }
 

@@ -23,6 +23,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from govern import tabular
 from govern.adapters.dvc import load_structured, tracked_source
 from govern.errors import ProjectError
 from govern.events import finite_or_none
@@ -96,10 +97,7 @@ def stage_records(
                 "name": name,
                 "cmd": entry.get("cmd"),
                 "deps": [_file_record(item) for item in entry.get("deps") or []],
-                "outs": [
-                    {**_file_record(item), "sha256": _sha(root, item["path"], digests)}
-                    for item in entry.get("outs") or []
-                ],
+                "outs": [_out_record(root, item, digests) for item in entry.get("outs") or []],
                 "params": entry.get("params") or {},
                 "status": run.status if run else "not-run",
                 "started_at": run.started_at.isoformat() if run else None,
@@ -107,6 +105,15 @@ def stage_records(
             }
         )
     return records
+
+
+def _out_record(root: Path, item: Mapping[str, Any], digests: dict[str, Any]) -> dict[str, Any]:
+    """An output as dvc.lock has it, plus its sha256 and, for CSV/TSV files, its row count."""
+    shape = tabular.shape(root / item["path"])
+    record = {**_file_record(item), "sha256": _sha(root, item["path"], digests)}
+    if shape is not None:
+        record["rows"] = shape.rows
+    return record
 
 
 def _file_record(item: Mapping[str, Any]) -> dict[str, Any]:

@@ -66,14 +66,19 @@ def isolate(env: dict[str, str], home: Path) -> dict[str, str]:
     return env
 
 
-@pytest.fixture(autouse=True)
-def isolated_env(tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.MonkeyPatch) -> dict[str, str]:
-    env = isolate(dict(os.environ), tmp_path_factory.mktemp("home"))
+def apply_isolation(monkeypatch: pytest.MonkeyPatch, home: Path) -> dict[str, str]:
+    """Make this process's environment the isolated one, until `monkeypatch` undoes it."""
+    env = isolate(dict(os.environ), home)
     for key in set(os.environ) - set(env):
         monkeypatch.delenv(key)
     for key, value in env.items():
         monkeypatch.setenv(key, value)
     return env
+
+
+@pytest.fixture(autouse=True)
+def isolated_env(tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.MonkeyPatch) -> dict[str, str]:
+    return apply_isolation(monkeypatch, tmp_path_factory.mktemp("home"))
 
 
 def git(cwd: Path, *args: str, env: dict[str, str] | None = None) -> str:

@@ -112,6 +112,65 @@ def commit_paths(root: Path, paths: Iterable[str], message: str) -> str:
 
 
 @dataclass(frozen=True)
+class CommitDetails:
+    sha: str
+    author: str
+    authored_at: datetime
+    committer: str
+    message: str
+    signature: str  # git's %G? letter explained: "good", "none", ...
+
+
+SIGNATURE_STATUS = {
+    "G": "good signature",
+    "B": "bad signature",
+    "U": "good signature, unknown validity",
+    "X": "good signature, expired",
+    "Y": "good signature, expired key",
+    "R": "good signature, revoked key",
+    "E": "signature cannot be checked (missing key)",
+    "N": "not signed",
+}
+
+
+def commit_details(root: Path, sha: str) -> CommitDetails | None:
+    """Author, date, message and signature status of a commit, or None when it is not in this clone."""
+    import git
+
+    try:
+        output = _repo(root).git.show("-s", "--format=%H%x00%an <%ae>%x00%aI%x00%cn <%ce>%x00%G?%x00%B", sha)
+    except git.GitCommandError:
+        return None
+    full, author, date, committer, signature, message = output.split("\0", 5)
+    return CommitDetails(
+        full,
+        author,
+        datetime.fromisoformat(date),
+        committer,
+        message.strip(),
+        SIGNATURE_STATUS.get(signature, signature),
+    )
+
+
+def blob_hashes(root: Path, sha: str, paths: Iterable[str]) -> dict[str, str]:
+    """Git blob ids of files at a commit (what `git ls-tree` prints)."""
+    import git
+
+    wanted = list(paths)
+    if not wanted:
+        return {}
+    try:
+        output = _repo(root).git.ls_tree("-r", sha, "--", *wanted)
+    except git.GitCommandError:
+        return {}
+    found = {}
+    for line in output.splitlines():
+        meta, path = line.split("\t", 1)
+        found[path] = meta.split()[2]
+    return found
+
+
+@dataclass(frozen=True)
 class Tag:
     name: str
     commit: str

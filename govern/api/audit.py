@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from govern import config, queries
-from govern.errors import InvalidInput, NotFound
+from govern.errors import GovernError, InvalidInput, NotFound
 from govern.events import RecordedEvent
 from govern.ledger import Ledger, Verification
 
@@ -77,6 +77,22 @@ def sql(statement: str, params: Mapping[str, str] | None = None, start: Path | N
     """One read-only statement over the ledger's views; DuckDB refuses writes itself."""
     columns, rows = open_ledger(start).query(statement, dict(params or {}))
     return QueryResult(columns, rows)
+
+
+def openlineage(since: datetime | None = None, start: Path | None = None) -> list[dict[str, Any]]:
+    """Every recorded training (since a time) as OpenLineage START/COMPLETE run events."""
+    from govern.openlineage import training_events
+
+    ledger = open_ledger(start)
+    try:
+        project = config.find_root(start).name
+    except GovernError:
+        project = ledger.path.parent.name
+    return [
+        event
+        for training in ledger.read(types=["training.completed"], since=since)
+        for event in training_events(project, training.to_dict())
+    ]
 
 
 def queries_dir(start: Path | None = None) -> Path:

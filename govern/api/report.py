@@ -1,0 +1,411 @@
+"""The lineage of one model version, gathered from the ledger and git into plain data.
+
+This is the JSON report and what the HTML and Markdown templates render:
+eleven sections, each holding only recorded facts, each with a `missing`
+list that says plainly which facts are not recorded. Never imports mlflow
+or dvc: a report needs the ledger and the git repository only.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+from govern import __version__, config, queries
+from govern.adapters import git as git_adapter
+from govern.errors import NotAGitRepository
+from govern.events import format_timestamp, utc_now
+from govern.ledger import Ledger
+
+SPLIT_WORDS = ("train", "validation", "valid", "val", "test", "holdout")
+
+TRAINING_SQL = """
+SELECT t.seq, t.event_id, t.occurred_at, t.actor, t.git_commit, t.payload, mv.seq AS registered_seq,
+       mv.occurred_at AS registered_at, mv.actor AS registered_by, mv.payload AS registration
+FROM (SELECT * FROM events WHERE type = 'model.registered' AND subject = $subject ORDER BY seq DESC LIMIT 1) AS mv
+JOIN events AS t ON t.event_id = mv.payload->>'$.training_event_id'
+"""
+
+VERSIONS_SQL = """
+SELECT mv.version, mv.seq, t.payload->'$.metrics' AS metrics
+FROM model_versions AS mv LEFT JOIN events AS t ON t.event_id = mv.training_event_id
+WHERE mv.model = $model
+ORDER BY try_cast(mv.version AS INTEGER), mv.seq
+"""
+
+SNAPSHOTS_SQL = """
+SELECT event_id, seq, payload FROM events
+WHERE type = 'dataset.snapshotted' AND event_id IN (SELECT unnest($ids))
+"""
+
+PROMOTIONS_SQL = """
+SELECT seq, promoted_at, actor, approver, from_stage, to_stage, reason, forced, gto_tag
+FROM promotions WHERE model = $model AND version = $version ORDER BY seq
+"""
+
+DEPRECATION_SQL = """
+SELECT seq, deprecated_at, actor, reason FROM deprecations WHERE model = $model AND version = $version ORDER BY seq
+"""
+
+REPRODUCTIONS_SQL = """
+SELECT seq, type, occurred_at, actor, payload FROM events
+WHERE type IN ('reproduction.verified', 'reproduction.diverged') AND subject = 'commit:' || $commit
+ORDER BY seq
+"""
+
+INFERENCE_SQL = """
+SELECT coalesce(app, '(no app)') AS app, coalesce(env, '-') AS env,
+       strftime(date_trunc('month', occurred_at), '%Y-%m') AS month,
+       count(*) AS batches, sum(rows) AS rows, min(seq) AS first_seq, max(seq) AS last_seq
+FROM inferences WHERE model = $model AND version = $version
+GROUP BY ALL ORDER BY month, app, env
+"""
+
+ALL_WINDOWS_SQL = """
+SELECT app, env, model, version, started_at, ended_at, start_seq, end_seq FROM production_windows
+WHERE (app, env) IN (SELECT DISTINCT app, env FROM production_windows WHERE model = $model AND version = $version)
+ORDER BY app, env, start_seq
+"""
+
+
+def gather(model: str, version: str, start: Path | None = None) -> dict[str, Any]:
+    """All recorded facts about one model version, as JSON-ready data."""
+    ledger = Ledger(config.ledger_path(start))
+    queries.version_facts(ledger, model, version)  # NotFound names the known models and versions
+    try:
+        root: Path | None = config.find_root(start)
+        settings = config.load(root).models.get(model, {}) if root else {}
+    except NotAGitRepository:
+        root, settings = None, {}
+    row = queries.rows_as_dicts(ledger, TRAINING_SQL, {"subject": f"model:{model}@{version}"})[0]
+    training = json.loads(row["payload"])
+    registration = json.loads(row["registration"])
+    cited: list[int] = [row["seq"], row["registered_seq"]]
+
+    report: dict[str, Any] = {
+        "report": {
+            "model": model,
+            "version": version,
+            "generated_at": format_timestamp(utc_now()),
+            "govern": __version__,
+        },
+        "identity": _identity(ledger, model, version, row, registration, settings),
+        "code": _code(root, row, training),
+        "data": _data(ledger, training, cited),
+        "pipeline": _pipeline(training),
+        "training": _training(row, training),
+        "validation": _validation(ledger, model, version, training),
+        "approvals": _approvals(ledger, model, version, cited),
+        "production": _production(ledger, model, version, cited),
+        "reproductions": _reproductions(ledger, row["git_commit"], cited),
+        "inference": _inference(ledger, model, version, cited),
+    }
+    report["integrity"] = _integrity(ledger, cited)
+    return report
+
+
+def _section(missing: list[str], **facts: Any) -> dict[str, Any]:
+    return {**facts, "missing": missing}
+
+
+def _identity(
+    ledger: Ledger, model: str, version: str, row: Mapping[str, Any], registration: dict, settings: dict
+) -> dict[str, Any]:
+    versions = [v["version"] for v in queries.rows_as_dicts(ledger, VERSIONS_SQL, {"model": model})]
+    position = versions.index(version)
+    facts = queries.version_facts(ledger, model, version)
+    missing = []
+    purpose = settings.get("purpose") or registration.get("desc")
+    if not purpose:
+        missing.append(
+            f"No intended purpose is recorded: add purpose to [tool.govern.models.{model}] or desc to the artifact"
+        )
+    if not settings.get("owner"):
+        missing.append(f"No owner is configured: add owner to [tool.govern.models.{model}]")
+    return _section(
+        missing,
+        model=model,
+        version=version,
+        purpose=purpose,
+        owner=settings.get("owner"),
+        description=registration.get("desc"),
+        labels=registration.get("labels") or [],
+        registered_at=format_timestamp(row["registered_at"]),
+        registered_by=row["registered_by"],
+        registration_seq=row["registered_seq"],
+        mlflow_run_id=registration.get("mlflow_run_id"),
+        model_file={
+            "path": registration.get("path"),
+            "md5": registration.get("md5"),
+            "sha256": registration.get("sha256"),
+        },
+        previous_version=versions[position - 1] if position > 0 else None,
+        next_version=versions[position + 1] if position + 1 < len(versions) else None,
+        stages_held=list(facts.holds),
+        deprecated_seq=facts.deprecated_seq,
+    )
+
+
+def _code(root: Path | None, row: Mapping[str, Any], training: dict) -> dict[str, Any]:
+    git = training.get("git", {})
+    commit = row["git_commit"]
+    missing = []
+    details = git_adapter.commit_details(root, commit) if root and commit else None
+    if details is None:
+        missing.append(f"Commit {commit} is not in this clone: author, message and signature are unavailable")
+    data_paths = {o["path"] for o in training.get("outputs", [])} | {d["path"] for d in training.get("datasets", [])}
+    files = []
+    for stage in training.get("stages", []):
+        for dep in stage.get("deps", []):
+            if dep["path"] not in data_paths and not any(
+                dep["path"].startswith(p.rstrip("/") + "/") for p in data_paths
+            ):
+                files.append({"stage": stage["name"], "path": dep["path"], "md5": dep.get("md5")})
+    blobs = git_adapter.blob_hashes(root, commit, sorted({f["path"] for f in files})) if details and root else {}
+    for file in files:
+        file["blob"] = blobs.get(file["path"])
+    if files and not blobs:
+        missing.append("Git blob ids of the code files are unavailable (commit not in this clone)")
+    if git.get("dirty"):
+        missing.append(f"The training ran on a dirty worktree: {', '.join(git.get('dirty_paths') or [])}")
+    env = training.get("environment", {})
+    return _section(
+        missing,
+        commit=commit,
+        branch=git.get("branch"),
+        remote_url=git.get("remote_url"),
+        dirty=bool(git.get("dirty")),
+        author=details.author if details else None,
+        authored_at=format_timestamp(details.authored_at) if details else None,
+        message=details.message if details else None,
+        signature=details.signature if details else None,
+        files=files,
+        python=env.get("python"),
+        platform=env.get("platform"),
+        packages=env.get("packages", {}),
+        packages_digest=env.get("packages_digest"),
+    )
+
+
+def _data(ledger: Ledger, training: dict, cited: list[int]) -> dict[str, Any]:
+    datasets = [dict(d) for d in training.get("datasets", [])]
+    ids = [d["snapshot_event_id"] for d in datasets if d.get("snapshot_event_id")]
+    snapshots = {r["event_id"]: r for r in queries.rows_as_dicts(ledger, SNAPSHOTS_SQL, {"ids": ids})} if ids else {}
+    missing = []
+    for dataset in datasets:
+        for key in (
+            "source",
+            "extracted_at",
+            "extracted_at_basis",
+            "snapshot_seq",
+            "rows",
+            "columns",
+            "size",
+            "md5",
+            "sha256",
+        ):
+            dataset.setdefault(key, None)
+        snapshot = snapshots.get(dataset.get("snapshot_event_id") or "")
+        if snapshot:
+            cited.append(snapshot["seq"])
+            payload = json.loads(snapshot["payload"])
+            dataset.update(
+                source=payload.get("source"),
+                extracted_at=payload.get("extracted_at"),
+                extracted_at_basis=payload.get("extracted_at_basis"),
+                snapshot_seq=snapshot["seq"],
+            )
+        elif dataset.get("role") == "source":
+            missing.append(f"No snapshot event is recorded for {dataset['path']}: its extraction date is unknown")
+    splits = [
+        {"split": _split_name(o["path"]), "path": o["path"], "rows": o.get("rows", _rows_of(o["path"], datasets))}
+        for o in training.get("outputs", [])
+        if _split_name(o["path"])
+    ]
+    if not splits:
+        missing.append("No train/validation/test split files were found among the pipeline's outputs")
+    if not datasets:
+        missing.append("No datasets are recorded for this training")
+    return _section(missing, datasets=datasets, split=splits)
+
+
+def _split_name(path: str) -> str | None:
+    stem = Path(path).stem.lower()
+    if Path(path).suffix.lower() not in (".csv", ".tsv", ".parquet"):
+        return None
+    for word in SPLIT_WORDS:
+        if stem == word or stem.startswith(f"{word}_") or stem.endswith(f"_{word}") or stem.startswith(f"{word}."):
+            return {"valid": "validation", "val": "validation"}.get(word, word)
+    return None
+
+
+def _rows_of(path: str, datasets: list[dict]) -> int | None:
+    found = next((d for d in datasets if d["path"] == path), None)
+    return found.get("rows") if found else None
+
+
+def _pipeline(training: dict) -> dict[str, Any]:
+    stages = [
+        {
+            "name": s["name"],
+            "cmd": s.get("cmd"),
+            "status": s.get("status"),
+            "duration_s": s.get("duration_s"),
+            "deps": [d["path"] for d in s.get("deps", [])],
+            "outs": [o["path"] for o in s.get("outs", [])],
+        }
+        for s in training.get("stages", [])
+    ]
+    producers = {out: s["name"] for s in stages for out in s["outs"]}
+    edges = sorted({(producers[dep], s["name"]) for s in stages for dep in s["deps"] if dep in producers})
+    return _section([] if stages else ["No stages are recorded"], stages=stages, edges=[list(e) for e in edges])
+
+
+def _training(row: Mapping[str, Any], training: dict) -> dict[str, Any]:
+    params = training.get("params", {})
+    mlflow = training.get("mlflow", {})
+    missing = []
+    if mlflow.get("status") != "mirrored":
+        missing.append(f"The training was not mirrored into MLflow ({mlflow.get('error', 'no run')})")
+    seeds = {k: v for k, v in params.items() if "seed" in k.lower() or "random_state" in k.lower()}
+    if not seeds:
+        missing.append("No seed parameter is recorded (a param whose name contains 'seed' or 'random_state')")
+    return _section(
+        missing,
+        event_seq=row["seq"],
+        event_id=row["event_id"],
+        completed_at=format_timestamp(row["occurred_at"]),
+        actor=row["actor"],
+        host=training.get("environment", {}).get("host"),
+        duration_s=training.get("duration_s"),
+        params=params,
+        seeds=seeds,
+        mlflow_run_id=mlflow.get("run_id"),
+        mlflow_experiment=mlflow.get("experiment"),
+        run_cache_hit=training.get("run_cache_hit"),
+        dvc_lock_sha256=training.get("dvc_lock_sha256"),
+        grid=training.get("grid"),
+    )
+
+
+def _validation(ledger: Ledger, model: str, version: str, training: dict) -> dict[str, Any]:
+    metrics = training.get("metrics", {})
+    groups: dict[str, dict[str, Any]] = {}
+    for key, value in metrics.items():
+        group, _, name = key.rpartition(".")
+        groups.setdefault(group or "metrics", {})[name] = value
+    history = [
+        {"version": v["version"], "metrics": json.loads(v["metrics"]) if v["metrics"] else {}}
+        for v in queries.rows_as_dicts(ledger, VERSIONS_SQL, {"model": model})
+    ]
+    return _section(
+        [] if metrics else ["No metrics are recorded for this training"],
+        metrics=metrics,
+        groups=groups,
+        across_versions=history,
+        chart_metrics=sorted(metrics),
+    )
+
+
+def _approvals(ledger: Ledger, model: str, version: str, cited: list[int]) -> dict[str, Any]:
+    promotions = queries.rows_as_dicts(ledger, PROMOTIONS_SQL, {"model": model, "version": version})
+    deprecations = queries.rows_as_dicts(ledger, DEPRECATION_SQL, {"model": model, "version": version})
+    cited.extend(p["seq"] for p in [*promotions, *deprecations])
+    return _section(
+        [] if promotions else ["This version was never promoted"],
+        promotions=[{**p, "promoted_at": format_timestamp(p["promoted_at"])} for p in promotions],
+        deprecation={**deprecations[0], "deprecated_at": format_timestamp(deprecations[0]["deprecated_at"])}
+        if deprecations
+        else None,
+    )
+
+
+def _production(ledger: Ledger, model: str, version: str, cited: list[int]) -> dict[str, Any]:
+    windows = [w for w in queries.windows(ledger, model=model) if w["version"] == version]
+    context = queries.rows_as_dicts(ledger, ALL_WINDOWS_SQL, {"model": model, "version": version})
+    cited.extend(seq for w in windows for seq in (w["start_seq"], w["end_seq"]) if seq is not None)
+    return _section(
+        [] if windows else ["This version was never deployed"],
+        windows=[_window(w) for w in windows],
+        slots=_timelines(context, model, version),
+        now=format_timestamp(utc_now()),
+    )
+
+
+def _window(w: Mapping[str, Any]) -> dict[str, Any]:
+    return {
+        "app": w["app"],
+        "env": w["env"],
+        "start": format_timestamp(w["started_at"]),
+        "end": format_timestamp(w["ended_at"]) if w["ended_at"] else None,
+        "duration_s": w.get("duration_s"),
+        "deployed_by": w.get("deployed_by"),
+        "ended_by": w.get("ended_by"),
+        "end_reason": w.get("end_reason"),
+        "start_seq": w["start_seq"],
+        "end_seq": w["end_seq"],
+    }
+
+
+def _timelines(context: list[dict[str, Any]], model: str, version: str) -> list[dict[str, Any]]:
+    """Every window of the slots this version served, so the chart shows what came before and after."""
+    slots: dict[str, dict[str, Any]] = {}
+    for w in context:
+        slot = slots.setdefault(f"{w['app']}/{w['env']}", {"slot": f"{w['app']}/{w['env']}", "windows": []})
+        slot["windows"].append(
+            {
+                "label": f"{w['model']} v{w['version']}",
+                "this": w["model"] == model and w["version"] == version,
+                "start": format_timestamp(w["started_at"]),
+                "end": format_timestamp(w["ended_at"]) if w["ended_at"] else None,
+            }
+        )
+    return list(slots.values())
+
+
+def _reproductions(ledger: Ledger, commit: str | None, cited: list[int]) -> dict[str, Any]:
+    rows = queries.rows_as_dicts(ledger, REPRODUCTIONS_SQL, {"commit": commit}) if commit else []
+    cited.extend(r["seq"] for r in rows)
+    found = []
+    for r in rows:
+        payload = json.loads(r["payload"])
+        found.append(
+            {
+                "seq": r["seq"],
+                "verdict": "verified" if r["type"] == "reproduction.verified" else "diverged",
+                "at": format_timestamp(r["occurred_at"]),
+                "by": r["actor"],
+                "ci": payload.get("ci", {}),
+                "duration_s": payload.get("duration_s"),
+                "differing_outputs": payload.get("differing_outputs", []),
+            }
+        )
+    return _section([] if found else ["No CI reproduction of this commit is recorded"], runs=found)
+
+
+def _inference(ledger: Ledger, model: str, version: str, cited: list[int]) -> dict[str, Any]:
+    rows = queries.rows_as_dicts(ledger, INFERENCE_SQL, {"model": model, "version": version})
+    cited.extend(seq for r in rows for seq in (r["first_seq"], r["last_seq"]))
+    counts = [{k: r[k] for k in ("app", "env", "month", "batches", "rows")} for r in rows]
+    return _section([] if counts else ["No inference with this version is recorded"], counts=counts)
+
+
+def _integrity(ledger: Ledger, cited: list[int]) -> dict[str, Any]:
+    result = ledger.verify()
+    missing = [] if result.ok else [f"The ledger does not verify: {result.problem}"]
+    missing.append(
+        "No anchor of the ledger head outside the ledger file was found: the chain alone cannot reveal a truncated "
+        "tail or a wholly re-hashed copy"
+    )
+    return _section(
+        missing,
+        verified=result.ok,
+        events=result.count,
+        head_hash=result.head_hash,
+        problem=result.problem,
+        cited_seqs=sorted(set(cited)),
+        cited_range=[min(cited), max(cited)] if cited else None,
+        anchors=[],
+    )
