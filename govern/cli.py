@@ -579,5 +579,169 @@ def audit_openlineage(since: str | None, output: Path | None) -> None:
         click.echo(f"wrote {output}", err=True)
 
 
+@cli.group()
+def ci() -> None:
+    """Continuous integration: re-execute pushed commits and verify them against their dvc.lock."""
+
+
+@ci.command("verify")
+@click.option("--rev", default="HEAD", show_default=True, help="The commit to verify.")
+@click.option("--tolerance", "tolerances", multiple=True, metavar="METRIC=ABS", help="Allowed absolute metric change.")
+@click.option("--summary", type=click.Path(path_type=Path), help="Write the Markdown summary here (default: stdout).")
+@click.option("--json", "as_json", is_flag=True, help="Print the verdict as JSON on stdout.")
+def ci_verify(rev: str, tolerances: tuple[str, ...], summary: Path | None, as_json: bool) -> None:
+    """Re-execute REV from scratch (dvc repro --force, no run-cache) and compare with its dvc.lock.
+
+    Outputs must match the committed md5s; metrics must stay within their
+    tolerances (exact unless [tool.govern.ci] tolerances or --tolerance say
+    otherwise). Appends reproduction.verified or reproduction.diverged, and
+    exits 1 on divergence. On GitHub Actions the summary also goes to
+    $GITHUB_STEP_SUMMARY.
+    """
+    from govern.api.ci import summary as render_summary
+    from govern.api.ci import verify
+    from govern.errors import InvalidInput
+
+    limits = {}
+    for item in tolerances:
+        name, sep, value = item.partition("=")
+        try:
+            limits[name] = float(value)
+        except ValueError:
+            sep = ""
+        if not sep or not name or limits.get(name, -1) < 0:
+            raise InvalidInput(f"--tolerance {item!r} is not METRIC=ABS with a non-negative number")
+
+    def progress(kind: str, stage: str, run: Any) -> None:
+        if kind == "end":
+            click.echo(f"[{stage}] {run.status} ({run.duration_s:.2f} s)", err=True)
+
+    verdict = verify(rev, tolerances=limits, on_progress=progress)
+    text = render_summary(verdict)
+    if summary is not None:
+        summary.write_text(text, encoding="utf-8")
+    step_summary = os.environ.get("GITHUB_STEP_SUMMARY")
+    if step_summary:
+        with open(step_summary, "a", encoding="utf-8") as handle:
+            handle.write(text)
+    if as_json:
+        _print_json(verdict.to_dict())
+    elif summary is None:
+        click.echo(text)
+    else:
+        click.echo(f"{'verified' if verdict.verified else 'DIVERGED'}: {verdict.commit} (seq {verdict.event.seq})")
+    if not verdict.verified:
+        sys.exit(1)
+
+
+@ci.command("init")
+@click.argument("system", type=click.Choice(["github", "gitlab"]), default="github")
+@click.option("--install", help="The command that installs the project and govern in CI.")
+@click.option("--force", is_flag=True, help="Overwrite an existing file.")
+def ci_init(system: str, install: str | None, force: bool) -> None:
+    """Write a CI definition that runs `govern ci verify` on every push and tag (GitHub Actions or GitLab CI)."""
+    from govern.api.ci import ci_init as write
+
+    click.echo(f"wrote {write(system, install=install, force=force)}")
+
+
+@cli.group()
+def hooks() -> None:
+    """Plain-git hooks: refuse stale pushes (client), verify every push (server)."""
+
+
+@hooks.command("install")
+@click.option("--force", is_flag=True, help="Replace an existing pre-push hook that is not govern's.")
+def hooks_install(force: bool) -> None:
+    """Install a pre-push hook that refuses a push whose pipeline is stale or whose dvc.lock is uncommitted."""
+    from govern.api.hooks import install_client
+
+    click.echo(f"installed {install_client(force=force)}")
+
+
+@hooks.command("install-server")
+@click.option("--bare", required=True, type=click.Path(path_type=Path), help="The bare repository pushed to.")
+@click.option(
+    "--ledger", type=click.Path(path_type=Path), help="The team's central ledger (default BARE/govern-hook/)."
+)
+@click.option("--force", is_flag=True, help="Replace an existing post-receive hook that is not govern's.")
+def hooks_install_server(bare: Path, ledger: Path | None, force: bool) -> None:
+    """Install a post-receive hook that verifies every pushed branch head in the background.
+
+    Each head is checked out into a temporary worktree and verified like
+    `govern ci verify`, appending to the central ledger; pushed GTO tags are
+    imported (`govern sync`). The pusher is not held; see BARE/govern-hook/verify.log.
+    """
+    from govern.api.hooks import install_server
+
+    installed = install_server(bare, ledger, force)
+    click.echo(f"installed {installed.hook}; ledger {installed.ledger}; log {installed.log}")
+
+
+@hooks.command("pre-push", hidden=True)
+@click.argument("remote", required=False)
+@click.argument("url", required=False)
+def hooks_pre_push(remote: str | None, url: str | None) -> None:
+    """Run by the pre-push hook."""
+    from govern.api.hooks import pre_push_problems
+
+    problems = pre_push_problems()
+    for problem in problems:
+        click.echo(f"govern: push refused: {problem}", err=True)
+    if problems:
+        sys.exit(1)
+
+
+@hooks.command("post-receive", hidden=True)
+@click.option("--bare", required=True, type=click.Path(path_type=Path))
+@click.option("--ledger", required=True, type=click.Path(path_type=Path))
+def hooks_post_receive(bare: Path, ledger: Path) -> None:
+    """Run by the post-receive hook with git's ref updates on stdin."""
+    from govern.api.hooks import on_receive
+
+    for commit in on_receive(bare, ledger, sys.stdin.read().splitlines()):
+        click.echo(f"govern: verifying {commit[:12]} in the background (log: {bare / 'govern-hook' / 'verify.log'})")
+
+
+@hooks.command("verify-commit", hidden=True)
+@click.option("--bare", required=True, type=click.Path(path_type=Path))
+@click.option("--ledger", required=True, type=click.Path(path_type=Path))
+@click.option("--rev", required=True)
+def hooks_verify_commit(bare: Path, ledger: Path, rev: str) -> None:
+    """The detached verifier the post-receive hook starts."""
+    from govern.api.hooks import verify_pushed
+
+    click.echo(verify_pushed(bare, ledger, rev))
+
+
+@hooks.command("sync-server", hidden=True)
+@click.option("--bare", required=True, type=click.Path(path_type=Path))
+@click.option("--ledger", required=True, type=click.Path(path_type=Path))
+def hooks_sync_server(bare: Path, ledger: Path) -> None:
+    """The detached tag import the post-receive hook starts for tag-only pushes."""
+    from govern.api.sync import sync
+
+    os.environ["GOVERN_LEDGER"] = str(ledger)
+    click.echo(f"{len(sync(repository=bare).events)} GTO promotion(s) imported")
+
+
+@cli.command()
+@click.option("--repo", type=click.Path(path_type=Path), help="Read tags from this repository (default: this one).")
+@click.option("--json", "as_json", is_flag=True, help="Print the imported events as JSON on stdout.")
+def sync(repo: Path | None, as_json: bool) -> None:
+    """Import promotions made with GTO (annotated git tags) into the ledger; idempotent."""
+    from govern.api.sync import sync as run
+
+    outcome = run(repository=repo)
+    if as_json:
+        _print_json({"events": [e.to_dict() for e in outcome.events], "skipped": outcome.skipped})
+        return
+    _report(outcome)
+    for note in outcome.skipped:
+        click.echo(f"Warning: skipped {note}", err=True)
+    if not outcome.events:
+        click.echo("Nothing new to import.")
+
+
 def main() -> None:
     cli(prog_name="govern")

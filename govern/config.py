@@ -40,6 +40,7 @@ class Config:
     selection_metric: str | None = None
     selection_direction: str = "maximize"
     models: dict[str, dict[str, Any]] = field(default_factory=dict)
+    tolerances: dict[str, float] = field(default_factory=dict)
 
     @property
     def tracking_uri_is_default(self) -> bool:
@@ -127,6 +128,15 @@ def _read_toml(path: Path) -> dict[str, Any]:
         raise ConfigError(f"Cannot read {path}: {error.strerror}; fix its permissions") from None
     except tomllib.TOMLDecodeError as error:
         raise ConfigError(f"{path} is not valid TOML ({error}); fix the file") from None
+
+
+def _tolerances(ci: Mapping[str, Any], source: str) -> dict[str, float]:
+    tolerances = ci.get("tolerances", {})
+    if not isinstance(tolerances, dict) or not all(
+        isinstance(v, int | float) and not isinstance(v, bool) and v >= 0 for v in tolerances.values()
+    ):
+        raise ConfigError(f"{source}: `ci.tolerances` must map metric names to non-negative numbers")
+    return {k: float(v) for k, v in tolerances.items()}
 
 
 def _table(settings: Mapping[str, Any], key: str, source: str) -> dict[str, Any]:

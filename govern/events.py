@@ -223,6 +223,7 @@ class ModelPromoted(Fact):
     reason: str
     forced: bool
     gto_tag: str | None = None
+    origin: str | None = None  # None: `govern promote`; "gto-tag": imported by `govern sync`
 
     @property
     def subject(self) -> str:
@@ -239,6 +240,7 @@ class ModelDeprecated(Fact):
     version: str
     reason: str
     gto_tag: str | None = None
+    origin: str | None = None
 
     @property
     def subject(self) -> str:
@@ -330,6 +332,8 @@ class ReproductionDiverged(Fact):
     metric_deltas: dict[str, Any]
     duration_s: float
     ci: dict[str, Any]
+    failed_stage: str | None = None
+    error: str | None = None
 
     @property
     def subject(self) -> str:

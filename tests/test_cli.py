@@ -172,6 +172,8 @@ def test_traceback_flag_shows_the_traceback(tmp_path: Path) -> None:
 def all_commands(group: click.Group, prefix: str = "govern") -> list[tuple[str, click.Command]]:
     found = []
     for name, command in group.commands.items():
+        if command.hidden:  # internal entry points of git hooks
+            continue
         found.append((f"{prefix} {name}", command))
         if isinstance(command, click.Group):
             found.extend(all_commands(command, f"{prefix} {name}"))

@@ -211,7 +211,8 @@ def test_a_missing_fact_is_said_instead_of_failing(history: Path) -> None:
 def test_lineage_tree_shows_the_story(history: Path) -> None:
     tree = ok(history, "audit", "lineage", M, "2")
     assert tree.startswith(f"{M} v2  registered")
-    assert "├── extract  [unchanged]" in tree or "extract  [" in tree
+    assert "extract  [unchanged]" in tree and "train  [ran]" in tree
+    assert "code pipelines/model.py  blob " in tree
     assert "source: sklearn.datasets.load_breast_cancer" in tree and "extracted 20" in tree
     assert "no stage -> staging" in tree and "approved by Bob <bob@example.com>: committee approval" in tree
     assert "triage/production  2026-01-02T00:00:00.000000Z -> 2026-01-20T12:00:00.000000Z" in tree

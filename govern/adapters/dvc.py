@@ -8,6 +8,7 @@ The only module that imports dvc. What it returns is govern's own data from
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import sys
@@ -42,16 +43,17 @@ def _open(root: Path) -> Iterator[Any]:
     from dvc.repo import Repo
 
     _logs_to_stderr()
-    try:
-        repo = Repo(str(root))
-    except NotDvcRepoError:
-        raise ProjectError(f"{root} is not a DVC project: run `govern init` (or `dvc init`) first") from None
-    except DvcException as error:
-        raise ProjectError(f"DVC cannot open {root}: {error}") from None
-    try:
-        yield repo
-    finally:
-        repo.close()
+    with contextlib.chdir(root):  # DVC resolves targets such as "dvc.yaml" against the working directory
+        try:
+            repo = Repo(str(root))
+        except NotDvcRepoError:
+            raise ProjectError(f"{root} is not a DVC project: run `govern init` (or `dvc init`) first") from None
+        except DvcException as error:
+            raise ProjectError(f"DVC cannot open {root}: {error}") from None
+        try:
+            yield repo
+        finally:
+            repo.close()
 
 
 def _logs_to_stderr() -> None:
@@ -152,6 +154,7 @@ def reproduce(
     targets: Sequence[str] = (),
     on_progress: ProgressCallback | None = None,
     before: Callable[[Pipeline], None] | None = None,
+    force: bool = False,
 ) -> tuple[Pipeline, list[StageRun]]:
     """Reproduce the pipeline (or `targets`) through DVC's API.
 
@@ -204,7 +207,7 @@ def reproduce(
 
         with _tee_output() as tail:
             try:
-                repo.reproduce(targets=list(targets) or None, repro_fn=repro_fn)
+                repo.reproduce(targets=list(targets) or None, repro_fn=repro_fn, force=force)
             except ReproductionError as error:
                 stage = current[-1] if current else "?"
                 cause = error.__cause__ or error
@@ -280,6 +283,42 @@ def checkout(root: Path) -> list[str]:
         except DvcException as error:
             return [_one_line(error)]
     return []
+
+
+def stale_stages(root: Path) -> list[str]:
+    """Stages whose dependencies or outputs no longer match dvc.lock (what `dvc status` lists)."""
+    from dvc.exceptions import DvcException
+
+    with _open(root) as repo:
+        try:
+            return sorted(repo.status())
+        except DvcException as error:
+            raise ProjectError(f"dvc status failed: {_one_line(error)}") from None
+
+
+def pull_if_remote(root: Path) -> bool:
+    """Fetch cached data from the default DVC remote, when one is configured; True when it did."""
+    from dvc.exceptions import DvcException
+
+    with _open(root) as repo:
+        if not repo.config.get("remote"):
+            return False
+        try:
+            repo.pull()
+        except DvcException as error:
+            raise ProjectError(f"dvc pull failed: {_one_line(error)}") from None
+    return True
+
+
+def use_cache_dir(root: Path, cache: Path) -> None:
+    """Point a checkout's DVC cache at another one (a worktree sharing its repository's cache)."""
+    local = root / ".dvc" / "config.local"
+    local.write_text(f"[cache]\n    dir = {cache}\n", encoding="utf-8")
+
+
+def cache_dir(root: Path) -> Path:
+    with _open(root) as repo:
+        return Path(repo.cache.local.path)
 
 
 def cached_file(root: Path, md5: str) -> Path | None:

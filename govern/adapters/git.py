@@ -23,7 +23,7 @@ def _repo(root: Path):
     import git
 
     try:
-        return git.Repo(root, search_parent_directories=False)
+        return git.Repo(root, search_parent_directories=False)  # a bare repository too
     except (git.InvalidGitRepositoryError, git.NoSuchPathError):
         raise NotAGitRepository(f"{root} is not a git repository: run `git init` first") from None
 
@@ -175,19 +175,66 @@ class Tag:
     name: str
     commit: str
     tagged_at: datetime | None
+    tagger: str | None = None
+    message: str = ""
+    object_id: str = ""
 
 
 def tags(root: Path, pattern: str) -> list[Tag]:
     """Tags matching a glob, with the commit they point at and the tagger date of annotated ones."""
     output = _repo(root).git.for_each_ref(
-        "--format=%(refname:strip=2)%00%(*objectname)%00%(objectname)%00%(taggerdate:iso-strict)",
+        "--format=%(refname:strip=2)%00%(*objectname)%00%(objectname)%00%(taggerdate:iso-strict)%00"
+        "%(taggername) %(taggeremail)%00%(contents:subject)%01",
         f"refs/tags/{pattern}",
     )
     found = []
-    for line in output.splitlines():
-        name, peeled, direct, date = line.split("\0")
-        found.append(Tag(name, peeled or direct, datetime.fromisoformat(date) if date else None))
+    for record in output.split("\x01"):
+        record = record.strip("\n")
+        if not record:
+            continue
+        name, peeled, direct, date, tagger, message = record.split("\0")
+        found.append(
+            Tag(
+                name,
+                peeled or direct,
+                datetime.fromisoformat(date) if date else None,
+                tagger.strip() or None,
+                message.strip(),
+                direct,
+            )
+        )
     return found
+
+
+def hooks_dir(root: Path) -> Path:
+    """Where git looks for this repository's hooks (respects core.hooksPath)."""
+    path = Path(_repo(root).git.rev_parse("--git-path", "hooks"))
+    return path if path.is_absolute() else root / path
+
+
+def resolve(root: Path, rev: str) -> str:
+    """The full sha of a revision, or a clear error."""
+    import git
+
+    try:
+        return _repo(root).git.rev_parse("--verify", f"{rev}^{{commit}}")
+    except git.GitCommandError:
+        raise GovernError(f"{rev!r} is not a commit of {root}: give a branch, tag or sha that exists") from None
+
+
+def checkout_copy(repository: Path, target: Path, commit: str) -> None:
+    """A separate, detached checkout of `commit` at `target`, sharing the repository's objects.
+
+    A clone rather than a git worktree: DVC does not resolve its index inside
+    linked worktrees. `--shared` borrows the objects, so nothing is copied.
+    """
+    import git
+
+    try:
+        clone = git.Repo.clone_from(str(repository), str(target), shared=True, no_checkout=True)
+        clone.git.checkout("--detach", commit)
+    except git.GitCommandError as error:
+        raise GovernError(f"Could not check out {commit[:12]}: {error.stderr.strip() or error}") from None
 
 
 def create_tag(root: Path, name: str, commit: str, message: str, tagged_at: datetime) -> None:

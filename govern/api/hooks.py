@@ -1,0 +1,183 @@
+"""Plain-git integration for teams without a CI service: a client pre-push hook, a server post-receive hook.
+
+The client hook refuses a push whose pipeline is stale or whose dvc.lock is
+not committed. The server hook answers the pusher at once: for each pushed
+branch head it starts a detached verifier (logging to
+`BARE/govern-hook/verify.log`) that checks the commit out into a temporary
+worktree, runs the same verification as `govern ci verify` against the
+team's central ledger, then imports pushed GTO tags (`govern sync`). A
+lock file per commit keeps two verifications of one commit from running at
+once, and a commit already verified in the ledger is not verified again.
+"""
+
+from __future__ import annotations
+
+import os
+import stat
+import subprocess
+import sys
+from collections.abc import Iterable
+from dataclasses import dataclass
+from pathlib import Path
+
+from govern import config as config_module
+from govern.adapters import dvc as dvc_adapter
+from govern.adapters import git as git_adapter
+from govern.errors import GovernError, InvalidInput
+from govern.ledger import Ledger
+
+ZERO = "0" * 40
+
+PRE_PUSH = """#!/bin/sh
+# Installed by `govern hooks install`: refuse a push whose DVC pipeline is stale or whose dvc.lock is uncommitted.
+exec "{python}" -P -m govern hooks pre-push "$@"
+"""
+
+POST_RECEIVE = """#!/bin/sh
+# Installed by `govern hooks install-server`: verify each pushed branch head in the background.
+exec "{python}" -P -m govern hooks post-receive --bare "{bare}" --ledger "{ledger}"
+"""
+
+ALREADY_VERIFIED = """
+SELECT count(*) FROM events
+WHERE subject = 'commit:' || ? AND type IN ('reproduction.verified', 'reproduction.diverged')
+"""
+
+
+def _write_hook(path: Path, text: str, force: bool) -> Path:
+    if path.exists() and not force and "govern" not in path.read_text(encoding="utf-8", errors="replace"):
+        raise GovernError(f"{path} exists and is not govern's: pass --force to replace it")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(text, encoding="utf-8")
+    path.chmod(path.stat().st_mode | stat.S_IXUSR | stat.S_IXGRP | stat.S_IXOTH)
+    return path
+
+
+def install_client(start: Path | None = None, force: bool = False) -> Path:
+    """Install the pre-push hook into this clone."""
+    root = config_module.find_root(start)
+    hooks = Path(git_adapter.hooks_dir(root))
+    return _write_hook(hooks / "pre-push", PRE_PUSH.format(python=sys.executable), force)
+
+
+def pre_push_problems(start: Path | None = None) -> list[str]:
+    """What makes this clone unfit to push: a stale pipeline, an uncommitted dvc.lock."""
+    root = config_module.find_root(start)
+    problems = []
+    pipeline = dvc_adapter.load_pipeline(root)
+    uncommitted = git_adapter.uncommitted(root, pipeline.lock_files)
+    if uncommitted:
+        problems.append(
+            f"{', '.join(uncommitted)} has uncommitted changes: commit it (git add {' '.join(uncommitted)} && "
+            "git commit), or run `govern repro --commit`, then push again"
+        )
+    stale = dvc_adapter.stale_stages(root)
+    if stale:
+        problems.append(
+            f"the pipeline is stale (stages {', '.join(stale)} changed since dvc.lock): run `govern repro --commit`, "
+            "then push again"
+        )
+    return problems
+
+
+@dataclass(frozen=True)
+class ServerHook:
+    hook: Path
+    ledger: Path
+    log: Path
+
+
+def install_server(bare: Path, ledger: Path | None = None, force: bool = False) -> ServerHook:
+    """Install the post-receive hook into a bare repository."""
+    bare = bare.resolve()
+    if not (bare / "HEAD").is_file() or not (bare / "objects").is_dir() or (bare / ".git").exists():
+        raise InvalidInput(f"{bare} is not a bare git repository: create one with `git init --bare {bare}`")
+    ledger = (ledger or bare / "govern-hook" / "ledger.duckdb").resolve()
+    (bare / "govern-hook").mkdir(exist_ok=True)
+    hook = _write_hook(
+        bare / "hooks" / "post-receive", POST_RECEIVE.format(python=sys.executable, bare=bare, ledger=ledger), force
+    )
+    return ServerHook(hook, ledger, bare / "govern-hook" / "verify.log")
+
+
+def on_receive(bare: Path, ledger: Path, updates: Iterable[str]) -> list[str]:
+    """Start one detached verifier per pushed branch head; returns the commits handed over."""
+    commits: list[str] = []
+    tags = False
+    for line in updates:
+        parts = line.split()
+        if len(parts) != 3:
+            continue
+        _old, new, ref = parts
+        if new == ZERO:
+            continue
+        if ref.startswith("refs/heads/") and new not in commits:
+            commits.append(new)
+        elif ref.startswith("refs/tags/"):
+            tags = True
+    log = (bare / "govern-hook" / "verify.log").open("ab")
+    for commit in commits:
+        _detach(["verify-commit", "--bare", str(bare), "--ledger", str(ledger), "--rev", commit], log)
+    if tags and not commits:
+        _detach(["sync-server", "--bare", str(bare), "--ledger", str(ledger)], log)
+    log.close()
+    return commits
+
+
+def _detach(arguments: list[str], log: object) -> None:
+    """A process that outlives the hook, so the pusher is not held while the pipeline runs."""
+    env = {key: value for key, value in os.environ.items() if not key.startswith("GIT_")}
+    subprocess.Popen(  # noqa: S603 - our own interpreter and module
+        [sys.executable, "-P", "-m", "govern", "hooks", *arguments],
+        stdin=subprocess.DEVNULL,
+        stdout=log,
+        stderr=subprocess.STDOUT,
+        start_new_session=True,
+        env=env,
+        cwd=str(Path(arguments[2])),
+    )
+
+
+def verify_pushed(bare: Path, ledger: Path, commit: str) -> str:
+    """Verify one pushed commit, once, then import pushed GTO tags. Returns what happened, for the log."""
+    from govern.api.ci import verify
+    from govern.api.sync import sync
+
+    os.environ["GOVERN_LEDGER"] = str(ledger)
+    os.environ.setdefault("GOVERN_CI_SYSTEM", "server-hook")
+    os.environ.setdefault("GOVERN_CI_IDENTITY", f"server-hook:{bare.name}")
+    lock = bare / "govern-hook" / "locks" / f"{commit}.lock"
+    if not _acquire(lock):
+        return f"{commit}: a verification is already running"
+    try:
+        if ledger.exists() and Ledger(ledger).query(ALREADY_VERIFIED, [commit])[1][0][0]:
+            outcome = f"{commit}: already verified"
+        else:
+            verdict = verify(commit, repository=bare)
+            outcome = f"{commit}: {'verified' if verdict.verified else 'DIVERGED'} (seq {verdict.event.seq})"
+    finally:
+        lock.unlink(missing_ok=True)
+    imported = sync(repository=bare)
+    return f"{outcome}; {len(imported.events)} GTO promotion(s) imported"
+
+
+def _acquire(lock: Path) -> bool:
+    """An exclusive lock file holding our pid; a lock left by a dead process is taken over."""
+    lock.parent.mkdir(parents=True, exist_ok=True)
+    for _ in range(2):
+        try:
+            descriptor = os.open(lock, os.O_CREAT | os.O_EXCL | os.O_WRONLY)
+        except FileExistsError:
+            try:
+                holder = int(lock.read_text() or "0")
+                os.kill(holder, 0)
+            except (ValueError, ProcessLookupError, FileNotFoundError):
+                lock.unlink(missing_ok=True)
+                continue
+            except PermissionError:
+                return False
+            return False
+        os.write(descriptor, str(os.getpid()).encode())
+        os.close(descriptor)
+        return True
+    return False

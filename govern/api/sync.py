@@ -1,0 +1,100 @@
+"""`govern sync`: import promotions made with GTO itself (annotated git tags) into the ledger.
+
+`MODEL#STAGE#N` becomes `model.promoted`, `MODEL@vX.Y.Z!` becomes
+`model.deprecated` (MLflow version X, as govern maps versions). The tagger
+is the actor and approver, the tag message the reason, the tagger date the
+time. Each event's id is derived from the tag's name and object id, so
+running sync again adds nothing; tags govern wrote itself are already in the
+ledger and are left alone. Registration tags are not imported: versions come
+from trainings.
+"""
+
+from __future__ import annotations
+
+import re
+import uuid
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from govern import config as config_module
+from govern import queries
+from govern.adapters import git as git_adapter
+from govern.errors import NotFound
+from govern.events import ModelDeprecated, ModelPromoted, PendingEvent, RecordedEvent, to_utc
+from govern.ledger import Ledger, Reader
+
+NAMESPACE = uuid.UUID("6f1d8a52-3f0e-4c47-9a43-5b2f0c1e7d10")
+ASSIGN = re.compile(r"^(?P<model>.+?)#(?P<stage>[^#!]+)#(?P<n>\d+)$")
+DEREGISTER = re.compile(r"^(?P<model>.+?)@v(?P<major>\d+)\.0\.0!(#\d+)?$")
+REGISTER = re.compile(r"^(?P<model>.+?)@v(?P<major>\d+)\.0\.0$")
+
+KNOWN_TAGS = "SELECT payload->>'$.gto_tag' FROM events WHERE payload->>'$.gto_tag' IS NOT NULL"
+VERSION_AT_COMMIT = """
+SELECT version FROM model_versions WHERE model = ? AND git_commit = ? ORDER BY seq DESC LIMIT 1
+"""
+
+
+@dataclass(frozen=True)
+class SyncOutcome:
+    events: list[RecordedEvent]
+    skipped: list[str] = field(default_factory=list)
+
+
+def sync(repository: Path | None = None, start: Path | None = None) -> SyncOutcome:
+    repo = repository or config_module.find_root(start)
+    ledger = Ledger(config_module.ledger_path(start) if repository is None else config_module.load(repo).ledger)
+    tags = [t for t in git_adapter.tags(repo, "*") if t.tagged_at is not None and ("#" in t.name or "@" in t.name)]
+    tags.sort(key=lambda t: (t.tagged_at, t.name))
+    registered = {(m["model"], t.commit): m["major"] for t in tags if (m := REGISTER.match(t.name)) is not None}
+    skipped: list[str] = []
+
+    def decide(reader: Reader) -> list[PendingEvent]:
+        known = {name for (name,) in reader.query(KNOWN_TAGS)[1]}
+        stages: dict[tuple[str, str], str | None] = {}
+        events = []
+        for tag in tags:
+            assign, deregister = ASSIGN.match(tag.name), DEREGISTER.match(tag.name)
+            if tag.name in known or not (assign or deregister):
+                continue
+            model = (assign or deregister)["model"]
+            version = deregister["major"] if deregister else registered.get((model, tag.commit))
+            if version is None:
+                _, rows = reader.query(VERSION_AT_COMMIT, [model, tag.commit])
+                version = rows[0][0] if rows else None
+            if version is None:
+                skipped.append(f"{tag.name}: no registered version of {model} at commit {tag.commit[:12]}")
+                continue
+            try:
+                facts = queries.version_facts(reader, model, version)
+            except NotFound as error:
+                skipped.append(f"{tag.name}: {error}")
+                continue
+            actor = tag.tagger or "unknown"
+            event_id = str(uuid.uuid5(NAMESPACE, f"{tag.name}@{tag.object_id}"))
+            reason = tag.message or f"GTO tag {tag.name}"
+            if deregister:
+                fact: ModelPromoted | ModelDeprecated = ModelDeprecated(
+                    model=model, version=version, reason=reason, gto_tag=tag.name, origin="gto-tag"
+                )
+            else:
+                key = (model, version)
+                fact = ModelPromoted(
+                    model=model,
+                    version=version,
+                    from_stage=stages.get(key, facts.stage),
+                    to_stage=assign["stage"],
+                    approver=actor,
+                    reason=reason,
+                    forced=False,
+                    gto_tag=tag.name,
+                    origin="gto-tag",
+                )
+                stages[key] = assign["stage"]
+            events.append(
+                PendingEvent(
+                    fact, actor=actor, occurred_at=to_utc(tag.tagged_at), git_commit=tag.commit, event_id=event_id
+                )
+            )
+        return events
+
+    return SyncOutcome(ledger.transact(decide), skipped)

@@ -1,0 +1,224 @@
+"""Git-driven CI: real bare repositories, real `git push`, real hooks, real DVC re-execution."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import click
+import pytest
+import yaml
+from conftest import commit_all, git, run_cli
+
+from govern.cli import cli
+from govern.ledger import Ledger
+
+DETERMINISTIC = "import yaml; n = yaml.safe_load(open('params.yaml'))['n']; open('out.txt', 'w').write('x' * n)"
+RANDOM = "import os; open('out.txt', 'w').write(os.urandom(8).hex())"
+DVC_YAML = """
+stages:
+  make:
+    cmd: python make.py
+    deps: [make.py]
+    params: [n]
+    outs: [out.txt]
+artifacts:
+  tiny-model:
+    path: out.txt
+    type: model
+"""
+
+
+def sh(cwd: Path, *args: str, env: dict[str, str], check: bool = True) -> subprocess.CompletedProcess:
+    return subprocess.run(list(args), cwd=cwd, env=env, capture_output=True, text=True, check=check)
+
+
+def reproductions(ledger: Path) -> list:
+    if not ledger.exists():
+        return []
+    return Ledger(ledger).read(types=["reproduction.verified", "reproduction.diverged"])
+
+
+def wait_for(condition, what: str, timeout: float = 120.0):  # noqa: ANN001 - a predicate
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        found = condition()
+        if found:
+            return found
+        time.sleep(0.5)
+    raise AssertionError(f"timed out after {timeout:.0f} s waiting for {what}")
+
+
+@pytest.fixture
+def server(
+    tmp_path: Path, isolated_env: dict[str, str], mlflow_store_template: Path, monkeypatch: pytest.MonkeyPatch
+) -> dict:
+    """A bare repository with govern's server hook, and a developer's clone with a tiny pipeline.
+
+    The developer and the server share the team's central ledger (GOVERN_LEDGER), as a team would.
+    """
+    bare, central = tmp_path / "server.git", tmp_path / "central" / "ledger.duckdb"
+    monkeypatch.setenv("GOVERN_LEDGER", str(central))
+    git(tmp_path, "init", "-q", "--bare", str(bare))
+    result = run_cli("hooks", "install-server", "--bare", str(bare), "--ledger", str(central))
+    assert result.exit_code == 0, result.output
+    env = {**isolated_env, "GOVERN_LEDGER": str(central)}
+    clone = tmp_path / "clone"
+    git(tmp_path, "clone", "-q", str(bare), str(clone))
+    git(clone, "checkout", "-q", "-b", "main")
+    (clone / "make.py").write_text(DETERMINISTIC)
+    (clone / "params.yaml").write_text("n: 3\n")
+    (clone / "dvc.yaml").write_text(DVC_YAML)
+    assert run_cli("init", cwd=clone).exit_code == 0
+    shutil.copy2(mlflow_store_template, clone / "mlflow.db")
+    commit_all(clone, "tiny pipeline", env=env)
+    sh(clone, sys.executable, "-m", "govern", "repro", "--commit", env=env)
+    return {"bare": bare, "central": central, "clone": clone, "env": env, "log": bare / "govern-hook" / "verify.log"}
+
+
+def test_a_pushed_deterministic_commit_is_verified_by_the_server_hook(server: dict) -> None:
+    clone, env = server["clone"], server["env"]
+    head = git(clone, "rev-parse", "HEAD")
+    pushed = sh(clone, "git", "push", "-q", "origin", "main", env=env)
+    assert "verifying" in pushed.stderr, "the hook answers at once and says what it does"
+
+    [event] = wait_for(lambda: reproductions(server["central"]), "the reproduction event")
+    assert event.type == "reproduction.verified" and event.subject == f"commit:{head}"
+    assert event.payload["ci"]["system"] == "server-hook" and event.actor == "server-hook:server.git"
+    assert [o["path"] for o in event.payload["outputs"]] == ["out.txt"]
+
+
+def test_a_pushed_nondeterministic_commit_is_recorded_as_diverged(server: dict) -> None:
+    clone, env = server["clone"], server["env"]
+    (clone / "make.py").write_text(RANDOM)
+    commit_all(clone, "random output", env=env)
+    sh(clone, sys.executable, "-m", "govern", "repro", "--commit", env=env)
+    head = git(clone, "rev-parse", "HEAD")
+    sh(clone, "git", "push", "-q", "origin", "main", env=env)
+
+    [event] = wait_for(lambda: reproductions(server["central"]), "the reproduction event")
+    assert event.type == "reproduction.diverged" and event.git_commit == head
+    [output] = event.payload["differing_outputs"]
+    assert output["path"] == "out.txt" and output["expected_md5"] != output["actual_md5"]
+
+
+def test_two_quick_pushes_are_both_verified_and_a_commit_only_once(server: dict) -> None:
+    clone, env = server["clone"], server["env"]
+    first = git(clone, "rev-parse", "HEAD")
+    sh(clone, "git", "push", "-q", "origin", "main", env=env)
+    (clone / "params.yaml").write_text("n: 5\n")
+    commit_all(clone, "n=5", env=env)
+    sh(clone, sys.executable, "-m", "govern", "repro", "--commit", env=env)
+    second = git(clone, "rev-parse", "HEAD")
+    sh(clone, "git", "push", "-q", "origin", "main", env=env)
+    sh(clone, "git", "push", "-q", "origin", "main:refs/heads/again", env=env)
+
+    events = wait_for(lambda: len(reproductions(server["central"])) >= 2 and reproductions(server["central"]), "both")
+    def turned_away() -> bool:
+        lines = server["log"].read_text().splitlines()
+        return any(line.startswith(f"{second}: ") and "already" in line for line in lines)
+
+    wait_for(turned_away, "the repeated commit to be turned away")
+    time.sleep(1)
+    events = reproductions(server["central"])
+    assert sorted(e.git_commit for e in events) == sorted([first, second])
+    assert all(e.type == "reproduction.verified" for e in events)
+
+
+def test_the_pre_push_hook_refuses_a_stale_pipeline(server: dict) -> None:
+    clone, env = server["clone"], server["env"]
+    result = run_cli("hooks", "install", cwd=clone)
+    assert result.exit_code == 0, result.output
+    (clone / "params.yaml").write_text("n: 7\n")
+    commit_all(clone, "n=7 without reproducing", env=env)
+
+    refused = sh(clone, "git", "push", "origin", "main", env=env, check=False)
+
+    assert refused.returncode != 0
+    assert "push refused: the pipeline is stale (stages make changed since dvc.lock)" in refused.stderr
+    assert "govern repro --commit" in refused.stderr
+    sh(clone, sys.executable, "-m", "govern", "repro", "--commit", env=env)
+    assert sh(clone, "git", "push", "-q", "origin", "main", env=env, check=False).returncode == 0
+
+
+def test_a_pushed_gto_promotion_lands_in_the_ledger_once(server: dict) -> None:
+    clone, env = server["clone"], server["env"]
+    gto = str(Path(sys.executable).parent / "gto")
+    sh(clone, gto, "register", "tiny-model", "--version", "v1.0.0", env=env)
+    sh(clone, gto, "assign", "tiny-model", "--version", "v1.0.0", "--stage", "prod", env=env)
+    sh(clone, "git", "push", "-q", "origin", "--tags", env=env)
+
+    def promoted() -> list:
+        return Ledger(server["central"]).read(types=["model.promoted"]) if server["central"].exists() else []
+
+    [event] = wait_for(promoted, "the imported promotion")
+    assert event.payload["origin"] == "gto-tag" and event.payload["to_stage"] == "prod"
+    assert event.payload["version"] == "1" and event.payload["gto_tag"] == "tiny-model#prod#1"
+    again = run_cli("sync", "--repo", str(server["bare"]), "--json")
+    assert again.exit_code == 0 and json.loads(again.stdout)["events"] == []
+    assert len(promoted()) == 1
+
+
+def test_ci_verify_in_place_writes_a_summary_and_records_the_verdict(server: dict, tmp_path: Path) -> None:
+    clone = server["clone"]
+    summary = tmp_path / "summary.md"
+    result = run_cli("ci", "verify", "--summary", str(summary), cwd=clone)
+    assert result.exit_code == 0, result.output
+    assert summary.read_text().startswith("## govern: ✅ reproduction verified")
+    assert reproductions(server["central"])[-1].git_commit == git(clone, "rev-parse", "HEAD")
+    assert git(clone, "status", "--porcelain") == "", "the caller's checkout is untouched"
+
+
+def test_ci_verify_exits_non_zero_on_divergence_and_reports_metric_tolerance(tmp_path: Path) -> None:
+    from conftest import isolate  # noqa: F401 - the autouse fixture already isolated this test
+
+    project = tmp_path / "p"
+    project.mkdir()
+    git(project, "init", "-q", "-b", "main")
+    (project / "score.py").write_text(
+        "import json, random; json.dump({'acc': 0.9 + random.random() / 1000}, open('m.json', 'w'))"
+    )
+    (project / "dvc.yaml").write_text(
+        "stages:\n  score:\n    cmd: python score.py\n    deps: [score.py]\n    metrics:\n      - m.json:\n          cache: false\n"
+    )
+    assert run_cli("init", cwd=project).exit_code == 0
+    commit_all(project, "noisy metric")
+    subprocess.run([sys.executable, "-m", "dvc", "repro", "-q"], cwd=project, check=True)
+    commit_all(project, "lock")
+
+    strict = run_cli("ci", "verify", "--json", cwd=project)
+    assert strict.exit_code == 1
+    verdict = json.loads(strict.stdout)
+    assert verdict["verdict"] == "diverged" and set(verdict["metric_deltas"]) == {"acc"}
+    tolerant = run_cli("ci", "verify", "--tolerance", "acc=0.01", "--json", cwd=project)
+    assert tolerant.exit_code == 0 and json.loads(tolerant.stdout)["verdict"] == "verified"
+
+
+@pytest.mark.parametrize("system, path", [("github", ".github/workflows/govern.yml"), ("gitlab", ".gitlab-ci.yml")])
+def test_ci_init_writes_a_definition_whose_govern_commands_exist(tmp_path: Path, system: str, path: str) -> None:
+    git(tmp_path, "init", "-q")
+    result = run_cli("ci", "init", system, cwd=tmp_path)
+    assert result.exit_code == 0, result.output
+    document = yaml.safe_load((tmp_path / path).read_text())
+    if system == "github":
+        assert set(document[True if True in document else "on"]) == {"push"}
+        commands = [step["run"] for step in document["jobs"]["verify"]["steps"] if "run" in step]
+    else:
+        commands = document["govern-verify"]["script"] + document["govern-verify"]["after_script"]
+    govern_commands = [c for c in commands if c.startswith("govern ")]
+    assert any(c.startswith("govern ci verify") for c in govern_commands)
+    for command in govern_commands:
+        words = command.split()[1:]
+        context = cli.make_context("govern", [], resilient_parsing=True)
+        group: click.Command = cli
+        for word in words:
+            if not isinstance(group, click.Group) or word.startswith("-"):
+                break
+            group = group.get_command(context, word)
+            assert group is not None, f"{command!r}: no such command {word!r}"
+    again = run_cli("ci", "init", system, cwd=tmp_path)
+    assert again.exit_code == 1 and "pass --force" in again.output
