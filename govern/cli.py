@@ -195,9 +195,14 @@ def repro(
             click.echo(f"MLflow run {mlflow_facts['run_id']} in experiment {mlflow_facts['experiment']!r}")
     if outcome.committed:
         click.echo(f"committed dvc.lock as {outcome.committed[:12]}")
+    for warning in outcome.warnings:
+        click.echo(f"Note: {warning}", err=True)
     if outcome.mirror_error:
-        click.echo(f"Error: the training is recorded but not mirrored: {outcome.mirror_error}", err=True)
-        sys.exit(1)
+        click.echo(
+            f"Warning: the training is recorded, its MLflow mirror is pending ({outcome.mirror_error}); "
+            "`govern mirror` retries it, and so does every later govern write",
+            err=True,
+        )
 
 
 def _grid(
@@ -382,18 +387,47 @@ def audit_log(types: tuple[str, ...], since: str | None, limit: int | None, as_j
 @audit.command("verify")
 @click.option("--json", "as_json", is_flag=True, help="Print the result as a JSON object on stdout.")
 def audit_verify(as_json: bool) -> None:
-    """Recompute every hash and link of the ledger's chain; exit 1 on the first bad event."""
-    from govern.api.audit import audit_verify as verify
+    """Recompute every hash and link of the ledger's chain, and check it against every anchor in git.
+
+    Exits 1 on the first bad event, or on an anchor the ledger no longer matches.
+    """
+    from govern.api.integrity import verify
 
     result = verify()
+    chain = result.chain
     if as_json:
         _print_json(result.to_dict())
     elif result.ok:
-        click.echo(f"OK: {result.count} events, head hash {result.head_hash}")
+        anchored = (
+            f"; {len(result.anchors)} anchor(s) match, latest at seq {result.anchors[-1].seq}"
+            if result.anchors
+            else "; no anchors found"
+        )
+        click.echo(f"OK: {chain.count} events, head hash {chain.head_hash}{anchored}")
     else:
-        click.echo(f"FAILED: {result.problem} ({result.count} events)", err=True)
+        if not chain.ok:
+            click.echo(f"FAILED: {chain.problem} ({chain.count} events)", err=True)
+        for problem in result.problems:
+            click.echo(f"FAILED: anchor {problem}", err=True)
     if not result.ok:
         sys.exit(1)
+
+
+@audit.command("anchor")
+@click.option("--json", "as_json", is_flag=True, help="Print the anchor event as JSON on stdout.")
+def audit_anchor(as_json: bool) -> None:
+    """Record the ledger head outside the ledger, as an annotated git tag govern-anchor/SEQ.
+
+    Appends ledger.anchored and tags HEAD with that event's seq and hash, so
+    the anchor covers its own event. Push it: git push --tags.
+    """
+    from govern.api.integrity import anchor
+
+    event = anchor()
+    if as_json:
+        _print_json(event.to_dict())
+    else:
+        click.echo(f"anchored seq {event.seq} (hash {event.hash}) as tag govern-anchor/{event.seq}")
 
 
 @audit.command("production")
@@ -723,6 +757,29 @@ def hooks_sync_server(bare: Path, ledger: Path) -> None:
 
     os.environ["GOVERN_LEDGER"] = str(ledger)
     click.echo(f"{len(sync(repository=bare).events)} GTO promotion(s) imported")
+
+
+@cli.command()
+@click.option("--json", "as_json", is_flag=True, help="Print the recorded events as JSON on stdout.")
+def mirror(as_json: bool) -> None:
+    """Mirror into MLflow every training recorded while MLflow was unreachable; idempotent.
+
+    A run left half-finished by an earlier attempt is completed, not duplicated.
+    Exits 1 when MLflow is still unreachable.
+    """
+    from govern.api.context import open_project
+    from govern.api.mirror import retry_pending
+    from govern.errors import MirrorError
+
+    outcome = retry_pending(open_project())
+    if as_json:
+        _print_json({"events": [e.to_dict() for e in outcome.events], "pending": outcome.pending})
+    else:
+        _report(outcome)
+        if not outcome.events and not outcome.errors:
+            click.echo("Nothing is pending.")
+    if outcome.errors:
+        raise MirrorError(f"{outcome.pending} training(s) still pending: {outcome.errors[0]}")
 
 
 @cli.command()

@@ -41,6 +41,7 @@ class Config:
     selection_direction: str = "maximize"
     models: dict[str, dict[str, Any]] = field(default_factory=dict)
     tolerances: dict[str, float] = field(default_factory=dict)
+    auto_anchor: bool = False
 
     @property
     def tracking_uri_is_default(self) -> bool:
@@ -106,6 +107,8 @@ def load(root: Path, environ: Mapping[str, str] | None = None) -> Config:
         env_stages=dict(env_stages),
         selection_metric=selection.get("metric") and _str(selection, "metric", "", source),
         selection_direction=direction,
+        tolerances=_tolerances(_table(settings, "ci", source), source),
+        auto_anchor=_bool(settings, "auto_anchor", False, source),
         models={
             name: dict(value) for name, value in _table(settings, "models", source).items() if isinstance(value, dict)
         },

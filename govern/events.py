@@ -340,6 +340,39 @@ class ReproductionDiverged(Fact):
         return f"commit:{self.commit}"
 
 
+@dataclass(frozen=True)
+class LedgerAnchored(Fact):
+    """The ledger head was recorded outside the file, as a git tag; the tag covers this very event."""
+
+    type: ClassVar[str] = "ledger.anchored"
+
+    tag: str
+    seq: int
+    commit: str
+
+    @property
+    def subject(self) -> str:
+        return f"ledger:{self.tag}"
+
+
+@dataclass(frozen=True)
+class TrainingMirrored(Fact):
+    """A training recorded while MLflow was unreachable was mirrored into MLflow later."""
+
+    type: ClassVar[str] = "training.mirrored"
+
+    training_event_id: str
+    run_id: str
+    experiment_id: str
+    tracking_uri: str
+    model_versions: list[dict[str, Any]]
+    reused_run: bool
+
+    @property
+    def subject(self) -> str:
+        return f"training:{self.training_event_id}"
+
+
 FACT_TYPES: dict[str, type[Fact]] = {
     cls.type: cls
     for cls in (
@@ -355,6 +388,8 @@ FACT_TYPES: dict[str, type[Fact]] = {
         InferenceRecorded,
         ReproductionVerified,
         ReproductionDiverged,
+        LedgerAnchored,
+        TrainingMirrored,
     )
 }
 

@@ -118,6 +118,7 @@ def test_two_quick_pushes_are_both_verified_and_a_commit_only_once(server: dict)
     sh(clone, "git", "push", "-q", "origin", "main:refs/heads/again", env=env)
 
     events = wait_for(lambda: len(reproductions(server["central"])) >= 2 and reproductions(server["central"]), "both")
+
     def turned_away() -> bool:
         lines = server["log"].read_text().splitlines()
         return any(line.startswith(f"{second}: ") and "already" in line for line in lines)
@@ -174,8 +175,6 @@ def test_ci_verify_in_place_writes_a_summary_and_records_the_verdict(server: dic
 
 
 def test_ci_verify_exits_non_zero_on_divergence_and_reports_metric_tolerance(tmp_path: Path) -> None:
-    from conftest import isolate  # noqa: F401 - the autouse fixture already isolated this test
-
     project = tmp_path / "p"
     project.mkdir()
     git(project, "init", "-q", "-b", "main")
@@ -183,7 +182,8 @@ def test_ci_verify_exits_non_zero_on_divergence_and_reports_metric_tolerance(tmp
         "import json, random; json.dump({'acc': 0.9 + random.random() / 1000}, open('m.json', 'w'))"
     )
     (project / "dvc.yaml").write_text(
-        "stages:\n  score:\n    cmd: python score.py\n    deps: [score.py]\n    metrics:\n      - m.json:\n          cache: false\n"
+        "stages:\n  score:\n    cmd: python score.py\n    deps: [score.py]\n"
+        "    metrics:\n      - m.json:\n          cache: false\n"
     )
     assert run_cli("init", cwd=project).exit_code == 0
     commit_all(project, "noisy metric")

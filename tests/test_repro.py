@@ -173,11 +173,11 @@ def test_an_unreachable_mlflow_server_still_records_the_training(
 
     result = run_cli("repro", cwd=reproduced_demo)
 
-    assert result.exit_code == 1
-    assert "the training is recorded but not mirrored" in result.output
+    assert result.exit_code == 0, result.output
+    assert "the training is recorded, its MLflow mirror is pending" in result.output
     training = events_of(reproduced_demo, "training.completed")[-1]
     assert training.payload["params"]["train.C"] == 0.5
-    assert training.payload["mlflow"]["status"] == "failed"
+    assert training.payload["mlflow"]["status"] == "pending"
     assert f"127.0.0.1:{port}" in training.payload["mlflow"]["error"]
     assert len(events_of(reproduced_demo, "model.registered")) == 1, "no version was registered"
     assert ledger_of(reproduced_demo).verify().ok

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+import subprocess
 from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import datetime
@@ -182,11 +183,23 @@ class Tag:
 
 def tags(root: Path, pattern: str) -> list[Tag]:
     """Tags matching a glob, with the commit they point at and the tagger date of annotated ones."""
-    output = _repo(root).git.for_each_ref(
-        "--format=%(refname:strip=2)%00%(*objectname)%00%(objectname)%00%(taggerdate:iso-strict)%00"
-        "%(taggername) %(taggeremail)%00%(contents:subject)%01",
-        f"refs/tags/{pattern}",
+    # The git CLI directly: audit commands call this, and must not pay for importing GitPython.
+    done = subprocess.run(
+        [
+            "git",
+            "-C",
+            str(root),
+            "for-each-ref",
+            "--format=%(refname:strip=2)%00%(*objectname)%00%(objectname)%00%(taggerdate:iso-strict)%00"
+            "%(taggername) %(taggeremail)%00%(contents:subject)%01",
+            f"refs/tags/{pattern}",
+        ],
+        capture_output=True,
+        text=True,
     )
+    if done.returncode != 0:
+        raise GovernError(f"git for-each-ref failed in {root}: {done.stderr.strip()}")
+    output = done.stdout
     found = []
     for record in output.split("\x01"):
         record = record.strip("\n")

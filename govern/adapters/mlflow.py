@@ -7,13 +7,17 @@ MLflow is a mirror of the current state; the ledger is the source of truth.
 
 from __future__ import annotations
 
+import contextlib
+import dataclasses
+import functools
 import json
 import os
-from collections.abc import Iterable, Mapping
+import sys
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from govern.errors import MirrorError
 
@@ -21,6 +25,7 @@ MAX_PARAMS_PER_BATCH = 100
 MAX_METRICS_PER_BATCH = 1000
 MAX_PARAM_VALUE = 6000
 DIGEST_LENGTH = 36  # MLflow's limit on a dataset digest
+T = TypeVar("T")
 
 
 @dataclass(frozen=True)
@@ -81,6 +86,18 @@ class MirroredRun:
     experiment_id: str
     artifact_uri: str
     versions: tuple[RegisteredVersion, ...]
+    reused: bool = False
+
+
+def _stdout_to_stderr(function: Callable[..., T]) -> Callable[..., T]:
+    """MLflow prints "View run ... at: URL" on stdout; govern keeps stdout for its own (JSON) output."""
+
+    @functools.wraps(function)
+    def wrapper(*args: Any, **kwargs: Any) -> T:
+        with contextlib.redirect_stdout(sys.stderr):
+            return function(*args, **kwargs)
+
+    return wrapper
 
 
 def _client(tracking_uri: str) -> Any:
@@ -98,6 +115,7 @@ def _client(tracking_uri: str) -> Any:
     return MlflowClient(tracking_uri=tracking_uri, registry_uri=tracking_uri)
 
 
+@_stdout_to_stderr
 def mirror_training(run: TrainingRun) -> MirroredRun:
     """Create one MLflow run for a training and register each model artifact.
 
@@ -162,6 +180,7 @@ def _mirror(run: TrainingRun) -> MirroredRun:
     return MirroredRun(run_id=run_id, experiment_id=experiment_id, artifact_uri=artifact_uri, versions=versions)
 
 
+@_stdout_to_stderr
 def register_models(run: TrainingRun, run_id: str) -> tuple[RegisteredVersion, ...]:
     """Log the model artifacts of `run` into an existing MLflow run and register them."""
     try:
@@ -183,6 +202,7 @@ def _register_all(client: Any, run: TrainingRun, run_id: str) -> tuple[Registere
     return tuple(_register(client, run, run_id, artifact_uri, model) for model in run.models)
 
 
+@_stdout_to_stderr
 def start_parent_run(run: TrainingRun) -> tuple[str, str]:
     """The parent run of a grid search; returns (run id, experiment id)."""
     try:
@@ -198,6 +218,7 @@ def start_parent_run(run: TrainingRun) -> tuple[str, str]:
         raise MirrorError(f"Could not create the grid's parent run in MLflow: {_one_line(error)}") from None
 
 
+@_stdout_to_stderr
 def finish_parent_run(
     tracking_uri: str, run_id: str, tags: Mapping[str, str], metrics: Mapping[str, float | None]
 ) -> None:
@@ -216,6 +237,7 @@ def finish_parent_run(
         raise MirrorError(f"Could not finish the grid's parent run in MLflow: {_one_line(error)}") from None
 
 
+@_stdout_to_stderr
 def download_model(tracking_uri: str, run_id: str, name: str, destination: Path) -> Path:
     """The model artifact `models/NAME` of a run, downloaded into `destination`."""
     try:
@@ -225,6 +247,7 @@ def download_model(tracking_uri: str, run_id: str, name: str, destination: Path)
     return Path(local)
 
 
+@_stdout_to_stderr
 def set_alias(tracking_uri: str, model: str, alias: str, version: str) -> None:
     """Point the registered model's alias (named after a stage) at a version."""
     try:
@@ -233,6 +256,7 @@ def set_alias(tracking_uri: str, model: str, alias: str, version: str) -> None:
         raise MirrorError(f"Could not set the MLflow alias {model}@{alias}: {_one_line(error)}") from None
 
 
+@_stdout_to_stderr
 def mark_deprecated(tracking_uri: str, model: str, version: str) -> None:
     """Remove the aliases pointing at a version and tag it deprecated."""
     try:
@@ -309,6 +333,40 @@ def _experiment_id(client: Any, name: str, artifact_location: str | None) -> str
         return client.get_experiment_by_name(name).experiment_id
 
 
+@_stdout_to_stderr
+def resume_mirror(run: TrainingRun) -> MirroredRun:
+    """Finish mirroring a training: reuse the run a half-finished attempt created, or create one.
+
+    Idempotent: the run is found by its `govern.event_id` tag, and models already
+    registered from that run are not registered again.
+    """
+    try:
+        client = _client(run.tracking_uri)
+        experiment_id = _experiment_id(client, run.experiment, run.artifact_location)
+        existing = client.search_runs(
+            [experiment_id], filter_string=f"tags.`govern.event_id` = '{run.event_id}'", max_results=1
+        )
+        if not existing:
+            mirrored = _mirror(run)
+            return dataclasses.replace(mirrored, reused=False)
+        run_id = existing[0].info.run_id
+        registered = {v.name for v in client.search_model_versions(f"run_id = '{run_id}'")}
+        missing = dataclasses.replace(run, models=tuple(m for m in run.models if m.name not in registered))
+        versions = _register_all(client, missing, run_id) if run.register else ()
+        previous = tuple(
+            RegisteredVersion(v.name, str(v.version), v.source)
+            for v in client.search_model_versions(f"run_id = '{run_id}'")
+            if v.name in registered
+        )
+        client.set_terminated(run_id, status="FINISHED")
+        return MirroredRun(run_id, experiment_id, existing[0].info.artifact_uri, previous + versions, reused=True)
+    except MirrorError:
+        raise
+    except Exception as error:  # noqa: BLE001
+        raise MirrorError(f"Could not mirror into MLflow at {_redact(run.tracking_uri)}: {_one_line(error)}") from None
+
+
+@_stdout_to_stderr
 def find_runs_by_event(tracking_uri: str, experiment: str, event_id: str) -> list[str]:
     """Run ids tagged with a govern event id (for tests, and for idempotent retries)."""
     client = _client(tracking_uri)

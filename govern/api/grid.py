@@ -25,6 +25,7 @@ from typing import Any
 from govern.adapters import dvc as dvc_adapter
 from govern.adapters import mlflow as mlflow_adapter
 from govern.api import repro as repro_api
+from govern.api.mirror import after_write
 from govern.api.repro import ProgressCallback
 from govern.errors import InvalidInput, MirrorError
 from govern.events import ExperimentSelected, PendingEvent, RecordedEvent, new_event_id, utc_now
@@ -187,6 +188,7 @@ def grid_search(
     _finish_parent(run, parent_run_id, grid_id, winner, metric, warnings)
     if apply_best:
         _apply(root, axes, winner["params"])
+    warnings.extend(after_write(run.project))
     return GridOutcome(grid_id, trainings, recorded[0], recorded[1:], winner, apply_best, warnings)
 
 

@@ -18,6 +18,7 @@ from govern import gto_tags, queries
 from govern.adapters import git as git_adapter
 from govern.adapters import mlflow as mlflow_adapter
 from govern.api.context import Project, open_project, text_argument
+from govern.api.mirror import after_write
 from govern.errors import GovernError, InvalidInput, MirrorError, NotFound, PolicyViolation
 from govern.events import (
     DeploymentEnded,
@@ -119,7 +120,7 @@ def promote(
     facts = queries.version_facts(project.ledger, model, version)
     tags = _create_tags(project, model, facts.git_commit, planned_tags, events[0].occurred_at, warnings)
     _mirror(lambda: mlflow_adapter.set_alias(project.config.tracking_uri, model, to_stage, version), warnings)
-    return Outcome(events, warnings, tags)
+    return Outcome(events, warnings + after_write(project), tags)
 
 
 def _same_person(approver: str, trainer: str | None) -> bool:
@@ -174,7 +175,7 @@ def deprecate(model: str, version: str, reason: str, *, start: Path | None = Non
     _mirror(lambda: mlflow_adapter.mark_deprecated(uri, model, version), warnings)
     for stage, holder in queries.stage_holders(project.ledger, model).items():
         _mirror(lambda stage=stage, holder=holder: mlflow_adapter.set_alias(uri, model, stage, holder), warnings)
-    return Outcome(events, warnings, tags)
+    return Outcome(events, warnings + after_write(project), tags)
 
 
 # ---------------------------------------------------------------- deploy / retire
@@ -223,7 +224,7 @@ def deploy(
         )
         return events
 
-    return Outcome(project.ledger.transact(decide))
+    return Outcome(project.ledger.transact(decide), after_write(project))
 
 
 def retire(*, app: str, env: str = "production", at: datetime | None = None, start: Path | None = None) -> Outcome:
@@ -240,7 +241,7 @@ def retire(*, app: str, env: str = "production", at: datetime | None = None, sta
         _refuse_rewrite(current, moment)
         return [_ended(project, current.serving, "retired", moment)]
 
-    return Outcome(project.ledger.transact(decide))
+    return Outcome(project.ledger.transact(decide), after_write(project))
 
 
 def _ended(project: Project, serving: dict, reason: str, moment: datetime) -> PendingEvent:

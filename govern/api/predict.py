@@ -28,9 +28,9 @@ from pathlib import Path
 from typing import Any
 
 from govern import queries, tabular
-from govern.adapters import dvc as dvc_adapter
 from govern.adapters import git as git_adapter
 from govern.adapters import mlflow as mlflow_adapter
+from govern.api import model_files
 from govern.api.context import Project, open_project
 from govern.errors import GovernError, InvalidInput, MirrorError, NotFound
 from govern.events import InferenceRecorded, PendingEvent, RecordedEvent, utc_now
@@ -131,13 +131,9 @@ def _resolve(project: Project, model: str, version: str) -> tuple[str, Path, Any
             "to its artifact in dvc.yaml, then retrain"
         )
     workspace = project.root / path
-    found = digest(workspace)
-    if found is not None and found.sha256 == sha256:
-        return command, workspace, None
-    if md5 and not md5.endswith(".dir"):
-        cached = dvc_adapter.cached_file(project.root, md5)
-        if cached is not None and file_sha256(cached) == sha256:
-            return command, cached, None
+    local = model_files.local_copy(project.root, path, md5, sha256)
+    if local is not None:
+        return command, local, None
     scratch = tempfile.TemporaryDirectory(prefix="govern-model-")
     try:
         downloaded = mlflow_adapter.download_model(project.config.tracking_uri, run_id, model, Path(scratch.name))

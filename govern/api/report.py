@@ -102,7 +102,7 @@ def gather(model: str, version: str, start: Path | None = None) -> dict[str, Any
         "reproductions": _reproductions(ledger, row["git_commit"], cited),
         "inference": _inference(ledger, model, version, cited),
     }
-    report["integrity"] = _integrity(ledger, cited)
+    report["integrity"] = _integrity(ledger, cited, root)
     return report
 
 
@@ -392,20 +392,27 @@ def _inference(ledger: Ledger, model: str, version: str, cited: list[int]) -> di
     return _section([] if counts else ["No inference with this version is recorded"], counts=counts)
 
 
-def _integrity(ledger: Ledger, cited: list[int]) -> dict[str, Any]:
+def _integrity(ledger: Ledger, cited: list[int], root: Path | None) -> dict[str, Any]:
+    from govern.api.integrity import anchors, check_anchors
+
     result = ledger.verify()
     missing = [] if result.ok else [f"The ledger does not verify: {result.problem}"]
-    missing.append(
-        "No anchor of the ledger head outside the ledger file was found: the chain alone cannot reveal a truncated "
-        "tail or a wholly re-hashed copy"
-    )
+    found = anchors(root) if root else []
+    problems = check_anchors(ledger, found)
+    missing.extend(f"Anchor check failed: {problem}" for problem in problems)
+    if not found:
+        missing.append(
+            "No anchor of the ledger head outside the ledger file was found: the chain alone cannot reveal a "
+            "truncated tail or a wholly re-hashed copy (`govern audit anchor`)"
+        )
     return _section(
         missing,
-        verified=result.ok,
+        verified=result.ok and not problems,
         events=result.count,
         head_hash=result.head_hash,
         problem=result.problem,
         cited_seqs=sorted(set(cited)),
         cited_range=[min(cited), max(cited)] if cited else None,
-        anchors=[],
+        anchors=[f"{a.tag} (seq {a.seq})" for a in found],
+        anchors_ok=not problems,
     )

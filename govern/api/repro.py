@@ -25,6 +25,7 @@ from govern.adapters import git as git_adapter
 from govern.adapters import mlflow as mlflow_adapter
 from govern.adapters.git import GitState
 from govern.api.context import Project, open_project
+from govern.api.mirror import after_write
 from govern.errors import DirtyWorktree, MirrorError, ProjectError, StageFailed
 from govern.events import (
     DatasetSnapshotted,
@@ -68,6 +69,7 @@ class ReproOutcome:
     existing_seq: int | None = None
     mirror_error: str | None = None
     committed: str | None = None
+    warnings: list[str] = field(default_factory=list)
 
     @property
     def training(self) -> RecordedEvent | None:
@@ -85,6 +87,7 @@ class ReproOutcome:
             "mlflow_run_id": (training.payload.get("mlflow") or {}).get("run_id") if training else None,
             "mirror_error": self.mirror_error,
             "committed": self.committed,
+            "warnings": self.warnings,
         }
 
 
@@ -239,7 +242,7 @@ def build_training(
     except MirrorError as error:
         mirror_error = str(error)
         mlflow_facts = {
-            "status": "failed",
+            "status": "pending",
             "tracking_uri": redacted(project.config.tracking_uri),
             "error": mirror_error,
         }
@@ -323,13 +326,25 @@ def repro(
         _, rows = ledger.query(FIND_TRAINING_BY_LOCK, [lock_sha256])
         if rows:
             committed = _commit_lock(root, pipeline, rows[0][0], None) if commit else None
-            return ReproOutcome(status="up-to-date", stage_runs=runs, existing_seq=rows[0][0], committed=committed)
+            return ReproOutcome(
+                status="up-to-date",
+                stage_runs=runs,
+                existing_seq=rows[0][0],
+                committed=committed,
+                warnings=after_write(run.project),
+            )
     built = build_training(run, pipeline, runs, locks, lock_sha256)
     recorded = ledger.append(built.events)
     training_seq = next(e.seq for e in recorded if e.event_id == built.training.event_id)
     committed = _commit_lock(root, pipeline, training_seq, built.training.event_id) if commit else None
+    warnings = [] if built.mirror_error else after_write(run.project)
     return ReproOutcome(
-        status="recorded", stage_runs=runs, events=recorded, mirror_error=built.mirror_error, committed=committed
+        status="recorded",
+        stage_runs=runs,
+        events=recorded,
+        mirror_error=built.mirror_error,
+        committed=committed,
+        warnings=warnings,
     )
 
 

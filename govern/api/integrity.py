@@ -1,0 +1,118 @@
+"""Anchors: the ledger head recorded outside the ledger file, in git, and checked on every verify.
+
+A hash chain inside one file cannot reveal a truncated tail, a file replaced
+by an older copy, or a chain re-hashed from scratch after an edit. An anchor
+is an annotated tag `govern-anchor/SEQ` whose message holds the seq and hash
+of a `ledger.anchored` event; the anchor covers that event itself, so
+deleting it is caught too. Tags travel with the repository (`git push
+--tags`), out of reach of whoever can write the ledger file.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from govern import config as config_module
+from govern.adapters import git as git_adapter
+from govern.api.context import Project, open_project
+from govern.errors import GovernError, NotAGitRepository
+from govern.events import LedgerAnchored, PendingEvent, RecordedEvent, utc_now
+from govern.ledger import Ledger, Reader, Verification
+
+TAG_PREFIX = "govern-anchor/"
+
+
+@dataclass(frozen=True)
+class Anchor:
+    tag: str
+    seq: int
+    hash: str
+
+
+@dataclass(frozen=True)
+class IntegrityReport:
+    chain: Verification
+    anchors: list[Anchor] = field(default_factory=list)
+    problems: list[str] = field(default_factory=list)
+
+    @property
+    def ok(self) -> bool:
+        return self.chain.ok and not self.problems
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            **self.chain.to_dict(),
+            "ok": self.ok,
+            "anchors_checked": len(self.anchors),
+            "latest_anchor": {"tag": self.anchors[-1].tag, "seq": self.anchors[-1].seq} if self.anchors else None,
+            "anchor_problems": self.problems,
+        }
+
+
+def anchor(start: Path | None = None, project: Project | None = None) -> RecordedEvent:
+    """Append `ledger.anchored` and tag HEAD with the seq and hash of that very event."""
+    project = project or open_project(start)
+    commit = git_adapter.state(project.root).commit
+
+    def decide(reader: Reader) -> list[PendingEvent]:
+        _, rows = reader.query("SELECT coalesce(max(seq), 0) FROM events")
+        seq = rows[0][0] + 1
+        tag = f"{TAG_PREFIX}{seq}"
+        if git_adapter.tags(project.root, tag):
+            raise GovernError(f"The tag {tag} exists already: this ledger and the repository's anchors disagree")
+        return [
+            PendingEvent(LedgerAnchored(tag=tag, seq=seq, commit=commit), actor=project.actor, occurred_at=utc_now())
+        ]
+
+    [event] = project.ledger.transact(decide)
+    message = json.dumps({"seq": event.seq, "hash": event.hash}, sort_keys=True)
+    git_adapter.create_tag(project.root, f"{TAG_PREFIX}{event.seq}", commit, message, utc_now())
+    return event
+
+
+def anchors(root: Path) -> list[Anchor]:
+    """Every anchor tag in the repository, oldest first; malformed ones are reported as such."""
+    found = []
+    for tag in git_adapter.tags(root, f"{TAG_PREFIX}*"):
+        try:
+            data = json.loads(tag.message)
+            found.append(Anchor(tag.name, int(data["seq"]), str(data["hash"])))
+        except (ValueError, KeyError, TypeError):
+            found.append(Anchor(tag.name, -1, ""))
+    return sorted(found, key=lambda a: a.seq)
+
+
+def verify(start: Path | None = None) -> IntegrityReport:
+    """The chain, then every anchor found in the repository (when there is one)."""
+    ledger = Ledger(config_module.ledger_path(start))
+    chain = ledger.verify()
+    try:
+        root = config_module.find_root(start)
+    except NotAGitRepository:
+        return IntegrityReport(chain)
+    found = anchors(root)
+    return IntegrityReport(chain, found, check_anchors(ledger, found))
+
+
+def check_anchors(ledger: Ledger, found: list[Anchor]) -> list[str]:
+    if not found:
+        return []
+    _, rows = ledger.query("SELECT seq, hash FROM events WHERE seq IN (SELECT unnest(?))", [[a.seq for a in found]])
+    stored = dict(rows)
+    _, head = ledger.query("SELECT coalesce(max(seq), 0) FROM events")
+    last = head[0][0]
+    problems = []
+    for a in found:
+        if a.seq < 0:
+            problems.append(f"{a.tag}: the tag message is not an anchor (expected {{seq, hash}})")
+        elif a.seq not in stored:
+            problems.append(
+                f"{a.tag}: the ledger has no seq {a.seq} (it ends at seq {last}): events were removed or the file "
+                "was replaced by an older copy"
+            )
+        elif stored[a.seq] != a.hash:
+            problems.append(f"{a.tag}: seq {a.seq} has a different hash than anchored: the ledger was rewritten")
+    return problems

@@ -1,0 +1,170 @@
+"""The outbox: trainings recorded while MLflow was unreachable are mirrored later, exactly once.
+
+A training whose mirror failed is recorded with `mlflow.status = "pending"`;
+`training.mirrored` (and `model.registered` for its versions) record the
+mirror when it happens, so nothing is ever updated. `govern mirror` retries
+every pending training, and so does every later govern write (repro,
+promote, deprecate, deploy, retire). A half-finished earlier attempt left a
+run tagged with the training's event id: that run is completed, not
+duplicated.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+
+from govern.adapters import mlflow as mlflow_adapter
+from govern.api import model_files
+from govern.api.context import Project
+from govern.errors import MirrorError
+from govern.events import ModelRegistered, PendingEvent, RecordedEvent, TrainingMirrored, utc_now
+
+PENDING_SQL = """
+SELECT t.event_id, t.payload, t.git_commit, t.actor, t.occurred_at
+FROM events AS t
+WHERE t.type = 'training.completed'
+  AND t.payload->>'$.mlflow.status' = 'pending'
+  AND NOT EXISTS (
+      SELECT 1 FROM events AS m
+      WHERE m.type = 'training.mirrored' AND m.payload->>'$.training_event_id' = t.event_id
+  )
+ORDER BY t.seq
+"""
+
+
+@dataclass(frozen=True)
+class MirrorOutcome:
+    events: list[RecordedEvent] = field(default_factory=list)
+    pending: int = 0
+    errors: list[str] = field(default_factory=list)
+
+
+def pending_count(project: Project) -> int:
+    if not project.ledger.path.exists():
+        return 0
+    return len(project.ledger.query(PENDING_SQL)[1])
+
+
+def retry_pending(project: Project) -> MirrorOutcome:
+    """Mirror every pending training; stops at the first MLflow failure (it is down again)."""
+    if not project.ledger.path.exists():
+        return MirrorOutcome()
+    _, rows = project.ledger.query(PENDING_SQL)
+    recorded: list[RecordedEvent] = []
+    for position, (event_id, payload_json, commit, _actor, occurred_at) in enumerate(rows):
+        payload = json.loads(payload_json)
+        try:
+            events = _mirror_one(project, event_id, payload, commit, occurred_at)
+        except MirrorError as error:
+            return MirrorOutcome(recorded, len(rows) - position, [str(error)])
+        recorded.extend(project.ledger.append(events))
+    return MirrorOutcome(recorded, 0, [])
+
+
+def _mirror_one(project: Project, event_id: str, payload: dict, commit: str, occurred_at) -> list[PendingEvent]:  # noqa: ANN001
+    from govern.api import repro as repro_api
+
+    run = repro_api.Run(project, _state(payload), payload["git"].get("allow_dirty", False), payload.get("targets", []))
+    models = [m for m in payload.get("models", []) if payload.get("grid") is None]
+    located = []
+    for model in models:
+        path = model_files.local_copy(project.root, model["path"], model.get("md5"), model.get("sha256"))
+        if path is None:
+            raise MirrorError(
+                f"The model file of training {event_id} ({model['path']}, sha256 {model.get('sha256')}) is neither in "
+                "the workspace nor in DVC's cache: it cannot be registered"
+            )
+        located.append({**model, "located": path})
+    mirror = repro_api.training_run(
+        run,
+        event_id,
+        occurred_at,
+        payload.get("params", {}),
+        payload.get("metrics", {}),
+        payload.get("datasets", []),
+        payload.get("models", []),
+        payload.get("dvc_lock_sha256", ""),
+    )
+    mirror = _with_paths(mirror, located, register=payload.get("grid") is None)
+    mirrored = mlflow_adapter.resume_mirror(mirror)
+    events = [
+        PendingEvent(
+            TrainingMirrored(
+                training_event_id=event_id,
+                run_id=mirrored.run_id,
+                experiment_id=mirrored.experiment_id,
+                tracking_uri=repro_api.redacted(project.config.tracking_uri),
+                model_versions=[{"model": v.model, "version": v.version} for v in mirrored.versions],
+                reused_run=mirrored.reused,
+            ),
+            actor=project.actor,
+            occurred_at=utc_now(),
+            git_commit=commit,
+        )
+    ]
+    by_name = {m["name"]: m for m in models}
+    for version in mirrored.versions:
+        model = by_name[version.model]
+        events.append(
+            PendingEvent(
+                ModelRegistered(
+                    model=version.model,
+                    version=version.version,
+                    path=model["path"],
+                    md5=model.get("md5"),
+                    sha256=model.get("sha256"),
+                    training_event_id=event_id,
+                    mlflow_run_id=mirrored.run_id,
+                    tracking_uri=repro_api.redacted(project.config.tracking_uri),
+                    source_uri=version.source_uri,
+                    desc=model.get("desc"),
+                    labels=model.get("labels", []),
+                ),
+                actor=project.actor,
+                occurred_at=utc_now(),
+                git_commit=commit,
+            )
+        )
+    return events
+
+
+def _state(payload: dict):  # noqa: ANN202
+    from govern.adapters.git import GitState
+
+    git = payload["git"]
+    return GitState(git["commit"], git.get("branch"), git.get("remote_url"), tuple(git.get("dirty_paths") or ()))
+
+
+def _with_paths(mirror: mlflow_adapter.TrainingRun, located: list[dict], register: bool) -> mlflow_adapter.TrainingRun:
+    import dataclasses
+
+    return dataclasses.replace(
+        mirror,
+        register=register,
+        models=tuple(
+            mlflow_adapter.ModelArtifact(
+                m["name"], m["located"], m.get("md5"), m.get("sha256"), m.get("desc"), tuple(m.get("labels", []))
+            )
+            for m in located
+        ),
+    )
+
+
+def after_write(project: Project) -> list[str]:
+    """What every governance write does last: retry pending mirrors, anchor if configured. Returns warnings."""
+    warnings = []
+    if pending_count(project):
+        outcome = retry_pending(project)
+        if outcome.events:
+            warnings.append(f"mirrored {len(outcome.events)} pending event(s) into MLflow")
+        warnings.extend(f"{outcome.pending} training(s) still wait for MLflow: {e}" for e in outcome.errors)
+    if project.config.auto_anchor:
+        from govern.api.integrity import anchor
+
+        try:
+            event = anchor(project=project)
+            warnings.append(f"anchored the ledger at seq {event.seq}")
+        except Exception as error:  # noqa: BLE001 - an anchor failure must not undo the write that happened
+            warnings.append(f"could not anchor the ledger: {error}")
+    return warnings
