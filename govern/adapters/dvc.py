@@ -166,6 +166,8 @@ def reproduce(
     from dvc.exceptions import DvcException, ReproductionError
     from dvc.repo.reproduce import _reproduce_stage
 
+    if not (root / "dvc.yaml").exists():
+        raise ProjectError(f"No dvc.yaml in {root}: define the pipeline's stages first (`dvc stage add`)")
     notify = on_progress or (lambda *_: None)
     runs: list[StageRun] = []
     restored: set[str] = set()
@@ -178,6 +180,7 @@ def reproduce(
         if unknown:
             known = ", ".join(pipeline.stages) or "none"
             raise ProjectError(f"Unknown stage {', '.join(unknown)}: the pipeline's stages are {known}")
+        _refuse_missing_sources(repo, pipeline, root)
         if before is not None:
             before(pipeline)
 
@@ -218,6 +221,27 @@ def reproduce(
                     stage, f"DVC could not reproduce the pipeline: {_one_line(error)}", tail.text()
                 ) from None
     return pipeline, runs
+
+
+def _refuse_missing_sources(repo: Any, pipeline: Pipeline, root: Path) -> None:
+    """A declared dependency that nothing produces and that is absent is a broken definition, not a failed run."""
+    from dvc.stage import PipelineStage
+
+    produced = pipeline.output_paths
+    for stage in repo.index.stages:
+        if not isinstance(stage, PipelineStage):
+            continue
+        for dep in stage.deps:
+            if _is_param(dep) or getattr(dep, "protocol", "local") != "local":
+                continue
+            path = _rel(root, dep.fs_path)
+            if path in produced or any(path.startswith(p.rstrip("/") + "/") for p in produced):
+                continue
+            if not Path(dep.fs_path).exists():
+                raise ProjectError(
+                    f"Stage '{stage.addressing}' depends on {path}, which does not exist: restore it, or fix the "
+                    "stage's deps in dvc.yaml"
+                )
 
 
 def read_locks(root: Path, pipeline: Pipeline) -> tuple[dict[str, dict[str, Any]], str]:

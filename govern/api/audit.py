@@ -5,6 +5,7 @@ Never imports mlflow, dvc or GitPython: auditors' commands must start fast.
 
 from __future__ import annotations
 
+import json
 import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -42,12 +43,27 @@ def audit_verify(start: Path | None = None) -> Verification:
     return open_ledger(start).verify()
 
 
+NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._/-]*$")
+
+
+def _name(option: str, value: str | None) -> None:
+    """Filter values are bound, never pasted into SQL; a value no name can have is refused all the same."""
+    if value is not None and not NAME.match(value):
+        raise InvalidInput(
+            f"{option} {json.dumps(value)} is not a valid name: use letters, digits, '.', '_', '-' and '/'"
+        )
+
+
 def production(app: str, env: str, at: datetime, start: Path | None = None) -> dict[str, Any] | None:
     """The window (version, start, end, training, commit) serving app/env at `at`, or None."""
+    _name("--app", app)
+    _name("--env", env)
     return queries.production_at(open_ledger(start), app, env, at)
 
 
 def windows(app: str | None = None, model: str | None = None, start: Path | None = None) -> list[dict[str, Any]]:
+    _name("--app", app)
+    _name("--model", model)
     return queries.windows(open_ledger(start), app=app, model=model)
 
 

@@ -1,0 +1,180 @@
+"""Bad input, table-driven: one clear line naming the problem and what to do, non-zero exit, ledger unchanged."""
+
+from __future__ import annotations
+
+import socket
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import duckdb
+import pytest
+from conftest import commit_all, git, run_cli
+
+from govern.ledger import schema_version
+
+M = "breast-cancer-classifier"
+
+
+@dataclass
+class Case:
+    args: list[str]
+    expected: str
+    exit_code: int = 1
+    setup: Callable[[Path, Path, pytest.MonkeyPatch], Path | None] | None = None  # returns another cwd
+    env: dict[str, str] = field(default_factory=dict)
+
+
+def outside_git(project: Path, tmp: Path, patch: pytest.MonkeyPatch) -> Path:
+    return tmp
+
+
+def no_dvc_yaml(project: Path, tmp: Path, patch: pytest.MonkeyPatch) -> Path:
+    git(tmp, "init", "-q")
+    run_cli("init", cwd=tmp)
+    commit_all(tmp, "governed, but no pipeline yet")
+    return tmp
+
+
+def write_and_commit(name: str, text: str) -> Callable[[Path, Path, pytest.MonkeyPatch], None]:
+    def setup(project: Path, tmp: Path, patch: pytest.MonkeyPatch) -> None:
+        (project / name).write_text(text)
+        commit_all(project, f"break {name}")
+
+    return setup
+
+
+def delete_script(project: Path, tmp: Path, patch: pytest.MonkeyPatch) -> None:
+    git(project, "rm", "-q", "pipelines/evaluate.py")
+    commit_all(project, "lose a script")
+
+
+def dirty(project: Path, tmp: Path, patch: pytest.MonkeyPatch) -> None:
+    (project / "pipelines" / "model.py").write_text("# edited\n" + (project / "pipelines" / "model.py").read_text())
+
+
+def corrupt_ledger(project: Path, tmp: Path, patch: pytest.MonkeyPatch) -> None:
+    garbage = tmp / "garbage.duckdb"
+    garbage.write_bytes(b"\x00not a database\xff" * 512)
+    patch.setenv("GOVERN_LEDGER", str(garbage))
+
+
+def newer_ledger(project: Path, tmp: Path, patch: pytest.MonkeyPatch) -> None:
+    con = duckdb.connect(str(project / "audit" / "ledger.duckdb"))
+    con.execute(f"INSERT INTO govern_migrations VALUES ({schema_version() + 1}, 'from the future', now()::TIMESTAMP)")
+    con.close()
+
+
+def unwritable_ledger(project: Path, tmp: Path, patch: pytest.MonkeyPatch) -> None:
+    patch.setenv("GOVERN_LEDGER", "/proc/govern-cannot-write-here/ledger.duckdb")
+
+
+def config_is_a_directory(project: Path, tmp: Path, patch: pytest.MonkeyPatch) -> None:
+    (project / "govern.toml").mkdir()
+
+
+def mlflow_unreachable(project: Path, tmp: Path, patch: pytest.MonkeyPatch) -> None:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    patch.setenv("MLFLOW_TRACKING_URI", f"http://127.0.0.1:{port}")
+    patch.setenv("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "0")
+    params = project / "params.yaml"
+    params.write_text(params.read_text().replace("C: 4.0", "C: 8.0"))
+    commit_all(project, "C=8")
+    assert run_cli("repro", cwd=project).exit_code == 0  # recorded, its mirror pending
+
+
+CASES = {
+    "not a git repository": Case(["repro"], "is not inside a git repository: run `git init` first", setup=outside_git),
+    "no dvc.yaml": Case(["repro"], "No dvc.yaml in", setup=no_dvc_yaml),
+    "malformed params.yaml": Case(["repro"], "params.yaml", setup=write_and_commit("params.yaml", "train: [C: 1\n")),
+    "malformed dvc.yaml": Case(["repro"], "dvc.yaml", setup=write_and_commit("dvc.yaml", "stages:\n  a: [\n")),
+    "a stage's script is missing": Case(
+        ["repro"], "depends on pipelines/evaluate.py, which does not exist", setup=delete_script
+    ),
+    "unknown stage": Case(["repro", "trian"], "Unknown stage trian: the pipeline's stages are"),
+    "dirty tree": Case(["repro"], "Uncommitted changes to tracked files (pipelines/model.py)", setup=dirty),
+    "malformed grid": Case(["repro", "--grid", "train.C"], "is not KEY=V1,V2", exit_code=2),
+    "unknown model": Case(
+        ["promote", "credit-scorer", "1", "--to", "staging", "--reason", "r"], "Unknown model 'credit-scorer'"
+    ),
+    "unknown version": Case(
+        ["promote", M, "42", "--to", "staging", "--reason", "r"], "has no version '42': its versions are 1, 2, 3"
+    ),
+    "unknown stage name": Case(
+        ["promote", M, "1", "--to", "prod", "--reason", "r"], "Unknown stage 'prod'", exit_code=2
+    ),
+    "promotion out of order": Case(["promote", M, "1", "--to", "production", "--reason", "r"], "or pass --force"),
+    "empty reason": Case(
+        ["promote", M, "1", "--to", "staging", "--reason", " "], "--reason must not be empty", exit_code=2
+    ),
+    "non-UTF-8 bytes in a reason": Case(
+        ["promote", M, "1", "--to", "staging", "--reason", "caf\udce9"], "--reason is not valid UTF-8", exit_code=2
+    ),
+    "deploy without the stage": Case(
+        ["deploy", M, "1", "--app", "scoring"], f"run `govern promote {M} 1 --to production"
+    ),
+    "unknown app": Case(["retire", "--app", "nowhere"], "Nothing is deployed to nowhere/production"),
+    "malformed --at": Case(
+        ["deploy", M, "1", "--app", "a", "--at", "yesterday"], "is not an ISO 8601 time", exit_code=2
+    ),
+    "future --at": Case(
+        ["deploy", M, "1", "--app", "a", "--at", "2999-01-01T00:00:00Z"], "is in the future", exit_code=2
+    ),
+    "naive --since": Case(["audit", "log", "--since", "2026-01-01 10:00"], "has no time zone", exit_code=2),
+    "audit sql with a write": Case(["audit", "sql", "DELETE FROM events"], "read-only for queries; only SELECT"),
+    "audit sql with several statements": Case(
+        ["audit", "sql", "SELECT 1; DROP TABLE events"], "Give exactly one SQL statement, not 2"
+    ),
+    "injection through a filter option": Case(
+        ["audit", "windows", "--app", "x' OR '1'='1"], "--app \"x' OR '1'='1\" is not a valid name", exit_code=2
+    ),
+    "malformed --param": Case(["audit", "run", "production_at", "--param", "app"], "is not NAME=VALUE", exit_code=2),
+    "unknown named query": Case(["audit", "run", "who_knows"], "No query named 'who_knows'"),
+    "report of an unknown model": Case(["audit", "report", "nope", "1"], "Unknown model 'nope'"),
+    "corrupt ledger file": Case(["audit", "verify"], "is not a readable govern ledger", setup=corrupt_ledger),
+    "ledger from a newer govern": Case(["audit", "log"], "newer than this govern understands", setup=newer_ledger),
+    "unwritable ledger location": Case(
+        ["deploy", M, "1", "--app", "a"], "Cannot create the ledger directory", setup=unwritable_ledger
+    ),
+    "unreadable config file": Case(["audit", "log"], "Cannot read", setup=config_is_a_directory),
+    "MLflow server missing": Case(["mirror"], "1 training(s) still pending", setup=mlflow_unreachable),
+    "verify an unknown revision": Case(["ci", "verify", "--rev", "no-such-branch"], "is not a commit of"),
+    "malformed --tolerance": Case(["ci", "verify", "--tolerance", "f1=lots"], "is not METRIC=ABS", exit_code=2),
+}
+
+
+def raw_head(path: Path) -> tuple:
+    """The ledger's head, read without govern (whose schema check refuses some of these ledgers)."""
+    con = duckdb.connect(str(path), read_only=True)
+    try:
+        return con.execute("SELECT count(*), max(seq), max_by(hash, seq) FROM events").fetchone()
+    finally:
+        con.close()
+
+
+@pytest.mark.parametrize("name", list(CASES))
+def test_bad_input_is_one_clear_line_and_changes_nothing(
+    name: str, three_versions: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    case = CASES[name]
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    cwd = (case.setup(three_versions, elsewhere, monkeypatch) if case.setup else None) or three_versions
+    ledger = three_versions / "audit" / "ledger.duckdb"
+    head = raw_head(ledger)
+
+    result = run_cli(*case.args, cwd=cwd)
+
+    assert result.exit_code == case.exit_code, result.output
+    lines = result.output.strip().splitlines()
+    assert len(lines) == 1, result.output
+    assert lines[0].startswith("Error: ") and case.expected in lines[0], lines[0]
+    assert "Traceback" not in result.output
+    assert raw_head(ledger) == head
+    assert not (elsewhere / "audit" / "ledger.duckdb").exists()
+
+
+def test_the_table_has_at_least_25_cases() -> None:
+    assert len(CASES) >= 25

@@ -1,0 +1,245 @@
+"""What the ledger survives: tampering (chain and anchors), concurrent writers, and kill -9."""
+
+from __future__ import annotations
+
+import json
+import os
+import random
+import shutil
+import signal
+import subprocess
+import sys
+import textwrap
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import duckdb
+import pytest
+from conftest import commit_all, git, run_cli
+
+from govern.api import integrity
+from govern.events import DatasetSnapshotted, PendingEvent, envelope_hash, utc_now
+from govern.ledger import Ledger
+
+
+def snapshot(i: int) -> PendingEvent:
+    return PendingEvent(
+        DatasetSnapshotted(
+            path=f"data/{i}.csv",
+            md5=f"{i:032x}",
+            sha256=None,
+            size=i,
+            source="warehouse",
+            extracted_at="2026-01-01T00:00:00.000000Z",
+            extracted_at_basis="stage-run",
+        ),
+        actor="someone",
+        occurred_at=utc_now(),
+    )
+
+
+@pytest.fixture
+def anchored(tmp_path: Path) -> Path:
+    """A git project with 10 events, anchored at the head (the anchor event is seq 11)."""
+    git(tmp_path, "init", "-q", "-b", "main")
+    (tmp_path / "README").write_text("a governed project\n")
+    commit_all(tmp_path, "start")
+    Ledger(tmp_path / "audit" / "ledger.duckdb").append([snapshot(i) for i in range(10)])
+    integrity.anchor(start=tmp_path)
+    return tmp_path
+
+
+def sql(project: Path, *statements: str) -> None:
+    con = duckdb.connect(str(project / "audit" / "ledger.duckdb"))
+    try:
+        for statement in statements:
+            con.execute(statement)
+    finally:
+        con.close()
+
+
+def rehash_everything(project: Path) -> None:
+    """What a careful forger does after an edit: recompute every hash so the chain is consistent again."""
+    con = duckdb.connect(str(project / "audit" / "ledger.duckdb"))
+    rows = con.execute("SELECT * FROM events ORDER BY seq").fetchall()
+    names = [d[0] for d in con.description]
+    previous = "0" * 64
+    for row in rows:
+        values = dict(zip(names, row, strict=True))
+        fields = {**{k: v for k, v in values.items() if k not in ("hash", "payload")}, "prev_hash": previous}
+        fields["payload_json"] = values["payload"].replace("warehouse", "spreadsheet")
+        new_hash = envelope_hash(**fields)
+        con.execute(
+            "UPDATE events SET payload = ?, prev_hash = ?, hash = ? WHERE seq = ?",
+            [fields["payload_json"], previous, new_hash, values["seq"]],
+        )
+        previous = new_hash
+    con.close()
+
+
+TAMPERING: dict[str, Callable[[Path, Path], None]] = {
+    "edit a payload": lambda p, _: sql(
+        p, "UPDATE events SET payload = replace(payload, 'warehouse', 'x') WHERE seq = 4"
+    ),
+    "edit a hash": lambda p, _: sql(p, "UPDATE events SET hash = sha256('forged') WHERE seq = 6"),
+    "delete a middle row": lambda p, _: sql(p, "DELETE FROM events WHERE seq = 5"),
+    "delete the tail": lambda p, _: sql(p, "DELETE FROM events WHERE seq >= 9"),
+    "swap two rows' seq": lambda p, _: sql(
+        p,
+        "UPDATE events SET seq = -3 WHERE seq = 3",
+        "UPDATE events SET seq = 3 WHERE seq = 4",
+        "UPDATE events SET seq = 4 WHERE seq = -3",
+    ),
+    "insert a forged row": lambda p, _: sql(
+        p,
+        "INSERT INTO events SELECT 12, 'forged-id', type, schema_version, occurred_at, recorded_at, 'mallory', "
+        "subject, git_commit, payload, sha256('made up'), sha256('also made up') FROM events WHERE seq = 2",
+    ),
+    "duplicate a row": lambda p, _: sql(
+        p,
+        "CREATE TABLE copy AS SELECT * FROM events UNION ALL SELECT * FROM events WHERE seq = 7",
+        "DROP TABLE events",
+        "ALTER TABLE copy RENAME TO events",
+    ),
+    "re-hash the whole chain after an edit": lambda p, _: rehash_everything(p),
+    "replace the file with an older copy": lambda p, older: shutil.copy2(older, p / "audit" / "ledger.duckdb"),
+}
+
+
+@pytest.mark.parametrize("case", list(TAMPERING))
+def test_every_kind_of_tampering_is_detected(
+    anchored: Path, tmp_path_factory: pytest.TempPathFactory, case: str
+) -> None:
+    older = tmp_path_factory.mktemp("older") / "ledger.duckdb"
+    ledger = anchored / "audit" / "ledger.duckdb"
+    before = integrity.verify(start=anchored)
+    assert before.ok and len(before.anchors) == 1
+    if case == "replace the file with an older copy":
+        shutil.copy2(ledger, older)
+        Ledger(ledger).append([snapshot(99)])
+        integrity.anchor(start=anchored)
+    TAMPERING[case](anchored, older)
+
+    result = integrity.verify(start=anchored)
+
+    assert not result.ok, f"{case} went unnoticed"
+    cli = run_cli("audit", "verify", cwd=anchored)
+    assert cli.exit_code == 1 and "FAILED" in cli.output
+
+
+def test_a_consistent_rehash_passes_the_chain_and_only_the_anchor_catches_it(anchored: Path) -> None:
+    rehash_everything(anchored)
+    result = integrity.verify(start=anchored)
+    assert result.chain.ok, "the forger recomputed every hash"
+    assert result.problems == ["govern-anchor/11: seq 11 has a different hash than anchored: the ledger was rewritten"]
+
+
+def test_deleting_the_anchor_event_itself_is_caught(anchored: Path) -> None:
+    sql(anchored, "DELETE FROM events WHERE seq = 11")
+    result = integrity.verify(start=anchored)
+    assert result.chain.ok
+    assert "the ledger has no seq 11 (it ends at seq 10)" in result.problems[0]
+
+
+def test_anchor_is_recorded_as_an_event_and_a_tag_covering_it(anchored: Path) -> None:
+    [event] = Ledger(anchored / "audit" / "ledger.duckdb").read(types=["ledger.anchored"])
+    assert event.seq == 11 and event.payload["tag"] == "govern-anchor/11"
+    message = git(anchored, "tag", "-l", "--format=%(contents:subject)", "govern-anchor/11")
+    assert json.loads(message) == {"seq": 11, "hash": event.hash}
+    assert git(anchored, "cat-file", "-t", "govern-anchor/11") == "tag", "an annotated tag, which travels with pushes"
+
+
+WRITER = textwrap.dedent(
+    """
+    import sys
+    from pathlib import Path
+    from govern.events import DatasetSnapshotted, PendingEvent, utc_now
+    from govern.ledger import Ledger
+
+    ledger, writer, count = Ledger(Path(sys.argv[1]), lock_timeout=300), sys.argv[2], int(sys.argv[3])
+    for i in range(count):
+        fact = DatasetSnapshotted(path=f"{writer}/{i}", md5=None, sha256=None, size=i, source=writer,
+                                  extracted_at="2026-01-01T00:00:00.000000Z", extracted_at_basis="stage-run")
+        ledger.append([PendingEvent(fact, actor=writer, occurred_at=utc_now())])
+    """
+)
+
+READER = textwrap.dedent(
+    """
+    import json, sys, time
+    from pathlib import Path
+    from govern.ledger import Ledger
+
+    ledger, deadline, seen = Ledger(Path(sys.argv[1]), lock_timeout=300), time.monotonic() + 600, []
+    while time.monotonic() < deadline and not Path(sys.argv[2]).exists():
+        result = ledger.verify()
+        seen.append([result.count, result.ok])
+        time.sleep(0.05)
+    print(json.dumps(seen))
+    """
+)
+
+
+def test_eight_concurrent_writers_lose_nothing_and_readers_see_consistent_chains(tmp_path: Path) -> None:
+    path = tmp_path / "ledger.duckdb"
+    Ledger(path).append([snapshot(0)])
+    done = tmp_path / "writers-done"
+    reader = subprocess.Popen([sys.executable, "-c", READER, str(path), str(done)], stdout=subprocess.PIPE, text=True)
+    writers = [subprocess.Popen([sys.executable, "-c", WRITER, str(path), f"writer-{n}", "250"]) for n in range(8)]
+    assert [w.wait(timeout=900) for w in writers] == [0] * 8
+    done.touch()
+    observations = json.loads(reader.communicate(timeout=120)[0])
+
+    ledger = Ledger(path)
+    result = ledger.verify()
+    assert result.ok and result.count == 2001
+    _, rows = ledger.query("SELECT count(DISTINCT event_id), min(seq), max(seq), count(DISTINCT seq) FROM events")
+    assert rows == [(2001, 1, 2001, 2001)]
+    _, per_writer = ledger.query("SELECT actor, count(*) FROM events WHERE actor LIKE 'writer-%' GROUP BY ALL")
+    assert sorted(per_writer) == [(f"writer-{n}", 250) for n in range(8)]
+    assert observations, "the reader got answers while writers ran"
+    assert all(ok for _, ok in observations), "every read saw a consistent chain"
+    counts = [count for count, _ in observations]
+    assert counts == sorted(counts), "readers never see the ledger shrink"
+
+
+CRASHER = textwrap.dedent(
+    """
+    import os, sys, uuid
+    from pathlib import Path
+    from govern.events import DatasetSnapshotted, PendingEvent, utc_now
+    from govern.ledger import Ledger
+
+    ledger, acks = Ledger(Path(sys.argv[1]), lock_timeout=60), open(sys.argv[2], "a")
+    while True:
+        event_id = str(uuid.uuid4())
+        fact = DatasetSnapshotted(path=event_id, md5=None, sha256=None, size=None, source="crash test",
+                                  extracted_at="2026-01-01T00:00:00.000000Z", extracted_at_basis="stage-run")
+        ledger.append([PendingEvent(fact, actor="crasher", occurred_at=utc_now(), event_id=event_id)])
+        acks.write(event_id + "\\n")
+        acks.flush()
+        os.fsync(acks.fileno())
+    """
+)
+
+
+def test_appenders_killed_with_sigkill_lose_no_acknowledged_event(tmp_path: Path) -> None:
+    path, acks = tmp_path / "ledger.duckdb", tmp_path / "acknowledged.txt"
+    Ledger(path).append([snapshot(0)])
+    randomness = random.Random(20261127)
+    for _ in range(50):
+        process = subprocess.Popen([sys.executable, "-c", CRASHER, str(path), str(acks)])
+        time.sleep(randomness.uniform(0.4, 1.0))
+        os.kill(process.pid, signal.SIGKILL)
+        process.wait()
+
+    ledger = Ledger(path)
+    result = ledger.verify()
+    assert result.ok, result.problem
+    acknowledged = [line for line in acks.read_text().splitlines() if line]
+    assert len(acknowledged) > 50, "the writers got appends through between kills"
+    _, rows = ledger.query("SELECT event_id FROM events WHERE actor = 'crasher'")
+    stored = {event_id for (event_id,) in rows}
+    assert set(acknowledged) <= stored, f"lost {len(set(acknowledged) - stored)} acknowledged events"
+    assert len(stored) - len(set(acknowledged)) <= 50, "at most one unacknowledged append per kill"
