@@ -19,6 +19,7 @@ import pytest
 from click.testing import CliRunner, Result
 
 from govern.cli import cli
+from govern.events import DatasetSnapshotted, PendingEvent, utc_now
 
 REPO = Path(__file__).resolve().parent.parent
 DEMO_FILES = (
@@ -153,6 +154,26 @@ def reproduced_demo(tmp_path: Path, reproduced_demo_original: Path) -> Iterator[
     copy = tmp_path / "demo"
     shutil.copytree(reproduced_demo_original, copy, symlinks=True)
     yield copy
+
+
+def snapshot_event(i: int, source: str = "the source system", actor: str = "Zoë <zoe@example.com>") -> PendingEvent:
+    """A small, valid event for ledger-level tests."""
+    return PendingEvent(
+        DatasetSnapshotted(
+            path=f"data/part-{i}.csv",
+            md5=f"{i:032x}",
+            sha256=f"{i:064x}",
+            size=i,
+            source=source,
+            extracted_at="2026-01-01T00:00:00.000000Z",
+            extracted_at_basis="stage-run",
+            rows=i,
+            columns=["a", "b"],
+        ),
+        actor=actor,
+        occurred_at=utc_now(),
+        git_commit="c0ffee",
+    )
 
 
 def tracking_uri(project: Path) -> str:

@@ -16,27 +16,15 @@ from pathlib import Path
 
 import duckdb
 import pytest
-from conftest import commit_all, git, run_cli
+from conftest import commit_all, git, run_cli, snapshot_event
 
 from govern.api import integrity
-from govern.events import DatasetSnapshotted, PendingEvent, envelope_hash, utc_now
+from govern.events import PendingEvent, envelope_hash
 from govern.ledger import Ledger
 
 
 def snapshot(i: int) -> PendingEvent:
-    return PendingEvent(
-        DatasetSnapshotted(
-            path=f"data/{i}.csv",
-            md5=f"{i:032x}",
-            sha256=None,
-            size=i,
-            source="warehouse",
-            extracted_at="2026-01-01T00:00:00.000000Z",
-            extracted_at_basis="stage-run",
-        ),
-        actor="someone",
-        occurred_at=utc_now(),
-    )
+    return snapshot_event(i, source="warehouse", actor="someone")
 
 
 @pytest.fixture

@@ -9,29 +9,15 @@ from pathlib import Path
 
 import duckdb
 import pytest
+from conftest import snapshot_event
 
 from govern.errors import EventConflict, LedgerError, LedgerLocked, LedgerMissing, LedgerSchemaTooNew
-from govern.events import DatasetSnapshotted, PendingEvent, utc_now
+from govern.events import PendingEvent
 from govern.ledger import MIGRATIONS, Ledger, schema_version
 
 
 def snapshot(i: int, source: str = "the source system") -> PendingEvent:
-    return PendingEvent(
-        DatasetSnapshotted(
-            path=f"data/part-{i}.csv",
-            md5=f"{i:032x}",
-            sha256=f"{i:064x}",
-            size=i,
-            source=source,
-            extracted_at="2026-01-01T00:00:00.000000Z",
-            extracted_at_basis="stage-run",
-            rows=i,
-            columns=["a", "b"],
-        ),
-        actor="Zoë <zoe@example.com>",
-        occurred_at=utc_now(),
-        git_commit="c0ffee",
-    )
+    return snapshot_event(i, source)
 
 
 @pytest.fixture

@@ -18,7 +18,7 @@ from govern.adapters import mlflow as mlflow_adapter
 from govern.api import model_files
 from govern.api.context import Project
 from govern.errors import MirrorError
-from govern.events import ModelRegistered, PendingEvent, RecordedEvent, TrainingMirrored, utc_now
+from govern.events import PendingEvent, RecordedEvent, TrainingMirrored, utc_now
 
 PENDING_SQL = """
 SELECT t.event_id, t.payload, t.git_commit, t.actor, t.occurred_at
@@ -103,29 +103,7 @@ def _mirror_one(project: Project, event_id: str, payload: dict, commit: str, occ
             git_commit=commit,
         )
     ]
-    by_name = {m["name"]: m for m in models}
-    for version in mirrored.versions:
-        model = by_name[version.model]
-        events.append(
-            PendingEvent(
-                ModelRegistered(
-                    model=version.model,
-                    version=version.version,
-                    path=model["path"],
-                    md5=model.get("md5"),
-                    sha256=model.get("sha256"),
-                    training_event_id=event_id,
-                    mlflow_run_id=mirrored.run_id,
-                    tracking_uri=repro_api.redacted(project.config.tracking_uri),
-                    source_uri=version.source_uri,
-                    desc=model.get("desc"),
-                    labels=model.get("labels", []),
-                ),
-                actor=project.actor,
-                occurred_at=utc_now(),
-                git_commit=commit,
-            )
-        )
+    events.extend(repro_api.registration_events(run, event_id, mirrored.run_id, models, mirrored.versions))
     return events
 
 
