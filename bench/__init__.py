@@ -1,0 +1,1 @@
+"""Benchmarks of govern against its peers: `python -m bench --help`."""

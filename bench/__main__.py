@@ -1,0 +1,370 @@
+"""govern's benchmarks, side by side with GTO, MLflow and DVC, measured in the same run.
+
+    python -m bench [--events N] [--repeat R] [--gto-tags T] [--out DIR] [--skip-repro]
+
+Builds a synthetic history on top of a real reproduction of the demo (so
+reports and point queries hit real trainings and registrations), runs each
+measurement R times, and writes bench/results.json and BENCHMARKS.md
+(median, min, max, the peer's numbers from the same run, ratio, target).
+Not part of the pass/fail suite; tests/test_bench_smoke.py runs it tiny.
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+import os
+import platform
+import re
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Callable
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+REPO = Path(__file__).resolve().parent.parent
+BIN = Path(sys.executable).parent
+DEMO_FILES = (
+    "pipelines",
+    "dvc.yaml",
+    "params.yaml",
+    "dvc.lock",
+    "metrics.json",
+    "pyproject.toml",
+    ".gitignore",
+    ".dvcignore",
+    ".dvc/config",
+    ".dvc/.gitignore",
+    "data/raw/.gitignore",
+    "data/prepared/.gitignore",
+    "models/.gitignore",
+    "audit/README.md",
+    "audit/queries",
+)
+MODEL = "breast-cancer-classifier"
+
+
+def environment(home: Path) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("GOVERN_", "MLFLOW_", "GIT_"))}
+    home.mkdir(parents=True, exist_ok=True)
+    (home / ".gitconfig").write_text("[user]\n\tname = Bench\n\temail = bench@example.com\n")
+    env.update(
+        HOME=str(home),
+        GIT_CONFIG_GLOBAL=str(home / ".gitconfig"),
+        GIT_CONFIG_NOSYSTEM="1",
+        DVC_NO_ANALYTICS="1",
+        MLFLOW_DISABLE_TELEMETRY="true",
+        PATH=os.pathsep.join([str(BIN), env.get("PATH", "")]),
+    )
+    return env
+
+
+def run(command: list[str], cwd: Path, env: dict[str, str]) -> subprocess.CompletedProcess:
+    return subprocess.run(command, cwd=cwd, env=env, capture_output=True, text=True, check=True)
+
+
+def timed(action: Callable[[], Any], repeat: int) -> list[float]:
+    samples = []
+    for _ in range(repeat):
+        started = time.perf_counter()
+        action()
+        samples.append(time.perf_counter() - started)
+    return samples
+
+
+def stats(samples: list[float]) -> dict[str, float]:
+    return {"median": statistics.median(samples), "min": min(samples), "max": max(samples), "n": len(samples)}
+
+
+def p95(samples: list[float]) -> float:
+    ordered = sorted(samples)
+    return ordered[min(len(ordered) - 1, int(round(0.95 * (len(ordered) - 1))))]
+
+
+# ---------------------------------------------------------------- the synthetic history
+
+
+def make_project(base: Path, env: dict[str, str]) -> Path:
+    project = base / "demo"
+    for name in DEMO_FILES:
+        source, target = REPO / name, project / name
+        target.parent.mkdir(parents=True, exist_ok=True)
+        (shutil.copytree if source.is_dir() else shutil.copy2)(source, target)
+    run(["git", "init", "-q", "-b", "main"], project, env)
+    run(["git", "add", "-A"], project, env)
+    run(["git", "commit", "-q", "-m", "demo"], project, env)
+    run([sys.executable, "-m", "govern", "repro"], project, env)
+    for args in (["--to", "staging"], ["--to", "production"]):
+        run([sys.executable, "-m", "govern", "promote", MODEL, "1", *args, "--reason", "bench"], project, env)
+    return project
+
+
+def fill(ledger_path: Path, total: int) -> dict[str, float]:
+    """Append synthetic events until the ledger holds `total`: snapshots and deployment windows of many apps."""
+    from govern.events import DatasetSnapshotted, DeploymentEnded, DeploymentStarted, PendingEvent
+    from govern.ledger import Ledger
+
+    ledger = Ledger(ledger_path, lock_timeout=600)
+    have = ledger.head()[0]
+    start = datetime(2020, 1, 1, tzinfo=UTC)
+    batch, appended, seconds = [], 0, 0.0
+    i = 0
+    while have + appended + len(batch) < total:
+        moment = start + timedelta(minutes=i)
+        if i % 10 == 0:
+            app = f"app-{(i // 10) % 500}"
+            batch.append(
+                PendingEvent(DeploymentStarted(app, "production", MODEL, "1"), actor="bench", occurred_at=moment)
+            )
+            batch.append(
+                PendingEvent(
+                    DeploymentEnded(app, "production", MODEL, "1", "retired", "synthetic"),
+                    actor="bench",
+                    occurred_at=moment + timedelta(seconds=30),
+                )
+            )
+        else:
+            fact = DatasetSnapshotted(
+                f"data/part-{i}.csv", f"{i:032x}", None, i, "bench", "2020-01-01T00:00:00.000000Z", "stage-run"
+            )
+            batch.append(PendingEvent(fact, actor="bench", occurred_at=moment))
+        i += 1
+        if len(batch) >= 100_000:
+            started = time.perf_counter()
+            ledger.append(batch)
+            seconds += time.perf_counter() - started
+            appended += len(batch)
+            batch = []
+    if batch:
+        started = time.perf_counter()
+        ledger.append(batch)
+        seconds += time.perf_counter() - started
+        appended += len(batch)
+    return {"appended": appended, "seconds": seconds, "events_per_s": appended / seconds if seconds else 0.0}
+
+
+def gto_history(base: Path, env: dict[str, str], tags: int) -> Path:
+    """The same kind of history as GTO would keep it: registration and assignment tags in a git repository."""
+    repo = base / "gto"
+    repo.mkdir()
+    run(["git", "init", "-q", "-b", "main"], repo, env)
+    (repo / "dvc.yaml").write_text(f"artifacts:\n  {MODEL}:\n    path: model.pkl\n    type: model\n")
+    run(["git", "add", "-A"], repo, env)
+    run(["git", "commit", "-q", "-m", "artifact"], repo, env)
+    # One commit per version (GTO allows one version per commit), a registration and two assignments each.
+    steps, stamp = [], 1_600_000_000
+    for n in range(0, tags, 3):
+        version = n // 3 + 1
+        steps.append(f'git commit -q --allow-empty -m "v{version}"')
+        for k, name in enumerate((f"{MODEL}@v{version}.0.0", f"{MODEL}#staging#{n + 2}", f"{MODEL}#prod#{n + 3}")):
+            steps.append(f'GIT_COMMITTER_DATE="{stamp + n + k} +0000" git tag -a "{name}" -m bench')
+    run(["sh", "-c", " && ".join(steps)], repo, env)
+    return repo
+
+
+# ---------------------------------------------------------------- the measurements
+
+
+def measure(events: int, repeat: int, gto_tags: int, skip_repro: bool) -> dict[str, Any]:
+    base = Path(tempfile.mkdtemp(prefix="govern-bench-"))
+    env = environment(base / "home")
+    os.environ.update(
+        {k: env[k] for k in ("HOME", "GIT_CONFIG_GLOBAL", "DVC_NO_ANALYTICS", "MLFLOW_DISABLE_TELEMETRY")}
+    )
+    project = make_project(base, env)
+    ledger_path = project / "audit" / "ledger.duckdb"
+    filled = fill(ledger_path, events)
+    results: dict[str, Any] = {"events": events, "repeat": repeat, "rows": {}}
+    govern = [sys.executable, "-m", "govern"]
+    at = "2020-01-01T00:05:10Z"
+
+    def cli(*args: str) -> Callable[[], Any]:
+        return lambda: run([*govern, *args], project, env)
+
+    # B1: which version served app X at T, as a whole process, against GTO on 1,500 promotion tags.
+    gto_repo = gto_history(base, env, gto_tags)
+    gto = str(BIN / "gto")
+    b1 = timed(cli("audit", "production", "--app", "app-0", "--at", at, "--json"), repeat)
+    b1_gto = timed(lambda: run([gto, "history", MODEL, "--json"], gto_repo, env), repeat)
+    results["rows"]["B1"] = {
+        "govern": stats(b1),
+        "peer": stats(b1_gto),
+        "peer_name": f"gto history --json ({gto_tags} tags)",
+        "target": "govern >= 20x faster than GTO; <= 0.3 s at 1,000,000 events",
+        "met": statistics.median(b1_gto) / statistics.median(b1) >= 20
+        and (events < 1_000_000 or statistics.median(b1) <= 0.3),
+    }
+
+    # B2: audit verify against the hashing floor (hashlib over the same bytes in one Python loop).
+    b2 = timed(cli("audit", "verify"), repeat)
+    from govern.ledger import ENVELOPE_SQL, Ledger
+
+    _, rows = Ledger(ledger_path).query(f"SELECT prev_hash || {ENVELOPE_SQL} FROM events ORDER BY seq")
+    blobs = [row[0].encode() for row in rows]
+    b2_floor = timed(lambda: [hashlib.sha256(b).hexdigest() for b in blobs], repeat)
+    results["rows"]["B2"] = {
+        "govern": stats(b2),
+        "peer": stats(b2_floor),
+        "peer_name": "hashlib loop (floor)",
+        "target": "<= 1 s at 1,000,000 events",
+        "met": statistics.median(b2) <= 1.0,
+    }
+
+    # B3: batch append throughput against DuckDB's bulk insert without hashing; one event through the CLI.
+    import duckdb
+
+    exported = _parquet(ledger_path, base)
+    con = duckdb.connect(str(base / "bulk.duckdb"))
+    con.execute(f"CREATE TABLE events AS SELECT * FROM read_parquet('{exported}') LIMIT 0")
+    started = time.perf_counter()
+    con.execute(f"INSERT INTO events SELECT * FROM read_parquet('{exported}')")
+    bulk_rate = events / (time.perf_counter() - started)
+    con.close()
+    single = timed(
+        lambda: run([*govern, "deploy", MODEL, "1", "--app", f"bench-{time.perf_counter_ns()}"], project, env), repeat
+    )
+    results["rows"]["B3"] = {
+        "govern": {"events_per_s": filled["events_per_s"], **stats(single)},
+        "peer": {"events_per_s": bulk_rate},
+        "peer_name": "DuckDB bulk insert, no hashing",
+        "target": "batch >= 100,000 events/s; one event via the CLI <= 0.3 s",
+        "met": filled["events_per_s"] >= 100_000 and statistics.median(single) <= 0.3,
+    }
+
+    # B4: cold start.
+    b4 = {
+        name: stats(timed(lambda c=command: run(c, project, env), repeat))
+        for name, command in {
+            "govern --help": [*govern, "--help"],
+            "govern audit log -n 10": [*govern, "audit", "log", "-n", "10"],
+            "mlflow --help": [str(BIN / "mlflow"), "--help"],
+            "gto --help": [gto, "--help"],
+            "dvc --help": [str(BIN / "dvc"), "--help"],
+        }.items()
+    }
+    results["rows"]["B4"] = {
+        "govern": {k: v for k, v in b4.items() if k.startswith("govern")},
+        "peer": {k: v for k, v in b4.items() if not k.startswith("govern")},
+        "peer_name": "mlflow / gto / dvc --help",
+        "target": "<= 0.25 s",
+        "met": all(v["median"] <= 0.25 for k, v in b4.items() if k.startswith("govern")),
+    }
+
+    # B5: govern repro against dvc repro, nothing to do and one changed parameter.
+    if not skip_repro:
+        noop = timed(cli("repro"), repeat)
+        dvc_noop = timed(lambda: run([str(BIN / "dvc"), "repro", "-q"], project, env), repeat)
+        changed, dvc_changed = [], []
+        params = project / "params.yaml"
+        for i in range(repeat):
+            for offset, command, sink in (
+                (1, [*govern, "repro", "--allow-dirty"], changed),
+                (2, [str(BIN / "dvc"), "repro", "-q"], dvc_changed),
+            ):
+                params.write_text(re.sub(r"max_iter: \d+", f"max_iter: {1000 + 10 * i + offset}", params.read_text()))
+                sink.extend(timed(lambda c=command: run(c, project, env), 1))
+                run(["git", "checkout", "-q", "params.yaml"], project, env)
+        overhead = statistics.median(changed) - statistics.median(dvc_changed)
+        results["rows"]["B5"] = {
+            "govern": {"no-op": stats(noop), "changed": stats(changed)},
+            "peer": {"no-op": stats(dvc_noop), "changed": stats(dvc_changed)},
+            "peer_name": "dvc repro",
+            "overhead_s": overhead,
+            "target": "no-op <= 1.2x dvc; changed: overhead <= 3 s",
+            "met": statistics.median(noop) <= 1.2 * statistics.median(dvc_noop) and overhead <= 3,
+        }
+
+    # B6: one report.
+    b6 = timed(cli("audit", "report", MODEL, "1", "-o", str(base / "report.html")), repeat)
+    results["rows"]["B6"] = {
+        "govern": stats(b6),
+        "peer": None,
+        "peer_name": "-",
+        "target": "<= 1 s at 1,000,000 events",
+        "met": statistics.median(b6) <= 1.0,
+    }
+
+    # B7: the production question in-process, p95 over many instants.
+    from govern import queries
+
+    ledger = Ledger(ledger_path)
+    instants = [datetime(2020, 1, 1, tzinfo=UTC) + timedelta(minutes=7 * k) for k in range(max(20, repeat * 10))]
+    b7 = [
+        timed(lambda t=t, k=k: queries.production_at(ledger, f"app-{k % 500}", "production", t), 1)[0]
+        for k, t in enumerate(instants)
+    ]
+    results["rows"]["B7"] = {
+        "govern": {**stats(b7), "p95": p95(b7)},
+        "peer": None,
+        "peer_name": "-",
+        "target": "p95 <= 5 ms at 10,000,000 events",
+        "met": p95(b7) <= 0.005,
+    }
+    results["machine"] = {"platform": platform.platform(), "python": platform.python_version(), "cpus": os.cpu_count()}
+    shutil.rmtree(base, ignore_errors=True)
+    return results
+
+
+def _parquet(ledger_path: Path, base: Path) -> Path:
+    import duckdb
+
+    target = base / "events.parquet"
+    con = duckdb.connect(str(ledger_path), read_only=True)
+    con.execute(f"COPY (SELECT * FROM events) TO '{target}' (FORMAT parquet)")
+    con.close()
+    return target
+
+
+def markdown(results: dict[str, Any]) -> str:
+    def cell(value: Any) -> str:
+        if isinstance(value, dict) and "median" in value:
+            return f"{value['median']:.3f} s (min {value['min']:.3f}, max {value['max']:.3f})"
+        if isinstance(value, dict):
+            return "<br>".join(f"{k}: {cell(v)}" for k, v in value.items())
+        if isinstance(value, float):
+            return f"{value:,.0f}" if value > 100 else f"{value:.3f}"
+        if isinstance(value, int):
+            return f"{value:,}"
+        return "-" if value is None else str(value)
+
+    lines = [
+        "# Benchmarks",
+        "",
+        f"Generated by `python -m bench --events {results['events']} --repeat {results['repeat']}` on "
+        f"{results['machine']['platform']}, Python {results['machine']['python']}, {results['machine']['cpus']} CPUs. "
+        "Peers are measured in the same run.",
+        "",
+        "| id | govern | peer | peer measured | target | met |",
+        "|---|---|---|---|---|---|",
+    ]
+    for row_id, row in results["rows"].items():
+        lines.append(
+            f"| {row_id} | {cell(row['govern'])} | {cell(row['peer'])} | {row['peer_name']} | {row['target']} | "
+            f"{'yes' if row['met'] else '**no**'} |"
+        )
+    return "\n".join(lines) + "\n"
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--events", type=int, default=1_000_000, help="ledger size (default 1,000,000)")
+    parser.add_argument("--repeat", type=int, default=5, help="runs per measurement")
+    parser.add_argument("--gto-tags", type=int, default=1500, help="GTO tags in the peer's history")
+    parser.add_argument("--skip-repro", action="store_true", help="leave out B5 (the DVC pipeline comparison)")
+    parser.add_argument("--out", type=Path, default=REPO, help="where BENCHMARKS.md and bench/results.json go")
+    args = parser.parse_args(argv)
+    results = measure(args.events, args.repeat, args.gto_tags, args.skip_repro)
+    (args.out / "bench").mkdir(parents=True, exist_ok=True)
+    (args.out / "bench" / "results.json").write_text(json.dumps(results, indent=2) + "\n")
+    (args.out / "BENCHMARKS.md").write_text(markdown(results))
+    print(markdown(results))
+
+
+if __name__ == "__main__":
+    main()
