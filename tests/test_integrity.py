@@ -231,3 +231,17 @@ def test_appenders_killed_with_sigkill_lose_no_acknowledged_event(tmp_path: Path
     stored = {event_id for (event_id,) in rows}
     assert set(acknowledged) <= stored, f"lost {len(set(acknowledged) - stored)} acknowledged events"
     assert len(stored) - len(set(acknowledged)) <= 50, "at most one unacknowledged append per kill"
+
+
+def test_auto_anchor_anchors_after_each_governance_write(three_versions: Path) -> None:
+    pyproject = three_versions / "pyproject.toml"
+    pyproject.write_text(pyproject.read_text().replace("[tool.govern]\n", "[tool.govern]\nauto_anchor = true\n", 1))
+    commit_all(three_versions, "anchor after every write")
+
+    result = run_cli("promote", "breast-cancer-classifier", "1", "--to", "staging", "--reason", "r", cwd=three_versions)
+
+    assert result.exit_code == 0, result.output
+    events = Ledger(three_versions / "audit" / "ledger.duckdb").read()
+    assert [e.type for e in events[-2:]] == ["model.promoted", "ledger.anchored"]
+    assert git(three_versions, "tag", "-l", "govern-anchor/*") == f"govern-anchor/{events[-1].seq}"
+    assert integrity.verify(start=three_versions).ok
