@@ -350,6 +350,35 @@ def m003_lifecycle_views(con: duckdb.DuckDBPyConnection) -> None:
     )
 
 
+# Projections: tables derived from events at append time, for point queries that must not parse
+# JSON over the whole ledger. Insert-only like events, filled in the same transaction, rebuilt by
+# their migration, and compared with the events they derive from by `verify`.
+DEPLOYMENT_PROJECTION = """
+SELECT
+    seq,
+    event_id,
+    type,
+    occurred_at,
+    actor,
+    payload->>'$.app' AS app,
+    payload->>'$.env' AS env,
+    payload->>'$.model' AS model,
+    payload->>'$.version' AS version,
+    payload->>'$.reason' AS reason
+FROM events
+WHERE type IN ('deployment.started', 'deployment.ended')
+"""
+PROJECTIONS = {"deployment_index": DEPLOYMENT_PROJECTION}
+
+
+@migration
+def m004_deployment_index(con: duckdb.DuckDBPyConnection) -> None:
+    """The deployment events as plain columns: production questions become an index lookup."""
+    con.execute(f"CREATE TABLE deployment_index AS {DEPLOYMENT_PROJECTION} ORDER BY seq")
+    con.execute("CREATE INDEX deployment_index_slot ON deployment_index (app, env)")
+    con.execute("CREATE OR REPLACE VIEW deployment_events AS SELECT * FROM deployment_index")
+
+
 def schema_version() -> int:
     """The ledger schema this govern writes and understands."""
     return len(MIGRATIONS)
@@ -541,6 +570,8 @@ class Ledger:
             columns = [[getattr(row, _attr(name)) for row in fresh] for name in COLUMNS]
             selects = ", ".join(f"unnest(${i + 1})" for i in range(len(COLUMNS)))
             con.execute(f"INSERT INTO events ({', '.join(COLUMNS)}) SELECT {selects}", columns)
+            for table, select in PROJECTIONS.items():
+                con.execute(f"INSERT INTO {table} SELECT * FROM ({select}) WHERE seq >= ?", [fresh[0].seq])
         return result
 
     # -- reading
@@ -585,6 +616,15 @@ class Ledger:
             row = con.execute("SELECT seq, hash FROM events ORDER BY seq DESC LIMIT 1").fetchone()
         return (row[0], row[1]) if row else None
 
+    @contextmanager
+    def reader(self) -> Iterator[Reader]:
+        """One read-only connection for many queries (a long-lived process answering audit questions).
+
+        While it is open, writers in other processes wait (DuckDB's file lock): keep it for a burst of reads.
+        """
+        with self._connect(write=False) as con:
+            yield _TransactionReader(con)
+
     def query(self, sql: str, params: Sequence[Any] | dict[str, Any] = ()) -> tuple[list[str], list[tuple]]:
         """Run one query on a read-only connection; returns (column names, rows).
 
@@ -614,6 +654,24 @@ class Ledger:
         """Recompute every hash and link in one vectorised query."""
         with self._connect(write=False) as con:
             count, head_hash, bad_seq, position, previous_seq, problem = con.execute(VERIFY_SQL).fetchone()
+            drifted = [
+                table
+                for table, select in PROJECTIONS.items()
+                if con.execute(
+                    f"SELECT count(*) FROM (({select}) EXCEPT ALL (SELECT * FROM {table})) "
+                    f"UNION ALL SELECT count(*) FROM ((SELECT * FROM {table}) EXCEPT ALL ({select}))"
+                ).fetchall()
+                != [(0,), (0,)]
+            ]
+        if bad_seq is None and drifted:
+            return Verification(
+                ok=False,
+                count=count,
+                head_hash=head_hash,
+                problem=(
+                    f"the {', '.join(drifted)} table disagrees with the events it derives from (edited behind govern)"
+                ),
+            )
         if bad_seq is None:
             return Verification(ok=True, count=count, head_hash=head_hash)
         if problem == "gap":

@@ -91,6 +91,11 @@ TAMPERING: dict[str, Callable[[Path, Path], None]] = {
         "ALTER TABLE copy RENAME TO events",
     ),
     "re-hash the whole chain after an edit": lambda p, _: rehash_everything(p),
+    "forge a deployment in the projection table": lambda p, _: sql(
+        p,
+        "INSERT INTO deployment_index VALUES (999, 'forged', 'deployment.started', now()::TIMESTAMP, 'mallory', "
+        "'scoring', 'production', 'some-model', '1', NULL)",
+    ),
     "replace the file with an older copy": lambda p, older: shutil.copy2(older, p / "audit" / "ledger.duckdb"),
 }
 
