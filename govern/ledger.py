@@ -207,6 +207,27 @@ def m002_read_views(con: duckdb.DuckDBPyConnection) -> None:
     )
 
 
+# Projections: tables derived from events at append time, for point queries that must not parse
+# JSON over the whole ledger. Insert-only like events, filled in the same transaction, rebuilt by
+# their migration, and compared with the events they derive from by `verify`.
+DEPLOYMENT_PROJECTION = """
+SELECT
+    seq,
+    event_id,
+    type,
+    occurred_at,
+    actor,
+    payload->>'$.app' AS app,
+    payload->>'$.env' AS env,
+    payload->>'$.model' AS model,
+    payload->>'$.version' AS version,
+    payload->>'$.reason' AS reason
+FROM events
+WHERE type IN ('deployment.started', 'deployment.ended')
+"""
+PROJECTIONS = {"deployment_index": DEPLOYMENT_PROJECTION}
+
+
 @migration
 def m003_lifecycle_views(con: duckdb.DuckDBPyConnection) -> None:
     """Promotions, stages, deployments, production windows, inferences, grid selections."""
@@ -261,24 +282,7 @@ def m003_lifecycle_views(con: duckdb.DuckDBPyConnection) -> None:
         GROUP BY p.model, p.to_stage
         """
     )
-    con.execute(
-        """
-        CREATE VIEW deployment_events AS
-        SELECT
-            seq,
-            event_id,
-            type,
-            occurred_at,
-            actor,
-            payload->>'$.app' AS app,
-            payload->>'$.env' AS env,
-            payload->>'$.model' AS model,
-            payload->>'$.version' AS version,
-            payload->>'$.reason' AS reason
-        FROM events
-        WHERE type IN ('deployment.started', 'deployment.ended')
-        """
-    )
+    con.execute(f"CREATE VIEW deployment_events AS {DEPLOYMENT_PROJECTION}")
     con.execute(
         """
         CREATE VIEW production_windows AS
@@ -348,27 +352,6 @@ def m003_lifecycle_views(con: duckdb.DuckDBPyConnection) -> None:
         WHERE type = 'experiment.selected'
         """
     )
-
-
-# Projections: tables derived from events at append time, for point queries that must not parse
-# JSON over the whole ledger. Insert-only like events, filled in the same transaction, rebuilt by
-# their migration, and compared with the events they derive from by `verify`.
-DEPLOYMENT_PROJECTION = """
-SELECT
-    seq,
-    event_id,
-    type,
-    occurred_at,
-    actor,
-    payload->>'$.app' AS app,
-    payload->>'$.env' AS env,
-    payload->>'$.model' AS model,
-    payload->>'$.version' AS version,
-    payload->>'$.reason' AS reason
-FROM events
-WHERE type IN ('deployment.started', 'deployment.ended')
-"""
-PROJECTIONS = {"deployment_index": DEPLOYMENT_PROJECTION}
 
 
 @migration
