@@ -103,6 +103,13 @@ def run_cli(*args: str, cwd: Path | None = None) -> Result:
         os.chdir(previous)
 
 
+def ok(project: Path, *args: str) -> str:
+    """Run the CLI in `project`, require success, return what it printed on stdout."""
+    result = run_cli(*args, cwd=project)
+    assert result.exit_code == 0, f"{args}: {result.output}"
+    return result.stdout
+
+
 @pytest.fixture(scope="session")
 def mlflow_store_template(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """One migrated MLflow SQLite store; creating one costs over a second, copying it nothing."""

@@ -8,7 +8,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
-from conftest import commit_all, run_cli, tracking_uri
+from conftest import commit_all, ok, run_cli, tracking_uri
 from mlflow.tracking import MlflowClient
 
 from govern.ledger import Ledger
@@ -23,12 +23,6 @@ MICRO = timedelta(microseconds=1)
 
 def iso(moment: datetime) -> str:
     return moment.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
-
-
-def ok(project: Path, *args: str) -> str:
-    result = run_cli(*args, cwd=project)
-    assert result.exit_code == 0, f"{args}: {result.output}"
-    return result.output
 
 
 def head(project: Path) -> tuple[int, str] | None:

@@ -9,17 +9,11 @@ import subprocess
 import sys
 from pathlib import Path
 
-from conftest import run_cli
+from conftest import ok, run_cli
 
 from govern.ledger import Ledger
 
 M = "breast-cancer-classifier"
-
-
-def ok(project: Path, *args: str) -> str:
-    result = run_cli(*args, cwd=project)
-    assert result.exit_code == 0, f"{args}: {result.output}"
-    return result.stdout
 
 
 def rows(path: Path) -> list[dict[str, str]]:

@@ -9,19 +9,13 @@ import shutil
 from pathlib import Path
 
 import pytest
-from conftest import ACTOR, apply_isolation, git, run_cli
+from conftest import ACTOR, apply_isolation, git, ok, run_cli
 
 from govern.events import PendingEvent, ReproductionVerified, utc_now
 from govern.ledger import Ledger
 
 M = "breast-cancer-classifier"
 CHROMIUM, CHROMEDRIVER = Path("/usr/bin/chromium"), Path("/usr/bin/chromedriver")
-
-
-def ok(project: Path, *args: str) -> str:
-    result = run_cli(*args, cwd=project)
-    assert result.exit_code == 0, f"{args}: {result.output}"
-    return result.stdout
 
 
 @pytest.fixture(scope="module")
