@@ -164,15 +164,18 @@ def gto_history(base: Path, env: dict[str, str], tags: int) -> Path:
         steps.append(f'git commit -q --allow-empty -m "v{version}"')
         for k, name in enumerate((f"{MODEL}@v{version}.0.0", f"{MODEL}#staging#{n + 2}", f"{MODEL}#prod#{n + 3}")):
             steps.append(f'GIT_COMMITTER_DATE="{stamp + n + k} +0000" git tag -a "{name}" -m bench')
-    run(["sh", "-c", " && ".join(steps)], repo, env)
+    script = base / "gto-tags.sh"
+    script.write_text("set -e\n" + "\n".join(steps) + "\n")
+    run(["sh", str(script)], repo, env)
     return repo
 
 
 # ---------------------------------------------------------------- the measurements
 
 
-def measure(events: int, repeat: int, gto_tags: int, skip_repro: bool) -> dict[str, Any]:
+def measure(events: int, repeat: int, gto_tags: int, skip_repro: bool, keep: bool = False) -> dict[str, Any]:
     base = Path(tempfile.mkdtemp(prefix="govern-bench-"))
+    print(f"bench: working in {base}", file=sys.stderr)
     env = environment(base / "home")
     os.environ.update(
         {k: env[k] for k in ("HOME", "GIT_CONFIG_GLOBAL", "DVC_NO_ANALYTICS", "MLFLOW_DISABLE_TELEMETRY")}
@@ -307,7 +310,8 @@ def measure(events: int, repeat: int, gto_tags: int, skip_repro: bool) -> dict[s
         "met": p95(b7) <= 0.005,
     }
     results["machine"] = {"platform": platform.platform(), "python": platform.python_version(), "cpus": os.cpu_count()}
-    shutil.rmtree(base, ignore_errors=True)
+    if not keep:
+        shutil.rmtree(base, ignore_errors=True)
     return results
 
 
@@ -357,9 +361,10 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--repeat", type=int, default=5, help="runs per measurement")
     parser.add_argument("--gto-tags", type=int, default=1500, help="GTO tags in the peer's history")
     parser.add_argument("--skip-repro", action="store_true", help="leave out B5 (the DVC pipeline comparison)")
+    parser.add_argument("--keep", action="store_true", help="keep the generated project and ledger (path on stderr)")
     parser.add_argument("--out", type=Path, default=REPO, help="where BENCHMARKS.md and bench/results.json go")
     args = parser.parse_args(argv)
-    results = measure(args.events, args.repeat, args.gto_tags, args.skip_repro)
+    results = measure(args.events, args.repeat, args.gto_tags, args.skip_repro, args.keep)
     (args.out / "bench").mkdir(parents=True, exist_ok=True)
     (args.out / "bench" / "results.json").write_text(json.dumps(results, indent=2) + "\n")
     (args.out / "BENCHMARKS.md").write_text(markdown(results))

@@ -567,18 +567,24 @@ def audit_run(name: str | None, params: tuple[str, ...], as_json: bool) -> None:
 @click.argument("version")
 @click.option("--format", "fmt", type=click.Choice(["html", "md", "json"]), default="html", show_default=True)
 @click.option("-o", "--output", type=click.Path(path_type=Path), help="Write to this file instead of stdout.")
-def audit_report(model: str, version: str, fmt: str, output: Path | None) -> None:
+@click.option(
+    "--verify-chain",
+    is_flag=True,
+    help="Also re-verify the whole ledger, not only the events the report cites (slower on large ledgers).",
+)
+def audit_report(model: str, version: str, fmt: str, output: Path | None, verify_chain: bool) -> None:
     """A self-contained lineage report of MODEL VERSION for auditors.
 
     Eleven sections (identity, code, data provenance, pipeline, training,
     validation, approvals, production windows, reproductions, inference,
     integrity), each from recorded facts, each saying what is not recorded.
     HTML (one file, inline CSS and SVG, printable), Markdown or JSON.
+    Every event the report cites is re-hashed and linked to the one before it.
     """
     from govern.api.report import gather
     from govern.report import render
 
-    text = render(gather(model, version), fmt)
+    text = render(gather(model, version, verify_chain=verify_chain), fmt)
     if output is None:
         click.echo(text, nl=False)
         return

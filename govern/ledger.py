@@ -35,7 +35,8 @@ from govern.events import (
     GENESIS_HASH,
     PendingEvent,
     RecordedEvent,
-    envelope_hash,
+    chain_hash,
+    format_timestamp,
     to_utc,
     utc_now,
 )
@@ -105,6 +106,43 @@ LEFT JOIN (
     SELECT * FROM problems WHERE problem IS NOT NULL ORDER BY seq LIMIT 1
 ) AS first_bad ON true
 """
+
+
+CITED_SQL = f"""
+WITH wanted AS (SELECT DISTINCT unnest($seqs)::BIGINT AS seq),
+cited AS (
+    SELECT seq, prev_hash, hash, sha256(prev_hash || {ENVELOPE_SQL}) AS computed
+    FROM events WHERE seq IN (SELECT seq FROM wanted)
+),
+before AS (SELECT seq, hash FROM events WHERE seq IN (SELECT seq - 1 FROM wanted))
+SELECT
+    w.seq,
+    CASE
+        WHEN c.seq IS NULL THEN 'missing'
+        WHEN c.computed <> c.hash THEN 'hash'
+        WHEN c.prev_hash IS DISTINCT FROM coalesce(b.hash, CASE WHEN w.seq = 1 THEN '{GENESIS_HASH}' END) THEN 'link'
+    END AS problem
+FROM wanted AS w
+LEFT JOIN cited AS c ON c.seq = w.seq
+LEFT JOIN before AS b ON b.seq = w.seq - 1
+ORDER BY w.seq
+"""
+
+
+def check_events(reader: Reader, seqs: Sequence[int]) -> list[str]:
+    """Recompute the hash of each of these events and its link to the one before: what a report cites.
+
+    Cheap at any ledger size (point lookups by seq); the whole chain is `Ledger.verify`'s job.
+    """
+    if not seqs:
+        return []
+    _, rows = reader.query(CITED_SQL, {"seqs": sorted(set(seqs))})
+    reasons = {
+        "missing": "is not in the ledger (events were removed)",
+        "hash": "stored hash does not match its content (event altered)",
+        "link": "prev_hash does not match the hash of the event before it (row deleted, inserted or reordered)",
+    }
+    return [f"seq {seq}: {reasons[problem]}" for seq, problem in rows if problem]
 
 
 # ---------------------------------------------------------------- migrations
@@ -531,30 +569,57 @@ class Ledger:
         ids = [event.event_id for event in pending]
         if len(set(ids)) != len(ids):
             raise EventConflict("The same event id appears twice in one append")
-        existing = {
-            row.event_id: row
-            for row in self._rows(con, "SELECT * FROM events WHERE event_id IN (SELECT unnest(?))", [ids])
-        }
-        head = con.execute("SELECT seq, hash FROM events ORDER BY seq DESC LIMIT 1").fetchone()
-        seq, prev_hash = head if head else (0, GENESIS_HASH)
+        existing = {row.event_id: row for row in _existing(con, ids)}
+        head = con.execute("SELECT seq, hash FROM events ORDER BY seq DESC LIMIT 1").fetchall()
+        seq, prev_hash = head[0] if head else (0, GENESIS_HASH)
         recorded_at = to_utc(utc_now()).replace(tzinfo=None)
+        recorded_text = format_timestamp(recorded_at)
         result: list[RecordedEvent] = []
-        fresh: list[RecordedEvent] = []
+        fresh: list[tuple] = []
         for event in pending:
             if event.event_id in existing:
                 result.append(_same_or_conflict(existing[event.event_id], event))
                 continue
             seq += 1
-            row = _record(event, seq=seq, prev_hash=prev_hash, recorded_at=recorded_at)
-            prev_hash = row.hash
+            fact, occurred_at, payload_json = (
+                event.fact,
+                to_utc(event.occurred_at).replace(tzinfo=None),
+                event.payload_json,
+            )
+            digest = chain_hash(
+                prev_hash,
+                seq=seq,
+                event_id=event.event_id,
+                type=fact.type,
+                schema_version=fact.schema_version,
+                occurred_text=format_timestamp(occurred_at),
+                recorded_text=recorded_text,
+                actor=event.actor,
+                subject=fact.subject,
+                git_commit=event.git_commit,
+                payload_json=payload_json,
+            )
+            row = (
+                seq,
+                event.event_id,
+                fact.type,
+                fact.schema_version,
+                occurred_at,
+                recorded_at,
+                event.actor,
+                fact.subject,
+                event.git_commit,
+                payload_json,
+                prev_hash,
+                digest,
+            )
+            prev_hash = digest
             fresh.append(row)
-            result.append(row)
+            result.append(RecordedEvent(*row))
         if fresh:
-            columns = [[getattr(row, _attr(name)) for row in fresh] for name in COLUMNS]
-            selects = ", ".join(f"unnest(${i + 1})" for i in range(len(COLUMNS)))
-            con.execute(f"INSERT INTO events ({', '.join(COLUMNS)}) SELECT {selects}", columns)
+            _insert(con, fresh)
             for table, select in PROJECTIONS.items():
-                con.execute(f"INSERT INTO {table} SELECT * FROM ({select}) WHERE seq >= ?", [fresh[0].seq])
+                con.execute(f"INSERT INTO {table} SELECT * FROM ({select}) WHERE seq >= ?", [fresh[0][0]])
         return result
 
     # -- reading
@@ -636,38 +701,7 @@ class Ledger:
     def verify(self) -> Verification:
         """Recompute every hash and link in one vectorised query."""
         with self._connect(write=False) as con:
-            count, head_hash, bad_seq, position, previous_seq, problem = con.execute(VERIFY_SQL).fetchone()
-            drifted = [
-                table
-                for table, select in PROJECTIONS.items()
-                if con.execute(
-                    f"SELECT count(*) FROM (({select}) EXCEPT ALL (SELECT * FROM {table})) "
-                    f"UNION ALL SELECT count(*) FROM ((SELECT * FROM {table}) EXCEPT ALL ({select}))"
-                ).fetchall()
-                != [(0,), (0,)]
-            ]
-        if bad_seq is None and drifted:
-            return Verification(
-                ok=False,
-                count=count,
-                head_hash=head_hash,
-                problem=(
-                    f"the {', '.join(drifted)} table disagrees with the events it derives from (edited behind govern)"
-                ),
-            )
-        if bad_seq is None:
-            return Verification(ok=True, count=count, head_hash=head_hash)
-        if problem == "gap":
-            after = f"after seq {previous_seq}" if previous_seq is not None else "at the start"
-            reason = f"seq {position} is missing: seq {bad_seq} follows {after}"
-        elif problem == "link":
-            reason = (
-                f"seq {bad_seq}: prev_hash does not match the hash of the event before it "
-                "(row deleted, inserted or reordered)"
-            )
-        else:
-            reason = f"seq {bad_seq}: stored hash does not match its content (event altered)"
-        return Verification(ok=False, count=count, head_hash=head_hash, bad_seq=bad_seq, problem=reason)
+            return verify_chain_in(_TransactionReader(con))
 
     @staticmethod
     def _rows(con: duckdb.DuckDBPyConnection, sql: str, params: Sequence[Any]) -> list[RecordedEvent]:
@@ -676,30 +710,92 @@ class Ledger:
         return [_from_row(dict(zip(names, row, strict=True))) for row in cursor.fetchall()]
 
 
+# From this many rows on, an append travels to DuckDB as an Arrow table (columnar, one copy) instead of
+# as Python lists bound one value at a time: ten times faster for bulk imports, not worth importing
+# pyarrow for the handful of events a command appends.
+BULK_ROWS = 2_000
+
+
+def _insert(con: duckdb.DuckDBPyConnection, rows: Sequence[tuple]) -> None:
+    """Insert rows given as tuples in COLUMNS order."""
+    columns = [list(column) for column in zip(*rows, strict=True)]
+    if len(rows) < BULK_ROWS:
+        selects = ", ".join(f"unnest(${i + 1})" for i in range(len(COLUMNS)))
+        con.execute(f"INSERT INTO events ({', '.join(COLUMNS)}) SELECT {selects}", columns)
+        return
+    import pyarrow
+
+    stamp = pyarrow.timestamp("us")
+    batch = pyarrow.Table.from_arrays(
+        [
+            pyarrow.array(values, type=stamp if name in ("occurred_at", "recorded_at") else None)
+            for name, values in zip(COLUMNS, columns, strict=True)
+        ],
+        names=list(COLUMNS),
+    )
+    con.register("govern_pending_batch", batch)
+    try:
+        con.execute(f"INSERT INTO events ({', '.join(COLUMNS)}) SELECT {', '.join(COLUMNS)} FROM govern_pending_batch")
+    finally:
+        con.unregister("govern_pending_batch")
+
+
+def _existing(con: duckdb.DuckDBPyConnection, ids: list[str]) -> list[RecordedEvent]:
+    """Events already recorded under these ids (a retried append is a no-op, a clash an error)."""
+    if len(ids) < BULK_ROWS:
+        return Ledger._rows(con, "SELECT * FROM events WHERE event_id IN (SELECT unnest(?))", [ids])
+    import pyarrow
+
+    pending_ids = pyarrow.Table.from_arrays([pyarrow.array(ids, type=pyarrow.string())], names=["event_id"])
+    con.register("govern_pending_ids", pending_ids)
+    try:
+        return Ledger._rows(con, "SELECT * FROM events WHERE event_id IN (SELECT event_id FROM govern_pending_ids)", [])
+    finally:
+        con.unregister("govern_pending_ids")
+
+
+def verify_chain_in(reader: Reader) -> Verification:
+    """Recompute every hash and link in one vectorised query, and compare each projection with its events."""
+    _, [(count, head_hash, bad_seq, position, previous_seq, problem)] = reader.query(VERIFY_SQL)
+    drifted = [
+        table
+        for table, select in PROJECTIONS.items()
+        if reader.query(
+            f"SELECT count(*) FROM (({select}) EXCEPT ALL (SELECT * FROM {table})) "
+            f"UNION ALL SELECT count(*) FROM ((SELECT * FROM {table}) EXCEPT ALL ({select}))"
+        )[1]
+        != [(0,), (0,)]
+    ]
+    if bad_seq is None and drifted:
+        return Verification(
+            ok=False,
+            count=count,
+            head_hash=head_hash,
+            problem=(
+                f"the {', '.join(drifted)} table disagrees with the events it derives from (edited behind govern)"
+            ),
+        )
+    if bad_seq is None:
+        return Verification(ok=True, count=count, head_hash=head_hash)
+    if problem == "gap":
+        after = f"after seq {previous_seq}" if previous_seq is not None else "at the start"
+        reason = f"seq {position} is missing: seq {bad_seq} follows {after}"
+    elif problem == "link":
+        reason = (
+            f"seq {bad_seq}: prev_hash does not match the hash of the event before it "
+            "(row deleted, inserted or reordered)"
+        )
+    else:
+        reason = f"seq {bad_seq}: stored hash does not match its content (event altered)"
+    return Verification(ok=False, count=count, head_hash=head_hash, bad_seq=bad_seq, problem=reason)
+
+
 def _attr(column: str) -> str:
     return "payload_json" if column == "payload" else column
 
 
 def _from_row(row: dict[str, Any]) -> RecordedEvent:
     return RecordedEvent(**{_attr(name): row[name] for name in COLUMNS})
-
-
-def _record(event: PendingEvent, *, seq: int, prev_hash: str, recorded_at: datetime) -> RecordedEvent:
-    occurred_at = to_utc(event.occurred_at).replace(tzinfo=None)
-    fields = {
-        "seq": seq,
-        "event_id": event.event_id,
-        "type": event.fact.type,
-        "schema_version": event.fact.schema_version,
-        "occurred_at": occurred_at,
-        "recorded_at": recorded_at,
-        "actor": event.actor,
-        "subject": event.fact.subject,
-        "git_commit": event.git_commit,
-        "payload_json": event.payload_json,
-        "prev_hash": prev_hash,
-    }
-    return RecordedEvent(**fields, hash=envelope_hash(**fields))
 
 
 def _same_or_conflict(stored: RecordedEvent, event: PendingEvent) -> RecordedEvent:

@@ -263,3 +263,69 @@ def test_html_renders_in_headless_chromium(history: Path, tmp_path: Path) -> Non
     stats = ImageStat.Stat(image)
     assert stats.stddev[0] > 20, "the screenshot is not blank"
     assert len(image.getcolors(maxcolors=1 << 16) or range(1 << 16)) > 50
+
+
+@pytest.fixture
+def copied_history(history: Path, tmp_path: Path) -> Path:
+    project = tmp_path / "demo"
+    shutil.copytree(history, project, symlinks=True)
+    return project
+
+
+def _tamper(project: Path, seq: int) -> None:
+    import duckdb
+
+    con = duckdb.connect(str(project / "audit" / "ledger.duckdb"))
+    con.execute("UPDATE events SET actor = 'Mallory' WHERE seq = ?", [seq])
+    con.close()
+
+
+def test_report_rehashes_the_events_it_cites_and_the_whole_chain_only_on_request(copied_history: Path) -> None:
+    from govern.api.report import gather
+
+    ledger = Ledger(copied_history / "audit" / "ledger.duckdb")
+    clean = gather(M, "2", start=copied_history)["integrity"]
+    assert clean["verified"] is True and clean["scope"] == "cited"
+    uncited = next(e.seq for e in ledger.read(types=["model.registered"]) if e.payload["version"] == "3")
+    assert uncited not in clean["cited_seqs"]
+    _tamper(copied_history, uncited)
+
+    cited_only = gather(M, "2", start=copied_history)["integrity"]
+    assert cited_only["verified"] is True, "an uncited event is outside the report's own check"
+    whole = gather(M, "2", start=copied_history, verify_chain=True)["integrity"]
+    assert whole["verified"] is False and whole["scope"] == "chain" and f"seq {uncited}" in whole["problem"]
+
+    promotion = next(e.seq for e in ledger.read(types=["model.promoted"]) if e.payload["version"] == "2")
+    _tamper(copied_history, promotion)
+    tampered = gather(M, "2", start=copied_history)["integrity"]
+    assert tampered["verified"] is False and tampered["problem"] == (
+        f"seq {promotion}: stored hash does not match its content (event altered)"
+    )
+
+
+def test_report_summarises_every_window_and_lists_the_latest(copied_history: Path) -> None:
+    from datetime import UTC, datetime, timedelta
+
+    from govern.api.report import TIMELINE_SLOTS, WINDOWS_SHOWN, gather
+    from govern.events import DeploymentEnded, DeploymentStarted
+
+    ledger = Ledger(copied_history / "audit" / "ledger.duckdb")
+    start, extra = datetime(2025, 1, 1, tzinfo=UTC), []
+    for i in range(WINDOWS_SHOWN + 20):
+        app, at = f"batch-{i % 30}", start + timedelta(hours=i)
+        extra.append(PendingEvent(DeploymentStarted(app, "production", M, "2"), actor=ACTOR, occurred_at=at))
+        ended = DeploymentEnded(app, "production", M, "2", "retired", extra[-1].event_id)
+        extra.append(PendingEvent(ended, actor=ACTOR, occurred_at=at + timedelta(minutes=30)))
+    ledger.append(extra)
+
+    production = gather(M, "2", start=copied_history)["production"]
+    assert production["windows_total"] == WINDOWS_SHOWN + 20 + 2
+    assert len(production["windows"]) == WINDOWS_SHOWN
+    summary = {(s["app"], s["env"]): s for s in production["slots_summary"]}
+    assert summary[("batch-0", "production")]["windows"] == 4
+    assert summary[("batch-0", "production")]["closed_s"] == 4 * 1800
+    assert summary[("scoring", "production")]["serving"] is True
+    assert sum(s["windows"] for s in summary.values()) == production["windows_total"]
+    assert len(production["slots"]) == TIMELINE_SLOTS and production["slots_total"] == 32
+    latest = max(w["start"] for w in production["windows"])
+    assert latest == (start + timedelta(hours=WINDOWS_SHOWN + 19)).strftime("%Y-%m-%dT%H:%M:%S.%fZ")

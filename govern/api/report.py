@@ -17,7 +17,7 @@ from govern import __version__, config, queries
 from govern.adapters import git as git_adapter
 from govern.errors import NotAGitRepository
 from govern.events import format_timestamp, utc_now
-from govern.ledger import Ledger
+from govern.ledger import Ledger, Reader, check_events, verify_chain_in
 
 SPLIT_WORDS = ("train", "validation", "valid", "val", "test", "holdout")
 
@@ -63,16 +63,49 @@ FROM inferences WHERE model = $model AND version = $version
 GROUP BY ALL ORDER BY month, app, env
 """
 
-ALL_WINDOWS_SQL = """
-SELECT app, env, model, version, started_at, ended_at, start_seq, end_seq FROM production_windows
-WHERE (app, env) IN (SELECT DISTINCT app, env FROM production_windows WHERE model = $model AND version = $version)
+# A version can serve thousands of windows: the report shows a summary per app/env of all of them, the
+# latest WINDOWS_SHOWN in full, and a timeline of the TIMELINE_SLOTS slots it served most recently.
+WINDOWS_SHOWN = 100
+TIMELINE_SLOTS = 12
+TIMELINE_WINDOWS = 40
+
+SLOT_SUMMARY_SQL = """
+SELECT app, env, count(*) AS windows, min(started_at) AS first_start,
+       CASE WHEN bool_or(ended_at IS NULL) THEN NULL ELSE max(ended_at) END AS last_end,
+       bool_or(ended_at IS NULL) AS serving, sum(epoch(duration)) AS closed_s, max(start_seq) AS last_start_seq
+FROM production_windows WHERE model = $model AND version = $version
+GROUP BY app, env ORDER BY last_start_seq DESC
+"""
+
+LATEST_WINDOWS_SQL = f"""
+SELECT * FROM (
+    SELECT app, env, started_at, ended_at, epoch(duration) AS duration_s, deployed_by, ended_by, end_reason,
+           start_seq, end_seq
+    FROM production_windows WHERE model = $model AND version = $version
+    ORDER BY start_seq DESC LIMIT {WINDOWS_SHOWN}
+) ORDER BY app, env, start_seq
+"""
+
+TIMELINE_SQL = f"""
+SELECT app, env, model, version, started_at, ended_at, start_seq FROM (
+    SELECT *, row_number() OVER (PARTITION BY app, env ORDER BY start_seq DESC) AS recency
+    FROM production_windows WHERE (app, env) IN (SELECT unnest($apps), unnest($envs))
+) WHERE recency <= {TIMELINE_WINDOWS}
 ORDER BY app, env, start_seq
 """
 
 
-def gather(model: str, version: str, start: Path | None = None) -> dict[str, Any]:
-    """All recorded facts about one model version, as JSON-ready data."""
-    ledger = Ledger(config.ledger_path(start))
+def gather(model: str, version: str, start: Path | None = None, verify_chain: bool = False) -> dict[str, Any]:
+    """All recorded facts about one model version, as JSON-ready data.
+
+    The events the report cites are re-hashed and linked to their predecessors; `verify_chain`
+    re-verifies the whole ledger as well, which grows with the ledger (`govern audit verify`).
+    """
+    with Ledger(config.ledger_path(start)).reader() as reader:
+        return _gather(reader, model, version, start, verify_chain)
+
+
+def _gather(ledger: Reader, model: str, version: str, start: Path | None, verify_chain: bool) -> dict[str, Any]:
     queries.version_facts(ledger, model, version)  # NotFound names the known models and versions
     try:
         root: Path | None = config.find_root(start)
@@ -102,7 +135,7 @@ def gather(model: str, version: str, start: Path | None = None) -> dict[str, Any
         "reproductions": _reproductions(ledger, row["git_commit"], cited),
         "inference": _inference(ledger, model, version, cited),
     }
-    report["integrity"] = _integrity(ledger, cited, root)
+    report["integrity"] = _integrity(ledger, cited, root, verify_chain)
     return report
 
 
@@ -111,7 +144,7 @@ def _section(missing: list[str], **facts: Any) -> dict[str, Any]:
 
 
 def _identity(
-    ledger: Ledger, model: str, version: str, row: Mapping[str, Any], registration: dict, settings: dict
+    ledger: Reader, model: str, version: str, row: Mapping[str, Any], registration: dict, settings: dict
 ) -> dict[str, Any]:
     versions = [v["version"] for v in queries.rows_as_dicts(ledger, VERSIONS_SQL, {"model": model})]
     position = versions.index(version)
@@ -189,7 +222,7 @@ def _code(root: Path | None, row: Mapping[str, Any], training: dict) -> dict[str
     )
 
 
-def _data(ledger: Ledger, training: dict, cited: list[int]) -> dict[str, Any]:
+def _data(ledger: Reader, training: dict, cited: list[int]) -> dict[str, Any]:
     datasets = [dict(d) for d in training.get("datasets", [])]
     ids = [d["snapshot_event_id"] for d in datasets if d.get("snapshot_event_id")]
     snapshots = {r["event_id"]: r for r in queries.rows_as_dicts(ledger, SNAPSHOTS_SQL, {"ids": ids})} if ids else {}
@@ -290,7 +323,7 @@ def _training(row: Mapping[str, Any], training: dict) -> dict[str, Any]:
     )
 
 
-def _validation(ledger: Ledger, model: str, version: str, training: dict) -> dict[str, Any]:
+def _validation(ledger: Reader, model: str, version: str, training: dict) -> dict[str, Any]:
     metrics = training.get("metrics", {})
     groups: dict[str, dict[str, Any]] = {}
     for key, value in metrics.items():
@@ -309,7 +342,7 @@ def _validation(ledger: Ledger, model: str, version: str, training: dict) -> dic
     )
 
 
-def _approvals(ledger: Ledger, model: str, version: str, cited: list[int]) -> dict[str, Any]:
+def _approvals(ledger: Reader, model: str, version: str, cited: list[int]) -> dict[str, Any]:
     promotions = queries.rows_as_dicts(ledger, PROMOTIONS_SQL, {"model": model, "version": version})
     deprecations = queries.rows_as_dicts(ledger, DEPRECATION_SQL, {"model": model, "version": version})
     cited.extend(p["seq"] for p in [*promotions, *deprecations])
@@ -322,14 +355,34 @@ def _approvals(ledger: Ledger, model: str, version: str, cited: list[int]) -> di
     )
 
 
-def _production(ledger: Ledger, model: str, version: str, cited: list[int]) -> dict[str, Any]:
-    windows = [w for w in queries.windows(ledger, model=model) if w["version"] == version]
-    context = queries.rows_as_dicts(ledger, ALL_WINDOWS_SQL, {"model": model, "version": version})
+def _production(ledger: Reader, model: str, version: str, cited: list[int]) -> dict[str, Any]:
+    params = {"model": model, "version": version}
+    summary = queries.rows_as_dicts(ledger, SLOT_SUMMARY_SQL, params)
+    windows = queries.rows_as_dicts(ledger, LATEST_WINDOWS_SQL, params)
+    lanes = summary[:TIMELINE_SLOTS]
+    context = queries.rows_as_dicts(
+        ledger, TIMELINE_SQL, {"apps": [s["app"] for s in lanes], "envs": [s["env"] for s in lanes]}
+    )
     cited.extend(seq for w in windows for seq in (w["start_seq"], w["end_seq"]) if seq is not None)
+    total = sum(s["windows"] for s in summary)
     return _section(
         [] if windows else ["This version was never deployed"],
+        slots_summary=[
+            {
+                "app": s["app"],
+                "env": s["env"],
+                "windows": s["windows"],
+                "first_start": format_timestamp(s["first_start"]),
+                "last_end": format_timestamp(s["last_end"]) if s["last_end"] else None,
+                "serving": s["serving"],
+                "closed_s": s["closed_s"],
+            }
+            for s in summary
+        ],
+        windows_total=total,
         windows=[_window(w) for w in windows],
         slots=_timelines(context, model, version),
+        slots_total=len(summary),
         now=format_timestamp(utc_now()),
     )
 
@@ -350,7 +403,7 @@ def _window(w: Mapping[str, Any]) -> dict[str, Any]:
 
 
 def _timelines(context: list[dict[str, Any]], model: str, version: str) -> list[dict[str, Any]]:
-    """Every window of the slots this version served, so the chart shows what came before and after."""
+    """The latest windows of the slots this version served, so the chart shows what came before and after."""
     slots: dict[str, dict[str, Any]] = {}
     for w in context:
         slot = slots.setdefault(f"{w['app']}/{w['env']}", {"slot": f"{w['app']}/{w['env']}", "windows": []})
@@ -365,7 +418,7 @@ def _timelines(context: list[dict[str, Any]], model: str, version: str) -> list[
     return list(slots.values())
 
 
-def _reproductions(ledger: Ledger, commit: str | None, cited: list[int]) -> dict[str, Any]:
+def _reproductions(ledger: Reader, commit: str | None, cited: list[int]) -> dict[str, Any]:
     rows = queries.rows_as_dicts(ledger, REPRODUCTIONS_SQL, {"commit": commit}) if commit else []
     cited.extend(r["seq"] for r in rows)
     found = []
@@ -385,21 +438,25 @@ def _reproductions(ledger: Ledger, commit: str | None, cited: list[int]) -> dict
     return _section([] if found else ["No CI reproduction of this commit is recorded"], runs=found)
 
 
-def _inference(ledger: Ledger, model: str, version: str, cited: list[int]) -> dict[str, Any]:
+def _inference(ledger: Reader, model: str, version: str, cited: list[int]) -> dict[str, Any]:
     rows = queries.rows_as_dicts(ledger, INFERENCE_SQL, {"model": model, "version": version})
     cited.extend(seq for r in rows for seq in (r["first_seq"], r["last_seq"]))
     counts = [{k: r[k] for k in ("app", "env", "month", "batches", "rows")} for r in rows]
     return _section([] if counts else ["No inference with this version is recorded"], counts=counts)
 
 
-def _integrity(ledger: Ledger, cited: list[int], root: Path | None) -> dict[str, Any]:
+def _integrity(ledger: Reader, cited: list[int], root: Path | None, verify_chain: bool) -> dict[str, Any]:
     from govern.api.integrity import anchors, check_anchors
 
-    result = ledger.verify()
-    missing = [] if result.ok else [f"The ledger does not verify: {result.problem}"]
+    _, [(count, head_hash)] = ledger.query("SELECT count(*), max_by(hash, seq) FROM events")
+    problems = check_events(ledger, cited)
+    chain = verify_chain_in(ledger) if verify_chain else None
+    if chain is not None and not chain.ok:
+        problems.insert(0, chain.problem or "the chain does not verify")
+    missing = [f"The ledger does not verify: {problem}" for problem in problems]
     found = anchors(root) if root else []
-    problems = check_anchors(ledger, found)
-    missing.extend(f"Anchor check failed: {problem}" for problem in problems)
+    anchor_problems = check_anchors(ledger, found)
+    missing.extend(f"Anchor check failed: {problem}" for problem in anchor_problems)
     if not found:
         missing.append(
             "No anchor of the ledger head outside the ledger file was found: the chain alone cannot reveal a "
@@ -407,12 +464,13 @@ def _integrity(ledger: Ledger, cited: list[int], root: Path | None) -> dict[str,
         )
     return _section(
         missing,
-        verified=result.ok and not problems,
-        events=result.count,
-        head_hash=result.head_hash,
-        problem=result.problem,
+        verified=not problems and not anchor_problems,
+        scope="chain" if verify_chain else "cited",
+        events=count,
+        head_hash=head_hash,
+        problem=problems[0] if problems else None,
         cited_seqs=sorted(set(cited)),
         cited_range=[min(cited), max(cited)] if cited else None,
         anchors=[f"{a.tag} (seq {a.seq})" for a in found],
-        anchors_ok=not problems,
+        anchors_ok=not anchor_problems,
     )
