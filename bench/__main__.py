@@ -206,9 +206,9 @@ def measure(events: int, repeat: int, gto_tags: int, skip_repro: bool, keep: boo
 
     # B2: audit verify against the hashing floor (hashlib over the same bytes in one Python loop).
     b2 = timed(cli("audit", "verify"), repeat)
-    from govern.ledger import ENVELOPE_SQL, Ledger
+    from govern.ledger import HASHED_TEXT_SQL, Ledger
 
-    _, rows = Ledger(ledger_path).query(f"SELECT prev_hash || {ENVELOPE_SQL} FROM events ORDER BY seq")
+    _, rows = Ledger(ledger_path).query(f"SELECT {HASHED_TEXT_SQL} FROM events ORDER BY seq")
     blobs = [row[0].encode() for row in rows]
     b2_floor = timed(lambda: [hashlib.sha256(b).hexdigest() for b in blobs], repeat)
     results["rows"]["B2"] = {

@@ -119,22 +119,42 @@ def known_slots(reader: Reader) -> list[str]:
 WINDOW_COLUMNS = """
     w.app, w.env, w.model, w.version, w.started_at, w.ended_at,
     epoch(w.duration) AS duration_s, w.deployed_by, w.ended_by, w.end_reason, w.start_seq, w.end_seq,
-    t.seq AS training_seq, t.git_commit
+    t.training_seq, t.git_commit
 """
 
 WINDOW_JOINS = """
     LEFT JOIN (
-        SELECT model, version, arg_max(training_event_id, seq) AS training_event_id
-        FROM model_versions GROUP BY model, version
-    ) AS mv ON mv.model = w.model AND mv.version = w.version
-    LEFT JOIN events AS t ON t.event_id = mv.training_event_id
+        SELECT model, version, arg_max(training_seq, seq) AS training_seq, arg_max(training_commit, seq) AS git_commit
+        FROM registrations GROUP BY model, version
+    ) AS t ON t.model = w.model AND t.version = w.version
 """
 
-PRODUCTION_AT_SQL = f"""
-SELECT {WINDOW_COLUMNS}
-FROM production_windows AS w
-{WINDOW_JOINS}
-WHERE w.app = $app AND w.env = $env AND w.started_at <= $at AND (w.ended_at IS NULL OR $at < w.ended_at)
+# The window serving a slot at an instant, without deriving every window: the slot's last deployment
+# event at or before the instant (a start, or nothing serves), and the event after it (its end, if an
+# end). Exact because govern refuses deployment events dated before the slot's latest one, so a slot's
+# event times never decrease. Reads two small projection tables, never the JSON of the whole ledger.
+PRODUCTION_AT_SQL = """
+WITH started AS (
+    SELECT * FROM deployment_index
+    WHERE app = $app AND env = $env AND occurred_at <= $at
+    ORDER BY seq DESC LIMIT 1
+),
+following AS (
+    SELECT * FROM deployment_index
+    WHERE app = $app AND env = $env AND seq > (SELECT seq FROM started)
+    ORDER BY seq LIMIT 1
+),
+ended AS (SELECT * FROM following WHERE type = 'deployment.ended')
+SELECT
+    s.app, s.env, s.model, s.version, s.occurred_at AS started_at, e.occurred_at AS ended_at,
+    epoch(e.occurred_at - s.occurred_at) AS duration_s, s.actor AS deployed_by, e.actor AS ended_by,
+    e.reason AS end_reason, s.seq AS start_seq, e.seq AS end_seq,
+    (SELECT arg_max(training_seq, seq) FROM registrations r WHERE r.model = s.model AND r.version = s.version)
+        AS training_seq,
+    (SELECT arg_max(training_commit, seq) FROM registrations r WHERE r.model = s.model AND r.version = s.version)
+        AS git_commit
+FROM started AS s LEFT JOIN ended AS e ON true
+WHERE s.type = 'deployment.started'
 """
 
 WINDOWS_SQL = f"""

@@ -87,3 +87,48 @@ def test_named_queries_bind_their_parameters(deployed: Path) -> None:
 def test_unknown_named_query_lists_the_known_ones(deployed: Path) -> None:
     result = run_cli("audit", "run", "nope", cwd=deployed)
     assert result.exit_code == 1 and "No query named 'nope'" in result.output and "production_at" in result.output
+
+
+def test_the_point_query_agrees_with_the_windows_view_at_every_instant(three_versions: Path) -> None:
+    """production_at reads two projection rows; the production_windows view derives every window. Same answers."""
+    import random
+    from datetime import UTC, datetime, timedelta
+
+    from govern import queries
+    from govern.events import DeploymentEnded, DeploymentStarted, PendingEvent
+
+    ledger = Ledger(three_versions / "audit" / "ledger.duckdb")
+    rng = random.Random(7)
+    moment, events, open_start = datetime(2026, 1, 1, tzinfo=UTC), [], {}
+    for _ in range(300):
+        app = rng.choice(["scoring", "triage", "fraud"])
+        moment += timedelta(minutes=rng.choice([0, 1, 5, 60]))  # equal instants included: zero-length windows
+        if app in open_start and rng.random() < 0.5:
+            started = open_start.pop(app)
+            fact = DeploymentEnded(app, "production", M, started.fact.version, "retired", started.event_id)
+            events.append(PendingEvent(fact, actor="ops", occurred_at=moment))
+            continue
+        if app in open_start:
+            started = open_start.pop(app)
+            fact = DeploymentEnded(app, "production", M, started.fact.version, "replaced", started.event_id)
+            events.append(PendingEvent(fact, actor="ops", occurred_at=moment))
+        start = PendingEvent(DeploymentStarted(app, "production", M, rng.choice("123")), "ops", moment)
+        open_start[app] = start
+        events.append(start)
+    ledger.append(events)
+
+    reference = f"""
+        SELECT {queries.WINDOW_COLUMNS} FROM production_windows AS w {queries.WINDOW_JOINS}
+        WHERE w.app = $app AND w.env = 'production' AND w.started_at <= $at AND (w.ended_at IS NULL OR $at < w.ended_at)
+    """
+    instants = [datetime(2026, 1, 1, tzinfo=UTC) + timedelta(minutes=rng.randint(-5, 300 * 30)) for _ in range(400)]
+    instants += [e.occurred_at for e in events[::7]]
+    answered = 0
+    with ledger.reader() as reader:
+        for at in instants:
+            app = rng.choice(["scoring", "triage", "fraud"])
+            expected = queries.rows_as_dicts(reader, reference, {"app": app, "at": queries.naive_utc(at)})
+            found = queries.production_at(reader, app, "production", at)
+            assert found == (expected[0] if expected else None), (app, at)
+            answered += bool(found and found["training_seq"] and found["git_commit"])
+    assert answered > 100, "most instants fall in a window that names its training"
