@@ -57,7 +57,7 @@ def _jsonable(value: Any) -> Any:
     """Timestamps as UTC `...Z` strings with microseconds; durations in seconds."""
     from datetime import datetime, timedelta
 
-    from govern.events import format_timestamp
+    from govern.envelope import format_timestamp
 
     if isinstance(value, datetime):
         return format_timestamp(value)
@@ -368,7 +368,7 @@ def audit() -> None:
 def audit_log(types: tuple[str, ...], since: str | None, limit: int | None, as_json: bool) -> None:
     """List recorded events, oldest first."""
     from govern.api.audit import audit_log as read_log
-    from govern.events import format_timestamp
+    from govern.envelope import format_timestamp
     from govern.timeparse import parse_instant
 
     events = read_log(types=types, since=parse_instant(since, "--since") if since else None, limit=limit)
@@ -508,7 +508,7 @@ def audit_windows(app: str | None, model: str | None, as_json: bool) -> None:
 def audit_history(model: str, version: str | None, as_json: bool) -> None:
     """Every event of MODEL (or of one VERSION) in order: trainings, registrations, promotions, deployments."""
     from govern.api.audit import history
-    from govern.events import format_timestamp
+    from govern.envelope import format_timestamp
 
     events = history(model, version)
     if as_json:

@@ -4,85 +4,32 @@ Each fact is a frozen dataclass named as something that happened. A fact
 knows its `type` (``noun.verb``), its payload `schema_version` and its
 `subject`; the envelope adds position, time, actor and the hash chain.
 
-The hashing contract lives here too, because every hash in every ledger
-depends on it. Changing anything in `canonical_json` or `envelope_hash`
-changes every hash ever written: do not.
-
-canonical JSON
-    UTF-8, keys sorted, separators ``,`` and ``:`` with no whitespace,
-    non-ASCII characters written as themselves, NaN and infinities refused.
-    For the values govern writes (strings, integers, finite floats, booleans,
-    null, arrays, objects) this is RFC 8785 except for the spelling of float
-    exponents (Python's ``1e-07`` where RFC 8785 writes ``1e-7``); since the
-    payload is stored as the exact bytes that were hashed and never
-    re-serialised, verification does not depend on that spelling.
-hash
-    ``sha256_hex(prev_hash + canonical_json(envelope without "hash"))``,
-    where the envelope is the object with keys actor, event_id, git_commit,
-    occurred_at, payload (the payload object itself), prev_hash,
-    recorded_at, schema_version, seq, subject, type. Timestamps are UTC,
-    ``YYYY-MM-DDTHH:MM:SS.ffffffZ``. The first event's prev_hash is
-    `GENESIS_HASH`.
+The envelope (PendingEvent, RecordedEvent) and the hashing contract live in
+`govern.envelope`, re-exported here.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import functools
-import hashlib
-import json
-import math
-import uuid
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
 from typing import Any, ClassVar
 
-GENESIS_HASH = "0" * 64
-TIMESTAMP_FORMAT = "%Y-%m-%dT%H:%M:%S.%fZ"
-
-
-_CANONICAL = json.JSONEncoder(sort_keys=True, separators=(",", ":"), ensure_ascii=False, allow_nan=False)
-
-
-def canonical_json(value: Any) -> str:
-    """Serialise `value` the one way the hash chain depends on."""
-    return _CANONICAL.encode(value)  # json.dumps with these options, without building an encoder per call
-
-
-_json_text: Callable[[str], str] = json.encoder.encode_basestring  # type: ignore[attr-defined]
-
-
-def format_timestamp(moment: datetime) -> str:
-    """UTC, microsecond precision, `Z` suffix: the only spelling of time in hashes."""
-    if moment.tzinfo is not None:
-        moment = moment.astimezone(UTC).replace(tzinfo=None)
-    if moment.year < 1000:  # isoformat pads years to four digits; strftime's spelling is the contract
-        return moment.strftime(TIMESTAMP_FORMAT)
-    return moment.isoformat(timespec="microseconds") + "Z"  # the same text, several times faster
-
-
-def to_utc(moment: datetime) -> datetime:
-    """An aware datetime in UTC; naive datetimes are taken to be UTC already."""
-    if moment.tzinfo is None:
-        return moment.replace(tzinfo=UTC)
-    return moment.astimezone(UTC)
-
-
-def utc_now() -> datetime:
-    return datetime.now(UTC)
-
-
-def new_event_id() -> str:
-    return str(uuid.uuid4())
-
-
-def finite_or_none(value: Any) -> Any:
-    """NaN and infinities have no JSON spelling; a metric that is one is recorded as null."""
-    if isinstance(value, float) and not math.isfinite(value):
-        return None
-    return value
-
+from govern.envelope import (  # noqa: F401 - re-exported: the envelope travels with the facts
+    GENESIS_HASH,
+    TIMESTAMP_FORMAT,
+    PendingEvent,
+    RecordedEvent,
+    canonical_json,
+    chain_hash,
+    envelope_hash,
+    finite_or_none,
+    format_timestamp,
+    new_event_id,
+    to_utc,
+    utc_now,
+)
 
 # ---------------------------------------------------------------- facts
 
@@ -422,126 +369,3 @@ def upcast(event_type: str, schema_version: int, payload: dict[str, Any]) -> dic
         payload = UPCASTERS[(event_type, schema_version)](payload)
         schema_version += 1
     return payload
-
-
-# ---------------------------------------------------------------- envelope
-
-
-@dataclass(frozen=True)
-class PendingEvent:
-    """A fact on its way into the ledger: everything but position and chain."""
-
-    fact: Fact
-    actor: str
-    occurred_at: datetime
-    git_commit: str | None = None
-    event_id: str = field(default_factory=new_event_id)
-
-    @property
-    def payload_json(self) -> str:
-        return canonical_json(self.fact.to_payload())
-
-
-@dataclass(frozen=True)
-class RecordedEvent:
-    """One row of the ledger, as stored."""
-
-    seq: int
-    event_id: str
-    type: str
-    schema_version: int
-    occurred_at: datetime
-    recorded_at: datetime
-    actor: str
-    subject: str
-    git_commit: str | None
-    payload_json: str
-    prev_hash: str
-    hash: str
-
-    @property
-    def payload(self) -> dict[str, Any]:
-        """The payload upcast to the current schema of its type."""
-        return upcast(self.type, self.schema_version, json.loads(self.payload_json))
-
-    def fact(self) -> Fact:
-        return FACT_TYPES[self.type].from_payload(self.payload)
-
-    def to_dict(self) -> dict[str, Any]:
-        """JSON-ready form, as printed by `--json`."""
-        return {
-            "seq": self.seq,
-            "event_id": self.event_id,
-            "type": self.type,
-            "schema_version": self.schema_version,
-            "occurred_at": format_timestamp(self.occurred_at),
-            "recorded_at": format_timestamp(self.recorded_at),
-            "actor": self.actor,
-            "subject": self.subject,
-            "git_commit": self.git_commit,
-            "payload": json.loads(self.payload_json),
-            "prev_hash": self.prev_hash,
-            "hash": self.hash,
-        }
-
-
-def envelope_hash(
-    *,
-    seq: int,
-    event_id: str,
-    type: str,
-    schema_version: int,
-    occurred_at: datetime,
-    recorded_at: datetime,
-    actor: str,
-    subject: str,
-    git_commit: str | None,
-    payload_json: str,
-    prev_hash: str,
-) -> str:
-    """The chain hash of one event (see the module docstring for the contract).
-
-    The payload is embedded as the stored text, not re-serialised, exactly as
-    the ledger's SQL verification does it.
-    """
-    return chain_hash(
-        prev_hash,
-        seq=seq,
-        event_id=event_id,
-        type=type,
-        schema_version=schema_version,
-        occurred_text=format_timestamp(occurred_at),
-        recorded_text=format_timestamp(recorded_at),
-        actor=actor,
-        subject=subject,
-        git_commit=git_commit,
-        payload_json=payload_json,
-    )
-
-
-def chain_hash(
-    prev_hash: str,
-    *,
-    seq: int,
-    event_id: str,
-    type: str,
-    schema_version: int,
-    occurred_text: str,
-    recorded_text: str,
-    actor: str,
-    subject: str,
-    git_commit: str | None,
-    payload_json: str,
-) -> str:
-    """`envelope_hash` with the timestamps already formatted: the ledger's bulk append formats each once."""
-    # canonical_json member by member, spelled out: json.dumps(str, ensure_ascii=False) is exactly
-    # encode_basestring, and an int is its str(); bulk appends hash hundreds of thousands of these.
-    envelope = (
-        f'{{"actor":{_json_text(actor)},"event_id":{_json_text(event_id)},'
-        f'"git_commit":{"null" if git_commit is None else _json_text(git_commit)},'
-        f'"occurred_at":"{occurred_text}","payload":{payload_json},'
-        f'"prev_hash":{_json_text(prev_hash)},"recorded_at":"{recorded_text}",'
-        f'"schema_version":{int(schema_version)},"seq":{int(seq)},'
-        f'"subject":{_json_text(subject)},"type":{_json_text(type)}}}'
-    )
-    return hashlib.sha256((prev_hash + envelope).encode("utf-8")).hexdigest()

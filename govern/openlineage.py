@@ -15,7 +15,7 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from govern import __version__
-from govern.events import format_timestamp
+from govern.envelope import format_timestamp
 
 PRODUCER = f"urn:govern:{__version__}"
 SCHEMA_URL = "https://openlineage.io/spec/2-0-2/OpenLineage.json#/$defs/RunEvent"

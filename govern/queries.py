@@ -11,8 +11,8 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
+from govern.envelope import to_utc
 from govern.errors import NotFound
-from govern.events import to_utc
 from govern.ledger import Reader
 
 

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from datetime import datetime
 
+from govern.envelope import to_utc
 from govern.errors import InvalidInput
-from govern.events import to_utc
 
 
 def parse_instant(text: str, option: str = "time") -> datetime:

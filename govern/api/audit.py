@@ -14,8 +14,8 @@ from pathlib import Path
 from typing import Any
 
 from govern import config, queries
+from govern.envelope import RecordedEvent
 from govern.errors import GovernError, InvalidInput, NotFound
-from govern.events import RecordedEvent
 from govern.ledger import Ledger, Verification
 
 QUERY_NAME = re.compile(r"^[A-Za-z0-9_-]+$")

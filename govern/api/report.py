@@ -15,8 +15,8 @@ from typing import Any
 
 from govern import __version__, config, queries
 from govern.adapters import git as git_adapter
+from govern.envelope import format_timestamp, utc_now
 from govern.errors import NotAGitRepository
-from govern.events import format_timestamp, utc_now
 from govern.ledger import Ledger, Reader, check_events, verify_chain_in
 
 SPLIT_WORDS = ("train", "validation", "valid", "val", "test", "holdout")
