@@ -130,31 +130,25 @@ WINDOW_JOINS = """
 """
 
 # The window serving a slot at an instant, without deriving every window: the slot's last deployment
-# event at or before the instant (a start, or nothing serves), and the event after it (its end, if an
+# event at or before the instant (a start, or nothing serves), then the event after it (its end, if an
 # end). Exact because govern refuses deployment events dated before the slot's latest one, so a slot's
-# event times never decrease. Reads two small projection tables, never the JSON of the whole ledger.
-PRODUCTION_AT_SQL = """
-WITH started AS (
-    SELECT * FROM deployment_index
-    WHERE app = $app AND env = $env AND occurred_at <= $at
-    ORDER BY seq DESC LIMIT 1
-),
-following AS (
-    SELECT * FROM deployment_index
-    WHERE app = $app AND env = $env AND seq > (SELECT seq FROM started)
-    ORDER BY seq LIMIT 1
-),
-ended AS (SELECT * FROM following WHERE type = 'deployment.ended')
+# event times never decrease. Two small queries on projection tables, never the JSON of the ledger; the
+# second is bound to a constant seq, so DuckDB skips every row group before it.
+LAST_AT_SQL = """
+SELECT seq, type, app, env, model, version, occurred_at, actor
+FROM deployment_index WHERE app = $app AND env = $env AND occurred_at <= $at
+ORDER BY seq DESC LIMIT 1
+"""
+
+WINDOW_END_SQL = """
 SELECT
-    s.app, s.env, s.model, s.version, s.occurred_at AS started_at, e.occurred_at AS ended_at,
-    epoch(e.occurred_at - s.occurred_at) AS duration_s, s.actor AS deployed_by, e.actor AS ended_by,
-    e.reason AS end_reason, s.seq AS start_seq, e.seq AS end_seq,
-    (SELECT arg_max(training_seq, seq) FROM registrations r WHERE r.model = s.model AND r.version = s.version)
-        AS training_seq,
-    (SELECT arg_max(training_commit, seq) FROM registrations r WHERE r.model = s.model AND r.version = s.version)
-        AS git_commit
-FROM started AS s LEFT JOIN ended AS e ON true
-WHERE s.type = 'deployment.started'
+    e.occurred_at AS ended_at, e.actor AS ended_by, e.reason AS end_reason, e.seq AS end_seq, e.type,
+    (SELECT arg_max(training_seq, seq) FROM registrations WHERE model = $model AND version = $version),
+    (SELECT arg_max(training_commit, seq) FROM registrations WHERE model = $model AND version = $version)
+FROM (SELECT 1) AS one
+LEFT JOIN (
+    SELECT * FROM deployment_index WHERE app = $app AND env = $env AND seq > $seq ORDER BY seq LIMIT 1
+) AS e ON true
 """
 
 WINDOWS_SQL = f"""
@@ -168,8 +162,31 @@ ORDER BY w.app, w.env, w.start_seq
 
 def production_at(reader: Reader, app: str, env: str, at: datetime) -> dict[str, Any] | None:
     """The window serving app/env at an instant; windows are half-open [start, end)."""
-    found = rows_as_dicts(reader, PRODUCTION_AT_SQL, {"app": app, "env": env, "at": naive_utc(at)})
-    return found[0] if found else None
+    _, last = reader.query(LAST_AT_SQL, {"app": app, "env": env, "at": naive_utc(at)})
+    if not last or last[0][1] != "deployment.started":
+        return None
+    seq, _, app, env, model, version, started_at, deployed_by = last[0]
+    _, [(ended_at, ended_by, end_reason, end_seq, end_type, training_seq, git_commit)] = reader.query(
+        WINDOW_END_SQL, {"app": app, "env": env, "seq": seq, "model": model, "version": version}
+    )
+    if end_type != "deployment.ended":  # the slot's next event, if any, is what ended this window
+        ended_at = ended_by = end_reason = end_seq = None
+    return {
+        "app": app,
+        "env": env,
+        "model": model,
+        "version": version,
+        "started_at": started_at,
+        "ended_at": ended_at,
+        "duration_s": (ended_at - started_at).total_seconds() if ended_at else None,
+        "deployed_by": deployed_by,
+        "ended_by": ended_by,
+        "end_reason": end_reason,
+        "start_seq": seq,
+        "end_seq": end_seq,
+        "training_seq": training_seq,
+        "git_commit": git_commit,
+    }
 
 
 def windows(reader: Reader, app: str | None = None, model: str | None = None) -> list[dict[str, Any]]:
