@@ -89,3 +89,32 @@ def test_a_fact_knows_its_type_and_subject() -> None:
     assert fact.type == "dataset.snapshotted"
     assert fact.subject == "dataset:data/x.csv"
     assert DatasetSnapshotted.from_payload(fact.to_payload()) == fact
+
+
+@pytest.mark.parametrize(
+    "text",
+    ["plain", 'quote " backslash \\ slash /', "newline\n tab\t nul\x00 unit\x1f", "é ü 漢字 😀", "\u2028\u2029", ""],
+)
+def test_the_spelled_out_envelope_is_the_canonical_json_of_the_envelope(text: str) -> None:
+    """chain_hash builds the envelope text by hand for speed; it must equal json.dumps of the whole object."""
+    fields = {**ENVELOPE, "actor": text, "subject": text, "event_id": text + "-id", "git_commit": text or None}
+    envelope = {
+        "actor": text,
+        "event_id": text + "-id",
+        "git_commit": text or None,
+        "occurred_at": "2026-01-02T03:04:05.000006Z",
+        "payload": json.loads(ENVELOPE["payload_json"]),
+        "prev_hash": GENESIS_HASH,
+        "recorded_at": "2026-01-02T03:04:06.000000Z",
+        "schema_version": 1,
+        "seq": 1,
+        "subject": text,
+        "type": "dataset.snapshotted",
+    }
+    reference = GENESIS_HASH + json.dumps(envelope, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+    assert envelope_hash(**fields) == hashlib.sha256(reference.encode()).hexdigest()
+
+
+def test_timestamps_keep_the_strftime_spelling_for_every_year() -> None:
+    for moment in (datetime(999, 1, 2, 3, 4, 5, 6), datetime(2026, 12, 31, 23, 59, 59, 999999, tzinfo=UTC)):
+        assert format_timestamp(moment) == moment.strftime("%Y-%m-%dT%H:%M:%S.%fZ")

@@ -183,3 +183,26 @@ def test_a_writer_waits_for_a_lock_then_gives_up_clearly(filled: Ledger) -> None
         holder.kill()
         holder.wait()
     assert filled.append([snapshot(9)])[0].seq == 6
+
+
+def test_a_bulk_append_is_chained_idempotent_and_all_or_nothing(ledger: Ledger) -> None:
+    from govern.ledger import BULK_ROWS
+
+    batch = [snapshot(i) for i in range(BULK_ROWS + 5)]
+    recorded = ledger.append(batch)
+    assert [e.seq for e in recorded] == list(range(1, BULK_ROWS + 6))
+    assert ledger.verify().ok and ledger.verify().count == BULK_ROWS + 5
+    stored = ledger.read(seqs=[1, BULK_ROWS + 5])
+    assert [(e.event_id, e.hash, e.payload_json) for e in stored] == [
+        (r.event_id, r.hash, r.payload_json) for r in (recorded[0], recorded[-1])
+    ]
+
+    again = ledger.append(batch)  # a retried bulk import is a no-op
+    assert [e.hash for e in again] == [e.hash for e in recorded] and ledger.head()[0] == BULK_ROWS + 5
+
+    clash = PendingEvent(
+        snapshot(7).fact, actor="someone else", occurred_at=batch[0].occurred_at, event_id=batch[0].event_id
+    )
+    with pytest.raises(EventConflict, match="different content"):
+        ledger.append([clash, *[snapshot(i) for i in range(BULK_ROWS)]])
+    assert ledger.head()[0] == BULK_ROWS + 5
