@@ -382,6 +382,9 @@ def markdown(results: dict[str, Any]) -> str:
             f"| {row_id} | {cell(row['govern'])} | {cell(row['peer'])} | {row['peer_name']} | {row['target']} | "
             f"{'yes' if row['met'] else '**no**'} |"
         )
+    notes = Path(__file__).with_name("notes.md")  # the analysis (profiles, before/after) kept by hand
+    if notes.exists():
+        lines += ["", notes.read_text().rstrip()]
     return "\n".join(lines) + "\n"
 
 

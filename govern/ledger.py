@@ -277,10 +277,17 @@ SELECT
     payload->>'$.env' AS env,
     payload->>'$.model' AS model,
     payload->>'$.version' AS version,
-    payload->>'$.reason' AS reason
+    payload->>'$.reason' AS reason,
+    md5_number_upper(concat(payload->>'$.app', chr(31), payload->>'$.env')) AS slot_key
 FROM events
 WHERE type IN ('deployment.started', 'deployment.ended')
 """
+
+# The key deployment_index is sorted by (with seq): one app/env's events sit together, so DuckDB's
+# min/max statistics let a lookup read one row group of the table. md5, not DuckDB's hash(), because
+# stored keys must match query-time keys across DuckDB versions. Queries still filter app and env too:
+# the key only makes them fast, never decides the answer.
+SLOT_KEY_SQL = "md5_number_upper(concat($app, chr(31), $env))"
 REGISTRATION_PROJECTION = """
 SELECT
     r.seq,
@@ -300,16 +307,25 @@ WHERE r.type = 'model.registered'
 
 @dataclass(frozen=True)
 class Projection:
-    """A table derived from events of these types, filled when such events are appended."""
+    """A table derived from events of these types, filled when such events are appended.
+
+    With `sorted_by`, the table is kept in that order: appends land unsorted at the end, and once
+    COMPACT_ROWS of them have piled up the table is rewritten sorted, in the appending transaction.
+    Only the physical order changes; the rows are the same (verify compares them with the events).
+    """
 
     select: str
     types: tuple[str, ...]
+    sorted_by: str | None = None
 
 
 PROJECTIONS = {
-    "deployment_index": Projection(DEPLOYMENT_PROJECTION, ("deployment.started", "deployment.ended")),
+    "deployment_index": Projection(
+        DEPLOYMENT_PROJECTION, ("deployment.started", "deployment.ended"), sorted_by="slot_key, seq"
+    ),
     "registrations": Projection(REGISTRATION_PROJECTION, ("model.registered",)),
 }
+COMPACT_ROWS = 100_000
 
 
 @migration
@@ -452,6 +468,22 @@ def m005_registrations(con: duckdb.DuckDBPyConnection) -> None:
     con.execute(f"CREATE TABLE registrations AS {REGISTRATION_PROJECTION} ORDER BY r.seq")
 
 
+@migration
+def m006_slot_sorted_deployments(con: duckdb.DuckDBPyConnection) -> None:
+    """deployment_index sorted by app/env key (its ART index was never chosen by DuckDB's planner: dropped)."""
+    con.execute("DROP INDEX IF EXISTS deployment_index_slot")
+    con.execute("DROP TABLE deployment_index")
+    con.execute(f"CREATE TABLE deployment_index AS {DEPLOYMENT_PROJECTION} ORDER BY slot_key, seq")
+    con.execute(
+        "CREATE TABLE govern_compactions (table_name VARCHAR NOT NULL, up_to_seq BIGINT NOT NULL, "
+        "compacted_at TIMESTAMP NOT NULL)"
+    )
+    con.execute(
+        "INSERT INTO govern_compactions SELECT 'deployment_index', coalesce(max(seq), 0), ? FROM deployment_index",
+        [to_utc(utc_now()).replace(tzinfo=None)],
+    )
+
+
 def schema_version() -> int:
     """The ledger schema this govern writes and understands."""
     return len(MIGRATIONS)
@@ -518,7 +550,8 @@ class Ledger:
                 raise LedgerError(f"Cannot create the ledger directory {self.path.parent}: {error.strerror}") from None
         con = self._open_with_retry(read_only=not write)
         try:
-            con.execute("SET TimeZone = 'UTC'")  # TIMESTAMP columns hold UTC; casts from TIMESTAMPTZ must agree
+            # TIMESTAMP columns hold UTC, casts from TIMESTAMPTZ must agree; no progress bars on our stderr
+            con.execute("SET TimeZone = 'UTC'; SET enable_progress_bar = false")
             self._check_schema(con, migrate=write)
             yield con
         finally:
@@ -674,6 +707,8 @@ class Ledger:
                     con.execute(
                         f"INSERT INTO {table} SELECT * FROM ({projection.select}) WHERE seq >= ?", [fresh[0][0]]
                     )
+                    if projection.sorted_by:
+                        _compact_if_due(con, table, projection.sorted_by)
         return result
 
     # -- reading
@@ -792,6 +827,22 @@ def _insert(con: duckdb.DuckDBPyConnection, rows: Sequence[tuple]) -> None:
         con.execute(f"INSERT INTO events ({', '.join(COLUMNS)}) SELECT {', '.join(COLUMNS)} FROM govern_pending_batch")
     finally:
         con.unregister("govern_pending_batch")
+
+
+def _compact_if_due(con: duckdb.DuckDBPyConnection, table: str, sorted_by: str) -> None:
+    """Rewrite a sorted projection once COMPACT_ROWS rows have been appended unsorted since the last time."""
+    [(watermark,)] = con.execute(
+        "SELECT coalesce(max(up_to_seq), 0) FROM govern_compactions WHERE table_name = ?", [table]
+    ).fetchall()
+    [(unsorted, last)] = con.execute(f"SELECT count(*), max(seq) FROM {table} WHERE seq > ?", [watermark]).fetchall()
+    if unsorted < COMPACT_ROWS:
+        return
+    con.execute(f"CREATE TABLE {table}__sorted AS SELECT * FROM {table} ORDER BY {sorted_by}")
+    con.execute(f"DROP TABLE {table}")
+    con.execute(f"ALTER TABLE {table}__sorted RENAME TO {table}")
+    con.execute(
+        "INSERT INTO govern_compactions VALUES (?, ?, ?)", [table, last, to_utc(utc_now()).replace(tzinfo=None)]
+    )
 
 
 def _existing(con: duckdb.DuckDBPyConnection, ids: list[str]) -> list[RecordedEvent]:

@@ -13,7 +13,7 @@ from typing import Any
 
 from govern.envelope import to_utc
 from govern.errors import NotFound
-from govern.ledger import Reader
+from govern.ledger import SLOT_KEY_SQL, Reader
 
 
 def rows_as_dicts(reader: Reader, sql: str, params: Any = ()) -> list[dict[str, Any]]:
@@ -99,14 +99,20 @@ class Slot:
     serving: dict[str, Any] | None  # the open window, if any
 
 
+SLOT_SQL = f"""
+SELECT
+    max(occurred_at),
+    arg_max({{'type': type, 'app': app, 'env': env, 'model': model, 'version': version,
+              'start_event_id': event_id, 'started_at': occurred_at, 'start_seq': seq, 'deployed_by': actor}}, seq)
+FROM deployment_index WHERE slot_key = {SLOT_KEY_SQL} AND app = $app AND env = $env
+"""
+
+
 def slot(reader: Reader, app: str, env: str) -> Slot:
-    _, latest = reader.query("SELECT max(occurred_at) FROM deployment_events WHERE app = ? AND env = ?", [app, env])
-    open_windows = rows_as_dicts(
-        reader,
-        "SELECT * FROM production_windows WHERE app = ? AND env = ? AND ended_at IS NULL",
-        [app, env],
-    )
-    return Slot(app, env, latest[0][0], open_windows[0] if open_windows else None)
+    """The slot's latest event time, and its open window: its last event, when that is a start."""
+    _, [(latest_at, last)] = reader.query(SLOT_SQL, {"app": app, "env": env})
+    serving = last if last is not None and last["type"] == "deployment.started" else None
+    return Slot(app, env, latest_at, serving)
 
 
 def known_slots(reader: Reader) -> list[str]:
@@ -129,26 +135,19 @@ WINDOW_JOINS = """
     ) AS t ON t.model = w.model AND t.version = w.version
 """
 
-# The window serving a slot at an instant, without deriving every window: the slot's last deployment
-# event at or before the instant (a start, or nothing serves), then the event after it (its end, if an
-# end). Exact because govern refuses deployment events dated before the slot's latest one, so a slot's
-# event times never decrease. Two small queries on projection tables, never the JSON of the ledger; the
-# second is bound to a constant seq, so DuckDB skips every row group before it.
-LAST_AT_SQL = """
-SELECT seq, type, app, env, model, version, occurred_at, actor
-FROM deployment_index WHERE app = $app AND env = $env AND occurred_at <= $at
-ORDER BY seq DESC LIMIT 1
-"""
-
-WINDOW_END_SQL = """
+# The window serving a slot at an instant, without deriving every window, in one aggregate over the
+# slot's rows of deployment_index (stored sorted by slot key: one row group read at any ledger size):
+# the slot's last event at or before the instant (a start, or nothing serves) and its first event
+# after it (the end, if an end). Exact because govern refuses deployment events dated before the
+# slot's latest one, so a slot's event times never decrease as its seqs grow.
+PRODUCTION_AT_SQL = f"""
 SELECT
-    e.occurred_at AS ended_at, e.actor AS ended_by, e.reason AS end_reason, e.seq AS end_seq, e.type,
-    (SELECT arg_max(training_seq, seq) FROM registrations WHERE model = $model AND version = $version),
-    (SELECT arg_max(training_commit, seq) FROM registrations WHERE model = $model AND version = $version)
-FROM (SELECT 1) AS one
-LEFT JOIN (
-    SELECT * FROM deployment_index WHERE app = $app AND env = $env AND seq > $seq ORDER BY seq LIMIT 1
-) AS e ON true
+    arg_max(
+        {{'seq': seq, 'type': type, 'model': model, 'version': version, 'at': occurred_at, 'actor': actor}}, seq
+    ) FILTER (WHERE occurred_at <= $at),
+    arg_min({{'seq': seq, 'type': type, 'at': occurred_at, 'actor': actor, 'reason': reason}}, seq)
+        FILTER (WHERE occurred_at > $at)
+FROM deployment_index WHERE slot_key = {SLOT_KEY_SQL} AND app = $app AND env = $env
 """
 
 WINDOWS_SQL = f"""
@@ -159,31 +158,34 @@ WHERE ($app IS NULL OR w.app = $app) AND ($model IS NULL OR w.model = $model)
 ORDER BY w.app, w.env, w.start_seq
 """
 
+TRAINING_OF_SQL = """
+SELECT arg_max(training_seq, seq), arg_max(training_commit, seq) FROM registrations
+WHERE model = $model AND version = $version
+"""
+
 
 def production_at(reader: Reader, app: str, env: str, at: datetime) -> dict[str, Any] | None:
     """The window serving app/env at an instant; windows are half-open [start, end)."""
-    _, last = reader.query(LAST_AT_SQL, {"app": app, "env": env, "at": naive_utc(at)})
-    if not last or last[0][1] != "deployment.started":
+    _, [(last, following)] = reader.query(PRODUCTION_AT_SQL, {"app": app, "env": env, "at": naive_utc(at)})
+    if last is None or last["type"] != "deployment.started":
         return None
-    seq, _, app, env, model, version, started_at, deployed_by = last[0]
-    _, [(ended_at, ended_by, end_reason, end_seq, end_type, training_seq, git_commit)] = reader.query(
-        WINDOW_END_SQL, {"app": app, "env": env, "seq": seq, "model": model, "version": version}
+    _, [(training_seq, git_commit)] = reader.query(
+        TRAINING_OF_SQL, {"model": last["model"], "version": last["version"]}
     )
-    if end_type != "deployment.ended":  # the slot's next event, if any, is what ended this window
-        ended_at = ended_by = end_reason = end_seq = None
+    ended = following if following is not None and following["type"] == "deployment.ended" else None
     return {
         "app": app,
         "env": env,
-        "model": model,
-        "version": version,
-        "started_at": started_at,
-        "ended_at": ended_at,
-        "duration_s": (ended_at - started_at).total_seconds() if ended_at else None,
-        "deployed_by": deployed_by,
-        "ended_by": ended_by,
-        "end_reason": end_reason,
-        "start_seq": seq,
-        "end_seq": end_seq,
+        "model": last["model"],
+        "version": last["version"],
+        "started_at": last["at"],
+        "ended_at": ended["at"] if ended else None,
+        "duration_s": (ended["at"] - last["at"]).total_seconds() if ended else None,
+        "deployed_by": last["actor"],
+        "ended_by": ended["actor"] if ended else None,
+        "end_reason": ended["reason"] if ended else None,
+        "start_seq": last["seq"],
+        "end_seq": ended["seq"] if ended else None,
         "training_seq": training_seq,
         "git_commit": git_commit,
     }

@@ -94,7 +94,7 @@ TAMPERING: dict[str, Callable[[Path, Path], None]] = {
     "forge a deployment in the projection table": lambda p, _: sql(
         p,
         "INSERT INTO deployment_index VALUES (999, 'forged', 'deployment.started', now()::TIMESTAMP, 'mallory', "
-        "'scoring', 'production', 'some-model', '1', NULL)",
+        "'scoring', 'production', 'some-model', '1', NULL, md5_number_upper(concat('scoring', chr(31), 'production')))",
     ),
     "replace the file with an older copy": lambda p, older: shutil.copy2(older, p / "audit" / "ledger.duckdb"),
 }
