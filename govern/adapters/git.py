@@ -80,13 +80,19 @@ def remote_url(root: Path) -> str | None:
 
 
 def identity(root: Path) -> str | None:
-    """`Name <email>` from git config, or None when git has no identity."""
-    reader = _repo(root).config_reader()
-    name = reader.get_value("user", "name", default="") or ""
-    email = reader.get_value("user", "email", default="") or ""
+    """`Name <email>` from git config, or None when git has no identity.
+
+    Asked of the git CLI, not GitPython: every write needs the actor, and importing GitPython costs
+    more than the whole of a small command.
+    """
+    found = subprocess.run(
+        ["git", "config", "--get-regexp", r"^user\.(name|email)$"], cwd=root, capture_output=True, text=True
+    )
+    values = dict(line.partition(" ")[::2] for line in found.stdout.splitlines())
+    name, email = values.get("user.name", ""), values.get("user.email", "")
     if not name and not email:
         return None
-    return f"{name} <{email}>".strip() if email else str(name)
+    return f"{name} <{email}>".strip() if email else name
 
 
 def last_commit_time(root: Path, path: str) -> datetime | None:

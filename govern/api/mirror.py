@@ -15,7 +15,6 @@ import json
 from dataclasses import dataclass, field
 
 from govern.adapters import mlflow as mlflow_adapter
-from govern.api import model_files
 from govern.api.context import Project
 from govern.errors import MirrorError
 from govern.events import PendingEvent, RecordedEvent, TrainingMirrored, utc_now
@@ -69,7 +68,7 @@ def _mirror_one(project: Project, event_id: str, payload: dict, commit: str, occ
     models = [m for m in payload.get("models", []) if payload.get("grid") is None]
     located = []
     for model in models:
-        path = model_files.local_copy(project.root, model["path"], model.get("md5"), model.get("sha256"))
+        path = _model_files().local_copy(project.root, model["path"], model.get("md5"), model.get("sha256"))
         if path is None:
             raise MirrorError(
                 f"The model file of training {event_id} ({model['path']}, sha256 {model.get('sha256')}) is neither in "
@@ -105,6 +104,13 @@ def _mirror_one(project: Project, event_id: str, payload: dict, commit: str, occ
     ]
     events.extend(repro_api.registration_events(run, event_id, mirrored.run_id, models, mirrored.versions))
     return events
+
+
+def _model_files():  # noqa: ANN202
+    """Imported on use: finding model files needs the DVC adapter, which every write would otherwise load."""
+    from govern.api import model_files
+
+    return model_files
 
 
 def _state(payload: dict):  # noqa: ANN202
