@@ -31,3 +31,4 @@ def test_bench_runs_at_a_tiny_size_and_writes_both_reports(tmp_path: Path, isola
     assert 0 < results["rows"]["B7"]["govern"]["p95"] < 1
     table = (tmp_path / "BENCHMARKS.md").read_text()
     assert "| B1 |" in table and "| B7 |" in table
+    assert "## Profiles of the targets still missed" in table, "bench/notes.md is appended to every regeneration"
