@@ -181,3 +181,27 @@ def test_an_unreachable_mlflow_server_still_records_the_training(
     assert f"127.0.0.1:{port}" in training.payload["mlflow"]["error"]
     assert len(events_of(reproduced_demo, "model.registered")) == 1, "no version was registered"
     assert ledger_of(reproduced_demo).verify().ok
+
+
+def test_mlflow_is_opened_in_the_background_only_once_a_stage_runs(reproduced_demo: Path) -> None:
+    """Importing MLflow costs seconds: a no-op never pays it, a run pays it while the stage's process works."""
+    from govern.adapters import mlflow as mlflow_adapter
+
+    mlflow_adapter._warming.clear()
+    try:
+        assert run_cli("repro", cwd=reproduced_demo).exit_code == 0
+        assert mlflow_adapter._warming == {}, "nothing ran, so nothing was opened"
+
+        params = reproduced_demo / "params.yaml"
+        params.write_text(params.read_text().replace("C: 1.0", "C: 0.5"))
+        commit_all(reproduced_demo, "try C=0.5")
+        result = run_cli("repro", cwd=reproduced_demo)
+        assert result.exit_code == 0, result.output
+
+        [(uri, thread)] = mlflow_adapter._warming.items()
+        assert uri == tracking_uri(reproduced_demo) and not thread.is_alive()
+        latest = events_of(reproduced_demo, "training.completed")[-1]
+        assert latest.payload["mlflow"]["status"] == "mirrored"
+        assert MlflowClient(tracking_uri(reproduced_demo)).get_run(latest.payload["mlflow"]["run_id"])
+    finally:
+        mlflow_adapter._warming.clear()

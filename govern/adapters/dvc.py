@@ -166,13 +166,15 @@ def reproduce(
     on_progress: ProgressCallback | None = None,
     before: Callable[[Pipeline], None] | None = None,
     force: bool = False,
+    on_run: Callable[[str], None] | None = None,
 ) -> tuple[Pipeline, list[StageRun]]:
     """Reproduce the pipeline (or `targets`) through DVC's API.
 
     Reports each stage as it starts and ends, notes which stages DVC
     restored from its run-cache instead of running, and on failure raises
     `StageFailed` with the tail of the stage's output. `before` sees the
-    pipeline first and may refuse to run it by raising.
+    pipeline first and may refuse to run it by raising. `on_run` hears of
+    each stage DVC found changed, just before it runs (or restores) it.
     """
     from dvc.exceptions import DvcException, ReproductionError
     from dvc.repo.reproduce import _reproduce_stage
@@ -208,6 +210,8 @@ def reproduce(
         def repro_fn(stage: Any, **kwargs: Any) -> Any:
             current.append(stage.addressing)
             notify("start", stage.addressing, None)
+            if on_run is not None:
+                _before_run(stage, on_run)
             started_at, clock = utc_now(), time.perf_counter()
             result = _reproduce_stage(stage, **kwargs)
             if result is None:
@@ -232,6 +236,17 @@ def reproduce(
                     stage, f"DVC could not reproduce the pipeline: {_one_line(error)}", tail.text()
                 ) from None
     return pipeline, runs
+
+
+def _before_run(stage: Any, on_run: Callable[[str], None]) -> None:
+    """DVC's Stage.reproduce calls stage.run only for a changed stage: hear of it on this instance."""
+    original = stage.run
+
+    def run(*args: Any, **kwargs: Any) -> Any:
+        on_run(stage.addressing)
+        return original(*args, **kwargs)
+
+    stage.run = run
 
 
 def _refuse_missing_sources(repo: Any, pipeline: Pipeline, root: Path) -> None:

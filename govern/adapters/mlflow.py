@@ -13,6 +13,7 @@ import functools
 import json
 import os
 import sys
+import threading
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -100,7 +101,32 @@ def _stdout_to_stderr(function: Callable[..., T]) -> Callable[..., T]:
     return wrapper
 
 
+_warming: dict[str, threading.Thread] = {}
+
+
+def prefetch(tracking_uri: str) -> None:
+    """Import MLflow and open its store in the background, once: `govern repro` calls this when DVC starts a
+    stage, so the 2-3 s this costs overlap the stage's subprocess instead of following it."""
+    if tracking_uri not in _warming:
+        _warming[tracking_uri] = threading.Thread(
+            target=_warm, args=(tracking_uri,), name="govern-mlflow-prefetch", daemon=False
+        )
+        _warming[tracking_uri].start()
+
+
+def _warm(tracking_uri: str) -> None:
+    with contextlib.suppress(Exception):  # the mirror itself will meet and report the same problem
+        _open_client(tracking_uri)
+
+
 def _client(tracking_uri: str) -> Any:
+    warming = _warming.get(tracking_uri)
+    if warming is not None and warming is not threading.current_thread():
+        warming.join()
+    return _open_client(tracking_uri)
+
+
+def _open_client(tracking_uri: str) -> Any:
     os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
     # MLflow retries an unreachable server for minutes by default; govern reports it sooner.
     os.environ.setdefault("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "2")

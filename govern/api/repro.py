@@ -166,6 +166,7 @@ def reproduce(
             run.targets,
             on_progress=on_progress,
             before=(lambda pipeline: check_worktree(run, pipeline)) if check else None,
+            on_run=lambda _stage: mlflow_adapter.prefetch(run.project.config.tracking_uri),
         )
     except StageFailed as failure:
         event = PendingEvent(
