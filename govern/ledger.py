@@ -12,6 +12,7 @@ without touching the event model.
 
 from __future__ import annotations
 
+import contextlib
 import random
 import time
 from collections.abc import Callable, Iterator, Sequence
@@ -527,6 +528,13 @@ class Verification:
         }
 
 
+# With eight processes appending at once, DuckDB 2.0 has (rarely) failed a writer's first read of a
+# file that the previous writer had just closed: "Could not read enough bytes from file". The
+# transaction never started writing; running it again on a fresh connection succeeds.
+TRANSIENT_READ = "could not read enough bytes"
+TRANSIENT_ATTEMPTS = 3
+
+
 class Ledger:
     """One ledger file. Connections are short: opened per call, closed at once."""
 
@@ -637,6 +645,21 @@ class Ledger:
         connection, so no other writer can change the state it checked; it
         may raise to append nothing. Keep it fast: it holds the write lock.
         """
+        for attempt in range(1, TRANSIENT_ATTEMPTS + 1):
+            try:
+                return self._transact_once(decide)
+            except duckdb.IOException as error:
+                if TRANSIENT_READ not in str(error).lower():
+                    raise
+                if attempt == TRANSIENT_ATTEMPTS:
+                    raise LedgerError(
+                        f"The ledger {self.path} could not be read while writing ({_first_line(str(error))}), "
+                        f"{attempt} times; nothing was appended. Retry, and run `govern audit verify`"
+                    ) from None
+                time.sleep(0.05 * attempt)
+        raise AssertionError("unreachable")  # pragma: no cover
+
+    def _transact_once(self, decide: Callable[[Reader], Sequence[PendingEvent]]) -> list[RecordedEvent]:
         with self._connect(write=True) as con:
             con.execute("BEGIN TRANSACTION")
             try:
@@ -644,7 +667,8 @@ class Ledger:
                 recorded = self._append_in(con, pending) if pending else []
                 con.execute("COMMIT")
             except BaseException:
-                con.execute("ROLLBACK")
+                with contextlib.suppress(duckdb.Error):  # a failed read may have ended the transaction already
+                    con.execute("ROLLBACK")
                 raise
         return recorded
 

@@ -206,3 +206,32 @@ def test_a_bulk_append_is_chained_idempotent_and_all_or_nothing(ledger: Ledger) 
     with pytest.raises(EventConflict, match="different content"):
         ledger.append([clash, *[snapshot(i) for i in range(BULK_ROWS)]])
     assert ledger.head()[0] == BULK_ROWS + 5
+
+
+def test_a_transient_read_error_while_writing_is_retried_then_reported(
+    ledger: Ledger, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """DuckDB can fail a writer's first read right after another process closed the file; forced here."""
+    import govern.ledger as ledger_module
+
+    ledger.append([snapshot(1)])
+    real, failures = ledger_module._existing, []
+
+    def flaky(con, ids):  # noqa: ANN001, ANN202
+        if len(failures) < 1:
+            failures.append(ids)
+            raise duckdb.IOException('IO Error: Could not read enough bytes from file "ledger.duckdb"')
+        return real(con, ids)
+
+    monkeypatch.setattr(ledger_module, "_existing", flaky)
+    [recorded] = ledger.append([snapshot(2)])
+    assert failures and recorded.seq == 2 and ledger.verify().ok
+
+    def broken(con, ids):  # noqa: ANN001, ANN202
+        raise duckdb.IOException('IO Error: Could not read enough bytes from file "ledger.duckdb"')
+
+    monkeypatch.setattr(ledger_module, "_existing", broken)
+    head = ledger.head()
+    with pytest.raises(LedgerError, match="could not be read while writing .* 3 times; nothing was appended"):
+        ledger.append([snapshot(3)])
+    assert ledger.head() == head
