@@ -141,17 +141,10 @@ def fill(ledger_path: Path, total: int, first: int = 0) -> dict[str, Any]:
             )
             batch.append(PendingEvent(fact, actor="bench", occurred_at=moment))
         i += 1
-        if len(batch) >= 100_000:
-            started_at = time.perf_counter()
-            ledger.append(batch)
-            seconds += time.perf_counter() - started_at
+        if len(batch) >= 100_000 or have + appended + len(batch) >= total:
+            seconds += timed(lambda b=batch: ledger.append(b), 1)[0]
             appended += len(batch)
             batch = []
-    if batch:
-        started_at = time.perf_counter()
-        ledger.append(batch)
-        seconds += time.perf_counter() - started_at
-        appended += len(batch)
     return {
         "appended": appended,
         "seconds": seconds,

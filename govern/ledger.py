@@ -645,7 +645,8 @@ class Ledger:
         connection, so no other writer can change the state it checked; it
         may raise to append nothing. Keep it fast: it holds the write lock.
         """
-        for attempt in range(1, TRANSIENT_ATTEMPTS + 1):
+        attempt = 1
+        while True:
             try:
                 return self._transact_once(decide)
             except duckdb.IOException as error:
@@ -657,7 +658,7 @@ class Ledger:
                         f"{attempt} times; nothing was appended. Retry, and run `govern audit verify`"
                     ) from None
                 time.sleep(0.05 * attempt)
-        raise AssertionError("unreachable")  # pragma: no cover
+                attempt += 1
 
     def _transact_once(self, decide: Callable[[Reader], Sequence[PendingEvent]]) -> list[RecordedEvent]:
         with self._connect(write=True) as con:
@@ -846,11 +847,18 @@ def _insert(con: duckdb.DuckDBPyConnection, rows: Sequence[tuple]) -> None:
         ],
         names=list(COLUMNS),
     )
-    con.register("govern_pending_batch", batch)
-    try:
+    with _registered(con, "govern_pending_batch", batch):
         con.execute(f"INSERT INTO events ({', '.join(COLUMNS)}) SELECT {', '.join(COLUMNS)} FROM govern_pending_batch")
+
+
+@contextmanager
+def _registered(con: duckdb.DuckDBPyConnection, name: str, table: Any) -> Iterator[None]:
+    """An Arrow table visible to SQL under `name` for the duration of the block."""
+    con.register(name, table)
+    try:
+        yield
     finally:
-        con.unregister("govern_pending_batch")
+        con.unregister(name)
 
 
 def _compact_if_due(con: duckdb.DuckDBPyConnection, table: str, sorted_by: str) -> None:
@@ -876,11 +884,8 @@ def _existing(con: duckdb.DuckDBPyConnection, ids: list[str]) -> list[RecordedEv
     import pyarrow
 
     pending_ids = pyarrow.Table.from_arrays([pyarrow.array(ids, type=pyarrow.string())], names=["event_id"])
-    con.register("govern_pending_ids", pending_ids)
-    try:
+    with _registered(con, "govern_pending_ids", pending_ids):
         return Ledger._rows(con, "SELECT * FROM events WHERE event_id IN (SELECT event_id FROM govern_pending_ids)", [])
-    finally:
-        con.unregister("govern_pending_ids")
 
 
 def verify_chain_in(reader: Reader) -> Verification:

@@ -97,7 +97,7 @@ def verify(start: Path | None = None) -> IntegrityReport:
     return IntegrityReport(chain, found, check_anchors(ledger, found))
 
 
-def check_anchors(ledger: Ledger, found: list[Anchor]) -> list[str]:
+def check_anchors(ledger: Reader, found: list[Anchor]) -> list[str]:
     if not found:
         return []
     _, rows = ledger.query("SELECT seq, hash FROM events WHERE seq IN (SELECT unnest(?))", [[a.seq for a in found]])
