@@ -18,7 +18,13 @@ def test_init_writes_govern_toml_audit_gitignore_and_dvc(tmp_path: Path) -> None
     assert settings["mlflow"]["experiment"] == tmp_path.name
     assert (tmp_path / "audit" / "README.md").exists()
     ignored = (tmp_path / ".gitignore").read_text().splitlines()
-    assert {"/audit/ledger.duckdb", "/mlflow.db", "/mlartifacts/"} <= set(ignored)
+    assert {
+        "/audit/ledger.duckdb",
+        "/audit/ledger.duckdb.wal",
+        "/audit/ledger.duckdb.checkpoint-backup*",
+        "/mlflow.db",
+        "/mlartifacts/",
+    } <= set(ignored)
     assert (tmp_path / ".dvc" / "config").exists()
     queries = sorted(p.name for p in (tmp_path / "audit" / "queries").glob("*.sql"))
     assert queries == ["inferences_per_month.sql", "model_lineage.sql", "production_at.sql", "promotions_of_model.sql"]

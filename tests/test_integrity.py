@@ -19,6 +19,7 @@ import pytest
 from conftest import commit_all, git, run_cli, snapshot_event
 
 from govern.api import integrity
+from govern.checkpoints import wal_path
 from govern.events import PendingEvent, envelope_hash
 from govern.ledger import Ledger
 
@@ -36,6 +37,16 @@ def anchored(tmp_path: Path) -> Path:
     Ledger(tmp_path / "audit" / "ledger.duckdb").append([snapshot(i) for i in range(10)])
     integrity.anchor(start=tmp_path)
     return tmp_path
+
+
+def copy_ledger(source: Path, target: Path) -> None:
+    """A ledger is its file and, between checkpoints, DuckDB's write-ahead log next to it."""
+    shutil.copy2(source, target)
+    source_wal, target_wal = wal_path(source), wal_path(target)
+    if source_wal.exists():
+        shutil.copy2(source_wal, target_wal)
+    else:
+        target_wal.unlink(missing_ok=True)
 
 
 def sql(project: Path, *statements: str) -> None:
@@ -96,7 +107,7 @@ TAMPERING: dict[str, Callable[[Path, Path], None]] = {
         "INSERT INTO deployment_index VALUES (999, 'forged', 'deployment.started', now()::TIMESTAMP, 'mallory', "
         "'scoring', 'production', 'some-model', '1', NULL, md5_number_upper(concat('scoring', chr(31), 'production')))",
     ),
-    "replace the file with an older copy": lambda p, older: shutil.copy2(older, p / "audit" / "ledger.duckdb"),
+    "replace the file with an older copy": lambda p, older: copy_ledger(older, p / "audit" / "ledger.duckdb"),
 }
 
 
@@ -109,7 +120,7 @@ def test_every_kind_of_tampering_is_detected(
     before = integrity.verify(start=anchored)
     assert before.ok and len(before.anchors) == 1
     if case == "replace the file with an older copy":
-        shutil.copy2(ledger, older)
+        copy_ledger(ledger, older)
         Ledger(ledger).append([snapshot(99)])
         integrity.anchor(start=anchored)
     TAMPERING[case](anchored, older)

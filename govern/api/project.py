@@ -8,6 +8,7 @@ from pathlib import Path
 
 from govern import config
 from govern.adapters import dvc as dvc_adapter
+from govern.checkpoints import BACKUP_SUFFIX
 
 LOCAL_STORES = (
     "/mlflow.db",
@@ -102,7 +103,7 @@ def _ignored_paths(cfg: config.Config) -> list[str]:
     entries = []
     try:
         ledger = "/" + cfg.ledger.relative_to(cfg.root).as_posix()
-        entries = [ledger, f"{ledger}.wal"]
+        entries = [ledger, f"{ledger}.wal", f"{ledger}{BACKUP_SUFFIX}*"]
     except ValueError:
         pass
     return [*entries, *LOCAL_STORES]
