@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import errno
 import logging
+import os
 import shutil
 import subprocess
 import sys
@@ -41,7 +42,7 @@ def test_commits_stay_in_the_log_until_it_passes_the_threshold_then_fold_into_th
         pytest.fail("the log never folded into the file")
 
     growing = sizes[:-1]
-    assert growing == sorted(growing) and len(growing) > 20, "each commit stayed in the log"
+    assert growing == sorted(growing) and len(growing) > 10, "each commit stayed in the log"
     assert CHECKPOINT_WAL_BYTES / 2 < growing[-1] < CHECKPOINT_WAL_BYTES
     assert sizes[-1] < growing[-1]
     assert ledger.path.stat().st_size > file_size, "the checkpoint wrote the events into the file"
@@ -124,22 +125,29 @@ LOCK_HOLDER = textwrap.dedent(
 
 def test_the_backup_of_a_checkpoint_still_running_elsewhere_is_left_alone(ledger: Ledger) -> None:
     ledger.append([snapshot_event(1)])
+    ledger.append([snapshot_event(2)])
+    assert wal_size(ledger.path) > 0, "the second event waits in the log"
     backup, backup_wal = backup_paths(ledger.path)
     shutil.copy2(wal_path(ledger.path), backup_wal)
     shutil.copy2(ledger.path, backup)
     original = ledger.path.read_bytes()
+    with open(ledger.path, "r+b") as file:  # what the checkpoint in progress has written so far
+        file.seek(12288)
+        file.write(os.urandom(8192))
+    torn = ledger.path.read_bytes()
     holder = subprocess.Popen([sys.executable, "-c", LOCK_HOLDER, str(ledger.path)], stdout=subprocess.PIPE, text=True)
     try:
         assert holder.stdout.readline().strip() == "locked"
         assert restore_interrupted_checkpoint(ledger.path) is False
-        assert backup.exists() and ledger.path.read_bytes() == original
+        assert backup.exists() and ledger.path.read_bytes() == torn
     finally:
         holder.kill()
         holder.wait()
 
     assert restore_interrupted_checkpoint(ledger.path) is True
     assert not backup.exists() and not backup_wal.exists()
-    assert ledger.verify().ok and ledger.head()[0] == 1
+    assert ledger.path.read_bytes() == original
+    assert ledger.verify().ok and ledger.head()[0] == 2
 
 
 def test_a_checkpoint_that_cannot_copy_the_file_keeps_the_commit_and_leaves_no_backup(
