@@ -18,6 +18,7 @@ from pathlib import Path
 import pytest
 from click.testing import CliRunner, Result
 
+from govern.checkpoints import wal_path
 from govern.cli import cli
 from govern.events import DatasetSnapshotted, PendingEvent, utc_now
 
@@ -209,3 +210,13 @@ def three_versions(tmp_path: Path, three_versions_original: Path) -> Path:
     copy = tmp_path / "demo"
     shutil.copytree(three_versions_original, copy, symlinks=True)
     return copy
+
+
+def copy_ledger(source: Path, target: Path) -> None:
+    """A ledger is its file and, between checkpoints, DuckDB's write-ahead log next to it."""
+    shutil.copy2(source, target)
+    source_wal, target_wal = wal_path(source), wal_path(target)
+    if source_wal.exists():
+        shutil.copy2(source_wal, target_wal)
+    else:
+        target_wal.unlink(missing_ok=True)

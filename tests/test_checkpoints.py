@@ -12,10 +12,10 @@ import textwrap
 from pathlib import Path
 
 import pytest
-from conftest import snapshot_event
+from conftest import copy_ledger, snapshot_event
 
 from govern import checkpoints
-from govern.checkpoints import backup_paths, restore_interrupted_checkpoint, wal_path, wal_size
+from govern.checkpoints import backup_paths, restore_interrupted_checkpoint, wal_size
 from govern.errors import LedgerError
 from govern.ledger import CHECKPOINT_WAL_BYTES, Ledger
 
@@ -97,8 +97,7 @@ def test_a_checkpoint_killed_mid_write_is_restored_on_the_next_open(
 
     torn = tmp_path / "torn" / "ledger.duckdb"
     torn.parent.mkdir()
-    shutil.copy2(ledger.path, torn)
-    shutil.copy2(wal_path(ledger.path), wal_path(torn))
+    copy_ledger(ledger.path, torn)
     with pytest.raises(LedgerError, match="not a readable govern ledger"):
         Ledger(torn).verify()
 
@@ -128,8 +127,7 @@ def test_the_backup_of_a_checkpoint_still_running_elsewhere_is_left_alone(ledger
     ledger.append([snapshot_event(2)])
     assert wal_size(ledger.path) > 0, "the second event waits in the log"
     backup, backup_wal = backup_paths(ledger.path)
-    shutil.copy2(wal_path(ledger.path), backup_wal)
-    shutil.copy2(ledger.path, backup)
+    copy_ledger(ledger.path, backup)  # a backup is a ledger copy: the file, and its log beside it
     original = ledger.path.read_bytes()
     with open(ledger.path, "r+b") as file:  # what the checkpoint in progress has written so far
         file.seek(12288)

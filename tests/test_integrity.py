@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 import os
 import random
-import shutil
 import signal
 import subprocess
 import sys
@@ -16,10 +15,9 @@ from pathlib import Path
 
 import duckdb
 import pytest
-from conftest import commit_all, git, run_cli, snapshot_event
+from conftest import commit_all, copy_ledger, git, run_cli, snapshot_event
 
 from govern.api import integrity
-from govern.checkpoints import wal_path
 from govern.events import PendingEvent, envelope_hash
 from govern.ledger import Ledger
 
@@ -37,16 +35,6 @@ def anchored(tmp_path: Path) -> Path:
     Ledger(tmp_path / "audit" / "ledger.duckdb").append([snapshot(i) for i in range(10)])
     integrity.anchor(start=tmp_path)
     return tmp_path
-
-
-def copy_ledger(source: Path, target: Path) -> None:
-    """A ledger is its file and, between checkpoints, DuckDB's write-ahead log next to it."""
-    shutil.copy2(source, target)
-    source_wal, target_wal = wal_path(source), wal_path(target)
-    if source_wal.exists():
-        shutil.copy2(source_wal, target_wal)
-    else:
-        target_wal.unlink(missing_ok=True)
 
 
 def sql(project: Path, *statements: str) -> None:
