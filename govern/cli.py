@@ -627,38 +627,33 @@ def ci() -> None:
 @ci.command("verify")
 @click.option("--rev", default="HEAD", show_default=True, help="The commit to verify.")
 @click.option("--tolerance", "tolerances", multiple=True, metavar="METRIC=ABS", help="Allowed absolute metric change.")
+@click.option("--strict", is_flag=True, help="Fail on `equivalent` too: require every output bit for bit.")
 @click.option("--summary", type=click.Path(path_type=Path), help="Write the Markdown summary here (default: stdout).")
 @click.option("--json", "as_json", is_flag=True, help="Print the verdict as JSON on stdout.")
-def ci_verify(rev: str, tolerances: tuple[str, ...], summary: Path | None, as_json: bool) -> None:
-    """Re-execute REV from scratch (dvc repro --force, no run-cache) and compare with its dvc.lock.
+def ci_verify(rev: str, tolerances: tuple[str, ...], strict: bool, summary: Path | None, as_json: bool) -> None:
+    """Re-execute REV from scratch (dvc repro --force, no run-cache) and judge it against its dvc.lock.
 
-    Outputs must match the committed md5s; metrics must stay within their
-    tolerances (exact unless [tool.govern.ci] tolerances or --tolerance say
-    otherwise). Appends reproduction.verified or reproduction.diverged, and
-    exits 1 on divergence. On GitHub Actions the summary also goes to
-    $GITHUB_STEP_SUMMARY.
+    Three outcomes: exact (every output bit for bit), equivalent (each output
+    that differs in bytes passes its declared rule: a model by its
+    predictions on the evaluation split, metrics within tolerance), or
+    diverged. Appends reproduction.verified or reproduction.diverged with
+    the evidence and the machine facts that differ from the training's.
+    Exits 1 on divergence, and on equivalent with --strict. On GitHub
+    Actions the summary also goes to $GITHUB_STEP_SUMMARY.
     """
+    from govern.api.ci import headline, parse_tolerances, verify
     from govern.api.ci import summary as render_summary
-    from govern.api.ci import verify
-    from govern.errors import InvalidInput
 
-    limits = {}
-    for item in tolerances:
-        name, sep, value = item.partition("=")
-        try:
-            limits[name] = float(value)
-        except ValueError:
-            sep = ""
-        if not sep or not name or limits.get(name, -1) < 0:
-            raise InvalidInput(f"--tolerance {item!r} is not METRIC=ABS with a non-negative number")
+    limits = parse_tolerances(tolerances)
 
     def progress(kind: str, stage: str, run: Any) -> None:
         if kind == "end":
             click.echo(f"[{stage}] {run.status} ({run.duration_s:.2f} s)", err=True)
 
-    verdict = verify(rev, tolerances=limits, on_progress=progress)
+    verdict = verify(rev, tolerances=limits, strict=strict, on_progress=progress)
     text = render_summary(verdict)
     if summary is not None:
+        summary.parent.mkdir(parents=True, exist_ok=True)
         summary.write_text(text, encoding="utf-8")
     step_summary = os.environ.get("GITHUB_STEP_SUMMARY")
     if step_summary:
@@ -669,8 +664,8 @@ def ci_verify(rev: str, tolerances: tuple[str, ...], summary: Path | None, as_js
     elif summary is None:
         click.echo(text)
     else:
-        click.echo(f"{'verified' if verdict.verified else 'DIVERGED'}: {verdict.commit} (seq {verdict.event.seq})")
-    if not verdict.verified:
+        click.echo(f"{headline(verdict)} (seq {verdict.event.seq})")
+    if not verdict.passed:
         sys.exit(1)
 
 

@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from govern import equivalence
 from govern.errors import ConfigError, NotAGitRepository
 
 DEFAULT_LEDGER = "audit/ledger.duckdb"
@@ -42,6 +43,7 @@ class Config:
     models: dict[str, dict[str, Any]] = field(default_factory=dict)
     tolerances: dict[str, float] = field(default_factory=dict)
     auto_anchor: bool = False
+    comparison: equivalence.Rules = field(default_factory=equivalence.Rules)
 
     @property
     def tracking_uri_is_default(self) -> bool:
@@ -91,6 +93,8 @@ def load(root: Path, environ: Mapping[str, str] | None = None) -> Config:
     env_stages = deploy.get("require_stage", DEFAULT_ENV_STAGES)
     if not isinstance(env_stages, dict) or not all(isinstance(v, str) for v in env_stages.values()):
         raise ConfigError(f"{source}: `deploy.require_stage` must map environment names to stage names")
+    ci = _table(settings, "ci", source)
+    tolerances = _tolerances(ci, source)
     direction = _str(selection, "direction", "maximize", source)
     if direction not in ("maximize", "minimize"):
         raise ConfigError(f"{source}: `selection.direction` must be maximize or minimize, got {direction!r}")
@@ -107,7 +111,8 @@ def load(root: Path, environ: Mapping[str, str] | None = None) -> Config:
         env_stages=dict(env_stages),
         selection_metric=selection.get("metric") and _str(selection, "metric", "", source),
         selection_direction=direction,
-        tolerances=_tolerances(_table(settings, "ci", source), source),
+        tolerances=tolerances,
+        comparison=_comparison(ci, tolerances, source),
         auto_anchor=_bool(settings, "auto_anchor", False, source),
         models={
             name: dict(value) for name, value in _table(settings, "models", source).items() if isinstance(value, dict)
@@ -142,10 +147,49 @@ def _tolerances(ci: Mapping[str, Any], source: str) -> dict[str, float]:
     return {k: float(v) for k, v in tolerances.items()}
 
 
-def _table(settings: Mapping[str, Any], key: str, source: str) -> dict[str, Any]:
+def _comparison(ci: Mapping[str, Any], tolerances: dict[str, float], source: str) -> equivalence.Rules:
+    """`[ci.models]` (how `type: model` artifacts are judged) and `[ci.outputs]` (a rule per path or glob)."""
+    models = _rule({"rule": "predictions", **_table(ci, "models", source, "ci.models")}, "ci.models", source)
+    outputs = _table(ci, "outputs", source, "ci.outputs")
+    rules = {}
+    for pattern, value in outputs.items():
+        where = f"ci.outputs.{pattern!r}"
+        declared = {"rule": value} if isinstance(value, str) else value
+        if not isinstance(declared, dict):
+            raise ConfigError(f'{source}: `{where}` must be a rule name or a table such as {{ rule = "table" }}')
+        inherited = {"atol": models.atol, "rtol": models.rtol}  # one numeric tolerance per project
+        rules[pattern] = _rule({**inherited, **declared}, where, source)
+    return equivalence.Rules(outputs=rules, models=models, tolerances=tolerances)
+
+
+def _rule(table: Mapping[str, Any], where: str, source: str) -> equivalence.Rule:
+    known = {"rule", "atol", "rtol", "data", "label_columns"}
+    unknown = sorted(set(table) - known)
+    if unknown:
+        keys = ", ".join(sorted(known))
+        raise ConfigError(f"{source}: `{where}` has unknown key(s) {', '.join(unknown)}; use {keys}")
+    name = table.get("rule")
+    if name not in equivalence.RULES:
+        raise ConfigError(f"{source}: `{where}` rule must be one of {', '.join(equivalence.RULES)}, got {name!r}")
+    bounds = {}
+    for key, default in (("atol", equivalence.DEFAULT_ATOL), ("rtol", equivalence.DEFAULT_RTOL)):
+        value = table.get(key, default)
+        if isinstance(value, bool) or not isinstance(value, int | float) or value < 0:
+            raise ConfigError(f"{source}: `{where}.{key}` must be a non-negative number, got {value!r}")
+        bounds[key] = float(value)
+    lists = {}
+    for key in ("data", "label_columns"):
+        value = table.get(key)
+        if value is not None and (not isinstance(value, list) or not all(isinstance(v, str) and v for v in value)):
+            raise ConfigError(f"{source}: `{where}.{key}` must be a list of names, got {value!r}")
+        lists[key] = tuple(value) if value is not None else None
+    return equivalence.Rule(name, bounds["atol"], bounds["rtol"], lists["data"] or (), lists["label_columns"])
+
+
+def _table(settings: Mapping[str, Any], key: str, source: str, name: str | None = None) -> dict[str, Any]:
     value = settings.get(key, {})
     if not isinstance(value, dict):
-        raise ConfigError(f"{source}: `{key}` must be a table, such as [tool.govern.{key}]")
+        raise ConfigError(f"{source}: `{name or key}` must be a table, such as [tool.govern.{name or key}]")
     return value
 
 

@@ -11,7 +11,10 @@ from collections.abc import Callable, Mapping
 from importlib import metadata
 from typing import Any
 
-KEY_PACKAGES = ("govern", "dvc", "mlflow", "duckdb", "scikit-learn", "pandas", "numpy", "torch", "xgboost", "lightgbm")
+KEY_PACKAGES = (
+    "govern", "dvc", "mlflow", "duckdb", "scikit-learn", "pandas", "numpy", "scipy", "threadpoolctl", "torch",
+    "xgboost", "lightgbm",
+)  # fmt: skip
 
 
 def ci_identity(environ: Mapping[str, str] | None = None) -> str | None:
@@ -43,7 +46,11 @@ def actor(git_identity: Callable[[], str | None], environ: Mapping[str, str] | N
 
 
 def describe() -> dict[str, Any]:
-    """Host, interpreter and package versions, with a digest of every installed distribution."""
+    """Host, interpreter and package versions (with a digest of every installed distribution), and the
+    machine facts that explain float drift: CPU, thread settings, BLAS/LAPACK kernels (`govern.machine`)."""
+    from govern import machine
+    from govern.adapters import blas
+
     installed = sorted(
         {(dist.metadata["Name"] or "").lower(): dist.version for dist in metadata.distributions()}.items()
     )
@@ -56,6 +63,7 @@ def describe() -> dict[str, Any]:
         "packages": {name: versions[name] for name in KEY_PACKAGES if name in versions},
         "packages_digest": hashlib.sha256("\n".join(f"{n}=={v}" for n, v in installed).encode()).hexdigest(),
         "packages_count": len(installed),
+        **machine.describe(blas.libraries()),
     }
 
 

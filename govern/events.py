@@ -270,15 +270,24 @@ class InferenceRecorded(Fact):
 
 @dataclass(frozen=True)
 class ReproductionVerified(Fact):
-    """A commit's pipeline was re-executed (CI) and every output matched the committed lock."""
+    """A commit's pipeline was re-executed (CI) and matched its committed lock: bit for bit (`match: exact`),
+    or with every output that differs in bytes judged equivalent by its declared rule (`match: equivalent`)."""
 
     type: ClassVar[str] = "reproduction.verified"
+    schema_version: ClassVar[int] = 2
 
     commit: str
+    match: str
     outputs: list[dict[str, Any]]
+    differing_outputs: list[dict[str, Any]]
     metrics: dict[str, Any]
+    metric_deltas: dict[str, Any]
     duration_s: float
     ci: dict[str, Any]
+    environment: dict[str, Any] | None = None
+    environment_differences: dict[str, Any] | None = None
+    training_event_id: str | None = None
+    strict: bool = False
 
     @property
     def subject(self) -> str:
@@ -287,9 +296,11 @@ class ReproductionVerified(Fact):
 
 @dataclass(frozen=True)
 class ReproductionDiverged(Fact):
-    """A commit's pipeline was re-executed and outputs or metrics differ from what was committed."""
+    """A commit's pipeline was re-executed and a stage failed, a metric moved beyond its tolerance, or an
+    output differs in a way its rule does not accept; `differing_outputs` holds each rule's evidence."""
 
     type: ClassVar[str] = "reproduction.diverged"
+    schema_version: ClassVar[int] = 2
 
     commit: str
     differing_outputs: list[dict[str, Any]]
@@ -298,6 +309,13 @@ class ReproductionDiverged(Fact):
     ci: dict[str, Any]
     failed_stage: str | None = None
     error: str | None = None
+    match: str = "diverged"
+    outputs: list[dict[str, Any]] = field(default_factory=list)
+    metrics: dict[str, Any] = field(default_factory=dict)
+    environment: dict[str, Any] | None = None
+    environment_differences: dict[str, Any] | None = None
+    training_event_id: str | None = None
+    strict: bool = False
 
     @property
     def subject(self) -> str:
@@ -357,9 +375,50 @@ FACT_TYPES: dict[str, type[Fact]] = {
     )
 }
 
+
+def _verified_v1(payload: dict[str, Any]) -> dict[str, Any]:
+    """v1 (before the three outcomes): every non-metric output matched its md5 and every metric its
+    tolerance, so it reads as `exact`; it recorded no evidence, environment or training link."""
+    return {
+        "match": "exact",
+        "differing_outputs": [],
+        "metric_deltas": {},
+        "environment": None,
+        "environment_differences": None,
+        "training_event_id": None,
+        "strict": False,
+        **payload,
+    }
+
+
+def _diverged_v1(payload: dict[str, Any]) -> dict[str, Any]:
+    """v1 judged every output by its md5 alone (each differing one reads as failing the `exact` rule) and
+    listed only the metrics beyond their tolerance."""
+    return {
+        "match": "diverged",
+        "outputs": [],
+        "metrics": {},
+        "environment": None,
+        "environment_differences": None,
+        "training_event_id": None,
+        "strict": False,
+        **payload,
+        "differing_outputs": [
+            {"rule": "exact", "equivalent": False, "evidence": {"summary": "bytes differ"}, **output}
+            for output in payload.get("differing_outputs") or []
+        ],
+        "metric_deltas": {
+            name: {**delta, "within": False} for name, delta in (payload.get("metric_deltas") or {}).items()
+        },
+    }
+
+
 # (type, from_version) -> function turning a payload of that version into the next one.
 # Stored bytes never change; old payloads are upcast each time they are read.
-UPCASTERS: dict[tuple[str, int], Callable[[dict[str, Any]], dict[str, Any]]] = {}
+UPCASTERS: dict[tuple[str, int], Callable[[dict[str, Any]], dict[str, Any]]] = {
+    ("reproduction.verified", 1): _verified_v1,
+    ("reproduction.diverged", 1): _diverged_v1,
+}
 
 
 def upcast(event_type: str, schema_version: int, payload: dict[str, Any]) -> dict[str, Any]:

@@ -63,7 +63,15 @@ def params_of(locks: Mapping[str, Mapping[str, Any]]) -> dict[str, Any]:
 
 def metrics_of(root: Path, pipeline: Pipeline) -> dict[str, Any]:
     """Numeric values of every metrics file, flattened; files in other directories keep their path."""
-    metrics: dict[str, Any] = {}
+    merged: dict[str, Any] = {}
+    for values in metrics_by_file(root, pipeline).values():
+        merged.update(values)
+    return dict(sorted(merged.items()))
+
+
+def metrics_by_file(root: Path, pipeline: Pipeline) -> dict[str, dict[str, Any]]:
+    """`metrics_of`, kept apart per metrics file (a verifier judges each file by its own metrics)."""
+    found: dict[str, dict[str, Any]] = {}
     single = len(pipeline.metrics_files) == 1
     for file in pipeline.metrics_files:
         path = root / file
@@ -71,11 +79,12 @@ def metrics_of(root: Path, pipeline: Pipeline) -> dict[str, Any]:
             continue
         data = load_structured(path)
         prefix = "" if single else f"{Path(file).stem}."
+        values = found.setdefault(file, {})
         for key, value in flatten(data if isinstance(data, Mapping) else {}, prefix).items():
             if isinstance(value, bool) or not isinstance(value, int | float):
                 continue
-            metrics[key] = finite_or_none(float(value))
-    return dict(sorted(metrics.items()))
+            values[key] = finite_or_none(float(value))
+    return found
 
 
 def stage_records(
@@ -191,6 +200,33 @@ def model_records(
             }
         )
     return records
+
+
+SPLIT_WORDS = ("train", "validation", "valid", "val", "test", "holdout")
+EVALUATION_SPLITS = ("validation", "test", "holdout")
+
+
+def split_name(path: str) -> str | None:
+    """train, validation, test or holdout when a table's file name says so (`test.csv`, `x_val.tsv`)."""
+    stem = Path(path).stem.lower()
+    if Path(path).suffix.lower() not in (".csv", ".tsv", ".parquet"):
+        return None
+    for word in SPLIT_WORDS:
+        if stem == word or stem.startswith(f"{word}_") or stem.endswith(f"_{word}") or stem.startswith(f"{word}."):
+            return {"valid": "validation", "val": "validation"}.get(word, word)
+    return None
+
+
+def evaluation_data(pipeline: Pipeline, model_path: str) -> list[str]:
+    """The validation, test or holdout tables that the stages reading the model evaluate it on."""
+    data = pipeline.output_paths | set(pipeline.tracked_files)
+    found = [
+        dep
+        for stage in pipeline.downstream(model_path)
+        for dep in stage.deps
+        if dep != model_path and _within(dep, data) and split_name(dep) in EVALUATION_SPLITS
+    ]
+    return list(dict.fromkeys(found))
 
 
 def training_inputs(

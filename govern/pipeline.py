@@ -52,6 +52,20 @@ class Pipeline:
     def output_paths(self) -> set[str]:
         return {out.path for stage in self.stages.values() for out in stage.outs}
 
+    def downstream(self, path: str) -> list[StageSpec]:
+        """The stages that read `path`, directly or through what they produce from it, in pipeline order."""
+        reached, frontier = [], {path}
+        changed = True
+        while changed:
+            changed = False
+            for stage in self.stages.values():
+                if stage in reached or not any(_within(dep, frontier) for dep in stage.deps):
+                    continue
+                reached.append(stage)
+                frontier |= {out.path for out in stage.outs}
+                changed = True
+        return [stage for stage in self.stages.values() if stage in reached]
+
     def producer(self, path: str) -> str | None:
         """The stage whose output is `path` (or contains it)."""
         for stage in self.stages.values():
@@ -59,6 +73,10 @@ class Pipeline:
                 if path == out.path or path.startswith(out.path.rstrip("/") + "/"):
                     return stage.name
         return None
+
+
+def _within(path: str, roots: set[str]) -> bool:
+    return any(path == root or path.startswith(root.rstrip("/") + "/") for root in roots)
 
 
 @dataclass(frozen=True)

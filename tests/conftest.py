@@ -148,11 +148,18 @@ def demo(tmp_path: Path, mlflow_store_template: Path) -> Path:
 
 @pytest.fixture(scope="session")
 def reproduced_demo_original(tmp_path_factory: pytest.TempPathFactory, mlflow_store_template: Path) -> Path:
-    """The demo after one `govern repro`, made once per session; tests use copies of it."""
+    """The demo after one `govern repro --commit`, made once per session; tests use copies of it.
+
+    On a machine whose floats differ from the one that made the committed dvc.lock, the reproduction
+    writes other model bytes: `--commit` then commits this machine's lock, so that tests compare with
+    what this machine produced and never with another machine's bytes.
+    """
     base = tmp_path_factory.mktemp("reproduced")
     env = isolate(dict(os.environ), base / "home")
     project = make_demo(base / "demo", mlflow_store_template, env)
-    subprocess.run([sys.executable, "-m", "govern", "repro"], cwd=project, env=env, check=True, capture_output=True)
+    subprocess.run(
+        [sys.executable, "-m", "govern", "repro", "--commit"], cwd=project, env=env, check=True, capture_output=True
+    )
     return project
 
 
@@ -210,6 +217,20 @@ def three_versions(tmp_path: Path, three_versions_original: Path) -> Path:
     copy = tmp_path / "demo"
     shutil.copytree(three_versions_original, copy, symlinks=True)
     return copy
+
+
+def pickling_with_protocol_from_the_environment(project: Path) -> None:
+    """Make a demo copy pickle its model with the protocol DEMO_PICKLE_PROTOCOL names (default 5).
+
+    A training with protocol 4 then writes other bytes for the same model: what a machine whose floats
+    differ does, reproducible on this one.
+    """
+    model_py = project / "pipelines" / "model.py"
+    text = model_py.read_text()
+    text = text.replace("import argparse\n", "import argparse\nimport os\n", 1)
+    text = text.replace("protocol=5)", 'protocol=int(os.environ.get("DEMO_PICKLE_PROTOCOL", "5")))')
+    assert "DEMO_PICKLE_PROTOCOL" in text
+    model_py.write_text(text)
 
 
 def copy_ledger(source: Path, target: Path) -> None:

@@ -12,7 +12,7 @@ from pathlib import Path
 import click
 import pytest
 import yaml
-from conftest import commit_all, git, run_cli
+from conftest import commit_all, git, make_demo, pickling_with_protocol_from_the_environment, run_cli
 
 from govern.cli import cli
 from govern.ledger import Ledger
@@ -130,6 +130,37 @@ def test_two_quick_pushes_are_both_verified_and_a_commit_only_once(server: dict)
     assert all(e.type == "reproduction.verified" for e in events)
 
 
+def test_the_server_hook_judges_a_lock_made_elsewhere_equivalent_and_names_what_differs(
+    tmp_path: Path, isolated_env: dict[str, str], mlflow_store_template: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The demo trained where its model pickles differently, pushed; the server verifies on its own kernel."""
+    bare, central = tmp_path / "server.git", tmp_path / "central" / "ledger.duckdb"
+    monkeypatch.setenv("GOVERN_LEDGER", str(central))
+    git(tmp_path, "init", "-q", "--bare", str(bare))
+    assert run_cli("hooks", "install-server", "--bare", str(bare), "--ledger", str(central)).exit_code == 0
+    env = {**isolated_env, "GOVERN_LEDGER": str(central)}
+    clone = make_demo(tmp_path / "clone", mlflow_store_template, env)
+    pickling_with_protocol_from_the_environment(clone)
+    commit_all(clone, "pickle protocol from the environment", env=env)
+    sh(clone, sys.executable, "-m", "govern", "repro", "--commit", env={**env, "DEMO_PICKLE_PROTOCOL": "4"})
+    git(clone, "remote", "add", "origin", str(bare))
+    head = git(clone, "rev-parse", "HEAD")
+
+    sh(clone, "git", "push", "-q", "origin", "main", env={**env, "OPENBLAS_CORETYPE": "Prescott"})
+
+    [event] = wait_for(lambda: reproductions(central), "the reproduction event", timeout=300)
+    assert (event.type, event.git_commit, event.payload["match"]) == ("reproduction.verified", head, "equivalent")
+    [model] = event.payload["differing_outputs"]
+    assert (model["path"], model["rule"], model["equivalent"]) == ("models/model.pkl", "predictions", True)
+    assert model["evidence"]["committed_model_from"].startswith("MLflow (version 1, run ")
+    assert model["evidence"]["rows"] == 228 and model["evidence"]["rows_beyond_tolerance"] == 0
+    facts = {d["fact"] for d in event.payload["environment_differences"]["differences"]}
+    assert "threads.env.OPENBLAS_CORETYPE" in facts, "the verdict says what differed from the training's machine"
+    training = Ledger(central).read(types=["training.completed"])[-1]
+    assert event.payload["training_event_id"] == training.event_id
+    assert f"{head}: equivalent: " in (bare / "govern-hook" / "verify.log").read_text()
+
+
 def test_the_pre_push_hook_refuses_a_stale_pipeline(server: dict) -> None:
     clone, env = server["clone"], server["env"]
     result = run_cli("hooks", "install", cwd=clone)
@@ -169,7 +200,7 @@ def test_ci_verify_in_place_writes_a_summary_and_records_the_verdict(server: dic
     summary = tmp_path / "summary.md"
     result = run_cli("ci", "verify", "--summary", str(summary), cwd=clone)
     assert result.exit_code == 0, result.output
-    assert summary.read_text().startswith("## govern: ✅ reproduction verified")
+    assert summary.read_text().startswith("## govern: ✅ exact: ")
     assert reproductions(server["central"])[-1].git_commit == git(clone, "rev-parse", "HEAD")
     assert git(clone, "status", "--porcelain") == "", "the caller's checkout is untouched"
 
@@ -194,8 +225,17 @@ def test_ci_verify_exits_non_zero_on_divergence_and_reports_metric_tolerance(tmp
     assert strict.exit_code == 1
     verdict = json.loads(strict.stdout)
     assert verdict["verdict"] == "diverged" and set(verdict["metric_deltas"]) == {"acc"}
+    [metrics_file] = verdict["differing_outputs"]
+    assert (metrics_file["path"], metrics_file["rule"], metrics_file["equivalent"]) == (
+        "m.json",
+        "metric-values",
+        False,
+    )
     tolerant = run_cli("ci", "verify", "--tolerance", "acc=0.01", "--json", cwd=project)
-    assert tolerant.exit_code == 0 and json.loads(tolerant.stdout)["verdict"] == "verified"
+    assert tolerant.exit_code == 0, tolerant.output
+    verdict = json.loads(tolerant.stdout)
+    assert (verdict["verdict"], verdict["match"]) == ("verified", "equivalent"), "same metric within tolerance"
+    assert verdict["metric_deltas"]["acc"]["within"] is True
 
 
 @pytest.mark.parametrize("system, path", [("github", ".github/workflows/govern.yml"), ("gitlab", ".gitlab-ci.yml")])

@@ -6,16 +6,36 @@ import json
 import os
 import re
 import shutil
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any, ClassVar
 
 import pytest
 from conftest import ACTOR, apply_isolation, git, ok, run_cli
 
-from govern.events import PendingEvent, ReproductionVerified, utc_now
+from govern.events import Fact, PendingEvent, ReproductionVerified, utc_now
 from govern.ledger import Ledger
 
 M = "breast-cancer-classifier"
 CHROMIUM, CHROMEDRIVER = Path("/usr/bin/chromium"), Path("/usr/bin/chromedriver")
+
+
+@dataclass(frozen=True)
+class LegacyReproductionVerified(Fact):
+    """`reproduction.verified` as govern wrote it before the three outcomes (schema 1)."""
+
+    type: ClassVar[str] = "reproduction.verified"
+    schema_version: ClassVar[int] = 1
+
+    commit: str
+    outputs: list[dict[str, Any]]
+    metrics: dict[str, Any]
+    duration_s: float
+    ci: dict[str, Any]
+
+    @property
+    def subject(self) -> str:
+        return f"commit:{self.commit}"
 
 
 @pytest.fixture(scope="module")
@@ -46,21 +66,42 @@ def history(tmp_path_factory: pytest.TempPathFactory, three_versions_original: P
             ok(project, *step)
         ledger = Ledger(project / "audit" / "ledger.duckdb")
         training = next(e for e in ledger.read(types=["model.registered"]) if e.payload["version"] == "2")
-        # The event `govern ci verify` (issue 5) appends after re-executing the commit in CI.
+        # What `govern ci verify` appended before the three outcomes (schema 1), then a verdict of today's.
+        legacy = LegacyReproductionVerified(
+            commit=training.git_commit,
+            outputs=[{"path": "models/model.pkl", "md5": training.payload["md5"]}],
+            metrics={},
+            duration_s=12.5,
+            ci={"system": "github", "run_id": "41"},
+        )
+        equivalent = ReproductionVerified(
+            commit=training.git_commit,
+            match="equivalent",
+            outputs=[{"path": "models/model.pkl", "md5": "f" * 32}],
+            differing_outputs=[
+                {
+                    "path": "models/model.pkl",
+                    "expected_md5": training.payload["md5"],
+                    "actual_md5": "f" * 32,
+                    "rule": "predictions",
+                    "equivalent": True,
+                    "evidence": {"summary": "identical predictions on all 228 rows", "rows": 228},
+                }
+            ],
+            metrics={},
+            metric_deltas={},
+            duration_s=14.0,
+            ci={"system": "github", "run_id": "42"},
+            environment_differences={
+                "compared": True,
+                "differences": [{"fact": "cpu.model", "training": "Laptop CPU", "verification": "Runner CPU"}],
+                "not_recorded_at_training": [],
+            },
+        )
         ledger.append(
             [
-                PendingEvent(
-                    ReproductionVerified(
-                        commit=training.git_commit,
-                        outputs=[{"path": "models/model.pkl", "md5": training.payload["md5"]}],
-                        metrics={},
-                        duration_s=12.5,
-                        ci={"system": "github", "run_id": "42"},
-                    ),
-                    actor="ci:github:release-bot",
-                    occurred_at=utc_now(),
-                    git_commit=training.git_commit,
-                )
+                PendingEvent(fact, actor="ci:github:release-bot", occurred_at=utc_now(), git_commit=training.git_commit)
+                for fact in (legacy, equivalent)
             ]
         )
         source = project / "data" / "raw" / "breast_cancer.csv"
@@ -100,6 +141,13 @@ def test_code_section_has_commit_author_signature_and_blob_ids(report: dict, his
     model_py = files[("train", "pipelines/model.py")]
     assert model_py["blob"] == git(history, "rev-parse", f"{training.git_commit}:pipelines/model.py")
     assert code["python"] and code["packages"]["dvc"]
+    environment = training.payload["environment"]
+    assert code["cpu"].startswith(f"{environment['cpu']['model']} ({environment['cpu']['architecture']}; ")
+    assert all(
+        f"{lib['architecture'] or 'default'} kernel, {lib['num_threads']} threads ({lib['filename']})"
+        in code["numeric_libraries"]
+        for lib in environment["numeric_libraries"]
+    ), "the kernel each BLAS picked is what explains float drift"
 
 
 def test_data_section_has_extraction_date_and_split(report: dict, history: Path) -> None:
@@ -139,8 +187,15 @@ def test_approvals_windows_reproductions_inference_and_integrity(report: dict, h
     windows = {w["app"]: w for w in report["production"]["windows"]}
     assert windows["scoring"]["start"] == "2026-01-01T00:00:00.000000Z" and windows["scoring"]["end"] is None
     assert windows["triage"]["end"] == "2026-01-20T12:00:00.000000Z" and windows["triage"]["end_reason"] == "retired"
-    [reproduction] = report["reproductions"]["runs"]
-    assert reproduction["verdict"] == "verified" and reproduction["by"] == "ci:github:release-bot"
+    legacy, equivalent = report["reproductions"]["runs"]
+    assert legacy["verdict"] == "verified" and legacy["by"] == "ci:github:release-bot"
+    assert legacy["match"] == "exact", "a verdict recorded before the three outcomes reads as exact (upcast)"
+    assert legacy["differing_outputs"] == [] and legacy["machines_compared"] is False
+    assert equivalent["match"] == "equivalent"
+    [differing] = equivalent["differing_outputs"]
+    assert (differing["path"], differing["rule"], differing["equivalent"]) == ("models/model.pkl", "predictions", True)
+    assert differing["evidence"] == "identical predictions on all 228 rows"
+    assert equivalent["machine_differences"][0]["fact"] == "cpu.model"
     assert report["inference"]["counts"][0]["app"] == "scoring" and report["inference"]["counts"][0]["rows"] == 569
     integrity = report["integrity"]
     assert integrity["verified"] is True
@@ -162,6 +217,8 @@ def test_markdown_and_html_carry_the_same_facts(report: dict, history: Path, tmp
         report["integrity"]["head_hash"],
         report["training"]["mlflow_run_id"],
         "govern maintainers",
+        "models/model.pkl (predictions: equivalent; identical predictions on all 228 rows)",
+        "cpu.model: Laptop CPU → Runner CPU",
     ]
     for fact in facts:
         assert fact in html, fact

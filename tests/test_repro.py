@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 import yaml
-from conftest import ACTOR, commit_all, git, run_cli, tracking_uri
+from conftest import ACTOR, REPO, commit_all, git, run_cli, tracking_uri
 from mlflow.tracking import MlflowClient
 
 from govern.ledger import Ledger
@@ -27,7 +27,7 @@ def test_repro_records_snapshot_training_and_registered_version(reproduced_demo:
     types = [event.type for event in events_of(reproduced_demo)]
     assert types == ["dataset.snapshotted", "training.completed", "model.registered"]
     snapshot, training, registered = events_of(reproduced_demo)
-    head = git(reproduced_demo, "rev-parse", "HEAD")
+    head = git(reproduced_demo, "rev-list", "--max-parents=0", "HEAD")  # the demo's commit, which was trained
 
     assert snapshot.subject == "dataset:data/raw/breast_cancer.csv"
     assert snapshot.payload["rows"] == 569 and "mean_radius" in snapshot.payload["columns"]
@@ -42,8 +42,12 @@ def test_repro_records_snapshot_training_and_registered_version(reproduced_demo:
     assert payload["git"]["commit"] == head and payload["git"]["dirty"] is False
     assert [stage["name"] for stage in payload["stages"]] == ["extract", "prepare", "train", "evaluate"]
     statuses = {stage["name"]: stage["status"] for stage in payload["stages"]}
-    # metrics.json is committed (cache: false), so evaluate is up to date in a fresh clone
-    assert statuses == {"extract": "ran", "prepare": "ran", "train": "ran", "evaluate": "unchanged"}
+    # metrics.json is committed (cache: false), so evaluate is up to date in a fresh clone, unless this
+    # machine's floats made other model bytes than the machine that committed dvc.lock did
+    shipped = yaml.safe_load((REPO / "dvc.lock").read_text())["stages"]["train"]["outs"][0]["md5"]
+    model = next(out for out in payload["outputs"] if out["path"] == "models/model.pkl")
+    evaluate = "unchanged" if model["md5"] == shipped else "ran"
+    assert statuses == {"extract": "ran", "prepare": "ran", "train": "ran", "evaluate": evaluate}
     assert payload["params"]["train.C"] == 1.0
     metrics = json.loads((reproduced_demo / "metrics.json").read_text())
     assert payload["metrics"]["test.accuracy"] == metrics["test"]["accuracy"]
@@ -143,17 +147,25 @@ def test_allow_dirty_runs_and_records_the_dirt(reproduced_demo: Path) -> None:
     assert training.payload["targets"] == ["train"]
 
 
-def test_repro_of_a_fresh_clone_reproduces_the_committed_lock(demo: Path) -> None:
-    committed_lock = (demo / "dvc.lock").read_bytes()
+def test_a_fresh_clone_reproduces_the_committed_lock_exactly_or_equivalently(demo: Path) -> None:
+    """Judged as the product judges it: another machine may write other model bytes, never other behaviour."""
     first = run_cli("repro", cwd=demo)
     assert first.exit_code == 0, first.output
     second = run_cli("repro", cwd=demo)
     assert second.exit_code == 0, second.output
-
-    assert (demo / "dvc.lock").read_bytes() == committed_lock, "outputs differ from the recorded hashes"
-    assert git(demo, "status", "--porcelain") == ""
+    assert "Nothing changed" in second.output
     assert len(events_of(demo, "training.completed")) == 1
     assert len(events_of(demo, "model.registered")) == 1
+
+    verified = run_cli("ci", "verify", "--json", cwd=demo)
+    assert verified.exit_code == 0, verified.output
+    verdict = json.loads(verified.stdout)
+    assert verdict["match"] in ("exact", "equivalent")
+    for output in verdict["differing_outputs"]:
+        assert output["path"] in ("models/model.pkl", "metrics.json") and output["equivalent"], output
+    changed = {line[3:] for line in git(demo, "status", "--porcelain").splitlines()}
+    assert changed <= {"dvc.lock"}, "at most the lock differs, and only where this machine's bytes do"
+    assert (not changed) == (verdict["match"] == "exact")
     assert run_cli("audit", "verify", cwd=demo).exit_code == 0
 
 

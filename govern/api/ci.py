@@ -2,57 +2,106 @@
 
 The commit is checked out into a temporary clone sharing the repository's
 objects (the caller's checkout is never touched; a bare repository works
-too), DVC data is pulled
-when a remote is configured, and every stage is re-executed with `--force`,
-so DVC's run-cache cannot answer for it. Each output's md5 is compared with
-the committed lock; metrics files are judged instead by their values, within
-per-metric tolerances (exact by default). The verdict is appended to the
-ledger as `reproduction.verified` or `reproduction.diverged`.
+too), DVC data is pulled when a remote is configured, and every stage is
+re-executed with `--force`, so DVC's run-cache cannot answer for it.
+
+The verdict has three outcomes (`govern.equivalence`): `exact` when every
+output's md5 equals the committed lock; `equivalent` when each output that
+differs in bytes is judged equivalent by its declared rule (a model by its
+predictions on the pipeline's evaluation split, a metrics file by its values
+within tolerance), with the evidence; `diverged` otherwise. The machine facts
+that explain float drift are compared with the training that made the lock.
+The verdict is appended as `reproduction.verified` (exact, equivalent) or
+`reproduction.diverged`.
 """
 
 from __future__ import annotations
 
+import dataclasses
+import hashlib
+import json
 import os
 import tempfile
 import time
 from collections.abc import Mapping
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
 from typing import Any
 
 from govern import config as config_module
-from govern import environment, lineage
+from govern import entrypoint, environment, equivalence, lineage, machine, tabular
+from govern.adapters import blas
 from govern.adapters import dvc as dvc_adapter
 from govern.adapters import git as git_adapter
+from govern.api import model_files
+from govern.equivalence import DIVERGED, EQUIVALENT, EXACT, Judgement, Rule
 from govern.errors import GovernError, InvalidInput, StageFailed
 from govern.events import PendingEvent, RecordedEvent, ReproductionDiverged, ReproductionVerified, utc_now
 from govern.ledger import Ledger
+from govern.pipeline import Pipeline
+
+TRAINING_OF_LOCK = """
+SELECT seq, event_id, payload->'$.environment' AS environment,
+       payload->>'$.dvc_lock_sha256' = $lock AS same_lock
+FROM events
+WHERE type = 'training.completed' AND (payload->>'$.dvc_lock_sha256' = $lock OR git_commit = $commit)
+ORDER BY same_lock DESC, seq DESC LIMIT 1
+"""
+
+REGISTRATION_OF_FILE = """
+SELECT mv.model, mv.version, mv.sha256, mv.mlflow_run_id, e.payload->>'$.tracking_uri' AS tracking_uri
+FROM model_versions AS mv JOIN events AS e ON e.seq = mv.seq
+WHERE mv.path = $path AND mv.md5 = $md5
+ORDER BY mv.seq DESC LIMIT 1
+"""
 
 
 @dataclass(frozen=True)
 class Verdict:
+    """What a verification found and recorded."""
+
     commit: str
-    verified: bool
+    match: str
     event: RecordedEvent
+    strict: bool = False
     outputs: list[dict[str, Any]] = field(default_factory=list)
     differing: list[dict[str, Any]] = field(default_factory=list)
+    metrics: dict[str, Any] = field(default_factory=dict)
     metric_deltas: dict[str, Any] = field(default_factory=dict)
     failed_stage: str | None = None
     error: str | None = None
     duration_s: float = 0.0
+    environment_differences: dict[str, Any] = field(default_factory=dict)
+    training_seq: int | None = None
+
+    @property
+    def verified(self) -> bool:
+        return self.match != DIVERGED
+
+    @property
+    def passed(self) -> bool:
+        """What the exit code says: diverged fails, and so does equivalent under --strict."""
+        return self.verified and not (self.strict and self.match == EQUIVALENT)
 
     def to_dict(self) -> dict[str, Any]:
         return {
             "commit": self.commit,
             "verdict": "verified" if self.verified else "diverged",
+            "match": self.match,
+            "strict": self.strict,
+            "passed": self.passed,
             "event_seq": self.event.seq,
             "outputs": self.outputs,
             "differing_outputs": self.differing,
+            "metrics": self.metrics,
             "metric_deltas": self.metric_deltas,
             "failed_stage": self.failed_stage,
             "error": self.error,
             "duration_s": self.duration_s,
+            "training_seq": self.training_seq,
+            "environment_differences": self.environment_differences,
         }
 
 
@@ -80,136 +129,430 @@ def ci_context(environ: Mapping[str, str] | None = None) -> dict[str, Any]:
     return {"system": "local", "run_id": None, "ref": None}
 
 
+def parse_tolerances(items: tuple[str, ...] | list[str]) -> dict[str, float]:
+    """`METRIC=ABS` pairs, as `--tolerance` takes them."""
+    limits: dict[str, float] = {}
+    for item in items:
+        name, sep, value = item.partition("=")
+        try:
+            number = float(value)
+        except ValueError:
+            number = -1.0
+        if not sep or not name or not number >= 0:
+            raise InvalidInput(f"--tolerance {item!r} is not METRIC=ABS with a non-negative number")
+        limits[name] = number
+    return limits
+
+
 def verify(
     rev: str = "HEAD",
     *,
     tolerances: Mapping[str, float] | None = None,
+    strict: bool = False,
     start: Path | None = None,
     repository: Path | None = None,
     on_progress: Any = None,
 ) -> Verdict:
-    """Re-execute `rev` in a temporary worktree and record the verdict (see the module docstring)."""
+    """Re-execute `rev` in a temporary clone and record the verdict (see the module docstring)."""
     source = repository or config_module.find_root(start)
     commit = git_adapter.resolve(source, rev)
     ledger_path = config_module.ledger_path(start) if repository is None else None
+    blas.prefetch()  # the machine facts are read at the end; loading the numeric libraries overlaps the run
     clock = time.perf_counter()
     with tempfile.TemporaryDirectory(prefix="govern-verify-") as scratch:
         checkout = Path(scratch) / "checkout"
         git_adapter.checkout_copy(source, checkout, commit)
         cfg = config_module.load(checkout)
         ledger = Ledger(ledger_path or cfg.ledger, lock_timeout=cfg.lock_timeout)
-        limits = {**cfg.tolerances, **(tolerances or {})}
+        rules = cfg.comparison
+        rules = dataclasses.replace(rules, tolerances={**rules.tolerances, **(tolerances or {})})
         if (source / ".dvc").is_dir():
             dvc_adapter.use_cache_dir(checkout, dvc_adapter.cache_dir(source))
-        result = _judge(checkout, commit, limits, on_progress)
+        work = _Verification(checkout, source, Path(scratch), rules, ledger, cfg.tracking_uri, repository is None)
+        result = _judge(work, commit, on_progress)
     duration = round(time.perf_counter() - clock, 6)
-    actor = environment.actor(lambda: None)
-    ci = ci_context()
-    if result["verified"]:
-        fact: Any = ReproductionVerified(
-            commit=commit, outputs=result["outputs"], metrics=result["metrics"], duration_s=duration, ci=ci
-        )
+    here = environment.describe()
+    training = _training(ledger, result["lock_sha256"], commit)
+    differences = machine.differences(training["environment"] if training else None, here)
+    facts: dict[str, Any] = {
+        "commit": commit,
+        "match": result["match"],
+        "outputs": result["outputs"],
+        "differing_outputs": result["differing"],
+        "metrics": result["metrics"],
+        "metric_deltas": result["metric_deltas"],
+        "duration_s": duration,
+        "ci": ci_context(),
+        "environment": here,
+        "environment_differences": differences,
+        "training_event_id": training["event_id"] if training else None,
+        "strict": strict,
+    }
+    if result["match"] == DIVERGED:
+        fact: Any = ReproductionDiverged(**facts, failed_stage=result["failed_stage"], error=result["error"])
     else:
-        fact = ReproductionDiverged(
-            commit=commit,
-            differing_outputs=result["differing"],
-            metric_deltas=result["deltas"],
-            duration_s=duration,
-            ci=ci,
-            failed_stage=result["failed_stage"],
-            error=result["error"],
-        )
+        fact = ReproductionVerified(**facts)
+    actor = environment.actor(lambda: git_adapter.identity(source))
     event = ledger.append([PendingEvent(fact, actor=actor, occurred_at=utc_now(), git_commit=commit)])[0]
     return Verdict(
-        commit,
-        result["verified"],
-        event,
-        result["outputs"],
-        result["differing"],
-        result["deltas"],
-        result["failed_stage"],
-        result["error"],
-        duration,
+        commit=commit,
+        match=result["match"],
+        event=event,
+        strict=strict,
+        outputs=result["outputs"],
+        differing=result["differing"],
+        metrics=result["metrics"],
+        metric_deltas=result["metric_deltas"],
+        failed_stage=result["failed_stage"],
+        error=result["error"],
+        duration_s=duration,
+        environment_differences=differences,
+        training_seq=training["seq"] if training else None,
     )
 
 
-def _judge(checkout: Path, commit: str, tolerances: Mapping[str, float], on_progress: Any) -> dict[str, Any]:
+def _training(ledger: Ledger, lock_sha256: str, commit: str) -> dict[str, Any] | None:
+    """The training that wrote this lock (else the newest at this commit): whose machine made the bytes."""
+    if not ledger.path.exists():
+        return None
+    columns, rows = ledger.query(TRAINING_OF_LOCK, {"lock": lock_sha256, "commit": commit})
+    if not rows:
+        return None
+    found = dict(zip(columns, rows[0], strict=True))
+    found["environment"] = json.loads(found["environment"]) if found["environment"] else None
+    return found
+
+
+@dataclass(frozen=True)
+class _Verification:
+    """One verification in progress: where the checkout is, what rules apply, where committed files may be."""
+
+    checkout: Path
+    source: Path
+    scratch: Path
+    rules: equivalence.Rules
+    ledger: Ledger
+    tracking_uri: str
+    has_workspace: bool
+
+
+def _judge(work: _Verification, commit: str, on_progress: Any) -> dict[str, Any]:
+    checkout = work.checkout
     pipeline = dvc_adapter.load_pipeline(checkout)
-    committed_locks, _ = dvc_adapter.read_locks(checkout, pipeline)
+    committed_locks, lock_text = dvc_adapter.read_locks(checkout, pipeline)
     if not committed_locks:
         raise InvalidInput(f"Commit {commit[:12]} has no dvc.lock: there is nothing recorded to verify against")
-    expected_metrics = lineage.metrics_of(checkout, pipeline)
+    expected_metrics = lineage.metrics_by_file(checkout, pipeline)
     dvc_adapter.pull_if_remote(checkout)
-    verdict: dict[str, Any] = {
+    result: dict[str, Any] = {
+        "lock_sha256": hashlib.sha256(lock_text.encode("utf-8")).hexdigest(),
+        "match": DIVERGED,
         "outputs": [],
         "differing": [],
-        "deltas": {},
         "metrics": {},
+        "metric_deltas": {},
         "failed_stage": None,
         "error": None,
     }
     try:
         pipeline, _ = dvc_adapter.reproduce(checkout, (), on_progress=on_progress, force=True)
     except StageFailed as failure:
-        verdict.update(verified=False, failed_stage=failure.stage, error=str(failure))
-        return verdict
+        return {**result, "failed_stage": failure.stage, "error": str(failure)}
     new_locks, _ = dvc_adapter.read_locks(checkout, pipeline)
-    metric_files = set(pipeline.metrics_files)
-    expected = _outs(committed_locks)
-    actual = _outs(new_locks)
-    for path in sorted(set(expected) | set(actual)):
-        if path in metric_files:
-            continue
-        verdict["outputs"].append({"path": path, "md5": actual.get(path)})
-        if expected.get(path) != actual.get(path):
-            verdict["differing"].append(
-                {"path": path, "expected_md5": expected.get(path), "actual_md5": actual.get(path)}
-            )
-    metrics = lineage.metrics_of(checkout, pipeline)
-    verdict["metrics"] = metrics
-    for name in sorted(set(expected_metrics) | set(metrics)):
-        was, now = expected_metrics.get(name), metrics.get(name)
-        delta = None if was is None or now is None else now - was
-        tolerance = tolerances.get(name, 0.0)
-        if delta is None or abs(delta) > tolerance:
-            verdict["deltas"][name] = {"expected": was, "actual": now, "delta": delta, "tolerance": tolerance}
-    verdict["verified"] = not verdict["differing"] and not verdict["deltas"]
-    return verdict
+    actual_metrics = lineage.metrics_by_file(checkout, pipeline)
+    deltas = equivalence.metric_deltas(_merged(expected_metrics), _merged(actual_metrics), work.rules.tolerances)
+    judge = _Judge(work, pipeline, expected_metrics, actual_metrics, deltas)
+    expected, actual = _outs(committed_locks), _outs(new_locks)
+    paths = sorted(set(expected) | set(actual))
+    judgements = [judge.output(p, expected.get(p), actual.get(p)) for p in paths if expected.get(p) != actual.get(p)]
+    beyond = any(not delta["within"] for delta in deltas.values())
+    return {
+        **result,
+        "match": equivalence.outcome(judgements, failed=beyond),
+        "outputs": [{"path": p, "md5": actual.get(p)} for p in paths],
+        "differing": [j.to_dict() for j in judgements],
+        "metrics": _merged(actual_metrics),
+        "metric_deltas": deltas,
+    }
+
+
+def _merged(by_file: Mapping[str, Mapping[str, Any]]) -> dict[str, Any]:
+    return {name: value for values in by_file.values() for name, value in values.items()}
 
 
 def _outs(locks: Mapping[str, Mapping[str, Any]]) -> dict[str, str | None]:
     return {item["path"]: item.get("md5") for entry in locks.values() for item in entry.get("outs") or []}
 
 
+@dataclass(frozen=True)
+class _Judge:
+    """Applies each differing output's declared rule, gathering the evidence."""
+
+    work: _Verification
+    pipeline: Pipeline
+    expected_metrics: Mapping[str, Mapping[str, Any]]
+    actual_metrics: Mapping[str, Mapping[str, Any]]
+    deltas: Mapping[str, Mapping[str, Any]]
+
+    def output(self, path: str, expected_md5: str | None, actual_md5: str | None) -> Judgement:
+        if expected_md5 is None or actual_md5 is None:
+            return equivalence.bytes_differ(path, expected_md5, actual_md5)
+        models = {a.path for a in self.pipeline.artifacts if a.type == "model"}
+        metrics_file = path in self.pipeline.metrics_files
+        rule = self.work.rules.for_output(path, is_model=path in models, is_metrics=metrics_file)
+        if rule.rule == equivalence.METRIC_VALUES:
+            names = set(self.expected_metrics.get(path, {})) | set(self.actual_metrics.get(path, {}))
+            moved = {name: d for name, d in self.deltas.items() if name in names}
+            return equivalence.judge_metrics(path, expected_md5, actual_md5, moved, compared=len(names))
+        if rule.rule == "predictions":
+            return self._predictions(path, expected_md5, actual_md5, rule)
+        if rule.rule == "downstream-metrics":
+            return self._downstream(path, expected_md5, actual_md5, rule.rule, None)
+        if rule.rule == "table":
+            return self._table(path, expected_md5, actual_md5, rule)
+        return equivalence.bytes_differ(path, expected_md5, actual_md5)
+
+    def _downstream(self, path: str, expected_md5: str, actual_md5: str, rule: str, note: str | None) -> Judgement:
+        """Judge by the metrics of the stages downstream of `path`, within the metric tolerances."""
+        files = [
+            out.path
+            for stage in self.pipeline.downstream(path)
+            for out in stage.outs
+            if out.metric or out.path in self.pipeline.metrics_files
+        ]
+        names = {name for file in files for name in self.expected_metrics.get(file, {})}
+        names |= {name for file in files for name in self.actual_metrics.get(file, {})}
+        moved = {name: d for name, d in self.deltas.items() if name in names}
+        judged = equivalence.judge_metrics(
+            path, expected_md5, actual_md5, moved, rule=rule, note=note, compared=len(names)
+        )
+        judged.evidence.update(method="downstream-metrics", metrics_files=files)
+        return judged
+
+    def _predictions(self, path: str, expected_md5: str, actual_md5: str, rule: Rule) -> Judgement:
+        """Run both model files through the model's own entry point on the evaluation split; compare."""
+        artifact = next(a for a in self.pipeline.artifacts if a.path == path)
+        template = artifact.meta.get("infer")
+        data = list(rule.data) or lineage.evaluation_data(self.pipeline, path)
+        fallback: str | None = None
+        committed: Path | None = None
+        source = ""
+        if expected_md5.endswith(".dir"):
+            fallback = "a directory model is judged by the metrics downstream of it"
+        elif not template:
+            fallback = f"artifact {artifact.name} declares no meta.infer entry point to run both files with"
+        elif not data:
+            fallback = (
+                "no validation, test or holdout table is read by the stages downstream of the model; "
+                "declare [tool.govern.ci.models] data"
+            )
+        else:
+            committed, source = self._committed_file(path, expected_md5)
+            if committed is None:
+                fallback = f"the committed model file could not be had ({source})"
+        if fallback is not None:
+            note = f"not compared by predictions: {fallback}"
+            return self._downstream(path, expected_md5, actual_md5, rule.rule, note)
+        assert committed is not None and template is not None
+        try:
+            parts = self._predict_both(template, committed, path, data, rule)
+        except GovernError as error:
+            parts = {" + ".join(data): {"rows": 0, "equivalent": False, "summary": str(error)}}
+        evidence = equivalence.merge_table_evidence(parts)
+        evidence.update(method="predictions", committed_model_from=source, data=data, atol=rule.atol, rtol=rule.rtol)
+        return Judgement(path, expected_md5, actual_md5, rule.rule, evidence["equivalent"], evidence)
+
+    def _predict_both(
+        self, template: str, committed: Path, path: str, data: list[str], rule: Rule
+    ) -> dict[str, dict[str, Any]]:
+        """Both models on the evaluation tables: one run each on the tables concatenated when they share a
+        header (the predictions are split back per table), else one run each per table."""
+        checkout, out = self.work.checkout, self.work.scratch / "predictions"
+        missing = [name for name in data if not (checkout / name).is_file()]
+        if missing:
+            raise GovernError(f"the evaluation data {', '.join(missing)} does not exist after the reproduction")
+        tables = {name: tabular.read_table(checkout / name) for name in data}
+        headers = {tuple(table[0]) for table in tables.values() if table is not None}
+        if any(table is None for table in tables.values()) or len(headers) != 1:
+            return {
+                name: _compare_files(*self._run_pair(template, committed, path, checkout / name, out / str(i)), rule)
+                for i, name in enumerate(data)
+            }
+        combined = out / f"evaluation{Path(data[0]).suffix}"
+        tabular.write_table(combined, list(next(iter(headers))), [row for t in tables.values() if t for row in t[1]])
+        first, second = self._run_pair(template, committed, path, combined, out)
+        before, after = tabular.read_table(first), tabular.read_table(second)
+        counts = [len(table[1]) for table in tables.values() if table is not None]
+        if before is None or after is None or not len(before[1]) == len(after[1]) == sum(counts):
+            return {" + ".join(data): _compare_files(first, second, rule)}
+        parts, at = {}, 0
+        for name, count in zip(data, counts, strict=True):
+            rows = slice(at, at + count)
+            parts[name] = equivalence.compare_tables((before[0], before[1][rows]), (after[0], after[1][rows]), rule)
+            at += count
+        return parts
+
+    def _run_pair(self, template: str, committed: Path, path: str, table: Path, out: Path) -> tuple[Path, Path]:
+        """The committed and the reproduced model on one table, as two processes at once."""
+        targets = (out / f"committed{table.suffix}", out / f"reproduced{table.suffix}")
+        models = (committed, self.work.checkout / path)
+        with ThreadPoolExecutor(max_workers=2) as pool:
+            runs = [
+                pool.submit(entrypoint.run, self.work.checkout, template, model, table, target)
+                for model, target in zip(models, targets, strict=True)
+            ]
+            for run in runs:
+                run.result()
+        return targets
+
+    def _table(self, path: str, expected_md5: str, actual_md5: str, rule: Rule) -> Judgement:
+        """A CSV/TSV output compared cell by cell with the committed file."""
+        committed, source = self._committed_file(path, expected_md5)
+        if committed is None:
+            evidence = {"summary": f"the committed file could not be had to compare ({source})"}
+            return Judgement(path, expected_md5, actual_md5, rule.rule, False, evidence)
+        evidence = {**_compare_files(committed, self.work.checkout / path, rule), "committed_file_from": source}
+        return Judgement(path, expected_md5, actual_md5, rule.rule, evidence["equivalent"], evidence)
+
+    def _committed_file(self, path: str, md5: str) -> tuple[Path | None, str]:
+        """The committed bytes of an output: the caller's workspace, DVC's cache (or remote, already pulled),
+        else the file MLflow holds for the model version registered with that md5. (None, why) if none has it."""
+        tried = []
+        if self.work.has_workspace:
+            candidate = self.work.source / path
+            if candidate.is_file() and _md5(candidate) == md5:
+                return candidate, "the workspace"
+            tried.append("not in the workspace")
+        cached = dvc_adapter.cached_file(self.work.checkout, md5)
+        if cached is not None:
+            return cached, "DVC's cache"
+        tried.append("not in DVC's cache or remote")
+        found, why = self._from_mlflow(path, md5)
+        if found is not None:
+            return found, why
+        tried.append(why)
+        return None, "; ".join(tried)
+
+    def _from_mlflow(self, path: str, md5: str) -> tuple[Path | None, str]:
+        if not self.work.ledger.path.exists():
+            return None, "no ledger to find a registered version in"
+        columns, rows = self.work.ledger.query(REGISTRATION_OF_FILE, {"path": path, "md5": md5})
+        if not rows:
+            return None, "no registered model version has that md5"
+        found = dict(zip(columns, rows[0], strict=True))
+        uri = os.environ.get("MLFLOW_TRACKING_URI") or found["tracking_uri"] or self.work.tracking_uri
+        scratch = self.work.scratch / "mlflow" / found["version"]
+        scratch.mkdir(parents=True, exist_ok=True)
+        try:
+            file = model_files.from_mlflow(
+                uri, found["mlflow_run_id"], found["model"], path, md5, found["sha256"], scratch
+            )
+        except GovernError as error:
+            return None, f"MLflow: {error}"
+        return file, f"MLflow (version {found['version']}, run {found['mlflow_run_id']})"
+
+
+def _compare_files(committed: Path, reproduced: Path, rule: Rule) -> dict[str, Any]:
+    """Tables cell by cell; any other format by its bytes."""
+    before, after = tabular.read_table(committed), tabular.read_table(reproduced)
+    if before is not None and after is not None:
+        return equivalence.compare_tables(before, after, rule)
+    same = committed.read_bytes() == reproduced.read_bytes()
+    return {
+        "rows": 0,
+        "equivalent": same,
+        "summary": "identical files" if same else "files differ (not CSV/TSV, so compared as bytes)",
+    }
+
+
+def _md5(path: Path) -> str:
+    digest = hashlib.md5(usedforsecurity=False)
+    with path.open("rb") as handle:
+        while chunk := handle.read(1 << 20):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+ENVIRONMENT_ROWS = 20
+
+
+def headline(verdict: Verdict) -> str:
+    """The outcome in one line: what CI shows first and the hook logs."""
+    commit = verdict.commit[:12]
+    if verdict.match == EXACT:
+        return f"exact: {commit} reproduced bit for bit"
+    if verdict.match == EQUIVALENT:
+        count = len(verdict.differing)
+        line = f"equivalent: {commit} reproduced; {count} output(s) differ in bytes, each equivalent by its rule"
+        return line + (" (refused: --strict requires exact)" if verdict.strict else "")
+    if verdict.failed_stage:
+        return f"diverged: {commit}: stage {verdict.failed_stage} failed"
+    failing = [d["path"] for d in verdict.differing if not d["equivalent"]]
+    failing += [name for name, d in verdict.metric_deltas.items() if not d["within"]]
+    return f"diverged: {commit}: {', '.join(dict.fromkeys(failing))}"
+
+
 def summary(verdict: Verdict) -> str:
     """The Markdown summary CI systems show (GitHub's step summary, a merge-request note)."""
-    head = "✅ reproduction verified" if verdict.verified else "❌ reproduction diverged"
+    mark = "✅" if verdict.passed else "❌"
     lines = [
-        f"## govern: {head}",
+        f"## govern: {mark} {headline(verdict)}",
         "",
         f"Commit `{verdict.commit}` was re-executed from scratch (`dvc repro --force`) in {verdict.duration_s:.1f} s; "
-        f"recorded as `{verdict.event.type}` (ledger seq {verdict.event.seq}).",
+        f"recorded as `{verdict.event.type}` with match `{verdict.match}` (ledger seq {verdict.event.seq}).",
         "",
     ]
     if verdict.failed_stage:
         lines += [f"Stage `{verdict.failed_stage}` failed: {verdict.error}", ""]
     if verdict.differing:
-        lines += ["| Output | Committed md5 | Reproduced md5 |", "|---|---|---|"]
-        lines += [f"| `{d['path']}` | {d['expected_md5']} | {d['actual_md5']} |" for d in verdict.differing]
+        lines += [
+            "| Output | Rule | Judgement | Committed md5 | Reproduced md5 | Evidence |",
+            "|---|---|---|---|---|---|",
+        ]
+        lines += [
+            f"| `{d['path']}` | {d['rule']} | {'equivalent' if d['equivalent'] else 'diverged'} | "
+            f"{d['expected_md5']} | {d['actual_md5']} | {_evidence_text(d['evidence'])} |"
+            for d in verdict.differing
+        ]
         lines.append("")
     if verdict.metric_deltas:
-        lines += ["| Metric | Committed | Reproduced | Delta | Tolerance |", "|---|---|---|---|---|"]
+        lines += ["| Metric | Committed | Reproduced | Delta | Tolerance | Within |", "|---|---|---|---|---|---|"]
         lines += [
-            f"| {name} | {d['expected']} | {d['actual']} | {d['delta']} | {d['tolerance']} |"
+            f"| {name} | {d['expected']} | {d['actual']} | {d['delta']} | {d['tolerance']} | "
+            f"{'yes' if d['within'] else '**no**'} |"
             for name, d in verdict.metric_deltas.items()
         ]
         lines.append("")
-    if verdict.verified:
-        lines += [
-            f"All {len(verdict.outputs)} outputs match the committed `dvc.lock`; metrics are within tolerance.",
-            "",
-        ]
-    return "\n".join(lines)
+    if verdict.match == EXACT:
+        lines += [f"All {len(verdict.outputs)} outputs match the committed `dvc.lock` byte for byte.", ""]
+    return "\n".join(lines + _environment_lines(verdict))
+
+
+def _evidence_text(evidence: Mapping[str, Any]) -> str:
+    text = str(evidence.get("summary", ""))
+    if evidence.get("committed_model_from"):
+        text += f" (committed model from {evidence['committed_model_from']})"
+    if evidence.get("note"):
+        text += f"; {evidence['note']}"
+    return text.replace("|", "\\|")
+
+
+def _environment_lines(verdict: Verdict) -> list[str]:
+    """What differs between the machine that trained and the one that verified: why bytes may differ."""
+    found = verdict.environment_differences
+    if not found.get("compared"):
+        return ["No training of this lock is recorded in the ledger, so the two machines were not compared.", ""]
+    title = f"Machine facts of the training (seq {verdict.training_seq}) and of this verification"
+    rows = found.get("differences", [])
+    if not rows:
+        return [f"{title}: nothing recorded differs.", ""]
+    lines = [f"{title}, where they differ:", "", "| Fact | At training | At verification |", "|---|---|---|"]
+    lines += [f"| {r['fact']} | {r['training']} | {r['verification']} |" for r in rows[:ENVIRONMENT_ROWS]]
+    if len(rows) > ENVIRONMENT_ROWS:
+        lines.append(f"| … and {len(rows) - ENVIRONMENT_ROWS} more | | |")
+    if found.get("not_recorded_at_training"):
+        lines += ["", f"Not recorded at training: {', '.join(found['not_recorded_at_training'])}."]
+    return [*lines, ""]
 
 
 CI_TARGETS = {"github": ".github/workflows/govern.yml", "gitlab": ".gitlab-ci.yml"}

@@ -140,7 +140,7 @@ def _detach(arguments: list[str], log: object) -> None:
 
 def verify_pushed(bare: Path, ledger: Path, commit: str) -> str:
     """Verify one pushed commit, once, then import pushed GTO tags. Returns what happened, for the log."""
-    from govern.api.ci import verify
+    from govern.api.ci import headline, verify
     from govern.api.sync import sync
 
     os.environ["GOVERN_LEDGER"] = str(ledger)
@@ -154,7 +154,7 @@ def verify_pushed(bare: Path, ledger: Path, commit: str) -> str:
             outcome = f"{commit}: already verified"
         else:
             verdict = verify(commit, repository=bare)
-            outcome = f"{commit}: {'verified' if verdict.verified else 'DIVERGED'} (seq {verdict.event.seq})"
+            outcome = f"{commit}: {headline(verdict)} (seq {verdict.event.seq})"
     finally:
         lock.unlink(missing_ok=True)
     imported = sync(repository=bare)

@@ -18,8 +18,6 @@ else DVC's cache, else MLflow's artifact store; its sha256 is checked.
 from __future__ import annotations
 
 import json
-import shlex
-import subprocess
 import tempfile
 import time
 from dataclasses import dataclass
@@ -27,14 +25,13 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-from govern import queries, tabular
+from govern import entrypoint, queries, tabular
 from govern.adapters import git as git_adapter
-from govern.adapters import mlflow as mlflow_adapter
 from govern.api import model_files
 from govern.api.context import Project, open_project
 from govern.errors import GovernError, InvalidInput, MirrorError, NotFound
 from govern.events import InferenceRecorded, PendingEvent, RecordedEvent, utc_now
-from govern.hashing import digest, file_sha256
+from govern.hashing import file_sha256
 
 MODEL_SQL = """
 SELECT mv.path, mv.md5, mv.sha256, mv.mlflow_run_id, t.payload
@@ -93,7 +90,7 @@ def predict(
     command, model_file, cleanup = _resolve(project, model, version)
     started = time.perf_counter()
     try:
-        _run(project.root, command, model_file, input_path.resolve(), output_path.resolve())
+        entrypoint.run(project.root, command, model_file, input_path.resolve(), output_path.resolve())
     finally:
         if cleanup is not None:
             cleanup.cleanup()
@@ -130,33 +127,23 @@ def _resolve(project: Project, model: str, version: str) -> tuple[str, Path, Any
             f'Model {model} declares no inference command: add meta: {{infer: "... {{model}} {{input}} {{output}}"}} '
             "to its artifact in dvc.yaml, then retrain"
         )
-    workspace = project.root / path
     local = model_files.local_copy(project.root, path, md5, sha256)
     if local is not None:
         return command, local, None
     scratch = tempfile.TemporaryDirectory(prefix="govern-model-")
     try:
-        downloaded = mlflow_adapter.download_model(project.config.tracking_uri, run_id, model, Path(scratch.name))
+        downloaded = model_files.from_mlflow(
+            project.config.tracking_uri, run_id, model, path, md5, sha256, Path(scratch.name)
+        )
     except MirrorError as error:
         scratch.cleanup()
         raise NotFound(
             f"The model file of {model} version {version} is neither in the workspace, nor in DVC's cache, nor "
             f"downloadable ({error})"
         ) from None
-    candidate = downloaded / Path(path).name if downloaded.is_dir() and not workspace.is_dir() else downloaded
-    checked = digest(candidate)
-    if checked is None or checked.sha256 != sha256:
+    except GovernError:
         scratch.cleanup()
-        raise GovernError(f"The model file of {model} version {version} from MLflow does not match its recorded sha256")
-    return command, candidate, scratch
-
-
-def _run(root: Path, template: str, model_file: Path, input_path: Path, output_path: Path) -> None:
-    output_path.parent.mkdir(parents=True, exist_ok=True)
-    command = template.format(
-        model=shlex.quote(str(model_file)), input=shlex.quote(str(input_path)), output=shlex.quote(str(output_path))
-    )
-    done = subprocess.run(command, shell=True, cwd=root, capture_output=True, text=True)  # noqa: S602 - the project's own command
-    if done.returncode != 0:
-        tail = " ".join((done.stderr or done.stdout).strip().splitlines()[-3:])
-        raise GovernError(f"The inference command failed (exit {done.returncode}): {tail}")
+        raise GovernError(
+            f"The model file of {model} version {version} from MLflow does not match its recorded sha256"
+        ) from None
+    return command, downloaded, scratch

@@ -13,13 +13,11 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from govern import __version__, config, queries
+from govern import __version__, config, lineage, machine, queries
 from govern.adapters import git as git_adapter
 from govern.envelope import format_timestamp, utc_now
 from govern.errors import NotAGitRepository
 from govern.ledger import Ledger, Reader, check_events, verify_chain_in
-
-SPLIT_WORDS = ("train", "validation", "valid", "val", "test", "holdout")
 
 TRAINING_SQL = """
 SELECT t.seq, t.event_id, t.occurred_at, t.actor, t.git_commit, t.payload, mv.seq AS registered_seq,
@@ -50,7 +48,7 @@ SELECT seq, deprecated_at, actor, reason FROM deprecations WHERE model = $model 
 """
 
 REPRODUCTIONS_SQL = """
-SELECT seq, type, occurred_at, actor, payload FROM events
+SELECT seq, type, schema_version, occurred_at, actor, payload FROM events
 WHERE type IN ('reproduction.verified', 'reproduction.diverged') AND subject = 'commit:' || $commit
 ORDER BY seq
 """
@@ -217,6 +215,7 @@ def _code(root: Path | None, row: Mapping[str, Any], training: dict) -> dict[str
         files=files,
         python=env.get("python"),
         platform=env.get("platform"),
+        **machine.summary(env),
         packages=env.get("packages", {}),
         packages_digest=env.get("packages_digest"),
     )
@@ -253,25 +252,15 @@ def _data(ledger: Reader, training: dict, cited: list[int]) -> dict[str, Any]:
         elif dataset.get("role") == "source":
             missing.append(f"No snapshot event is recorded for {dataset['path']}: its extraction date is unknown")
     splits = [
-        {"split": _split_name(o["path"]), "path": o["path"], "rows": o.get("rows", _rows_of(o["path"], datasets))}
+        {"split": split, "path": o["path"], "rows": o.get("rows", _rows_of(o["path"], datasets))}
         for o in training.get("outputs", [])
-        if _split_name(o["path"])
+        if (split := lineage.split_name(o["path"]))
     ]
     if not splits:
         missing.append("No train/validation/test split files were found among the pipeline's outputs")
     if not datasets:
         missing.append("No datasets are recorded for this training")
     return _section(missing, datasets=datasets, split=splits)
-
-
-def _split_name(path: str) -> str | None:
-    stem = Path(path).stem.lower()
-    if Path(path).suffix.lower() not in (".csv", ".tsv", ".parquet"):
-        return None
-    for word in SPLIT_WORDS:
-        if stem == word or stem.startswith(f"{word}_") or stem.endswith(f"_{word}") or stem.startswith(f"{word}."):
-            return {"valid": "validation", "val": "validation"}.get(word, word)
-    return None
 
 
 def _rows_of(path: str, datasets: list[dict]) -> int | None:
@@ -421,18 +410,37 @@ def _timelines(context: list[dict[str, Any]], model: str, version: str) -> list[
 def _reproductions(ledger: Reader, commit: str | None, cited: list[int]) -> dict[str, Any]:
     rows = queries.rows_as_dicts(ledger, REPRODUCTIONS_SQL, {"commit": commit}) if commit else []
     cited.extend(r["seq"] for r in rows)
+    from govern.events import upcast  # old verdicts (before the three outcomes) read as the current schema
+
     found = []
     for r in rows:
-        payload = json.loads(r["payload"])
+        payload = upcast(r["type"], r["schema_version"], json.loads(r["payload"]))
+        differences = payload.get("environment_differences") or {}
         found.append(
             {
                 "seq": r["seq"],
                 "verdict": "verified" if r["type"] == "reproduction.verified" else "diverged",
+                "match": payload["match"],
+                "strict": payload.get("strict", False),
                 "at": format_timestamp(r["occurred_at"]),
                 "by": r["actor"],
                 "ci": payload.get("ci", {}),
                 "duration_s": payload.get("duration_s"),
-                "differing_outputs": payload.get("differing_outputs", []),
+                "failed_stage": payload.get("failed_stage"),
+                "differing_outputs": [
+                    {
+                        "path": d["path"],
+                        "rule": d["rule"],
+                        "equivalent": d["equivalent"],
+                        "expected_md5": d.get("expected_md5"),
+                        "actual_md5": d.get("actual_md5"),
+                        "evidence": d.get("evidence", {}).get("summary"),
+                    }
+                    for d in payload.get("differing_outputs", [])
+                ],
+                "metrics_beyond_tolerance": sorted(n for n, d in payload["metric_deltas"].items() if not d["within"]),
+                "machines_compared": bool(differences.get("compared")),
+                "machine_differences": differences.get("differences", []),
             }
         )
     return _section([] if found else ["No CI reproduction of this commit is recorded"], runs=found)

@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from govern import environment, lineage, tabular
+from govern.adapters import blas
 from govern.adapters import dvc as dvc_adapter
 from govern.adapters import git as git_adapter
 from govern.adapters import mlflow as mlflow_adapter
@@ -166,7 +167,7 @@ def reproduce(
             run.targets,
             on_progress=on_progress,
             before=(lambda pipeline: check_worktree(run, pipeline)) if check else None,
-            on_run=lambda _stage: mlflow_adapter.prefetch(run.project.config.tracking_uri),
+            on_run=lambda _stage: _prefetch(run.project.config.tracking_uri),
         )
     except StageFailed as failure:
         event = PendingEvent(
@@ -189,6 +190,12 @@ def reproduce(
         raise StageFailed(
             failure.stage, f"{failure} (recorded as training.failed, seq {recorded.seq})", failure.output_tail
         ) from None
+
+
+def _prefetch(tracking_uri: str) -> None:
+    """A stage is about to run: open MLflow and describe the numeric libraries while it works."""
+    mlflow_adapter.prefetch(tracking_uri)
+    blas.prefetch()
 
 
 def lock_state(run: Run, pipeline: Pipeline) -> tuple[dict[str, Any], str]:
