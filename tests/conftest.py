@@ -219,6 +219,11 @@ def three_versions(tmp_path: Path, three_versions_original: Path) -> Path:
     return copy
 
 
+def another_blas_kernel() -> str:
+    """An OPENBLAS_CORETYPE that differs from the one this run has (the suite may itself run under one)."""
+    return "Sandybridge" if os.environ.get("OPENBLAS_CORETYPE") == "Prescott" else "Prescott"
+
+
 def pickling_with_protocol_from_the_environment(project: Path) -> None:
     """Make a demo copy pickle its model with the protocol DEMO_PICKLE_PROTOCOL names (default 5).
 

@@ -12,7 +12,14 @@ from pathlib import Path
 import click
 import pytest
 import yaml
-from conftest import commit_all, git, make_demo, pickling_with_protocol_from_the_environment, run_cli
+from conftest import (
+    another_blas_kernel,
+    commit_all,
+    git,
+    make_demo,
+    pickling_with_protocol_from_the_environment,
+    run_cli,
+)
 
 from govern.cli import cli
 from govern.ledger import Ledger
@@ -146,7 +153,7 @@ def test_the_server_hook_judges_a_lock_made_elsewhere_equivalent_and_names_what_
     git(clone, "remote", "add", "origin", str(bare))
     head = git(clone, "rev-parse", "HEAD")
 
-    sh(clone, "git", "push", "-q", "origin", "main", env={**env, "OPENBLAS_CORETYPE": "Prescott"})
+    sh(clone, "git", "push", "-q", "origin", "main", env={**env, "OPENBLAS_CORETYPE": another_blas_kernel()})
 
     [event] = wait_for(lambda: reproductions(central), "the reproduction event", timeout=300)
     assert (event.type, event.git_commit, event.payload["match"]) == ("reproduction.verified", head, "equivalent")
