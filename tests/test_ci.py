@@ -13,6 +13,7 @@ import click
 import pytest
 import yaml
 from conftest import (
+    ACTOR,
     another_blas_kernel,
     commit_all,
     git,
@@ -208,7 +209,9 @@ def test_ci_verify_in_place_writes_a_summary_and_records_the_verdict(server: dic
     result = run_cli("ci", "verify", "--summary", str(summary), cwd=clone)
     assert result.exit_code == 0, result.output
     assert summary.read_text().startswith("## govern: ✅ exact: ")
-    assert reproductions(server["central"])[-1].git_commit == git(clone, "rev-parse", "HEAD")
+    verdict = reproductions(server["central"])[-1]
+    assert verdict.git_commit == git(clone, "rev-parse", "HEAD")
+    assert verdict.actor == ACTOR, "outside CI the verifier is whoever ran it (their git identity)"
     assert git(clone, "status", "--porcelain") == "", "the caller's checkout is untouched"
 
 

@@ -163,7 +163,7 @@ def test_a_fresh_clone_reproduces_the_committed_lock_exactly_or_equivalently(dem
     assert verdict["match"] in ("exact", "equivalent")
     for output in verdict["differing_outputs"]:
         assert output["path"] in ("models/model.pkl", "metrics.json") and output["equivalent"], output
-    changed = {line[3:] for line in git(demo, "status", "--porcelain").splitlines()}
+    changed = {line.split(maxsplit=1)[1] for line in git(demo, "status", "--porcelain").splitlines()}
     assert changed <= {"dvc.lock"}, "at most the lock differs, and only where this machine's bytes do"
     assert (not changed) == (verdict["match"] == "exact")
     assert run_cli("audit", "verify", cwd=demo).exit_code == 0
