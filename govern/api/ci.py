@@ -537,6 +537,10 @@ def _evidence_text(evidence: Mapping[str, Any]) -> str:
     return text.replace("|", "\\|")
 
 
+def _fact(value: Any) -> str:
+    return "not set" if value is None else str(value).replace("|", "\\|")
+
+
 def _environment_lines(verdict: Verdict) -> list[str]:
     """What differs between the machine that trained and the one that verified: why bytes may differ."""
     found = verdict.environment_differences
@@ -547,7 +551,7 @@ def _environment_lines(verdict: Verdict) -> list[str]:
     if not rows:
         return [f"{title}: nothing recorded differs.", ""]
     lines = [f"{title}, where they differ:", "", "| Fact | At training | At verification |", "|---|---|---|"]
-    lines += [f"| {r['fact']} | {r['training']} | {r['verification']} |" for r in rows[:ENVIRONMENT_ROWS]]
+    lines += [f"| {r['fact']} | {_fact(r['training'])} | {_fact(r['verification'])} |" for r in rows[:ENVIRONMENT_ROWS]]
     if len(rows) > ENVIRONMENT_ROWS:
         lines.append(f"| … and {len(rows) - ENVIRONMENT_ROWS} more | | |")
     if found.get("not_recorded_at_training"):

@@ -440,7 +440,10 @@ def _reproductions(ledger: Reader, commit: str | None, cited: list[int]) -> dict
                 ],
                 "metrics_beyond_tolerance": sorted(n for n, d in payload["metric_deltas"].items() if not d["within"]),
                 "machines_compared": bool(differences.get("compared")),
-                "machine_differences": differences.get("differences", []),
+                "machine_differences": [
+                    {key: "not set" if value is None else value for key, value in d.items()}
+                    for d in differences.get("differences", [])
+                ],
             }
         )
     return _section([] if found else ["No CI reproduction of this commit is recorded"], runs=found)
