@@ -1,12 +1,15 @@
-"""Shape of tabular datasets (rows, columns) for the dataset snapshot, with the stdlib only."""
+"""CSV/TSV tables with the stdlib only: their shape for dataset snapshots, their cells for a verifier."""
 
 from __future__ import annotations
 
 import csv
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TypeVar
 
 DELIMITERS = {".csv": ",", ".tsv": "\t"}
+T = TypeVar("T")
 
 
 @dataclass(frozen=True)
@@ -17,31 +20,30 @@ class Shape:
 
 def shape(path: Path) -> Shape | None:
     """Rows (excluding the header) and column names of a CSV/TSV file; None for anything else."""
-    delimiter = DELIMITERS.get(path.suffix.lower())
-    if delimiter is None or not path.is_file():
-        return None
-    try:
-        with path.open(newline="", encoding="utf-8") as handle:
-            reader = csv.reader(handle, delimiter=delimiter)
-            header = next(reader, None)
-            if header is None:
-                return Shape(0, [])
-            rows = sum(1 for _ in reader)
-    except (UnicodeDecodeError, csv.Error):
-        return None
-    return Shape(rows, header)
+
+    def count(reader: Iterator[list[str]]) -> Shape:
+        header = next(reader, None)
+        return Shape(0, []) if header is None else Shape(sum(1 for _ in reader), header)
+
+    return _read(path, count)
 
 
 def read_table(path: Path) -> tuple[list[str], list[list[str]]] | None:
     """Header and rows of a CSV/TSV file as text (None for anything else): what a verifier compares."""
+
+    def everything(reader: Iterator[list[str]]) -> tuple[list[str], list[list[str]]]:
+        return next(reader, None) or [], list(reader)
+
+    return _read(path, everything)
+
+
+def _read(path: Path, consume: Callable[[Iterator[list[str]]], T]) -> T | None:
     delimiter = DELIMITERS.get(path.suffix.lower())
     if delimiter is None or not path.is_file():
         return None
     try:
         with path.open(newline="", encoding="utf-8") as handle:
-            reader = csv.reader(handle, delimiter=delimiter)
-            header = next(reader, None)
-            return (header or [], list(reader))
+            return consume(csv.reader(handle, delimiter=delimiter))
     except (UnicodeDecodeError, csv.Error):
         return None
 
