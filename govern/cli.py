@@ -48,6 +48,24 @@ class GovernGroup(click.Group):
             ctx.exit(1)
 
 
+def _output_path(path: Path, option: str) -> Path:
+    """Every file govern writes on request: missing folders are created, and a path that cannot be written is
+    refused before any work is done."""
+    from govern.errors import InvalidInput
+
+    if path.is_dir():
+        raise InvalidInput(f"{option} {path} is a directory: give a file name")
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as error:
+        raise InvalidInput(
+            f"{option} {path}: cannot create its folder ({error.strerror}); choose another path"
+        ) from None
+    if not os.access(path.parent, os.W_OK) or (path.exists() and not os.access(path, os.W_OK)):
+        raise InvalidInput(f"{option} {path} is not writable: choose another path")
+    return path
+
+
 def _wants_traceback(ctx: click.Context) -> bool:
     root = ctx.find_root()
     return bool(root.params.get("traceback")) or "--traceback" in sys.argv
@@ -636,24 +654,41 @@ def ci_verify(rev: str, tolerances: tuple[str, ...], strict: bool, summary: Path
     Three outcomes: exact (every output bit for bit), equivalent (each output
     that differs in bytes passes its declared rule: a model by its
     predictions on the evaluation split, metrics within tolerance), or
-    diverged. Appends reproduction.verified or reproduction.diverged with
-    the evidence and the machine facts that differ from the training's.
-    Exits 1 on divergence, and on equivalent with --strict. On GitHub
-    Actions the summary also goes to $GITHUB_STEP_SUMMARY.
+    diverged (also when the committed dvc.lock is stale). Appends
+    reproduction.verified or reproduction.diverged with the evidence and the
+    machine facts that differ from the training's. The rules are the
+    commit's own configuration. Exit codes: 0 exact or equivalent, 1
+    diverged (or equivalent with --strict), 2 bad input, 3 could not verify.
+    On GitHub Actions the summary also goes to $GITHUB_STEP_SUMMARY.
     """
     from govern.api.ci import headline, parse_tolerances, verify
     from govern.api.ci import summary as render_summary
+    from govern.errors import GovernError, InvalidInput
 
     limits = parse_tolerances(tolerances)
+    if summary is not None:
+        _output_path(summary, "--summary")
+
+    started: list[str] = []
 
     def progress(kind: str, stage: str, run: Any) -> None:
+        if not started:
+            started.append(stage)
+            click.echo(f"govern: re-executing {rev} in a scratch clone; your checkout is not touched", err=True)
         if kind == "end":
             click.echo(f"[{stage}] {run.status} ({run.duration_s:.2f} s)", err=True)
 
-    verdict = verify(rev, tolerances=limits, strict=strict, on_progress=progress)
+    try:
+        verdict = verify(rev, tolerances=limits, strict=strict, on_progress=progress)
+    except InvalidInput:
+        raise
+    except GovernError as error:
+        error.exit_code = 3  # could not verify at all: CI tells that apart from a divergence (1)
+        raise
+    for note in verdict.notes:
+        click.echo(f"govern: note: {note}", err=True)
     text = render_summary(verdict)
     if summary is not None:
-        summary.parent.mkdir(parents=True, exist_ok=True)
         summary.write_text(text, encoding="utf-8")
     step_summary = os.environ.get("GITHUB_STEP_SUMMARY")
     if step_summary:

@@ -8,6 +8,7 @@ Relative paths are relative to the project root (the git top level).
 
 from __future__ import annotations
 
+import math
 import os
 import tomllib
 from collections.abc import Mapping
@@ -94,6 +95,9 @@ def load(root: Path, environ: Mapping[str, str] | None = None) -> Config:
     if not isinstance(env_stages, dict) or not all(isinstance(v, str) for v in env_stages.values()):
         raise ConfigError(f"{source}: `deploy.require_stage` must map environment names to stage names")
     ci = _table(settings, "ci", source)
+    unknown = sorted(set(ci) - {"tolerances", "models", "outputs"})
+    if unknown:
+        raise ConfigError(f"{source}: `ci` has unknown key(s) {', '.join(unknown)}; use tolerances, models and outputs")
     tolerances = _tolerances(ci, source)
     direction = _str(selection, "direction", "maximize", source)
     if direction not in ("maximize", "minimize"):
@@ -141,9 +145,9 @@ def _read_toml(path: Path) -> dict[str, Any]:
 def _tolerances(ci: Mapping[str, Any], source: str) -> dict[str, float]:
     tolerances = ci.get("tolerances", {})
     if not isinstance(tolerances, dict) or not all(
-        isinstance(v, int | float) and not isinstance(v, bool) and v >= 0 for v in tolerances.values()
+        isinstance(v, int | float) and not isinstance(v, bool) and 0 <= v < math.inf for v in tolerances.values()
     ):
-        raise ConfigError(f"{source}: `ci.tolerances` must map metric names to non-negative numbers")
+        raise ConfigError(f"{source}: `ci.tolerances` must map metric names to non-negative finite numbers")
     return {k: float(v) for k, v in tolerances.items()}
 
 
@@ -174,8 +178,8 @@ def _rule(table: Mapping[str, Any], where: str, source: str) -> equivalence.Rule
     bounds = {}
     for key, default in (("atol", equivalence.DEFAULT_ATOL), ("rtol", equivalence.DEFAULT_RTOL)):
         value = table.get(key, default)
-        if isinstance(value, bool) or not isinstance(value, int | float) or value < 0:
-            raise ConfigError(f"{source}: `{where}.{key}` must be a non-negative number, got {value!r}")
+        if isinstance(value, bool) or not isinstance(value, int | float) or not 0 <= value < math.inf:
+            raise ConfigError(f"{source}: `{where}.{key}` must be a non-negative finite number, got {value!r}")
         bounds[key] = float(value)
     lists = {}
     for key in ("data", "label_columns"):

@@ -115,6 +115,58 @@ def bytes_differ(path: str, expected_md5: str | None, actual_md5: str | None) ->
     return Judgement(path, expected_md5, actual_md5, EXACT, False, {"summary": "bytes differ"})
 
 
+def stale_inputs(
+    committed: Mapping[str, Mapping[str, Any]], reproduced: Mapping[str, Mapping[str, Any]], produced: set[str]
+) -> list[dict[str, Any]]:
+    """The inputs a committed lock records otherwise than the commit holds them: a stale dvc.lock.
+
+    Inputs are each stage's command, params and the dependencies no stage
+    produces (code, source data). A lock not re-made after one of them changed
+    describes another pipeline, whatever its outputs look like. Dependencies
+    that other stages produce are left to the outputs' own rules.
+    """
+    found: list[dict[str, Any]] = []
+    for stage in sorted(set(committed) | set(reproduced)):
+        old, new = committed.get(stage), reproduced.get(stage)
+        if old is None or new is None:
+            found.append(_stale(stage, "stage", stage, old is not None, new is not None))
+            continue
+        if old.get("cmd") != new.get("cmd"):
+            found.append(_stale(stage, "command", stage, old.get("cmd"), new.get("cmd")))
+        for file in sorted(set(old.get("params") or {}) | set(new.get("params") or {})):
+            before, after = (old.get("params") or {}).get(file) or {}, (new.get("params") or {}).get(file) or {}
+            prefix = "" if file == "params.yaml" else f"{file}:"
+            for key in sorted(set(before) | set(after)):
+                if before.get(key) != after.get(key):
+                    found.append(_stale(stage, "param", prefix + key, before.get(key), after.get(key)))
+        inputs_before, inputs_after = _inputs(old, produced), _inputs(new, produced)
+        for path in sorted(set(inputs_before) | set(inputs_after)):
+            if inputs_before.get(path) != inputs_after.get(path):
+                found.append(_stale(stage, "dependency", path, inputs_before.get(path), inputs_after.get(path)))
+    return found
+
+
+def _inputs(entry: Mapping[str, Any], produced: set[str]) -> dict[str, Any]:
+    return {
+        dep["path"]: dep.get("md5")
+        for dep in entry.get("deps") or []
+        if not any(dep["path"] == out or dep["path"].startswith(out.rstrip("/") + "/") for out in produced)
+    }
+
+
+def _stale(stage: str, kind: str, name: str, committed: Any, actual: Any) -> dict[str, Any]:
+    return {"stage": stage, "kind": kind, "name": name, "committed": committed, "actual": actual}
+
+
+def stale_text(stale: Sequence[Mapping[str, Any]]) -> str:
+    """`train.max_iter: 1000 -> 2000, pipelines/model.py` for a headline."""
+    shown = [
+        f"{s['name']}: {s['committed']} -> {s['actual']}" if s["kind"] == "param" else s["name"] for s in stale[:3]
+    ]
+    more = f" and {len(stale) - 3} more" if len(stale) > 3 else ""
+    return ", ".join(shown) + more
+
+
 def metric_deltas(
     expected: Mapping[str, Any], actual: Mapping[str, Any], tolerances: Mapping[str, float]
 ) -> dict[str, dict[str, Any]]:
@@ -164,7 +216,7 @@ def judge_metrics(
 def _delta_text(delta: Mapping[str, Any]) -> str:
     if delta["delta"] is None:
         return f"{delta['expected']} -> {delta['actual']}"
-    return f"{delta['expected']} -> {delta['actual']}, delta {delta['delta']:+.3g} > {delta['tolerance']:g}"
+    return f"{delta['expected']} -> {delta['actual']}, delta {delta['delta']:+.6g} > {delta['tolerance']:g}"
 
 
 Table = tuple[list[str], list[list[str]]]
@@ -231,17 +283,26 @@ def compare_tables(committed: Table, reproduced: Table, rule: Rule) -> dict[str,
         largest_deviation=worst,
         equivalent=beyond == 0,
     )
+    largest = _largest_text(max_abs, worst)
     if beyond:
         changed = f", {label_changes} label change(s)" if label_changes else ""
-        evidence["summary"] = f"{beyond} of {total} rows beyond tolerance{changed}; largest deviation {max_abs:.3g}"
+        evidence["summary"] = f"{beyond} of {total} rows beyond tolerance{changed}; {largest}"
     elif differing:
         evidence["summary"] = (
-            f"{differing} of {total} rows differ in their last digits, all within tolerance "
-            f"(largest deviation {max_abs:.3g})"
+            f"{differing} of {total} rows differ in their last digits, all within tolerance ({largest})"
         )
     else:
         evidence["summary"] = f"all {total} rows identical"
     return evidence
+
+
+def _largest_text(deviation: float, worst: Mapping[str, Any] | None) -> str:
+    if worst is None:
+        return "no numeric deviation"
+    return (
+        f"largest deviation {deviation:.3g} at row {worst['row']}, {worst['column']}: "
+        f"{worst['committed']} -> {worst['reproduced']}"
+    )
 
 
 def merge_table_evidence(parts: Mapping[str, Mapping[str, Any]]) -> dict[str, Any]:
@@ -255,9 +316,11 @@ def merge_table_evidence(parts: Mapping[str, Mapping[str, Any]]) -> dict[str, An
     if failing:
         summary = "; ".join(failing)
     elif counts["rows_differing"]:
+        worst = max(parts.items(), key=lambda item: item[1].get("max_abs_deviation", 0.0))
+        largest = _largest_text(max_abs, worst[1].get("largest_deviation"))
         summary = (
             f"{counts['rows_differing']} of {rows} rows differ in their last digits, all within tolerance "
-            f"(largest deviation {max_abs:.3g})"
+            f"({largest} of {worst[0]})"
         )
     else:
         summary = f"identical predictions on all {rows} rows"

@@ -288,6 +288,9 @@ class ReproductionVerified(Fact):
     environment_differences: dict[str, Any] | None = None
     training_event_id: str | None = None
     strict: bool = False
+    dvc_lock_sha256: str | None = None
+    stale_inputs: list[dict[str, Any]] = field(default_factory=list)
+    tolerances: dict[str, float] = field(default_factory=dict)
 
     @property
     def subject(self) -> str:
@@ -296,8 +299,8 @@ class ReproductionVerified(Fact):
 
 @dataclass(frozen=True)
 class ReproductionDiverged(Fact):
-    """A commit's pipeline was re-executed and a stage failed, a metric moved beyond its tolerance, or an
-    output differs in a way its rule does not accept; `differing_outputs` holds each rule's evidence."""
+    """A commit's pipeline was re-executed and a stage failed, its dvc.lock was stale (`stale_inputs`), a metric
+    moved beyond its tolerance, or an output differs in a way its rule does not accept (with the evidence)."""
 
     type: ClassVar[str] = "reproduction.diverged"
     schema_version: ClassVar[int] = 2
@@ -316,6 +319,9 @@ class ReproductionDiverged(Fact):
     environment_differences: dict[str, Any] | None = None
     training_event_id: str | None = None
     strict: bool = False
+    dvc_lock_sha256: str | None = None
+    stale_inputs: list[dict[str, Any]] = field(default_factory=list)
+    tolerances: dict[str, float] = field(default_factory=dict)
 
     @property
     def subject(self) -> str:
@@ -387,6 +393,9 @@ def _verified_v1(payload: dict[str, Any]) -> dict[str, Any]:
         "environment_differences": None,
         "training_event_id": None,
         "strict": False,
+        "dvc_lock_sha256": None,
+        "stale_inputs": [],
+        "tolerances": {},
         **payload,
     }
 
@@ -402,6 +411,9 @@ def _diverged_v1(payload: dict[str, Any]) -> dict[str, Any]:
         "environment_differences": None,
         "training_event_id": None,
         "strict": False,
+        "dvc_lock_sha256": None,
+        "stale_inputs": [],
+        "tolerances": {},
         **payload,
         "differing_outputs": [
             {"rule": "exact", "equivalent": False, "evidence": {"summary": "bytes differ"}, **output}

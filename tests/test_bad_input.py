@@ -44,6 +44,26 @@ def write_and_commit(name: str, text: str) -> Callable[[Path, Path, pytest.Monke
     return setup
 
 
+def append_and_commit(name: str, text: str) -> Callable[[Path, Path, pytest.MonkeyPatch], None]:
+    def setup(project: Path, tmp: Path, patch: pytest.MonkeyPatch) -> None:
+        (project / name).write_text((project / name).read_text() + text)
+        commit_all(project, f"append to {name}")
+
+    return setup
+
+
+def branch_without(branch: str, *paths: str) -> Callable[[Path, Path, pytest.MonkeyPatch], None]:
+    """A branch whose last commit no longer holds `paths`; the checkout stays on main."""
+
+    def setup(project: Path, tmp: Path, patch: pytest.MonkeyPatch) -> None:
+        git(project, "checkout", "-q", "-b", branch)
+        git(project, "rm", "-r", "-q", "--cached", *paths)
+        git(project, "commit", "-q", "-m", f"without {', '.join(paths)}")
+        git(project, "checkout", "-q", "-f", "main")
+
+    return setup
+
+
 def delete_script(project: Path, tmp: Path, patch: pytest.MonkeyPatch) -> None:
     git(project, "rm", "-q", "pipelines/evaluate.py")
     commit_all(project, "lose a script")
@@ -140,8 +160,47 @@ CASES = {
     ),
     "unreadable config file": Case(["audit", "log"], "Cannot read", setup=config_is_a_directory),
     "MLflow server missing": Case(["mirror"], "1 training(s) still pending", setup=mlflow_unreachable),
-    "verify an unknown revision": Case(["ci", "verify", "--rev", "no-such-branch"], "is not a commit of"),
+    "verify an unknown revision": Case(["ci", "verify", "--rev", "no-such-branch"], "is not a commit of", exit_code=2),
     "malformed --tolerance": Case(["ci", "verify", "--tolerance", "f1=lots"], "is not METRIC=ABS", exit_code=2),
+    "infinite --tolerance": Case(
+        ["ci", "verify", "--tolerance", "validation.f1=inf"], "a non-negative finite number", exit_code=2
+    ),
+    "--tolerance for a metric the commit lacks": Case(
+        ["ci", "verify", "--tolerance", "validaton.f1=0.5"],
+        "--tolerance names validaton.f1, which no metrics file of this commit has: its metrics are test.accuracy",
+        exit_code=2,
+    ),
+    "--summary where a file stands for its folder": Case(
+        ["ci", "verify", "--summary", "params.yaml/summary.md"],
+        "--summary params.yaml/summary.md: cannot create",
+        exit_code=2,
+    ),
+    "a misspelt [tool.govern.ci] key": Case(
+        ["ci", "verify"],
+        "`ci` has unknown key(s) tolerance; use tolerances, models and outputs",
+        exit_code=3,
+        setup=append_and_commit("pyproject.toml", '[tool.govern.ci]\ntolerance = { "validation.f1" = 0.01 }\n'),
+    ),
+    "the predictions rule on a data output": Case(
+        ["ci", "verify"],
+        "gives data/prepared/test.csv the predictions rule, which only a `type: model` artifact",
+        exit_code=3,
+        setup=append_and_commit(
+            "pyproject.toml", '[tool.govern.ci.outputs]\n"data/prepared/test.csv" = "predictions"\n'
+        ),
+    ),
+    "verify a commit without a dvc.lock": Case(
+        ["ci", "verify", "--rev", "no-lock"],
+        "has no dvc.lock, so nothing is recorded to verify against: run `govern repro --commit`",
+        exit_code=2,
+        setup=branch_without("no-lock", "dvc.lock"),
+    ),
+    "verify a commit from before DVC": Case(
+        ["ci", "verify", "--rev", "no-dvc"],
+        "is not a DVC project (it has no .dvc directory)",
+        exit_code=3,
+        setup=branch_without("no-dvc", ".dvc"),
+    ),
 }
 
 

@@ -57,7 +57,10 @@ def test_a_probability_beyond_tolerance_diverges_and_says_by_how_much() -> None:
     assert evidence["equivalent"] is False
     assert evidence["share_beyond_tolerance"] == 0.25
     assert evidence["max_abs_deviation"] == pytest.approx(0.02)
-    assert evidence["summary"] == "1 of 4 rows beyond tolerance; largest deviation 0.02"
+    assert (
+        evidence["summary"]
+        == "1 of 4 rows beyond tolerance; largest deviation 0.02 at row 1, probability: 0.91 -> 0.93"
+    )
 
 
 def test_relative_tolerance_scales_with_the_committed_value() -> None:
@@ -152,7 +155,7 @@ def test_comparison_rules_are_read_from_configuration(tmp_path: Path) -> None:
     "text, message",
     [
         ('[ci.outputs]\n"x" = "close-enough"\n', "rule must be one of exact, predictions, downstream-metrics, table"),
-        ("[ci.models]\natol = -1\n", "`ci.models.atol` must be a non-negative number, got -1"),
+        ("[ci.models]\natol = -1\n", "`ci.models.atol` must be a non-negative finite number, got -1"),
         ("[ci.models]\ntolerance = 1\n", "`ci.models` has unknown key(s) tolerance"),
         ('[ci.models]\ndata = "test.csv"\n', "`ci.models.data` must be a list of names"),
         ("[ci]\nmodels = 3\n", "`ci.models` must be a table"),
@@ -239,3 +242,33 @@ def test_a_verdict_recorded_before_the_three_outcomes_reads_as_the_current_schem
         }
     ]
     assert diverged["metric_deltas"]["acc"]["within"] is False
+
+
+def test_a_stale_lock_is_named_by_the_inputs_it_records_otherwise() -> None:
+    committed = {
+        "prepare": {"cmd": "python prep.py", "deps": [{"path": "prep.py", "md5": "a"}], "params": {}},
+        "train": {
+            "cmd": "python train.py",
+            "deps": [{"path": "train.py", "md5": "b"}, {"path": "data/train.csv", "md5": "c"}],
+            "params": {"params.yaml": {"train.C": 1.0}, "other.yaml": {"seed": 1}},
+        },
+    }
+    reproduced = {
+        "prepare": {"cmd": "python prep.py --fast", "deps": [{"path": "prep.py", "md5": "a"}], "params": {}},
+        "train": {
+            "cmd": "python train.py",
+            "deps": [{"path": "train.py", "md5": "B"}, {"path": "data/train.csv", "md5": "float noise"}],
+            "params": {"params.yaml": {"train.C": 0.5}, "other.yaml": {"seed": 1}},
+        },
+        "evaluate": {"cmd": "python eval.py", "deps": [], "params": {}},
+    }
+
+    stale = equivalence.stale_inputs(committed, reproduced, produced={"data/train.csv"})
+
+    assert [(s["stage"], s["kind"], s["name"]) for s in stale] == [
+        ("evaluate", "stage", "evaluate"),
+        ("prepare", "command", "prepare"),
+        ("train", "param", "train.C"),
+        ("train", "dependency", "train.py"),
+    ], "a produced dependency is judged by its producer's output rule, not as a stale input"
+    assert equivalence.stale_text(stale) == "evaluate, prepare, train.C: 1.0 -> 0.5 and 1 more"

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import re
@@ -74,8 +75,12 @@ def history(tmp_path_factory: pytest.TempPathFactory, three_versions_original: P
             duration_s=12.5,
             ci={"system": "github", "run_id": "41"},
         )
+        trained = next(
+            e for e in ledger.read(types=["training.completed"]) if e.event_id == training.payload["training_event_id"]
+        )
         equivalent = ReproductionVerified(
             commit=training.git_commit,
+            dvc_lock_sha256=trained.payload["dvc_lock_sha256"],
             match="equivalent",
             outputs=[{"path": "models/model.pkl", "md5": "f" * 32}],
             differing_outputs=[
@@ -98,10 +103,11 @@ def history(tmp_path_factory: pytest.TempPathFactory, three_versions_original: P
                 "not_recorded_at_training": [],
             },
         )
+        another_lock = dataclasses.replace(equivalent, dvc_lock_sha256="0" * 64, match="exact", differing_outputs=[])
         ledger.append(
             [
                 PendingEvent(fact, actor="ci:github:release-bot", occurred_at=utc_now(), git_commit=training.git_commit)
-                for fact in (legacy, equivalent)
+                for fact in (legacy, equivalent, another_lock)
             ]
         )
         source = project / "data" / "raw" / "breast_cancer.csv"
@@ -187,7 +193,7 @@ def test_approvals_windows_reproductions_inference_and_integrity(report: dict, h
     windows = {w["app"]: w for w in report["production"]["windows"]}
     assert windows["scoring"]["start"] == "2026-01-01T00:00:00.000000Z" and windows["scoring"]["end"] is None
     assert windows["triage"]["end"] == "2026-01-20T12:00:00.000000Z" and windows["triage"]["end_reason"] == "retired"
-    legacy, equivalent = report["reproductions"]["runs"]
+    legacy, equivalent = report["reproductions"]["runs"]  # not the verdict on another lock of the same commit
     assert legacy["verdict"] == "verified" and legacy["by"] == "ci:github:release-bot"
     assert legacy["match"] == "exact", "a verdict recorded before the three outcomes reads as exact (upcast)"
     assert legacy["differing_outputs"] == [] and legacy["machines_compared"] is False
@@ -255,7 +261,7 @@ def test_a_missing_fact_is_said_instead_of_failing(history: Path) -> None:
     result = run_cli("audit", "report", M, "3", "--format", "md", cwd=history)
     assert result.exit_code == 0, result.output
     assert "**Not recorded:** This version was never deployed" in result.stdout
-    assert "**Not recorded:** No CI reproduction of this commit is recorded" in result.stdout
+    assert "**Not recorded:** No CI reproduction of this training's dvc.lock is recorded" in result.stdout
     assert "**Not recorded:** This version was never promoted" in result.stdout
 
 

@@ -183,8 +183,40 @@ def test_a_model_whose_predictions_change_diverges_even_when_its_metrics_do_not(
     [event] = ledger_of(reproduced_demo).read(types=["reproduction.diverged"])
     assert event.payload["differing_outputs"] == verdict["differing_outputs"]
     text = summary.read_text()
-    assert text.splitlines()[0] == f"## govern: ❌ diverged: {verdict['commit'][:12]}: {MODEL}"
+    assert text.splitlines()[0] == f"## govern: ❌ diverged: {verdict['commit'][:12]}: {MODEL} (predictions)"
     assert f"| `{MODEL}` | predictions | diverged |" in text
+
+
+def test_a_stale_lock_diverges_and_names_the_inputs_it_records_otherwise(reproduced_demo: Path, tmp_path: Path) -> None:
+    """A parameter changed and committed without reproducing: the lock describes another pipeline."""
+    params = reproduced_demo / "params.yaml"
+    params.write_text(params.read_text().replace("max_iter: 1000", "max_iter: 2000"))
+    commit_all(reproduced_demo, "max_iter 2000, dvc.lock not remade")
+    pyproject = reproduced_demo / "pyproject.toml"
+    pyproject.write_text(pyproject.read_text() + '\n[tool.govern.ci.models]\nrule = "exact"\n')  # not committed
+    summary = tmp_path / "summary.md"
+
+    result = run_cli("ci", "verify", "--json", "--summary", str(summary), cwd=reproduced_demo)
+
+    assert result.exit_code == 1, result.output
+    verdict = json.loads(result.stdout)
+    assert verdict["match"] == "diverged"
+    assert verdict["stale_inputs"] == [
+        {"stage": "train", "kind": "param", "name": "train.max_iter", "committed": 1000, "actual": 2000}
+    ]
+    [model] = verdict["differing_outputs"]
+    assert model["rule"] == "predictions", "the rules of the verified commit apply, not the uncommitted ones"
+    assert model["equivalent"] is True, "the same model: max_iter changes the pickle, not the fit"
+    assert verdict["notes"] == [
+        f"The comparison rules of commit {verdict['commit'][:12]} apply (pyproject.toml [tool.govern]); the "
+        "uncommitted changes to [tool.govern.ci] in your checkout do not, until you commit them"
+    ]
+    assert f"govern: note: {verdict['notes'][0]}" in result.stderr
+    text = summary.read_text()
+    assert text.splitlines()[0] == (
+        f"## govern: ❌ diverged: {verdict['commit'][:12]}: its dvc.lock is stale (train.max_iter: 1000 -> 2000)"
+    )
+    assert "| train | `train.max_iter` | param | 1000 | 2000 |" in text and "govern repro --commit" in text
 
 
 def test_the_verdict_names_the_machine_facts_that_differ_from_the_training(

@@ -56,6 +56,20 @@ def _open(root: Path) -> Iterator[Any]:
             repo.close()
 
 
+@contextmanager
+def _dvc_logs(quiet: bool) -> Iterator[None]:
+    import logging
+
+    logger = logging.getLogger("dvc")
+    level = logger.level
+    if quiet:
+        logger.setLevel(logging.WARNING)
+    try:
+        yield
+    finally:
+        logger.setLevel(level)
+
+
 def _logs_to_stderr() -> None:
     """DVC logs progress to stdout; govern keeps stdout for its own output (and --json)."""
     import logging
@@ -167,6 +181,7 @@ def reproduce(
     before: Callable[[Pipeline], None] | None = None,
     force: bool = False,
     on_run: Callable[[str], None] | None = None,
+    quiet: bool = False,
 ) -> tuple[Pipeline, list[StageRun]]:
     """Reproduce the pipeline (or `targets`) through DVC's API.
 
@@ -175,6 +190,8 @@ def reproduce(
     `StageFailed` with the tail of the stage's output. `before` sees the
     pipeline first and may refuse to run it by raising. `on_run` hears of
     each stage DVC found changed, just before it runs (or restores) it.
+    `quiet` keeps DVC's own progress lines ("Updating lock file") off
+    stderr: a verifier's scratch clone is not the user's checkout.
     """
     from dvc.exceptions import DvcException, ReproductionError
     from dvc.repo.reproduce import _reproduce_stage
@@ -223,7 +240,7 @@ def reproduce(
             notify("end", stage.addressing, run)
             return result
 
-        with _tee_output() as tail:
+        with _tee_output() as tail, _dvc_logs(quiet):
             try:
                 repo.reproduce(targets=list(targets) or None, repro_fn=repro_fn, force=force)
             except ReproductionError as error:

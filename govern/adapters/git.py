@@ -9,7 +9,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
 
-from govern.errors import GovernError, NoCommitYet, NotAGitRepository
+from govern.errors import GovernError, InvalidInput, NoCommitYet, NotAGitRepository
 
 
 @dataclass(frozen=True)
@@ -238,7 +238,7 @@ def resolve(root: Path, rev: str) -> str:
     try:
         return _repo(root).git.rev_parse("--verify", f"{rev}^{{commit}}")
     except git.GitCommandError:
-        raise GovernError(f"{rev!r} is not a commit of {root}: give a branch, tag or sha that exists") from None
+        raise InvalidInput(f"{rev!r} is not a commit of {root}: give a branch, tag or sha that exists") from None
 
 
 def checkout_copy(repository: Path, target: Path, commit: str) -> None:

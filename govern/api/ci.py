@@ -20,12 +20,13 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
+import math
 import os
 import tempfile
 import time
 from collections.abc import Mapping
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
 from typing import Any
@@ -37,7 +38,7 @@ from govern.adapters import dvc as dvc_adapter
 from govern.adapters import git as git_adapter
 from govern.api import model_files
 from govern.equivalence import DIVERGED, EQUIVALENT, EXACT, Judgement, Rule
-from govern.errors import GovernError, InvalidInput, StageFailed
+from govern.errors import ConfigError, GovernError, InvalidInput, ProjectError, StageFailed
 from govern.events import PendingEvent, RecordedEvent, ReproductionDiverged, ReproductionVerified, utc_now
 from govern.ledger import Ledger
 from govern.pipeline import Pipeline
@@ -60,21 +61,31 @@ ORDER BY mv.seq DESC LIMIT 1
 
 @dataclass(frozen=True)
 class Verdict:
-    """What a verification found and recorded."""
+    """A recorded verification: the event is the verdict; the rest says how to read it."""
 
-    commit: str
-    match: str
     event: RecordedEvent
-    strict: bool = False
-    outputs: list[dict[str, Any]] = field(default_factory=list)
-    differing: list[dict[str, Any]] = field(default_factory=list)
-    metrics: dict[str, Any] = field(default_factory=dict)
-    metric_deltas: dict[str, Any] = field(default_factory=dict)
-    failed_stage: str | None = None
-    error: str | None = None
-    duration_s: float = 0.0
-    environment_differences: dict[str, Any] = field(default_factory=dict)
     training_seq: int | None = None
+    notes: tuple[str, ...] = ()
+
+    @property
+    def facts(self) -> dict[str, Any]:
+        return self.event.payload
+
+    @property
+    def commit(self) -> str:
+        return str(self.facts["commit"])
+
+    @property
+    def match(self) -> str:
+        return str(self.facts["match"])
+
+    @property
+    def strict(self) -> bool:
+        return bool(self.facts.get("strict"))
+
+    @property
+    def differing(self) -> list[dict[str, Any]]:
+        return list(self.facts["differing_outputs"])
 
     @property
     def verified(self) -> bool:
@@ -86,6 +97,7 @@ class Verdict:
         return self.verified and not (self.strict and self.match == EQUIVALENT)
 
     def to_dict(self) -> dict[str, Any]:
+        facts = self.facts
         return {
             "commit": self.commit,
             "verdict": "verified" if self.verified else "diverged",
@@ -93,16 +105,25 @@ class Verdict:
             "strict": self.strict,
             "passed": self.passed,
             "event_seq": self.event.seq,
-            "outputs": self.outputs,
-            "differing_outputs": self.differing,
-            "metrics": self.metrics,
-            "metric_deltas": self.metric_deltas,
-            "failed_stage": self.failed_stage,
-            "error": self.error,
-            "duration_s": self.duration_s,
             "training_seq": self.training_seq,
-            "environment_differences": self.environment_differences,
+            **{key: facts.get(key) for key in REPORTED},
+            "notes": list(self.notes),
         }
+
+
+REPORTED = (
+    "dvc_lock_sha256",
+    "outputs",
+    "differing_outputs",
+    "stale_inputs",
+    "metrics",
+    "metric_deltas",
+    "tolerances",
+    "failed_stage",
+    "error",
+    "duration_s",
+    "environment_differences",
+)
 
 
 def ci_context(environ: Mapping[str, str] | None = None) -> dict[str, Any]:
@@ -138,8 +159,8 @@ def parse_tolerances(items: tuple[str, ...] | list[str]) -> dict[str, float]:
             number = float(value)
         except ValueError:
             number = -1.0
-        if not sep or not name or not number >= 0:
-            raise InvalidInput(f"--tolerance {item!r} is not METRIC=ABS with a non-negative number")
+        if not sep or not name or not 0 <= number < math.inf:
+            raise InvalidInput(f"--tolerance {item!r} is not METRIC=ABS with a non-negative finite number")
         limits[name] = number
     return limits
 
@@ -153,38 +174,51 @@ def verify(
     repository: Path | None = None,
     on_progress: Any = None,
 ) -> Verdict:
-    """Re-execute `rev` in a temporary clone and record the verdict (see the module docstring)."""
+    """Re-execute `rev` in a temporary clone and record the verdict (see the module docstring).
+
+    The comparison rules are the verified commit's own configuration, versioned with its code;
+    `tolerances` (from the command line) are added to its metric tolerances.
+    """
     source = repository or config_module.find_root(start)
     commit = git_adapter.resolve(source, rev)
     ledger_path = config_module.ledger_path(start) if repository is None else None
     blas.prefetch()  # the machine facts are read at the end; loading the numeric libraries overlaps the run
     clock = time.perf_counter()
+    notes: list[str] = []
     with tempfile.TemporaryDirectory(prefix="govern-verify-") as scratch:
         checkout = Path(scratch) / "checkout"
         git_adapter.checkout_copy(source, checkout, commit)
+        if not (checkout / ".dvc").is_dir():
+            raise ProjectError(
+                f"Commit {commit[:12]} is not a DVC project (it has no .dvc directory): verify a commit made "
+                "after `govern init`"
+            )
         cfg = config_module.load(checkout)
+        if repository is None and config_module.load(source).comparison != cfg.comparison:
+            notes.append(
+                f"The comparison rules of commit {commit[:12]} apply ({cfg.source}); the uncommitted changes to "
+                "[tool.govern.ci] in your checkout do not, until you commit them"
+            )
         ledger = Ledger(ledger_path or cfg.ledger, lock_timeout=cfg.lock_timeout)
         rules = cfg.comparison
         rules = dataclasses.replace(rules, tolerances={**rules.tolerances, **(tolerances or {})})
         if (source / ".dvc").is_dir():
             dvc_adapter.use_cache_dir(checkout, dvc_adapter.cache_dir(source))
-        work = _Verification(checkout, source, Path(scratch), rules, ledger, cfg.tracking_uri, repository is None)
-        result = _judge(work, commit, on_progress)
+        work = _Verification(
+            checkout, source, Path(scratch), rules, ledger, cfg.tracking_uri, repository is None, dict(tolerances or {})
+        )
+        result = _judge(work, commit, on_progress, notes)
     duration = round(time.perf_counter() - clock, 6)
     here = environment.describe()
-    training = _training(ledger, result["lock_sha256"], commit)
-    differences = machine.differences(training["environment"] if training else None, here)
+    training = _training(ledger, result["dvc_lock_sha256"], commit)
     facts: dict[str, Any] = {
+        **{key: result[key] for key in RESULT_FACTS},
         "commit": commit,
-        "match": result["match"],
-        "outputs": result["outputs"],
-        "differing_outputs": result["differing"],
-        "metrics": result["metrics"],
-        "metric_deltas": result["metric_deltas"],
+        "tolerances": dict(rules.tolerances),
         "duration_s": duration,
         "ci": ci_context(),
         "environment": here,
-        "environment_differences": differences,
+        "environment_differences": machine.differences(training["environment"] if training else None, here),
         "training_event_id": training["event_id"] if training else None,
         "strict": strict,
     }
@@ -194,21 +228,18 @@ def verify(
         fact = ReproductionVerified(**facts)
     actor = environment.actor(lambda: git_adapter.identity(source))
     event = ledger.append([PendingEvent(fact, actor=actor, occurred_at=utc_now(), git_commit=commit)])[0]
-    return Verdict(
-        commit=commit,
-        match=result["match"],
-        event=event,
-        strict=strict,
-        outputs=result["outputs"],
-        differing=result["differing"],
-        metrics=result["metrics"],
-        metric_deltas=result["metric_deltas"],
-        failed_stage=result["failed_stage"],
-        error=result["error"],
-        duration_s=duration,
-        environment_differences=differences,
-        training_seq=training["seq"] if training else None,
-    )
+    return Verdict(event, training["seq"] if training else None, tuple(notes))
+
+
+RESULT_FACTS = (
+    "match",
+    "dvc_lock_sha256",
+    "outputs",
+    "differing_outputs",
+    "stale_inputs",
+    "metrics",
+    "metric_deltas",
+)
 
 
 def _training(ledger: Ledger, lock_sha256: str, commit: str) -> dict[str, Any] | None:
@@ -234,31 +265,38 @@ class _Verification:
     ledger: Ledger
     tracking_uri: str
     has_workspace: bool
+    asked_tolerances: dict[str, float]
 
 
-def _judge(work: _Verification, commit: str, on_progress: Any) -> dict[str, Any]:
+def _judge(work: _Verification, commit: str, on_progress: Any, notes: list[str]) -> dict[str, Any]:
     checkout = work.checkout
     pipeline = dvc_adapter.load_pipeline(checkout)
     committed_locks, lock_text = dvc_adapter.read_locks(checkout, pipeline)
     if not committed_locks:
-        raise InvalidInput(f"Commit {commit[:12]} has no dvc.lock: there is nothing recorded to verify against")
+        raise InvalidInput(
+            f"Commit {commit[:12]} has no dvc.lock, so nothing is recorded to verify against: run "
+            "`govern repro --commit` and verify the commit it makes"
+        )
     expected_metrics = lineage.metrics_by_file(checkout, pipeline)
+    _check_rules(work, pipeline, _merged(expected_metrics), notes)
     dvc_adapter.pull_if_remote(checkout)
     result: dict[str, Any] = {
-        "lock_sha256": hashlib.sha256(lock_text.encode("utf-8")).hexdigest(),
+        "dvc_lock_sha256": hashlib.sha256(lock_text.encode("utf-8")).hexdigest(),
         "match": DIVERGED,
         "outputs": [],
-        "differing": [],
+        "differing_outputs": [],
+        "stale_inputs": [],
         "metrics": {},
         "metric_deltas": {},
         "failed_stage": None,
         "error": None,
     }
     try:
-        pipeline, _ = dvc_adapter.reproduce(checkout, (), on_progress=on_progress, force=True)
+        pipeline, _ = dvc_adapter.reproduce(checkout, (), on_progress=on_progress, force=True, quiet=True)
     except StageFailed as failure:
         return {**result, "failed_stage": failure.stage, "error": str(failure)}
     new_locks, _ = dvc_adapter.read_locks(checkout, pipeline)
+    stale = equivalence.stale_inputs(committed_locks, new_locks, pipeline.output_paths)
     actual_metrics = lineage.metrics_by_file(checkout, pipeline)
     deltas = equivalence.metric_deltas(_merged(expected_metrics), _merged(actual_metrics), work.rules.tolerances)
     judge = _Judge(work, pipeline, expected_metrics, actual_metrics, deltas)
@@ -268,12 +306,35 @@ def _judge(work: _Verification, commit: str, on_progress: Any) -> dict[str, Any]
     beyond = any(not delta["within"] for delta in deltas.values())
     return {
         **result,
-        "match": equivalence.outcome(judgements, failed=beyond),
+        "match": equivalence.outcome(judgements, failed=beyond or bool(stale)),
         "outputs": [{"path": p, "md5": actual.get(p)} for p in paths],
-        "differing": [j.to_dict() for j in judgements],
+        "differing_outputs": [j.to_dict() for j in judgements],
+        "stale_inputs": stale,
         "metrics": _merged(actual_metrics),
         "metric_deltas": deltas,
     }
+
+
+def _check_rules(work: _Verification, pipeline: Pipeline, metrics: Mapping[str, Any], notes: list[str]) -> None:
+    """Refuse, before anything runs, rules that cannot apply: a tolerance for a metric the commit does not
+    have (from the command line; from configuration it is a note), `predictions` for something not a model."""
+    unknown = sorted(set(work.asked_tolerances) - set(metrics))
+    if unknown:
+        known = ", ".join(sorted(metrics)) or "none"
+        raise InvalidInput(
+            f"--tolerance names {', '.join(unknown)}, which no metrics file of this commit has: its metrics are {known}"
+        )
+    configured = sorted(set(work.rules.tolerances) - set(work.asked_tolerances) - set(metrics))
+    if configured:
+        notes.append(f"[tool.govern.ci] tolerances name {', '.join(configured)}, which this commit's metrics lack")
+    models = {artifact.path for artifact in pipeline.artifacts if artifact.type == "model"}
+    for path in sorted(pipeline.output_paths - models):
+        rule = work.rules.for_output(path, is_model=False, is_metrics=path in pipeline.metrics_files)
+        if rule.rule == "predictions":
+            raise ConfigError(
+                f"[tool.govern.ci.outputs] gives {path} the predictions rule, which only a `type: model` artifact "
+                "can have: use exact, table or downstream-metrics"
+            )
 
 
 def _merged(by_file: Mapping[str, Mapping[str, Any]]) -> dict[str, Any]:
@@ -478,32 +539,56 @@ ENVIRONMENT_ROWS = 20
 
 def headline(verdict: Verdict) -> str:
     """The outcome in one line: what CI shows first and the hook logs."""
-    commit = verdict.commit[:12]
+    commit, facts = verdict.commit[:12], verdict.facts
     if verdict.match == EXACT:
         return f"exact: {commit} reproduced bit for bit"
     if verdict.match == EQUIVALENT:
         count = len(verdict.differing)
         line = f"equivalent: {commit} reproduced; {count} output(s) differ in bytes, each equivalent by its rule"
         return line + (" (refused: --strict requires exact)" if verdict.strict else "")
-    if verdict.failed_stage:
-        return f"diverged: {commit}: stage {verdict.failed_stage} failed"
-    failing = [d["path"] for d in verdict.differing if not d["equivalent"]]
-    failing += [name for name, d in verdict.metric_deltas.items() if not d["within"]]
-    return f"diverged: {commit}: {', '.join(dict.fromkeys(failing))}"
+    if facts.get("failed_stage"):
+        return f"diverged: {commit}: stage {facts['failed_stage']} failed"
+    reasons = []
+    if facts.get("stale_inputs"):
+        reasons.append(f"its dvc.lock is stale ({equivalence.stale_text(facts['stale_inputs'])})")
+    reasons += [
+        f"{d['path']} ({d['rule']})"
+        for d in verdict.differing
+        if not d["equivalent"] and d["rule"] != equivalence.METRIC_VALUES
+    ]
+    beyond = [name for name, d in facts["metric_deltas"].items() if not d["within"]]
+    if beyond:
+        reasons.append(f"{len(beyond)} metric(s) beyond tolerance")
+    return f"diverged: {commit}: {'; '.join(reasons)}"
 
 
 def summary(verdict: Verdict) -> str:
     """The Markdown summary CI systems show (GitHub's step summary, a merge-request note)."""
+    facts = verdict.facts
     mark = "✅" if verdict.passed else "❌"
     lines = [
         f"## govern: {mark} {headline(verdict)}",
         "",
-        f"Commit `{verdict.commit}` was re-executed from scratch (`dvc repro --force`) in {verdict.duration_s:.1f} s; "
-        f"recorded as `{verdict.event.type}` with match `{verdict.match}` (ledger seq {verdict.event.seq}).",
+        f"Commit `{verdict.commit}` was re-executed from scratch (`dvc repro --force`) in {facts['duration_s']:.1f} s; "
+        f"recorded as `{verdict.event.type}` with match `{verdict.match}` (ledger seq {verdict.event.seq}). "
+        "The comparison rules are the commit's own configuration.",
         "",
     ]
-    if verdict.failed_stage:
-        lines += [f"Stage `{verdict.failed_stage}` failed: {verdict.error}", ""]
+    if facts.get("failed_stage"):
+        lines += [f"Stage `{facts['failed_stage']}` failed: {facts.get('error')}", ""]
+    if facts.get("stale_inputs"):
+        lines += [
+            "The committed `dvc.lock` is stale: it records these inputs otherwise than the commit holds them, so it "
+            "describes another pipeline. Run `govern repro --commit` and push the lock it commits.",
+            "",
+            "| Stage | Input | Kind | In dvc.lock | In the commit |",
+            "|---|---|---|---|---|",
+        ]
+        lines += [
+            f"| {s['stage']} | `{s['name']}` | {s['kind']} | {_fact(s['committed'])} | {_fact(s['actual'])} |"
+            for s in facts["stale_inputs"]
+        ]
+        lines.append("")
     if verdict.differing:
         lines += [
             "| Output | Rule | Judgement | Committed md5 | Reproduced md5 | Evidence |",
@@ -515,16 +600,19 @@ def summary(verdict: Verdict) -> str:
             for d in verdict.differing
         ]
         lines.append("")
-    if verdict.metric_deltas:
+    if facts["metric_deltas"]:
         lines += ["| Metric | Committed | Reproduced | Delta | Tolerance | Within |", "|---|---|---|---|---|---|"]
         lines += [
-            f"| {name} | {d['expected']} | {d['actual']} | {d['delta']} | {d['tolerance']} | "
+            f"| {name} | {d['expected']} | {d['actual']} | "
+            f"{'-' if d['delta'] is None else format(d['delta'], '+.6g')} | {d['tolerance']:g} | "
             f"{'yes' if d['within'] else '**no**'} |"
-            for name, d in verdict.metric_deltas.items()
+            for name, d in facts["metric_deltas"].items()
         ]
         lines.append("")
     if verdict.match == EXACT:
-        lines += [f"All {len(verdict.outputs)} outputs match the committed `dvc.lock` byte for byte.", ""]
+        lines += [f"All {len(facts['outputs'])} outputs match the committed `dvc.lock` byte for byte.", ""]
+    for note in verdict.notes:
+        lines += [f"Note: {note}.", ""]
     return "\n".join(lines + _environment_lines(verdict))
 
 
@@ -543,7 +631,7 @@ def _fact(value: Any) -> str:
 
 def _environment_lines(verdict: Verdict) -> list[str]:
     """What differs between the machine that trained and the one that verified: why bytes may differ."""
-    found = verdict.environment_differences
+    found = verdict.facts["environment_differences"]
     if not found.get("compared"):
         return ["No training of this lock is recorded in the ledger, so the two machines were not compared.", ""]
     title = f"Machine facts of the training (seq {verdict.training_seq}) and of this verification"

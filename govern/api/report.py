@@ -47,9 +47,13 @@ DEPRECATION_SQL = """
 SELECT seq, deprecated_at, actor, reason FROM deprecations WHERE model = $model AND version = $version ORDER BY seq
 """
 
+# The reproductions of this training's dvc.lock, wherever it was committed (`repro --commit` commits it after
+# the training's commit); verdicts from before they recorded the lock's sha256 are matched by commit.
 REPRODUCTIONS_SQL = """
-SELECT seq, type, schema_version, occurred_at, actor, payload FROM events
-WHERE type IN ('reproduction.verified', 'reproduction.diverged') AND subject = 'commit:' || $commit
+SELECT seq, type, schema_version, occurred_at, actor, payload, git_commit FROM events
+WHERE type IN ('reproduction.verified', 'reproduction.diverged')
+  AND (payload->>'$.dvc_lock_sha256' = $lock
+       OR (payload->>'$.dvc_lock_sha256' IS NULL AND subject = 'commit:' || $commit))
 ORDER BY seq
 """
 
@@ -130,7 +134,7 @@ def _gather(ledger: Reader, model: str, version: str, start: Path | None, verify
         "validation": _validation(ledger, model, version, training),
         "approvals": _approvals(ledger, model, version, cited),
         "production": _production(ledger, model, version, cited),
-        "reproductions": _reproductions(ledger, row["git_commit"], cited),
+        "reproductions": _reproductions(ledger, row["git_commit"], training.get("dvc_lock_sha256"), cited),
         "inference": _inference(ledger, model, version, cited),
     }
     report["integrity"] = _integrity(ledger, cited, root, verify_chain)
@@ -407,8 +411,8 @@ def _timelines(context: list[dict[str, Any]], model: str, version: str) -> list[
     return list(slots.values())
 
 
-def _reproductions(ledger: Reader, commit: str | None, cited: list[int]) -> dict[str, Any]:
-    rows = queries.rows_as_dicts(ledger, REPRODUCTIONS_SQL, {"commit": commit}) if commit else []
+def _reproductions(ledger: Reader, commit: str | None, lock: str | None, cited: list[int]) -> dict[str, Any]:
+    rows = queries.rows_as_dicts(ledger, REPRODUCTIONS_SQL, {"commit": commit, "lock": lock}) if commit else []
     cited.extend(r["seq"] for r in rows)
     from govern.events import upcast  # old verdicts (before the three outcomes) read as the current schema
 
@@ -422,6 +426,8 @@ def _reproductions(ledger: Reader, commit: str | None, cited: list[int]) -> dict
                 "verdict": "verified" if r["type"] == "reproduction.verified" else "diverged",
                 "match": payload["match"],
                 "strict": payload.get("strict", False),
+                "commit": r["git_commit"],
+                "stale_inputs": [f"{s['stage']}: {s['name']}" for s in payload.get("stale_inputs", [])],
                 "at": format_timestamp(r["occurred_at"]),
                 "by": r["actor"],
                 "ci": payload.get("ci", {}),
@@ -446,7 +452,7 @@ def _reproductions(ledger: Reader, commit: str | None, cited: list[int]) -> dict
                 ],
             }
         )
-    return _section([] if found else ["No CI reproduction of this commit is recorded"], runs=found)
+    return _section([] if found else ["No CI reproduction of this training's dvc.lock is recorded"], runs=found)
 
 
 def _inference(ledger: Reader, model: str, version: str, cited: list[int]) -> dict[str, Any]:
