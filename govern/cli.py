@@ -75,10 +75,10 @@ def _jsonable(value: Any) -> Any:
     """Timestamps as UTC `...Z` strings with microseconds; durations in seconds."""
     from datetime import datetime, timedelta
 
-    from govern.envelope import format_timestamp
+    from govern.timeparse import display
 
     if isinstance(value, datetime):
-        return format_timestamp(value)
+        return display(value)
     if isinstance(value, timedelta):
         return value.total_seconds()
     if isinstance(value, dict):
@@ -112,6 +112,10 @@ def _report(outcome: Any) -> None:
         click.echo(f"Warning: {warning}", err=True)
 
 
+def _progress(message: str) -> None:
+    click.echo(message, err=True)
+
+
 def _instant(value: str | None, option: str) -> Any:
     from govern.timeparse import parse_instant
 
@@ -120,7 +124,7 @@ def _instant(value: str | None, option: str) -> Any:
 
 @click.group(cls=GovernGroup, context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(__version__, prog_name="govern")
-@click.option("--traceback", is_flag=True, hidden=True, help="Show the full traceback of an error.")
+@click.option("--traceback", is_flag=True, help="On an error, show the full Python traceback instead of one line.")
 def cli(traceback: bool) -> None:
     """Git-driven, event-sourced governance for machine-learning models.
 
@@ -148,7 +152,15 @@ def init() -> None:
         click.echo(f"wrote {path}")
     if result.dvc_initialized:
         click.echo("initialised DVC (.dvc/)")
-    click.echo(f"Governed project ready (configuration: {result.config_file}). Next: `govern repro`.")
+    click.echo(f"Governed project ready (configuration: {result.config_file}).")
+    if result.to_commit:
+        paths = " ".join(result.to_commit)
+        click.echo(
+            f"Next: commit it, so that trainings point at a commit: git add {paths} && git commit -m 'govern init'"
+        )
+        click.echo("Then: govern repro")
+    else:
+        click.echo("Next: govern repro")
 
 
 @cli.command()
@@ -211,6 +223,11 @@ def repro(
         mlflow_facts = training.payload.get("mlflow", {}) if training else {}
         if mlflow_facts.get("run_id"):
             click.echo(f"MLflow run {mlflow_facts['run_id']} in experiment {mlflow_facts['experiment']!r}")
+        for reused in outcome.reused_versions:
+            click.echo(
+                f"{reused['model']}: the same file from the same commit is version {reused['version']} already; "
+                "not registered again"
+            )
     if outcome.committed:
         click.echo(f"committed dvc.lock as {outcome.committed[:12]}")
     for warning in outcome.warnings:
@@ -284,7 +301,7 @@ def promote(
     """
     from govern.api.lifecycle import promote as run
 
-    outcome = run(model, version, to_stage, reason, approver=approver, force=force)
+    outcome = run(model, version, to_stage, reason, approver=approver, force=force, on_progress=_progress)
     _print_json(outcome.to_dict()) if as_json else _report(outcome)
 
 
@@ -292,16 +309,18 @@ def promote(
 @click.argument("model")
 @click.argument("version")
 @click.option("--reason", required=True, help="Why, for the record.")
+@click.option("--force", is_flag=True, help="Deprecate a version that still serves an app; the event records it.")
 @click.option("--json", "as_json", is_flag=True, help="Print the recorded event as JSON on stdout.")
-def deprecate(model: str, version: str, reason: str, as_json: bool) -> None:
-    """Deprecate MODEL VERSION: it can no longer be promoted or deployed.
+def deprecate(model: str, version: str, reason: str, force: bool, as_json: bool) -> None:
+    """Deprecate MODEL VERSION: it can no longer be promoted, deployed or used for predictions.
 
-    Appends model.deprecated, removes its MLflow aliases and writes GTO's
-    deregistration tag (MODEL@vN.0.0!).
+    Refused while the version serves an app (the message lists where) unless
+    --force. Appends model.deprecated, removes its MLflow aliases and writes
+    GTO's deregistration tag (MODEL@vN.0.0!).
     """
     from govern.api.lifecycle import deprecate as run
 
-    outcome = run(model, version, reason)
+    outcome = run(model, version, reason, force=force, on_progress=_progress)
     _print_json(outcome.to_dict()) if as_json else _report(outcome)
 
 
@@ -346,6 +365,9 @@ def retire(app: str, env: str, at: str | None, as_json: bool) -> None:
 @click.option("--input", "input_path", required=True, type=click.Path(path_type=Path), help="Input CSV.")
 @click.option("--output", "output_path", required=True, type=click.Path(path_type=Path), help="Predictions CSV.")
 @click.option("--record", is_flag=True, help="Append one inference.recorded event for this batch.")
+@click.option(
+    "--allow-deprecated", is_flag=True, help="Predict with a deprecated version anyway; the inference event says so."
+)
 @click.option("--json", "as_json", is_flag=True, help="Print the outcome as JSON on stdout.")
 def predict(
     model: str | None,
@@ -355,6 +377,7 @@ def predict(
     input_path: Path,
     output_path: Path,
     record: bool,
+    allow_deprecated: bool,
     as_json: bool,
 ) -> None:
     """Predict with MODEL VERSION, or with the version serving --app now.
@@ -364,7 +387,17 @@ def predict(
     """
     from govern.api.predict import predict as run
 
-    result = run(input_path, output_path, model=model, version=version, app=app, env=env, record=record)
+    _output_path(output_path, "--output")
+    result = run(
+        input_path,
+        output_path,
+        model=model,
+        version=version,
+        app=app,
+        env=env,
+        record=record,
+        allow_deprecated=allow_deprecated,
+    )
     if as_json:
         _print_json(result.to_dict())
         return
@@ -386,41 +419,45 @@ def audit() -> None:
 def audit_log(types: tuple[str, ...], since: str | None, limit: int | None, as_json: bool) -> None:
     """List recorded events, oldest first."""
     from govern.api.audit import audit_log as read_log
-    from govern.envelope import format_timestamp
-    from govern.timeparse import parse_instant
+    from govern.timeparse import display, parse_instant
 
     events = read_log(types=types, since=parse_instant(since, "--since") if since else None, limit=limit)
     if as_json:
         _print_json([event.to_dict() for event in events])
         return
     if not events:
-        click.echo("No events.", err=True)
+        click.echo(f"No events{' of type ' + ', '.join(types) if types else ''} yet.", err=True)
         return
     for event in events:
-        click.echo(
-            f"{event.seq:>6}  {format_timestamp(event.occurred_at)}  {event.type:<20}  {event.subject}  ({event.actor})"
-        )
+        click.echo(f"{event.seq:>6}  {display(event.occurred_at)}  {event.type:<20}  {event.subject}  ({event.actor})")
 
 
 @audit.command("verify")
+@click.option(
+    "--repo",
+    type=click.Path(path_type=Path, exists=True, file_okay=False),
+    help="The git repository whose anchors to check (default: the one around the current directory).",
+)
 @click.option("--json", "as_json", is_flag=True, help="Print the result as a JSON object on stdout.")
-def audit_verify(as_json: bool) -> None:
+def audit_verify(repo: Path | None, as_json: bool) -> None:
     """Recompute every hash and link of the ledger's chain, and check it against every anchor in git.
 
-    Exits 1 on the first bad event, or on an anchor the ledger no longer matches.
+    Exits 1 on the first bad event, or on an anchor the ledger no longer matches. Outside a repository
+    (GOVERN_LEDGER alone) it says that the anchors were not checked; --repo PATH checks them.
     """
     from govern.api.integrity import verify
 
-    result = verify()
+    result = verify(repository=repo)
     chain = result.chain
     if as_json:
         _print_json(result.to_dict())
     elif result.ok:
-        anchored = (
-            f"; {len(result.anchors)} anchor(s) match, latest at seq {result.anchors[-1].seq}"
-            if result.anchors
-            else "; no anchors found"
-        )
+        if not result.anchors_checked:
+            anchored = "; anchors NOT checked: no git repository here (run it in the project, or pass --repo PATH)"
+        elif result.anchors:
+            anchored = f"; {len(result.anchors)} anchor(s) match, latest at seq {result.anchors[-1].seq}"
+        else:
+            anchored = f"; no anchors in {result.repository} (`govern audit anchor` makes one)"
         click.echo(f"OK: {chain.count} events, head hash {chain.head_hash}{anchored}")
     else:
         if not chain.ok:
@@ -428,6 +465,32 @@ def audit_verify(as_json: bool) -> None:
         for problem in result.problems:
             click.echo(f"FAILED: anchor {problem}", err=True)
     if not result.ok:
+        sys.exit(1)
+
+
+@audit.command("backup")
+@click.argument("path", type=click.Path(path_type=Path))
+@click.option("--json", "as_json", is_flag=True, help="Print the backup's verification as JSON on stdout.")
+def audit_backup(path: Path, as_json: bool) -> None:
+    """Write a consistent, self-contained copy of the ledger to PATH (a new file), and verify it.
+
+    Safe while other govern commands run. Copying the .duckdb file alone would miss the newest events,
+    which live in DuckDB's write-ahead log beside it. Check it any time with
+    GOVERN_LEDGER=PATH govern audit verify.
+    """
+    from govern.api.audit import open_ledger
+    from govern.errors import InvalidInput
+
+    if path.exists():
+        raise InvalidInput(f"{path} exists: a backup goes to a new file; choose another name")
+    _output_path(path, "PATH")
+    result = open_ledger().backup(path)
+    if as_json:
+        _print_json({"path": str(path), **result.to_dict()})
+    else:
+        click.echo(f"backed up {result.count} events (head hash {result.head_hash}) to {path}")
+    if not result.ok:
+        click.echo(f"FAILED: the backup does not verify: {result.problem}", err=True)
         sys.exit(1)
 
 
@@ -515,6 +578,9 @@ def audit_windows(app: str | None, model: str | None, as_json: bool) -> None:
     if as_json:
         _print_json(records)
         return
+    if not records:
+        click.echo("No production windows yet.", err=True)
+        return
     columns = ["app", "env", "model", "version", "start", "end", "duration_s", "end_reason"]
     _print_table(columns, [[r[c] for c in columns] for r in records])
 
@@ -526,16 +592,40 @@ def audit_windows(app: str | None, model: str | None, as_json: bool) -> None:
 def audit_history(model: str, version: str | None, as_json: bool) -> None:
     """Every event of MODEL (or of one VERSION) in order: trainings, registrations, promotions, deployments."""
     from govern.api.audit import history
-    from govern.envelope import format_timestamp
+    from govern.timeparse import display
 
     events = history(model, version)
     if as_json:
         _print_json([event.to_dict() for event in events])
         return
     for event in events:
-        click.echo(
-            f"{event.seq:>6}  {format_timestamp(event.occurred_at)}  {event.type:<20}  {event.subject}  ({event.actor})"
-        )
+        click.echo(f"{event.seq:>6}  {display(event.occurred_at)}  {event.type:<20}  {event.subject}  ({event.actor})")
+        detail = _history_detail(event.type, event.payload)
+        if detail:
+            click.echo(f"{'':>8}{detail}")
+
+
+def _history_detail(kind: str, payload: dict[str, Any]) -> str:
+    """The part of an event a reader of a model's history needs: stages, approver and reason, windows."""
+    if kind == "model.promoted":
+        forced = " (forced)" if payload.get("forced") else ""
+        moved = f"{payload.get('from_stage') or 'no stage'} -> {payload['to_stage']}{forced}"
+        return f"{moved}; approved by {payload.get('approver')}; reason: {payload.get('reason')}"
+    if kind == "model.deprecated":
+        return f"reason: {payload.get('reason')}"
+    if kind in ("deployment.started", "deployment.ended"):
+        ended = f" ({payload['reason']})" if kind == "deployment.ended" else ""
+        return f"version {payload['version']} at {payload['app']}/{payload['env']}{ended}"
+    if kind == "model.registered":
+        same = payload.get("same_artifact_as") or []
+        twin = f"; same file as version(s) {', '.join(same)}" if same else ""
+        return f"version {payload['version']}, sha256 {payload.get('sha256')}{twin}"
+    if kind == "training.completed":
+        return f"commit {payload['git']['commit'][:12]}, MLflow run {(payload.get('mlflow') or {}).get('run_id')}"
+    if kind == "inference.recorded":
+        where = f" for {payload['app']}/{payload['env']}" if payload.get("app") else ""
+        return f"version {payload['version']}, {payload.get('rows')} rows{where}"
+    return ""
 
 
 @audit.command("sql")
@@ -597,18 +687,26 @@ def audit_report(model: str, version: str, fmt: str, output: Path | None, verify
     validation, approvals, production windows, reproductions, inference,
     integrity), each from recorded facts, each saying what is not recorded.
     HTML (one file, inline CSS and SVG, printable), Markdown or JSON.
-    Every event the report cites is re-hashed and linked to the one before it.
+    Every event the report cites is re-hashed and linked to the one before it;
+    when one fails, the report is still written and the command exits 1.
     """
     from govern.api.report import gather
     from govern.report import render
 
-    text = render(gather(model, version, verify_chain=verify_chain), fmt)
+    if output is not None:
+        _output_path(output, "--output")
+    report = gather(model, version, verify_chain=verify_chain)
+    text = render(report, fmt)
     if output is None:
         click.echo(text, nl=False)
-        return
-    output.parent.mkdir(parents=True, exist_ok=True)
-    output.write_text(text, encoding="utf-8")
-    click.echo(f"wrote {output}", err=True)
+    else:
+        output.write_text(text, encoding="utf-8")
+        click.echo(f"wrote {output}", err=True)
+    integrity = report["integrity"]
+    if not integrity["verified"]:
+        failures = [m for m in integrity["missing"] if m.startswith(("The ledger does not", "Anchor check failed"))]
+        click.echo(f"FAILED: the report cites events that do not verify: {'; '.join(failures)}", err=True)
+        sys.exit(1)
 
 
 @audit.command("lineage")
@@ -629,6 +727,8 @@ def audit_openlineage(since: str | None, output: Path | None) -> None:
     """Export trainings as OpenLineage run events (JSON lines: START/COMPLETE, one job per stage)."""
     from govern.api.audit import openlineage
 
+    if output is not None:
+        _output_path(output, "--output")
     lines = "".join(json.dumps(event, ensure_ascii=False) + "\n" for event in openlineage(_instant(since, "--since")))
     if output is None:
         click.echo(lines, nl=False)
@@ -798,24 +898,40 @@ def hooks_sync_server(bare: Path, ledger: Path) -> None:
 @cli.command()
 @click.option("--json", "as_json", is_flag=True, help="Print the recorded events as JSON on stdout.")
 def mirror(as_json: bool) -> None:
-    """Mirror into MLflow every training recorded while MLflow was unreachable; idempotent.
+    """Complete every pending MLflow mirror; idempotent.
 
-    A run left half-finished by an earlier attempt is completed, not duplicated.
-    Exits 1 when MLflow is still unreachable.
+    Trainings recorded while MLflow was unreachable get their run and
+    registered versions (a run left half-finished by an earlier attempt is
+    completed, not duplicated); models whose promotions or deprecations are
+    not yet in MLflow get their stage aliases and deprecation tags. Exits 1
+    while MLflow is still unreachable.
     """
+    from govern.api import registry_mirror
     from govern.api.context import open_project
     from govern.api.mirror import retry_pending
     from govern.errors import MirrorError
 
-    outcome = retry_pending(open_project())
+    project = open_project()
+    trainings = retry_pending(project)
+    registry = registry_mirror.mirror_pending(project.ledger, project.config, project.actor)
+    events = trainings.events + registry.events
     if as_json:
-        _print_json({"events": [e.to_dict() for e in outcome.events], "pending": outcome.pending})
+        _print_json(
+            {
+                "events": [e.to_dict() for e in events],
+                "pending": trainings.pending,
+                "pending_registry": [registry_mirror.describe(p) for p in registry.pending],
+            }
+        )
     else:
-        _report(outcome)
-        if not outcome.events and not outcome.errors:
+        _report(trainings)
+        _report(registry)
+        if not events and not trainings.errors and not registry.errors:
             click.echo("Nothing is pending.")
-    if outcome.errors:
-        raise MirrorError(f"{outcome.pending} training(s) still pending: {outcome.errors[0]}")
+    if trainings.errors:
+        raise MirrorError(f"{trainings.pending} training(s) still pending: {trainings.errors[0]}")
+    if registry.errors:
+        raise MirrorError(f"{len(registry.pending)} model(s) still wait for their MLflow aliases: {registry.errors[0]}")
 
 
 @cli.command()
@@ -834,6 +950,60 @@ def sync(repo: Path | None, as_json: bool) -> None:
         click.echo(f"Warning: skipped {note}", err=True)
     if not outcome.events:
         click.echo("Nothing new to import.")
+
+
+@cli.command()
+@click.option("--json", "as_json", is_flag=True, help="Print the state as a JSON object on stdout.")
+def status(as_json: bool) -> None:
+    """The current state on one screen: models and stages, what serves where since when, pending mirrors,
+    the last verification and the newest anchor. All derived from the ledger."""
+    from govern.api.status import status as read
+
+    state = read()
+    if as_json:
+        _print_json(state)
+        return
+    ledger, anchor = state["ledger"], state["newest_anchor"]
+    click.echo(f"Ledger {ledger['path']}: {ledger['events']} events, head seq {ledger['head_seq']}")
+    if anchor:
+        click.echo(f"  newest anchor {anchor['tag']} (seq {anchor['seq']}, {anchor['events_since']} event(s) since)")
+    else:
+        click.echo("  no anchor yet: `govern audit anchor` records the head outside the ledger")
+    click.echo("Models")
+    for model in state["models"]:
+        click.echo(f"  {model['model']}")
+        for v in model["versions"]:
+            held = f"  stages: {', '.join(v['stages'])}" if v["stages"] else ""
+            gone = (
+                f"  DEPRECATED {_jsonable(v['deprecated_at'])}: {v['deprecation_reason']}" if v["deprecated_at"] else ""
+            )
+            click.echo(f"    version {v['version']:<4} registered {_jsonable(v['registered_at'])}{held}{gone}")
+    if not state["models"]:
+        click.echo("  none registered yet (govern repro)")
+    click.echo("Deployments")
+    for slot in state["deployments"]:
+        where = f"{slot['app']}/{slot['env']}"
+        if slot["serving"]:
+            click.echo(f"  {where:<28} {slot['model']} version {slot['version']} since {_jsonable(slot['since'])}")
+        else:
+            click.echo(f"  {where:<28} nothing serves (retired {_jsonable(slot['since'])})")
+    if not state["deployments"]:
+        click.echo("  none recorded yet (govern deploy)")
+    pending = state["pending_mirrors"]
+    click.echo("Mirrors")
+    for training in pending["trainings"]:
+        click.echo(f"  training {training['event_id']} waits for MLflow (govern mirror)")
+    for item in pending["registry"]:
+        click.echo(f"  the MLflow aliases of {item['model']} wait for events up to seq {item['through_seq']}")
+    if not pending["trainings"] and not pending["registry"]:
+        click.echo("  nothing pending")
+    last = state["last_verification"]
+    click.echo("Last verification")
+    if last:
+        outcome = "diverged" if last["type"] == "reproduction.diverged" else f"verified ({last['match']})"
+        click.echo(f"  {outcome}: commit {last['commit'][:12]} at {_jsonable(last['at'])} by {last['by']}")
+    else:
+        click.echo("  none recorded (govern ci verify)")
 
 
 def main() -> None:

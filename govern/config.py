@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import math
 import os
+import re
 import tomllib
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -17,7 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from govern import equivalence
-from govern.errors import ConfigError, NotAGitRepository
+from govern.errors import ConfigError, InvalidInput, NotAGitRepository
 
 DEFAULT_LEDGER = "audit/ledger.duckdb"
 CONFIG_FILE = "govern.toml"
@@ -25,6 +26,7 @@ CONFIG_FILE = "govern.toml"
 
 DEFAULT_STAGES = ("staging", "production")
 DEFAULT_ENV_STAGES = {"production": "production", "staging": "staging"}
+DEFAULT_ENVIRONMENTS = ("staging", "production")
 
 
 @dataclass(frozen=True)
@@ -39,12 +41,14 @@ class Config:
     four_eyes: bool = False
     gto_tags: bool = True
     env_stages: dict[str, str] = field(default_factory=lambda: dict(DEFAULT_ENV_STAGES))
+    environments: tuple[str, ...] = DEFAULT_ENVIRONMENTS
     selection_metric: str | None = None
     selection_direction: str = "maximize"
     models: dict[str, dict[str, Any]] = field(default_factory=dict)
     tolerances: dict[str, float] = field(default_factory=dict)
     auto_anchor: bool = False
     comparison: equivalence.Rules = field(default_factory=equivalence.Rules)
+    registry_mirror: str = "background"  # or "inline": promote/deprecate wait for MLflow's aliases
 
     @property
     def tracking_uri_is_default(self) -> bool:
@@ -78,6 +82,25 @@ def read_settings(root: Path) -> tuple[dict[str, Any], str]:
     return {}, "defaults"
 
 
+def _registry_mirror(value: Any, source: str) -> str:
+    if value is None:
+        return "background"
+    if value not in ("background", "inline"):
+        raise ConfigError(
+            f"{source}: `mlflow.registry_mirror` (or GOVERN_REGISTRY_MIRROR) is background or inline, not {value!r}"
+        )
+    return str(value)
+
+
+def project_table(root: Path) -> dict[str, Any] | None:
+    """The `[project]` table of the root pyproject.toml (PEP 621), or None."""
+    pyproject = root / "pyproject.toml"
+    if not pyproject.is_file():
+        return None
+    table = _read_toml(pyproject).get("project")
+    return table if isinstance(table, dict) else None
+
+
 def load(root: Path, environ: Mapping[str, str] | None = None) -> Config:
     env = os.environ if environ is None else environ
     settings, source = read_settings(root)
@@ -91,9 +114,29 @@ def load(root: Path, environ: Mapping[str, str] | None = None) -> Config:
     stages = registry.get("stages", list(DEFAULT_STAGES))
     if not isinstance(stages, list) or not stages or not all(isinstance(x, str) and x for x in stages):
         raise ConfigError(f"{source}: `registry.stages` must be a non-empty list of stage names")
-    env_stages = deploy.get("require_stage", DEFAULT_ENV_STAGES)
+    default_gates = {env: stage for env, stage in DEFAULT_ENV_STAGES.items() if stage in stages}
+    env_stages = deploy.get("require_stage", default_gates)
     if not isinstance(env_stages, dict) or not all(isinstance(v, str) for v in env_stages.values()):
         raise ConfigError(f"{source}: `deploy.require_stage` must map environment names to stage names")
+    environments = deploy.get("environments", list(dict.fromkeys([*DEFAULT_ENVIRONMENTS, *env_stages])))
+    if (
+        not isinstance(environments, list)
+        or not environments
+        or not all(isinstance(e, str) and e for e in environments)
+    ):
+        raise ConfigError(f"{source}: `deploy.environments` must be a non-empty list of environment names")
+    undeclared = sorted(set(env_stages) - set(environments))
+    if undeclared:
+        raise ConfigError(
+            f"{source}: `deploy.require_stage` names {', '.join(undeclared)}, which `deploy.environments` does not "
+            "declare: add it there, or remove it"
+        )
+    unknown_stages = sorted(set(env_stages.values()) - set(stages))
+    if unknown_stages:
+        raise ConfigError(
+            f"{source}: `deploy.require_stage` requires stage(s) {', '.join(unknown_stages)}, which "
+            f"`registry.stages` does not have ({', '.join(stages)})"
+        )
     ci = _table(settings, "ci", source)
     unknown = sorted(set(ci) - {"tolerances", "models", "outputs"})
     if unknown:
@@ -107,12 +150,14 @@ def load(root: Path, environ: Mapping[str, str] | None = None) -> Config:
         ledger=ledger if ledger.is_absolute() else root / ledger,
         experiment=_str(mlflow, "experiment", root.name, source),
         tracking_uri=env.get("MLFLOW_TRACKING_URI") or _str(mlflow, "tracking_uri", default_tracking_uri(root), source),
+        registry_mirror=_registry_mirror(env.get("GOVERN_REGISTRY_MIRROR") or mlflow.get("registry_mirror"), source),
         lock_timeout=_seconds(settings, "lock_timeout", 30.0, source),
         source=source,
         stages=tuple(stages),
         four_eyes=_bool(registry, "four_eyes", False, source),
         gto_tags=_bool(registry, "gto_tags", True, source),
         env_stages=dict(env_stages),
+        environments=tuple(environments),
         selection_metric=selection.get("metric") and _str(selection, "metric", "", source),
         selection_direction=direction,
         tolerances=tolerances,
@@ -122,6 +167,22 @@ def load(root: Path, environ: Mapping[str, str] | None = None) -> Config:
             name: dict(value) for name, value in _table(settings, "models", source).items() if isinstance(value, dict)
         },
     )
+
+
+def redacted_uri(uri: str) -> str:
+    """A URI without the credentials it may carry (`https://user:token@host` -> `https://host`): for the record."""
+    return re.sub(r"^(\w+://)[^/@]+@", r"\1", uri)
+
+
+def check_environment(cfg: Config, env: str) -> str:
+    """`env` if the project declares it; environments are a declared list, so a typo is not a new one."""
+    if env not in cfg.environments:
+        where = "govern.toml" if cfg.source == CONFIG_FILE else "pyproject.toml [tool.govern.deploy]"
+        raise InvalidInput(
+            f"Unknown environment {env!r}: the environments are {', '.join(cfg.environments)}; "
+            f"to add one, list it in `environments` of {where}"
+        )
+    return env
 
 
 def ledger_path(start: Path | None = None, environ: Mapping[str, str] | None = None) -> Path:

@@ -12,7 +12,7 @@ from importlib import metadata
 from typing import Any
 
 KEY_PACKAGES = (
-    "govern", "dvc", "mlflow", "duckdb", "scikit-learn", "pandas", "numpy", "scipy", "threadpoolctl", "torch",
+    "govern-ml", "dvc", "mlflow", "duckdb", "scikit-learn", "pandas", "numpy", "scipy", "threadpoolctl", "torch",
     "xgboost", "lightgbm",
 )  # fmt: skip
 

@@ -147,6 +147,7 @@ class ModelRegistered(Fact):
     source_uri: str
     desc: str | None = None
     labels: list[str] = field(default_factory=list)
+    same_artifact_as: list[str] = field(default_factory=list)  # earlier versions of this model with this sha256
 
     @property
     def subject(self) -> str:
@@ -205,6 +206,8 @@ class ModelDeprecated(Fact):
     reason: str
     gto_tag: str | None = None
     origin: str | None = None
+    forced: bool = False
+    serving: list[str] = field(default_factory=list)  # app/env slots it still served (only with --force)
 
     @property
     def subject(self) -> str:
@@ -262,6 +265,7 @@ class InferenceRecorded(Fact):
     rows: int | None
     duration_s: float
     code_commit: str | None = None
+    allowed_deprecated: bool = False  # the version was deprecated, and --allow-deprecated used it anyway
 
     @property
     def subject(self) -> str:
@@ -361,6 +365,23 @@ class TrainingMirrored(Fact):
         return f"training:{self.training_event_id}"
 
 
+@dataclass(frozen=True)
+class RegistryMirrored(Fact):
+    """MLflow's registry of a model reflects the ledger up to `through_seq`: its stage aliases, its deprecations."""
+
+    type: ClassVar[str] = "registry.mirrored"
+
+    model: str
+    through_seq: int
+    aliases: dict[str, str]
+    deprecated_versions: list[str]
+    tracking_uri: str
+
+    @property
+    def subject(self) -> str:
+        return f"model:{self.model}"
+
+
 FACT_TYPES: dict[str, type[Fact]] = {
     cls.type: cls
     for cls in (
@@ -378,6 +399,7 @@ FACT_TYPES: dict[str, type[Fact]] = {
         ReproductionDiverged,
         LedgerAnchored,
         TrainingMirrored,
+        RegistryMirrored,
     )
 }
 

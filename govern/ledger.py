@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import os
 import random
 import time
 from collections.abc import Callable, Iterator, Sequence
@@ -21,11 +22,11 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any, Protocol, TypeVar
 
 import duckdb
 
-from govern.checkpoints import checkpoint_behind_backup, restore_interrupted_checkpoint, wal_size
+from govern.checkpoints import checkpoint_behind_backup, restore_interrupted_checkpoint, wal_path, wal_size
 from govern.envelope import (
     GENESIS_HASH,
     PendingEvent,
@@ -541,9 +542,21 @@ TRANSIENT_ATTEMPTS = 3
 # commits: every open replays the log (about 0.85 ms per commit at 1,000,000 events), and a checkpoint
 # copies the file (0.25 s at 1,000,000 events).
 CONNECT_CONFIG = {"checkpoint_threshold": "1000TB", "auto_checkpoint_skip_wal_threshold": 1 << 62}
+# What an auditor's SQL may touch: the ledger's tables and views, nothing else. DuckDB itself enforces it: no
+# file system (COPY, read_*, glob, ATTACH, EXPORT, secrets), no extension installed or loaded, and, once the
+# session is set up, the configuration locked so that no statement can switch any of it back on.
+SANDBOX_CONFIG = {
+    **CONNECT_CONFIG,
+    "enable_external_access": False,
+    "autoinstall_known_extensions": False,
+    "autoload_known_extensions": False,
+    "allow_community_extensions": False,
+    "allow_unsigned_extensions": False,
+}
 CHECKPOINT_WAL_BYTES = 16 * 1024
 
 log = logging.getLogger(__name__)
+T = TypeVar("T")
 
 
 class Ledger:
@@ -559,7 +572,7 @@ class Ledger:
     # -- connections
 
     @contextmanager
-    def _connect(self, *, write: bool) -> Iterator[duckdb.DuckDBPyConnection]:
+    def _connect(self, *, write: bool, sandbox: bool = False) -> Iterator[duckdb.DuckDBPyConnection]:
         if not write and not self.path.exists():
             raise LedgerMissing(
                 f"No ledger at {self.path}: run `govern repro` to record the first event, "
@@ -570,16 +583,21 @@ class Ledger:
                 self.path.parent.mkdir(parents=True, exist_ok=True)
             except OSError as error:
                 raise LedgerError(f"Cannot create the ledger directory {self.path.parent}: {error.strerror}") from None
-        con = self._open_with_retry(read_only=not write)
+        con = self._open_with_retry(read_only=not write, config=SANDBOX_CONFIG if sandbox else CONNECT_CONFIG)
         try:
             # TIMESTAMP columns hold UTC, casts from TIMESTAMPTZ must agree; no progress bars on our stderr
             con.execute("SET TimeZone = 'UTC'; SET enable_progress_bar = false; PRAGMA disable_checkpoint_on_shutdown")
+            if sandbox:
+                con.execute("SET lock_configuration = true")
             self._check_schema(con, migrate=write)
             yield con
         finally:
             con.close()
 
-    def _open_with_retry(self, *, read_only: bool) -> duckdb.DuckDBPyConnection:
+    def _open_with_retry(self, *, read_only: bool, config: dict[str, Any]) -> duckdb.DuckDBPyConnection:
+        return self._retrying(lambda: duckdb.connect(str(self.path), read_only=read_only, config=config))
+
+    def _retrying(self, open_file: Callable[[], T]) -> T:
         """DuckDB allows one writing process per file: wait for it, with backoff and jitter."""
         deadline = time.monotonic() + self.lock_timeout
         delay = 0.01
@@ -590,7 +608,7 @@ class Ledger:
                     self.path,
                 )
             try:
-                return duckdb.connect(str(self.path), read_only=read_only, config=CONNECT_CONFIG)
+                return open_file()
             except duckdb.IOException as error:
                 message = str(error)
                 if "lock" not in message.lower():
@@ -827,12 +845,7 @@ class Ledger:
         statements in one string are refused here.
         """
         with self._connect(write=False) as con:
-            try:
-                statements = con.extract_statements(sql)
-            except duckdb.Error as error:
-                raise QueryError(f"The query does not parse: {_first_line(str(error))}") from None
-            if len(statements) != 1:
-                raise QueryError(f"Give exactly one SQL statement, not {len(statements)}")
+            _one_statement(con, sql)
             try:
                 cursor = con.execute(sql, params)
             except duckdb.Error as error:
@@ -844,6 +857,67 @@ class Ledger:
                 raise QueryError(f"The query failed: {message}") from None
             names = [d[0] for d in cursor.description] if cursor.description else []
             return names, cursor.fetchall()
+
+    def audit_query(self, sql: str, params: Sequence[Any] | dict[str, Any] = ()) -> tuple[list[str], list[tuple]]:
+        """An auditor's statement (`audit sql`, `audit run`): one SELECT, in DuckDB's sandbox.
+
+        The connection is read-only, cannot reach files or extensions and cannot change its configuration
+        (SANDBOX_CONFIG); DuckDB's own parser refuses every statement that is not a SELECT (WITH, VALUES,
+        DESCRIBE, SHOW and SUMMARIZE are SELECTs), so temporary tables, macros, PRAGMA and SET are out too.
+        """
+        with self._connect(write=False, sandbox=True) as con:
+            kind = _one_statement(con, sql).type
+            if kind != duckdb.StatementType.SELECT:
+                raise QueryError(
+                    f"Refused: audit SQL runs one SELECT (or WITH/VALUES/DESCRIBE/SHOW) over the ledger, "
+                    f"not {kind.name}; COPY, ATTACH, PRAGMA, SET, CREATE and the like are not allowed"
+                )
+            try:
+                cursor = con.execute(sql, params)
+            except duckdb.PermissionException as error:
+                raise QueryError(
+                    "Refused: audit SQL reads the ledger's tables and views only; files and extensions are out of "
+                    f"its reach ({_first_line(str(error))})"
+                ) from None
+            except duckdb.Error as error:
+                raise QueryError(f"The query failed: {_first_line(str(error))}") from None
+            return [d[0] for d in cursor.description], cursor.fetchall()
+
+    def backup(self, target: Path) -> Verification:
+        """A consistent, self-contained copy of the ledger in one new file (no write-ahead log beside it).
+
+        Safe while other govern processes write: the ledger is attached read-only, which waits for a writer
+        to finish and keeps the next one waiting until the copy is done. The copy is written under a temporary
+        name, checkpointed, synced and renamed, then verified; a failure leaves no half-written backup.
+        """
+        partial = target.with_name(f".{target.name}.partial-{os.getpid()}")
+        for leftover in (partial, wal_path(partial)):
+            leftover.unlink(missing_ok=True)
+        con = duckdb.connect(":memory:", config=CONNECT_CONFIG)
+        try:
+            self._retrying(lambda: con.execute(f"ATTACH {_sql_text(self.path)} AS ledger (READ_ONLY)"))
+            con.execute(f"ATTACH {_sql_text(partial)} AS copy")
+            con.execute("COPY FROM DATABASE ledger TO copy")
+            con.execute("CHECKPOINT copy")
+            con.execute("DETACH copy")
+        except duckdb.Error as error:
+            raise LedgerError(f"The backup to {target} failed: {_first_line(str(error))}") from None
+        finally:
+            con.close()
+            wal_path(partial).unlink(missing_ok=True)  # empty after the checkpoint; the copy is the file alone
+        try:
+            with partial.open("rb+") as handle:
+                os.fsync(handle.fileno())
+            partial.rename(target)
+            descriptor = os.open(target.parent, os.O_RDONLY)
+            try:
+                os.fsync(descriptor)
+            finally:
+                os.close(descriptor)
+        except OSError as error:
+            partial.unlink(missing_ok=True)
+            raise LedgerError(f"The backup to {target} failed: {error.strerror}") from None
+        return Ledger(target).verify()
 
     def verify(self) -> Verification:
         """Recompute every hash and link in one vectorised query."""
@@ -861,6 +935,11 @@ class Ledger:
 # as Python lists bound one value at a time: ten times faster for bulk imports, not worth importing
 # pyarrow for the handful of events a command appends.
 BULK_ROWS = 2_000
+
+
+def _sql_text(path: Path) -> str:
+    """A path as an SQL string literal (ATTACH takes no bound parameters)."""
+    return "'" + str(path).replace("'", "''") + "'"
 
 
 def _insert(con: duckdb.DuckDBPyConnection, rows: Sequence[tuple]) -> None:
@@ -988,6 +1067,17 @@ def _same_or_conflict(stored: RecordedEvent, event: PendingEvent) -> RecordedEve
             "an event id can be recorded once only"
         )
     return stored
+
+
+def _one_statement(con: duckdb.DuckDBPyConnection, sql: str) -> duckdb.Statement:
+    """DuckDB's own parse of `sql`, which must be exactly one statement."""
+    try:
+        statements = con.extract_statements(sql)
+    except duckdb.Error as error:
+        raise QueryError(f"The query does not parse: {_first_line(str(error))}") from None
+    if len(statements) != 1:
+        raise QueryError(f"Give exactly one SQL statement, not {len(statements)}")
+    return statements[0]
 
 
 def _first_line(text: str) -> str:

@@ -78,6 +78,61 @@ def version_facts(reader: Reader, model: str, version: str) -> VersionFacts:
     return VersionFacts(model, version, seq, training_id, actor, commit, deprecated, stage, tuple(holds))
 
 
+@dataclass(frozen=True)
+class StandingAt:
+    """A version's standing at an instant: was it registered, and who held a stage (one holder per stage)."""
+
+    registered_at: datetime
+    holder: str | None  # the version holding the stage at the instant
+    got_stage_at: datetime | None  # when this version last reached the stage, at any time
+
+
+STANDING_SQL = """
+SELECT
+    (SELECT min(registered_at) FROM model_versions WHERE model = $model AND version = $version),
+    (SELECT arg_max(p.version, p.seq) FROM promotions AS p
+        WHERE p.model = $model AND p.to_stage = $stage AND p.promoted_at <= $at
+          AND NOT EXISTS (SELECT 1 FROM deprecations AS d
+                          WHERE d.model = p.model AND d.version = p.version AND d.deprecated_at <= $at)),
+    (SELECT max(promoted_at) FROM promotions WHERE model = $model AND version = $version AND to_stage = $stage)
+"""
+
+
+def standing_at(reader: Reader, model: str, version: str, stage: str, at: datetime) -> StandingAt:
+    """The rule of `stage_assignments` (the latest promotion to a stage of a version not deprecated), applied
+    to the events up to `at`: a deployment dated in the past is judged by the history as it stood then."""
+    _, [(registered_at, holder, got_at)] = reader.query(
+        STANDING_SQL, {"model": model, "version": version, "stage": stage, "at": naive_utc(at)}
+    )
+    return StandingAt(registered_at, holder, got_at)
+
+
+DEPRECATED_TWINS_SQL = """
+SELECT mv.version, d.deprecated_at, d.reason
+FROM model_versions AS mv JOIN deprecations AS d ON d.model = mv.model AND d.version = mv.version
+WHERE mv.model = $model AND mv.version <> $version
+  AND mv.sha256 = (SELECT arg_max(sha256, seq) FROM model_versions WHERE model = $model AND version = $version)
+ORDER BY d.seq
+"""
+
+
+def deprecated_twins(reader: Reader, model: str, version: str) -> list[dict[str, Any]]:
+    """Deprecated versions of the model whose file is byte for byte this version's."""
+    return rows_as_dicts(reader, DEPRECATED_TWINS_SQL, {"model": model, "version": version})
+
+
+SERVING_SQL = """
+SELECT app || '/' || env FROM production_windows WHERE model = $model AND version = $version AND ended_at IS NULL
+ORDER BY 1
+"""
+
+
+def serving_slots(reader: Reader, model: str, version: str) -> list[str]:
+    """The app/env slots this version serves now (open windows)."""
+    _, rows = reader.query(SERVING_SQL, {"model": model, "version": version})
+    return [slot for (slot,) in rows]
+
+
 def stage_holder(reader: Reader, model: str, stage: str) -> str | None:
     _, rows = reader.query("SELECT version FROM stage_assignments WHERE model = ? AND stage = ?", [model, stage])
     return rows[0][0] if rows else None
@@ -118,6 +173,18 @@ def slot(reader: Reader, app: str, env: str) -> Slot:
 def known_slots(reader: Reader) -> list[str]:
     _, rows = reader.query("SELECT DISTINCT app || '/' || env FROM deployment_events ORDER BY 1")
     return [r for (r,) in rows]
+
+
+def require_slot(reader: Reader, app: str, env: str | None = None) -> None:
+    """An app (or app/env) that no deployment ever named is unknown: `NotFound` says so, with those that exist."""
+    slots = known_slots(reader)
+    apps = {slot.split("/", 1)[0] for slot in slots}
+    if app in apps and (env is None or f"{app}/{env}" in slots):
+        return
+    name, kind = (app, "app") if app not in apps else (f"{app}/{env}", "app/env")
+    raise NotFound(
+        f"Unknown {kind} {name!r}: deployments are recorded for {', '.join(slots) or 'nothing yet (govern deploy)'}"
+    )
 
 
 # ---------------------------------------------------------------- audit questions

@@ -43,6 +43,17 @@ DEMO_FILES = (
 GIT_NAME, GIT_EMAIL = "Ada Auditor", "ada@example.com"
 ACTOR = f"{GIT_NAME} <{GIT_EMAIL}>"
 
+# The fast tier (`pytest -m "not slow"`) leaves out every test that runs DVC, MLflow or a browser. Every demo
+# fixture starts from the migrated MLflow store, so needing it is what makes a test slow; modules that run
+# DVC or MLflow by other routes mark themselves with `pytestmark = pytest.mark.slow`.
+SLOW_FIXTURES = frozenset({"mlflow_store_template"})
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    for item in items:
+        if SLOW_FIXTURES & set(getattr(item, "fixturenames", ())):
+            item.add_marker(pytest.mark.slow)
+
 
 def isolate(env: dict[str, str], home: Path) -> dict[str, str]:
     """The environment variables every govern process in a test gets."""
@@ -61,6 +72,9 @@ def isolate(env: dict[str, str], home: Path) -> dict[str, str]:
         DVC_NO_ANALYTICS="1",
         DVC_SITE_CACHE_DIR=str(home / "dvc-site-cache"),
         MLFLOW_DISABLE_TELEMETRY="true",
+        # MLflow aliases follow promotions inline, so a test sees them at once; the background mode,
+        # every user's default, has its own test (tests/test_registry_mirror.py)
+        GOVERN_REGISTRY_MIRROR="inline",
         XDG_CONFIG_HOME=str(home / ".config"),
         # Stage commands call `python`: the interpreter running the tests.
         PATH=os.pathsep.join([str(Path(sys.executable).parent), env.get("PATH", "")]),

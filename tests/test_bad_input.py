@@ -18,11 +18,44 @@ M = "breast-cancer-classifier"
 
 @dataclass
 class Case:
-    args: list[str]
+    args: list[str]  # "{tmp}" stands for a scratch folder outside the project
     expected: str
     exit_code: int = 1
     setup: Callable[[Path, Path, pytest.MonkeyPatch], Path | None] | None = None  # returns another cwd
     env: dict[str, str] = field(default_factory=dict)
+    creates_nothing: str | None = None  # a file, in the scratch folder, that must not exist afterwards
+
+
+def sql(statement: str, **options: object) -> Case:
+    return Case(["audit", "sql", statement], **options)  # type: ignore[arg-type]
+
+
+SANDBOXED = "files and extensions are out of its reach"
+
+
+def run_clis(*commands: list[str]) -> Callable[[Path, Path, pytest.MonkeyPatch], None]:
+    """A setup that runs govern commands in the project first (each must succeed)."""
+
+    def setup(project: Path, tmp: Path, patch: pytest.MonkeyPatch) -> None:
+        for command in commands:
+            result = run_cli(*command, cwd=project)
+            assert result.exit_code == 0, result.output
+
+    return setup
+
+
+SERVING_COMMANDS = (
+    ["promote", M, "1", "--to", "staging", "--reason", "r"],
+    ["promote", M, "1", "--to", "production", "--reason", "r"],
+    ["deploy", M, "1", "--app", "scoring"],
+)
+SERVING = run_clis(*SERVING_COMMANDS)
+
+
+def evil_named_query(project: Path, tmp: Path, patch: pytest.MonkeyPatch) -> None:
+    (project / "audit" / "queries" / "evil.sql").write_text(
+        f"-- Looks like a report.\nCOPY (SELECT 'echo pwned') TO '{tmp}/post-checkout' (FORMAT csv, HEADER false)\n"
+    )
 
 
 def outside_git(project: Path, tmp: Path, patch: pytest.MonkeyPatch) -> Path:
@@ -143,7 +176,7 @@ CASES = {
         ["deploy", M, "1", "--app", "a", "--at", "2999-01-01T00:00:00Z"], "is in the future", exit_code=2
     ),
     "naive --since": Case(["audit", "log", "--since", "2026-01-01 10:00"], "has no time zone", exit_code=2),
-    "audit sql with a write": Case(["audit", "sql", "DELETE FROM events"], "read-only for queries; only SELECT"),
+    "audit sql with a write": Case(["audit", "sql", "DELETE FROM events"], "not DELETE"),
     "audit sql with several statements": Case(
         ["audit", "sql", "SELECT 1; DROP TABLE events"], "Give exactly one SQL statement, not 2"
     ),
@@ -195,6 +228,180 @@ CASES = {
         exit_code=2,
         setup=branch_without("no-lock", "dvc.lock"),
     ),
+    # The SQL surface: DuckDB's own configuration (no file system, no extensions, locked settings) and its own
+    # parser (one SELECT) keep an auditor's query inside the ledger.
+    "sql: COPY TO a file": sql(
+        "COPY (SELECT 'echo pwned') TO '{tmp}/x.sh' (FORMAT csv, HEADER false, QUOTE '')",
+        expected="not COPY",
+        creates_nothing="x.sh",
+    ),
+    "sql: COPY FROM a file": sql("COPY events FROM '/etc/passwd'", expected="not COPY"),
+    "sql: read_text of a file": sql("SELECT * FROM read_text('/etc/passwd')", expected=SANDBOXED),
+    "sql: read_csv of a file": sql("SELECT * FROM read_csv('/etc/passwd')", expected=SANDBOXED),
+    "sql: glob of a folder": sql("SELECT * FROM glob('/etc/*')", expected=SANDBOXED),
+    "sql: a statement hidden in a string, run by query()": sql(
+        "SELECT * FROM query('SELECT * FROM read_text(''/etc/passwd'')')", expected=SANDBOXED
+    ),
+    "sql: a statement hidden after a comment": sql(
+        "SELECT 1 --\n; COPY (SELECT 1) TO '{tmp}/y.csv'",
+        expected="exactly one SQL statement, not 2",
+        creates_nothing="y.csv",
+    ),
+    "sql: ATTACH another database": sql(
+        "ATTACH '{tmp}/other.duckdb'", expected="not ATTACH", creates_nothing="other.duckdb"
+    ),
+    "sql: DETACH": sql("DETACH ledger", expected="not DETACH"),
+    "sql: INSTALL an extension": sql("INSTALL httpfs", expected="not LOAD"),
+    "sql: LOAD an extension": sql("LOAD httpfs", expected="not LOAD"),
+    "sql: SET a lock back": sql("SET enable_external_access = true", expected="not SET"),
+    "sql: RESET a lock": sql("RESET lock_configuration", expected="not SET"),
+    "sql: PRAGMA": sql("PRAGMA database_size", expected="not PRAGMA"),
+    "sql: EXPORT DATABASE": sql("EXPORT DATABASE '{tmp}/dump'", expected="not EXPORT", creates_nothing="dump"),
+    "sql: CREATE a temporary table": sql("CREATE TEMP TABLE t AS SELECT 1", expected="not CREATE"),
+    "sql: CREATE a macro": sql("CREATE MACRO m() AS 1", expected="not CREATE"),
+    "sql: CREATE a secret": sql("CREATE SECRET (TYPE s3)", expected="not CREATE"),
+    "sql: CALL a function": sql("CALL pragma_version()", expected="not CALL"),
+    "a named query that writes a file": Case(
+        ["audit", "run", "evil"], "not COPY", setup=evil_named_query, creates_nothing="post-checkout"
+    ),
+    # Times: a fact dated T is judged by the history as it stood at T; nothing is known of the future.
+    "deploy dated before the version existed": Case(
+        ["deploy", M, "1", "--app", "scoring", "--at", "2026-01-01T00:00:00Z"],
+        "was registered at",
+        setup=run_clis(["promote", M, "1", "--to", "production", "--reason", "r", "--force"]),
+    ),
+    "audit production in the future": Case(
+        ["audit", "production", "--app", "scoring", "--at", "2099-01-01T00:00:00Z"], "is in the future", exit_code=2
+    ),
+    "a naive instant for a named query": Case(
+        [
+            "audit",
+            "run",
+            "production_at",
+            "--param",
+            "app=a",
+            "--param",
+            "env=production",
+            "--param",
+            "at=2026-11-25T08:00:00",
+        ],
+        "--param at: '2026-11-25T08:00:00' has no time zone",
+        exit_code=2,
+    ),  # fmt: skip
+    "a future instant for a named query": Case(
+        [
+            "audit",
+            "run",
+            "production_at",
+            "--param",
+            "app=a",
+            "--param",
+            "env=production",
+            "--param",
+            "at=2099-01-01T00:00:00Z",
+        ],
+        "is in the future",
+        exit_code=2,
+    ),  # fmt: skip
+    "a parameter the named query does not have": Case(
+        ["audit", "run", "promotions_of_model", "--param", f"model={M}", "--param", "versoin=1"],
+        "--param versoin is not a parameter of promotions_of_model: its parameters are model",
+        exit_code=2,
+    ),
+    "a named query's missing parameter": Case(
+        ["audit", "run", "production_at", "--param", "app=scoring"],
+        "production_at needs --param env=... (text) --param at=... (instant)",
+        exit_code=2,
+    ),
+    # Environments are a declared list: a typo is not a new environment without a stage gate.
+    "deploy to an undeclared environment": Case(
+        ["deploy", M, "1", "--app", "scoring", "--env", "prodution"],
+        "Unknown environment 'prodution': the environments are staging, production; to add one, list it",
+        exit_code=2,
+    ),
+    "audit production of an undeclared environment": Case(
+        ["audit", "production", "--app", "scoring", "--env", "prodution", "--at", "2026-01-01T00:00:00Z"],
+        "Unknown environment 'prodution'",
+        exit_code=2,
+    ),
+    "predict for an undeclared environment": Case(
+        ["predict", "--app", "scoring", "--env", "prodution", "--input", "params.yaml", "--output", "{tmp}/p.csv"],
+        "Unknown environment 'prodution'",
+        exit_code=2,
+    ),
+    # Deprecation that sticks.
+    "deprecate a version that serves": Case(
+        ["deprecate", M, "1", "--reason", "bias"],
+        "Version 1 of breast-cancer-classifier serves scoring/production: deploy another version there",
+        setup=SERVING,
+    ),
+    "predict with a deprecated version": Case(
+        ["predict", M, "3", "--input", "data/raw/breast_cancer.csv", "--output", "{tmp}/p.csv"],
+        "Version 3 of breast-cancer-classifier is deprecated (seq",
+        setup=run_clis(["deprecate", M, "3", "--reason", "leak"]),
+        creates_nothing="p.csv",
+    ),
+    "predict through an app served by a deprecated version": Case(
+        ["predict", "--app", "scoring", "--input", "data/raw/breast_cancer.csv", "--output", "{tmp}/p.csv"],
+        "which serves scoring/production, is deprecated",
+        setup=run_clis(*SERVING_COMMANDS, ["deprecate", M, "1", "--reason", "leak", "--force"]),
+        creates_nothing="p.csv",
+    ),
+    # Unknown names are named, with the known ones.
+    "audit production of an app never deployed": Case(
+        ["audit", "production", "--app", "nosuch", "--at", "2026-01-01T00:00:00Z"],
+        "Unknown app 'nosuch': deployments are recorded for scoring/production",
+        setup=SERVING,
+    ),
+    "audit windows of an unknown model": Case(
+        ["audit", "windows", "--model", "nosuch"], "Unknown model 'nosuch': registered models are " + M
+    ),
+    "audit windows of an unknown app": Case(["audit", "windows", "--app", "nosuch"], "Unknown app 'nosuch'"),
+    "audit log of an unknown event type": Case(
+        ["audit", "log", "--type", "nosuch.type"], "Unknown event type 'nosuch.type': the types are", exit_code=2
+    ),
+    "predict for an app never deployed": Case(
+        ["predict", "--app", "nosuch", "--input", "data/raw/breast_cancer.csv", "--output", "{tmp}/p.csv"],
+        "Unknown app 'nosuch'",
+    ),
+    # One rule for every output path: missing folders are made, impossible ones refused before any work.
+    "openlineage into a folder that is a file": Case(
+        ["audit", "openlineage", "-o", "params.yaml/x.jsonl"],
+        "--output params.yaml/x.jsonl: cannot create",
+        exit_code=2,
+    ),
+    "a report into a folder that is a file": Case(
+        ["audit", "report", M, "1", "-o", "params.yaml/r.html"],
+        "--output params.yaml/r.html: cannot create",
+        exit_code=2,
+    ),
+    "predictions into a folder that is a file": Case(
+        ["predict", M, "1", "--input", "data/raw/breast_cancer.csv", "--output", "params.yaml/p.csv"],
+        "--output params.yaml/p.csv: cannot create",
+        exit_code=2,
+    ),
+    "a backup over an existing file": Case(
+        ["audit", "backup", "params.yaml"], "params.yaml exists: a backup goes to a new file", exit_code=2
+    ),
+    "verify anchors of a folder that is no repository": Case(
+        ["audit", "verify", "--repo", "{tmp}"], "is not inside a git repository"
+    ),
+    # Checked before anything runs.
+    "grid with a metric the pipeline does not write": Case(
+        ["repro", "--grid", "train.C=1,2", "--metric", "nosuch.metric"],
+        "Metric 'nosuch.metric' is not among the pipeline's metrics (test.accuracy",
+        exit_code=2,
+    ),
+    "a corrupted params.yaml": Case(
+        ["repro"],
+        "params.yaml is not valid YAML (line 3, column 7: expected ',' or ']', but got ':')",
+        setup=write_and_commit("params.yaml", "train:\n  C: [1.0\n  seed: 42\n"),
+    ),
+    "a corrupted params.yaml with a grid": Case(
+        ["repro", "--grid", "train.C=1,2", "--metric", "validation.f1"],
+        "params.yaml is not valid YAML (line 3, column 7: expected ',' or ']', but got ':')",
+        setup=write_and_commit("params.yaml", "train:\n  C: [1.0\n  seed: 42\n"),
+    ),
     "verify a commit from before DVC": Case(
         ["ci", "verify", "--rev", "no-dvc"],
         "is not a DVC project (it has no .dvc directory)",
@@ -224,7 +431,7 @@ def test_bad_input_is_one_clear_line_and_changes_nothing(
     ledger = three_versions / "audit" / "ledger.duckdb"
     head = raw_head(ledger)
 
-    result = run_cli(*case.args, cwd=cwd)
+    result = run_cli(*(arg.replace("{tmp}", str(elsewhere)) for arg in case.args), cwd=cwd)
 
     assert result.exit_code == case.exit_code, result.output
     lines = result.output.strip().splitlines()
@@ -233,7 +440,9 @@ def test_bad_input_is_one_clear_line_and_changes_nothing(
     assert "Traceback" not in result.output
     assert raw_head(ledger) == head
     assert not (elsewhere / "audit" / "ledger.duckdb").exists()
+    if case.creates_nothing:
+        assert not (elsewhere / case.creates_nothing).exists(), f"{case.creates_nothing} was written"
 
 
-def test_the_table_has_at_least_25_cases() -> None:
-    assert len(CASES) >= 25
+def test_the_table_has_at_least_75_cases() -> None:
+    assert len(CASES) >= 75

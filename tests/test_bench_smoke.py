@@ -7,7 +7,10 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
 from conftest import REPO
+
+pytestmark = pytest.mark.slow  # reproduces the demo with DVC and MLflow
 
 
 def test_bench_runs_at_a_tiny_size_and_writes_both_reports(tmp_path: Path, isolated_env: dict[str, str]) -> None:
@@ -22,7 +25,9 @@ def test_bench_runs_at_a_tiny_size_and_writes_both_reports(tmp_path: Path, isola
     )  # fmt: skip
     assert done.returncode == 0, done.stderr[-2000:]
     results = json.loads((tmp_path / "bench" / "results.json").read_text())
-    assert set(results["rows"]) == {"B1", "B2", "B3", "B4", "B6", "B7"}
+    assert set(results["rows"]) == {"B1", "B2", "B3", "B4", "B6", "B7", "B8"}
+    assert results["rows"]["B8"]["peer"]["median"] > 0, "gto assign measured in the same run"
+    assert results["rows"]["B8"]["govern"]["promote (alias in the background)"]["median"] > 0
     assert (results["events"], results["b7_events"]) == (2000, 3000)
     for row in ("B1", "B2", "B6"):
         assert results["rows"][row]["govern"]["median"] > 0

@@ -251,6 +251,11 @@ def test_ci_verify_exits_non_zero_on_divergence_and_reports_metric_tolerance(tmp
 @pytest.mark.parametrize("system, path", [("github", ".github/workflows/govern.yml"), ("gitlab", ".gitlab-ci.yml")])
 def test_ci_init_writes_a_definition_whose_govern_commands_exist(tmp_path: Path, system: str, path: str) -> None:
     git(tmp_path, "init", "-q")
+    (tmp_path / "pyproject.toml").write_text(
+        '[project]\nname = "credit-scoring"\nversion = "1"\ndependencies = ["govern-ml"]\n'
+        '[project.optional-dependencies]\npipeline = ["scikit-learn"]\ntest = ["pytest"]\n'
+    )
+    (tmp_path / "constraints.txt").write_text("scikit-learn==1.9.1\n")
     result = run_cli("ci", "init", system, cwd=tmp_path)
     assert result.exit_code == 0, result.output
     document = yaml.safe_load((tmp_path / path).read_text())
@@ -259,6 +264,8 @@ def test_ci_init_writes_a_definition_whose_govern_commands_exist(tmp_path: Path,
         commands = [step["run"] for step in document["jobs"]["verify"]["steps"] if "run" in step]
     else:
         commands = document["govern-verify"]["script"] + document["govern-verify"]["after_script"]
+    installs = [c for c in commands if c.startswith("pip install")]
+    assert installs == ["pip install -c constraints.txt -e '.[pipeline]'"], "the checkout itself, never an index name"
     govern_commands = [c for c in commands if c.startswith("govern ")]
     assert any(c.startswith("govern ci verify") for c in govern_commands)
     for command in govern_commands:
@@ -272,3 +279,13 @@ def test_ci_init_writes_a_definition_whose_govern_commands_exist(tmp_path: Path,
             assert group is not None, f"{command!r}: no such command {word!r}"
     again = run_cli("ci", "init", system, cwd=tmp_path)
     assert again.exit_code == 1 and "pass --force" in again.output
+
+
+def test_ci_init_installs_from_a_requirements_file_or_asks_how(tmp_path: Path) -> None:
+    git(tmp_path, "init", "-q")
+    refused = run_cli("ci", "init", "github", cwd=tmp_path)
+    assert refused.exit_code == 2 and "declares no way to install it" in refused.output
+    assert not (tmp_path / ".github").exists()
+    (tmp_path / "requirements.txt").write_text("govern-ml\nscikit-learn\n")
+    assert run_cli("ci", "init", "github", cwd=tmp_path).exit_code == 0
+    assert "run: pip install -r requirements.txt" in (tmp_path / ".github/workflows/govern.yml").read_text()

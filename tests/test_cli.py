@@ -153,6 +153,12 @@ def test_outside_a_git_repository_the_error_is_one_line(args: list[str], tmp_pat
     )
 
 
+def test_the_traceback_flag_is_documented_in_help() -> None:
+    from click.testing import CliRunner
+
+    assert "--traceback" in CliRunner().invoke(cli, ["--help"]).output
+
+
 def test_traceback_flag_shows_the_traceback(tmp_path: Path) -> None:
     from govern.errors import NotAGitRepository
 

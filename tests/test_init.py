@@ -30,6 +30,19 @@ def test_init_writes_govern_toml_audit_gitignore_and_dvc(tmp_path: Path) -> None
     assert queries == ["inferences_per_month.sql", "model_lineage.sql", "production_at.sql", "promotions_of_model.sql"]
 
 
+def test_init_says_to_commit_what_it_wrote_before_the_first_training(tmp_path: Path) -> None:
+    git(tmp_path, "init", "-q")
+    result = run_cli("init", cwd=tmp_path)
+    assert (
+        "Next: commit it, so that trainings point at a commit: "
+        "git add govern.toml audit .gitignore .dvc .dvcignore && git commit -m 'govern init'"
+    ) in result.output
+    assert "/audit/mirror.log" in (tmp_path / ".gitignore").read_text().splitlines()
+    git(tmp_path, "add", "govern.toml", "audit", ".gitignore", ".dvc", ".dvcignore")
+    git(tmp_path, "commit", "-q", "-m", "govern init")
+    assert git(tmp_path, "status", "--porcelain") == "", "the command given leaves nothing uncommitted"
+
+
 def test_init_uses_pyproject_when_there_is_one(tmp_path: Path) -> None:
     git(tmp_path, "init", "-q")
     (tmp_path / "pyproject.toml").write_text('[project]\nname = "credit-risk"\n')

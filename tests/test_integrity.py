@@ -18,6 +18,7 @@ import pytest
 from conftest import commit_all, copy_ledger, git, run_cli, snapshot_event
 
 from govern.api import integrity
+from govern.checkpoints import wal_path
 from govern.events import PendingEvent, envelope_hash
 from govern.ledger import Ledger
 
@@ -142,6 +143,62 @@ def test_anchor_is_recorded_as_an_event_and_a_tag_covering_it(anchored: Path) ->
     assert git(anchored, "cat-file", "-t", "govern-anchor/11") == "tag", "an annotated tag, which travels with pushes"
 
 
+def test_verify_outside_the_repository_says_the_anchors_were_not_checked(
+    anchored: Path, tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("GOVERN_LEDGER", str(anchored / "audit" / "ledger.duckdb"))
+    elsewhere = tmp_path_factory.mktemp("elsewhere")
+
+    plain = run_cli("audit", "verify", cwd=elsewhere)
+    assert plain.exit_code == 0 and "anchors NOT checked: no git repository here" in plain.output
+    assert "--repo PATH" in plain.output
+    as_json = json.loads(run_cli("audit", "verify", "--json", cwd=elsewhere).stdout)
+    assert as_json["anchors_checked"] is False and as_json["anchors_found"] == 0
+    with_repo = run_cli("audit", "verify", "--repo", str(anchored), "--json", cwd=elsewhere)
+    assert json.loads(with_repo.stdout)["anchors_checked"] is True
+    assert json.loads(with_repo.stdout)["latest_anchor"] == {"tag": "govern-anchor/11", "seq": 11}
+
+
+def test_a_lost_ledger_is_not_replaced_by_a_new_chain_where_anchors_exist(anchored: Path) -> None:
+    ledger = anchored / "audit" / "ledger.duckdb"
+    ledger.unlink()
+    wal_path(ledger).unlink(missing_ok=True)
+
+    result = run_cli("audit", "anchor", cwd=anchored)
+
+    assert result.exit_code == 1
+    assert "is missing, but this repository holds anchors up to seq 11 (govern-anchor/11)" in result.output
+    assert "govern audit backup" in result.output and len(result.output.strip().splitlines()) == 1
+    assert not ledger.exists(), "no second chain was started"
+
+
+@pytest.mark.slow  # processes racing for tens of seconds
+def test_a_backup_taken_while_writers_append_is_one_consistent_file_that_verifies(
+    anchored: Path, tmp_path: Path, isolated_env: dict[str, str]
+) -> None:
+    ledger = anchored / "audit" / "ledger.duckdb"
+    script = tmp_path / "writer.py"
+    script.write_text(WRITER)
+    writer = subprocess.Popen([sys.executable, str(script), str(ledger), "w", "300"], env=isolated_env)
+    try:
+        time.sleep(1.0)
+        backup = tmp_path / "backups" / "ledger-copy.duckdb"
+        result = run_cli("audit", "backup", str(backup), "--json", cwd=anchored)
+    finally:
+        writer.wait(timeout=300)
+    assert result.exit_code == 0, result.output
+    answer = json.loads(result.stdout)
+    assert answer["ok"] is True and answer["path"] == str(backup)
+    assert not wal_path(backup).exists(), "self-contained: no write-ahead log beside it"
+    copied = Ledger(backup)
+    assert copied.verify().ok and 11 <= copied.head()[0] <= Ledger(ledger).head()[0]
+    assert [e.hash for e in copied.read()] == [e.hash for e in Ledger(ledger).read()][: copied.head()[0]]
+    env = {**isolated_env, "GOVERN_LEDGER": str(backup)}
+    done = subprocess.run([sys.executable, "-m", "govern", "audit", "verify", "--repo", str(anchored)],
+                          cwd=tmp_path, env=env, capture_output=True, text=True)  # fmt: skip
+    assert done.returncode == 0 and "1 anchor(s) match" in done.stdout, done.stdout + done.stderr
+
+
 WRITER = textwrap.dedent(
     """
     import sys
@@ -173,6 +230,7 @@ READER = textwrap.dedent(
 )
 
 
+@pytest.mark.slow  # processes racing for tens of seconds
 def test_eight_concurrent_writers_lose_nothing_and_readers_see_consistent_chains(tmp_path: Path) -> None:
     path = tmp_path / "ledger.duckdb"
     Ledger(path).append([snapshot(0)])
@@ -216,6 +274,7 @@ CRASHER = textwrap.dedent(
 )
 
 
+@pytest.mark.slow  # processes racing for tens of seconds
 def test_appenders_killed_with_sigkill_lose_no_acknowledged_event(tmp_path: Path) -> None:
     path, acks = tmp_path / "ledger.duckdb", tmp_path / "acknowledged.txt"
     Ledger(path).append([snapshot(0)])
@@ -246,6 +305,6 @@ def test_auto_anchor_anchors_after_each_governance_write(three_versions: Path) -
 
     assert result.exit_code == 0, result.output
     events = Ledger(three_versions / "audit" / "ledger.duckdb").read()
-    assert [e.type for e in events[-2:]] == ["model.promoted", "ledger.anchored"]
+    assert [e.type for e in events[-3:]] == ["model.promoted", "registry.mirrored", "ledger.anchored"]
     assert git(three_versions, "tag", "-l", "govern-anchor/*") == f"govern-anchor/{events[-1].seq}"
     assert integrity.verify(start=three_versions).ok

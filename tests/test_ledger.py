@@ -235,3 +235,31 @@ def test_a_transient_read_error_while_writing_is_retried_then_reported(
     with pytest.raises(LedgerError, match="could not be read while writing .* 3 times; nothing was appended"):
         ledger.append([snapshot(3)])
     assert ledger.head() == head
+
+
+def test_the_audit_sandbox_is_duckdbs_own_configuration_locked_before_the_query(tmp_path: Path) -> None:
+    """Below the one-SELECT rule: even a statement that got through would meet DuckDB's locked configuration."""
+    ledger = Ledger(tmp_path / "ledger.duckdb")
+    ledger.append([snapshot(0)])
+    secret = tmp_path / "secret.txt"
+    secret.write_text("not for auditors\n")
+
+    names, rows = ledger.audit_query(
+        "SELECT current_setting('enable_external_access'), current_setting('lock_configuration'), "
+        "current_setting('autoload_known_extensions'), current_setting('autoinstall_known_extensions')"
+    )
+    assert rows == [(False, True, False, False)]
+    with ledger._connect(write=False, sandbox=True) as con:
+        for statement in (
+            "SET enable_external_access = true",
+            "RESET lock_configuration",
+            "SET lock_configuration = false",
+        ):
+            with pytest.raises(duckdb.Error, match="locked"):
+                con.execute(statement)
+        with pytest.raises(duckdb.PermissionException):
+            con.execute(f"SELECT * FROM read_text('{secret}')").fetchall()
+        with pytest.raises(duckdb.PermissionException):
+            con.execute(f"COPY (SELECT 1) TO '{tmp_path / 'out.csv'}'")
+    assert not (tmp_path / "out.csv").exists()
+    assert ledger.audit_query("SELECT count(*) FROM events")[1] == [(1,)]

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 import subprocess
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime, timedelta, timezone
 from pathlib import Path
 
 import pytest
@@ -14,11 +14,8 @@ from mlflow.tracking import MlflowClient
 from govern.ledger import Ledger
 
 M = "breast-cancer-classifier"
-T1 = datetime(2026, 1, 1, tzinfo=UTC)
-T2 = datetime(2026, 2, 1, tzinfo=UTC)
-T3 = datetime(2026, 3, 1, 0, 0, 0, 123456, tzinfo=UTC)
-T4 = datetime(2026, 2, 15, 11, 0, tzinfo=UTC)  # given as 12:00+01:00
 MICRO = timedelta(microseconds=1)
+MILLI = timedelta(milliseconds=1)
 
 
 def iso(moment: datetime) -> str:
@@ -34,50 +31,79 @@ def production(project: Path, app: str, at: datetime | str) -> dict:
     return json.loads(ok(project, "audit", "production", "--app", app, "--at", moment, "--json"))
 
 
-def play_scenario(project: Path) -> None:
-    """Three versions through the stages, two apps, a replacement, a retirement."""
+def after_last_event(project: Path) -> datetime:
+    """An instant just after the ledger's newest event: deployments are dated when the versions could serve."""
+    [last] = Ledger(project / "audit" / "ledger.duckdb").read(limit=1)
+    return last.occurred_at.replace(tzinfo=UTC) + MILLI
+
+
+def play_scenario(project: Path) -> dict[str, datetime]:
+    """Three versions through the stages, two apps, a replacement, a retirement; returns the instants used.
+
+    A deployment dated T needs its version in production at T, so each instant follows the promotion
+    before it (T1 < T1h < T4 < T2 in one app, T3 with microseconds), all of them within seconds of now.
+    """
+    times: dict[str, datetime] = {}
     ok(project, "promote", M, "1", "--to", "staging", "--reason", "validation passed")
     ok(project, "promote", M, "1", "--to", "production", "--reason", "go live", "--approver", "Bob <bob@example.com>")
-    ok(project, "deploy", M, "1", "--app", "scoring", "--at", iso(T1))
-    ok(project, "deploy", M, "1", "--app", "triage", "--at", iso(T1 + timedelta(hours=1)))
+    times["T1"] = after_last_event(project)
+    times["T1h"] = times["T1"] + 10 * MILLI
+    ok(project, "deploy", M, "1", "--app", "scoring", "--at", iso(times["T1"]))
+    ok(project, "deploy", M, "1", "--app", "triage", "--at", iso(times["T1h"]))
     ok(project, "promote", M, "2", "--to", "staging", "--reason", "better recall")
     ok(project, "promote", M, "2", "--to", "production", "--reason", "approved by committee")
-    ok(project, "deploy", M, "2", "--app", "scoring", "--at", iso(T2))
-    ok(project, "retire", "--app", "triage", "--at", "2026-02-15T12:00:00+01:00")
+    times["T2"] = after_last_event(project)
+    ok(project, "deploy", M, "2", "--app", "scoring", "--at", iso(times["T2"]))
+    times["T4"] = times["T2"] + 10 * MILLI
+    ok(project, "retire", "--app", "triage", "--at", times["T4"].astimezone(timezone(timedelta(hours=1))).isoformat())
     ok(project, "promote", M, "3", "--to", "staging", "--reason", "candidate")
     ok(project, "promote", M, "3", "--to", "production", "--reason", "best so far")
-    ok(project, "deploy", M, "3", "--app", "scoring", "--at", iso(T3))
+    times["T3"] = (after_last_event(project) + timedelta(seconds=1)).replace(microsecond=123456)
+    ok(project, "deploy", M, "3", "--app", "scoring", "--at", iso(times["T3"]))
+    return times
 
 
 @pytest.fixture
 def scenario(three_versions: Path) -> Path:
-    play_scenario(three_versions)
+    three_versions.joinpath(".times.json").write_text(
+        json.dumps({name: iso(moment) for name, moment in play_scenario(three_versions).items()})
+    )
     return three_versions
 
 
+def times_of(scenario: Path) -> dict[str, datetime]:
+    return {
+        name: datetime.fromisoformat(text) for name, text in json.loads((scenario / ".times.json").read_text()).items()
+    }
+
+
 def test_production_answers_are_right_at_every_boundary(scenario: Path) -> None:
+    t = times_of(scenario)
+
     def served(app: str, at: datetime) -> str | None:
         return production(scenario, app, at)["version"]
 
-    assert served("scoring", T1 - MICRO) is None
-    assert served("scoring", T1) == "1", "a window includes its start"
-    assert served("scoring", T1 + timedelta(days=10)) == "1"
-    assert served("scoring", T2 - MICRO) == "1"
-    assert served("scoring", T2) == "2", "at the replacement instant the successor serves"
-    assert served("scoring", T3 - MICRO) == "2"
-    assert served("scoring", T3) == "3"
-    assert served("scoring", datetime.now(UTC)) == "3"
-    assert served("triage", T1 + timedelta(hours=1) - MICRO) is None
-    assert served("triage", T1 + timedelta(hours=1)) == "1"
-    assert served("triage", T4 - MICRO) == "1"
-    assert served("triage", T4) is None, "a window excludes its end"
+    assert served("scoring", t["T1"] - MICRO) is None
+    assert served("scoring", t["T1"]) == "1", "a window includes its start"
+    assert served("scoring", t["T1"] + (t["T2"] - t["T1"]) / 2) == "1"
+    assert served("scoring", t["T2"] - MICRO) == "1"
+    assert served("scoring", t["T2"]) == "2", "at the replacement instant the successor serves"
+    assert served("scoring", t["T3"] - MICRO) == "2"
+    assert served("scoring", t["T3"]) == "3"
+    assert served("scoring", max(datetime.now(UTC), t["T3"])) == "3"
+    assert served("triage", t["T1h"] - MICRO) is None
+    assert served("triage", t["T1h"]) == "1"
+    assert served("triage", t["T4"] - MICRO) == "1"
+    assert served("triage", t["T4"]) is None, "a window excludes its end"
 
 
 def test_production_json_has_the_documented_shape(scenario: Path) -> None:
-    answer = production(scenario, "scoring", "2026-02-10T00:00:00+05:00")
+    t = times_of(scenario)
+    between = (t["T2"] + (t["T3"] - t["T2"]) / 2).astimezone(timezone(timedelta(hours=5))).isoformat()
+    answer = production(scenario, "scoring", between)
     assert {"app", "env", "model", "version", "start", "end", "git_commit"} <= set(answer)
     assert answer["app"] == "scoring" and answer["env"] == "production" and answer["model"] == M
-    assert answer["start"] == iso(T2) and answer["end"] == iso(T3)
+    assert answer["start"] == iso(t["T2"]) and answer["end"] == iso(t["T3"])
     assert answer["end"].endswith(".123456Z"), "microseconds survive storage and output"
     trainings = Ledger(scenario / "audit" / "ledger.duckdb").read(types=["training.completed"])
     assert answer["git_commit"] == trainings[1].git_commit and answer["training_seq"] == trainings[1].seq
@@ -90,15 +116,16 @@ def test_production_json_has_the_documented_shape(scenario: Path) -> None:
 
 
 def test_windows_are_derived_half_open_intervals(scenario: Path) -> None:
+    t = times_of(scenario)
     windows = json.loads(ok(scenario, "audit", "windows", "--json"))
     rows = [(w["app"], w["version"], w["start"], w["end"]) for w in windows]
     assert rows == [
-        ("scoring", "1", iso(T1), iso(T2)),
-        ("scoring", "2", iso(T2), iso(T3)),
-        ("scoring", "3", iso(T3), None),
-        ("triage", "1", iso(T1 + timedelta(hours=1)), iso(T4)),
+        ("scoring", "1", iso(t["T1"]), iso(t["T2"])),
+        ("scoring", "2", iso(t["T2"]), iso(t["T3"])),
+        ("scoring", "3", iso(t["T3"]), None),
+        ("triage", "1", iso(t["T1h"]), iso(t["T4"])),
     ]
-    assert windows[0]["duration_s"] == (T2 - T1).total_seconds()
+    assert windows[0]["duration_s"] == (t["T2"] - t["T1"]).total_seconds()
     assert [w["version"] for w in json.loads(ok(scenario, "audit", "windows", "--app", "triage", "--json"))] == ["1"]
     ended = Ledger(scenario / "audit" / "ledger.duckdb").read(types=["deployment.ended"])
     assert [(e.payload["version"], e.payload["reason"]) for e in ended] == [
@@ -110,7 +137,7 @@ def test_windows_are_derived_half_open_intervals(scenario: Path) -> None:
 
 def test_a_replacement_ends_and_starts_in_one_transaction(scenario: Path) -> None:
     events = Ledger(scenario / "audit" / "ledger.duckdb").read(types=["deployment.started", "deployment.ended"])
-    replacement = [e for e in events if e.occurred_at == T2.replace(tzinfo=None)]
+    replacement = [e for e in events if e.occurred_at == times_of(scenario)["T2"].replace(tzinfo=None)]
     assert [e.type for e in replacement] == ["deployment.ended", "deployment.started"]
     assert replacement[0].seq + 1 == replacement[1].seq
     assert replacement[0].recorded_at == replacement[1].recorded_at
@@ -233,8 +260,9 @@ def test_a_deprecated_version_cannot_be_promoted_or_deployed(
 
 def test_a_deployment_earlier_than_the_slot_history_is_refused(three_versions: Path) -> None:
     ok(three_versions, "promote", M, "1", "--to", "production", "--reason", "r", "--force")
-    ok(three_versions, "deploy", M, "1", "--app", "scoring", "--at", "2026-01-10T00:00:00Z")
-    message = refused(three_versions, "retire", "--app", "scoring", "--at", "2026-01-09T23:59:59.999999Z", exit_code=2)
+    deployed = after_last_event(three_versions)
+    ok(three_versions, "deploy", M, "1", "--app", "scoring", "--at", iso(deployed))
+    message = refused(three_versions, "retire", "--app", "scoring", "--at", iso(deployed - MICRO), exit_code=2)
     assert "history is appended, not rewritten" in message
     assert "already serves scoring/production" in refused(
         three_versions, "deploy", M, "1", "--app", "scoring", exit_code=2

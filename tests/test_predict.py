@@ -93,7 +93,9 @@ def test_predict_without_a_deployment_or_with_both_forms_is_refused(three_versio
     nothing = run_cli(
         "predict", "--app", "scoring", "--input", source, "--output", str(tmp_path / "x.csv"), cwd=three_versions
     )
-    assert nothing.exit_code == 1 and "Nothing serves scoring/production now" in nothing.output
+    assert (
+        nothing.exit_code == 1 and "Unknown app 'scoring': deployments are recorded for nothing yet" in nothing.output
+    )
     both = run_cli(
         "predict",
         M,
@@ -107,3 +109,35 @@ def test_predict_without_a_deployment_or_with_both_forms_is_refused(three_versio
         cwd=three_versions,
     )
     assert both.exit_code == 2 and "not both" in both.output
+
+
+def test_a_model_fetched_from_mlflow_prints_no_progress_bar(
+    three_versions: Path, tmp_path: Path, isolated_env: dict[str, str]
+) -> None:
+    """Neither in the workspace nor in DVC's cache: MLflow's artifact store gives the file, quietly."""
+    import shutil
+
+    (three_versions / "models" / "model.pkl").unlink()
+    shutil.rmtree(three_versions / ".dvc" / "cache")
+    source = three_versions / "data" / "raw" / "breast_cancer.csv"
+    done = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "govern",
+            "predict",
+            M,
+            "2",
+            "--input",
+            str(source),
+            "--output",
+            str(tmp_path / "p.csv"),
+        ],
+        cwd=three_versions,
+        env=isolated_env,
+        capture_output=True,
+        text=True,
+    )
+    assert done.returncode == 0, done.stderr
+    assert done.stdout == f"wrote 569 predictions of {M} version 2 to {tmp_path / 'p.csv'}\n"
+    assert "Downloading artifacts" not in done.stderr and "%|" not in done.stderr

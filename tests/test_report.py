@@ -8,17 +8,43 @@ import os
 import re
 import shutil
 from dataclasses import dataclass
+from datetime import UTC, timedelta
 from pathlib import Path
 from typing import Any, ClassVar
 
 import pytest
 from conftest import ACTOR, apply_isolation, git, ok, run_cli
 
-from govern.events import Fact, PendingEvent, ReproductionVerified, utc_now
+from govern.events import Fact, PendingEvent, ReproductionVerified, format_timestamp, utc_now
 from govern.ledger import Ledger
 
 M = "breast-cancer-classifier"
 CHROMIUM, CHROMEDRIVER = Path("/usr/bin/chromium"), Path("/usr/bin/chromedriver")
+
+
+# Runs of letters in table cells (hashes and paths, in .mono cells, may wrap anywhere) that the browser laid out
+# on more than one line: "sou|rce" in a narrow column.
+BROKEN_WORDS = """
+const broken = [];
+for (const cell of document.querySelectorAll('td:not(.mono), th')) {
+  const walker = document.createTreeWalker(cell, NodeFilter.SHOW_TEXT);
+  for (let node = walker.nextNode(); node; node = walker.nextNode()) {
+    for (const match of node.textContent.matchAll(/[A-Za-z]{2,}/g)) {
+      const range = document.createRange();
+      range.setStart(node, match.index);
+      range.setEnd(node, match.index + match[0].length);
+      const lines = new Set([...range.getClientRects()].map((rect) => Math.round(rect.top)));
+      if (lines.size > 1) broken.push(match[0]);
+    }
+  }
+}
+return broken;
+"""
+
+
+def times_of(history: Path) -> dict[str, str]:
+    """When the history's deployments happened, as the report prints them."""
+    return json.loads((history / ".times.json").read_text())
 
 
 @dataclass(frozen=True)
@@ -59,13 +85,18 @@ def history(tmp_path_factory: pytest.TempPathFactory, three_versions_original: P
                 "--approver",
                 "Bob <bob@example.com>",
             ),
-            ("deploy", M, "2", "--app", "scoring", "--at", "2026-01-01T00:00:00Z"),
-            ("deploy", M, "2", "--app", "triage", "--at", "2026-01-02T00:00:00Z"),
-            ("retire", "--app", "triage", "--at", "2026-01-20T12:00:00Z"),
         ]
         for step in steps:
             ok(project, *step)
         ledger = Ledger(project / "audit" / "ledger.duckdb")
+        # Deployments are dated after the promotion (a version serves only once it holds the stage).
+        [promoted] = ledger.read(limit=1)
+        base = promoted.occurred_at.replace(tzinfo=UTC)
+        times = {name: base + timedelta(milliseconds=k) for k, name in enumerate(("scoring", "triage", "retired"), 1)}
+        (project / ".times.json").write_text(json.dumps({k: format_timestamp(v) for k, v in times.items()}))
+        ok(project, "deploy", M, "2", "--app", "scoring", "--at", format_timestamp(times["scoring"]))
+        ok(project, "deploy", M, "2", "--app", "triage", "--at", format_timestamp(times["triage"]))
+        ok(project, "retire", "--app", "triage", "--at", format_timestamp(times["retired"]))
         training = next(e for e in ledger.read(types=["model.registered"]) if e.payload["version"] == "2")
         # What `govern ci verify` appended before the three outcomes (schema 1), then a verdict of today's.
         legacy = LegacyReproductionVerified(
@@ -191,8 +222,9 @@ def test_approvals_windows_reproductions_inference_and_integrity(report: dict, h
         ("production", "Bob <bob@example.com>", "committee approval"),
     ]
     windows = {w["app"]: w for w in report["production"]["windows"]}
-    assert windows["scoring"]["start"] == "2026-01-01T00:00:00.000000Z" and windows["scoring"]["end"] is None
-    assert windows["triage"]["end"] == "2026-01-20T12:00:00.000000Z" and windows["triage"]["end_reason"] == "retired"
+    times = times_of(history)
+    assert windows["scoring"]["start"] == times["scoring"] and windows["scoring"]["end"] is None
+    assert windows["triage"]["end"] == times["retired"] and windows["triage"]["end_reason"] == "retired"
     legacy, equivalent = report["reproductions"]["runs"]  # not the verdict on another lock of the same commit
     assert legacy["verdict"] == "verified" and legacy["by"] == "ci:github:release-bot"
     assert legacy["match"] == "exact", "a verdict recorded before the three outcomes reads as exact (upcast)"
@@ -219,7 +251,7 @@ def test_markdown_and_html_carry_the_same_facts(report: dict, history: Path, tmp
         raw["sha256"],
         "committee approval",
         "Bob &lt;bob@example.com&gt;",
-        "2026-01-20T12:00:00.000000Z",
+        times_of(history)["retired"],
         report["integrity"]["head_hash"],
         report["training"]["mlflow_run_id"],
         "govern maintainers",
@@ -272,7 +304,8 @@ def test_lineage_tree_shows_the_story(history: Path) -> None:
     assert "code pipelines/model.py  blob " in tree
     assert "source: sklearn.datasets.load_breast_cancer" in tree and "extracted 20" in tree
     assert "no stage -> staging" in tree and "approved by Bob <bob@example.com>: committee approval" in tree
-    assert "triage/production  2026-01-02T00:00:00.000000Z -> 2026-01-20T12:00:00.000000Z" in tree
+    times = times_of(history)
+    assert f"triage/production  {times['triage']} -> {times['retired']}" in tree
 
 
 def test_html_renders_in_headless_chromium(history: Path, tmp_path: Path) -> None:
@@ -315,6 +348,10 @@ def test_html_renders_in_headless_chromium(history: Path, tmp_path: Path) -> Non
         assert len(driver.find_elements(By.CSS_SELECTOR, "#production svg rect")) >= 2, "timeline drawn"
         errors = [entry for entry in driver.get_log("browser") if entry["level"] in ("SEVERE", "WARNING")]
         assert errors == []
+        for width in (1024, 700):  # a laptop, and a tablet held upright
+            driver.set_window_size(width, 800)
+            assert driver.execute_script(BROKEN_WORDS) == [], f"words broken across lines at {width} px"
+        driver.set_window_size(1024, 800)
         height = driver.execute_script("return document.documentElement.scrollHeight")
         driver.set_window_size(1024, height)
         screenshot = tmp_path / "report.png"
@@ -364,6 +401,20 @@ def test_report_rehashes_the_events_it_cites_and_the_whole_chain_only_on_request
     assert tampered["verified"] is False and tampered["problem"] == (
         f"seq {promotion}: stored hash does not match its content (event altered)"
     )
+
+
+def test_a_report_citing_a_tampered_event_is_written_and_exits_non_zero(copied_history: Path, tmp_path: Path) -> None:
+    ledger = Ledger(copied_history / "audit" / "ledger.duckdb")
+    promotion = next(e.seq for e in ledger.read(types=["model.promoted"]) if e.payload["version"] == "2")
+    _tamper(copied_history, promotion)
+
+    result = run_cli("audit", "report", M, "2", "--format", "md", "-o", str(tmp_path / "r.md"), cwd=copied_history)
+
+    assert result.exit_code == 1
+    assert f"FAILED: the report cites events that do not verify: The ledger does not verify: seq {promotion}" in (
+        result.output
+    )
+    assert f"seq {promotion}: stored hash does not match its content" in (tmp_path / "r.md").read_text()
 
 
 def test_report_summarises_every_window_and_lists_the_latest(copied_history: Path) -> None:

@@ -82,6 +82,9 @@ def test_mlflow_run_and_model_version_link_back_to_the_ledger(reproduced_demo: P
 
     version = client.get_model_version(MODEL, registered.payload["version"])
     assert version.run_id == run.info.run_id
+    assert version.tags["govern.actor"] == ACTOR, "MLflow keeps no creator a client can set; the tag says who"
+    experiment = client.get_experiment(run.info.experiment_id)
+    assert experiment.tags["mlflow.experimentKind"] == "custom_model_development", "not the GenAI view"
     assert version.tags["govern.event_id"] == training.event_id
     assert version.tags["mlflow.source.git.commit"] == training.git_commit
     assert [a.path for a in client.list_artifacts(run.info.run_id, f"models/{MODEL}")] == [f"models/{MODEL}/model.pkl"]

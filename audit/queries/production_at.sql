@@ -1,5 +1,6 @@
 -- Which model version served an application at an instant; windows are half-open [start, end).
--- Parameters: app, env, at (ISO 8601 with Z or an offset). Example:
+-- Parameters: app, env, at:instant
+-- `at` is ISO 8601 with Z or an offset, not in the future. Example:
 --   govern audit run production_at --param app=scoring --param env=production --param at=2026-03-01T09:00:00Z
 SELECT app, env, model, version, started_at, ended_at, deployed_by, start_seq, end_seq
 FROM production_windows

@@ -164,7 +164,9 @@ def _describe(repo: Any, root: Path) -> Pipeline:
             for name, artifact in entries.items()
         ]
     except DvcException as error:
-        raise ProjectError(f"DVC cannot read the pipeline: {_one_line(error)}; fix dvc.yaml") from None
+        raise ProjectError(
+            _unparsable(error, root) or f"DVC cannot read the pipeline: {_one_line(error)}; fix dvc.yaml"
+        ) from None
     return Pipeline(
         stages=stages,
         metrics_files=tuple(dict.fromkeys(metrics)),
@@ -331,13 +333,54 @@ def set_params(root: Path, file: str, values: dict[str, Any]) -> None:
 
 def read_params(root: Path, file: str) -> dict[str, Any]:
     """A params file's content, as DVC reads it."""
+    from dvc.exceptions import DvcException
     from dvc.utils.serialize import LOADERS
 
     path = root / file
     loader = LOADERS[path.suffix.lower()]
     if not path.is_file():
         raise ProjectError(f"No params file {file}: grid parameters must name keys of an existing params file")
-    return loader(str(path)) or {}
+    try:
+        return loader(str(path)) or {}
+    except DvcException as error:
+        raise ProjectError(_unparsable(error, root) or f"DVC cannot read {file}: {_one_line(error)}") from None
+
+
+def _unparsable(error: BaseException, root: Path) -> str | None:
+    """A params, metrics or pipeline file DVC could not parse, named with the line where parsing stopped."""
+    from dvc.utils.serialize import ParseError
+
+    if not isinstance(error, ParseError):
+        return None
+    path = Path(error.path)
+    shown = _rel(root, str(path)) if path.is_absolute() else str(path)
+    kind = {".json": "JSON", ".toml": "TOML"}.get(path.suffix.lower(), "YAML")
+    return f"{shown} is not valid {kind}{_where(root / path, kind)}: fix it and commit it"
+
+
+def _where(path: Path, kind: str) -> str:
+    """` (line L, column C: what)` for the first syntax error in a file, or nothing if it cannot tell."""
+    import tomllib
+
+    try:
+        text = path.read_text(encoding="utf-8")
+        if kind == "JSON":
+            json.loads(text)
+        elif kind == "TOML":
+            tomllib.loads(text)
+        else:
+            yaml.safe_load(text)
+    except json.JSONDecodeError as error:
+        return f" (line {error.lineno}, column {error.colno}: {error.msg})"
+    except tomllib.TOMLDecodeError as error:
+        return f" ({error})"
+    except yaml.MarkedYAMLError as error:
+        mark = error.problem_mark or error.context_mark
+        place = f"line {mark.line + 1}, column {mark.column + 1}: " if mark else ""
+        return f" ({place}{error.problem or error.context})"
+    except (OSError, yaml.YAMLError, UnicodeDecodeError):
+        return ""
+    return ""
 
 
 def checkout(root: Path) -> list[str]:

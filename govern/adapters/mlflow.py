@@ -14,7 +14,7 @@ import json
 import os
 import sys
 import threading
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
@@ -26,6 +26,8 @@ MAX_PARAMS_PER_BATCH = 100
 MAX_METRICS_PER_BATCH = 1000
 MAX_PARAM_VALUE = 6000
 DIGEST_LENGTH = 36  # MLflow's limit on a dataset digest
+# Without this tag MLflow 3's UI guesses an experiment's kind and may open govern's runs in its GenAI view.
+EXPERIMENT_KIND, MODEL_DEVELOPMENT = "mlflow.experimentKind", "custom_model_development"
 T = TypeVar("T")
 
 
@@ -128,6 +130,8 @@ def _client(tracking_uri: str) -> Any:
 
 def _open_client(tracking_uri: str) -> Any:
     os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
+    # Its tqdm bar ("Downloading artifacts") would land in the output of `govern predict`.
+    os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
     # MLflow retries an unreachable server for minutes by default; govern reports it sooner.
     os.environ.setdefault("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "2")
     os.environ.setdefault("MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR", "1")
@@ -274,26 +278,25 @@ def download_model(tracking_uri: str, run_id: str, name: str, destination: Path)
 
 
 @_stdout_to_stderr
-def set_alias(tracking_uri: str, model: str, alias: str, version: str) -> None:
-    """Point the registered model's alias (named after a stage) at a version."""
-    try:
-        _client(tracking_uri).set_registered_model_alias(model, alias, version)
-    except Exception as error:  # noqa: BLE001
-        raise MirrorError(f"Could not set the MLflow alias {model}@{alias}: {_one_line(error)}") from None
-
-
-@_stdout_to_stderr
-def mark_deprecated(tracking_uri: str, model: str, version: str) -> None:
-    """Remove the aliases pointing at a version and tag it deprecated."""
+def sync_registry(
+    tracking_uri: str, model: str, holders: Mapping[str, str], stages: Sequence[str], deprecated: Sequence[str]
+) -> dict[str, str]:
+    """Make the registered model's aliases say what the ledger says: each stage's alias on the version holding
+    it, no alias for a stage nobody holds, and each deprecated version tagged. Returns the aliases set."""
     try:
         client = _client(tracking_uri)
-        for alias in client.get_model_version(model, version).aliases:
-            client.delete_registered_model_alias(model, alias)
-        client.set_model_version_tag(model, version, "govern.deprecated", "true")
+        for version in deprecated:
+            client.set_model_version_tag(model, version, "govern.deprecated", "true")
+        current = dict(client.get_registered_model(model).aliases or {})
+        for stage in stages:
+            if stage not in holders and stage in current:
+                client.delete_registered_model_alias(model, stage)
+        for stage, version in holders.items():
+            if str(current.get(stage)) != str(version):
+                client.set_registered_model_alias(model, stage, version)
     except Exception as error:  # noqa: BLE001
-        raise MirrorError(
-            f"Could not mark {model} version {version} deprecated in MLflow: {_one_line(error)}"
-        ) from None
+        raise MirrorError(f"Could not update the MLflow registry of {model}: {_one_line(error)}") from None
+    return dict(holders)
 
 
 def _source_tags(run: TrainingRun) -> dict[str, str]:
@@ -325,6 +328,9 @@ def _register(client: Any, run: TrainingRun, run_id: str, artifact_uri: str, mod
     tags = {
         "mlflow.source.git.commit": run.git_commit,
         "govern.event_id": run.event_id,
+        # MLflow's open-source registry keeps no creator a client can set; the tag says who trained it
+        "govern.actor": run.actor,
+        "mlflow.user": run.actor,
     }
     if model.md5:
         tags["govern.dvc.md5"] = model.md5
@@ -350,9 +356,13 @@ def _experiment_id(client: Any, name: str, artifact_location: str | None) -> str
                 f"The MLflow experiment {name!r} is deleted: restore it (`mlflow experiments restore`) "
                 "or configure another experiment name"
             )
+        if experiment.tags.get(EXPERIMENT_KIND) is None:
+            client.set_experiment_tag(experiment.experiment_id, EXPERIMENT_KIND, MODEL_DEVELOPMENT)
         return experiment.experiment_id
     try:
-        return client.create_experiment(name, artifact_location=artifact_location)
+        return client.create_experiment(
+            name, artifact_location=artifact_location, tags={EXPERIMENT_KIND: MODEL_DEVELOPMENT}
+        )
     except MlflowException as error:
         if error.error_code != "RESOURCE_ALREADY_EXISTS":
             raise

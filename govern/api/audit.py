@@ -17,6 +17,7 @@ from govern import config, queries
 from govern.envelope import RecordedEvent
 from govern.errors import GovernError, InvalidInput, NotFound
 from govern.ledger import Ledger, Verification
+from govern.timeparse import not_in_future, parse_instant
 
 QUERY_NAME = re.compile(r"^[A-Za-z0-9_-]+$")
 PARAM_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
@@ -34,8 +35,24 @@ def audit_log(
     limit: int | None = None,
     start: Path | None = None,
 ) -> list[RecordedEvent]:
-    """Events oldest first; with `limit`, the newest `limit` of them."""
-    return open_ledger(start).read(types=types or None, since=since, limit=limit)
+    """Events oldest first; with `limit`, the newest `limit` of them. An unknown `types` entry is refused."""
+    ledger = open_ledger(start)
+    if types:
+        _check_types(ledger, types)
+    return ledger.read(types=types or None, since=since, limit=limit)
+
+
+def _check_types(ledger: Ledger, types: Sequence[str]) -> None:
+    """A type that govern does not write and the ledger does not hold is a typo, not an empty answer."""
+    from govern.events import FACT_TYPES  # only with --type: reading the log never builds the fact classes
+
+    if set(types) <= set(FACT_TYPES):
+        return
+    _, rows = ledger.query("SELECT DISTINCT type FROM events")
+    known = sorted(set(FACT_TYPES) | {kind for (kind,) in rows})
+    unknown = [kind for kind in types if kind not in known]
+    if unknown:
+        raise InvalidInput(f"Unknown event type {unknown[0]!r}: the types are {', '.join(known)}")
 
 
 def audit_verify(start: Path | None = None) -> Verification:
@@ -58,13 +75,39 @@ def production(app: str, env: str, at: datetime, start: Path | None = None) -> d
     """The window (version, start, end, training, commit) serving app/env at `at`, or None."""
     _name("--app", app)
     _name("--env", env)
-    return queries.production_at(open_ledger(start), app, env, at)
+    not_in_future(at, "--at", "the ledger knows what served until now, not after")
+    _declared_environment(env, start)
+    ledger = open_ledger(start)
+    found = queries.production_at(ledger, app, env, at)
+    if found is None:
+        queries.require_slot(ledger, app, env)
+    return found
+
+
+def _declared_environment(env: str, start: Path | None) -> None:
+    """Environments are a declared list; outside a project (GOVERN_LEDGER alone) the ledger's names are the list."""
+    try:
+        cfg = config.load(config.find_root(start))
+    except GovernError:
+        return
+    config.check_environment(cfg, env)
 
 
 def windows(app: str | None = None, model: str | None = None, start: Path | None = None) -> list[dict[str, Any]]:
+    """Every production window, of one app or model; naming an app or model never seen is refused."""
     _name("--app", app)
     _name("--model", model)
-    return queries.windows(open_ledger(start), app=app, model=model)
+    ledger = open_ledger(start)
+    found = queries.windows(ledger, app=app, model=model)
+    if not found:
+        if app is not None:
+            queries.require_slot(ledger, app)
+        if model is not None:
+            _, rows = ledger.query("SELECT DISTINCT model FROM model_versions ORDER BY model")
+            if model not in {m for (m,) in rows}:
+                known = ", ".join(m for (m,) in rows) or "none yet (govern repro)"
+                raise NotFound(f"Unknown model {model!r}: registered models are {known}")
+    return found
 
 
 def history(model: str, version: str | None = None, start: Path | None = None) -> list[RecordedEvent]:
@@ -89,9 +132,9 @@ class QueryResult:
         return [dict(zip(self.columns, row, strict=True)) for row in self.rows]
 
 
-def sql(statement: str, params: Mapping[str, str] | None = None, start: Path | None = None) -> QueryResult:
-    """One read-only statement over the ledger's views; DuckDB refuses writes itself."""
-    columns, rows = open_ledger(start).query(statement, dict(params or {}))
+def sql(statement: str, params: Mapping[str, Any] | None = None, start: Path | None = None) -> QueryResult:
+    """One SELECT over the ledger's tables and views, in DuckDB's sandbox (`Ledger.audit_query`)."""
+    columns, rows = open_ledger(start).audit_query(statement, dict(params or {}))
     return QueryResult(columns, rows)
 
 
@@ -126,7 +169,11 @@ def named_queries(start: Path | None = None) -> dict[str, str]:
 
 
 def run_named(name: str, params: Mapping[str, str], start: Path | None = None) -> QueryResult:
-    """Run audit/queries/NAME.sql with bound parameters (`$name` in the SQL), never string formatting."""
+    """Run audit/queries/NAME.sql with bound parameters (`$name` in the SQL), never string formatting.
+
+    A query declares its parameters in a `-- Parameters: app, env, at:instant` line; each value is checked
+    against its type before anything runs (an instant needs a time zone and may not be in the future).
+    """
     if not QUERY_NAME.match(name):
         raise InvalidInput(f"{name!r} is not a query name: use the file name under audit/queries/ without .sql")
     path = queries_dir(start) / f"{name}.sql"
@@ -136,4 +183,55 @@ def run_named(name: str, params: Mapping[str, str], start: Path | None = None) -
     for key in params:
         if not PARAM_NAME.match(key):
             raise InvalidInput(f"--param {key!r}: parameter names are letters, digits and _")
-    return sql(path.read_text(encoding="utf-8"), params, start)
+    text = path.read_text(encoding="utf-8")
+    declared = query_parameters(text)
+    if declared is not None:
+        unknown = sorted(set(params) - set(declared))
+        if unknown:
+            known = ", ".join(declared) or "none"
+            raise InvalidInput(f"--param {unknown[0]} is not a parameter of {name}: its parameters are {known}")
+        missing = [key for key in declared if key not in params]
+        if missing:
+            needed = " ".join(f"--param {key}=... ({declared[key]})" for key in missing)
+            raise InvalidInput(f"{name} needs {needed}")
+    bound = {key: _typed(key, value, (declared or {}).get(key) or _guessed_type(key)) for key, value in params.items()}
+    return sql(text, bound, start)
+
+
+PARAMETER_TYPES = ("text", "instant", "integer", "number")
+PARAMETERS_LINE = re.compile(r"^--\s*Parameters:\s*(?P<names>.*)$", re.MULTILINE | re.IGNORECASE)
+PARAMETER = re.compile(rf"^(?P<name>[A-Za-z_][A-Za-z0-9_]*)(?::(?P<type>{'|'.join(PARAMETER_TYPES)}))?$")
+
+
+def query_parameters(text: str) -> dict[str, str] | None:
+    """The parameters a named query declares (`-- Parameters: app, env, at:instant`), or None if it does not."""
+    found = PARAMETERS_LINE.search(text)
+    if found is None:
+        return None
+    names = found["names"].strip().rstrip(".")
+    if names.lower() in ("", "none"):
+        return {}
+    declared = {}
+    for token in (part.strip() for part in names.split(",")):
+        match = PARAMETER.match(token)
+        if match is None:
+            return None  # free text, not a declaration: fall back to guessing by name
+        declared[match["name"]] = match["type"] or "text"
+    return declared
+
+
+def _guessed_type(name: str) -> str:
+    """Undeclared parameters named like instants are instants: `at`, `since`, `until`, `*_at`."""
+    return "instant" if name in ("at", "since", "until") or name.endswith("_at") else "text"
+
+
+def _typed(key: str, value: str, kind: str) -> Any:
+    if kind == "instant":
+        moment = parse_instant(value, f"--param {key}")
+        return not_in_future(moment, f"--param {key}", "the ledger knows what happened until now, not after")
+    if kind in ("integer", "number"):
+        try:
+            return int(value) if kind == "integer" else float(value)
+        except ValueError:
+            raise InvalidInput(f"--param {key}={value!r} is not a{'n' if kind == 'integer' else ''} {kind}") from None
+    return value

@@ -658,10 +658,30 @@ def ci_init(system: str, install: str | None = None, start: Path | None = None, 
     target = root / CI_TARGETS[system]
     if target.exists() and not force:
         raise GovernError(f"{target.relative_to(root)} exists: pass --force to overwrite it")
-    default_install = (
-        "pip install -c constraints.txt -e ." if (root / "constraints.txt").exists() else "pip install govern"
-    )
     text = resources.files("govern").joinpath("templates", "ci", f"{system}.yml").read_text(encoding="utf-8")
+    text = text.replace("{{ install }}", install or install_command(root))
     target.parent.mkdir(parents=True, exist_ok=True)
-    target.write_text(text.replace("{{ install }}", install or default_install), encoding="utf-8")
+    target.write_text(text, encoding="utf-8")
     return target
+
+
+NOT_RUNTIME_EXTRAS = {"test", "tests", "dev", "docs", "doc", "lint", "typing"}
+
+
+def install_command(root: Path) -> str:
+    """How CI installs this project from its own checkout: never a bare name from the package index, where
+    another project may hold it. The project's requirements file, else its own package with the extras its
+    pipeline needs, pinned by constraints.txt when there is one."""
+    constraints = "-c constraints.txt " if (root / "constraints.txt").exists() else ""
+    for requirements in ("requirements.txt", "requirements/ci.txt", "requirements/base.txt"):
+        if (root / requirements).is_file():
+            return f"pip install {constraints}-r {requirements}"
+    project = config_module.project_table(root)
+    if project is None:
+        raise InvalidInput(
+            "This project declares no way to install it (no requirements.txt, no [project] in pyproject.toml): "
+            "pass --install 'COMMAND' with what installs govern and the pipeline's dependencies"
+        )
+    extras = [name for name in project.get("optional-dependencies", {}) if name not in NOT_RUNTIME_EXTRAS]
+    target = f"'.[{','.join(extras)}]'" if extras else "."
+    return f"pip install {constraints}-e {target}"

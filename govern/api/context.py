@@ -22,8 +22,13 @@ class Project:
 
 
 def open_project(start: Path | None = None) -> Project:
+    """The project a governance command works on; a ledger lost where anchors exist is refused here."""
     root = config_module.find_root(start)
     cfg = config_module.load(root)
+    if not cfg.ledger.exists():
+        from govern.api.integrity import refuse_new_chain_over_anchors
+
+        refuse_new_chain_over_anchors(root, cfg.ledger)
     actor = environment.actor(lambda: git_adapter.identity(root))
     return Project(root, cfg, Ledger(cfg.ledger, lock_timeout=cfg.lock_timeout), actor)
 

@@ -22,6 +22,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from govern import lineage
 from govern.adapters import dvc as dvc_adapter
 from govern.adapters import mlflow as mlflow_adapter
 from govern.api import repro as repro_api
@@ -29,6 +30,7 @@ from govern.api.mirror import after_write
 from govern.api.repro import ProgressCallback
 from govern.errors import InvalidInput, MirrorError
 from govern.events import ExperimentSelected, PendingEvent, RecordedEvent, new_event_id, utc_now
+from govern.pipeline import Pipeline
 
 DEFAULT_PARAMS_FILE = "params.yaml"
 
@@ -113,6 +115,7 @@ def grid_search(
         raise InvalidInput(f"--direction must be maximize or minimize, not {direction!r}")
     _check_keys_exist(root, axes)
     pipeline = dvc_adapter.load_pipeline(root)
+    _check_metric_exists(root, pipeline, metric)
     repro_api.check_worktree(run, pipeline)
 
     combinations = [
@@ -165,6 +168,13 @@ def grid_search(
     versions, registration_error = _register_winner(run, winner_training, model_copies[winner["event_id"]], winner)
     if registration_error:
         warnings.append(registration_error)
+    reused = repro_api.registered_already(
+        run.project.ledger, winner_training.payload["models"], winner_training.git_commit or ""
+    )
+    warnings.extend(
+        f"{name}: the winner's file, from this commit, is version {version} already; not registered again"
+        for name, version in reused.items()
+    )
     selection = PendingEvent(
         ExperimentSelected(
             grid_id=grid_id,
@@ -190,6 +200,18 @@ def grid_search(
         _apply(root, axes, winner["params"])
     warnings.extend(after_write(run.project))
     return GridOutcome(grid_id, trainings, recorded[0], recorded[1:], winner, apply_best, warnings)
+
+
+def _check_metric_exists(root: Path, pipeline: Pipeline, metric: str) -> None:
+    """Refuse a selection metric the pipeline does not write, before the first combination trains."""
+    if not pipeline.metrics_files:
+        raise InvalidInput(
+            f"--metric {metric}: the pipeline declares no metrics file (a `metrics:` entry in dvc.yaml) to select by"
+        )
+    known = lineage.metrics_of(root, pipeline)
+    if known and metric not in known:
+        names = ", ".join(known)
+        raise InvalidInput(f"Metric {metric!r} is not among the pipeline's metrics ({names}): pass --metric with one")
 
 
 def _check_keys_exist(root: Path, axes: list[GridAxis]) -> None:
@@ -251,9 +273,11 @@ def _best(candidates: list[dict[str, Any]], direction: str) -> dict[str, Any]:
 def _register_winner(
     run: repro_api.Run, training: RecordedEvent, models: list[dict[str, Any]], winner: dict[str, Any]
 ) -> tuple[tuple[mlflow_adapter.RegisteredVersion, ...], str | None]:
+    payload = training.payload
+    reused = repro_api.registered_already(run.project.ledger, payload["models"], training.git_commit or "")
+    models = [m for m in models if m["name"] not in reused]
     if not winner["mlflow_run_id"] or not models:
         return (), None
-    payload = training.payload
     mirror = repro_api.training_run(
         run,
         training.event_id,

@@ -157,7 +157,7 @@ def verify_pushed(bare: Path, ledger: Path, commit: str) -> str:
             outcome = f"{commit}: {headline(verdict)} (seq {verdict.event.seq})"
     finally:
         lock.unlink(missing_ok=True)
-    imported = sync(repository=bare)
+    imported = sync(repository=bare, mirror=False)  # the aliases wait for `govern mirror` with the team's MLflow
     return f"{outcome}; {len(imported.events)} GTO promotion(s) imported"
 
 

@@ -18,7 +18,7 @@ from typing import Any
 from govern import config as config_module
 from govern.adapters import git as git_adapter
 from govern.api.context import Project, open_project
-from govern.errors import GovernError, NotAGitRepository
+from govern.errors import GovernError, LedgerMissing, NotAGitRepository
 from govern.events import LedgerAnchored, PendingEvent, RecordedEvent, utc_now
 from govern.ledger import Ledger, Reader, Verification
 
@@ -37,16 +37,23 @@ class IntegrityReport:
     chain: Verification
     anchors: list[Anchor] = field(default_factory=list)
     problems: list[str] = field(default_factory=list)
+    repository: Path | None = None  # where anchors were looked for; None: not checked at all
 
     @property
     def ok(self) -> bool:
         return self.chain.ok and not self.problems
 
+    @property
+    def anchors_checked(self) -> bool:
+        return self.repository is not None
+
     def to_dict(self) -> dict[str, Any]:
         return {
             **self.chain.to_dict(),
             "ok": self.ok,
-            "anchors_checked": len(self.anchors),
+            "anchors_checked": self.anchors_checked,
+            "repository": str(self.repository) if self.repository else None,
+            "anchors_found": len(self.anchors),
             "latest_anchor": {"tag": self.anchors[-1].tag, "seq": self.anchors[-1].seq} if self.anchors else None,
             "anchor_problems": self.problems,
         }
@@ -85,16 +92,39 @@ def anchors(root: Path) -> list[Anchor]:
     return sorted(found, key=lambda a: a.seq)
 
 
-def verify(start: Path | None = None) -> IntegrityReport:
-    """The chain, then every anchor found in the repository (when there is one)."""
+def verify(start: Path | None = None, repository: Path | None = None) -> IntegrityReport:
+    """The chain, then every anchor of the repository (`repository`, else the one around `start`).
+
+    Without a repository the anchors cannot be checked: the report says so (`anchors_checked` false)
+    instead of passing silently.
+    """
     ledger = Ledger(config_module.ledger_path(start))
     chain = ledger.verify()
-    try:
-        root = config_module.find_root(start)
-    except NotAGitRepository:
+    if repository is not None:
+        root: Path | None = config_module.find_root(repository)
+    else:
+        try:
+            root = config_module.find_root(start)
+        except NotAGitRepository:
+            root = None
+    if root is None:
         return IntegrityReport(chain)
     found = anchors(root)
-    return IntegrityReport(chain, found, check_anchors(ledger, found))
+    return IntegrityReport(chain, found, check_anchors(ledger, found), root)
+
+
+def refuse_new_chain_over_anchors(root: Path, ledger: Path) -> None:
+    """A missing ledger in a repository that holds anchors is lost, not new: never start a second chain."""
+    if ledger.exists():
+        return
+    found = [a for a in anchors(root) if a.seq > 0]
+    if found:
+        latest = found[-1]
+        raise LedgerMissing(
+            f"The ledger {ledger} is missing, but this repository holds anchors up to seq {latest.seq} "
+            f"({latest.tag}): restore the ledger from its backup (`govern audit backup` makes one) or point "
+            "GOVERN_LEDGER at it; a new ledger here would start a second, unanchored chain"
+        )
 
 
 def check_anchors(ledger: Reader, found: list[Anchor]) -> list[str]:

@@ -10,16 +10,17 @@ as a warning, never as a lost fact.
 from __future__ import annotations
 
 import re
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from pathlib import Path
 
 from govern import gto_tags, queries
 from govern.adapters import git as git_adapter
-from govern.adapters import mlflow as mlflow_adapter
 from govern.api.context import Project, open_project, text_argument
 from govern.api.mirror import after_write
-from govern.errors import GovernError, InvalidInput, MirrorError, NotFound, PolicyViolation
+from govern.config import check_environment
+from govern.errors import GovernError, InvalidInput, NotFound, PolicyViolation
 from govern.events import (
     DeploymentEnded,
     DeploymentStarted,
@@ -32,9 +33,9 @@ from govern.events import (
     utc_now,
 )
 from govern.ledger import Reader
+from govern.timeparse import display, not_in_future
 
 SLOT_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
-CLOCK_SKEW = timedelta(seconds=5)
 
 
 @dataclass(frozen=True)
@@ -65,6 +66,7 @@ def promote(
     approver: str | None = None,
     force: bool = False,
     start: Path | None = None,
+    on_progress: Callable[[str], None] | None = None,
 ) -> Outcome:
     """Move a version to a stage, in the configured order unless forced."""
     project = open_project(start)
@@ -79,6 +81,14 @@ def promote(
     def decide(reader: Reader) -> list[PendingEvent]:
         facts = queries.version_facts(reader, model, version)
         _refuse_deprecated(facts, "promoted")
+        twins = queries.deprecated_twins(reader, model, version)
+        if twins and not force:
+            twin = twins[0]
+            raise PolicyViolation(
+                f"Version {version} of {model} is the same model file (sha256) as version {twin['version']}, "
+                f"deprecated at {display(twin['deprecated_at'])} ({twin['reason']}): promote another version, or "
+                "pass --force (the event records it)"
+            )
         if to_stage in facts.holds:
             raise InvalidInput(f"Version {version} of {model} already holds stage {to_stage!r}")
         current = facts.stage
@@ -119,8 +129,7 @@ def promote(
     events = project.ledger.transact(decide)
     facts = queries.version_facts(project.ledger, model, version)
     tags = _create_tags(project, model, facts.git_commit, planned_tags, events[0].occurred_at, warnings)
-    _mirror(lambda: mlflow_adapter.set_alias(project.config.tracking_uri, model, to_stage, version), warnings)
-    return Outcome(events, warnings + after_write(project), tags)
+    return Outcome(events, warnings + after_write(project, on_progress), tags)
 
 
 def _same_person(approver: str, trainer: str | None) -> bool:
@@ -147,8 +156,16 @@ def _refuse_deprecated(facts: queries.VersionFacts, action: str) -> None:
 # ---------------------------------------------------------------- deprecate
 
 
-def deprecate(model: str, version: str, reason: str, *, start: Path | None = None) -> Outcome:
-    """Mark a version unusable: it can no longer be promoted or deployed."""
+def deprecate(
+    model: str,
+    version: str,
+    reason: str,
+    *,
+    force: bool = False,
+    start: Path | None = None,
+    on_progress: Callable[[str], None] | None = None,
+) -> Outcome:
+    """Mark a version unusable: it can no longer be promoted or deployed (nor used for predictions)."""
     project = open_project(start)
     reason = text_argument(reason, "--reason")
     planned: list[str] = []
@@ -158,10 +175,25 @@ def deprecate(model: str, version: str, reason: str, *, start: Path | None = Non
         facts = queries.version_facts(reader, model, version)
         if facts.deprecated_seq is not None:
             raise InvalidInput(f"Version {version} of {model} is already deprecated (seq {facts.deprecated_seq})")
+        serving = queries.serving_slots(reader, model, version)
+        if serving and not force:
+            raise PolicyViolation(
+                f"Version {version} of {model} serves {', '.join(serving)}: deploy another version there (or "
+                "`govern retire`) first, or pass --force to deprecate it while it serves (the event records it)"
+            )
+        if serving:
+            warnings.append(f"version {version} still serves {', '.join(serving)}; predictions with it are refused")
         planned[:] = _plan_deprecation_tags(project, facts, warnings)
         return [
             PendingEvent(
-                ModelDeprecated(model=model, version=version, reason=reason, gto_tag=planned[0] if planned else None),
+                ModelDeprecated(
+                    model=model,
+                    version=version,
+                    reason=reason,
+                    gto_tag=planned[0] if planned else None,
+                    forced=force,
+                    serving=serving,
+                ),
                 actor=project.actor,
                 occurred_at=utc_now(),
                 git_commit=facts.git_commit,
@@ -171,11 +203,7 @@ def deprecate(model: str, version: str, reason: str, *, start: Path | None = Non
     events = project.ledger.transact(decide)
     facts = queries.version_facts(project.ledger, model, version)
     tags = _create_tags(project, model, facts.git_commit, planned, events[0].occurred_at, warnings)
-    uri = project.config.tracking_uri
-    _mirror(lambda: mlflow_adapter.mark_deprecated(uri, model, version), warnings)
-    for stage, holder in queries.stage_holders(project.ledger, model).items():
-        _mirror(lambda stage=stage, holder=holder: mlflow_adapter.set_alias(uri, model, stage, holder), warnings)
-    return Outcome(events, warnings + after_write(project), tags)
+    return Outcome(events, warnings + after_write(project, on_progress), tags)
 
 
 # ---------------------------------------------------------------- deploy / retire
@@ -193,19 +221,14 @@ def deploy(
     """Record that a version starts serving app/env at `at`; a version already there is replaced."""
     project = open_project(start)
     _check_slot_names(app, env)
+    check_environment(project.config, env)
     moment = _check_moment(at)
     required = project.config.env_stages.get(env)
 
     def decide(reader: Reader) -> list[PendingEvent]:
         facts = queries.version_facts(reader, model, version)
         _refuse_deprecated(facts, "deployed")
-        if required is not None and required not in facts.holds:
-            holder = queries.stage_holder(reader, model, required)
-            held = f"held by version {holder}" if holder else "held by no version"
-            raise PolicyViolation(
-                f"Environment {env!r} needs stage {required!r}, which version {version} of {model} does not hold "
-                f"({held}): run `govern promote {model} {version} --to {required} --reason ...` first"
-            )
+        _check_standing(reader, facts, env, required, moment)
         current = queries.slot(reader, app, env)
         _refuse_rewrite(current, moment)
         events = []
@@ -244,6 +267,39 @@ def retire(*, app: str, env: str = "production", at: datetime | None = None, sta
     return Outcome(project.ledger.transact(decide), after_write(project))
 
 
+def _check_standing(
+    reader: Reader, facts: queries.VersionFacts, env: str, required: str | None, moment: datetime
+) -> None:
+    """A deployment dated T needs the version registered before T and holding the required stage at T."""
+    model, version = facts.model, facts.version
+    standing = queries.standing_at(reader, model, version, required or "", moment)
+    when = display(moment)
+    if queries.naive_utc(moment) < standing.registered_at:
+        raise PolicyViolation(
+            f"Version {version} of {model} was registered at {display(standing.registered_at)}, after {when}: "
+            "a version cannot serve before it exists; check --at"
+        )
+    if required is None or standing.holder == version:
+        return
+    if standing.got_stage_at is None:
+        holder = queries.stage_holder(reader, model, required)
+        held = f"held by version {holder}" if holder else "held by no version"
+        raise PolicyViolation(
+            f"Environment {env!r} needs stage {required!r}, which version {version} of {model} does not hold "
+            f"({held}): run `govern promote {model} {version} --to {required} --reason ...` first"
+        )
+    if required not in facts.holds:
+        holder = queries.stage_holder(reader, model, required)
+        raise PolicyViolation(
+            f"Environment {env!r} needs stage {required!r}, which version {version} of {model} no longer holds "
+            f"(version {holder or 'none'} does): promote it back first"
+        )
+    raise PolicyViolation(
+        f"Environment {env!r} needs stage {required!r}, which version {version} of {model} did not hold at {when}: "
+        f"it got {required!r} at {display(standing.got_stage_at)}; give an --at after that"
+    )
+
+
 def _ended(project: Project, serving: dict, reason: str, moment: datetime) -> PendingEvent:
     return PendingEvent(
         DeploymentEnded(
@@ -269,15 +325,9 @@ def _check_slot_names(app: str, env: str) -> None:
 
 
 def _check_moment(at: datetime | None) -> datetime:
-    now = utc_now()
     if at is None:
-        return now
-    if at > now + CLOCK_SKEW:
-        raise InvalidInput(
-            f"--at {format_timestamp(at)} is in the future: record deployments when they happen "
-            f"(now is {format_timestamp(now)})"
-        )
-    return at
+        return utc_now()
+    return not_in_future(at, "--at", "record deployments when they happen")
 
 
 def _refuse_rewrite(current: queries.Slot, moment: datetime) -> None:
@@ -356,10 +406,3 @@ def _create_tags(
         created.append(name)
         latest = moment
     return created
-
-
-def _mirror(action, warnings: list[str]) -> None:  # noqa: ANN001 - a thunk
-    try:
-        action()
-    except MirrorError as error:
-        warnings.append(str(error))

@@ -12,10 +12,12 @@ duplicated.
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from govern.adapters import mlflow as mlflow_adapter
 from govern.api.context import Project
+from govern.config import redacted_uri
 from govern.errors import MirrorError
 from govern.events import PendingEvent, RecordedEvent, TrainingMirrored, utc_now
 
@@ -93,7 +95,7 @@ def _mirror_one(project: Project, event_id: str, payload: dict, commit: str, occ
                 training_event_id=event_id,
                 run_id=mirrored.run_id,
                 experiment_id=mirrored.experiment_id,
-                tracking_uri=repro_api.redacted(project.config.tracking_uri),
+                tracking_uri=redacted_uri(project.config.tracking_uri),
                 model_versions=[{"model": v.model, "version": v.version} for v in mirrored.versions],
                 reused_run=mirrored.reused,
             ),
@@ -135,14 +137,22 @@ def _with_paths(mirror: mlflow_adapter.TrainingRun, located: list[dict], registe
     )
 
 
-def after_write(project: Project) -> list[str]:
-    """What every governance write does last: retry pending mirrors, anchor if configured. Returns warnings."""
+def after_write(project: Project, on_progress: Callable[[str], None] | None = None) -> list[str]:
+    """What every governance write does last: retry pending mirrors, anchor if configured. Returns warnings.
+
+    `on_progress` hears about each step that waits for MLflow, so a command never sits silent for seconds.
+    """
+    from govern.api import registry_mirror
+
     warnings = []
-    if pending_count(project):
+    if count := pending_count(project):
+        if on_progress:
+            on_progress(f"mirroring {count} pending training(s) into MLflow ...")
         outcome = retry_pending(project)
         if outcome.events:
             warnings.append(f"mirrored {len(outcome.events)} pending event(s) into MLflow")
         warnings.extend(f"{outcome.pending} training(s) still wait for MLflow: {e}" for e in outcome.errors)
+    warnings.extend(registry_mirror.request(project.ledger, project.config, project.actor, on_progress))
     if project.config.auto_anchor:
         from govern.api.integrity import anchor
 

@@ -29,7 +29,8 @@ from govern import entrypoint, queries, tabular
 from govern.adapters import git as git_adapter
 from govern.api import model_files
 from govern.api.context import Project, open_project
-from govern.errors import GovernError, InvalidInput, MirrorError, NotFound
+from govern.config import check_environment
+from govern.errors import GovernError, InvalidInput, MirrorError, NotFound, PolicyViolation
 from govern.events import InferenceRecorded, PendingEvent, RecordedEvent, utc_now
 from govern.hashing import file_sha256
 
@@ -71,6 +72,7 @@ def predict(
     app: str | None = None,
     env: str = "production",
     record: bool = False,
+    allow_deprecated: bool = False,
     at: datetime | None = None,
     start: Path | None = None,
 ) -> Prediction:
@@ -81,12 +83,20 @@ def predict(
         raise InvalidInput(f"--input {input_path} is not a file")
     project = open_project(start)
     if app is not None:
+        check_environment(project.config, env)
         serving = queries.production_at(project.ledger, app, env, at or utc_now())
         if serving is None:
-            raise NotFound(f"Nothing serves {app}/{env} now: deploy a version first (`govern deploy`)")
+            queries.require_slot(project.ledger, app, env)
+            raise NotFound(f"Nothing serves {app}/{env} now (it was retired): deploy a version first (`govern deploy`)")
         model, version = serving["model"], serving["version"]
     assert model is not None and version is not None
-    queries.version_facts(project.ledger, model, version)
+    facts = queries.version_facts(project.ledger, model, version)
+    if facts.deprecated_seq is not None and not allow_deprecated:
+        where = f", which serves {app}/{env}," if app is not None else ""
+        raise PolicyViolation(
+            f"Version {version} of {model}{where} is deprecated (seq {facts.deprecated_seq}): predictions with it are "
+            "refused; deploy another version, or pass --allow-deprecated (the inference record says so)"
+        )
     command, model_file, cleanup = _resolve(project, model, version)
     started = time.perf_counter()
     try:
@@ -110,6 +120,7 @@ def predict(
             rows=shape.rows if shape else None,
             duration_s=duration,
             code_commit=git_adapter.state(project.root).commit,
+            allowed_deprecated=facts.deprecated_seq is not None,
         )
         event = project.ledger.append([PendingEvent(fact, actor=project.actor, occurred_at=utc_now())])[0]
     return Prediction(model, version, app, env if app else None, output_path, shape.rows if shape else None, event)

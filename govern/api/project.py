@@ -50,6 +50,14 @@ class InitResult:
     def already_initialized(self) -> bool:
         return not self.changed and not self.dvc_initialized
 
+    @property
+    def to_commit(self) -> list[str]:
+        """What `govern init` wrote that git should hold before the first training (`dvc init` staged .dvc)."""
+        paths = [path.split("/")[0] if path.startswith("audit/") else path for path in self.changed]
+        if self.dvc_initialized:
+            paths += [".dvc", ".dvcignore"]
+        return list(dict.fromkeys(paths))
+
 
 def init_project(start: Path | None = None) -> InitResult:
     """Create config, `audit/` and `.gitignore` entries, and run `dvc init` if needed."""
@@ -103,7 +111,8 @@ def _ignored_paths(cfg: config.Config) -> list[str]:
     entries = []
     try:
         ledger = "/" + cfg.ledger.relative_to(cfg.root).as_posix()
-        entries = [ledger, f"{ledger}.wal", f"{ledger}{BACKUP_SUFFIX}*"]
+        mirror_log = "/" + (cfg.ledger.parent / "mirror.log").relative_to(cfg.root).as_posix()
+        entries = [ledger, f"{ledger}.wal", f"{ledger}{BACKUP_SUFFIX}*", mirror_log]
     except ValueError:
         pass
     return [*entries, *LOCAL_STORES]

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
-import re
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -27,6 +26,7 @@ from govern.adapters import mlflow as mlflow_adapter
 from govern.adapters.git import GitState
 from govern.api.context import Project, open_project
 from govern.api.mirror import after_write
+from govern.config import redacted_uri
 from govern.errors import DirtyWorktree, MirrorError, ProjectError, StageFailed
 from govern.events import (
     DatasetSnapshotted,
@@ -76,6 +76,12 @@ class ReproOutcome:
     def training(self) -> RecordedEvent | None:
         return next((e for e in self.events if e.type == TrainingCompleted.type), None)
 
+    @property
+    def reused_versions(self) -> list[dict[str, str]]:
+        """Model versions this training's files already were (same bytes, same commit): not registered again."""
+        training = self.training
+        return list((training.payload.get("mlflow") or {}).get("reused_versions") or []) if training else []
+
     def to_dict(self) -> dict[str, Any]:
         training = self.training
         return {
@@ -86,6 +92,7 @@ class ReproOutcome:
             ],
             "training_seq": training.seq if training else self.existing_seq,
             "mlflow_run_id": (training.payload.get("mlflow") or {}).get("run_id") if training else None,
+            "reused_versions": self.reused_versions,
             "mirror_error": self.mirror_error,
             "committed": self.committed,
             "warnings": self.warnings,
@@ -233,25 +240,31 @@ def build_training(
             dataset_refs.append(_dataset_ref(root, path, md5s.get(path), "training", digests))
     params = lineage.params_of(locks)
     metrics = lineage.metrics_of(root, pipeline)
-    mirror = training_run(run, training_id, ended_at, params, metrics, dataset_refs, models, lock_sha256)
+    reused = registered_already(project.ledger, models, run.state.commit) if register else {}
+    for model in models:
+        if model["name"] in reused:
+            model["registered_version"] = reused[model["name"]]
+    new_models = [model for model in models if model["name"] not in reused]
+    mirror = training_run(run, training_id, ended_at, params, metrics, dataset_refs, new_models, lock_sha256)
     mirror = dataclasses.replace(mirror, parent_run_id=parent_run_id, register=register)
     mirror_error, mirrored = None, None
     try:
         mirrored = mlflow_adapter.mirror_training(mirror)
         mlflow_facts: dict[str, Any] = {
             "status": "mirrored",
-            "tracking_uri": redacted(project.config.tracking_uri),
+            "tracking_uri": redacted_uri(project.config.tracking_uri),
             "experiment": project.config.experiment,
             "experiment_id": mirrored.experiment_id,
             "run_id": mirrored.run_id,
             "parent_run_id": parent_run_id,
             "model_versions": [{"model": v.model, "version": v.version} for v in mirrored.versions],
+            "reused_versions": [{"model": name, "version": version} for name, version in reused.items()],
         }
     except MirrorError as error:
         mirror_error = str(error)
         mlflow_facts = {
             "status": "pending",
-            "tracking_uri": redacted(project.config.tracking_uri),
+            "tracking_uri": redacted_uri(project.config.tracking_uri),
             "error": mirror_error,
         }
     training = PendingEvent(
@@ -283,6 +296,34 @@ def build_training(
     )
 
 
+REGISTRATIONS_OF_FILES = """
+SELECT model, version, sha256, git_commit FROM model_versions
+WHERE model IN (SELECT unnest($models)) AND sha256 IN (SELECT unnest($digests))
+ORDER BY seq
+"""
+
+
+def _twins(ledger: Ledger, models: Sequence[dict[str, Any]]) -> list[tuple[str, str, str, str | None]]:
+    """Earlier registrations of the same model with the same file (sha256): (model, version, sha256, commit)."""
+    digests = [m["sha256"] for m in models if m.get("sha256")]
+    if not digests or not ledger.path.exists():
+        return []
+    _, rows = ledger.query(REGISTRATIONS_OF_FILES, {"models": [m["name"] for m in models], "digests": digests})
+    return rows
+
+
+def registered_already(ledger: Ledger, models: Sequence[dict[str, Any]], commit: str) -> dict[str, str]:
+    """Model name -> the version already registered with the same file from the same commit.
+
+    Registering those bytes again would make a second MLflow version of one artifact (running a grid twice
+    did): the training refers to the existing version instead.
+    """
+    wanted = {(m["name"], m.get("sha256")) for m in models}
+    return {
+        model: version for model, version, sha, at in _twins(ledger, models) if (model, sha) in wanted and at == commit
+    }
+
+
 def registration_events(
     run: Run,
     training_id: str,
@@ -291,9 +332,11 @@ def registration_events(
     versions: Sequence[mlflow_adapter.RegisteredVersion],
 ) -> list[PendingEvent]:
     by_name = {model["name"]: model for model in models}
+    twins = _twins(run.project.ledger, [by_name[v.model] for v in versions])
     events = []
     for version in versions:
         model = by_name[version.model]
+        same = [v for name, v, sha, _ in twins if name == version.model and sha == model.get("sha256")]
         events.append(
             PendingEvent(
                 ModelRegistered(
@@ -304,10 +347,11 @@ def registration_events(
                     sha256=model.get("sha256"),
                     training_event_id=training_id,
                     mlflow_run_id=mlflow_run_id,
-                    tracking_uri=redacted(run.project.config.tracking_uri),
+                    tracking_uri=redacted_uri(run.project.config.tracking_uri),
                     source_uri=version.source_uri,
                     desc=model.get("desc"),
                     labels=model.get("labels", []),
+                    same_artifact_as=same,
                 ),
                 actor=run.project.actor,
                 occurred_at=utc_now(),
@@ -512,7 +556,3 @@ def _commit_lock(root: Path, pipeline: Pipeline, seq: int, event_id: str | None)
     subject = f"govern: record training {event_id}" if event_id else "govern: commit dvc.lock"
     message = f"{subject}\n\nLedger seq {seq}. Committed by `govern repro --commit`."
     return git_adapter.commit_paths(root, changed, message)
-
-
-def redacted(uri: str) -> str:
-    return re.sub(r"^(\w+://)[^/@]+@", r"\1", uri)

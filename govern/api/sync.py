@@ -38,11 +38,15 @@ SELECT version FROM model_versions WHERE model = ? AND git_commit = ? ORDER BY s
 class SyncOutcome:
     events: list[RecordedEvent]
     skipped: list[str] = field(default_factory=list)
+    warnings: list[str] = field(default_factory=list)
 
 
-def sync(repository: Path | None = None, start: Path | None = None) -> SyncOutcome:
+def sync(repository: Path | None = None, start: Path | None = None, mirror: bool = True) -> SyncOutcome:
+    """Import the repository's GTO tags; with `mirror`, MLflow's aliases follow the imported promotions
+    (as they follow `govern promote`: see `registry_mirror`). The server hook leaves them pending."""
     repo = repository or config_module.find_root(start)
-    ledger = Ledger(config_module.ledger_path(start) if repository is None else config_module.load(repo).ledger)
+    cfg = config_module.load(repo)
+    ledger = Ledger(config_module.ledger_path(start) if repository is None else cfg.ledger)
     tags = [t for t in git_adapter.tags(repo, "*") if t.tagged_at is not None and ("#" in t.name or "@" in t.name)]
     tags.sort(key=lambda t: (t.tagged_at, t.name))
     registered = {(m["model"], t.commit): m["major"] for t in tags if (m := REGISTER.match(t.name)) is not None}
@@ -97,4 +101,11 @@ def sync(repository: Path | None = None, start: Path | None = None) -> SyncOutco
             )
         return events
 
-    return SyncOutcome(ledger.transact(decide), skipped)
+    events = ledger.transact(decide)
+    warnings = []
+    if mirror and events:
+        from govern.api import registry_mirror
+        from govern.environment import actor
+
+        warnings = registry_mirror.request(ledger, cfg, actor(lambda: git_adapter.identity(repo)))
+    return SyncOutcome(events, skipped, warnings)

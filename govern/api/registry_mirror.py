@@ -1,0 +1,155 @@
+"""MLflow's registry follows the ledger: stage aliases and deprecation marks, through an outbox of facts.
+
+A promotion or deprecation is appended to the ledger first: it is the fact. Its mirror in MLflow (the alias
+named after each stage on the version holding it, the `govern.deprecated` tag) is pending until a
+`registry.mirrored` event records that the model's aliases reflect the ledger up to a seq. Nothing is ever
+updated: "pending" is a query, and `govern status` shows it.
+
+MLflow takes seconds to import, and a promotion is a ledger append that answers in well under one. So
+promote, deprecate and sync start `govern mirror` as a detached background process (its output goes to
+`mirror.log` beside the ledger), unless `[tool.govern.mlflow] registry_mirror = "inline"` (or
+GOVERN_REGISTRY_MIRROR=inline) asks them to wait for it. `govern mirror` and every later write complete
+what is still pending, for example after MLflow was down.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import os
+import subprocess
+import sys
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+
+from govern import queries
+from govern.config import Config, redacted_uri
+from govern.errors import MirrorError
+from govern.events import PendingEvent, RecordedEvent, RegistryMirrored, utc_now
+from govern.ledger import Ledger, Reader
+
+MIRROR_LOG = "mirror.log"
+PENDING_SQL = """
+WITH changes AS (
+    SELECT payload->>'$.model' AS model, max(seq) AS through_seq, count(*) AS events
+    FROM events WHERE type IN ('model.promoted', 'model.deprecated') GROUP BY 1
+),
+mirrored AS (
+    SELECT payload->>'$.model' AS model, max((payload->>'$.through_seq')::BIGINT) AS through_seq
+    FROM events WHERE type = 'registry.mirrored' GROUP BY 1
+)
+SELECT c.model, c.through_seq, coalesce(m.through_seq, 0) AS mirrored_through
+FROM changes AS c LEFT JOIN mirrored AS m USING (model)
+WHERE c.through_seq > coalesce(m.through_seq, 0)
+ORDER BY c.model
+"""
+
+DEPRECATED_SINCE_SQL = """
+SELECT DISTINCT version FROM deprecations WHERE model = $model AND seq > $since ORDER BY version
+"""
+
+
+@dataclass(frozen=True)
+class Pending:
+    """A model whose MLflow aliases do not yet reflect the ledger's promotions and deprecations."""
+
+    model: str
+    through_seq: int
+    mirrored_through: int
+
+
+@dataclass(frozen=True)
+class RegistryOutcome:
+    events: list[RecordedEvent] = field(default_factory=list)
+    pending: list[Pending] = field(default_factory=list)
+    errors: list[str] = field(default_factory=list)
+
+
+def pending(reader: Reader) -> list[Pending]:
+    return [Pending(*row) for row in reader.query(PENDING_SQL)[1]]
+
+
+def mirror_pending(ledger: Ledger, cfg: Config, actor: str) -> RegistryOutcome:
+    """Bring every pending model's MLflow aliases in line with the ledger; stops at the first MLflow failure."""
+    from govern.adapters import mlflow as mlflow_adapter
+
+    if not ledger.path.exists():
+        return RegistryOutcome()
+    with one_mirror_at_a_time(ledger):
+        todo = pending(ledger)
+        recorded: list[RecordedEvent] = []
+        for position, item in enumerate(todo):
+            holders = queries.stage_holders(ledger, item.model)
+            _, rows = ledger.query(DEPRECATED_SINCE_SQL, {"model": item.model, "since": item.mirrored_through})
+            deprecated = [version for (version,) in rows]
+            try:
+                aliases = mlflow_adapter.sync_registry(cfg.tracking_uri, item.model, holders, cfg.stages, deprecated)
+            except MirrorError as error:
+                return RegistryOutcome(recorded, todo[position:], [str(error)])
+            recorded.extend(ledger.transact(_recorder(item, aliases, deprecated, cfg.tracking_uri, actor)))
+        return RegistryOutcome(recorded, [], [])
+
+
+@contextmanager
+def one_mirror_at_a_time(ledger: Ledger) -> Iterator[None]:
+    """Mirrors of one ledger run one after another (an exclusive lock on `mirror.log` beside it).
+
+    Two interleaved mirrors could read the stage holders in one order and set the aliases in the other: the
+    older state would land in MLflow after the newer one was recorded as mirrored. Each mirror reads the ledger
+    after taking the lock, so the last one to run sets what the ledger says last.
+    """
+    with (ledger.path.parent / MIRROR_LOG).open("a") as handle:
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
+
+
+def _recorder(
+    item: Pending, aliases: dict[str, str], deprecated: list[str], uri: str, actor: str
+) -> Callable[[Reader], list[PendingEvent]]:
+    """Append `registry.mirrored` unless another mirror recorded as much meanwhile (checked in the transaction)."""
+
+    def decide(reader: Reader) -> list[PendingEvent]:
+        current = next((p for p in pending(reader) if p.model == item.model), None)
+        if current is None or current.mirrored_through >= item.through_seq:
+            return []
+        fact = RegistryMirrored(
+            model=item.model,
+            through_seq=item.through_seq,
+            aliases=aliases,
+            deprecated_versions=deprecated,
+            tracking_uri=redacted_uri(uri),
+        )
+        return [PendingEvent(fact, actor=actor, occurred_at=utc_now())]
+
+    return decide
+
+
+def request(ledger: Ledger, cfg: Config, actor: str, on_progress: Callable[[str], None] | None = None) -> list[str]:
+    """After a promotion, deprecation or import: mirror now (inline) or start it in the background."""
+    if not ledger.path.exists() or not (waiting := pending(ledger)):
+        return []
+    if cfg.registry_mirror == "inline":
+        if on_progress:
+            models = ", ".join(item.model for item in waiting)
+            on_progress(f"setting the MLflow aliases of {models} (registry_mirror = inline) ...")
+        outcome = mirror_pending(ledger, cfg, actor)
+        return [f"the MLflow registry is not updated yet (`govern mirror` retries): {e}" for e in outcome.errors]
+    log = ledger.path.parent / MIRROR_LOG
+    with log.open("ab") as handle:
+        subprocess.Popen(  # noqa: S603 - our own interpreter and module
+            [sys.executable, "-P", "-m", "govern", "mirror"],
+            cwd=str(cfg.root),
+            stdin=subprocess.DEVNULL,
+            stdout=handle,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+            env={**os.environ, "GOVERN_LEDGER": str(ledger.path)},
+        )
+    return [f"the MLflow aliases follow in the background (log: {log}); `govern status` shows what is pending"]
+
+
+def describe(item: Pending) -> dict[str, object]:
+    return {"model": item.model, "through_seq": item.through_seq, "mirrored_through": item.mirrored_through}

@@ -1,0 +1,124 @@
+"""`govern status`: the current state, derived from the ledger, on one screen and without SQL.
+
+Each model's versions with the stages they hold and their deprecations, each app/env slot with the version
+serving it and since when, the mirrors still pending, the last verification and the newest anchor. Read
+from the ledger's views in a handful of queries on one connection; it never opens MLflow or DVC.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from govern import queries
+from govern.api.audit import open_ledger
+from govern.api.mirror import PENDING_SQL as PENDING_TRAININGS_SQL
+from govern.api.registry_mirror import PENDING_SQL as PENDING_REGISTRY_SQL
+from govern.events import upcast
+
+VERSIONS_SQL = """
+SELECT
+    mv.model,
+    mv.version,
+    mv.registered_at,
+    mv.actor AS registered_by,
+    (SELECT coalesce(list(s.stage ORDER BY s.stage), []) FROM stage_assignments AS s
+        WHERE s.model = mv.model AND s.version = mv.version) AS stages,
+    d.deprecated_at,
+    d.reason AS deprecation_reason
+FROM (SELECT * FROM model_versions QUALIFY row_number() OVER (PARTITION BY model, version ORDER BY seq DESC) = 1)
+    AS mv
+LEFT JOIN (SELECT model, version, min(deprecated_at) AS deprecated_at, arg_min(reason, seq) AS reason
+           FROM deprecations GROUP BY ALL) AS d ON d.model = mv.model AND d.version = mv.version
+ORDER BY mv.model, try_cast(mv.version AS INTEGER), mv.version
+"""
+
+SLOTS_SQL = """
+SELECT app, env,
+       arg_max({'type': type, 'model': model, 'version': version, 'at': occurred_at, 'actor': actor}, seq) AS last
+FROM deployment_index GROUP BY app, env ORDER BY app, env
+"""
+
+LAST_VERIFICATION_SQL = """
+SELECT seq, type, schema_version, occurred_at, actor, git_commit, payload FROM events
+WHERE type IN ('reproduction.verified', 'reproduction.diverged') ORDER BY seq DESC LIMIT 1
+"""
+
+NEWEST_ANCHOR_SQL = """
+SELECT seq, occurred_at, payload->>'$.tag' AS tag FROM events WHERE type = 'ledger.anchored' ORDER BY seq DESC LIMIT 1
+"""
+
+HEAD_SQL = "SELECT count(*), max(seq), max_by(hash, seq) FROM events"
+
+
+def status(start: Path | None = None) -> dict[str, Any]:
+    """The current state as plain data (what `govern status --json` prints)."""
+    import json
+
+    ledger = open_ledger(start)
+    with ledger.reader() as reader:
+        _, [(count, head_seq, head_hash)] = reader.query(HEAD_SQL)
+        versions = queries.rows_as_dicts(reader, VERSIONS_SQL)
+        slots = queries.rows_as_dicts(reader, SLOTS_SQL)
+        trainings = queries.rows_as_dicts(reader, PENDING_TRAININGS_SQL)
+        registry = queries.rows_as_dicts(reader, PENDING_REGISTRY_SQL)
+        verification = queries.rows_as_dicts(reader, LAST_VERIFICATION_SQL)
+        anchor = queries.rows_as_dicts(reader, NEWEST_ANCHOR_SQL)
+    models: dict[str, list[dict[str, Any]]] = {}
+    for v in versions:
+        models.setdefault(v["model"], []).append(
+            {
+                "version": v["version"],
+                "registered_at": v["registered_at"],
+                "registered_by": v["registered_by"],
+                "stages": list(v["stages"]),
+                "deprecated_at": v["deprecated_at"],
+                "deprecation_reason": v["deprecation_reason"],
+            }
+        )
+    last_verification = None
+    if verification:
+        row = verification[0]
+        payload = upcast(row["type"], row["schema_version"], json.loads(row["payload"]))
+        last_verification = {
+            "seq": row["seq"],
+            "type": row["type"],
+            "match": payload["match"],
+            "commit": row["git_commit"],
+            "at": row["occurred_at"],
+            "by": row["actor"],
+        }
+    return {
+        "ledger": {"path": str(ledger.path), "events": count, "head_seq": head_seq, "head_hash": head_hash},
+        "models": [{"model": name, "versions": found} for name, found in models.items()],
+        "deployments": [
+            {
+                "app": s["app"],
+                "env": s["env"],
+                "serving": s["last"]["type"] == "deployment.started",
+                "model": s["last"]["model"] if s["last"]["type"] == "deployment.started" else None,
+                "version": s["last"]["version"] if s["last"]["type"] == "deployment.started" else None,
+                "since": s["last"]["at"],
+                "by": s["last"]["actor"],
+            }
+            for s in slots
+        ],
+        "pending_mirrors": {
+            "trainings": [{"event_id": t["event_id"], "commit": t["git_commit"]} for t in trainings],
+            "registry": [
+                {"model": r["model"], "through_seq": r["through_seq"], "mirrored_through": r["mirrored_through"]}
+                for r in registry
+            ],
+        },
+        "last_verification": last_verification,
+        "newest_anchor": (
+            {
+                "tag": anchor[0]["tag"],
+                "seq": anchor[0]["seq"],
+                "at": anchor[0]["occurred_at"],
+                "events_since": head_seq - anchor[0]["seq"],
+            }
+            if anchor
+            else None
+        ),
+    }

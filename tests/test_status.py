@@ -1,0 +1,72 @@
+"""`govern status`: the current state on one screen, derived from the ledger, as text and JSON."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from conftest import ok, run_cli
+
+from govern.events import PendingEvent, ReproductionVerified, utc_now
+from govern.ledger import Ledger
+
+M = "breast-cancer-classifier"
+
+
+def test_status_shows_versions_stages_deployments_verification_and_anchor(three_versions: Path) -> None:
+    p = three_versions
+    ok(p, "promote", M, "2", "--to", "staging", "--reason", "r")
+    ok(p, "promote", M, "2", "--to", "production", "--reason", "r")
+    ok(p, "deploy", M, "2", "--app", "scoring")
+    ok(p, "deploy", M, "2", "--app", "triage")
+    ok(p, "retire", "--app", "triage")
+    ok(p, "deprecate", M, "1", "--reason", "superseded")
+    ledger = Ledger(p / "audit" / "ledger.duckdb")
+    commit = ledger.read(types=["training.completed"])[-1].git_commit
+    ledger.append(
+        [
+            PendingEvent(
+                ReproductionVerified(
+                    commit=commit, match="equivalent", outputs=[], differing_outputs=[], metrics={},
+                    metric_deltas={}, duration_s=1.0, ci={"system": "local"},
+                ),
+                actor="ci:runner",
+                occurred_at=utc_now(),
+                git_commit=commit,
+            )
+        ]
+    )  # fmt: skip
+    ok(p, "audit", "anchor")
+
+    state = json.loads(ok(p, "status", "--json"))
+
+    [model] = state["models"]
+    versions = {v["version"]: v for v in model["versions"]}
+    assert model["model"] == M and list(versions) == ["1", "2", "3"]
+    assert versions["2"]["stages"] == ["production", "staging"] and versions["2"]["deprecated_at"] is None
+    assert versions["1"]["deprecation_reason"] == "superseded" and versions["3"]["stages"] == []
+    slots = {f"{d['app']}/{d['env']}": d for d in state["deployments"]}
+    assert slots["scoring/production"]["serving"] is True and slots["scoring/production"]["version"] == "2"
+    assert slots["triage/production"]["serving"] is False and slots["triage/production"]["version"] is None
+    assert state["pending_mirrors"] == {"trainings": [], "registry": []}
+    assert state["last_verification"]["match"] == "equivalent" and state["last_verification"]["commit"] == commit
+    head = ledger.head()
+    assert state["newest_anchor"]["seq"] == head[0] and state["newest_anchor"]["events_since"] == 0
+    assert state["ledger"]["head_seq"] == head[0] and state["ledger"]["events"] == head[0]
+
+    text = ok(p, "status")
+    assert f"version 2    registered {versions['2']['registered_at']}  stages: production, staging" in text
+    assert "DEPRECATED" in text and "superseded" in text
+    assert "scoring/production" in text and f"{M} version 2 since" in text
+    assert "triage/production" in text and "nothing serves (retired" in text
+    assert "nothing pending" in text
+    assert f"verified (equivalent): commit {commit[:12]}" in text
+    assert f"newest anchor govern-anchor/{head[0]}" in text
+
+
+def test_status_without_a_ledger_says_what_to_do(tmp_path: Path) -> None:
+    from conftest import git
+
+    git(tmp_path, "init", "-q")
+    result = run_cli("status", cwd=tmp_path)
+    assert result.exit_code == 1 and "run `govern repro` to record the first event" in result.output
