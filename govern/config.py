@@ -107,7 +107,10 @@ def load(root: Path, environ: Mapping[str, str] | None = None) -> Config:
     mlflow = settings.get("mlflow", {})
     if not isinstance(mlflow, dict):
         raise ConfigError(f"{source}: `mlflow` must be a table, such as [tool.govern.mlflow]")
-    ledger = Path(env.get("GOVERN_LEDGER") or _str(settings, "ledger", DEFAULT_LEDGER, source))
+    ledger = ledger_location(
+        env.get("GOVERN_LEDGER") or _str(settings, "ledger", DEFAULT_LEDGER, source),
+        "GOVERN_LEDGER" if env.get("GOVERN_LEDGER") else f"{source}: `ledger`",
+    )
     registry = _table(settings, "registry", source)
     deploy = _table(settings, "deploy", source)
     selection = _table(settings, "selection", source)
@@ -189,8 +192,25 @@ def ledger_path(start: Path | None = None, environ: Mapping[str, str] | None = N
     """The ledger to read, without needing a git repository when GOVERN_LEDGER is set."""
     env = os.environ if environ is None else environ
     if env.get("GOVERN_LEDGER"):
-        return Path(env["GOVERN_LEDGER"]).resolve()
+        return ledger_location(env["GOVERN_LEDGER"], "GOVERN_LEDGER").resolve()
     return load(find_root(start), env).ledger
+
+
+URL_SCHEME = re.compile(r"^(?P<scheme>[A-Za-z][A-Za-z0-9+.-]*)://")
+
+
+def ledger_location(value: str, source: str) -> Path:
+    """Where the ledger lives: a DuckDB file path. A URL is refused by name rather than taken for a folder
+    called `postgresql:` beside the project."""
+    found = URL_SCHEME.match(value)
+    if found is None:
+        return Path(value)
+    if found["scheme"].lower().split("+")[0] in ("postgresql", "postgres"):
+        raise ConfigError(
+            f"{source} is a PostgreSQL URL, and this govern stores its ledger in a DuckDB file only: "
+            "give a file path (default audit/ledger.duckdb)"
+        )
+    raise ConfigError(f"{source} {value.split('://')[0]}://... is not a file path: give the ledger's file path")
 
 
 def _read_toml(path: Path) -> dict[str, Any]:

@@ -488,6 +488,22 @@ def m006_slot_sorted_deployments(con: duckdb.DuckDBPyConnection) -> None:
     )
 
 
+def check_migration_names(applied: Sequence[tuple[int, str]], where: str) -> None:
+    """Migrations are matched by name, not by position: the ledger's history of them must be ours, in order.
+
+    A ledger migrated by another build (a migration renamed, reordered, or one this govern never had) could
+    hold views that do not mean what this govern's views mean; refusing is safer than building on them.
+    """
+    for position, (version, name) in enumerate(applied, start=1):
+        expected = MIGRATIONS[position - 1].__name__ if position <= len(MIGRATIONS) else None
+        if version != position or name != expected:
+            raise LedgerError(
+                f"The ledger {where} records migration {version} as {name!r}, but this govern's migration "
+                f"{position} is {expected!r}: it was migrated by another build of govern; open it with that "
+                "build, or restore a backup"
+            )
+
+
 def schema_version() -> int:
     """The ledger schema this govern writes and understands."""
     return len(MIGRATIONS)
@@ -631,14 +647,16 @@ class Ledger:
 
     def _check_schema(self, con: duckdb.DuckDBPyConnection, *, migrate: bool) -> None:
         try:  # one cheap query on every open; information_schema costs ten times more
-            applied = con.execute("SELECT coalesce(max(version), 0) FROM govern_migrations").fetchall()[0][0]
+            rows = con.execute("SELECT version, name FROM govern_migrations ORDER BY version").fetchall()
         except duckdb.CatalogException:
-            applied = 0  # a new file: nothing applied yet
-        if applied > schema_version():
+            rows = []  # a new file: nothing applied yet
+        applied = len(rows)
+        if rows and rows[-1][0] > schema_version():
             raise LedgerSchemaTooNew(
-                f"The ledger {self.path} has schema version {applied}, newer than this govern "
+                f"The ledger {self.path} has schema version {rows[-1][0]}, newer than this govern "
                 f"understands ({schema_version()}): upgrade govern"
             )
+        check_migration_names(rows, str(self.path))
         if applied == schema_version():
             return
         if not migrate:

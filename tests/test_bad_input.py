@@ -402,6 +402,11 @@ CASES = {
         "params.yaml is not valid YAML (line 3, column 7: expected ',' or ']', but got ':')",
         setup=write_and_commit("params.yaml", "train:\n  C: [1.0\n  seed: 42\n"),
     ),
+    "a PostgreSQL URL as the ledger": Case(
+        ["audit", "log"],
+        "GOVERN_LEDGER is a PostgreSQL URL, and this govern stores its ledger in a DuckDB file only",
+        env={"GOVERN_LEDGER": "postgresql://govern@127.0.0.1:5432/govern"},
+    ),
     "verify a commit from before DVC": Case(
         ["ci", "verify", "--rev", "no-dvc"],
         "is not a DVC project (it has no .dvc directory)",
@@ -430,6 +435,8 @@ def test_bad_input_is_one_clear_line_and_changes_nothing(
     cwd = (case.setup(three_versions, elsewhere, monkeypatch) if case.setup else None) or three_versions
     ledger = three_versions / "audit" / "ledger.duckdb"
     head = raw_head(ledger)
+    for key, value in case.env.items():
+        monkeypatch.setenv(key, value)
 
     result = run_cli(*(arg.replace("{tmp}", str(elsewhere)) for arg in case.args), cwd=cwd)
 

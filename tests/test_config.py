@@ -56,3 +56,22 @@ def test_a_lock_timeout_must_be_seconds(tmp_path: Path) -> None:
     (tmp_path / "govern.toml").write_text('lock_timeout = "soon"\n')
     with pytest.raises(ConfigError, match="`lock_timeout` must be a number of seconds"):
         config.load(tmp_path, {})
+
+
+@pytest.mark.parametrize(
+    "value, message",
+    [
+        ("postgresql://govern@127.0.0.1/govern", "is a PostgreSQL URL, and this govern stores its ledger in a DuckDB"),
+        ("postgres+psycopg://127.0.0.1/govern", "is a PostgreSQL URL"),
+        ("s3://bucket/ledger.duckdb", "s3://... is not a file path"),
+    ],
+)
+def test_a_ledger_url_is_refused_by_name_not_taken_for_a_folder(tmp_path: Path, value: str, message: str) -> None:
+    with pytest.raises(ConfigError, match=message):
+        config.load(tmp_path, {"GOVERN_LEDGER": value})
+    with pytest.raises(ConfigError, match=message):
+        config.ledger_path(tmp_path, {"GOVERN_LEDGER": value})
+    (tmp_path / "govern.toml").write_text(f'ledger = "{value}"\n')
+    with pytest.raises(ConfigError, match=message):
+        config.load(tmp_path, {})
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["govern.toml"], "no folder named after the scheme"

@@ -135,10 +135,27 @@ def test_an_old_ledger_is_migrated_forward_on_write(ledger: Ledger) -> None:
         "(version INTEGER PRIMARY KEY, name VARCHAR NOT NULL, applied_at TIMESTAMP NOT NULL)"
     )
     MIGRATIONS[0](con)
-    con.execute("INSERT INTO govern_migrations VALUES (1, 'm001', now()::TIMESTAMP)")
+    con.execute("INSERT INTO govern_migrations VALUES (1, ?, now()::TIMESTAMP)", [MIGRATIONS[0].__name__])
     con.close()
     ledger.append([snapshot(1)])
     assert ledger.query("SELECT count(*) FROM datasets")[1] == [(1,)]
+
+
+@pytest.mark.parametrize(
+    "statement",
+    [
+        "UPDATE govern_migrations SET name = 'm002_something_else' WHERE version = 2",
+        "UPDATE govern_migrations SET name = (SELECT name FROM govern_migrations WHERE version = 3) WHERE version = 2",
+        "DELETE FROM govern_migrations WHERE version = 2",
+    ],
+    ids=["renamed", "reordered", "a gap"],
+)
+def test_migrations_are_matched_by_name_and_an_unknown_one_is_refused(filled: Ledger, statement: str) -> None:
+    sql(filled, statement)
+    with pytest.raises(LedgerError, match="migrated by another build of govern"):
+        filled.read()
+    with pytest.raises(LedgerError, match="migrated by another build of govern"):
+        filled.append([snapshot(9)])
 
 
 def test_a_ledger_from_a_newer_govern_is_refused(filled: Ledger) -> None:
