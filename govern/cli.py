@@ -109,7 +109,13 @@ def _report(outcome: Any) -> None:
     for tag in getattr(outcome, "tags", []):
         click.echo(f"tagged {tag}")
     for warning in getattr(outcome, "warnings", []):
-        click.echo(f"Warning: {warning}", err=True)
+        click.echo(_warning_line(warning), err=True)
+
+
+def _warning_line(message: str) -> str:
+    from govern.errors import Note
+
+    return message if isinstance(message, Note) else f"Warning: {message}"
 
 
 def _progress(message: str) -> None:
@@ -279,7 +285,7 @@ def _grid(
         if outcome.applied:
             click.echo("wrote the winning values into the params file: review and commit them")
     for warning in outcome.warnings:
-        click.echo(f"Warning: {warning}", err=True)
+        click.echo(_warning_line(warning), err=True)
 
 
 @cli.command()

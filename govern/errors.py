@@ -89,3 +89,7 @@ class InvalidInput(GovernError):
     """An argument or option has an invalid value."""
 
     exit_code = 2
+
+
+class Note(str):
+    """A message among a command's warnings that reports progress, not a problem: printed without "Warning:"."""

@@ -24,7 +24,7 @@ from dataclasses import dataclass, field
 
 from govern import queries
 from govern.config import Config, redacted_uri
-from govern.errors import MirrorError
+from govern.errors import MirrorError, Note
 from govern.events import PendingEvent, RecordedEvent, RegistryMirrored, utc_now
 from govern.ledger import Ledger, Reader
 
@@ -148,7 +148,7 @@ def request(ledger: Ledger, cfg: Config, actor: str, on_progress: Callable[[str]
             start_new_session=True,
             env={**os.environ, "GOVERN_LEDGER": str(ledger.path)},
         )
-    return [f"the MLflow aliases follow in the background (log: {log}); `govern status` shows what is pending"]
+    return [Note(f"the MLflow aliases follow in the background (log: {log}); `govern status` shows what is pending")]
 
 
 def describe(item: Pending) -> dict[str, object]:
