@@ -58,9 +58,9 @@ def _output_path(path: Path, option: str) -> Path:
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
     except OSError as error:
-        raise InvalidInput(
-            f"{option} {path}: cannot create its folder ({error.strerror}); choose another path"
-        ) from None
+        blocking = next((p for p in path.parents if p.exists() and not p.is_dir()), None)
+        reason = f"{blocking} is a file, not a folder" if blocking else error.strerror
+        raise InvalidInput(f"{option} {path}: cannot create its folder ({reason}); choose another path") from None
     if not os.access(path.parent, os.W_OK) or (path.exists() and not os.access(path, os.W_OK)):
         raise InvalidInput(f"{option} {path} is not writable: choose another path")
     return path

@@ -367,7 +367,7 @@ CASES = {
     # One rule for every output path: missing folders are made, impossible ones refused before any work.
     "openlineage into a folder that is a file": Case(
         ["audit", "openlineage", "-o", "params.yaml/x.jsonl"],
-        "--output params.yaml/x.jsonl: cannot create",
+        "--output params.yaml/x.jsonl: cannot create its folder (params.yaml is a file, not a folder)",
         exit_code=2,
     ),
     "a report into a folder that is a file": Case(
