@@ -48,11 +48,22 @@ class GovernGroup(click.Group):
             ctx.exit(1)
 
 
-def _output_path(path: Path, option: str) -> Path:
-    """Every file govern writes on request: missing folders are created, and a path that cannot be written is
-    refused before any work is done."""
-    from govern.errors import InvalidInput
+def _output_path(path: Path, option: str, inputs: tuple[Path, ...] = ()) -> Path:
+    """Every file govern writes on request: missing folders are created, and a path that cannot be written, or
+    must not be (the ledger, the command's own input), is refused before any work is done."""
+    from govern.errors import GovernError, InvalidInput
 
+    try:
+        from govern.config import ledger_path
+
+        ledger: Path | None = ledger_path()
+    except GovernError:
+        ledger = None
+    target = path.resolve()
+    if ledger is not None and target in (ledger, ledger.with_name(ledger.name + ".wal")):
+        raise InvalidInput(f"{option} {path} is the ledger itself: choose another path")
+    if any(target == source.resolve() for source in inputs):
+        raise InvalidInput(f"{option} {path} is also the input: choose another path")
     if path.is_dir():
         raise InvalidInput(f"{option} {path} is a directory: give a file name")
     try:
@@ -393,7 +404,7 @@ def predict(
     """
     from govern.api.predict import predict as run
 
-    _output_path(output_path, "--output")
+    _output_path(output_path, "--output", (input_path,))
     result = run(
         input_path,
         output_path,

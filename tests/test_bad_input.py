@@ -402,6 +402,21 @@ CASES = {
         "params.yaml is not valid YAML (line 3, column 7: expected ',' or ']', but got ':')",
         setup=write_and_commit("params.yaml", "train:\n  C: [1.0\n  seed: 42\n"),
     ),
+    "a report written over the ledger": Case(
+        ["audit", "report", M, "1", "--format", "md", "-o", "audit/ledger.duckdb"],
+        "--output audit/ledger.duckdb is the ledger itself: choose another path",
+        exit_code=2,
+    ),
+    "an export written over the ledger's log": Case(
+        ["audit", "openlineage", "-o", "audit/ledger.duckdb.wal"],
+        "--output audit/ledger.duckdb.wal is the ledger itself",
+        exit_code=2,
+    ),
+    "predictions written over their input": Case(
+        ["predict", M, "1", "--input", "data/raw/breast_cancer.csv", "--output", "data/raw/breast_cancer.csv"],
+        "--output data/raw/breast_cancer.csv is also the input: choose another path",
+        exit_code=2,
+    ),
     "a PostgreSQL URL as the ledger": Case(
         ["audit", "log"],
         "GOVERN_LEDGER is a PostgreSQL URL, and this govern stores its ledger in a DuckDB file only",
