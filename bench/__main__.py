@@ -185,7 +185,13 @@ def gto_history(base: Path, env: dict[str, str], tags: int) -> Path:
 
 
 def measure(
-    events: int, repeat: int, gto_tags: int, skip_repro: bool, keep: bool = False, b7_events: int | None = None
+    events: int,
+    repeat: int,
+    gto_tags: int,
+    skip_repro: bool,
+    keep: bool = False,
+    b7_events: int | None = None,
+    postgres: str | None = None,
 ) -> dict[str, Any]:
     base = Path(tempfile.mkdtemp(prefix="govern-bench-"))
     print(f"bench: working in {base}", file=sys.stderr)
@@ -326,6 +332,16 @@ def measure(
         "target": "promote answers <= 1 s",
         "met": statistics.median(b8) <= 1.0,
     }
+
+    # P0-P9: the PostgreSQL ledger beside the file, on the same history (bench/postgres.py).
+    if postgres:
+        from bench import postgres as postgres_bench
+
+        results["rows"].update(
+            postgres_bench.measure(
+                project, ledger_path, env, base, repeat, (probe_app, at), filled["deployments"], postgres
+            )
+        )
 
     # B7: the production question in-process, p95 over many instants.
     from govern import queries
@@ -470,8 +486,15 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--skip-repro", action="store_true", help="leave out B5 (the DVC pipeline comparison)")
     parser.add_argument("--keep", action="store_true", help="keep the generated project and ledger (path on stderr)")
     parser.add_argument("--out", type=Path, default=REPO, help="where BENCHMARKS.md and bench/results.json go")
+    parser.add_argument(
+        "--postgres",
+        default="postgresql://postgres@127.0.0.1:5432/postgres",
+        help="a PostgreSQL maintenance database to create the P rows' database in ('' leaves them out)",
+    )
     args = parser.parse_args(argv)
-    results = measure(args.events, args.repeat, args.gto_tags, args.skip_repro, args.keep, args.b7_events)
+    results = measure(
+        args.events, args.repeat, args.gto_tags, args.skip_repro, args.keep, args.b7_events, args.postgres or None
+    )
     (args.out / "bench").mkdir(parents=True, exist_ok=True)
     (args.out / "bench" / "results.json").write_text(json.dumps(results, indent=2) + "\n")
     (args.out / "BENCHMARKS.md").write_text(markdown(results))

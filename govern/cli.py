@@ -54,9 +54,10 @@ def _output_path(path: Path, option: str, inputs: tuple[Path, ...] = ()) -> Path
     from govern.errors import GovernError, InvalidInput
 
     try:
-        from govern.config import ledger_path
+        from govern.config import configured_ledger
 
-        ledger: Path | None = ledger_path()
+        found = configured_ledger()
+        ledger: Path | None = found if isinstance(found, Path) else None
     except GovernError:
         ledger = None
     target = path.resolve()
@@ -152,16 +153,31 @@ def cli(traceback: bool) -> None:
 
 
 @cli.command()
-def init() -> None:
+@click.option(
+    "--ledger",
+    "ledger_url",
+    metavar="URL",
+    help="A team ledger in PostgreSQL (postgresql://USER@HOST/DB): create its schema and print the GRANTs to run.",
+)
+def init(ledger_url: str | None) -> None:
     """Make this git repository a governed project (idempotent).
 
     Writes the govern configuration ([tool.govern] in pyproject.toml, or
     govern.toml), creates audit/, adds the ledger and the local MLflow store
-    to .gitignore, and runs `dvc init` when needed.
+    to .gitignore, and runs `dvc init` when needed. With --ledger, the
+    PostgreSQL ledger's schema is created too (run it as the database owner),
+    and a new configuration points at it.
     """
-    from govern.api.project import init_project
+    from govern.api.project import init_project, init_team_ledger
 
-    result = init_project()
+    if ledger_url is not None:
+        created = init_team_ledger(ledger_url)
+        click.echo(f"govern's schema is ready in {created.location} (schema version {created.schema_version}).")
+        click.echo("As the database owner, give govern a role that may only INSERT and SELECT, and auditors one")
+        click.echo("that may only SELECT (replace the passwords):")
+        for statement in created.grants:
+            click.echo(f"  {statement}")
+    result = init_project(ledger=ledger_url)
     if result.already_initialized:
         click.echo(f"{result.root} is already governed (configuration: {result.config_file}).")
         return
@@ -511,6 +527,35 @@ def audit_backup(path: Path, as_json: bool) -> None:
         sys.exit(1)
 
 
+@audit.command("copy")
+@click.option(
+    "--to", "target", required=True, metavar="PATH|URL", help="A new DuckDB file, or an empty PostgreSQL ledger."
+)
+@click.option("--json", "as_json", is_flag=True, help="Print the copy's verification as JSON on stdout.")
+def audit_copy(target: str, as_json: bool) -> None:
+    """Copy every event of the ledger to another backend, verifying each batch as it lands.
+
+    Moves a ledger from the DuckDB file to PostgreSQL (`--to postgresql://...`) or back (`--to PATH`), byte for
+    byte: the same events, hashes and head, so anchors made before the move still match. The target must be new
+    or empty; the source is never changed.
+    """
+    from govern.api.audit import copy_to
+
+    if "://" not in target:
+        _output_path(Path(target), "--to")
+    result = copy_to(target)
+    if as_json:
+        _print_json(result.to_dict())
+    else:
+        click.echo(
+            f"copied {result.verification.count} events to {result.location}; "
+            f"the copy verifies (head hash {result.verification.head_hash})"
+        )
+    if not result.ok:
+        click.echo(f"FAILED: the copy does not verify: {result.verification.problem}", err=True)
+        sys.exit(1)
+
+
 @audit.command("anchor")
 @click.option("--json", "as_json", is_flag=True, help="Print the anchor event as JSON on stdout.")
 def audit_anchor(as_json: bool) -> None:
@@ -849,10 +894,11 @@ def hooks_install(force: bool) -> None:
 @hooks.command("install-server")
 @click.option("--bare", required=True, type=click.Path(path_type=Path), help="The bare repository pushed to.")
 @click.option(
-    "--ledger", type=click.Path(path_type=Path), help="The team's central ledger (default BARE/govern-hook/)."
+    "--ledger",
+    help="The team's central ledger: a file path or a postgresql:// URL (default BARE/govern-hook/ledger.duckdb).",
 )
 @click.option("--force", is_flag=True, help="Replace an existing post-receive hook that is not govern's.")
-def hooks_install_server(bare: Path, ledger: Path | None, force: bool) -> None:
+def hooks_install_server(bare: Path, ledger: str | None, force: bool) -> None:
     """Install a post-receive hook that verifies every pushed branch head in the background.
 
     Each head is checked out into a temporary worktree and verified like
@@ -881,8 +927,8 @@ def hooks_pre_push(remote: str | None, url: str | None) -> None:
 
 @hooks.command("post-receive", hidden=True)
 @click.option("--bare", required=True, type=click.Path(path_type=Path))
-@click.option("--ledger", required=True, type=click.Path(path_type=Path))
-def hooks_post_receive(bare: Path, ledger: Path) -> None:
+@click.option("--ledger", required=True)
+def hooks_post_receive(bare: Path, ledger: str) -> None:
     """Run by the post-receive hook with git's ref updates on stdin."""
     from govern.api.hooks import on_receive
 
@@ -892,9 +938,9 @@ def hooks_post_receive(bare: Path, ledger: Path) -> None:
 
 @hooks.command("verify-commit", hidden=True)
 @click.option("--bare", required=True, type=click.Path(path_type=Path))
-@click.option("--ledger", required=True, type=click.Path(path_type=Path))
+@click.option("--ledger", required=True)
 @click.option("--rev", required=True)
-def hooks_verify_commit(bare: Path, ledger: Path, rev: str) -> None:
+def hooks_verify_commit(bare: Path, ledger: str, rev: str) -> None:
     """The detached verifier the post-receive hook starts."""
     from govern.api.hooks import verify_pushed
 
@@ -903,8 +949,8 @@ def hooks_verify_commit(bare: Path, ledger: Path, rev: str) -> None:
 
 @hooks.command("sync-server", hidden=True)
 @click.option("--bare", required=True, type=click.Path(path_type=Path))
-@click.option("--ledger", required=True, type=click.Path(path_type=Path))
-def hooks_sync_server(bare: Path, ledger: Path) -> None:
+@click.option("--ledger", required=True)
+def hooks_sync_server(bare: Path, ledger: str) -> None:
     """The detached tag import the post-receive hook starts for tag-only pushes."""
     from govern.api.sync import sync
 

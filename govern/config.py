@@ -32,7 +32,7 @@ DEFAULT_ENVIRONMENTS = ("staging", "production")
 @dataclass(frozen=True)
 class Config:
     root: Path
-    ledger: Path
+    ledger: Path | str  # a DuckDB file, or a PostgreSQL URL (see govern.storage)
     experiment: str
     tracking_uri: str
     lock_timeout: float
@@ -150,7 +150,7 @@ def load(root: Path, environ: Mapping[str, str] | None = None) -> Config:
         raise ConfigError(f"{source}: `selection.direction` must be maximize or minimize, got {direction!r}")
     return Config(
         root=root,
-        ledger=ledger if ledger.is_absolute() else root / ledger,
+        ledger=ledger if isinstance(ledger, str) or ledger.is_absolute() else root / ledger,
         experiment=_str(mlflow, "experiment", root.name, source),
         tracking_uri=env.get("MLFLOW_TRACKING_URI") or _str(mlflow, "tracking_uri", default_tracking_uri(root), source),
         registry_mirror=_registry_mirror(env.get("GOVERN_REGISTRY_MIRROR") or mlflow.get("registry_mirror"), source),
@@ -177,6 +177,12 @@ def redacted_uri(uri: str) -> str:
     return re.sub(r"^(\w+://)[^/@]+@", r"\1", uri)
 
 
+def without_password(url: str) -> str:
+    """A database URL with its user but not its password (`postgresql://govern:pw@db/x` -> `postgresql://govern@db/x`):
+    for messages and committed configuration; libpq finds the password in PGPASSWORD or ~/.pgpass."""
+    return re.sub(r"^([^:/]+://[^:/@]+):[^@]*@", r"\1@", url)
+
+
 def check_environment(cfg: Config, env: str) -> str:
     """`env` if the project declares it; environments are a declared list, so a typo is not a new one."""
     if env not in cfg.environments:
@@ -188,29 +194,30 @@ def check_environment(cfg: Config, env: str) -> str:
     return env
 
 
-def ledger_path(start: Path | None = None, environ: Mapping[str, str] | None = None) -> Path:
-    """The ledger to read, without needing a git repository when GOVERN_LEDGER is set."""
+def configured_ledger(start: Path | None = None, environ: Mapping[str, str] | None = None) -> Path | str:
+    """The ledger to read (a file path or a PostgreSQL URL), without needing a git repository when GOVERN_LEDGER
+    is set."""
     env = os.environ if environ is None else environ
     if env.get("GOVERN_LEDGER"):
-        return ledger_location(env["GOVERN_LEDGER"], "GOVERN_LEDGER").resolve()
+        found = ledger_location(env["GOVERN_LEDGER"], "GOVERN_LEDGER")
+        return found if isinstance(found, str) else found.resolve()
     return load(find_root(start), env).ledger
 
 
 URL_SCHEME = re.compile(r"^(?P<scheme>[A-Za-z][A-Za-z0-9+.-]*)://")
 
 
-def ledger_location(value: str, source: str) -> Path:
-    """Where the ledger lives: a DuckDB file path. A URL is refused by name rather than taken for a folder
-    called `postgresql:` beside the project."""
+def ledger_location(value: str, source: str) -> Path | str:
+    """Where the ledger lives: a DuckDB file path, or a `postgresql://` URL (kept as the string). Any other URL
+    is refused by name rather than taken for a folder called `s3:` beside the project."""
     found = URL_SCHEME.match(value)
     if found is None:
         return Path(value)
     if found["scheme"].lower().split("+")[0] in ("postgresql", "postgres"):
-        raise ConfigError(
-            f"{source} is a PostgreSQL URL, and this govern stores its ledger in a DuckDB file only: "
-            "give a file path (default audit/ledger.duckdb)"
-        )
-    raise ConfigError(f"{source} {value.split('://')[0]}://... is not a file path: give the ledger's file path")
+        return value
+    raise ConfigError(
+        f"{source} {value.split('://')[0]}://... is not a ledger location: give a file path, or a postgresql:// URL"
+    )
 
 
 def _read_toml(path: Path) -> dict[str, Any]:

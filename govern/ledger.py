@@ -16,6 +16,7 @@ import contextlib
 import logging
 import os
 import random
+import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
@@ -38,6 +39,7 @@ from govern.envelope import (
 )
 from govern.errors import (
     EventConflict,
+    LedgerCorrupt,
     LedgerError,
     LedgerLocked,
     LedgerMissing,
@@ -81,59 +83,69 @@ HASHED_TEXT_SQL = """
     )
 """
 
-# The healthy case in one pass per check: a gap shows as count <> max(seq), a broken link in the join
-# of each event with the one before it, an altered event as a recomputed hash that differs. Only when
-# one of them fails does VERIFY_SQL run to name the first bad event.
-QUICK_VERIFY_SQL = f"""
-SELECT
-    (SELECT count(*) FROM events),
-    (SELECT coalesce(min(seq), 1) FROM events),
-    (SELECT coalesce(max(seq), 0) FROM events),
-    (SELECT hash FROM events ORDER BY seq DESC LIMIT 1),
-    (SELECT count(*) FROM events AS e LEFT JOIN events AS b ON b.seq = e.seq - 1
-        WHERE e.prev_hash IS DISTINCT FROM coalesce(b.hash, CASE WHEN e.seq = 1 THEN '{GENESIS_HASH}' END)),
-    (SELECT count(*) FROM events WHERE sha256({HASHED_TEXT_SQL}) <> hash)
-"""
+DIGEST_SQL = f"sha256({HASHED_TEXT_SQL})"
 
-VERIFY_SQL = f"""
-WITH chain AS (
+
+def chain_checks(digest_sql: str) -> tuple[str, str]:
+    """The two verification queries, for a backend whose SQL computes a row's hex digest as `digest_sql`.
+
+    The healthy case in one pass per check: a gap shows as count <> max(seq), a broken link in the join of each
+    event with the one before it, an altered event as a recomputed hash that differs. Only when one of them fails
+    does the second query run to name the first bad event. Both are plain SQL that DuckDB and PostgreSQL share.
+    """
+    quick = f"""
     SELECT
-        seq,
-        hash,
-        prev_hash,
-        row_number() OVER (ORDER BY seq) AS position,
-        lag(seq) OVER (ORDER BY seq) AS previous_seq,
-        lag(hash, 1, '{GENESIS_HASH}') OVER (ORDER BY seq) AS expected_prev,
-        sha256({HASHED_TEXT_SQL}) AS computed
-    FROM events
-),
-problems AS (
+        (SELECT count(*) FROM events),
+        (SELECT coalesce(min(seq), 1) FROM events),
+        (SELECT coalesce(max(seq), 0) FROM events),
+        (SELECT hash FROM events ORDER BY seq DESC LIMIT 1),
+        (SELECT count(*) FROM events AS e LEFT JOIN events AS b ON b.seq = e.seq - 1
+            WHERE e.prev_hash IS DISTINCT FROM coalesce(b.hash, CASE WHEN e.seq = 1 THEN '{GENESIS_HASH}' END)),
+        (SELECT count(*) FROM events WHERE {digest_sql} <> hash)
+    """
+    full = f"""
+    WITH chain AS (
+        SELECT
+            seq,
+            hash,
+            prev_hash,
+            row_number() OVER (ORDER BY seq) AS position,
+            lag(seq) OVER (ORDER BY seq) AS previous_seq,
+            lag(hash, 1, '{GENESIS_HASH}') OVER (ORDER BY seq) AS expected_prev,
+            {digest_sql} AS computed
+        FROM events
+    ),
+    problems AS (
+        SELECT
+            seq,
+            position,
+            previous_seq,
+            CASE
+                WHEN seq <> position THEN 'gap'
+                WHEN prev_hash <> expected_prev THEN 'link'
+                WHEN computed <> hash THEN 'hash'
+            END AS problem
+        FROM chain
+    )
     SELECT
-        seq,
-        position,
-        previous_seq,
-        CASE
-            WHEN seq <> position THEN 'gap'
-            WHEN prev_hash <> expected_prev THEN 'link'
-            WHEN computed <> hash THEN 'hash'
-        END AS problem
-    FROM chain
-)
-SELECT
-    (SELECT count(*) FROM events),
-    (SELECT hash FROM events ORDER BY seq DESC LIMIT 1),
-    first_bad.seq, first_bad.position, first_bad.previous_seq, first_bad.problem
-FROM (SELECT 1) AS one
-LEFT JOIN (
-    SELECT * FROM problems WHERE problem IS NOT NULL ORDER BY seq LIMIT 1
-) AS first_bad ON true
-"""
+        (SELECT count(*) FROM events),
+        (SELECT hash FROM events ORDER BY seq DESC LIMIT 1),
+        first_bad.seq, first_bad.position, first_bad.previous_seq, first_bad.problem
+    FROM (SELECT 1) AS one
+    LEFT JOIN (
+        SELECT * FROM problems WHERE problem IS NOT NULL ORDER BY seq LIMIT 1
+    ) AS first_bad ON true
+    """
+    return quick, full
+
+
+QUICK_VERIFY_SQL, VERIFY_SQL = chain_checks(DIGEST_SQL)
 
 
 CITED_SQL = f"""
 WITH wanted AS (SELECT DISTINCT unnest($seqs)::BIGINT AS seq),
 cited AS (
-    SELECT seq, prev_hash, hash, sha256({HASHED_TEXT_SQL}) AS computed
+    SELECT seq, prev_hash, hash, {DIGEST_SQL} AS computed
     FROM events WHERE seq IN (SELECT seq FROM wanted)
 ),
 before AS (SELECT seq, hash FROM events WHERE seq IN (SELECT seq - 1 FROM wanted))
@@ -488,14 +500,16 @@ def m006_slot_sorted_deployments(con: duckdb.DuckDBPyConnection) -> None:
     )
 
 
-def check_migration_names(applied: Sequence[tuple[int, str]], where: str) -> None:
+def check_migration_names(
+    applied: Sequence[tuple[int, str]], where: str, migrations: Sequence[Callable[..., None]] = MIGRATIONS
+) -> None:
     """Migrations are matched by name, not by position: the ledger's history of them must be ours, in order.
 
     A ledger migrated by another build (a migration renamed, reordered, or one this govern never had) could
     hold views that do not mean what this govern's views mean; refusing is safer than building on them.
     """
     for position, (version, name) in enumerate(applied, start=1):
-        expected = MIGRATIONS[position - 1].__name__ if position <= len(MIGRATIONS) else None
+        expected = migrations[position - 1].__name__ if position <= len(migrations) else None
         if version != position or name != expected:
             raise LedgerError(
                 f"The ledger {where} records migration {version} as {name!r}, but this govern's migration "
@@ -510,6 +524,10 @@ def schema_version() -> int:
 
 
 # ---------------------------------------------------------------- the ledger
+
+
+class StaleReadModel(Exception):  # noqa: N818 - a signal between backends, never shown to a user
+    """A read model is not at the head its source has: pull, then read again."""
 
 
 class Reader(Protocol):
@@ -581,9 +599,41 @@ class Ledger:
     Commits land in DuckDB's write-ahead log; `govern.checkpoints` folds the log into the file.
     """
 
+    backend = "duckdb"
+
     def __init__(self, path: Path, lock_timeout: float = 30.0) -> None:
         self.path = Path(path)
         self.lock_timeout = lock_timeout
+        self._expected_head: tuple[int, str] | None = None
+
+    def expecting(self, head: tuple[int, str]) -> Ledger:
+        """This ledger, for reads that must see exactly `head` ((0, GENESIS_HASH) when empty): a read model asks
+        in the same connection that answers, and pulls only on `StaleReadModel`."""
+        view = Ledger(self.path, self.lock_timeout)
+        view._expected_head = head
+        return view
+
+    @property
+    def location(self) -> str:
+        """Where the ledger is, as shown to users and passed on in GOVERN_LEDGER."""
+        return str(self.path)
+
+    @property
+    def address(self) -> str:
+        """What opens this ledger again in another process (GOVERN_LEDGER)."""
+        return str(self.path)
+
+    @property
+    def state_dir(self) -> Path:
+        """Where govern keeps this ledger's local companions (the registry mirror's log and lock)."""
+        return self.path.parent
+
+    def exists(self) -> bool:
+        """Has the first event been written? (A missing ledger is a new project, or a lost file.)"""
+        return self.path.exists()
+
+    def close(self) -> None:
+        """Nothing to release: connections are opened per call."""
 
     # -- connections
 
@@ -606,6 +656,10 @@ class Ledger:
             if sandbox:
                 con.execute("SET lock_configuration = true")
             self._check_schema(con, migrate=write)
+            if self._expected_head is not None and not write:
+                found = con.execute("SELECT seq, hash FROM events ORDER BY seq DESC LIMIT 1").fetchall()
+                if (found[0] if found else (0, GENESIS_HASH)) != self._expected_head:
+                    raise StaleReadModel
             yield con
         finally:
             con.close()
@@ -716,7 +770,9 @@ class Ledger:
                 attempt += 1
 
     def _transact_once(self, decide: Callable[[Reader], Sequence[PendingEvent]]) -> list[RecordedEvent]:
-        with contextlib.ExitStack() as after_close, self._connect(write=True) as con:
+        # DuckDB's file lock keeps other processes out; threads of this process share one database instance
+        # and would race on the head, so they take turns here (a server answering requests in threads).
+        with _writer_lock(self.path), contextlib.ExitStack() as after_close, self._connect(write=True) as con:
             con.execute("BEGIN TRANSACTION")
             try:
                 pending = decide(_TransactionReader(con))
@@ -794,16 +850,25 @@ class Ledger:
             fresh.append(row)
             result.append(RecordedEvent(*row))
         if fresh:
-            _insert(con, fresh)
-            appended = {row[2] for row in fresh}
-            for table, projection in PROJECTIONS.items():
-                if appended.intersection(projection.types):
-                    con.execute(
-                        f"INSERT INTO {table} SELECT * FROM ({projection.select}) WHERE seq >= ?", [fresh[0][0]]
-                    )
-                    if projection.sorted_by:
-                        _compact_if_due(con, table, projection.sorted_by)
+            _store(con, fresh)
         return result
+
+    def ingest(self, rows: Sequence[RecordedEvent]) -> int:
+        """Add events recorded elsewhere (a PostgreSQL ledger pulled into its read model, `audit copy`), as they are.
+
+        They must continue this ledger's chain: the first links to the current head, each hash is recomputed in
+        SQL before the transaction commits, and a single bad row rolls the whole batch back. Returns the new count.
+        """
+        with _writer_lock(self.path), self._connect(write=True) as con:
+            con.execute("BEGIN TRANSACTION")
+            try:
+                count = _ingest_in(con, rows, str(self.path))
+                con.execute("COMMIT")
+            except BaseException:
+                with contextlib.suppress(duckdb.Error):
+                    con.execute("ROLLBACK")
+                raise
+        return count
 
     # -- reading
 
@@ -949,6 +1014,15 @@ class Ledger:
         return [_from_row(dict(zip(names, row, strict=True))) for row in cursor.fetchall()]
 
 
+_WRITER_LOCKS: dict[str, threading.Lock] = {}
+_WRITER_LOCKS_GUARD = threading.Lock()
+
+
+def _writer_lock(path: Path) -> threading.Lock:
+    with _WRITER_LOCKS_GUARD:
+        return _WRITER_LOCKS.setdefault(str(path.resolve()), threading.Lock())
+
+
 # From this many rows on, an append travels to DuckDB as an Arrow table (columnar, one copy) instead of
 # as Python lists bound one value at a time: ten times faster for bulk imports, not worth importing
 # pyarrow for the handful of events a command appends.
@@ -991,6 +1065,63 @@ def _registered(con: duckdb.DuckDBPyConnection, name: str, table: Any) -> Iterat
         con.unregister(name)
 
 
+def _store(con: duckdb.DuckDBPyConnection, rows: Sequence[tuple]) -> None:
+    """Insert new rows (tuples in COLUMNS order) and derive the projection rows they feed."""
+    _insert(con, rows)
+    appended = {row[2] for row in rows}
+    for table, projection in PROJECTIONS.items():
+        if appended.intersection(projection.types):
+            con.execute(f"INSERT INTO {table} SELECT * FROM ({projection.select}) WHERE seq >= ?", [rows[0][0]])
+            if projection.sorted_by:
+                _compact_if_due(con, table, projection.sorted_by)
+
+
+TAIL_PROBLEMS_SQL = f"""
+SELECT seq FROM (
+    SELECT seq, hash, prev_hash, lag(hash) OVER (ORDER BY seq) AS before, {DIGEST_SQL} AS computed
+    FROM events WHERE seq >= $first - 1
+) WHERE seq >= $first AND (computed <> hash OR (seq > 1 AND prev_hash IS DISTINCT FROM before))
+ORDER BY seq LIMIT 1
+"""
+
+
+def _ingest_in(con: duckdb.DuckDBPyConnection, rows: Sequence[RecordedEvent], where: str) -> int:
+    """`Ledger.ingest` inside an open transaction: link, store, recompute, or raise (the caller rolls back)."""
+    head = con.execute("SELECT seq, hash FROM events ORDER BY seq DESC LIMIT 1").fetchall()
+    seq, head_hash = head[0] if head else (0, GENESIS_HASH)
+    held = [row for row in rows if row.seq <= seq]  # another reader pulled them first: they must be the same
+    if held:
+        stored = dict(
+            con.execute("SELECT seq, hash FROM events WHERE seq >= ? AND seq <= ?", [held[0].seq, seq]).fetchall()
+        )
+        changed = [row.seq for row in held if stored.get(row.seq) != row.hash]
+        if changed:
+            raise LedgerCorrupt(
+                f"Event seq {changed[0]} offered to {where} differs from the one it holds: the source was rewritten"
+            )
+        rows = rows[len(held) :]
+    if not rows:
+        return seq
+    first = rows[0]
+    if first.seq != seq + 1 or first.prev_hash != head_hash:
+        raise LedgerCorrupt(
+            f"The events offered to {where} do not continue its chain: it ends at seq {seq}, and seq {first.seq} "
+            f"links to {first.prev_hash[:12]}, not {head_hash[:12]}; the source was rewritten or is another ledger"
+        )
+    tuples = [tuple(getattr(row, _attr(name)) for name in COLUMNS) for row in rows]
+    for position, row in enumerate(tuples[1:], start=1):
+        if row[0] != first.seq + position:
+            raise LedgerCorrupt(f"The events offered to {where} skip from seq {row[0] - 1} to seq {row[0]}")
+    _store(con, tuples)
+    bad = con.execute(TAIL_PROBLEMS_SQL, {"first": first.seq}).fetchall()
+    if bad:
+        raise LedgerCorrupt(
+            f"Event seq {bad[0][0]} offered to {where} does not verify (its hash or link was altered); "
+            "nothing was taken. Run `govern audit verify` on the source"
+        )
+    return tuples[-1][0]
+
+
 def _compact_if_due(con: duckdb.DuckDBPyConnection, table: str, sorted_by: str) -> None:
     """Rewrite a sorted projection once COMPACT_ROWS rows have been appended unsorted since the last time."""
     [(watermark,)] = con.execute(
@@ -1018,13 +1149,20 @@ def _existing(con: duckdb.DuckDBPyConnection, ids: list[str]) -> list[RecordedEv
         return Ledger._rows(con, "SELECT * FROM events WHERE event_id IN (SELECT event_id FROM govern_pending_ids)", [])
 
 
-def verify_chain_in(reader: Reader) -> Verification:
+def verify_chain_in(
+    reader: Reader, checks: tuple[str, str] = (QUICK_VERIFY_SQL, VERIFY_SQL), projections: bool = True
+) -> Verification:
     """Recompute every hash and link, vectorised, and compare each projection with its events."""
-    _, [(count, first, last, head_hash, bad_links, bad_hashes)] = reader.query(QUICK_VERIFY_SQL)
+    quick, full = checks
+    _, [(count, first, last, head_hash, bad_links, bad_hashes)] = reader.query(quick)
     bad_seq = position = previous_seq = problem = None
     if count != last or first != 1 or bad_links or bad_hashes:
-        _, [(count, head_hash, bad_seq, position, previous_seq, problem)] = reader.query(VERIFY_SQL)
-    drifted = [table for table, projection in PROJECTIONS.items() if _drifted(reader, table, projection.select)]
+        _, [(count, head_hash, bad_seq, position, previous_seq, problem)] = reader.query(full)
+    drifted = (
+        [table for table, projection in PROJECTIONS.items() if _drifted(reader, table, projection.select)]
+        if projections
+        else []
+    )
     if bad_seq is None and drifted:
         return Verification(
             ok=False,

@@ -12,6 +12,7 @@ import re
 import shutil
 import subprocess
 import sys
+import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -40,6 +41,8 @@ DEMO_FILES = (
     "audit/README.md",
     "audit/queries",
 )
+# The machine's PostgreSQL (trust auth): each test that needs it gets a database of its own, dropped after.
+POSTGRES_ADMIN = os.environ.get("GOVERN_TEST_POSTGRES", "postgresql://postgres@127.0.0.1:5432/postgres")
 GIT_NAME, GIT_EMAIL = "Ada Auditor", "ada@example.com"
 ACTOR = f"{GIT_NAME} <{GIT_EMAIL}>"
 
@@ -260,3 +263,35 @@ def copy_ledger(source: Path, target: Path) -> None:
         shutil.copy2(source_wal, target_wal)
     else:
         target_wal.unlink(missing_ok=True)
+
+
+def postgres_admin():  # noqa: ANN201 - psycopg is imported here only
+    """A connection to the server's maintenance database; the test fails loudly, never skips, without one."""
+    import psycopg
+
+    try:
+        return psycopg.connect(POSTGRES_ADMIN, autocommit=True, connect_timeout=5)
+    except psycopg.OperationalError as error:
+        pytest.fail(
+            f"PostgreSQL is required at {POSTGRES_ADMIN} and is not reachable ({str(error).strip()}): start it "
+            "(`.ci/run` checks it with pg_isready), or point GOVERN_TEST_POSTGRES at one",
+            pytrace=False,
+        )
+
+
+def database_url(name: str, user: str = "postgres") -> str:
+    base = POSTGRES_ADMIN.rsplit("/", 1)[0].replace("postgres@", f"{user}@", 1)
+    return f"{base}/{name}"
+
+
+@pytest.fixture
+def pg_database() -> Iterator[str]:
+    """The URL of a new, empty database on the machine's PostgreSQL, dropped when the test ends."""
+    admin = postgres_admin()
+    name = f"govern_test_{uuid.uuid4().hex[:12]}"
+    admin.execute(f'CREATE DATABASE "{name}"')
+    try:
+        yield database_url(name)
+    finally:
+        admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+        admin.close()

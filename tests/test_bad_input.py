@@ -417,10 +417,20 @@ CASES = {
         "--output data/raw/breast_cancer.csv is also the input: choose another path",
         exit_code=2,
     ),
-    "a PostgreSQL URL as the ledger": Case(
+    "a PostgreSQL ledger on a server that is not there": Case(
         ["audit", "log"],
-        "GOVERN_LEDGER is a PostgreSQL URL, and this govern stores its ledger in a DuckDB file only",
-        env={"GOVERN_LEDGER": "postgresql://govern@127.0.0.1:5432/govern"},
+        "Cannot reach the PostgreSQL ledger at postgresql://govern@127.0.0.1:1/govern (",
+        env={"GOVERN_LEDGER": "postgresql://govern:secret@127.0.0.1:1/govern"},
+    ),
+    "a PostgreSQL ledger in a database that does not exist": Case(
+        ["audit", "verify"],
+        "Cannot reach the PostgreSQL ledger at postgresql://postgres@127.0.0.1:5432/govern_no_such_database (",
+        env={"GOVERN_LEDGER": "postgresql://postgres@127.0.0.1:5432/govern_no_such_database"},
+    ),
+    "a ledger URL that is not PostgreSQL": Case(
+        ["audit", "log"],
+        "GOVERN_LEDGER s3://... is not a ledger location: give a file path, or a postgresql:// URL",
+        env={"GOVERN_LEDGER": "s3://bucket/ledger.duckdb"},
     ),
     "verify a commit from before DVC": Case(
         ["ci", "verify", "--rev", "no-dvc"],

@@ -25,7 +25,10 @@ def test_bench_runs_at_a_tiny_size_and_writes_both_reports(tmp_path: Path, isola
     )  # fmt: skip
     assert done.returncode == 0, done.stderr[-2000:]
     results = json.loads((tmp_path / "bench" / "results.json").read_text())
-    assert set(results["rows"]) == {"B1", "B2", "B3", "B4", "B6", "B7", "B8"}
+    assert set(results["rows"]) == {"B1", "B2", "B3", "B4", "B6", "B7", "B8", "P0", "P1", "P2", "P7", "P9"}
+    for row in ("P1", "P2"):
+        assert results["rows"][row]["govern"]["median"] > 0 and results["rows"][row]["peer"]["median"] > 0
+    assert 0 < results["rows"]["P9"]["govern"]["p95"] < 5, "PostgreSQL appends measured with 8 writers"
     assert results["rows"]["B8"]["peer"]["median"] > 0, "gto assign measured in the same run"
     assert results["rows"]["B8"]["govern"]["promote (alias in the background)"]["median"] > 0
     assert (results["events"], results["b7_events"]) == (2000, 3000)

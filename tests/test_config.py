@@ -58,20 +58,26 @@ def test_a_lock_timeout_must_be_seconds(tmp_path: Path) -> None:
         config.load(tmp_path, {})
 
 
-@pytest.mark.parametrize(
-    "value, message",
-    [
-        ("postgresql://govern@127.0.0.1/govern", "is a PostgreSQL URL, and this govern stores its ledger in a DuckDB"),
-        ("postgres+psycopg://127.0.0.1/govern", "is a PostgreSQL URL"),
-        ("s3://bucket/ledger.duckdb", "s3://... is not a file path"),
-    ],
-)
-def test_a_ledger_url_is_refused_by_name_not_taken_for_a_folder(tmp_path: Path, value: str, message: str) -> None:
+@pytest.mark.parametrize("value", ["s3://bucket/ledger.duckdb", "https://example.invalid/ledger"])
+def test_a_ledger_url_other_than_postgresql_is_refused_by_name_not_taken_for_a_folder(
+    tmp_path: Path, value: str
+) -> None:
+    message = r"://\.\.\. is not a ledger location: give a file path, or a postgresql:// URL"
     with pytest.raises(ConfigError, match=message):
         config.load(tmp_path, {"GOVERN_LEDGER": value})
     with pytest.raises(ConfigError, match=message):
-        config.ledger_path(tmp_path, {"GOVERN_LEDGER": value})
+        config.configured_ledger(tmp_path, {"GOVERN_LEDGER": value})
     (tmp_path / "govern.toml").write_text(f'ledger = "{value}"\n')
     with pytest.raises(ConfigError, match=message):
         config.load(tmp_path, {})
     assert sorted(p.name for p in tmp_path.iterdir()) == ["govern.toml"], "no folder named after the scheme"
+
+
+@pytest.mark.parametrize(
+    "value", ["postgresql://govern@127.0.0.1/govern", "postgres+psycopg://127.0.0.1:5432/govern", "POSTGRESQL://h/db"]
+)
+def test_a_postgresql_url_is_the_ledger_as_given_not_a_path_under_the_root(tmp_path: Path, value: str) -> None:
+    assert config.load(tmp_path, {"GOVERN_LEDGER": value}).ledger == value
+    assert config.configured_ledger(tmp_path, {"GOVERN_LEDGER": value}) == value
+    (tmp_path / "govern.toml").write_text(f'ledger = "{value}"\n')
+    assert config.load(tmp_path, {}).ledger == value

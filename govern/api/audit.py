@@ -13,19 +13,48 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-from govern import config, queries
+from govern import config, queries, storage
 from govern.envelope import RecordedEvent
 from govern.errors import GovernError, InvalidInput, NotFound
-from govern.ledger import Ledger, Verification
+from govern.ledger import Verification
+from govern.storage import LedgerStore, open_store
 from govern.timeparse import not_in_future, parse_instant
 
 QUERY_NAME = re.compile(r"^[A-Za-z0-9_-]+$")
 PARAM_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 
 
-def open_ledger(start: Path | None = None) -> Ledger:
+@dataclass(frozen=True)
+class Copied:
+    location: str
+    verification: Verification
+
+    @property
+    def ok(self) -> bool:
+        return self.verification.ok
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"to": self.location, **self.verification.to_dict()}
+
+
+def copy_to(target: str, start: Path | None = None) -> Copied:
+    """`govern audit copy --to`: the configured ledger into a new file or an empty PostgreSQL ledger."""
+    source = open_ledger(start)
+    if not source.exists():
+        raise NotFound(f"There is no ledger at {source.location} to copy yet")
+    location = config.ledger_location(target, "--to")
+    destination = open_store(location if isinstance(location, str) else location.resolve())
+    if destination.location == source.location:
+        raise InvalidInput(f"--to {target} is the ledger being copied: give another file or database")
+    try:
+        return Copied(destination.location, storage.copy(source, destination))
+    finally:
+        destination.close()
+
+
+def open_ledger(start: Path | None = None) -> LedgerStore:
     """The project's ledger (or GOVERN_LEDGER's), for reading."""
-    return Ledger(config.ledger_path(start))
+    return open_store(config.configured_ledger(start))
 
 
 def audit_log(
@@ -42,7 +71,7 @@ def audit_log(
     return ledger.read(types=types or None, since=since, limit=limit)
 
 
-def _check_types(ledger: Ledger, types: Sequence[str]) -> None:
+def _check_types(ledger: LedgerStore, types: Sequence[str]) -> None:
     """A type that govern does not write and the ledger does not hold is a typo, not an empty answer."""
     from govern.events import FACT_TYPES  # only with --type: reading the log never builds the fact classes
 
@@ -146,7 +175,7 @@ def openlineage(since: datetime | None = None, start: Path | None = None) -> lis
     try:
         project = config.find_root(start).name
     except GovernError:
-        project = ledger.path.parent.name
+        project = ledger.state_dir.name
     return [
         event
         for training in ledger.read(types=["training.completed"], since=since)

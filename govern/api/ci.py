@@ -40,8 +40,8 @@ from govern.api import model_files
 from govern.equivalence import DIVERGED, EQUIVALENT, EXACT, Judgement, Rule
 from govern.errors import ConfigError, GovernError, InvalidInput, ProjectError, StageFailed
 from govern.events import PendingEvent, RecordedEvent, ReproductionDiverged, ReproductionVerified, utc_now
-from govern.ledger import Ledger
 from govern.pipeline import Pipeline
+from govern.storage import LedgerStore, open_store
 
 TRAINING_OF_LOCK = """
 SELECT seq, event_id, payload->'$.environment' AS environment,
@@ -181,7 +181,7 @@ def verify(
     """
     source = repository or config_module.find_root(start)
     commit = git_adapter.resolve(source, rev)
-    ledger_path = config_module.ledger_path(start) if repository is None else None
+    configured = config_module.configured_ledger(start) if repository is None else None
     blas.prefetch()  # the machine facts are read at the end; loading the numeric libraries overlaps the run
     clock = time.perf_counter()
     notes: list[str] = []
@@ -199,7 +199,7 @@ def verify(
                 f"The comparison rules of commit {commit[:12]} apply ({cfg.source}); the uncommitted changes to "
                 "[tool.govern.ci] in your checkout do not, until you commit them"
             )
-        ledger = Ledger(ledger_path or cfg.ledger, lock_timeout=cfg.lock_timeout)
+        ledger = open_store(configured or cfg.ledger, lock_timeout=cfg.lock_timeout)
         rules = cfg.comparison
         rules = dataclasses.replace(rules, tolerances={**rules.tolerances, **(tolerances or {})})
         if (source / ".dvc").is_dir():
@@ -242,9 +242,9 @@ RESULT_FACTS = (
 )
 
 
-def _training(ledger: Ledger, lock_sha256: str, commit: str) -> dict[str, Any] | None:
+def _training(ledger: LedgerStore, lock_sha256: str, commit: str) -> dict[str, Any] | None:
     """The training that wrote this lock (else the newest at this commit): whose machine made the bytes."""
-    if not ledger.path.exists():
+    if not ledger.exists():
         return None
     columns, rows = ledger.query(TRAINING_OF_LOCK, {"lock": lock_sha256, "commit": commit})
     if not rows:
@@ -262,7 +262,7 @@ class _Verification:
     source: Path
     scratch: Path
     rules: equivalence.Rules
-    ledger: Ledger
+    ledger: LedgerStore
     tracking_uri: str
     has_workspace: bool
     asked_tolerances: dict[str, float]
@@ -495,7 +495,7 @@ class _Judge:
         return None, "; ".join(tried)
 
     def _from_mlflow(self, path: str, md5: str) -> tuple[Path | None, str]:
-        if not self.work.ledger.path.exists():
+        if not self.work.ledger.exists():
             return None, "no ledger to find a registered version in"
         columns, rows = self.work.ledger.query(REGISTRATION_OF_FILE, {"path": path, "md5": md5})
         if not rows:

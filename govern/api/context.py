@@ -10,14 +10,14 @@ from govern import environment
 from govern.adapters import git as git_adapter
 from govern.config import Config
 from govern.errors import InvalidInput
-from govern.ledger import Ledger
+from govern.storage import LedgerStore, open_store
 
 
 @dataclass(frozen=True)
 class Project:
     root: Path
     config: Config
-    ledger: Ledger
+    ledger: LedgerStore
     actor: str
 
 
@@ -25,12 +25,13 @@ def open_project(start: Path | None = None) -> Project:
     """The project a governance command works on; a ledger lost where anchors exist is refused here."""
     root = config_module.find_root(start)
     cfg = config_module.load(root)
-    if not cfg.ledger.exists():
+    ledger = open_store(cfg.ledger, lock_timeout=cfg.lock_timeout)
+    if not ledger.exists():
         from govern.api.integrity import refuse_new_chain_over_anchors
 
-        refuse_new_chain_over_anchors(root, cfg.ledger)
+        refuse_new_chain_over_anchors(root, ledger)
     actor = environment.actor(lambda: git_adapter.identity(root))
-    return Project(root, cfg, Ledger(cfg.ledger, lock_timeout=cfg.lock_timeout), actor)
+    return Project(root, cfg, ledger, actor)
 
 
 def text_argument(value: str, option: str) -> str:

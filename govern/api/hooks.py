@@ -24,7 +24,7 @@ from govern import config as config_module
 from govern.adapters import dvc as dvc_adapter
 from govern.adapters import git as git_adapter
 from govern.errors import GovernError, InvalidInput
-from govern.ledger import Ledger
+from govern.storage import is_url, open_store
 
 ZERO = "0" * 40
 
@@ -83,16 +83,17 @@ def pre_push_problems(start: Path | None = None) -> list[str]:
 @dataclass(frozen=True)
 class ServerHook:
     hook: Path
-    ledger: Path
+    ledger: Path | str
     log: Path
 
 
-def install_server(bare: Path, ledger: Path | None = None, force: bool = False) -> ServerHook:
+def install_server(bare: Path, ledger: Path | str | None = None, force: bool = False) -> ServerHook:
     """Install the post-receive hook into a bare repository."""
     bare = bare.resolve()
     if not (bare / "HEAD").is_file() or not (bare / "objects").is_dir() or (bare / ".git").exists():
         raise InvalidInput(f"{bare} is not a bare git repository: create one with `git init --bare {bare}`")
-    ledger = (ledger or bare / "govern-hook" / "ledger.duckdb").resolve()
+    if ledger is None or not is_url(ledger):
+        ledger = Path(ledger or bare / "govern-hook" / "ledger.duckdb").resolve()
     (bare / "govern-hook").mkdir(exist_ok=True)
     hook = _write_hook(
         bare / "hooks" / "post-receive", POST_RECEIVE.format(python=sys.executable, bare=bare, ledger=ledger), force
@@ -100,7 +101,7 @@ def install_server(bare: Path, ledger: Path | None = None, force: bool = False) 
     return ServerHook(hook, ledger, bare / "govern-hook" / "verify.log")
 
 
-def on_receive(bare: Path, ledger: Path, updates: Iterable[str]) -> list[str]:
+def on_receive(bare: Path, ledger: Path | str, updates: Iterable[str]) -> list[str]:
     """Start one detached verifier per pushed branch head; returns the commits handed over."""
     commits: list[str] = []
     tags = False
@@ -138,7 +139,7 @@ def _detach(arguments: list[str], log: object) -> None:
     )
 
 
-def verify_pushed(bare: Path, ledger: Path, commit: str) -> str:
+def verify_pushed(bare: Path, ledger: Path | str, commit: str) -> str:
     """Verify one pushed commit, once, then import pushed GTO tags. Returns what happened, for the log."""
     from govern.api.ci import headline, verify
     from govern.api.sync import sync
@@ -150,7 +151,8 @@ def verify_pushed(bare: Path, ledger: Path, commit: str) -> str:
     if not _acquire(lock):
         return f"{commit}: a verification is already running"
     try:
-        if ledger.exists() and Ledger(ledger).query(ALREADY_VERIFIED, [commit])[1][0][0]:
+        store = open_store(ledger)
+        if store.exists() and store.query(ALREADY_VERIFIED, [commit])[1][0][0]:
             outcome = f"{commit}: already verified"
         else:
             verdict = verify(commit, repository=bare)

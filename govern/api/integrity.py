@@ -20,7 +20,8 @@ from govern.adapters import git as git_adapter
 from govern.api.context import Project, open_project
 from govern.errors import GovernError, LedgerMissing, NotAGitRepository
 from govern.events import LedgerAnchored, PendingEvent, RecordedEvent, utc_now
-from govern.ledger import Ledger, Reader, Verification
+from govern.ledger import Reader, Verification
+from govern.storage import LedgerStore, open_store
 
 TAG_PREFIX = "govern-anchor/"
 
@@ -98,7 +99,7 @@ def verify(start: Path | None = None, repository: Path | None = None) -> Integri
     Without a repository the anchors cannot be checked: the report says so (`anchors_checked` false)
     instead of passing silently.
     """
-    ledger = Ledger(config_module.ledger_path(start))
+    ledger = open_store(config_module.configured_ledger(start))
     chain = ledger.verify()
     if repository is not None:
         root: Path | None = config_module.find_root(repository)
@@ -113,7 +114,7 @@ def verify(start: Path | None = None, repository: Path | None = None) -> Integri
     return IntegrityReport(chain, found, check_anchors(ledger, found), root)
 
 
-def refuse_new_chain_over_anchors(root: Path, ledger: Path) -> None:
+def refuse_new_chain_over_anchors(root: Path, ledger: LedgerStore) -> None:
     """A missing ledger in a repository that holds anchors is lost, not new: never start a second chain."""
     if ledger.exists():
         return
@@ -121,7 +122,7 @@ def refuse_new_chain_over_anchors(root: Path, ledger: Path) -> None:
     if found:
         latest = found[-1]
         raise LedgerMissing(
-            f"The ledger {ledger} is missing, but this repository holds anchors up to seq {latest.seq} "
+            f"The ledger {ledger.location} is missing, but this repository holds anchors up to seq {latest.seq} "
             f"({latest.tag}): restore the ledger from its backup (`govern audit backup` makes one) or point "
             "GOVERN_LEDGER at it; a new ledger here would start a second, unanchored chain"
         )

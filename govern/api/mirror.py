@@ -42,14 +42,14 @@ class MirrorOutcome:
 
 
 def pending_count(project: Project) -> int:
-    if not project.ledger.path.exists():
+    if not project.ledger.exists():
         return 0
     return len(project.ledger.query(PENDING_SQL)[1])
 
 
 def retry_pending(project: Project) -> MirrorOutcome:
     """Mirror every pending training; stops at the first MLflow failure (it is down again)."""
-    if not project.ledger.path.exists():
+    if not project.ledger.exists():
         return MirrorOutcome()
     _, rows = project.ledger.query(PENDING_SQL)
     recorded: list[RecordedEvent] = []

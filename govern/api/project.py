@@ -9,6 +9,8 @@ from pathlib import Path
 from govern import config
 from govern.adapters import dvc as dvc_adapter
 from govern.checkpoints import BACKUP_SUFFIX
+from govern.config import without_password
+from govern.errors import InvalidInput
 
 LOCAL_STORES = (
     "/mlflow.db",
@@ -59,11 +61,37 @@ class InitResult:
         return list(dict.fromkeys(paths))
 
 
-def init_project(start: Path | None = None) -> InitResult:
-    """Create config, `audit/` and `.gitignore` entries, and run `dvc init` if needed."""
+@dataclass(frozen=True)
+class TeamLedger:
+    location: str
+    schema_version: int
+    grants: list[str]
+
+
+def init_team_ledger(url: str) -> TeamLedger:
+    """Create (or migrate) govern's schema in a PostgreSQL database; returns the GRANTs an operator runs."""
+    location = config.ledger_location(url, "--ledger")
+    if not isinstance(location, str):
+        raise InvalidInput(f"--ledger {url} is not a PostgreSQL URL: give postgresql://USER@HOST[:PORT]/DATABASE")
+    from govern.postgres_ledger import PG_MIGRATIONS, PostgresLedger
+
+    ledger = PostgresLedger(location)
+    try:
+        grants = ledger.create()
+    finally:
+        ledger.close()
+    return TeamLedger(ledger.location, len(PG_MIGRATIONS), grants)
+
+
+def init_project(start: Path | None = None, ledger: str | None = None) -> InitResult:
+    """Create config, `audit/` and `.gitignore` entries, and run `dvc init` if needed.
+
+    `ledger` (a PostgreSQL URL) goes into a new configuration without its password: libpq finds that in
+    PGPASSWORD or ~/.pgpass, never in a committed file.
+    """
     root = config.find_root(start)
     changed: list[str] = []
-    config_file = _ensure_config(root, changed)
+    config_file = _ensure_config(root, changed, without_password(ledger) if ledger else config.DEFAULT_LEDGER)
     audit = root / "audit"
     if not (audit / "README.md").exists():
         audit.mkdir(exist_ok=True)
@@ -76,11 +104,11 @@ def init_project(start: Path | None = None) -> InitResult:
     return InitResult(root=root, config_file=config_file, changed=changed, dvc_initialized=initialized)
 
 
-def _ensure_config(root: Path, changed: list[str]) -> str:
+def _ensure_config(root: Path, changed: list[str], ledger: str) -> str:
     settings, source = config.read_settings(root)
     if source != "defaults":
         return source
-    values = {"ledger": config.DEFAULT_LEDGER, "experiment": root.name}
+    values = {"ledger": ledger, "experiment": root.name}
     pyproject = root / "pyproject.toml"
     if pyproject.exists():
         text = pyproject.read_text(encoding="utf-8")
@@ -109,6 +137,8 @@ def _ensure_queries(root: Path) -> list[str]:
 def _ignored_paths(cfg: config.Config) -> list[str]:
     """The ledger (where configured inside the project) and the local MLflow store."""
     entries = []
+    if isinstance(cfg.ledger, str):
+        return [*entries, *LOCAL_STORES]
     try:
         ledger = "/" + cfg.ledger.relative_to(cfg.root).as_posix()
         mirror_log = "/" + (cfg.ledger.parent / "mirror.log").relative_to(cfg.root).as_posix()

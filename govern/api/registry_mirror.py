@@ -26,7 +26,8 @@ from govern import queries
 from govern.config import Config, redacted_uri
 from govern.errors import MirrorError, Note
 from govern.events import PendingEvent, RecordedEvent, RegistryMirrored, utc_now
-from govern.ledger import Ledger, Reader
+from govern.ledger import Reader
+from govern.storage import LedgerStore
 
 MIRROR_LOG = "mirror.log"
 PENDING_SQL = """
@@ -69,11 +70,11 @@ def pending(reader: Reader) -> list[Pending]:
     return [Pending(*row) for row in reader.query(PENDING_SQL)[1]]
 
 
-def mirror_pending(ledger: Ledger, cfg: Config, actor: str) -> RegistryOutcome:
+def mirror_pending(ledger: LedgerStore, cfg: Config, actor: str) -> RegistryOutcome:
     """Bring every pending model's MLflow aliases in line with the ledger; stops at the first MLflow failure."""
     from govern.adapters import mlflow as mlflow_adapter
 
-    if not ledger.path.exists():
+    if not ledger.exists():
         return RegistryOutcome()
     with one_mirror_at_a_time(ledger):
         todo = pending(ledger)
@@ -91,14 +92,14 @@ def mirror_pending(ledger: Ledger, cfg: Config, actor: str) -> RegistryOutcome:
 
 
 @contextmanager
-def one_mirror_at_a_time(ledger: Ledger) -> Iterator[None]:
+def one_mirror_at_a_time(ledger: LedgerStore) -> Iterator[None]:
     """Mirrors of one ledger run one after another (an exclusive lock on `mirror.log` beside it).
 
     Two interleaved mirrors could read the stage holders in one order and set the aliases in the other: the
     older state would land in MLflow after the newer one was recorded as mirrored. Each mirror reads the ledger
     after taking the lock, so the last one to run sets what the ledger says last.
     """
-    with (ledger.path.parent / MIRROR_LOG).open("a") as handle:
+    with (ledger.state_dir / MIRROR_LOG).open("a") as handle:
         fcntl.flock(handle, fcntl.LOCK_EX)
         try:
             yield
@@ -127,9 +128,11 @@ def _recorder(
     return decide
 
 
-def request(ledger: Ledger, cfg: Config, actor: str, on_progress: Callable[[str], None] | None = None) -> list[str]:
+def request(
+    ledger: LedgerStore, cfg: Config, actor: str, on_progress: Callable[[str], None] | None = None
+) -> list[str]:
     """After a promotion, deprecation or import: mirror now (inline) or start it in the background."""
-    if not ledger.path.exists() or not (waiting := pending(ledger)):
+    if not ledger.exists() or not (waiting := pending(ledger)):
         return []
     if cfg.registry_mirror == "inline":
         if on_progress:
@@ -137,7 +140,7 @@ def request(ledger: Ledger, cfg: Config, actor: str, on_progress: Callable[[str]
             on_progress(f"setting the MLflow aliases of {models} (registry_mirror = inline) ...")
         outcome = mirror_pending(ledger, cfg, actor)
         return [f"the MLflow registry is not updated yet (`govern mirror` retries): {e}" for e in outcome.errors]
-    log = ledger.path.parent / MIRROR_LOG
+    log = ledger.state_dir / MIRROR_LOG
     with log.open("ab") as handle:
         subprocess.Popen(  # noqa: S603 - our own interpreter and module
             [sys.executable, "-P", "-m", "govern", "mirror"],
@@ -146,7 +149,7 @@ def request(ledger: Ledger, cfg: Config, actor: str, on_progress: Callable[[str]
             stdout=handle,
             stderr=subprocess.STDOUT,
             start_new_session=True,
-            env={**os.environ, "GOVERN_LEDGER": str(ledger.path)},
+            env={**os.environ, "GOVERN_LEDGER": ledger.address},
         )
     return [Note(f"the MLflow aliases follow in the background (log: {log}); `govern status` shows what is pending")]
 

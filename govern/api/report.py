@@ -17,7 +17,8 @@ from govern import __version__, config, lineage, machine, queries
 from govern.adapters import git as git_adapter
 from govern.envelope import format_timestamp, utc_now
 from govern.errors import NotAGitRepository
-from govern.ledger import Ledger, Reader, check_events, verify_chain_in
+from govern.ledger import Reader, check_events, verify_chain_in
+from govern.storage import open_store
 
 TRAINING_SQL = """
 SELECT t.seq, t.event_id, t.occurred_at, t.actor, t.git_commit, t.payload, mv.seq AS registered_seq,
@@ -103,7 +104,7 @@ def gather(model: str, version: str, start: Path | None = None, verify_chain: bo
     The events the report cites are re-hashed and linked to their predecessors; `verify_chain`
     re-verifies the whole ledger as well, which grows with the ledger (`govern audit verify`).
     """
-    with Ledger(config.ledger_path(start)).reader() as reader:
+    with open_store(config.configured_ledger(start)).reader() as reader:
         return _gather(reader, model, version, start, verify_chain)
 
 

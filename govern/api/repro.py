@@ -41,8 +41,8 @@ from govern.events import (
     utc_now,
 )
 from govern.hashing import digest
-from govern.ledger import Ledger
 from govern.pipeline import Pipeline, StageRun
+from govern.storage import LedgerStore
 
 ProgressCallback = Callable[[str, str, StageRun | None], None]
 
@@ -303,16 +303,16 @@ ORDER BY seq
 """
 
 
-def _twins(ledger: Ledger, models: Sequence[dict[str, Any]]) -> list[tuple[str, str, str, str | None]]:
+def _twins(ledger: LedgerStore, models: Sequence[dict[str, Any]]) -> list[tuple[str, str, str, str | None]]:
     """Earlier registrations of the same model with the same file (sha256): (model, version, sha256, commit)."""
     digests = [m["sha256"] for m in models if m.get("sha256")]
-    if not digests or not ledger.path.exists():
+    if not digests or not ledger.exists():
         return []
     _, rows = ledger.query(REGISTRATIONS_OF_FILES, {"models": [m["name"] for m in models], "digests": digests})
     return rows
 
 
-def registered_already(ledger: Ledger, models: Sequence[dict[str, Any]], commit: str) -> dict[str, str]:
+def registered_already(ledger: LedgerStore, models: Sequence[dict[str, Any]], commit: str) -> dict[str, str]:
     """Model name -> the version already registered with the same file from the same commit.
 
     Registering those bytes again would make a second MLflow version of one artifact (running a grid twice
@@ -374,7 +374,7 @@ def repro(
     pipeline, runs = reproduce(run, on_progress)
     locks, lock_sha256 = lock_state(run, pipeline)
     ledger, root = run.project.ledger, run.project.root
-    if all(stage_run.status == "unchanged" for stage_run in runs) and ledger.path.exists():
+    if all(stage_run.status == "unchanged" for stage_run in runs) and ledger.exists():
         _, rows = ledger.query(FIND_TRAINING_BY_LOCK, [lock_sha256])
         if rows:
             committed = _commit_lock(root, pipeline, rows[0][0], None) if commit else None
@@ -417,14 +417,14 @@ def _datasets(
     locks: dict[str, Any],
     runs: list[StageRun],
     digests: dict[str, Any],
-    ledger: Ledger,
+    ledger: LedgerStore,
     actor: str,
     commit: str,
 ) -> tuple[list[PendingEvent], list[dict[str, Any]]]:
     """New snapshot events for changed source data, and references to every dataset used."""
     candidates = lineage.dataset_candidates(root, pipeline, locks)
     known: dict[tuple[str, str | None], tuple[str, str]] = {}
-    if candidates and ledger.path.exists():
+    if candidates and ledger.exists():
         _, rows = ledger.query(FIND_SNAPSHOTS, [[c.path for c in candidates]])
         known = {(path, md5): (event_id, extracted_at) for path, md5, event_id, extracted_at in rows}
     ran_at = {run.name: run.started_at for run in runs if run.status == "ran"}

@@ -89,7 +89,13 @@ def status(start: Path | None = None) -> dict[str, Any]:
             "by": row["actor"],
         }
     return {
-        "ledger": {"path": str(ledger.path), "events": count, "head_seq": head_seq, "head_hash": head_hash},
+        "ledger": {
+            "path": ledger.location,
+            "backend": ledger.backend,
+            "events": count,
+            "head_seq": head_seq,
+            "head_hash": head_hash,
+        },
         "models": [{"model": name, "versions": found} for name, found in models.items()],
         "deployments": [
             {

@@ -21,7 +21,8 @@ from govern import queries
 from govern.adapters import git as git_adapter
 from govern.errors import NotFound
 from govern.events import ModelDeprecated, ModelPromoted, PendingEvent, RecordedEvent, to_utc
-from govern.ledger import Ledger, Reader
+from govern.ledger import Reader
+from govern.storage import open_store
 
 NAMESPACE = uuid.UUID("6f1d8a52-3f0e-4c47-9a43-5b2f0c1e7d10")
 ASSIGN = re.compile(r"^(?P<model>.+?)#(?P<stage>[^#!]+)#(?P<n>\d+)$")
@@ -46,7 +47,7 @@ def sync(repository: Path | None = None, start: Path | None = None, mirror: bool
     (as they follow `govern promote`: see `registry_mirror`). The server hook leaves them pending."""
     repo = repository or config_module.find_root(start)
     cfg = config_module.load(repo)
-    ledger = Ledger(config_module.ledger_path(start) if repository is None else cfg.ledger)
+    ledger = open_store(config_module.configured_ledger(start) if repository is None else cfg.ledger)
     tags = [t for t in git_adapter.tags(repo, "*") if t.tagged_at is not None and ("#" in t.name or "@" in t.name)]
     tags.sort(key=lambda t: (t.tagged_at, t.name))
     registered = {(m["model"], t.commit): m["major"] for t in tags if (m := REGISTER.match(t.name)) is not None}

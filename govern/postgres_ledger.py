@@ -1,0 +1,606 @@
+"""The ledger in PostgreSQL, for a team: the same envelope, chain and hashes as the DuckDB file.
+
+PostgreSQL is the system of record. An append takes a transaction-scoped advisory lock, reads the head,
+hashes in Python exactly as the file does and inserts; `UNIQUE(seq)`, `UNIQUE(event_id)` and
+`UNIQUE(prev_hash)` make a fork impossible even for a writer that skipped the lock, and a trigger refuses
+UPDATE, DELETE and TRUNCATE. `verify` recomputes every hash in PostgreSQL's own SQL, on what it holds now.
+
+Audit questions keep DuckDB's SQL and views: they run on a read model, a DuckDB ledger on this machine that
+is pulled from PostgreSQL by seq and verified link by link (`Ledger.ingest`) before anything reads it.
+ARCHITECTURE.md says why this and not DuckDB reading PostgreSQL directly. This module is the only importer
+of psycopg.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import re
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import ExitStack, contextmanager
+from datetime import datetime
+from pathlib import Path
+from typing import Any, TypeVar
+
+import psycopg
+from psycopg import errors as pg_errors
+
+from govern.config import without_password
+from govern.envelope import GENESIS_HASH, PendingEvent, RecordedEvent, envelope_hash, to_utc, utc_now
+from govern.errors import (
+    EventConflict,
+    LedgerCorrupt,
+    LedgerError,
+    LedgerLocked,
+    LedgerMissing,
+    LedgerSchemaTooNew,
+)
+from govern.ledger import (
+    COLUMNS,
+    Ledger,
+    Reader,
+    StaleReadModel,
+    Verification,
+    chain_checks,
+    check_migration_names,
+    verify_chain_in,
+)
+
+log = logging.getLogger(__name__)
+T = TypeVar("T")
+
+SCHEMA = "govern"
+# One chain per database: every writer of it takes this transaction-scoped advisory lock ("govern" in ASCII).
+LOCK_KEY = 0x676F7665726E
+PULL_BATCH = 50_000
+
+# The SQL twin of envelope.chain_hash in PostgreSQL: to_json escapes a string exactly as Python's json does
+# with ensure_ascii=False (the same six short escapes, \u00XX in lower case for other control characters).
+HASHED_TEXT_PG = """
+    concat(
+        prev_hash,
+        '{"actor":', to_json(actor)::text,
+        ',"event_id":', to_json(event_id)::text,
+        ',"git_commit":', coalesce(to_json(git_commit)::text, 'null'),
+        ',"occurred_at":"', to_char(occurred_at, 'YYYY-MM-DD"T"HH24:MI:SS.US"Z"'),
+        '","payload":', payload,
+        ',"prev_hash":', to_json(prev_hash)::text,
+        ',"recorded_at":"', to_char(recorded_at, 'YYYY-MM-DD"T"HH24:MI:SS.US"Z"'),
+        '","schema_version":', schema_version::text,
+        ',"seq":', seq::text,
+        ',"subject":', to_json(subject)::text,
+        ',"type":', to_json(type)::text,
+        '}'
+    )
+"""
+CHECKS = chain_checks(f"encode(sha256(convert_to({HASHED_TEXT_PG}, 'UTF8')), 'hex')")
+
+# ---------------------------------------------------------------- migrations (by name, as for the file)
+
+PgMigration = Callable[[psycopg.Connection], None]
+PG_MIGRATIONS: list[PgMigration] = []
+
+
+def pg_migration(fn: PgMigration) -> PgMigration:
+    PG_MIGRATIONS.append(fn)
+    return fn
+
+
+@pg_migration
+def m001_create_events(con: psycopg.Connection) -> None:
+    """The events table with the constraints that make a fork impossible, append-only by trigger."""
+    con.execute(
+        """
+        CREATE TABLE govern.events (
+            seq BIGINT PRIMARY KEY CHECK (seq >= 1),
+            event_id TEXT NOT NULL UNIQUE,
+            type TEXT NOT NULL,
+            schema_version INTEGER NOT NULL,
+            occurred_at TIMESTAMP NOT NULL,
+            recorded_at TIMESTAMP NOT NULL,
+            actor TEXT NOT NULL,
+            subject TEXT NOT NULL,
+            git_commit TEXT,
+            payload TEXT NOT NULL,
+            prev_hash TEXT NOT NULL UNIQUE,
+            hash TEXT NOT NULL UNIQUE
+        )
+        """
+    )
+    con.execute(
+        """
+        CREATE FUNCTION govern.refuse_change() RETURNS trigger LANGUAGE plpgsql AS $$
+        BEGIN
+            RAISE EXCEPTION 'govern.events is append-only: % refused', TG_OP
+                USING ERRCODE = 'insufficient_privilege';
+        END
+        $$
+        """
+    )
+    con.execute(
+        "CREATE TRIGGER events_append_only BEFORE UPDATE OR DELETE ON govern.events "
+        "FOR EACH ROW EXECUTE FUNCTION govern.refuse_change()"
+    )
+    con.execute(
+        "CREATE TRIGGER events_no_truncate BEFORE TRUNCATE ON govern.events "
+        "FOR EACH STATEMENT EXECUTE FUNCTION govern.refuse_change()"
+    )
+    # The ledger's identity: which read model on a machine belongs to it (a database recreated under the same
+    # name is another ledger).
+    con.execute("CREATE TABLE govern.ledger (id TEXT PRIMARY KEY, created_at TIMESTAMP NOT NULL)")
+    con.execute("INSERT INTO govern.ledger VALUES (gen_random_uuid()::text, %s)", [_now()])
+
+
+def grant_statements(writer: str = "govern_writer", auditor: str = "govern_auditor") -> list[str]:
+    """What an operator runs once: govern writes with INSERT and SELECT only, auditors read only."""
+    return [
+        f"CREATE ROLE {writer} LOGIN PASSWORD '...';",
+        f"CREATE ROLE {auditor} LOGIN PASSWORD '...';",
+        f"GRANT USAGE ON SCHEMA {SCHEMA} TO {writer}, {auditor};",
+        f"GRANT SELECT ON {SCHEMA}.migrations, {SCHEMA}.ledger, {SCHEMA}.events TO {writer}, {auditor};",
+        f"GRANT INSERT ON {SCHEMA}.events TO {writer};",
+    ]
+
+
+def _now() -> datetime:
+    return to_utc(utc_now()).replace(tzinfo=None)
+
+
+def is_postgres_url(value: str) -> bool:
+    return re.match(r"^postgres(ql)?(\+[a-z0-9]+)?://", value, re.IGNORECASE) is not None
+
+
+class PostgresLedger:
+    """A ledger in a PostgreSQL database (schema `govern`), read through a DuckDB read model on this machine."""
+
+    backend = "postgresql"
+
+    def __init__(self, url: str, lock_timeout: float = 30.0, cache_dir: Path | None = None) -> None:
+        self.url = url
+        self.lock_timeout = lock_timeout
+        self._cache_dir = cache_dir
+        self._con: psycopg.Connection | None = None
+        self._ready = False
+        self._ledger_id: str | None = None
+        self._synced: tuple[int, str] | None = None
+        self._privileges_checked = False
+
+    # -- where
+
+    @property
+    def location(self) -> str:
+        return without_password(self.url)
+
+    @property
+    def address(self) -> str:
+        """The URL as configured, password included: for a child process's GOVERN_LEDGER, never for display."""
+        return self.url
+
+    @property
+    def state_dir(self) -> Path:
+        return self._model().path.parent
+
+    def exists(self) -> bool:
+        con = self._connection()
+        return self._applied(con) is not None
+
+    def close(self) -> None:
+        if self._con is not None:
+            self._con.close()
+            self._con = None
+            self._ready = False
+
+    # -- connections
+
+    def _connection(self) -> psycopg.Connection:
+        """One connection per process, opened on first use (a CLI command makes a handful of round trips)."""
+        if self._con is None or self._con.closed:
+            dsn = re.sub(r"^postgres(ql)?\+[a-z0-9]+://", "postgresql://", self.url, flags=re.IGNORECASE)
+            try:
+                self._con = psycopg.connect(dsn, autocommit=True, connect_timeout=10, application_name="govern")
+                # the verification SQL names `events` unqualified; a writer waits this long for the chain's lock
+                self._con.execute(f"SET search_path = {SCHEMA}; SET lock_timeout = '{int(self.lock_timeout * 1000)}ms'")
+            except psycopg.Error as error:
+                raise LedgerError(
+                    f"Cannot reach the PostgreSQL ledger at {self.location} ({_first_line(error)}): check the URL "
+                    "in GOVERN_LEDGER or `ledger`, and that the server is running"
+                ) from None
+        return self._con
+
+    def _applied(self, con: psycopg.Connection) -> list[tuple[int, str]] | None:
+        """The migrations recorded in the database, or None where govern's schema is not there yet."""
+        if con.execute("SELECT to_regclass('govern.migrations')").fetchone()[0] is None:
+            return None
+        return [tuple(row) for row in con.execute("SELECT version, name FROM govern.migrations ORDER BY version")]
+
+    def _ready_connection(self, *, write: bool) -> psycopg.Connection:
+        """A connection to a ledger whose schema this govern understands, migrating it on a write."""
+        con = self._connection()
+        if self._ready:
+            return con
+        try:
+            applied = self._applied(con)
+            if applied is None and not write:
+                raise LedgerMissing(
+                    f"No govern ledger in {self.location} yet: run `govern init --ledger URL` to create it, "
+                    "or point GOVERN_LEDGER at an existing ledger"
+                )
+            applied = applied or []
+            if applied and applied[-1][0] > len(PG_MIGRATIONS):
+                raise LedgerSchemaTooNew(
+                    f"The ledger {self.location} has schema version {applied[-1][0]}, newer than this govern "
+                    f"understands ({len(PG_MIGRATIONS)}): upgrade govern"
+                )
+            check_migration_names(applied, self.location, PG_MIGRATIONS)
+            if len(applied) < len(PG_MIGRATIONS):
+                if not write:
+                    raise LedgerError(
+                        f"The ledger {self.location} has schema version {len(applied)}, older than this govern's "
+                        f"({len(PG_MIGRATIONS)}): run any govern write command, such as `govern repro`, to migrate it"
+                    )
+                self._migrate(con, len(applied))
+        except pg_errors.InsufficientPrivilege as error:
+            raise LedgerError(
+                f"The role connecting to {self.location} may not create govern's schema ({_first_line(error)}): "
+                "run `govern init --ledger URL` once as the database's owner"
+            ) from None
+        except psycopg.Error as error:
+            raise LedgerError(f"The PostgreSQL ledger at {self.location} failed: {_first_line(error)}") from None
+        self._ready = True
+        return con
+
+    def _migrate(self, con: psycopg.Connection, applied: int) -> None:
+        with con.transaction():
+            con.execute("SELECT pg_advisory_xact_lock(%s)", [LOCK_KEY])
+            now = self._applied(con) or []  # another process may have migrated while we waited
+            if len(now) > applied:
+                return
+            con.execute("CREATE SCHEMA IF NOT EXISTS govern")
+            con.execute(
+                "CREATE TABLE IF NOT EXISTS govern.migrations "
+                "(version INTEGER PRIMARY KEY, name TEXT NOT NULL, applied_at TIMESTAMP NOT NULL)"
+            )
+            for version, step in enumerate(PG_MIGRATIONS[applied:], start=applied + 1):
+                step(con)
+                con.execute("INSERT INTO govern.migrations VALUES (%s, %s, %s)", [version, step.__name__, _now()])
+
+    def create(self) -> list[str]:
+        """`govern init --ledger URL`: the schema, migrated; returns what the operator should grant."""
+        self._ready_connection(write=True)
+        return grant_statements()
+
+    # -- the read model
+
+    def ledger_id(self) -> str:
+        if self._ledger_id is None:
+            con = self._ready_connection(write=False)
+            self._ledger_id = con.execute("SELECT id FROM govern.ledger").fetchone()[0]
+        return self._ledger_id
+
+    def _model(self) -> Ledger:
+        base = self._cache_dir or _cache_home()
+        return Ledger(base / f"{self.ledger_id()}.duckdb", lock_timeout=self.lock_timeout)
+
+    def _pull(self, con: psycopg.Connection) -> Ledger:
+        """Bring this machine's read model up to PostgreSQL's head, verifying each pulled event on the way in."""
+        model = self._model()
+        head = _head(con)
+        if head is not None and head == self._synced:
+            return model
+        if not model.exists():
+            model.ingest([])  # an empty read model, migrated: queries of an empty ledger answer, not fail
+        local = model.head()
+        if local is not None:
+            row = con.execute("SELECT hash FROM govern.events WHERE seq = %s", [local[0]]).fetchone()
+            if row is None or row[0] != local[1]:
+                what = "no longer holds" if row is None else "holds a different"
+                raise LedgerCorrupt(
+                    f"PostgreSQL {what} event seq {local[0]} than this machine read before: the ledger at "
+                    f"{self.location} was changed behind govern. Run `govern audit verify`; the read model is "
+                    f"{model.path}"
+                )
+        done = local[0] if local else 0
+        while head is not None and done < head[0]:
+            cursor = con.execute(
+                f"SELECT {', '.join(COLUMNS)} FROM govern.events WHERE seq > %s ORDER BY seq LIMIT %s",
+                [done, PULL_BATCH],
+            )
+            rows = [RecordedEvent(*row) for row in cursor.fetchall()]
+            if not rows:
+                break
+            done = model.ingest(rows)
+        self._synced = head
+        return model
+
+    def _fresh(self, ask: Callable[[Ledger], T]) -> T:
+        """Answer from the read model at PostgreSQL's head: asked in one DuckDB connection that also checks the
+        head, and pulled first only when it is behind (the usual case costs one PostgreSQL query)."""
+        try:
+            con = self._ready_connection(write=False)
+            head = _head(con) or (0, GENESIS_HASH)
+            model = self._model()
+            if model.path.exists():
+                try:
+                    return ask(model.expecting(head))
+                except StaleReadModel:
+                    pass
+            self._pull(con)
+        except psycopg.Error as error:
+            raise LedgerError(
+                f"Reading the PostgreSQL ledger at {self.location} failed: {_first_line(error)}"
+            ) from None
+        return ask(model)
+
+    # -- writing
+
+    def append(self, pending: Sequence[PendingEvent]) -> list[RecordedEvent]:
+        if not pending:
+            return []
+        return self._write(lambda _reader: pending)
+
+    def transact(self, decide: Callable[[Reader], Sequence[PendingEvent]]) -> list[RecordedEvent]:
+        """As `Ledger.transact`: `decide` reads a state no other writer, on any machine, can change meanwhile."""
+        return self._write(decide)
+
+    def _write(self, decide: Callable[[Reader], Sequence[PendingEvent]]) -> list[RecordedEvent]:
+        """One transaction in two round trips when `decide` reads nothing: psycopg's pipeline sends BEGIN, the
+        lock and the head query together, then the insert with COMMIT. The lock is held for the second only."""
+        con = self._ready_connection(write=True)
+        self._warn_about_privileges(con)
+        try:
+            with con.pipeline(), con.transaction(), ExitStack() as stack:
+                con.execute("SELECT pg_advisory_xact_lock(%s)", [LOCK_KEY])
+                pending = decide(_LockedReader(self, con, stack))
+                recorded = self._append_in(con, pending) if pending else []
+        except pg_errors.LockNotAvailable:
+            raise LedgerLocked(
+                f"The ledger {self.location} is held by another govern writer; gave up after "
+                f"{self.lock_timeout:g} s. Retry when it has finished"
+            ) from None
+        except pg_errors.InsufficientPrivilege as error:
+            raise LedgerError(
+                f"The PostgreSQL ledger at {self.location} refused the write ({_first_line(error)}); nothing was "
+                "appended. govern's role needs INSERT and SELECT on govern.events"
+            ) from None
+        except psycopg.Error as error:
+            raise LedgerError(
+                f"The PostgreSQL ledger at {self.location} failed ({_first_line(error)}); nothing was appended"
+            ) from None
+        return recorded
+
+    def _append_in(self, con: psycopg.Connection, pending: Sequence[PendingEvent]) -> list[RecordedEvent]:
+        from govern.ledger import _same_or_conflict
+
+        ids = [event.event_id for event in pending]
+        if len(set(ids)) != len(ids):
+            raise EventConflict("The same event id appears twice in one append")
+        head_seq, head_hash, known = con.execute(
+            "SELECT (SELECT seq FROM govern.events ORDER BY seq DESC LIMIT 1), "
+            "(SELECT hash FROM govern.events ORDER BY seq DESC LIMIT 1), "
+            "(SELECT count(*) FROM govern.events WHERE event_id = ANY(%s))",
+            [ids],
+        ).fetchone()
+        existing = {}
+        if known:  # a retried append: rare, so its rows are fetched only then
+            cursor = con.execute(f"SELECT {', '.join(COLUMNS)} FROM govern.events WHERE event_id = ANY(%s)", [ids])
+            existing = {row.event_id: row for row in (RecordedEvent(*values) for values in cursor.fetchall())}
+        seq, prev_hash = (head_seq, head_hash) if head_seq is not None else (0, GENESIS_HASH)
+        recorded_at = _now()
+        result, fresh = [], []
+        for event in pending:
+            if event.event_id in existing:
+                result.append(_same_or_conflict(existing[event.event_id], event))
+                continue
+            seq += 1
+            fact = event.fact
+            occurred_at = to_utc(event.occurred_at).replace(tzinfo=None)
+            row = RecordedEvent(
+                seq=seq,
+                event_id=event.event_id,
+                type=fact.type,
+                schema_version=fact.schema_version,
+                occurred_at=occurred_at,
+                recorded_at=recorded_at,
+                actor=event.actor,
+                subject=fact.subject,
+                git_commit=event.git_commit,
+                payload_json=event.payload_json,
+                prev_hash=prev_hash,
+                hash="",
+            )
+            row = _with_hash(row)
+            prev_hash = row.hash
+            fresh.append(row)
+            result.append(row)
+        _insert(con, fresh)
+        return result
+
+    def ingest(self, rows: Sequence[RecordedEvent]) -> int:
+        """Add events recorded elsewhere (`audit copy`), each hash recomputed and each link checked first."""
+        con = self._ready_connection(write=True)
+        try:
+            with con.transaction():
+                con.execute("SELECT pg_advisory_xact_lock(%s)", [LOCK_KEY])
+                seq, prev = _head(con) or (0, GENESIS_HASH)
+                for row in rows:
+                    if row.seq != seq + 1 or row.prev_hash != prev or _with_hash(row).hash != row.hash:
+                        raise LedgerCorrupt(
+                            f"Event seq {row.seq} offered to {self.location} does not continue its chain at seq "
+                            f"{seq} (altered, reordered, or from another ledger); nothing was taken"
+                        )
+                    seq, prev = row.seq, row.hash
+                _insert(con, rows)
+        except psycopg.Error as error:
+            raise LedgerError(f"Writing to {self.location} failed ({_first_line(error)}); nothing was taken") from None
+        return seq
+
+    def _warn_about_privileges(self, con: psycopg.Connection) -> None:
+        """Append-only holds for govern's role only if it cannot UPDATE, DELETE or TRUNCATE, or switch triggers off."""
+        if self._privileges_checked:
+            return
+        self._privileges_checked = True
+        role, superuser, *rights = con.execute(
+            "SELECT current_user, rolsuper, "
+            "has_table_privilege('govern.events', 'UPDATE'), has_table_privilege('govern.events', 'DELETE'), "
+            "has_table_privilege('govern.events', 'TRUNCATE'), "
+            "pg_has_role((SELECT tableowner FROM pg_tables WHERE schemaname = 'govern' AND tablename = 'events'), "
+            "'MEMBER') "
+            "FROM pg_roles WHERE rolname = current_user"
+        ).fetchone()
+        too_much = [name for name, held in zip(("UPDATE", "DELETE", "TRUNCATE", "owner"), rights, strict=True) if held]
+        if superuser:
+            too_much.insert(0, "superuser")
+        if too_much:
+            log.warning(
+                "govern: writing to the ledger as role %s, which holds %s on govern.events: anyone with this role "
+                "can rewrite history behind govern. Write with a role that has INSERT and SELECT only "
+                "(`govern init --ledger URL` prints the GRANTs)",
+                role,
+                ", ".join(too_much),
+            )
+
+    # -- reading
+
+    def read(
+        self,
+        *,
+        types: Sequence[str] | None = None,
+        since: datetime | None = None,
+        limit: int | None = None,
+        subject_prefix: str | None = None,
+        seqs: Sequence[int] | None = None,
+    ) -> list[RecordedEvent]:
+        return self._fresh(
+            lambda model: model.read(types=types, since=since, limit=limit, subject_prefix=subject_prefix, seqs=seqs)
+        )
+
+    def head(self) -> tuple[int, str] | None:
+        con = self._connection()
+        if self._applied(con) is None:
+            return None
+        return _head(self._ready_connection(write=False))
+
+    @contextmanager
+    def reader(self) -> Iterator[Reader]:
+        with ExitStack() as stack:
+            yield self._fresh(lambda model: stack.enter_context(model.reader()))
+
+    def query(self, sql: str, params: Sequence[Any] | dict[str, Any] = ()) -> tuple[list[str], list[tuple]]:
+        return self._fresh(lambda model: model.query(sql, params))
+
+    def audit_query(self, sql: str, params: Sequence[Any] | dict[str, Any] = ()) -> tuple[list[str], list[tuple]]:
+        return self._fresh(lambda model: model.audit_query(sql, params))
+
+    def verify(self) -> Verification:
+        """Every hash and link recomputed by PostgreSQL on what it holds now; then this machine's read model
+        must agree with it (a copy that was pulled before a rewrite is named, never trusted)."""
+        con = self._ready_connection(write=False)
+        try:
+            result = verify_chain_in(_PgReader(con), CHECKS, projections=False)
+        except psycopg.Error as error:
+            raise LedgerError(f"Verifying {self.location} failed: {_first_line(error)}") from None
+        if not result.ok:
+            return result
+        model = self._model()
+        local = model.head() if model.exists() else None
+        if local is not None:
+            row = con.execute("SELECT hash FROM govern.events WHERE seq = %s", [local[0]]).fetchone()
+            if row is None or row[0] != local[1]:
+                return Verification(
+                    ok=False,
+                    count=result.count,
+                    head_hash=result.head_hash,
+                    bad_seq=local[0],
+                    problem=(
+                        f"seq {local[0]}: PostgreSQL's chain verifies, but this machine read a different history "
+                        f"before (read model {model.path}): the ledger was rewritten behind govern"
+                    ),
+                )
+        return result
+
+    def backup(self, target: Path) -> Verification:
+        """A self-contained DuckDB copy of the ledger as it is now, verified (pg_dump stays the operator's tool)."""
+        from govern.storage import copy
+
+        return copy(self, Ledger(target))
+
+
+class _PgReader:
+    def __init__(self, con: psycopg.Connection) -> None:
+        self._con = con
+
+    def query(self, sql: str, params: Sequence[Any] | dict[str, Any] = ()) -> tuple[list[str], list[tuple]]:
+        with self._con.cursor() as cursor:
+            cursor.execute(sql, params or None)
+            return [d.name for d in cursor.description], cursor.fetchall()
+
+
+class _LockedReader:
+    """The state a writer decides on: the read model, pulled up to the head while the chain's lock is held."""
+
+    def __init__(self, ledger: PostgresLedger, con: psycopg.Connection, stack: ExitStack) -> None:
+        self._ledger, self._con, self._stack = ledger, con, stack
+        self._reader: Reader | None = None
+
+    def query(self, sql: str, params: Sequence[Any] | dict[str, Any] = ()) -> tuple[list[str], list[tuple]]:
+        if self._reader is None:
+            model = self._ledger._pull(self._con)
+            self._reader = self._stack.enter_context(model.reader())
+        return self._reader.query(sql, params)
+
+
+def _head(con: psycopg.Connection) -> tuple[int, str] | None:
+    row = con.execute("SELECT seq, hash FROM govern.events ORDER BY seq DESC LIMIT 1").fetchone()
+    return (row[0], row[1]) if row else None
+
+
+def _with_hash(row: RecordedEvent) -> RecordedEvent:
+    from dataclasses import replace
+
+    return replace(
+        row,
+        hash=envelope_hash(
+            seq=row.seq,
+            event_id=row.event_id,
+            type=row.type,
+            schema_version=row.schema_version,
+            occurred_at=row.occurred_at,
+            recorded_at=row.recorded_at,
+            actor=row.actor,
+            subject=row.subject,
+            git_commit=row.git_commit,
+            payload_json=row.payload_json,
+            prev_hash=row.prev_hash,
+        ),
+    )
+
+
+def _insert(con: psycopg.Connection, rows: Sequence[RecordedEvent]) -> None:
+    """COPY for many rows (bulk copies), one multi-row INSERT for the few a command appends."""
+    if not rows:
+        return
+    values = [tuple(getattr(row, "payload_json" if name == "payload" else name) for name in COLUMNS) for row in rows]
+    if len(rows) > 100:
+        with con.cursor().copy(f"COPY govern.events ({', '.join(COLUMNS)}) FROM STDIN") as copy:
+            for value in values:
+                copy.write_row(value)
+        return
+    placeholders = ", ".join("(" + ", ".join(["%s"] * len(COLUMNS)) + ")" for _ in values)
+    con.execute(
+        f"INSERT INTO govern.events ({', '.join(COLUMNS)}) VALUES {placeholders}",
+        [value for row in values for value in row],
+    )
+
+
+def _cache_home() -> Path:
+    """Where read models live on this machine: GOVERN_CACHE_DIR, else the XDG cache directory."""
+    explicit = os.environ.get("GOVERN_CACHE_DIR")
+    if explicit:
+        return Path(explicit)
+    base = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
+    return Path(base) / "govern" / "ledgers"
+
+
+def _first_line(error: BaseException) -> str:
+    text = str(error).strip()
+    return text.splitlines()[0] if text else type(error).__name__

@@ -1,0 +1,119 @@
+"""The ledger's storage contract, and the one way to open a ledger from configuration.
+
+Use cases depend on `LedgerStore`, never on a backend: `Ledger` is the DuckDB file (one person, one machine),
+`PostgresLedger` the team's database. Both keep the same envelope, canonical JSON and hash chain byte for byte,
+and both answer queries in DuckDB's SQL over the same views (`govern.ledger` holds them).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from contextlib import AbstractContextManager
+from datetime import datetime
+from pathlib import Path
+from typing import Any, Protocol
+
+from govern.envelope import PendingEvent, RecordedEvent
+from govern.ledger import Reader, Verification
+
+
+class LedgerStore(Protocol):
+    """What every use case may ask of a ledger."""
+
+    backend: str
+
+    @property
+    def location(self) -> str:
+        """The file path or the URL without its password: for messages, and GOVERN_LEDGER for a child process."""
+        ...
+
+    @property
+    def address(self) -> str:
+        """What opens this ledger again in a child process (GOVERN_LEDGER); may carry a password: never shown."""
+        ...
+
+    @property
+    def state_dir(self) -> Path:
+        """A directory on this machine for the ledger's local companions (the registry mirror's log and lock)."""
+        ...
+
+    def exists(self) -> bool: ...
+
+    def close(self) -> None: ...
+
+    def transact(self, decide: Callable[[Reader], Sequence[PendingEvent]]) -> list[RecordedEvent]:
+        """Decide from the current state and append, atomically: no other writer changes the state meanwhile."""
+        ...
+
+    def append(self, pending: Sequence[PendingEvent]) -> list[RecordedEvent]: ...
+
+    def ingest(self, rows: Sequence[RecordedEvent]) -> int:
+        """Events recorded in another ledger, as they are (copies): verified link by link, all or nothing."""
+        ...
+
+    def read(
+        self,
+        *,
+        types: Sequence[str] | None = None,
+        since: datetime | None = None,
+        limit: int | None = None,
+        subject_prefix: str | None = None,
+        seqs: Sequence[int] | None = None,
+    ) -> list[RecordedEvent]: ...
+
+    def head(self) -> tuple[int, str] | None: ...
+
+    def reader(self) -> AbstractContextManager[Reader]: ...
+
+    def query(self, sql: str, params: Sequence[Any] | dict[str, Any] = ()) -> tuple[list[str], list[tuple]]: ...
+
+    def audit_query(self, sql: str, params: Sequence[Any] | dict[str, Any] = ()) -> tuple[list[str], list[tuple]]: ...
+
+    def verify(self) -> Verification: ...
+
+    def backup(self, target: Path) -> Verification: ...
+
+
+def is_url(location: Path | str) -> bool:
+    return isinstance(location, str) and "://" in location
+
+
+def open_store(location: Path | str, lock_timeout: float = 30.0) -> LedgerStore:
+    """A DuckDB file path, or a `postgresql://` URL (psycopg is imported only then)."""
+    if is_url(location):
+        from govern.postgres_ledger import PostgresLedger
+
+        return PostgresLedger(str(location), lock_timeout=lock_timeout)
+    from govern.ledger import Ledger
+
+    return Ledger(Path(location), lock_timeout=lock_timeout)
+
+
+def copy(source: LedgerStore, target: LedgerStore) -> Verification:
+    """Every event of `source` into `target`, in batches each verified as it lands; then verify the whole copy.
+
+    `target` is new, empty, or an interrupted copy of `source` (its head is one of source's events): the copy
+    resumes there. A target holding anything else is refused.
+    """
+    from govern.errors import LedgerError
+
+    head = source.head()
+    done = 0
+    held = target.head() if target.exists() else None
+    if held is not None:
+        mine = source.read(seqs=[held[0]])
+        if not mine or mine[0].hash != held[1]:
+            raise LedgerError(
+                f"{target.location} already holds other events (seq {held[0]} is not this ledger's): copy into a "
+                "new, empty ledger"
+            )
+        done = held[0]
+    while head is not None and done < head[0]:
+        batch = source.read(seqs=range(done + 1, min(done + COPY_BATCH, head[0]) + 1))
+        if not batch:
+            break
+        done = target.ingest(batch)
+    return target.verify()
+
+
+COPY_BATCH = 50_000

@@ -1,0 +1,244 @@
+"""The storage contract, written once and run against both backends (as eventsourcing tests its recorders).
+
+`LedgerContract` holds the behaviour every ledger must have; `TestDuckDBFile` and `TestPostgreSQL` only say how
+to make an empty ledger and how to alter a stored row behind govern's back.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Iterator
+from dataclasses import replace
+from datetime import timedelta
+from pathlib import Path
+
+import duckdb
+import psycopg
+import pytest
+from conftest import snapshot_event
+
+from govern.envelope import utc_now
+from govern.errors import EventConflict, LedgerError, LedgerSchemaTooNew, QueryError
+from govern.events import DeploymentStarted, PendingEvent
+from govern.ledger import Ledger
+from govern.postgres_ledger import PostgresLedger
+from govern.storage import LedgerStore, copy, open_store
+
+
+def deployment(i: int, app: str = "scoring", env: str = "production") -> PendingEvent:
+    fact = DeploymentStarted(model="churn", version=str(i), app=app, env=env)
+    return PendingEvent(fact, actor="Zoë <zoe@example.com>", occurred_at=utc_now(), git_commit="c0ffee")
+
+
+class LedgerContract:
+    """Every behaviour here holds for the DuckDB file and for PostgreSQL alike."""
+
+    def make(self, tmp_path: Path) -> LedgerStore:
+        raise NotImplementedError
+
+    def tamper(self, ledger: LedgerStore, statement: str) -> None:
+        """Change stored rows the way someone with direct access to the database could."""
+        raise NotImplementedError
+
+    def add_migration_row(self, ledger: LedgerStore, version: int, name: str) -> None:
+        raise NotImplementedError
+
+    @pytest.fixture
+    def ledger(self, tmp_path: Path) -> Iterator[LedgerStore]:
+        store = self.make(tmp_path)
+        yield store
+        store.close()
+
+    @pytest.fixture
+    def filled(self, ledger: LedgerStore) -> LedgerStore:
+        ledger.append([snapshot_event(i, source=f'tricky "source" é\n\u0001{i}') for i in range(1, 6)])
+        return ledger
+
+    def test_a_new_ledger_does_not_exist_until_its_first_write(self, ledger: LedgerStore) -> None:
+        assert ledger.head() is None
+        ledger.append([snapshot_event(1)])
+        assert ledger.exists()
+
+    def test_appends_get_gapless_seq_and_a_chain_that_verifies(self, filled: LedgerStore) -> None:
+        events = filled.read()
+        assert [e.seq for e in events] == [1, 2, 3, 4, 5]
+        assert events[0].prev_hash == "0" * 64
+        assert all(later.prev_hash == earlier.hash for earlier, later in zip(events, events[1:], strict=False))
+        result = filled.verify()
+        assert result.ok and result.count == 5 and result.head_hash == events[-1].hash
+        assert filled.head() == (5, events[-1].hash)
+
+    def test_a_retried_identical_event_is_a_no_op_and_a_changed_one_is_refused(self, ledger: LedgerStore) -> None:
+        event = snapshot_event(1)
+        first = ledger.append([event])
+        assert ledger.append([event]) == first
+        with pytest.raises(EventConflict, match="already in the ledger"):
+            ledger.append([replace(event, actor="Mallory <m@example.com>")])
+        assert [e.seq for e in ledger.read()] == [1]
+
+    def test_decide_sees_the_state_and_a_refusal_appends_nothing(self, filled: LedgerStore) -> None:
+        seen: list[int] = []
+
+        def decide(reader):  # noqa: ANN001, ANN202
+            seen.append(reader.query("SELECT count(*) FROM datasets")[1][0][0])
+            raise LedgerError("refused by the rule")
+
+        with pytest.raises(LedgerError, match="refused by the rule"):
+            filled.transact(decide)
+        assert seen == [5]
+        assert filled.head()[0] == 5 and filled.verify().ok
+
+    def test_decide_on_an_empty_ledger_sees_no_events(self, ledger: LedgerStore) -> None:
+        counts: list[int] = []
+
+        def decide(reader):  # noqa: ANN001, ANN202
+            counts.append(reader.query("SELECT count(*) FROM model_versions")[1][0][0])
+            return [snapshot_event(1)]
+
+        assert [e.seq for e in ledger.transact(decide)] == [1]
+        assert counts == [0]
+
+    def test_read_filters_by_type_time_subject_seqs_and_limit(self, filled: LedgerStore) -> None:
+        filled.append([deployment(1)])
+        assert [e.seq for e in filled.read(types=["deployment.started"])] == [6]
+        assert [e.seq for e in filled.read(limit=2)] == [5, 6]
+        assert [e.seq for e in filled.read(seqs=[2, 4])] == [2, 4]
+        assert filled.read(since=utc_now() + timedelta(hours=1)) == []
+        assert len(filled.read(subject_prefix="dataset:")) == 5
+
+    def test_the_read_model_answers_in_duckdb_sql_over_the_views(self, filled: LedgerStore) -> None:
+        filled.append([deployment(1), deployment(2, env="staging")])
+        columns, rows = filled.query("SELECT app, env, version FROM production_windows ORDER BY start_seq")
+        assert columns == ["app", "env", "version"]
+        assert rows == [("scoring", "production", "1"), ("scoring", "staging", "2")]
+        with filled.reader() as reader:
+            assert reader.query("SELECT count(*) FROM deployment_index")[1] == [(2,)]
+
+    def test_payload_bytes_come_back_exactly_as_hashed(self, ledger: LedgerStore) -> None:
+        event = snapshot_event(1, source='ünïcode "quotes" \\ and \t tabs \u2028')
+        [recorded] = ledger.append([event])
+        assert ledger.read()[0].payload_json == event.payload_json == recorded.payload_json
+        assert ledger.verify().ok
+
+    def test_audit_sql_is_one_select_in_duckdbs_sandbox(self, filled: LedgerStore, tmp_path: Path) -> None:
+        assert filled.audit_query("SELECT count(*) AS n FROM events") == (["n"], [(5,)])
+        with pytest.raises(QueryError, match="not COPY"):
+            filled.audit_query(f"COPY events TO '{tmp_path / 'out.csv'}'")
+        with pytest.raises(QueryError, match="out of its reach"):
+            filled.audit_query(f"SELECT * FROM read_csv('{tmp_path / 'x.csv'}')")
+        assert not (tmp_path / "out.csv").exists()
+
+    def test_verify_names_an_event_altered_behind_govern(self, filled: LedgerStore) -> None:
+        self.tamper(filled, "UPDATE events SET payload = replace(payload, 'tricky', 'benign') WHERE seq = 3")
+        result = filled.verify()
+        assert not result.ok and result.bad_seq == 3 and "seq 3" in result.problem
+
+    def test_verify_names_a_deleted_event(self, filled: LedgerStore) -> None:
+        self.tamper(filled, "DELETE FROM events WHERE seq = 2")
+        result = filled.verify()
+        assert not result.ok and "seq 2 is missing" in result.problem
+
+    def test_a_schema_newer_than_this_govern_is_refused(self, filled: LedgerStore, tmp_path: Path) -> None:
+        self.add_migration_row(filled, 99, "m099_from_the_future")
+        again = self.reopen(filled, tmp_path)
+        with pytest.raises(LedgerSchemaTooNew, match="upgrade govern"):
+            again.append([snapshot_event(9)])
+
+    def test_a_migration_this_govern_never_had_is_refused_by_name(self, ledger: LedgerStore, tmp_path: Path) -> None:
+        ledger.append([snapshot_event(1)])
+        self.tamper(ledger, "UPDATE govern_migrations SET name = 'm001_someone_elses' WHERE version = 1")
+        with pytest.raises(LedgerError, match="migrated by another build of govern"):
+            self.reopen(ledger, tmp_path).read()
+
+    def test_concurrent_writers_never_fork_the_chain(self, ledger: LedgerStore, tmp_path: Path) -> None:
+        ledger.append([snapshot_event(0)])
+        errors: list[BaseException] = []
+
+        def write(worker: int) -> None:
+            store = self.reopen(ledger, tmp_path)
+            try:
+                for i in range(10):
+                    store.append([snapshot_event(1000 * worker + i)])
+            except BaseException as error:  # noqa: BLE001 - reported below
+                errors.append(error)
+            finally:
+                store.close()
+
+        threads = [threading.Thread(target=write, args=(w,)) for w in range(1, 5)]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join()
+        assert errors == []
+        result = ledger.verify()
+        assert result.ok and result.count == 41
+
+    def test_a_copy_to_the_other_backend_and_back_verifies_byte_for_byte(
+        self, filled: LedgerStore, tmp_path: Path, pg_database: str
+    ) -> None:
+        filled.append([deployment(1)])
+        other = (
+            PostgresLedger(pg_database, cache_dir=tmp_path / "other-cache")
+            if isinstance(filled, Ledger)
+            else Ledger(tmp_path / "copy.duckdb")
+        )
+        assert copy(filled, other).ok
+        back = Ledger(tmp_path / "back.duckdb")
+        assert copy(other, back).ok
+        assert [e.to_dict() for e in back.read()] == [e.to_dict() for e in filled.read()]
+        assert other.head() == filled.head()
+        assert copy(filled, other).count == 6, "copying again resumes at the head: nothing is added twice"
+        unrelated = Ledger(tmp_path / "unrelated.duckdb")
+        unrelated.append([snapshot_event(1)])
+        with pytest.raises(LedgerError, match="already holds other events"):
+            copy(filled, unrelated)
+        other.close()
+
+    def reopen(self, ledger: LedgerStore, tmp_path: Path) -> LedgerStore:
+        """The same ledger opened afresh, as another process would."""
+        raise NotImplementedError
+
+
+class TestDuckDBFile(LedgerContract):
+    def make(self, tmp_path: Path) -> LedgerStore:
+        return Ledger(tmp_path / "audit" / "ledger.duckdb", lock_timeout=20)
+
+    def reopen(self, ledger: LedgerStore, tmp_path: Path) -> LedgerStore:
+        return Ledger(Path(ledger.location), lock_timeout=20)
+
+    def tamper(self, ledger: LedgerStore, statement: str) -> None:
+        con = duckdb.connect(ledger.location)
+        try:
+            con.execute(statement)
+        finally:
+            con.close()
+
+    def add_migration_row(self, ledger: LedgerStore, version: int, name: str) -> None:
+        self.tamper(ledger, f"INSERT INTO govern_migrations VALUES ({version}, '{name}', now())")
+
+
+class TestPostgreSQL(LedgerContract):
+    @pytest.fixture(autouse=True)
+    def _database(self, pg_database: str) -> None:
+        self.url = pg_database
+
+    def make(self, tmp_path: Path) -> LedgerStore:
+        return PostgresLedger(self.url, lock_timeout=20, cache_dir=tmp_path / "read-models")
+
+    def reopen(self, ledger: LedgerStore, tmp_path: Path) -> LedgerStore:
+        return PostgresLedger(self.url, lock_timeout=20, cache_dir=tmp_path / "read-models")
+
+    def tamper(self, ledger: LedgerStore, statement: str) -> None:
+        """As a superuser who switches the append-only trigger off for the session."""
+        statement = statement.replace("govern_migrations", "govern.migrations").replace(" events", " govern.events")
+        with psycopg.connect(self.url, autocommit=True) as con:
+            con.execute("SET session_replication_role = replica")
+            con.execute(statement)
+
+    def add_migration_row(self, ledger: LedgerStore, version: int, name: str) -> None:
+        self.tamper(ledger, f"INSERT INTO govern_migrations VALUES ({version}, '{name}', now())")
+
+
+def test_the_url_opens_postgresql_and_a_path_opens_the_file(tmp_path: Path, pg_database: str) -> None:
+    assert isinstance(open_store(pg_database), PostgresLedger)
+    assert isinstance(open_store(tmp_path / "l.duckdb"), Ledger)

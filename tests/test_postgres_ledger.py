@@ -1,0 +1,222 @@
+"""What only the PostgreSQL backend has: database-enforced append-only, roles, the read model, `init --ledger`.
+
+The behaviour both backends share is in test_ledger_contract.py.
+"""
+
+from __future__ import annotations
+
+import logging
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import psycopg
+import pytest
+from conftest import commit_all, database_url, git, postgres_admin, run_cli, snapshot_event
+
+from govern.errors import LedgerCorrupt, LedgerError
+from govern.ledger import Ledger
+from govern.postgres_ledger import PostgresLedger, grant_statements
+from govern.storage import copy
+
+
+@pytest.fixture
+def pg(pg_database: str, tmp_path: Path) -> Iterator[PostgresLedger]:
+    ledger = PostgresLedger(pg_database, lock_timeout=10, cache_dir=tmp_path / "machine-a")
+    ledger.append([snapshot_event(i) for i in range(1, 6)])
+    yield ledger
+    ledger.close()
+
+
+@pytest.fixture
+def roles(pg_database: str) -> Iterator[dict[str, str]]:
+    """A writer and an auditor made by running exactly the GRANTs `govern init --ledger` prints."""
+    suffix = uuid.uuid4().hex[:8]
+    writer, auditor = f"govern_writer_{suffix}", f"govern_auditor_{suffix}"
+    created = PostgresLedger(pg_database)
+    created.create()
+    created.close()
+    with psycopg.connect(pg_database, autocommit=True) as con:
+        for statement in grant_statements(writer, auditor):
+            con.execute(statement.replace("PASSWORD '...'", "PASSWORD 'pw'"))
+    database = pg_database.rsplit("/", 1)[1]
+    try:
+        yield {"writer": database_url(database, f"{writer}:pw"), "auditor": database_url(database, f"{auditor}:pw")}
+    finally:  # roles are cluster-wide and outlive a database: drop the database first, then them
+        admin = postgres_admin()
+        admin.execute(f'DROP DATABASE IF EXISTS "{database}" WITH (FORCE)')
+        for role in (writer, auditor):
+            admin.execute(f'DROP ROLE IF EXISTS "{role}"')
+        admin.close()
+
+
+@pytest.mark.parametrize(
+    "statement",
+    ["UPDATE govern.events SET actor = 'x' WHERE seq = 2", "DELETE FROM govern.events", "TRUNCATE govern.events"],
+)
+def test_the_database_refuses_to_change_or_remove_events_even_for_a_superuser(
+    pg: PostgresLedger, pg_database: str, statement: str
+) -> None:
+    with psycopg.connect(pg_database, autocommit=True) as con, pytest.raises(psycopg.Error, match="append-only"):
+        con.execute(statement)
+    assert pg.verify().ok and pg.head()[0] == 5
+
+
+def test_unique_constraints_make_a_fork_impossible_for_a_writer_that_skips_the_lock(
+    pg: PostgresLedger, pg_database: str
+) -> None:
+    """A buggy writer inserting a second event after seq 4 (a fork of the chain) is refused by the database."""
+    with psycopg.connect(pg_database, autocommit=True) as con:
+        [row] = con.execute("SELECT * FROM govern.events WHERE seq = 5").fetchall()
+        forked = list(row)
+        forked[1] = str(uuid.uuid4())
+        forked[11] = "f" * 64
+        with pytest.raises(psycopg.errors.UniqueViolation, match="prev_hash|seq"):
+            forked[0] = 6  # a new seq, but linked to seq 4 like seq 5 is
+            con.execute("INSERT INTO govern.events VALUES (%s,%s,%s,%s,%s,%s,%s,%s,%s,%s,%s,%s)", forked)
+    assert pg.verify().ok
+
+
+def test_a_role_with_insert_and_select_only_writes_without_warning_and_a_superuser_is_warned(
+    roles: dict[str, str], pg_database: str, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.WARNING)
+    writer = PostgresLedger(roles["writer"], cache_dir=tmp_path / "w")
+    writer.append([snapshot_event(1)])
+    assert not [r for r in caplog.records if "rewrite history" in r.getMessage()]
+    with pytest.raises(LedgerError, match="refused the write"):
+        writer.transact(lambda reader: _update_through(writer))
+    writer.close()
+    auditor = PostgresLedger(roles["auditor"], cache_dir=tmp_path / "a")
+    assert [e.seq for e in auditor.read()] == [1] and auditor.verify().ok
+    with pytest.raises(LedgerError, match="refused the write"):
+        auditor.append([snapshot_event(2)])
+    auditor.close()
+    owner = PostgresLedger(pg_database, cache_dir=tmp_path / "o")
+    owner.append([snapshot_event(2)])
+    warned = [r.getMessage() for r in caplog.records if "rewrite history" in r.getMessage()]
+    assert warned and "superuser" in warned[0]
+    owner.close()
+
+
+def _update_through(ledger: PostgresLedger) -> list:
+    ledger._connection().execute("UPDATE govern.events SET actor = 'x'")
+    return []
+
+
+def test_a_history_rewritten_after_this_machine_read_it_is_refused_and_named_by_verify(
+    pg: PostgresLedger, pg_database: str
+) -> None:
+    assert len(pg.read()) == 5  # this machine's read model now holds seq 1-5
+    with psycopg.connect(pg_database, autocommit=True) as con:
+        con.execute("SET session_replication_role = replica")
+        con.execute("DELETE FROM govern.events WHERE seq = 5")
+    fresh = PostgresLedger(pg.url, cache_dir=pg._cache_dir)
+    with pytest.raises(LedgerCorrupt, match="no longer holds event seq 5"):
+        fresh.read()
+    result = fresh.verify()
+    assert not result.ok and "this machine read a different history" in result.problem
+    fresh.close()
+
+
+def test_a_second_machine_pulls_the_whole_ledger_and_then_only_the_tail(pg: PostgresLedger, tmp_path: Path) -> None:
+    other = PostgresLedger(pg.url, cache_dir=tmp_path / "machine-b")
+    assert [e.hash for e in other.read()] == [e.hash for e in pg.read()]
+    pg.append([snapshot_event(6)])
+    assert [e.seq for e in other.read(limit=1)] == [6]
+    assert Ledger(next((tmp_path / "machine-b").glob("*.duckdb"))).head() == pg.head()
+    other.close()
+
+
+def test_a_role_that_may_not_create_the_schema_is_told_to_run_init_as_the_owner(
+    roles: dict[str, str], pg_database: str, tmp_path: Path
+) -> None:
+    admin = postgres_admin()
+    fresh = f"govern_test_{uuid.uuid4().hex[:12]}"
+    admin.execute(f'CREATE DATABASE "{fresh}"')
+    admin.execute(f'REVOKE CREATE ON DATABASE "{fresh}" FROM PUBLIC')
+    writer = roles["writer"].rsplit("/", 1)[0] + f"/{fresh}"
+    try:
+        ledger = PostgresLedger(writer, cache_dir=tmp_path / "c")
+        with pytest.raises(LedgerError, match=r"may not create govern's schema .* run `govern init --ledger URL`"):
+            ledger.append([snapshot_event(1)])
+        ledger.close()
+    finally:
+        admin.execute(f'DROP DATABASE "{fresh}" WITH (FORCE)')
+        admin.close()
+
+
+def test_init_with_a_ledger_url_creates_the_schema_prints_the_grants_and_keeps_the_password_out(
+    tmp_path: Path, pg_database: str
+) -> None:
+    project = tmp_path / "project"
+    project.mkdir()
+    git(project, "init", "-q")
+    (project / "README.md").write_text("demo\n")
+    commit_all(project, "start")
+    url = pg_database.replace("postgres@", "postgres:s3cret@", 1)
+    result = run_cli("init", "--ledger", url, cwd=project)
+    assert result.exit_code == 0, result.output
+    assert "GRANT INSERT ON govern.events TO govern_writer;" in result.output
+    assert "s3cret" not in result.output
+    config = (project / "govern.toml").read_text()
+    assert f'ledger = "{pg_database}"' in config and "s3cret" not in config
+    assert PostgresLedger(pg_database).exists()
+    again = run_cli("init", "--ledger", url, cwd=project)
+    assert again.exit_code == 0 and "already governed" in again.output
+
+
+def test_audit_copy_moves_a_file_ledger_to_postgresql_and_every_read_command_answers_the_same(
+    tmp_path: Path, pg_database: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from govern.envelope import format_timestamp
+    from govern.events import DeploymentStarted, PendingEvent, utc_now
+
+    file = Ledger(tmp_path / "ledger.duckdb")
+    file.append([snapshot_event(i) for i in range(1, 4)])
+    file.append(
+        [
+            PendingEvent(DeploymentStarted(model="m", version="1", app="web", env="production"), "Zoë", utc_now()),
+        ]
+    )
+    monkeypatch.setenv("GOVERN_LEDGER", str(file.path))
+    copied = run_cli("audit", "copy", "--to", pg_database, cwd=tmp_path)
+    assert copied.exit_code == 0, copied.output
+    assert f"copied 4 events to {pg_database}; the copy verifies" in copied.output
+    commands = [
+        ["audit", "log"],
+        ["audit", "log", "--json"],
+        ["audit", "production", "--app", "web", "--env", "production", "--at", format_timestamp(utc_now())],
+        ["audit", "windows", "--app", "web"],
+        ["audit", "sql", "SELECT type, count(*) FROM events GROUP BY type ORDER BY type"],
+        ["audit", "verify", "--json"],
+    ]
+    answers = {}
+    for location in (str(file.path), pg_database):
+        monkeypatch.setenv("GOVERN_LEDGER", location)
+        answers[location] = [run_cli(*command, cwd=tmp_path) for command in commands]
+    for command, on_file, on_pg in zip(commands, answers[str(file.path)], answers[pg_database], strict=True):
+        assert on_file.exit_code == on_pg.exit_code == 0, (command, on_file.output, on_pg.output)
+        assert on_pg.stdout == on_file.stdout, command
+    back = tmp_path / "back.duckdb"
+    monkeypatch.setenv("GOVERN_LEDGER", pg_database)
+    assert run_cli("audit", "copy", "--to", str(back), cwd=tmp_path).exit_code == 0
+    assert Ledger(back).read() == file.read()
+    assert copy(file, PostgresLedger(pg_database)).count == 4
+
+
+def test_a_writer_waits_for_the_chains_lock_at_most_lock_timeout_and_appends_nothing(
+    pg: PostgresLedger, pg_database: str, tmp_path: Path
+) -> None:
+    from govern.errors import LedgerLocked
+    from govern.postgres_ledger import LOCK_KEY
+
+    impatient = PostgresLedger(pg_database, lock_timeout=0.5, cache_dir=tmp_path / "other")
+    with psycopg.connect(pg_database) as holder:  # another machine's writer, in the middle of its transaction
+        holder.execute("SELECT pg_advisory_xact_lock(%s)", [LOCK_KEY])
+        with pytest.raises(LedgerLocked, match="held by another govern writer; gave up after 0.5 s"):
+            impatient.append([snapshot_event(99)])
+    assert pg.head()[0] == 5
+    impatient.append([snapshot_event(99)])
+    assert pg.head()[0] == 6
+    impatient.close()
