@@ -234,7 +234,7 @@ def measure(
     b2 = timed(cli("audit", "verify"), repeat)
     from govern.ledger import HASHED_TEXT_SQL, Ledger
 
-    _, rows = Ledger(ledger_path).query(f"SELECT {HASHED_TEXT_SQL} FROM events ORDER BY seq")
+    _, rows = Ledger(ledger_path).query(f"SELECT {HASHED_TEXT_SQL} FROM stored_events ORDER BY seq")
     blobs = [row[0].encode() for row in rows]
     b2_floor = timed(lambda: [hashlib.sha256(b).hexdigest() for b in blobs], repeat)
     results["rows"]["B2"] = {

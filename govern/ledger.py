@@ -13,6 +13,7 @@ without touching the event model.
 from __future__ import annotations
 
 import contextlib
+import json
 import logging
 import os
 import random
@@ -86,7 +87,7 @@ HASHED_TEXT_SQL = """
 DIGEST_SQL = f"sha256({HASHED_TEXT_SQL})"
 
 
-def chain_checks(digest_sql: str) -> tuple[str, str]:
+def chain_checks(digest_sql: str, table: str) -> tuple[str, str]:
     """The two verification queries, for a backend whose SQL computes a row's hex digest as `digest_sql`.
 
     The healthy case in one pass per check: a gap shows as count <> max(seq), a broken link in the join of each
@@ -95,13 +96,13 @@ def chain_checks(digest_sql: str) -> tuple[str, str]:
     """
     quick = f"""
     SELECT
-        (SELECT count(*) FROM events),
-        (SELECT coalesce(min(seq), 1) FROM events),
-        (SELECT coalesce(max(seq), 0) FROM events),
-        (SELECT hash FROM events ORDER BY seq DESC LIMIT 1),
-        (SELECT count(*) FROM events AS e LEFT JOIN events AS b ON b.seq = e.seq - 1
+        (SELECT count(*) FROM {table}),
+        (SELECT coalesce(min(seq), 1) FROM {table}),
+        (SELECT coalesce(max(seq), 0) FROM {table}),
+        (SELECT hash FROM {table} ORDER BY seq DESC LIMIT 1),
+        (SELECT count(*) FROM {table} AS e LEFT JOIN {table} AS b ON b.seq = e.seq - 1
             WHERE e.prev_hash IS DISTINCT FROM coalesce(b.hash, CASE WHEN e.seq = 1 THEN '{GENESIS_HASH}' END)),
-        (SELECT count(*) FROM events WHERE {digest_sql} <> hash)
+        (SELECT count(*) FROM {table} WHERE {digest_sql} <> hash)
     """
     full = f"""
     WITH chain AS (
@@ -113,7 +114,7 @@ def chain_checks(digest_sql: str) -> tuple[str, str]:
             lag(seq) OVER (ORDER BY seq) AS previous_seq,
             lag(hash, 1, '{GENESIS_HASH}') OVER (ORDER BY seq) AS expected_prev,
             {digest_sql} AS computed
-        FROM events
+        FROM {table}
     ),
     problems AS (
         SELECT
@@ -128,8 +129,8 @@ def chain_checks(digest_sql: str) -> tuple[str, str]:
         FROM chain
     )
     SELECT
-        (SELECT count(*) FROM events),
-        (SELECT hash FROM events ORDER BY seq DESC LIMIT 1),
+        (SELECT count(*) FROM {table}),
+        (SELECT hash FROM {table} ORDER BY seq DESC LIMIT 1),
         first_bad.seq, first_bad.position, first_bad.previous_seq, first_bad.problem
     FROM (SELECT 1) AS one
     LEFT JOIN (
@@ -139,16 +140,16 @@ def chain_checks(digest_sql: str) -> tuple[str, str]:
     return quick, full
 
 
-QUICK_VERIFY_SQL, VERIFY_SQL = chain_checks(DIGEST_SQL)
+QUICK_VERIFY_SQL, VERIFY_SQL = chain_checks(DIGEST_SQL, "stored_events")
 
 
 CITED_SQL = f"""
 WITH wanted AS (SELECT DISTINCT unnest($seqs)::BIGINT AS seq),
 cited AS (
     SELECT seq, prev_hash, hash, {DIGEST_SQL} AS computed
-    FROM events WHERE seq IN (SELECT seq FROM wanted)
+    FROM stored_events WHERE seq IN (SELECT seq FROM wanted)
 ),
-before AS (SELECT seq, hash FROM events WHERE seq IN (SELECT seq - 1 FROM wanted))
+before AS (SELECT seq, hash FROM stored_events WHERE seq IN (SELECT seq - 1 FROM wanted))
 SELECT
     w.seq,
     CASE
@@ -500,6 +501,67 @@ def m006_slot_sorted_deployments(con: duckdb.DuckDBPyConnection) -> None:
     )
 
 
+# The columns of `events` as every reader sees them: the stored envelope with the payload (and its version)
+# brought to the current schema of its type where an older govern wrote it. `stored_events` keeps the bytes
+# that were hashed; only verification, the chain's own bookkeeping and `Ledger.read` look there.
+CURRENT_EVENTS_VIEW = """
+CREATE VIEW events AS
+SELECT
+    s.seq, s.event_id, s.type, coalesce(u.schema_version, s.schema_version) AS schema_version, s.occurred_at,
+    s.recorded_at, s.actor, s.subject, s.git_commit, coalesce(u.payload, s.payload) AS payload, s.prev_hash, s.hash
+FROM stored_events AS s
+LEFT JOIN upcasts AS u ON u.seq = s.seq
+"""
+
+
+@migration
+def m007_current_schema_events(con: duckdb.DuckDBPyConnection) -> None:
+    """Every read path sees current-schema payloads: views, projections, reports, the shipped queries, auditors'
+    SQL all say `events`, which becomes a view over the stored bytes (`stored_events`) and their upcasts."""
+    con.execute("ALTER TABLE events RENAME TO stored_events")
+    con.execute(
+        "CREATE TABLE upcasts (seq BIGINT PRIMARY KEY, schema_version INTEGER NOT NULL, payload VARCHAR NOT NULL)"
+    )
+    con.execute(CURRENT_EVENTS_VIEW)
+    upcast_stored(con, since_seq=1)
+    for table, projection in PROJECTIONS.items():  # rebuilt from the current-schema view, in the same order
+        order = projection.sorted_by or "seq"
+        con.execute(f"CREATE OR REPLACE TABLE {table} AS SELECT * FROM ({projection.select}) ORDER BY {order}")
+
+
+# The upcasters `upcasts` was last filled for. A new schema version of a fact (a new key in events.UPCASTERS)
+# comes with a migration that empties `upcasts` and calls upcast_stored(con, 1), and adds its key here;
+# tests/test_schema_evolution.py fails until both exist.
+UPCASTS_FILLED_FOR = frozenset({("reproduction.verified", 1), ("reproduction.diverged", 1)})
+
+
+def needs_upcast(rows: Sequence[tuple]) -> bool:
+    """Does any of these rows (COLUMNS order) carry a payload older than its type's current schema?"""
+    from govern.events import UPCASTERS
+
+    return any((row[2], row[3]) in UPCASTERS for row in rows)
+
+
+def upcast_stored(con: duckdb.DuckDBPyConnection, since_seq: int) -> None:
+    """Fill `upcasts` for the stored events from `since_seq` on whose payload is older than their type's schema."""
+    from govern.envelope import canonical_json
+    from govern.events import FACT_TYPES, UPCASTERS, upcast
+
+    keys = sorted(f"{kind}:{version}" for kind, version in UPCASTERS)
+    rows = con.execute(
+        "SELECT seq, type, schema_version, payload FROM stored_events "
+        "WHERE seq >= ? AND list_contains(?, concat(type, ':', schema_version))",
+        [since_seq, keys],
+    ).fetchall()
+    current = [
+        (seq, FACT_TYPES[kind].schema_version, canonical_json(upcast(kind, version, json.loads(payload))))
+        for seq, kind, version, payload in rows
+        if kind in FACT_TYPES
+    ]
+    if current:
+        con.executemany("INSERT INTO upcasts VALUES (?, ?, ?)", current)
+
+
 def check_migration_names(
     applied: Sequence[tuple[int, str]], where: str, migrations: Sequence[Callable[..., None]] = MIGRATIONS
 ) -> None:
@@ -657,7 +719,7 @@ class Ledger:
                 con.execute("SET lock_configuration = true")
             self._check_schema(con, migrate=write)
             if self._expected_head is not None and not write:
-                found = con.execute("SELECT seq, hash FROM events ORDER BY seq DESC LIMIT 1").fetchall()
+                found = con.execute("SELECT seq, hash FROM stored_events ORDER BY seq DESC LIMIT 1").fetchall()
                 if (found[0] if found else (0, GENESIS_HASH)) != self._expected_head:
                     raise StaleReadModel
             yield con
@@ -803,7 +865,7 @@ class Ledger:
         if len(set(ids)) != len(ids):
             raise EventConflict("The same event id appears twice in one append")
         existing = {row.event_id: row for row in _existing(con, ids)}
-        head = con.execute("SELECT seq, hash FROM events ORDER BY seq DESC LIMIT 1").fetchall()
+        head = con.execute("SELECT seq, hash FROM stored_events ORDER BY seq DESC LIMIT 1").fetchall()
         seq, prev_hash = head[0] if head else (0, GENESIS_HASH)
         recorded_at = to_utc(utc_now()).replace(tzinfo=None)
         recorded_text = format_timestamp(recorded_at)
@@ -895,7 +957,7 @@ class Ledger:
         if seqs is not None:
             where.append("seq IN (SELECT unnest(?))")
             params.append(list(seqs))
-        sql = "SELECT * FROM events"
+        sql = "SELECT * FROM stored_events"
         if where:
             sql += " WHERE " + " AND ".join(where)
         if limit is not None:
@@ -909,7 +971,7 @@ class Ledger:
         if not self.path.exists():
             return None
         with self._connect(write=False) as con:
-            row = con.execute("SELECT seq, hash FROM events ORDER BY seq DESC LIMIT 1").fetchone()
+            row = con.execute("SELECT seq, hash FROM stored_events ORDER BY seq DESC LIMIT 1").fetchone()
         return (row[0], row[1]) if row else None
 
     @contextmanager
@@ -1039,7 +1101,7 @@ def _insert(con: duckdb.DuckDBPyConnection, rows: Sequence[tuple]) -> None:
     columns = [list(column) for column in zip(*rows, strict=True)]
     if len(rows) < BULK_ROWS:
         selects = ", ".join(f"unnest(${i + 1})" for i in range(len(COLUMNS)))
-        con.execute(f"INSERT INTO events ({', '.join(COLUMNS)}) SELECT {selects}", columns)
+        con.execute(f"INSERT INTO stored_events ({', '.join(COLUMNS)}) SELECT {selects}", columns)
         return
     import pyarrow
 
@@ -1052,7 +1114,8 @@ def _insert(con: duckdb.DuckDBPyConnection, rows: Sequence[tuple]) -> None:
         names=list(COLUMNS),
     )
     with _registered(con, "govern_pending_batch", batch):
-        con.execute(f"INSERT INTO events ({', '.join(COLUMNS)}) SELECT {', '.join(COLUMNS)} FROM govern_pending_batch")
+        names = ", ".join(COLUMNS)
+        con.execute(f"INSERT INTO stored_events ({names}) SELECT {names} FROM govern_pending_batch")
 
 
 @contextmanager
@@ -1066,8 +1129,10 @@ def _registered(con: duckdb.DuckDBPyConnection, name: str, table: Any) -> Iterat
 
 
 def _store(con: duckdb.DuckDBPyConnection, rows: Sequence[tuple]) -> None:
-    """Insert new rows (tuples in COLUMNS order) and derive the projection rows they feed."""
+    """Insert new rows (tuples in COLUMNS order), their upcasts if they are old, and the projection rows they feed."""
     _insert(con, rows)
+    if needs_upcast(rows):
+        upcast_stored(con, rows[0][0])
     appended = {row[2] for row in rows}
     for table, projection in PROJECTIONS.items():
         if appended.intersection(projection.types):
@@ -1079,7 +1144,7 @@ def _store(con: duckdb.DuckDBPyConnection, rows: Sequence[tuple]) -> None:
 TAIL_PROBLEMS_SQL = f"""
 SELECT seq FROM (
     SELECT seq, hash, prev_hash, lag(hash) OVER (ORDER BY seq) AS before, {DIGEST_SQL} AS computed
-    FROM events WHERE seq >= $first - 1
+    FROM stored_events WHERE seq >= $first - 1
 ) WHERE seq >= $first AND (computed <> hash OR (seq > 1 AND prev_hash IS DISTINCT FROM before))
 ORDER BY seq LIMIT 1
 """
@@ -1087,12 +1152,14 @@ ORDER BY seq LIMIT 1
 
 def _ingest_in(con: duckdb.DuckDBPyConnection, rows: Sequence[RecordedEvent], where: str) -> int:
     """`Ledger.ingest` inside an open transaction: link, store, recompute, or raise (the caller rolls back)."""
-    head = con.execute("SELECT seq, hash FROM events ORDER BY seq DESC LIMIT 1").fetchall()
+    head = con.execute("SELECT seq, hash FROM stored_events ORDER BY seq DESC LIMIT 1").fetchall()
     seq, head_hash = head[0] if head else (0, GENESIS_HASH)
     held = [row for row in rows if row.seq <= seq]  # another reader pulled them first: they must be the same
     if held:
         stored = dict(
-            con.execute("SELECT seq, hash FROM events WHERE seq >= ? AND seq <= ?", [held[0].seq, seq]).fetchall()
+            con.execute(
+                "SELECT seq, hash FROM stored_events WHERE seq >= ? AND seq <= ?", [held[0].seq, seq]
+            ).fetchall()
         )
         changed = [row.seq for row in held if stored.get(row.seq) != row.hash]
         if changed:
@@ -1141,12 +1208,14 @@ def _compact_if_due(con: duckdb.DuckDBPyConnection, table: str, sorted_by: str) 
 def _existing(con: duckdb.DuckDBPyConnection, ids: list[str]) -> list[RecordedEvent]:
     """Events already recorded under these ids (a retried append is a no-op, a clash an error)."""
     if len(ids) < BULK_ROWS:
-        return Ledger._rows(con, "SELECT * FROM events WHERE event_id IN (SELECT unnest(?))", [ids])
+        return Ledger._rows(con, "SELECT * FROM stored_events WHERE event_id IN (SELECT unnest(?))", [ids])
     import pyarrow
 
     pending_ids = pyarrow.Table.from_arrays([pyarrow.array(ids, type=pyarrow.string())], names=["event_id"])
     with _registered(con, "govern_pending_ids", pending_ids):
-        return Ledger._rows(con, "SELECT * FROM events WHERE event_id IN (SELECT event_id FROM govern_pending_ids)", [])
+        return Ledger._rows(
+            con, "SELECT * FROM stored_events WHERE event_id IN (SELECT event_id FROM govern_pending_ids)", []
+        )
 
 
 def verify_chain_in(

@@ -73,7 +73,7 @@ HASHED_TEXT_PG = """
         '}'
     )
 """
-CHECKS = chain_checks(f"encode(sha256(convert_to({HASHED_TEXT_PG}, 'UTF8')), 'hex')")
+CHECKS = chain_checks(f"encode(sha256(convert_to({HASHED_TEXT_PG}, 'UTF8')), 'hex')", "events")
 
 # ---------------------------------------------------------------- migrations (by name, as for the file)
 

@@ -126,7 +126,7 @@ def test_audit_verify_ok_then_names_the_tampered_seq(small_ledger: Path, monkeyp
     assert ok.exit_code == 0 and ok.output.startswith("OK: 3 events, head hash ")
 
     con = duckdb.connect(str(small_ledger))
-    con.execute("UPDATE events SET payload = replace(payload, 'data/1.csv', 'data/x.csv') WHERE seq = 2")
+    con.execute("UPDATE stored_events SET payload = replace(payload, 'data/1.csv', 'data/x.csv') WHERE seq = 2")
     con.close()
 
     failed = run_cli("audit", "verify")

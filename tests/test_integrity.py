@@ -50,7 +50,7 @@ def sql(project: Path, *statements: str) -> None:
 def rehash_everything(project: Path) -> None:
     """What a careful forger does after an edit: recompute every hash so the chain is consistent again."""
     con = duckdb.connect(str(project / "audit" / "ledger.duckdb"))
-    rows = con.execute("SELECT * FROM events ORDER BY seq").fetchall()
+    rows = con.execute("SELECT * FROM stored_events ORDER BY seq").fetchall()
     names = [d[0] for d in con.description]
     previous = "0" * 64
     for row in rows:
@@ -59,7 +59,7 @@ def rehash_everything(project: Path) -> None:
         fields["payload_json"] = values["payload"].replace("warehouse", "spreadsheet")
         new_hash = envelope_hash(**fields)
         con.execute(
-            "UPDATE events SET payload = ?, prev_hash = ?, hash = ? WHERE seq = ?",
+            "UPDATE stored_events SET payload = ?, prev_hash = ?, hash = ? WHERE seq = ?",
             [fields["payload_json"], previous, new_hash, values["seq"]],
         )
         previous = new_hash
@@ -68,27 +68,27 @@ def rehash_everything(project: Path) -> None:
 
 TAMPERING: dict[str, Callable[[Path, Path], None]] = {
     "edit a payload": lambda p, _: sql(
-        p, "UPDATE events SET payload = replace(payload, 'warehouse', 'x') WHERE seq = 4"
+        p, "UPDATE stored_events SET payload = replace(payload, 'warehouse', 'x') WHERE seq = 4"
     ),
-    "edit a hash": lambda p, _: sql(p, "UPDATE events SET hash = sha256('forged') WHERE seq = 6"),
-    "delete a middle row": lambda p, _: sql(p, "DELETE FROM events WHERE seq = 5"),
-    "delete the tail": lambda p, _: sql(p, "DELETE FROM events WHERE seq >= 9"),
+    "edit a hash": lambda p, _: sql(p, "UPDATE stored_events SET hash = sha256('forged') WHERE seq = 6"),
+    "delete a middle row": lambda p, _: sql(p, "DELETE FROM stored_events WHERE seq = 5"),
+    "delete the tail": lambda p, _: sql(p, "DELETE FROM stored_events WHERE seq >= 9"),
     "swap two rows' seq": lambda p, _: sql(
         p,
-        "UPDATE events SET seq = -3 WHERE seq = 3",
-        "UPDATE events SET seq = 3 WHERE seq = 4",
-        "UPDATE events SET seq = 4 WHERE seq = -3",
+        "UPDATE stored_events SET seq = -3 WHERE seq = 3",
+        "UPDATE stored_events SET seq = 3 WHERE seq = 4",
+        "UPDATE stored_events SET seq = 4 WHERE seq = -3",
     ),
     "insert a forged row": lambda p, _: sql(
         p,
-        "INSERT INTO events SELECT 12, 'forged-id', type, schema_version, occurred_at, recorded_at, 'mallory', "
-        "subject, git_commit, payload, sha256('made up'), sha256('also made up') FROM events WHERE seq = 2",
+        "INSERT INTO stored_events SELECT 12, 'forged-id', type, schema_version, occurred_at, recorded_at, 'mallory', "
+        "subject, git_commit, payload, sha256('made up'), sha256('also made up') FROM stored_events WHERE seq = 2",
     ),
     "duplicate a row": lambda p, _: sql(
         p,
-        "CREATE TABLE copy AS SELECT * FROM events UNION ALL SELECT * FROM events WHERE seq = 7",
-        "DROP TABLE events",
-        "ALTER TABLE copy RENAME TO events",
+        "CREATE TABLE copy AS SELECT * FROM stored_events UNION ALL SELECT * FROM stored_events WHERE seq = 7",
+        "DROP TABLE stored_events",
+        "ALTER TABLE copy RENAME TO stored_events",
     ),
     "re-hash the whole chain after an edit": lambda p, _: rehash_everything(p),
     "forge a deployment in the projection table": lambda p, _: sql(
@@ -129,7 +129,7 @@ def test_a_consistent_rehash_passes_the_chain_and_only_the_anchor_catches_it(anc
 
 
 def test_deleting_the_anchor_event_itself_is_caught(anchored: Path) -> None:
-    sql(anchored, "DELETE FROM events WHERE seq = 11")
+    sql(anchored, "DELETE FROM stored_events WHERE seq = 11")
     result = integrity.verify(start=anchored)
     assert result.chain.ok
     assert "the ledger has no seq 11 (it ends at seq 10)" in result.problems[0]

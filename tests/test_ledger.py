@@ -53,27 +53,27 @@ def test_verify_accepts_an_untouched_chain(filled: Ledger) -> None:
 
 
 def test_verify_names_the_seq_of_an_edited_payload(filled: Ledger) -> None:
-    sql(filled, "UPDATE events SET payload = replace(payload, 'tricky', 'benign') WHERE seq = 3")
+    sql(filled, "UPDATE stored_events SET payload = replace(payload, 'tricky', 'benign') WHERE seq = 3")
     result = filled.verify()
     assert not result.ok and result.bad_seq == 3
     assert "seq 3" in result.problem
 
 
 def test_verify_names_the_seq_of_an_edited_hash(filled: Ledger) -> None:
-    sql(filled, "UPDATE events SET hash = sha256('forged') WHERE seq = 2")
+    sql(filled, "UPDATE stored_events SET hash = sha256('forged') WHERE seq = 2")
     result = filled.verify()
     assert not result.ok and result.bad_seq == 2
 
 
 def test_verify_names_the_missing_seq_of_a_deleted_row(filled: Ledger) -> None:
-    sql(filled, "DELETE FROM events WHERE seq = 3")
+    sql(filled, "DELETE FROM stored_events WHERE seq = 3")
     result = filled.verify()
     assert not result.ok and result.bad_seq == 4
     assert "seq 3 is missing" in result.problem
 
 
 def test_verify_catches_an_edited_actor(filled: Ledger) -> None:
-    sql(filled, "UPDATE events SET actor = 'Mallory' WHERE seq = 5")
+    sql(filled, "UPDATE stored_events SET actor = 'Mallory' WHERE seq = 5")
     assert filled.verify().bad_seq == 5
 
 

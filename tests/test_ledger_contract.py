@@ -8,9 +8,10 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Iterator
-from dataclasses import replace
+from dataclasses import dataclass, field, replace
 from datetime import timedelta
 from pathlib import Path
+from typing import ClassVar
 
 import duckdb
 import psycopg
@@ -19,10 +20,29 @@ from conftest import snapshot_event
 
 from govern.envelope import utc_now
 from govern.errors import EventConflict, LedgerError, LedgerSchemaTooNew, QueryError
-from govern.events import DeploymentStarted, PendingEvent
+from govern.events import DeploymentStarted, Fact, PendingEvent
 from govern.ledger import Ledger
 from govern.postgres_ledger import PostgresLedger
 from govern.storage import LedgerStore, copy, open_store
+
+
+@dataclass(frozen=True)
+class VerifiedV1(Fact):
+    """reproduction.verified as schema v1 wrote it: no `match`, outputs judged by md5 alone."""
+
+    type: ClassVar[str] = "reproduction.verified"
+    schema_version: ClassVar[int] = 1
+
+    commit: str = "c0ffee"
+    outputs: list = field(default_factory=lambda: [{"path": "model.pkl", "md5": "0" * 32}])
+    differing_outputs: list = field(default_factory=list)
+    metric_deltas: dict = field(default_factory=dict)
+    duration_s: float = 1.5
+    ci: dict = field(default_factory=lambda: {"system": "local"})
+
+    @property
+    def subject(self) -> str:
+        return f"commit:{self.commit}"
 
 
 def deployment(i: int, app: str = "scoring", env: str = "production") -> PendingEvent:
@@ -120,6 +140,24 @@ class LedgerContract:
         assert ledger.read()[0].payload_json == event.payload_json == recorded.payload_json
         assert ledger.verify().ok
 
+    def test_a_payload_written_at_an_older_schema_is_read_at_the_current_one_everywhere(
+        self, ledger: LedgerStore
+    ) -> None:
+        """reproduction.verified v1 (as govern wrote it before issue 11) against today's v2, on every read path."""
+        [old] = ledger.append([PendingEvent(VerifiedV1(), actor="CI", occurred_at=utc_now(), git_commit="c0ffee")])
+        [stored] = ledger.read()
+        assert stored.schema_version == 1 and stored.payload_json == old.payload_json, "the hashed bytes stay"
+        assert stored.payload["match"] == "exact" and stored.payload["stale_inputs"] == []
+        query = "SELECT schema_version, payload->>'$.match', payload->>'$.commit' FROM events"
+        assert ledger.query(query)[1] == [(2, "exact", "c0ffee")]
+        assert ledger.audit_query(query)[1] == [(2, "exact", "c0ffee")]
+        with ledger.reader() as reader:
+            assert reader.query(query)[1] == [(2, "exact", "c0ffee")]
+        seen = []
+        ledger.transact(lambda reader: seen.append(reader.query(query)[1]) or [])
+        assert seen == [[(2, "exact", "c0ffee")]]
+        assert ledger.verify().ok
+
     def test_audit_sql_is_one_select_in_duckdbs_sandbox(self, filled: LedgerStore, tmp_path: Path) -> None:
         assert filled.audit_query("SELECT count(*) AS n FROM events") == (["n"], [(5,)])
         with pytest.raises(QueryError, match="not COPY"):
@@ -207,6 +245,7 @@ class TestDuckDBFile(LedgerContract):
         return Ledger(Path(ledger.location), lock_timeout=20)
 
     def tamper(self, ledger: LedgerStore, statement: str) -> None:
+        statement = statement.replace(" events", " stored_events")  # the bytes that were hashed
         con = duckdb.connect(ledger.location)
         try:
             con.execute(statement)

@@ -376,7 +376,7 @@ def _tamper(project: Path, seq: int) -> None:
     import duckdb
 
     con = duckdb.connect(str(project / "audit" / "ledger.duckdb"))
-    con.execute("UPDATE events SET actor = 'Mallory' WHERE seq = ?", [seq])
+    con.execute("UPDATE stored_events SET actor = 'Mallory' WHERE seq = ?", [seq])
     con.close()
 
 
