@@ -173,11 +173,19 @@ def init(ledger_url: str | None) -> None:
     if ledger_url is not None:
         created = init_team_ledger(ledger_url)
         click.echo(f"govern's schema is ready in {created.location} (schema version {created.schema_version}).")
-        click.echo("As the database owner, give govern a role that may only INSERT and SELECT, and auditors one")
-        click.echo("that may only SELECT (replace the passwords):")
+        click.echo("As a superuser (or a role with CREATEROLE), give govern's writers a role that may only INSERT")
+        click.echo("and SELECT, and auditors one that may only SELECT (replace the passwords):")
         for statement in created.grants:
             click.echo(f"  {statement}")
-    result = init_project(ledger=ledger_url)
+    result = init_project(ledger=created.writer_url if ledger_url is not None else None)
+    if ledger_url is not None:
+        from govern.config import configured_ledger
+
+        if configured_ledger(result.root) != created.writer_url:
+            click.echo(
+                f'To use it, set ledger = "{created.writer_url}" in {result.config_file} (or GOVERN_LEDGER); '
+                "the password goes in PGPASSWORD or ~/.pgpass"
+            )
     if result.already_initialized:
         click.echo(f"{result.root} is already governed (configuration: {result.config_file}).")
         return
@@ -536,8 +544,9 @@ def audit_copy(target: str, as_json: bool) -> None:
     """Copy every event of the ledger to another backend, verifying each batch as it lands.
 
     Moves a ledger from the DuckDB file to PostgreSQL (`--to postgresql://...`) or back (`--to PATH`), byte for
-    byte: the same events, hashes and head, so anchors made before the move still match. The target must be new
-    or empty; the source is never changed.
+    byte: the same events, hashes and head, so anchors made before the move still match. The target is new, empty,
+    or an earlier copy of this ledger (the copy resumes after its head); one holding other events is refused. The
+    source is never changed.
     """
     from govern.api.audit import copy_to
 
@@ -547,10 +556,11 @@ def audit_copy(target: str, as_json: bool) -> None:
     if as_json:
         _print_json(result.to_dict())
     else:
-        click.echo(
-            f"copied {result.verification.count} events to {result.location}; "
-            f"the copy verifies (head hash {result.verification.head_hash})"
-        )
+        count, added = result.verification.count, result.added
+        what = f"copied {added} events" if added == count else f"copied {added} new events ({count} in all)"
+        if not added:
+            what = f"nothing to copy: it already holds all {count} events"
+        click.echo(f"{what} to {result.location}; the copy verifies (head hash {result.verification.head_hash})")
     if not result.ok:
         click.echo(f"FAILED: the copy does not verify: {result.verification.problem}", err=True)
         sys.exit(1)

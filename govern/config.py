@@ -12,6 +12,7 @@ import math
 import os
 import re
 import tomllib
+import urllib.parse
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -111,6 +112,11 @@ def load(root: Path, environ: Mapping[str, str] | None = None) -> Config:
         env.get("GOVERN_LEDGER") or _str(settings, "ledger", DEFAULT_LEDGER, source),
         "GOVERN_LEDGER" if env.get("GOVERN_LEDGER") else f"{source}: `ledger`",
     )
+    if not env.get("GOVERN_LEDGER") and isinstance(ledger, str) and has_password(ledger):
+        raise ConfigError(
+            f"{source}: `ledger` carries a password, and this file is committed: remove it from the URL and give it "
+            "in PGPASSWORD or ~/.pgpass"
+        )
     registry = _table(settings, "registry", source)
     deploy = _table(settings, "deploy", source)
     selection = _table(settings, "selection", source)
@@ -178,9 +184,15 @@ def redacted_uri(uri: str) -> str:
 
 
 def without_password(url: str) -> str:
-    """A database URL with its user but not its password (`postgresql://govern:pw@db/x` -> `postgresql://govern@db/x`):
-    for messages and committed configuration; libpq finds the password in PGPASSWORD or ~/.pgpass."""
-    return re.sub(r"^([^:/]+://[^:/@]+):[^@]*@", r"\1@", url)
+    """A database URL with its user but not its password (`postgresql://govern:pw@db/x` -> `postgresql://govern@db/x`,
+    `?password=pw` dropped): for messages and committed configuration; libpq finds the password in PGPASSWORD or
+    ~/.pgpass."""
+    url = re.sub(r"^([^:/]+://[^:/@]+):[^@]*@", r"\1@", url)
+    return re.sub(r"([?&])password=[^&]*&?", r"\1", url).rstrip("?&")
+
+
+def has_password(url: str) -> bool:
+    return without_password(url) != url
 
 
 def check_environment(cfg: Config, env: str) -> str:
@@ -214,6 +226,11 @@ def ledger_location(value: str, source: str) -> Path | str:
     if found is None:
         return Path(value)
     if found["scheme"].lower().split("+")[0] in ("postgresql", "postgres"):
+        database = urllib.parse.urlsplit(value).path.strip("/")
+        if not database:
+            raise ConfigError(
+                f"{source} {without_password(value)} names no database: give postgresql://USER@HOST[:PORT]/DATABASE"
+            )
         return value
     raise ConfigError(
         f"{source} {value.split('://')[0]}://... is not a ledger location: give a file path, or a postgresql:// URL"

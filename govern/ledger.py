@@ -637,7 +637,14 @@ TRANSIENT_ATTEMPTS = 3
 # large commit, not on close. govern checkpoints behind a backup once the log holds about 20 one-event
 # commits: every open replays the log (about 0.85 ms per commit at 1,000,000 events), and a checkpoint
 # copies the file (0.25 s at 1,000,000 events).
-CONNECT_CONFIG = {"checkpoint_threshold": "1000TB", "auto_checkpoint_skip_wal_threshold": 1 << 62}
+# Nor does govern let DuckDB fetch or load an extension on its own (a SQLite file given as a ledger would otherwise
+# make it download sqlite_scanner): govern runs offline, and the ledger needs none.
+CONNECT_CONFIG = {
+    "checkpoint_threshold": "1000TB",
+    "auto_checkpoint_skip_wal_threshold": 1 << 62,
+    "autoinstall_known_extensions": False,
+    "autoload_known_extensions": False,
+}
 # What an auditor's SQL may touch: the ledger's tables and views, nothing else. DuckDB itself enforces it: no
 # file system (COPY, read_*, glob, ATTACH, EXPORT, secrets), no extension installed or loaded, and, once the
 # session is set up, the configuration locked so that no statement can switch any of it back on.
@@ -775,6 +782,11 @@ class Ledger:
         check_migration_names(rows, str(self.path))
         if applied == schema_version():
             return
+        if not rows and not migrate:
+            raise LedgerError(
+                f"{self.path} is a DuckDB file but not a govern ledger (it has no govern_migrations table): "
+                "point GOVERN_LEDGER at a ledger"
+            )
         if not migrate:
             raise LedgerError(
                 f"The ledger {self.path} has schema version {applied}, older than this govern's "

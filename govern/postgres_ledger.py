@@ -28,6 +28,7 @@ from psycopg import errors as pg_errors
 from govern.config import without_password
 from govern.envelope import GENESIS_HASH, PendingEvent, RecordedEvent, envelope_hash, to_utc, utc_now
 from govern.errors import (
+    ConfigError,
     EventConflict,
     LedgerCorrupt,
     LedgerError,
@@ -131,7 +132,10 @@ def m001_create_events(con: psycopg.Connection) -> None:
     con.execute("INSERT INTO govern.ledger VALUES (gen_random_uuid()::text, %s)", [_now()])
 
 
-def grant_statements(writer: str = "govern_writer", auditor: str = "govern_auditor") -> list[str]:
+WRITER_ROLE, AUDITOR_ROLE = "govern_writer", "govern_auditor"
+
+
+def grant_statements(writer: str = WRITER_ROLE, auditor: str = AUDITOR_ROLE) -> list[str]:
     """What an operator runs once: govern writes with INSERT and SELECT only, auditors read only."""
     return [
         f"CREATE ROLE {writer} LOGIN PASSWORD '...';",
@@ -178,11 +182,27 @@ class PostgresLedger:
 
     @property
     def state_dir(self) -> Path:
-        return self._model().path.parent
+        """This ledger's own folder beside its read model (the mirror log of one ledger is not another's)."""
+        folder = self._model().path.with_suffix("")
+        folder.mkdir(parents=True, exist_ok=True)
+        return folder
 
     def exists(self) -> bool:
-        con = self._connection()
-        return self._applied(con) is not None
+        with self._errors():
+            return self._applied(self._connection()) is not None
+
+    @contextmanager
+    def _errors(self) -> Iterator[None]:
+        """Any database error as one line that says what to do (privileges are the operator's to grant)."""
+        try:
+            yield
+        except pg_errors.InsufficientPrivilege as error:
+            raise LedgerError(
+                f"The role connecting to {self.location} lacks privileges on govern's schema ({_first_line(error)}): "
+                "an operator grants them with the statements `govern init --ledger URL` prints"
+            ) from None
+        except psycopg.Error as error:
+            raise LedgerError(f"The PostgreSQL ledger at {self.location} failed: {_first_line(error)}") from None
 
     def close(self) -> None:
         if self._con is not None:
@@ -202,8 +222,8 @@ class PostgresLedger:
                 self._con.execute(f"SET search_path = {SCHEMA}; SET lock_timeout = '{int(self.lock_timeout * 1000)}ms'")
             except psycopg.Error as error:
                 raise LedgerError(
-                    f"Cannot reach the PostgreSQL ledger at {self.location} ({_first_line(error)}): check the URL "
-                    "in GOVERN_LEDGER or `ledger`, and that the server is running"
+                    f"Cannot reach the PostgreSQL ledger at {self.location} ({_first_line(error)}): check the URL's "
+                    "host, port, user and database, that the database exists, and that the server is running"
                 ) from None
         return self._con
 
@@ -240,6 +260,13 @@ class PostgresLedger:
                     )
                 self._migrate(con, len(applied))
         except pg_errors.InsufficientPrivilege as error:
+            created = con.execute("SELECT 1 FROM pg_namespace WHERE nspname = %s", [SCHEMA]).fetchone()
+            if created:
+                raise LedgerError(
+                    f"The role connecting to {self.location} lacks privileges on govern's schema "
+                    f"({_first_line(error)}): an operator grants them with the statements `govern init --ledger URL` "
+                    "prints"
+                ) from None
             raise LedgerError(
                 f"The role connecting to {self.location} may not create govern's schema ({_first_line(error)}): "
                 "run `govern init --ledger URL` once as the database's owner"
@@ -274,7 +301,8 @@ class PostgresLedger:
     def ledger_id(self) -> str:
         if self._ledger_id is None:
             con = self._ready_connection(write=False)
-            self._ledger_id = con.execute("SELECT id FROM govern.ledger").fetchone()[0]
+            with self._errors():
+                self._ledger_id = con.execute("SELECT id FROM govern.ledger").fetchone()[0]
         return self._ledger_id
 
     def _model(self) -> Ledger:
@@ -315,7 +343,7 @@ class PostgresLedger:
     def _fresh(self, ask: Callable[[Ledger], T]) -> T:
         """Answer from the read model at PostgreSQL's head: asked in one DuckDB connection that also checks the
         head, and pulled first only when it is behind (the usual case costs one PostgreSQL query)."""
-        try:
+        with self._errors():
             con = self._ready_connection(write=False)
             head = _head(con) or (0, GENESIS_HASH)
             model = self._model()
@@ -325,10 +353,6 @@ class PostgresLedger:
                 except StaleReadModel:
                     pass
             self._pull(con)
-        except psycopg.Error as error:
-            raise LedgerError(
-                f"Reading the PostgreSQL ledger at {self.location} failed: {_first_line(error)}"
-            ) from None
         return ask(model)
 
     # -- writing
@@ -439,14 +463,16 @@ class PostgresLedger:
         if self._privileges_checked:
             return
         self._privileges_checked = True
-        role, superuser, *rights = con.execute(
-            "SELECT current_user, rolsuper, "
-            "has_table_privilege('govern.events', 'UPDATE'), has_table_privilege('govern.events', 'DELETE'), "
-            "has_table_privilege('govern.events', 'TRUNCATE'), "
-            "pg_has_role((SELECT tableowner FROM pg_tables WHERE schemaname = 'govern' AND tablename = 'events'), "
-            "'MEMBER') "
-            "FROM pg_roles WHERE rolname = current_user"
-        ).fetchone()
+        with self._errors():
+            found = con.execute(
+                "SELECT current_user, rolsuper, "
+                "has_table_privilege('govern.events', 'UPDATE'), has_table_privilege('govern.events', 'DELETE'), "
+                "has_table_privilege('govern.events', 'TRUNCATE'), "
+                "pg_has_role((SELECT tableowner FROM pg_tables WHERE schemaname = 'govern' AND tablename = 'events'), "
+                "'MEMBER') "
+                "FROM pg_roles WHERE rolname = current_user"
+            ).fetchone()
+        role, superuser, *rights = found
         too_much = [name for name, held in zip(("UPDATE", "DELETE", "TRUNCATE", "owner"), rights, strict=True) if held]
         if superuser:
             too_much.insert(0, "superuser")
@@ -475,10 +501,10 @@ class PostgresLedger:
         )
 
     def head(self) -> tuple[int, str] | None:
-        con = self._connection()
-        if self._applied(con) is None:
-            return None
-        return _head(self._ready_connection(write=False))
+        with self._errors():
+            if self._applied(self._connection()) is None:
+                return None
+            return _head(self._ready_connection(write=False))
 
     @contextmanager
     def reader(self) -> Iterator[Reader]:
@@ -596,7 +622,10 @@ def _cache_home() -> Path:
     """Where read models live on this machine: GOVERN_CACHE_DIR, else the XDG cache directory."""
     explicit = os.environ.get("GOVERN_CACHE_DIR")
     if explicit:
-        return Path(explicit)
+        folder = Path(explicit).absolute()
+        if folder.exists() and not folder.is_dir():
+            raise ConfigError(f"GOVERN_CACHE_DIR {explicit} is a file: give a directory for the ledgers' read models")
+        return folder
     base = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
     return Path(base) / "govern" / "ledgers"
 

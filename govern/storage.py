@@ -101,11 +101,16 @@ def copy(source: LedgerStore, target: LedgerStore) -> Verification:
     done = 0
     held = target.head() if target.exists() else None
     if held is not None:
+        if head is None or held[0] > head[0]:
+            raise LedgerError(
+                f"{target.location} holds more events than this ledger ({held[0]} against {head[0] if head else 0}): "
+                "copy into a new, empty ledger"
+            )
         mine = source.read(seqs=[held[0]])
         if not mine or mine[0].hash != held[1]:
             raise LedgerError(
-                f"{target.location} already holds other events (seq {held[0]} is not this ledger's): copy into a "
-                "new, empty ledger"
+                f"{target.location} already holds other events (its seq {held[0]} is not this ledger's): copy into "
+                "a new, empty ledger"
             )
         done = held[0]
     while head is not None and done < head[0]:

@@ -427,6 +427,30 @@ CASES = {
         "Cannot reach the PostgreSQL ledger at postgresql://postgres@127.0.0.1:5432/govern_no_such_database (",
         env={"GOVERN_LEDGER": "postgresql://postgres@127.0.0.1:5432/govern_no_such_database"},
     ),
+    "a PostgreSQL URL that names no database": Case(
+        ["audit", "copy", "--to", "postgresql://postgres@127.0.0.1:5432"],
+        "--to postgresql://postgres@127.0.0.1:5432 names no database: give postgresql://USER@HOST[:PORT]/DATABASE",
+    ),
+    "a password in a PostgreSQL URL is never shown": Case(
+        ["audit", "log"],
+        "Cannot reach the PostgreSQL ledger at postgresql://govern@127.0.0.1:1/govern (",
+        env={"GOVERN_LEDGER": "postgresql://govern@127.0.0.1:1/govern?password=s3cret"},
+    ),
+    "a password in the committed ledger URL": Case(
+        ["audit", "log"],
+        "`ledger` carries a password, and this file is committed: remove it from the URL",
+        setup=write_and_commit("govern.toml", 'ledger = "postgresql://govern:s3cret@127.0.0.1/govern"\n'),
+    ),
+    "audit copy onto a file that is not a ledger": Case(
+        ["audit", "copy", "--to", "params.yaml"],
+        "--to params.yaml exists and is not a govern ledger: give a new path",
+        exit_code=2,
+    ),
+    "init --ledger with a file path": Case(
+        ["init", "--ledger", "team.duckdb"],
+        "--ledger takes a PostgreSQL URL (postgresql://USER@HOST[:PORT]/DATABASE)",
+        exit_code=2,
+    ),
     "a ledger URL that is not PostgreSQL": Case(
         ["audit", "log"],
         "GOVERN_LEDGER s3://... is not a ledger location: give a file path, or a postgresql:// URL",

@@ -20,6 +20,7 @@ from conftest import (
     make_demo,
     pickling_with_protocol_from_the_environment,
     run_cli,
+    wait_for,
 )
 
 from govern.cli import cli
@@ -49,16 +50,6 @@ def reproductions(ledger: Path) -> list:
     if not ledger.exists():
         return []
     return Ledger(ledger).read(types=["reproduction.verified", "reproduction.diverged"])
-
-
-def wait_for(condition, what: str, timeout: float = 120.0):  # noqa: ANN001 - a predicate
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        found = condition()
-        if found:
-            return found
-        time.sleep(0.5)
-    raise AssertionError(f"timed out after {timeout:.0f} s waiting for {what}")
 
 
 @pytest.fixture

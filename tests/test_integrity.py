@@ -21,6 +21,7 @@ from govern.api import integrity
 from govern.checkpoints import wal_path
 from govern.events import PendingEvent, envelope_hash
 from govern.ledger import Ledger
+from govern.storage import open_store
 
 
 def snapshot(i: int) -> PendingEvent:
@@ -204,9 +205,9 @@ WRITER = textwrap.dedent(
     import sys
     from pathlib import Path
     from govern.events import DatasetSnapshotted, PendingEvent, utc_now
-    from govern.ledger import Ledger
+    from govern.storage import open_store
 
-    ledger, writer, count = Ledger(Path(sys.argv[1]), lock_timeout=300), sys.argv[2], int(sys.argv[3])
+    ledger, writer, count = open_store(sys.argv[1], lock_timeout=300), sys.argv[2], int(sys.argv[3])
     for i in range(count):
         fact = DatasetSnapshotted(path=f"{writer}/{i}", md5=None, sha256=None, size=i, source=writer,
                                   extracted_at="2026-01-01T00:00:00.000000Z", extracted_at_basis="stage-run")
@@ -218,9 +219,9 @@ READER = textwrap.dedent(
     """
     import json, sys, time
     from pathlib import Path
-    from govern.ledger import Ledger
+    from govern.storage import open_store
 
-    ledger, deadline, seen = Ledger(Path(sys.argv[1]), lock_timeout=300), time.monotonic() + 600, []
+    ledger, deadline, seen = open_store(sys.argv[1], lock_timeout=300), time.monotonic() + 600, []
     while time.monotonic() < deadline and not Path(sys.argv[2]).exists():
         result = ledger.verify()
         seen.append([result.count, result.ok])
@@ -230,10 +231,18 @@ READER = textwrap.dedent(
 )
 
 
+@pytest.fixture(params=["duckdb", "postgresql"])
+def location(request: pytest.FixtureRequest, tmp_path: Path) -> str:
+    """The same stress on both backends: a file, or a database of the machine's PostgreSQL."""
+    if request.param == "duckdb":
+        return str(tmp_path / "ledger.duckdb")
+    return request.getfixturevalue("pg_database")
+
+
 @pytest.mark.slow  # processes racing for tens of seconds
-def test_eight_concurrent_writers_lose_nothing_and_readers_see_consistent_chains(tmp_path: Path) -> None:
-    path = tmp_path / "ledger.duckdb"
-    Ledger(path).append([snapshot(0)])
+def test_eight_concurrent_writers_lose_nothing_and_readers_see_consistent_chains(location: str, tmp_path: Path) -> None:
+    path = location
+    open_store(path).append([snapshot(0)])
     done = tmp_path / "writers-done"
     reader = subprocess.Popen([sys.executable, "-c", READER, str(path), str(done)], stdout=subprocess.PIPE, text=True)
     writers = [subprocess.Popen([sys.executable, "-c", WRITER, str(path), f"writer-{n}", "250"]) for n in range(8)]
@@ -241,7 +250,7 @@ def test_eight_concurrent_writers_lose_nothing_and_readers_see_consistent_chains
     done.touch()
     observations = json.loads(reader.communicate(timeout=120)[0])
 
-    ledger = Ledger(path)
+    ledger = open_store(path)
     result = ledger.verify()
     assert result.ok and result.count == 2001
     _, rows = ledger.query("SELECT count(DISTINCT event_id), min(seq), max(seq), count(DISTINCT seq) FROM events")
@@ -259,9 +268,9 @@ CRASHER = textwrap.dedent(
     import os, sys, uuid
     from pathlib import Path
     from govern.events import DatasetSnapshotted, PendingEvent, utc_now
-    from govern.ledger import Ledger
+    from govern.storage import open_store
 
-    ledger, acks = Ledger(Path(sys.argv[1]), lock_timeout=60), open(sys.argv[2], "a")
+    ledger, acks = open_store(sys.argv[1], lock_timeout=60), open(sys.argv[2], "a")
     while True:
         event_id = str(uuid.uuid4())
         fact = DatasetSnapshotted(path=event_id, md5=None, sha256=None, size=None, source="crash test",
@@ -275,9 +284,9 @@ CRASHER = textwrap.dedent(
 
 
 @pytest.mark.slow  # processes racing for tens of seconds
-def test_appenders_killed_with_sigkill_lose_no_acknowledged_event(tmp_path: Path) -> None:
-    path, acks = tmp_path / "ledger.duckdb", tmp_path / "acknowledged.txt"
-    Ledger(path).append([snapshot(0)])
+def test_appenders_killed_with_sigkill_lose_no_acknowledged_event(location: str, tmp_path: Path) -> None:
+    path, acks = location, tmp_path / "acknowledged.txt"
+    open_store(path).append([snapshot(0)])
     randomness = random.Random(20261127)
     for _ in range(50):
         process = subprocess.Popen([sys.executable, "-c", CRASHER, str(path), str(acks)])
@@ -285,7 +294,7 @@ def test_appenders_killed_with_sigkill_lose_no_acknowledged_event(tmp_path: Path
         os.kill(process.pid, signal.SIGKILL)
         process.wait()
 
-    ledger = Ledger(path)
+    ledger = open_store(path)
     result = ledger.verify()
     assert result.ok, result.problem
     acknowledged = [line for line in acks.read_text().splitlines() if line]

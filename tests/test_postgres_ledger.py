@@ -160,7 +160,7 @@ def test_init_with_a_ledger_url_creates_the_schema_prints_the_grants_and_keeps_t
     assert "GRANT INSERT ON govern.events TO govern_writer;" in result.output
     assert "s3cret" not in result.output
     config = (project / "govern.toml").read_text()
-    assert f'ledger = "{pg_database}"' in config and "s3cret" not in config
+    assert f'ledger = "{pg_database.replace("postgres@", "govern_writer@")}"' in config and "s3cret" not in config
     assert PostgresLedger(pg_database).exists()
     again = run_cli("init", "--ledger", url, cwd=project)
     assert again.exit_code == 0 and "already governed" in again.output
@@ -220,3 +220,55 @@ def test_a_writer_waits_for_the_chains_lock_at_most_lock_timeout_and_appends_not
     impatient.append([snapshot_event(99)])
     assert pg.head()[0] == 6
     impatient.close()
+
+
+def test_the_server_hook_checks_its_postgresql_ledger_when_installed_not_after_the_first_push(
+    tmp_path: Path, pg_database: str
+) -> None:
+    bare = tmp_path / "server.git"
+    git(tmp_path, "init", "-q", "--bare", str(bare))
+    refusals = {
+        pg_database.replace("postgres@", "postgres:pw@"): "--ledger carries a password, which the hook file",
+        pg_database.replace("postgresql://", "postgresq://"): "is not a ledger location",
+        pg_database: "has no govern schema yet: run `govern init --ledger URL` there first",
+        pg_database.replace(":5432/", ":1/"): "Cannot reach the PostgreSQL ledger",
+    }
+    for url, message in refusals.items():
+        result = run_cli("hooks", "install-server", "--bare", str(bare), "--ledger", url)
+        assert result.exit_code != 0 and message in result.output, (url, result.output)
+        assert "pw@" not in result.output
+        assert not (bare / "hooks" / "post-receive").exists()
+    PostgresLedger(pg_database).create()
+    installed = run_cli("hooks", "install-server", "--bare", str(bare), "--ledger", pg_database)
+    assert installed.exit_code == 0 and pg_database in (bare / "hooks" / "post-receive").read_text()
+
+
+def test_a_role_without_grants_is_told_an_operator_grants_them(
+    pg: PostgresLedger, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    admin = postgres_admin()
+    role = f"govern_nobody_{uuid.uuid4().hex[:8]}"
+    admin.execute(f"CREATE ROLE {role} LOGIN")
+    try:
+        url = pg.url.replace("postgres@", f"{role}@")
+        monkeypatch.setenv("GOVERN_LEDGER", url)
+        monkeypatch.setenv("GOVERN_CACHE_DIR", str(tmp_path / "nobody"))
+        for command in (["audit", "log"], ["status"]):
+            result = run_cli(*command, cwd=tmp_path)
+            assert result.exit_code == 1, result.output
+            assert "lacks privileges on govern's schema" in result.output and "Traceback" not in result.output
+    finally:
+        admin.execute(f'DROP DATABASE IF EXISTS "{pg.url.rsplit("/", 1)[1]}" WITH (FORCE)')
+        admin.execute(f"DROP ROLE IF EXISTS {role}")
+        admin.close()
+
+
+def test_a_cache_dir_that_is_a_file_is_named(
+    pg: PostgresLedger, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    blocker = tmp_path / "not-a-folder"
+    blocker.write_text("x")
+    monkeypatch.setenv("GOVERN_CACHE_DIR", str(blocker))
+    monkeypatch.setenv("GOVERN_LEDGER", pg.url)
+    result = run_cli("audit", "log", cwd=tmp_path)
+    assert result.exit_code != 0 and f"GOVERN_CACHE_DIR {blocker} is a file" in result.output

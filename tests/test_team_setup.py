@@ -20,7 +20,7 @@ from pathlib import Path
 
 import psycopg
 import pytest
-from conftest import commit_all, database_url, git, make_demo, postgres_admin
+from conftest import commit_all, database_url, git, make_demo, postgres_admin, wait_for
 from mlflow.tracking import MlflowClient
 
 from govern.envelope import format_timestamp, utc_now
@@ -122,16 +122,6 @@ def finish(process: subprocess.Popen) -> str:
     return out
 
 
-def wait_for(condition, what: str, timeout: float = 300.0):  # noqa: ANN001 - a predicate
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        found = condition()
-        if found:
-            return found
-        time.sleep(1)
-    raise AssertionError(f"timed out after {timeout:.0f} s waiting for {what}")
-
-
 def test_the_team_setup_recipe_two_machines_ci_and_an_auditor_agree(
     tmp_path: Path, team: dict[str, str], mlflow_server: str, isolated_env: dict[str, str], mlflow_store_template: Path
 ) -> None:
@@ -191,7 +181,9 @@ def test_the_team_setup_recipe_two_machines_ci_and_an_auditor_agree(
     def verified() -> list:
         return ledger.read(types=["reproduction.verified", "reproduction.diverged"])
 
-    judged = wait_for(lambda: len(verified()) >= 2 and verified(), "both pushed commits verified by the server hook")
+    judged = wait_for(
+        lambda: len(verified()) >= 2 and verified(), "both pushed commits verified by the server hook", timeout=300
+    )
     assert {e.git_commit for e in judged} == {alice_commit, bob_commit}
     assert all(e.type == "reproduction.verified" and e.payload["ci"]["system"] == "server-hook" for e in judged)
     trainings = ledger.read(types=["training.completed"])

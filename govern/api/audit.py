@@ -28,13 +28,14 @@ PARAM_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 class Copied:
     location: str
     verification: Verification
+    added: int
 
     @property
     def ok(self) -> bool:
         return self.verification.ok
 
     def to_dict(self) -> dict[str, Any]:
-        return {"to": self.location, **self.verification.to_dict()}
+        return {"to": self.location, "added": self.added, **self.verification.to_dict()}
 
 
 def copy_to(target: str, start: Path | None = None) -> Copied:
@@ -47,7 +48,14 @@ def copy_to(target: str, start: Path | None = None) -> Copied:
     if destination.location == source.location:
         raise InvalidInput(f"--to {target} is the ledger being copied: give another file or database")
     try:
-        return Copied(destination.location, storage.copy(source, destination))
+        if isinstance(location, Path) and location.exists():
+            try:
+                destination.head()
+            except GovernError:
+                raise InvalidInput(f"--to {target} exists and is not a govern ledger: give a new path") from None
+        before = destination.head() if destination.exists() else None
+        verification = storage.copy(source, destination)
+        return Copied(destination.location, verification, verification.count - (before[0] if before else 0))
     finally:
         destination.close()
 

@@ -24,7 +24,7 @@ from govern import config as config_module
 from govern.adapters import dvc as dvc_adapter
 from govern.adapters import git as git_adapter
 from govern.errors import GovernError, InvalidInput
-from govern.storage import is_url, open_store
+from govern.storage import open_store
 
 ZERO = "0" * 40
 
@@ -92,13 +92,36 @@ def install_server(bare: Path, ledger: Path | str | None = None, force: bool = F
     bare = bare.resolve()
     if not (bare / "HEAD").is_file() or not (bare / "objects").is_dir() or (bare / ".git").exists():
         raise InvalidInput(f"{bare} is not a bare git repository: create one with `git init --bare {bare}`")
-    if ledger is None or not is_url(ledger):
+    if ledger is not None and "://" in str(ledger):
+        ledger = _team_ledger(str(ledger))
+    else:
         ledger = Path(ledger or bare / "govern-hook" / "ledger.duckdb").resolve()
     (bare / "govern-hook").mkdir(exist_ok=True)
     hook = _write_hook(
         bare / "hooks" / "post-receive", POST_RECEIVE.format(python=sys.executable, bare=bare, ledger=ledger), force
     )
     return ServerHook(hook, ledger, bare / "govern-hook" / "verify.log")
+
+
+def _team_ledger(url: str) -> str:
+    """A PostgreSQL ledger for the hook, checked now rather than after the first push: reachable, created, and
+    given without a password (the hook file and the process list would show it)."""
+    location = str(config_module.ledger_location(url, "--ledger"))
+    if config_module.has_password(location):
+        raise InvalidInput(
+            "--ledger carries a password, which the hook file and the process list would show: put it in ~/.pgpass "
+            "(or PGPASSWORD) of the user git runs the hook as"
+        )
+    store = open_store(location)
+    try:
+        if not store.exists():
+            raise InvalidInput(
+                f"--ledger {store.location} has no govern schema yet: run `govern init --ledger URL` there first, as "
+                "the database owner"
+            )
+    finally:
+        store.close()
+    return location
 
 
 def on_receive(bare: Path, ledger: Path | str, updates: Iterable[str]) -> list[str]:

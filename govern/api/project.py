@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+import urllib.parse
 from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
@@ -66,32 +68,43 @@ class TeamLedger:
     location: str
     schema_version: int
     grants: list[str]
+    writer_url: str  # what the project's configuration should name: the writer role, no password
 
 
 def init_team_ledger(url: str) -> TeamLedger:
     """Create (or migrate) govern's schema in a PostgreSQL database; returns the GRANTs an operator runs."""
+    if not re.match(r"^postgres(ql)?(\+\w+)?://", url, re.IGNORECASE):
+        raise InvalidInput(
+            f"--ledger takes a PostgreSQL URL (postgresql://USER@HOST[:PORT]/DATABASE), not {url!r}; a file ledger "
+            "needs no --ledger: the first write creates it"
+        )
     location = config.ledger_location(url, "--ledger")
-    if not isinstance(location, str):
-        raise InvalidInput(f"--ledger {url} is not a PostgreSQL URL: give postgresql://USER@HOST[:PORT]/DATABASE")
-    from govern.postgres_ledger import PG_MIGRATIONS, PostgresLedger
+    from govern.postgres_ledger import PG_MIGRATIONS, WRITER_ROLE, PostgresLedger
 
-    ledger = PostgresLedger(location)
+    ledger = PostgresLedger(str(location))
     try:
         grants = ledger.create()
     finally:
         ledger.close()
-    return TeamLedger(ledger.location, len(PG_MIGRATIONS), grants)
+    return TeamLedger(ledger.location, len(PG_MIGRATIONS), grants, as_role(str(location), WRITER_ROLE))
+
+
+def as_role(url: str, role: str) -> str:
+    """The same database URL for another role, without any password."""
+    parts = urllib.parse.urlsplit(without_password(url))
+    host = parts.netloc.rsplit("@", 1)[-1]
+    return urllib.parse.urlunsplit(parts._replace(netloc=f"{role}@{host}"))
 
 
 def init_project(start: Path | None = None, ledger: str | None = None) -> InitResult:
     """Create config, `audit/` and `.gitignore` entries, and run `dvc init` if needed.
 
-    `ledger` (a PostgreSQL URL) goes into a new configuration without its password: libpq finds that in
-    PGPASSWORD or ~/.pgpass, never in a committed file.
+    `ledger` (a PostgreSQL URL for govern's writer role, without a password: libpq finds that in PGPASSWORD or
+    ~/.pgpass, never in a committed file) goes into a new configuration.
     """
     root = config.find_root(start)
     changed: list[str] = []
-    config_file = _ensure_config(root, changed, without_password(ledger) if ledger else config.DEFAULT_LEDGER)
+    config_file = _ensure_config(root, changed, ledger or config.DEFAULT_LEDGER)
     audit = root / "audit"
     if not (audit / "README.md").exists():
         audit.mkdir(exist_ok=True)
