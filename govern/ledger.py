@@ -933,7 +933,7 @@ class Ledger:
         They must continue this ledger's chain: the first links to the current head, each hash is recomputed in
         SQL before the transaction commits, and a single bad row rolls the whole batch back. Returns the new count.
         """
-        with _writer_lock(self.path), self._connect(write=True) as con:
+        with _writer_lock(self.path), contextlib.ExitStack() as after_close, self._connect(write=True) as con:
             con.execute("BEGIN TRANSACTION")
             try:
                 count = _ingest_in(con, rows, str(self.path))
@@ -942,6 +942,8 @@ class Ledger:
                 with contextlib.suppress(duckdb.Error):
                     con.execute("ROLLBACK")
                 raise
+            if rows and wal_size(self.path) >= CHECKPOINT_WAL_BYTES:  # or every open replays the whole pull
+                self._checkpoint(con, after_close)
         return count
 
     # -- reading

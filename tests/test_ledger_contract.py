@@ -281,3 +281,15 @@ class TestPostgreSQL(LedgerContract):
 def test_the_url_opens_postgresql_and_a_path_opens_the_file(tmp_path: Path, pg_database: str) -> None:
     assert isinstance(open_store(pg_database), PostgresLedger)
     assert isinstance(open_store(tmp_path / "l.duckdb"), Ledger)
+
+
+def test_a_pulled_or_copied_ledger_is_checkpointed_not_left_in_the_write_ahead_log(tmp_path: Path) -> None:
+    """Every open replays the log: a read model of a million events left there took seconds to open."""
+    from govern.checkpoints import wal_path
+
+    source = Ledger(tmp_path / "source.duckdb")
+    source.append([snapshot_event(i) for i in range(1, 300)])
+    target = Ledger(tmp_path / "target.duckdb")
+    copy(source, target)
+    assert not wal_path(target.path).exists() or wal_path(target.path).stat().st_size < 16 * 1024
+    assert target.verify().ok and target.head() == source.head()

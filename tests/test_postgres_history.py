@@ -7,12 +7,16 @@ chain and a truncated tail, named by `audit verify` and its anchors, as on the f
 from __future__ import annotations
 
 import json
+import os
+import shutil
+import subprocess
+import sys
 import tempfile
 from pathlib import Path
 
 import psycopg
 import pytest
-from conftest import ok, run_cli
+from conftest import isolate, ok, run_cli
 
 from govern.envelope import envelope_hash
 from govern.ledger import Ledger
@@ -22,13 +26,27 @@ pytestmark = pytest.mark.slow
 M = "breast-cancer-classifier"
 
 
+@pytest.fixture(scope="module")
+def history_original(tmp_path_factory: pytest.TempPathFactory, three_versions_original: Path) -> Path:
+    """Three versions, version 2 promoted to production and deployed, the ledger anchored: made once."""
+    base = tmp_path_factory.mktemp("history")
+    env = isolate(dict(os.environ), base / "home")
+    project = base / "demo"
+    shutil.copytree(three_versions_original, project, symlinks=True)
+    for args in (
+        ["promote", M, "2", "--to", "staging", "--reason", "better recall"],
+        ["promote", M, "2", "--to", "production", "--reason", "signed off"],
+        ["deploy", M, "2", "--app", "scoring", "--env", "production"],
+        ["audit", "anchor"],
+    ):
+        subprocess.run([sys.executable, "-m", "govern", *args], cwd=project, env=env, check=True, capture_output=True)
+    return project
+
+
 @pytest.fixture
-def history(three_versions: Path, monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Path:
-    project = three_versions
-    ok(project, "promote", M, "2", "--to", "staging", "--reason", "better recall")
-    ok(project, "promote", M, "2", "--to", "production", "--reason", "signed off")
-    ok(project, "deploy", M, "2", "--app", "scoring", "--env", "production")
-    ok(project, "audit", "anchor")
+def history(history_original: Path, monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Path:
+    project = tmp_path / "demo"
+    shutil.copytree(history_original, project, symlinks=True)
     monkeypatch.setenv("GOVERN_CACHE_DIR", str(tmp_path / "read-models"))
     return project
 
