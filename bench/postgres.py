@@ -93,7 +93,7 @@ def measure(
         pull_s = timed(lambda: run(question, project, pg_env), 1)[0]
         assert json.loads(run(question, project, pg_env).stdout)["version"] == "1"
         rows["P0"] = {
-            "govern": {"audit copy into PostgreSQL": copy_s, "first pull of a read model": pull_s},
+            "govern": {"audit copy into PostgreSQL": stats([copy_s]), "first pull of a read model": stats([pull_s])},
             "peer": None,
             "peer_name": "-",
             "target": "- (once per ledger, once per machine)",
