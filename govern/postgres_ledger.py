@@ -197,12 +197,15 @@ class PostgresLedger:
         try:
             yield
         except pg_errors.InsufficientPrivilege as error:
-            raise LedgerError(
-                f"The role connecting to {self.location} lacks privileges on govern's schema ({_first_line(error)}): "
-                "an operator grants them with the statements `govern init --ledger URL` prints"
-            ) from None
+            raise self._lacking(error) from None
         except psycopg.Error as error:
             raise LedgerError(f"The PostgreSQL ledger at {self.location} failed: {_first_line(error)}") from None
+
+    def _lacking(self, error: psycopg.Error) -> LedgerError:
+        return LedgerError(
+            f"The role connecting to {self.location} lacks privileges on govern's schema ({_first_line(error)}): "
+            "an operator grants them with the statements `govern init --ledger URL` prints"
+        )
 
     def close(self) -> None:
         if self._con is not None:
@@ -260,13 +263,8 @@ class PostgresLedger:
                     )
                 self._migrate(con, len(applied))
         except pg_errors.InsufficientPrivilege as error:
-            created = con.execute("SELECT 1 FROM pg_namespace WHERE nspname = %s", [SCHEMA]).fetchone()
-            if created:
-                raise LedgerError(
-                    f"The role connecting to {self.location} lacks privileges on govern's schema "
-                    f"({_first_line(error)}): an operator grants them with the statements `govern init --ledger URL` "
-                    "prints"
-                ) from None
+            if con.execute("SELECT 1 FROM pg_namespace WHERE nspname = %s", [SCHEMA]).fetchone():
+                raise self._lacking(error) from None
             raise LedgerError(
                 f"The role connecting to {self.location} may not create govern's schema ({_first_line(error)}): "
                 "run `govern init --ledger URL` once as the database's owner"

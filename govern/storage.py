@@ -74,13 +74,9 @@ class LedgerStore(Protocol):
     def backup(self, target: Path) -> Verification: ...
 
 
-def is_url(location: Path | str) -> bool:
-    return isinstance(location, str) and "://" in location
-
-
 def open_store(location: Path | str, lock_timeout: float = 30.0) -> LedgerStore:
     """A DuckDB file path, or a `postgresql://` URL (psycopg is imported only then)."""
-    if is_url(location):
+    if isinstance(location, str) and "://" in location:  # config keeps a URL as a string, a path as a Path
         from govern.postgres_ledger import PostgresLedger
 
         return PostgresLedger(str(location), lock_timeout=lock_timeout)
@@ -121,4 +117,4 @@ def copy(source: LedgerStore, target: LedgerStore) -> Verification:
     return target.verify()
 
 
-COPY_BATCH = 50_000
+COPY_BATCH = 50_000  # events per verified batch, as a PostgreSQL read model pulls them

@@ -37,7 +37,7 @@ def modules_after(args: list[str], env: dict[str, str], cwd: Path) -> tuple[set[
 
 
 def heavy(modules: set[str]) -> set[str]:
-    return {name for name in modules if name.split(".")[0] in ("mlflow", "dvc", "sklearn", "pandas", "git")}
+    return {name for name in modules if name.split(".")[0] in ("mlflow", "dvc", "sklearn", "pandas", "git", "psycopg")}
 
 
 @pytest.fixture
