@@ -74,6 +74,24 @@ HASHED_TEXT_PG = """
         '}'
     )
 """
+# The insert of `_append_one`: it runs after the lock, so its snapshot sees every earlier writer's event.
+APPEND_ONE = f"""
+    INSERT INTO govern.events (seq, event_id, type, schema_version, occurred_at, recorded_at, actor, subject,
+                               git_commit, payload, prev_hash, hash)
+    SELECT seq, event_id, type, schema_version, occurred_at, recorded_at, actor, subject, git_commit, payload,
+           prev_hash, encode(sha256(convert_to({HASHED_TEXT_PG}, 'UTF8')), 'hex')
+    FROM (
+        SELECT coalesce(head.seq, 0) + 1 AS seq, %(event_id)s::text AS event_id, %(type)s::text AS type,
+               %(schema_version)s::integer AS schema_version, %(occurred_at)s::timestamp AS occurred_at,
+               %(recorded_at)s::timestamp AS recorded_at, %(actor)s::text AS actor, %(subject)s::text AS subject,
+               %(git_commit)s::text AS git_commit, %(payload)s::text AS payload,
+               coalesce(head.hash, '{GENESIS_HASH}') AS prev_hash
+        FROM (SELECT 1) AS one
+        LEFT JOIN (SELECT seq, hash FROM govern.events ORDER BY seq DESC LIMIT 1) AS head ON true
+    ) AS envelope
+    WHERE NOT EXISTS (SELECT 1 FROM govern.events WHERE event_id = %(event_id)s::text)
+    RETURNING seq, prev_hash, hash
+"""
 CHECKS = chain_checks(f"encode(sha256(convert_to({HASHED_TEXT_PG}, 'UTF8')), 'hex')", "events")
 
 # ---------------------------------------------------------------- migrations (by name, as for the file)
@@ -358,7 +376,52 @@ class PostgresLedger:
     def append(self, pending: Sequence[PendingEvent]) -> list[RecordedEvent]:
         if not pending:
             return []
+        if len(pending) == 1:
+            recorded = self._append_one(pending[0])
+            if recorded is not None:
+                return [recorded]
         return self._write(lambda _reader: pending)
+
+    def _append_one(self, event: PendingEvent) -> RecordedEvent | None:
+        """One event in one round trip, the chain's lock held only inside PostgreSQL: BEGIN, the lock, an INSERT
+        that reads the head and hashes in SQL (the twin `verify` uses), and COMMIT go out as one pipeline, so no
+        client's scheduling or network stands between taking the lock and releasing it. None where the event id
+        is already recorded: the caller's general path compares a retried event with what is there."""
+        con = self._ready_connection(write=True)
+        self._warn_about_privileges(con)
+        fact = event.fact
+        values = {
+            "event_id": event.event_id,
+            "type": fact.type,
+            "schema_version": fact.schema_version,
+            "occurred_at": to_utc(event.occurred_at).replace(tzinfo=None),
+            "recorded_at": _now(),
+            "actor": event.actor,
+            "subject": fact.subject,
+            "git_commit": event.git_commit,
+            "payload": event.payload_json,
+        }
+        with self._write_errors(), con.pipeline(), con.transaction():
+            con.execute("SELECT pg_advisory_xact_lock(%s)", [LOCK_KEY])
+            cursor = con.execute(APPEND_ONE, values)
+        row = cursor.fetchone()
+        if row is None:
+            return None
+        seq, prev_hash, hash_ = row
+        return RecordedEvent(
+            seq=seq,
+            event_id=values["event_id"],
+            type=values["type"],
+            schema_version=values["schema_version"],
+            occurred_at=values["occurred_at"],
+            recorded_at=values["recorded_at"],
+            actor=values["actor"],
+            subject=values["subject"],
+            git_commit=values["git_commit"],
+            payload_json=values["payload"],
+            prev_hash=prev_hash,
+            hash=hash_,
+        )
 
     def transact(self, decide: Callable[[Reader], Sequence[PendingEvent]]) -> list[RecordedEvent]:
         """As `Ledger.transact`: `decide` reads a state no other writer, on any machine, can change meanwhile."""
@@ -369,11 +432,15 @@ class PostgresLedger:
         lock and the head query together, then the insert with COMMIT. The lock is held for the second only."""
         con = self._ready_connection(write=True)
         self._warn_about_privileges(con)
+        with self._write_errors(), con.pipeline(), con.transaction(), ExitStack() as stack:
+            con.execute("SELECT pg_advisory_xact_lock(%s)", [LOCK_KEY])
+            pending = decide(_LockedReader(self, con, stack))
+            return self._append_in(con, pending) if pending else []
+
+    @contextmanager
+    def _write_errors(self) -> Iterator[None]:
         try:
-            with con.pipeline(), con.transaction(), ExitStack() as stack:
-                con.execute("SELECT pg_advisory_xact_lock(%s)", [LOCK_KEY])
-                pending = decide(_LockedReader(self, con, stack))
-                recorded = self._append_in(con, pending) if pending else []
+            yield
         except pg_errors.LockNotAvailable:
             raise LedgerLocked(
                 f"The ledger {self.location} is held by another govern writer; gave up after "
@@ -388,7 +455,6 @@ class PostgresLedger:
             raise LedgerError(
                 f"The PostgreSQL ledger at {self.location} failed ({_first_line(error)}); nothing was appended"
             ) from None
-        return recorded
 
     def _append_in(self, con: psycopg.Connection, pending: Sequence[PendingEvent]) -> list[RecordedEvent]:
         from govern.ledger import _same_or_conflict

@@ -138,6 +138,7 @@ class LedgerContract:
         event = snapshot_event(1, source='ünïcode "quotes" \\ and \t tabs \u2028')
         [recorded] = ledger.append([event])
         assert ledger.read()[0].payload_json == event.payload_json == recorded.payload_json
+        assert ledger.read() == [recorded]  # what the append returned is exactly what was stored
         assert ledger.verify().ok
 
     def test_a_payload_written_at_an_older_schema_is_read_at_the_current_one_everywhere(

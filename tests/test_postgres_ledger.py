@@ -205,6 +205,19 @@ def test_audit_copy_moves_a_file_ledger_to_postgresql_and_every_read_command_ans
     assert copy(file, PostgresLedger(pg_database)).count == 4
 
 
+def test_a_single_event_hashed_inside_postgresql_has_the_hash_python_computes(pg: PostgresLedger) -> None:
+    """One-event appends hash in PostgreSQL's SQL (one round trip); the envelope must be byte for byte Python's."""
+    from dataclasses import replace
+
+    from govern.postgres_ledger import _with_hash
+
+    for i, source in enumerate(['é "q" \\ \t\n\u0001 \u2028 😀', "plain", "\u007f\u0080 nul-free"], start=6):
+        [recorded] = pg.append([snapshot_event(i, source=source)])
+        assert recorded.hash == _with_hash(replace(recorded, hash="")).hash
+    assert [e.seq for e in pg.read()][-3:] == [6, 7, 8]
+    assert pg.verify().ok
+
+
 def test_a_writer_waits_for_the_chains_lock_at_most_lock_timeout_and_appends_nothing(
     pg: PostgresLedger, pg_database: str, tmp_path: Path
 ) -> None:
