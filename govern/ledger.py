@@ -863,7 +863,10 @@ class Ledger:
     def _checkpoint(self, con: duckdb.DuckDBPyConnection, after_close: contextlib.ExitStack) -> None:
         """Fold the write-ahead log into the file; the events are committed whether or not this works."""
         try:
-            checkpoint_behind_backup(self.path, lambda: con.execute("CHECKPOINT"), after_close)
+            [(block_size,)] = con.execute(
+                "SELECT block_size FROM pragma_database_size() WHERE database_name = current_database()"
+            ).fetchall()
+            checkpoint_behind_backup(self.path, lambda: con.execute("CHECKPOINT"), after_close, block_size)
         except (OSError, duckdb.Error) as error:
             log.warning(
                 "govern: the ledger %s was not checkpointed (%s); its events are safe in the write-ahead log, "
