@@ -152,6 +152,13 @@ def cli(traceback: bool) -> None:
     _quiet_third_parties()
 
 
+def _print_grants(statements: list[str]) -> None:
+    click.echo("As a superuser (or a role with CREATEROLE), give govern's writers a role that may only INSERT")
+    click.echo("and SELECT, and auditors one that may only SELECT (replace the passwords):")
+    for statement in statements:
+        click.echo(f"  {statement}")
+
+
 @cli.command()
 @click.option(
     "--ledger",
@@ -159,7 +166,11 @@ def cli(traceback: bool) -> None:
     metavar="URL",
     help="A team ledger in PostgreSQL (postgresql://USER@HOST/DB): create its schema and print the GRANTs to run.",
 )
-def init(ledger_url: str | None) -> None:
+@click.option("--writer-role", metavar="NAME", help="With --ledger: the writers' role (govern_writer).")
+@click.option(
+    "--auditor-role", metavar="NAME", help="With --ledger: the auditors' role in the GRANTs (govern_auditor)."
+)
+def init(ledger_url: str | None, writer_role: str | None, auditor_role: str | None) -> None:
     """Make this git repository a governed project (idempotent).
 
     Writes the govern configuration ([tool.govern] in pyproject.toml, or
@@ -170,13 +181,14 @@ def init(ledger_url: str | None) -> None:
     """
     from govern.api.project import init_project, init_team_ledger
 
+    if ledger_url is None and (writer_role or auditor_role):
+        raise click.UsageError(
+            "--writer-role and --auditor-role name the roles of a PostgreSQL ledger: add --ledger URL"
+        )
     if ledger_url is not None:
-        created = init_team_ledger(ledger_url)
+        created = init_team_ledger(ledger_url, writer_role, auditor_role)
         click.echo(f"govern's schema is ready in {created.location} (schema version {created.schema_version}).")
-        click.echo("As a superuser (or a role with CREATEROLE), give govern's writers a role that may only INSERT")
-        click.echo("and SELECT, and auditors one that may only SELECT (replace the passwords):")
-        for statement in created.grants:
-            click.echo(f"  {statement}")
+        _print_grants(created.grants)
     result = init_project(ledger=created.writer_url if ledger_url is not None else None)
     if ledger_url is not None:
         from govern.config import configured_ledger
@@ -558,9 +570,13 @@ def audit_copy(target: str, as_json: bool) -> None:
     else:
         count, added = result.verification.count, result.added
         what = f"copied {added} events" if added == count else f"copied {added} new events ({count} in all)"
+        what = f"{what} to {result.location}"
         if not added:
-            what = f"nothing to copy: it already holds all {count} events"
-        click.echo(f"{what} to {result.location}; the copy verifies (head hash {result.verification.head_hash})")
+            what = f"nothing to copy: {result.location} already holds all {count} events"
+        click.echo(f"{what}; the copy verifies (head hash {result.verification.head_hash})")
+        if result.grants:
+            click.echo("govern's schema was created there.")
+            _print_grants(result.grants)
     if not result.ok:
         click.echo(f"FAILED: the copy does not verify: {result.verification.problem}", err=True)
         sys.exit(1)

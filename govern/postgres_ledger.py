@@ -153,11 +153,14 @@ def m001_create_events(con: psycopg.Connection) -> None:
 WRITER_ROLE, AUDITOR_ROLE = "govern_writer", "govern_auditor"
 
 
-def grant_statements(writer: str = WRITER_ROLE, auditor: str = AUDITOR_ROLE) -> list[str]:
-    """What an operator runs once: govern writes with INSERT and SELECT only, auditors read only."""
+def grant_statements(writer: str = WRITER_ROLE, auditor: str = AUDITOR_ROLE, database: str | None = None) -> list[str]:
+    """What an operator runs once: govern writes with INSERT and SELECT only, auditors read only. Roles are
+    cluster-wide: a second govern database on the same server needs other names (or skips the CREATE ROLEs)."""
+    connect = [f'GRANT CONNECT ON DATABASE "{database}" TO {writer}, {auditor};'] if database else []
     return [
         f"CREATE ROLE {writer} LOGIN PASSWORD '...';",
         f"CREATE ROLE {auditor} LOGIN PASSWORD '...';",
+        *connect,
         f"GRANT USAGE ON SCHEMA {SCHEMA} TO {writer}, {auditor};",
         f"GRANT SELECT ON {SCHEMA}.migrations, {SCHEMA}.ledger, {SCHEMA}.events TO {writer}, {auditor};",
         f"GRANT INSERT ON {SCHEMA}.events TO {writer};",
@@ -307,10 +310,13 @@ class PostgresLedger:
                 step(con)
                 con.execute("INSERT INTO govern.migrations VALUES (%s, %s, %s)", [version, step.__name__, _now()])
 
-    def create(self) -> list[str]:
+    def create(self, writer: str = WRITER_ROLE, auditor: str = AUDITOR_ROLE) -> list[str]:
         """`govern init --ledger URL`: the schema, migrated; returns what the operator should grant."""
         self._ready_connection(write=True)
-        return grant_statements()
+        return self.grants(writer, auditor)
+
+    def grants(self, writer: str = WRITER_ROLE, auditor: str = AUDITOR_ROLE) -> list[str]:
+        return grant_statements(writer, auditor, self._connection().info.dbname)
 
     # -- the read model
 

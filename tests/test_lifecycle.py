@@ -269,6 +269,29 @@ def test_a_deployment_earlier_than_the_slot_history_is_refused(three_versions: P
     )
 
 
+def test_a_deploy_or_retire_without_at_is_dated_under_the_lock_never_before_the_slots_latest_event(
+    three_versions: Path,
+) -> None:
+    """Another writer (or a machine whose clock runs ahead) dated the slot's latest event after this one's now."""
+    from govern.events import DeploymentStarted, PendingEvent, utc_now
+
+    ok(three_versions, "promote", M, "1", "--to", "production", "--reason", "r", "--force")
+    ledger = Ledger(three_versions / "audit" / "ledger.duckdb")
+    ahead = utc_now() + timedelta(milliseconds=300)
+    fact = DeploymentStarted(app="scoring", env="production", model=M, version="1")
+    ledger.append([PendingEvent(fact, actor="the other machine", occurred_at=ahead)])
+
+    ok(three_versions, "retire", "--app", "scoring")
+    [retired] = ledger.read(limit=1)
+    assert retired.type == "deployment.ended" and retired.occurred_at == ahead.replace(tzinfo=None)
+    ok(three_versions, "deploy", M, "1", "--app", "scoring")
+    [started] = ledger.read(limit=1)
+    assert started.type == "deployment.started" and started.occurred_at >= ahead.replace(tzinfo=None)
+    assert "history is appended, not rewritten" in refused(
+        three_versions, "retire", "--app", "scoring", "--at", iso(ahead - MICRO), exit_code=2
+    ), "an explicit --at before the slot's latest event is still refused"
+
+
 def test_history_lists_every_event_of_a_model_in_order(scenario: Path) -> None:
     events = json.loads(ok(scenario, "audit", "history", M, "2", "--json"))
     types = [e["type"] for e in events]

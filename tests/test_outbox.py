@@ -133,3 +133,33 @@ def test_a_half_finished_mirror_is_completed_not_duplicated(
     assert len(runs_of(server.uri, training.event_id)) == 1
     versions = MlflowClient(tracking_uri=server.uri).search_model_versions(f"name = '{M}'")
     assert [v.run_id for v in versions] == [mirrored[0].payload["run_id"]]
+
+
+def test_a_registry_behind_the_ledger_is_refused_instead_of_reusing_a_version_number(
+    reproduced_demo: Path, mlflow_store_template: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A ledger moved to a team's new tracking server: MLflow would number the next version 1 again."""
+    import shutil
+
+    original = f"sqlite:///{reproduced_demo / 'mlflow.db'}"
+    fresh = reproduced_demo.parent / "fresh-mlflow.db"
+    shutil.copy2(mlflow_store_template, fresh)
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{fresh}")
+    change_param(reproduced_demo, "0.5")
+
+    result = run_cli("repro", cwd=reproduced_demo)
+    assert result.exit_code == 0, result.output
+    assert "holds model 'breast-cancer-classifier' up to version none, but the ledger records version 1" in (
+        result.output
+    )
+    ledger = Ledger(reproduced_demo / "audit" / "ledger.duckdb")
+    versions = "SELECT version FROM model_versions ORDER BY seq"
+    assert ledger.query(versions)[1] == [("1",)], "no second version 1 was recorded"
+    assert MlflowClient(tracking_uri=f"sqlite:///{fresh}").search_model_versions(f"name = '{M}'") == []
+
+    again = run_cli("mirror", cwd=reproduced_demo)
+    assert again.exit_code != 0 and "would reuse a version number" in again.output
+
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", original)  # the registry the ledger's versions live in
+    assert run_cli("mirror", cwd=reproduced_demo).exit_code == 0
+    assert ledger.query(versions)[1] == [("1",), ("2",)]

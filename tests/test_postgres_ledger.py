@@ -34,10 +34,11 @@ def roles(pg_database: str) -> Iterator[dict[str, str]]:
     suffix = uuid.uuid4().hex[:8]
     writer, auditor = f"govern_writer_{suffix}", f"govern_auditor_{suffix}"
     created = PostgresLedger(pg_database)
-    created.create()
+    statements = created.create(writer, auditor)
     created.close()
+    assert any(statement.startswith("GRANT CONNECT ON DATABASE") for statement in statements)
     with psycopg.connect(pg_database, autocommit=True) as con:
-        for statement in grant_statements(writer, auditor):
+        for statement in statements:  # exactly what `govern init --ledger` prints, CONNECT included
             con.execute(statement.replace("PASSWORD '...'", "PASSWORD 'pw'"))
     database = pg_database.rsplit("/", 1)[1]
     try:
@@ -159,11 +160,62 @@ def test_init_with_a_ledger_url_creates_the_schema_prints_the_grants_and_keeps_t
     assert result.exit_code == 0, result.output
     assert "GRANT INSERT ON govern.events TO govern_writer;" in result.output
     assert "s3cret" not in result.output
+    assert f'GRANT CONNECT ON DATABASE "{pg_database.rsplit("/", 1)[1]}" TO govern_writer, govern_auditor;' in (
+        result.output
+    )
     config = (project / "govern.toml").read_text()
     assert f'ledger = "{pg_database.replace("postgres@", "govern_writer@")}"' in config and "s3cret" not in config
     assert PostgresLedger(pg_database).exists()
     again = run_cli("init", "--ledger", url, cwd=project)
     assert again.exit_code == 0 and "already governed" in again.output
+
+
+def test_init_names_the_roles_it_is_given_and_refuses_names_postgresql_would_not_take(
+    tmp_path: Path, pg_database: str
+) -> None:
+    project = tmp_path / "project"
+    project.mkdir()
+    git(project, "init", "-q")
+    (project / "README.md").write_text("demo\n")
+    commit_all(project, "start")
+    for roles, problem in (
+        (["--writer-role", "Team-Writer"], "--writer-role 'Team-Writer' is not a PostgreSQL role name"),
+        (["--writer-role", "same", "--auditor-role", "same"], "auditors need a role that cannot write"),
+    ):
+        refused = run_cli("init", "--ledger", pg_database, *roles, cwd=project)
+        assert refused.exit_code != 0 and problem in refused.output, refused.output
+        assert not (project / "govern.toml").exists() and not PostgresLedger(pg_database).exists()
+    no_ledger = run_cli("init", "--writer-role", "w", cwd=project)
+    assert no_ledger.exit_code != 0 and "add --ledger URL" in no_ledger.output
+
+    result = run_cli("init", "--ledger", pg_database, "--writer-role", "ml_w", "--auditor-role", "ml_a", cwd=project)
+    assert result.exit_code == 0, result.output
+    assert "GRANT INSERT ON govern.events TO ml_w;" in result.output and "TO ml_w, ml_a;" in result.output
+    assert "govern_writer" not in result.output
+    assert f'ledger = "{pg_database.replace("postgres@", "ml_w@")}"' in (project / "govern.toml").read_text()
+
+
+def test_audit_copy_refuses_the_same_database_under_another_url_and_prints_grants_where_it_created_the_schema(
+    tmp_path: Path, pg_database: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    file = Ledger(tmp_path / "ledger.duckdb")
+    file.append([snapshot_event(i) for i in range(1, 4)])
+    monkeypatch.setenv("GOVERN_LEDGER", str(file.path))
+    copied = run_cli("audit", "copy", "--to", pg_database, cwd=tmp_path)
+    assert copied.exit_code == 0, copied.output
+    assert "govern's schema was created there." in copied.output
+    assert "GRANT INSERT ON govern.events TO govern_writer;" in copied.output
+    again = run_cli("audit", "copy", "--to", pg_database, cwd=tmp_path)
+    assert f"nothing to copy: {pg_database} already holds all 3 events; the copy verifies" in again.output
+    assert "GRANT" not in again.output
+
+    monkeypatch.setenv("GOVERN_LEDGER", pg_database)
+    other_spelling = pg_database.replace("@127.0.0.1:", "@localhost:", 1)
+    assert other_spelling != pg_database
+    itself = run_cli("audit", "copy", "--to", other_spelling, cwd=tmp_path)
+    assert itself.exit_code != 0
+    assert "is the ledger being copied (the same database under another URL)" in itself.output
+    assert PostgresLedger(pg_database).head()[0] == 3
 
 
 def test_audit_copy_moves_a_file_ledger_to_postgresql_and_every_read_command_answers_the_same(

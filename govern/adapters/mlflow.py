@@ -74,6 +74,8 @@ class TrainingRun:
     models: tuple[ModelArtifact, ...] = ()
     parent_run_id: str | None = None
     register: bool = True
+    # model name -> the highest version number the ledger records for it: the registry must be past it
+    recorded_versions: Mapping[str, int] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -223,6 +225,8 @@ def register_models(run: TrainingRun, run_id: str) -> tuple[RegisteredVersion, .
 
 def _register_all(client: Any, run: TrainingRun, run_id: str) -> tuple[RegisteredVersion, ...]:
     for model in run.models:
+        _check_registry_continues_ledger(client, run, model.name)
+    for model in run.models:
         artifact_path = f"models/{model.name}"
         if model.path.is_dir():
             client.log_artifacts(run_id, str(model.path), artifact_path)
@@ -314,6 +318,23 @@ def _source_tags(run: TrainingRun) -> dict[str, str]:
     if run.git_remote:
         tags["mlflow.source.git.repoURL"] = run.git_remote
     return tags
+
+
+def _check_registry_continues_ledger(client: Any, run: TrainingRun, name: str) -> None:
+    """MLflow numbers versions itself: a registry behind the ledger (a new tracking server beside a ledger that
+    moved) would hand out a version number the ledger already holds for another training."""
+    recorded = run.recorded_versions.get(name)
+    if not recorded:
+        return
+    latest = client.search_model_versions(f"name = '{name}'", max_results=1, order_by=["version_number DESC"])
+    registry = int(latest[0].version) if latest else 0
+    if registry < recorded:
+        raise MirrorError(
+            f"MLflow's registry at {_redact(run.tracking_uri)} holds model {name!r} up to version "
+            f"{registry or 'none'}, but the ledger records version {recorded}: it is not the registry those versions "
+            "were registered in, and registering now would reuse a version number. Point tracking_uri at that "
+            "registry, or move its data with the ledger (README, Team setup); then run `govern mirror`"
+        )
 
 
 def _register(client: Any, run: TrainingRun, run_id: str, artifact_uri: str, model: ModelArtifact) -> RegisteredVersion:

@@ -8,7 +8,7 @@ from __future__ import annotations
 import json
 import re
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
 from typing import Any
@@ -29,13 +29,14 @@ class Copied:
     location: str
     verification: Verification
     added: int
+    grants: list[str] = field(default_factory=list)  # where the copy created a PostgreSQL ledger's schema
 
     @property
     def ok(self) -> bool:
         return self.verification.ok
 
     def to_dict(self) -> dict[str, Any]:
-        return {"to": self.location, "added": self.added, **self.verification.to_dict()}
+        return {"to": self.location, "added": self.added, "grants": self.grants, **self.verification.to_dict()}
 
 
 def copy_to(target: str, start: Path | None = None) -> Copied:
@@ -48,16 +49,30 @@ def copy_to(target: str, start: Path | None = None) -> Copied:
     if destination.location == source.location:
         raise InvalidInput(f"--to {target} is the ledger being copied: give another file or database")
     try:
+        if _same_postgres_ledger(source, destination):
+            raise InvalidInput(
+                f"--to {target} is the ledger being copied (the same database under another URL): give another "
+                "database or a file"
+            )
         if isinstance(location, Path) and location.exists():
             try:
                 destination.head()
             except GovernError:
                 raise InvalidInput(f"--to {target} exists and is not a govern ledger: give a new path") from None
-        before = destination.head() if destination.exists() else None
+        created = not destination.exists()
+        before = None if created else destination.head()
         verification = storage.copy(source, destination)
-        return Copied(destination.location, verification, verification.count - (before[0] if before else 0))
+        grants = destination.grants() if created and destination.backend == "postgresql" else []  # type: ignore[attr-defined]
+        return Copied(destination.location, verification, verification.count - (before[0] if before else 0), grants)
     finally:
         destination.close()
+
+
+def _same_postgres_ledger(source: LedgerStore, destination: LedgerStore) -> bool:
+    """Two URLs (another host name, port or role) for one database: its ledger id says so."""
+    if not (source.backend == destination.backend == "postgresql") or not destination.exists():
+        return False
+    return source.ledger_id() == destination.ledger_id()  # type: ignore[attr-defined]
 
 
 def open_ledger(start: Path | None = None) -> LedgerStore:

@@ -12,7 +12,7 @@ from __future__ import annotations
 import re
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 from govern import gto_tags, queries
@@ -222,15 +222,15 @@ def deploy(
     project = open_project(start)
     _check_slot_names(app, env)
     check_environment(project.config, env)
-    moment = _check_moment(at)
+    at = _check_moment(at)
     required = project.config.env_stages.get(env)
 
     def decide(reader: Reader) -> list[PendingEvent]:
         facts = queries.version_facts(reader, model, version)
         _refuse_deprecated(facts, "deployed")
-        _check_standing(reader, facts, env, required, moment)
         current = queries.slot(reader, app, env)
-        _refuse_rewrite(current, moment)
+        moment = _moment_in(current, at)
+        _check_standing(reader, facts, env, required, moment)
         events = []
         if current.serving is not None:
             serving = current.serving
@@ -254,15 +254,14 @@ def retire(*, app: str, env: str = "production", at: datetime | None = None, sta
     """Record that app/env stops being served by its model at `at`."""
     project = open_project(start)
     _check_slot_names(app, env)
-    moment = _check_moment(at)
+    at = _check_moment(at)
 
     def decide(reader: Reader) -> list[PendingEvent]:
         current = queries.slot(reader, app, env)
         if current.serving is None:
             slots = ", ".join(queries.known_slots(reader)) or "none"
             raise NotFound(f"Nothing is deployed to {app}/{env}: deployments are recorded for {slots}")
-        _refuse_rewrite(current, moment)
-        return [_ended(project, current.serving, "retired", moment)]
+        return [_ended(project, current.serving, "retired", _moment_in(current, at))]
 
     return Outcome(project.ledger.transact(decide), after_write(project))
 
@@ -324,18 +323,27 @@ def _check_slot_names(app: str, env: str) -> None:
             )
 
 
-def _check_moment(at: datetime | None) -> datetime:
+def _check_moment(at: datetime | None) -> datetime | None:
+    return None if at is None else not_in_future(at, "--at", "record deployments when they happen")
+
+
+def _moment_in(current: queries.Slot, at: datetime | None) -> datetime:
+    """When a deployment event happens, decided under the ledger's lock.
+
+    An explicit `--at` may not precede the slot's latest event. Without one it is now, read here rather than
+    before the lock, so that a writer which waited for another is dated after it; and never before the slot's
+    latest event, which another machine whose clock runs a little ahead may have dated later than this one's now.
+    """
+    latest = current.latest_at
     if at is None:
-        return utc_now()
-    return not_in_future(at, "--at", "record deployments when they happen")
-
-
-def _refuse_rewrite(current: queries.Slot, moment: datetime) -> None:
-    if current.latest_at is not None and queries.naive_utc(moment) < current.latest_at:
+        now = utc_now()
+        return latest.replace(tzinfo=UTC) if latest is not None and queries.naive_utc(now) < latest else now
+    if latest is not None and queries.naive_utc(at) < latest:
         raise InvalidInput(
-            f"--at {format_timestamp(moment)} is earlier than the latest recorded event of {current.app}/{current.env} "
-            f"({format_timestamp(current.latest_at)}): history is appended, not rewritten"
+            f"--at {format_timestamp(at)} is earlier than the latest recorded event of {current.app}/{current.env} "
+            f"({format_timestamp(latest)}): history is appended, not rewritten"
         )
+    return at
 
 
 # ---------------------------------------------------------------- GTO tags and mirrors

@@ -71,22 +71,38 @@ class TeamLedger:
     writer_url: str  # what the project's configuration should name: the writer role, no password
 
 
-def init_team_ledger(url: str) -> TeamLedger:
+ROLE_NAME = re.compile(r"^[a-z_][a-z0-9_]{0,62}$")
+
+
+def init_team_ledger(url: str, writer: str | None = None, auditor: str | None = None) -> TeamLedger:
     """Create (or migrate) govern's schema in a PostgreSQL database; returns the GRANTs an operator runs."""
+    from govern.postgres_ledger import AUDITOR_ROLE, WRITER_ROLE
+
+    writer, auditor = writer or WRITER_ROLE, auditor or AUDITOR_ROLE
+    for role, option in ((writer, "--writer-role"), (auditor, "--auditor-role")):
+        if not ROLE_NAME.match(role):
+            raise InvalidInput(
+                f"{option} {role!r} is not a PostgreSQL role name govern uses: lower-case letters, digits and _, "
+                "starting with a letter or _"
+            )
+    if writer == auditor:
+        raise InvalidInput(
+            f"--writer-role and --auditor-role are both {writer!r}: auditors need a role that cannot write"
+        )
     if not re.match(r"^postgres(ql)?(\+\w+)?://", url, re.IGNORECASE):
         raise InvalidInput(
             f"--ledger takes a PostgreSQL URL (postgresql://USER@HOST[:PORT]/DATABASE), not {url!r}; a file ledger "
             "needs no --ledger: the first write creates it"
         )
     location = config.ledger_location(url, "--ledger")
-    from govern.postgres_ledger import PG_MIGRATIONS, WRITER_ROLE, PostgresLedger
+    from govern.postgres_ledger import PG_MIGRATIONS, PostgresLedger
 
     ledger = PostgresLedger(str(location))
     try:
-        grants = ledger.create()
+        grants = ledger.create(writer, auditor)
     finally:
         ledger.close()
-    return TeamLedger(ledger.location, len(PG_MIGRATIONS), grants, as_role(str(location), WRITER_ROLE))
+    return TeamLedger(ledger.location, len(PG_MIGRATIONS), grants, as_role(str(location), writer))
 
 
 def as_role(url: str, role: str) -> str:

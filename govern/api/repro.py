@@ -312,6 +312,20 @@ def _twins(ledger: LedgerStore, models: Sequence[dict[str, Any]]) -> list[tuple[
     return rows
 
 
+RECORDED_VERSIONS = """
+SELECT model, max(TRY_CAST(version AS BIGINT)) FROM model_versions
+WHERE model IN (SELECT unnest($models)) GROUP BY model
+"""
+
+
+def recorded_versions(ledger: LedgerStore, names: Sequence[str]) -> dict[str, int]:
+    """Model name -> the highest version number the ledger records (MLflow's registry must already be past it)."""
+    if not names or not ledger.exists():
+        return {}
+    _, rows = ledger.query(RECORDED_VERSIONS, {"models": list(names)})
+    return {model: int(version) for model, version in rows if version is not None}
+
+
 def registered_already(ledger: LedgerStore, models: Sequence[dict[str, Any]], commit: str) -> dict[str, str]:
     """Model name -> the version already registered with the same file from the same commit.
 
@@ -530,6 +544,7 @@ def training_run(
             )
             for d in datasets
         ),
+        recorded_versions=recorded_versions(run.project.ledger, [m["name"] for m in models]),
         models=tuple(
             mlflow_adapter.ModelArtifact(
                 name=m["name"],
