@@ -536,6 +536,12 @@ def audit_backup(path: Path, as_json: bool) -> None:
 
     if path.exists():
         raise InvalidInput(f"{path} exists: a backup goes to a new file; choose another name")
+    stale_log = path.with_name(path.name + ".wal")
+    if stale_log.exists():
+        raise InvalidInput(
+            f"{stale_log} exists: DuckDB would replay that log onto the backup {path.name}; move it away or "
+            "choose another name"
+        )
     _output_path(path, "PATH")
     result = open_ledger().backup(path)
     if as_json:

@@ -8,6 +8,7 @@ Relative paths are relative to the project root (the git top level).
 
 from __future__ import annotations
 
+import difflib
 import math
 import os
 import re
@@ -105,9 +106,11 @@ def project_table(root: Path) -> dict[str, Any] | None:
 def load(root: Path, environ: Mapping[str, str] | None = None) -> Config:
     env = os.environ if environ is None else environ
     settings, source = read_settings(root)
+    _refuse_unknown(settings, SETTINGS, None, source)
     mlflow = settings.get("mlflow", {})
     if not isinstance(mlflow, dict):
         raise ConfigError(f"{source}: `mlflow` must be a table, such as [tool.govern.mlflow]")
+    _refuse_unknown(mlflow, MLFLOW_SETTINGS, "mlflow", source)
     ledger = ledger_location(
         env.get("GOVERN_LEDGER") or _str(settings, "ledger", DEFAULT_LEDGER, source),
         "GOVERN_LEDGER" if env.get("GOVERN_LEDGER") else f"{source}: `ledger`",
@@ -120,6 +123,12 @@ def load(root: Path, environ: Mapping[str, str] | None = None) -> Config:
     registry = _table(settings, "registry", source)
     deploy = _table(settings, "deploy", source)
     selection = _table(settings, "selection", source)
+    for table, known, where in (
+        (registry, {"stages", "four_eyes", "gto_tags"}, "registry"),
+        (deploy, {"require_stage", "environments"}, "deploy"),
+        (selection, {"metric", "direction"}, "selection"),
+    ):
+        _refuse_unknown(table, known, where, source)
     stages = registry.get("stages", list(DEFAULT_STAGES))
     if not isinstance(stages, list) or not stages or not all(isinstance(x, str) and x for x in stages):
         raise ConfigError(f"{source}: `registry.stages` must be a non-empty list of stage names")
@@ -147,9 +156,7 @@ def load(root: Path, environ: Mapping[str, str] | None = None) -> Config:
             f"`registry.stages` does not have ({', '.join(stages)})"
         )
     ci = _table(settings, "ci", source)
-    unknown = sorted(set(ci) - {"tolerances", "models", "outputs"})
-    if unknown:
-        raise ConfigError(f"{source}: `ci` has unknown key(s) {', '.join(unknown)}; use tolerances, models and outputs")
+    _refuse_unknown(ci, {"tolerances", "models", "outputs"}, "ci", source)
     tolerances = _tolerances(ci, source)
     direction = _str(selection, "direction", "maximize", source)
     if direction not in ("maximize", "minimize"):
@@ -272,11 +279,7 @@ def _comparison(ci: Mapping[str, Any], tolerances: dict[str, float], source: str
 
 
 def _rule(table: Mapping[str, Any], where: str, source: str) -> equivalence.Rule:
-    known = {"rule", "atol", "rtol", "data", "label_columns"}
-    unknown = sorted(set(table) - known)
-    if unknown:
-        keys = ", ".join(sorted(known))
-        raise ConfigError(f"{source}: `{where}` has unknown key(s) {', '.join(unknown)}; use {keys}")
+    _refuse_unknown(table, {"rule", "atol", "rtol", "data", "label_columns"}, where, source)
     name = table.get("rule")
     if name not in equivalence.RULES:
         raise ConfigError(f"{source}: `{where}` rule must be one of {', '.join(equivalence.RULES)}, got {name!r}")
@@ -293,6 +296,21 @@ def _rule(table: Mapping[str, Any], where: str, source: str) -> equivalence.Rule
             raise ConfigError(f"{source}: `{where}.{key}` must be a list of names, got {value!r}")
         lists[key] = tuple(value) if value is not None else None
     return equivalence.Rule(name, bounds["atol"], bounds["rtol"], lists["data"] or (), lists["label_columns"])
+
+
+SETTINGS = {"ledger", "lock_timeout", "auto_anchor", "mlflow", "registry", "deploy", "selection", "ci", "models"}
+MLFLOW_SETTINGS = {"experiment", "tracking_uri", "registry_mirror"}
+
+
+def _refuse_unknown(table: Mapping[str, Any], known: set[str], where: str | None, source: str) -> None:
+    """A misspelt key is refused, not ignored: `legder = ...` must not leave a team writing to the wrong ledger."""
+    unknown = sorted(set(table) - known)
+    if not unknown:
+        return
+    close = difflib.get_close_matches(unknown[0], sorted(known), n=1)
+    hint = f" (did you mean {close[0]}?)" if close else ""
+    place = f"`{where}` has" if where else "govern's settings have"
+    raise ConfigError(f"{source}: {place} unknown key(s) {', '.join(unknown)}{hint}; use {', '.join(sorted(known))}")
 
 
 def _table(settings: Mapping[str, Any], key: str, source: str, name: str | None = None) -> dict[str, Any]:

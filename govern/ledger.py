@@ -711,7 +711,8 @@ class Ledger:
         if not write and not self.path.exists():
             raise LedgerMissing(
                 f"No ledger at {self.path}: run `govern repro` to record the first event, "
-                "or point GOVERN_LEDGER at an existing ledger"
+                "or point GOVERN_LEDGER at an existing ledger (where this repository holds anchors, "
+                "`git tag -l 'govern-anchor/*'`, the ledger was lost: restore it from its backup)"
             )
         if write:
             try:
@@ -750,6 +751,13 @@ class Ledger:
                 return open_file()
             except duckdb.IOException as error:
                 message = str(error)
+                wal = wal_path(self.path)
+                if "WAL does not match" in message and wal.exists():
+                    raise LedgerError(
+                        f"{self.path} and its write-ahead log {wal.name} are from different copies of the ledger (a "
+                        f"file restored beside a newer log?): if {self.path.name} is the copy you want, move "
+                        f"{wal.name} away; otherwise restore both from the same backup"
+                    ) from None
                 if "lock" not in message.lower():
                     raise LedgerError(
                         f"{self.path} is not a readable govern ledger ({_first_line(message)}); "
@@ -1052,6 +1060,7 @@ class Ledger:
         to finish and keeps the next one waiting until the copy is done. The copy is written under a temporary
         name, checkpointed, synced and renamed, then verified; a failure leaves no half-written backup.
         """
+        _remove_dead_partials(target)
         partial = target.with_name(f".{target.name}.partial-{os.getpid()}")
         for leftover in (partial, wal_path(partial)):
             leftover.unlink(missing_ok=True)
@@ -1091,6 +1100,20 @@ class Ledger:
         cursor = con.execute(sql, params)
         names = [d[0] for d in cursor.description]
         return [_from_row(dict(zip(names, row, strict=True))) for row in cursor.fetchall()]
+
+
+def _remove_dead_partials(target: Path) -> None:
+    """Temporary copies left by backups to `target` whose process died (kill -9): each is as large as the ledger."""
+    for leftover in target.parent.glob(f".{target.name}.partial-*"):
+        pid = leftover.name.rsplit("-", 1)[1].removesuffix(".wal")
+        if not pid.isdigit():
+            continue
+        try:
+            os.kill(int(pid), 0)
+        except ProcessLookupError:
+            leftover.unlink(missing_ok=True)
+        except PermissionError:
+            pass  # alive, another user's
 
 
 _WRITER_LOCKS: dict[str, threading.Lock] = {}

@@ -85,6 +85,16 @@ def append_and_commit(name: str, text: str) -> Callable[[Path, Path, pytest.Monk
     return setup
 
 
+def replace_and_commit(name: str, old: str, new: str) -> Callable[[Path, Path, pytest.MonkeyPatch], None]:
+    def setup(project: Path, tmp: Path, patch: pytest.MonkeyPatch) -> None:
+        text = (project / name).read_text()
+        assert old in text
+        (project / name).write_text(text.replace(old, new, 1))
+        commit_all(project, f"edit {name}")
+
+    return setup
+
+
 def branch_without(branch: str, *paths: str) -> Callable[[Path, Path, pytest.MonkeyPatch], None]:
     """A branch whose last commit no longer holds `paths`; the checkout stays on main."""
 
@@ -210,9 +220,21 @@ CASES = {
     ),
     "a misspelt [tool.govern.ci] key": Case(
         ["ci", "verify"],
-        "`ci` has unknown key(s) tolerance; use tolerances, models and outputs",
+        "`ci` has unknown key(s) tolerance (did you mean tolerances?); use models, outputs, tolerances",
         exit_code=3,
         setup=append_and_commit("pyproject.toml", '[tool.govern.ci]\ntolerance = { "validation.f1" = 0.01 }\n'),
+    ),
+    "a misspelt ledger key in [tool.govern]": Case(
+        ["status"],
+        "govern's settings have unknown key(s) legder (did you mean ledger?)",
+        setup=replace_and_commit(
+            "pyproject.toml", "[tool.govern]\n", '[tool.govern]\nlegder = "postgresql://x@db/g"\n'
+        ),
+    ),
+    "a misspelt [tool.govern.deploy] key": Case(
+        ["status"],
+        "`deploy` has unknown key(s) enviroments (did you mean environments?); use environments, require_stage",
+        setup=append_and_commit("pyproject.toml", '[tool.govern.deploy]\nenviroments = ["production"]\n'),
     ),
     "the predictions rule on a data output": Case(
         ["ci", "verify"],

@@ -173,6 +173,69 @@ def test_a_lost_ledger_is_not_replaced_by_a_new_chain_where_anchors_exist(anchor
     assert not ledger.exists(), "no second chain was started"
 
 
+def test_a_ledger_that_ends_before_the_newest_anchor_takes_no_write(anchored: Path, tmp_path: Path) -> None:
+    ledger = anchored / "audit" / "ledger.duckdb"
+    older = tmp_path / "older.duckdb"
+    Ledger(ledger).backup(older)
+    moved_on = run_cli("audit", "anchor", cwd=anchored)  # the history moves on: an anchor at seq 12
+    assert moved_on.exit_code == 0, moved_on.output
+    os.replace(older, ledger)  # someone restores an older copy
+    wal_path(ledger).unlink(missing_ok=True)
+
+    result = run_cli("audit", "anchor", cwd=anchored)
+
+    assert result.exit_code == 1
+    assert "ends at seq 11, but this repository's newest anchor is seq 12 (govern-anchor/12)" in result.output
+    assert Ledger(ledger).head()[0] == 11, "nothing was written"
+
+
+def test_a_backup_beside_another_ledgers_log_is_refused_before_anything_is_written(
+    anchored: Path, tmp_path: Path
+) -> None:
+    backup = tmp_path / "backups" / "monday.duckdb"
+    backup.parent.mkdir()
+    wal_path(backup).write_bytes(b"another ledger's log")
+    result = run_cli("audit", "backup", str(backup), cwd=anchored)
+    assert result.exit_code != 0
+    assert f"{wal_path(backup)} exists: DuckDB would replay that log onto the backup monday.duckdb" in result.output
+    assert sorted(p.name for p in backup.parent.iterdir()) == ["monday.duckdb.wal"]
+
+
+def test_a_backup_removes_the_temporary_copies_of_backups_killed_before_it(anchored: Path, tmp_path: Path) -> None:
+    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
+    pid = int(dead.stdout)
+    backup = tmp_path / "backups" / "b.duckdb"
+    backup.parent.mkdir()
+    leftovers = [backup.parent / f".b.duckdb.partial-{pid}", backup.parent / f".b.duckdb.partial-{pid}.wal"]
+    running = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+    in_progress = backup.parent / f".b.duckdb.partial-{running.pid}"  # another backup, still running
+    try:
+        for leftover in [*leftovers, in_progress]:
+            leftover.write_bytes(b"x" * 1000)
+        assert run_cli("audit", "backup", str(backup), cwd=anchored).exit_code == 0
+        assert not any(leftover.exists() for leftover in leftovers)
+        assert in_progress.exists(), "a live backup's copy is left alone"
+    finally:
+        running.kill()
+        running.wait()
+    assert Ledger(backup).verify().ok
+
+
+def test_a_ledger_restored_beside_a_newer_log_names_the_log_to_move_away(anchored: Path, tmp_path: Path) -> None:
+    ledger = Ledger(anchored / "audit" / "ledger.duckdb")
+    saved = tmp_path / "saved.duckdb"
+    ledger.backup(saved)
+    ledger.append([snapshot(100)])
+    assert wal_path(ledger.path).exists(), "the new event waits in the log"
+    saved.replace(ledger.path)  # "restore it by copying it to the ledger's path"
+    result = run_cli("audit", "verify", cwd=anchored)
+    assert result.exit_code != 0
+    assert "its write-ahead log ledger.duckdb.wal are from different copies of the ledger" in result.output
+    assert "move ledger.duckdb.wal away" in result.output
+    wal_path(ledger.path).unlink()
+    assert Ledger(ledger.path).verify().ok
+
+
 @pytest.mark.slow  # processes racing for tens of seconds
 def test_a_backup_taken_while_writers_append_is_one_consistent_file_that_verifies(
     anchored: Path, tmp_path: Path, isolated_env: dict[str, str]

@@ -16,7 +16,7 @@ from conftest import commit_all, database_url, git, postgres_admin, run_cli, sna
 
 from govern.errors import LedgerCorrupt, LedgerError
 from govern.ledger import Ledger
-from govern.postgres_ledger import PostgresLedger, grant_statements
+from govern.postgres_ledger import PostgresLedger
 from govern.storage import copy
 
 

@@ -26,10 +26,9 @@ def open_project(start: Path | None = None) -> Project:
     root = config_module.find_root(start)
     cfg = config_module.load(root)
     ledger = open_store(cfg.ledger, lock_timeout=cfg.lock_timeout)
-    if not ledger.exists():
-        from govern.api.integrity import refuse_new_chain_over_anchors
+    from govern.api.integrity import refuse_writes_off_the_anchors
 
-        refuse_new_chain_over_anchors(root, ledger)
+    refuse_writes_off_the_anchors(root, ledger)
     actor = environment.actor(lambda: git_adapter.identity(root))
     return Project(root, cfg, ledger, actor)
 

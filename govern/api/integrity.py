@@ -18,7 +18,7 @@ from typing import Any
 from govern import config as config_module
 from govern.adapters import git as git_adapter
 from govern.api.context import Project, open_project
-from govern.errors import GovernError, LedgerError, LedgerMissing, NotAGitRepository
+from govern.errors import GovernError, LedgerCorrupt, LedgerError, LedgerMissing, NotAGitRepository
 from govern.events import LedgerAnchored, PendingEvent, RecordedEvent, utc_now
 from govern.ledger import Reader, Verification
 from govern.storage import LedgerStore, open_store
@@ -118,17 +118,28 @@ def verify(start: Path | None = None, repository: Path | None = None) -> Integri
     return IntegrityReport(chain, found, problems, root)
 
 
-def refuse_new_chain_over_anchors(root: Path, ledger: LedgerStore) -> None:
-    """A missing ledger in a repository that holds anchors is lost, not new: never start a second chain."""
-    if ledger.exists():
-        return
+def refuse_writes_off_the_anchors(root: Path, ledger: LedgerStore) -> None:
+    """Writes go only to the ledger the repository's anchors were made from: a missing ledger is lost, not new,
+    and one that ends before the newest anchor, or holds another event there, is an older copy, truncated or
+    another chain. Appending to it would fork the anchored history."""
     found = [a for a in anchors(root) if a.seq > 0]
-    if found:
-        latest = found[-1]
+    if not found:
+        return
+    latest = found[-1]
+    if not ledger.exists():
         raise LedgerMissing(
             f"The ledger {ledger.location} is missing, but this repository holds anchors up to seq {latest.seq} "
             f"({latest.tag}): restore the ledger from its backup (`govern audit backup` makes one) or point "
             "GOVERN_LEDGER at it; a new ledger here would start a second, unanchored chain"
+        )
+    held = ledger.read(seqs=[latest.seq])
+    if not held or held[0].hash != latest.hash:
+        head = ledger.head()
+        what = f"ends at seq {head[0] if head else 0}" if not held else f"holds another event at seq {latest.seq}"
+        raise LedgerCorrupt(
+            f"The ledger {ledger.location} {what}, but this repository's newest anchor is seq {latest.seq} "
+            f"({latest.tag}): it is an older copy, truncated, or another chain, and nothing was written. Restore "
+            "the newest backup or point GOVERN_LEDGER at the anchored ledger; `govern audit verify` names the gap"
         )
 
 
