@@ -38,6 +38,9 @@ class GovernGroup(click.Group):
             ctx.exit(error.exit_code)
         except (click.exceptions.Exit, click.ClickException, click.Abort):
             raise
+        except BrokenPipeError:  # `govern audit log | head`: the reader has what it wanted
+            os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # no second error at exit's flush
+            ctx.exit(141)  # as a process ended by SIGPIPE
         except Exception as error:  # noqa: BLE001 - the last line of defence for the user
             if _wants_traceback(ctx):
                 raise
@@ -48,21 +51,41 @@ class GovernGroup(click.Group):
             ctx.exit(1)
 
 
+PROJECT_FILES = frozenset(
+    {"pyproject.toml", "govern.toml", "dvc.yaml", "dvc.lock", "params.yaml", ".gitignore", ".dvcignore"}
+)
+PROJECT_FOLDERS = (".git", ".dvc", "audit/queries")
+
+
 def _output_path(path: Path, option: str, inputs: tuple[Path, ...] = ()) -> Path:
     """Every file govern writes on request: missing folders are created, and a path that cannot be written, or
     must not be (the ledger, the command's own input), is refused before any work is done."""
+    from govern.config import configured_ledger, find_root
     from govern.errors import GovernError, InvalidInput
 
     try:
-        from govern.config import configured_ledger
-
         found = configured_ledger()
         ledger: Path | None = found if isinstance(found, Path) else None
     except GovernError:
         ledger = None
+    try:
+        root: Path | None = find_root().resolve()
+    except GovernError:
+        root = None
     target = path.resolve()
-    if ledger is not None and target in (ledger, ledger.with_name(ledger.name + ".wal")):
-        raise InvalidInput(f"{option} {path} is the ledger itself: choose another path")
+    if ledger is not None and (target == ledger or target.name.startswith(ledger.name + ".")):
+        if target.parent == ledger.parent.resolve():
+            raise InvalidInput(f"{option} {path} is the ledger itself (or its log or backup): choose another path")
+    if target.suffix == ".wal":
+        raise InvalidInput(f"{option} {path} is a database's write-ahead log: choose another path")
+    if root is not None and (
+        (target.parent == root and target.name in PROJECT_FILES)
+        or any(target.is_relative_to(root / folder) for folder in PROJECT_FOLDERS)
+    ):
+        raise InvalidInput(
+            f"{option} {path} is one of the files this project is governed by (configuration, pipeline, git or DVC "
+            "metadata, reviewed queries): choose another path"
+        )
     if any(target == source.resolve() for source in inputs):
         raise InvalidInput(f"{option} {path} is also the input: choose another path")
     if path.is_dir():
@@ -472,14 +495,20 @@ def audit() -> None:
 def audit_log(types: tuple[str, ...], since: str | None, limit: int | None, as_json: bool) -> None:
     """List recorded events, oldest first."""
     from govern.api.audit import audit_log as read_log
-    from govern.timeparse import display, parse_instant
+    from govern.timeparse import display, not_in_future, parse_instant
 
-    events = read_log(types=types, since=parse_instant(since, "--since") if since else None, limit=limit)
+    after = not_in_future(parse_instant(since, "--since"), "--since", "nothing is recorded yet") if since else None
+    events = read_log(types=types, since=after, limit=limit)
     if as_json:
         _print_json([event.to_dict() for event in events])
         return
     if not events:
-        click.echo(f"No events{' of type ' + ', '.join(types) if types else ''} yet.", err=True)
+        what = "No events" + (f" of type {', '.join(types)}" if types else "")
+        if since:
+            what += f" since {since}"
+        elif limit != 0:
+            what += " yet"
+        click.echo(f"{what}.", err=True)
         return
     for event in events:
         click.echo(f"{event.seq:>6}  {display(event.occurred_at)}  {event.type:<20}  {event.subject}  ({event.actor})")
@@ -1047,6 +1076,9 @@ def sync(repo: Path | None, as_json: bool) -> None:
         click.echo("Nothing new to import.")
 
 
+STATUS_SLOTS = 25  # one screen; --json lists every slot
+
+
 @cli.command()
 @click.option("--json", "as_json", is_flag=True, help="Print the state as a JSON object on stdout.")
 def status(as_json: bool) -> None:
@@ -1059,7 +1091,10 @@ def status(as_json: bool) -> None:
         _print_json(state)
         return
     ledger, anchor = state["ledger"], state["newest_anchor"]
-    click.echo(f"Ledger {ledger['path']}: {ledger['events']} events, head seq {ledger['head_seq']}")
+    if ledger["head_seq"] is None:
+        click.echo(f"Ledger {ledger['path']}: nothing recorded yet (govern repro records the first training)")
+    else:
+        click.echo(f"Ledger {ledger['path']}: {ledger['events']} events, head seq {ledger['head_seq']}")
     if anchor:
         click.echo(f"  newest anchor {anchor['tag']} (seq {anchor['seq']}, {anchor['events_since']} event(s) since)")
     else:
@@ -1076,13 +1111,16 @@ def status(as_json: bool) -> None:
     if not state["models"]:
         click.echo("  none registered yet (govern repro)")
     click.echo("Deployments")
-    for slot in state["deployments"]:
+    slots = state["deployments"]
+    for slot in slots[:STATUS_SLOTS]:
         where = f"{slot['app']}/{slot['env']}"
         if slot["serving"]:
             click.echo(f"  {where:<28} {slot['model']} version {slot['version']} since {_jsonable(slot['since'])}")
         else:
             click.echo(f"  {where:<28} nothing serves (retired {_jsonable(slot['since'])})")
-    if not state["deployments"]:
+    if len(slots) > STATUS_SLOTS:
+        click.echo(f"  ... and {len(slots) - STATUS_SLOTS} more (govern status --json, or govern audit windows)")
+    if not slots:
         click.echo("  none recorded yet (govern deploy)")
     pending = state["pending_mirrors"]
     click.echo("Mirrors")

@@ -7,6 +7,7 @@ events. State is always derived here from events, never stored.
 
 from __future__ import annotations
 
+import difflib
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -182,9 +183,17 @@ def require_slot(reader: Reader, app: str, env: str | None = None) -> None:
     if app in apps and (env is None or f"{app}/{env}" in slots):
         return
     name, kind = (app, "app") if app not in apps else (f"{app}/{env}", "app/env")
-    raise NotFound(
-        f"Unknown {kind} {name!r}: deployments are recorded for {', '.join(slots) or 'nothing yet (govern deploy)'}"
-    )
+    raise NotFound(f"Unknown {kind} {name!r}: deployments are recorded for {slot_list(slots, app)}")
+
+
+def slot_list(slots: list[str], near: str, shown: int = 8) -> str:
+    """The known slots for a message: those that look like `near` first, a few at most, and how many more."""
+    if not slots:
+        return "nothing yet (govern deploy)"
+    close = difflib.get_close_matches(near, slots, n=shown, cutoff=0.5)
+    first = close + [slot for slot in slots if slot not in close][: max(0, shown - len(close))]
+    more = len(slots) - len(first)
+    return ", ".join(first) + (f' and {more} more (govern audit sql "SELECT * FROM deployment_events")' if more else "")
 
 
 # ---------------------------------------------------------------- audit questions

@@ -178,7 +178,7 @@ CASES = {
     "deploy without the stage": Case(
         ["deploy", M, "1", "--app", "scoring"], f"run `govern promote {M} 1 --to production"
     ),
-    "unknown app": Case(["retire", "--app", "nowhere"], "Nothing is deployed to nowhere/production"),
+    "unknown app": Case(["retire", "--app", "nowhere"], "Nothing was ever deployed to nowhere/production"),
     "malformed --at": Case(
         ["deploy", M, "1", "--app", "a", "--at", "yesterday"], "is not an ISO 8601 time", exit_code=2
     ),
@@ -401,6 +401,30 @@ CASES = {
         ["predict", M, "1", "--input", "data/raw/breast_cancer.csv", "--output", "params.yaml/p.csv"],
         "--output params.yaml/p.csv: cannot create",
         exit_code=2,
+    ),
+    "a report over the project's configuration": Case(
+        ["audit", "report", M, "1", "-o", "pyproject.toml"],
+        "--output pyproject.toml is one of the files this project is governed by",
+        exit_code=2,
+    ),
+    "openlineage over the pipeline": Case(
+        ["audit", "openlineage", "-o", "dvc.yaml"], "--output dvc.yaml is one of the files", exit_code=2
+    ),
+    "a report over a reviewed query": Case(
+        ["audit", "report", M, "1", "-o", "audit/queries/production_at.sql"],
+        "--output audit/queries/production_at.sql is one of the files",
+        exit_code=2,
+    ),
+    "predictions over the configuration": Case(
+        ["predict", M, "1", "--input", "data/raw/breast_cancer.csv", "--output", "pyproject.toml"],
+        "--output pyproject.toml is one of the files",
+        exit_code=2,
+    ),
+    "a copy onto another database's log": Case(
+        ["audit", "copy", "--to", "{tmp}/other.duckdb.wal"],
+        "is a database's write-ahead log: choose another path",
+        exit_code=2,
+        creates_nothing="other.duckdb.wal",
     ),
     "a backup over an existing file": Case(
         ["audit", "backup", "params.yaml"], "params.yaml exists: a backup goes to a new file", exit_code=2

@@ -115,8 +115,14 @@ def test_audit_log_refuses_a_naive_time(small_ledger: Path, monkeypatch: pytest.
 
 
 def test_audit_log_since_filters_by_occurrence(small_ledger: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from datetime import UTC, timedelta, timezone
+
+    from govern.ledger import Ledger
+
     monkeypatch.setenv("GOVERN_LEDGER", str(small_ledger))
-    assert json.loads(run_cli("audit", "log", "--json", "--since", "2999-01-01T00:00:00+02:00").output) == []
+    [last] = Ledger(small_ledger).read(limit=1)
+    after = (last.occurred_at.replace(tzinfo=UTC) + timedelta(microseconds=1)).astimezone(timezone(timedelta(hours=2)))
+    assert json.loads(run_cli("audit", "log", "--json", "--since", after.isoformat()).output) == []
     assert len(json.loads(run_cli("audit", "log", "--json", "--since", "2000-01-01T00:00:00Z").output)) == 3
 
 
@@ -141,6 +147,35 @@ def test_audit_on_a_project_without_a_ledger_says_what_to_do(tmp_path: Path) -> 
     result = run_cli("audit", "log", cwd=tmp_path)
     assert result.exit_code == 1
     assert result.output.startswith("Error: No ledger at ") and "run `govern repro`" in result.output
+
+
+def test_output_cut_short_by_a_closed_pipe_ends_quietly(tmp_path: Path, isolated_env: dict[str, str]) -> None:
+    from conftest import snapshot_event
+
+    from govern.ledger import Ledger
+
+    subprocess.run(["git", "init", "-q"], cwd=tmp_path, check=True)
+    Ledger(tmp_path / "audit" / "ledger.duckdb").append([snapshot_event(i) for i in range(3000)])
+    for command in ("audit log", "status"):
+        done = subprocess.run(
+            ["bash", "-c", f"{sys.executable} -m govern {command} | head -1; echo \"exit ${{PIPESTATUS[0]}}\""],
+            cwd=tmp_path, env=isolated_env, capture_output=True, text=True,
+        )  # fmt: skip
+        assert done.stderr == "", done.stderr
+        assert done.stdout.splitlines()[-1] in ("exit 0", "exit 141"), done.stdout
+
+
+def test_audit_log_says_what_it_found_nothing_of(tmp_path: Path) -> None:
+    from conftest import snapshot_event
+
+    from govern.ledger import Ledger
+
+    subprocess.run(["git", "init", "-q"], cwd=tmp_path, check=True)
+    Ledger(tmp_path / "audit" / "ledger.duckdb").append([snapshot_event(1)])
+    since = run_cli("audit", "log", "--since", "2026-01-01T00:00:00Z", "--type", "deployment.started", cwd=tmp_path)
+    assert since.exit_code == 0 and "No events of type deployment.started since 2026-01-01T00:00:00Z." in since.output
+    future = run_cli("audit", "log", "--since", "3026-11-28T13:00:00Z", cwd=tmp_path)
+    assert future.exit_code != 0 and "--since 3026-11-28T13:00:00.000000Z is in the future" in future.output
 
 
 @pytest.mark.parametrize("args", [["repro"], ["init"], ["audit", "log"]])

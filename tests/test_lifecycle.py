@@ -205,7 +205,7 @@ def test_refusals_leave_the_ledger_unchanged(three_versions: Path) -> None:
     assert f"run `govern promote {M} 1 --to production --reason ...` first" in message
     assert "has no time zone" in refused(p, "deploy", M, "1", "--app", "x", "--at", "2026-01-01T00:00:00", exit_code=2)
     assert "is in the future" in refused(p, "deploy", M, "1", "--app", "x", "--at", "2999-01-01T00:00:00Z", exit_code=2)
-    assert "Nothing is deployed to nowhere/production" in refused(p, "retire", "--app", "nowhere")
+    assert "Nothing was ever deployed to nowhere/production" in refused(p, "retire", "--app", "nowhere")
     assert "not a valid name" in refused(p, "deploy", M, "1", "--app", "a/b", exit_code=2)
 
 

@@ -64,9 +64,49 @@ def test_status_shows_versions_stages_deployments_verification_and_anchor(three_
     assert f"newest anchor govern-anchor/{head[0]}" in text
 
 
-def test_status_without_a_ledger_says_what_to_do(tmp_path: Path) -> None:
+def test_status_of_a_new_project_says_nothing_is_recorded_yet_and_succeeds(tmp_path: Path) -> None:
     from conftest import git
 
     git(tmp_path, "init", "-q")
     result = run_cli("status", cwd=tmp_path)
-    assert result.exit_code == 1 and "run `govern repro` to record the first event" in result.output
+    assert result.exit_code == 0, result.output
+    assert "nothing recorded yet (govern repro records the first training)" in result.output
+    assert "none registered yet" in result.output and "none recorded yet (govern deploy)" in result.output
+    state = json.loads(run_cli("status", "--json", cwd=tmp_path).stdout)
+    assert state["ledger"]["events"] == 0 and state["ledger"]["head_seq"] is None and state["deployments"] == []
+    assert not (tmp_path / "audit" / "ledger.duckdb").exists(), "reading created no ledger"
+
+
+def test_status_of_a_lost_ledger_where_anchors_exist_is_an_error(tmp_path: Path) -> None:
+    from conftest import commit_all, git, snapshot_event
+
+    from govern.api import integrity
+    from govern.ledger import Ledger
+
+    git(tmp_path, "init", "-q")
+    (tmp_path / "README").write_text("x\n")
+    commit_all(tmp_path, "start")
+    Ledger(tmp_path / "audit" / "ledger.duckdb").append([snapshot_event(1)])
+    integrity.anchor(start=tmp_path)
+    for lost in (tmp_path / "audit").iterdir():
+        lost.unlink()
+    result = run_cli("status", cwd=tmp_path)
+    assert result.exit_code == 1 and "is missing, but this repository holds anchors up to seq 2" in result.output
+
+
+def test_status_lists_slots_in_natural_order_and_one_screen_of_them(tmp_path: Path) -> None:
+    from conftest import git
+
+    from govern.events import DeploymentStarted, PendingEvent, utc_now
+    from govern.ledger import Ledger
+
+    git(tmp_path, "init", "-q")
+    ledger = Ledger(tmp_path / "audit" / "ledger.duckdb")
+    starts = [DeploymentStarted(app=f"c{i}", env="production", model="m", version="1") for i in range(40)]
+    ledger.append([PendingEvent(fact, actor="cd", occurred_at=utc_now()) for fact in starts])
+    text = run_cli("status", cwd=tmp_path).output
+    shown = [line.split()[0] for line in text.splitlines() if line.startswith("  c")]
+    assert shown == [f"c{i}/production" for i in range(25)], "c2 before c10, 25 at most"
+    assert "... and 15 more (govern status --json, or govern audit windows)" in text
+    state = json.loads(run_cli("status", "--json", cwd=tmp_path).stdout)
+    assert [s["app"] for s in state["deployments"]] == [f"c{i}" for i in range(40)]

@@ -259,8 +259,12 @@ def retire(*, app: str, env: str = "production", at: datetime | None = None, sta
     def decide(reader: Reader) -> list[PendingEvent]:
         current = queries.slot(reader, app, env)
         if current.serving is None:
-            slots = ", ".join(queries.known_slots(reader)) or "none"
-            raise NotFound(f"Nothing is deployed to {app}/{env}: deployments are recorded for {slots}")
+            if current.latest_at is not None:
+                raise NotFound(
+                    f"Nothing is deployed to {app}/{env} now: it was retired at {display(current.latest_at)}"
+                )
+            slots = queries.slot_list(queries.known_slots(reader), f"{app}/{env}")
+            raise NotFound(f"Nothing was ever deployed to {app}/{env}: deployments are recorded for {slots}")
         return [_ended(project, current.serving, "retired", _moment_in(current, at))]
 
     return Outcome(project.ledger.transact(decide), after_write(project))

@@ -7,6 +7,7 @@ from the ledger's views in a handful of queries on one connection; it never open
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 from typing import Any
 
@@ -15,6 +16,7 @@ from govern.api.audit import open_ledger
 from govern.api.mirror import PENDING_SQL as PENDING_TRAININGS_SQL
 from govern.api.registry_mirror import PENDING_SQL as PENDING_REGISTRY_SQL
 from govern.events import upcast
+from govern.storage import LedgerStore
 
 VERSIONS_SQL = """
 SELECT
@@ -56,14 +58,20 @@ def status(start: Path | None = None) -> dict[str, Any]:
     import json
 
     ledger = open_ledger(start)
-    with ledger.reader() as reader:
-        _, [(count, head_seq, head_hash)] = reader.query(HEAD_SQL)
-        versions = queries.rows_as_dicts(reader, VERSIONS_SQL)
-        slots = queries.rows_as_dicts(reader, SLOTS_SQL)
-        trainings = queries.rows_as_dicts(reader, PENDING_TRAININGS_SQL)
-        registry = queries.rows_as_dicts(reader, PENDING_REGISTRY_SQL)
-        verification = queries.rows_as_dicts(reader, LAST_VERIFICATION_SQL)
-        anchor = queries.rows_as_dicts(reader, NEWEST_ANCHOR_SQL)
+    count, head_seq, head_hash = 0, None, None
+    versions, slots, trainings, registry, verification, anchor = [], [], [], [], [], []
+    if ledger.exists():
+        with ledger.reader() as reader:
+            _, [(count, head_seq, head_hash)] = reader.query(HEAD_SQL)
+            versions = queries.rows_as_dicts(reader, VERSIONS_SQL)
+            slots = queries.rows_as_dicts(reader, SLOTS_SQL)
+            trainings = queries.rows_as_dicts(reader, PENDING_TRAININGS_SQL)
+            registry = queries.rows_as_dicts(reader, PENDING_REGISTRY_SQL)
+            verification = queries.rows_as_dicts(reader, LAST_VERIFICATION_SQL)
+            anchor = queries.rows_as_dicts(reader, NEWEST_ANCHOR_SQL)
+    else:  # a new project has recorded nothing yet; a lost ledger (the repository holds anchors) is an error
+        _refuse_lost_ledger(start, ledger)
+    slots.sort(key=lambda s: _natural(f"{s['app']}/{s['env']}"))  # c2 before c10
     models: dict[str, list[dict[str, Any]]] = {}
     for v in versions:
         models.setdefault(v["model"], []).append(
@@ -128,3 +136,19 @@ def status(start: Path | None = None) -> dict[str, Any]:
             else None
         ),
     }
+
+
+def _natural(text: str) -> list[Any]:
+    return [int(part) if part.isdigit() else part for part in re.split(r"(\d+)", text)]
+
+
+def _refuse_lost_ledger(start: Path | None, ledger: LedgerStore) -> None:
+    from govern.api.integrity import refuse_writes_off_the_anchors
+    from govern.config import find_root
+    from govern.errors import NotAGitRepository
+
+    try:
+        root = find_root(start)
+    except NotAGitRepository:
+        return
+    refuse_writes_off_the_anchors(root, ledger)
