@@ -450,7 +450,7 @@ CASES = {
     ),
     "a report written over the ledger": Case(
         ["audit", "report", M, "1", "--format", "md", "-o", "audit/ledger.duckdb"],
-        "--output audit/ledger.duckdb is the ledger itself: choose another path",
+        "--output audit/ledger.duckdb is the ledger itself (or its log or backup): choose another path",
         exit_code=2,
     ),
     "an export written over the ledger's log": Case(
@@ -488,8 +488,8 @@ CASES = {
         setup=write_and_commit("govern.toml", 'ledger = "postgresql://govern:s3cret@127.0.0.1/govern"\n'),
     ),
     "audit copy onto a file that is not a ledger": Case(
-        ["audit", "copy", "--to", "params.yaml"],
-        "--to params.yaml exists and is not a govern ledger: give a new path",
+        ["audit", "copy", "--to", "data/raw/breast_cancer.csv"],
+        "--to data/raw/breast_cancer.csv exists and is not a govern ledger: give a new path",
         exit_code=2,
     ),
     "init --ledger with a file path": Case(
