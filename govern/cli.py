@@ -107,22 +107,9 @@ def _wants_traceback(ctx: click.Context) -> bool:
 
 
 def _jsonable(value: Any) -> Any:
-    """Timestamps as UTC `...Z` strings with microseconds; durations in seconds."""
-    from datetime import datetime, timedelta
+    from govern.presentation import jsonable
 
-    from govern.timeparse import display
-
-    if isinstance(value, datetime):
-        return display(value)
-    if isinstance(value, timedelta):
-        return value.total_seconds()
-    if isinstance(value, dict):
-        return {k: _jsonable(v) for k, v in value.items()}
-    if isinstance(value, list | tuple):
-        return [_jsonable(v) for v in value]
-    if value is None or isinstance(value, str | int | float | bool):
-        return value
-    return str(value)
+    return jsonable(value)
 
 
 def _print_json(value: Any) -> None:
@@ -645,26 +632,13 @@ def audit_production(app: str, env: str, at: str, as_json: bool) -> None:
     Windows are half-open: at a window's exact end the version no longer
     serves (its successor, if any, does).
     """
-    from govern.api.audit import production
+    from govern.api.audit import production_answer
 
     moment = _instant(at, "--at")
-    window = production(app, env, moment) or {}
-    answer = {
-        "app": app,
-        "env": env,
-        "at": moment,
-        "model": window.get("model"),
-        "version": window.get("version"),
-        "start": window.get("started_at"),
-        "end": window.get("ended_at"),
-        "training_seq": window.get("training_seq"),
-        "git_commit": window.get("git_commit"),
-        "deployed_by": window.get("deployed_by"),
-        "start_seq": window.get("start_seq"),
-    }
+    answer = production_answer(app, env, moment)
     if as_json:
         _print_json(answer)
-    elif not window:
+    elif answer["version"] is None:
         click.echo(f"Nothing deployed to {app}/{env} at {_jsonable(moment)}.")
     else:
         end = _jsonable(answer["end"]) or "still serving"
@@ -679,25 +653,9 @@ def audit_production(app: str, env: str, at: str, as_json: bool) -> None:
 @click.option("--json", "as_json", is_flag=True, help="Print a JSON array on stdout.")
 def audit_windows(app: str | None, model: str | None, as_json: bool) -> None:
     """Every production window: start, end (null while open) and duration."""
-    from govern.api.audit import windows
+    from govern.api.audit import window_records
 
-    found = windows(app=app, model=model)
-    records = [
-        {
-            "app": w["app"],
-            "env": w["env"],
-            "model": w["model"],
-            "version": w["version"],
-            "start": w["started_at"],
-            "end": w["ended_at"],
-            "duration_s": w["duration_s"],
-            "deployed_by": w["deployed_by"],
-            "end_reason": w["end_reason"],
-            "training_seq": w["training_seq"],
-            "git_commit": w["git_commit"],
-        }
-        for w in found
-    ]
+    records = window_records(app=app, model=model)
     if as_json:
         _print_json(records)
         return
@@ -936,6 +894,159 @@ def ci_init(system: str, install: str | None, force: bool) -> None:
     from govern.api.ci import ci_init as write
 
     click.echo(f"wrote {write(system, install=install, force=force)}")
+
+
+@cli.command()
+@click.option("--host", default="127.0.0.1", show_default=True, help="The interface to listen on.")
+@click.option("--port", default=8750, show_default=True, type=click.IntRange(1, 65535), help="The TCP port.")
+@click.option("--workers", default=1, show_default=True, type=click.IntRange(1, 64), help="Server processes.")
+def serve(host: str, port: int, workers: int) -> None:
+    """Serve this project's API (the controller) over HTTP: /api/v1, its OpenAPI document at
+    /api/v1/openapi.json, /health and /ready. Every request needs a bearer token (govern tokens create)
+    and is checked against the role table; every event written records the principal and its token."""
+    import uvicorn
+
+    from govern.config import find_root, load
+
+    root = find_root()
+    load(root)  # a broken configuration is refused here, in one line, not by the first request
+    _check_port_free(host, port)
+    os.environ["GOVERN_PROJECT"] = str(root)
+    click.echo(f"govern: serving {root} on http://{host}:{port}/api/v1 (Ctrl-C stops)", err=True)
+    uvicorn.run(
+        "govern.server.app:from_environment", factory=True, host=host, port=port, workers=workers, log_level="warning"
+    )
+
+
+def _check_port_free(host: str, port: int) -> None:
+    import socket
+
+    from govern.errors import InvalidInput
+
+    try:
+        with socket.create_server((host, port)):
+            pass
+    except OSError as error:
+        raise InvalidInput(
+            f"Cannot listen on {host}:{port} ({os.strerror(error.errno or 0)}): choose another --port or --host, "
+            "or stop what listens there"
+        ) from None
+
+
+@cli.group()
+def principals() -> None:
+    """Who may act through `govern serve`, in which role: granted and revoked as ledger facts.
+
+    Roles: scientist, approver, deployer, consumer (limited to --app), auditor, admin. Run here, the actor
+    recorded is your git identity: whoever may write the ledger makes the first admin.
+    """
+
+
+@principals.command("add")
+@click.argument("name")
+@click.option("--role", required=True, help="scientist, approver, deployer, consumer, auditor or admin.")
+@click.option("--app", "apps", multiple=True, metavar="APP", help="A consumer's app (repeat for several).")
+@click.option("--reason", default="", help="Why, for the record.")
+@click.option("--json", "as_json", is_flag=True, help="Print the recorded event as JSON on stdout.")
+def principals_add(name: str, role: str, apps: tuple[str, ...], reason: str, as_json: bool) -> None:
+    """Grant NAME a role (a consumer, for the apps given); granting it again with other apps replaces them."""
+    from govern.api.access import grant
+
+    event = grant(name, role, apps, reason)
+    if as_json:
+        _print_json(event.to_dict())
+    else:
+        limited = f" for {', '.join(event.payload['apps'])}" if event.payload["apps"] else ""
+        click.echo(f"recorded seq {event.seq}: {name} holds the role {role}{limited}")
+
+
+@principals.command("revoke")
+@click.argument("name")
+@click.option("--role", required=True, help="The role to take away.")
+@click.option("--reason", default="", help="Why, for the record.")
+def principals_revoke(name: str, role: str, reason: str) -> None:
+    """From now on NAME may no longer act in ROLE (its tokens stay, but carry no role unless it holds another)."""
+    from govern.api.access import revoke
+
+    event = revoke(name, role, reason)
+    click.echo(f"recorded seq {event.seq}: {name} no longer holds the role {role}")
+
+
+@principals.command("list")
+@click.option("--at", help="Who held which role at this instant (ISO 8601 with a zone); default now.")
+@click.option("--json", "as_json", is_flag=True, help="Print the rows as JSON on stdout.")
+def principals_list(at: str | None, as_json: bool) -> None:
+    """Who holds which role now, or held it at --at: the answer to "who could approve on date T"."""
+    from govern.api.access import roles_at
+    from govern.api.audit import open_ledger
+
+    rows = roles_at(open_ledger(), _instant(at, "--at"))
+    if as_json:
+        _print_json(rows)
+        return
+    if not rows:
+        click.echo("No principal holds a role" + (f" at {at}" if at else "") + " (govern principals add).", err=True)
+        return
+    _print_table(
+        ["principal", "role", "apps", "granted_at", "granted_by"],
+        [[r["principal"], r["role"], ", ".join(r["apps"]) or None, r["granted_at"], r["granted_by"]] for r in rows],
+    )
+
+
+@cli.group()
+def tokens() -> None:
+    """Bearer tokens for `govern serve`: shown once when created, stored only as a hash, revocable."""
+
+
+@tokens.command("create")
+@click.argument("name")
+@click.option("--expires", help="A lifetime (12h, 30d, 8w), an instant, or never (default 90d).")
+@click.option("--description", default="", help="What the token is for, for the record (e.g. the CD system).")
+@click.option("--json", "as_json", is_flag=True, help="Print the token and its id as JSON on stdout.")
+def tokens_create(name: str, expires: str | None, description: str, as_json: bool) -> None:
+    """Issue a token for NAME, who must hold a role. The token is printed once: store it now."""
+    from govern.api.access import issue_token
+
+    issued = issue_token(name, expires, description)
+    if as_json:
+        _print_json(issued.to_dict())
+        return
+    until = _jsonable(issued.token.expires_at) if issued.token.expires_at else "never"
+    click.echo(f"recorded seq {issued.event.seq}: token {issued.token.token_id} for {name}, expires {until}", err=True)
+    click.echo("It is shown once and stored only as a hash; send it as `Authorization: Bearer <token>`:", err=True)
+    click.echo(issued.token.bearer)
+
+
+@tokens.command("revoke")
+@click.argument("token_id")
+@click.option("--reason", default="", help="Why, for the record.")
+def tokens_revoke(token_id: str, reason: str) -> None:
+    """Make a token unusable from now on, whatever its expiry."""
+    from govern.api.access import revoke_token
+
+    event = revoke_token(token_id, reason)
+    click.echo(f"recorded seq {event.seq}: token {token_id} of {event.payload['principal']} is revoked")
+
+
+@tokens.command("list")
+@click.option("--principal", help="Only this principal's tokens.")
+@click.option("--json", "as_json", is_flag=True, help="Print the rows as JSON on stdout.")
+def tokens_list(principal: str | None, as_json: bool) -> None:
+    """Every token ever issued, with its state now (active, expired, revoked); never a secret."""
+    from govern.api.access import tokens as read
+    from govern.api.audit import open_ledger
+
+    rows = read(open_ledger(), principal)
+    if as_json:
+        _print_json(rows)
+        return
+    if not rows:
+        click.echo("No token issued yet (govern tokens create NAME).", err=True)
+        return
+    _print_table(
+        ["token_id", "principal", "state", "issued_at", "expires_at", "description"],
+        [[r["token_id"], r["principal"], r["state"], r["issued_at"], r["expires_at"], r["description"]] for r in rows],
+    )
 
 
 @cli.group()

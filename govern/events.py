@@ -382,6 +382,69 @@ class RegistryMirrored(Fact):
         return f"model:{self.model}"
 
 
+@dataclass(frozen=True)
+class RoleGranted(Fact):
+    """A principal was given a role (a consumer, for named apps only), by an admin, for a reason."""
+
+    type: ClassVar[str] = "access.granted"
+
+    principal: str
+    role: str
+    apps: list[str] = field(default_factory=list)
+    reason: str = ""
+
+    @property
+    def subject(self) -> str:
+        return f"principal:{self.principal}"
+
+
+@dataclass(frozen=True)
+class RoleRevoked(Fact):
+    """A principal lost a role: from this instant it may no longer act in it."""
+
+    type: ClassVar[str] = "access.revoked"
+
+    principal: str
+    role: str
+    reason: str = ""
+
+    @property
+    def subject(self) -> str:
+        return f"principal:{self.principal}"
+
+
+@dataclass(frozen=True)
+class TokenIssued(Fact):
+    """A bearer token for a principal: only the SHA-256 of its secret is recorded; the secret was shown once."""
+
+    type: ClassVar[str] = "token.issued"
+
+    principal: str
+    token_id: str
+    secret_sha256: str
+    expires_at: str | None  # ISO 8601 UTC; None: never
+    description: str = ""
+
+    @property
+    def subject(self) -> str:
+        return f"principal:{self.principal}"
+
+
+@dataclass(frozen=True)
+class TokenRevoked(Fact):
+    """A token may no longer be used, whatever its expiry."""
+
+    type: ClassVar[str] = "token.revoked"
+
+    principal: str
+    token_id: str
+    reason: str = ""
+
+    @property
+    def subject(self) -> str:
+        return f"principal:{self.principal}"
+
+
 FACT_TYPES: dict[str, type[Fact]] = {
     cls.type: cls
     for cls in (
@@ -400,6 +463,10 @@ FACT_TYPES: dict[str, type[Fact]] = {
         LedgerAnchored,
         TrainingMirrored,
         RegistryMirrored,
+        RoleGranted,
+        RoleRevoked,
+        TokenIssued,
+        TokenRevoked,
     )
 }
 

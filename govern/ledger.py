@@ -529,6 +529,54 @@ def m007_current_schema_events(con: duckdb.DuckDBPyConnection) -> None:
         con.execute(f"CREATE OR REPLACE TABLE {table} AS SELECT * FROM ({projection.select}) ORDER BY {order}")
 
 
+@migration
+def m008_access(con: duckdb.DuckDBPyConnection) -> None:
+    """Principals' roles as windows, and tokens: "who could approve at T" is a point query, like production."""
+    con.execute(
+        """
+        CREATE VIEW role_grants AS
+        WITH changes AS (
+            SELECT seq, type, occurred_at, actor, payload->>'$.principal' AS principal, payload->>'$.role' AS role,
+                   payload->'$.apps' AS apps, payload->>'$.reason' AS reason
+            FROM events WHERE type IN ('access.granted', 'access.revoked')
+        ),
+        windows AS (
+            SELECT *,
+                   lead(occurred_at) OVER w AS ended_at,
+                   lead(seq) OVER w AS end_seq,
+                   lead(actor) OVER w AS ended_by,
+                   lead(type) OVER w AS end_type
+            FROM changes WINDOW w AS (PARTITION BY principal, role ORDER BY seq)
+        )
+        SELECT seq AS grant_seq, principal, role, from_json(coalesce(apps, '[]'), '["VARCHAR"]') AS apps,
+               occurred_at AS granted_at, actor AS granted_by, reason,
+               ended_at, end_seq, ended_by,
+               CASE end_type WHEN 'access.revoked' THEN 'revoked' WHEN 'access.granted' THEN 'granted again' END
+                   AS ended_how
+        FROM windows WHERE type = 'access.granted'
+        """
+    )
+    con.execute(
+        """
+        CREATE VIEW access_tokens AS
+        SELECT i.seq, i.token_id, i.principal, i.secret_sha256, i.issued_at, i.issued_by, i.expires_at,
+               i.description, r.revoked_at, r.revoked_by, r.reason AS revocation_reason
+        FROM (
+            SELECT seq, payload->>'$.token_id' AS token_id, payload->>'$.principal' AS principal,
+                   payload->>'$.secret_sha256' AS secret_sha256, occurred_at AS issued_at, actor AS issued_by,
+                   strptime(payload->>'$.expires_at', '%Y-%m-%dT%H:%M:%S.%fZ') AS expires_at,
+                   payload->>'$.description' AS description
+            FROM events WHERE type = 'token.issued'
+        ) AS i
+        LEFT JOIN (
+            SELECT payload->>'$.token_id' AS token_id, min(occurred_at) AS revoked_at,
+                   arg_min(actor, seq) AS revoked_by, arg_min(payload->>'$.reason', seq) AS reason
+            FROM events WHERE type = 'token.revoked' GROUP BY ALL
+        ) AS r ON r.token_id = i.token_id
+        """
+    )
+
+
 # The upcasters `upcasts` was last filled for. A new schema version of a fact (a new key in events.UPCASTERS)
 # comes with a migration that empties `upcasts` and calls upcast_stored(con, 1), and adds its key here;
 # tests/test_schema_evolution.py fails until both exist.

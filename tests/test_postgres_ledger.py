@@ -147,14 +147,20 @@ def test_a_role_that_may_not_create_the_schema_is_told_to_run_init_as_the_owner(
         admin.close()
 
 
-def test_init_with_a_ledger_url_creates_the_schema_prints_the_grants_and_keeps_the_password_out(
-    tmp_path: Path, pg_database: str
-) -> None:
+def committed_project(tmp_path: Path) -> Path:
+    """A git repository with one commit, not yet governed."""
     project = tmp_path / "project"
     project.mkdir()
     git(project, "init", "-q")
     (project / "README.md").write_text("demo\n")
     commit_all(project, "start")
+    return project
+
+
+def test_init_with_a_ledger_url_creates_the_schema_prints_the_grants_and_keeps_the_password_out(
+    tmp_path: Path, pg_database: str
+) -> None:
+    project = committed_project(tmp_path)
     url = pg_database.replace("postgres@", "postgres:s3cret@", 1)
     result = run_cli("init", "--ledger", url, cwd=project)
     assert result.exit_code == 0, result.output
@@ -173,11 +179,7 @@ def test_init_with_a_ledger_url_creates_the_schema_prints_the_grants_and_keeps_t
 def test_init_names_the_roles_it_is_given_and_refuses_names_postgresql_would_not_take(
     tmp_path: Path, pg_database: str
 ) -> None:
-    project = tmp_path / "project"
-    project.mkdir()
-    git(project, "init", "-q")
-    (project / "README.md").write_text("demo\n")
-    commit_all(project, "start")
+    project = committed_project(tmp_path)
     for roles, problem in (
         (["--writer-role", "Team-Writer"], "--writer-role 'Team-Writer' is not a PostgreSQL role name"),
         (["--writer-role", "same", "--auditor-role", "same"], "auditors need a role that cannot write"),

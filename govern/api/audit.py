@@ -145,6 +145,44 @@ def _declared_environment(env: str, start: Path | None) -> None:
     config.check_environment(cfg, env)
 
 
+def production_answer(app: str, env: str, at: datetime, start: Path | None = None) -> dict[str, Any]:
+    """`audit production --json` and the server's answer: the documented keys, nulls where nothing served."""
+    window = production(app, env, at, start) or {}
+    return {
+        "app": app,
+        "env": env,
+        "at": at,
+        "model": window.get("model"),
+        "version": window.get("version"),
+        "start": window.get("started_at"),
+        "end": window.get("ended_at"),
+        "training_seq": window.get("training_seq"),
+        "git_commit": window.get("git_commit"),
+        "deployed_by": window.get("deployed_by"),
+        "start_seq": window.get("start_seq"),
+    }
+
+
+def window_records(app: str | None = None, model: str | None = None, start: Path | None = None) -> list[dict]:
+    """`audit windows --json` and the server's answer: one record per production window."""
+    return [
+        {
+            "app": w["app"],
+            "env": w["env"],
+            "model": w["model"],
+            "version": w["version"],
+            "start": w["started_at"],
+            "end": w["ended_at"],
+            "duration_s": w["duration_s"],
+            "deployed_by": w["deployed_by"],
+            "end_reason": w["end_reason"],
+            "training_seq": w["training_seq"],
+            "git_commit": w["git_commit"],
+        }
+        for w in windows(app=app, model=model, start=start)
+    ]
+
+
 def windows(app: str | None = None, model: str | None = None, start: Path | None = None) -> list[dict[str, Any]]:
     """Every production window, of one app or model; naming an app or model never seen is refused."""
     _name("--app", app)

@@ -21,15 +21,18 @@ class Project:
     actor: str
 
 
-def open_project(start: Path | None = None) -> Project:
-    """The project a governance command works on; a ledger lost where anchors exist is refused here."""
+def open_project(start: Path | None = None, actor: str | None = None) -> Project:
+    """The project a governance command works on; a ledger lost where anchors exist is refused here.
+
+    `actor` is who acts: the server passes its authenticated principal; otherwise the CI or git identity."""
     root = config_module.find_root(start)
     cfg = config_module.load(root)
     ledger = open_store(cfg.ledger, lock_timeout=cfg.lock_timeout)
     from govern.api.integrity import refuse_writes_off_the_anchors
 
     refuse_writes_off_the_anchors(root, ledger)
-    actor = environment.actor(lambda: git_adapter.identity(root))
+    if actor is None:
+        actor = environment.actor(lambda: git_adapter.identity(root))
     return Project(root, cfg, ledger, actor)
 
 

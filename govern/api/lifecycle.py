@@ -217,9 +217,10 @@ def deploy(
     env: str = "production",
     at: datetime | None = None,
     start: Path | None = None,
+    actor: str | None = None,
 ) -> Outcome:
     """Record that a version starts serving app/env at `at`; a version already there is replaced."""
-    project = open_project(start)
+    project = open_project(start, actor)
     _check_slot_names(app, env)
     check_environment(project.config, env)
     at = _check_moment(at)
@@ -250,9 +251,16 @@ def deploy(
     return Outcome(project.ledger.transact(decide), after_write(project))
 
 
-def retire(*, app: str, env: str = "production", at: datetime | None = None, start: Path | None = None) -> Outcome:
+def retire(
+    *,
+    app: str,
+    env: str = "production",
+    at: datetime | None = None,
+    start: Path | None = None,
+    actor: str | None = None,
+) -> Outcome:
     """Record that app/env stops being served by its model at `at`."""
-    project = open_project(start)
+    project = open_project(start, actor)
     _check_slot_names(app, env)
     at = _check_moment(at)
 

@@ -1,0 +1,170 @@
+"""Who may do what: roles, principals, bearer tokens. Pure: no I/O, no click, no web framework.
+
+Principals and their roles are ledger facts (`access.granted`, `access.revoked`), and so are tokens
+(`token.issued`, `token.revoked`): "who could approve on date T" is a query, like "what served app X at T".
+A token is shown once when it is issued; the ledger keeps only the SHA-256 of its secret. A slow password hash
+(argon2, bcrypt) protects secrets people choose; this one is 256 random bits, which no hash speed makes
+guessable, and every request checks it, so a fast hash is the right one (as GitHub's and PyPI's tokens do).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import re
+import secrets
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+
+from govern.errors import InvalidInput
+
+# The roles of the architecture, each the job of one kind of user.
+ROLES: dict[str, str] = {
+    "scientist": "trains, registers and requests promotions",
+    "approver": "approves or rejects promotion requests (never their own, never of a version they trained)",
+    "deployer": "a CD system: records deployments and retirements",
+    "consumer": "asks for predictions of the versions serving its apps, and sees those apps' status",
+    "auditor": "reads everything, writes nothing",
+    "admin": "manages principals, roles and tokens",
+}
+
+# Every operation of the server, by its OpenAPI operationId, and the roles that may call it. The server checks
+# each request against this table; tests/test_server.py calls every operation of the OpenAPI document with
+# every role's token and with none, and fails on an operation missing here.
+_READERS = frozenset({"scientist", "approver", "deployer", "auditor", "admin"})
+POLICY: dict[str, frozenset[str]] = {
+    "whoami": frozenset(ROLES),
+    "status": _READERS,
+    "production": frozenset(ROLES),  # a consumer: for its own apps only (APP_SCOPED)
+    "windows": _READERS,
+    "events": frozenset({"auditor", "admin"}),
+    "verify": frozenset({"auditor", "admin"}),
+    "deploy": frozenset({"deployer"}),
+    "retire": frozenset({"deployer"}),
+    "principals": frozenset({"auditor", "admin"}),
+    "grant": frozenset({"admin"}),
+    "revoke": frozenset({"admin"}),
+    "tokens": frozenset({"auditor", "admin"}),
+    "issue_token": frozenset({"admin"}),
+    "revoke_token": frozenset({"admin"}),
+}
+APP_SCOPED = frozenset({"production"})
+
+
+def allowed(principal: Principal, operation: str, app: str | None = None) -> bool:
+    """May `principal` call `operation` (on `app`)? An operation not in the table is allowed to no one."""
+    roles = POLICY.get(operation, frozenset())
+    if not any(role in roles for role in principal.roles):
+        return False
+    if operation in APP_SCOPED and app is not None:
+        return principal.may_use(app)
+    return True
+
+
+PRINCIPAL_NAME = re.compile(r"^[a-z0-9][a-z0-9._-]{0,62}$")
+APP_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
+TOKEN_PREFIX = "gvn"
+TOKEN = re.compile(rf"^{TOKEN_PREFIX}_([0-9a-f]{{12}})_([A-Za-z0-9_-]{{43}})$")
+DEFAULT_TOKEN_LIFETIME = timedelta(days=90)
+DURATION = re.compile(r"^(\d+)([hdw])$")
+
+
+@dataclass(frozen=True)
+class Principal:
+    """An authenticated identity: its roles (a consumer's with the apps it may use) and the token it used."""
+
+    name: str
+    roles: dict[str, tuple[str, ...]] = field(default_factory=dict)
+    token_id: str | None = None
+
+    @property
+    def actor(self) -> str:
+        """How the ledger names an action taken through the server: the principal and the token it used."""
+        return f"{self.name} (token {self.token_id})" if self.token_id else self.name
+
+    def has(self, role: str) -> bool:
+        return role in self.roles
+
+    def may_use(self, app: str) -> bool:
+        """A consumer is limited to its apps; every other role that may read apps reads all of them."""
+        return any(role != "consumer" for role in self.roles) or app in self.roles.get("consumer", ())
+
+
+@dataclass(frozen=True)
+class IssuedToken:
+    """A new token: `secret` is the only copy of the bearer value and is shown once."""
+
+    token_id: str
+    principal: str
+    secret: str
+    expires_at: datetime | None
+
+    @property
+    def bearer(self) -> str:
+        return f"{TOKEN_PREFIX}_{self.token_id}_{self.secret}"
+
+
+def check_principal_name(name: str) -> str:
+    if not PRINCIPAL_NAME.match(name or ""):
+        raise InvalidInput(
+            f"{name!r} is not a principal name: use lower-case letters, digits, '.', '_' and '-', starting with a "
+            "letter or digit (at most 63), such as alice or ci-runner"
+        )
+    return name
+
+
+def check_role(role: str, apps: tuple[str, ...]) -> tuple[str, ...]:
+    """A known role; a consumer names its apps, the others name none."""
+    if role not in ROLES:
+        raise InvalidInput(f"Unknown role {role!r}: use one of {', '.join(ROLES)}")
+    if role == "consumer" and not apps:
+        raise InvalidInput("A consumer is limited to named apps: add --app APP (once per app)")
+    if role != "consumer" and apps:
+        raise InvalidInput(f"--app limits a consumer; the role {role!r} is not limited to apps: leave --app out")
+    for app in apps:
+        if not APP_NAME.match(app):
+            raise InvalidInput(f"--app {app!r} is not a valid app name: letters, digits, '.', '_' and '-'")
+    return tuple(sorted(set(apps)))
+
+
+def new_token(principal: str, expires_at: datetime | None) -> IssuedToken:
+    return IssuedToken(secrets.token_hex(6), principal, secrets.token_urlsafe(32), expires_at)
+
+
+def secret_digest(secret: str) -> str:
+    return hashlib.sha256(secret.encode("ascii")).hexdigest()
+
+
+def parse_bearer(value: str) -> tuple[str, str] | None:
+    """(token id, secret) of a well-formed bearer value, else None."""
+    found = TOKEN.match(value.strip())
+    return (found.group(1), found.group(2)) if found else None
+
+
+def secret_matches(secret: str, digest: str) -> bool:
+    return hmac.compare_digest(secret_digest(secret), digest)
+
+
+def expiry(text: str | None, now: datetime) -> datetime | None:
+    """`--expires`: a lifetime (`12h`, `30d`, `8w`), an instant, or `never`; 90 days when not given."""
+    from govern.timeparse import parse_instant
+
+    if text is None:
+        return now + DEFAULT_TOKEN_LIFETIME
+    if text == "never":
+        return None
+    found = DURATION.match(text.strip())
+    if found:
+        amount, unit = int(found.group(1)), found.group(2)
+        if amount == 0:
+            raise InvalidInput("--expires 0: a token must live a while; give e.g. 30d, or never")
+        return now + {"h": timedelta(hours=amount), "d": timedelta(days=amount), "w": timedelta(weeks=amount)}[unit]
+    try:
+        moment = parse_instant(text, "--expires")
+    except InvalidInput:
+        raise InvalidInput(
+            f"--expires {text!r} is not a lifetime (12h, 30d, 8w), an ISO 8601 instant with a zone, or never"
+        ) from None
+    if moment <= now:
+        raise InvalidInput(f"--expires {text} is not in the future: a token that has expired cannot be used")
+    return moment

@@ -1,0 +1,205 @@
+"""`govern principals` and `govern tokens`: who may act, as ledger facts; and checking a bearer token.
+
+Granting, revoking and issuing are appended like any other fact, in one transaction with the check that
+allows them, so the state they are decided on cannot change meanwhile. Run locally, the actor is the git or CI
+identity (whoever may write the ledger may manage it: the first admin is made this way); through the server
+it is the authenticated admin.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+from govern import access, queries
+from govern.api.context import open_project, text_argument
+from govern.errors import GovernError, InvalidInput, NotFound
+from govern.events import (
+    PendingEvent,
+    RecordedEvent,
+    RoleGranted,
+    RoleRevoked,
+    TokenIssued,
+    TokenRevoked,
+    format_timestamp,
+    utc_now,
+)
+from govern.ledger import Reader
+from govern.storage import LedgerStore
+
+
+class Unauthenticated(GovernError):
+    """No valid token: missing, malformed, unknown, expired or revoked."""
+
+
+ROLES_AT_SQL = """
+SELECT principal, role, apps, granted_at, granted_by, reason, grant_seq
+FROM role_grants
+WHERE granted_at <= $at AND (ended_at IS NULL OR ended_at > $at)
+ORDER BY principal, role
+"""
+
+ACTIVE_GRANT_SQL = """
+SELECT apps FROM role_grants WHERE principal = $principal AND role = $role AND ended_at IS NULL
+"""
+
+TOKENS_SQL = """
+SELECT token_id, principal, issued_at, issued_by, expires_at, description, revoked_at, revoked_by
+FROM access_tokens WHERE $principal IS NULL OR principal = $principal ORDER BY seq
+"""
+
+TOKEN_SQL = """
+SELECT t.principal, t.secret_sha256, t.expires_at, t.revoked_at,
+       (SELECT coalesce(list({'role': g.role, 'apps': g.apps} ORDER BY g.role), [])
+        FROM role_grants AS g WHERE g.principal = t.principal AND g.ended_at IS NULL) AS roles
+FROM access_tokens AS t WHERE t.token_id = $token_id
+"""
+
+
+@dataclass(frozen=True)
+class Issued:
+    """A token just issued: its bearer value is in `token.bearer`, here and nowhere else."""
+
+    token: access.IssuedToken
+    event: RecordedEvent
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "token_id": self.token.token_id,
+            "principal": self.token.principal,
+            "token": self.token.bearer,
+            "expires_at": format_timestamp(self.token.expires_at) if self.token.expires_at else None,
+            "seq": self.event.seq,
+        }
+
+
+def grant(
+    principal: str,
+    role: str,
+    apps: Sequence[str] = (),
+    reason: str = "",
+    start: Path | None = None,
+    actor: str | None = None,
+) -> RecordedEvent:
+    """Give `principal` a role (a consumer, for `apps`); granting it again with other apps replaces them."""
+    project = open_project(start, actor)
+    name = access.check_principal_name(principal)
+    limited = access.check_role(role, tuple(apps))
+    why = text_argument(reason, "--reason") if reason else ""
+
+    def decide(reader: Reader) -> list[PendingEvent]:
+        _, rows = reader.query(ACTIVE_GRANT_SQL, {"principal": name, "role": role})
+        if rows and tuple(rows[0][0]) == limited:
+            held = f" for {', '.join(limited)}" if limited else ""
+            raise InvalidInput(f"{name} holds the role {role} already{held}")
+        fact = RoleGranted(principal=name, role=role, apps=list(limited), reason=why)
+        return [PendingEvent(fact, actor=project.actor, occurred_at=utc_now())]
+
+    return project.ledger.transact(decide)[0]
+
+
+def revoke(
+    principal: str, role: str, reason: str = "", start: Path | None = None, actor: str | None = None
+) -> RecordedEvent:
+    """From now on `principal` may no longer act as `role`."""
+    project = open_project(start, actor)
+    name = access.check_principal_name(principal)
+    if role not in access.ROLES:
+        raise InvalidInput(f"Unknown role {role!r}: use one of {', '.join(access.ROLES)}")
+    why = text_argument(reason, "--reason") if reason else ""
+
+    def decide(reader: Reader) -> list[PendingEvent]:
+        _, rows = reader.query(ACTIVE_GRANT_SQL, {"principal": name, "role": role})
+        if not rows:
+            raise NotFound(f"{name} does not hold the role {role}: `govern principals list` shows who holds what")
+        return [PendingEvent(RoleRevoked(principal=name, role=role, reason=why), project.actor, utc_now())]
+
+    return project.ledger.transact(decide)[0]
+
+
+def issue_token(
+    principal: str,
+    expires: str | None = None,
+    description: str = "",
+    start: Path | None = None,
+    actor: str | None = None,
+) -> Issued:
+    """A new bearer token for a principal that holds a role now; the ledger keeps only its secret's hash."""
+    project = open_project(start, actor)
+    name = access.check_principal_name(principal)
+    now = utc_now()
+    token = access.new_token(name, access.expiry(expires, now))
+    note = text_argument(description, "--description") if description else ""
+
+    def decide(reader: Reader) -> list[PendingEvent]:
+        _, rows = reader.query("SELECT 1 FROM role_grants WHERE principal = $p AND ended_at IS NULL", {"p": name})
+        if not rows:
+            raise NotFound(f"{name} holds no role: grant one first (govern principals add {name} --role ROLE)")
+        fact = TokenIssued(
+            principal=name,
+            token_id=token.token_id,
+            secret_sha256=access.secret_digest(token.secret),
+            expires_at=format_timestamp(token.expires_at) if token.expires_at else None,
+            description=note,
+        )
+        return [PendingEvent(fact, actor=project.actor, occurred_at=now)]
+
+    return Issued(token, project.ledger.transact(decide)[0])
+
+
+def revoke_token(token_id: str, reason: str = "", start: Path | None = None, actor: str | None = None) -> RecordedEvent:
+    project = open_project(start, actor)
+    why = text_argument(reason, "--reason") if reason else ""
+
+    def decide(reader: Reader) -> list[PendingEvent]:
+        rows = queries.rows_as_dicts(reader, "SELECT * FROM access_tokens WHERE token_id = $id", {"id": token_id})
+        found = rows[0] if rows else None
+        if found is None:
+            raise NotFound(f"No token {token_id!r}: `govern tokens list` shows their ids")
+        if found["revoked_at"] is not None:
+            raise InvalidInput(f"Token {token_id} was revoked already, at {format_timestamp(found['revoked_at'])}")
+        fact = TokenRevoked(principal=found["principal"], token_id=token_id, reason=why)
+        return [PendingEvent(fact, actor=project.actor, occurred_at=utc_now())]
+
+    return project.ledger.transact(decide)[0]
+
+
+def roles_at(ledger: LedgerStore, at: datetime | None = None) -> list[dict[str, Any]]:
+    """Who held which role at `at` (now by default): the answer to "who could approve on date T"."""
+    if not ledger.exists():
+        return []
+    return queries.rows_as_dicts(ledger, ROLES_AT_SQL, {"at": queries.naive_utc(at or utc_now())})
+
+
+def tokens(ledger: LedgerStore, principal: str | None = None) -> list[dict[str, Any]]:
+    """Every token ever issued (never its secret), with whether it is active, expired or revoked now."""
+    if not ledger.exists():
+        return []
+    now = queries.naive_utc(utc_now())
+    rows = queries.rows_as_dicts(ledger, TOKENS_SQL, {"principal": principal})
+    for row in rows:
+        expired = row["expires_at"] is not None and row["expires_at"] <= now
+        row["state"] = "revoked" if row["revoked_at"] is not None else "expired" if expired else "active"
+    return rows
+
+
+def authenticate(ledger: LedgerStore, bearer: str | None) -> access.Principal:
+    """The principal a bearer token stands for now, or `Unauthenticated` (one message for every kind of bad
+    token, so a caller learns nothing about which ids exist)."""
+    refused = Unauthenticated("A valid bearer token is required: `govern tokens create NAME` issues one")
+    parsed = access.parse_bearer(bearer or "")
+    if parsed is None or not ledger.exists():
+        raise refused
+    token_id, secret = parsed
+    rows = queries.rows_as_dicts(ledger, TOKEN_SQL, {"token_id": token_id})
+    if not rows or not access.secret_matches(secret, rows[0]["secret_sha256"]):
+        raise refused
+    row = rows[0]
+    now = queries.naive_utc(utc_now())
+    if row["revoked_at"] is not None or (row["expires_at"] is not None and row["expires_at"] <= now):
+        raise refused
+    roles = {grant["role"]: tuple(grant["apps"]) for grant in row["roles"]}
+    return access.Principal(row["principal"], roles, token_id)

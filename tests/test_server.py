@@ -1,0 +1,199 @@
+"""`govern serve`: a real uvicorn process on 127.0.0.1, real tokens, the role table enforced on the server."""
+
+from __future__ import annotations
+
+import json
+import socket
+import subprocess
+import sys
+import urllib.error
+import urllib.request
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from conftest import commit_all, git, run_cli, wait_for
+
+from govern import access
+from govern.events import ModelRegistered, PendingEvent, utc_now
+from govern.ledger import Ledger
+
+pytestmark = pytest.mark.slow  # a uvicorn process per test: the full suite, not the edit loop
+
+ROLE_OF = {
+    "sci": "scientist",
+    "appr": "approver",
+    "dep": "deployer",
+    "con": "consumer",
+    "aud": "auditor",
+    "adm": "admin",
+}
+
+
+def call(base: str, method: str, path: str, token: str | None = None, body: Any = None) -> tuple[int, Any, dict]:
+    data = None if body is None else json.dumps(body).encode()
+    request = urllib.request.Request(base + path, data=data, method=method)
+    if data is not None:
+        request.add_header("Content-Type", "application/json")
+    if token is not None:
+        request.add_header("Authorization", f"Bearer {token}")
+    try:
+        with urllib.request.urlopen(request, timeout=30) as answer:
+            return answer.status, json.loads(answer.read() or b"null"), dict(answer.headers)
+    except urllib.error.HTTPError as error:
+        return error.code, json.loads(error.read() or b"null"), dict(error.headers)
+
+
+@pytest.fixture
+def project(tmp_path: Path) -> Path:
+    """A governed project whose `dev` environment needs no stage, with one registered version and a principal
+    for every role (a consumer of `scoring` only), each with a token."""
+    root = tmp_path / "project"
+    root.mkdir()
+    git(root, "init", "-q", "-b", "main")
+    (root / "govern.toml").write_text('[deploy]\nenvironments = ["dev"]\nrequire_stage = {}\n')
+    commit_all(root, "start")
+    fact = ModelRegistered("churn", "1", "model.pkl", None, "ab" * 32, "t-1", "run", "sqlite:///x", "models:/churn/1")
+    Ledger(root / "audit" / "ledger.duckdb").append([PendingEvent(fact, actor="trainer", occurred_at=utc_now())])
+    for name, role in ROLE_OF.items():
+        apps = ["--app", "scoring"] if role == "consumer" else []
+        assert run_cli("principals", "add", name, "--role", role, *apps, cwd=root).exit_code == 0
+    assert run_cli("principals", "add", "spare", "--role", "auditor", cwd=root).exit_code == 0
+    return root
+
+
+def tokens_for(project: Path, *names: str) -> dict[str, str]:
+    made = {}
+    for name in names:
+        result = run_cli("tokens", "create", name, "--json", cwd=project)
+        assert result.exit_code == 0, result.output
+        made[name] = json.loads(result.stdout)["token"]
+    return made
+
+
+@pytest.fixture
+def server(project: Path, isolated_env: dict[str, str]) -> Iterator[str]:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    log = (project.parent / "server.log").open("wb")
+    process = subprocess.Popen(
+        [sys.executable, "-m", "govern", "serve", "--port", str(port)], cwd=project, env=isolated_env, stderr=log
+    )
+    base = f"http://127.0.0.1:{port}"
+
+    def healthy() -> bool:
+        if process.poll() is not None:
+            raise AssertionError((project.parent / "server.log").read_text())
+        try:
+            return call(base, "GET", "/health")[0] == 200
+        except OSError:
+            return False
+
+    wait_for(healthy, "govern serve to answer /health", timeout=60)
+    yield base
+    process.terminate()
+    process.wait(timeout=30)
+
+
+# One valid request per operation, in the order they are tried; `spare`'s role and token are what the admin's
+# revocations remove. An operation in the OpenAPI document without a row here fails the matrix test.
+EXAMPLES: dict[str, tuple[str, str, Any]] = {
+    "whoami": ("GET", "/api/v1/whoami", None),
+    "status": ("GET", "/api/v1/status", None),
+    "deploy": ("POST", "/api/v1/deployments", {"model": "churn", "version": "1", "app": "scoring", "env": "dev"}),
+    "production": ("GET", "/api/v1/apps/scoring/production?env=dev", None),
+    "windows": ("GET", "/api/v1/windows", None),
+    "events": ("GET", "/api/v1/events?limit=5", None),
+    "verify": ("GET", "/api/v1/verify", None),
+    "retire": ("POST", "/api/v1/retirements", {"app": "scoring", "env": "dev"}),
+    "principals": ("GET", "/api/v1/principals", None),
+    "grant": ("POST", "/api/v1/principals", {"principal": "newcomer", "role": "scientist"}),
+    "revoke": ("DELETE", "/api/v1/principals/spare/roles/auditor?reason=left", None),
+    "tokens": ("GET", "/api/v1/tokens", None),
+    "issue_token": ("POST", "/api/v1/principals/newcomer/tokens", {"expires": "1d"}),
+    "revoke_token": ("DELETE", "/api/v1/tokens/{spare_token}", None),
+}
+
+
+def test_every_operation_answers_exactly_as_the_role_table_says(project: Path, server: str) -> None:
+    tokens = tokens_for(project, *ROLE_OF, "spare")
+    spare_id = access.parse_bearer(tokens["spare"])[0]
+    _, document, _ = call(server, "GET", "/api/v1/openapi.json")
+    operations = {op["operationId"] for path in document["paths"].values() for op in path.values()}
+    assert operations == set(EXAMPLES) == set(access.POLICY), "every operation has a policy row and an example"
+
+    head = Ledger(project / "audit" / "ledger.duckdb").head
+    for operation, (method, path, body) in EXAMPLES.items():
+        path = path.replace("{spare_token}", spare_id)
+        before = head()
+        status, problem, headers = call(server, method, path, None, body)
+        assert status == 401 and problem["status"] == 401 and "Bearer" in headers.get("www-authenticate", ""), operation
+        allowed = [name for name, role in ROLE_OF.items() if role in access.POLICY[operation]]
+        for name in [n for n in ROLE_OF if n not in allowed]:
+            status, problem, _ = call(server, method, path, tokens[name], body)
+            assert status == 403, (operation, name, status, problem)
+            assert problem["type"] == "urn:govern:problem:forbidden" and name in problem["detail"]
+        assert head() == before, f"{operation}: a refused call wrote nothing"
+        for name in allowed:
+            status, answer, _ = call(server, method, path, tokens[name], body)
+            assert 200 <= status < 300, (operation, name, status, answer)
+
+
+def test_a_consumer_sees_its_own_apps_only(project: Path, server: str) -> None:
+    made = tokens_for(project, "con", "dep")
+    deployment = {"model": "churn", "version": "1", "app": "scoring", "env": "dev"}
+    assert call(server, "POST", "/api/v1/deployments", made["dep"], deployment)[0] == 201
+    token = made["con"]
+    status, answer, _ = call(server, "GET", "/api/v1/apps/scoring/production?env=dev", token)
+    assert status == 200 and answer["version"] == "1" and answer["deployed_by"].startswith("dep (token ")
+    status, problem, _ = call(server, "GET", "/api/v1/apps/triage/production?env=dev", token)
+    assert status == 403 and "a consumer sees its own apps only" in problem["detail"]
+
+
+def test_events_written_through_the_server_name_the_principal_and_its_token(project: Path, server: str) -> None:
+    token = tokens_for(project, "dep")["dep"]
+    body = {"model": "churn", "version": "1", "app": "scoring", "env": "dev"}
+    status, answer, _ = call(server, "POST", "/api/v1/deployments", token, body)
+    assert status == 201, answer
+    [started] = Ledger(project / "audit" / "ledger.duckdb").read(limit=1)
+    assert started.type == "deployment.started"
+    assert started.actor == f"dep (token {access.parse_bearer(token)[0]})"
+    assert answer["events"][0]["actor"] == started.actor
+
+
+def test_failures_are_problem_details_with_the_clis_one_line_message(project: Path, server: str) -> None:
+    token = tokens_for(project, "dep")["dep"]
+    unknown = {"model": "churn", "version": "9", "app": "scoring", "env": "dev"}
+    status, problem, headers = call(server, "POST", "/api/v1/deployments", token, unknown)
+    cli = run_cli("deploy", "churn", "9", "--app", "scoring", "--env", "dev", cwd=project)
+    assert status == 404 and headers["content-type"] == "application/problem+json"
+    assert cli.output.strip() == f"Error: {problem['detail']}"
+    assert problem["type"] == "urn:govern:problem:not-found" and problem["instance"] == "/api/v1/deployments"
+
+    status, problem, _ = call(server, "POST", "/api/v1/deployments", token, {**unknown, "colour": "red"})
+    assert status == 422 and "colour" in problem["detail"], "unknown fields are refused"
+    status, problem, _ = call(
+        server, "POST", "/api/v1/retirements", token, {"app": "scoring", "at": "2026-01-01T00:00:00"}
+    )
+    assert status == 400 and "has no time zone" in problem["detail"]
+
+
+def test_a_revoked_token_is_refused_at_once(project: Path, server: str) -> None:
+    token = tokens_for(project, "aud")["aud"]
+    assert call(server, "GET", "/api/v1/whoami", token)[1]["roles"] == {"auditor": []}
+    assert run_cli("tokens", "revoke", access.parse_bearer(token)[0], cwd=project).exit_code == 0
+    status, problem, _ = call(server, "GET", "/api/v1/whoami", token)
+    assert status == 401 and problem["detail"].startswith("A valid bearer token is required")
+
+
+def test_serving_on_a_port_in_use_is_one_line_before_anything_starts(project: Path) -> None:
+    with socket.create_server(("127.0.0.1", 0)) as taken:
+        port = taken.getsockname()[1]
+        result = run_cli("serve", "--port", str(port), cwd=project)
+    assert result.exit_code == 2
+    assert result.output.strip() == (
+        f"Error: Cannot listen on 127.0.0.1:{port} (Address already in use): choose another --port or --host, "
+        "or stop what listens there"
+    )
