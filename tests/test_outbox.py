@@ -62,8 +62,15 @@ class MlflowServer:
 
 
 @pytest.fixture
-def server(tmp_path: Path, isolated_env: dict[str, str], monkeypatch: pytest.MonkeyPatch) -> Iterator[MlflowServer]:
+def server(
+    tmp_path: Path, isolated_env: dict[str, str], monkeypatch: pytest.MonkeyPatch, reproduced_demo: Path
+) -> Iterator[MlflowServer]:
+    """The demo's tracking store behind a server: the registry the ledger's versions were numbered in."""
+    import shutil
+
     running = MlflowServer(tmp_path / "mlflow-server", isolated_env)
+    running.folder.mkdir(parents=True)
+    shutil.copy2(reproduced_demo / "mlflow.db", running.folder / "mlflow.db")
     monkeypatch.setenv("MLFLOW_TRACKING_URI", running.uri)
     monkeypatch.setenv("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "0")
     yield running
@@ -102,7 +109,8 @@ def test_a_training_recorded_while_mlflow_is_down_is_mirrored_once_it_is_back(
     [run_id] = runs_of(server.uri, training.event_id)
     client = MlflowClient(tracking_uri=server.uri)
     assert client.get_run(run_id).data.params["train.C"] == "0.5"
-    assert [v.run_id for v in client.search_model_versions(f"name = '{M}'")] == [run_id]
+    versions = client.search_model_versions(f"name = '{M}'", order_by=["version_number DESC"])
+    assert [(v.version, v.run_id) for v in versions][0] == ("2", run_id), "numbered after the ledger's version 1"
 
     again = run_cli("mirror", cwd=reproduced_demo)
     assert again.exit_code == 0 and "Nothing is pending." in again.output
@@ -131,8 +139,10 @@ def test_a_half_finished_mirror_is_completed_not_duplicated(
     mirrored = Ledger(reproduced_demo / "audit" / "ledger.duckdb").read(types=["training.mirrored"])
     assert [m.payload["reused_run"] for m in mirrored] == [True]
     assert len(runs_of(server.uri, training.event_id)) == 1
-    versions = MlflowClient(tracking_uri=server.uri).search_model_versions(f"name = '{M}'")
-    assert [v.run_id for v in versions] == [mirrored[0].payload["run_id"]]
+    versions = MlflowClient(tracking_uri=server.uri).search_model_versions(
+        f"run_id = '{mirrored[0].payload['run_id']}'"
+    )
+    assert [v.version for v in versions] == ["2"], "registered once, after the ledger's version 1"
 
 
 def test_a_registry_behind_the_ledger_is_refused_instead_of_reusing_a_version_number(
