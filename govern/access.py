@@ -51,8 +51,14 @@ POLICY: dict[str, frozenset[str]] = {
 APP_SCOPED = frozenset({"production"})
 
 
+# What any authenticated principal may call, even one whose roles were all revoked (to learn that they were).
+ANY_PRINCIPAL = frozenset({"whoami"})
+
+
 def allowed(principal: Principal, operation: str, app: str | None = None) -> bool:
     """May `principal` call `operation` (on `app`)? An operation not in the table is allowed to no one."""
+    if operation in ANY_PRINCIPAL:
+        return True
     roles = POLICY.get(operation, frozenset())
     if not any(role in roles for role in principal.roles):
         return False
@@ -65,7 +71,9 @@ PRINCIPAL_NAME = re.compile(r"^[a-z0-9][a-z0-9._-]{0,62}$")
 APP_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
 TOKEN_PREFIX = "gvn"
 TOKEN = re.compile(rf"^{TOKEN_PREFIX}_([0-9a-f]{{12}})_([A-Za-z0-9_-]{{43}})$")
+TOKEN_ID = re.compile(r"^[0-9a-f]{12}$")
 DEFAULT_TOKEN_LIFETIME = timedelta(days=90)
+MAX_TOKEN_LIFETIME = timedelta(days=3650)
 DURATION = re.compile(r"^(\d+)([hdw])$")
 
 
@@ -158,7 +166,10 @@ def expiry(text: str | None, now: datetime) -> datetime | None:
         amount, unit = int(found.group(1)), found.group(2)
         if amount == 0:
             raise InvalidInput("--expires 0: a token must live a while; give e.g. 30d, or never")
-        return now + {"h": timedelta(hours=amount), "d": timedelta(days=amount), "w": timedelta(weeks=amount)}[unit]
+        hours = amount * {"h": 1, "d": 24, "w": 24 * 7}[unit]
+        if hours > MAX_TOKEN_LIFETIME.total_seconds() / 3600:
+            raise InvalidInput(f"--expires {text}: at most {MAX_TOKEN_LIFETIME.days} days; or never, on purpose")
+        return now + timedelta(hours=hours)
     try:
         moment = parse_instant(text, "--expires")
     except InvalidInput:

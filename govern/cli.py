@@ -482,10 +482,9 @@ def audit() -> None:
 def audit_log(types: tuple[str, ...], since: str | None, limit: int | None, as_json: bool) -> None:
     """List recorded events, oldest first."""
     from govern.api.audit import audit_log as read_log
-    from govern.timeparse import display, not_in_future, parse_instant
+    from govern.timeparse import display
 
-    after = not_in_future(parse_instant(since, "--since"), "--since", "nothing is recorded yet") if since else None
-    events = read_log(types=types, since=after, limit=limit)
+    events = read_log(types=types, since=_instant(since, "--since"), limit=limit)
     if as_json:
         _print_json([event.to_dict() for event in events])
         return
@@ -913,8 +912,19 @@ def serve(host: str, port: int, workers: int) -> None:
     _check_port_free(host, port)
     os.environ["GOVERN_PROJECT"] = str(root)
     click.echo(f"govern: serving {root} on http://{host}:{port}/api/v1 (Ctrl-C stops)", err=True)
+    if host not in ("127.0.0.1", "localhost", "::1"):
+        click.echo(
+            "govern: warning: plain HTTP on a non-loopback address sends bearer tokens in clear; put a "
+            "TLS-terminating proxy in front, and listen on 127.0.0.1 behind it",
+            err=True,
+        )
     uvicorn.run(
-        "govern.server.app:from_environment", factory=True, host=host, port=port, workers=workers, log_level="warning"
+        "govern.server.app:from_environment",
+        factory=True,
+        host=host,
+        port=port,
+        workers=workers,
+        log_level="info",  # one access line per request (method, path, status), never a header or a body
     )
 
 
@@ -926,6 +936,10 @@ def _check_port_free(host: str, port: int) -> None:
     try:
         with socket.create_server((host, port)):
             pass
+    except socket.gaierror:
+        raise InvalidInput(
+            f"--host {host}: no such address on this machine; give an IP address or a known name"
+        ) from None
     except OSError as error:
         raise InvalidInput(
             f"Cannot listen on {host}:{port} ({os.strerror(error.errno or 0)}): choose another --port or --host, "
@@ -1025,7 +1039,9 @@ def tokens_revoke(token_id: str, reason: str) -> None:
     from govern.api.access import revoke_token
 
     event = revoke_token(token_id, reason)
-    click.echo(f"recorded seq {event.seq}: token {token_id} of {event.payload['principal']} is revoked")
+    click.echo(
+        f"recorded seq {event.seq}: token {event.payload['token_id']} of {event.payload['principal']} is revoked"
+    )
 
 
 @tokens.command("list")
@@ -1041,7 +1057,8 @@ def tokens_list(principal: str | None, as_json: bool) -> None:
         _print_json(rows)
         return
     if not rows:
-        click.echo("No token issued yet (govern tokens create NAME).", err=True)
+        whose = f" for {principal}" if principal else " yet"
+        click.echo(f"No token issued{whose} (govern tokens create NAME).", err=True)
         return
     _print_table(
         ["token_id", "principal", "state", "issued_at", "expires_at", "description"],

@@ -91,5 +91,10 @@ class InvalidInput(GovernError):
     exit_code = 2
 
 
+class StateConflict(InvalidInput):
+    """The request is well formed, but the ledger's state already answers it (the same deployment, a role held,
+    a token revoked, a time before the recorded history): a conflict, 409 over HTTP; exit 2 on the CLI."""
+
+
 class Note(str):
     """A message among a command's warnings that reports progress, not a problem: printed without "Warning:"."""

@@ -767,20 +767,36 @@ class Ledger:
                 self.path.parent.mkdir(parents=True, exist_ok=True)
             except OSError as error:
                 raise LedgerError(f"Cannot create the ledger directory {self.path.parent}: {error.strerror}") from None
-        con = self._open_with_retry(read_only=not write, config=SANDBOX_CONFIG if sandbox else CONNECT_CONFIG)
+        with self._turn():
+            con = self._open_with_retry(read_only=not write, config=SANDBOX_CONFIG if sandbox else CONNECT_CONFIG)
+            with contextlib.closing(con):
+                self._prepare(con, write=write, sandbox=sandbox)
+                yield con
+
+    @contextmanager
+    def _turn(self) -> Iterator[None]:
+        """This process's threads use the file one at a time: DuckDB refuses a second connection to a file with
+        another configuration (read-only, sandboxed) while one is open, and a server answers in threads."""
+        lock = _writer_lock(self.path)
+        if not lock.acquire(timeout=self.lock_timeout):
+            raise LedgerLocked(
+                f"The ledger {self.path} is busy in this process; gave up after {self.lock_timeout:g} s. Retry"
+            )
         try:
-            # TIMESTAMP columns hold UTC, casts from TIMESTAMPTZ must agree; no progress bars on our stderr
-            con.execute("SET TimeZone = 'UTC'; SET enable_progress_bar = false; PRAGMA disable_checkpoint_on_shutdown")
-            if sandbox:
-                con.execute("SET lock_configuration = true")
-            self._check_schema(con, migrate=write)
-            if self._expected_head is not None and not write:
-                found = con.execute("SELECT seq, hash FROM stored_events ORDER BY seq DESC LIMIT 1").fetchall()
-                if (found[0] if found else (0, GENESIS_HASH)) != self._expected_head:
-                    raise StaleReadModel
-            yield con
+            yield
         finally:
-            con.close()
+            lock.release()
+
+    def _prepare(self, con: duckdb.DuckDBPyConnection, *, write: bool, sandbox: bool) -> None:
+        # TIMESTAMP columns hold UTC, casts from TIMESTAMPTZ must agree; no progress bars on our stderr
+        con.execute("SET TimeZone = 'UTC'; SET enable_progress_bar = false; PRAGMA disable_checkpoint_on_shutdown")
+        if sandbox:
+            con.execute("SET lock_configuration = true")
+        self._check_schema(con, migrate=write)
+        if self._expected_head is not None and not write:
+            found = con.execute("SELECT seq, hash FROM stored_events ORDER BY seq DESC LIMIT 1").fetchall()
+            if (found[0] if found else (0, GENESIS_HASH)) != self._expected_head:
+                raise StaleReadModel
 
     def _open_with_retry(self, *, read_only: bool, config: dict[str, Any]) -> duckdb.DuckDBPyConnection:
         return self._retrying(lambda: duckdb.connect(str(self.path), read_only=read_only, config=config))
@@ -1112,18 +1128,19 @@ class Ledger:
         partial = target.with_name(f".{target.name}.partial-{os.getpid()}")
         for leftover in (partial, wal_path(partial)):
             leftover.unlink(missing_ok=True)
-        con = duckdb.connect(":memory:", config=CONNECT_CONFIG)
-        try:
-            self._retrying(lambda: con.execute(f"ATTACH {_sql_text(self.path)} AS ledger (READ_ONLY)"))
-            con.execute(f"ATTACH {_sql_text(partial)} AS copy")
-            con.execute("COPY FROM DATABASE ledger TO copy")
-            con.execute("CHECKPOINT copy")
-            con.execute("DETACH copy")
-        except duckdb.Error as error:
-            raise LedgerError(f"The backup to {target} failed: {_first_line(str(error))}") from None
-        finally:
-            con.close()
-            wal_path(partial).unlink(missing_ok=True)  # empty after the checkpoint; the copy is the file alone
+        with self._turn():
+            con = duckdb.connect(":memory:", config=CONNECT_CONFIG)
+            try:
+                self._retrying(lambda: con.execute(f"ATTACH {_sql_text(self.path)} AS ledger (READ_ONLY)"))
+                con.execute(f"ATTACH {_sql_text(partial)} AS copy")
+                con.execute("COPY FROM DATABASE ledger TO copy")
+                con.execute("CHECKPOINT copy")
+                con.execute("DETACH copy")
+            except duckdb.Error as error:
+                raise LedgerError(f"The backup to {target} failed: {_first_line(str(error))}") from None
+            finally:
+                con.close()
+                wal_path(partial).unlink(missing_ok=True)  # empty after the checkpoint; the copy is the file alone
         try:
             with partial.open("rb+") as handle:
                 os.fsync(handle.fileno())
@@ -1164,13 +1181,15 @@ def _remove_dead_partials(target: Path) -> None:
             pass  # alive, another user's
 
 
-_WRITER_LOCKS: dict[str, threading.Lock] = {}
+_WRITER_LOCKS: dict[str, threading.RLock] = {}
 _WRITER_LOCKS_GUARD = threading.Lock()
 
 
-def _writer_lock(path: Path) -> threading.Lock:
+def _writer_lock(path: Path) -> threading.RLock:
+    """One re-entrant lock per file in this process: writers take it for their whole transaction (and its
+    checkpoint), every connection for its lifetime (`Ledger._turn`)."""
     with _WRITER_LOCKS_GUARD:
-        return _WRITER_LOCKS.setdefault(str(path.resolve()), threading.Lock())
+        return _WRITER_LOCKS.setdefault(str(path.resolve()), threading.RLock())
 
 
 # From this many rows on, an append travels to DuckDB as an Arrow table (columnar, one copy) instead of

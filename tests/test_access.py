@@ -128,6 +128,9 @@ def test_a_revoked_or_expired_token_or_one_whose_principal_lost_its_roles_carrie
         (["tokens", "revoke", "0123456789ab"], "No token '0123456789ab'"),
         (["principals", "add", "alice", "--role", "admin"], "alice holds the role admin already"),
         (["principals", "list", "--at", "yesterday"], "is not an ISO 8601 time"),
+        (["principals", "list", "--at", "3026-01-01T00:00:00Z"], "is in the future"),
+        (["tokens", "create", "alice", "--expires", "99999999w"], "--expires 99999999w: at most 3650 days"),
+        (["tokens", "revoke", "not-an-id"], "Give the token's 12-character id"),
     ],
 )
 def test_bad_access_input_is_one_line_and_writes_nothing(project: Path, args: list[str], message: str) -> None:
@@ -148,3 +151,13 @@ def test_the_default_lifetime_is_ninety_days_and_never_means_never(project: Path
     forever = json.loads(ok(project, "tokens", "create", "ci", "--expires", "never", "--json"))
     assert forever["expires_at"] is None
     assert authenticate(ledger_of(project), forever["token"]).roles == {"deployer": ()}
+
+
+def test_a_token_pasted_whole_into_revoke_is_revoked_by_its_id_and_its_secret_never_echoed(project: Path) -> None:
+    ok(project, "principals", "add", "ci", "--role", "deployer")
+    token = token_of(project, "ci")
+    out = run_cli("tokens", "revoke", token, cwd=project)
+    assert out.exit_code == 0 and access.parse_bearer(token)[1] not in out.output
+    assert json.loads(ok(project, "tokens", "list", "--json"))[0]["state"] == "revoked"
+    none = run_cli("tokens", "list", "--principal", "someone-else", cwd=project)
+    assert "No token issued for someone-else" in none.output

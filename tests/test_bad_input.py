@@ -179,6 +179,9 @@ CASES = {
         ["deploy", M, "1", "--app", "scoring"], f"run `govern promote {M} 1 --to production"
     ),
     "unknown app": Case(["retire", "--app", "nowhere"], "Nothing was ever deployed to nowhere/production"),
+    "retire in an undeclared environment": Case(
+        ["retire", "--app", "scoring", "--env", "prodution"], "Unknown environment 'prodution'", exit_code=2
+    ),
     "malformed --at": Case(
         ["deploy", M, "1", "--app", "a", "--at", "yesterday"], "is not an ISO 8601 time", exit_code=2
     ),

@@ -212,6 +212,37 @@ class LedgerContract:
         result = ledger.verify()
         assert result.ok and result.count == 41
 
+    def test_threads_reading_auditing_and_writing_at_once_all_succeed(
+        self, ledger: LedgerStore, tmp_path: Path
+    ) -> None:
+        """A server answers in threads: reads, sandboxed audit SQL, backups and writes overlap on one file."""
+        ledger.append([snapshot_event(0)])
+        errors: list[BaseException] = []
+
+        def work(worker: int) -> None:
+            store = self.reopen(ledger, tmp_path)
+            try:
+                for i in range(8):
+                    if worker % 3 == 0:
+                        store.append([snapshot_event(1000 * worker + i)])
+                    elif worker % 3 == 1:
+                        store.query("SELECT count(*) FROM datasets")
+                        store.head()
+                    else:
+                        store.audit_query("SELECT count(*) FROM events")
+            except BaseException as error:  # noqa: BLE001 - reported below
+                errors.append(error)
+            finally:
+                store.close()
+
+        threads = [threading.Thread(target=work, args=(w,)) for w in range(9)]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join()
+        assert errors == []
+        assert ledger.verify().ok and ledger.head()[0] == 1 + 3 * 8
+
     def test_a_copy_to_the_other_backend_and_back_verifies_byte_for_byte(
         self, filled: LedgerStore, tmp_path: Path, pg_database: str
     ) -> None:

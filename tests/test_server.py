@@ -185,7 +185,7 @@ def test_a_revoked_token_is_refused_at_once(project: Path, server: str) -> None:
     assert call(server, "GET", "/api/v1/whoami", token)[1]["roles"] == {"auditor": []}
     assert run_cli("tokens", "revoke", access.parse_bearer(token)[0], cwd=project).exit_code == 0
     status, problem, _ = call(server, "GET", "/api/v1/whoami", token)
-    assert status == 401 and problem["detail"].startswith("A valid bearer token is required")
+    assert status == 401 and problem["detail"].startswith(f"The token {access.parse_bearer(token)[0]} was revoked at")
 
 
 def test_serving_on_a_port_in_use_is_one_line_before_anything_starts(project: Path) -> None:
@@ -196,4 +196,60 @@ def test_serving_on_a_port_in_use_is_one_line_before_anything_starts(project: Pa
     assert result.output.strip() == (
         f"Error: Cannot listen on 127.0.0.1:{port} (Address already in use): choose another --port or --host, "
         "or stop what listens there"
+    )
+
+
+def test_writes_and_reads_arriving_together_all_succeed(project: Path, server: str) -> None:
+    """A server answers in threads: twelve deployments and twelve reads at once, none failed, none lost."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    made = tokens_for(project, "dep", "aud")
+    deploy = [("POST", "/api/v1/deployments", made["dep"], {"model": "churn", "version": "1", "app": f"a{i}",
+                                                              "env": "dev"}) for i in range(12)]  # fmt: skip
+    read = [("GET", "/api/v1/status", made["aud"], None), ("GET", "/api/v1/events?limit=3", made["aud"], None)] * 6
+    with ThreadPoolExecutor(max_workers=12) as pool:
+        answers = list(pool.map(lambda r: call(server, r[0], r[1], r[2], r[3]), deploy + read))
+    assert [status for status, _, _ in answers] == [201] * 12 + [200] * 12, [a[1] for a in answers if a[0] >= 300]
+    ledger = Ledger(project / "audit" / "ledger.duckdb")
+    assert len(ledger.read(types=["deployment.started"])) == 12 and ledger.verify().ok
+
+
+def test_the_edges_of_the_http_surface_are_problem_details(project: Path, server: str) -> None:
+    made = tokens_for(project, "aud", "dep", "con", "adm")
+    too_big = urllib.request.Request(server + "/api/v1/deployments", data=b"{" + b" " * (2 << 20) + b"}", method="POST")
+    too_big.add_header("Content-Type", "application/json")
+    try:
+        urllib.request.urlopen(too_big, timeout=30)
+        raise AssertionError("a 2 MiB body was accepted")
+    except urllib.error.HTTPError as error:
+        assert error.code == 413 and "larger than 1048576 bytes" in json.loads(error.read())["detail"]
+
+    status, problem, headers = call(server, "GET", "/api/v1/windows?ap=scoring", made["aud"])
+    assert status == 400 and "Unknown query parameter(s) ap: this operation takes app, model" in problem["detail"]
+    assert headers["cache-control"] == "no-store"
+    status, problem, headers = call(server, "GET", "/api/v1/nowhere", made["aud"])
+    assert status == 404 and headers["content-type"] == "application/problem+json"
+    assert call(server, "DELETE", "/api/v1/whoami", made["aud"])[0] == 405
+    epoch = {"model": "churn", "version": "1", "app": "scoring", "env": "dev", "at": "1764337000"}
+    status, problem, _ = call(server, "POST", "/api/v1/deployments", made["dep"], epoch)
+    assert status == 400 and "is not an ISO 8601 time" in problem["detail"]
+    status, problem, _ = call(server, "POST", "/api/v1/deployments", made["dep"], {"model": "churn"})
+    assert status == 422 and problem["detail"] == "Missing field(s): version, app"
+
+    status, problem, _ = call(server, "GET", "/api/v1/apps/scoring/production?env=dev", made["con"])
+    assert status == 404 and problem["detail"] == "Nothing is recorded for scoring/dev", "no other app is named"
+
+    run_cli("principals", "add", "nobody-now", "--role", "auditor", cwd=project)
+    roleless = tokens_for(project, "nobody-now")["nobody-now"]
+    run_cli("principals", "revoke", "nobody-now", "--role", "auditor", cwd=project)
+    assert call(server, "GET", "/api/v1/whoami", roleless)[1]["roles"] == {}
+    status, problem, _ = call(server, "DELETE", "/api/v1/principals/adm/roles/admin", made["adm"])
+    assert status == 409 and "adm is the last admin" in problem["detail"]
+
+    _, document, _ = call(server, "GET", "/api/v1/openapi.json")
+    assert document["components"]["securitySchemes"]["HTTPBearer"]["scheme"] == "bearer"
+    deploy = document["paths"]["/api/v1/deployments"]["post"]
+    assert (
+        deploy["security"] == [{"HTTPBearer": []}]
+        and "application/problem+json" in deploy["responses"]["403"]["content"]
     )

@@ -16,7 +16,7 @@ from typing import Any
 
 from govern import access, queries
 from govern.api.context import open_project, text_argument
-from govern.errors import GovernError, InvalidInput, NotFound
+from govern.errors import GovernError, InvalidInput, NotFound, StateConflict
 from govern.events import (
     PendingEvent,
     RecordedEvent,
@@ -94,7 +94,7 @@ def grant(
         _, rows = reader.query(ACTIVE_GRANT_SQL, {"principal": name, "role": role})
         if rows and tuple(rows[0][0]) == limited:
             held = f" for {', '.join(limited)}" if limited else ""
-            raise InvalidInput(f"{name} holds the role {role} already{held}")
+            raise StateConflict(f"{name} holds the role {role} already{held}")
         fact = RoleGranted(principal=name, role=role, apps=list(limited), reason=why)
         return [PendingEvent(fact, actor=project.actor, occurred_at=utc_now())]
 
@@ -115,6 +115,12 @@ def revoke(
         _, rows = reader.query(ACTIVE_GRANT_SQL, {"principal": name, "role": role})
         if not rows:
             raise NotFound(f"{name} does not hold the role {role}: `govern principals list` shows who holds what")
+        if role == "admin":
+            _, admins = reader.query("SELECT count(*) FROM role_grants WHERE role = 'admin' AND ended_at IS NULL")
+            if admins[0][0] == 1:
+                raise StateConflict(
+                    f"{name} is the last admin: grant admin to someone else first, or no one could manage access"
+                )
         return [PendingEvent(RoleRevoked(principal=name, role=role, reason=why), project.actor, utc_now())]
 
     return project.ledger.transact(decide)[0]
@@ -153,6 +159,11 @@ def issue_token(
 def revoke_token(token_id: str, reason: str = "", start: Path | None = None, actor: str | None = None) -> RecordedEvent:
     project = open_project(start, actor)
     why = text_argument(reason, "--reason") if reason else ""
+    bearer = access.parse_bearer(token_id)
+    if bearer is not None:  # the whole token pasted: its id is enough, and its secret is never echoed
+        token_id = bearer[0]
+    elif not access.TOKEN_ID.match(token_id):
+        raise InvalidInput("Give the token's 12-character id (govern tokens list shows them), or the token itself")
 
     def decide(reader: Reader) -> list[PendingEvent]:
         rows = queries.rows_as_dicts(reader, "SELECT * FROM access_tokens WHERE token_id = $id", {"id": token_id})
@@ -160,7 +171,7 @@ def revoke_token(token_id: str, reason: str = "", start: Path | None = None, act
         if found is None:
             raise NotFound(f"No token {token_id!r}: `govern tokens list` shows their ids")
         if found["revoked_at"] is not None:
-            raise InvalidInput(f"Token {token_id} was revoked already, at {format_timestamp(found['revoked_at'])}")
+            raise StateConflict(f"Token {token_id} was revoked already, at {format_timestamp(found['revoked_at'])}")
         fact = TokenRevoked(principal=found["principal"], token_id=token_id, reason=why)
         return [PendingEvent(fact, actor=project.actor, occurred_at=utc_now())]
 
@@ -169,6 +180,10 @@ def revoke_token(token_id: str, reason: str = "", start: Path | None = None, act
 
 def roles_at(ledger: LedgerStore, at: datetime | None = None) -> list[dict[str, Any]]:
     """Who held which role at `at` (now by default): the answer to "who could approve on date T"."""
+    from govern.timeparse import not_in_future
+
+    if at is not None:
+        not_in_future(at, "--at", "who holds a role later is not known yet")
     if not ledger.exists():
         return []
     return queries.rows_as_dicts(ledger, ROLES_AT_SQL, {"at": queries.naive_utc(at or utc_now())})
@@ -197,9 +212,13 @@ def authenticate(ledger: LedgerStore, bearer: str | None) -> access.Principal:
     rows = queries.rows_as_dicts(ledger, TOKEN_SQL, {"token_id": token_id})
     if not rows or not access.secret_matches(secret, rows[0]["secret_sha256"]):
         raise refused
-    row = rows[0]
+    row = rows[0]  # the secret matched: saying what is wrong with this token tells its holder only
     now = queries.naive_utc(utc_now())
-    if row["revoked_at"] is not None or (row["expires_at"] is not None and row["expires_at"] <= now):
-        raise refused
+    if row["revoked_at"] is not None:
+        raise Unauthenticated(f"The token {token_id} was revoked at {format_timestamp(row['revoked_at'])}")
+    if row["expires_at"] is not None and row["expires_at"] <= now:
+        raise Unauthenticated(
+            f"The token {token_id} expired at {format_timestamp(row['expires_at'])}: ask an admin for a new one"
+        )
     roles = {grant["role"]: tuple(grant["apps"]) for grant in row["roles"]}
     return access.Principal(row["principal"], roles, token_id)

@@ -88,6 +88,8 @@ def audit_log(
     start: Path | None = None,
 ) -> list[RecordedEvent]:
     """Events oldest first; with `limit`, the newest `limit` of them. An unknown `types` entry is refused."""
+    if since is not None:
+        not_in_future(since, "--since", "nothing is recorded yet")
     ledger = open_ledger(start)
     if types:
         _check_types(ledger, types)

@@ -20,7 +20,7 @@ from govern.adapters import git as git_adapter
 from govern.api.context import Project, open_project, text_argument
 from govern.api.mirror import after_write
 from govern.config import check_environment
-from govern.errors import GovernError, InvalidInput, NotFound, PolicyViolation
+from govern.errors import GovernError, InvalidInput, NotFound, PolicyViolation, StateConflict
 from govern.events import (
     DeploymentEnded,
     DeploymentStarted,
@@ -236,7 +236,7 @@ def deploy(
         if current.serving is not None:
             serving = current.serving
             if serving["model"] == model and serving["version"] == version:
-                raise InvalidInput(f"Version {version} of {model} already serves {app}/{env}")
+                raise StateConflict(f"Version {version} of {model} already serves {app}/{env}")
             events.append(_ended(project, serving, "replaced", moment))
         events.append(
             PendingEvent(
@@ -262,6 +262,7 @@ def retire(
     """Record that app/env stops being served by its model at `at`."""
     project = open_project(start, actor)
     _check_slot_names(app, env)
+    check_environment(project.config, env)
     at = _check_moment(at)
 
     def decide(reader: Reader) -> list[PendingEvent]:
@@ -351,7 +352,7 @@ def _moment_in(current: queries.Slot, at: datetime | None) -> datetime:
         now = utc_now()
         return latest.replace(tzinfo=UTC) if latest is not None and queries.naive_utc(now) < latest else now
     if latest is not None and queries.naive_utc(at) < latest:
-        raise InvalidInput(
+        raise StateConflict(
             f"--at {format_timestamp(at)} is earlier than the latest recorded event of {current.app}/{current.env} "
             f"({format_timestamp(latest)}): history is appended, not rewritten"
         )

@@ -6,16 +6,21 @@ the same use case as the CLI with the principal as actor, and answers with the s
 its HTTP status derived from the error's class.
 """
 
+import logging
 import re
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from datetime import datetime
+from http import HTTPStatus
 from pathlib import Path
 from typing import Annotated, Any
 
-from fastapi import Depends, FastAPI, Header, Query, Request
+from fastapi import Depends, FastAPI, Query, Request
+from fastapi import Path as PathParam
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
+from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from pydantic import BaseModel, ConfigDict, Field
+from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from govern import __version__, access
 from govern.errors import (
@@ -27,10 +32,12 @@ from govern.errors import (
     NotFound,
     PolicyViolation,
     QueryError,
+    StateConflict,
 )
 from govern.presentation import jsonable
 
 API = "/api/v1"
+log = logging.getLogger("govern.server")
 
 
 class Forbidden(GovernError):
@@ -39,6 +46,7 @@ class Forbidden(GovernError):
 
 # The HTTP status of each kind of failure; the first class in the error's MRO found here wins.
 STATUS: dict[type[GovernError], int] = {
+    StateConflict: 409,
     InvalidInput: 400,
     ConfigError: 400,
     QueryError: 400,
@@ -58,11 +66,74 @@ def status_of(error: GovernError) -> int:
     return next((STATUS[kind] for kind in type(error).__mro__ if kind in STATUS), 500)
 
 
-def problem(status: int, kind: str, title: str, detail: str, instance: str) -> JSONResponse:
-    body = {"type": f"urn:govern:problem:{kind}", "title": title, "status": status, "detail": detail}
-    body["instance"] = instance
+MAX_BODY = 1 << 20  # bytes: every request body is a small JSON object (CSV uploads will get their own limit)
+
+
+def problem(status: int, kind: str, detail: str, instance: str) -> JSONResponse:
+    body = {
+        "type": f"urn:govern:problem:{kind}",
+        "title": HTTPStatus(status).phrase,
+        "status": status,
+        "detail": detail,
+        "instance": instance,
+    }
     headers = {"WWW-Authenticate": 'Bearer realm="govern"'} if status == 401 else None
     return JSONResponse(body, status_code=status, media_type="application/problem+json", headers=headers)
+
+
+class Problem(BaseModel):
+    """RFC 9457 problem details: `detail` is the one-line message the CLI prints for the same failure."""
+
+    type: str
+    title: str
+    status: int
+    detail: str
+    instance: str
+
+
+PROBLEMS: dict[int | str, dict[str, Any]] = {
+    status: {"model": Problem, "content": {"application/problem+json": {}}, "description": HTTPStatus(status).phrase}
+    for status in (400, 401, 403, 404, 409, 413, 422, 503)
+}
+
+
+class BodyLimit:
+    """Refuse a body over MAX_BODY before reading it (Content-Length), or as soon as it passes (chunked)."""
+
+    def __init__(self, app: Any) -> None:
+        self.app = app
+
+    async def __call__(self, scope: dict, receive: Callable, send: Callable) -> None:
+        if scope["type"] != "http":
+            return await self.app(scope, receive, send)
+        headers = dict(scope.get("headers") or [])
+        length = headers.get(b"content-length")
+        if length is not None and (not length.isdigit() or int(length) > MAX_BODY):
+            return await _too_large(scope, send)
+        seen = 0
+
+        async def limited() -> dict:
+            nonlocal seen
+            message = await receive()
+            seen += len(message.get("body", b""))
+            if seen > MAX_BODY:
+                raise _TooLarge
+            return message
+
+        try:
+            await self.app(scope, limited, send)
+        except _TooLarge:
+            await _too_large(scope, send)
+
+
+class _TooLarge(Exception):
+    pass
+
+
+async def _too_large(scope: dict, send: Callable) -> None:
+    detail = f"The request body is larger than {MAX_BODY} bytes: send a smaller one"
+    response = problem(413, "too-large", detail, scope.get("path", ""))
+    await response({"type": "http"}, None, send)  # type: ignore[arg-type]
 
 
 def _kebab(name: str) -> str:
@@ -80,13 +151,13 @@ class DeploymentRequest(Strict):
     version: str = Field(min_length=1, max_length=50)
     app: str = Field(min_length=1, max_length=200)
     env: str = Field(default="production", min_length=1, max_length=200)
-    at: datetime | None = None
+    at: str | None = Field(default=None, max_length=64, description="ISO 8601 with Z or an offset; default now")
 
 
 class RetirementRequest(Strict):
     app: str = Field(min_length=1, max_length=200)
     env: str = Field(default="production", min_length=1, max_length=200)
-    at: datetime | None = None
+    at: str | None = Field(default=None, max_length=64, description="ISO 8601 with Z or an offset; default now")
 
 
 class GrantRequest(Strict):
@@ -105,52 +176,80 @@ class RevocationRequest(Strict):
     reason: str = Field(default="", max_length=2000)
 
 
-def create_app(root: Path) -> FastAPI:
-    """The API of the governed project at `root`, against its configured ledger."""
+def create_app(root: Path) -> Any:
+    """The API of the governed project at `root`, against its configured ledger: an ASGI application (FastAPI's,
+    behind the body-size limit)."""
     from govern.api import access as access_api
     from govern.api import audit as audit_api
     from govern.api import integrity, lifecycle
     from govern.api import status as status_api
 
     root = root.resolve()
+
+    def no_unknown_query(request: Request) -> None:
+        """A misspelt query parameter (`?ap=scoring`) is refused, not ignored: it would answer another question."""
+        route = request.scope.get("route")
+        if route is None or not hasattr(route, "dependant"):
+            return
+        known = _query_names(route.dependant)
+        unknown = sorted(set(request.query_params) - known)
+        if unknown:
+            takes = ", ".join(sorted(known)) or "none"
+            raise InvalidInput(f"Unknown query parameter(s) {', '.join(unknown)}: this operation takes {takes}")
+
     app = FastAPI(
         title="govern",
         version=__version__,
         summary="Model governance: lineage, promotions, production windows, audit",
         openapi_url=f"{API}/openapi.json",
-        docs_url=f"{API}/docs",
+        docs_url=None,  # Swagger UI loads from a CDN; the OpenAPI document is served, and works offline
         redoc_url=None,
+        responses=PROBLEMS,
+        dependencies=[Depends(no_unknown_query)],
     )
+    bearer_scheme = HTTPBearer(auto_error=False, description="A token from `govern tokens create NAME`")
+
+    @app.middleware("http")
+    async def no_store(request: Request, call_next: Callable) -> Any:
+        response = await call_next(request)
+        response.headers["Cache-Control"] = "no-store"  # answers carry tokens and audit data
+        return response
 
     def ledger() -> Any:
         return audit_api.open_ledger(root)
 
     @app.exception_handler(GovernError)
     async def governed(request: Request, error: GovernError) -> JSONResponse:
-        status = status_of(error)
-        title = (type(error).__doc__ or type(error).__name__).strip().splitlines()[0]
-        return problem(status, _kebab(type(error).__name__), title, str(error), request.url.path)
+        return problem(status_of(error), _kebab(type(error).__name__), str(error), request.url.path)
+
+    @app.exception_handler(StarletteHTTPException)
+    async def http_error(request: Request, error: StarletteHTTPException) -> JSONResponse:
+        detail = str(error.detail)
+        if error.status_code == 404:
+            detail = f"No operation at {request.url.path}: the API is described at {API}/openapi.json"
+        elif error.status_code == 405:
+            detail = f"{request.method} is not an operation of {request.url.path}: see {API}/openapi.json"
+        kind = HTTPStatus(error.status_code).name.lower().replace("_", "-")
+        return problem(error.status_code, kind, detail, request.url.path)
 
     @app.exception_handler(Exception)
     async def unexpected(request: Request, error: Exception) -> JSONResponse:
         message = " ".join(str(error).split()) or type(error).__name__
         detail = f"unexpected {type(error).__name__}: {message} (the server's log has the traceback)"
-        return problem(500, "unexpected", "The server failed", detail, request.url.path)
+        return problem(500, "unexpected", detail, request.url.path)
 
     @app.exception_handler(RequestValidationError)
     async def malformed(request: Request, error: RequestValidationError) -> JSONResponse:
-        first = error.errors()[0] if error.errors() else {}
-        where = ".".join(str(part) for part in first.get("loc", ()))
-        detail = f"{where}: {first.get('msg', 'invalid')}" if where else str(first.get("msg", "invalid request"))
-        return problem(422, "invalid-request", "The request is not valid", detail, request.url.path)
+        return problem(422, "invalid-request", _validation_detail(error.errors()), request.url.path)
 
     def authorised(operation: str) -> Callable[..., access.Principal]:
         if operation not in access.POLICY:  # a route without a policy row could never be called: fail at startup
             raise RuntimeError(f"operation {operation!r} has no row in access.POLICY")
 
-        def check(authorization: Annotated[str | None, Header()] = None) -> access.Principal:
-            bearer = authorization[7:] if authorization and authorization[:7].lower() == "bearer " else None
-            principal = access_api.authenticate(ledger(), bearer)
+        def check(
+            credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(bearer_scheme)] = None,
+        ) -> access.Principal:
+            principal = access_api.authenticate(ledger(), credentials.credentials if credentials else None)
             if not access.allowed(principal, operation):
                 roles = ", ".join(sorted(principal.roles)) or "no role"
                 raise Forbidden(f"{principal.name} ({roles}) may not call {operation}")
@@ -158,9 +257,11 @@ def create_app(root: Path) -> FastAPI:
 
         return check
 
-    def scoped(principal: access.Principal, operation: str, app_name: str) -> None:
+    def scoped(principal: access.Principal, operation: str, app_name: str) -> bool:
+        """Check a consumer's app; True where the principal is limited to its apps (answers name no others)."""
         if not access.allowed(principal, operation, app_name):
             raise Forbidden(f"{principal.name} may not see app {app_name!r}: a consumer sees its own apps only")
+        return not any(role != "consumer" for role in principal.roles)
 
     @app.get("/health", include_in_schema=False)
     def health() -> dict[str, str]:
@@ -172,8 +273,9 @@ def create_app(root: Path) -> FastAPI:
             store = ledger()
             head = store.head() if store.exists() else None
         except GovernError as error:
-            return problem(503, "not-ready", "The ledger cannot be read", str(error), "/ready")
-        return JSONResponse({"status": "ready", "ledger": store.location, "head_seq": head[0] if head else None})
+            log.error("govern serve: not ready: %s", error)  # the detail is the operator's, not the caller's
+            return problem(503, "not-ready", "The ledger cannot be read: the server's log says why", "/ready")
+        return JSONResponse({"status": "ready", "head_seq": head[0] if head else None})
 
     @app.get(f"{API}/whoami", operation_id="whoami")
     def whoami(principal: Annotated[access.Principal, Depends(authorised("whoami"))]) -> dict[str, Any]:
@@ -183,17 +285,22 @@ def create_app(root: Path) -> FastAPI:
     def status(principal: Annotated[access.Principal, Depends(authorised("status"))]) -> Any:
         return jsonable(status_api.status(root))
 
-    @app.get(f"{API}/apps/{{app_name}}/production", operation_id="production")
+    @app.get(f"{API}/apps/{{app}}/production", operation_id="production")
     def production(
-        app_name: str,
+        app_name: Annotated[str, PathParam(alias="app")],
         principal: Annotated[access.Principal, Depends(authorised("production"))],
         env: str = "production",
-        at: Annotated[datetime | None, Query(description="ISO 8601 with a zone; default now")] = None,
+        at: Annotated[str | None, Query(description="ISO 8601 with Z or an offset; default now")] = None,
     ) -> Any:
-        scoped(principal, "production", app_name)
+        limited = scoped(principal, "production", app_name)
         from govern.events import utc_now
 
-        return jsonable(audit_api.production_answer(app_name, env, _aware(at) or utc_now(), root))
+        try:
+            return jsonable(audit_api.production_answer(app_name, env, _instant(at, "at") or utc_now(), root))
+        except NotFound:
+            if not limited:
+                raise
+            raise NotFound(f"Nothing is recorded for {app_name}/{env}") from None  # no other apps' names
 
     @app.get(f"{API}/windows", operation_id="windows")
     def windows(
@@ -207,10 +314,10 @@ def create_app(root: Path) -> FastAPI:
     def events(
         principal: Annotated[access.Principal, Depends(authorised("events"))],
         event_type: Annotated[list[str] | None, Query(alias="type")] = None,
-        since: datetime | None = None,
+        since: Annotated[str | None, Query(description="ISO 8601 with Z or an offset")] = None,
         limit: Annotated[int | None, Query(ge=0, le=100_000)] = 1000,
     ) -> Any:
-        found = audit_api.audit_log(types=event_type or (), since=_aware(since), limit=limit, start=root)
+        found = audit_api.audit_log(types=event_type or (), since=_instant(since, "since"), limit=limit, start=root)
         return jsonable([event.to_dict() for event in found])
 
     @app.get(f"{API}/verify", operation_id="verify")
@@ -220,20 +327,27 @@ def create_app(root: Path) -> FastAPI:
     @app.post(f"{API}/deployments", operation_id="deploy", status_code=201)
     def deploy(body: DeploymentRequest, principal: Annotated[access.Principal, Depends(authorised("deploy"))]) -> Any:
         outcome = lifecycle.deploy(
-            body.model, body.version, app=body.app, env=body.env, at=_aware(body.at), start=root, actor=principal.actor
+            body.model,
+            body.version,
+            app=body.app,
+            env=body.env,
+            at=_instant(body.at, "at"),
+            start=root,
+            actor=principal.actor,
         )
         return jsonable(outcome.to_dict())
 
     @app.post(f"{API}/retirements", operation_id="retire", status_code=201)
     def retire(body: RetirementRequest, principal: Annotated[access.Principal, Depends(authorised("retire"))]) -> Any:
-        outcome = lifecycle.retire(app=body.app, env=body.env, at=_aware(body.at), start=root, actor=principal.actor)
+        at = _instant(body.at, "at")
+        outcome = lifecycle.retire(app=body.app, env=body.env, at=at, start=root, actor=principal.actor)
         return jsonable(outcome.to_dict())
 
     @app.get(f"{API}/principals", operation_id="principals")
     def principals(
-        principal: Annotated[access.Principal, Depends(authorised("principals"))], at: datetime | None = None
+        principal: Annotated[access.Principal, Depends(authorised("principals"))], at: str | None = None
     ) -> Any:
-        return jsonable(access_api.roles_at(ledger(), _aware(at)))
+        return jsonable(access_api.roles_at(ledger(), _instant(at, "at")))
 
     @app.post(f"{API}/principals", operation_id="grant", status_code=201)
     def grant(body: GrantRequest, principal: Annotated[access.Principal, Depends(authorised("grant"))]) -> Any:
@@ -250,7 +364,10 @@ def create_app(root: Path) -> FastAPI:
         return jsonable(access_api.revoke(name, role, reason, root, principal.actor).to_dict())
 
     @app.get(f"{API}/tokens", operation_id="tokens")
-    def tokens(principal: Annotated[access.Principal, Depends(authorised("tokens"))], of: str | None = None) -> Any:
+    def tokens(
+        principal: Annotated[access.Principal, Depends(authorised("tokens"))],
+        of: Annotated[str | None, Query(alias="principal")] = None,
+    ) -> Any:
         return jsonable(access_api.tokens(ledger(), of))
 
     @app.post(f"{API}/principals/{{name}}/tokens", operation_id="issue_token", status_code=201)
@@ -268,17 +385,45 @@ def create_app(root: Path) -> FastAPI:
     ) -> Any:
         return jsonable(access_api.revoke_token(token_id, reason, root, principal.actor).to_dict())
 
-    return app
+    return BodyLimit(app)
 
 
-def _aware(moment: datetime | None) -> datetime | None:
-    """Times over HTTP carry a zone, as on the command line: a naive one is refused."""
-    if moment is not None and moment.tzinfo is None:
-        raise InvalidInput(f"{moment.isoformat()} has no time zone; add Z for UTC or an offset such as +01:00")
-    return moment
+def _query_names(dependant: Any) -> set[str]:
+    """The query parameters a route declares, its dependencies' included."""
+    names = {param.alias for param in dependant.query_params}
+    for sub in dependant.dependencies:
+        names |= _query_names(sub)
+    return names
 
 
-def from_environment() -> FastAPI:
+def _instant(text: str | None, name: str) -> datetime | None:
+    """Times over HTTP are read as on the command line: ISO 8601 with Z or an offset, nothing else."""
+    from govern.timeparse import parse_instant
+
+    return parse_instant(text, name) if text is not None else None
+
+
+def _validation_detail(errors: Sequence[Any]) -> str:
+    """pydantic's findings as one line a client can act on."""
+    if not errors:
+        return "The request is not valid"
+    kinds = {error.get("type") for error in errors}
+    if "json_invalid" in kinds:
+        return "The body is not valid JSON: send one JSON object with Content-Type: application/json"
+    if kinds & {"model_attributes_type", "dict_type"}:
+        return "The body must be a JSON object, sent with Content-Type: application/json"
+    missing = [str(error["loc"][-1]) for error in errors if error.get("type") == "missing"]
+    if missing:
+        return f"Missing field(s): {', '.join(missing)}"
+    unknown = [str(error["loc"][-1]) for error in errors if error.get("type") == "extra_forbidden"]
+    if unknown:
+        return f"Unknown field(s): {', '.join(unknown)}: see {API}/openapi.json"
+    first = errors[0]
+    where = ".".join(str(part) for part in first.get("loc", ()) if part != "body")
+    return f"{where}: {first.get('msg', 'invalid')}" if where else str(first.get("msg", "invalid"))
+
+
+def from_environment() -> Any:
     """The factory uvicorn's workers call: the project `govern serve` was started in (GOVERN_PROJECT)."""
     import os
 
