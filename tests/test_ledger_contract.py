@@ -189,58 +189,54 @@ class LedgerContract:
         with pytest.raises(LedgerError, match="migrated by another build of govern"):
             self.reopen(ledger, tmp_path).read()
 
-    def test_concurrent_writers_never_fork_the_chain(self, ledger: LedgerStore, tmp_path: Path) -> None:
-        ledger.append([snapshot_event(0)])
+    def in_threads(self, ledger: LedgerStore, tmp_path: Path, workers: range, work) -> list[BaseException]:  # noqa: ANN001
+        """Run `work(store, worker)` in one thread per worker, each on its own store; the errors they met."""
         errors: list[BaseException] = []
 
-        def write(worker: int) -> None:
+        def run(worker: int) -> None:
             store = self.reopen(ledger, tmp_path)
             try:
-                for i in range(10):
-                    store.append([snapshot_event(1000 * worker + i)])
-            except BaseException as error:  # noqa: BLE001 - reported below
+                work(store, worker)
+            except BaseException as error:  # noqa: BLE001 - reported to the test
                 errors.append(error)
             finally:
                 store.close()
 
-        threads = [threading.Thread(target=write, args=(w,)) for w in range(1, 5)]
+        threads = [threading.Thread(target=run, args=(w,)) for w in workers]
         for thread in threads:
             thread.start()
         for thread in threads:
             thread.join()
-        assert errors == []
+        return errors
+
+    def test_concurrent_writers_never_fork_the_chain(self, ledger: LedgerStore, tmp_path: Path) -> None:
+        ledger.append([snapshot_event(0)])
+
+        def write(store: LedgerStore, worker: int) -> None:
+            for i in range(10):
+                store.append([snapshot_event(1000 * worker + i)])
+
+        assert self.in_threads(ledger, tmp_path, range(1, 5), write) == []
         result = ledger.verify()
         assert result.ok and result.count == 41
 
     def test_threads_reading_auditing_and_writing_at_once_all_succeed(
         self, ledger: LedgerStore, tmp_path: Path
     ) -> None:
-        """A server answers in threads: reads, sandboxed audit SQL, backups and writes overlap on one file."""
+        """A server answers in threads: reads, sandboxed audit SQL and writes overlap on one ledger."""
         ledger.append([snapshot_event(0)])
-        errors: list[BaseException] = []
 
-        def work(worker: int) -> None:
-            store = self.reopen(ledger, tmp_path)
-            try:
-                for i in range(8):
-                    if worker % 3 == 0:
-                        store.append([snapshot_event(1000 * worker + i)])
-                    elif worker % 3 == 1:
-                        store.query("SELECT count(*) FROM datasets")
-                        store.head()
-                    else:
-                        store.audit_query("SELECT count(*) FROM events")
-            except BaseException as error:  # noqa: BLE001 - reported below
-                errors.append(error)
-            finally:
-                store.close()
+        def work(store: LedgerStore, worker: int) -> None:
+            for i in range(8):
+                if worker % 3 == 0:
+                    store.append([snapshot_event(1000 * worker + i)])
+                elif worker % 3 == 1:
+                    store.query("SELECT count(*) FROM datasets")
+                    store.head()
+                else:
+                    store.audit_query("SELECT count(*) FROM events")
 
-        threads = [threading.Thread(target=work, args=(w,)) for w in range(9)]
-        for thread in threads:
-            thread.start()
-        for thread in threads:
-            thread.join()
-        assert errors == []
+        assert self.in_threads(ledger, tmp_path, range(9), work) == []
         assert ledger.verify().ok and ledger.head()[0] == 1 + 3 * 8
 
     def test_a_copy_to_the_other_backend_and_back_verifies_byte_for_byte(
