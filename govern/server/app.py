@@ -172,10 +172,6 @@ class TokenRequest(Strict):
     description: str = Field(default="", max_length=2000)
 
 
-class RevocationRequest(Strict):
-    reason: str = Field(default="", max_length=2000)
-
-
 def create_app(root: Path) -> Any:
     """The API of the governed project at `root`, against its configured ledger: an ASGI application (FastAPI's,
     behind the body-size limit)."""
