@@ -13,6 +13,7 @@ import hashlib
 import hmac
 import re
 import secrets
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
@@ -39,6 +40,12 @@ POLICY: dict[str, frozenset[str]] = {
     "windows": _READERS,
     "events": frozenset({"auditor", "admin"}),
     "verify": frozenset({"auditor", "admin"}),
+    "requests": _READERS,
+    "request_promotion": frozenset({"scientist"}),
+    "approve": frozenset({"approver"}),
+    "reject": frozenset({"approver", "scientist"}),  # a scientist: withdrawing its own request only
+    "promote": frozenset({"approver"}),  # directly, where `registry.require_approval` is off
+    "deprecate": frozenset({"approver"}),
     "deploy": frozenset({"deployer"}),
     "retire": frozenset({"deployer"}),
     "principals": frozenset({"auditor", "admin"}),
@@ -47,6 +54,8 @@ POLICY: dict[str, frozenset[str]] = {
     "tokens": frozenset({"auditor", "admin"}),
     "issue_token": frozenset({"admin"}),
     "revoke_token": frozenset({"admin"}),
+    "link_identity": frozenset({"admin"}),
+    "identities": frozenset({"auditor", "admin"}),
 }
 APP_SCOPED = frozenset({"production"})
 
@@ -96,6 +105,44 @@ class Principal:
     def may_use(self, app: str) -> bool:
         """A consumer is limited to its apps; every other role that may read apps reads all of them."""
         return any(role != "consumer" for role in self.roles) or app in self.roles.get("consumer", ())
+
+
+TOKEN_ACTOR = re.compile(r"^([a-z0-9][a-z0-9._-]{0,62}) \(token [0-9a-f]{12}\)$")
+GIT_IDENTITY = re.compile(r"^\s*(.*?)\s*<([^>]*)>\s*$")
+
+
+def identity_keys(actor: str, links: Mapping[str, Sequence[str]]) -> set[str]:
+    """Every name of the person behind an actor: a principal (as the server records it, `NAME (token ID)`), a git
+    or CI identity's name and email, and across `links` (principal -> linked identities) both ways."""
+
+    def parts(identity: str) -> set[str]:
+        found = GIT_IDENTITY.match(identity)
+        names = [("name", found.group(1)), ("email", found.group(2))] if found else [("name", identity)]
+        return {f"{kind}:{value.strip().lower()}" for kind, value in names if value.strip()}
+
+    principal = TOKEN_ACTOR.match(actor.strip())
+    keys = {f"principal:{principal.group(1)}"} if principal else parts(actor)
+    for name, identities in links.items():
+        linked = set().union(*(parts(identity) for identity in identities)) if identities else set()
+        if f"principal:{name}" in keys or keys & linked:
+            keys |= {f"principal:{name}"} | linked
+    return keys
+
+
+def same_person(one: str | None, other: str | None, links: Mapping[str, Sequence[str]]) -> bool:
+    """Do two actors name one person? `Name <email>`, a bare name or email, or a principal, through `links`."""
+    if not one or not other:
+        return False
+    return bool(identity_keys(one, links) & identity_keys(other, links))
+
+
+def check_identity(identity: str) -> str:
+    if not GIT_IDENTITY.match(identity or "") or "\n" in identity:
+        raise InvalidInput(
+            f"{identity!r} is not a git identity: give it as git records it, 'Name <email>' "
+            "(git log --format='%an <%ae>')"
+        )
+    return identity.strip()
 
 
 @dataclass(frozen=True)

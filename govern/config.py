@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from govern import equivalence
+from govern import gates as gates_module
 from govern.errors import ConfigError, InvalidInput, NotAGitRepository
 
 DEFAULT_LEDGER = "audit/ledger.duckdb"
@@ -51,6 +52,8 @@ class Config:
     auto_anchor: bool = False
     comparison: equivalence.Rules = field(default_factory=equivalence.Rules)
     registry_mirror: str = "background"  # or "inline": promote/deprecate wait for MLflow's aliases
+    gates: dict[str, tuple[gates_module.Gate, ...]] = field(default_factory=dict)  # stage -> what it demands
+    require_approval: bool = False  # promotions only through an approved request (`govern promote` refused)
 
     @property
     def tracking_uri_is_default(self) -> bool:
@@ -124,7 +127,7 @@ def load(root: Path, environ: Mapping[str, str] | None = None) -> Config:
     deploy = _table(settings, "deploy", source)
     selection = _table(settings, "selection", source)
     for table, known, where in (
-        (registry, {"stages", "four_eyes", "gto_tags"}, "registry"),
+        (registry, {"stages", "four_eyes", "gto_tags", "gates", "require_approval"}, "registry"),
         (deploy, {"require_stage", "environments"}, "deploy"),
         (selection, {"metric", "direction"}, "selection"),
     ):
@@ -171,6 +174,8 @@ def load(root: Path, environ: Mapping[str, str] | None = None) -> Config:
         source=source,
         stages=tuple(stages),
         four_eyes=_bool(registry, "four_eyes", False, source),
+        gates=gates_module.parse_table(registry.get("gates", {}), tuple(stages), source),
+        require_approval=_bool(registry, "require_approval", False, source),
         gto_tags=_bool(registry, "gto_tags", True, source),
         env_stages=dict(env_stages),
         environments=tuple(environments),

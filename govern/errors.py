@@ -85,6 +85,14 @@ class PolicyViolation(GovernError):
     """The action is refused by the project's governance policy."""
 
 
+class Forbidden(GovernError):
+    """The acting principal's roles do not allow this operation (403 over HTTP)."""
+
+
+class FourEyesViolation(PolicyViolation):
+    """The approver is the person who asked for the promotion or who trained the version (403 over HTTP)."""
+
+
 class InvalidInput(GovernError):
     """An argument or option has an invalid value."""
 

@@ -189,6 +189,7 @@ class ModelPromoted(Fact):
     forced: bool
     gto_tag: str | None = None
     origin: str | None = None  # None: `govern promote`; "gto-tag": imported by `govern sync`
+    request_seq: int | None = None  # the approved `model.promotion_requested` it carries out (issue 14)
 
     @property
     def subject(self) -> str:
@@ -445,6 +446,74 @@ class TokenRevoked(Fact):
         return f"principal:{self.principal}"
 
 
+@dataclass(frozen=True)
+class IdentityLinked(Fact):
+    """A git or CI identity (`Name <email>`) is this principal's: work it did outside the server (a training run
+    in a checkout) counts as the principal's when the four-eyes rule compares who trained and who approves."""
+
+    type: ClassVar[str] = "access.identity_linked"
+
+    principal: str
+    identity: str
+    reason: str = ""
+
+    @property
+    def subject(self) -> str:
+        return f"principal:{self.principal}"
+
+
+@dataclass(frozen=True)
+class PromotionRequested(Fact):
+    """Someone asked for a model version to be moved to a stage, for a reason; an approver decides."""
+
+    type: ClassVar[str] = "model.promotion_requested"
+
+    model: str
+    version: str
+    to_stage: str
+    reason: str
+    evidence: dict[str, Any] = field(default_factory=dict)  # the gates' findings when it was asked
+
+    @property
+    def subject(self) -> str:
+        return f"model:{self.model}@{self.version}"
+
+
+@dataclass(frozen=True)
+class PromotionApproved(Fact):
+    """An approver who neither asked nor trained approved a request; the promotion follows in the same write."""
+
+    type: ClassVar[str] = "model.promotion_approved"
+
+    request_seq: int
+    model: str
+    version: str
+    to_stage: str
+    reason: str
+    gates: list[dict[str, Any]] = field(default_factory=list)  # each declared gate and what it found
+
+    @property
+    def subject(self) -> str:
+        return f"model:{self.model}@{self.version}"
+
+
+@dataclass(frozen=True)
+class PromotionRejected(Fact):
+    """An approver (or the requester, withdrawing it) refused a request: the version keeps its stage."""
+
+    type: ClassVar[str] = "model.promotion_rejected"
+
+    request_seq: int
+    model: str
+    version: str
+    to_stage: str
+    reason: str
+
+    @property
+    def subject(self) -> str:
+        return f"model:{self.model}@{self.version}"
+
+
 FACT_TYPES: dict[str, type[Fact]] = {
     cls.type: cls
     for cls in (
@@ -467,6 +536,10 @@ FACT_TYPES: dict[str, type[Fact]] = {
         RoleRevoked,
         TokenIssued,
         TokenRevoked,
+        IdentityLinked,
+        PromotionRequested,
+        PromotionApproved,
+        PromotionRejected,
     )
 }
 

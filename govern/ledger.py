@@ -577,6 +577,38 @@ def m008_access(con: duckdb.DuckDBPyConnection) -> None:
     )
 
 
+@migration
+def m009_promotion_requests(con: duckdb.DuckDBPyConnection) -> None:
+    """Promotion requests with their decision (pending until one is recorded), and the git identities linked to
+    principals: the approval queue and the four-eyes rule are queries."""
+    con.execute(
+        """
+        CREATE VIEW promotion_requests AS
+        SELECT r.seq AS request_seq, r.occurred_at AS requested_at, r.actor AS requested_by,
+               r.payload->>'$.model' AS model, r.payload->>'$.version' AS version,
+               r.payload->>'$.to_stage' AS to_stage, r.payload->>'$.reason' AS reason,
+               r.payload->'$.evidence' AS evidence,
+               CASE d.type WHEN 'model.promotion_approved' THEN 'approved'
+                           WHEN 'model.promotion_rejected' THEN 'rejected' ELSE 'pending' END AS state,
+               d.seq AS decision_seq, d.occurred_at AS decided_at, d.actor AS decided_by,
+               d.payload->>'$.reason' AS decision_reason, d.payload->'$.gates' AS gates
+        FROM events AS r
+        LEFT JOIN events AS d
+            ON d.type IN ('model.promotion_approved', 'model.promotion_rejected')
+           AND (d.payload->>'$.request_seq')::BIGINT = r.seq
+        WHERE r.type = 'model.promotion_requested'
+        """
+    )
+    con.execute(
+        """
+        CREATE VIEW principal_identities AS
+        SELECT seq, occurred_at AS linked_at, actor AS linked_by, payload->>'$.principal' AS principal,
+               payload->>'$.identity' AS identity, payload->>'$.reason' AS reason
+        FROM events WHERE type = 'access.identity_linked'
+        """
+    )
+
+
 # The upcasters `upcasts` was last filled for. A new schema version of a fact (a new key in events.UPCASTERS)
 # comes with a migration that empties `upcasts` and calls upcast_stored(con, 1), and adds its key here;
 # tests/test_schema_evolution.py fails until both exist.

@@ -209,6 +209,45 @@ def snapshot_event(i: int, source: str = "the source system", actor: str = "Zoë
     )
 
 
+def trained_version(
+    ledger_path: Path, model: str, version: str, trained_by: str, metrics: dict | None = None, commit: str = "c0ffee"
+) -> str:
+    """A training and its registered version, appended as facts (no DVC run, no MLflow): for tests of what
+    happens to versions after training. Returns the training's event id."""
+    from govern.events import ModelRegistered, TrainingCompleted
+    from govern.ledger import Ledger
+
+    training = TrainingCompleted(
+        git={"commit": commit, "branch": "main", "dirty_paths": []},
+        dvc_lock_sha256="0" * 64,
+        targets=[],
+        stages=[],
+        params={},
+        metrics=metrics or {},
+        outputs=[],
+        datasets=[],
+        models=[],
+        environment={},
+        duration_s=1.0,
+        run_cache_hit=False,
+    )
+    ledger = Ledger(ledger_path)
+    [recorded] = ledger.append([PendingEvent(training, actor=trained_by, occurred_at=utc_now(), git_commit=commit)])
+    registered = ModelRegistered(
+        model,
+        version,
+        "model.pkl",
+        None,
+        f"{version:0>64}",
+        recorded.event_id,
+        "run",
+        "sqlite:///x",
+        f"models:/{model}/1",
+    )
+    ledger.append([PendingEvent(registered, actor=trained_by, occurred_at=utc_now(), git_commit=commit)])
+    return recorded.event_id
+
+
 def tracking_uri(project: Path) -> str:
     return f"sqlite:///{project / 'mlflow.db'}"
 

@@ -13,10 +13,9 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from conftest import commit_all, git, run_cli, wait_for
+from conftest import commit_all, git, run_cli, trained_version, wait_for
 
 from govern import access
-from govern.events import ModelRegistered, PendingEvent, utc_now
 from govern.ledger import Ledger
 
 pytestmark = pytest.mark.slow  # a uvicorn process per test: the full suite, not the edit loop
@@ -45,17 +44,24 @@ def call(base: str, method: str, path: str, token: str | None = None, body: Any 
         return error.code, json.loads(error.read() or b"null"), dict(error.headers)
 
 
+TRAINER = "Tess Trainer <tess@example.com>"
+
+
 @pytest.fixture
 def project(tmp_path: Path) -> Path:
-    """A governed project whose `dev` environment needs no stage, with one registered version and a principal
-    for every role (a consumer of `scoring` only), each with a token."""
+    """A governed project whose `dev` environment needs no stage, with versions 1 to 3 of `churn` trained by
+    Tess, and a principal for every role (a consumer of `scoring` only). MLflow is unreachable: the aliases of
+    promotions are mirrored later (in the background, the default)."""
     root = tmp_path / "project"
     root.mkdir()
     git(root, "init", "-q", "-b", "main")
-    (root / "govern.toml").write_text('[deploy]\nenvironments = ["dev"]\nrequire_stage = {}\n')
+    (root / "govern.toml").write_text(
+        '[deploy]\nenvironments = ["dev"]\nrequire_stage = {}\n'
+        '[registry]\ngto_tags = false\n[mlflow]\ntracking_uri = "sqlite:////nonexistent/mlflow.db"\n'
+    )
     commit_all(root, "start")
-    fact = ModelRegistered("churn", "1", "model.pkl", None, "ab" * 32, "t-1", "run", "sqlite:///x", "models:/churn/1")
-    Ledger(root / "audit" / "ledger.duckdb").append([PendingEvent(fact, actor="trainer", occurred_at=utc_now())])
+    for version in ("1", "2", "3"):
+        trained_version(root / "audit" / "ledger.duckdb", "churn", version, TRAINER, {"validation.f1": 0.9})
     for name, role in ROLE_OF.items():
         apps = ["--app", "scoring"] if role == "consumer" else []
         assert run_cli("principals", "add", name, "--role", role, *apps, cwd=root).exit_code == 0
@@ -79,7 +85,10 @@ def server(project: Path, isolated_env: dict[str, str]) -> Iterator[str]:
         port = probe.getsockname()[1]
     log = (project.parent / "server.log").open("wb")
     process = subprocess.Popen(
-        [sys.executable, "-m", "govern", "serve", "--port", str(port)], cwd=project, env=isolated_env, stderr=log
+        [sys.executable, "-m", "govern", "serve", "--port", str(port)],
+        cwd=project,
+        env={**isolated_env, "GOVERN_REGISTRY_MIRROR": "background"},
+        stderr=log,
     )
     base = f"http://127.0.0.1:{port}"
 
@@ -102,6 +111,20 @@ def server(project: Path, isolated_env: dict[str, str]) -> Iterator[str]:
 EXAMPLES: dict[str, tuple[str, str, Any]] = {
     "whoami": ("GET", "/api/v1/whoami", None),
     "status": ("GET", "/api/v1/status", None),
+    "requests": ("GET", "/api/v1/promotion-requests?state=all", None),
+    "request_promotion": (
+        "POST",
+        "/api/v1/promotion-requests",
+        {"model": "churn", "version": "1", "to_stage": "staging", "reason": "ready"},
+    ),
+    "approve": ("POST", "/api/v1/promotion-requests/{pending}/approval", {"reason": "reviewed"}),
+    "reject": ("POST", "/api/v1/promotion-requests/{pending}/rejection", {"reason": "not yet"}),
+    "promote": (
+        "POST",
+        "/api/v1/promotions",
+        {"model": "churn", "version": "1", "to_stage": "production", "reason": "approved in the board meeting"},
+    ),  # fmt: skip
+    "deprecate": ("POST", "/api/v1/models/churn/versions/3/deprecation", {"reason": "trained on a bad cut"}),
     "deploy": ("POST", "/api/v1/deployments", {"model": "churn", "version": "1", "app": "scoring", "env": "dev"}),
     "production": ("GET", "/api/v1/apps/scoring/production?env=dev", None),
     "windows": ("GET", "/api/v1/windows", None),
@@ -111,10 +134,23 @@ EXAMPLES: dict[str, tuple[str, str, Any]] = {
     "principals": ("GET", "/api/v1/principals", None),
     "grant": ("POST", "/api/v1/principals", {"principal": "newcomer", "role": "scientist"}),
     "revoke": ("DELETE", "/api/v1/principals/spare/roles/auditor?reason=left", None),
+    "link_identity": ("POST", "/api/v1/principals/sci/identities", {"identity": "Sci Entist <sci@example.com>"}),
+    "identities": ("GET", "/api/v1/identities", None),
     "tokens": ("GET", "/api/v1/tokens", None),
     "issue_token": ("POST", "/api/v1/principals/newcomer/tokens", {"expires": "1d"}),
     "revoke_token": ("DELETE", "/api/v1/tokens/{spare_token}", None),
 }
+
+
+def pending_request(server: str, scientist: str) -> int:
+    """The number of a pending request the scientist asked for (version 2 to staging), asked now if none is."""
+    _, pending, _ = call(server, "GET", "/api/v1/promotion-requests?model=churn", scientist)
+    if pending:
+        return pending[0]["request_seq"]
+    body = {"model": "churn", "version": "2", "to_stage": "staging", "reason": "a candidate"}
+    status, answer, _ = call(server, "POST", "/api/v1/promotion-requests", scientist, body)
+    assert status == 201, answer
+    return answer["request"]
 
 
 def test_every_operation_answers_exactly_as_the_role_table_says(project: Path, server: str) -> None:
@@ -125,8 +161,14 @@ def test_every_operation_answers_exactly_as_the_role_table_says(project: Path, s
     assert operations == set(EXAMPLES) == set(access.POLICY), "every operation has a policy row and an example"
 
     head = Ledger(project / "audit" / "ledger.duckdb").head
-    for operation, (method, path, body) in EXAMPLES.items():
-        path = path.replace("{spare_token}", spare_id)
+
+    def resolved(path: str) -> str:
+        if "{pending}" in path:
+            path = path.replace("{pending}", str(pending_request(server, tokens["sci"])))
+        return path.replace("{spare_token}", spare_id)
+
+    for operation, (method, template, body) in EXAMPLES.items():
+        path = resolved(template)
         before = head()
         status, problem, headers = call(server, method, path, None, body)
         assert status == 401 and problem["status"] == 401 and "Bearer" in headers.get("www-authenticate", ""), operation
@@ -137,8 +179,64 @@ def test_every_operation_answers_exactly_as_the_role_table_says(project: Path, s
             assert problem["type"] == "urn:govern:problem:forbidden" and name in problem["detail"]
         assert head() == before, f"{operation}: a refused call wrote nothing"
         for name in allowed:
-            status, answer, _ = call(server, method, path, tokens[name], body)
+            status, answer, _ = call(server, method, resolved(template), tokens[name], body)
             assert 200 <= status < 300, (operation, name, status, answer)
+
+
+def test_four_eyes_by_identity_the_trainer_and_the_requester_cannot_approve(project: Path, server: str) -> None:
+    for role in ("scientist", "approver"):
+        assert run_cli("principals", "add", "tess", "--role", role, cwd=project).exit_code == 0
+    assert run_cli("principals", "add", "pat", "--role", "approver", cwd=project).exit_code == 0
+    made = tokens_for(project, "tess", "pat", "sci", "adm")
+    ledger = Ledger(project / "audit" / "ledger.duckdb")
+    ask = {"model": "churn", "version": "1", "to_stage": "staging", "reason": "ready for shadow traffic"}
+
+    status, answer, _ = call(server, "POST", "/api/v1/promotion-requests", made["tess"], ask)
+    assert status == 201, answer
+    mine = answer["request"]
+    before = ledger.head()
+    status, problem, _ = call(server, "POST", f"/api/v1/promotion-requests/{mine}/approval", made["tess"],
+                              {"reason": "my own, looks fine"})  # fmt: skip
+    assert status == 403 and problem["detail"] == (
+        f"Four-eyes rule: tess asked for request {mine} and cannot approve it; another approver must"
+    )
+    assert ledger.head() == before
+    status, _, _ = call(server, "POST", f"/api/v1/promotion-requests/{mine}/rejection", made["sci"],
+                        {"reason": "not sci's to withdraw"})  # fmt: skip
+    assert status == 403, "a scientist withdraws its own requests only"
+    assert call(server, "POST", f"/api/v1/promotion-requests/{mine}/rejection", made["tess"],
+                {"reason": "withdrawn"})[0] == 201  # fmt: skip
+
+    status, answer, _ = call(server, "POST", "/api/v1/promotion-requests", made["sci"], ask)
+    request = answer["request"]
+    status, _, _ = call(server, "POST", "/api/v1/principals/tess/identities", made["adm"], {"identity": TRAINER})
+    assert status == 201
+    status, problem, _ = call(server, "POST", f"/api/v1/promotion-requests/{request}/approval", made["tess"],
+                              {"reason": "I know this model best"})  # fmt: skip
+    assert status == 403 and problem["detail"] == (
+        f"Four-eyes rule: tess trained version 1 of churn (as {TRAINER}) and cannot approve its promotion; "
+        "another approver must"
+    )
+
+    status, answer, _ = call(server, "POST", f"/api/v1/promotion-requests/{request}/approval", made["pat"],
+                             {"reason": "evidence reviewed"})  # fmt: skip
+    assert status == 201, answer
+    [requested] = ledger.read(types=["model.promotion_requested"])[-1:]
+    approval, promotion = ledger.read(types=["model.promotion_approved", "model.promoted"])
+    token_id = {name: access.parse_bearer(token)[0] for name, token in made.items()}
+    assert requested.actor == f"sci (token {token_id['sci']})"
+    assert approval.actor == promotion.actor == f"pat (token {token_id['pat']})"
+    assert promotion.payload["approver"] == promotion.actor and promotion.payload["request_seq"] == request
+
+    assert run_cli("tokens", "revoke", token_id["pat"], cwd=project).exit_code == 0
+    ask2 = {**ask, "version": "2"}
+    second = call(server, "POST", "/api/v1/promotion-requests", made["sci"], ask2)[1]["request"]
+    before = ledger.head()
+    status, problem, _ = call(server, "POST", f"/api/v1/promotion-requests/{second}/approval", made["pat"],
+                              {"reason": "late"})  # fmt: skip
+    assert status == 401 and "was revoked at" in problem["detail"] and ledger.head() == before
+    status, problem, _ = call(server, "POST", "/api/v1/promotions", made["tess"], {**ask2, "approver": "Someone Else"})
+    assert status == 422 and "approver" in problem["detail"], "no free-text approver over HTTP"
 
 
 def test_a_consumer_sees_its_own_apps_only(project: Path, server: str) -> None:

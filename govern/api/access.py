@@ -18,6 +18,7 @@ from govern import access, queries
 from govern.api.context import open_project, text_argument
 from govern.errors import GovernError, InvalidInput, NotFound, StateConflict
 from govern.events import (
+    IdentityLinked,
     PendingEvent,
     RecordedEvent,
     RoleGranted,
@@ -176,6 +177,43 @@ def revoke_token(token_id: str, reason: str = "", start: Path | None = None, act
         return [PendingEvent(fact, actor=project.actor, occurred_at=utc_now())]
 
     return project.ledger.transact(decide)[0]
+
+
+def link_identity(
+    principal: str, identity: str, reason: str = "", start: Path | None = None, actor: str | None = None
+) -> RecordedEvent:
+    """Record that a git identity (`Name <email>`) is `principal`'s: versions it trained in a checkout count as
+    the principal's for the four-eyes rule. One principal per identity; a link is never undone (a wrong link
+    only makes the rule stricter)."""
+    project = open_project(start, actor)
+    name = access.check_principal_name(principal)
+    who = access.check_identity(identity)
+    why = text_argument(reason, "--reason") if reason else ""
+
+    def decide(reader: Reader) -> list[PendingEvent]:
+        _, known = reader.query("SELECT 1 FROM role_grants WHERE principal = $p LIMIT 1", {"p": name})
+        if not known:
+            raise NotFound(f"No principal {name!r}: add it first (govern principals add {name} --role ROLE)")
+        _, linked = reader.query(
+            "SELECT principal FROM principal_identities WHERE lower(identity) = lower($identity)", {"identity": who}
+        )
+        if linked:
+            owner = linked[0][0]
+            if owner == name:
+                raise StateConflict(f"{who} is linked to {name} already")
+            raise StateConflict(f"{who} is linked to {owner} already: one identity names one person")
+        return [PendingEvent(IdentityLinked(principal=name, identity=who, reason=why), project.actor, utc_now())]
+
+    return project.ledger.transact(decide)[0]
+
+
+def identities(ledger: LedgerStore) -> list[dict[str, Any]]:
+    """Every git identity linked to a principal, oldest first."""
+    if not ledger.exists():
+        return []
+    return queries.rows_as_dicts(
+        ledger, "SELECT principal, identity, linked_at, linked_by, reason FROM principal_identities ORDER BY seq"
+    )
 
 
 def roles_at(ledger: LedgerStore, at: datetime | None = None) -> list[dict[str, Any]]:

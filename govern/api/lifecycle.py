@@ -9,18 +9,19 @@ as a warning, never as a lost fact.
 
 from __future__ import annotations
 
+import json
 import re
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
-from govern import gto_tags, queries
+from govern import access, gates, gto_tags, queries
 from govern.adapters import git as git_adapter
 from govern.api.context import Project, open_project, text_argument
 from govern.api.mirror import after_write
 from govern.config import check_environment
-from govern.errors import GovernError, InvalidInput, NotFound, PolicyViolation, StateConflict
+from govern.errors import FourEyesViolation, GovernError, InvalidInput, NotFound, PolicyViolation, StateConflict
 from govern.events import (
     DeploymentEnded,
     DeploymentStarted,
@@ -67,47 +68,31 @@ def promote(
     force: bool = False,
     start: Path | None = None,
     on_progress: Callable[[str], None] | None = None,
+    actor: str | None = None,
 ) -> Outcome:
     """Move a version to a stage, in the configured order unless forced."""
-    project = open_project(start)
-    stages = project.config.stages
-    if to_stage not in stages:
-        raise InvalidInput(f"Unknown stage {to_stage!r}: the configured stages are {', '.join(stages)}")
+    project = open_project(start, actor)
+    if project.config.require_approval:
+        raise PolicyViolation(
+            f"Promotions here need an approved request ({project.config.source}: `registry.require_approval`): "
+            f"ask with `govern request-promotion {model} {version} --to {to_stage} --reason ...`, and an approver "
+            "who neither asked nor trained runs `govern approve`"
+        )
+    check_stage(project, to_stage)
     reason = text_argument(reason, "--reason")
     approver = text_argument(approver, "--approver") if approver is not None else project.actor
     planned_tags: list[str] = []
     warnings: list[str] = []
 
     def decide(reader: Reader) -> list[PendingEvent]:
-        facts = queries.version_facts(reader, model, version)
-        _refuse_deprecated(facts, "promoted")
-        twins = queries.deprecated_twins(reader, model, version)
-        if twins and not force:
-            twin = twins[0]
-            raise PolicyViolation(
-                f"Version {version} of {model} is the same model file (sha256) as version {twin['version']}, "
-                f"deprecated at {display(twin['deprecated_at'])} ({twin['reason']}): promote another version, or "
-                "pass --force (the event records it)"
-            )
-        if to_stage in facts.holds:
-            raise InvalidInput(f"Version {version} of {model} already holds stage {to_stage!r}")
-        current = facts.stage
-        position = stages.index(current) if current in stages else -1
-        in_order = stages.index(to_stage) == position + 1 or (to_stage == current and to_stage not in facts.holds)
-        if not in_order and not force:
-            expected = stages[position + 1] if position + 1 < len(stages) else None
-            where = f"is in {current!r}" if current else "has no stage yet"
-            hint = f"promote it to {expected!r} first" if expected else "it has passed the last stage"
-            raise PolicyViolation(
-                f"Version {version} of {model} {where}; stages go {' -> '.join(stages)}: {hint}, "
-                "or pass --force (the event records it)"
-            )
-        if project.config.four_eyes and _same_person(approver, facts.training_actor):
-            raise PolicyViolation(
+        facts, current = check_promotable(project, reader, model, version, to_stage, force)
+        refuse_failed_gates(project, reader, facts, to_stage)
+        if project.config.four_eyes and access.same_person(approver, facts.training_actor, identity_links(reader)):
+            raise FourEyesViolation(
                 f"Four-eyes rule: {approver} trained version {version} of {model} and cannot approve its promotion; "
                 "another person must approve it (--approver NAME)"
             )
-        planned_tags[:] = _plan_promotion_tags(project, facts, to_stage, warnings)
+        planned_tags[:] = plan_promotion_tags(project, facts, to_stage, warnings)
         return [
             PendingEvent(
                 ModelPromoted(
@@ -127,22 +112,94 @@ def promote(
         ]
 
     events = project.ledger.transact(decide)
+    return finish_promotion(project, model, version, events, planned_tags, warnings, on_progress)
+
+
+def check_stage(project: Project, to_stage: str) -> None:
+    if to_stage not in project.config.stages:
+        raise InvalidInput(f"Unknown stage {to_stage!r}: the configured stages are {', '.join(project.config.stages)}")
+
+
+def check_promotable(
+    project: Project, reader: Reader, model: str, version: str, to_stage: str, force: bool = False
+) -> tuple[queries.VersionFacts, str | None]:
+    """The version's facts and current stage, if it may move to `to_stage` now: not deprecated, not already
+    there, the next stage in the configured order (unless forced). Raises the refusal otherwise."""
+    stages = project.config.stages
+    facts = queries.version_facts(reader, model, version)
+    _refuse_deprecated(facts, "promoted")
+    twins = queries.deprecated_twins(reader, model, version)
+    if twins and not force:
+        twin = twins[0]
+        raise PolicyViolation(
+            f"Version {version} of {model} is the same model file (sha256) as version {twin['version']}, "
+            f"deprecated at {display(twin['deprecated_at'])} ({twin['reason']}): promote another version, or "
+            "pass --force (the event records it)"
+        )
+    if to_stage in facts.holds:
+        raise StateConflict(f"Version {version} of {model} already holds stage {to_stage!r}")
+    current = facts.stage
+    position = stages.index(current) if current in stages else -1
+    in_order = stages.index(to_stage) == position + 1 or (to_stage == current and to_stage not in facts.holds)
+    if not in_order and not force:
+        expected = stages[position + 1] if position + 1 < len(stages) else None
+        where = f"is in {current!r}" if current else "has no stage yet"
+        hint = f"promote it to {expected!r} first" if expected else "it has passed the last stage"
+        raise PolicyViolation(
+            f"Version {version} of {model} {where}; stages go {' -> '.join(stages)}: {hint}, "
+            "or pass --force (the event records it)"
+        )
+    return facts, current
+
+
+VERDICT_SQL = """
+SELECT arg_max(CASE type WHEN 'reproduction.verified' THEN 'verified' ELSE 'diverged' END, seq)
+FROM events WHERE subject = 'commit:' || $commit AND type IN ('reproduction.verified', 'reproduction.diverged')
+"""
+
+
+def judge_gates(project: Project, reader: Reader, facts: queries.VersionFacts, to_stage: str) -> list[gates.Finding]:
+    """The stage's declared gates against the version's training metrics and its commit's latest CI verdict."""
+    declared = project.config.gates.get(to_stage, ())
+    if not declared:
+        return []
+    _, rows = reader.query("SELECT payload->'$.metrics' FROM events WHERE event_id = ?", [facts.training_event_id])
+    metrics = json.loads(rows[0][0]) if rows and rows[0][0] else {}
+    verdict = None
+    if facts.git_commit:
+        _, [(verdict,)] = reader.query(VERDICT_SQL, {"commit": facts.git_commit})
+    return gates.judge(declared, metrics, verdict)
+
+
+def refuse_failed_gates(project: Project, reader: Reader, facts: queries.VersionFacts, to_stage: str) -> list:
+    findings = judge_gates(project, reader, facts, to_stage)
+    if not all(finding.passed for finding in findings):
+        raise PolicyViolation(
+            f"Version {facts.version} of {facts.model} does not pass the gates of {to_stage!r} "
+            f"({project.config.source}: `registry.gates`): {gates.failures(findings)}"
+        )
+    return findings
+
+
+def identity_links(reader: Reader) -> dict[str, list[str]]:
+    """principal -> the git or CI identities linked to it (`govern principals link`)."""
+    _, rows = reader.query("SELECT principal, list(identity ORDER BY seq) FROM principal_identities GROUP BY 1")
+    return {principal: list(identities) for principal, identities in rows}
+
+
+def finish_promotion(
+    project: Project,
+    model: str,
+    version: str,
+    events: list[RecordedEvent],
+    planned_tags: list[str],
+    warnings: list[str],
+    on_progress: Callable[[str], None] | None,
+) -> Outcome:
+    """After a promotion is recorded: its GTO tags, then the mirrors (MLflow aliases)."""
     facts = queries.version_facts(project.ledger, model, version)
-    tags = _create_tags(project, model, facts.git_commit, planned_tags, events[0].occurred_at, warnings)
+    tags = create_tags(project, model, facts.git_commit, planned_tags, events[-1].occurred_at, warnings)
     return Outcome(events, warnings + after_write(project, on_progress), tags)
-
-
-def _same_person(approver: str, trainer: str | None) -> bool:
-    """The same identity, whether written as `Name <email>`, a name or an email."""
-    if not trainer:
-        return False
-
-    def parts(identity: str) -> set[str]:
-        match = re.match(r"^\s*(.*?)\s*<([^>]*)>\s*$", identity)
-        names = {match.group(1), match.group(2)} if match else {identity}
-        return {n.strip().lower() for n in names if n.strip()}
-
-    return bool(parts(approver) & parts(trainer))
 
 
 def _refuse_deprecated(facts: queries.VersionFacts, action: str) -> None:
@@ -164,9 +221,10 @@ def deprecate(
     force: bool = False,
     start: Path | None = None,
     on_progress: Callable[[str], None] | None = None,
+    actor: str | None = None,
 ) -> Outcome:
     """Mark a version unusable: it can no longer be promoted or deployed (nor used for predictions)."""
-    project = open_project(start)
+    project = open_project(start, actor)
     reason = text_argument(reason, "--reason")
     planned: list[str] = []
     warnings: list[str] = []
@@ -202,7 +260,7 @@ def deprecate(
 
     events = project.ledger.transact(decide)
     facts = queries.version_facts(project.ledger, model, version)
-    tags = _create_tags(project, model, facts.git_commit, planned, events[0].occurred_at, warnings)
+    tags = create_tags(project, model, facts.git_commit, planned, events[0].occurred_at, warnings)
     return Outcome(events, warnings + after_write(project, on_progress), tags)
 
 
@@ -362,7 +420,7 @@ def _moment_in(current: queries.Slot, at: datetime | None) -> datetime:
 # ---------------------------------------------------------------- GTO tags and mirrors
 
 
-def _plan_promotion_tags(project: Project, facts: queries.VersionFacts, stage: str, warnings: list[str]) -> list[str]:
+def plan_promotion_tags(project: Project, facts: queries.VersionFacts, stage: str, warnings: list[str]) -> list[str]:
     """The GTO tags a promotion needs, or none (with a warning) where GTO cannot represent it."""
     if not project.config.gto_tags:
         return []
@@ -407,7 +465,7 @@ def _gto_blocker(project: Project, facts: queries.VersionFacts, stage: str) -> s
     return None
 
 
-def _create_tags(
+def create_tags(
     project: Project, model: str, commit: str | None, names: list[str], at: datetime, warnings: list[str]
 ) -> list[str]:
     """Create annotated tags whose times strictly increase per artifact, so GTO orders them as govern does."""

@@ -26,6 +26,8 @@ from govern import __version__, access
 from govern.errors import (
     ConfigError,
     EventConflict,
+    Forbidden,
+    FourEyesViolation,
     GovernError,
     InvalidInput,
     LedgerLocked,
@@ -40,10 +42,6 @@ API = "/api/v1"
 log = logging.getLogger("govern.server")
 
 
-class Forbidden(GovernError):
-    """The authenticated principal's roles do not allow this operation."""
-
-
 # The HTTP status of each kind of failure; the first class in the error's MRO found here wins.
 STATUS: dict[type[GovernError], int] = {
     StateConflict: 409,
@@ -55,6 +53,7 @@ STATUS: dict[type[GovernError], int] = {
     EventConflict: 409,
     LedgerLocked: 503,
     Forbidden: 403,
+    FourEyesViolation: 403,
 }
 
 
@@ -154,6 +153,31 @@ class DeploymentRequest(Strict):
     at: str | None = Field(default=None, max_length=64, description="ISO 8601 with Z or an offset; default now")
 
 
+class PromotionRequest(Strict):
+    model: str = Field(min_length=1, max_length=200)
+    version: str = Field(min_length=1, max_length=50)
+    to_stage: str = Field(min_length=1, max_length=200)
+    reason: str = Field(min_length=1, max_length=2000)
+
+
+class DirectPromotion(PromotionRequest):
+    force: bool = False
+
+
+class Decision(Strict):
+    reason: str = Field(min_length=1, max_length=2000)
+
+
+class Deprecation(Strict):
+    reason: str = Field(min_length=1, max_length=2000)
+    force: bool = False
+
+
+class IdentityLink(Strict):
+    identity: str = Field(min_length=3, max_length=300, description="A git identity, 'Name <email>'")
+    reason: str = Field(default="", max_length=2000)
+
+
 class RetirementRequest(Strict):
     app: str = Field(min_length=1, max_length=200)
     env: str = Field(default="production", min_length=1, max_length=200)
@@ -176,8 +200,8 @@ def create_app(root: Path) -> Any:
     """The API of the governed project at `root`, against its configured ledger: an ASGI application (FastAPI's,
     behind the body-size limit)."""
     from govern.api import access as access_api
+    from govern.api import approvals, integrity, lifecycle
     from govern.api import audit as audit_api
-    from govern.api import integrity, lifecycle
     from govern.api import status as status_api
 
     root = root.resolve()
@@ -320,6 +344,58 @@ def create_app(root: Path) -> Any:
     def verify(principal: Annotated[access.Principal, Depends(authorised("verify"))]) -> Any:
         return jsonable(integrity.verify(root).to_dict())
 
+    @app.get(f"{API}/promotion-requests", operation_id="requests")
+    def promotion_requests(
+        principal: Annotated[access.Principal, Depends(authorised("requests"))],
+        state: Annotated[str, Query(description="pending, approved, rejected or all")] = "pending",
+        model: str | None = None,
+    ) -> Any:
+        return jsonable(approvals.requests(ledger(), None if state == "all" else state, model))
+
+    @app.post(f"{API}/promotion-requests", operation_id="request_promotion", status_code=201)
+    def request_promotion(
+        body: PromotionRequest, principal: Annotated[access.Principal, Depends(authorised("request_promotion"))]
+    ) -> Any:
+        requested = approvals.request_promotion(
+            body.model, body.version, body.to_stage, body.reason, root, principal.actor
+        )
+        return jsonable(requested.to_dict())
+
+    @app.post(f"{API}/promotion-requests/{{request}}/approval", operation_id="approve", status_code=201)
+    def approve(
+        request: Annotated[int, PathParam(ge=1, le=2**62)],
+        body: Decision,
+        principal: Annotated[access.Principal, Depends(authorised("approve"))],
+    ) -> Any:
+        return jsonable(approvals.approve(request, body.reason, root, principal.actor).to_dict())
+
+    @app.post(f"{API}/promotion-requests/{{request}}/rejection", operation_id="reject", status_code=201)
+    def reject(
+        request: Annotated[int, PathParam(ge=1, le=2**62)],
+        body: Decision,
+        principal: Annotated[access.Principal, Depends(authorised("reject"))],
+    ) -> Any:
+        own_only = not principal.has("approver")
+        event = approvals.reject(request, body.reason, root, principal.actor, requester_only=own_only)
+        return jsonable(event.to_dict())
+
+    @app.post(f"{API}/promotions", operation_id="promote", status_code=201)
+    def promote(body: DirectPromotion, principal: Annotated[access.Principal, Depends(authorised("promote"))]) -> Any:
+        outcome = lifecycle.promote(
+            body.model, body.version, body.to_stage, body.reason, force=body.force, start=root, actor=principal.actor
+        )
+        return jsonable(outcome.to_dict())
+
+    @app.post(f"{API}/models/{{model}}/versions/{{version}}/deprecation", operation_id="deprecate", status_code=201)
+    def deprecate(
+        model: str,
+        version: str,
+        body: Deprecation,
+        principal: Annotated[access.Principal, Depends(authorised("deprecate"))],
+    ) -> Any:
+        outcome = lifecycle.deprecate(model, version, body.reason, force=body.force, start=root, actor=principal.actor)
+        return jsonable(outcome.to_dict())
+
     @app.post(f"{API}/deployments", operation_id="deploy", status_code=201)
     def deploy(body: DeploymentRequest, principal: Annotated[access.Principal, Depends(authorised("deploy"))]) -> Any:
         outcome = lifecycle.deploy(
@@ -358,6 +434,16 @@ def create_app(root: Path) -> Any:
         reason: Annotated[str, Query(max_length=2000)] = "",
     ) -> Any:
         return jsonable(access_api.revoke(name, role, reason, root, principal.actor).to_dict())
+
+    @app.post(f"{API}/principals/{{name}}/identities", operation_id="link_identity", status_code=201)
+    def link_identity(
+        name: str, body: IdentityLink, principal: Annotated[access.Principal, Depends(authorised("link_identity"))]
+    ) -> Any:
+        return jsonable(access_api.link_identity(name, body.identity, body.reason, root, principal.actor).to_dict())
+
+    @app.get(f"{API}/identities", operation_id="identities")
+    def identities(principal: Annotated[access.Principal, Depends(authorised("identities"))]) -> Any:
+        return jsonable(access_api.identities(ledger()))
 
     @app.get(f"{API}/tokens", operation_id="tokens")
     def tokens(
