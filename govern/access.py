@@ -25,6 +25,7 @@ ROLES: dict[str, str] = {
     "approver": "approves or rejects promotion requests (never their own, never of a version they trained)",
     "deployer": "a CD system: records deployments and retirements",
     "consumer": "asks for predictions of the versions serving its apps, and sees those apps' status",
+    "verifier": "a CI runner: uploads reproduction verdicts (`govern ci verify --server`)",
     "auditor": "reads everything, writes nothing",
     "admin": "manages principals, roles and tokens",
 }
@@ -33,13 +34,22 @@ ROLES: dict[str, str] = {
 # each request against this table; tests/test_server.py calls every operation of the OpenAPI document with
 # every role's token and with none, and fails on an operation missing here.
 _READERS = frozenset({"scientist", "approver", "deployer", "auditor", "admin"})
+_AUDITORS = frozenset({"auditor", "admin"})
 POLICY: dict[str, frozenset[str]] = {
     "whoami": frozenset(ROLES),
     "status": _READERS,
     "production": frozenset(ROLES),  # a consumer: for its own apps only (APP_SCOPED)
     "windows": _READERS,
     "events": frozenset({"auditor", "admin"}),
-    "verify": frozenset({"auditor", "admin"}),
+    "verify": _AUDITORS,
+    "history": _READERS,
+    "report": _READERS,
+    "sql": _AUDITORS,
+    "named_queries": _AUDITORS,
+    "run_query": _AUDITORS,
+    "anchors": _AUDITORS,
+    "anchor": frozenset({"admin"}),
+    "record_reproduction": frozenset({"verifier"}),
     "requests": _READERS,
     "request_promotion": frozenset({"scientist"}),
     "approve": frozenset({"approver"}),

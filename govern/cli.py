@@ -928,7 +928,14 @@ def ci() -> None:
 @click.option("--strict", is_flag=True, help="Fail on `equivalent` too: require every output bit for bit.")
 @click.option("--summary", type=click.Path(path_type=Path), help="Write the Markdown summary here (default: stdout).")
 @click.option("--json", "as_json", is_flag=True, help="Print the verdict as JSON on stdout.")
-def ci_verify(rev: str, tolerances: tuple[str, ...], strict: bool, summary: Path | None, as_json: bool) -> None:
+@click.option(
+    "--server",
+    metavar="URL",
+    help="Record the verdict in this govern server's ledger (token in GOVERN_TOKEN, a verifier's), not locally.",
+)
+def ci_verify(
+    rev: str, tolerances: tuple[str, ...], strict: bool, summary: Path | None, as_json: bool, server: str | None
+) -> None:
     """Re-execute REV from scratch (dvc repro --force, no run-cache) and judge it against its dvc.lock.
 
     Three outcomes: exact (every output bit for bit), equivalent (each output
@@ -958,8 +965,13 @@ def ci_verify(rev: str, tolerances: tuple[str, ...], strict: bool, summary: Path
         if kind == "end":
             click.echo(f"[{stage}] {run.status} ({run.duration_s:.2f} s)", err=True)
 
+    upload = None
+    if server is not None:
+        from govern.remote import Server
+
+        upload = Server.from_environment(server).upload_verdict
     try:
-        verdict = verify(rev, tolerances=limits, strict=strict, on_progress=progress)
+        verdict = verify(rev, tolerances=limits, strict=strict, on_progress=progress, upload=upload)
     except InvalidInput:
         raise
     except GovernError as error:

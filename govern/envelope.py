@@ -127,6 +127,24 @@ class RecordedEvent:
 
         return FACT_TYPES[self.type].from_payload(self.payload)
 
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> RecordedEvent:
+        """The event a server answered with (`to_dict`'s form): for printing it as a local command would."""
+        return cls(
+            seq=int(data["seq"]),
+            event_id=str(data["event_id"]),
+            type=str(data["type"]),
+            schema_version=int(data["schema_version"]),
+            occurred_at=datetime.fromisoformat(data["occurred_at"]),
+            recorded_at=datetime.fromisoformat(data["recorded_at"]),
+            actor=str(data["actor"]),
+            subject=str(data["subject"]),
+            git_commit=data.get("git_commit"),
+            payload_json=canonical_json(data["payload"]),
+            prev_hash=str(data["prev_hash"]),
+            hash=str(data["hash"]),
+        )
+
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready form, as printed by `--json`."""
         return {

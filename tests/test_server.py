@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import shutil
 import socket
 import subprocess
 import sys
@@ -13,7 +14,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from conftest import commit_all, git, run_cli, trained_version, wait_for
+from conftest import REPO, commit_all, git, run_cli, trained_version, wait_for
 
 from govern import access
 from govern.ledger import Ledger
@@ -24,6 +25,7 @@ ROLE_OF = {
     "sci": "scientist",
     "appr": "approver",
     "dep": "deployer",
+    "ci": "verifier",
     "con": "consumer",
     "aud": "auditor",
     "adm": "admin",
@@ -39,7 +41,10 @@ def call(base: str, method: str, path: str, token: str | None = None, body: Any 
         request.add_header("Authorization", f"Bearer {token}")
     try:
         with urllib.request.urlopen(request, timeout=30) as answer:
-            return answer.status, json.loads(answer.read() or b"null"), dict(answer.headers)
+            raw = answer.read()
+            if "json" not in answer.headers.get("content-type", "json"):
+                return answer.status, raw.decode(), dict(answer.headers)
+            return answer.status, json.loads(raw or b"null"), dict(answer.headers)
     except urllib.error.HTTPError as error:
         return error.code, json.loads(error.read() or b"null"), dict(error.headers)
 
@@ -59,6 +64,8 @@ def project(tmp_path: Path) -> Path:
         '[deploy]\nenvironments = ["dev"]\nrequire_stage = {}\n'
         '[registry]\ngto_tags = false\n[mlflow]\ntracking_uri = "sqlite:////nonexistent/mlflow.db"\n'
     )
+    (root / "audit" / "queries").mkdir(parents=True)
+    shutil.copy(REPO / "audit" / "queries" / "promotions_of_model.sql", root / "audit" / "queries")
     commit_all(root, "start")
     for version in ("1", "2", "3"):
         trained_version(root / "audit" / "ledger.duckdb", "churn", version, TRAINER, {"validation.f1": 0.9})
@@ -106,6 +113,18 @@ def server(project: Path, isolated_env: dict[str, str]) -> Iterator[str]:
     process.wait(timeout=30)
 
 
+VERDICT = {
+    "commit": "c" * 40,
+    "match": "exact",
+    "outputs": [],
+    "differing_outputs": [],
+    "metrics": {"validation.f1": 0.9},
+    "metric_deltas": {},
+    "duration_s": 12.5,
+    "ci": {"system": "test"},
+    "environment": {"host": "runner-1"},
+}
+
 # One valid request per operation, in the order they are tried; `spare`'s role and token are what the admin's
 # revocations remove. An operation in the OpenAPI document without a row here fails the matrix test.
 EXAMPLES: dict[str, tuple[str, str, Any]] = {
@@ -130,6 +149,18 @@ EXAMPLES: dict[str, tuple[str, str, Any]] = {
     "windows": ("GET", "/api/v1/windows", None),
     "events": ("GET", "/api/v1/events?limit=5", None),
     "verify": ("GET", "/api/v1/verify", None),
+    "history": ("GET", "/api/v1/models/churn/history?version=1", None),
+    "report": ("GET", "/api/v1/models/churn/versions/1/report?format=md", None),
+    "sql": (
+        "POST",
+        "/api/v1/sql",
+        {"statement": "SELECT count(*) AS n FROM events WHERE seq > $s", "params": {"s": 1}},
+    ),
+    "named_queries": ("GET", "/api/v1/queries", None),
+    "run_query": ("POST", "/api/v1/queries/promotions_of_model", {"params": {"model": "churn"}}),
+    "anchors": ("GET", "/api/v1/anchors", None),
+    "anchor": ("POST", "/api/v1/anchors", None),
+    "record_reproduction": ("POST", "/api/v1/reproductions", {"type": "reproduction.verified", "payload": VERDICT}),
     "retire": ("POST", "/api/v1/retirements", {"app": "scoring", "env": "dev"}),
     "principals": ("GET", "/api/v1/principals", None),
     "grant": ("POST", "/api/v1/principals", {"principal": "newcomer", "role": "scientist"}),
@@ -351,3 +382,55 @@ def test_the_edges_of_the_http_surface_are_problem_details(project: Path, server
         deploy["security"] == [{"HTTPBearer": []}]
         and "application/problem+json" in deploy["responses"]["403"]["content"]
     )
+
+
+def test_bad_input_over_http_is_a_problem_and_writes_nothing(project: Path, server: str) -> None:
+    made = tokens_for(project, "aud", "sci", "ci")
+    ledger = Ledger(project / "audit" / "ledger.duckdb")
+    before = ledger.head()
+    secret = project.parent / "secret.csv"
+    secret.write_text("password\nhunter2\n")
+    cases = [
+        ("aud", "POST", "/api/v1/sql", {"statement": f"SELECT * FROM read_csv('{secret}')"}, 400,
+         "files and extensions are out of its reach"),
+        ("aud", "POST", "/api/v1/sql", {"statement": "COPY events TO '/tmp/x.csv'"}, 400, "runs one SELECT"),
+        ("aud", "POST", "/api/v1/queries/..%2F..%2Fetc%2Fpasswd", {}, 404, "No operation at"),
+        ("aud", "POST", "/api/v1/queries/..passwd", {}, 400, "is not a query name"),
+        ("aud", "POST", "/api/v1/queries/promotions_of_model", {"params": {"x": "1"}}, 400, "not a parameter"),
+        ("aud", "GET", "/api/v1/models/churn/versions/1/report?format=pdf", None, 422, "format"),
+        ("aud", "GET", "/api/v1/models/..%2Fchurn/history", None, 404, "No operation at"),
+        ("aud", "GET", "/api/v1/models/..churn/history", None, 404, "registered models are churn"),
+        ("sci", "POST", "/api/v1/promotion-requests", {"model": "churn", "version": "1", "to_stage": "staging"}, 422,
+         "Missing field(s): reason"),
+        ("sci", "POST", "/api/v1/promotion-requests/abc/approval", {"reason": "x"}, 403, "may not call approve"),
+        ("ci", "POST", "/api/v1/reproductions", {"type": "reproduction.verified", "payload": {**VERDICT, "x": 1}},
+         400, "Unknown field(s) of reproduction.verified: x"),
+        ("ci", "POST", "/api/v1/reproductions", {"type": "reproduction.verified", "payload": {**VERDICT,
+         "match": "diverged"}}, 400, "has match equivalent or exact, not 'diverged'"),
+        ("ci", "POST", "/api/v1/reproductions", {"type": "training.completed", "payload": VERDICT}, 400,
+         "is not a verdict"),
+        ("ci", "POST", "/api/v1/reproductions", {"type": "reproduction.verified", "payload": {**VERDICT,
+         "commit": "HEAD"}}, 400, "is not a full 40-character commit id"),
+    ]  # fmt: skip
+    for who, method, path, body, status, words in cases:
+        answered, problem, headers = call(server, method, path, made[who], body)
+        assert answered == status and words in problem["detail"], (path, answered, problem)
+        assert headers["content-type"] == "application/problem+json"
+    assert ledger.head() == before, "no bad request wrote anything"
+
+
+def test_an_auditor_reads_reports_and_runs_reviewed_queries_over_http(project: Path, server: str) -> None:
+    made = tokens_for(project, "aud", "appr")
+    body = {"model": "churn", "version": "1", "to_stage": "staging", "reason": "board decision 12"}
+    assert call(server, "POST", "/api/v1/promotions", made["appr"], body)[0] == 201
+    status, html, headers = call(server, "GET", "/api/v1/models/churn/versions/1/report", made["aud"])
+    assert status == 200 and headers["content-type"].startswith("text/html") and "board decision 12" in html
+    status, answer, _ = call(server, "POST", "/api/v1/queries/promotions_of_model", made["aud"],
+                             {"params": {"model": "churn"}})  # fmt: skip
+    assert status == 200 and [row["reason"] for row in answer["rows"]] == ["board decision 12"]
+    assert answer["rows"][0]["approver"].startswith("appr (token ")
+    query = {"statement": "SELECT count(*) AS n FROM promotions WHERE model = $m", "params": {"m": "churn"}}
+    status, answer, _ = call(server, "POST", "/api/v1/sql", made["aud"], query)
+    assert status == 200 and answer == {"columns": ["n"], "rows": [{"n": 1}]}
+    names = [query["name"] for query in call(server, "GET", "/api/v1/queries", made["aud"])[1]]
+    assert names == ["promotions_of_model"]

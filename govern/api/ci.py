@@ -22,9 +22,10 @@ import hashlib
 import json
 import math
 import os
+import re
 import tempfile
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from importlib import resources
@@ -173,11 +174,13 @@ def verify(
     start: Path | None = None,
     repository: Path | None = None,
     on_progress: Any = None,
+    upload: Callable[[str, dict[str, Any]], Verdict] | None = None,
 ) -> Verdict:
     """Re-execute `rev` in a temporary clone and record the verdict (see the module docstring).
 
     The comparison rules are the verified commit's own configuration, versioned with its code;
-    `tolerances` (from the command line) are added to its metric tolerances.
+    `tolerances` (from the command line) are added to its metric tolerances. `upload` records the verdict
+    elsewhere (a `govern serve`, for `ci verify --server`) instead of in the configured ledger.
     """
     source = repository or config_module.find_root(start)
     commit = git_adapter.resolve(source, rev)
@@ -226,10 +229,56 @@ def verify(
         fact: Any = ReproductionDiverged(**facts, failed_stage=result["failed_stage"], error=result["error"])
     else:
         fact = ReproductionVerified(**facts)
+    if upload is not None:
+        return dataclasses.replace(upload(fact.type, fact.to_payload()), notes=tuple(notes))
     actor = environment.actor(lambda: git_adapter.identity(source))
     event = ledger.append([PendingEvent(fact, actor=actor, occurred_at=utc_now(), git_commit=commit)])[0]
     return Verdict(event, training["seq"] if training else None, tuple(notes))
 
+
+VERDICT_TYPES: dict[str, type[ReproductionVerified] | type[ReproductionDiverged]] = {
+    ReproductionVerified.type: ReproductionVerified,
+    ReproductionDiverged.type: ReproductionDiverged,
+}
+
+
+def record_uploaded(kind: str, payload: Mapping[str, Any], start: Path | None, actor: str) -> Verdict:
+    """A verdict a CI runner computed and sent to the server (`ci verify --server`), recorded under the
+    runner's authenticated principal. The link to the training and the machine differences are the server's
+    own reading of its ledger, not the runner's (a runner has no ledger)."""
+    from govern.api.context import open_project
+
+    cls = VERDICT_TYPES.get(kind)
+    if cls is None:
+        raise InvalidInput(f"type {kind!r} is not a verdict: use {' or '.join(VERDICT_TYPES)}")
+    names = {field.name for field in dataclasses.fields(cls)}
+    unknown = sorted(set(payload) - names)
+    if unknown:
+        raise InvalidInput(f"Unknown field(s) of {kind}: {', '.join(unknown)}")
+    try:
+        fact = cls(**payload)
+    except TypeError as error:
+        raise InvalidInput(f"The {kind} payload is incomplete: {error}") from None
+    if not isinstance(fact.commit, str) or not COMMIT.match(fact.commit):
+        raise InvalidInput(f"commit {fact.commit!r} is not a full 40-character commit id")
+    expected = {DIVERGED} if cls is ReproductionDiverged else {EXACT, EQUIVALENT}
+    if fact.match not in expected:
+        raise InvalidInput(f"A {kind} has match {' or '.join(sorted(expected))}, not {fact.match!r}")
+    project = open_project(start, actor)
+    training = _training(project.ledger, fact.dvc_lock_sha256 or "", fact.commit)
+    environment_now = fact.environment if isinstance(fact.environment, dict) else None
+    fact = dataclasses.replace(
+        fact,
+        training_event_id=training["event_id"] if training else None,
+        environment_differences=machine.differences(
+            training["environment"] if training else None, environment_now or {}
+        ),
+    )
+    event = project.ledger.append([PendingEvent(fact, actor=actor, occurred_at=utc_now(), git_commit=fact.commit)])[0]
+    return Verdict(event, training["seq"] if training else None)
+
+
+COMMIT = re.compile(r"^[0-9a-f]{40}$")
 
 RESULT_FACTS = (
     "match",

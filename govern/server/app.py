@@ -17,7 +17,7 @@ from typing import Annotated, Any
 from fastapi import Depends, FastAPI, Query, Request
 from fastapi import Path as PathParam
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import JSONResponse
+from fastapi.responses import JSONResponse, Response
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from pydantic import BaseModel, ConfigDict, Field
 from starlette.exceptions import HTTPException as StarletteHTTPException
@@ -65,6 +65,7 @@ def status_of(error: GovernError) -> int:
     return next((STATUS[kind] for kind in type(error).__mro__ if kind in STATUS), 500)
 
 
+REPORT_TYPES = {"html": "text/html; charset=utf-8", "md": "text/markdown; charset=utf-8", "json": "application/json"}
 MAX_BODY = 1 << 20  # bytes: every request body is a small JSON object (CSV uploads will get their own limit)
 
 
@@ -176,6 +177,20 @@ class Deprecation(Strict):
 class IdentityLink(Strict):
     identity: str = Field(min_length=3, max_length=300, description="A git identity, 'Name <email>'")
     reason: str = Field(default="", max_length=2000)
+
+
+class SqlRequest(Strict):
+    statement: str = Field(min_length=1, max_length=100_000, description="One SELECT, run in DuckDB's sandbox")
+    params: dict[str, str | int | float | bool | None] = Field(default_factory=dict, max_length=100)
+
+
+class QueryRun(Strict):
+    params: dict[str, str] = Field(default_factory=dict, max_length=100)
+
+
+class VerdictUpload(Strict):
+    type: str = Field(description="reproduction.verified or reproduction.diverged")
+    payload: dict[str, Any]
 
 
 class RetirementRequest(Strict):
@@ -343,6 +358,68 @@ def create_app(root: Path) -> Any:
     @app.get(f"{API}/verify", operation_id="verify")
     def verify(principal: Annotated[access.Principal, Depends(authorised("verify"))]) -> Any:
         return jsonable(integrity.verify(root).to_dict())
+
+    @app.get(f"{API}/models/{{model}}/history", operation_id="history")
+    def history(
+        model: str,
+        principal: Annotated[access.Principal, Depends(authorised("history"))],
+        version: str | None = None,
+    ) -> Any:
+        return jsonable([event.to_dict() for event in audit_api.history(model, version, root)])
+
+    @app.get(
+        f"{API}/models/{{model}}/versions/{{version}}/report",
+        operation_id="report",
+        response_class=Response,
+        responses={200: {"content": {kind: {} for kind in REPORT_TYPES.values()}, "description": "The report"}},
+    )
+    def report(
+        model: str,
+        version: str,
+        principal: Annotated[access.Principal, Depends(authorised("report"))],
+        format: Annotated[str, Query(pattern="^(html|md|json)$")] = "html",
+        verify_chain: bool = False,
+    ) -> Response:
+        from govern.api.report import gather
+        from govern.report import render
+
+        text = render(gather(model, version, root, verify_chain=verify_chain), format)
+        return Response(text, media_type=REPORT_TYPES[format])
+
+    @app.post(f"{API}/sql", operation_id="sql")
+    def sql(body: SqlRequest, principal: Annotated[access.Principal, Depends(authorised("sql"))]) -> Any:
+        found = audit_api.sql(body.statement, body.params, root)
+        return jsonable({"columns": found.columns, "rows": found.records()})
+
+    @app.get(f"{API}/queries", operation_id="named_queries")
+    def named_queries(principal: Annotated[access.Principal, Depends(authorised("named_queries"))]) -> Any:
+        return [{"name": name, "description": text} for name, text in audit_api.named_queries(root).items()]
+
+    @app.post(f"{API}/queries/{{name}}", operation_id="run_query")
+    def run_query(
+        name: str, body: QueryRun, principal: Annotated[access.Principal, Depends(authorised("run_query"))]
+    ) -> Any:
+        found = audit_api.run_named(name, body.params, root)
+        return jsonable({"columns": found.columns, "rows": found.records()})
+
+    @app.get(f"{API}/anchors", operation_id="anchors")
+    def anchors(principal: Annotated[access.Principal, Depends(authorised("anchors"))]) -> Any:
+        return [{"tag": a.tag, "seq": a.seq, "hash": a.hash} for a in integrity.anchors(root)]
+
+    @app.post(f"{API}/anchors", operation_id="anchor", status_code=201)
+    def anchor(principal: Annotated[access.Principal, Depends(authorised("anchor"))]) -> Any:
+        from govern.api.context import open_project
+
+        return jsonable(integrity.anchor(project=open_project(root, principal.actor)).to_dict())
+
+    @app.post(f"{API}/reproductions", operation_id="record_reproduction", status_code=201)
+    def record_reproduction(
+        body: VerdictUpload, principal: Annotated[access.Principal, Depends(authorised("record_reproduction"))]
+    ) -> Any:
+        from govern.api import ci
+
+        verdict = ci.record_uploaded(body.type, body.payload, root, principal.actor)
+        return jsonable({"verdict": verdict.to_dict(), "event": verdict.event.to_dict()})
 
     @app.get(f"{API}/promotion-requests", operation_id="requests")
     def promotion_requests(

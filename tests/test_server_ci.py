@@ -1,0 +1,100 @@
+"""`govern ci verify --server URL`: a CI runner without a ledger records its verdict in the team's server."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import socket
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from conftest import commit_all, git, run_cli, wait_for
+from test_ci import DETERMINISTIC, DVC_YAML
+from test_server import call
+
+from govern import access
+from govern.ledger import Ledger
+
+pytestmark = pytest.mark.slow
+
+
+@pytest.fixture
+def served(tmp_path: Path, isolated_env: dict[str, str], mlflow_store_template: Path) -> Iterator[dict]:
+    """A governed project with one recorded training, served by `govern serve`; a verifier principal's token."""
+    project = tmp_path / "project"
+    project.mkdir()
+    git(project, "init", "-q", "-b", "main")
+    (project / "make.py").write_text(DETERMINISTIC)
+    (project / "params.yaml").write_text("n: 3\n")
+    (project / "dvc.yaml").write_text(DVC_YAML)
+    assert run_cli("init", cwd=project).exit_code == 0
+    shutil.copy2(mlflow_store_template, project / "mlflow.db")
+    commit_all(project, "tiny pipeline")
+    repro = subprocess.run([sys.executable, "-m", "govern", "repro", "--commit"], cwd=project, env=isolated_env,
+                           capture_output=True, text=True)  # fmt: skip
+    assert repro.returncode == 0, repro.stderr
+    assert run_cli("principals", "add", "ci-bot", "--role", "verifier", cwd=project).exit_code == 0
+    token = json.loads(run_cli("tokens", "create", "ci-bot", "--json", cwd=project).stdout)["token"]
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    log = (tmp_path / "server.log").open("wb")
+    process = subprocess.Popen([sys.executable, "-m", "govern", "serve", "--port", str(port)], cwd=project,
+                               env=isolated_env, stderr=log)  # fmt: skip
+    base = f"http://127.0.0.1:{port}"
+
+    def healthy() -> bool:
+        assert process.poll() is None, (tmp_path / "server.log").read_text()
+        try:
+            return call(base, "GET", "/health")[0] == 200
+        except OSError:
+            return False
+
+    wait_for(healthy, "govern serve to answer /health", timeout=60)
+    runner = tmp_path / "runner"
+    git(tmp_path, "clone", "-q", str(project), str(runner))
+    yield {"project": project, "runner": runner, "url": base, "token": token, "env": isolated_env}
+    process.terminate()
+    process.wait(timeout=30)
+
+
+def verify_on_runner(served: dict, token: str) -> subprocess.CompletedProcess:
+    env = {**served["env"], "GOVERN_TOKEN": token}
+    command = [sys.executable, "-m", "govern", "ci", "verify", "--server", served["url"], "--json"]
+    return subprocess.run(command, cwd=served["runner"], env=env, capture_output=True, text=True, timeout=600)
+
+
+def test_a_runner_records_its_verdict_in_the_server_under_its_principal(served: dict) -> None:
+    ledger = Ledger(served["project"] / "audit" / "ledger.duckdb")
+    [training] = ledger.read(types=["training.completed"])
+
+    result = verify_on_runner(served, served["token"])
+
+    assert result.returncode == 0, result.stderr
+    verdict = json.loads(result.stdout)
+    assert verdict["verdict"] == "verified" and verdict["training_seq"] == training.seq
+    [recorded] = ledger.read(types=["reproduction.verified"])
+    assert recorded.seq == verdict["event_seq"] and recorded.payload["commit"] == git(
+        served["runner"], "rev-parse", "HEAD"
+    )
+    assert recorded.actor == f"ci-bot (token {access.parse_bearer(served['token'])[0]})"
+    assert recorded.payload["training_event_id"] == training.event_id, "the server links the training itself"
+    assert not (served["runner"] / "audit" / "ledger.duckdb").exists(), "the runner keeps no ledger"
+    assert ledger.verify().ok
+
+
+def test_a_runner_with_a_bad_token_cannot_record_and_says_so(served: dict) -> None:
+    ledger = Ledger(served["project"] / "audit" / "ledger.duckdb")
+    before = ledger.head()
+    token = served["token"][:-1] + ("A" if served["token"][-1] != "A" else "B")
+
+    result = verify_on_runner(served, token)
+
+    assert result.returncode == 3, result.stderr
+    assert result.stderr.strip().splitlines()[-1] == (
+        "Error: A valid bearer token is required: `govern tokens create NAME` issues one"
+    )
+    assert ledger.head() == before
