@@ -39,6 +39,7 @@ POLICY: dict[str, frozenset[str]] = {
     "whoami": frozenset(ROLES),
     "status": _READERS,
     "production": frozenset(ROLES),  # a consumer: for its own apps only (APP_SCOPED)
+    "predict": frozenset({"consumer"}),  # for its own apps only
     "windows": _READERS,
     "events": frozenset({"auditor", "admin"}),
     "verify": _AUDITORS,
@@ -67,7 +68,7 @@ POLICY: dict[str, frozenset[str]] = {
     "link_identity": frozenset({"admin"}),
     "identities": frozenset({"auditor", "admin"}),
 }
-APP_SCOPED = frozenset({"production"})
+APP_SCOPED = frozenset({"production", "predict"})
 
 
 # What any authenticated principal may call, even one whose roles were all revoked (to learn that they were).

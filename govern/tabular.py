@@ -55,3 +55,33 @@ def write_table(path: Path, header: list[str], rows: list[list[str]]) -> None:
         writer = csv.writer(handle, delimiter=DELIMITERS.get(path.suffix.lower(), ","), lineterminator="\n")
         writer.writerow(header)
         writer.writerows(rows)
+
+
+def csv_bytes(records: list[dict[str, object]]) -> bytes:
+    """JSON rows as CSV: the columns in the order they first appear, a missing cell empty."""
+    import io
+
+    columns = list(dict.fromkeys(key for record in records for key in record))
+    buffer = io.StringIO()
+    writer = csv.DictWriter(buffer, fieldnames=columns, lineterminator="\n")
+    writer.writeheader()
+    writer.writerows(records)
+    return buffer.getvalue().encode("utf-8")
+
+
+def csv_records(path: Path) -> list[dict[str, object]]:
+    """A CSV file's rows as objects, numbers as numbers (what a JSON caller expects back)."""
+    found = read_table(path)
+    if found is None:
+        return []
+    header, rows = found
+    return [dict(zip(header, (_number(cell) for cell in row), strict=False)) for row in rows]
+
+
+def _number(cell: str) -> object:
+    for kind in (int, float):
+        try:
+            return kind(cell)
+        except ValueError:
+            continue
+    return cell

@@ -10,6 +10,7 @@ from __future__ import annotations
 import os
 import re
 import shutil
+import socket
 import subprocess
 import sys
 import time
@@ -209,13 +210,32 @@ def snapshot_event(i: int, source: str = "the source system", actor: str = "Zoë
     )
 
 
+ECHO_INFER = 'python -c "import shutil, sys; shutil.copy(sys.argv[1], sys.argv[2])" {input} {output}'
+
+
 def trained_version(
-    ledger_path: Path, model: str, version: str, trained_by: str, metrics: dict | None = None, commit: str = "c0ffee"
+    ledger_path: Path,
+    model: str,
+    version: str,
+    trained_by: str,
+    metrics: dict | None = None,
+    commit: str = "c0ffee",
+    model_file: Path | None = None,
 ) -> str:
     """A training and its registered version, appended as facts (no DVC run, no MLflow): for tests of what
-    happens to versions after training. Returns the training's event id."""
+    happens to versions after training. With `model_file` (relative to the project root, which holds the ledger
+    under audit/), the version is that file and its inference command echoes its input (ECHO_INFER). Returns the
+    training's event id."""
+    import hashlib
+
     from govern.events import ModelRegistered, TrainingCompleted
     from govern.ledger import Ledger
+
+    path, sha256, models = "model.pkl", f"{version:0>64}", []
+    if model_file is not None:
+        path = str(model_file)
+        sha256 = hashlib.sha256((ledger_path.parent.parent / model_file).read_bytes()).hexdigest()
+        models = [{"name": model, "path": path, "sha256": sha256, "meta": {"infer": ECHO_INFER}}]
 
     training = TrainingCompleted(
         git={"commit": commit, "branch": "main", "dirty_paths": []},
@@ -226,7 +246,7 @@ def trained_version(
         metrics=metrics or {},
         outputs=[],
         datasets=[],
-        models=[],
+        models=models,
         environment={},
         duration_s=1.0,
         run_cache_hit=False,
@@ -236,9 +256,9 @@ def trained_version(
     registered = ModelRegistered(
         model,
         version,
-        "model.pkl",
+        path,
         None,
-        f"{version:0>64}",
+        sha256,
         recorded.event_id,
         "run",
         "sqlite:///x",
@@ -346,3 +366,34 @@ def wait_for(condition, what: str, timeout: float = 120.0):  # noqa: ANN001, ANN
             return found
         time.sleep(0.5)
     raise AssertionError(f"timed out after {timeout:.0f} s waiting for {what}")
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+def start_server(project: Path, env: dict[str, str], log: Path, port: int = 0) -> tuple[subprocess.Popen, str]:
+    """A real `govern serve` in `project` (its stderr appended to `log`), once it answers /health: the process
+    and its base URL. The caller stops it."""
+    import urllib.request
+
+    port = port or free_port()
+    with log.open("ab") as sink:
+        process = subprocess.Popen(
+            [sys.executable, "-m", "govern", "serve", "--port", str(port)], cwd=project, env=env, stderr=sink
+        )
+    base = f"http://127.0.0.1:{port}"
+
+    def healthy() -> bool:
+        if process.poll() is not None:
+            raise AssertionError(f"govern serve exited {process.returncode}: {log.read_text()[-3000:]}")
+        try:
+            with urllib.request.urlopen(base + "/health", timeout=5) as answer:
+                return answer.status == 200
+        except OSError:
+            return False
+
+    wait_for(healthy, "govern serve to answer /health", timeout=60)
+    return process, base

@@ -67,8 +67,11 @@ def project(tmp_path: Path) -> Path:
     (root / "audit" / "queries").mkdir(parents=True)
     shutil.copy(REPO / "audit" / "queries" / "promotions_of_model.sql", root / "audit" / "queries")
     commit_all(root, "start")
+    (root / "models").mkdir()
     for version in ("1", "2", "3"):
-        trained_version(root / "audit" / "ledger.duckdb", "churn", version, TRAINER, {"validation.f1": 0.9})
+        (root / "models" / f"churn-{version}.bin").write_text(f"weights of version {version}\n")
+        trained_version(root / "audit" / "ledger.duckdb", "churn", version, TRAINER, {"validation.f1": 0.9},
+                        model_file=Path("models") / f"churn-{version}.bin")  # fmt: skip
     for name, role in ROLE_OF.items():
         apps = ["--app", "scoring"] if role == "consumer" else []
         assert run_cli("principals", "add", name, "--role", role, *apps, cwd=root).exit_code == 0
@@ -146,6 +149,7 @@ EXAMPLES: dict[str, tuple[str, str, Any]] = {
     "deprecate": ("POST", "/api/v1/models/churn/versions/3/deprecation", {"reason": "trained on a bad cut"}),
     "deploy": ("POST", "/api/v1/deployments", {"model": "churn", "version": "1", "app": "scoring", "env": "dev"}),
     "production": ("GET", "/api/v1/apps/scoring/production?env=dev", None),
+    "predict": ("POST", "/api/v1/apps/scoring/predict?env=dev", {"rows": [{"x": 1, "y": "a"}]}),
     "windows": ("GET", "/api/v1/windows", None),
     "events": ("GET", "/api/v1/events?limit=5", None),
     "verify": ("GET", "/api/v1/verify", None),

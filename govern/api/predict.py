@@ -75,13 +75,19 @@ def predict(
     allow_deprecated: bool = False,
     at: datetime | None = None,
     start: Path | None = None,
+    actor: str | None = None,
+    input_label: str | None = None,
+    timeout: float | None = None,
 ) -> Prediction:
-    """Predict with an explicit version, or with the version serving app/env now."""
+    """Predict with an explicit version, or with the version serving app/env now.
+
+    The server passes its principal as `actor`, what the upload is called as `input_label` (the record names
+    it, not the server's temporary file) and a `timeout` for the entry point."""
     if (model is None) == (app is None) or (model is not None and version is None):
         raise InvalidInput("Name either MODEL VERSION or --app APP (with --env), not both and not neither")
     if not input_path.is_file():
         raise InvalidInput(f"--input {input_path} is not a file")
-    project = open_project(start)
+    project = open_project(start, actor)
     if app is not None:
         check_environment(project.config, env)
         serving = queries.production_at(project.ledger, app, env, at or utc_now())
@@ -100,7 +106,7 @@ def predict(
     command, model_file, cleanup = _resolve(project, model, version)
     started = time.perf_counter()
     try:
-        entrypoint.run(project.root, command, model_file, input_path.resolve(), output_path.resolve())
+        entrypoint.run(project.root, command, model_file, input_path.resolve(), output_path.resolve(), timeout)
     finally:
         if cleanup is not None:
             cleanup.cleanup()
@@ -113,9 +119,9 @@ def predict(
             version=version,
             app=app,
             env=env if app else None,
-            input_path=str(input_path),
+            input_path=input_label or str(input_path),
             input_sha256=file_sha256(input_path),
-            output_path=str(output_path),
+            output_path=str(output_path) if input_label is None else "(returned to the caller)",
             output_sha256=file_sha256(output_path),
             rows=shape.rows if shape else None,
             duration_s=duration,

@@ -23,6 +23,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from govern import __version__, access
+from govern.entrypoint import InferenceFailed, InferenceTimedOut
 from govern.errors import (
     ConfigError,
     EventConflict,
@@ -54,6 +55,8 @@ STATUS: dict[type[GovernError], int] = {
     LedgerLocked: 503,
     Forbidden: 403,
     FourEyesViolation: 403,
+    InferenceTimedOut: 504,
+    InferenceFailed: 422,  # the model's own entry point could not score these rows
 }
 
 
@@ -66,7 +69,9 @@ def status_of(error: GovernError) -> int:
 
 
 REPORT_TYPES = {"html": "text/html; charset=utf-8", "md": "text/markdown; charset=utf-8", "json": "application/json"}
-MAX_BODY = 1 << 20  # bytes: every request body is a small JSON object (CSV uploads will get their own limit)
+MAX_BODY = 1 << 20  # bytes: every request body is a small JSON object, but the rows sent for predictions
+MAX_PREDICT_BODY = 16 << 20
+PREDICT_TIMEOUT = 120.0  # seconds an inference entry point may run for one request
 
 
 def problem(status: int, kind: str, detail: str, instance: str) -> JSONResponse:
@@ -106,32 +111,33 @@ class BodyLimit:
     async def __call__(self, scope: dict, receive: Callable, send: Callable) -> None:
         if scope["type"] != "http":
             return await self.app(scope, receive, send)
+        limit = MAX_PREDICT_BODY if scope.get("path", "").endswith("/predict") else MAX_BODY
         headers = dict(scope.get("headers") or [])
         length = headers.get(b"content-length")
-        if length is not None and (not length.isdigit() or int(length) > MAX_BODY):
-            return await _too_large(scope, send)
+        if length is not None and (not length.isdigit() or int(length) > limit):
+            return await _too_large(scope, send, limit)
         seen = 0
 
         async def limited() -> dict:
             nonlocal seen
             message = await receive()
             seen += len(message.get("body", b""))
-            if seen > MAX_BODY:
+            if seen > limit:
                 raise _TooLarge
             return message
 
         try:
             await self.app(scope, limited, send)
         except _TooLarge:
-            await _too_large(scope, send)
+            await _too_large(scope, send, limit)
 
 
 class _TooLarge(Exception):
     pass
 
 
-async def _too_large(scope: dict, send: Callable) -> None:
-    detail = f"The request body is larger than {MAX_BODY} bytes: send a smaller one"
+async def _too_large(scope: dict, send: Callable, limit: int) -> None:
+    detail = f"The request body is larger than {limit} bytes: send a smaller one"
     response = problem(413, "too-large", detail, scope.get("path", ""))
     await response({"type": "http"}, None, send)  # type: ignore[arg-type]
 
@@ -336,6 +342,35 @@ def create_app(root: Path) -> Any:
             if not limited:
                 raise
             raise NotFound(f"Nothing is recorded for {app_name}/{env}") from None  # no other apps' names
+
+    @app.post(
+        f"{API}/apps/{{app}}/predict",
+        operation_id="predict",
+        openapi_extra={
+            "requestBody": {
+                "required": True,
+                "content": {
+                    "text/csv": {"schema": {"type": "string"}},
+                    "application/json": {"schema": PredictRows.model_json_schema()},
+                },
+            }
+        },
+        responses={200: {"content": {"text/csv": {}}, "description": "CSV in, CSV out; JSON in, JSON out"}},
+    )
+    async def predict(
+        request: Request,
+        app_name: Annotated[str, PathParam(alias="app")],
+        principal: Annotated[access.Principal, Depends(authorised("predict"))],
+        env: str = "production",
+    ) -> Any:
+        from starlette.concurrency import run_in_threadpool
+
+        scoped(principal, "predict", app_name)
+        kind = request.headers.get("content-type", "").split(";")[0].strip().lower()
+        if kind not in ("text/csv", "application/json"):
+            raise InvalidInput(f"Send the rows as text/csv or application/json, not {kind or 'no content type'}")
+        body = await request.body()
+        return await run_in_threadpool(_predict, root, app_name, env, kind, body, principal)
 
     @app.get(f"{API}/windows", operation_id="windows")
     def windows(
@@ -545,6 +580,53 @@ def create_app(root: Path) -> Any:
         return jsonable(access_api.revoke_token(token_id, reason, root, principal.actor).to_dict())
 
     return BodyLimit(app)
+
+
+class PredictRows(Strict):
+    rows: list[dict[str, Any]] = Field(min_length=1, description="One object per row: column -> value")
+
+
+def _predict(root: Path, app: str, env: str, kind: str, body: bytes, principal: access.Principal) -> Response:
+    """Write the rows to a scratch CSV, run the serving version's entry point, answer in the format sent."""
+    import tempfile
+
+    from govern import tabular
+    from govern.api.predict import predict
+
+    with tempfile.TemporaryDirectory(prefix="govern-predict-") as scratch:
+        given = Path(scratch) / "input.csv"
+        given.write_bytes(body if kind == "text/csv" else tabular.csv_bytes(_rows(body)))
+        output = Path(scratch) / "predictions.csv"
+        done = predict(
+            given,
+            output,
+            app=app,
+            env=env,
+            record=True,
+            start=root,
+            actor=principal.actor,
+            input_label=f"upload ({kind}, {len(body)} bytes)",
+            timeout=PREDICT_TIMEOUT,
+        )
+        headers = {
+            "X-Govern-Model": done.model,
+            "X-Govern-Version": done.version,
+            "X-Govern-Event-Seq": str(done.event.seq if done.event else ""),
+        }
+        if kind == "text/csv":
+            return Response(output.read_bytes(), media_type="text/csv", headers=headers)
+        answer = {**done.to_dict(), "output": None, "predictions": tabular.csv_records(output)}
+        return JSONResponse(jsonable(answer), headers=headers)
+
+
+def _rows(body: bytes) -> list[dict[str, Any]]:
+    import json
+
+    try:
+        parsed = PredictRows.model_validate(json.loads(body or b"null"))
+    except ValueError:
+        raise InvalidInput('Send {"rows": [{"column": value, ...}, ...]} (at least one row), or text/csv') from None
+    return parsed.rows
 
 
 def _query_names(dependant: Any) -> set[str]:
