@@ -57,6 +57,11 @@ POLICY: dict[str, frozenset[str]] = {
     "reject": frozenset({"approver", "scientist"}),  # a scientist: withdrawing its own request only
     "promote": frozenset({"approver"}),  # directly, where `registry.require_approval` is off
     "deprecate": frozenset({"approver"}),
+    "trainings": _READERS,
+    "training": _READERS,
+    "training_progress": _READERS,
+    "request_training": frozenset({"scientist"}),
+    "cancel_training": frozenset({"scientist", "admin"}),
     "deploy": frozenset({"deployer"}),
     "retire": frozenset({"deployer"}),
     "principals": frozenset({"auditor", "admin"}),

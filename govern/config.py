@@ -54,6 +54,8 @@ class Config:
     registry_mirror: str = "background"  # or "inline": promote/deprecate wait for MLflow's aliases
     gates: dict[str, tuple[gates_module.Gate, ...]] = field(default_factory=dict)  # stage -> what it demands
     require_approval: bool = False  # promotions only through an approved request (`govern promote` refused)
+    jobs_python: str | None = None  # the interpreter the controller's training jobs run govern with
+    jobs_concurrency: int = 1  # training jobs one server process runs at once; the rest wait in the queue
 
     @property
     def tracking_uri_is_default(self) -> bool:
@@ -158,6 +160,11 @@ def load(root: Path, environ: Mapping[str, str] | None = None) -> Config:
             f"{source}: `deploy.require_stage` requires stage(s) {', '.join(unknown_stages)}, which "
             f"`registry.stages` does not have ({', '.join(stages)})"
         )
+    jobs = _table(settings, "jobs", source)
+    _refuse_unknown(jobs, {"python", "concurrency"}, "jobs", source)
+    concurrency = jobs.get("concurrency", 1)
+    if isinstance(concurrency, bool) or not isinstance(concurrency, int) or not 1 <= concurrency <= 64:
+        raise ConfigError(f"{source}: `jobs.concurrency` must be a whole number from 1 to 64")
     ci = _table(settings, "ci", source)
     _refuse_unknown(ci, {"tolerances", "models", "outputs"}, "ci", source)
     tolerances = _tolerances(ci, source)
@@ -176,6 +183,8 @@ def load(root: Path, environ: Mapping[str, str] | None = None) -> Config:
         four_eyes=_bool(registry, "four_eyes", False, source),
         gates=gates_module.parse_table(registry.get("gates", {}), tuple(stages), source),
         require_approval=_bool(registry, "require_approval", False, source),
+        jobs_python=jobs.get("python") and _str(jobs, "python", "", source),
+        jobs_concurrency=concurrency,
         gto_tags=_bool(registry, "gto_tags", True, source),
         env_stages=dict(env_stages),
         environments=tuple(environments),
@@ -303,7 +312,9 @@ def _rule(table: Mapping[str, Any], where: str, source: str) -> equivalence.Rule
     return equivalence.Rule(name, bounds["atol"], bounds["rtol"], lists["data"] or (), lists["label_columns"])
 
 
-SETTINGS = {"ledger", "lock_timeout", "auto_anchor", "mlflow", "registry", "deploy", "selection", "ci", "models"}
+SETTINGS = {
+    "ledger", "lock_timeout", "auto_anchor", "mlflow", "registry", "deploy", "selection", "ci", "models", "jobs",
+}  # fmt: skip
 MLFLOW_SETTINGS = {"experiment", "tracking_uri", "registry_mirror"}
 
 

@@ -514,6 +514,54 @@ class PromotionRejected(Fact):
         return f"model:{self.model}@{self.version}"
 
 
+@dataclass(frozen=True)
+class TrainingJobRequested(Fact):
+    """Someone asked the controller to reproduce and record the pipeline at a commit (`POST /trainings`)."""
+
+    type: ClassVar[str] = "job.requested"
+
+    job_id: str
+    commit: str
+    targets: list[str] = field(default_factory=list)
+
+    @property
+    def subject(self) -> str:
+        return f"job:{self.job_id}"
+
+
+@dataclass(frozen=True)
+class TrainingJobStarted(Fact):
+    """A controller process took the job and started running it (again, after a restart: `attempt` > 1)."""
+
+    type: ClassVar[str] = "job.started"
+
+    job_id: str
+    host: str
+    pid: int
+    attempt: int = 1
+
+    @property
+    def subject(self) -> str:
+        return f"job:{self.job_id}"
+
+
+@dataclass(frozen=True)
+class TrainingJobFinished(Fact):
+    """A job ended: `succeeded` (its training recorded), `failed` (why), or `cancelled` (by whom: the actor)."""
+
+    type: ClassVar[str] = "job.finished"
+
+    job_id: str
+    outcome: str
+    training_event_id: str | None = None
+    error: str | None = None
+    log_tail: str = ""
+
+    @property
+    def subject(self) -> str:
+        return f"job:{self.job_id}"
+
+
 FACT_TYPES: dict[str, type[Fact]] = {
     cls.type: cls
     for cls in (
@@ -540,6 +588,9 @@ FACT_TYPES: dict[str, type[Fact]] = {
         PromotionRequested,
         PromotionApproved,
         PromotionRejected,
+        TrainingJobRequested,
+        TrainingJobStarted,
+        TrainingJobFinished,
     )
 }
 

@@ -609,6 +609,41 @@ def m009_promotion_requests(con: duckdb.DuckDBPyConnection) -> None:
     )
 
 
+@migration
+def m010_training_jobs(con: duckdb.DuckDBPyConnection) -> None:
+    """Training jobs the controller runs: requested, started (per attempt) and finished, as one row each."""
+    con.execute(
+        """
+        CREATE VIEW training_jobs AS
+        WITH requested AS (
+            SELECT seq, occurred_at, actor, payload->>'$.job_id' AS job_id, payload->>'$.commit' AS commit,
+                   from_json(coalesce(payload->'$.targets', '[]'), '["VARCHAR"]') AS targets
+            FROM events WHERE type = 'job.requested'
+        ),
+        started AS (
+            SELECT payload->>'$.job_id' AS job_id, max(occurred_at) AS started_at,
+                   arg_max(payload->>'$.host', seq) AS host, arg_max((payload->>'$.pid')::BIGINT, seq) AS pid,
+                   max((payload->>'$.attempt')::INTEGER) AS attempts
+            FROM events WHERE type = 'job.started' GROUP BY 1
+        ),
+        finished AS (
+            SELECT payload->>'$.job_id' AS job_id, arg_min(occurred_at, seq) AS finished_at,
+                   arg_min(actor, seq) AS finished_by, arg_min(payload->>'$.outcome', seq) AS outcome,
+                   arg_min(payload->>'$.training_event_id', seq) AS training_event_id,
+                   arg_min(payload->>'$.error', seq) AS error
+            FROM events WHERE type = 'job.finished' GROUP BY 1
+        )
+        SELECT r.seq, r.job_id, r.commit, r.targets, r.occurred_at AS requested_at, r.actor AS requested_by,
+               s.started_at, s.host, s.pid, coalesce(s.attempts, 0) AS attempts,
+               f.finished_at, f.finished_by, f.training_event_id, f.error,
+               coalesce(f.outcome, CASE WHEN s.job_id IS NULL THEN 'queued' ELSE 'running' END) AS state
+        FROM requested AS r
+        LEFT JOIN started AS s USING (job_id)
+        LEFT JOIN finished AS f USING (job_id)
+        """
+    )
+
+
 # The upcasters `upcasts` was last filled for. A new schema version of a fact (a new key in events.UPCASTERS)
 # comes with a migration that empties `upcasts` and calls upcast_stored(con, 1), and adds its key here;
 # tests/test_schema_evolution.py fails until both exist.

@@ -63,7 +63,13 @@ def project(tmp_path: Path) -> Path:
     (root / "govern.toml").write_text(
         '[deploy]\nenvironments = ["dev"]\nrequire_stage = {}\n'
         '[registry]\ngto_tags = false\n[mlflow]\ntracking_uri = "sqlite:////nonexistent/mlflow.db"\n'
+        '[jobs]\npython = "bin/slow-python"\n'
     )
+    # Training jobs here stay running until cancelled (their interpreter only sleeps), so every role's cancel and
+    # every read of a job can be tried; jobs that really train are in tests/test_server_jobs.py.
+    (root / "bin").mkdir()
+    (root / "bin" / "slow-python").write_text("#!/bin/sh\nexec sleep 120\n")
+    (root / "bin" / "slow-python").chmod(0o755)
     (root / "audit" / "queries").mkdir(parents=True)
     shutil.copy(REPO / "audit" / "queries" / "promotions_of_model.sql", root / "audit" / "queries")
     commit_all(root, "start")
@@ -147,6 +153,11 @@ EXAMPLES: dict[str, tuple[str, str, Any]] = {
         {"model": "churn", "version": "1", "to_stage": "production", "reason": "approved in the board meeting"},
     ),  # fmt: skip
     "deprecate": ("POST", "/api/v1/models/churn/versions/3/deprecation", {"reason": "trained on a bad cut"}),
+    "trainings": ("GET", "/api/v1/trainings", None),
+    "request_training": ("POST", "/api/v1/trainings", {"commit": "HEAD"}),
+    "training": ("GET", "/api/v1/trainings/{job}", None),
+    "training_progress": ("GET", "/api/v1/trainings/{cancelled_job}/progress", None),
+    "cancel_training": ("DELETE", "/api/v1/trainings/{job}", None),
     "deploy": ("POST", "/api/v1/deployments", {"model": "churn", "version": "1", "app": "scoring", "env": "dev"}),
     "production": ("GET", "/api/v1/apps/scoring/production?env=dev", None),
     "predict": ("POST", "/api/v1/apps/scoring/predict?env=dev", {"rows": [{"x": 1, "y": "a"}]}),
@@ -200,6 +211,12 @@ def test_every_operation_answers_exactly_as_the_role_table_says(project: Path, s
     def resolved(path: str) -> str:
         if "{pending}" in path:
             path = path.replace("{pending}", str(pending_request(server, tokens["sci"])))
+        if "{job}" in path or "{cancelled_job}" in path:
+            status, job, _ = call(server, "POST", "/api/v1/trainings", tokens["sci"], {"commit": "HEAD"})
+            assert status == 202, job
+            if "{cancelled_job}" in path:
+                assert call(server, "DELETE", f"/api/v1/trainings/{job['job_id']}", tokens["sci"])[0] == 200
+            path = path.replace("{job}", job["job_id"]).replace("{cancelled_job}", job["job_id"])
         return path.replace("{spare_token}", spare_id)
 
     for operation, (method, template, body) in EXAMPLES.items():

@@ -5,13 +5,15 @@ from __future__ import annotations
 import csv
 import io
 import json
+import shutil
 import urllib.error
 import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
-from conftest import ok, run_cli, start_server
+from conftest import commit_all, git, ok, run_cli, start_server, wait_for
 
 from govern import access
 from govern.ledger import Ledger
@@ -20,8 +22,8 @@ pytestmark = pytest.mark.slow
 M = "breast-cancer-classifier"
 
 
-def send(base: str, path: str, token: str, body: bytes, kind: str) -> tuple[int, bytes, dict]:
-    request = urllib.request.Request(base + path, data=body, method="POST")
+def send(base: str, path: str, token: str, body: bytes, kind: str, method: str = "POST") -> tuple[int, bytes, dict]:
+    request = urllib.request.Request(base + path, data=body or None, method=method)
     request.add_header("Content-Type", kind)
     request.add_header("Authorization", f"Bearer {token}")
     try:
@@ -95,3 +97,107 @@ def test_predictions_are_refused_for_other_apps_bad_rows_and_deprecated_versions
     assert run_cli("deprecate", M, "1", "--reason", "leak found", "--force", cwd=project).exit_code == 0
     status, answer, _ = send(base, "/api/v1/apps/scoring/predict", tokens["scoring-app"], body, "text/csv")
     assert status == 409 and "is deprecated" in json.loads(answer)["detail"]
+
+
+SLOW_STAGE = "import time, yaml; p = yaml.safe_load(open('params.yaml')); time.sleep(p['sleep']); " \
+    "open('out.txt', 'w').write('x' * p['n'])"  # fmt: skip
+
+
+@pytest.fixture
+def trainable(tmp_path: Path, isolated_env: dict[str, str], mlflow_store_template: Path) -> Iterator[dict]:
+    """A tiny pipeline whose stage sleeps `sleep` seconds, served with one job at a time; a scientist's token."""
+    from test_ci import DVC_YAML
+
+    project = tmp_path / "project"
+    project.mkdir()
+    git(project, "init", "-q", "-b", "main")
+    (project / "make.py").write_text(SLOW_STAGE)
+    (project / "params.yaml").write_text("n: 3\nsleep: 0\n")
+    (project / "dvc.yaml").write_text(DVC_YAML.replace("params: [n]", "params: [n, sleep]"))
+    assert run_cli("init", cwd=project).exit_code == 0
+    (project / "govern.toml").write_text("[jobs]\nconcurrency = 1\n")
+    shutil.copy2(mlflow_store_template, project / "mlflow.db")
+    commit_all(project, "tiny pipeline")
+    ok(project, "principals", "add", "sci", "--role", "scientist")
+    token = json.loads(ok(project, "tokens", "create", "sci", "--json"))["token"]
+    state = {"project": project, "token": token, "env": isolated_env, "log": tmp_path / "server.log"}
+    state["process"], state["base"] = start_server(project, isolated_env, state["log"])
+    yield state
+    state["process"].kill()
+    state["process"].wait(timeout=30)
+
+
+def commit_params(project: Path, n: int, sleep: float) -> str:
+    (project / "params.yaml").write_text(f"n: {n}\nsleep: {sleep}\n")
+    return commit_all(project, f"n={n}")
+
+
+def get(base: str, path: str, token: str) -> Any:
+    request = urllib.request.Request(base + path)
+    request.add_header("Authorization", f"Bearer {token}")
+    with urllib.request.urlopen(request, timeout=60) as answer:
+        return json.loads(answer.read())
+
+
+def post(base: str, path: str, token: str, body: Any, method: str = "POST") -> tuple[int, Any]:
+    data = json.dumps(body).encode() if body is not None else b""
+    status, answer, _ = send(base, path, token, data, "application/json", method)
+    return status, json.loads(answer)
+
+
+def test_a_scientist_starts_a_training_at_a_commit_and_watches_it_finish(trainable: dict) -> None:
+    base, token, project = trainable["base"], trainable["token"], trainable["project"]
+    commit = commit_params(project, 5, 0)
+
+    status, job = post(base, "/api/v1/trainings", token, {"commit": commit})
+
+    assert status == 202 and job["state"] in ("queued", "running") and job["commit"] == commit
+    request = urllib.request.Request(f"{base}/api/v1/trainings/{job['job_id']}/progress")
+    request.add_header("Authorization", f"Bearer {token}")
+    events = []
+    with urllib.request.urlopen(request, timeout=300) as stream:
+        assert stream.headers["content-type"].startswith("text/event-stream")
+        for raw in stream:
+            line = raw.decode().rstrip("\n")
+            if line.startswith("event: "):
+                events.append(line.removeprefix("event: "))
+            if line.startswith("data: ") and events[-1] == "finished":
+                final = json.loads(line.removeprefix("data: "))
+                break
+    assert events[-1] == "finished" and "progress" in events
+    assert final["state"] == "succeeded", final["log_tail"]
+    assert final["stages"] == [{"stage": "make", "status": "ran"}], final["log_tail"]
+    ledger = Ledger(project / "audit" / "ledger.duckdb")
+    [training] = [t for t in ledger.read(types=["training.completed"]) if t.git_commit == commit]
+    assert training.event_id == final["training_event_id"]
+    assert training.actor == f"sci (token {access.parse_bearer(token)[0]})", "the requester trained it"
+    assert ledger.verify().ok
+
+
+def test_a_job_queued_when_the_server_is_killed_runs_after_restart_and_a_cancelled_one_never(
+    trainable: dict,
+) -> None:
+    base, token, project = trainable["base"], trainable["token"], trainable["project"]
+    first = post(base, "/api/v1/trainings", token, {"commit": commit_params(project, 6, 4)})[1]["job_id"]
+    second = post(base, "/api/v1/trainings", token, {"commit": commit_params(project, 7, 0)})[1]["job_id"]
+    third = post(base, "/api/v1/trainings", token, {"commit": commit_params(project, 8, 0)})[1]["job_id"]
+    assert post(base, f"/api/v1/trainings/{third}", token, None, method="DELETE")[0] == 200
+    wait_for(lambda: get(base, f"/api/v1/trainings/{first}", token)["state"] == "running", "the first job to run")
+    assert get(base, f"/api/v1/trainings/{second}", token)["state"] == "queued", "one job at a time"
+
+    trainable["process"].kill()  # SIGKILL: no shutdown, the first job's record says running
+    trainable["process"].wait(timeout=30)
+    trainable["process"], base = start_server(project, trainable["env"], trainable["log"])
+
+    done = wait_for(
+        lambda: all(get(base, f"/api/v1/trainings/{j}", token)["state"] == "succeeded" for j in (first, second)),
+        "both jobs to succeed after the restart",
+        timeout=300,
+    )
+    assert done
+    jobs = {j["job_id"]: j for j in get(base, "/api/v1/trainings", token)}
+    assert jobs[first]["attempts"] == 2, "taken again after the restart"
+    assert jobs[second]["attempts"] == 1
+    assert jobs[third]["state"] == "cancelled" and jobs[third]["attempts"] == 0
+    status, problem = post(base, f"/api/v1/trainings/{third}", token, None, method="DELETE")
+    assert status == 409 and "has cancelled already" in problem["detail"]

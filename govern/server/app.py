@@ -9,6 +9,7 @@ its HTTP status derived from the error's class.
 import logging
 import re
 from collections.abc import Callable, Sequence
+from contextlib import asynccontextmanager
 from datetime import datetime
 from http import HTTPStatus
 from pathlib import Path
@@ -17,7 +18,7 @@ from typing import Annotated, Any
 from fastapi import Depends, FastAPI, Query, Request
 from fastapi import Path as PathParam
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import JSONResponse, Response
+from fastapi.responses import JSONResponse, Response, StreamingResponse
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from pydantic import BaseModel, ConfigDict, Field
 from starlette.exceptions import HTTPException as StarletteHTTPException
@@ -180,6 +181,11 @@ class Deprecation(Strict):
     force: bool = False
 
 
+class TrainingRequest(Strict):
+    commit: str = Field(min_length=1, max_length=200, description="A sha, branch or tag of the project's repository")
+    targets: list[str] = Field(default_factory=list, max_length=50, description="Stages to reproduce (default all)")
+
+
 class IdentityLink(Strict):
     identity: str = Field(min_length=3, max_length=300, description="A git identity, 'Name <email>'")
     reason: str = Field(default="", max_length=2000)
@@ -223,7 +229,9 @@ def create_app(root: Path) -> Any:
     from govern.api import access as access_api
     from govern.api import approvals, integrity, lifecycle
     from govern.api import audit as audit_api
+    from govern.api import jobs as jobs_api
     from govern.api import status as status_api
+    from govern.server.jobs import JobRunner
 
     root = root.resolve()
 
@@ -238,7 +246,16 @@ def create_app(root: Path) -> Any:
             takes = ", ".join(sorted(known)) or "none"
             raise InvalidInput(f"Unknown query parameter(s) {', '.join(unknown)}: this operation takes {takes}")
 
+    runner = JobRunner(root)
+
+    @asynccontextmanager
+    async def lifespan(_: Any) -> Any:
+        runner.start()  # jobs accepted before a restart are taken again
+        yield
+        runner.stop()
+
     app = FastAPI(
+        lifespan=lifespan,
         title="govern",
         version=__version__,
         summary="Model governance: lineage, promotions, production windows, audit",
@@ -507,6 +524,61 @@ def create_app(root: Path) -> Any:
     ) -> Any:
         outcome = lifecycle.deprecate(model, version, body.reason, force=body.force, start=root, actor=principal.actor)
         return jsonable(outcome.to_dict())
+
+    @app.get(f"{API}/trainings", operation_id="trainings")
+    def trainings(
+        principal: Annotated[access.Principal, Depends(authorised("trainings"))], state: str | None = None
+    ) -> Any:
+        return jsonable(jobs_api.jobs(ledger(), state))
+
+    @app.post(f"{API}/trainings", operation_id="request_training", status_code=202)
+    def request_training(
+        body: TrainingRequest, principal: Annotated[access.Principal, Depends(authorised("request_training"))]
+    ) -> Any:
+        job = jobs_api.request_training(body.commit, body.targets, root, principal.actor)
+        runner.wake()
+        return jsonable(job.to_dict())
+
+    @app.get(f"{API}/trainings/{{job}}", operation_id="training")
+    def training(job: str, principal: Annotated[access.Principal, Depends(authorised("training"))]) -> Any:
+        return jsonable(jobs_api.job(ledger(), job).to_dict())
+
+    @app.delete(f"{API}/trainings/{{job}}", operation_id="cancel_training")
+    def cancel_training(
+        job: str, principal: Annotated[access.Principal, Depends(authorised("cancel_training"))]
+    ) -> Any:
+        return jsonable(jobs_api.cancel(job, root, principal.actor).to_dict())
+
+    @app.get(
+        f"{API}/trainings/{{job}}/progress",
+        operation_id="training_progress",
+        response_class=StreamingResponse,
+        responses={200: {"content": {"text/event-stream": {}}, "description": "Server-sent events"}},
+    )
+    async def training_progress(
+        job: str, principal: Annotated[access.Principal, Depends(authorised("training_progress"))]
+    ) -> StreamingResponse:
+        from starlette.concurrency import run_in_threadpool
+
+        await run_in_threadpool(jobs_api.job, ledger(), job)  # an unknown job is a 404, before the stream starts
+
+        async def stream() -> Any:
+            import asyncio
+            import json
+
+            sent = None
+            while True:
+                found = await run_in_threadpool(jobs_api.job, ledger(), job)
+                current = jsonable(found.to_dict())
+                if current != sent:
+                    kind = "finished" if found.finished else "progress"
+                    yield f"event: {kind}\ndata: {json.dumps(current)}\n\n"
+                    sent = current
+                if found.finished:
+                    return
+                await asyncio.sleep(1.0)
+
+        return StreamingResponse(stream(), media_type="text/event-stream")
 
     @app.post(f"{API}/deployments", operation_id="deploy", status_code=201)
     def deploy(body: DeploymentRequest, principal: Annotated[access.Principal, Depends(authorised("deploy"))]) -> Any:
