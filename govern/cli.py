@@ -144,6 +144,41 @@ def _progress(message: str) -> None:
     click.echo(message, err=True)
 
 
+def _remote() -> bool:
+    """GOVERN_URL names a `govern serve`: commands that work on the ledger ask it instead (govern.client)."""
+    return bool(os.environ.get("GOVERN_URL"))
+
+
+def _use(module: str, name: str) -> Any:
+    """The use case `govern.api.MODULE.NAME`, or its twin in `govern.client` when GOVERN_URL names a server."""
+    import importlib
+
+    if _remote():
+        from govern import client
+
+        return getattr(client, name)
+    return getattr(importlib.import_module(f"govern.api.{module}"), name)
+
+
+def _ledger() -> Any:
+    """The local ledger for a read use case; None when a server answers instead (its twin ignores it)."""
+    if _remote():
+        return None
+    from govern.api.audit import open_ledger
+
+    return open_ledger()
+
+
+def _local_only(command: str) -> None:
+    """A command that works on the project itself (its checkout, its ledger file) has no remote form."""
+    if _remote():
+        from govern.errors import InvalidInput
+
+        raise InvalidInput(
+            f"`govern {command}` runs where the project is, and has no server form: unset GOVERN_URL to run it here"
+        )
+
+
 def _instant(value: str | None, option: str) -> Any:
     from govern.timeparse import parse_instant
 
@@ -254,6 +289,7 @@ def repro(
     child MLflow run, the best by --metric is selected and registered, and
     the worktree is left as it was (unless --apply-best).
     """
+    _local_only("repro")
     from govern.api.repro import repro as run_repro
     from govern.errors import InvalidInput
 
@@ -362,7 +398,7 @@ def promote(
     model.promoted, sets the MLflow alias named after the stage and writes a
     GTO tag (MODEL#STAGE#N).
     """
-    from govern.api.lifecycle import promote as run
+    run = _use("lifecycle", "promote")
 
     outcome = run(model, version, to_stage, reason, approver=approver, force=force, on_progress=_progress)
     _print_json(outcome.to_dict()) if as_json else _report(outcome)
@@ -380,7 +416,7 @@ def request_promotion(model: str, version: str, to_stage: str, reason: str, as_j
     The same checks as `govern promote` run now and again at approval; the
     declared gates' findings are recorded with the request as evidence.
     """
-    from govern.api.approvals import request_promotion as run
+    run = _use("approvals", "request_promotion")
 
     requested = run(model, version, to_stage, reason)
     if as_json:
@@ -405,7 +441,7 @@ def approve(request: str, reason: str, as_json: bool) -> None:
     Refused to whoever asked and to whoever trained the version (the four-eyes
     rule, by identity), and where a declared gate of the stage fails.
     """
-    from govern.api.approvals import approve as run
+    run = _use("approvals", "approve")
 
     outcome = run(request, reason, on_progress=_progress)
     _print_json(outcome.to_dict()) if as_json else _report(outcome)
@@ -417,7 +453,7 @@ def approve(request: str, reason: str, as_json: bool) -> None:
 @click.option("--json", "as_json", is_flag=True, help="Print the recorded event as JSON on stdout.")
 def reject(request: str, reason: str, as_json: bool) -> None:
     """Reject promotion REQUEST (its number), or withdraw your own: the version keeps its stage."""
-    from govern.api.approvals import reject as run
+    run = _use("approvals", "reject")
 
     event = run(request, reason)
     if as_json:
@@ -432,10 +468,7 @@ def reject(request: str, reason: str, as_json: bool) -> None:
 @click.option("--json", "as_json", is_flag=True, help="Print the rows as JSON on stdout.")
 def requests(state: str, model: str | None, as_json: bool) -> None:
     """Promotion requests, oldest first: the approvers' queue (pending) or the record of decisions."""
-    from govern.api.approvals import requests as read
-    from govern.api.audit import open_ledger
-
-    rows = read(open_ledger(), None if state == "all" else state, model)
+    rows = _use("approvals", "requests")(_ledger(), None if state == "all" else state, model)
     if as_json:
         _print_json(rows)
         return
@@ -481,7 +514,7 @@ def deprecate(model: str, version: str, reason: str, force: bool, as_json: bool)
     --force. Appends model.deprecated, removes its MLflow aliases and writes
     GTO's deregistration tag (MODEL@vN.0.0!).
     """
-    from govern.api.lifecycle import deprecate as run
+    run = _use("lifecycle", "deprecate")
 
     outcome = run(model, version, reason, force=force, on_progress=_progress)
     _print_json(outcome.to_dict()) if as_json else _report(outcome)
@@ -501,7 +534,7 @@ def deploy(model: str, version: str, app: str, env: str, at: str | None, as_json
     needs production). A version already serving the slot is ended at the
     same instant.
     """
-    from govern.api.lifecycle import deploy as run
+    run = _use("lifecycle", "deploy")
 
     outcome = run(model, version, app=app, env=env, at=_instant(at, "--at"))
     _print_json(outcome.to_dict()) if as_json else _report(outcome)
@@ -514,7 +547,7 @@ def deploy(model: str, version: str, app: str, env: str, at: str | None, as_json
 @click.option("--json", "as_json", is_flag=True, help="Print the recorded event as JSON on stdout.")
 def retire(app: str, env: str, at: str | None, as_json: bool) -> None:
     """Record that APP in ENV is no longer served by its model version."""
-    from govern.api.lifecycle import retire as run
+    run = _use("lifecycle", "retire")
 
     outcome = run(app=app, env=env, at=_instant(at, "--at"))
     _print_json(outcome.to_dict()) if as_json else _report(outcome)
@@ -548,7 +581,7 @@ def predict(
     Runs the model's own inference command (the `infer` entry of its
     artifact's meta in dvc.yaml) on the exact registered model file.
     """
-    from govern.api.predict import predict as run
+    run = _use("predict", "predict")
 
     _output_path(output_path, "--output", (input_path,))
     result = run(
@@ -581,7 +614,7 @@ def audit() -> None:
 @click.option("--json", "as_json", is_flag=True, help="Print a JSON array on stdout.")
 def audit_log(types: tuple[str, ...], since: str | None, limit: int | None, as_json: bool) -> None:
     """List recorded events, oldest first."""
-    from govern.api.audit import audit_log as read_log
+    read_log = _use("audit", "audit_log")
     from govern.timeparse import display
 
     events = read_log(types=types, since=_instant(since, "--since"), limit=limit)
@@ -613,9 +646,7 @@ def audit_verify(repo: Path | None, as_json: bool) -> None:
     Exits 1 on the first bad event, or on an anchor the ledger no longer matches. Outside a repository
     (GOVERN_LEDGER alone) it says that the anchors were not checked; --repo PATH checks them.
     """
-    from govern.api.integrity import verify
-
-    result = verify(repository=repo)
+    result = _use("integrity", "verify")(repository=repo)
     chain = result.chain
     if as_json:
         _print_json(result.to_dict())
@@ -646,6 +677,7 @@ def audit_backup(path: Path, as_json: bool) -> None:
     which live in DuckDB's write-ahead log beside it. Check it any time with
     GOVERN_LEDGER=PATH govern audit verify.
     """
+    _local_only("audit backup")
     from govern.api.audit import open_ledger
     from govern.errors import InvalidInput
 
@@ -681,6 +713,7 @@ def audit_copy(target: str, as_json: bool) -> None:
     or an earlier copy of this ledger (the copy resumes after its head); one holding other events is refused. The
     source is never changed.
     """
+    _local_only("audit copy")
     from govern.api.audit import copy_to
 
     if "://" not in target:
@@ -711,9 +744,7 @@ def audit_anchor(as_json: bool) -> None:
     Appends ledger.anchored and tags HEAD with that event's seq and hash, so
     the anchor covers its own event. Push it: git push --tags.
     """
-    from govern.api.integrity import anchor
-
-    event = anchor()
+    event = _use("integrity", "anchor")()
     if as_json:
         _print_json(event.to_dict())
     else:
@@ -731,7 +762,7 @@ def audit_production(app: str, env: str, at: str, as_json: bool) -> None:
     Windows are half-open: at a window's exact end the version no longer
     serves (its successor, if any, does).
     """
-    from govern.api.audit import production_answer
+    production_answer = _use("audit", "production_answer")
 
     moment = _instant(at, "--at")
     answer = production_answer(app, env, moment)
@@ -752,7 +783,7 @@ def audit_production(app: str, env: str, at: str, as_json: bool) -> None:
 @click.option("--json", "as_json", is_flag=True, help="Print a JSON array on stdout.")
 def audit_windows(app: str | None, model: str | None, as_json: bool) -> None:
     """Every production window: start, end (null while open) and duration."""
-    from govern.api.audit import window_records
+    window_records = _use("audit", "window_records")
 
     records = window_records(app=app, model=model)
     if as_json:
@@ -771,7 +802,7 @@ def audit_windows(app: str | None, model: str | None, as_json: bool) -> None:
 @click.option("--json", "as_json", is_flag=True, help="Print a JSON array on stdout.")
 def audit_history(model: str, version: str | None, as_json: bool) -> None:
     """Every event of MODEL (or of one VERSION) in order: trainings, registrations, promotions, deployments."""
-    from govern.api.audit import history
+    history = _use("audit", "history")
     from govern.timeparse import display
 
     events = history(model, version)
@@ -818,9 +849,7 @@ def audit_sql(statement: str, as_json: bool) -> None:
     deprecations, stage_assignments, deployment_events, production_windows,
     inferences, experiments. The connection is read-only: writes are refused.
     """
-    from govern.api.audit import sql
-
-    result = sql(statement)
+    result = _use("audit", "sql")(statement)
     _print_json(result.records()) if as_json else _print_table(result.columns, result.rows)
 
 
@@ -833,7 +862,7 @@ def audit_run(name: str | None, params: tuple[str, ...], as_json: bool) -> None:
 
     Parameters are bound ($name in the SQL), never pasted into it.
     """
-    from govern.api.audit import named_queries, run_named
+    named_queries, run_named = _use("audit", "named_queries"), _use("audit", "run_named")
     from govern.errors import InvalidInput
 
     if name is None:
@@ -870,9 +899,9 @@ def audit_report(model: str, version: str, fmt: str, output: Path | None, verify
     Every event the report cites is re-hashed and linked to the one before it;
     when one fails, the report is still written and the command exits 1.
     """
-    from govern.api.report import gather
     from govern.report import render
 
+    gather = _use("report", "gather")
     if output is not None:
         _output_path(output, "--output")
     report = gather(model, version, verify_chain=verify_chain)
@@ -894,8 +923,9 @@ def audit_report(model: str, version: str, fmt: str, output: Path | None, verify
 @click.argument("version")
 def audit_lineage(model: str, version: str) -> None:
     """The lineage of MODEL VERSION as a tree: training, commit, stages, datasets, promotions, windows."""
-    from govern.api.report import gather
     from govern.report import render_tree
+
+    gather = _use("report", "gather")
 
     click.echo(render_tree(gather(model, version)), nl=False)
 
@@ -905,6 +935,7 @@ def audit_lineage(model: str, version: str) -> None:
 @click.option("-o", "--output", type=click.Path(path_type=Path), help="Write to this file instead of stdout.")
 def audit_openlineage(since: str | None, output: Path | None) -> None:
     """Export trainings as OpenLineage run events (JSON lines: START/COMPLETE, one job per stage)."""
+    _local_only("audit openlineage")
     from govern.api.audit import openlineage
 
     if output is not None:
@@ -931,7 +962,8 @@ def ci() -> None:
 @click.option(
     "--server",
     metavar="URL",
-    help="Record the verdict in this govern server's ledger (token in GOVERN_TOKEN, a verifier's), not locally.",
+    help="Record the verdict in this govern server's ledger (token in GOVERN_TOKEN, a verifier's), not locally; "
+    "default GOVERN_URL.",
 )
 def ci_verify(
     rev: str, tolerances: tuple[str, ...], strict: bool, summary: Path | None, as_json: bool, server: str | None
@@ -966,6 +998,7 @@ def ci_verify(
             click.echo(f"[{stage}] {run.status} ({run.duration_s:.2f} s)", err=True)
 
     upload = None
+    server = server or os.environ.get("GOVERN_URL") or None
     if server is not None:
         from govern.remote import Server
 
@@ -1076,7 +1109,7 @@ def principals() -> None:
 @click.option("--json", "as_json", is_flag=True, help="Print the recorded event as JSON on stdout.")
 def principals_add(name: str, role: str, apps: tuple[str, ...], reason: str, as_json: bool) -> None:
     """Grant NAME a role (a consumer, for the apps given); granting it again with other apps replaces them."""
-    from govern.api.access import grant
+    grant = _use("access", "grant")
 
     event = grant(name, role, apps, reason)
     if as_json:
@@ -1092,7 +1125,7 @@ def principals_add(name: str, role: str, apps: tuple[str, ...], reason: str, as_
 @click.option("--reason", default="", help="Why, for the record.")
 def principals_revoke(name: str, role: str, reason: str) -> None:
     """From now on NAME may no longer act in ROLE (its tokens stay, but carry no role unless it holds another)."""
-    from govern.api.access import revoke
+    revoke = _use("access", "revoke")
 
     event = revoke(name, role, reason)
     click.echo(f"recorded seq {event.seq}: {name} no longer holds the role {role}")
@@ -1104,7 +1137,7 @@ def principals_revoke(name: str, role: str, reason: str) -> None:
 @click.option("--reason", default="", help="Why, for the record.")
 def principals_link(name: str, identity: str, reason: str) -> None:
     """Record that git IDENTITY ('Name <email>') is NAME's: versions it trained count as NAME's for four-eyes."""
-    from govern.api.access import link_identity
+    link_identity = _use("access", "link_identity")
 
     event = link_identity(name, identity, reason)
     click.echo(f"recorded seq {event.seq}: {event.payload['identity']} is {name}")
@@ -1114,10 +1147,7 @@ def principals_link(name: str, identity: str, reason: str) -> None:
 @click.option("--json", "as_json", is_flag=True, help="Print the rows as JSON on stdout.")
 def principals_identities(as_json: bool) -> None:
     """The git identities linked to principals (govern principals link)."""
-    from govern.api.access import identities
-    from govern.api.audit import open_ledger
-
-    rows = identities(open_ledger())
+    rows = _use("access", "identities")(_ledger())
     if as_json:
         _print_json(rows)
         return
@@ -1135,10 +1165,7 @@ def principals_identities(as_json: bool) -> None:
 @click.option("--json", "as_json", is_flag=True, help="Print the rows as JSON on stdout.")
 def principals_list(at: str | None, as_json: bool) -> None:
     """Who holds which role now, or held it at --at: the answer to "who could approve on date T"."""
-    from govern.api.access import roles_at
-    from govern.api.audit import open_ledger
-
-    rows = roles_at(open_ledger(), _instant(at, "--at"))
+    rows = _use("access", "roles_at")(_ledger(), _instant(at, "--at"))
     if as_json:
         _print_json(rows)
         return
@@ -1163,7 +1190,7 @@ def tokens() -> None:
 @click.option("--json", "as_json", is_flag=True, help="Print the token and its id as JSON on stdout.")
 def tokens_create(name: str, expires: str | None, description: str, as_json: bool) -> None:
     """Issue a token for NAME, who must hold a role. The token is printed once: store it now."""
-    from govern.api.access import issue_token
+    issue_token = _use("access", "issue_token")
 
     issued = issue_token(name, expires, description)
     if as_json:
@@ -1180,7 +1207,7 @@ def tokens_create(name: str, expires: str | None, description: str, as_json: boo
 @click.option("--reason", default="", help="Why, for the record.")
 def tokens_revoke(token_id: str, reason: str) -> None:
     """Make a token unusable from now on, whatever its expiry."""
-    from govern.api.access import revoke_token
+    revoke_token = _use("access", "revoke_token")
 
     event = revoke_token(token_id, reason)
     click.echo(
@@ -1193,10 +1220,7 @@ def tokens_revoke(token_id: str, reason: str) -> None:
 @click.option("--json", "as_json", is_flag=True, help="Print the rows as JSON on stdout.")
 def tokens_list(principal: str | None, as_json: bool) -> None:
     """Every token ever issued, with its state now (active, expired, revoked); never a secret."""
-    from govern.api.access import tokens as read
-    from govern.api.audit import open_ledger
-
-    rows = read(open_ledger(), principal)
+    rows = _use("access", "tokens")(_ledger(), principal)
     if as_json:
         _print_json(rows)
         return
@@ -1302,6 +1326,7 @@ def mirror(as_json: bool) -> None:
     not yet in MLflow get their stage aliases and deprecation tags. Exits 1
     while MLflow is still unreachable.
     """
+    _local_only("mirror")
     from govern.api import registry_mirror
     from govern.api.context import open_project
     from govern.api.mirror import retry_pending
@@ -1335,6 +1360,7 @@ def mirror(as_json: bool) -> None:
 @click.option("--json", "as_json", is_flag=True, help="Print the imported events as JSON on stdout.")
 def sync(repo: Path | None, as_json: bool) -> None:
     """Import promotions made with GTO (annotated git tags) into the ledger; idempotent."""
+    _local_only("sync")
     from govern.api.sync import sync as run
 
     outcome = run(repository=repo)
@@ -1356,7 +1382,7 @@ STATUS_SLOTS = 25  # one screen; --json lists every slot
 def status(as_json: bool) -> None:
     """The current state on one screen: models and stages, what serves where since when, pending mirrors,
     the last verification and the newest anchor. All derived from the ledger."""
-    from govern.api.status import status as read
+    read = _use("status", "status")
 
     state = read()
     if as_json:

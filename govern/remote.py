@@ -66,26 +66,38 @@ class Server:
         return cls(base, token)
 
     def call(self, method: str, path: str, body: Any = None, query: Mapping[str, Any] | None = None) -> Any:
-        """One request; the decoded JSON answer, or the server's problem raised as the matching GovernError."""
-        address = self.url + API + path
-        if query:
-            pairs = [(k, v) for k, v in query.items() if v is not None]
-            address += "?" + urllib.parse.urlencode(pairs, doseq=True)
+        """One JSON request; the decoded answer, or the server's problem raised as the matching GovernError."""
         data = None if body is None else json.dumps(body).encode("utf-8")
+        raw, _ = self._exchange(method, path, data, "application/json" if data is not None else None, query)
+        return json.loads(raw) if raw else None
+
+    def _exchange(
+        self, method: str, path: str, data: bytes | None, kind: str | None, query: Mapping[str, Any] | None
+    ) -> tuple[bytes, dict]:
+        address = self.url + API + path
+        pairs = [(k, v) for k, v in (query or {}).items() if v is not None]
+        if pairs:
+            address += "?" + urllib.parse.urlencode(pairs, doseq=True)
         request = urllib.request.Request(address, data=data, method=method)
         request.add_header("Authorization", f"Bearer {self.token}")
-        request.add_header("Accept", "application/json")
-        if data is not None:
-            request.add_header("Content-Type", "application/json")
+        if kind is not None:
+            request.add_header("Content-Type", kind)
         try:
             with urllib.request.urlopen(request, timeout=TIMEOUT) as answer:  # noqa: S310 - http(s) checked above
-                raw = answer.read()
+                return answer.read(), {k.lower(): v for k, v in answer.headers.items()}
         except urllib.error.HTTPError as error:
             raise _problem(error) from None
         except (urllib.error.URLError, OSError) as error:
             reason = getattr(error, "reason", error)
             raise Unreachable(f"Cannot reach the govern server at {self.url} ({reason}): check GOVERN_URL") from None
-        return json.loads(raw) if raw else None
+
+    def send(self, path: str, body: bytes, kind: str, query: Mapping[str, Any] | None = None) -> tuple[bytes, dict]:
+        """A request whose body is not JSON (CSV rows): the answer's bytes and headers (lower-case names)."""
+        return self._exchange("POST", path, body, kind, query)
+
+    def fetch(self, path: str, query: Mapping[str, Any] | None = None) -> tuple[bytes, dict]:
+        """A GET whose answer is not JSON (a report): its bytes and headers."""
+        return self._exchange("GET", path, None, None, query)
 
     def upload_verdict(self, kind: str, payload: dict[str, Any]) -> Any:
         """`ci verify --server`: the server records the verdict under this token's principal."""

@@ -106,7 +106,7 @@ def approve(
     """Approve a pending request: the promotion it asks for is recorded with the approval, then tagged and
     mirrored as `govern promote` does. Refused to the requester and to the trainer, and where a gate fails."""
     project = open_project(start, actor)
-    seq = _request_number(request)
+    seq = request_number(request)
     reason = text_argument(reason, "--reason")
     planned: list[str] = []
     warnings: list[str] = []
@@ -160,7 +160,7 @@ def reject(
     """Close a pending request without promoting: an approver refuses it, or its requester withdraws it
     (`requester_only`: the server's scientists may close their own requests, no one else's)."""
     project = open_project(start, actor)
-    seq = _request_number(request)
+    seq = request_number(request)
     reason = text_argument(reason, "--reason")
 
     def decide(reader: Reader) -> list[PendingEvent]:
@@ -232,7 +232,7 @@ def _who(actor: str) -> str:
     return found.group(1) if found else actor
 
 
-def _request_number(request: int | str) -> int:
+def request_number(request: int | str) -> int:
     text = str(request).strip().removeprefix("#")
     if not text.isdigit() or int(text) < 1 or int(text) > 2**62:
         raise InvalidInput(f"{request!r} is not a request number: `govern requests` lists them")

@@ -52,6 +52,8 @@ class IntegrityReport:
         return {
             **self.chain.to_dict(),
             "ok": self.ok,
+            "chain_ok": self.chain.ok,
+            "anchors": [{"tag": a.tag, "seq": a.seq, "hash": a.hash} for a in self.anchors],
             "anchors_checked": self.anchors_checked,
             "repository": str(self.repository) if self.repository else None,
             "anchors_found": len(self.anchors),

@@ -402,7 +402,7 @@ def create_app(root: Path) -> Any:
         principal: Annotated[access.Principal, Depends(authorised("events"))],
         event_type: Annotated[list[str] | None, Query(alias="type")] = None,
         since: Annotated[str | None, Query(description="ISO 8601 with Z or an offset")] = None,
-        limit: Annotated[int | None, Query(ge=0, le=100_000)] = 1000,
+        limit: Annotated[int | None, Query(ge=0, description="Only the newest N; default every event")] = None,
     ) -> Any:
         found = audit_api.audit_log(types=event_type or (), since=_instant(since, "since"), limit=limit, start=root)
         return jsonable([event.to_dict() for event in found])
@@ -641,7 +641,7 @@ def create_app(root: Path) -> Any:
         name: str, body: TokenRequest, principal: Annotated[access.Principal, Depends(authorised("issue_token"))]
     ) -> Any:
         issued = access_api.issue_token(name, body.expires, body.description, root, principal.actor)
-        return jsonable(issued.to_dict())
+        return jsonable({**issued.to_dict(), "event": issued.event.to_dict()})
 
     @app.delete(f"{API}/tokens/{{token_id}}", operation_id="revoke_token")
     def revoke_token(
@@ -660,6 +660,7 @@ class PredictRows(Strict):
 
 def _predict(root: Path, app: str, env: str, kind: str, body: bytes, principal: access.Principal) -> Response:
     """Write the rows to a scratch CSV, run the serving version's entry point, answer in the format sent."""
+    import json
     import tempfile
 
     from govern import tabular
@@ -684,6 +685,7 @@ def _predict(root: Path, app: str, env: str, kind: str, body: bytes, principal: 
             "X-Govern-Model": done.model,
             "X-Govern-Version": done.version,
             "X-Govern-Event-Seq": str(done.event.seq if done.event else ""),
+            "X-Govern-Event": json.dumps(done.event.to_dict()) if done.event else "",  # ASCII: a header may carry it
         }
         if kind == "text/csv":
             return Response(output.read_bytes(), media_type="text/csv", headers=headers)

@@ -1,0 +1,232 @@
+"""The remote CLI: the use cases' twins that ask a `govern serve` instead of opening the ledger.
+
+With `GOVERN_URL` (and `GOVERN_TOKEN`) set, each `govern` command that works on the ledger calls the function
+of the same name here instead of the local use case. Each takes the same arguments and returns the same kind
+of result (events as `RecordedEvent`, rows as dicts), so the command prints exactly what it prints locally,
+`--json` included, and a refusal exits with the same code (the server's problem names the error class).
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping, Sequence
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+from govern.envelope import RecordedEvent, format_timestamp
+from govern.errors import InvalidInput
+from govern.remote import Server
+
+
+def _server() -> Server:
+    return Server.from_environment()
+
+
+def _outcome(answer: Mapping[str, Any]) -> Any:
+    from govern.api.lifecycle import Outcome
+
+    return Outcome([RecordedEvent.from_dict(e) for e in answer["events"]], answer["warnings"], answer["tags"])
+
+
+def _when(at: datetime | None) -> str | None:
+    return format_timestamp(at) if at is not None else None
+
+
+# ---------------------------------------------------------------- lifecycle
+
+
+def promote(model: str, version: str, to_stage: str, reason: str, *, approver: str | None = None,
+            force: bool = False, on_progress: Any = None) -> Any:  # fmt: skip
+    if approver is not None:
+        raise InvalidInput("--approver is not accepted by a server: the approver is the principal of GOVERN_TOKEN")
+    body = {"model": model, "version": version, "to_stage": to_stage, "reason": reason, "force": force}
+    return _outcome(_server().call("POST", "/promotions", body))
+
+
+def deprecate(model: str, version: str, reason: str, *, force: bool = False, on_progress: Any = None) -> Any:
+    path = f"/models/{_segment(model)}/versions/{_segment(version)}/deprecation"
+    return _outcome(_server().call("POST", path, {"reason": reason, "force": force}))
+
+
+def deploy(model: str, version: str, *, app: str, env: str = "production", at: datetime | None = None) -> Any:
+    body = {"model": model, "version": version, "app": app, "env": env, "at": _when(at)}
+    return _outcome(_server().call("POST", "/deployments", body))
+
+
+def retire(*, app: str, env: str = "production", at: datetime | None = None) -> Any:
+    return _outcome(_server().call("POST", "/retirements", {"app": app, "env": env, "at": _when(at)}))
+
+
+def request_promotion(model: str, version: str, to_stage: str, reason: str) -> Any:
+    from govern.api.approvals import Requested
+
+    body = {"model": model, "version": version, "to_stage": to_stage, "reason": reason}
+    return Requested(RecordedEvent.from_dict(_server().call("POST", "/promotion-requests", body)["event"]))
+
+
+def approve(request: str, reason: str, on_progress: Any = None) -> Any:
+    return _outcome(_server().call("POST", f"/promotion-requests/{_number(request)}/approval", {"reason": reason}))
+
+
+def reject(request: str, reason: str) -> RecordedEvent:
+    answer = _server().call("POST", f"/promotion-requests/{_number(request)}/rejection", {"reason": reason})
+    return RecordedEvent.from_dict(answer)
+
+
+def requests(_ledger: Any, state: str | None = "pending", model: str | None = None) -> list[dict[str, Any]]:
+    return _server().call("GET", "/promotion-requests", query={"state": state or "all", "model": model})
+
+
+def predict(input_path: Path, output_path: Path, *, model: str | None = None, version: str | None = None,
+            app: str | None = None, env: str = "production", record: bool = False,
+            allow_deprecated: bool = False) -> Any:  # fmt: skip
+    """Over the server a prediction is for an app, and always recorded under the token's principal."""
+    from govern.api.predict import Prediction
+
+    if app is None or model is not None:
+        raise InvalidInput("Through a server, predictions are for an app: give --app APP (and --env), not a version")
+    if allow_deprecated:
+        raise InvalidInput("--allow-deprecated is not offered by a server: deploy a version that is not deprecated")
+    if not input_path.is_file():
+        raise InvalidInput(f"--input {input_path} is not a file")
+    body, headers = _server().send(f"/apps/{_segment(app)}/predict", input_path.read_bytes(), "text/csv", {"env": env})
+    output_path.write_bytes(body)
+    rows = max(0, len(body.decode("utf-8", errors="replace").splitlines()) - 1)
+    event = RecordedEvent.from_dict(json.loads(headers["x-govern-event"])) if headers.get("x-govern-event") else None
+    return Prediction(headers["x-govern-model"], headers["x-govern-version"], app, env, output_path, rows, event)
+
+
+# ---------------------------------------------------------------- audit
+
+
+def audit_log(types: Sequence[str] = (), since: datetime | None = None, limit: int | None = None) -> list:
+    query = {"type": list(types) or None, "since": _when(since), "limit": limit}
+    return [RecordedEvent.from_dict(e) for e in _server().call("GET", "/events", query=query)]
+
+
+def production_answer(app: str, env: str, at: datetime) -> dict[str, Any]:
+    return _server().call("GET", f"/apps/{_segment(app)}/production", query={"env": env, "at": _when(at)})
+
+
+def window_records(app: str | None = None, model: str | None = None) -> list[dict[str, Any]]:
+    return _server().call("GET", "/windows", query={"app": app, "model": model})
+
+
+def history(model: str, version: str | None = None) -> list[RecordedEvent]:
+    answer = _server().call("GET", f"/models/{_segment(model)}/history", query={"version": version})
+    return [RecordedEvent.from_dict(e) for e in answer]
+
+
+def sql(statement: str, params: Mapping[str, Any] | None = None) -> Any:
+    return _result(_server().call("POST", "/sql", {"statement": statement, "params": dict(params or {})}))
+
+
+def named_queries() -> dict[str, str]:
+    return {q["name"]: q["description"] for q in _server().call("GET", "/queries")}
+
+
+def run_named(name: str, params: Mapping[str, str]) -> Any:
+    return _result(_server().call("POST", f"/queries/{_segment(name)}", {"params": dict(params)}))
+
+
+def gather(model: str, version: str, verify_chain: bool = False) -> dict[str, Any]:
+    """The report's data from the server (its JSON form); the CLI renders HTML or Markdown from it locally."""
+    path = f"/models/{_segment(model)}/versions/{_segment(version)}/report"
+    query = {"format": "json", "verify_chain": str(verify_chain).lower()}
+    body, _ = _server().fetch(path, query)
+    return json.loads(body)
+
+
+def verify(repository: Path | None = None) -> Any:
+    from govern.api.integrity import Anchor, IntegrityReport
+    from govern.ledger import Verification
+
+    if repository is not None:
+        raise InvalidInput("--repo checks anchors in a local repository: a server checks its own; leave --repo out")
+    answer = _server().call("GET", "/verify")
+    chain = Verification(answer["chain_ok"], answer["count"], answer["head_hash"], answer["bad_seq"], answer["problem"])
+    anchors = [Anchor(a["tag"], a["seq"], a["hash"]) for a in answer["anchors"]]
+    where = Path(answer["repository"]) if answer["repository"] else None
+    return IntegrityReport(chain, anchors, answer["anchor_problems"], where)
+
+
+def anchor() -> RecordedEvent:
+    return RecordedEvent.from_dict(_server().call("POST", "/anchors"))
+
+
+def status() -> dict[str, Any]:
+    return _server().call("GET", "/status")
+
+
+# ---------------------------------------------------------------- access
+
+
+def grant(principal: str, role: str, apps: Sequence[str] = (), reason: str = "") -> RecordedEvent:
+    body = {"principal": principal, "role": role, "apps": list(apps), "reason": reason}
+    return RecordedEvent.from_dict(_server().call("POST", "/principals", body))
+
+
+def revoke(principal: str, role: str, reason: str = "") -> RecordedEvent:
+    path = f"/principals/{_segment(principal)}/roles/{_segment(role)}"
+    return RecordedEvent.from_dict(_server().call("DELETE", path, query={"reason": reason}))
+
+
+def link_identity(principal: str, identity: str, reason: str = "") -> RecordedEvent:
+    body = {"identity": identity, "reason": reason}
+    return RecordedEvent.from_dict(_server().call("POST", f"/principals/{_segment(principal)}/identities", body))
+
+
+def identities(_ledger: Any) -> list[dict[str, Any]]:
+    return _server().call("GET", "/identities")
+
+
+def roles_at(_ledger: Any, at: datetime | None = None) -> list[dict[str, Any]]:
+    return _server().call("GET", "/principals", query={"at": _when(at)})
+
+
+def tokens(_ledger: Any, principal: str | None = None) -> list[dict[str, Any]]:
+    return _server().call("GET", "/tokens", query={"principal": principal})
+
+
+def issue_token(principal: str, expires: str | None = None, description: str = "") -> Any:
+    from govern import access
+    from govern.access import IssuedToken
+    from govern.api.access import Issued
+
+    answer = _server().call(
+        "POST", f"/principals/{_segment(principal)}/tokens", {"expires": expires, "description": description}
+    )
+    token_id, secret = access.parse_bearer(answer["token"]) or ("", "")
+    until = datetime.fromisoformat(answer["expires_at"]) if answer["expires_at"] else None
+    return Issued(IssuedToken(token_id, answer["principal"], secret, until), RecordedEvent.from_dict(answer["event"]))
+
+
+def revoke_token(token_id: str, reason: str = "") -> RecordedEvent:
+    from govern import access
+
+    bearer = access.parse_bearer(token_id)
+    token_id = bearer[0] if bearer else token_id
+    return RecordedEvent.from_dict(_server().call("DELETE", f"/tokens/{_segment(token_id)}", query={"reason": reason}))
+
+
+# ---------------------------------------------------------------- helpers
+
+
+def _result(answer: Mapping[str, Any]) -> Any:
+    from govern.api.audit import QueryResult
+
+    columns = answer["columns"]
+    return QueryResult(columns, [tuple(row[c] for c in columns) for row in answer["rows"]])
+
+
+def _segment(value: str) -> str:
+    import urllib.parse
+
+    return urllib.parse.quote(str(value), safe="")
+
+
+def _number(request: str) -> str:
+    from govern.api.approvals import request_number
+
+    return str(request_number(request))
