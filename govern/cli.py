@@ -1254,8 +1254,13 @@ def hooks_install(force: bool) -> None:
     "--ledger",
     help="The team's central ledger: a file path or a postgresql:// URL (default BARE/govern-hook/ledger.duckdb).",
 )
+@click.option(
+    "--server",
+    metavar="URL",
+    help="Post verdicts to this govern server instead (its verifier token in GOVERN_TOKEN, kept in BARE/govern-hook).",
+)
 @click.option("--force", is_flag=True, help="Replace an existing post-receive hook that is not govern's.")
-def hooks_install_server(bare: Path, ledger: str | None, force: bool) -> None:
+def hooks_install_server(bare: Path, ledger: str | None, server: str | None, force: bool) -> None:
     """Install a post-receive hook that verifies every pushed branch head in the background.
 
     Each head is checked out into a temporary worktree and verified like
@@ -1264,8 +1269,9 @@ def hooks_install_server(bare: Path, ledger: str | None, force: bool) -> None:
     """
     from govern.api.hooks import install_server
 
-    installed = install_server(bare, ledger, force)
-    click.echo(f"installed {installed.hook}; ledger {installed.ledger}; log {installed.log}")
+    installed = install_server(bare, ledger, force, server)
+    where = "server" if server else "ledger"
+    click.echo(f"installed {installed.hook}; {where} {installed.ledger}; log {installed.log}")
 
 
 @hooks.command("pre-push", hidden=True)

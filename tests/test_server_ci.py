@@ -98,3 +98,36 @@ def test_a_runner_with_a_bad_token_cannot_record_and_says_so(served: dict) -> No
         "Error: A valid bearer token is required: `govern tokens create NAME` issues one"
     )
     assert ledger.head() == before
+
+
+def test_the_server_hook_posts_each_pushed_commit_to_the_server(served: dict, tmp_path: Path) -> None:
+    bare = tmp_path / "team.git"
+    git(tmp_path, "clone", "-q", "--bare", str(served["project"]), str(bare))
+    env = {**served["env"], "GOVERN_TOKEN": served["token"]}
+    command = [
+        sys.executable,
+        "-m",
+        "govern",
+        "hooks",
+        "install-server",
+        "--bare",
+        str(bare),
+        "--server",
+        served["url"],
+    ]
+    installed = subprocess.run(command, cwd=tmp_path, env=env, capture_output=True, text=True)
+    assert installed.returncode == 0, installed.stderr
+    token_file = bare / "govern-hook" / "token"
+    assert token_file.stat().st_mode & 0o777 == 0o600 and served["url"] in installed.stdout
+    (served["runner"] / "NOTES.md").write_text("a commit that leaves the pipeline as it is\n")
+    pushed = commit_all(served["runner"], "notes")
+    git(served["runner"], "push", "-q", str(bare), "HEAD:refs/heads/main", env=served["env"])
+
+    ledger = Ledger(served["project"] / "audit" / "ledger.duckdb")
+    [verdict] = wait_for(
+        lambda: [e for e in ledger.read(types=["reproduction.verified"]) if e.git_commit == pushed],
+        "the hook's verdict in the server's ledger",
+        timeout=300,
+    )
+    assert verdict.actor == f"ci-bot (token {access.parse_bearer(served['token'])[0]})"
+    assert verdict.payload["ci"]["system"] == "server-hook"

@@ -87,12 +87,31 @@ class ServerHook:
     log: Path
 
 
-def install_server(bare: Path, ledger: Path | str | None = None, force: bool = False) -> ServerHook:
-    """Install the post-receive hook into a bare repository."""
+TOKEN_FILE = "token"  # BARE/govern-hook/token: the verifier's bearer token when verdicts go to a server
+
+
+def install_server(
+    bare: Path, ledger: Path | str | None = None, force: bool = False, server: str | None = None
+) -> ServerHook:
+    """Install the post-receive hook into a bare repository. With `server`, verdicts are posted to that
+    `govern serve` under the verifier token in GOVERN_TOKEN, kept in BARE/govern-hook/token (mode 0600)."""
     bare = bare.resolve()
     if not (bare / "HEAD").is_file() or not (bare / "objects").is_dir() or (bare / ".git").exists():
         raise InvalidInput(f"{bare} is not a bare git repository: create one with `git init --bare {bare}`")
-    if ledger is not None and "://" in str(ledger):
+    if server is not None:
+        if ledger is not None:
+            raise InvalidInput("--server and --ledger name two destinations for the verdicts: give one")
+        from govern.remote import Server
+
+        remote = Server.from_environment(server)
+        remote.call("GET", "/whoami")  # the token works now, not at the first push
+        (bare / "govern-hook").mkdir(exist_ok=True)
+        token_file = bare / "govern-hook" / TOKEN_FILE
+        token_file.touch(mode=0o600)
+        token_file.chmod(0o600)
+        token_file.write_text(remote.token + "\n", encoding="utf-8")
+        ledger = remote.url
+    elif ledger is not None and "://" in str(ledger):
         ledger = _team_ledger(str(ledger))
     else:
         ledger = Path(ledger or bare / "govern-hook" / "ledger.duckdb").resolve()
@@ -142,7 +161,7 @@ def on_receive(bare: Path, ledger: Path | str, updates: Iterable[str]) -> list[s
     log = (bare / "govern-hook" / "verify.log").open("ab")
     for commit in commits:
         _detach(["verify-commit", "--bare", str(bare), "--ledger", str(ledger), "--rev", commit], log)
-    if tags and not commits:
+    if tags and not commits and not _is_server(ledger):
         _detach(["sync-server", "--bare", str(bare), "--ledger", str(ledger)], log)
     log.close()
     return commits
@@ -167,12 +186,14 @@ def verify_pushed(bare: Path, ledger: Path | str, commit: str) -> str:
     from govern.api.ci import headline, verify
     from govern.api.sync import sync
 
-    os.environ["GOVERN_LEDGER"] = str(ledger)
     os.environ.setdefault("GOVERN_CI_SYSTEM", "server-hook")
     os.environ.setdefault("GOVERN_CI_IDENTITY", f"server-hook:{bare.name}")
     lock = bare / "govern-hook" / "locks" / f"{commit}.lock"
     if not _acquire(lock):
         return f"{commit}: a verification is already running"
+    if _is_server(ledger):
+        return _verify_for_server(bare, str(ledger), commit, lock)
+    os.environ["GOVERN_LEDGER"] = str(ledger)
     try:
         store = open_store(ledger)
         if store.exists() and store.query(ALREADY_VERIFIED, [commit])[1][0][0]:
@@ -184,6 +205,24 @@ def verify_pushed(bare: Path, ledger: Path | str, commit: str) -> str:
         lock.unlink(missing_ok=True)
     imported = sync(repository=bare, mirror=False)  # the aliases wait for `govern mirror` with the team's MLflow
     return f"{outcome}; {len(imported.events)} GTO promotion(s) imported"
+
+
+def _is_server(destination: Path | str) -> bool:
+    return str(destination).startswith(("http://", "https://"))
+
+
+def _verify_for_server(bare: Path, url: str, commit: str, lock: Path) -> str:
+    """Verify and post the verdict to the team's `govern serve`; GTO tags are not imported (the server has no
+    import operation yet: run `govern sync` where the ledger is)."""
+    from govern.api.ci import headline, verify
+    from govern.remote import Server
+
+    token = (bare / "govern-hook" / TOKEN_FILE).read_text(encoding="utf-8").strip()
+    try:
+        verdict = verify(commit, repository=bare, upload=Server(url, token).upload_verdict)
+    finally:
+        lock.unlink(missing_ok=True)
+    return f"{commit}: {headline(verdict)} (seq {verdict.event.seq} on {url})"
 
 
 def _acquire(lock: Path) -> bool:
