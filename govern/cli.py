@@ -224,6 +224,7 @@ def init(ledger_url: str | None, writer_role: str | None, auditor_role: str | No
     PostgreSQL ledger's schema is created too (run it as the database owner),
     and a new configuration points at it.
     """
+    _local_only("init")
     from govern.api.project import init_project, init_team_ledger
 
     if ledger_url is None and (writer_role or auditor_role):
