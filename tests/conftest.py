@@ -268,6 +268,35 @@ def trained_version(
     return recorded.event_id
 
 
+TINY_STAGE = "import yaml; n = yaml.safe_load(open('params.yaml'))['n']; open('out.txt', 'w').write('x' * n)"
+TINY_DVC_YAML = """
+stages:
+  make:
+    cmd: python make.py
+    deps: [make.py]
+    params: [n]
+    outs: [out.txt]
+artifacts:
+  tiny-model:
+    path: out.txt
+    type: model
+"""
+
+
+def tiny_pipeline(project: Path, code: str = TINY_STAGE, params: str = "n: 3\n", *init: str) -> Path:
+    """A new git repository at `project` with a one-stage DVC pipeline (`make.py` writes `out.txt`, registered
+    as the model `tiny-model`; its params are every top-level key of `params`), after `govern init *init`."""
+    project.mkdir(parents=True)
+    git(project, "init", "-q", "-b", "main")
+    (project / "make.py").write_text(code)
+    (project / "params.yaml").write_text(params)
+    names = ", ".join(line.split(":")[0] for line in params.splitlines() if line.strip())
+    (project / "dvc.yaml").write_text(TINY_DVC_YAML.replace("params: [n]", f"params: [{names}]"))
+    result = run_cli("init", *init, cwd=project)
+    assert result.exit_code == 0, result.output
+    return project
+
+
 def tracking_uri(project: Path) -> str:
     return f"sqlite:///{project / 'mlflow.db'}"
 
@@ -382,7 +411,11 @@ def start_server(project: Path, env: dict[str, str], log: Path, port: int = 0) -
     port = port or free_port()
     with log.open("ab") as sink:
         process = subprocess.Popen(
-            [sys.executable, "-m", "govern", "serve", "--port", str(port)], cwd=project, env=env, stderr=sink
+            [sys.executable, "-m", "govern", "serve", "--port", str(port)],
+            cwd=project,
+            env=env,
+            stdout=sink,
+            stderr=sink,
         )
     base = f"http://127.0.0.1:{port}"
 

@@ -9,7 +9,7 @@ import json
 from pathlib import Path
 
 import pytest
-from conftest import ACTOR, commit_all, git, run_cli, trained_version
+from conftest import ACTOR, commit_all, git, ok, run_cli, trained_version
 
 from govern.events import PendingEvent, ReproductionVerified, utc_now
 from govern.ledger import Ledger
@@ -41,12 +41,6 @@ def project(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
 
 def ledger_of(project: Path) -> Ledger:
     return Ledger(project / "audit" / "ledger.duckdb")
-
-
-def ok(project: Path, *args: str) -> str:
-    result = run_cli(*args, cwd=project)
-    assert result.exit_code == 0, result.output
-    return result.stdout
 
 
 def refused(project: Path, *args: str, exit_code: int = 1) -> str:

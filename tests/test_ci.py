@@ -14,6 +14,8 @@ import pytest
 import yaml
 from conftest import (
     ACTOR,
+    TINY_DVC_YAML,
+    TINY_STAGE,
     another_blas_kernel,
     commit_all,
     git,
@@ -26,20 +28,9 @@ from conftest import (
 from govern.cli import cli
 from govern.ledger import Ledger
 
-DETERMINISTIC = "import yaml; n = yaml.safe_load(open('params.yaml'))['n']; open('out.txt', 'w').write('x' * n)"
+DETERMINISTIC = TINY_STAGE
 RANDOM = "import os; open('out.txt', 'w').write(os.urandom(8).hex())"
-DVC_YAML = """
-stages:
-  make:
-    cmd: python make.py
-    deps: [make.py]
-    params: [n]
-    outs: [out.txt]
-artifacts:
-  tiny-model:
-    path: out.txt
-    type: model
-"""
+DVC_YAML = TINY_DVC_YAML
 
 
 def sh(cwd: Path, *args: str, env: dict[str, str], check: bool = True) -> subprocess.CompletedProcess:

@@ -11,8 +11,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from conftest import commit_all, git, run_cli, wait_for
-from test_ci import DETERMINISTIC, DVC_YAML
+from conftest import commit_all, git, run_cli, tiny_pipeline, wait_for
 from test_server import call
 
 from govern import access
@@ -24,13 +23,7 @@ pytestmark = pytest.mark.slow
 @pytest.fixture
 def served(tmp_path: Path, isolated_env: dict[str, str], mlflow_store_template: Path) -> Iterator[dict]:
     """A governed project with one recorded training, served by `govern serve`; a verifier principal's token."""
-    project = tmp_path / "project"
-    project.mkdir()
-    git(project, "init", "-q", "-b", "main")
-    (project / "make.py").write_text(DETERMINISTIC)
-    (project / "params.yaml").write_text("n: 3\n")
-    (project / "dvc.yaml").write_text(DVC_YAML)
-    assert run_cli("init", cwd=project).exit_code == 0
+    project = tiny_pipeline(tmp_path / "project")
     shutil.copy2(mlflow_store_template, project / "mlflow.db")
     commit_all(project, "tiny pipeline")
     repro = subprocess.run([sys.executable, "-m", "govern", "repro", "--commit"], cwd=project, env=isolated_env,

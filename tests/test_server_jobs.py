@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from conftest import commit_all, git, ok, run_cli, start_server, wait_for
+from conftest import commit_all, ok, run_cli, start_server, tiny_pipeline, wait_for
 
 from govern import access
 from govern.ledger import Ledger
@@ -106,15 +106,7 @@ SLOW_STAGE = "import time, yaml; p = yaml.safe_load(open('params.yaml')); time.s
 @pytest.fixture
 def trainable(tmp_path: Path, isolated_env: dict[str, str], mlflow_store_template: Path) -> Iterator[dict]:
     """A tiny pipeline whose stage sleeps `sleep` seconds, served with one job at a time; a scientist's token."""
-    from test_ci import DVC_YAML
-
-    project = tmp_path / "project"
-    project.mkdir()
-    git(project, "init", "-q", "-b", "main")
-    (project / "make.py").write_text(SLOW_STAGE)
-    (project / "params.yaml").write_text("n: 3\nsleep: 0\n")
-    (project / "dvc.yaml").write_text(DVC_YAML.replace("params: [n]", "params: [n, sleep]"))
-    assert run_cli("init", cwd=project).exit_code == 0
+    project = tiny_pipeline(tmp_path / "project", SLOW_STAGE, "n: 3\nsleep: 0\n")
     (project / "govern.toml").write_text("[jobs]\nconcurrency = 1\n")
     shutil.copy2(mlflow_store_template, project / "mlflow.db")
     commit_all(project, "tiny pipeline")

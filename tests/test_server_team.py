@@ -9,16 +9,14 @@ from pathlib import Path
 
 import psycopg
 import pytest
-from conftest import commit_all, database_url, git, run_cli, start_server, wait_for
+from conftest import TINY_STAGE, commit_all, database_url, git, run_cli, start_server, tiny_pipeline, wait_for
 from mlflow.tracking import MlflowClient
-from test_ci import DVC_YAML
 from test_server import call
 from test_team_setup import mlflow_server, team  # noqa: F401 - fixtures: the team's databases, MLflow on PostgreSQL
 
 from govern.postgres_ledger import PostgresLedger, grant_statements
 
 pytestmark = pytest.mark.slow
-MAKE = "import yaml; n = yaml.safe_load(open('params.yaml'))['n']; open('out.txt', 'w').write('x' * n)"
 
 
 @pytest.fixture
@@ -30,13 +28,7 @@ def served(
 ) -> Iterator[dict]:
     owner_url = database_url(team["govern_db"])
     writer_url = database_url(team["govern_db"], team["writer"])
-    project = tmp_path / "project"
-    project.mkdir()
-    git(project, "init", "-q", "-b", "main")
-    (project / "make.py").write_text(MAKE)
-    (project / "params.yaml").write_text("n: 3\n")
-    (project / "dvc.yaml").write_text(DVC_YAML)
-    assert run_cli("init", "--ledger", owner_url, cwd=project).exit_code == 0
+    project = tiny_pipeline(tmp_path / "project", TINY_STAGE, "n: 3\n", "--ledger", owner_url)
     with psycopg.connect(owner_url, autocommit=True) as con:
         for statement in grant_statements(team["writer"], team["auditor"]):
             con.execute(statement.replace(" PASSWORD '...'", ""))

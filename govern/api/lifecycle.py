@@ -171,7 +171,9 @@ def judge_gates(project: Project, reader: Reader, facts: queries.VersionFacts, t
     return gates.judge(declared, metrics, verdict)
 
 
-def refuse_failed_gates(project: Project, reader: Reader, facts: queries.VersionFacts, to_stage: str) -> list:
+def refuse_failed_gates(
+    project: Project, reader: Reader, facts: queries.VersionFacts, to_stage: str
+) -> list[gates.Finding]:
     findings = judge_gates(project, reader, facts, to_stage)
     if not all(finding.passed for finding in findings):
         raise PolicyViolation(

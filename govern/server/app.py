@@ -560,7 +560,10 @@ def create_app(root: Path) -> Any:
     ) -> StreamingResponse:
         from starlette.concurrency import run_in_threadpool
 
-        await run_in_threadpool(jobs_api.job, ledger(), job)  # an unknown job is a 404, before the stream starts
+        def read() -> Any:
+            return jobs_api.job(ledger(), job)
+
+        await run_in_threadpool(read)  # an unknown job is a 404, before the stream starts
 
         async def stream() -> Any:
             import asyncio
@@ -568,7 +571,7 @@ def create_app(root: Path) -> Any:
 
             sent = None
             while True:
-                found = await run_in_threadpool(jobs_api.job, ledger(), job)
+                found = await run_in_threadpool(read)
                 current = jsonable(found.to_dict())
                 if current != sent:
                     kind = "finished" if found.finished else "progress"
