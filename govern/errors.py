@@ -6,6 +6,8 @@ message says what was wrong and what to do about it.
 
 from __future__ import annotations
 
+import re
+
 
 class GovernError(Exception):
     """Base class: an expected failure with a message meant for the user."""
@@ -102,6 +104,12 @@ class InvalidInput(GovernError):
 class StateConflict(InvalidInput):
     """The request is well formed, but the ledger's state already answers it (the same deployment, a role held,
     a token revoked, a time before the recorded history): a conflict, 409 over HTTP; exit 2 on the CLI."""
+
+
+def problem_kind(cls: type[BaseException]) -> str:
+    """The name an error goes by over HTTP (`StateConflict` -> `state-conflict`): the server's problem `type`
+    ends with it, and the remote CLI raises the same class again from it."""
+    return re.sub(r"(?<!^)(?=[A-Z])", "-", cls.__name__).lower()
 
 
 class Note(str):

@@ -122,12 +122,10 @@ def _problem(error: urllib.error.HTTPError) -> GovernError:
 
 def _by_kind() -> dict[str, type[GovernError]]:
     """govern's error classes by the name the server's problems carry (`state-conflict`)."""
-    import re
-
     from govern import errors
 
-    found: dict[str, type[GovernError]] = {}
-    for value in vars(errors).values():
-        if isinstance(value, type) and issubclass(value, GovernError):
-            found[re.sub(r"(?<!^)(?=[A-Z])", "-", value.__name__).lower()] = value
-    return found
+    return {
+        errors.problem_kind(value): value
+        for value in vars(errors).values()
+        if isinstance(value, type) and issubclass(value, GovernError)
+    }

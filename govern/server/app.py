@@ -7,8 +7,7 @@ its HTTP status derived from the error's class.
 """
 
 import logging
-import re
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from contextlib import asynccontextmanager
 from datetime import datetime
 from http import HTTPStatus
@@ -20,207 +19,38 @@ from fastapi import Path as PathParam
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response, StreamingResponse
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
-from pydantic import BaseModel, ConfigDict, Field
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from govern import __version__, access
-from govern.entrypoint import InferenceFailed, InferenceTimedOut
 from govern.errors import (
-    ConfigError,
-    EventConflict,
     Forbidden,
-    FourEyesViolation,
     GovernError,
     InvalidInput,
-    LedgerLocked,
     NotFound,
-    PolicyViolation,
-    QueryError,
-    StateConflict,
+    problem_kind,
 )
 from govern.presentation import jsonable
-
-API = "/api/v1"
-log = logging.getLogger("govern.server")
-
-
-# The HTTP status of each kind of failure; the first class in the error's MRO found here wins.
-STATUS: dict[type[GovernError], int] = {
-    StateConflict: 409,
-    InvalidInput: 400,
-    ConfigError: 400,
-    QueryError: 400,
-    NotFound: 404,
-    PolicyViolation: 409,
-    EventConflict: 409,
-    LedgerLocked: 503,
-    Forbidden: 403,
-    FourEyesViolation: 403,
-    InferenceTimedOut: 504,
-    InferenceFailed: 422,  # the model's own entry point could not score these rows
-}
-
-
-def status_of(error: GovernError) -> int:
-    from govern.api.access import Unauthenticated
-
-    if isinstance(error, Unauthenticated):
-        return 401
-    return next((STATUS[kind] for kind in type(error).__mro__ if kind in STATUS), 500)
-
+from govern.server.http import API, PROBLEMS, BodyLimit, problem, status_of, validation_detail
+from govern.server.models import (
+    Decision,
+    DeploymentRequest,
+    Deprecation,
+    DirectPromotion,
+    GrantRequest,
+    IdentityLink,
+    PredictRows,
+    PromotionRequest,
+    QueryRun,
+    RetirementRequest,
+    SqlRequest,
+    TokenRequest,
+    TrainingRequest,
+    VerdictUpload,
+)
 
 REPORT_TYPES = {"html": "text/html; charset=utf-8", "md": "text/markdown; charset=utf-8", "json": "application/json"}
-MAX_BODY = 1 << 20  # bytes: every request body is a small JSON object, but the rows sent for predictions
-MAX_PREDICT_BODY = 16 << 20
 PREDICT_TIMEOUT = 120.0  # seconds an inference entry point may run for one request
-
-
-def problem(status: int, kind: str, detail: str, instance: str) -> JSONResponse:
-    body = {
-        "type": f"urn:govern:problem:{kind}",
-        "title": HTTPStatus(status).phrase,
-        "status": status,
-        "detail": detail,
-        "instance": instance,
-    }
-    headers = {"WWW-Authenticate": 'Bearer realm="govern"'} if status == 401 else None
-    return JSONResponse(body, status_code=status, media_type="application/problem+json", headers=headers)
-
-
-class Problem(BaseModel):
-    """RFC 9457 problem details: `detail` is the one-line message the CLI prints for the same failure."""
-
-    type: str
-    title: str
-    status: int
-    detail: str
-    instance: str
-
-
-PROBLEMS: dict[int | str, dict[str, Any]] = {
-    status: {"model": Problem, "content": {"application/problem+json": {}}, "description": HTTPStatus(status).phrase}
-    for status in (400, 401, 403, 404, 409, 413, 422, 503)
-}
-
-
-class BodyLimit:
-    """Refuse a body over MAX_BODY before reading it (Content-Length), or as soon as it passes (chunked)."""
-
-    def __init__(self, app: Any) -> None:
-        self.app = app
-
-    async def __call__(self, scope: dict, receive: Callable, send: Callable) -> None:
-        if scope["type"] != "http":
-            return await self.app(scope, receive, send)
-        limit = MAX_PREDICT_BODY if scope.get("path", "").endswith("/predict") else MAX_BODY
-        headers = dict(scope.get("headers") or [])
-        length = headers.get(b"content-length")
-        if length is not None and (not length.isdigit() or int(length) > limit):
-            return await _too_large(scope, send, limit)
-        seen = 0
-
-        async def limited() -> dict:
-            nonlocal seen
-            message = await receive()
-            seen += len(message.get("body", b""))
-            if seen > limit:
-                raise _TooLarge
-            return message
-
-        try:
-            await self.app(scope, limited, send)
-        except _TooLarge:
-            await _too_large(scope, send, limit)
-
-
-class _TooLarge(Exception):
-    pass
-
-
-async def _too_large(scope: dict, send: Callable, limit: int) -> None:
-    detail = f"The request body is larger than {limit} bytes: send a smaller one"
-    response = problem(413, "too-large", detail, scope.get("path", ""))
-    await response({"type": "http"}, None, send)  # type: ignore[arg-type]
-
-
-def _kebab(name: str) -> str:
-    return re.sub(r"(?<!^)(?=[A-Z])", "-", name).lower()
-
-
-class Strict(BaseModel):
-    """Request bodies: unknown fields are refused, not ignored."""
-
-    model_config = ConfigDict(extra="forbid")
-
-
-class DeploymentRequest(Strict):
-    model: str = Field(min_length=1, max_length=200)
-    version: str = Field(min_length=1, max_length=50)
-    app: str = Field(min_length=1, max_length=200)
-    env: str = Field(default="production", min_length=1, max_length=200)
-    at: str | None = Field(default=None, max_length=64, description="ISO 8601 with Z or an offset; default now")
-
-
-class PromotionRequest(Strict):
-    model: str = Field(min_length=1, max_length=200)
-    version: str = Field(min_length=1, max_length=50)
-    to_stage: str = Field(min_length=1, max_length=200)
-    reason: str = Field(min_length=1, max_length=2000)
-
-
-class DirectPromotion(PromotionRequest):
-    force: bool = False
-
-
-class Decision(Strict):
-    reason: str = Field(min_length=1, max_length=2000)
-
-
-class Deprecation(Strict):
-    reason: str = Field(min_length=1, max_length=2000)
-    force: bool = False
-
-
-class TrainingRequest(Strict):
-    commit: str = Field(min_length=1, max_length=200, description="A sha, branch or tag of the project's repository")
-    targets: list[str] = Field(default_factory=list, max_length=50, description="Stages to reproduce (default all)")
-
-
-class IdentityLink(Strict):
-    identity: str = Field(min_length=3, max_length=300, description="A git identity, 'Name <email>'")
-    reason: str = Field(default="", max_length=2000)
-
-
-class SqlRequest(Strict):
-    statement: str = Field(min_length=1, max_length=100_000, description="One SELECT, run in DuckDB's sandbox")
-    params: dict[str, str | int | float | bool | None] = Field(default_factory=dict, max_length=100)
-
-
-class QueryRun(Strict):
-    params: dict[str, str] = Field(default_factory=dict, max_length=100)
-
-
-class VerdictUpload(Strict):
-    type: str = Field(description="reproduction.verified or reproduction.diverged")
-    payload: dict[str, Any]
-
-
-class RetirementRequest(Strict):
-    app: str = Field(min_length=1, max_length=200)
-    env: str = Field(default="production", min_length=1, max_length=200)
-    at: str | None = Field(default=None, max_length=64, description="ISO 8601 with Z or an offset; default now")
-
-
-class GrantRequest(Strict):
-    principal: str = Field(min_length=1, max_length=63)
-    role: str = Field(min_length=1, max_length=20)
-    apps: list[str] = Field(default_factory=list, max_length=100)
-    reason: str = Field(default="", max_length=2000)
-
-
-class TokenRequest(Strict):
-    expires: str | None = Field(default=None, max_length=40)
-    description: str = Field(default="", max_length=2000)
+log = logging.getLogger("govern.server")
 
 
 def create_app(root: Path) -> Any:
@@ -278,7 +108,7 @@ def create_app(root: Path) -> Any:
 
     @app.exception_handler(GovernError)
     async def governed(request: Request, error: GovernError) -> JSONResponse:
-        return problem(status_of(error), _kebab(type(error).__name__), str(error), request.url.path)
+        return problem(status_of(error), problem_kind(type(error)), str(error), request.url.path)
 
     @app.exception_handler(StarletteHTTPException)
     async def http_error(request: Request, error: StarletteHTTPException) -> JSONResponse:
@@ -298,7 +128,7 @@ def create_app(root: Path) -> Any:
 
     @app.exception_handler(RequestValidationError)
     async def malformed(request: Request, error: RequestValidationError) -> JSONResponse:
-        return problem(422, "invalid-request", _validation_detail(error.errors()), request.url.path)
+        return problem(422, "invalid-request", validation_detail(error.errors()), request.url.path)
 
     def authorised(operation: str) -> Callable[..., access.Principal]:
         if operation not in access.POLICY:  # a route without a policy row could never be called: fail at startup
@@ -657,10 +487,6 @@ def create_app(root: Path) -> Any:
     return BodyLimit(app)
 
 
-class PredictRows(Strict):
-    rows: list[dict[str, Any]] = Field(min_length=1, description="One object per row: column -> value")
-
-
 def _predict(root: Path, app: str, env: str, kind: str, body: bytes, principal: access.Principal) -> Response:
     """Write the rows to a scratch CSV, run the serving version's entry point, answer in the format sent."""
     import json
@@ -719,26 +545,6 @@ def _instant(text: str | None, name: str) -> datetime | None:
     from govern.timeparse import parse_instant
 
     return parse_instant(text, name) if text is not None else None
-
-
-def _validation_detail(errors: Sequence[Any]) -> str:
-    """pydantic's findings as one line a client can act on."""
-    if not errors:
-        return "The request is not valid"
-    kinds = {error.get("type") for error in errors}
-    if "json_invalid" in kinds:
-        return "The body is not valid JSON: send one JSON object with Content-Type: application/json"
-    if kinds & {"model_attributes_type", "dict_type"}:
-        return "The body must be a JSON object, sent with Content-Type: application/json"
-    missing = [str(error["loc"][-1]) for error in errors if error.get("type") == "missing"]
-    if missing:
-        return f"Missing field(s): {', '.join(missing)}"
-    unknown = [str(error["loc"][-1]) for error in errors if error.get("type") == "extra_forbidden"]
-    if unknown:
-        return f"Unknown field(s): {', '.join(unknown)}: see {API}/openapi.json"
-    first = errors[0]
-    where = ".".join(str(part) for part in first.get("loc", ()) if part != "body")
-    return f"{where}: {first.get('msg', 'invalid')}" if where else str(first.get("msg", "invalid"))
 
 
 def from_environment() -> Any:

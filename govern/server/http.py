@@ -1,0 +1,145 @@
+"""The HTTP edges of the controller: the status of each failure, RFC 9457 problem documents, body limits.
+
+Apart from the routes so each reads alone: what a failure looks like on the wire is decided here once.
+"""
+
+from collections.abc import Callable, Sequence
+from http import HTTPStatus
+from typing import Any
+
+from fastapi.responses import JSONResponse
+from pydantic import BaseModel
+
+from govern.entrypoint import InferenceFailed, InferenceTimedOut
+from govern.errors import (
+    ConfigError,
+    EventConflict,
+    Forbidden,
+    FourEyesViolation,
+    GovernError,
+    InvalidInput,
+    LedgerLocked,
+    NotFound,
+    PolicyViolation,
+    QueryError,
+    StateConflict,
+)
+
+API = "/api/v1"
+
+
+# The HTTP status of each kind of failure; the first class in the error's MRO found here wins.
+STATUS: dict[type[GovernError], int] = {
+    StateConflict: 409,
+    InvalidInput: 400,
+    ConfigError: 400,
+    QueryError: 400,
+    NotFound: 404,
+    PolicyViolation: 409,
+    EventConflict: 409,
+    LedgerLocked: 503,
+    Forbidden: 403,
+    FourEyesViolation: 403,
+    InferenceTimedOut: 504,
+    InferenceFailed: 422,  # the model's own entry point could not score these rows
+}
+
+
+def status_of(error: GovernError) -> int:
+    from govern.api.access import Unauthenticated
+
+    if isinstance(error, Unauthenticated):
+        return 401
+    return next((STATUS[kind] for kind in type(error).__mro__ if kind in STATUS), 500)
+
+
+MAX_BODY = 1 << 20  # bytes: every request body is a small JSON object, but the rows sent for predictions
+MAX_PREDICT_BODY = 16 << 20
+
+
+def problem(status: int, kind: str, detail: str, instance: str) -> JSONResponse:
+    body = {
+        "type": f"urn:govern:problem:{kind}",
+        "title": HTTPStatus(status).phrase,
+        "status": status,
+        "detail": detail,
+        "instance": instance,
+    }
+    headers = {"WWW-Authenticate": 'Bearer realm="govern"'} if status == 401 else None
+    return JSONResponse(body, status_code=status, media_type="application/problem+json", headers=headers)
+
+
+class Problem(BaseModel):
+    """RFC 9457 problem details: `detail` is the one-line message the CLI prints for the same failure."""
+
+    type: str
+    title: str
+    status: int
+    detail: str
+    instance: str
+
+
+PROBLEMS: dict[int | str, dict[str, Any]] = {
+    status: {"model": Problem, "content": {"application/problem+json": {}}, "description": HTTPStatus(status).phrase}
+    for status in (400, 401, 403, 404, 409, 413, 422, 503)
+}
+
+
+class BodyLimit:
+    """Refuse a body over MAX_BODY before reading it (Content-Length), or as soon as it passes (chunked)."""
+
+    def __init__(self, app: Any) -> None:
+        self.app = app
+
+    async def __call__(self, scope: dict, receive: Callable, send: Callable) -> None:
+        if scope["type"] != "http":
+            return await self.app(scope, receive, send)
+        limit = MAX_PREDICT_BODY if scope.get("path", "").endswith("/predict") else MAX_BODY
+        headers = dict(scope.get("headers") or [])
+        length = headers.get(b"content-length")
+        if length is not None and (not length.isdigit() or int(length) > limit):
+            return await _too_large(scope, send, limit)
+        seen = 0
+
+        async def limited() -> dict:
+            nonlocal seen
+            message = await receive()
+            seen += len(message.get("body", b""))
+            if seen > limit:
+                raise _TooLarge
+            return message
+
+        try:
+            await self.app(scope, limited, send)
+        except _TooLarge:
+            await _too_large(scope, send, limit)
+
+
+class _TooLarge(Exception):
+    pass
+
+
+async def _too_large(scope: dict, send: Callable, limit: int) -> None:
+    detail = f"The request body is larger than {limit} bytes: send a smaller one"
+    response = problem(413, "too-large", detail, scope.get("path", ""))
+    await response({"type": "http"}, None, send)  # type: ignore[arg-type]
+
+
+def validation_detail(errors: Sequence[Any]) -> str:
+    """pydantic's findings as one line a client can act on."""
+    if not errors:
+        return "The request is not valid"
+    kinds = {error.get("type") for error in errors}
+    if "json_invalid" in kinds:
+        return "The body is not valid JSON: send one JSON object with Content-Type: application/json"
+    if kinds & {"model_attributes_type", "dict_type"}:
+        return "The body must be a JSON object, sent with Content-Type: application/json"
+    missing = [str(error["loc"][-1]) for error in errors if error.get("type") == "missing"]
+    if missing:
+        return f"Missing field(s): {', '.join(missing)}"
+    unknown = [str(error["loc"][-1]) for error in errors if error.get("type") == "extra_forbidden"]
+    if unknown:
+        return f"Unknown field(s): {', '.join(unknown)}: see {API}/openapi.json"
+    first = errors[0]
+    where = ".".join(str(part) for part in first.get("loc", ()) if part != "body")
+    return f"{where}: {first.get('msg', 'invalid')}" if where else str(first.get("msg", "invalid"))
