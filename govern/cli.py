@@ -63,29 +63,31 @@ def _output_path(path: Path, option: str, inputs: tuple[Path, ...] = ()) -> Path
     from govern.config import configured_ledger, find_root
     from govern.errors import GovernError, InvalidInput
 
-    try:
-        found = configured_ledger()
-        ledger: Path | None = found if isinstance(found, Path) else None
-    except GovernError:
-        ledger = None
-    try:
-        root: Path | None = find_root().resolve()
-    except GovernError:
-        root = None
     target = path.resolve()
-    if ledger is not None and (target == ledger or target.name.startswith(ledger.name + ".")):
-        if target.parent == ledger.parent.resolve():
-            raise InvalidInput(f"{option} {path} is the ledger itself (or its log or backup): choose another path")
+    existing = next((folder for folder in target.parents if folder.is_dir()), None)
+    for start in dict.fromkeys([None, existing]):  # the project here, and the one the target lies in (remote CLI)
+        try:
+            root: Path | None = find_root(start).resolve()
+        except GovernError:
+            continue
+        try:
+            found = configured_ledger(root)
+            ledger: Path | None = found if isinstance(found, Path) else None
+        except GovernError:
+            ledger = None
+        if ledger is not None and (target == ledger or target.name.startswith(ledger.name + ".")):
+            if target.parent == ledger.parent.resolve():
+                raise InvalidInput(f"{option} {path} is the ledger itself (or its log or backup): choose another path")
+        if root is not None and (
+            (target.parent == root and target.name in PROJECT_FILES)
+            or any(target.is_relative_to(root / folder) for folder in PROJECT_FOLDERS)
+        ):
+            raise InvalidInput(
+                f"{option} {path} is one of the files this project is governed by (configuration, pipeline, git or "
+                "DVC metadata, reviewed queries): choose another path"
+            )
     if target.suffix == ".wal":
         raise InvalidInput(f"{option} {path} is a database's write-ahead log: choose another path")
-    if root is not None and (
-        (target.parent == root and target.name in PROJECT_FILES)
-        or any(target.is_relative_to(root / folder) for folder in PROJECT_FOLDERS)
-    ):
-        raise InvalidInput(
-            f"{option} {path} is one of the files this project is governed by (configuration, pipeline, git or DVC "
-            "metadata, reviewed queries): choose another path"
-        )
     if any(target == source.resolve() for source in inputs):
         raise InvalidInput(f"{option} {path} is also the input: choose another path")
     if path.is_dir():

@@ -16,7 +16,11 @@ from govern.errors import GovernError
 
 
 class InferenceFailed(GovernError):
-    """The model's inference command failed."""
+    """The model's inference command failed; `last_line` is what it said last (the exception, for Python)."""
+
+    def __init__(self, message: str | None = None, last_line: str = "") -> None:
+        super().__init__(message)
+        self.last_line = last_line
 
 
 class InferenceTimedOut(InferenceFailed):
@@ -51,5 +55,6 @@ def run(
         ) from None
     done = subprocess.CompletedProcess(command, process.returncode, stdout, stderr)
     if done.returncode != 0:
-        tail = " ".join((done.stderr or done.stdout).strip().splitlines()[-3:])
-        raise InferenceFailed(f"The inference command failed (exit {done.returncode}): {tail}")
+        lines = (done.stderr or done.stdout).strip().splitlines()
+        tail = " ".join(lines[-3:])
+        raise InferenceFailed(f"The inference command failed (exit {done.returncode}): {tail}", (lines or [""])[-1])

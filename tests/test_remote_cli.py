@@ -134,3 +134,17 @@ def test_a_bad_token_or_an_unreachable_server_is_one_line(remote: dict) -> None:
         "Error: Cannot reach the govern server at http://127.0.0.1:9 ("
     )
     assert malformed.exit_code == 2 and "is not an http(s) URL of a govern server" in malformed.output
+
+
+def test_a_remote_command_never_writes_over_a_projects_governed_files(remote: dict) -> None:
+    root = remote["project"]
+    before = (root / "govern.toml").read_bytes(), (root / "audit" / "ledger.duckdb").read_bytes()
+    with remote["monkeypatch"].context() as patch:
+        patch.setenv("GOVERN_URL", remote["server"])
+        patch.setenv("GOVERN_TOKEN", remote["token"])
+        config = run_cli("audit", "report", "churn", "1", "-o", str(root / "govern.toml"), cwd=remote["elsewhere"])
+        ledger = run_cli("audit", "report", "churn", "1", "-o", str(root / "audit" / "ledger.duckdb"),
+                         cwd=remote["elsewhere"])  # fmt: skip
+    assert config.exit_code == 2 and "is one of the files this project is governed by" in config.output
+    assert ledger.exit_code == 2 and "is the ledger itself" in ledger.output
+    assert ((root / "govern.toml").read_bytes(), (root / "audit" / "ledger.duckdb").read_bytes()) == before

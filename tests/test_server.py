@@ -125,7 +125,8 @@ def server(project: Path, isolated_env: dict[str, str]) -> Iterator[str]:
 VERDICT = {
     "commit": "c" * 40,
     "match": "exact",
-    "outputs": [],
+    "dvc_lock_sha256": "d" * 64,
+    "outputs": [{"path": "models/churn.bin", "md5": "e" * 32, "match": "exact"}],
     "differing_outputs": [],
     "metrics": {"validation.f1": 0.9},
     "metric_deltas": {},
@@ -366,13 +367,29 @@ def test_writes_and_reads_arriving_together_all_succeed(project: Path, server: s
 
 def test_the_edges_of_the_http_surface_are_problem_details(project: Path, server: str) -> None:
     made = tokens_for(project, "aud", "dep", "con", "adm")
-    too_big = urllib.request.Request(server + "/api/v1/deployments", data=b"{" + b" " * (2 << 20) + b"}", method="POST")
-    too_big.add_header("Content-Type", "application/json")
+    import http.client
+
+    host, port = server.removeprefix("http://").split(":")
+    connection = http.client.HTTPConnection(host, int(port), timeout=30)
+    connection.putrequest("POST", "/api/v1/deployments")
+    connection.putheader("Content-Type", "application/json")
+    connection.putheader("Content-Length", str(2 << 20))
+    connection.endheaders()
     try:
-        urllib.request.urlopen(too_big, timeout=30)
-        raise AssertionError("a 2 MiB body was accepted")
-    except urllib.error.HTTPError as error:
-        assert error.code == 413 and "larger than 1048576 bytes" in json.loads(error.read())["detail"]
+        connection.send(b" " * (2 << 20))  # the server answers before reading it, and may close on us
+    except (BrokenPipeError, ConnectionResetError):
+        pass
+    answer = connection.getresponse()
+    assert answer.status == 413 and "larger than 1048576 bytes" in json.loads(answer.read())["detail"]
+    connection.close()
+
+    connection = http.client.HTTPConnection(host, int(port), timeout=30)
+    chunks = (b"x" * 65536 for _ in range(32))  # 2 MiB, chunked: no Content-Length to refuse up front
+    headers = {"Content-Type": "application/json", "Authorization": f"Bearer {made['aud']}"}
+    connection.request("POST", "/api/v1/sql", body=chunks, encode_chunked=True, headers=headers)
+    answer = connection.getresponse()
+    assert answer.status == 413 and "larger than 1048576 bytes" in json.loads(answer.read())["detail"]
+    connection.close()
 
     status, problem, headers = call(server, "GET", "/api/v1/windows?ap=scoring", made["aud"])
     assert status == 400 and "Unknown query parameter(s) ap: this operation takes app, model" in problem["detail"]
@@ -432,6 +449,11 @@ def test_bad_input_over_http_is_a_problem_and_writes_nothing(project: Path, serv
          "is not a verdict"),
         ("ci", "POST", "/api/v1/reproductions", {"type": "reproduction.verified", "payload": {**VERDICT,
          "commit": "HEAD"}}, 400, "is not a full 40-character commit id"),
+        ("ci", "POST", "/api/v1/reproductions", {"type": "reproduction.verified", "payload": {**VERDICT,
+         "outputs": "x", "metric_deltas": 5, "duration_s": "slow"}}, 400,
+         "with the wrong type: outputs, metric_deltas, duration_s"),
+        ("ci", "POST", "/api/v1/reproductions", {"type": "reproduction.verified", "payload": {"commit": "c" * 40}},
+         400, "lacks match, outputs, differing_outputs"),
     ]  # fmt: skip
     for who, method, path, body, status, words in cases:
         answered, problem, headers = call(server, method, path, made[who], body)

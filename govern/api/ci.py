@@ -251,16 +251,28 @@ def record_uploaded(kind: str, payload: Mapping[str, Any], start: Path | None, a
     cls = VERDICT_TYPES.get(kind)
     if cls is None:
         raise InvalidInput(f"type {kind!r} is not a verdict: use {' or '.join(VERDICT_TYPES)}")
-    names = {field.name for field in dataclasses.fields(cls)}
-    unknown = sorted(set(payload) - names)
+    fields = {field.name: field for field in dataclasses.fields(cls)}
+    unknown = sorted(set(payload) - set(fields))
     if unknown:
         raise InvalidInput(f"Unknown field(s) of {kind}: {', '.join(unknown)}")
-    try:
-        fact = cls(**payload)
-    except TypeError as error:
-        raise InvalidInput(f"The {kind} payload is incomplete: {error}") from None
+    required = [
+        name
+        for name, field in fields.items()
+        if field.default is dataclasses.MISSING and field.default_factory is dataclasses.MISSING
+    ]
+    missing = [name for name in [*required, "dvc_lock_sha256"] if payload.get(name) is None]
+    if missing:
+        raise InvalidInput(f"The {kind} payload lacks {', '.join(missing)}: send what `govern ci verify` computed")
+    wrong = [name for name, kinds in VERDICT_SHAPES.items() if name in payload and not _shaped(payload[name], kinds)]
+    if wrong:
+        raise InvalidInput(f"Field(s) of {kind} with the wrong type: {', '.join(wrong)}")
+    fact = cls(**payload)
     if not isinstance(fact.commit, str) or not COMMIT.match(fact.commit):
         raise InvalidInput(f"commit {fact.commit!r} is not a full 40-character commit id")
+    if not SHA256.match(str(fact.dvc_lock_sha256)):
+        raise InvalidInput("dvc_lock_sha256 is not a sha256 (64 hexadecimal characters)")
+    if cls is ReproductionVerified and not fact.outputs:
+        raise InvalidInput("A verified reproduction lists the outputs it checked: outputs is empty")
     expected = {DIVERGED} if cls is ReproductionDiverged else {EXACT, EQUIVALENT}
     if fact.match not in expected:
         raise InvalidInput(f"A {kind} has match {' or '.join(sorted(expected))}, not {fact.match!r}")
@@ -279,6 +291,42 @@ def record_uploaded(kind: str, payload: Mapping[str, Any], start: Path | None, a
 
 
 COMMIT = re.compile(r"^[0-9a-f]{40}$")
+SHA256 = re.compile(r"^[0-9a-f]{64}$")
+# The JSON shape of each field of an uploaded verdict (None allowed where listed): checked before it is recorded,
+# since a recorded fact is never corrected and every report of the version reads it.
+VERDICT_SHAPES: dict[str, tuple[type, ...]] = {
+    "commit": (str,),
+    "match": (str,),
+    "outputs": (list,),
+    "differing_outputs": (list,),
+    "metrics": (dict,),
+    "metric_deltas": (dict,),
+    "duration_s": (int, float),
+    "ci": (dict,),
+    "environment": (dict, type(None)),
+    "environment_differences": (dict, type(None)),
+    "training_event_id": (str, type(None)),
+    "strict": (bool,),
+    "dvc_lock_sha256": (str,),
+    "stale_inputs": (list,),
+    "tolerances": (dict,),
+    "failed_stage": (str, type(None)),
+    "error": (str, type(None)),
+}
+
+
+def _shaped(value: Any, kinds: tuple[type, ...]) -> bool:
+    """The value has one of the JSON shapes; lists hold objects; numbers are finite and not booleans."""
+    if isinstance(value, bool) and bool not in kinds:
+        return False
+    if not isinstance(value, kinds):
+        return False
+    if isinstance(value, float) and not math.isfinite(value):
+        return False
+    if isinstance(value, list):
+        return all(isinstance(item, dict) for item in value)
+    return True
+
 
 RESULT_FACTS = (
     "match",

@@ -28,16 +28,17 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from govern import queries
+from govern import access, queries
 from govern.adapters import git as git_adapter
 from govern.api.context import Project, open_project
-from govern.errors import GovernError, InvalidInput, NotFound, StateConflict
+from govern.errors import Forbidden, GovernError, InvalidInput, NotFound, StateConflict
 from govern.events import (
     PendingEvent,
     RecordedEvent,
     TrainingJobFinished,
     TrainingJobRequested,
     TrainingJobStarted,
+    format_timestamp,
     utc_now,
 )
 from govern.ledger import Reader
@@ -107,14 +108,20 @@ def job(ledger: LedgerStore, job_id: str) -> Job:
     return Job(row, [{"stage": k, "status": v} for k, v in stages.items()], "\n".join(lines[-LOG_TAIL_LINES:]))
 
 
-def cancel(job_id: str, start: Path | None = None, actor: str | None = None) -> RecordedEvent:
-    """Cancel a queued or running job: recorded at once; a running one's process is stopped by its runner."""
+def cancel(
+    job_id: str, start: Path | None = None, actor: str | None = None, requester_only: bool = False
+) -> RecordedEvent:
+    """Cancel a queued or running job: recorded at once; a running one's process is stopped by its runner.
+    `requester_only`: a scientist cancels its own jobs, no one else's."""
     project = open_project(start, actor)
 
     def decide(reader: Reader) -> list[PendingEvent]:
         row = _row(reader, job_id)
+        if requester_only and not access.same_person(project.actor, row["requested_by"], {}):
+            raise Forbidden(f"Job {job_id} was requested by {row['requested_by']}: a scientist cancels its own jobs")
         if row["state"] not in ("queued", "running"):
-            raise StateConflict(f"Job {job_id} has {row['state']} already, at {row['finished_at']}: nothing to cancel")
+            when = format_timestamp(row["finished_at"]) if row["finished_at"] else "?"
+            raise StateConflict(f"Job {job_id} is {row['state']} already (at {when}): there is nothing to cancel")
         fact = TrainingJobFinished(job_id=job_id, outcome="cancelled")
         return [PendingEvent(fact, actor=project.actor, occurred_at=utc_now(), git_commit=row["commit"])]
 
@@ -184,7 +191,13 @@ def run(
         }
         command = [python, "-P", "-m", "govern", "repro", "--json", *row["targets"]]
         process = subprocess.Popen(  # noqa: S603 - the project's interpreter running govern itself
-            command, cwd=checkout, env=env, stdout=subprocess.PIPE, stderr=sink, start_new_session=True
+            command,
+            cwd=checkout,
+            env=env,
+            stdout=subprocess.PIPE,
+            stderr=sink,
+            start_new_session=True,
+            preexec_fn=_die_with_parent,  # noqa: PLW1509 - only prctl, which is async-signal-safe
         )
         while process.poll() is None:
             if cancelled():
@@ -213,6 +226,17 @@ def _training_of(project: Project, stdout: str) -> str | None:
     seq = answer.get("training_seq")
     found = project.ledger.read(seqs=[seq]) if isinstance(seq, int) else []
     return found[0].event_id if found else None
+
+
+def _die_with_parent() -> None:
+    """Linux: the job's `govern repro` is killed when the server process dies (kill -9 included), so an
+    orphan never records a training that the restarted server runs again. Elsewhere a no-op."""
+    try:
+        import ctypes
+
+        ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
+    except (OSError, AttributeError):
+        pass
 
 
 def log_path(ledger: LedgerStore, job_id: str) -> Path:

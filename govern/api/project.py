@@ -171,7 +171,8 @@ def _ignored_paths(cfg: config.Config) -> list[str]:
     try:
         ledger = "/" + cfg.ledger.relative_to(cfg.root).as_posix()
         mirror_log = "/" + (cfg.ledger.parent / "mirror.log").relative_to(cfg.root).as_posix()
-        entries = [ledger, f"{ledger}.wal", f"{ledger}{BACKUP_SUFFIX}*", mirror_log]
+        job_logs = "/" + (cfg.ledger.parent / "jobs").relative_to(cfg.root).as_posix() + "/"
+        entries = [ledger, f"{ledger}.wal", f"{ledger}{BACKUP_SUFFIX}*", mirror_log, job_logs]
     except ValueError:
         pass
     return [*entries, *LOCAL_STORES]

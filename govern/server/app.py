@@ -22,6 +22,7 @@ from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from govern import __version__, access
+from govern.entrypoint import InferenceFailed, InferenceTimedOut
 from govern.errors import (
     Forbidden,
     GovernError,
@@ -377,7 +378,8 @@ def create_app(root: Path) -> Any:
     def cancel_training(
         job: str, principal: Annotated[access.Principal, Depends(authorised("cancel_training"))]
     ) -> Any:
-        return jsonable(jobs_api.cancel(job, root, principal.actor).to_dict())
+        own_only = not principal.has("admin")
+        return jsonable(jobs_api.cancel(job, root, principal.actor, requester_only=own_only).to_dict())
 
     @app.get(
         f"{API}/trainings/{{job}}/progress",
@@ -493,23 +495,19 @@ def _predict(root: Path, app: str, env: str, kind: str, body: bytes, principal: 
     import tempfile
 
     from govern import tabular
-    from govern.api.predict import predict
 
     with tempfile.TemporaryDirectory(prefix="govern-predict-") as scratch:
         given = Path(scratch) / "input.csv"
         given.write_bytes(body if kind == "text/csv" else tabular.csv_bytes(_rows(body)))
         output = Path(scratch) / "predictions.csv"
-        done = predict(
-            given,
-            output,
-            app=app,
-            env=env,
-            record=True,
-            start=root,
-            actor=principal.actor,
-            input_label=f"upload ({kind}, {len(body)} bytes)",
-            timeout=PREDICT_TIMEOUT,
-        )
+        try:
+            done = _predicted(given, output, root, app, env, principal, kind, len(body))
+        except InferenceTimedOut:
+            raise
+        except InferenceFailed as failure:  # the consumer sees what the model said, not its traceback or paths
+            log.warning("govern serve: predictions for %s failed: %s", app, failure)
+            said = failure.last_line.strip() or "no message"
+            raise InferenceFailed(f"The model could not score these rows: {said}", said) from None
         headers = {
             "X-Govern-Model": done.model,
             "X-Govern-Version": done.version,
@@ -520,6 +518,24 @@ def _predict(root: Path, app: str, env: str, kind: str, body: bytes, principal: 
             return Response(output.read_bytes(), media_type="text/csv", headers=headers)
         answer = {**done.to_dict(), "output": None, "predictions": tabular.csv_records(output)}
         return JSONResponse(jsonable(answer), headers=headers)
+
+
+def _predicted(
+    given: Path, output: Path, root: Path, app: str, env: str, principal: access.Principal, kind: str, size: int
+) -> Any:
+    from govern.api.predict import predict
+
+    return predict(
+        given,
+        output,
+        app=app,
+        env=env,
+        record=True,
+        start=root,
+        actor=principal.actor,
+        input_label=f"upload ({kind}, {size} bytes)",
+        timeout=PREDICT_TIMEOUT,
+    )
 
 
 def _rows(body: bytes) -> list[dict[str, Any]]:
@@ -551,4 +567,7 @@ def from_environment() -> Any:
     """The factory uvicorn's workers call: the project `govern serve` was started in (GOVERN_PROJECT)."""
     import os
 
+    from govern.server.http import RedactTokens
+
+    logging.getLogger("uvicorn.access").addFilter(RedactTokens())
     return create_app(Path(os.environ["GOVERN_PROJECT"]))
