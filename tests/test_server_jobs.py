@@ -172,7 +172,8 @@ def test_a_job_queued_when_the_server_is_killed_runs_after_restart_and_a_cancell
     trainable: dict,
 ) -> None:
     base, token, project = trainable["base"], trainable["token"], trainable["project"]
-    first = post(base, "/api/v1/trainings", token, {"commit": commit_params(project, 6, 4)})[1]["job_id"]
+    first_commit = commit_params(project, 6, 4)
+    first = post(base, "/api/v1/trainings", token, {"commit": first_commit})[1]["job_id"]
     second = post(base, "/api/v1/trainings", token, {"commit": commit_params(project, 7, 0)})[1]["job_id"]
     third = post(base, "/api/v1/trainings", token, {"commit": commit_params(project, 8, 0)})[1]["job_id"]
     assert post(base, f"/api/v1/trainings/{third}", token, None, method="DELETE")[0] == 200
@@ -191,6 +192,10 @@ def test_a_job_queued_when_the_server_is_killed_runs_after_restart_and_a_cancell
     assert done
     jobs = {j["job_id"]: j for j in get(base, "/api/v1/trainings", token)}
     assert jobs[first]["attempts"] == 2, "taken again after the restart"
+    trainings = Ledger(project / "audit" / "ledger.duckdb").read(types=["training.completed"])
+    assert [t.event_id for t in trainings if t.git_commit == first_commit] == [jobs[first]["training_event_id"]], (
+        "the killed server's training process died with it: one training, not an orphan's and the retry's"
+    )
     assert jobs[second]["attempts"] == 1
     assert jobs[third]["state"] == "cancelled" and jobs[third]["attempts"] == 0
     status, problem = post(base, f"/api/v1/trainings/{third}", token, None, method="DELETE")
