@@ -132,9 +132,11 @@ def identity_keys(actor: str, links: Mapping[str, Sequence[str]]) -> set[str]:
     or CI identity's name and email, and across `links` (principal -> linked identities) both ways."""
 
     def parts(identity: str) -> set[str]:
+        """A git identity's name and email, each alone enough (`--approver ada@example.com` is Ada); a bare
+        string is either."""
         found = GIT_IDENTITY.match(identity)
-        names = [("name", found.group(1)), ("email", found.group(2))] if found else [("name", identity)]
-        return {f"{kind}:{value.strip().lower()}" for kind, value in names if value.strip()}
+        names = [found.group(1), found.group(2)] if found else [identity]
+        return {f"git:{value.strip().lower()}" for value in names if value.strip()}
 
     principal = TOKEN_ACTOR.match(actor.strip())
     keys = {f"principal:{principal.group(1)}"} if principal else parts(actor)
