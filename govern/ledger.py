@@ -746,6 +746,18 @@ class Verification:
 # file that the previous writer had just closed: "Could not read enough bytes from file". The
 # transaction never started writing; running it again on a fresh connection succeeds.
 TRANSIENT_READ = "could not read enough bytes"
+CREATION_WAIT = 3.0  # seconds a file shorter than its headers is given to become a database
+DUCKDB_HEADERS = 3 * 4096  # a DuckDB file starts with a main header and two database headers of one block each
+
+
+def _younger_than_headers(path: Path) -> bool:
+    """Shorter than DuckDB's headers: a file another process is creating right now, not a damaged one."""
+    try:
+        return path.stat().st_size < DUCKDB_HEADERS
+    except FileNotFoundError:
+        return True
+
+
 TRANSIENT_ATTEMPTS = 3
 
 # DuckDB never checkpoints on its own (see govern.checkpoints): not at a log size, not instead of logging a
@@ -871,6 +883,7 @@ class Ledger:
     def _retrying(self, open_file: Callable[[], T]) -> T:
         """DuckDB allows one writing process per file: wait for it, with backoff and jitter."""
         deadline = time.monotonic() + self.lock_timeout
+        creation_deadline = time.monotonic() + CREATION_WAIT
         delay = 0.01
         while True:
             if restore_interrupted_checkpoint(self.path):
@@ -889,6 +902,15 @@ class Ledger:
                         f"file restored beside a newer log?): if {self.path.name} is the copy you want, move "
                         f"{wal.name} away; otherwise restore both from the same backup"
                     ) from None
+                being_created = "not a valid duckdb database file" in message.lower() and _younger_than_headers(
+                    self.path
+                )
+                if being_created and time.monotonic() < creation_deadline:
+                    # Another process created the file a moment ago and has not written DuckDB's headers yet (seen
+                    # with eight processes opening a new ledger at once): wait for it, as for its lock.
+                    time.sleep(delay * (0.5 + random.random()))
+                    delay = min(delay * 2, 0.5)
+                    continue
                 if "lock" not in message.lower():
                     raise LedgerError(
                         f"{self.path} is not a readable govern ledger ({_first_line(message)}); "
@@ -1117,7 +1139,8 @@ class Ledger:
         if where:
             sql += " WHERE " + " AND ".join(where)
         if limit is not None:
-            sql = f"SELECT * FROM ({sql} ORDER BY seq DESC LIMIT {int(limit)})"
+            # LIMIT is a BIGINT: a larger N (`audit log -n 10**23`, `?limit=`) means every event, not an error
+            sql = f"SELECT * FROM ({sql} ORDER BY seq DESC LIMIT {min(int(limit), 2**63 - 1)})"
         sql += " ORDER BY seq"
         with self._connect(write=False) as con:
             return self._rows(con, sql, params)

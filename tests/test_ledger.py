@@ -171,6 +171,28 @@ def test_reading_a_missing_ledger_says_how_to_create_one(ledger: Ledger) -> None
         ledger.read()
 
 
+def test_a_ledger_file_another_process_is_still_creating_is_waited_for(tmp_path: Path) -> None:
+    """Eight processes opening a new ledger at once: one may see the file before DuckDB wrote its headers."""
+    import os
+    import threading
+
+    path, ready = tmp_path / "ledger.duckdb", tmp_path / "made" / "ledger.duckdb"
+    Ledger(ready).append([snapshot_event(1)])
+    path.write_bytes(b"")  # created, headers not written yet
+    later = threading.Timer(0.4, lambda: os.replace(ready, path))
+    later.start()
+    try:
+        assert Ledger(path).head()[0] == 1
+    finally:
+        later.join()
+
+
+def test_an_absurd_limit_means_every_event(tmp_path: Path) -> None:
+    ledger = Ledger(tmp_path / "ledger.duckdb")
+    ledger.append([snapshot_event(1), snapshot_event(2)])
+    assert [e.seq for e in ledger.read(limit=10**23)] == [1, 2]
+
+
 def test_a_file_that_is_not_a_ledger_is_reported(tmp_path: Path) -> None:
     path = tmp_path / "ledger.duckdb"
     path.write_bytes(b"this is not a database" * 100)
