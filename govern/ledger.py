@@ -13,6 +13,7 @@ without touching the event model.
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import json
 import logging
 import os
@@ -21,7 +22,8 @@ import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
-from dataclasses import dataclass
+from contextvars import ContextVar
+from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
 from typing import Any, Protocol, TypeVar
@@ -846,11 +848,54 @@ class Ledger:
                 self.path.parent.mkdir(parents=True, exist_ok=True)
             except OSError as error:
                 raise LedgerError(f"Cannot create the ledger directory {self.path.parent}: {error.strerror}") from None
+        current = _SESSION.get()
+        if current is not None and sandbox:
+            _let_go(self.path)  # a sandboxed connection needs the file to itself in this process
+        elif current is not None:
+            with self._held_connection(current, write=write) as con:
+                yield con
+            return
         with self._turn():
             con = self._open_with_retry(read_only=not write, config=SANDBOX_CONFIG if sandbox else CONNECT_CONFIG)
-            with contextlib.closing(con):
+            try:
                 self._prepare(con, write=write, sandbox=sandbox)
                 yield con
+            finally:
+                _close(con)
+
+    @contextmanager
+    def _held_connection(self, current: Session, *, write: bool) -> Iterator[duckdb.DuckDBPyConnection]:
+        """Inside `session()`: the connection this thread already holds to the file, opened on first use (read-write
+        once anything writes; DuckDB gives one process one configuration per file) and kept until the session
+        ends. A connection that failed is dropped, so a retry opens a fresh one."""
+        held = current.held
+        key = str(self.path.resolve())
+        found = held.get(key)
+        if found is not None and write and not found.write:
+            held.pop(key).release()
+            found = None
+        if found is None:
+            write = write or current.write
+            found = _Held(self.path, write=write, lock=_writer_lock(self.path))
+            if not found.lock.acquire(timeout=self.lock_timeout):
+                raise LedgerLocked(
+                    f"The ledger {self.path} is busy in this process; gave up after {self.lock_timeout:g} s. Retry"
+                )
+            try:
+                found.con = self._open_with_retry(read_only=not write, config=CONNECT_CONFIG)
+                self._prepare(found.con, write=write, sandbox=False)
+            except BaseException:
+                found.release()
+                raise
+            held[key] = found
+        elif self._expected_head is not None:
+            self._check_expected_head(found.con)
+        try:
+            yield found.con
+        except duckdb.Error:
+            held.pop(key, None)
+            found.release()
+            raise
 
     @contextmanager
     def _turn(self) -> Iterator[None]:
@@ -873,12 +918,17 @@ class Ledger:
             con.execute("SET lock_configuration = true")
         self._check_schema(con, migrate=write)
         if self._expected_head is not None and not write:
-            found = con.execute("SELECT seq, hash FROM stored_events ORDER BY seq DESC LIMIT 1").fetchall()
-            if (found[0] if found else (0, GENESIS_HASH)) != self._expected_head:
-                raise StaleReadModel
+            self._check_expected_head(con)
+
+    def _check_expected_head(self, con: duckdb.DuckDBPyConnection) -> None:
+        found = con.execute("SELECT seq, hash FROM stored_events ORDER BY seq DESC LIMIT 1").fetchall()
+        if (found[0] if found else (0, GENESIS_HASH)) != self._expected_head:
+            raise StaleReadModel
 
     def _open_with_retry(self, *, read_only: bool, config: dict[str, Any]) -> duckdb.DuckDBPyConnection:
-        return self._retrying(lambda: duckdb.connect(str(self.path), read_only=read_only, config=config))
+        if config is SANDBOX_CONFIG:  # an instance of its own, locked down; the host's settings are not its own
+            return self._retrying(lambda: duckdb.connect(str(self.path), read_only=read_only, config=config))
+        return self._retrying(lambda: _attached(self.path, read_only=read_only))
 
     def _retrying(self, open_file: Callable[[], T]) -> T:
         """DuckDB allows one writing process per file: wait for it, with backoff and jitter."""
@@ -1007,7 +1057,8 @@ class Ledger:
     def _transact_once(self, decide: Callable[[Reader], Sequence[PendingEvent]]) -> list[RecordedEvent]:
         # DuckDB's file lock keeps other processes out; threads of this process share one database instance
         # and would race on the head, so they take turns here (a server answering requests in threads).
-        with _writer_lock(self.path), contextlib.ExitStack() as after_close, self._connect(write=True) as con:
+        with _writer_lock(self.path), contextlib.ExitStack() as own, self._connect(write=True) as con:
+            after_close = _after_close(self.path, own)
             con.execute("BEGIN TRANSACTION")
             try:
                 pending = decide(_TransactionReader(con))
@@ -1027,7 +1078,9 @@ class Ledger:
             [(block_size,)] = con.execute(
                 "SELECT block_size FROM pragma_database_size() WHERE database_name = current_database()"
             ).fetchall()
-            checkpoint_behind_backup(self.path, lambda: con.execute("CHECKPOINT"), after_close, block_size)
+            [(name,)] = con.execute("SELECT current_database()").fetchall()
+            checkpoint = f'CHECKPOINT "{name}"'  # the attached file, not the host's memory
+            checkpoint_behind_backup(self.path, lambda: con.execute(checkpoint), after_close, block_size)
         except (OSError, duckdb.Error) as error:
             log.warning(
                 "govern: the ledger %s was not checkpointed (%s); its events are safe in the write-ahead log, "
@@ -1097,7 +1150,8 @@ class Ledger:
         They must continue this ledger's chain: the first links to the current head, each hash is recomputed in
         SQL before the transaction commits, and a single bad row rolls the whole batch back. Returns the new count.
         """
-        with _writer_lock(self.path), contextlib.ExitStack() as after_close, self._connect(write=True) as con:
+        with _writer_lock(self.path), contextlib.ExitStack() as own, self._connect(write=True) as con:
+            after_close = _after_close(self.path, own)
             con.execute("BEGIN TRANSACTION")
             try:
                 count = _ingest_in(con, rows, str(self.path))
@@ -1174,7 +1228,7 @@ class Ledger:
                 cursor = con.execute(sql, params)
             except duckdb.Error as error:
                 message = _first_line(str(error))
-                if "read-only" in message.lower():
+                if "read-only" in message.lower() or "cannot execute statement of type" in message.lower():
                     raise QueryError(
                         f"The ledger is read-only for queries; only SELECT is allowed ({message})"
                     ) from None
@@ -1218,6 +1272,7 @@ class Ledger:
         partial = target.with_name(f".{target.name}.partial-{os.getpid()}")
         for leftover in (partial, wal_path(partial)):
             leftover.unlink(missing_ok=True)
+        _let_go(self.path)
         with self._turn():
             con = duckdb.connect(":memory:", config=CONNECT_CONFIG)
             try:
@@ -1271,15 +1326,200 @@ def _remove_dead_partials(target: Path) -> None:
             pass  # alive, another user's
 
 
-_WRITER_LOCKS: dict[str, threading.RLock] = {}
+_WRITER_LOCKS: dict[str, _Turn] = {}
 _WRITER_LOCKS_GUARD = threading.Lock()
 
 
-def _writer_lock(path: Path) -> threading.RLock:
-    """One re-entrant lock per file in this process: writers take it for their whole transaction (and its
-    checkpoint), every connection for its lifetime (`Ledger._turn`)."""
+class _Turn:
+    """A re-entrant lock per file whose owner is the current session, or else the thread.
+
+    A server request's session may authenticate in one worker thread and run its handler in another (FastAPI
+    runs a dependency and an endpoint as separate thread-pool calls); both are the same owner, one after the
+    other, so the session keeps the file across them, and other threads and requests wait their turn."""
+
+    def __init__(self) -> None:
+        self._free = threading.Condition()
+        self._owner: object | None = None
+        self._depth = 0
+
+    def acquire(self, timeout: float | None = None) -> bool:
+        me = _owner()
+        with self._free:
+            if self._owner is me or self._owner == me:
+                self._depth += 1
+                return True
+            if not self._free.wait_for(lambda: self._owner is None, timeout=timeout):
+                return False
+            self._owner, self._depth = me, 1
+            return True
+
+    def release(self) -> None:
+        with self._free:
+            self._depth -= 1
+            if self._depth == 0:
+                self._owner = None
+                self._free.notify()
+
+    def __enter__(self) -> _Turn:
+        self.acquire()
+        return self
+
+    def __exit__(self, *_: object) -> None:
+        self.release()
+
+
+@dataclass
+class _Held:
+    """A connection a session holds, with the turn on the file it holds for it and what must wait for its close."""
+
+    path: Path
+    write: bool
+    lock: _Turn
+    con: duckdb.DuckDBPyConnection | None = None
+    after_close: contextlib.ExitStack = field(default_factory=contextlib.ExitStack)
+
+    def release(self) -> None:
+        try:
+            if self.con is not None:
+                _close(self.con)
+            self.after_close.close()  # descriptors a checkpoint kept open: closed only once DuckDB's are
+        finally:
+            self.lock.release()
+
+
+class Session:
+    """One connection per ledger file for a unit of work, opened on first use and closed by `close()`.
+
+    Opening a DuckDB file costs tens of milliseconds (its catalogue of views is loaded each time); a server
+    request that authenticates, reads, decides, writes and looks for pending mirrors would open it four or
+    five times. Inside a session it opens once. The connection, and so DuckDB's lock on the file, is held until
+    `close()`: keep a session as short as one request's ledger work (no model runs, no network waits). Sandboxed
+    auditor queries still get their own connection. `write` opens read-write from the first read, for work that
+    will write (reopening would cost a second open). Other stores join through `resources` (a pool's lease)."""
+
+    def __init__(self, *, write: bool = False) -> None:
+        self.write = write
+        self.held: dict[str, _Held] = {}
+        self.stores: dict[Any, Any] = {}
+        self.resources = contextlib.ExitStack()
+
+    def close(self) -> None:
+        try:
+            for found in list(self.held.values()):
+                found.release()
+            self.held.clear()
+        finally:
+            self.stores.clear()
+            self.resources.close()
+
+
+_HOST: duckdb.DuckDBPyConnection | None = None
+_HOST_GUARD = threading.Lock()
+_ATTACHED: dict[int, str] = {}  # id of a cursor -> the alias it attached
+
+
+def _host_cursor() -> duckdb.DuckDBPyConnection:
+    """A new connection to this process's one in-memory DuckDB, into which ledger files are attached for each use.
+
+    Creating a DuckDB instance costs 15-25 ms (its built-in catalogue), attaching a file to a live one about
+    3 ms: every govern command and server request opens the ledger several times. The file lock is the same
+    (ATTACH takes it, DETACH drops it), so other processes wait exactly as they did for a connection."""
+    global _HOST
+    with _HOST_GUARD:
+        if _HOST is None:
+            _HOST = duckdb.connect(":memory:", config=CONNECT_CONFIG)
+            _HOST.execute("PRAGMA disable_checkpoint_on_shutdown")  # nor on DETACH: checkpoints are govern's
+        return _HOST.cursor()
+
+
+def _alias(path: Path) -> str:
+    return "ledger_" + hashlib.sha256(str(path.resolve()).encode()).hexdigest()[:16]
+
+
+def _attached(path: Path, *, read_only: bool) -> duckdb.DuckDBPyConnection:
+    """A cursor of the host with `path` attached (read-only or read-write) and selected as its database."""
+    con = _host_cursor()
+    alias = _alias(path)
+    try:
+        con.execute(f"DETACH DATABASE IF EXISTS {alias}")  # left by a use that could not detach
+        con.execute(f"ATTACH {_sql_text(path)} AS {alias}{' (READ_ONLY)' if read_only else ''}")
+        con.execute(f"USE {alias}")
+    except BaseException:
+        con.close()
+        raise
+    _ATTACHED[id(con)] = alias
+    return con
+
+
+def _close(con: duckdb.DuckDBPyConnection) -> None:
+    """Close a connection `_attached` made (detaching its file, which releases the file's lock) or any other."""
+    alias = _ATTACHED.pop(id(con), None)
+    try:
+        if alias is not None:
+            with contextlib.suppress(duckdb.Error):
+                con.execute("ROLLBACK")  # an unfinished transaction would keep the file attached
+            con.execute("USE memory")
+            con.execute(f"DETACH {alias}")
+    except duckdb.Error as error:
+        log.warning("govern: could not detach %s (%s); the next use detaches it", alias, _first_line(str(error)))
+    finally:
+        with contextlib.suppress(duckdb.Error):
+            con.close()
+
+
+_SESSION: ContextVar[Session | None] = ContextVar("govern_ledger_session", default=None)
+
+
+def current_session() -> Session | None:
+    return _SESSION.get()
+
+
+@contextmanager
+def session(*, write: bool = False) -> Iterator[Session]:
+    """A `Session` for the block (its context: this thread, and threads started with a copy of the context);
+    a nested block shares the outer one."""
+    outer = _SESSION.get()
+    if outer is not None:
+        yield outer
+        return
+    current = Session(write=write)
+    token = _SESSION.set(current)
+    try:
+        yield current
+    finally:
+        _SESSION.reset(token)
+        current.close()
+
+
+def enter_session(current: Session) -> None:
+    """Make `current` the session of this context (an ASGI dependency's, which ends it with `current.close()`)."""
+    _SESSION.set(current)
+
+
+def _owner() -> object:
+    return _SESSION.get() or threading.get_ident()
+
+
+def _let_go(path: Path) -> None:
+    """Close the session's connection to `path`, if any: what comes next needs another configuration."""
+    current = _SESSION.get()
+    found = current.held.pop(str(path.resolve()), None) if current else None
+    if found is not None:
+        found.release()
+
+
+def _after_close(path: Path, own: contextlib.ExitStack) -> contextlib.ExitStack:
+    """Where a checkpoint parks what must outlive the connection: the session's connection closes later."""
+    current = _SESSION.get()
+    found = current.held.get(str(path.resolve())) if current else None
+    return found.after_close if found is not None else own
+
+
+def _writer_lock(path: Path) -> _Turn:
+    """One turn per file in this process: writers take it for their whole transaction (and its checkpoint),
+    every connection for its lifetime (`Ledger._turn`), a session until it closes."""
     with _WRITER_LOCKS_GUARD:
-        return _WRITER_LOCKS.setdefault(str(path.resolve()), threading.RLock())
+        return _WRITER_LOCKS.setdefault(str(path.resolve()), _Turn())
 
 
 # From this many rows on, an append travels to DuckDB as an Arrow table (columnar, one copy) instead of

@@ -16,6 +16,7 @@ from __future__ import annotations
 import logging
 import os
 import re
+import threading
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import ExitStack, contextmanager
 from datetime import datetime
@@ -40,6 +41,7 @@ from govern.ledger import (
     COLUMNS,
     Ledger,
     Reader,
+    Session,
     StaleReadModel,
     Verification,
     chain_checks,
@@ -173,6 +175,39 @@ def _now() -> datetime:
 
 def is_postgres_url(value: str) -> bool:
     return re.match(r"^postgres(ql)?(\+[a-z0-9]+)?://", value, re.IGNORECASE) is not None
+
+
+_PRIVILEGES_CHECKED: set[str] = set()
+IDLE_PER_LEDGER = 8  # connections a long-lived process keeps open per ledger between sessions
+_IDLE: dict[tuple[str, float], list[PostgresLedger]] = {}
+_IDLE_GUARD = threading.Lock()
+
+
+def leased(url: str, lock_timeout: float, current: Session) -> PostgresLedger:
+    """The session's ledger for `url`: taken from this process's pool on first use in the session and given back
+    when it closes, so a server request reuses a connection (and its read model's known head) instead of
+    connecting anew for each use case it calls."""
+    key = (url, lock_timeout)
+    found = current.stores.get(key)
+    if isinstance(found, PostgresLedger):
+        return found
+    with _IDLE_GUARD:
+        idle = _IDLE.get(key)
+        ledger = idle.pop() if idle else PostgresLedger(url, lock_timeout=lock_timeout)
+    current.stores[key] = ledger
+    current.resources.callback(_give_back, key, ledger)
+    return ledger
+
+
+def _give_back(key: tuple[str, float], ledger: PostgresLedger) -> None:
+    con = ledger._con
+    usable = con is not None and not con.closed and not con.broken and con.info.transaction_status == 0
+    with _IDLE_GUARD:
+        idle = _IDLE.setdefault(key, [])
+        if usable and len(idle) < IDLE_PER_LEDGER:
+            idle.append(ledger)
+            return
+    ledger.close()
 
 
 class PostgresLedger:
@@ -530,9 +565,10 @@ class PostgresLedger:
 
     def _warn_about_privileges(self, con: psycopg.Connection) -> None:
         """Append-only holds for govern's role only if it cannot UPDATE, DELETE or TRUNCATE, or switch triggers off."""
-        if self._privileges_checked:
-            return
+        if self._privileges_checked or self.url in _PRIVILEGES_CHECKED:
+            return  # once per process and ledger: a server would otherwise log the warning on every write
         self._privileges_checked = True
+        _PRIVILEGES_CHECKED.add(self.url)
         with self._errors():
             found = con.execute(
                 "SELECT current_user, rolsuper, "

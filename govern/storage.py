@@ -77,8 +77,12 @@ class LedgerStore(Protocol):
 def open_store(location: Path | str, lock_timeout: float = 30.0) -> LedgerStore:
     """A DuckDB file path, or a `postgresql://` URL (psycopg is imported only then)."""
     if isinstance(location, str) and "://" in location:  # config keeps a URL as a string, a path as a Path
-        from govern.postgres_ledger import PostgresLedger
+        from govern.ledger import current_session
+        from govern.postgres_ledger import PostgresLedger, leased
 
+        current = current_session()
+        if current is not None:  # a server request: one pooled connection for all it does
+            return leased(str(location), lock_timeout, current)
         return PostgresLedger(str(location), lock_timeout=lock_timeout)
     from govern.ledger import Ledger
 

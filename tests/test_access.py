@@ -161,3 +161,39 @@ def test_a_token_pasted_whole_into_revoke_is_revoked_by_its_id_and_its_secret_ne
     assert json.loads(ok(project, "tokens", "list", "--json"))[0]["state"] == "revoked"
     none = run_cli("tokens", "list", "--principal", "someone-else", cwd=project)
     assert "No token issued for someone-else" in none.output
+
+
+def test_a_token_checked_before_is_checked_again_after_any_change_to_access_in_the_same_process(
+    project: Path,
+) -> None:
+    """Token rows are cached per ledger position in a long-lived process (the server): a revocation, a role
+    revoked or a ledger replaced at the same place takes effect at the next check, as without the cache."""
+    ok(project, "principals", "add", "bob", "--role", "deployer")
+    ok(project, "principals", "add", "eve", "--role", "auditor")
+    token = token_of(project, "bob")
+    assert authenticate(ledger_of(project), token).roles == {"deployer": ()}
+    ok(project, "principals", "add", "bob", "--role", "auditor")  # a grant moves the cached row on
+    assert set(authenticate(ledger_of(project), token).roles) == {"deployer", "auditor"}
+    ok(project, "principals", "revoke", "bob", "--role", "deployer", "--reason", "moved team")
+    assert authenticate(ledger_of(project), token).roles == {"auditor": ()}
+    ok(project, "tokens", "revoke", token.split("_")[1], "--reason", "leaked")
+    with pytest.raises(Unauthenticated, match="revoked"):
+        authenticate(ledger_of(project), token)
+    again = token_of(project, "bob")
+    assert authenticate(ledger_of(project), again).name == "bob"
+
+    other = project / "other"
+    other.mkdir()
+    git(other, "init", "-q", "-b", "main")
+    ok(other, "principals", "add", "carol", "--role", "auditor")
+    carol = token_of(other, "carol")
+    assert authenticate(ledger_of(other), carol).name == "carol"
+    for suffix in ("", ".wal"):  # the other ledger put where this one was: its tokens, and only those, count
+        target = Path(f"{ledger_of(project).path}{suffix}")
+        target.unlink(missing_ok=True)
+        source = Path(f"{ledger_of(other).path}{suffix}")
+        if source.exists():
+            target.write_bytes(source.read_bytes())
+    assert authenticate(ledger_of(project), carol).name == "carol"
+    with pytest.raises(Unauthenticated):
+        authenticate(ledger_of(project), again)

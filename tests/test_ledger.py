@@ -302,3 +302,43 @@ def test_the_audit_sandbox_is_duckdbs_own_configuration_locked_before_the_query(
             con.execute(f"COPY (SELECT 1) TO '{tmp_path / 'out.csv'}'")
     assert not (tmp_path / "out.csv").exists()
     assert ledger.audit_query("SELECT count(*) FROM events")[1] == [(1,)]
+
+
+def test_a_session_opens_the_file_once_for_its_reads_and_writes_and_lets_go_when_it_ends(
+    ledger: Ledger, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import govern.ledger as ledger_module
+
+    ledger.append([snapshot(1)])
+    opened = []
+    real = ledger_module._attached
+    monkeypatch.setattr(ledger_module, "_attached", lambda path, **kw: opened.append(kw) or real(path, **kw))
+    with ledger_module.session():
+        assert ledger.head()[0] == 1
+        Ledger(ledger.path).append([snapshot(2)])  # another object, the same file: the same connection
+        assert len(ledger.read()) == 2
+        assert ledger.verify().ok
+    assert opened == [{"read_only": True}, {"read_only": False}]  # read-only until the first write
+    code = "import sys; from govern.ledger import Ledger; from conftest import snapshot_event as s; "
+    code += f"Ledger({str(ledger.path)!r}, lock_timeout=5).append([s(3)])"
+    written = subprocess.run([sys.executable, "-c", code], cwd=Path(__file__).parent, capture_output=True, text=True)
+    assert written.returncode == 0, written.stderr  # the session released DuckDB's lock on the file
+    assert ledger.head()[0] == 3
+
+
+def test_another_thread_waits_for_a_session_to_end_before_it_uses_the_file(ledger: Ledger) -> None:
+    import threading
+
+    from govern.ledger import session
+
+    ledger.append([snapshot(1)])
+    order: list[str] = []
+    with session(write=True):
+        ledger.head()
+        other = threading.Thread(target=lambda: (ledger.append([snapshot(2)]), order.append("other wrote")))
+        other.start()
+        time.sleep(0.3)
+        order.append("session ends")
+    other.join(timeout=10)
+    assert order == ["session ends", "other wrote"]
+    assert ledger.head()[0] == 2

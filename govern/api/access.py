@@ -59,6 +59,46 @@ SELECT t.principal, t.secret_sha256, t.expires_at, t.revoked_at,
 FROM access_tokens AS t WHERE t.token_id = $token_id
 """
 
+# What a cached token row depends on: the events of these types (roles depend on no clock, expiry is checked at
+# each request), and that the ledger is still the one read (the hash at the seq last seen).
+CHANGES_SQL = """
+SELECT (SELECT hash FROM stored_events WHERE seq = $seen) AS seen_hash, max(seq) AS head, arg_max(hash, seq) AS hash,
+       count(*) FILTER (WHERE type IN ('access.granted', 'access.revoked', 'token.issued', 'token.revoked')) AS changed
+FROM stored_events WHERE seq > $seen
+"""
+
+
+class _TokenRows:
+    """Token rows as of a ledger position, per ledger, in this process: a server authenticates every request, and
+    the query over the access views costs more than the rest of a small request. One cheap query tells whether
+    anything that could change a row (a grant, a revocation, a token issued or revoked) was appended since."""
+
+    def __init__(self) -> None:
+        import threading
+
+        self._guard = threading.Lock()
+        self._seen: dict[str, tuple[int, str, dict[str, dict[str, Any]]]] = {}
+
+    def row(self, ledger: LedgerStore, token_id: str) -> dict[str, Any] | None:
+        with self._guard:
+            seq, hash_, rows = self._seen.get(ledger.location, (0, "", {}))
+        [(seen_hash, head, head_hash, changed)] = ledger.query(CHANGES_SQL, {"seen": seq})[1]
+        if (seq and seen_hash != hash_) or changed:
+            rows = {}  # another ledger at this location, or access changed: read again
+        if head is not None:
+            seq, hash_ = head, head_hash
+        if token_id not in rows:
+            found = queries.rows_as_dicts(ledger, TOKEN_SQL, {"token_id": token_id})
+            if not found:
+                return None
+            rows = {**rows, token_id: found[0]}
+        with self._guard:
+            self._seen[ledger.location] = (seq, hash_, rows)
+        return rows[token_id]
+
+
+_TOKEN_ROWS = _TokenRows()
+
 
 @dataclass(frozen=True)
 class Issued:
@@ -247,10 +287,10 @@ def authenticate(ledger: LedgerStore, bearer: str | None) -> access.Principal:
     if parsed is None or not ledger.exists():
         raise refused
     token_id, secret = parsed
-    rows = queries.rows_as_dicts(ledger, TOKEN_SQL, {"token_id": token_id})
-    if not rows or not access.secret_matches(secret, rows[0]["secret_sha256"]):
+    row = _TOKEN_ROWS.row(ledger, token_id)
+    if row is None or not access.secret_matches(secret, row["secret_sha256"]):
         raise refused
-    row = rows[0]  # the secret matched: saying what is wrong with this token tells its holder only
+    # the secret matched: saying what is wrong with this token tells its holder only
     now = queries.naive_utc(utc_now())
     if row["revoked_at"] is not None:
         raise Unauthenticated(f"The token {token_id} was revoked at {format_timestamp(row['revoked_at'])}")

@@ -131,20 +131,43 @@ def create_app(root: Path) -> Any:
     async def malformed(request: Request, error: RequestValidationError) -> JSONResponse:
         return problem(422, "invalid-request", validation_detail(error.errors()), request.url.path)
 
-    def authorised(operation: str) -> Callable[..., access.Principal]:
+    def authorised(operation: str, *, hold: str | None = None) -> Any:
+        """The dependency of a route: authenticate, check `access.POLICY`. With `hold` ("read" or "write"), the
+        request's ledger work (authentication included) shares one ledger connection, or one pooled PostgreSQL
+        connection, until the handler returns (`ledger.Session`): only for handlers that do short ledger work,
+        as the session holds the file; model runs, fetches and streams go without."""
         if operation not in access.POLICY:  # a route without a policy row could never be called: fail at startup
             raise RuntimeError(f"operation {operation!r} has no row in access.POLICY")
 
-        def check(
-            credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(bearer_scheme)] = None,
-        ) -> access.Principal:
+        def check(credentials: HTTPAuthorizationCredentials | None) -> access.Principal:
             principal = access_api.authenticate(ledger(), credentials.credentials if credentials else None)
             if not access.allowed(principal, operation):
                 roles = ", ".join(sorted(principal.roles)) or "no role"
                 raise Forbidden(f"{principal.name} ({roles}) may not call {operation}")
             return principal
 
-        return check
+        async def within_session(
+            credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(bearer_scheme)] = None,
+        ) -> Any:
+            from starlette.concurrency import run_in_threadpool
+
+            from govern.ledger import Session, enter_session
+
+            current = Session(write=hold == "write")
+            enter_session(current)  # the thread-pool calls of this request (this check, the handler) share it
+            try:
+                yield await run_in_threadpool(check, credentials)
+            finally:
+                await run_in_threadpool(current.close)
+
+        def alone(
+            credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(bearer_scheme)] = None,
+        ) -> access.Principal:
+            return check(credentials)
+
+        if hold is None:
+            return Depends(alone)
+        return Depends(within_session, scope="function")
 
     def scoped(principal: access.Principal, operation: str, app_name: str) -> bool:
         """Check a consumer's app; True where the principal is limited to its apps (answers name no others)."""
@@ -167,17 +190,17 @@ def create_app(root: Path) -> Any:
         return JSONResponse({"status": "ready", "head_seq": head[0] if head else None})
 
     @app.get(f"{API}/whoami", operation_id="whoami")
-    def whoami(principal: Annotated[access.Principal, Depends(authorised("whoami"))]) -> dict[str, Any]:
+    def whoami(principal: Annotated[access.Principal, authorised("whoami", hold="read")]) -> dict[str, Any]:
         return {"principal": principal.name, "roles": principal.roles, "token_id": principal.token_id}
 
     @app.get(f"{API}/status", operation_id="status")
-    def status(principal: Annotated[access.Principal, Depends(authorised("status"))]) -> Any:
+    def status(principal: Annotated[access.Principal, authorised("status")]) -> Any:
         return jsonable(status_api.status(root))
 
     @app.get(f"{API}/apps/{{app}}/production", operation_id="production")
     def production(
         app_name: Annotated[str, PathParam(alias="app")],
-        principal: Annotated[access.Principal, Depends(authorised("production"))],
+        principal: Annotated[access.Principal, authorised("production", hold="read")],
         env: str = "production",
         at: Annotated[str | None, Query(description="ISO 8601 with Z or an offset; default now")] = None,
     ) -> Any:
@@ -208,7 +231,7 @@ def create_app(root: Path) -> Any:
     async def predict(
         request: Request,
         app_name: Annotated[str, PathParam(alias="app")],
-        principal: Annotated[access.Principal, Depends(authorised("predict"))],
+        principal: Annotated[access.Principal, authorised("predict")],
         env: str = "production",
     ) -> Any:
         from starlette.concurrency import run_in_threadpool
@@ -222,7 +245,7 @@ def create_app(root: Path) -> Any:
 
     @app.get(f"{API}/windows", operation_id="windows")
     def windows(
-        principal: Annotated[access.Principal, Depends(authorised("windows"))],
+        principal: Annotated[access.Principal, authorised("windows", hold="read")],
         app_name: Annotated[str | None, Query(alias="app")] = None,
         model: str | None = None,
     ) -> Any:
@@ -230,7 +253,7 @@ def create_app(root: Path) -> Any:
 
     @app.get(f"{API}/events", operation_id="events")
     def events(
-        principal: Annotated[access.Principal, Depends(authorised("events"))],
+        principal: Annotated[access.Principal, authorised("events", hold="read")],
         event_type: Annotated[list[str] | None, Query(alias="type")] = None,
         since: Annotated[str | None, Query(description="ISO 8601 with Z or an offset")] = None,
         limit: Annotated[int | None, Query(ge=0, description="Only the newest N; default every event")] = None,
@@ -239,13 +262,13 @@ def create_app(root: Path) -> Any:
         return jsonable([event.to_dict() for event in found])
 
     @app.get(f"{API}/verify", operation_id="verify")
-    def verify(principal: Annotated[access.Principal, Depends(authorised("verify"))]) -> Any:
+    def verify(principal: Annotated[access.Principal, authorised("verify")]) -> Any:
         return jsonable(integrity.verify(root).to_dict())
 
     @app.get(f"{API}/models/{{model}}/history", operation_id="history")
     def history(
         model: str,
-        principal: Annotated[access.Principal, Depends(authorised("history"))],
+        principal: Annotated[access.Principal, authorised("history", hold="read")],
         version: str | None = None,
     ) -> Any:
         return jsonable([event.to_dict() for event in audit_api.history(model, version, root)])
@@ -259,7 +282,7 @@ def create_app(root: Path) -> Any:
     def report(
         model: str,
         version: str,
-        principal: Annotated[access.Principal, Depends(authorised("report"))],
+        principal: Annotated[access.Principal, authorised("report")],
         format: Annotated[str, Query(pattern="^(html|md|json)$")] = "html",
         verify_chain: bool = False,
     ) -> Response:
@@ -270,34 +293,32 @@ def create_app(root: Path) -> Any:
         return Response(text, media_type=REPORT_TYPES[format])
 
     @app.post(f"{API}/sql", operation_id="sql")
-    def sql(body: SqlRequest, principal: Annotated[access.Principal, Depends(authorised("sql"))]) -> Any:
+    def sql(body: SqlRequest, principal: Annotated[access.Principal, authorised("sql")]) -> Any:
         found = audit_api.sql(body.statement, body.params, root)
         return jsonable({"columns": found.columns, "rows": found.records()})
 
     @app.get(f"{API}/queries", operation_id="named_queries")
-    def named_queries(principal: Annotated[access.Principal, Depends(authorised("named_queries"))]) -> Any:
+    def named_queries(principal: Annotated[access.Principal, authorised("named_queries", hold="read")]) -> Any:
         return [{"name": name, "description": text} for name, text in audit_api.named_queries(root).items()]
 
     @app.post(f"{API}/queries/{{name}}", operation_id="run_query")
-    def run_query(
-        name: str, body: QueryRun, principal: Annotated[access.Principal, Depends(authorised("run_query"))]
-    ) -> Any:
+    def run_query(name: str, body: QueryRun, principal: Annotated[access.Principal, authorised("run_query")]) -> Any:
         found = audit_api.run_named(name, body.params, root)
         return jsonable({"columns": found.columns, "rows": found.records()})
 
     @app.get(f"{API}/anchors", operation_id="anchors")
-    def anchors(principal: Annotated[access.Principal, Depends(authorised("anchors"))]) -> Any:
+    def anchors(principal: Annotated[access.Principal, authorised("anchors", hold="read")]) -> Any:
         return [{"tag": a.tag, "seq": a.seq, "hash": a.hash} for a in integrity.anchors(root)]
 
     @app.post(f"{API}/anchors", operation_id="anchor", status_code=201)
-    def anchor(principal: Annotated[access.Principal, Depends(authorised("anchor"))]) -> Any:
+    def anchor(principal: Annotated[access.Principal, authorised("anchor")]) -> Any:
         from govern.api.context import open_project
 
         return jsonable(integrity.anchor(project=open_project(root, principal.actor)).to_dict())
 
     @app.post(f"{API}/reproductions", operation_id="record_reproduction", status_code=201)
     def record_reproduction(
-        body: VerdictUpload, principal: Annotated[access.Principal, Depends(authorised("record_reproduction"))]
+        body: VerdictUpload, principal: Annotated[access.Principal, authorised("record_reproduction")]
     ) -> Any:
         from govern.api import ci
 
@@ -306,7 +327,7 @@ def create_app(root: Path) -> Any:
 
     @app.get(f"{API}/promotion-requests", operation_id="requests")
     def promotion_requests(
-        principal: Annotated[access.Principal, Depends(authorised("requests"))],
+        principal: Annotated[access.Principal, authorised("requests", hold="read")],
         state: Annotated[str, Query(description="pending, approved, rejected or all")] = "pending",
         model: str | None = None,
     ) -> Any:
@@ -314,7 +335,7 @@ def create_app(root: Path) -> Any:
 
     @app.post(f"{API}/promotion-requests", operation_id="request_promotion", status_code=201)
     def request_promotion(
-        body: PromotionRequest, principal: Annotated[access.Principal, Depends(authorised("request_promotion"))]
+        body: PromotionRequest, principal: Annotated[access.Principal, authorised("request_promotion", hold="write")]
     ) -> Any:
         requested = approvals.request_promotion(
             body.model, body.version, body.to_stage, body.reason, root, principal.actor
@@ -325,7 +346,7 @@ def create_app(root: Path) -> Any:
     def approve(
         request: Annotated[int, PathParam(ge=1, le=2**62)],
         body: Decision,
-        principal: Annotated[access.Principal, Depends(authorised("approve"))],
+        principal: Annotated[access.Principal, authorised("approve", hold="write")],
     ) -> Any:
         return jsonable(approvals.approve(request, body.reason, root, principal.actor).to_dict())
 
@@ -333,14 +354,16 @@ def create_app(root: Path) -> Any:
     def reject(
         request: Annotated[int, PathParam(ge=1, le=2**62)],
         body: Decision,
-        principal: Annotated[access.Principal, Depends(authorised("reject"))],
+        principal: Annotated[access.Principal, authorised("reject", hold="write")],
     ) -> Any:
         own_only = not principal.has("approver")
         event = approvals.reject(request, body.reason, root, principal.actor, requester_only=own_only)
         return jsonable(event.to_dict())
 
     @app.post(f"{API}/promotions", operation_id="promote", status_code=201)
-    def promote(body: DirectPromotion, principal: Annotated[access.Principal, Depends(authorised("promote"))]) -> Any:
+    def promote(
+        body: DirectPromotion, principal: Annotated[access.Principal, authorised("promote", hold="write")]
+    ) -> Any:
         outcome = lifecycle.promote(
             body.model, body.version, body.to_stage, body.reason, force=body.force, start=root, actor=principal.actor
         )
@@ -351,32 +374,32 @@ def create_app(root: Path) -> Any:
         model: str,
         version: str,
         body: Deprecation,
-        principal: Annotated[access.Principal, Depends(authorised("deprecate"))],
+        principal: Annotated[access.Principal, authorised("deprecate", hold="write")],
     ) -> Any:
         outcome = lifecycle.deprecate(model, version, body.reason, force=body.force, start=root, actor=principal.actor)
         return jsonable(outcome.to_dict())
 
     @app.get(f"{API}/trainings", operation_id="trainings")
     def trainings(
-        principal: Annotated[access.Principal, Depends(authorised("trainings"))], state: str | None = None
+        principal: Annotated[access.Principal, authorised("trainings", hold="read")], state: str | None = None
     ) -> Any:
         return jsonable(jobs_api.jobs(ledger(), state))
 
     @app.post(f"{API}/trainings", operation_id="request_training", status_code=202)
     def request_training(
-        body: TrainingRequest, principal: Annotated[access.Principal, Depends(authorised("request_training"))]
+        body: TrainingRequest, principal: Annotated[access.Principal, authorised("request_training")]
     ) -> Any:
         job = jobs_api.request_training(body.commit, body.targets, root, principal.actor)
         runner.wake()
         return jsonable(job.to_dict())
 
     @app.get(f"{API}/trainings/{{job}}", operation_id="training")
-    def training(job: str, principal: Annotated[access.Principal, Depends(authorised("training"))]) -> Any:
+    def training(job: str, principal: Annotated[access.Principal, authorised("training", hold="read")]) -> Any:
         return jsonable(jobs_api.job(ledger(), job).to_dict())
 
     @app.delete(f"{API}/trainings/{{job}}", operation_id="cancel_training")
     def cancel_training(
-        job: str, principal: Annotated[access.Principal, Depends(authorised("cancel_training"))]
+        job: str, principal: Annotated[access.Principal, authorised("cancel_training", hold="write")]
     ) -> Any:
         own_only = not principal.has("admin")
         return jsonable(jobs_api.cancel(job, root, principal.actor, requester_only=own_only).to_dict())
@@ -388,7 +411,7 @@ def create_app(root: Path) -> Any:
         responses={200: {"content": {"text/event-stream": {}}, "description": "Server-sent events"}},
     )
     async def training_progress(
-        job: str, principal: Annotated[access.Principal, Depends(authorised("training_progress"))]
+        job: str, principal: Annotated[access.Principal, authorised("training_progress")]
     ) -> StreamingResponse:
         from starlette.concurrency import run_in_threadpool
 
@@ -416,7 +439,9 @@ def create_app(root: Path) -> Any:
         return StreamingResponse(stream(), media_type="text/event-stream")
 
     @app.post(f"{API}/deployments", operation_id="deploy", status_code=201)
-    def deploy(body: DeploymentRequest, principal: Annotated[access.Principal, Depends(authorised("deploy"))]) -> Any:
+    def deploy(
+        body: DeploymentRequest, principal: Annotated[access.Principal, authorised("deploy", hold="write")]
+    ) -> Any:
         outcome = lifecycle.deploy(
             body.model,
             body.version,
@@ -429,19 +454,21 @@ def create_app(root: Path) -> Any:
         return jsonable(outcome.to_dict())
 
     @app.post(f"{API}/retirements", operation_id="retire", status_code=201)
-    def retire(body: RetirementRequest, principal: Annotated[access.Principal, Depends(authorised("retire"))]) -> Any:
+    def retire(
+        body: RetirementRequest, principal: Annotated[access.Principal, authorised("retire", hold="write")]
+    ) -> Any:
         at = _instant(body.at, "at")
         outcome = lifecycle.retire(app=body.app, env=body.env, at=at, start=root, actor=principal.actor)
         return jsonable(outcome.to_dict())
 
     @app.get(f"{API}/principals", operation_id="principals")
     def principals(
-        principal: Annotated[access.Principal, Depends(authorised("principals"))], at: str | None = None
+        principal: Annotated[access.Principal, authorised("principals", hold="read")], at: str | None = None
     ) -> Any:
         return jsonable(access_api.roles_at(ledger(), _instant(at, "at")))
 
     @app.post(f"{API}/principals", operation_id="grant", status_code=201)
-    def grant(body: GrantRequest, principal: Annotated[access.Principal, Depends(authorised("grant"))]) -> Any:
+    def grant(body: GrantRequest, principal: Annotated[access.Principal, authorised("grant", hold="write")]) -> Any:
         event = access_api.grant(body.principal, body.role, body.apps, body.reason, root, principal.actor)
         return jsonable(event.to_dict())
 
@@ -449,31 +476,31 @@ def create_app(root: Path) -> Any:
     def revoke(
         name: str,
         role: str,
-        principal: Annotated[access.Principal, Depends(authorised("revoke"))],
+        principal: Annotated[access.Principal, authorised("revoke", hold="write")],
         reason: Annotated[str, Query(max_length=2000)] = "",
     ) -> Any:
         return jsonable(access_api.revoke(name, role, reason, root, principal.actor).to_dict())
 
     @app.post(f"{API}/principals/{{name}}/identities", operation_id="link_identity", status_code=201)
     def link_identity(
-        name: str, body: IdentityLink, principal: Annotated[access.Principal, Depends(authorised("link_identity"))]
+        name: str, body: IdentityLink, principal: Annotated[access.Principal, authorised("link_identity", hold="write")]
     ) -> Any:
         return jsonable(access_api.link_identity(name, body.identity, body.reason, root, principal.actor).to_dict())
 
     @app.get(f"{API}/identities", operation_id="identities")
-    def identities(principal: Annotated[access.Principal, Depends(authorised("identities"))]) -> Any:
+    def identities(principal: Annotated[access.Principal, authorised("identities", hold="read")]) -> Any:
         return jsonable(access_api.identities(ledger()))
 
     @app.get(f"{API}/tokens", operation_id="tokens")
     def tokens(
-        principal: Annotated[access.Principal, Depends(authorised("tokens"))],
+        principal: Annotated[access.Principal, authorised("tokens", hold="read")],
         of: Annotated[str | None, Query(alias="principal")] = None,
     ) -> Any:
         return jsonable(access_api.tokens(ledger(), of))
 
     @app.post(f"{API}/principals/{{name}}/tokens", operation_id="issue_token", status_code=201)
     def issue_token(
-        name: str, body: TokenRequest, principal: Annotated[access.Principal, Depends(authorised("issue_token"))]
+        name: str, body: TokenRequest, principal: Annotated[access.Principal, authorised("issue_token", hold="write")]
     ) -> Any:
         issued = access_api.issue_token(name, body.expires, body.description, root, principal.actor)
         return jsonable({**issued.to_dict(), "event": issued.event.to_dict()})
@@ -481,7 +508,7 @@ def create_app(root: Path) -> Any:
     @app.delete(f"{API}/tokens/{{token_id}}", operation_id="revoke_token")
     def revoke_token(
         token_id: str,
-        principal: Annotated[access.Principal, Depends(authorised("revoke_token"))],
+        principal: Annotated[access.Principal, authorised("revoke_token", hold="write")],
         reason: Annotated[str, Query(max_length=2000)] = "",
     ) -> Any:
         return jsonable(access_api.revoke_token(token_id, reason, root, principal.actor).to_dict())
