@@ -54,10 +54,13 @@ TRAINER = "Tess Trainer <tess@example.com>"
 
 @pytest.fixture
 def project(tmp_path: Path) -> Path:
+    return make_project(tmp_path / "project")
+
+
+def make_project(root: Path) -> Path:
     """A governed project whose `dev` environment needs no stage, with versions 1 to 3 of `churn` trained by
     Tess, and a principal for every role (a consumer of `scoring` only). MLflow is unreachable: the aliases of
     promotions are mirrored later (in the background, the default)."""
-    root = tmp_path / "project"
     root.mkdir()
     git(root, "init", "-q", "-b", "main")
     (root / "govern.toml").write_text(

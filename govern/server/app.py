@@ -31,7 +31,16 @@ from govern.errors import (
     problem_kind,
 )
 from govern.presentation import jsonable
-from govern.server.http import API, PROBLEMS, BodyLimit, problem, status_of, validation_detail
+from govern.server.http import (
+    API,
+    PROBLEMS,
+    BodyLimit,
+    Problem,
+    problem,
+    problems_documented_as_sent,
+    status_of,
+    validation_detail,
+)
 from govern.server.models import (
     Decision,
     DeploymentRequest,
@@ -96,6 +105,7 @@ def create_app(root: Path) -> Any:
         responses=PROBLEMS,
         dependencies=[Depends(no_unknown_query)],
     )
+    problems_documented_as_sent(app)
     bearer_scheme = HTTPBearer(auto_error=False, description="A token from `govern tokens create NAME`")
 
     @app.middleware("http")
@@ -226,7 +236,10 @@ def create_app(root: Path) -> Any:
                 },
             }
         },
-        responses={200: {"content": {"text/csv": {}}, "description": "CSV in, CSV out; JSON in, JSON out"}},
+        responses={
+            200: {"content": {"text/csv": {}}, "description": "CSV in, CSV out; JSON in, JSON out"},
+            504: {"model": Problem, "description": "The model's entry point ran out of time"},
+        },
     )
     async def predict(
         request: Request,

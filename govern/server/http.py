@@ -165,3 +165,26 @@ def validation_detail(errors: Sequence[Any]) -> str:
     first = errors[0]
     where = ".".join(str(part) for part in first.get("loc", ()) if part != "body")
     return f"{where}: {first.get('msg', 'invalid')}" if where else str(first.get("msg", "invalid"))
+
+
+def problems_documented_as_sent(app: Any) -> None:
+    """Make `app`'s OpenAPI document say what its errors are: `application/problem+json` with the `Problem`
+    schema, for every 4xx and 5xx of every operation (FastAPI files a response model under `application/json`,
+    and its own 422 under a validation-error schema this API never sends)."""
+    build = app.openapi
+
+    def openapi() -> dict[str, Any]:
+        if app.openapi_schema is None:
+            document = build()  # caches it as app.openapi_schema: changed in place, once
+            as_sent = {"application/problem+json": {"schema": {"$ref": "#/components/schemas/Problem"}}}
+            for operations in document.get("paths", {}).values():
+                for operation in operations.values():
+                    for status, response in operation.get("responses", {}).items():
+                        if str(status).isdigit() and int(status) >= 400:
+                            response["content"] = as_sent
+            schemas = document.get("components", {}).get("schemas", {})
+            for unused in ("HTTPValidationError", "ValidationError"):
+                schemas.pop(unused, None)
+        return app.openapi_schema
+
+    app.openapi = openapi
