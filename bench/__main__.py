@@ -1,6 +1,6 @@
 """govern's benchmarks, side by side with GTO, MLflow and DVC, measured in the same run.
 
-    python -m bench [--events N] [--repeat R] [--gto-tags T] [--out DIR] [--skip-repro]
+    python -m bench [--events N] [--repeat R] [--gto-tags T] [--out DIR] [--skip-repro] [--http-writes W]
 
 Builds a synthetic history on top of a real reproduction of the demo (so
 reports and point queries hit real trainings and registrations), runs each
@@ -27,6 +27,8 @@ from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
+
+from bench.figures import p95, stats
 
 REPO = Path(__file__).resolve().parent.parent
 BIN = Path(sys.executable).parent
@@ -79,15 +81,6 @@ def timed(action: Callable[[], Any], repeat: int) -> list[float]:
         action()
         samples.append(time.perf_counter() - started)
     return samples
-
-
-def stats(samples: list[float]) -> dict[str, float]:
-    return {"median": statistics.median(samples), "min": min(samples), "max": max(samples), "n": len(samples)}
-
-
-def p95(samples: list[float]) -> float:
-    ordered = sorted(samples)
-    return ordered[min(len(ordered) - 1, int(round(0.95 * (len(ordered) - 1))))]
 
 
 # ---------------------------------------------------------------- the synthetic history
@@ -192,6 +185,7 @@ def measure(
     keep: bool = False,
     b7_events: int | None = None,
     postgres: str | None = None,
+    http_writes: int = 25,
 ) -> dict[str, Any]:
     base = Path(tempfile.mkdtemp(prefix="govern-bench-"))
     print(f"bench: working in {base}", file=sys.stderr)
@@ -332,6 +326,13 @@ def measure(
         "target": "promote answers <= 1 s",
         "met": statistics.median(b8) <= 1.0,
     }
+
+    # H1-H2: the controller over HTTP on the same history (bench/over_http.py).
+    from bench import over_http
+
+    count = max(100, repeat * 40)
+    probes = [deployed_at(k * (filled["deployments"] - 1) // (count - 1)) for k in range(count)]
+    results["rows"].update(over_http.measure(project, env, base, http_writes, probes))
 
     # P0-P9: the PostgreSQL ledger beside the file, on the same history (bench/postgres.py).
     if postgres:
@@ -491,9 +492,19 @@ def main(argv: list[str] | None = None) -> None:
         default="postgresql://postgres@127.0.0.1:5432/postgres",
         help="a PostgreSQL maintenance database to create the P rows' database in ('' leaves them out)",
     )
+    parser.add_argument(
+        "--http-writes", type=int, default=25, help="writes per client of H1, 16 clients over HTTP (default 25)"
+    )
     args = parser.parse_args(argv)
     results = measure(
-        args.events, args.repeat, args.gto_tags, args.skip_repro, args.keep, args.b7_events, args.postgres or None
+        args.events,
+        args.repeat,
+        args.gto_tags,
+        args.skip_repro,
+        args.keep,
+        args.b7_events,
+        args.postgres or None,
+        args.http_writes,
     )
     (args.out / "bench").mkdir(parents=True, exist_ok=True)
     (args.out / "bench" / "results.json").write_text(json.dumps(results, indent=2) + "\n")
