@@ -15,6 +15,7 @@ import schemathesis
 from conftest import apply_isolation, run_cli, start_server
 from hypothesis import HealthCheck, Phase, given, settings
 from schemathesis.checks import not_a_server_error
+from schemathesis.core.failures import FailureGroup
 from schemathesis.specs.openapi.checks import (
     content_type_conformance,
     response_headers_conformance,
@@ -102,13 +103,10 @@ def test_every_operation_answers_as_documented_and_never_with_a_server_error(ser
 
         try:
             answers_as_documented(operation, headers)
-        except Exception as failure:  # noqa: BLE001 - collected, all reported below
+        except (Exception, FailureGroup) as failure:  # noqa: BLE001 - collected, all reported below
             failures[name] = str(failure)[:2000]
     assert failures == {}, "\n\n".join(f"{name}: {text}" for name, text in failures.items())
-
-
-def test_the_generated_requests_left_no_traceback_in_the_server_log(served: dict) -> None:
-    assert "Traceback" not in Path(served["log"]).read_text()
+    assert "Traceback" not in Path(served["log"]).read_text()  # here: another worker would have its own server
 
 
 def test_the_document_files_every_error_under_the_media_type_it_is_sent_with(served: dict) -> None:
