@@ -334,6 +334,11 @@ def measure(
     probes = [deployed_at(k * (filled["deployments"] - 1) // (count - 1)) for k in range(count)]
     results["rows"].update(over_http.measure(project, env, base, http_writes, probes))
 
+    # W1: every page of every role over HTTP, signed in (bench/web_pages.py).
+    from bench import web_pages
+
+    results["rows"].update(web_pages.measure(project, env, base, repeat, probe_app))
+
     # P0-P9: the PostgreSQL ledger beside the file, on the same history (bench/postgres.py).
     if postgres:
         from bench import postgres as postgres_bench

@@ -64,11 +64,12 @@ def measure(
     }
 
 
-def token(project: Path, env: dict[str, str], name: str, role: str) -> str:
-    """A principal with `role`, granted in the checkout (as the first admin is), and a new token of it."""
+def token(project: Path, env: dict[str, str], name: str, role: str, extra: list[str] | None = None) -> str:
+    """A principal with `role` (and `extra` options: a consumer's --app), granted in the checkout (as the first
+    admin is), and a new token of it."""
     govern = [sys.executable, "-m", "govern"]
-    subprocess.run([*govern, "principals", "add", name, "--role", role], cwd=project, env=env, check=True,
-                   capture_output=True)  # fmt: skip
+    subprocess.run([*govern, "principals", "add", name, "--role", role, *(extra or [])], cwd=project, env=env,
+                   check=True, capture_output=True)  # fmt: skip
     made = subprocess.run([*govern, "tokens", "create", name, "--json"], cwd=project, env=env, check=True,
                           capture_output=True, text=True)  # fmt: skip
     return json.loads(made.stdout)["token"]

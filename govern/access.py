@@ -40,6 +40,7 @@ POLICY: dict[str, frozenset[str]] = {
     "status": _READERS,
     "production": frozenset(ROLES),  # a consumer: for its own apps only (APP_SCOPED)
     "predict": frozenset({"consumer"}),  # for its own apps only
+    "inferences": frozenset({"consumer", "auditor", "admin"}),  # a consumer: its own batches, of its own apps
     "windows": _READERS,
     "events": frozenset({"auditor", "admin"}),
     "verify": _AUDITORS,
@@ -73,7 +74,7 @@ POLICY: dict[str, frozenset[str]] = {
     "link_identity": frozenset({"admin"}),
     "identities": frozenset({"auditor", "admin"}),
 }
-APP_SCOPED = frozenset({"production", "predict"})
+APP_SCOPED = frozenset({"production", "predict", "inferences"})
 
 
 # What any authenticated principal may call, even one whose roles were all revoked (to learn that they were).

@@ -1048,9 +1048,10 @@ def ci_init(system: str, install: str | None, force: bool) -> None:
 @click.option("--port", default=8750, show_default=True, type=click.IntRange(1, 65535), help="The TCP port.")
 @click.option("--workers", default=1, show_default=True, type=click.IntRange(1, 64), help="Server processes.")
 def serve(host: str, port: int, workers: int) -> None:
-    """Serve this project's API (the controller) over HTTP: /api/v1, its OpenAPI document at
-    /api/v1/openapi.json, /health and /ready. Every request needs a bearer token (govern tokens create)
-    and is checked against the role table; every event written records the principal and its token."""
+    """Serve this project's web pages and API (the controller) over HTTP: the pages at /, the API at /api/v1
+    (its OpenAPI document at /api/v1/openapi.json), /health and /ready. Every request needs a token (govern tokens
+    create; a bearer header for the API, a sign-in for the pages) and is checked against the role table; every
+    event written records the principal and its token."""
     import uvicorn
 
     from govern.config import find_root, load
@@ -1059,7 +1060,8 @@ def serve(host: str, port: int, workers: int) -> None:
     load(root)  # a broken configuration is refused here, in one line, not by the first request
     _check_port_free(host, port)
     os.environ["GOVERN_PROJECT"] = str(root)
-    click.echo(f"govern: serving {root} on http://{host}:{port}/api/v1 (Ctrl-C stops)", err=True)
+    _session_secret()
+    click.echo(f"govern: serving {root}: pages at http://{host}:{port}/, the API at /api/v1 (Ctrl-C stops)", err=True)
     if host not in ("127.0.0.1", "localhost", "::1"):
         click.echo(
             "govern: warning: plain HTTP on a non-loopback address sends bearer tokens in clear; put a "
@@ -1074,6 +1076,21 @@ def serve(host: str, port: int, workers: int) -> None:
         workers=workers,
         log_level="info",  # one access line per request (method, path, status), never a header or a body
     )
+
+
+def _session_secret() -> None:
+    """The key web sessions are signed with, the same for every worker: GOVERN_SESSION_SECRET (to keep sessions
+    across restarts), else a new one for this run (signing everyone out at the next restart)."""
+    from govern.errors import InvalidInput
+    from govern.web.sessions import new_secret
+
+    given = os.environ.get("GOVERN_SESSION_SECRET")
+    if given is not None and len(given) < 32:
+        raise InvalidInput(
+            "GOVERN_SESSION_SECRET is shorter than 32 characters: set a random one "
+            '(python -c "import secrets; print(secrets.token_urlsafe(32))") or unset it'
+        )
+    os.environ["GOVERN_SESSION_SECRET"] = given or new_secret()
 
 
 def _check_port_free(host: str, port: int) -> None:

@@ -25,7 +25,8 @@ def test_bench_runs_at_a_tiny_size_and_writes_both_reports(tmp_path: Path, isola
     )  # fmt: skip
     assert done.returncode == 0, done.stderr[-2000:]
     results = json.loads((tmp_path / "bench" / "results.json").read_text())
-    assert set(results["rows"]) == {"B1", "B2", "B3", "B4", "B6", "B7", "B8", "H1", "H2", "P0", "P1", "P2", "P7", "P9"}
+    rows = {"B1", "B2", "B3", "B4", "B6", "B7", "B8", "H1", "H2", "W1", "P0", "P1", "P2", "P7", "P9"}
+    assert set(results["rows"]) == rows
     for row in ("P1", "P2"):
         assert results["rows"][row]["govern"]["median"] > 0 and results["rows"][row]["peer"]["median"] > 0
     assert 0 < results["rows"]["P9"]["govern"]["p95"] < 5, "PostgreSQL appends measured with 8 writers"
@@ -40,6 +41,9 @@ def test_bench_runs_at_a_tiny_size_and_writes_both_reports(tmp_path: Path, isola
     assert results["rows"]["H1"]["govern"]["writes/s"] > 0, "16 clients x 4 writes over HTTP, every one accepted"
     assert results["rows"]["H1"]["govern"]["one write"]["p95"] > 0
     assert 0 < results["rows"]["H2"]["govern"]["p95"] < 10
+    pages = results["rows"]["W1"]["pages"]
+    assert {"/models", "/approvals", "/apps", "/audit/timeline", "/admin/principals"} <= set(pages), pages
+    assert all(seconds > 0 for seconds in pages.values())
     table = (tmp_path / "BENCHMARKS.md").read_text()
     assert "| B1 |" in table and "| B7 |" in table
     assert "## Profiles of the targets still missed" in table, "bench/notes.md is appended to every regeneration"

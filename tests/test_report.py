@@ -443,3 +443,14 @@ def test_report_summarises_every_window_and_lists_the_latest(copied_history: Pat
     assert len(production["slots"]) == TIMELINE_SLOTS and production["slots_total"] == 32
     latest = max(w["start"] for w in production["windows"])
     assert latest == (start + timedelta(hours=WINDOWS_SHOWN + 19)).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+
+
+def test_a_version_without_recorded_stages_gets_a_valid_pipeline_picture() -> None:
+    """Found by the auditor's browser test: an empty DAG drew a negative viewBox, which Chromium logs as an error."""
+    import re
+
+    from govern import charts
+
+    picture = charts.dag([], [])
+    width, height = map(float, re.search(r'viewBox="0 0 (\S+) (\S+)"', picture).groups())
+    assert width > 0 and height > 0 and "No pipeline stages recorded" in picture

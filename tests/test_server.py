@@ -165,6 +165,7 @@ EXAMPLES: dict[str, tuple[str, str, Any]] = {
     "deploy": ("POST", "/api/v1/deployments", {"model": "churn", "version": "1", "app": "scoring", "env": "dev"}),
     "production": ("GET", "/api/v1/apps/scoring/production?env=dev", None),
     "predict": ("POST", "/api/v1/apps/scoring/predict?env=dev", {"rows": [{"x": 1, "y": "a"}]}),
+    "inferences": ("GET", "/api/v1/apps/scoring/inferences?env=dev&limit=5", None),
     "windows": ("GET", "/api/v1/windows", None),
     "events": ("GET", "/api/v1/events?limit=5", None),
     "verify": ("GET", "/api/v1/verify", None),

@@ -290,7 +290,19 @@ def authenticate(ledger: LedgerStore, bearer: str | None) -> access.Principal:
     row = _TOKEN_ROWS.row(ledger, token_id)
     if row is None or not access.secret_matches(secret, row["secret_sha256"]):
         raise refused
-    # the secret matched: saying what is wrong with this token tells its holder only
+    return _principal(row, token_id)  # the secret matched: what is wrong with the token tells its holder only
+
+
+def authenticate_session(ledger: LedgerStore, token_id: str) -> access.Principal:
+    """The principal of a web session: the token it signed in with (its secret was checked then; the session
+    cookie is signed by the server) as it stands now, so a revocation ends the session at the next request."""
+    row = _TOKEN_ROWS.row(ledger, token_id) if access.TOKEN_ID.match(token_id) and ledger.exists() else None
+    if row is None:
+        raise Unauthenticated("The session's token is not known to this ledger: sign in again")
+    return _principal(row, token_id)
+
+
+def _principal(row: dict[str, Any], token_id: str) -> access.Principal:
     now = queries.naive_utc(utc_now())
     if row["revoked_at"] is not None:
         raise Unauthenticated(f"The token {token_id} was revoked at {format_timestamp(row['revoked_at'])}")
@@ -300,3 +312,20 @@ def authenticate(ledger: LedgerStore, bearer: str | None) -> access.Principal:
         )
     roles = {grant["role"]: tuple(grant["apps"]) for grant in row["roles"]}
     return access.Principal(row["principal"], roles, token_id)
+
+
+GRANT_HISTORY_SQL = """
+SELECT grant_seq, principal, role, apps, granted_at, granted_by, reason, ended_at, end_seq, ended_by, ended_how
+FROM role_grants WHERE $principal IS NULL OR principal = $principal
+ORDER BY grant_seq DESC LIMIT $limit
+"""
+
+
+def grant_history(ledger: LedgerStore, principal: str | None = None, limit: int = 200) -> list[dict[str, Any]]:
+    """Role grants over time, newest first: each grant with when and by whom it ended (revoked, or replaced by
+    a grant of the same role with other apps); at most `limit` of them."""
+    if principal is not None:
+        access.check_principal_name(principal)
+    if not ledger.exists():
+        return []
+    return queries.rows_as_dicts(ledger, GRANT_HISTORY_SQL, {"principal": principal, "limit": limit})

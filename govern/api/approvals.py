@@ -237,3 +237,257 @@ def request_number(request: int | str) -> int:
     if not text.isdigit() or int(text) < 1 or int(text) > 2**62:
         raise InvalidInput(f"{request!r} is not a request number: `govern requests` lists them")
     return int(text)
+
+
+# ---------------------------------------------------------------- the approver's view: the queue and its evidence
+
+QUEUE_SHOWN = 50  # pending requests shown at once, oldest first: the queue is worked from its head
+
+QUEUE_SQL = """
+WITH req AS (
+    SELECT request_seq, model, version, to_stage, requested_at, requested_by, reason, evidence
+    FROM promotion_requests WHERE state = 'pending' ORDER BY request_seq LIMIT $limit
+),
+reg AS (
+    SELECT model, version, arg_max(training_commit, seq) AS git_commit
+    FROM registrations WHERE (model, version) IN (SELECT model, version FROM req) GROUP BY ALL
+),
+verdicts AS (
+    SELECT subject, arg_max(type, seq) AS type, arg_max(payload->>'$.match', seq) AS match, max(seq) AS seq,
+           arg_max(occurred_at, seq) AS at
+    FROM events
+    WHERE type IN ('reproduction.verified', 'reproduction.diverged')
+      AND subject IN (SELECT 'commit:' || git_commit FROM reg)
+    GROUP BY subject
+)
+SELECT req.request_seq, req.model, req.version, req.to_stage, req.requested_at, req.requested_by, req.reason,
+       req.evidence, reg.git_commit, v.type AS verdict, v.match AS verdict_match, v.seq AS verdict_seq,
+       v.at AS verdict_at, h.version AS holder
+FROM req
+LEFT JOIN reg ON reg.model = req.model AND reg.version = req.version
+LEFT JOIN verdicts AS v ON v.subject = 'commit:' || reg.git_commit
+LEFT JOIN stage_assignments AS h ON h.model = req.model AND h.stage = req.to_stage
+ORDER BY req.request_seq
+"""
+
+DECIDED_SQL = """
+SELECT request_seq, state, model, version, to_stage, requested_by, decided_at, decided_by, decision_reason,
+       decision_seq
+FROM promotion_requests WHERE state <> 'pending' ORDER BY decision_seq DESC LIMIT $limit
+"""
+
+# The version that held the stage before `before` (a decision's seq; or now): the latest promotion to it of a
+# version not deprecated by then, as `stage_assignments` says for now.
+HOLDER_SQL = """
+SELECT arg_max(p.version, p.seq) FROM promotions AS p
+WHERE p.model = $model AND p.to_stage = $stage AND p.seq < $before
+  AND NOT EXISTS (SELECT 1 FROM deprecations AS d
+                  WHERE d.model = p.model AND d.version = p.version AND d.seq < $before)
+"""
+
+TRAINING_OF_VERSIONS_SQL = """
+SELECT r.version, t.seq, t.occurred_at, t.actor, t.git_commit, t.payload
+FROM (SELECT version, arg_max(training_seq, seq) AS training_seq FROM registrations
+      WHERE model = $model AND version IN (SELECT unnest($versions)) GROUP BY version) AS r
+JOIN events AS t ON t.seq = r.training_seq
+"""
+
+VERDICTS_SQL = """
+SELECT seq, type, occurred_at, actor, payload->>'$.match' AS match FROM events
+WHERE type IN ('reproduction.verified', 'reproduction.diverged') AND subject = 'commit:' || $commit
+ORDER BY seq DESC LIMIT 5
+"""
+
+PROMOTION_OF_REQUEST_SQL = """
+SELECT seq FROM promotions WHERE model = $model AND version = $version AND to_stage = $stage AND seq > $after
+ORDER BY seq LIMIT 1
+"""
+
+
+def queue(ledger: LedgerStore, limit: int = QUEUE_SHOWN) -> dict[str, Any]:
+    """The approver's queue: the oldest `limit` pending requests, each with the evidence recorded with it (the
+    gates' findings when it was asked, the trainer), the latest reproduction verdict of its training's commit and
+    the version holding the stage now; how many are pending in all; the latest decisions. A handful of queries,
+    whatever the ledger's size."""
+    import json
+
+    if not ledger.exists():
+        return {"pending": [], "total": 0, "decided": []}
+    with ledger.reader() as reader:
+        pending = queries.rows_as_dicts(reader, QUEUE_SQL, {"limit": limit})
+        _, [(total,)] = reader.query("SELECT count(*) FROM promotion_requests WHERE state = 'pending'")
+        decided = queries.rows_as_dicts(reader, DECIDED_SQL, {"limit": 10})
+    for row in pending:
+        row["evidence"] = json.loads(row["evidence"]) if row["evidence"] else {}
+        row["verdict"] = _verdict_name(row["verdict"])
+    return {"pending": pending, "total": total, "decided": decided}
+
+
+def evidence(request: int | str, start: Path | None = None, viewer: str | None = None) -> dict[str, Any]:
+    """Everything an approver weighs for one request, from the ledger: the request and its decision, the
+    version's metrics against the stage's declared gates (as judged when it was asked, and now), the reproduction
+    verdicts of its training's commit, and what changed in data, code and parameters since the version that holds
+    the stage (held it, for a decided request). With `viewer`, whether the four-eyes rule bars them."""
+    import json
+
+    from govern import config, gates
+    from govern.storage import open_store
+
+    seq = request_number(request)
+    cfg = config.load(config.find_root(start))
+    ledger = open_store(config.configured_ledger(start))
+    if not ledger.exists():
+        raise NotFound(f"No promotion request {seq}: the ledger is empty")
+    with ledger.reader() as reader:
+        rows = _requests(reader, None, None, seq)
+        if not rows:
+            raise NotFound(f"No promotion request {seq}: `govern requests` lists the pending ones with their numbers")
+        row = rows[0]
+        model, version, stage = row["model"], row["version"], row["to_stage"]
+        facts = queries.version_facts(reader, model, version)
+        before = row["decision_seq"] if row["decision_seq"] is not None else 2**62
+        _, [(holder,)] = reader.query(HOLDER_SQL, {"model": model, "stage": stage, "before": before})
+        wanted = [v for v in (version, holder) if v is not None]
+        trained = {
+            r["version"]: {**r, "payload": json.loads(r["payload"])}
+            for r in queries.rows_as_dicts(reader, TRAINING_OF_VERSIONS_SQL, {"model": model, "versions": wanted})
+        }
+        verdicts = queries.rows_as_dicts(reader, VERDICTS_SQL, {"commit": facts.git_commit}) if facts.git_commit else []
+        promoted_seq = None
+        if row["state"] == "approved":
+            found = queries.rows_as_dicts(
+                reader,
+                PROMOTION_OF_REQUEST_SQL,
+                {"model": model, "version": version, "stage": stage, "after": row["decision_seq"] - 1},
+            )
+            promoted_seq = found[0]["seq"] if found else None
+        links = identity_links(reader) if viewer else {}
+    for verdict in verdicts:
+        verdict["verdict"] = _verdict_name(verdict["type"])
+    mine = trained.get(version, {}).get("payload", {})
+    theirs = trained.get(holder, {}).get("payload", {}) if holder is not None else None
+    metrics = mine.get("metrics") or {}
+    latest = verdicts[0]["verdict"] if verdicts else None
+    declared = cfg.gates.get(stage, ())
+    now = gates.judge(declared, metrics, latest)
+    asked = {finding.get("gate"): finding for finding in row["evidence"].get("gates", [])}
+    thresholds = [
+        {
+            "gate": gate.text,
+            "metric": gate.metric,
+            "comparison": gate.comparison,
+            "threshold": gate.threshold,
+            "value": metrics.get(gate.metric) if gate.metric else latest,
+            "holder_value": (theirs.get("metrics") or {}).get(gate.metric) if theirs and gate.metric else None,
+            "passed": finding.passed,
+            "seen": finding.seen,
+            "at_request": asked.get(gate.text),
+        }
+        for gate, finding in zip(declared, now, strict=True)
+    ]
+    undeclared = [finding for text, finding in asked.items() if text not in {gate.text for gate in declared}]
+    return {
+        "request": row,
+        "trained_by": facts.training_actor,
+        "git_commit": facts.git_commit,
+        "deprecated_seq": facts.deprecated_seq,
+        "holds": list(facts.holds),
+        "stage_gates": [gate.text for gate in declared],
+        "gates_now": thresholds,
+        "gates_no_longer_declared": undeclared,
+        "gates_pass": all(f.passed for f in now),
+        "metrics": _metric_rows(metrics, (theirs or {}).get("metrics") or {}),
+        "verdicts": verdicts,
+        "holder": holder,
+        "changes": _changes(mine, theirs, trained.get(version), trained.get(holder) if holder else None),
+        "promoted_seq": promoted_seq,
+        "four_eyes": _four_eyes(viewer, row, facts.training_actor, links) if viewer else None,
+    }
+
+
+def _verdict_name(kind: str | None) -> str | None:
+    if kind is None:
+        return None
+    return "verified" if kind == "reproduction.verified" else "diverged"
+
+
+def _four_eyes(viewer: str, request: dict[str, Any], trainer: str | None, links: Any) -> str | None:
+    """The four-eyes rule's message for `viewer`, if it would refuse their approval (the approval checks again)."""
+    try:
+        _refuse_same_person(viewer, request, trainer, links)
+    except FourEyesViolation as violation:
+        return str(violation)
+    return None
+
+
+def _metric_rows(mine: dict[str, Any], theirs: dict[str, Any]) -> list[dict[str, Any]]:
+    rows = []
+    for name in sorted(set(mine) | set(theirs)):
+        value, before = mine.get(name), theirs.get(name)
+        numeric = all(isinstance(v, int | float) and not isinstance(v, bool) for v in (value, before))
+        rows.append(
+            {"metric": name, "value": value, "holder_value": before, "delta": value - before if numeric else None}
+        )
+    return rows
+
+
+def _flat(params: Any, prefix: str = "") -> dict[str, Any]:
+    if not isinstance(params, dict):
+        return {prefix: params} if prefix else {}
+    flat: dict[str, Any] = {}
+    for key, value in params.items():
+        flat.update(_flat(value, f"{prefix}.{key}" if prefix else str(key)))
+    return flat
+
+
+def _code_files(training: dict[str, Any]) -> dict[str, str | None]:
+    """The pipeline's code and configuration files (stage dependencies that are no dataset or output), by md5."""
+    data = {o["path"] for o in training.get("outputs", [])} | {d["path"] for d in training.get("datasets", [])}
+    files: dict[str, str | None] = {}
+    for stage in training.get("stages", []):
+        for dep in stage.get("deps", []):
+            path = dep.get("path")
+            if path and path not in data and not any(path.startswith(p.rstrip("/") + "/") for p in data):
+                files[path] = dep.get("md5")
+    return files
+
+
+def _compared(mine: dict[str, Any], theirs: dict[str, Any], same: Callable[[Any, Any], bool]) -> list[dict]:
+    """Added, removed and changed entries of two mappings (path or name -> what was recorded)."""
+    changed = []
+    for key in sorted(set(mine) | set(theirs)):
+        if key not in theirs:
+            changed.append({"name": key, "change": "added", "before": None, "after": mine[key]})
+        elif key not in mine:
+            changed.append({"name": key, "change": "removed", "before": theirs[key], "after": None})
+        elif not same(mine[key], theirs[key]):
+            changed.append({"name": key, "change": "changed", "before": theirs[key], "after": mine[key]})
+    return changed
+
+
+def _changes(
+    mine: dict[str, Any], theirs: dict[str, Any] | None, row: dict[str, Any] | None, holder_row: dict[str, Any] | None
+) -> dict[str, Any] | None:
+    """What changed in data, code and parameters from the holder's training to this version's (None: no holder)."""
+    if theirs is None:
+        return None
+
+    def datasets(training: dict[str, Any]) -> dict[str, dict[str, Any]]:
+        return {
+            d["path"]: {key: d.get(key) for key in ("md5", "sha256", "rows", "extracted_at", "role")}
+            for d in training.get("datasets", [])
+            if d.get("path")
+        }
+
+    def same_data(a: dict[str, Any], b: dict[str, Any]) -> bool:
+        return (a.get("sha256") or a.get("md5")) == (b.get("sha256") or b.get("md5"))
+
+    mine_git, theirs_git = mine.get("git", {}), theirs.get("git", {})
+    return {
+        "commit_before": (holder_row or {}).get("git_commit") or theirs_git.get("commit"),
+        "commit_after": (row or {}).get("git_commit") or mine_git.get("commit"),
+        "same_lock": bool(mine.get("dvc_lock_sha256")) and mine.get("dvc_lock_sha256") == theirs.get("dvc_lock_sha256"),
+        "data": _compared(datasets(mine), datasets(theirs), same_data),
+        "code": _compared(_code_files(mine), _code_files(theirs), lambda a, b: a == b),
+        "params": _compared(_flat(mine.get("params") or {}), _flat(theirs.get("params") or {}), lambda a, b: a == b),
+    }

@@ -16,7 +16,7 @@ from typing import Any
 from govern import config, queries, storage
 from govern.envelope import RecordedEvent
 from govern.errors import GovernError, InvalidInput, NotFound
-from govern.ledger import Verification
+from govern.ledger import SLOT_KEY_SQL, Verification
 from govern.storage import LedgerStore, open_store
 from govern.timeparse import not_in_future, parse_instant
 
@@ -327,3 +327,155 @@ def _typed(key: str, value: str, kind: str) -> Any:
         except ValueError:
             raise InvalidInput(f"--param {key}={value!r} is not a{'n' if kind == 'integer' else ''} {kind}") from None
     return value
+
+
+# ---------------------------------------------------------------- the web pages' questions (govern/web/auditor.py)
+# Each is a bounded answer: a page shows the newest few of a list, paged by seq, never every event or window.
+
+LOG_PAGE_LIMIT = 500  # events a page of the log shows at most
+
+
+def log_page(
+    *,
+    types: Sequence[str] = (),
+    since: datetime | None = None,
+    before: int | None = None,
+    limit: int = 50,
+    start: Path | None = None,
+) -> list[RecordedEvent]:
+    """`audit_log` one page at a time: the newest `limit` events (of `types`, since `since`) older than seq
+    `before`, newest first. Checked as `audit log` checks its options."""
+    if since is not None:
+        not_in_future(since, "--since", "nothing is recorded yet")
+    if not 1 <= limit <= LOG_PAGE_LIMIT:
+        raise InvalidInput(f"-n {limit}: show between 1 and {LOG_PAGE_LIMIT} events at a time")
+    ledger = open_ledger(start)
+    if not ledger.exists():
+        return []
+    if types:
+        _check_types(ledger, types)
+    where, params = ["seq < $before"], {"before": before if before is not None else 2**62}
+    if types:
+        where.append("type IN (SELECT unnest($types::VARCHAR[]))")
+        params["types"] = list(types)
+    if since is not None:
+        where.append("occurred_at >= $since")
+        params["since"] = queries.naive_utc(since)
+    _, rows = ledger.query(
+        f"SELECT seq FROM stored_events WHERE {' AND '.join(where)} ORDER BY seq DESC LIMIT {int(limit)}", params
+    )
+    seqs = [seq for (seq,) in rows]
+    return list(reversed(ledger.read(seqs=seqs))) if seqs else []
+
+
+def slots(start: Path | None = None) -> list[tuple[str, str]]:
+    """Every app/env a deployment named, as (app, env)."""
+    ledger = open_ledger(start)
+    if not ledger.exists():
+        return []
+    return [tuple(slot.split("/", 1)) for slot in queries.known_slots(ledger)]  # type: ignore[misc]
+
+
+def environments(start: Path | None = None) -> list[str]:
+    """The declared environments (outside a project: those the ledger's deployments name)."""
+    try:
+        return list(config.load(config.find_root(start)).environments)
+    except GovernError:
+        return sorted({env for _, env in slots(start)})
+
+
+SLOT_WINDOWS_SQL = f"""
+WITH slot AS (
+    SELECT seq, type, model, version, occurred_at, actor,
+           lead(type) OVER w AS next_type, lead(occurred_at) OVER w AS next_at, lead(seq) OVER w AS next_seq,
+           lead(actor) OVER w AS next_actor, lead(reason) OVER w AS next_reason
+    FROM deployment_index WHERE slot_key = {SLOT_KEY_SQL} AND app = $app AND env = $env
+    WINDOW w AS (ORDER BY seq)
+),
+w AS (
+    SELECT $app AS app, $env AS env, model, version, occurred_at AS started_at,
+           CASE WHEN next_type = 'deployment.ended' THEN next_at END AS ended_at,
+           CASE WHEN next_type = 'deployment.ended' THEN next_actor END AS ended_by,
+           CASE WHEN next_type = 'deployment.ended' THEN next_reason END AS end_reason,
+           CASE WHEN next_type = 'deployment.ended' THEN next_seq END AS end_seq,
+           actor AS deployed_by, seq AS start_seq
+    FROM slot WHERE type = 'deployment.started' AND seq < $before
+    ORDER BY seq DESC LIMIT $limit
+)
+SELECT w.*, epoch(w.ended_at - w.started_at) AS duration_s, t.training_seq, t.git_commit
+FROM w
+{queries.WINDOW_JOINS}
+ORDER BY w.start_seq DESC
+"""
+
+SLOT_OF_SQL = "SELECT app, env FROM deployment_index WHERE seq = $seq AND type = 'deployment.started'"
+
+
+def slot_windows(
+    app: str, env: str, *, limit: int = 40, before: int | None = None, start: Path | None = None
+) -> list[dict[str, Any]]:
+    """The production timeline of one app/env: its newest `limit` windows (started before seq `before`), newest
+    first, each as `windows` gives it (start and end seq, who deployed and who ended it, the training)."""
+    _name("--app", app)
+    _name("--env", env)
+    if not 1 <= limit <= LOG_PAGE_LIMIT:
+        raise InvalidInput(f"Show between 1 and {LOG_PAGE_LIMIT} windows at a time, not {limit}")
+    ledger = open_ledger(start)
+    with ledger.reader() as reader:
+        found = queries.rows_as_dicts(
+            reader,
+            SLOT_WINDOWS_SQL,
+            {"app": app, "env": env, "before": before if before is not None else 2**62, "limit": limit},
+        )
+        if not found:
+            queries.require_slot(reader, app, env)
+    return found
+
+
+def window_at(start_seq: int, start: Path | None = None) -> dict[str, Any]:
+    """The production window that the `deployment.started` at `start_seq` opened."""
+    ledger = open_ledger(start)
+    rows = queries.rows_as_dicts(ledger, SLOT_OF_SQL, {"seq": start_seq}) if ledger.exists() else []
+    if not rows:
+        raise NotFound(f"Seq {start_seq} is not the start of a production window (a deployment.started event)")
+    return slot_windows(rows[0]["app"], rows[0]["env"], limit=1, before=start_seq + 1, start=start)[0]
+
+
+def training_of(model: str, version: str, start: Path | None = None) -> dict[str, Any]:
+    """The training behind a version, as the lineage report records it: when and by whom, the commit, the
+    datasets with their extraction dates, the params and the metrics."""
+    from govern.api import report
+
+    with open_ledger(start).reader() as reader:
+        queries.version_facts(reader, model, version)  # NotFound names the known models and versions
+        row = queries.rows_as_dicts(reader, report.TRAINING_SQL, {"subject": f"model:{model}@{version}"})[0]
+        training = json.loads(row["payload"])
+        data = report._data(reader, training, [])
+    git = training.get("git", {})
+    return {
+        "model": model,
+        "version": version,
+        "training_seq": row["seq"],
+        "completed_at": row["occurred_at"],
+        "trained_by": row["actor"],
+        "registered_seq": row["registered_seq"],
+        "registered_at": row["registered_at"],
+        "git_commit": row["git_commit"],
+        "branch": git.get("branch"),
+        "dirty_paths": git.get("dirty_paths") or [],
+        "datasets": data["datasets"],
+        "missing": data["missing"],
+        "params": training.get("params", {}),
+        "metrics": training.get("metrics", {}),
+        "mlflow_run_id": training.get("mlflow", {}).get("run_id"),
+        "duration_s": training.get("duration_s"),
+    }
+
+
+def registered_versions(start: Path | None = None) -> list[dict[str, Any]]:
+    """Every registered model version with the stages it holds and its deprecation (as `govern status` lists
+    them): what a lineage report can be asked of."""
+    from govern.api.status import VERSIONS_SQL
+
+    ledger = open_ledger(start)
+    return queries.rows_as_dicts(ledger, VERSIONS_SQL) if ledger.exists() else []

@@ -164,3 +164,35 @@ def check_anchors(ledger: Reader, found: list[Anchor]) -> list[str]:
         elif stored[a.seq] != a.hash:
             problems.append(f"{a.tag}: seq {a.seq} has a different hash than anchored: the ledger was rewritten")
     return problems
+
+
+@dataclass(frozen=True)
+class AnchorState:
+    """The ledger's head and how it stands against the repository's anchors, without re-hashing the chain: each
+    anchored seq is looked up and its hash compared (what `verify` adds is every hash and link recomputed)."""
+
+    head_seq: int | None
+    head_hash: str | None
+    anchors: list[Anchor]
+    problems: list[str]
+    repository: Path | None
+
+    @property
+    def anchors_checked(self) -> bool:
+        return self.repository is not None
+
+
+def anchor_state(start: Path | None = None) -> AnchorState:
+    """The head and the anchors, checked against the ledger by seq and hash; fast at any ledger size."""
+    ledger = open_store(config_module.configured_ledger(start))
+    head = ledger.head() if ledger.exists() else None
+    try:
+        root: Path | None = config_module.find_root(start)
+    except NotAGitRepository:
+        root = None
+    found = anchors(root) if root is not None else []
+    try:
+        problems = check_anchors(ledger, found) if head is not None else []
+    except LedgerError as error:
+        problems = [f"anchors not checked: {error}"]
+    return AnchorState(head[0] if head else None, head[1] if head else None, found, problems, root)

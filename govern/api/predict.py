@@ -18,12 +18,13 @@ else DVC's cache, else MLflow's artifact store; its sha256 is checked.
 from __future__ import annotations
 
 import json
+import logging
 import tempfile
 import time
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from govern import entrypoint, queries, tabular
 from govern.adapters import git as git_adapter
@@ -33,6 +34,11 @@ from govern.config import check_environment
 from govern.errors import GovernError, InvalidInput, MirrorError, NotFound, PolicyViolation
 from govern.events import InferenceRecorded, PendingEvent, RecordedEvent, utc_now
 from govern.hashing import file_sha256
+
+if TYPE_CHECKING:
+    from govern.storage import LedgerStore
+
+log = logging.getLogger("govern.server")
 
 MODEL_SQL = """
 SELECT mv.path, mv.md5, mv.sha256, mv.mlflow_run_id, t.payload
@@ -164,3 +170,124 @@ def _resolve(project: Project, model: str, version: str) -> tuple[str, Path, Any
             f"The model file of {model} version {version} from MLflow does not match its recorded sha256"
         ) from None
     return command, downloaded, scratch
+
+
+@dataclass(frozen=True)
+class Answered:
+    """A batch sent to the server (the API or the consumer's page) and scored: the recorded prediction, and the
+    CSV the model's entry point wrote (with its rows as objects, for a JSON caller)."""
+
+    prediction: Prediction
+    csv: bytes
+    records: list[dict[str, Any]] | None = None
+
+    def headers(self) -> dict[str, str]:
+        event = self.prediction.event
+        return {
+            "X-Govern-Model": self.prediction.model,
+            "X-Govern-Version": self.prediction.version,
+            "X-Govern-Event-Seq": str(event.seq if event else ""),
+            "X-Govern-Event": json.dumps(event.to_dict()) if event else "",  # ASCII: a header may carry it
+        }
+
+
+def predict_sent(
+    rows: bytes,
+    *,
+    app: str,
+    env: str,
+    actor: str,
+    label: str,
+    timeout: float,
+    start: Path | None = None,
+    as_records: bool = False,
+) -> Answered:
+    """Score CSV `rows` sent over HTTP with the version serving app/env now, and record the batch under `actor`:
+    the rows go to a scratch file, the output is read back before it is removed. A model that cannot score them
+    is reported with its own last message only (its traceback and the server's paths stay in the server's log)."""
+    from govern.entrypoint import InferenceFailed, InferenceTimedOut
+
+    with tempfile.TemporaryDirectory(prefix="govern-predict-") as scratch:
+        given = Path(scratch) / "input.csv"
+        given.write_bytes(rows)
+        output = Path(scratch) / "predictions.csv"
+        try:
+            done = predict(
+                given,
+                output,
+                app=app,
+                env=env,
+                record=True,
+                start=start,
+                actor=actor,
+                input_label=label,
+                timeout=timeout,
+            )
+        except InferenceTimedOut:
+            raise
+        except InferenceFailed as failure:
+            log.warning("govern serve: predictions for %s failed: %s", app, failure)
+            said = failure.last_line.strip() or "no message"
+            raise InferenceFailed(f"The model could not score these rows: {said}", said) from None
+        return Answered(done, output.read_bytes(), tabular.csv_records(output) if as_records else None)
+
+
+INFERENCES_SHOWN = 50
+INFERENCES_MAX = 1000
+INFERENCE_WINDOW = 1 << 16  # seqs: the newest records are looked for in the newest events first
+
+INFERENCES_SQL = """
+SELECT seq, occurred_at, actor, payload->>'$.model' AS model, payload->>'$.version' AS version,
+       payload->>'$.app' AS app, payload->>'$.env' AS env, (payload->>'$.rows')::BIGINT AS rows,
+       payload->>'$.input_path' AS input, payload->>'$.input_sha256' AS input_sha256,
+       payload->>'$.output_sha256' AS output_sha256, (payload->>'$.duration_s')::DOUBLE AS duration_s,
+       coalesce((payload->>'$.allowed_deprecated')::BOOLEAN, false) AS allowed_deprecated
+FROM events
+WHERE type = 'inference.recorded' AND seq > $after AND seq <= $upto
+  AND ($principal IS NULL OR actor = $principal OR starts_with(actor, $principal || ' (token '))
+  AND payload->>'$.app' = $app AND ($env IS NULL OR payload->>'$.env' = $env)
+ORDER BY seq DESC LIMIT $limit
+"""
+
+
+def inferences(
+    ledger: LedgerStore,
+    app: str,
+    *,
+    principal: str | None = None,
+    env: str | None = None,
+    limit: int = INFERENCES_SHOWN,
+) -> list[dict[str, Any]]:
+    """The newest `limit` inference records of `app` (in `env`), newest first; with `principal`, only the batches
+    that principal asked for (through the server, under any of its tokens; or locally under that name).
+
+    Searched from the newest events back in growing windows of seqs, so the usual question (the latest records)
+    reads the ledger's last row groups, not a million events' payloads."""
+    from govern.access import APP_NAME
+
+    if not APP_NAME.match(app or ""):
+        raise InvalidInput(f"{app!r} is not a valid app name: letters, digits, '.', '_' and '-'")
+    if not 1 <= limit <= INFERENCES_MAX:
+        raise InvalidInput(f"limit {limit}: ask for 1 to {INFERENCES_MAX} records")
+    if not ledger.exists():
+        return []
+    head = ledger.head()
+    found: list[dict[str, Any]] = []
+    with ledger.reader() as reader:
+        upto, window = head[0] if head else 0, INFERENCE_WINDOW
+        while upto > 0 and len(found) < limit:
+            after = max(0, upto - window)
+            found += queries.rows_as_dicts(
+                reader,
+                INFERENCES_SQL,
+                {
+                    "after": after,
+                    "upto": upto,
+                    "principal": principal,
+                    "app": app,
+                    "env": env,
+                    "limit": limit - len(found),
+                },
+            )
+            upto, window = after, window * 8
+    return found

@@ -34,9 +34,10 @@ WHERE mv.model = $model
 ORDER BY try_cast(mv.version AS INTEGER), mv.seq
 """
 
+# A point lookup on events' unique index of event_id (a type filter here would make it a scan of every snapshot,
+# 25 ms at a million events); the type is checked on the rows found.
 SNAPSHOTS_SQL = """
-SELECT event_id, seq, payload FROM events
-WHERE type = 'dataset.snapshotted' AND event_id IN (SELECT unnest($ids))
+SELECT event_id, seq, type, payload FROM events WHERE event_id = ANY($ids)
 """
 
 PROMOTIONS_SQL = """
@@ -229,7 +230,8 @@ def _code(root: Path | None, row: Mapping[str, Any], training: dict) -> dict[str
 def _data(ledger: Reader, training: dict, cited: list[int]) -> dict[str, Any]:
     datasets = [dict(d) for d in training.get("datasets", [])]
     ids = [d["snapshot_event_id"] for d in datasets if d.get("snapshot_event_id")]
-    snapshots = {r["event_id"]: r for r in queries.rows_as_dicts(ledger, SNAPSHOTS_SQL, {"ids": ids})} if ids else {}
+    found = queries.rows_as_dicts(ledger, SNAPSHOTS_SQL, {"ids": ids}) if ids else []
+    snapshots = {r["event_id"]: r for r in found if r["type"] == "dataset.snapshotted"}
     missing = []
     for dataset in datasets:
         for key in (
@@ -311,6 +313,7 @@ def _training(row: Mapping[str, Any], training: dict) -> dict[str, Any]:
         seeds=seeds,
         mlflow_run_id=mlflow.get("run_id"),
         mlflow_experiment=mlflow.get("experiment"),
+        mlflow_run_url=mlflow_run_url(mlflow),
         run_cache_hit=training.get("run_cache_hit"),
         dvc_lock_sha256=training.get("dvc_lock_sha256"),
         grid=training.get("grid"),
@@ -492,3 +495,171 @@ def _integrity(ledger: Reader, cited: list[int], root: Path | None, verify_chain
         anchors=[f"{a.tag} (seq {a.seq})" for a in found],
         anchors_ok=not anchor_problems,
     )
+
+
+def mlflow_run_url(mlflow: Mapping[str, Any]) -> str | None:
+    """The MLflow UI's page of a training's run (its `mlflow` facts), where the run was mirrored to an http(s)
+    tracking server: a browser can open it (the web pages link it; a file or database store has no page)."""
+    from urllib.parse import quote, urlsplit
+
+    uri, run_id, experiment_id = mlflow.get("tracking_uri"), mlflow.get("run_id"), mlflow.get("experiment_id")
+    if not isinstance(uri, str) or not isinstance(run_id, str) or not run_id:
+        return None
+    if urlsplit(uri).scheme not in ("http", "https"):
+        return None
+    base = uri.rstrip("/")
+    if isinstance(experiment_id, str) and experiment_id:
+        return f"{base}/#/experiments/{quote(experiment_id, safe='')}/runs/{quote(run_id, safe='')}"
+    return f"{base}/#/runs/{quote(run_id, safe='')}"
+
+
+# What two versions are compared by: the report's sections a scientist reads side by side. The costly sections
+# (production windows, reproductions, inference counts, the chain check) are left out, so a comparison answers
+# in a few queries at any ledger size.
+CHANGED_PATHS_SHOWN = 200
+
+
+def summary(model: str, version: str, start: Path | None = None) -> dict[str, Any]:
+    """One version's identity, code, data, training (params, MLflow run), metrics and approvals: the report's
+    sections without production, reproductions, inference and integrity (what the version page shows)."""
+    with open_store(config.configured_ledger(start)).reader() as reader:
+        return _summary(reader, model, version, start)
+
+
+def compare(model: str, first: str, second: str, start: Path | None = None) -> dict[str, Any]:
+    """Two versions of a model side by side: each one's `summary`, and what differs between them (params,
+    metrics, datasets by path, the pipeline's code files, and the files git says changed between the commits)."""
+    with open_store(config.configured_ledger(start)).reader() as reader:
+        a = _summary(reader, model, first, start)
+        b = _summary(reader, model, second, start)
+    root = _root(start)
+    commits = (a["code"]["commit"], b["code"]["commit"])
+    changed = _changed_between(root, *commits) if root and commits[0] != commits[1] else []
+    return {
+        "model": model,
+        "versions": [first, second],
+        "a": a,
+        "b": b,
+        "params": _differences(a["training"]["params"], b["training"]["params"]),
+        "metrics": _differences(a["validation"]["metrics"], b["validation"]["metrics"]),
+        "datasets": _dataset_differences(a["data"]["datasets"], b["data"]["datasets"]),
+        "files": _file_differences(a["code"]["files"], b["code"]["files"]),
+        "same_commit": commits[0] == commits[1],
+        "changed_paths": changed[:CHANGED_PATHS_SHOWN] if changed is not None else None,
+        "changed_paths_total": len(changed) if changed is not None else None,
+    }
+
+
+def _root(start: Path | None) -> Path | None:
+    try:
+        return config.find_root(start)
+    except NotAGitRepository:
+        return None
+
+
+def _summary(ledger: Reader, model: str, version: str, start: Path | None) -> dict[str, Any]:
+    found = queries.rows_as_dicts(ledger, TRAINING_SQL, {"subject": f"model:{model}@{version}"})
+    if not found:
+        queries.version_facts(ledger, model, version)  # NotFound names the known models and versions
+    row = found[0]
+    root = _root(start)
+    settings = config.load(root).models.get(model, {}) if root else {}
+    training = json.loads(row["payload"])
+    registration = json.loads(row["registration"])
+    cited: list[int] = []
+    metrics = training.get("metrics", {})
+    return {
+        "identity": _identity(ledger, model, version, row, registration, settings),
+        "code": _code(root, row, training),
+        "data": _data(ledger, training, cited),
+        "training": _training(row, training),
+        "validation": _section([] if metrics else ["No metrics are recorded for this training"], metrics=metrics),
+        "approvals": _approvals(ledger, model, version, cited),
+    }
+
+
+def _differences(a: Mapping[str, Any], b: Mapping[str, Any]) -> list[dict[str, Any]]:
+    """Each name of either mapping with both values, in name order, and whether they differ."""
+    return [
+        {"name": name, "a": a.get(name), "b": b.get(name), "changed": a.get(name) != b.get(name)}
+        for name in sorted(set(a) | set(b))
+    ]
+
+
+def _dataset_differences(a: list[dict[str, Any]], b: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Datasets by path: each side's content hash, rows and extraction date, and whether the content differs."""
+    keys = ("role", "md5", "rows", "source", "extracted_at")
+    by_a, by_b = {d["path"]: d for d in a}, {d["path"]: d for d in b}
+    found = []
+    for path in sorted(set(by_a) | set(by_b)):
+        left, right = by_a.get(path), by_b.get(path)
+        found.append(
+            {
+                "path": path,
+                "a": {k: left.get(k) for k in keys} if left else None,
+                "b": {k: right.get(k) for k in keys} if right else None,
+                "changed": left is None or right is None or left.get("md5") != right.get("md5"),
+            }
+        )
+    return found
+
+
+def _file_differences(a: list[dict[str, Any]], b: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """The pipeline's code files (stage dependencies that are not data) by path, with each side's content id (the
+    git blob where the commit is in this clone, else DVC's md5), and whether it differs."""
+
+    def content(file: Mapping[str, Any]) -> str | None:
+        return file.get("blob") or file.get("md5")
+
+    by_a, by_b = {f["path"]: f for f in a}, {f["path"]: f for f in b}
+    found = []
+    for path in sorted(set(by_a) | set(by_b)):
+        left, right = by_a.get(path), by_b.get(path)
+        found.append(
+            {
+                "path": path,
+                "stage": (left or right or {}).get("stage"),
+                "a": content(left) if left else None,
+                "b": content(right) if right else None,
+                "changed": left is None or right is None or content(left) != content(right),
+            }
+        )
+    return found
+
+
+def _changed_between(root: Path, first: str | None, second: str | None) -> list[dict[str, str]] | None:
+    """The files git says changed between two commits (`git diff --name-status`), or None when either commit
+    is not in this clone."""
+    import re
+    import subprocess
+
+    sha = re.compile(r"^[0-9a-f]{7,64}$")
+    if not first or not second or not sha.match(first) or not sha.match(second):
+        return None
+    done = subprocess.run(
+        ["git", "-C", str(root), "diff", "--name-status", "--no-renames", "-z", first, second, "--"],
+        capture_output=True,
+        text=True,
+    )
+    if done.returncode != 0:
+        return None
+    fields = done.stdout.split("\0")
+    return [{"status": status, "path": path} for status, path in zip(fields[0::2], fields[1::2], strict=False) if path]
+
+
+# The models page charts each model's metrics over its newest versions: one query per model at any ledger size.
+CHART_VERSIONS = 30
+
+
+def metrics_across_versions(model: str, newest: int = CHART_VERSIONS, start: Path | None = None) -> dict[str, Any]:
+    """The metrics of a model's newest `newest` versions, oldest first, and the metric names they record: what the
+    report's chart draws (`charts.metric_history`), for a model rather than one version (the models page)."""
+    sql = f"SELECT * FROM ({VERSIONS_SQL}) ORDER BY try_cast(version AS INTEGER) DESC, seq DESC LIMIT $newest"
+    with open_store(config.configured_ledger(start)).reader() as reader:
+        rows = queries.rows_as_dicts(reader, sql, {"model": model, "newest": newest})
+    versions = [{"version": r["version"], "metrics": json.loads(r["metrics"]) if r["metrics"] else {}} for r in rows]
+    versions.reverse()
+    numeric = {name for v in versions for name, value in v["metrics"].items() if isinstance(value, int | float)}
+    other = {name for v in versions for name, value in v["metrics"].items() if not isinstance(value, int | float)}
+    names = sorted(numeric - other)  # a metric recorded as text somewhere cannot be drawn
+    return {"model": model, "versions": versions, "metrics": names}

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import re
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from govern import queries
 from govern.api.audit import open_ledger
@@ -17,6 +17,9 @@ from govern.api.mirror import PENDING_SQL as PENDING_TRAININGS_SQL
 from govern.api.registry_mirror import PENDING_SQL as PENDING_REGISTRY_SQL
 from govern.events import upcast
 from govern.storage import LedgerStore
+
+if TYPE_CHECKING:
+    from govern.ledger import Reader
 
 VERSIONS_SQL = """
 SELECT
@@ -59,11 +62,12 @@ def status(start: Path | None = None) -> dict[str, Any]:
 
     ledger = open_ledger(start)
     count, head_seq, head_hash = 0, None, None
-    versions, slots, trainings, registry, verification, anchor = [], [], [], [], [], []
+    models: list[dict[str, Any]] = []
+    slots, trainings, registry, verification, anchor = [], [], [], [], []
     if ledger.exists():
         with ledger.reader() as reader:
             _, [(count, head_seq, head_hash)] = reader.query(HEAD_SQL)
-            versions = queries.rows_as_dicts(reader, VERSIONS_SQL)
+            models = model_versions(reader)
             slots = queries.rows_as_dicts(reader, SLOTS_SQL)
             trainings = queries.rows_as_dicts(reader, PENDING_TRAININGS_SQL)
             registry = queries.rows_as_dicts(reader, PENDING_REGISTRY_SQL)
@@ -72,18 +76,6 @@ def status(start: Path | None = None) -> dict[str, Any]:
     else:  # a new project has recorded nothing yet; a lost ledger (the repository holds anchors) is an error
         _refuse_lost_ledger(start, ledger)
     slots.sort(key=lambda s: _natural(f"{s['app']}/{s['env']}"))  # c2 before c10
-    models: dict[str, list[dict[str, Any]]] = {}
-    for v in versions:
-        models.setdefault(v["model"], []).append(
-            {
-                "version": v["version"],
-                "registered_at": v["registered_at"],
-                "registered_by": v["registered_by"],
-                "stages": list(v["stages"]),
-                "deprecated_at": v["deprecated_at"],
-                "deprecation_reason": v["deprecation_reason"],
-            }
-        )
     last_verification = None
     if verification:
         row = verification[0]
@@ -104,7 +96,7 @@ def status(start: Path | None = None) -> dict[str, Any]:
             "head_seq": head_seq,
             "head_hash": head_hash,
         },
-        "models": [{"model": name, "versions": found} for name, found in models.items()],
+        "models": models,
         "deployments": [
             {
                 "app": s["app"],
@@ -136,6 +128,34 @@ def status(start: Path | None = None) -> dict[str, Any]:
             else None
         ),
     }
+
+
+def model_versions(reader: Reader) -> list[dict[str, Any]]:
+    """Each model with its versions, oldest first: the stages each holds and its deprecation (what `status` shows,
+    and the web's models page)."""
+    models: dict[str, list[dict[str, Any]]] = {}
+    for v in queries.rows_as_dicts(reader, VERSIONS_SQL):
+        models.setdefault(v["model"], []).append(
+            {
+                "version": v["version"],
+                "registered_at": v["registered_at"],
+                "registered_by": v["registered_by"],
+                "stages": list(v["stages"]),
+                "deprecated_at": v["deprecated_at"],
+                "deprecation_reason": v["deprecation_reason"],
+            }
+        )
+    return [{"model": name, "versions": found} for name, found in models.items()]
+
+
+TRAINING_VERSIONS_SQL = """
+SELECT model, version FROM model_versions WHERE training_event_id = $event_id ORDER BY seq
+"""
+
+
+def versions_of_training(reader: Reader, event_id: str) -> list[dict[str, Any]]:
+    """The model versions a training registered (a finished training job's page links them)."""
+    return queries.rows_as_dicts(reader, TRAINING_VERSIONS_SQL, {"event_id": event_id})
 
 
 def _natural(text: str) -> list[Any]:

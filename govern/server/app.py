@@ -22,7 +22,6 @@ from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from govern import __version__, access
-from govern.entrypoint import InferenceFailed, InferenceTimedOut
 from govern.errors import (
     Forbidden,
     GovernError,
@@ -63,15 +62,20 @@ PREDICT_TIMEOUT = 120.0  # seconds an inference entry point may run for one requ
 log = logging.getLogger("govern.server")
 
 
-def create_app(root: Path) -> Any:
-    """The API of the governed project at `root`, against its configured ledger: an ASGI application (FastAPI's,
-    behind the body-size limit)."""
+def create_app(root: Path, session_secret: str | None = None) -> Any:
+    """The API and the web pages of the governed project at `root`, against its configured ledger: an ASGI
+    application (FastAPI's, behind the body-size limit). Web sessions are signed with `session_secret`
+    (default: `GOVERN_SESSION_SECRET`, else a key of this process's own)."""
+    import os
+
     from govern.api import access as access_api
     from govern.api import approvals, integrity, lifecycle
     from govern.api import audit as audit_api
     from govern.api import jobs as jobs_api
     from govern.api import status as status_api
     from govern.server.jobs import JobRunner
+    from govern.web import add_pages, is_page
+    from govern.web.sessions import new_secret
 
     root = root.resolve()
 
@@ -117,13 +121,27 @@ def create_app(root: Path) -> Any:
     def ledger() -> Any:
         return audit_api.open_ledger(root)
 
+    web = add_pages(app, root, session_secret or os.environ.get("GOVERN_SESSION_SECRET") or new_secret())
+    web.training_requested = runner.wake
+
+    async def as_page(request: Request, status: int, message: str) -> Response:
+        from starlette.concurrency import run_in_threadpool
+
+        return await run_in_threadpool(web.error_page, request, status, message)
+
     @app.exception_handler(GovernError)
-    async def governed(request: Request, error: GovernError) -> JSONResponse:
+    async def governed(request: Request, error: GovernError) -> Response:
+        if is_page(request.url.path):
+            return await as_page(request, status_of(error), str(error))
         return problem(status_of(error), problem_kind(type(error)), str(error), request.url.path)
 
     @app.exception_handler(StarletteHTTPException)
-    async def http_error(request: Request, error: StarletteHTTPException) -> JSONResponse:
+    async def http_error(request: Request, error: StarletteHTTPException) -> Response:
         detail = str(error.detail)
+        if is_page(request.url.path):
+            if error.status_code == 404:
+                detail = f"There is no page {request.url.path}"
+            return await as_page(request, error.status_code, detail)
         if error.status_code == 404:
             detail = f"No operation at {request.url.path}: the API is described at {API}/openapi.json"
         elif error.status_code == 405:
@@ -132,13 +150,17 @@ def create_app(root: Path) -> Any:
         return problem(error.status_code, kind, detail, request.url.path)
 
     @app.exception_handler(Exception)
-    async def unexpected(request: Request, error: Exception) -> JSONResponse:
+    async def unexpected(request: Request, error: Exception) -> Response:
         message = " ".join(str(error).split()) or type(error).__name__
         detail = f"unexpected {type(error).__name__}: {message} (the server's log has the traceback)"
+        if is_page(request.url.path):
+            return await as_page(request, 500, detail)
         return problem(500, "unexpected", detail, request.url.path)
 
     @app.exception_handler(RequestValidationError)
-    async def malformed(request: Request, error: RequestValidationError) -> JSONResponse:
+    async def malformed(request: Request, error: RequestValidationError) -> Response:
+        if is_page(request.url.path):
+            return await as_page(request, 422, validation_detail(error.errors()))
         return problem(422, "invalid-request", validation_detail(error.errors()), request.url.path)
 
     def authorised(operation: str, *, hold: str | None = None) -> Any:
@@ -255,6 +277,20 @@ def create_app(root: Path) -> Any:
             raise InvalidInput(f"Send the rows as text/csv or application/json, not {kind or 'no content type'}")
         body = await request.body()
         return await run_in_threadpool(_predict, root, app_name, env, kind, body, principal)
+
+    @app.get(f"{API}/apps/{{app}}/inferences", operation_id="inferences")
+    def inferences(
+        app_name: Annotated[str, PathParam(alias="app")],
+        principal: Annotated[access.Principal, authorised("inferences", hold="read")],
+        env: str | None = None,
+        limit: Annotated[int, Query(ge=1, le=1000, description="The newest N records; default 50")] = 50,
+    ) -> Any:
+        """The app's inference records, newest first: a consumer's own batches, or every batch for an auditor."""
+        from govern.api.predict import inferences as records
+
+        limited = scoped(principal, "inferences", app_name)
+        mine = principal.name if limited else None
+        return jsonable(records(ledger(), app_name, principal=mine, env=env, limit=limit))
 
     @app.get(f"{API}/windows", operation_id="windows")
     def windows(
@@ -530,52 +566,25 @@ def create_app(root: Path) -> Any:
 
 
 def _predict(root: Path, app: str, env: str, kind: str, body: bytes, principal: access.Principal) -> Response:
-    """Write the rows to a scratch CSV, run the serving version's entry point, answer in the format sent."""
-    import json
-    import tempfile
-
+    """Score the rows with the serving version's entry point (`predict.predict_sent`), answer in the format sent."""
     from govern import tabular
+    from govern.api.predict import predict_sent
 
-    with tempfile.TemporaryDirectory(prefix="govern-predict-") as scratch:
-        given = Path(scratch) / "input.csv"
-        given.write_bytes(body if kind == "text/csv" else tabular.csv_bytes(_rows(body)))
-        output = Path(scratch) / "predictions.csv"
-        try:
-            done = _predicted(given, output, root, app, env, principal, kind, len(body))
-        except InferenceTimedOut:
-            raise
-        except InferenceFailed as failure:  # the consumer sees what the model said, not its traceback or paths
-            log.warning("govern serve: predictions for %s failed: %s", app, failure)
-            said = failure.last_line.strip() or "no message"
-            raise InferenceFailed(f"The model could not score these rows: {said}", said) from None
-        headers = {
-            "X-Govern-Model": done.model,
-            "X-Govern-Version": done.version,
-            "X-Govern-Event-Seq": str(done.event.seq if done.event else ""),
-            "X-Govern-Event": json.dumps(done.event.to_dict()) if done.event else "",  # ASCII: a header may carry it
-        }
-        if kind == "text/csv":
-            return Response(output.read_bytes(), media_type="text/csv", headers=headers)
-        answer = {**done.to_dict(), "output": None, "predictions": tabular.csv_records(output)}
-        return JSONResponse(jsonable(answer), headers=headers)
-
-
-def _predicted(
-    given: Path, output: Path, root: Path, app: str, env: str, principal: access.Principal, kind: str, size: int
-) -> Any:
-    from govern.api.predict import predict
-
-    return predict(
-        given,
-        output,
+    rows = body if kind == "text/csv" else tabular.csv_bytes(_rows(body))
+    done = predict_sent(
+        rows,
         app=app,
         env=env,
-        record=True,
-        start=root,
         actor=principal.actor,
-        input_label=f"upload ({kind}, {size} bytes)",
+        label=f"upload ({kind}, {len(body)} bytes)",
         timeout=PREDICT_TIMEOUT,
+        start=root,
+        as_records=kind != "text/csv",
     )
+    if kind == "text/csv":
+        return Response(done.csv, media_type="text/csv", headers=done.headers())
+    answer = {**done.prediction.to_dict(), "output": None, "predictions": done.records}
+    return JSONResponse(jsonable(answer), headers=done.headers())
 
 
 def _rows(body: bytes) -> list[dict[str, Any]]:
@@ -610,4 +619,6 @@ def from_environment() -> Any:
     from govern.server.http import RedactTokens
 
     logging.getLogger("uvicorn.access").addFilter(RedactTokens())
-    return create_app(Path(os.environ["GOVERN_PROJECT"]))
+    # Read once and removed: the training and inference processes this worker starts never inherit the key
+    secret = os.environ.pop("GOVERN_SESSION_SECRET", None)
+    return create_app(Path(os.environ["GOVERN_PROJECT"]), session_secret=secret)

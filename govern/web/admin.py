@@ -1,0 +1,178 @@
+"""The admin's pages: principals and their roles (grant, revoke), and tokens (issue, revoke).
+
+Every form calls the use case `govern principals` and `govern tokens` call (`govern.api.access`), with the signed-in
+admin as the actor, then redirects (Post/Redirect/Get). A new token's secret is shown once: the POST that issues it
+hands it to the page that shows it in a short-lived cookie, encrypted and authenticated (Fernet) with a key derived
+from the server's session key and the admin's session, scoped to that page; the page shows it and deletes the
+cookie. It never appears in a URL (nor, so, in an access log), and the ledger keeps only its hash: reloading the
+page shows it no more.
+"""
+
+import base64
+import hashlib
+import json
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Query, Request
+from fastapi.responses import RedirectResponse, Response
+
+from govern import access
+from govern.web.pages import Link, Signed, Web, cookie_options
+
+NAV: list[Link] = [
+    Link("Roles", "/admin/principals", "grant"),
+    Link("Tokens", "/admin/tokens", "issue_token"),
+]
+
+ISSUED_COOKIE = "govern_issued"
+ISSUED_PATH = "/admin/tokens/issued"
+ISSUED_LIFETIME = 60  # seconds the secret waits for the page that shows it (the redirect follows at once)
+
+
+def routes(web: Web) -> APIRouter:
+    from govern.api import access as access_api
+
+    router = APIRouter(include_in_schema=False)
+
+    @router.get("/admin/principals")
+    def principals(
+        request: Request,
+        signed: Annotated[Signed, web.page("grant")],
+        done: Annotated[int | None, Query(ge=1)] = None,
+    ) -> Response:
+        held = access_api.roles_at(web.ledger())
+        return web.render(
+            request,
+            "admin_principals.html.j2",
+            signed,
+            title="Principals and roles",
+            held=held,
+            names=sorted({g["principal"] for g in held}),
+            roles=access.ROLES,
+            done=_recorded(web, done),
+            may_revoke=access.allowed(signed.principal, "revoke"),
+        )
+
+    @router.post("/admin/principals/grant")
+    def grant(signed: Annotated[Signed, web.form("grant")]) -> Response:
+        apps = [app.strip() for app in signed.text("apps", required=False).replace(",", " ").split() if app.strip()]
+        event = access_api.grant(
+            signed.text("principal", limit=63),
+            signed.text("role", limit=40),
+            apps,
+            signed.text("reason", required=False),
+            web.root,
+            signed.principal.actor,
+        )
+        return RedirectResponse(f"/admin/principals?done={event.seq}", status_code=303)
+
+    @router.post("/admin/principals/revoke")
+    def revoke(signed: Annotated[Signed, web.form("revoke")]) -> Response:
+        event = access_api.revoke(
+            signed.text("principal", limit=63),
+            signed.text("role", limit=40),
+            signed.text("reason", required=False),
+            web.root,
+            signed.principal.actor,
+        )
+        return RedirectResponse(f"/admin/principals?done={event.seq}", status_code=303)
+
+    @router.get("/admin/tokens")
+    def tokens(
+        request: Request,
+        signed: Annotated[Signed, web.page("issue_token")],
+        done: Annotated[int | None, Query(ge=1)] = None,
+    ) -> Response:
+        return web.render(
+            request,
+            "admin_tokens.html.j2",
+            signed,
+            title="Tokens",
+            tokens=list(reversed(access_api.tokens(web.ledger()))),
+            names=sorted({g["principal"] for g in access_api.roles_at(web.ledger())}),
+            done=_recorded(web, done),
+            may_revoke=access.allowed(signed.principal, "revoke_token"),
+        )
+
+    @router.post("/admin/tokens")
+    def issue(request: Request, signed: Annotated[Signed, web.form("issue_token")]) -> Response:
+        issued = access_api.issue_token(
+            signed.text("principal", limit=63),
+            signed.text("expires", required=False, limit=40) or None,
+            signed.text("description", required=False),
+            web.root,
+            signed.principal.actor,
+        )
+        token_id = issued.token.token_id
+        response = RedirectResponse(f"{ISSUED_PATH}/{token_id}", status_code=303)
+        sealed = _seal(web, signed, {"id": token_id, "bearer": issued.token.bearer})
+        response.set_cookie(ISSUED_COOKIE, sealed, max_age=ISSUED_LIFETIME, **_issued_cookie(request))
+        return response
+
+    @router.get(ISSUED_PATH + "/{token_id}")
+    def issued(request: Request, token_id: str, signed: Annotated[Signed, web.page("issue_token")]) -> Response:
+        opened = _open(web, signed, request.cookies.get(ISSUED_COOKIE))
+        bearer = opened["bearer"] if opened and opened.get("id") == token_id else None
+        found = [t for t in access_api.tokens(web.ledger()) if t["token_id"] == token_id]
+        response = web.render(
+            request,
+            "admin_issued.html.j2",
+            signed,
+            title="Token issued" if bearer else "Token",
+            token_id=token_id,
+            token=found[0] if found else None,
+            bearer=bearer,
+        )
+        if ISSUED_COOKIE in request.cookies:  # shown once (or stale): gone either way
+            response.delete_cookie(ISSUED_COOKIE, **_issued_cookie(request))
+        return response
+
+    @router.post("/admin/tokens/revoke")
+    def revoke_token(signed: Annotated[Signed, web.form("revoke_token")]) -> Response:
+        event = access_api.revoke_token(
+            signed.text("token_id", limit=20), signed.text("reason", required=False), web.root, signed.principal.actor
+        )
+        return RedirectResponse(f"/admin/tokens?done={event.seq}", status_code=303)
+
+    return router
+
+
+def _recorded(web: Web, seq: int | None) -> Any:
+    """The event a form just recorded, to confirm it on the page it redirected to (None when not given)."""
+    if seq is None:
+        return None
+    found = web.ledger().read(seqs=[seq])
+    return found[0] if found else None
+
+
+def _issued_cookie(request: Request) -> dict[str, Any]:
+    return {**cookie_options(request), "path": ISSUED_PATH}
+
+
+# ---------------------------------------------------------------- the secret's one trip from the form to its page
+
+
+def _fernet(web: Web, signed: Signed) -> Any:
+    """Authenticated encryption (the cryptography package's Fernet) under a key derived from the server's session
+    key (through its HMAC) and this session (its CSRF token): another session, or another server, opens nothing."""
+    from cryptography.fernet import Fernet
+
+    root = web.keys.csrf_token(f"govern-issued-token/{signed.csrf}")
+    return Fernet(base64.urlsafe_b64encode(hashlib.sha256(root.encode()).digest()))
+
+
+def _seal(web: Web, signed: Signed, data: dict[str, str]) -> str:
+    return _fernet(web, signed).encrypt(json.dumps(data).encode()).decode()
+
+
+def _open(web: Web, signed: Signed, cookie: str | None) -> dict[str, str] | None:
+    """What `_seal` sealed for this session, not older than its lifetime; None otherwise."""
+    from cryptography.fernet import InvalidToken
+
+    if not cookie:
+        return None
+    try:
+        found = json.loads(_fernet(web, signed).decrypt(cookie.encode(), ttl=ISSUED_LIFETIME))
+    except (InvalidToken, ValueError):
+        return None
+    return found if isinstance(found, dict) else None

@@ -1,0 +1,366 @@
+"""The auditor's pages: who served what and when, the event log, the ledger's integrity, lineage reports, and who
+held which role when. Read-only: the auditor writes nothing, and these pages have no form that writes.
+
+Every page calls the use case the API calls for the same question (`govern.api.audit`, `integrity`, `access`,
+`report`) and shows a bounded answer: the newest windows of one app/env, the newest events of a filter, paged by
+seq, never a loop over the ledger in Python.
+"""
+
+import json
+import re
+from datetime import datetime
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Query, Request
+from fastapi.responses import Response
+
+from govern.errors import GovernError, InvalidInput
+from govern.web.pages import Link, Signed, Web
+
+NAV: list[Link] = [
+    Link("Timeline", "/audit/timeline", "windows"),
+    # The point-in-time question is `production`'s, which a consumer may ask of its own apps on its own page; here
+    # it is asked of any app, beside the timeline, so it is offered to those who may read every window.
+    Link("Point in time", "/audit/production", "windows"),
+    Link("Event log", "/audit/events", "events"),
+    Link("Integrity", "/audit/integrity", "anchors"),
+    Link("Reports", "/audit/reports", "report"),
+    Link("Role history", "/audit/principals", "principals"),
+]
+
+TIMELINE_WINDOWS = 40  # windows one timeline shows; older ones a page further
+EVENTS_SHOWN = 50  # the event log's default page
+PAYLOAD_SHOWN = 4000  # characters of a payload shown in the log (the JSON report and `audit log --json` have all)
+GRANTS_SHOWN = 200
+REPORT_TYPES = {"html": "text/html; charset=utf-8", "md": "text/markdown; charset=utf-8", "json": "application/json"}
+# The lineage report is a document of its own, with its own inline style (it prints and is mailed as one file):
+# it may style itself and show its inline SVG and data images, and nothing else.
+REPORT_CSP = (
+    "default-src 'none'; style-src 'unsafe-inline'; img-src data:; form-action 'none'; frame-ancestors 'none'; "
+    "base-uri 'none'"
+)
+PALETTE = ("#0b5cad", "#5b3a9e")  # adjacent versions alternate; the open window is green (--ok)
+OPEN_COLOUR = "#16652d"
+
+
+def routes(web: Web) -> APIRouter:
+    from govern.api import audit as audit_api
+
+    router = APIRouter(include_in_schema=False)
+
+    @router.get("/audit/timeline")
+    def timeline(
+        request: Request,
+        signed: Annotated[Signed, web.page("windows")],
+        app: str | None = None,
+        env: str | None = None,
+        before: Annotated[int | None, Query(ge=1)] = None,
+    ) -> Response:
+        known = audit_api.slots(web.root)
+        if not app and known:
+            app, env = known[0]
+        env = env or (audit_api.environments(web.root) or ["production"])[0]
+        found: list[dict[str, Any]] = []
+        if app:
+            found = audit_api.slot_windows(app, env, limit=TIMELINE_WINDOWS, before=before, start=web.root)
+        return web.render(
+            request,
+            "auditor_timeline.html.j2",
+            signed,
+            title="Production timeline",
+            slots=known,
+            apps=sorted({a for a, _ in known}),
+            envs=_envs(audit_api.environments(web.root), known),
+            app=app,
+            env=env,
+            windows=found,
+            chart=_chart(found),
+            older=found[-1]["start_seq"] if len(found) == TIMELINE_WINDOWS else None,
+            before=before,
+        )
+
+    @router.get("/audit/windows/{seq}")
+    def window(request: Request, seq: int, signed: Annotated[Signed, web.page("windows")]) -> Response:
+        from govern import access
+
+        found = audit_api.window_at(seq, web.root)
+        training = audit_api.training_of(found["model"], found["version"], web.root)
+        return web.render(
+            request,
+            "auditor_window.html.j2",
+            signed,
+            title=f"{found['model']} v{found['version']} on {found['app']}/{found['env']}",
+            w=found,
+            training=training,
+            may_report=access.allowed(signed.principal, "report"),
+        )
+
+    @router.get("/audit/production")
+    def production(
+        request: Request,
+        signed: Annotated[Signed, web.page("windows")],
+        app: str | None = None,
+        env: str | None = None,
+        at: str | None = None,
+    ) -> Response:
+        from govern import access
+        from govern.errors import Forbidden
+        from govern.timeparse import parse_instant
+
+        known = audit_api.slots(web.root)
+        envs = _envs(audit_api.environments(web.root), known)
+        answer, error, status = None, None, 200
+        if app or at:
+            try:
+                if not app:
+                    raise InvalidInput("Name the app to ask about")
+                if not at:
+                    raise InvalidInput("Give the instant to ask about, with its time zone (Z or an offset)")
+                if not access.allowed(signed.principal, "production", app):
+                    raise Forbidden(f"{signed.principal.name} may not see app {app!r}")
+                answer = audit_api.production_answer(app, env or envs[0], parse_instant(at, "--at"), web.root)
+            except GovernError as failure:
+                error, status = str(failure), _status(failure)
+        return web.render(
+            request,
+            "auditor_production.html.j2",
+            signed,
+            status=status,
+            title="Which version served, when?",
+            apps=sorted({a for a, _ in known}),
+            envs=envs,
+            app=app or "",
+            env=env or envs[0],
+            at=at or "",
+            answer=answer,
+            error=error,
+        )
+
+    @router.get("/audit/events")
+    def events(
+        request: Request,
+        signed: Annotated[Signed, web.page("events")],
+        event_type: Annotated[list[str] | None, Query(alias="type")] = None,
+        since: str | None = None,
+        n: str | None = None,
+        before: Annotated[int | None, Query(ge=1)] = None,
+    ) -> Response:
+        from govern.events import FACT_TYPES
+        from govern.timeparse import parse_instant
+
+        types = [kind for kind in event_type or [] if kind]
+        found, error, status = [], None, 200
+        try:
+            limit = _count(n, EVENTS_SHOWN)
+            moment = parse_instant(since, "--since") if since else None
+            found = audit_api.log_page(types=types, since=moment, before=before, limit=limit, start=web.root)
+        except GovernError as failure:
+            limit, error, status = EVENTS_SHOWN, str(failure), _status(failure)
+        rows = [
+            {
+                "seq": event.seq,
+                "occurred_at": event.occurred_at,
+                "type": event.type,
+                "subject": event.subject,
+                "actor": event.actor,
+                "git_commit": event.git_commit,
+                "hash": event.hash,
+                "payload": _payload(event.payload_json),
+            }
+            for event in found
+        ]
+        return web.render(
+            request,
+            "auditor_events.html.j2",
+            signed,
+            status=status,
+            title="Event log",
+            known_types=sorted(FACT_TYPES),
+            types=types,
+            since=since or "",
+            n=n or str(EVENTS_SHOWN),
+            rows=rows,
+            error=error,
+            older=_query(types, since, n, rows[-1]["seq"]) if len(rows) == limit and rows else None,
+            paged=before is not None,
+            newest=_query(types, since, n, None),
+        )
+
+    @router.get("/audit/integrity")
+    def integrity_page(request: Request, signed: Annotated[Signed, web.page("anchors")]) -> Response:
+        from govern import access
+        from govern.api import integrity
+
+        return web.render(
+            request,
+            "auditor_integrity.html.j2",
+            signed,
+            title="Integrity of the ledger",
+            state=integrity.anchor_state(web.root),
+            verification=None,
+            may_verify=access.allowed(signed.principal, "verify"),
+        )
+
+    @router.get("/audit/verify")
+    def verify(request: Request, signed: Annotated[Signed, web.page("verify")]) -> Response:
+        from govern.api import integrity
+
+        verification = integrity.verify(web.root)
+        return web.render(
+            request,
+            "auditor_integrity.html.j2",
+            signed,
+            title="Integrity of the ledger",
+            state=integrity.anchor_state(web.root),
+            verification=verification,
+            may_verify=True,
+        )
+
+    @router.get("/audit/reports")
+    def reports(request: Request, signed: Annotated[Signed, web.page("report")]) -> Response:
+        return web.render(
+            request,
+            "auditor_reports.html.j2",
+            signed,
+            title="Lineage reports",
+            versions=audit_api.registered_versions(web.root),
+        )
+
+    @router.get("/audit/reports/{model}/{version}")
+    def report(request: Request, model: str, version: str, signed: Annotated[Signed, web.page("report")]) -> Response:
+        from govern.api.report import gather
+        from govern.report import render
+
+        text = render(gather(model, version, web.root), "html")
+        return _document(Response(text, media_type=REPORT_TYPES["html"]))
+
+    @router.get("/audit/reports/{model}/{version}/download")
+    def download(
+        model: str,
+        version: str,
+        signed: Annotated[Signed, web.page("report")],
+        format: Annotated[str, Query(pattern="^(html|md|json)$")] = "html",
+    ) -> Response:
+        from govern.api.report import gather
+        from govern.report import render
+
+        text = render(gather(model, version, web.root), format)
+        name = f"{_file_part(model)}-v{_file_part(version)}-lineage.{format}"
+        headers = {"Content-Disposition": f'attachment; filename="{name}"'}
+        return _document(Response(text, media_type=REPORT_TYPES[format], headers=headers))
+
+    @router.get("/audit/principals")
+    def principals(
+        request: Request, signed: Annotated[Signed, web.page("principals")], at: str | None = None
+    ) -> Response:
+        from govern.api import access as access_api
+        from govern.timeparse import parse_instant
+
+        moment: datetime | None = None
+        held, error, status = [], None, 200
+        try:
+            moment = parse_instant(at, "--at") if at else None
+            held = access_api.roles_at(web.ledger(), moment)
+        except GovernError as failure:
+            error, status = str(failure), _status(failure)
+        return web.render(
+            request,
+            "auditor_principals.html.j2",
+            signed,
+            status=status,
+            title="Principals and their roles over time",
+            at=at or "",
+            moment=moment,
+            held=held,
+            error=error,
+            history=access_api.grant_history(web.ledger(), limit=GRANTS_SHOWN),
+            shown=GRANTS_SHOWN,
+        )
+
+    return router
+
+
+def _envs(declared: list[str], known: list[tuple[str, str]]) -> list[str]:
+    """The declared environments first, then any other the ledger's deployments name (declared since removed)."""
+    return list(dict.fromkeys([*declared, *sorted({env for _, env in known})])) or ["production"]
+
+
+def _status(error: GovernError) -> int:
+    from govern.server.http import status_of
+
+    return status_of(error)
+
+
+def _count(text: str | None, default: int) -> int:
+    if not text:
+        return default
+    try:
+        return int(text)
+    except ValueError:
+        raise InvalidInput(f"-n {text!r} is not a number of events") from None
+
+
+def _query(types: list[str], since: str | None, n: str | None, before: int | None) -> str:
+    from urllib.parse import urlencode
+
+    pairs = [("type", kind) for kind in types]
+    pairs += [(key, value) for key, value in (("since", since), ("n", n)) if value]
+    if before is not None:
+        pairs.append(("before", str(before)))
+    return "/audit/events" + (f"?{urlencode(pairs)}" if pairs else "")
+
+
+def _payload(text: str) -> str:
+    """The payload as indented JSON for reading; a very long one is cut (the event's own JSON has all of it)."""
+    try:
+        shown = json.dumps(json.loads(text), indent=2, sort_keys=True, ensure_ascii=False)
+    except ValueError:
+        shown = text
+    return shown if len(shown) <= PAYLOAD_SHOWN else shown[:PAYLOAD_SHOWN] + "\n… (cut: `govern audit log --json`)"
+
+
+def _file_part(text: str) -> str:
+    return re.sub(r"[^A-Za-z0-9._-]+", "_", text)[:80] or "_"
+
+
+def _document(response: Response) -> Response:
+    """A report served as a document of its own: its own policy, never framed, never sniffed."""
+    response.headers["Content-Security-Policy"] = REPORT_CSP
+    response.headers["X-Content-Type-Options"] = "nosniff"
+    response.headers["Referrer-Policy"] = "same-origin"
+    response.headers["X-Frame-Options"] = "DENY"
+    return response
+
+
+def _chart(windows: list[dict[str, Any]]) -> dict[str, Any] | None:
+    """The timeline as SVG geometry (attributes only: the pages' policy allows no inline style): one bar per
+    window, oldest left, on a time axis from the first start to the last end (or now, while one is open)."""
+    from govern.events import utc_now
+    from govern.queries import naive_utc
+
+    if not windows:
+        return None
+    ordered = sorted(windows, key=lambda w: w["start_seq"])
+    now = naive_utc(utc_now())
+    first = ordered[0]["started_at"]
+    last = max(w["ended_at"] or now for w in ordered)
+    span = max((last - first).total_seconds(), 1e-3)
+    width, left, right = 1000.0, 10.0, 990.0
+    bars, versions = [], []
+    for w in ordered:
+        end = w["ended_at"] or now
+        x = left + (right - left) * (w["started_at"] - first).total_seconds() / span
+        length = max((right - left) * (end - w["started_at"]).total_seconds() / span, 4.0)
+        x = min(x, right - length)
+        if not versions or versions[-1] != w["version"]:
+            versions.append(w["version"])
+        bars.append(
+            {
+                "w": w,
+                "x": round(x, 2),
+                "width": round(length, 2),
+                "fill": OPEN_COLOUR if w["ended_at"] is None else PALETTE[(len(versions) - 1) % len(PALETTE)],
+                "label": f"v{w['version']}" if length >= 28 else "",
+            }
+        )
+    return {"width": width, "bars": bars, "first": first, "last": last, "open": ordered[-1]["ended_at"] is None}

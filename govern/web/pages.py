@@ -1,0 +1,256 @@
+"""The web pages' common ground: who is signed in, what they may see, CSRF on forms, rendering, errors as pages.
+
+Every page and every form names the API operation it presents (`access.POLICY`): the same table decides who may
+see it as who may call the operation, on the server, for every request. The navigation shows only the pages the
+principal may open, but hiding a link is never the check.
+
+Modules of page routes must not use `from __future__ import annotations`: FastAPI evaluates a route's
+`Annotated[Signed, web.page(...)]` in the module's globals, where the local `web` is unknown, and would take the
+parameter for a query string (tests/test_web_roles.py fails on any page left without its operation).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+from urllib.parse import quote
+
+from fastapi import Depends, Request
+from fastapi.responses import HTMLResponse, RedirectResponse, Response
+
+from govern import __version__, access
+from govern.api.access import Unauthenticated
+from govern.errors import Forbidden, GovernError, InvalidInput
+from govern.web.sessions import NONCE_COOKIE, SESSION_COOKIE, SessionKeys
+
+TEMPLATES = Path(__file__).parent / "templates"
+STATIC = Path(__file__).parent / "static"
+# Content-Security-Policy: nothing inline, nothing from elsewhere (the lineage report, shown as a document of its
+# own, has its own inline style and gets a policy of its own).
+CSP = (
+    "default-src 'none'; style-src 'self'; img-src 'self' data:; script-src 'self'; connect-src 'self'; "
+    "form-action 'self'; frame-ancestors 'none'; base-uri 'none'"
+)
+
+
+class SignInRequired(Unauthenticated):
+    """No session, or an expired or forged one: the page sends the browser to sign in."""
+
+
+@dataclass(frozen=True)
+class Link:
+    """An entry of the navigation: shown to those who may call `operation`."""
+
+    label: str
+    href: str
+    operation: str
+
+
+@dataclass(frozen=True)
+class Signed:
+    """A signed-in request: the principal, the CSRF token its forms carry, and (for a POST) the form's fields."""
+
+    principal: access.Principal
+    csrf: str
+    fields: Mapping[str, Any] = field(default_factory=dict)
+
+    def text(self, name: str, *, required: bool = True, limit: int = 2000) -> str:
+        value = self.fields.get(name)
+        text = value.strip() if isinstance(value, str) else ""
+        if required and not text:
+            raise InvalidInput(f"The form's field {name!r} is empty: fill it in")
+        if len(text) > limit:
+            raise InvalidInput(f"The form's field {name!r} is longer than {limit} characters")
+        return text
+
+
+class Web:
+    """What every page route needs: the project, the session keys, the templates, the ledger."""
+
+    def __init__(self, root: Path, keys: SessionKeys, navigation: list[Link]) -> None:
+        from jinja2 import Environment, FileSystemLoader, StrictUndefined, select_autoescape
+
+        self.root = root
+        self.keys = keys
+        self.navigation = navigation
+        self.training_requested: Callable[[], None] = lambda: None  # the server's job runner sets its wake-up
+        self.templates = Environment(
+            loader=FileSystemLoader(TEMPLATES),
+            autoescape=select_autoescape(default=True, default_for_string=True),
+            undefined=StrictUndefined,
+            trim_blocks=True,
+            lstrip_blocks=True,
+        )
+        self.templates.filters["when"] = _when
+        self.templates.filters["urlpart"] = lambda text: quote(str(text), safe="")
+
+    def ledger(self) -> Any:
+        from govern.api.audit import open_ledger
+
+        return open_ledger(self.root)
+
+    def principal(self, request: Request) -> tuple[access.Principal, str]:
+        """The signed-in principal and its session nonce, or `SignInRequired`."""
+        from govern.api.access import authenticate_session
+
+        found = self.keys.session(request.cookies.get(SESSION_COOKIE))
+        if found is None:
+            raise SignInRequired("Sign in with your token")
+        try:
+            return authenticate_session(self.ledger(), found.token_id), found.nonce
+        except Unauthenticated as error:
+            raise SignInRequired(str(error)) from None
+
+    def page(self, operation: str) -> Any:
+        """The dependency of a page: signed in, and allowed `operation` by `access.POLICY`."""
+        _known(operation)
+
+        def check(request: Request) -> Signed:
+            principal, nonce = self.principal(request)
+            _allow(principal, operation)
+            return Signed(principal, self.keys.csrf_token(nonce))
+
+        check.operation = operation  # type: ignore[attr-defined]  # what the role-separation test reads
+        return Depends(check)
+
+    def form(self, operation: str) -> Any:
+        """The dependency of a form's POST: signed in, allowed `operation`, and carrying its session's CSRF token."""
+        _known(operation)
+
+        async def check(request: Request) -> Signed:
+            from starlette.concurrency import run_in_threadpool
+
+            fields = await _form(request)
+            principal, nonce = await run_in_threadpool(self.principal, request)
+            if not self.keys.csrf_matches(nonce, _str(fields.get("csrf"))):
+                raise Forbidden("The form was sent without its security token: reload the page and send it again")
+            _allow(principal, operation)
+            return Signed(principal, self.keys.csrf_token(nonce), fields)
+
+        check.operation = operation  # type: ignore[attr-defined]
+        return Depends(check)
+
+    def links(self, principal: access.Principal | None) -> list[Link]:
+        if principal is None:
+            return []
+        return [link for link in self.navigation if access.allowed(principal, link.operation)]
+
+    def render(
+        self,
+        request: Request,
+        template: str,
+        signed: Signed | None,
+        *,
+        status: int = 200,
+        title: str,
+        **context: Any,
+    ) -> HTMLResponse:
+        principal = signed.principal if signed else None
+        html = self.templates.get_template(template).render(
+            title=title,
+            principal=principal,
+            csrf=signed.csrf if signed else "",
+            links=self.links(principal),
+            path=request.url.path,
+            govern_version=__version__,
+            **context,
+        )
+        return secured(HTMLResponse(html, status_code=status), request)
+
+    def error_page(self, request: Request, status: int, message: str) -> Response:
+        """A failure on a page, as a page: the same one-line message the CLI and the API give; without a valid
+        session, the way to sign in."""
+        if status == 401:
+            return sign_in_redirect(request)
+        signed = None
+        try:
+            principal, nonce = self.principal(request)
+            signed = Signed(principal, self.keys.csrf_token(nonce))
+        except GovernError:
+            pass
+        return self.render(request, "error.html.j2", signed, status=status, title="Not possible", message=message)
+
+
+def secured(response: Response, request: Request) -> Response:
+    response.headers["Content-Security-Policy"] = CSP
+    response.headers["X-Content-Type-Options"] = "nosniff"
+    response.headers["Referrer-Policy"] = "same-origin"
+    response.headers["X-Frame-Options"] = "DENY"
+    return response
+
+
+def cookie_options(request: Request) -> dict[str, Any]:
+    """`Secure` whenever the browser reached us over TLS (directly, or through a proxy uvicorn trusts)."""
+    return {"httponly": True, "samesite": "strict", "secure": request.url.scheme == "https", "path": "/"}
+
+
+def sign_in_redirect(request: Request) -> RedirectResponse:
+    target = request.url.path
+    if request.method == "GET" and request.url.query:
+        target += f"?{request.url.query}"
+    response = RedirectResponse(f"/sign-in?next={quote(target, safe='')}", status_code=303)
+    response.delete_cookie(SESSION_COOKIE, path="/")
+    return response
+
+
+def safe_next(target: str | None) -> str:
+    """Only a path of this site: an open redirect would make the sign-in page a phishing tool."""
+    if not target or not target.startswith("/") or target.startswith("//") or "\\" in target:
+        return "/"
+    return target
+
+
+def nonce_of(request: Request, keys: SessionKeys) -> tuple[str, str | None]:
+    """The pre-sign-in nonce of this browser, and a new cookie to set if it had none."""
+    found = keys.nonce(request.cookies.get(NONCE_COOKIE))
+    if found:
+        return found, None
+    cookie = keys.nonce_cookie()
+    nonce = keys.nonce(cookie)
+    assert nonce is not None
+    return nonce, cookie
+
+
+def _allow(principal: access.Principal, operation: str) -> None:
+    if not access.allowed(principal, operation):
+        roles = ", ".join(sorted(principal.roles)) or "no role"
+        raise Forbidden(f"{principal.name} ({roles}) may not open this page: it needs the right to {operation}")
+
+
+def _known(operation: str) -> None:
+    if operation not in access.POLICY and operation not in access.ANY_PRINCIPAL:
+        raise RuntimeError(f"operation {operation!r} has no row in access.POLICY")
+
+
+async def _form(request: Request) -> Mapping[str, Any]:
+    kind = request.headers.get("content-type", "").split(";")[0].strip().lower()
+    if kind not in ("application/x-www-form-urlencoded", "multipart/form-data"):
+        raise InvalidInput("Send the form from its page (as application/x-www-form-urlencoded or multipart)")
+    return await request.form()
+
+
+def _str(value: Any) -> str | None:
+    return value if isinstance(value, str) else None
+
+
+def _when(value: Any) -> str:
+    """Instants on pages as in the CLI's tables: UTC, to the second."""
+    from datetime import datetime
+
+    from govern.timeparse import display
+
+    if value is None:
+        return ""
+    if isinstance(value, str):  # the JSON form of a result (a report's times): ISO 8601 with Z
+        try:
+            value = datetime.fromisoformat(value.replace("Z", "+00:00"))
+        except ValueError:
+            return value
+    if isinstance(value, datetime):
+        return display(value).replace("T", " ")[:19] + " UTC"
+    return str(value)
+
+
+PageRoutes = Callable[[Web], Any]

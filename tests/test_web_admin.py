@@ -1,0 +1,280 @@
+"""The admin's pages: grant and revoke roles, issue tokens (the secret shown once, never in a URL) and revoke them;
+and no one else may use them.
+
+The fast tests ask the pages in-process (FastAPI's test client against the real app and ledger); the browser test
+does the admin's work in Chromium against `govern serve`, and checks that an auditor is refused every admin form.
+"""
+
+from __future__ import annotations
+
+import html
+import re
+import urllib.error
+import urllib.request
+from pathlib import Path
+from typing import Any
+
+import pytest
+from conftest import apply_isolation
+from starlette.testclient import TestClient
+from web_support import (
+    checked_page,
+    chromium,
+    csrf_of,
+    fetch,
+    screenshot,
+    served_site,
+    session_cookie,
+    sign_in,
+    wait_until,
+)
+
+from govern.api.audit import open_ledger
+
+# Pages rendered in-process are quick but many: they run in the full suite; the fast tier keeps the role
+# separation (tests/test_web_roles.py).
+pytestmark = pytest.mark.slow
+
+SECRET = "m" * 43
+
+
+def signed_in(app: Any, token: str) -> tuple[TestClient, str]:
+    """A client holding a session, and the CSRF token of its forms."""
+    client = TestClient(app, follow_redirects=False)
+    page = client.get("/sign-in")
+    csrf = re.search(r'name="csrf" value="([0-9a-f]{64})"', page.text).group(1)
+    assert client.post("/sign-in", data={"token": token, "csrf": csrf, "next": "/"}).status_code == 303
+    return client, csrf_of(client.get("/account").text)
+
+
+@pytest.fixture(scope="module")
+def site(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
+    from test_server import make_project, tokens_for
+
+    from govern.server.app import create_app
+
+    with pytest.MonkeyPatch.context() as patch:
+        apply_isolation(patch, tmp_path_factory.mktemp("home"))
+        project = make_project(tmp_path_factory.mktemp("admin") / "project")
+        tokens = tokens_for(project, "adm", "aud")
+        second = tokens_for(project, "adm")["adm"]  # the same admin, another token: another session
+    app = create_app(project, session_secret=SECRET)
+    return {"project": project, "app": app, "tokens": tokens, "second": second}
+
+
+def whoami(app: Any, bearer: str) -> int:
+    return TestClient(app).get("/api/v1/whoami", headers={"Authorization": f"Bearer {bearer}"}).status_code
+
+
+def recorded(project: Path, seq: int) -> Any:
+    [event] = open_ledger(project).read(seqs=[seq])
+    return event
+
+
+def test_granting_a_role_records_it_under_the_admins_name_and_confirms_it(site: dict[str, Any]) -> None:
+    client, csrf = signed_in(site["app"], site["tokens"]["adm"])
+    fields = {"csrf": csrf, "principal": "bea", "role": "consumer", "apps": "scoring, triage", "reason": "new team"}
+    answer = client.post("/admin/principals/grant", data=fields)
+    assert answer.status_code == 303
+    seq = int(re.fullmatch(r"/admin/principals\?done=(\d+)", answer.headers["location"]).group(1))
+    event = recorded(site["project"], seq)
+    assert event.type == "access.granted" and event.actor.startswith("adm (token ")
+    assert event.payload["apps"] == ["scoring", "triage"] and event.payload["reason"] == "new team"
+    page = client.get(answer.headers["location"]).text
+    assert f"Recorded as seq {seq}" in page
+    assert re.search(r'<th scope="row">bea</th>\s*<td>consumer</td>\s*<td>scoring, triage</td>', page)
+
+
+def test_revoking_a_role_takes_it_away(site: dict[str, Any]) -> None:
+    client, csrf = signed_in(site["app"], site["tokens"]["adm"])
+    client.post("/admin/principals/grant", data={"csrf": csrf, "principal": "cid", "role": "auditor"})
+    answer = client.post("/admin/principals/revoke", data={"csrf": csrf, "principal": "cid", "role": "auditor"})
+    assert answer.status_code == 303
+    assert recorded(site["project"], int(answer.headers["location"].split("=")[1])).type == "access.revoked"
+    assert '<th scope="row">cid</th>' not in client.get("/admin/principals").text
+
+
+@pytest.mark.parametrize(
+    ("path", "fields", "status", "message"),
+    [
+        ("/admin/principals/grant", {"principal": "Bad Name", "role": "auditor"}, 400, "is not a principal name"),
+        ("/admin/principals/grant", {"principal": "dot", "role": "wizard"}, 400, "Unknown role 'wizard'"),
+        ("/admin/principals/grant", {"principal": "dot", "role": "consumer"}, 400, "A consumer is limited to named"),
+        ("/admin/principals/grant", {"principal": "aud", "role": "auditor"}, 409, "aud holds the role auditor"),
+        ("/admin/principals/revoke", {"principal": "adm", "role": "admin"}, 409, "adm is the last admin"),
+        ("/admin/principals/revoke", {"principal": "aud", "role": "admin"}, 404, "aud does not hold the role admin"),
+        ("/admin/tokens", {"principal": "nobody"}, 404, "nobody holds no role"),
+        ("/admin/tokens", {"principal": "aud", "expires": "0d"}, 400, "a token must live a while"),
+        ("/admin/tokens/revoke", {"token_id": "0123456789ab"}, 404, "No token '0123456789ab'"),
+        ("/admin/principals/grant", {"role": "auditor"}, 400, "The form's field 'principal' is empty"),
+    ],
+)
+def test_a_refused_form_shows_the_clis_message_and_writes_nothing(
+    site: dict[str, Any], path: str, fields: dict[str, str], status: int, message: str
+) -> None:
+    client, csrf = signed_in(site["app"], site["tokens"]["adm"])
+    before = open_ledger(site["project"]).head()
+    answer = client.post(path, data={"csrf": csrf, **fields})
+    assert answer.status_code == status
+    assert message in html.unescape(answer.text) and 'role="alert"' in answer.text
+    assert open_ledger(site["project"]).head() == before
+
+
+def test_a_new_tokens_secret_is_shown_once_and_never_in_a_url(site: dict[str, Any]) -> None:
+    client, csrf = signed_in(site["app"], site["tokens"]["adm"])
+    answer = client.post("/admin/tokens", data={"csrf": csrf, "principal": "aud", "description": "laptop"})
+    assert answer.status_code == 303
+    token_id = re.fullmatch(r"/admin/tokens/issued/([0-9a-f]{12})", answer.headers["location"]).group(1)
+    sealed = answer.cookies.get("govern_issued")
+    assert sealed and "gvn_" not in sealed and "gvn_" not in answer.headers["location"]
+    shown = client.get(answer.headers["location"])
+    bearer = re.search(r'value="(gvn_[0-9a-f]{12}_[A-Za-z0-9_-]{43})"', shown.text).group(1)
+    assert bearer.split("_")[1] == token_id
+    secret = bearer.split("_", 2)[2]
+    assert secret not in sealed, "the cookie carries the secret encrypted"
+    assert 'govern_issued=""' in shown.headers["set-cookie"] or "Max-Age=0" in shown.headers["set-cookie"]
+    assert whoami(site["app"], bearer) == 200, "the token shown works"
+    reloaded = client.get(answer.headers["location"])
+    assert reloaded.status_code == 200 and secret not in reloaded.text and "was shown once" in reloaded.text
+    listed = client.get("/admin/tokens").text
+    assert f"<code>{token_id}</code>" in listed and secret not in listed
+
+
+def test_the_sealed_secret_opens_only_in_the_session_that_issued_it(site: dict[str, Any]) -> None:
+    client, csrf = signed_in(site["app"], site["tokens"]["adm"])
+    answer = client.post("/admin/tokens", data={"csrf": csrf, "principal": "aud"})
+    sealed = answer.cookies.get("govern_issued")
+    other, _ = signed_in(site["app"], site["second"])
+    stolen = other.get(answer.headers["location"], cookies={"govern_issued": sealed})
+    assert stolen.status_code == 200 and "gvn_" not in stolen.text and "was shown once" in stolen.text
+    tampered = client.get(answer.headers["location"], cookies={"govern_issued": sealed[:-2] + "xx"})
+    assert "gvn_" not in tampered.text
+
+
+def test_revoking_a_token_ends_it(site: dict[str, Any]) -> None:
+    client, csrf = signed_in(site["app"], site["tokens"]["adm"])
+    answer = client.post("/admin/tokens", data={"csrf": csrf, "principal": "aud", "expires": "1d"})
+    bearer = re.search(r'value="(gvn_[^"]+)"', client.get(answer.headers["location"]).text).group(1)
+    token_id = bearer.split("_")[1]
+    assert whoami(site["app"], bearer) == 200
+    revoked = client.post("/admin/tokens/revoke", data={"csrf": csrf, "token_id": token_id, "reason": "lost"})
+    assert revoked.status_code == 303
+    event = recorded(site["project"], int(revoked.headers["location"].split("=")[1]))
+    assert event.type == "token.revoked" and event.payload["reason"] == "lost"
+    assert whoami(site["app"], bearer) == 401
+    row = re.search(rf'<tr id="token-{token_id}">.*?</tr>', client.get("/admin/tokens").text, re.S).group(0)
+    assert "revoked" in row and "/admin/tokens/revoke" not in row, "a revoked token offers no revoke"
+
+
+def test_an_auditor_is_refused_every_admin_page_and_form_and_sees_no_admin_link(site: dict[str, Any]) -> None:
+    client, csrf = signed_in(site["app"], site["tokens"]["aud"])
+    before = open_ledger(site["project"]).head()
+    for path in ("/admin/principals", "/admin/tokens", "/admin/tokens/issued/0123456789ab"):
+        assert client.get(path).status_code == 403, path
+    forms = {
+        "/admin/principals/grant": {"principal": "aud", "role": "admin"},
+        "/admin/principals/revoke": {"principal": "adm", "role": "admin"},
+        "/admin/tokens": {"principal": "aud"},
+        "/admin/tokens/revoke": {"token_id": site["tokens"]["adm"].split("_")[1]},
+    }
+    for path, fields in forms.items():
+        answer = client.post(path, data={"csrf": csrf, **fields})
+        assert answer.status_code == 403, path
+        assert "may not open this page: it needs the right to" in html.unescape(answer.text)
+    assert open_ledger(site["project"]).head() == before
+    nav = re.search(r'<nav aria-label="Pages">(.*?)</nav>', client.get("/account").text, re.S).group(1)
+    assert "/admin/" not in nav and "/audit/principals" in nav
+
+
+def test_an_admin_form_without_its_csrf_token_is_refused(site: dict[str, Any]) -> None:
+    client, _ = signed_in(site["app"], site["tokens"]["adm"])
+    before = open_ledger(site["project"]).head()
+    answer = client.post("/admin/principals/grant", data={"principal": "eve", "role": "admin", "csrf": "0" * 64})
+    assert answer.status_code == 403 and "security token" in answer.text
+    assert open_ledger(site["project"]).head() == before
+
+
+# ---------------------------------------------------------------- in a browser
+
+
+@pytest.mark.slow
+def test_the_admin_grants_a_role_and_issues_and_revokes_a_token_in_a_browser(
+    tmp_path_factory: pytest.TempPathFactory, tmp_path: Path
+) -> None:
+    from selenium.webdriver.common.by import By
+
+    with served_site(tmp_path_factory, ("adm", "aud")) as served:
+        base, project = served["base"], served["project"]
+        with chromium(tmp_path / "profile") as driver:
+            admin_work(driver, base, project, served["tokens"]["adm"], tmp_path)
+        with chromium(tmp_path / "auditor") as driver:
+            sign_in(driver, base, served["tokens"]["aud"])
+            nav = driver.find_element(By.CSS_SELECTOR, "nav[aria-label=Pages]").get_attribute("innerHTML")
+            assert "/admin/" not in nav, "an auditor is shown no admin page"
+            cookie = session_cookie(driver)
+        status, page = fetch(base, "/audit/principals", cookie)
+        assert status == 200
+        csrf = csrf_of(page)
+        before = open_ledger(project).head()
+        for path, fields in (
+            ("/admin/principals/grant", {"principal": "aud", "role": "admin"}),
+            ("/admin/principals/revoke", {"principal": "adm", "role": "admin"}),
+            ("/admin/tokens", {"principal": "aud"}),
+            ("/admin/tokens/revoke", {"token_id": served["tokens"]["adm"].split("_")[1]}),
+        ):
+            status, _ = fetch(base, path, cookie, data={"csrf": csrf, **fields})
+            assert status == 403, path
+        assert fetch(base, "/admin/principals", cookie)[0] == 403
+        assert open_ledger(project).head() == before, "no refused form wrote anything"
+
+
+def admin_work(driver: Any, base: str, project: Path, token: str, tmp_path: Path) -> None:
+    """Grant a role, issue a token to it (its secret shown once), revoke the token."""
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.support.ui import Select
+
+    sign_in(driver, base, token)
+    driver.find_element(By.CSS_SELECTOR, "nav[aria-label=Pages]").find_element(By.LINK_TEXT, "Roles").click()
+    checked_page(driver)
+    driver.find_element(By.ID, "grant-principal").send_keys("newbie")
+    Select(driver.find_element(By.ID, "grant-role")).select_by_value("consumer")
+    driver.find_element(By.ID, "grant-apps").send_keys("scoring")
+    driver.find_element(By.ID, "grant-reason").send_keys("joins the scoring team")
+    driver.find_element(By.XPATH, "//button[normalize-space()='Grant']").click()
+    wait_until(driver, lambda d: d.find_elements(By.CSS_SELECTOR, ".notice"), "the grant's notice")
+    notice = driver.find_element(By.CSS_SELECTOR, ".notice").text
+    assert "access.granted" in notice and "principal:newbie" in notice and "consumer" in notice
+    checked_page(driver)
+    screenshot(driver, tmp_path / "admin.png", "admin")
+
+    driver.find_element(By.LINK_TEXT, "Tokens").click()
+    checked_page(driver)
+    Select(driver.find_element(By.ID, "issue-principal")).select_by_value("newbie")
+    driver.find_element(By.ID, "issue-description").send_keys("scoring batch job")
+    driver.find_element(By.XPATH, "//button[normalize-space()='Issue the token']").click()
+    wait_until(driver, lambda d: d.find_elements(By.ID, "bearer"), "the token shown once")
+    bearer = driver.find_element(By.ID, "bearer").get_attribute("value")
+    assert re.fullmatch(r"gvn_[0-9a-f]{12}_[A-Za-z0-9_-]{43}", bearer)
+    assert bearer not in driver.current_url
+    checked_page(driver)
+    driver.refresh()
+    assert driver.find_elements(By.ID, "bearer") == [] and bearer not in driver.page_source
+    assert "was shown once" in driver.find_element(By.ID, "main").text
+    request = urllib.request.Request(f"{base}/api/v1/whoami", headers={"Authorization": f"Bearer {bearer}"})
+    with urllib.request.urlopen(request, timeout=30) as answer:
+        assert answer.status == 200, "the token shown once works"
+
+    token_id = bearer.split("_")[1]
+    driver.get(base + "/admin/tokens")
+    row = driver.find_element(By.ID, f"token-{token_id}")
+    row.find_element(By.NAME, "reason").send_keys("job retired")
+    row.find_element(By.CSS_SELECTOR, "button").click()
+    wait_until(driver, lambda d: d.find_elements(By.CSS_SELECTOR, ".notice"), "the revocation's notice")
+    assert "token.revoked" in driver.find_element(By.CSS_SELECTOR, ".notice").text
+    assert "revoked" in driver.find_element(By.ID, f"token-{token_id}").text
+    checked_page(driver)
+    with pytest.raises(urllib.error.HTTPError) as refused:
+        urllib.request.urlopen(request, timeout=30)
+    assert refused.value.code == 401
+    log = (project.parent / "server.log").read_text(errors="replace")
+    assert bearer.split("_", 2)[2] not in log, "the secret is in no log"

@@ -1,0 +1,333 @@
+"""The approver's pages: the queue of promotion requests with their evidence (gates against thresholds, the
+reproduction verdict, what changed in data and code since the version in the stage), approving and rejecting with
+a reason, and the four-eyes rule, which refuses the trainer and the requester with the use case's own message.
+
+The browser test runs a real `govern serve` in Chromium; the in-process tests (FastAPI's test client against the
+real application and ledger) cover the refusals and the other decisions quickly.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import re
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from conftest import run_cli
+from starlette.testclient import TestClient
+from test_server import TRAINER, VERDICT, call, make_project, tokens_for
+from web_support import (
+    checked_page,
+    chromium,
+    csrf_of,
+    fetch,
+    screenshot,
+    served_site,
+    session_cookie,
+    sign_in,
+    wait_until,
+)
+
+from govern import access
+from govern.api.audit import open_ledger
+
+# Pages rendered in-process are quick but many: they run in the full suite; the fast tier keeps the role
+# separation (tests/test_web_roles.py).
+pytestmark = pytest.mark.slow
+
+
+ADA = "Ada Approver <ada@bank.example>"  # appr's git identity: a version she trained is not hers to approve
+COMMIT = VERDICT["commit"]  # the commit of versions 5 and 6: the verifier's verdict is about it
+GATES = 'gates = { staging = ["validation.f1 >= 0.85", "reproduction.verified"] }\n'
+
+
+def lineage_version(
+    project: Path,
+    version: str,
+    trained_by: str,
+    *,
+    metrics: dict[str, float],
+    data_md5: str,
+    rows: int,
+    code: dict[str, str],
+    params: dict[str, Any],
+    commit: str,
+) -> None:
+    """A training of `churn` with datasets, pipeline code and parameters as `govern repro` records them, and its
+    registered version (appended as facts: no DVC run, no MLflow)."""
+    from govern.events import ModelRegistered, PendingEvent, TrainingCompleted, utc_now
+    from govern.ledger import Ledger
+
+    dataset = {
+        "path": "data/customers.csv",
+        "role": "source",
+        "md5": data_md5,
+        "sha256": hashlib.sha256(data_md5.encode()).hexdigest(),
+        "rows": rows,
+        "extracted_at": "2026-03-01T06:00:00.000000Z",
+    }
+    deps = [{"path": path, "md5": md5} for path, md5 in code.items()] + [{"path": dataset["path"], "md5": data_md5}]
+    training = TrainingCompleted(
+        git={"commit": commit, "branch": "main", "dirty_paths": []},
+        dvc_lock_sha256=hashlib.sha256(f"lock {version}".encode()).hexdigest(),
+        targets=[],
+        stages=[{"name": "train", "cmd": "python src/train.py", "deps": deps, "outs": [], "params": params}],
+        params=params,
+        metrics=metrics,
+        outputs=[],
+        datasets=[dataset],
+        models=[],
+        environment={},
+        duration_s=1.0,
+        run_cache_hit=False,
+    )
+    ledger = Ledger(project / "audit" / "ledger.duckdb")
+    [trained] = ledger.append([PendingEvent(training, actor=trained_by, occurred_at=utc_now(), git_commit=commit)])
+    registered = ModelRegistered(
+        "churn",
+        version,
+        "model.pkl",
+        None,
+        f"{version:0>64}",
+        trained.event_id,
+        "run",
+        "sqlite:///x",
+        "models:/churn/1",
+    )
+    ledger.append([PendingEvent(registered, actor=trained_by, occurred_at=utc_now(), git_commit=commit)])
+
+
+def prepare(project: Path) -> None:
+    """Version 4 holds staging; version 5 (Tess's) changes the data, the code and a parameter; version 6 was
+    trained by Ada, whose identity is appr's. Staging then demands f1 >= 0.85 and a verified reproduction."""
+    code = {"src/train.py": "b" * 32}
+    lineage_version(project, "4", TRAINER, metrics={"validation.f1": 0.9}, data_md5="a" * 32, rows=1200,
+                    code=code, params={"train": {"C": 1.0}}, commit="4" * 40)  # fmt: skip
+    promoted = run_cli("promote", "churn", "4", "--to", "staging", "--reason", "the baseline", cwd=project)
+    assert promoted.exit_code == 0, promoted.output
+    lineage_version(project, "5", TRAINER, metrics={"validation.f1": 0.93, "validation.auc": 0.95},
+                    data_md5="d" * 32, rows=1500, code={"src/train.py": "e" * 32, "src/features.py": "f" * 32},
+                    params={"train": {"C": 0.5}}, commit=COMMIT)  # fmt: skip
+    lineage_version(project, "6", ADA, metrics={"validation.f1": 0.91}, data_md5="d" * 32, rows=1500,
+                    code=code, params={"train": {"C": 1.0}}, commit=COMMIT)  # fmt: skip
+    assert run_cli("principals", "link", "appr", ADA, cwd=project).exit_code == 0
+    toml = project / "govern.toml"
+    toml.write_text(toml.read_text().replace("[registry]\n", "[registry]\n" + GATES))
+
+
+def ask(base: str, token: str, version: str, reason: str) -> int:
+    body = {"model": "churn", "version": version, "to_stage": "staging", "reason": reason}
+    status, answer, _ = call(base, "POST", "/api/v1/promotion-requests", token, body)
+    assert status == 201, answer
+    return answer["request"]
+
+
+def head(project: Path) -> Any:
+    return open_ledger(project).head()
+
+
+def holder(project: Path, stage: str) -> str | None:
+    from govern import queries
+
+    return queries.stage_holder(open_ledger(project), "churn", stage)
+
+
+# ---------------------------------------------------------------- in a real browser
+
+
+@pytest.fixture(scope="module")
+def site(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]]:
+    with served_site(tmp_path_factory, ("appr", "sci", "ci", "con"), prepare) as served:
+        base, tokens = served["base"], served["tokens"]
+        status, answer, _ = call(base, "POST", "/api/v1/reproductions", tokens["ci"],
+                                 {"type": "reproduction.verified", "payload": VERDICT})  # fmt: skip
+        assert status == 201, answer
+        served["fifth"] = ask(base, tokens["sci"], "5", "recall up, new features")
+        served["sixth"] = ask(base, tokens["sci"], "6", "Ada's retraining")
+        yield served
+
+
+@pytest.mark.slow
+def test_the_approver_reviews_the_evidence_approves_and_is_refused_a_version_she_trained(
+    site: dict[str, Any], tmp_path: Path
+) -> None:
+    from selenium.webdriver.common.by import By
+
+    base, fifth, sixth = site["base"], site["fifth"], site["sixth"]
+    with chromium(tmp_path / "profile") as driver:
+        sign_in(driver, base, site["tokens"]["appr"])
+        assert driver.current_url == f"{base}/approvals", "the approver starts on the queue"
+        checked_page(driver)
+        queue = driver.find_element(By.ID, "main").text
+        assert "Four-eyes rule" in queue
+        assert f"Request {fifth}: churn version 5 to staging" in queue
+        assert f"Request {sixth}: churn version 6 to staging" in queue
+        card = driver.find_element(By.XPATH, f"//li[.//h3[@id='request-{fifth}']]").text
+        assert "passed: validation.f1 >= 0.85 (seen 0.93)" in card and "verified (exact, seq" in card
+        assert re.search(r"Now in staging\s+version 4", card) and TRAINER in card
+
+        driver.find_element(By.LINK_TEXT, f"Request {fifth}: churn version 5 to staging").click()
+        wait_until(driver, lambda d: d.current_url == f"{base}/approvals/{fifth}", "the request's page")
+        checked_page(driver)
+        page = driver.find_element(By.ID, "main").text
+        assert "validation.f1 >= 0.85 0.93 0.9 passes" in page, "the metric against its threshold and the holder's"
+        assert "reproduction.verified verified - passes" in page
+        assert "validation.auc 0.95" in page
+        assert "From version 4 (commit 444444444444) to version 5 (commit cccccccccccc)" in page
+        assert "data/customers.csv changed" in page and "1200 rows" in page and "1500 rows" in page
+        assert "src/features.py added" in page and "src/train.py changed" in page
+        assert "train.C changed 1 0.5" in page
+        assert driver.find_elements(By.ID, "four-eyes-warning") == [], "appr neither asked nor trained version 5"
+        screenshot(driver, tmp_path / "approver.png", "approver")
+
+        driver.find_element(By.ID, "approve-reason").send_keys("gates pass, reproduction verified, data reviewed")
+        driver.find_element(By.CSS_SELECTOR, "button[value=approve]").click()
+        wait_until(driver, lambda d: "done=approved" in d.current_url, "the approval to lead back to the request")
+        checked_page(driver)
+        assert driver.find_element(By.ID, "state").text == "approved"
+        assert "was promoted to staging" in driver.find_element(By.CSS_SELECTOR, "[role=status]").text
+        assert holder(site["project"], "staging") == "5", "version 5 holds staging now"
+
+        driver.get(f"{base}/approvals/{sixth}")
+        warning = driver.find_element(By.ID, "four-eyes-warning").text
+        assert "appr trained version 6 of churn" in warning
+        before = head(site["project"])
+        driver.find_element(By.ID, "approve-reason").send_keys("looks fine to me")
+        driver.find_element(By.CSS_SELECTOR, "button[value=approve]").click()
+        wait_until(driver, lambda d: d.find_elements(By.ID, "refused"), "the refusal")
+        assert driver.find_element(By.ID, "refused").text == (
+            f"Four-eyes rule: appr trained version 6 of churn (as {ADA}) and cannot approve its promotion; "
+            "another approver must"
+        )
+        assert driver.find_element(By.ID, "state").text == "pending"
+        assert head(site["project"]) == before, "a refused approval records nothing"
+        assert driver.find_element(By.ID, "approve-reason").get_attribute("value") == "looks fine to me"
+
+
+@pytest.mark.slow
+def test_a_consumer_is_refused_the_queue_and_its_forms_even_with_a_valid_csrf_token(
+    site: dict[str, Any], tmp_path: Path
+) -> None:
+    with chromium(tmp_path / "profile") as driver:
+        sign_in(driver, site["base"], site["tokens"]["con"])
+        cookie = session_cookie(driver)
+        links = [a.get_attribute("href") for a in driver.find_elements("css selector", "nav a")]
+        assert not any("/approvals" in link for link in links), "a consumer is not linked to the queue"
+    _, page = fetch(site["base"], "/account", cookie)
+    csrf = csrf_of(page)
+    assert fetch(site["base"], "/approvals", cookie)[0] == 403
+    assert fetch(site["base"], f"/approvals/{site['sixth']}", cookie)[0] == 403
+    before = head(site["project"])
+    for action in ("approval", "rejection"):
+        status, body = fetch(site["base"], f"/approvals/{site['sixth']}/{action}", cookie,
+                             data={"csrf": csrf, "reason": "not mine to decide"})  # fmt: skip
+        assert status == 403 and "may not open this page" in body, action
+    assert head(site["project"]) == before, "the refused forms wrote nothing"
+
+
+# ---------------------------------------------------------------- in process
+
+
+@pytest.fixture(scope="module")
+def local(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]]:
+    """The same project in process, with tess (scientist and approver) who asks for promotions herself."""
+    from conftest import apply_isolation
+
+    from govern.server.app import create_app
+
+    with pytest.MonkeyPatch.context() as patch:
+        apply_isolation(patch, tmp_path_factory.mktemp("home"))
+        patch.setenv("GOVERN_REGISTRY_MIRROR", "background")
+        project = make_project(tmp_path_factory.mktemp("approver") / "project")
+        prepare(project)
+        for role in ("scientist", "approver"):
+            assert run_cli("principals", "add", "tess", "--role", role, cwd=project).exit_code == 0
+        tokens = tokens_for(project, "appr", "sci", "tess", "aud")
+        app = create_app(project, session_secret="a" * 43)
+        yield {"project": project, "app": app, "tokens": tokens}
+
+
+def signed_in(app: Any, token: str) -> tuple[TestClient, str]:
+    client = TestClient(app, follow_redirects=False)
+    page = client.get("/sign-in")
+    answer = client.post("/sign-in", data={"token": token, "csrf": csrf_of(page.text), "next": "/"})
+    assert answer.status_code == 303, answer.text
+    return client, csrf_of(client.get("/account").text)
+
+
+def api_request(local: dict[str, Any], who: str, version: str) -> int:
+    client = TestClient(local["app"])
+    body = {"model": "churn", "version": version, "to_stage": "staging", "reason": "please"}
+    answer = client.post("/api/v1/promotion-requests", json=body,
+                         headers={"Authorization": f"Bearer {local['tokens'][who]}"})  # fmt: skip
+    assert answer.status_code == 201, answer.text
+    return answer.json()["request"]
+
+
+def alert(html: str) -> str:
+    found = re.search(r'role="alert" id="refused">([^<]*)<', html)
+    assert found, "the page says why"
+    import html as markup
+
+    return markup.unescape(found.group(1))
+
+
+def test_the_requester_is_refused_their_own_request_with_the_four_eyes_message(local: dict[str, Any]) -> None:
+    number = api_request(local, "tess", "1")
+    client, csrf = signed_in(local["app"], local["tokens"]["tess"])
+    page = client.get(f"/approvals/{number}")
+    assert page.status_code == 200 and 'id="four-eyes-warning"' in page.text
+    before = head(local["project"])
+    answer = client.post(f"/approvals/{number}/approval", data={"csrf": csrf, "reason": "mine, but fine"})
+    assert answer.status_code == 403
+    assert alert(answer.text) == (
+        f"Four-eyes rule: tess asked for request {number} and cannot approve it; another approver must"
+    )
+    assert 'id="state">pending<' in answer.text and ">mine, but fine</textarea>" in answer.text
+    assert head(local["project"]) == before
+    withdrawn = client.post(f"/approvals/{number}/rejection", data={"csrf": csrf, "reason": "asked too early"})
+    assert withdrawn.status_code == 303 and withdrawn.headers["location"] == f"/approvals/{number}?done=rejected"
+    assert 'id="state">rejected<' in client.get(withdrawn.headers["location"]).text
+
+
+def test_a_version_failing_a_gate_is_shown_failing_and_its_approval_is_refused(local: dict[str, Any]) -> None:
+    number = api_request(local, "sci", "2")  # f1 0.9 passes; no reproduction of c0ffee is recorded
+    client, csrf = signed_in(local["app"], local["tokens"]["appr"])
+    queue = client.get("/approvals").text
+    assert f"Request {number}: churn version 2 to staging" in queue
+    assert "failed: reproduction.verified (seen no reproduction recorded)" in queue
+    page = client.get(f"/approvals/{number}").text
+    assert "a gate fails now: an approval would be refused" in page and "none recorded" in page
+    before = head(local["project"])
+    answer = client.post(f"/approvals/{number}/approval", data={"csrf": csrf, "reason": "ship it"})
+    assert answer.status_code == 409
+    assert "does not pass the gates of 'staging'" in alert(answer.text)
+    assert head(local["project"]) == before
+
+
+def test_an_approver_rejects_with_a_reason_and_an_empty_reason_is_refused(local: dict[str, Any]) -> None:
+    number = api_request(local, "sci", "3")
+    client, csrf = signed_in(local["app"], local["tokens"]["appr"])
+    before = head(local["project"])
+    empty = client.post(f"/approvals/{number}/rejection", data={"csrf": csrf, "reason": "  "})
+    assert empty.status_code == 400 and "'reason' is empty" in alert(empty.text)
+    assert head(local["project"]) == before
+    answer = client.post(f"/approvals/{number}/rejection", data={"csrf": csrf, "reason": "validation set too small"})
+    assert answer.status_code == 303
+    page = client.get(answer.headers["location"]).text
+    assert "Rejected: the request is closed" in page and "validation set too small" in page
+    assert f'href="/approvals/{number}">{number}</a>' in client.get("/approvals").text, "among the latest decisions"
+    rejected = open_ledger(local["project"]).read(types=["model.promotion_rejected"])[-1]
+    token_id = access.parse_bearer(local["tokens"]["appr"])[0]
+    assert rejected.actor == f"appr (token {token_id})" and rejected.payload["request_seq"] == number
+
+
+def test_an_auditor_reads_the_evidence_but_is_offered_no_decision(local: dict[str, Any]) -> None:
+    number = api_request(local, "sci", "5")
+    client, csrf = signed_in(local["app"], local["tokens"]["aud"])
+    page = client.get(f"/approvals/{number}")
+    assert page.status_code == 200 and "What changed since the version in staging" in page.text
+    assert 'method="post" action="/approvals/' not in page.text, "no decision form"
+    assert client.post(f"/approvals/{number}/approval", data={"csrf": csrf, "reason": "x"}).status_code == 403
