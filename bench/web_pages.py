@@ -94,10 +94,12 @@ def crawl(connection: http.client.HTTPConnection, cookie: str) -> list[str]:
     found: list[str] = []
     queue = [link for link in links(page) if link != "/account"]
     nav = list(queue)
+    kinds: set[str] = set()
     while queue and len(found) < MAX_PAGES:
         path = queue.pop(0)
-        if path in found or SKIP.search(path):
-            continue
+        if path in found or SKIP.search(path) or _template(path) in kinds:
+            continue  # one page of each kind: a timeline's forty windows are one page, measured once
+        kinds.add(_template(path))
         status, page = get(connection, path, cookie)
         if status != 200:
             continue

@@ -146,9 +146,22 @@ def _progress(message: str) -> None:
     click.echo(message, err=True)
 
 
+_WARNED_TOKEN_ALONE = False
+
+
 def _remote() -> bool:
-    """GOVERN_URL names a `govern serve`: commands that work on the ledger ask it instead (govern.client)."""
-    return bool(os.environ.get("GOVERN_URL"))
+    """GOVERN_URL names a `govern serve`: commands that work on the ledger ask it instead (govern.client). A token
+    without a URL is said once: the command works on the local ledger, under the git identity, not the token's."""
+    global _WARNED_TOKEN_ALONE
+    remote = bool(os.environ.get("GOVERN_URL"))
+    if not remote and os.environ.get("GOVERN_TOKEN") and not _WARNED_TOKEN_ALONE:
+        _WARNED_TOKEN_ALONE = True
+        click.echo(
+            "govern: warning: GOVERN_TOKEN is set but GOVERN_URL is not: working on the local ledger as your git "
+            "identity; set GOVERN_URL to act through the server",
+            err=True,
+        )
+    return remote
 
 
 def _use(module: str, name: str) -> Any:

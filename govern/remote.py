@@ -60,6 +60,9 @@ class Server:
                 f"{base or 'the server URL'!r} is not an http(s) URL of a govern server, such as "
                 "https://govern.example.com"
             )
+        if parsed.path.rstrip("/").endswith("/api/v1"):
+            root = base[: -len("/api/v1")]
+            raise InvalidInput(f"GOVERN_URL is the server's root, without /api/v1: use {root}")
         token = env.get("GOVERN_TOKEN", "").strip()
         if not token:
             raise InvalidInput("GOVERN_TOKEN is not set: export the token `govern tokens create NAME` printed")

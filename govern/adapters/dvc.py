@@ -550,3 +550,19 @@ def _tee_output() -> Iterator[_Tail]:
         os.close(read_end)
         os.close(saved_out)
         os.close(saved_err)
+
+
+def stage_names_at(root: Path, commit: str) -> list[str] | None:
+    """The stage names dvc.yaml declares at `commit` (None when the commit has no dvc.yaml): checked when a
+    training is asked for, so a misspelt stage is refused then, not found by the job minutes later."""
+    import subprocess
+
+    shown = subprocess.run(["git", "show", f"{commit}:dvc.yaml"], cwd=root, capture_output=True, text=True)
+    if shown.returncode != 0:
+        return None
+    try:
+        document = yaml.safe_load(shown.stdout) or {}
+    except yaml.YAMLError:
+        return None
+    stages = document.get("stages") if isinstance(document, dict) else None
+    return sorted(stages) if isinstance(stages, dict) else []

@@ -305,7 +305,9 @@ def authenticate_session(ledger: LedgerStore, token_id: str) -> access.Principal
 def _principal(row: dict[str, Any], token_id: str) -> access.Principal:
     now = queries.naive_utc(utc_now())
     if row["revoked_at"] is not None:
-        raise Unauthenticated(f"The token {token_id} was revoked at {format_timestamp(row['revoked_at'])}")
+        raise Unauthenticated(
+            f"The token {token_id} was revoked at {format_timestamp(row['revoked_at'])}: ask an admin for a new one"
+        )
     if row["expires_at"] is not None and row["expires_at"] <= now:
         raise Unauthenticated(
             f"The token {token_id} expired at {format_timestamp(row['expires_at'])}: ask an admin for a new one"

@@ -335,6 +335,9 @@ def _typed(key: str, value: str, kind: str) -> Any:
 LOG_PAGE_LIMIT = 500  # events a page of the log shows at most
 
 
+LOG_PAGE_COLUMNS = "seq, event_id, type, occurred_at, recorded_at, actor, subject, git_commit, payload, hash"
+
+
 def log_page(
     *,
     types: Sequence[str] = (),
@@ -342,9 +345,10 @@ def log_page(
     before: int | None = None,
     limit: int = 50,
     start: Path | None = None,
-) -> list[RecordedEvent]:
+) -> list[dict[str, Any]]:
     """`audit_log` one page at a time: the newest `limit` events (of `types`, since `since`) older than seq
-    `before`, newest first. Checked as `audit log` checks its options."""
+    `before`, newest first, each with its envelope and its payload as stored. Checked as `audit log` checks its
+    options."""
     if since is not None:
         not_in_future(since, "--since", "nothing is recorded yet")
     if not 1 <= limit <= LOG_PAGE_LIMIT:
@@ -361,11 +365,21 @@ def log_page(
     if since is not None:
         where.append("occurred_at >= $since")
         params["since"] = queries.naive_utc(since)
-    _, rows = ledger.query(
-        f"SELECT seq FROM stored_events WHERE {' AND '.join(where)} ORDER BY seq DESC LIMIT {int(limit)}", params
-    )
-    seqs = [seq for (seq,) in rows]
-    return list(reversed(ledger.read(seqs=seqs))) if seqs else []
+    # Two steps: the seqs first (the filter reads two narrow columns), then those rows whole (their seq range
+    # names the row groups to read): one query would read the payload of every row the filter keeps.
+    with ledger.reader() as reader:
+        _, found = reader.query(
+            f"SELECT seq FROM stored_events WHERE {' AND '.join(where)} ORDER BY seq DESC LIMIT {int(limit)}", params
+        )
+        seqs = [seq for (seq,) in found]
+        if not seqs:
+            return []
+        return queries.rows_as_dicts(
+            reader,
+            f"SELECT {LOG_PAGE_COLUMNS} FROM stored_events WHERE seq BETWEEN $first AND $last "
+            "AND seq IN (SELECT unnest($seqs::BIGINT[])) ORDER BY seq DESC",
+            {"first": min(seqs), "last": max(seqs), "seqs": seqs},
+        )
 
 
 def slots(start: Path | None = None) -> list[tuple[str, str]]:

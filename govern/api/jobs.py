@@ -83,6 +83,7 @@ def request_training(
         if not TARGET.match(target):
             raise InvalidInput(f"{target!r} is not a stage name of dvc.yaml")
     sha = _commit(project.root, commit)
+    _check_stages(project.root, sha, targets)
     fact = TrainingJobRequested(job_id=secrets.token_hex(6), commit=sha, targets=list(targets))
     event = project.ledger.append([PendingEvent(fact, actor=project.actor, occurred_at=utc_now(), git_commit=sha)])
     return job(project.ledger, event[0].payload["job_id"])
@@ -277,6 +278,23 @@ def _log_lines(path: Path) -> list[str]:
         return path.read_text(encoding="utf-8", errors="replace").splitlines()
     except FileNotFoundError:
         return []
+
+
+def _check_stages(root: Path, sha: str, targets: Sequence[str]) -> None:
+    """Stage names (not paths) must be stages of dvc.yaml at the commit to train; `name@key` names a foreach item."""
+    names = [t for t in targets if not any(mark in t for mark in ("/", ":", ".yaml", ".yml"))]
+    if not names:
+        return
+    from govern.adapters.dvc import stage_names_at
+
+    declared = stage_names_at(root, sha)
+    if declared is None:
+        raise InvalidInput(f"Commit {sha[:12]} has no readable dvc.yaml: nothing to train there")
+    unknown = [t for t in names if t.split("@", 1)[0] not in declared]
+    if unknown:
+        raise InvalidInput(
+            f"Unknown stage(s) {', '.join(unknown)} at {sha[:12]}: its pipeline's stages are {', '.join(declared)}"
+        )
 
 
 def _commit(root: Path, commit: str) -> str:

@@ -234,18 +234,23 @@ def predict_sent(
 
 INFERENCES_SHOWN = 50
 INFERENCES_MAX = 1000
-INFERENCE_WINDOW = 1 << 16  # seqs: the newest records are looked for in the newest events first
+INFERENCE_WINDOW = 1 << 14  # seqs: the newest records are looked for in the newest events first, then 4x further
 
+# The batches of the window (and of the principal) first, their payloads parsed after: DuckDB would otherwise parse
+# every inference payload of the window to test the app before looking at the actor.
 INFERENCES_SQL = """
+WITH batches AS MATERIALIZED (
+    SELECT seq, occurred_at, actor, payload FROM events
+    WHERE type = 'inference.recorded' AND seq > $after AND seq <= $upto
+      AND ($principal IS NULL OR actor = $principal OR starts_with(actor, $principal || ' (token '))
+)
 SELECT seq, occurred_at, actor, payload->>'$.model' AS model, payload->>'$.version' AS version,
        payload->>'$.app' AS app, payload->>'$.env' AS env, (payload->>'$.rows')::BIGINT AS rows,
        payload->>'$.input_path' AS input, payload->>'$.input_sha256' AS input_sha256,
        payload->>'$.output_sha256' AS output_sha256, (payload->>'$.duration_s')::DOUBLE AS duration_s,
        coalesce((payload->>'$.allowed_deprecated')::BOOLEAN, false) AS allowed_deprecated
-FROM events
-WHERE type = 'inference.recorded' AND seq > $after AND seq <= $upto
-  AND ($principal IS NULL OR actor = $principal OR starts_with(actor, $principal || ' (token '))
-  AND payload->>'$.app' = $app AND ($env IS NULL OR payload->>'$.env' = $env)
+FROM batches
+WHERE payload->>'$.app' = $app AND ($env IS NULL OR payload->>'$.env' = $env)
 ORDER BY seq DESC LIMIT $limit
 """
 
@@ -289,5 +294,5 @@ def inferences(
                     "limit": limit - len(found),
                 },
             )
-            upto, window = after, window * 8
+            upto, window = after, window * 4
     return found

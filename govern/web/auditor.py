@@ -6,8 +6,10 @@ Every page calls the use case the API calls for the same question (`govern.api.a
 seq, never a loop over the ledger in Python.
 """
 
+import functools
 import json
 import re
+from collections.abc import Callable
 from datetime import datetime
 from typing import Annotated, Any
 
@@ -49,6 +51,7 @@ def routes(web: Web) -> APIRouter:
     router = APIRouter(include_in_schema=False)
 
     @router.get("/audit/timeline")
+    @one_session
     def timeline(
         request: Request,
         signed: Annotated[Signed, web.page("windows")],
@@ -80,6 +83,7 @@ def routes(web: Web) -> APIRouter:
         )
 
     @router.get("/audit/windows/{seq}")
+    @one_session
     def window(request: Request, seq: int, signed: Annotated[Signed, web.page("windows")]) -> Response:
         from govern import access
 
@@ -96,6 +100,7 @@ def routes(web: Web) -> APIRouter:
         )
 
     @router.get("/audit/production")
+    @one_session
     def production(
         request: Request,
         signed: Annotated[Signed, web.page("windows")],
@@ -137,6 +142,7 @@ def routes(web: Web) -> APIRouter:
         )
 
     @router.get("/audit/events")
+    @one_session
     def events(
         request: Request,
         signed: Annotated[Signed, web.page("events")],
@@ -156,19 +162,7 @@ def routes(web: Web) -> APIRouter:
             found = audit_api.log_page(types=types, since=moment, before=before, limit=limit, start=web.root)
         except GovernError as failure:
             limit, error, status = EVENTS_SHOWN, str(failure), _status(failure)
-        rows = [
-            {
-                "seq": event.seq,
-                "occurred_at": event.occurred_at,
-                "type": event.type,
-                "subject": event.subject,
-                "actor": event.actor,
-                "git_commit": event.git_commit,
-                "hash": event.hash,
-                "payload": _payload(event.payload_json),
-            }
-            for event in found
-        ]
+        rows = [{**event, "payload": _payload(event["payload"])} for event in found]
         return web.render(
             request,
             "auditor_events.html.j2",
@@ -187,6 +181,7 @@ def routes(web: Web) -> APIRouter:
         )
 
     @router.get("/audit/integrity")
+    @one_session
     def integrity_page(request: Request, signed: Annotated[Signed, web.page("anchors")]) -> Response:
         from govern import access
         from govern.api import integrity
@@ -217,6 +212,7 @@ def routes(web: Web) -> APIRouter:
         )
 
     @router.get("/audit/reports")
+    @one_session
     def reports(request: Request, signed: Annotated[Signed, web.page("report")]) -> Response:
         return web.render(
             request,
@@ -250,6 +246,7 @@ def routes(web: Web) -> APIRouter:
         return _document(Response(text, media_type=REPORT_TYPES[format], headers=headers))
 
     @router.get("/audit/principals")
+    @one_session
     def principals(
         request: Request, signed: Annotated[Signed, web.page("principals")], at: str | None = None
     ) -> Response:
@@ -278,6 +275,21 @@ def routes(web: Web) -> APIRouter:
         )
 
     return router
+
+
+def one_session(route: Callable[..., Response]) -> Callable[..., Response]:
+    """A page's ledger work on one connection, as the API's read routes hold it (`ledger.session`): a page asks
+    several questions, and opening the ledger for each costs more than most of them. For short reads only: the
+    lineage report and the whole-chain verification go without, as they would hold the file for long."""
+
+    @functools.wraps(route)
+    def within(*args: Any, **kwargs: Any) -> Response:
+        from govern.ledger import session
+
+        with session():
+            return route(*args, **kwargs)
+
+    return within
 
 
 def _envs(declared: list[str], known: list[tuple[str, str]]) -> list[str]:

@@ -1,0 +1,43 @@
+"""What a new user's trial of the server found (issue 14's last trial), each kept as a reproduction."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from conftest import commit_all, run_cli
+from test_server import make_project
+
+from govern.api import jobs as jobs_api
+from govern.api.audit import open_ledger
+from govern.errors import InvalidInput
+from govern.remote import Server
+
+
+def test_a_govern_url_ending_in_api_v1_is_refused_with_the_root_to_use() -> None:
+    environ = {"GOVERN_URL": "http://127.0.0.1:18750/api/v1/", "GOVERN_TOKEN": "gvn_x"}
+    with pytest.raises(InvalidInput, match=r"without /api/v1: use http://127\.0\.0\.1:18750$"):
+        Server.from_environment(environ=environ)
+
+
+def test_a_token_without_a_url_says_the_command_runs_locally(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import govern.cli
+
+    project = make_project(tmp_path / "project")
+    monkeypatch.setenv("GOVERN_TOKEN", "gvn_000000000000_" + "x" * 43)
+    monkeypatch.setattr(govern.cli, "_WARNED_TOKEN_ALONE", False)
+    result = run_cli("status", cwd=project)
+    assert result.exit_code == 0
+    assert "GOVERN_TOKEN is set but GOVERN_URL is not: working on the local ledger" in result.stderr
+
+
+def test_a_training_of_a_misspelt_stage_is_refused_when_asked_and_records_nothing(tmp_path: Path) -> None:
+    project = make_project(tmp_path / "project")
+    (project / "dvc.yaml").write_text("stages:\n  prepare:\n    cmd: echo p\n  train:\n    cmd: echo t\n")
+    commit_all(project, "a pipeline")
+    before = open_ledger(project).head()
+    with pytest.raises(InvalidInput, match=r"Unknown stage\(s\) trian at [0-9a-f]{12}: .* prepare, train$"):
+        jobs_api.request_training("HEAD", ["trian"], start=project, actor="sci")
+    assert open_ledger(project).head() == before
+    job = jobs_api.request_training("HEAD", ["train", "dvc.yaml:prepare"], start=project, actor="sci")
+    assert job.row["targets"] == ["train", "dvc.yaml:prepare"], "stage names and paths are both accepted"
