@@ -19,6 +19,7 @@ from web_support import (
     session_cookie,
     sign_in,
     sign_out,
+    wait_until,
 )
 
 from govern.web.sessions import SessionKeys
@@ -57,6 +58,7 @@ def test_a_wrong_token_is_refused_on_the_sign_in_page_with_the_apis_message(
         driver.get(site["base"] + "/sign-in")
         driver.find_element("id", "token").send_keys("gvn_000000000000_" + "x" * 43)
         driver.find_element("css selector", "form button[type=submit]").click()
+        wait_until(driver, lambda d: d.find_elements("css selector", "[role=alert]"), "the sign-in's refusal")
         alert = driver.find_element("css selector", "[role=alert]").text
         assert "A valid bearer token is required" in alert
         assert driver.get_cookie("govern_session") is None

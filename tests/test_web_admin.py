@@ -26,6 +26,7 @@ from web_support import (
     served_site,
     session_cookie,
     sign_in,
+    signed_in,
     wait_until,
 )
 
@@ -36,15 +37,6 @@ from govern.api.audit import open_ledger
 pytestmark = pytest.mark.slow
 
 SECRET = "m" * 43
-
-
-def signed_in(app: Any, token: str) -> tuple[TestClient, str]:
-    """A client holding a session, and the CSRF token of its forms."""
-    client = TestClient(app, follow_redirects=False)
-    page = client.get("/sign-in")
-    csrf = re.search(r'name="csrf" value="([0-9a-f]{64})"', page.text).group(1)
-    assert client.post("/sign-in", data={"token": token, "csrf": csrf, "next": "/"}).status_code == 303
-    return client, csrf_of(client.get("/account").text)
 
 
 @pytest.fixture(scope="module")

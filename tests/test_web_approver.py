@@ -27,6 +27,7 @@ from web_support import (
     served_site,
     session_cookie,
     sign_in,
+    signed_in,
     wait_until,
 )
 
@@ -247,14 +248,6 @@ def local(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]]:
         tokens = tokens_for(project, "appr", "sci", "tess", "aud")
         app = create_app(project, session_secret="a" * 43)
         yield {"project": project, "app": app, "tokens": tokens}
-
-
-def signed_in(app: Any, token: str) -> tuple[TestClient, str]:
-    client = TestClient(app, follow_redirects=False)
-    page = client.get("/sign-in")
-    answer = client.post("/sign-in", data={"token": token, "csrf": csrf_of(page.text), "next": "/"})
-    assert answer.status_code == 303, answer.text
-    return client, csrf_of(client.get("/account").text)
 
 
 def api_request(local: dict[str, Any], who: str, version: str) -> int:

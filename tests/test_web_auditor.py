@@ -19,8 +19,7 @@ from typing import Any
 
 import pytest
 from conftest import apply_isolation, ok, run_cli
-from starlette.testclient import TestClient
-from web_support import checked_page, chromium, screenshot, served_site, session_cookie, sign_in, wait_until
+from web_support import checked_page, chromium, screenshot, served_site, session_cookie, sign_in, signed_in, wait_until
 
 from govern.api.audit import open_ledger
 from govern.web.auditor import REPORT_CSP
@@ -127,15 +126,7 @@ def site(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
         times = prepare(project)
         tokens = tokens_for(project, "aud", "sci")
     app = create_app(project, session_secret=SECRET)
-    return {"project": project, "times": times, "client": signed_in(app, tokens["aud"]), "app": app, **tokens}
-
-
-def signed_in(app: Any, token: str) -> TestClient:
-    client = TestClient(app, follow_redirects=False)
-    page = client.get("/sign-in")
-    csrf = re.search(r'name="csrf" value="([0-9a-f]{64})"', page.text).group(1)
-    assert client.post("/sign-in", data={"token": token, "csrf": csrf, "next": "/"}).status_code == 303
-    return client
+    return {"project": project, "times": times, "client": signed_in(app, tokens["aud"])[0], "app": app, **tokens}
 
 
 def text_of(page: str) -> str:
@@ -333,7 +324,7 @@ def test_roles_over_time_answer_who_held_a_role_at_an_instant(site: dict[str, An
 def test_a_scientist_reads_the_timeline_and_reports_but_not_the_log_integrity_or_roles(
     site: dict[str, Any],
 ) -> None:
-    scientist = signed_in(site["app"], site["sci"])
+    scientist = signed_in(site["app"], site["sci"])[0]
     for path in ("/audit/timeline", "/audit/production", "/audit/reports", "/audit/reports/churn/4"):
         assert scientist.get(path).status_code == 200, path
     for path in ("/audit/events", "/audit/integrity", "/audit/verify", "/audit/principals"):

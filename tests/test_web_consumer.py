@@ -21,7 +21,17 @@ import pytest
 from conftest import run_cli
 from starlette.testclient import TestClient
 from test_server import TRAINER, call, make_project, tokens_for
-from web_support import checked_page, chromium, csrf_of, fetch, screenshot, served_site, session_cookie, sign_in
+from web_support import (
+    checked_page,
+    chromium,
+    csrf_of,
+    fetch,
+    screenshot,
+    served_site,
+    session_cookie,
+    sign_in,
+    signed_in,
+)
 
 from govern import access
 from govern.api.audit import open_ledger
@@ -212,14 +222,6 @@ def local(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]]:
         tokens = tokens_for(project, "con", "con2", "appr", "aud")
         app = create_app(project, session_secret="c" * 43)
         yield {"project": project, "app": app, "tokens": tokens}
-
-
-def signed_in(app: Any, token: str) -> tuple[TestClient, str]:
-    client = TestClient(app, follow_redirects=False)
-    page = client.get("/sign-in")
-    answer = client.post("/sign-in", data={"token": token, "csrf": csrf_of(page.text), "next": "/"})
-    assert answer.status_code == 303, answer.text
-    return client, csrf_of(client.get("/account").text)
 
 
 def upload(client: TestClient, csrf: str, rows: str, env: str = "dev", app: str = "scoring") -> Any:

@@ -14,6 +14,7 @@ from typing import Any
 import pytest
 from starlette.testclient import TestClient
 from test_server import ROLE_OF, make_project, tokens_for
+from web_support import signed_in
 
 from govern import access
 from govern.api.audit import open_ledger
@@ -35,18 +36,6 @@ def setup(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
         tokens = tokens_for(project, *ROLE_OF)
     app = create_app(project, session_secret=SECRET)
     return {"project": project, "app": app, "tokens": tokens}
-
-
-def signed_in(app: Any, token: str) -> tuple[TestClient, str]:
-    """A client holding a session, and the CSRF token of its forms."""
-    client = TestClient(app, follow_redirects=False)
-    page = client.get("/sign-in")
-    csrf = re.search(r'name="csrf" value="([0-9a-f]{64})"', page.text).group(1)
-    answer = client.post("/sign-in", data={"token": token, "csrf": csrf, "next": "/"})
-    assert answer.status_code == 303, answer.text
-    account = client.get("/account")
-    assert account.status_code == 200
-    return client, re.search(r'name="csrf" value="([0-9a-f]{64})"', account.text).group(1)
 
 
 def page_routes(app: Any) -> list[tuple[str, str, str | None]]:

@@ -18,7 +18,6 @@ from typing import Any
 
 import pytest
 from conftest import TINY_DVC_YAML, TINY_STAGE, commit_all, git, run_cli
-from starlette.testclient import TestClient
 from test_server import TRAINER, make_project, tokens_for
 from web_support import (
     checked_page,
@@ -29,6 +28,7 @@ from web_support import (
     served_site,
     session_cookie,
     sign_in,
+    signed_in,
     wait_until,
 )
 
@@ -113,14 +113,6 @@ def setup(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
             "commits": (first, second)}  # fmt: skip
 
 
-def signed_in(app: Any, token: str) -> TestClient:
-    client = TestClient(app, follow_redirects=False)
-    page = client.get("/sign-in")
-    answer = client.post("/sign-in", data={"token": token, "csrf": csrf_of(page.text), "next": "/"})
-    assert answer.status_code == 303, answer.text
-    return client
-
-
 def text_of(page: str) -> str:
     """The page's visible words, one space apart (tags dropped, entities read)."""
     return " ".join(html.unescape(re.sub(r"<[^>]+>", " ", page)).split())
@@ -129,7 +121,7 @@ def text_of(page: str) -> str:
 def test_the_scientist_starts_on_the_models_page_with_versions_newest_first_stages_and_the_chart(
     setup: dict[str, Any],
 ) -> None:
-    client = signed_in(setup["app"], setup["tokens"]["sci"])
+    client = signed_in(setup["app"], setup["tokens"]["sci"])[0]
     assert client.get("/").headers["location"] == "/models", "the models page is the scientist's start page"
     page = client.get("/models")
     assert page.status_code == 200
@@ -146,7 +138,7 @@ def test_the_scientist_starts_on_the_models_page_with_versions_newest_first_stag
 
 
 def test_two_versions_side_by_side_show_params_metrics_datasets_and_the_changed_code(setup: dict[str, Any]) -> None:
-    client = signed_in(setup["app"], setup["tokens"]["sci"])
+    client = signed_in(setup["app"], setup["tokens"]["sci"])[0]
     first, second = setup["commits"]
     page = client.get("/models/churn/compare", params={"a": "4", "b": "5"})
     assert page.status_code == 200, page.text
@@ -167,7 +159,7 @@ def test_two_versions_side_by_side_show_params_metrics_datasets_and_the_changed_
 
 
 def test_a_versions_page_links_its_mlflow_run_only_on_an_http_tracking_server(setup: dict[str, Any]) -> None:
-    client = signed_in(setup["app"], setup["tokens"]["sci"])
+    client = signed_in(setup["app"], setup["tokens"]["sci"])[0]
     page = client.get("/models/churn/versions/5")
     assert page.status_code == 200
     assert f'<a href="{MLFLOW}/#/experiments/7/runs/run5"' in page.text
@@ -179,7 +171,7 @@ def test_a_versions_page_links_its_mlflow_run_only_on_an_http_tracking_server(se
 
 
 def test_a_promotion_request_is_recorded_under_the_scientist_and_listed_as_pending(setup: dict[str, Any]) -> None:
-    client = signed_in(setup["app"], setup["tokens"]["sci"])
+    client = signed_in(setup["app"], setup["tokens"]["sci"])[0]
     page = client.get("/models/churn/versions/4")
     assert '<option value="staging" selected>' in page.text, "the next stage is proposed"
     answer = client.post(
@@ -210,7 +202,7 @@ def test_the_scientists_forms_refuse_other_roles_with_a_valid_csrf_token_and_rec
 ) -> None:
     head = open_ledger(setup["project"]).head()
     for name in ("con", "aud", "appr"):
-        client = signed_in(setup["app"], setup["tokens"][name])
+        client = signed_in(setup["app"], setup["tokens"][name])[0]
         csrf = csrf_of(client.get("/account").text)
         for path, data in (
             ("/models/churn/versions/3/promotion-request", {"to_stage": "staging", "reason": "not mine to ask"}),
@@ -219,9 +211,9 @@ def test_the_scientists_forms_refuse_other_roles_with_a_valid_csrf_token_and_rec
             answer = client.post(path, data={"csrf": csrf, **data})
             assert answer.status_code == 403, f"{name} POST {path}: {answer.status_code}"
             assert "may not open this page" in answer.text
-    consumer = signed_in(setup["app"], setup["tokens"]["con"])
+    consumer = signed_in(setup["app"], setup["tokens"]["con"])[0]
     assert consumer.get("/models").status_code == 403 and consumer.get("/trainings").status_code == 403
-    auditor = signed_in(setup["app"], setup["tokens"]["aud"])
+    auditor = signed_in(setup["app"], setup["tokens"]["aud"])[0]
     assert 'href="/models"' not in auditor.get("/account").text, "not the auditor's workflow: not linked"
     assert open_ledger(setup["project"]).head() == head
 
@@ -229,7 +221,7 @@ def test_the_scientists_forms_refuse_other_roles_with_a_valid_csrf_token_and_rec
 def test_a_training_started_from_the_page_opens_its_page_which_follows_it_until_it_finishes(
     setup: dict[str, Any],
 ) -> None:
-    client = signed_in(setup["app"], setup["tokens"]["sci"])
+    client = signed_in(setup["app"], setup["tokens"]["sci"])[0]
     page = client.get("/trainings")
     answer = client.post("/trainings", data={"csrf": csrf_of(page.text), "commit": "main", "targets": ""})
     assert answer.status_code == 303

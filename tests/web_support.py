@@ -229,3 +229,15 @@ def served_site(
             process.wait(timeout=30)
         text = log.read_text(errors="replace")
         assert "Traceback" not in text, text[-3000:]
+
+
+def signed_in(app: Any, token: str) -> tuple[Any, str]:
+    """In-process: a test client of `app` holding a session of `token` (signed in through the form, as a browser
+    would), and the CSRF token of its forms."""
+    from starlette.testclient import TestClient
+
+    client = TestClient(app, follow_redirects=False)
+    page = client.get("/sign-in")
+    answer = client.post("/sign-in", data={"token": token, "csrf": csrf_of(page.text), "next": "/"})
+    assert answer.status_code == 303, answer.text
+    return client, csrf_of(client.get("/account").text)
