@@ -9,6 +9,7 @@ ledger, the chain verifies, and every event names the authenticated principal an
 
 from __future__ import annotations
 
+import http.client
 import json
 import os
 import signal
@@ -82,7 +83,9 @@ def test_sixteen_clients_lose_no_acknowledged_write_when_the_server_is_killed_un
             while True:
                 try:
                     status, answer, _ = call(base, "POST", "/api/v1/deployments", token, body)
-                except OSError:  # the server is down, or died mid-request: the write may or may not have landed
+                except (OSError, http.client.HTTPException):
+                    # the server is down, or died mid-request, even mid-answer (IncompleteRead is no OSError): the
+                    # write may or may not have landed
                     if time.monotonic() > deadline:
                         with guard:
                             failures.append(f"{app} write {write}: no server for 120 s")
