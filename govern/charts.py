@@ -12,7 +12,26 @@ from datetime import datetime
 from html import escape
 from typing import Any
 
-PALETTE = ("#1f6fb2", "#d9730d", "#2e8540", "#a4262c", "#6b4fbb", "#00838f", "#8d6e63", "#c2185b")
+# Twelve hues after Okabe & Ito and Paul Tol, darkened where needed to keep 3:1 against the plot and the highlight
+# band; ordered so that any five in a row differ most (a metric group of five gets five clearly different hues).
+PALETTE = (
+    "#0072b2",  # blue
+    "#d55e00",  # vermillion
+    "#009e73",  # bluish green
+    "#aa4499",  # purple
+    "#000000",  # black
+    "#9a6700",  # ochre
+    "#332288",  # indigo
+    "#c2185b",  # crimson
+    "#117733",  # green
+    "#0e7c86",  # teal
+    "#882255",  # wine
+    "#666666",  # grey
+)
+# The second cue, for colour-blind readers and for prints in grey: each metric group (the part of the name before
+# its first dot: `test`, `validation`) has its own dash pattern and its own marker shape.
+DASHES = ("", "6 4", "2 3", "10 3 2 3")
+MARKERS = ("circle", "square", "triangle", "diamond")
 THIS = "#1f6fb2"
 OTHER = "#b0b7c3"
 FONT = 'font-family="Helvetica, Arial, sans-serif"'
@@ -71,9 +90,43 @@ def dag(stages: list[dict[str, Any]], edges: list[list[str]]) -> str:
     return _svg(width, height, body, "Pipeline stages and their dependencies")
 
 
+def metric_styles(metrics: list[str]) -> list[tuple[str, str, str]]:
+    """Each metric's (colour, dash pattern, marker shape): a hue of its own (up to twelve metrics) and its group's
+    dash and marker. Past twelve a hue comes round again, with a dash not yet drawn in it: no two lines look alike
+    until 48 metrics."""
+    groups: list[str] = []
+    styles: list[tuple[str, str, str]] = []
+    used: set[tuple[str, str]] = set()
+    for number, metric in enumerate(metrics):
+        group = metric.split(".", 1)[0] if "." in metric else ""
+        if group not in groups:
+            groups.append(group)
+        index = groups.index(group)
+        colour = PALETTE[number % len(PALETTE)]
+        preferred = [DASHES[(index + shift) % len(DASHES)] for shift in range(len(DASHES))]
+        dash = next((d for d in preferred if (colour, d) not in used), preferred[0])
+        used.add((colour, dash))
+        styles.append((colour, dash, MARKERS[index % len(MARKERS)]))
+    return styles
+
+
+def _marker(shape: str, x: float, y: float, colour: str) -> str:
+    if shape == "square":
+        return f'<rect x="{x - 3.5:.1f}" y="{y - 3.5:.1f}" width="7" height="7" fill="{colour}"/>'
+    if shape == "triangle":
+        points = f"{x:.1f},{y - 4.5:.1f} {x + 4.5:.1f},{y + 3.5:.1f} {x - 4.5:.1f},{y + 3.5:.1f}"
+        return f'<polygon points="{points}" fill="{colour}"/>'
+    if shape == "diamond":
+        points = f"{x:.1f},{y - 5:.1f} {x + 5:.1f},{y:.1f} {x:.1f},{y + 5:.1f} {x - 5:.1f},{y:.1f}"
+        return f'<polygon points="{points}" fill="{colour}"/>'
+    return f'<circle cx="{x:.1f}" cy="{y:.1f}" r="3.5" fill="{colour}"/>'
+
+
 def metric_history(versions: list[dict[str, Any]], metrics: list[str], current: str) -> str:
-    """One line per metric across the model's versions; the reported version is marked."""
-    width, height, left, right, top, bottom = 640, 280, 48, 170, 16, 36
+    """One line per metric across the model's versions; the reported version is marked. Lines differ in colour
+    and, by metric group, in dash and marker; the legend shows all three."""
+    width, left, right, top, bottom = 640, 48, 170, 16, 36
+    height = max(280, top + 14 + len(metrics) * 18 + 8)  # the legend fits however many metrics there are
     plot_w, plot_h = width - left - right, height - top - bottom
     values = [v["metrics"].get(m) for v in versions for m in metrics if v["metrics"].get(m) is not None]
     if not values or not versions:
@@ -105,8 +158,8 @@ def metric_history(versions: list[dict[str, Any]], metrics: list[str], current: 
         body.append(
             f'<text x="{x:.1f}" y="{top + plot_h + 18}" text-anchor="middle"{weight}>v{escape(v["version"])}</text>'
         )
-    for number, metric in enumerate(metrics):
-        colour = PALETTE[number % len(PALETTE)]
+    for number, (metric, (colour, dash, shape)) in enumerate(zip(metrics, metric_styles(metrics), strict=True)):
+        dashed = f' stroke-dasharray="{dash}"' if dash else ""
         points = [
             (x_of(i), y_of(v["metrics"][metric]))
             for i, v in enumerate(versions)
@@ -114,11 +167,15 @@ def metric_history(versions: list[dict[str, Any]], metrics: list[str], current: 
         ]
         if len(points) > 1:
             path = " ".join(f"{x:.1f},{y:.1f}" for x, y in points)
-            body.append(f'<polyline points="{path}" fill="none" stroke="{colour}" stroke-width="2"/>')
-        body.extend(f'<circle cx="{x:.1f}" cy="{y:.1f}" r="3.5" fill="{colour}"/>' for x, y in points)
+            body.append(f'<polyline points="{path}" fill="none" stroke="{colour}" stroke-width="2"{dashed}/>')
+        body.extend(_marker(shape, x, y, colour) for x, y in points)
         ly = top + 14 + number * 18
-        body.append(f'<rect x="{width - right + 12}" y="{ly - 9}" width="12" height="12" fill="{colour}"/>')
-        body.append(f'<text x="{width - right + 30}" y="{ly + 1}">{escape(metric)}</text>')
+        lx = width - right + 6
+        body.append(
+            f'<line x1="{lx}" y1="{ly - 3}" x2="{lx + 22}" y2="{ly - 3}" stroke="{colour}" stroke-width="2"{dashed}/>'
+        )
+        body.append(_marker(shape, lx + 11, ly - 3, colour))
+        body.append(f'<text x="{lx + 28}" y="{ly + 1}">{escape(metric)}</text>')
     return _svg(width, height, body, "Metrics across the model's versions")
 
 

@@ -848,7 +848,7 @@ class Ledger:
                 self.path.parent.mkdir(parents=True, exist_ok=True)
             except OSError as error:
                 raise LedgerError(f"Cannot create the ledger directory {self.path.parent}: {error.strerror}") from None
-        current = _SESSION.get()
+        current = current_session()
         if current is not None and sandbox:
             _let_go(self.path)  # a sandboxed connection needs the file to itself in this process
         elif current is not None:
@@ -1399,11 +1399,16 @@ class Session:
 
     def __init__(self, *, write: bool = False) -> None:
         self.write = write
+        self.closed = False
         self.held: dict[str, _Held] = {}
         self.stores: dict[Any, Any] = {}
         self.resources = contextlib.ExitStack()
 
     def close(self) -> None:
+        """Release what the session holds. It stays closed: work after it (a page's error handler, which runs in
+        the request's context once the route's dependencies have ended) opens and closes its own connections,
+        instead of holding the file in a session no one would close again."""
+        self.closed = True
         try:
             for found in list(self.held.values()):
                 found.release()
@@ -1471,14 +1476,16 @@ _SESSION: ContextVar[Session | None] = ContextVar("govern_ledger_session", defau
 
 
 def current_session() -> Session | None:
-    return _SESSION.get()
+    """The open session of this context, if any (a closed one is no session)."""
+    found = _SESSION.get()
+    return found if found is not None and not found.closed else None
 
 
 @contextmanager
 def session(*, write: bool = False) -> Iterator[Session]:
     """A `Session` for the block (its context: this thread, and threads started with a copy of the context);
     a nested block shares the outer one."""
-    outer = _SESSION.get()
+    outer = current_session()
     if outer is not None:
         yield outer
         return
@@ -1491,18 +1498,18 @@ def session(*, write: bool = False) -> Iterator[Session]:
         current.close()
 
 
-def enter_session(current: Session) -> None:
+def enter_session(current: Session | None) -> None:
     """Make `current` the session of this context (an ASGI dependency's, which ends it with `current.close()`)."""
     _SESSION.set(current)
 
 
 def _owner() -> object:
-    return _SESSION.get() or threading.get_ident()
+    return current_session() or threading.get_ident()
 
 
 def _let_go(path: Path) -> None:
     """Close the session's connection to `path`, if any: what comes next needs another configuration."""
-    current = _SESSION.get()
+    current = current_session()
     found = current.held.pop(str(path.resolve()), None) if current else None
     if found is not None:
         found.release()
@@ -1510,7 +1517,7 @@ def _let_go(path: Path) -> None:
 
 def _after_close(path: Path, own: contextlib.ExitStack) -> contextlib.ExitStack:
     """Where a checkpoint parks what must outlive the connection: the session's connection closes later."""
-    current = _SESSION.get()
+    current = current_session()
     found = current.held.get(str(path.resolve())) if current else None
     return found.after_close if found is not None else own
 

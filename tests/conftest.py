@@ -221,11 +221,12 @@ def trained_version(
     metrics: dict | None = None,
     commit: str = "c0ffee",
     model_file: Path | None = None,
+    datasets: list[dict] | None = None,
 ) -> str:
     """A training and its registered version, appended as facts (no DVC run, no MLflow): for tests of what
     happens to versions after training. With `model_file` (relative to the project root, which holds the ledger
-    under audit/), the version is that file and its inference command echoes its input (ECHO_INFER). Returns the
-    training's event id."""
+    under audit/), the version is that file and its inference command echoes its input (ECHO_INFER); `datasets`
+    as a training records them. Returns the training's event id."""
     import hashlib
 
     from govern.events import ModelRegistered, TrainingCompleted
@@ -245,7 +246,7 @@ def trained_version(
         params={},
         metrics=metrics or {},
         outputs=[],
-        datasets=[],
+        datasets=datasets or [],
         models=models,
         environment={},
         duration_s=1.0,

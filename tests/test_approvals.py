@@ -87,7 +87,8 @@ def test_the_requester_cannot_approve_their_own_request(project: Path) -> None:
     number = request(project, "1", "staging")
     line = refused(project, "approve", str(number), "--reason", "looks fine to me")
     assert line == (
-        f"Error: Four-eyes rule: {ACTOR} asked for request {number} and cannot approve it; another approver must"
+        f"Error: Four-eyes rule: {ACTOR} asked for request {number} and cannot approve it; "
+        "another approver must approve it"
     )
 
 

@@ -342,3 +342,37 @@ def test_another_thread_waits_for_a_session_to_end_before_it_uses_the_file(ledge
     other.join(timeout=10)
     assert order == ["session ends", "other wrote"]
     assert ledger.head()[0] == 2
+
+
+def test_work_after_a_closed_session_in_its_context_holds_the_file_no_longer(ledger: Ledger) -> None:
+    """Found by the web pages: a page's dependency closes its session when the route ends, and then the error
+    handler, in the same context, read the ledger through the closed session; that connection was never released,
+    and the server's next request waited for the file forever."""
+    import threading
+
+    from govern.ledger import Session, enter_session
+
+    ledger.append([snapshot(1)])
+    closed = Session()
+    enter_session(closed)
+    try:
+        assert ledger.head()[0] == 1
+        closed.close()
+        assert ledger.head()[0] == 1  # in the same context, after the close
+        outcome: list[object] = []
+
+        def other() -> None:
+            try:
+                outcome.append(Ledger(ledger.path, lock_timeout=2).append([snapshot(2)])[0].seq)
+            except LedgerLocked as error:
+                outcome.append(error)
+
+        thread = threading.Thread(target=other, daemon=True)
+        thread.start()
+        thread.join(timeout=10)
+        assert outcome == [2]
+        assert closed.held == {}
+    finally:
+        enter_session(None)
+        for held in list(closed.held.values()):  # what a regression would leave held, so teardown does not hang
+            held.release()

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import os
 import re
 import shutil
 from dataclasses import dataclass
@@ -19,7 +18,6 @@ from govern.events import Fact, PendingEvent, ReproductionVerified, format_times
 from govern.ledger import Ledger
 
 M = "breast-cancer-classifier"
-CHROMIUM, CHROMEDRIVER = Path("/usr/bin/chromium"), Path("/usr/bin/chromedriver")
 
 
 # Runs of letters in table cells (hashes and paths, in .mono cells, may wrap anywhere) that the browser laid out
@@ -309,38 +307,13 @@ def test_lineage_tree_shows_the_story(history: Path) -> None:
 
 
 def test_html_renders_in_headless_chromium(history: Path, tmp_path: Path) -> None:
-    if not (CHROMIUM.exists() and CHROMEDRIVER.exists()):
-        message = (
-            "THE HTML REPORT WAS NOT CHECKED IN A BROWSER: this test needs Debian's chromium and chromium-driver "
-            "(apt-get install chromium chromium-driver); .ci/run installs them and sets REQUIRE_CHROMIUM=1"
-        )
-        if os.environ.get("REQUIRE_CHROMIUM") == "1":
-            pytest.fail(message)
-        pytest.skip(message)
     from PIL import Image, ImageStat
-    from selenium import webdriver
-    from selenium.webdriver.chrome.service import Service
     from selenium.webdriver.common.by import By
+    from web_support import chromium
 
     page = tmp_path / "report.html"
     ok(history, "audit", "report", M, "2", "-o", str(page))
-    options = webdriver.ChromeOptions()
-    options.binary_location = str(CHROMIUM)
-    for flag in (
-        "--headless=new",
-        "--no-sandbox",
-        "--disable-gpu",
-        "--disable-background-networking",
-        "--disable-component-update",
-        "--disable-sync",
-        "--no-first-run",
-        f"--user-data-dir={tmp_path / 'chromium-profile'}",
-    ):
-        options.add_argument(flag)
-    options.set_capability("goog:loggingPrefs", {"browser": "ALL"})
-    driver = webdriver.Chrome(service=Service(str(CHROMEDRIVER)), options=options)
-    try:
-        driver.set_window_size(1024, 800)
+    with chromium(tmp_path / "chromium-profile", width=1024, height=800) as driver:
         driver.get(page.as_uri())
         assert driver.title == f"Lineage report: {M} version 2"
         assert len(driver.find_elements(By.CSS_SELECTOR, "section > h2")) == 11
@@ -356,8 +329,6 @@ def test_html_renders_in_headless_chromium(history: Path, tmp_path: Path) -> Non
         driver.set_window_size(1024, height)
         screenshot = tmp_path / "report.png"
         assert driver.save_screenshot(str(screenshot))
-    finally:
-        driver.quit()
     image = Image.open(screenshot).convert("L")
     assert image.size[1] >= 2000, "a full page, not one screen"
     stats = ImageStat.Stat(image)

@@ -255,7 +255,7 @@ def test_four_eyes_by_identity_the_trainer_and_the_requester_cannot_approve(proj
     status, problem, _ = call(server, "POST", f"/api/v1/promotion-requests/{mine}/approval", made["tess"],
                               {"reason": "my own, looks fine"})  # fmt: skip
     assert status == 403 and problem["detail"] == (
-        f"Four-eyes rule: tess asked for request {mine} and cannot approve it; another approver must"
+        f"Four-eyes rule: tess asked for request {mine} and cannot approve it; another approver must approve it"
     )
     assert ledger.head() == before
     status, _, _ = call(server, "POST", f"/api/v1/promotion-requests/{mine}/rejection", made["sci"],
@@ -272,7 +272,7 @@ def test_four_eyes_by_identity_the_trainer_and_the_requester_cannot_approve(proj
                               {"reason": "I know this model best"})  # fmt: skip
     assert status == 403 and problem["detail"] == (
         f"Four-eyes rule: tess trained version 1 of churn (as {TRAINER}) and cannot approve its promotion; "
-        "another approver must"
+        "another approver must approve it"
     )
 
     status, answer, _ = call(server, "POST", f"/api/v1/promotion-requests/{request}/approval", made["pat"],

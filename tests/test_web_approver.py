@@ -9,6 +9,7 @@ real application and ledger) cover the refusals and the other decisions quickly.
 from __future__ import annotations
 
 import hashlib
+import html
 import re
 from collections.abc import Iterator
 from pathlib import Path
@@ -194,17 +195,17 @@ def test_the_approver_reviews_the_evidence_approves_and_is_refused_a_version_she
         driver.get(f"{base}/approvals/{sixth}")
         warning = driver.find_element(By.ID, "four-eyes-warning").text
         assert "appr trained version 6 of churn" in warning
-        before = head(site["project"])
-        driver.find_element(By.ID, "approve-reason").send_keys("looks fine to me")
-        driver.find_element(By.CSS_SELECTOR, "button[value=approve]").click()
-        wait_until(driver, lambda d: d.find_elements(By.ID, "refused"), "the refusal")
-        assert driver.find_element(By.ID, "refused").text == (
-            f"Four-eyes rule: appr trained version 6 of churn (as {ADA}) and cannot approve its promotion; "
-            "another approver must"
-        )
-        assert driver.find_element(By.ID, "state").text == "pending"
-        assert head(site["project"]) == before, "a refused approval records nothing"
-        assert driver.find_element(By.ID, "approve-reason").get_attribute("value") == "looks fine to me"
+        assert driver.find_elements(By.CSS_SELECTOR, "button[value=approve]") == [], "no approval offered"
+        assert driver.find_elements(By.CSS_SELECTOR, "button[value=reject]"), "rejecting stays possible"
+        cookie, csrf = session_cookie(driver), csrf_of(driver.page_source)
+    before = head(site["project"])
+    status, page = fetch(base, f"/approvals/{sixth}/approval", cookie, data={"csrf": csrf, "reason": "looks fine"})
+    assert status == 403 and html.unescape(re.search(r'id="refused">([^<]*)<', page).group(1)) == (
+        f"Four-eyes rule: appr trained version 6 of churn (as {ADA}) and cannot approve its promotion; "
+        "another approver must approve it"
+    )
+    assert 'id="state">pending<' in page
+    assert head(site["project"]) == before, "a refused approval records nothing"
 
 
 @pytest.mark.slow
@@ -245,7 +246,8 @@ def local(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]]:
         prepare(project)
         for role in ("scientist", "approver"):
             assert run_cli("principals", "add", "tess", "--role", role, cwd=project).exit_code == 0
-        tokens = tokens_for(project, "appr", "sci", "tess", "aud")
+        assert run_cli("principals", "add", "sam", "--role", "scientist", cwd=project).exit_code == 0
+        tokens = tokens_for(project, "appr", "sci", "tess", "aud", "sam")
         app = create_app(project, session_secret="a" * 43)
         yield {"project": project, "app": app, "tokens": tokens}
 
@@ -276,9 +278,9 @@ def test_the_requester_is_refused_their_own_request_with_the_four_eyes_message(l
     answer = client.post(f"/approvals/{number}/approval", data={"csrf": csrf, "reason": "mine, but fine"})
     assert answer.status_code == 403
     assert alert(answer.text) == (
-        f"Four-eyes rule: tess asked for request {number} and cannot approve it; another approver must"
+        f"Four-eyes rule: tess asked for request {number} and cannot approve it; another approver must approve it"
     )
-    assert 'id="state">pending<' in answer.text and ">mine, but fine</textarea>" in answer.text
+    assert 'id="state">pending<' in answer.text and f'action="/approvals/{number}/approval"' not in answer.text
     assert head(local["project"]) == before
     withdrawn = client.post(f"/approvals/{number}/rejection", data={"csrf": csrf, "reason": "asked too early"})
     assert withdrawn.status_code == 303 and withdrawn.headers["location"] == f"/approvals/{number}?done=rejected"
@@ -315,6 +317,27 @@ def test_an_approver_rejects_with_a_reason_and_an_empty_reason_is_refused(local:
     rejected = open_ledger(local["project"]).read(types=["model.promotion_rejected"])[-1]
     token_id = access.parse_bearer(local["tokens"]["appr"])[0]
     assert rejected.actor == f"appr (token {token_id})" and rejected.payload["request_seq"] == number
+
+
+def test_a_scientist_withdraws_their_own_request_from_the_link_on_the_version_page(local: dict[str, Any]) -> None:
+    number = api_request(local, "sci", "6")
+    client, csrf = signed_in(local["app"], local["tokens"]["sci"])
+    version_page = client.get("/models/churn/versions/6").text
+    assert f'<a href="/approvals/{number}">request {number}</a>' in version_page
+    request_page = client.get(f"/approvals/{number}").text
+    assert ">Withdraw</button>" in request_page and f'action="/approvals/{number}/approval"' not in request_page
+
+    other, other_csrf = signed_in(local["app"], local["tokens"]["sam"])
+    assert ">Withdraw</button>" not in other.get(f"/approvals/{number}").text, "not offered to another scientist"
+    before = head(local["project"])
+    refused = other.post(f"/approvals/{number}/rejection", data={"csrf": other_csrf, "reason": "not mine"})
+    assert refused.status_code == 403 and "may withdraw their own requests only" in alert(refused.text)
+    assert head(local["project"]) == before
+
+    withdrawn = client.post(f"/approvals/{number}/rejection", data={"csrf": csrf, "reason": "asked too early"})
+    assert withdrawn.status_code == 303
+    assert 'id="state">rejected<' in client.get(withdrawn.headers["location"]).text
+    assert f'href="/approvals/{number}"' not in client.get("/models/churn/versions/6").text, "no longer pending"
 
 
 def test_an_auditor_reads_the_evidence_but_is_offered_no_decision(local: dict[str, Any]) -> None:

@@ -41,7 +41,9 @@ def setup(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
 def page_routes(app: Any) -> list[tuple[str, str, str | None]]:
     """(method, path, operation) of every page route: the operation its `web.page`/`web.form` dependency checks."""
     found = []
-    for route in _routes(app.app.routes):  # inside the body limit
+    while not hasattr(app, "routes"):  # inside the ASGI wrappers (the body limit, no-store)
+        app = app.app
+    for route in _routes(app.routes):
         path = getattr(route, "path", "")
         if path.startswith(("/api/", "/health", "/ready")) or not hasattr(route, "dependant"):
             continue

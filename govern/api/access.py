@@ -36,6 +36,11 @@ class Unauthenticated(GovernError):
     """No valid token: missing, malformed, unknown, expired or revoked."""
 
 
+class InvalidToken(Unauthenticated):
+    """Missing, malformed, unknown or of a wrong secret: one message for all, so a caller learns nothing about
+    which token ids exist."""
+
+
 ROLES_AT_SQL = """
 SELECT principal, role, apps, granted_at, granted_by, reason, grant_seq
 FROM role_grants
@@ -282,7 +287,7 @@ def tokens(ledger: LedgerStore, principal: str | None = None) -> list[dict[str, 
 def authenticate(ledger: LedgerStore, bearer: str | None) -> access.Principal:
     """The principal a bearer token stands for now, or `Unauthenticated` (one message for every kind of bad
     token, so a caller learns nothing about which ids exist)."""
-    refused = Unauthenticated("A valid bearer token is required: `govern tokens create NAME` issues one")
+    refused = InvalidToken("A valid bearer token is required: `govern tokens create NAME` issues one")
     parsed = access.parse_bearer(bearer or "")
     if parsed is None or not ledger.exists():
         raise refused

@@ -218,12 +218,12 @@ def _refuse_same_person(approver: str, request: dict[str, Any], trainer: str | N
     if access.same_person(approver, request["requested_by"], links):
         raise FourEyesViolation(
             f"Four-eyes rule: {_who(approver)} asked for request {request['request_seq']} and cannot approve it; "
-            "another approver must"
+            "another approver must approve it"
         )
     if access.same_person(approver, trainer, links):
         raise FourEyesViolation(
             f"Four-eyes rule: {_who(approver)} trained {what} (as {trainer}) and cannot approve its promotion; "
-            "another approver must"
+            "another approver must approve it"
         )
 
 

@@ -89,12 +89,21 @@ def request_training(
     return job(project.ledger, event[0].payload["job_id"])
 
 
-def jobs(ledger: LedgerStore, state: str | None = None) -> list[dict[str, Any]]:
+def jobs(ledger: LedgerStore, state: str | None = None, newest: int | None = None) -> list[dict[str, Any]]:
+    """The jobs (in `state`), oldest first; with `newest`, only that many of the latest, newest first."""
     if state is not None and state not in STATES:
         raise InvalidInput(f"Unknown job state {state!r}: use one of {', '.join(STATES)}")
     if not ledger.exists():
         return []
-    return queries.rows_as_dicts(ledger, JOBS_SQL, {"state": state, "job": None})
+    sql = JOBS_SQL if newest is None else f"SELECT * FROM ({JOBS_SQL}) ORDER BY seq DESC LIMIT {int(newest)}"
+    return queries.rows_as_dicts(ledger, sql, {"state": state, "job": None})
+
+
+def count(ledger: LedgerStore) -> int:
+    """How many jobs were ever requested."""
+    if not ledger.exists():
+        return 0
+    return ledger.query("SELECT count(*) FROM training_jobs")[1][0][0]
 
 
 def job(ledger: LedgerStore, job_id: str) -> Job:

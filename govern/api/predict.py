@@ -296,3 +296,23 @@ def inferences(
             )
             upto, window = after, window * 4
     return found
+
+
+TRAINED_ON_SQL = """
+SELECT t.payload->'$.datasets' AS datasets
+FROM registrations AS r JOIN events AS t ON t.seq = r.training_seq
+WHERE r.model = $model AND r.version = $version
+ORDER BY r.seq DESC LIMIT 1
+"""
+
+
+def trained_on(ledger: LedgerStore, model: str, version: str) -> dict[str, Any] | None:
+    """The table a version was trained on (its training's dataset of role "training") and its columns, as recorded:
+    what a consumer's rows should look like (the label among them is what the model predicts, and may be left out).
+    None where the training recorded no such table or no columns."""
+    if not ledger.exists():
+        return None
+    rows = queries.rows_as_dicts(ledger, TRAINED_ON_SQL, {"model": model, "version": version})
+    datasets = json.loads(rows[0]["datasets"] or "[]") if rows else []
+    table = next((d for d in datasets if d.get("role") == "training" and d.get("columns")), None)
+    return {"path": table["path"], "columns": list(table["columns"])} if table else None

@@ -7,7 +7,6 @@ its HTTP status derived from the error's class.
 """
 
 import logging
-from collections.abc import Callable
 from contextlib import asynccontextmanager
 from datetime import datetime
 from http import HTTPStatus
@@ -34,6 +33,7 @@ from govern.server.http import (
     API,
     PROBLEMS,
     BodyLimit,
+    NoStore,
     Problem,
     problem,
     problems_documented_as_sent,
@@ -112,12 +112,6 @@ def create_app(root: Path, session_secret: str | None = None) -> Any:
     problems_documented_as_sent(app)
     bearer_scheme = HTTPBearer(auto_error=False, description="A token from `govern tokens create NAME`")
 
-    @app.middleware("http")
-    async def no_store(request: Request, call_next: Callable) -> Any:
-        response = await call_next(request)
-        response.headers["Cache-Control"] = "no-store"  # answers carry tokens and audit data
-        return response
-
     def ledger() -> Any:
         return audit_api.open_ledger(root)
 
@@ -160,7 +154,9 @@ def create_app(root: Path, session_secret: str | None = None) -> Any:
     @app.exception_handler(RequestValidationError)
     async def malformed(request: Request, error: RequestValidationError) -> Response:
         if is_page(request.url.path):
-            return await as_page(request, 422, validation_detail(error.errors()))
+            from govern.web.pages import page_validation
+
+            return await as_page(request, *page_validation(error.errors()))
         return problem(422, "invalid-request", validation_detail(error.errors()), request.url.path)
 
     def authorised(operation: str, *, hold: str | None = None) -> Any:
@@ -562,7 +558,14 @@ def create_app(root: Path, session_secret: str | None = None) -> Any:
     ) -> Any:
         return jsonable(access_api.revoke_token(token_id, reason, root, principal.actor).to_dict())
 
-    return BodyLimit(app)
+    async def too_large_page(scope: dict, status: int, message: str) -> Response | None:
+        if not is_page(scope.get("path", "")):
+            return None
+        response = await as_page(Request(scope), status, message)
+        response.headers["Cache-Control"] = "no-store"
+        return response
+
+    return BodyLimit(NoStore(app), page=too_large_page)
 
 
 def _predict(root: Path, app: str, env: str, kind: str, body: bytes, principal: access.Principal) -> Response:

@@ -5,7 +5,7 @@ Apart from the routes so each reads alone: what a failure looks like on the wire
 
 import logging
 import re
-from collections.abc import Callable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from http import HTTPStatus
 from typing import Any
 
@@ -99,12 +99,36 @@ class RedactTokens(logging.Filter):
         return True
 
 
-class BodyLimit:
-    """Refuse a body over its limit before reading it (Content-Length), or once it passes (a chunked body is read
-    here first, up to the limit, and handed on whole: the route never sees a body that is too large)."""
+class NoStore:
+    """`Cache-Control: no-store` on every answer (they carry tokens and audit data): as plain ASGI, since Starlette's
+    `@app.middleware("http")` streams each body through a queue of its own (milliseconds on a report page)."""
 
     def __init__(self, app: Any) -> None:
         self.app = app
+
+    async def __call__(self, scope: dict, receive: Callable, send: Callable) -> None:
+        if scope["type"] != "http":
+            return await self.app(scope, receive, send)
+
+        async def no_store(message: dict) -> None:
+            if message["type"] == "http.response.start":
+                headers = [(k, v) for k, v in message.get("headers", []) if k.lower() != b"cache-control"]
+                message = {**message, "headers": [*headers, (b"cache-control", b"no-store")]}
+            await send(message)
+
+        await self.app(scope, receive, no_store)
+
+
+class BodyLimit:
+    """Refuse a body over its limit before reading it (Content-Length), or once it passes (a chunked body is read
+    here first, up to the limit, and handed on whole: the route never sees a body that is too large).
+
+    `page` answers the refusal where the client is a browser on a page (a form's upload): an HTML page saying it,
+    rather than the API's problem document; it returns None for the API's paths."""
+
+    def __init__(self, app: Any, page: Callable[[dict, int, str], Awaitable[Any | None]] | None = None) -> None:
+        self.app = app
+        self.page = page
 
     async def __call__(self, scope: dict, receive: Callable, send: Callable) -> None:
         if scope["type"] != "http":
@@ -114,7 +138,7 @@ class BodyLimit:
         length = headers.get(b"content-length")
         if length is not None:
             if not length.isdigit() or int(length) > limit:
-                return await _too_large(scope, send, limit)
+                return await self._too_large(scope, send, limit)
             return await self.app(scope, receive, send)
         if scope.get("method") in ("GET", "HEAD", "OPTIONS", "DELETE") and b"transfer-encoding" not in headers:
             return await self.app(scope, receive, send)
@@ -126,7 +150,7 @@ class BodyLimit:
             chunks.append(message.get("body", b""))
             seen += len(chunks[-1])
             if seen > limit:
-                return await _too_large(scope, send, limit)
+                return await self._too_large(scope, send, limit)
             if not message.get("more_body", False):
                 break
         body, delivered = b"".join(chunks), False
@@ -140,11 +164,19 @@ class BodyLimit:
 
         await self.app(scope, replay, send)
 
+    async def _too_large(self, scope: dict, send: Callable, limit: int) -> None:
+        path = scope.get("path", "")
+        response = await self.page(scope, 413, _too_large_for_page(limit)) if self.page else None
+        if response is None:
+            response = problem(
+                413, "too-large", f"The request body is larger than {limit} bytes: send a smaller one", path
+            )
+        await response({"type": "http"}, None, send)
 
-async def _too_large(scope: dict, send: Callable, limit: int) -> None:
-    detail = f"The request body is larger than {limit} bytes: send a smaller one"
-    response = problem(413, "too-large", detail, scope.get("path", ""))
-    await response({"type": "http"}, None, send)  # type: ignore[arg-type]
+
+def _too_large_for_page(limit: int) -> str:
+    size = f"{limit / 2**20:g} MiB" if limit >= 2**20 else f"{limit / 2**10:g} KiB"
+    return f"What you sent is larger than {size}, the most this server takes: send a smaller file"
 
 
 def validation_detail(errors: Sequence[Any]) -> str:

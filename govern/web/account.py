@@ -2,10 +2,10 @@
 
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Request
+from fastapi import APIRouter, Query, Request
 from fastapi.responses import FileResponse, RedirectResponse, Response
 
-from govern.errors import Forbidden, NotFound
+from govern.errors import Forbidden, InvalidInput, NotFound
 from govern.web.pages import (
     STATIC,
     Signed,
@@ -17,6 +17,19 @@ from govern.web.pages import (
 )
 from govern.web.sessions import NONCE_COOKIE, SESSION_COOKIE
 
+# For every kind of bad token alike (as the API: nothing tells which token ids exist), in a browser's words.
+INVALID_TOKEN = (
+    "That token is not valid: paste all of it (it starts with gvn_ and has no spaces), or ask an admin for a new one"
+)
+# Where each role's work starts. The navigation links every page a principal may open (the same role table as the
+# API): readers see the auditor's and the scientist's read pages too, but each starts on their own.
+START_PAGES = (
+    ("consumer", "/apps"),
+    ("approver", "/approvals"),
+    ("scientist", "/models"),
+    ("auditor", "/audit/timeline"),
+    ("admin", "/admin/principals"),
+)
 STATIC_TYPES = {".css": "text/css; charset=utf-8", ".js": "text/javascript; charset=utf-8", ".svg": "image/svg+xml"}
 
 
@@ -25,18 +38,27 @@ def routes(web: Web) -> APIRouter:
 
     @router.get("/")
     def home(request: Request) -> Response:
-        """Each role starts on its main page: the first of the navigation it may open."""
+        """Each role starts on its main page (of several roles, the first in `START_PAGES`' order); a principal
+        with none of those roles on the first page it may open."""
         from govern.errors import GovernError
 
         try:
             principal, _ = web.principal(request)
         except GovernError:
             return RedirectResponse("/sign-in", status_code=303)
+        start = next((page for role, page in START_PAGES if principal.has(role)), None)
         links = web.links(principal)
-        return RedirectResponse(links[0].href if links else "/account", status_code=303)
+        return RedirectResponse(start or (links[0].href if links else "/account"), status_code=303)
 
     @router.get("/sign-in")
-    def sign_in_page(request: Request, next: str = "/") -> Response:
+    def sign_in_page(
+        request: Request,
+        next: str = "/",
+        signed_out: Annotated[str | None, Query(alias="signed-out")] = None,
+        ended: str | None = None,
+    ) -> Response:
+        """The sign-in form; after signing out (`?signed-out`), or after a session ended (`?ended`: expired, or its
+        token revoked), the form says so."""
         nonce, cookie = nonce_of(request, web.keys)
         response = web.render(
             request,
@@ -46,6 +68,8 @@ def routes(web: Web) -> APIRouter:
             form_csrf=web.keys.csrf_token(nonce),
             next=safe_next(next),
             error=None,
+            signed_out=signed_out is not None,
+            ended=ended is not None and signed_out is None,
         )
         if cookie:
             response.set_cookie(NONCE_COOKIE, cookie, **cookie_options(request))
@@ -55,7 +79,7 @@ def routes(web: Web) -> APIRouter:
     async def sign_in(request: Request) -> Response:
         from starlette.concurrency import run_in_threadpool
 
-        from govern.api.access import Unauthenticated, authenticate
+        from govern.api.access import InvalidToken, Unauthenticated, authenticate
         from govern.web.pages import _form
 
         fields = await _form(request)
@@ -65,18 +89,22 @@ def routes(web: Web) -> APIRouter:
             raise Forbidden("The sign-in form was sent without its security token: reload the page and sign in again")
         token = _text(fields.get("token")).strip()
         try:
+            if not token:
+                raise InvalidInput("Paste your token into the field: it starts with gvn_")
             principal = await run_in_threadpool(authenticate, web.ledger(), token)
-        except Unauthenticated as error:
+        except (Unauthenticated, InvalidInput) as error:
             assert nonce is not None
             return web.render(
                 request,
                 "sign_in.html.j2",
                 None,
-                status=401,
+                status=401 if isinstance(error, Unauthenticated) else 400,
                 title="Sign in",
                 form_csrf=web.keys.csrf_token(nonce),
                 next=target,
-                error=str(error),
+                error=INVALID_TOKEN if isinstance(error, InvalidToken) else str(error),
+                signed_out=False,
+                ended=False,
             )
         assert principal.token_id is not None
         response = RedirectResponse(target, status_code=303)
@@ -91,7 +119,7 @@ def routes(web: Web) -> APIRouter:
 
     @router.post("/sign-out")
     def sign_out(signed: Annotated[Signed, web.form("whoami")]) -> Response:
-        response = RedirectResponse("/sign-in", status_code=303)
+        response = RedirectResponse("/sign-in?signed-out", status_code=303)
         response.delete_cookie(SESSION_COOKIE, path="/")
         return response
 

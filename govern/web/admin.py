@@ -17,7 +17,6 @@ from fastapi import APIRouter, Query, Request
 from fastapi.responses import RedirectResponse, Response
 
 from govern import access
-from govern.web.auditor import one_session
 from govern.web.pages import Link, Signed, Web, cookie_options
 
 NAV: list[Link] = [
@@ -36,7 +35,6 @@ def routes(web: Web) -> APIRouter:
     router = APIRouter(include_in_schema=False)
 
     @router.get("/admin/principals")
-    @one_session
     def principals(
         request: Request,
         signed: Annotated[Signed, web.page("grant")],
@@ -80,7 +78,6 @@ def routes(web: Web) -> APIRouter:
         return RedirectResponse(f"/admin/principals?done={event.seq}", status_code=303)
 
     @router.get("/admin/tokens")
-    @one_session
     def tokens(
         request: Request,
         signed: Annotated[Signed, web.page("issue_token")],
@@ -113,7 +110,6 @@ def routes(web: Web) -> APIRouter:
         return response
 
     @router.get(ISSUED_PATH + "/{token_id}")
-    @one_session
     def issued(request: Request, token_id: str, signed: Annotated[Signed, web.page("issue_token")]) -> Response:
         opened = _open(web, signed, request.cookies.get(ISSUED_COOKIE))
         bearer = opened["bearer"] if opened and opened.get("id") == token_id else None

@@ -19,13 +19,14 @@ from govern import access
 from govern.errors import GovernError
 from govern.web.pages import Link, Signed, Web
 
-NAV: list[Link] = [Link("Approvals", "/approvals", "approve")]
+NAV: list[Link] = [Link("Approvals", "/approvals", "requests")]
 
 FOUR_EYES = (
-    "Four-eyes rule: a request is decided by someone other than who asked for it and who trained the version. "
-    "The server compares people, not tokens: principals and the git identities linked to them "
-    "(govern principals link). Approving judges the stage's gates again and records the promotion with the "
-    "approval, in one transaction; a refusal records nothing."
+    "Four-eyes rule: a request is approved by someone other than who asked for it and who trained the version; "
+    "any approver may reject it, and its requester may withdraw it (neither promotes anything). The server compares "
+    "people, not tokens: principals and the git identities linked to them (govern principals link). Approving "
+    "judges the stage's gates again and records the promotion with the approval, in one transaction; an approval "
+    "the server refuses records nothing."
 )
 
 RequestNumber = Annotated[int, PathParam(alias="number", ge=1, le=2**62)]
@@ -39,10 +40,8 @@ def routes(web: Web) -> APIRouter:
     def queue(request: Request, signed: Annotated[Signed, web.page("requests")]) -> Response:
         """The pending requests, oldest first, each with its evidence at a glance; the latest decisions."""
         from govern.api import approvals
-        from govern.ledger import session
 
-        with session():
-            found = approvals.queue(web.ledger())
+        found = approvals.queue(web.ledger())
         return web.render(
             request,
             "approver_queue.html.j2",
@@ -72,7 +71,7 @@ def routes(web: Web) -> APIRouter:
         try:
             approvals.approve(number, signed.text("reason"), web.root, signed.principal.actor)
         except GovernError as refused:  # the four-eyes rule, a gate, a request decided meanwhile: said on its page
-            return _request_page(web, request, signed, number, refused=refused, reason=_typed(signed))
+            return _request_page(web, request, signed, number, refused=refused, reason=signed.typed("reason"))
         return RedirectResponse(f"/approvals/{number}?done=approved", status_code=303)
 
     @router.post("/approvals/{number}/rejection")
@@ -83,7 +82,7 @@ def routes(web: Web) -> APIRouter:
         try:
             approvals.reject(number, signed.text("reason"), web.root, signed.principal.actor, requester_only=own_only)
         except GovernError as refused:
-            return _request_page(web, request, signed, number, refused=refused, reason=_typed(signed))
+            return _request_page(web, request, signed, number, refused=refused, reason=signed.typed("reason"))
         return RedirectResponse(f"/approvals/{number}?done=rejected", status_code=303)
 
     return router
@@ -101,33 +100,29 @@ def _request_page(
 ) -> Response:
     from govern.api import approvals
     from govern.ledger import session
-    from govern.server.http import status_of
 
     with session():
         found = approvals.evidence(number, web.root, viewer=signed.principal.actor)
     row = found["request"]
+    is_approver = signed.principal.has("approver")
+    mine = access.same_person(signed.principal.actor, row["requested_by"], {})  # a scientist withdraws its own
     return web.render(
         request,
         "approver_request.html.j2",
         signed,
-        status=status_of(refused) if refused else 200,
+        refused=refused,
         title=f"Request {number}: {row['model']} version {row['version']} to {row['to_stage']}",
         rule=FOUR_EYES,
         e=found,
         r=row,
-        refused=str(refused) if refused else None,
         reason=reason,
         done=done,
         may_approve=access.allowed(signed.principal, "approve"),
-        may_reject=access.allowed(signed.principal, "reject"),
-        is_approver=signed.principal.has("approver"),
+        may_reject=access.allowed(signed.principal, "reject") and (is_approver or mine),
+        may_read_versions=access.allowed(signed.principal, "status"),
+        may_report=access.allowed(signed.principal, "report"),
+        is_approver=is_approver,
     )
-
-
-def _typed(signed: Signed) -> str:
-    """The reason as typed, to fill the form again after a refusal."""
-    value = signed.fields.get("reason")
-    return value[:2000] if isinstance(value, str) else ""
 
 
 def figure(value: Any) -> str:

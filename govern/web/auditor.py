@@ -6,10 +6,8 @@ Every page calls the use case the API calls for the same question (`govern.api.a
 seq, never a loop over the ledger in Python.
 """
 
-import functools
 import json
 import re
-from collections.abc import Callable
 from datetime import datetime
 from typing import Annotated, Any
 
@@ -51,7 +49,6 @@ def routes(web: Web) -> APIRouter:
     router = APIRouter(include_in_schema=False)
 
     @router.get("/audit/timeline")
-    @one_session
     def timeline(
         request: Request,
         signed: Annotated[Signed, web.page("windows")],
@@ -83,7 +80,6 @@ def routes(web: Web) -> APIRouter:
         )
 
     @router.get("/audit/windows/{seq}")
-    @one_session
     def window(request: Request, seq: int, signed: Annotated[Signed, web.page("windows")]) -> Response:
         from govern import access
 
@@ -100,7 +96,6 @@ def routes(web: Web) -> APIRouter:
         )
 
     @router.get("/audit/production")
-    @one_session
     def production(
         request: Request,
         signed: Annotated[Signed, web.page("windows")],
@@ -123,7 +118,7 @@ def routes(web: Web) -> APIRouter:
                     raise InvalidInput("Give the instant to ask about, with its time zone (Z or an offset)")
                 if not access.allowed(signed.principal, "production", app):
                     raise Forbidden(f"{signed.principal.name} may not see app {app!r}")
-                answer = audit_api.production_answer(app, env or envs[0], parse_instant(at, "--at"), web.root)
+                answer = audit_api.production_answer(app, env or envs[0], parse_instant(at, "Instant"), web.root)
             except GovernError as failure:
                 error, status = str(failure), _status(failure)
         return web.render(
@@ -142,7 +137,6 @@ def routes(web: Web) -> APIRouter:
         )
 
     @router.get("/audit/events")
-    @one_session
     def events(
         request: Request,
         signed: Annotated[Signed, web.page("events")],
@@ -158,7 +152,7 @@ def routes(web: Web) -> APIRouter:
         found, error, status = [], None, 200
         try:
             limit = _count(n, EVENTS_SHOWN)
-            moment = parse_instant(since, "--since") if since else None
+            moment = parse_instant(since, "Since") if since else None
             found = audit_api.log_page(types=types, since=moment, before=before, limit=limit, start=web.root)
         except GovernError as failure:
             limit, error, status = EVENTS_SHOWN, str(failure), _status(failure)
@@ -181,38 +175,33 @@ def routes(web: Web) -> APIRouter:
         )
 
     @router.get("/audit/integrity")
-    @one_session
     def integrity_page(request: Request, signed: Annotated[Signed, web.page("anchors")]) -> Response:
         from govern import access
-        from govern.api import integrity
 
-        return web.render(
-            request,
-            "auditor_integrity.html.j2",
-            signed,
-            title="Integrity of the ledger",
-            state=integrity.anchor_state(web.root),
-            verification=None,
-            may_verify=access.allowed(signed.principal, "verify"),
-        )
+        return integrity(request, signed, None, may_verify=access.allowed(signed.principal, "verify"))
 
     @router.get("/audit/verify")
-    def verify(request: Request, signed: Annotated[Signed, web.page("verify")]) -> Response:
-        from govern.api import integrity
+    def verify(request: Request, signed: Annotated[Signed, web.page("verify", hold=False)]) -> Response:
+        """The whole chain re-hashed (seconds on a large ledger): without a held connection, which would keep
+        the file from the server's other requests for as long."""
+        from govern.api import integrity as integrity_api
 
-        verification = integrity.verify(web.root)
+        return integrity(request, signed, integrity_api.verify(web.root), may_verify=True)
+
+    def integrity(request: Request, signed: Signed, verification: Any, *, may_verify: bool) -> Response:
+        from govern.api import integrity as integrity_api
+
         return web.render(
             request,
             "auditor_integrity.html.j2",
             signed,
             title="Integrity of the ledger",
-            state=integrity.anchor_state(web.root),
+            state=integrity_api.anchor_state(web.root),
             verification=verification,
-            may_verify=True,
+            may_verify=may_verify,
         )
 
     @router.get("/audit/reports")
-    @one_session
     def reports(request: Request, signed: Annotated[Signed, web.page("report")]) -> Response:
         return web.render(
             request,
@@ -246,7 +235,6 @@ def routes(web: Web) -> APIRouter:
         return _document(Response(text, media_type=REPORT_TYPES[format], headers=headers))
 
     @router.get("/audit/principals")
-    @one_session
     def principals(
         request: Request, signed: Annotated[Signed, web.page("principals")], at: str | None = None
     ) -> Response:
@@ -256,7 +244,7 @@ def routes(web: Web) -> APIRouter:
         moment: datetime | None = None
         held, error, status = [], None, 200
         try:
-            moment = parse_instant(at, "--at") if at else None
+            moment = parse_instant(at, "Roles held at") if at else None
             held = access_api.roles_at(web.ledger(), moment)
         except GovernError as failure:
             error, status = str(failure), _status(failure)
@@ -277,21 +265,6 @@ def routes(web: Web) -> APIRouter:
     return router
 
 
-def one_session(route: Callable[..., Response]) -> Callable[..., Response]:
-    """A page's ledger work on one connection, as the API's read routes hold it (`ledger.session`): a page asks
-    several questions, and opening the ledger for each costs more than most of them. For short reads only: the
-    lineage report and the whole-chain verification go without, as they would hold the file for long."""
-
-    @functools.wraps(route)
-    def within(*args: Any, **kwargs: Any) -> Response:
-        from govern.ledger import session
-
-        with session():
-            return route(*args, **kwargs)
-
-    return within
-
-
 def _envs(declared: list[str], known: list[tuple[str, str]]) -> list[str]:
     """The declared environments first, then any other the ledger's deployments name (declared since removed)."""
     return list(dict.fromkeys([*declared, *sorted({env for _, env in known})])) or ["production"]
@@ -304,12 +277,18 @@ def _status(error: GovernError) -> int:
 
 
 def _count(text: str | None, default: int) -> int:
+    """The events form's "Newest" field, checked in the form's words (the API's check names the CLI's -n)."""
+    from govern.api.audit import LOG_PAGE_LIMIT
+
     if not text:
         return default
     try:
-        return int(text)
+        value = int(text)
     except ValueError:
-        raise InvalidInput(f"-n {text!r} is not a number of events") from None
+        raise InvalidInput(f"Newest: {text!r} is not a number of events") from None
+    if not 1 <= value <= LOG_PAGE_LIMIT:
+        raise InvalidInput(f"Newest: show between 1 and {LOG_PAGE_LIMIT} events at a time")
+    return value
 
 
 def _query(types: list[str], since: str | None, n: str | None, before: int | None) -> str:

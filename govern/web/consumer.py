@@ -33,11 +33,9 @@ def routes(web: Web) -> APIRouter:
     @router.get("/apps")
     def apps(request: Request, signed: Annotated[Signed, web.page("predict")]) -> Response:
         """Each of the consumer's apps with the version serving it in each environment, and since when."""
-        from govern.ledger import session
 
         names = sorted(signed.principal.roles.get("consumer", ()))
-        with session():
-            found = [{"app": app, "slots": _serving(web, app)} for app in names[:APPS_SHOWN]]
+        found = [{"app": app, "slots": _serving(web, app)} for app in names[:APPS_SHOWN]]
         return web.render(
             request,
             "consumer_apps.html.j2",
@@ -116,19 +114,21 @@ def _app_page(
     refused: GovernError | None = None,
     chosen: str = "",
 ) -> Response:
-    from govern.api.predict import inferences
+    from govern.api.predict import inferences, trained_on
     from govern.ledger import session
-    from govern.server.http import status_of
 
     with session():
         slots = _serving(web, app)
         records = inferences(web.ledger(), app, principal=signed.principal.name, limit=RECORDS_SHOWN)
+        for slot in slots:
+            served = slot["serving"]
+            slot["trained_on"] = trained_on(web.ledger(), served["model"], served["version"]) if served else None
     serving = [slot["env"] for slot in slots if slot["serving"]]
     return web.render(
         request,
         "consumer_app.html.j2",
         signed,
-        status=status_of(refused) if refused else 200,
+        refused=refused,
         title=f"App {app}",
         app=app,
         slots=slots,
@@ -136,7 +136,6 @@ def _app_page(
         chosen=chosen if chosen in serving else (serving[-1] if serving else ""),
         records=records,
         shown=RECORDS_SHOWN,
-        refused=str(refused) if refused else None,
     )
 
 

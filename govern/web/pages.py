@@ -11,7 +11,7 @@ parameter for a query string (tests/test_web_roles.py fails on any page left wit
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -65,6 +65,11 @@ class Signed:
             raise InvalidInput(f"The form's field {name!r} is longer than {limit} characters")
         return text
 
+    def typed(self, name: str, limit: int = 2000) -> str:
+        """What was typed into a field, unchecked and cut to `limit`: to fill a refused form in again."""
+        value = self.fields.get(name)
+        return value[:limit] if isinstance(value, str) else ""
+
 
 class Web:
     """What every page route needs: the project, the session keys, the templates, the ledger."""
@@ -103,17 +108,35 @@ class Web:
         except Unauthenticated as error:
             raise SignInRequired(str(error)) from None
 
-    def page(self, operation: str) -> Any:
-        """The dependency of a page: signed in, and allowed `operation` by `access.POLICY`."""
+    def page(self, operation: str, *, hold: bool = True) -> Any:
+        """The dependency of a page: signed in, and allowed `operation` by `access.POLICY`.
+
+        With `hold` (every page but the whole-chain verification), the session check and the page's questions
+        share one ledger connection until the page is rendered (`ledger.Session`, as the API's read routes do):
+        opening the ledger file costs 10-20 ms, and its first queries read cold, so a page that opened it for each
+        step paid that three or four times."""
         _known(operation)
 
-        def check(request: Request) -> Signed:
+        def signed(request: Request) -> Signed:
             principal, nonce = self.principal(request)
             _allow(principal, operation)
             return Signed(principal, self.keys.csrf_token(nonce))
 
+        async def within_session(request: Request) -> AsyncIterator[Signed]:
+            from starlette.concurrency import run_in_threadpool
+
+            from govern.ledger import Session, enter_session
+
+            current = Session()
+            enter_session(current)  # the thread-pool calls of this request (the check, the route) share it
+            try:
+                yield await run_in_threadpool(signed, request)
+            finally:
+                await run_in_threadpool(current.close)
+
+        check = within_session if hold else signed
         check.operation = operation  # type: ignore[attr-defined]  # what the role-separation test reads
-        return Depends(check)
+        return Depends(check, scope="function") if hold else Depends(check)
 
     def form(self, operation: str) -> Any:
         """The dependency of a form's POST: signed in, allowed `operation`, and carrying its session's CSRF token."""
@@ -145,10 +168,18 @@ class Web:
         *,
         status: int = 200,
         title: str,
+        refused: GovernError | None = None,
         **context: Any,
     ) -> HTMLResponse:
+        """The page; with `refused`, the page again after its form was refused: the refusal's one line shown on it
+        (`refused` in the template) and its status, so what was typed can be filled in again."""
         principal = signed.principal if signed else None
+        if refused is not None:
+            from govern.server.http import status_of
+
+            status = status_of(refused)
         html = self.templates.get_template(template).render(
+            refused=str(refused) if refused is not None else None,
             title=title,
             principal=principal,
             csrf=signed.csrf if signed else "",
@@ -173,6 +204,20 @@ class Web:
         return self.render(request, "error.html.j2", signed, status=status, title="Not possible", message=message)
 
 
+def page_validation(errors: Sequence[Any]) -> tuple[int, str]:
+    """A page's address that FastAPI refused (a path part or query value of the wrong form), in a browser's words:
+    a path part that cannot be is no page (404); a query value, a link to fix (400)."""
+    first = errors[0] if errors else {}
+    where, name = (tuple(first.get("loc", ())) + ("", ""))[:2]
+    value = first.get("input")
+    shown = f" {value!r}" if isinstance(value, str | int) and len(str(value)) <= 80 else ""
+    reason = str(first.get("msg", "not valid")).rstrip(".")
+    reason = reason[0].lower() + reason[1:] if reason else "not valid"
+    if where == "path":
+        return 404, f"There is no such page: the {name}{shown} in its address is not valid ({reason})"
+    return 400, f"The address's {name}{shown} is not valid ({reason}): follow a link of the pages instead"
+
+
 def secured(response: Response, request: Request) -> Response:
     response.headers["Content-Security-Policy"] = CSP
     response.headers["X-Content-Type-Options"] = "nosniff"
@@ -187,10 +232,12 @@ def cookie_options(request: Request) -> dict[str, Any]:
 
 
 def sign_in_redirect(request: Request) -> RedirectResponse:
+    """To the sign-in page, and back here after it; a browser that held a session learns that it ended."""
     target = request.url.path
     if request.method == "GET" and request.url.query:
         target += f"?{request.url.query}"
-    response = RedirectResponse(f"/sign-in?next={quote(target, safe='')}", status_code=303)
+    ended = "&ended" if SESSION_COOKIE in request.cookies else ""
+    response = RedirectResponse(f"/sign-in?next={quote(target, safe='')}{ended}", status_code=303)
     response.delete_cookie(SESSION_COOKIE, path="/")
     return response
 

@@ -15,11 +15,12 @@ from fastapi import APIRouter, Request
 from fastapi.responses import RedirectResponse, Response
 
 from govern import access
+from govern.errors import GovernError
 from govern.web.pages import Link, Signed, Web
 
 NAV: list[Link] = [
-    Link("Models", "/models", "request_promotion"),
-    Link("Trainings", "/trainings", "request_training"),
+    Link("Models", "/models", "status"),
+    Link("Trainings", "/trainings", "trainings"),
 ]
 
 VERSIONS_SHOWN = 50  # per model on the models page, newest first
@@ -39,25 +40,23 @@ def routes(web: Web) -> APIRouter:
 
         from govern import charts
         from govern.api import approvals, report, status
-        from govern.ledger import session
 
         store = web.ledger()
         found: list[dict[str, Any]] = []
         pending: list[dict[str, Any]] = []
-        with session():
-            if store.exists():
-                with store.reader() as reader:
-                    found = status.model_versions(reader)
-                pending = approvals.requests(store, "pending")
-            for model in found:
-                versions = model["versions"]
-                model["total"] = len(versions)
-                model["versions"] = versions[::-1][:VERSIONS_SHOWN]
-                history = report.metrics_across_versions(model["model"], start=web.root)
-                newest = history["versions"][-1]["version"] if history["versions"] else ""
-                svg = charts.metric_history(history["versions"], history["metrics"], newest)
-                model["chart"] = Markup(charts.for_page(svg))  # noqa: S704 - built by govern.charts, every text escaped
-                model["charted"] = len(history["versions"])
+        if store.exists():
+            with store.reader() as reader:
+                found = status.model_versions(reader)
+            pending = approvals.requests(store, "pending")
+        for model in found:
+            versions = model["versions"]
+            model["total"] = len(versions)
+            model["versions"] = versions[::-1][:VERSIONS_SHOWN]
+            history = report.metrics_across_versions(model["model"], start=web.root)
+            newest = history["versions"][-1]["version"] if history["versions"] else ""
+            svg = charts.metric_history(history["versions"], history["metrics"], newest)
+            model["chart"] = Markup(charts.for_page(svg))  # noqa: S704 - built by govern.charts, every text escaped
+            model["charted"] = len(history["versions"])
         return web.render(
             request,
             "scientist_models.html.j2",
@@ -77,46 +76,20 @@ def routes(web: Web) -> APIRouter:
         done: int | None = None,
     ) -> Response:
         """One version: its stages, training (params, metrics, MLflow run), data and code; the promotion form."""
-        from govern import config
-        from govern.api import approvals, report
-        from govern.ledger import session
-
-        with session():
-            facts = report.summary(model, version, start=web.root)
-            pending = [r for r in approvals.requests(web.ledger(), "pending", model) if r["version"] == version]
-        stages = list(config.load(web.root).stages)
-        held = facts["identity"]["stages_held"]
-        reached = [stage for stage in stages if stage in held]
-        following = stages.index(reached[-1]) + 1 if reached else 0
-        return web.render(
-            request,
-            "scientist_version.html.j2",
-            signed,
-            title=f"{model} version {version}",
-            model=model,
-            version=version,
-            facts=facts,
-            pending=pending,
-            stages=stages,
-            next_stage=stages[following] if following < len(stages) else None,
-            done=done,
-            may_request=access.allowed(signed.principal, "request_promotion"),
-        )
+        return _version_page(web, request, signed, model, version, done=done)
 
     @router.post("/models/{model}/versions/{version}/promotion-request")
     def request_promotion(
-        model: str, version: str, signed: Annotated[Signed, web.form("request_promotion")]
+        request: Request, model: str, version: str, signed: Annotated[Signed, web.form("request_promotion")]
     ) -> Response:
         from govern.api import approvals
 
-        requested = approvals.request_promotion(
-            model,
-            version,
-            signed.text("to_stage", limit=200),
-            signed.text("reason"),
-            web.root,
-            signed.principal.actor,
-        )
+        try:
+            stage, reason = signed.text("to_stage", limit=200), signed.text("reason")
+            requested = approvals.request_promotion(model, version, stage, reason, web.root, signed.principal.actor)
+        except GovernError as refused:  # a gate, a stage skipped, an empty reason: said beside the form
+            typed = (signed.typed("to_stage"), signed.typed("reason"))
+            return _version_page(web, request, signed, model, version, refused=refused, typed=typed)
         return _see(f"/models/{_part(model)}/versions/{_part(version)}?done={requested.request_id}")
 
     @router.get("/models/{model}/compare")
@@ -131,18 +104,16 @@ def routes(web: Web) -> APIRouter:
         dates, code commits and the files that changed."""
         from govern import queries
         from govern.api import report, status
-        from govern.ledger import session
 
         store = web.ledger()
-        with session():
-            with store.reader() as reader:
-                found = [m for m in status.model_versions(reader) if m["model"] == model] if store.exists() else []
-                if not found:
-                    queries.version_facts(reader, model, b or a or "")  # NotFound names the registered models
-            newest = [v["version"] for v in found[0]["versions"]][::-1]
-            second = b or newest[0]
-            first = a or next((v for v in newest if v != second), second)
-            compared = report.compare(model, first, second, start=web.root)
+        with store.reader() as reader:
+            found = [m for m in status.model_versions(reader) if m["model"] == model] if store.exists() else []
+            if not found:
+                queries.version_facts(reader, model, b or a or "")  # NotFound names the registered models
+        newest = [v["version"] for v in found[0]["versions"]][::-1]
+        second = b or newest[0]
+        first = a or next((v for v in newest if v != second), second)
+        compared = report.compare(model, first, second, start=web.root)
         choices = newest[:VERSIONS_SHOWN] + [v for v in (first, second) if v not in newest[:VERSIONS_SHOWN]]
         return web.render(
             request,
@@ -159,25 +130,18 @@ def routes(web: Web) -> APIRouter:
     @router.get("/trainings")
     def trainings(request: Request, signed: Annotated[Signed, web.page("trainings")]) -> Response:
         """The newest trainings with their states, and the form that starts one at a commit."""
-        from govern.api import jobs
-
-        found = jobs.jobs(web.ledger())
-        return web.render(
-            request,
-            "scientist_trainings.html.j2",
-            signed,
-            title="Trainings",
-            jobs=found[::-1][:JOBS_SHOWN],
-            total=len(found),
-            may_start=access.allowed(signed.principal, "request_training"),
-        )
+        return _trainings_page(web, request, signed)
 
     @router.post("/trainings")
-    def request_training(signed: Annotated[Signed, web.form("request_training")]) -> Response:
+    def request_training(request: Request, signed: Annotated[Signed, web.form("request_training")]) -> Response:
         from govern.api import jobs
 
-        targets = signed.text("targets", required=False, limit=2000).split()
-        job = jobs.request_training(signed.text("commit", limit=200), targets, web.root, signed.principal.actor)
+        try:
+            commit, targets = signed.text("commit", limit=200), signed.text("targets", required=False, limit=2000)
+            job = jobs.request_training(commit, targets.split(), web.root, signed.principal.actor)
+        except GovernError as refused:  # an unknown commit or stage: said beside the form, what was typed kept
+            typed = (signed.typed("commit"), signed.typed("targets"))
+            return _trainings_page(web, request, signed, refused=refused, typed=typed)
         web.training_requested()  # the server's job runner looks at once, rather than at its next poll
         return _see(f"/trainings/{job.row['job_id']}")
 
@@ -186,15 +150,13 @@ def routes(web: Web) -> APIRouter:
         """One training: its state and the stages reached, the log's last lines; while it runs, the page follows it
         (a script replaces the progress every few seconds; without JavaScript the page reloads)."""
         from govern.api import jobs, status
-        from govern.ledger import session
 
         store = web.ledger()
-        with session():
-            found = jobs.job(store, job)
-            registered: list[dict[str, Any]] = []
-            if found.row["training_event_id"]:
-                with store.reader() as reader:
-                    registered = status.versions_of_training(reader, found.row["training_event_id"])
+        found = jobs.job(store, job)
+        registered: list[dict[str, Any]] = []
+        if found.row["training_event_id"]:
+            with store.reader() as reader:
+                registered = status.versions_of_training(reader, found.row["training_event_id"])
         mine = access.same_person(signed.principal.actor, found.row["requested_by"], {})
         return web.render(
             request,
@@ -240,3 +202,70 @@ def _instant(value: Any) -> str:
         except ValueError:
             return value
     return _when(value)
+
+
+def _version_page(
+    web: Web,
+    request: Request,
+    signed: Signed,
+    model: str,
+    version: str,
+    *,
+    done: int | None = None,
+    refused: GovernError | None = None,
+    typed: tuple[str, str] = ("", ""),
+) -> Response:
+    """A version's page; after a refused promotion request, with the refusal and the stage and reason typed."""
+    from govern import config
+    from govern.api import approvals, report
+
+    facts = report.summary(model, version, start=web.root)
+    pending = [r for r in approvals.requests(web.ledger(), "pending", model) if r["version"] == version]
+    stages = list(config.load(web.root).stages)
+    held = facts["identity"]["stages_held"]
+    reached = [stage for stage in stages if stage in held]
+    following = stages.index(reached[-1]) + 1 if reached else 0
+    next_stage = stages[following] if following < len(stages) else None
+    return web.render(
+        request,
+        "scientist_version.html.j2",
+        signed,
+        title=f"{model} version {version}",
+        refused=refused,
+        model=model,
+        version=version,
+        facts=facts,
+        pending=pending,
+        stages=stages,
+        next_stage=next_stage,
+        chosen_stage=typed[0] if typed[0] in stages else next_stage,
+        reason=typed[1],
+        done=done,
+        may_request=access.allowed(signed.principal, "request_promotion"),
+    )
+
+
+def _trainings_page(
+    web: Web,
+    request: Request,
+    signed: Signed,
+    *,
+    refused: GovernError | None = None,
+    typed: tuple[str, str] = ("main", ""),
+) -> Response:
+    """The trainings page; after a refused start, with the refusal and the commit and stages typed."""
+    from govern.api import jobs
+
+    store = web.ledger()
+    return web.render(
+        request,
+        "scientist_trainings.html.j2",
+        signed,
+        title="Trainings",
+        refused=refused,
+        jobs=jobs.jobs(store, newest=JOBS_SHOWN),
+        total=jobs.count(store),
+        commit=typed[0],
+        targets=typed[1],
+        may_start=access.allowed(signed.principal, "request_training"),
+    )
