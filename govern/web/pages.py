@@ -11,6 +11,7 @@ parameter for a query string (tests/test_web_roles.py fails on any page left wit
 
 from __future__ import annotations
 
+import re
 from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -211,11 +212,11 @@ def page_validation(errors: Sequence[Any]) -> tuple[int, str]:
     where, name = (tuple(first.get("loc", ())) + ("", ""))[:2]
     value = first.get("input")
     shown = f" {value!r}" if isinstance(value, str | int) and len(str(value)) <= 80 else ""
-    reason = str(first.get("msg", "not valid")).rstrip(".")
-    reason = reason[0].lower() + reason[1:] if reason else "not valid"
     if where == "path":
-        return 404, f"There is no such page: the {name}{shown} in its address is not valid ({reason})"
-    return 400, f"The address's {name}{shown} is not valid ({reason}): follow a link of the pages instead"
+        return 404, f"There is no such page: the {name}{shown} in its address is not one there can be"
+    choices = re.fullmatch(r"\^\(([\w|-]+)\)\$", str((first.get("ctx") or {}).get("pattern", "")))
+    expected = f": use one of {', '.join(choices.group(1).split('|'))}" if choices else ""
+    return 400, f"The address's {name}{shown} is not valid{expected}, or follow a link of the pages instead"
 
 
 def secured(response: Response, request: Request) -> Response:
