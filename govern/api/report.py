@@ -131,7 +131,7 @@ WHERE type = 'deployment.started'
 ORDER BY app, env, start_seq
 """
 
-# The slots' own rows only (their keys, from the summary: the table's sort lets DuckDB skip the other slots).
+# The 12 slots' own rows only, by key (an integer, from the summary) and by name (a key alone could collide).
 TIMELINE_SQL = f"""
 SELECT app, env, model, version, started_at, ended_at, start_seq FROM (
     SELECT *, row_number() OVER (PARTITION BY app, env ORDER BY start_seq DESC) AS recency FROM (
@@ -161,11 +161,8 @@ def gather(model: str, version: str, start: Path | None = None, verify_chain: bo
 def _gather(ledger: Reader, model: str, version: str, start: Path | None, verify_chain: bool) -> dict[str, Any]:
     facts = queries.version_facts(ledger, model, version)  # NotFound names the known models and versions
     versions = queries.rows_as_dicts(ledger, VERSIONS_SQL, {"model": model})
-    try:
-        root: Path | None = config.find_root(start)
-        settings = config.load(root).models.get(model, {}) if root else {}
-    except NotAGitRepository:
-        root, settings = None, {}
+    root = _root(start)
+    settings = config.load(root).models.get(model, {}) if root else {}
     row = queries.rows_as_dicts(ledger, TRAINING_SQL, {"subject": f"model:{model}@{version}"})[0]
     training = json.loads(row["payload"])
     registration = json.loads(row["registration"])
