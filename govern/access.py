@@ -16,8 +16,12 @@ import secrets
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
+from typing import TYPE_CHECKING
 
 from govern.errors import InvalidInput
+
+if TYPE_CHECKING:
+    from govern.attribution import Actor
 
 # The roles of the architecture, each the job of one kind of user.
 ROLES: dict[str, str] = {
@@ -112,9 +116,14 @@ class Principal:
     token_id: str | None = None
 
     @property
-    def actor(self) -> str:
-        """How the ledger names an action taken through the server: the principal and the token it used."""
-        return f"{self.name} (token {self.token_id})" if self.token_id else self.name
+    def actor(self) -> Actor:
+        """How the ledger names an action taken through the server: the principal and the token it used,
+        authenticated by the server (which signs the events it writes for it)."""
+        from govern import attribution
+
+        if not self.token_id:
+            raise ValueError(f"principal {self.name} has no token: nothing authenticated it")
+        return attribution.authenticated(self.name, self.token_id)
 
     def has(self, role: str) -> bool:
         return role in self.roles
@@ -139,6 +148,7 @@ def identity_keys(actor: str, links: Mapping[str, Sequence[str]]) -> set[str]:
         names = [found.group(1), found.group(2)] if found else [identity]
         return {f"git:{value.strip().lower()}" for value in names if value.strip()}
 
+    actor = str(actor)
     principal = TOKEN_ACTOR.match(actor.strip())
     keys = {f"principal:{principal.group(1)}"} if principal else parts(actor)
     for name, identities in links.items():
@@ -152,7 +162,7 @@ def same_person(one: str | None, other: str | None, links: Mapping[str, Sequence
     """Do two actors name one person? `Name <email>`, a bare name or email, or a principal, through `links`."""
     if not one or not other:
         return False
-    return bool(identity_keys(one, links) & identity_keys(other, links))
+    return bool(identity_keys(str(one), links) & identity_keys(str(other), links))
 
 
 def check_identity(identity: str) -> str:

@@ -674,13 +674,34 @@ def audit_verify(repo: Path | None, as_json: bool) -> None:
         else:
             anchored = f"; no anchors in {result.repository} (`govern audit anchor` makes one)"
         click.echo(f"OK: {chain.count} events, head hash {chain.head_hash}{anchored}")
+        if result.attestations is not None:
+            click.echo(f"OK: {_attested(result.attestations)}")
     else:
         if not chain.ok:
             click.echo(f"FAILED: {chain.problem} ({chain.count} events)", err=True)
         for problem in result.problems:
             click.echo(f"FAILED: anchor {problem}", err=True)
+        found = result.attestations
+        if found is not None and not found.ok:
+            for problem in found.problems:
+                click.echo(f"FAILED: attestation {problem}", err=True)
+            if found.problem_count > len(found.problems):
+                click.echo(f"FAILED: and {found.problem_count - len(found.problems)} more attestation(s)", err=True)
     if not result.ok:
         sys.exit(1)
+
+
+def _attested(found: Any) -> str:
+    """One line on who the ledger says acted, and how sure it is."""
+    keys = [key for key in found.keys if key.trusted]
+    signed = f" (signed by {len(keys)} trusted key(s): {', '.join(k.fingerprint for k in keys)})" if keys else ""
+    parts = [
+        f"{found.authenticated} event(s) authenticated by govern serve{signed}",
+        f"{found.self_asserted} self-asserted",
+    ]
+    if found.unrecorded:
+        parts.append(f"{found.unrecorded} without a recorded identity source (written before attestations)")
+    return ", ".join(parts)
 
 
 @audit.command("backup")
@@ -1060,18 +1081,43 @@ def ci_init(system: str, install: str | None, force: bool) -> None:
 @click.option("--host", default="127.0.0.1", show_default=True, help="The interface to listen on.")
 @click.option("--port", default=8750, show_default=True, type=click.IntRange(1, 65535), help="The TCP port.")
 @click.option("--workers", default=1, show_default=True, type=click.IntRange(1, 64), help="Server processes.")
-def serve(host: str, port: int, workers: int) -> None:
+@click.option("--init-key", is_flag=True, help="Create the signing key (if there is none), print it, and exit.")
+@click.option(
+    "--rotate-key",
+    "rotate_from",
+    type=click.Path(path_type=Path, exists=True, dir_okay=False),
+    help="Replace the signing key in OLD_KEY_FILE by a new one it endorses (both recorded), then exit.",
+)
+@click.option("--reason", default="", help="Why the key is rotated (with --rotate-key).")
+def serve(host: str, port: int, workers: int, init_key: bool, rotate_from: Path | None, reason: str) -> None:
     """Serve this project's web pages and API (the controller) over HTTP: the pages at /, the API at /api/v1
     (its OpenAPI document at /api/v1/openapi.json), /health and /ready. Every request needs a token (govern tokens
     create; a bearer header for the API, a sign-in for the pages) and is checked against the role table; every
-    event written records the principal and its token."""
-    import uvicorn
-
+    event written records the principal and its token, and is signed with the server's key
+    ([tool.govern.server] signing_key; created on the first start, mode 0600, outside the checkout)."""
+    from govern.api import keys
     from govern.config import find_root, load
 
     root = find_root()
     load(root)  # a broken configuration is refused here, in one line, not by the first request
+    if init_key:
+        signer, created = keys.init_key(root)
+        what = "created" if created else "exists already"
+        click.echo(f"signing key {signer.fingerprint} {what}: {signer.path}")
+        click.echo(f'pin it: [tool.govern.server] trusted_keys = ["{signer.fingerprint}"]')
+        return
+    if rotate_from is not None:
+        new, events = keys.rotate(root, rotate_from, reason or "rotated")
+        click.echo(f"signing key {new.fingerprint} now signs ({new.path}); {rotate_from} is retired")
+        for event in events:
+            click.echo(f"recorded seq {event.seq:>4}  {event.type:<24} {event.subject}")
+        return
+    import uvicorn
+
     _check_port_free(host, port)
+    state = keys.start(root)
+    made = " (created)" if state.created else ""
+    click.echo(f"govern: signing with key {state.signer.fingerprint}{made}: {state.signer.path}", err=True)
     os.environ["GOVERN_PROJECT"] = str(root)
     _session_secret()
     click.echo(f"govern: serving {root}: pages at http://{host}:{port}/, the API at /api/v1 (Ctrl-C stops)", err=True)

@@ -56,6 +56,18 @@ class Config:
     require_approval: bool = False  # promotions only through an approved request (`govern promote` refused)
     jobs_python: str | None = None  # the interpreter the controller's training jobs run govern with
     jobs_concurrency: int = 1  # training jobs one server process runs at once; the rest wait in the queue
+    signing_key: Path | None = None  # the server's Ed25519 key file (None: signing.default_path)
+    trusted_keys: tuple[str, ...] = ()  # pinned fingerprints of the server's signing keys
+    server_url: str | None = None  # where the project's govern serve answers: declares team mode
+    mode: str | None = None  # "solo" or "team" when set; otherwise derived (see `team`)
+
+    @property
+    def declares_team(self) -> bool:
+        """Team mode as far as configuration tells: a PostgreSQL ledger, a declared server, or `mode = "team"`.
+        A ledger where a server has registered its signing key is in team mode too (`api.team.team_mode`)."""
+        if self.mode is not None:
+            return self.mode == "team"
+        return isinstance(self.ledger, str) or self.server_url is not None
 
     @property
     def tracking_uri_is_default(self) -> bool:
@@ -165,6 +177,23 @@ def load(root: Path, environ: Mapping[str, str] | None = None) -> Config:
     concurrency = jobs.get("concurrency", 1)
     if isinstance(concurrency, bool) or not isinstance(concurrency, int) or not 1 <= concurrency <= 64:
         raise ConfigError(f"{source}: `jobs.concurrency` must be a whole number from 1 to 64")
+    server = _table(settings, "server", source)
+    _refuse_unknown(server, SERVER_SETTINGS, "server", source)
+    mode = settings.get("mode")
+    if mode is not None and mode not in ("solo", "team"):
+        raise ConfigError(f"{source}: `mode` is solo or team, not {mode!r}")
+    trusted = server.get("trusted_keys", [])
+    if not isinstance(trusted, list) or not all(isinstance(k, str) and TRUSTED_KEY.match(k) for k in trusted):
+        raise ConfigError(
+            f"{source}: `server.trusted_keys` is a list of key fingerprints as `govern serve` prints them "
+            "(ed25519: and 32 hexadecimal characters)"
+        )
+    signing_key = server.get("signing_key")
+    if signing_key is not None and (not isinstance(signing_key, str) or not signing_key):
+        raise ConfigError(f"{source}: `server.signing_key` is the path of the server's key file")
+    server_url = server.get("url")
+    if server_url is not None and (not isinstance(server_url, str) or not re.match(r"^https?://", server_url)):
+        raise ConfigError(f"{source}: `server.url` is the server's root address, such as https://govern.example")
     ci = _table(settings, "ci", source)
     _refuse_unknown(ci, {"tolerances", "models", "outputs"}, "ci", source)
     tolerances = _tolerances(ci, source)
@@ -193,6 +222,10 @@ def load(root: Path, environ: Mapping[str, str] | None = None) -> Config:
         tolerances=tolerances,
         comparison=_comparison(ci, tolerances, source),
         auto_anchor=_bool(settings, "auto_anchor", False, source),
+        signing_key=Path(signing_key).expanduser() if signing_key else None,
+        trusted_keys=tuple(trusted),
+        server_url=server_url.rstrip("/") if server_url else None,
+        mode=mode,
         models={
             name: dict(value) for name, value in _table(settings, "models", source).items() if isinstance(value, dict)
         },
@@ -314,7 +347,10 @@ def _rule(table: Mapping[str, Any], where: str, source: str) -> equivalence.Rule
 
 SETTINGS = {
     "ledger", "lock_timeout", "auto_anchor", "mlflow", "registry", "deploy", "selection", "ci", "models", "jobs",
+    "server", "mode",
 }  # fmt: skip
+SERVER_SETTINGS = {"signing_key", "trusted_keys", "url"}
+TRUSTED_KEY = re.compile(r"^ed25519:[0-9a-f]{32}$")
 MLFLOW_SETTINGS = {"experiment", "tracking_uri", "registry_mirror"}
 
 

@@ -15,11 +15,17 @@ canonical JSON
     re-serialised, verification does not depend on that spelling.
 hash
     ``sha256_hex(prev_hash + canonical_json(envelope without "hash"))``,
-    where the envelope is the object with keys actor, event_id, git_commit,
-    occurred_at, payload (the payload object itself), prev_hash,
-    recorded_at, schema_version, seq, subject, type. Timestamps are UTC,
-    ``YYYY-MM-DDTHH:MM:SS.ffffffZ``. The first event's prev_hash is
-    `GENESIS_HASH`.
+    where the envelope is the object with keys actor, authn (only when the event
+    has one), event_id, git_commit, occurred_at, payload (the payload object
+    itself), prev_hash, recorded_at, schema_version, seq, subject, type.
+    Timestamps are UTC, ``YYYY-MM-DDTHH:MM:SS.ffffffZ``. The first event's
+    prev_hash is `GENESIS_HASH`.
+authn
+    How the actor was established (`govern.attribution.Authn`), stored as its
+    canonical JSON text and embedded verbatim like the payload. Events written
+    before issue 25 have none, and their envelope has no `authn` member: their
+    hashes are unchanged. The server's Ed25519 signature over an event's hash is
+    stored beside it (`signature`), outside the hashed envelope, since it signs it.
 """
 
 from __future__ import annotations
@@ -33,6 +39,7 @@ from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
+    from govern.attribution import Actor, Authn
     from govern.events import Fact
 
 GENESIS_HASH = "0" * 64
@@ -48,6 +55,7 @@ def canonical_json(value: Any) -> str:
 
 
 _json_text: Callable[[str], str] = json.encoder.encode_basestring  # type: ignore[attr-defined]
+_AUTHN_MEMBER = '"authn":%s,'
 
 
 def format_timestamp(moment: datetime) -> str:
@@ -85,13 +93,23 @@ def finite_or_none(value: Any) -> Any:
 
 @dataclass(frozen=True)
 class PendingEvent:
-    """A fact on its way into the ledger: everything but position and chain."""
+    """A fact on its way into the ledger: everything but position and chain.
+
+    `actor` may be an `attribution.Actor` (what the use cases pass): its name goes to `actor`, how it was
+    established to `authn`. A bare string with no `authn` is a fact of unrecorded provenance (tests, old callers).
+    """
 
     fact: Fact
-    actor: str
+    actor: str | Actor
     occurred_at: datetime
     git_commit: str | None = None
     event_id: str = field(default_factory=new_event_id)
+    authn: Authn | None = None
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.actor, str):
+            object.__setattr__(self, "authn", self.actor.authn)
+            object.__setattr__(self, "actor", self.actor.name)
 
     @property
     def payload_json(self) -> str:
@@ -114,6 +132,8 @@ class RecordedEvent:
     payload_json: str
     prev_hash: str
     hash: str
+    authn: str | None = None  # canonical JSON text, hashed; None for events recorded before issue 25
+    signature: str | None = None  # the server's signature over `hash` (base64), for authenticated events
 
     @property
     def payload(self) -> dict[str, Any]:
@@ -143,6 +163,8 @@ class RecordedEvent:
             payload_json=canonical_json(data["payload"]),
             prev_hash=str(data["prev_hash"]),
             hash=str(data["hash"]),
+            authn=canonical_json(data["authn"]) if data.get("authn") else None,
+            signature=data.get("signature"),
         )
 
     def to_dict(self) -> dict[str, Any]:
@@ -160,7 +182,17 @@ class RecordedEvent:
             "payload": json.loads(self.payload_json),
             "prev_hash": self.prev_hash,
             "hash": self.hash,
+            "authn": json.loads(self.authn) if self.authn else None,
+            "signature": self.signature,
+            "actor_shown": self.actor_shown,
         }
+
+    @property
+    def actor_shown(self) -> str:
+        """The actor with the strength of its identity (`abe (authenticated, token ...)`)."""
+        from govern.attribution import shown
+
+        return shown(self.actor, self.authn)
 
 
 def envelope_hash(
@@ -176,6 +208,7 @@ def envelope_hash(
     git_commit: str | None,
     payload_json: str,
     prev_hash: str,
+    authn: str | None = None,
 ) -> str:
     """The chain hash of one event (see the module docstring for the contract).
 
@@ -194,6 +227,7 @@ def envelope_hash(
         subject=subject,
         git_commit=git_commit,
         payload_json=payload_json,
+        authn=authn,
     )
 
 
@@ -210,12 +244,14 @@ def chain_hash(
     subject: str,
     git_commit: str | None,
     payload_json: str,
+    authn: str | None = None,
 ) -> str:
     """`envelope_hash` with the timestamps already formatted: the ledger's bulk append formats each once."""
     # canonical_json member by member, spelled out: json.dumps(str, ensure_ascii=False) is exactly
     # encode_basestring, and an int is its str(); bulk appends hash hundreds of thousands of these.
     envelope = (
-        f'{{"actor":{_json_text(actor)},"event_id":{_json_text(event_id)},'
+        f'{{"actor":{_json_text(actor)},{"" if authn is None else _AUTHN_MEMBER % authn}'
+        f'"event_id":{_json_text(event_id)},'
         f'"git_commit":{"null" if git_commit is None else _json_text(git_commit)},'
         f'"occurred_at":"{occurred_text}","payload":{payload_json},'
         f'"prev_hash":{_json_text(prev_hash)},"recorded_at":"{recorded_text}",'

@@ -9,7 +9,10 @@ import socket
 import sys
 from collections.abc import Callable, Mapping
 from importlib import metadata
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from govern.attribution import Actor
 
 KEY_PACKAGES = (
     "govern-ml", "dvc", "mlflow", "duckdb", "scikit-learn", "pandas", "numpy", "scipy", "threadpoolctl", "torch",
@@ -19,6 +22,12 @@ KEY_PACKAGES = (
 
 def ci_identity(environ: Mapping[str, str] | None = None) -> str | None:
     """The CI system's identity from its standard variables, or None outside CI."""
+    found = ci_source(environ)
+    return found[0] if found else None
+
+
+def ci_source(environ: Mapping[str, str] | None = None) -> tuple[str, str] | None:
+    """(the CI identity, which variables it came from), or None outside CI."""
     env = os.environ if environ is None else environ
     if env.get("GITHUB_ACTIONS") == "true":
         who, where, run = (
@@ -26,23 +35,32 @@ def ci_identity(environ: Mapping[str, str] | None = None) -> str | None:
             env.get("GITHUB_REPOSITORY", ""),
             env.get("GITHUB_RUN_ID", ""),
         )
-        return f"ci:github:{who}@{where}#{run}"
+        return f"ci:github:{who}@{where}#{run}", "GitHub Actions environment"
     if env.get("GITLAB_CI") == "true":
         who, where, run = (
             env.get("GITLAB_USER_LOGIN", "unknown"),
             env.get("CI_PROJECT_PATH", ""),
             env.get("CI_PIPELINE_ID", ""),
         )
-        return f"ci:gitlab:{who}@{where}#{run}"
+        return f"ci:gitlab:{who}@{where}#{run}", "GitLab CI environment"
     if env.get("GOVERN_CI_IDENTITY"):
-        return env["GOVERN_CI_IDENTITY"]
+        return env["GOVERN_CI_IDENTITY"], "GOVERN_CI_IDENTITY"
     return None
 
 
-def actor(git_identity: Callable[[], str | None], environ: Mapping[str, str] | None = None) -> str:
-    """CI identity in CI, else the git identity, else the OS user: never empty."""
+def actor(git_identity: Callable[[], str | None], environ: Mapping[str, str] | None = None) -> Actor:
+    """Who a local process says it is: the CI identity in CI, else the git identity, else the OS user; never
+    empty, always self-asserted (anyone who can set these can type any name), and never in the server's form."""
+    from govern import attribution
+
     env = os.environ if environ is None else environ
-    return ci_identity(env) or git_identity() or f"{_os_user(env)}@{socket.gethostname()}"
+    found = ci_source(env)
+    if found:
+        return attribution.self_asserted(*found)
+    git = git_identity()
+    if git:
+        return attribution.self_asserted(git, attribution.GIT_CONFIG)
+    return attribution.self_asserted(f"{_os_user(env)}@{socket.gethostname()}", attribution.OS_USER)
 
 
 def describe() -> dict[str, Any]:

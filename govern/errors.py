@@ -71,6 +71,10 @@ class EventConflict(LedgerError):
     """An event with this id already exists with different content."""
 
 
+class AttestationRefused(LedgerError):
+    """An event claiming authentication by govern serve, without the server's signing key: nothing was appended."""
+
+
 class LedgerCorrupt(LedgerError):
     """The ledger's hash chain does not verify."""
 

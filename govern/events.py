@@ -562,6 +562,41 @@ class TrainingJobFinished(Fact):
         return f"job:{self.job_id}"
 
 
+@dataclass(frozen=True)
+class SigningKeyRegistered(Fact):
+    """The controller's public key, from this event on: the events it signs are authenticated by it. Signed by
+    the key itself (it holds the private half); a key after the first is endorsed by one already trusted."""
+
+    type: ClassVar[str] = "signing_key.registered"
+
+    fingerprint: str
+    public_key: str  # base64 of the 32 raw bytes of an Ed25519 public key
+    algorithm: str = "ed25519"
+    host: str = ""
+    endorsed_by: str | None = None  # the fingerprint of the key that endorses this one (a rotation)
+    endorsement: str | None = None  # its signature over this key's fingerprint and public key
+    reason: str = ""
+
+    @property
+    def subject(self) -> str:
+        return f"signing-key:{self.fingerprint}"
+
+
+@dataclass(frozen=True)
+class SigningKeyRetired(Fact):
+    """A key signs nothing from this event on (it was rotated, or its file may have been exposed)."""
+
+    type: ClassVar[str] = "signing_key.retired"
+
+    fingerprint: str
+    reason: str = ""
+    successor: str | None = None
+
+    @property
+    def subject(self) -> str:
+        return f"signing-key:{self.fingerprint}"
+
+
 FACT_TYPES: dict[str, type[Fact]] = {
     cls.type: cls
     for cls in (
@@ -591,6 +626,8 @@ FACT_TYPES: dict[str, type[Fact]] = {
         TrainingJobRequested,
         TrainingJobStarted,
         TrainingJobFinished,
+        SigningKeyRegistered,
+        SigningKeyRetired,
     )
 }
 

@@ -26,7 +26,7 @@ from contextvars import ContextVar
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
-from typing import Any, Protocol, TypeVar
+from typing import TYPE_CHECKING, Any, Protocol, TypeVar
 
 import duckdb
 
@@ -41,6 +41,7 @@ from govern.envelope import (
     utc_now,
 )
 from govern.errors import (
+    AttestationRefused,
     EventConflict,
     LedgerCorrupt,
     LedgerError,
@@ -49,6 +50,9 @@ from govern.errors import (
     LedgerSchemaTooNew,
     QueryError,
 )
+
+if TYPE_CHECKING:
+    from govern.signing import Signer
 
 COLUMNS = (
     "seq",
@@ -63,6 +67,8 @@ COLUMNS = (
     "payload",
     "prev_hash",
     "hash",
+    "authn",
+    "signature",
 )
 
 # The SQL twin of events.chain_hash: prev_hash, then the same members in the same order, with DuckDB's
@@ -72,6 +78,7 @@ HASHED_TEXT_SQL = """
     concat(
         prev_hash,
         '{"actor":', to_json(actor),
+        CASE WHEN authn IS NULL THEN '' ELSE concat(',"authn":', authn) END,
         ',"event_id":', to_json(event_id),
         ',"git_commit":', coalesce(to_json(git_commit)::VARCHAR, 'null'),
         ',"occurred_at":"', strftime(occurred_at, '%Y-%m-%dT%H:%M:%S.%fZ'),
@@ -510,7 +517,8 @@ CURRENT_EVENTS_VIEW = """
 CREATE VIEW events AS
 SELECT
     s.seq, s.event_id, s.type, coalesce(u.schema_version, s.schema_version) AS schema_version, s.occurred_at,
-    s.recorded_at, s.actor, s.subject, s.git_commit, coalesce(u.payload, s.payload) AS payload, s.prev_hash, s.hash
+    s.recorded_at, s.actor, s.subject, s.git_commit, coalesce(u.payload, s.payload) AS payload, s.prev_hash,
+    s.hash{extra}
 FROM stored_events AS s
 LEFT JOIN upcasts AS u ON u.seq = s.seq
 """
@@ -524,7 +532,7 @@ def m007_current_schema_events(con: duckdb.DuckDBPyConnection) -> None:
     con.execute(
         "CREATE TABLE upcasts (seq BIGINT PRIMARY KEY, schema_version INTEGER NOT NULL, payload VARCHAR NOT NULL)"
     )
-    con.execute(CURRENT_EVENTS_VIEW)
+    con.execute(CURRENT_EVENTS_VIEW.format(extra=""))
     upcast_stored(con, since_seq=1)
     for table, projection in PROJECTIONS.items():  # rebuilt from the current-schema view, in the same order
         order = projection.sorted_by or "seq"
@@ -643,6 +651,19 @@ def m010_training_jobs(con: duckdb.DuckDBPyConnection) -> None:
         LEFT JOIN started AS s USING (job_id)
         LEFT JOIN finished AS f USING (job_id)
         """
+    )
+
+
+@migration
+def m011_attestations(con: duckdb.DuckDBPyConnection) -> None:
+    """How each actor was established (`authn`, hashed) and the server's signature over the event's hash: who
+    acted is evidence only when an auditor can tell an authenticated principal from a self-asserted name."""
+    con.execute("ALTER TABLE stored_events ADD COLUMN authn VARCHAR")
+    con.execute("ALTER TABLE stored_events ADD COLUMN signature VARCHAR")
+    con.execute(
+        CURRENT_EVENTS_VIEW.replace("CREATE VIEW", "CREATE OR REPLACE VIEW").format(
+            extra=", s.authn, s.signature, s.authn->>'$.by' AS authn_by"
+        )
     )
 
 
@@ -1100,9 +1121,10 @@ class Ledger:
         recorded_text = format_timestamp(recorded_at)
         result: list[RecordedEvent] = []
         fresh: list[tuple] = []
+        signer = attestation_signer(pending)
         for event in pending:
             if event.event_id in existing:
-                result.append(_same_or_conflict(existing[event.event_id], event))
+                result.append(_same_or_conflict(existing[event.event_id], event, signer))
                 continue
             seq += 1
             fact, occurred_at, payload_json = (
@@ -1110,6 +1132,7 @@ class Ledger:
                 to_utc(event.occurred_at).replace(tzinfo=None),
                 event.payload_json,
             )
+            authn = authn_text(event, signer)
             digest = chain_hash(
                 prev_hash,
                 seq=seq,
@@ -1122,6 +1145,7 @@ class Ledger:
                 subject=fact.subject,
                 git_commit=event.git_commit,
                 payload_json=payload_json,
+                authn=authn,
             )
             row = (
                 seq,
@@ -1136,6 +1160,8 @@ class Ledger:
                 payload_json,
                 prev_hash,
                 digest,
+                authn,
+                signer.sign_event(digest) if signer and event.authn and event.authn.authenticated else None,
             )
             prev_hash = digest
             fresh.append(row)
@@ -1299,6 +1325,12 @@ class Ledger:
             partial.unlink(missing_ok=True)
             raise LedgerError(f"The backup to {target} failed: {error.strerror}") from None
         return Ledger(target).verify()
+
+    def query_stored(self, sql: str) -> list[tuple]:
+        """A parameterless query over the stored rows (`{events}` names their table), for integrity checks that
+        must read what the system of record holds (signatures are outside the hash)."""
+        with self._connect(write=False) as con:
+            return con.execute(sql.replace("{events}", "stored_events")).fetchall()
 
     def verify(self) -> Verification:
         """Recompute every hash and link in one vectorised query."""
@@ -1720,12 +1752,43 @@ def _from_row(row: dict[str, Any]) -> RecordedEvent:
     return RecordedEvent(**{_attr(name): row[name] for name in COLUMNS})
 
 
-def _same_or_conflict(stored: RecordedEvent, event: PendingEvent) -> RecordedEvent:
+def attestation_signer(pending: Sequence[PendingEvent]) -> Signer | None:
+    """This process's signing key when any of `pending` claims the server's authentication; such a claim without
+    the key is refused, so nothing but a govern server holding its key can write one."""
+    if not any(event.authn is not None and event.authn.authenticated for event in pending):
+        return None
+    from govern import signing
+
+    signer = signing.active()
+    if signer is None:
+        raise AttestationRefused(
+            "An event that claims authentication by govern serve can be written only by the server holding its "
+            "signing key; nothing was appended. Act through the server (GOVERN_URL and GOVERN_TOKEN)"
+        )
+    return signer
+
+
+def authn_text(event: PendingEvent, signer: Signer | None) -> str | None:
+    """The hashed `authn` member of an event: its authentication, with the signing key's fingerprint when the
+    server signs it; a self-asserted name that reads like the server's is refused here too."""
+    if event.authn is None:
+        return None
+    if event.authn.authenticated:
+        assert signer is not None  # attestation_signer refused otherwise
+        return event.authn.with_key(signer.fingerprint).to_json()
+    from govern.attribution import check_self_asserted
+
+    check_self_asserted(event.actor, event.authn.via)
+    return event.authn.to_json()
+
+
+def _same_or_conflict(stored: RecordedEvent, event: PendingEvent, signer: Signer | None = None) -> RecordedEvent:
     same = (
         stored.type == event.fact.type
         and stored.schema_version == event.fact.schema_version
         and stored.subject == event.fact.subject
         and stored.actor == event.actor
+        and stored.authn == authn_text(event, signer)
         and stored.git_commit == event.git_commit
         and stored.occurred_at == to_utc(event.occurred_at).replace(tzinfo=None)
         and stored.payload_json == event.payload_json

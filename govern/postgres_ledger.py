@@ -19,6 +19,7 @@ import re
 import threading
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import ExitStack, contextmanager
+from dataclasses import replace
 from datetime import datetime
 from pathlib import Path
 from typing import Any, TypeVar
@@ -63,6 +64,7 @@ HASHED_TEXT_PG = """
     concat(
         prev_hash,
         '{"actor":', to_json(actor)::text,
+        CASE WHEN authn IS NULL THEN '' ELSE concat(',"authn":', authn) END,
         ',"event_id":', to_json(event_id)::text,
         ',"git_commit":', coalesce(to_json(git_commit)::text, 'null'),
         ',"occurred_at":"', to_char(occurred_at, 'YYYY-MM-DD"T"HH24:MI:SS.US"Z"'),
@@ -79,14 +81,14 @@ HASHED_TEXT_PG = """
 # The insert of `_append_one`: it runs after the lock, so its snapshot sees every earlier writer's event.
 APPEND_ONE = f"""
     INSERT INTO govern.events (seq, event_id, type, schema_version, occurred_at, recorded_at, actor, subject,
-                               git_commit, payload, prev_hash, hash)
+                               git_commit, payload, prev_hash, hash, authn)
     SELECT seq, event_id, type, schema_version, occurred_at, recorded_at, actor, subject, git_commit, payload,
-           prev_hash, encode(sha256(convert_to({HASHED_TEXT_PG}, 'UTF8')), 'hex')
+           prev_hash, encode(sha256(convert_to({HASHED_TEXT_PG}, 'UTF8')), 'hex'), authn
     FROM (
         SELECT coalesce(head.seq, 0) + 1 AS seq, %(event_id)s::text AS event_id, %(type)s::text AS type,
                %(schema_version)s::integer AS schema_version, %(occurred_at)s::timestamp AS occurred_at,
                %(recorded_at)s::timestamp AS recorded_at, %(actor)s::text AS actor, %(subject)s::text AS subject,
-               %(git_commit)s::text AS git_commit, %(payload)s::text AS payload,
+               %(git_commit)s::text AS git_commit, %(payload)s::text AS payload, %(authn)s::text AS authn,
                coalesce(head.hash, '{GENESIS_HASH}') AS prev_hash
         FROM (SELECT 1) AS one
         LEFT JOIN (SELECT seq, hash FROM govern.events ORDER BY seq DESC LIMIT 1) AS head ON true
@@ -150,6 +152,12 @@ def m001_create_events(con: psycopg.Connection) -> None:
     # name is another ledger).
     con.execute("CREATE TABLE govern.ledger (id TEXT PRIMARY KEY, created_at TIMESTAMP NOT NULL)")
     con.execute("INSERT INTO govern.ledger VALUES (gen_random_uuid()::text, %s)", [_now()])
+
+
+@pg_migration
+def m002_attestations(con: psycopg.Connection) -> None:
+    """How each actor was established (hashed) and the server's signature over the event's hash, as in the file."""
+    con.execute("ALTER TABLE govern.events ADD COLUMN authn TEXT, ADD COLUMN signature TEXT")
 
 
 WRITER_ROLE, AUDITOR_ROLE = "govern_writer", "govern_auditor"
@@ -417,7 +425,7 @@ class PostgresLedger:
     def append(self, pending: Sequence[PendingEvent]) -> list[RecordedEvent]:
         if not pending:
             return []
-        if len(pending) == 1:
+        if len(pending) == 1 and not (pending[0].authn and pending[0].authn.authenticated):
             recorded = self._append_one(pending[0])
             if recorded is not None:
                 return [recorded]
@@ -428,9 +436,12 @@ class PostgresLedger:
         that reads the head and hashes in SQL (the twin `verify` uses), and COMMIT go out as one pipeline, so no
         client's scheduling or network stands between taking the lock and releasing it. None where the event id
         is already recorded: the caller's general path compares a retried event with what is there."""
+        from govern.ledger import authn_text
+
         con = self._ready_connection(write=True)
         self._warn_about_privileges(con)
         fact = event.fact
+        authn = authn_text(event, None)  # a signed event takes the general path: its hash is needed to sign it
         values = {
             "event_id": event.event_id,
             "type": fact.type,
@@ -441,6 +452,7 @@ class PostgresLedger:
             "subject": fact.subject,
             "git_commit": event.git_commit,
             "payload": event.payload_json,
+            "authn": authn,
         }
         with self._write_errors(), con.pipeline(), con.transaction():
             con.execute("SELECT pg_advisory_xact_lock(%s)", [LOCK_KEY])
@@ -462,6 +474,7 @@ class PostgresLedger:
             payload_json=values["payload"],
             prev_hash=prev_hash,
             hash=hash_,
+            authn=authn,
         )
 
     def transact(self, decide: Callable[[Reader], Sequence[PendingEvent]]) -> list[RecordedEvent]:
@@ -498,7 +511,7 @@ class PostgresLedger:
             ) from None
 
     def _append_in(self, con: psycopg.Connection, pending: Sequence[PendingEvent]) -> list[RecordedEvent]:
-        from govern.ledger import _same_or_conflict
+        from govern.ledger import _same_or_conflict, attestation_signer, authn_text
 
         ids = [event.event_id for event in pending]
         if len(set(ids)) != len(ids):
@@ -515,10 +528,11 @@ class PostgresLedger:
             existing = {row.event_id: row for row in (RecordedEvent(*values) for values in cursor.fetchall())}
         seq, prev_hash = (head_seq, head_hash) if head_seq is not None else (0, GENESIS_HASH)
         recorded_at = _now()
+        signer = attestation_signer(pending)
         result, fresh = [], []
         for event in pending:
             if event.event_id in existing:
-                result.append(_same_or_conflict(existing[event.event_id], event))
+                result.append(_same_or_conflict(existing[event.event_id], event, signer))
                 continue
             seq += 1
             fact = event.fact
@@ -536,8 +550,11 @@ class PostgresLedger:
                 payload_json=event.payload_json,
                 prev_hash=prev_hash,
                 hash="",
+                authn=authn_text(event, signer),
             )
             row = _with_hash(row)
+            if signer is not None and event.authn is not None and event.authn.authenticated:
+                row = replace(row, signature=signer.sign_event(row.hash))
             prev_hash = row.hash
             fresh.append(row)
             result.append(row)
@@ -623,6 +640,14 @@ class PostgresLedger:
     def audit_query(self, sql: str, params: Sequence[Any] | dict[str, Any] = ()) -> tuple[list[str], list[tuple]]:
         return self._fresh(lambda model: model.audit_query(sql, params))
 
+    def query_stored(self, sql: str) -> list[tuple]:
+        """A parameterless query over what PostgreSQL holds now (`{events}` names the table), not the read model."""
+        con = self._ready_connection(write=False)
+        try:
+            return con.execute(sql.replace("{events}", "govern.events")).fetchall()
+        except psycopg.Error as error:
+            raise LedgerError(f"Reading {self.location} failed: {_first_line(error)}") from None
+
     def verify(self) -> Verification:
         """Every hash and link recomputed by PostgreSQL on what it holds now; then this machine's read model
         must agree with it (a copy that was pulled before a rewrite is named, never trusted)."""
@@ -703,6 +728,7 @@ def _with_hash(row: RecordedEvent) -> RecordedEvent:
             git_commit=row.git_commit,
             payload_json=row.payload_json,
             prev_hash=row.prev_hash,
+            authn=row.authn,
         ),
     )
 

@@ -71,6 +71,11 @@ class LedgerStore(Protocol):
 
     def verify(self) -> Verification: ...
 
+    def query_stored(self, sql: str) -> list[tuple]:
+        """A parameterless query over the system of record's own rows (`{events}` names the table): for checks of
+        what the hash does not cover (signatures), which a read model pulled earlier would not see changed."""
+        ...
+
     def backup(self, target: Path) -> Verification: ...
 
 

@@ -67,7 +67,7 @@ def test_a_token_is_shown_once_stored_as_a_hash_and_stands_for_its_principal(pro
     principal = authenticate(ledger_of(project), token)
     assert principal.name == "bob" and principal.roles == {"consumer": ("scoring",)}
     assert principal.may_use("scoring") and not principal.may_use("triage")
-    assert principal.actor == f"bob (token {token_id})"
+    assert principal.actor.name == f"bob (token {token_id})" and principal.actor.authenticated
     listed = json.loads(ok(project, "tokens", "list", "--json"))
     assert [(t["token_id"], t["state"]) for t in listed] == [(token_id, "active")]
     assert secret not in ok(project, "tokens", "list") and secret not in json.dumps(listed)

@@ -56,7 +56,10 @@ def rehash_everything(project: Path) -> None:
     previous = "0" * 64
     for row in rows:
         values = dict(zip(names, row, strict=True))
-        fields = {**{k: v for k, v in values.items() if k not in ("hash", "payload")}, "prev_hash": previous}
+        fields = {
+            **{k: v for k, v in values.items() if k not in ("hash", "payload", "signature")},
+            "prev_hash": previous,
+        }
         fields["payload_json"] = values["payload"].replace("warehouse", "spreadsheet")
         new_hash = envelope_hash(**fields)
         con.execute(
@@ -83,7 +86,8 @@ TAMPERING: dict[str, Callable[[Path, Path], None]] = {
     "insert a forged row": lambda p, _: sql(
         p,
         "INSERT INTO stored_events SELECT 12, 'forged-id', type, schema_version, occurred_at, recorded_at, 'mallory', "
-        "subject, git_commit, payload, sha256('made up'), sha256('also made up') FROM stored_events WHERE seq = 2",
+        "subject, git_commit, payload, sha256('made up'), sha256('also made up'), authn, signature "
+        "FROM stored_events WHERE seq = 2",
     ),
     "duplicate a row": lambda p, _: sql(
         p,

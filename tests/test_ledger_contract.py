@@ -6,7 +6,9 @@ to make an empty ledger and how to alter a stored row behind govern's back.
 
 from __future__ import annotations
 
+import json
 import threading
+import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass, field, replace
 from datetime import timedelta
@@ -18,10 +20,11 @@ import psycopg
 import pytest
 from conftest import snapshot_event
 
-from govern.envelope import utc_now
-from govern.errors import EventConflict, LedgerError, LedgerSchemaTooNew, QueryError
+from govern import attestations, attribution, signing
+from govern.envelope import RecordedEvent, envelope_hash, utc_now
+from govern.errors import AttestationRefused, EventConflict, InvalidInput, LedgerError, LedgerSchemaTooNew, QueryError
 from govern.events import DeploymentStarted, Fact, PendingEvent
-from govern.ledger import Ledger
+from govern.ledger import COLUMNS, Ledger
 from govern.postgres_ledger import PostgresLedger
 from govern.storage import LedgerStore, copy, open_store
 
@@ -264,10 +267,142 @@ class LedgerContract:
         """The same ledger opened afresh, as another process would."""
         raise NotImplementedError
 
+    def insert_raw(self, ledger: LedgerStore, row: RecordedEvent) -> None:
+        """Insert a whole row as someone with direct write access to the database could (no govern involved)."""
+        raise NotImplementedError
+
+    # -- attestations (issue 25): who acted, and whether the server vouches for it
+
+    @pytest.fixture
+    def server_key(self, tmp_path: Path) -> Iterator[signing.Signer]:
+        """This process as a govern server: a key, registered in the ledger by an event it signs itself."""
+        signer = signing.create(tmp_path / "keys" / "server.key")
+        signing.activate(signer)
+        yield signer
+        signing.activate(None)
+
+    def register(self, ledger: LedgerStore, signer: signing.Signer) -> None:
+        from govern.api.keys import _registration
+
+        ledger.append([_registration(signer, None, None, "first key of this ledger")])
+
+    def forge(self, ledger: LedgerStore, authn: str | None, actor: str, signature: str | None = None) -> int:
+        """Append a row with a correct chain hash, as a database superuser (or the file's owner) could."""
+        seq, prev = ledger.head()
+        event = snapshot_event(99)  # a fact with no projection table: only the events view derives from it
+        row = RecordedEvent(
+            seq=seq + 1,
+            event_id=str(uuid.uuid4()),
+            type=event.fact.type,
+            schema_version=event.fact.schema_version,
+            occurred_at=utc_now().replace(tzinfo=None, microsecond=0),
+            recorded_at=utc_now().replace(tzinfo=None, microsecond=0),
+            actor=actor,
+            subject=event.fact.subject,
+            git_commit=None,
+            payload_json=event.payload_json,
+            prev_hash=prev,
+            hash="",
+            authn=authn,
+            signature=signature,
+        )
+        hashed = {k: v for k, v in row.__dict__.items() if k not in ("hash", "signature")}
+        row = replace(row, hash=envelope_hash(**hashed))
+        self.insert_raw(ledger, row)
+        return row.seq
+
+    def test_an_event_the_server_authenticates_is_signed_over_its_hash_and_verifies(
+        self, ledger: LedgerStore, server_key: signing.Signer
+    ) -> None:
+        self.register(ledger, server_key)
+        [event] = ledger.append([replace(deployment(1), actor=attribution.authenticated("abe", "f20373caf69d"))])
+        assert event.actor == "abe (token f20373caf69d)"
+        assert json.loads(event.authn) == {
+            "by": "server", "key": server_key.fingerprint, "principal": "abe", "via": "token f20373caf69d",
+        }  # fmt: skip
+        assert signing.verifier(server_key.public).verifies(event.signature, signing.attestation_message(event.hash))
+        assert ledger.read()[-1] == event, "the attestation is stored as it was returned"
+        assert event.actor_shown == "abe (authenticated, token f20373caf69d)"
+        report = attestations.check(ledger.query_stored)
+        assert (
+            report.ok and report.authenticated == 2 and [k.fingerprint for k in report.keys] == [server_key.fingerprint]
+        )
+        assert ledger.verify().ok
+
+    def test_a_self_asserted_event_says_where_its_name_came_from(self, ledger: LedgerStore) -> None:
+        tess = attribution.self_asserted("Tess <tess@example.com>", attribution.GIT_CONFIG)
+        [event] = ledger.append([replace(deployment(1), actor=tess)])
+        assert event.signature is None and json.loads(event.authn) == {"by": "self", "via": "git config"}
+        assert event.actor_shown == "Tess <tess@example.com> (self-asserted, git config)"
+        report = attestations.check(ledger.query_stored)
+        assert report.ok and report.self_asserted == 1 and report.authenticated == 0
+
+    def test_a_claim_of_server_authentication_without_the_servers_key_appends_nothing(
+        self, ledger: LedgerStore
+    ) -> None:
+        ledger.append([deployment(0)])
+        with pytest.raises(AttestationRefused, match="only by the server holding its signing key"):
+            ledger.append([replace(deployment(1), actor=attribution.authenticated("abe", "f20373caf69d"))])
+        assert ledger.head()[0] == 1
+
+    def test_a_self_asserted_name_in_the_servers_form_is_refused(self, ledger: LedgerStore) -> None:
+        forged = attribution.Actor("alice (token 00d199502a68)", attribution.Authn("self", "GOVERN_CI_IDENTITY"))
+        with pytest.raises(InvalidInput, match="form govern serve gives authenticated principals"):
+            ledger.append([replace(deployment(1), actor=forged)])
+        assert ledger.head() is None
+
+    def test_verify_names_every_event_dressed_as_server_authenticated_without_a_valid_signature(
+        self, ledger: LedgerStore, server_key: signing.Signer, tmp_path: Path
+    ) -> None:
+        """What a database superuser (or whoever can write the file) can do: append rows with correct hashes."""
+        self.register(ledger, server_key)
+        ledger.append([replace(deployment(1), actor=attribution.authenticated("abe", "f20373caf69d"))])
+        claim = attribution.Authn("server", "token b6e5036e1e3b", "abe", server_key.fingerprint).to_json()
+        bogus = self.forge(ledger, claim, "abe (token b6e5036e1e3b)", signature="A" * 88)
+        stripped = self.forge(ledger, claim, "abe (token b6e5036e1e3b)")
+        bare = self.forge(ledger, None, "abe (token b6e5036e1e3b)")
+        dressed = self.forge(ledger, '{"by":"self","via":"git config"}', "abe (token b6e5036e1e3b)")
+        # a key of the forger's own, registered by a self-signed event: consistent, but nobody endorsed it
+        rogue = signing.create(tmp_path / "keys" / "rogue.key")
+        signing.activate(rogue)
+        from govern.api.keys import _registration
+
+        rogue_seq = ledger.append([_registration(rogue, None, None, "mine")])[0].seq
+        signed_by_rogue = ledger.append(
+            [replace(snapshot_event(2), actor=attribution.authenticated("abe", "b6e5036e1e3b"))]
+        )
+        signing.activate(server_key)
+        assert ledger.verify().ok, "the chain itself is intact: only the attestations tell"
+        report = attestations.check(ledger.query_stored)
+        named = " ".join(report.problems)
+        for seq in (bogus, stripped, bare, dressed, rogue_seq, signed_by_rogue[0].seq):
+            assert f"seq {seq}:" in named, (seq, report.problems)
+        assert not report.ok and report.authenticated == 2  # the registration and abe's real event
+        assert "not endorsed by a trusted key" in named
+
+    def test_pinned_fingerprints_are_the_only_keys_trusted(
+        self, ledger: LedgerStore, server_key: signing.Signer
+    ) -> None:
+        self.register(ledger, server_key)
+        ledger.append([replace(deployment(1), actor=attribution.authenticated("abe", "f20373caf69d"))])
+        assert attestations.check(ledger.query_stored, [server_key.fingerprint]).ok
+        other = "ed25519:" + "0" * 32
+        report = attestations.check(ledger.query_stored, [other])
+        assert not report.ok and "not pinned" in " ".join(report.problems)
+
 
 class TestDuckDBFile(LedgerContract):
     def make(self, tmp_path: Path) -> LedgerStore:
         return Ledger(tmp_path / "audit" / "ledger.duckdb", lock_timeout=20)
+
+    def insert_raw(self, ledger: LedgerStore, row: RecordedEvent) -> None:
+        con = duckdb.connect(ledger.location)
+        try:
+            values = [getattr(row, "payload_json" if name == "payload" else name) for name in COLUMNS]
+            con.execute(f"INSERT INTO stored_events ({', '.join(COLUMNS)}) VALUES ({', '.join('?' * len(COLUMNS))})",
+                        values)  # fmt: skip
+        finally:
+            con.close()
 
     def reopen(self, ledger: LedgerStore, tmp_path: Path) -> LedgerStore:
         return Ledger(Path(ledger.location), lock_timeout=20)
@@ -294,6 +429,12 @@ class TestPostgreSQL(LedgerContract):
 
     def reopen(self, ledger: LedgerStore, tmp_path: Path) -> LedgerStore:
         return PostgresLedger(self.url, lock_timeout=20, cache_dir=tmp_path / "read-models")
+
+    def insert_raw(self, ledger: LedgerStore, row: RecordedEvent) -> None:
+        values = [getattr(row, "payload_json" if name == "payload" else name) for name in COLUMNS]
+        with psycopg.connect(self.url, autocommit=True) as con:
+            con.execute(f"INSERT INTO govern.events ({', '.join(COLUMNS)}) VALUES ({', '.join(['%s'] * len(COLUMNS))})",
+                        values)  # fmt: skip
 
     def tamper(self, ledger: LedgerStore, statement: str) -> None:
         """As a superuser who switches the append-only trigger off for the session."""

@@ -74,7 +74,7 @@ def test_unique_constraints_make_a_fork_impossible_for_a_writer_that_skips_the_l
         forked[11] = "f" * 64
         with pytest.raises(psycopg.errors.UniqueViolation, match="prev_hash|seq"):
             forked[0] = 6  # a new seq, but linked to seq 4 like seq 5 is
-            con.execute("INSERT INTO govern.events VALUES (%s,%s,%s,%s,%s,%s,%s,%s,%s,%s,%s,%s)", forked)
+            con.execute(f"INSERT INTO govern.events VALUES ({', '.join(['%s'] * len(forked))})", forked)
     assert pg.verify().ok
 
 

@@ -135,7 +135,7 @@ def approve(
             version=version,
             from_stage=current,
             to_stage=to_stage,
-            approver=project.actor,
+            approver=project.actor.name,
             reason=pending["reason"],
             forced=False,
             gto_tag=next((t for t in planned if "#" in t), None),
@@ -227,9 +227,9 @@ def _refuse_same_person(approver: str, request: dict[str, Any], trainer: str | N
         )
 
 
-def _who(actor: str) -> str:
-    found = access.TOKEN_ACTOR.match(actor)
-    return found.group(1) if found else actor
+def _who(actor: object) -> str:
+    found = access.TOKEN_ACTOR.match(str(actor))
+    return found.group(1) if found else str(actor)
 
 
 def request_number(request: int | str) -> int:

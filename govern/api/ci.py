@@ -30,7 +30,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from govern import config as config_module
 from govern import entrypoint, environment, equivalence, lineage, machine, tabular
@@ -43,6 +43,9 @@ from govern.errors import ConfigError, GovernError, InvalidInput, ProjectError, 
 from govern.events import PendingEvent, RecordedEvent, ReproductionDiverged, ReproductionVerified, utc_now
 from govern.pipeline import Pipeline
 from govern.storage import LedgerStore, open_store
+
+if TYPE_CHECKING:
+    from govern.attribution import Actor
 
 TRAINING_OF_LOCK = """
 SELECT seq, event_id, payload->'$.environment' AS environment,
@@ -242,7 +245,7 @@ VERDICT_TYPES: dict[str, type[ReproductionVerified] | type[ReproductionDiverged]
 }
 
 
-def record_uploaded(kind: str, payload: Mapping[str, Any], start: Path | None, actor: str) -> Verdict:
+def record_uploaded(kind: str, payload: Mapping[str, Any], start: Path | None, actor: Actor) -> Verdict:
     """A verdict a CI runner computed and sent to the server (`ci verify --server`), recorded under the
     runner's authenticated principal. The link to the training and the machine differences are the server's
     own reading of its ledger, not the runner's (a runner has no ledger)."""
@@ -286,7 +289,9 @@ def record_uploaded(kind: str, payload: Mapping[str, Any], start: Path | None, a
             training["environment"] if training else None, environment_now or {}
         ),
     )
-    event = project.ledger.append([PendingEvent(fact, actor=actor, occurred_at=utc_now(), git_commit=fact.commit)])[0]
+    event = project.ledger.append(
+        [PendingEvent(fact, actor=project.actor, occurred_at=utc_now(), git_commit=fact.commit)]
+    )[0]
     return Verdict(event, training["seq"] if training else None)
 
 

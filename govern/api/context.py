@@ -5,8 +5,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
+from govern import attribution, environment
 from govern import config as config_module
-from govern import environment
 from govern.adapters import git as git_adapter
 from govern.config import Config
 from govern.errors import InvalidInput
@@ -18,13 +18,14 @@ class Project:
     root: Path
     config: Config
     ledger: LedgerStore
-    actor: str
+    actor: attribution.Actor
 
 
-def open_project(start: Path | None = None, actor: str | None = None) -> Project:
+def open_project(start: Path | None = None, actor: attribution.Actor | str | None = None) -> Project:
     """The project a governance command works on; a ledger lost where anchors exist is refused here.
 
-    `actor` is who acts: the server passes its authenticated principal; otherwise the CI or git identity."""
+    `actor` is who acts: the server passes its authenticated principal; otherwise the CI or git identity, which
+    is self-asserted. A bare name given by a caller is self-asserted too."""
     root = config_module.find_root(start)
     cfg = config_module.load(root)
     ledger = open_store(cfg.ledger, lock_timeout=cfg.lock_timeout)
@@ -33,6 +34,8 @@ def open_project(start: Path | None = None, actor: str | None = None) -> Project
     refuse_writes_off_the_anchors(root, ledger)
     if actor is None:
         actor = environment.actor(lambda: git_adapter.identity(root))
+    elif isinstance(actor, str):
+        actor = attribution.self_asserted(actor, "given by the caller")
     return Project(root, cfg, ledger, actor)
 
 

@@ -15,9 +15,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from govern import attestations
 from govern import config as config_module
 from govern.adapters import git as git_adapter
 from govern.api.context import Project, open_project
+from govern.attestations import AttestationReport
 from govern.errors import GovernError, LedgerCorrupt, LedgerError, LedgerMissing, NotAGitRepository
 from govern.events import LedgerAnchored, PendingEvent, RecordedEvent, utc_now
 from govern.ledger import Reader, Verification
@@ -39,10 +41,11 @@ class IntegrityReport:
     anchors: list[Anchor] = field(default_factory=list)
     problems: list[str] = field(default_factory=list)
     repository: Path | None = None  # where anchors were looked for; None: not checked at all
+    attestations: AttestationReport | None = None  # None: not checked (the chain failed first)
 
     @property
     def ok(self) -> bool:
-        return self.chain.ok and not self.problems
+        return self.chain.ok and not self.problems and (self.attestations is None or self.attestations.ok)
 
     @property
     def anchors_checked(self) -> bool:
@@ -59,6 +62,7 @@ class IntegrityReport:
             "anchors_found": len(self.anchors),
             "latest_anchor": {"tag": self.anchors[-1].tag, "seq": self.anchors[-1].seq} if self.anchors else None,
             "anchor_problems": self.problems,
+            "attestations": self.attestations.to_dict() if self.attestations else None,
         }
 
 
@@ -110,14 +114,16 @@ def verify(start: Path | None = None, repository: Path | None = None) -> Integri
             root = config_module.find_root(start)
         except NotAGitRepository:
             root = None
+    pinned = config_module.load(root).trusted_keys if root is not None else ()
+    attested = attestations.check(ledger.query_stored, pinned) if chain.ok and chain.count else None
     if root is None:
-        return IntegrityReport(chain)
+        return IntegrityReport(chain, attestations=attested)
     found = anchors(root)
     try:
         problems = check_anchors(ledger, found)
     except LedgerError as error:  # a PostgreSQL ledger whose events no longer pull into the read model
         problems = [f"anchors not checked: {error}"]
-    return IntegrityReport(chain, found, problems, root)
+    return IntegrityReport(chain, found, problems, root, attested)
 
 
 def refuse_writes_off_the_anchors(root: Path, ledger: LedgerStore) -> None:

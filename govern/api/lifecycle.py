@@ -80,7 +80,7 @@ def promote(
         )
     check_stage(project, to_stage)
     reason = text_argument(reason, "--reason")
-    approver = text_argument(approver, "--approver") if approver is not None else project.actor
+    approver = text_argument(approver, "--approver") if approver is not None else project.actor.name
     planned_tags: list[str] = []
     warnings: list[str] = []
 

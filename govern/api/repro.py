@@ -521,7 +521,7 @@ def training_run(
         artifact_location=(root / "mlartifacts").as_uri() if local_store else None,
         run_name=f"{git_facts['commit'][:8]}-{event_id[:8]}",
         event_id=event_id,
-        actor=run.project.actor,
+        actor=run.project.actor.name,
         started_at=run.started_at,
         ended_at=ended_at,
         git_commit=git_facts["commit"],

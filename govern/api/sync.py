@@ -16,10 +16,10 @@ import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from govern import attribution, queries
 from govern import config as config_module
-from govern import queries
 from govern.adapters import git as git_adapter
-from govern.errors import NotFound
+from govern.errors import InvalidInput, NotFound
 from govern.events import ModelDeprecated, ModelPromoted, PendingEvent, RecordedEvent, to_utc
 from govern.ledger import Reader
 from govern.storage import open_store
@@ -74,7 +74,11 @@ def sync(repository: Path | None = None, start: Path | None = None, mirror: bool
             except NotFound as error:
                 skipped.append(f"{tag.name}: {error}")
                 continue
-            actor = tag.tagger or "unknown"
+            try:
+                actor = attribution.self_asserted(tag.tagger or "unknown", "git tag tagger")
+            except InvalidInput as error:
+                skipped.append(f"{tag.name}: {error}")
+                continue
             event_id = str(uuid.uuid5(NAMESPACE, f"{tag.name}@{tag.object_id}"))
             reason = tag.message or f"GTO tag {tag.name}"
             if deregister:
@@ -88,7 +92,7 @@ def sync(repository: Path | None = None, start: Path | None = None, mirror: bool
                     version=version,
                     from_stage=stages.get(key, facts.stage),
                     to_stage=assign["stage"],
-                    approver=actor,
+                    approver=actor.name,
                     reason=reason,
                     forced=False,
                     gto_tag=tag.name,

@@ -78,6 +78,9 @@ def create_app(root: Path, session_secret: str | None = None) -> Any:
     from govern.web.sessions import new_secret
 
     root = root.resolve()
+    from govern.api import keys
+
+    keys.start(root)  # every event this process writes for a principal is signed; refused if the key is not trusted
 
     def no_unknown_query(request: Request) -> None:
         """A misspelt query parameter (`?ap=scoring`) is refused, not ignored: it would answer another question."""
