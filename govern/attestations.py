@@ -88,6 +88,19 @@ class AttestationReport:
         if len(self.problems) < SHOWN_PROBLEMS:
             self.problems.append(text)
 
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> AttestationReport:
+        """A report a server answered with (`to_dict`'s form), to print it as a local command would."""
+        keys = [
+            Key(k["fingerprint"], "", k["registered_seq"], k["trusted"], k["why"], k.get("endorsed_by"),
+                k.get("retired_seq"), k.get("events_signed", 0))
+            for k in data.get("keys", [])
+        ]  # fmt: skip
+        return cls(
+            data["authenticated"], data["self_asserted"], data["unrecorded"], data["legacy_server_form"], keys,
+            list(data["problems"]), data["problem_count"],
+        )  # fmt: skip
+
     def to_dict(self) -> dict[str, Any]:
         return {
             "ok": self.ok,

@@ -140,6 +140,7 @@ def gather(model: str, version: str, verify_chain: bool = False) -> dict[str, An
 
 def verify(repository: Path | None = None) -> Any:
     from govern.api.integrity import Anchor, IntegrityReport
+    from govern.attestations import AttestationReport
     from govern.ledger import Verification
 
     if repository is not None:
@@ -148,7 +149,10 @@ def verify(repository: Path | None = None) -> Any:
     chain = Verification(answer["chain_ok"], answer["count"], answer["head_hash"], answer["bad_seq"], answer["problem"])
     anchors = [Anchor(a["tag"], a["seq"], a["hash"]) for a in answer["anchors"]]
     where = Path(answer["repository"]) if answer["repository"] else None
-    return IntegrityReport(chain, anchors, answer["anchor_problems"], where)
+    found = answer.get("attestations")
+    return IntegrityReport(
+        chain, anchors, answer["anchor_problems"], where, AttestationReport.from_dict(found) if found else None
+    )
 
 
 def anchor() -> RecordedEvent:

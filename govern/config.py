@@ -41,7 +41,7 @@ class Config:
     lock_timeout: float
     source: str
     stages: tuple[str, ...] = DEFAULT_STAGES
-    four_eyes: bool = False
+    four_eyes: bool | None = None  # None: on in team mode, off for one person (govern.api.duties.policy)
     gto_tags: bool = True
     env_stages: dict[str, str] = field(default_factory=lambda: dict(DEFAULT_ENV_STAGES))
     environments: tuple[str, ...] = DEFAULT_ENVIRONMENTS
@@ -53,7 +53,9 @@ class Config:
     comparison: equivalence.Rules = field(default_factory=equivalence.Rules)
     registry_mirror: str = "background"  # or "inline": promote/deprecate wait for MLflow's aliases
     gates: dict[str, tuple[gates_module.Gate, ...]] = field(default_factory=dict)  # stage -> what it demands
-    require_approval: bool = False  # promotions only through an approved request (`govern promote` refused)
+    # Stages a promotion enters only through an approved request (`govern promote` refused there): True all,
+    # False none, a tuple those; None: the last stage in team mode, none for one person
+    require_approval: bool | tuple[str, ...] | None = None
     jobs_python: str | None = None  # the interpreter the controller's training jobs run govern with
     jobs_concurrency: int = 1  # training jobs one server process runs at once; the rest wait in the queue
     signing_key: Path | None = None  # the server's Ed25519 key file (None: signing.default_path)
@@ -209,9 +211,9 @@ def load(root: Path, environ: Mapping[str, str] | None = None) -> Config:
         lock_timeout=_seconds(settings, "lock_timeout", 30.0, source),
         source=source,
         stages=tuple(stages),
-        four_eyes=_bool(registry, "four_eyes", False, source),
+        four_eyes=_bool(registry, "four_eyes", None, source),
         gates=gates_module.parse_table(registry.get("gates", {}), tuple(stages), source),
-        require_approval=_bool(registry, "require_approval", False, source),
+        require_approval=_approval_stages(registry, tuple(stages), source),
         jobs_python=jobs.get("python") and _str(jobs, "python", "", source),
         jobs_concurrency=concurrency,
         gto_tags=_bool(registry, "gto_tags", True, source),
@@ -372,11 +374,30 @@ def _table(settings: Mapping[str, Any], key: str, source: str, name: str | None 
     return value
 
 
-def _bool(table: Mapping[str, Any], key: str, default: bool, source: str) -> bool:
+def _bool(table: Mapping[str, Any], key: str, default: bool | None, source: str) -> bool:
     value = table.get(key, default)
+    if value is None and default is None:
+        return None  # type: ignore[return-value] - unset: the mode decides
     if not isinstance(value, bool):
         raise ConfigError(f"{source}: `{key}` must be true or false, got {value!r}")
     return value
+
+
+def _approval_stages(
+    registry: Mapping[str, Any], stages: tuple[str, ...], source: str
+) -> bool | tuple[str, ...] | None:
+    value = registry.get("require_approval")
+    if value is None or isinstance(value, bool):
+        return value
+    if isinstance(value, list) and value and all(isinstance(s, str) for s in value):
+        unknown = sorted(set(value) - set(stages))
+        if unknown:
+            raise ConfigError(
+                f"{source}: `registry.require_approval` names {', '.join(unknown)}, which `registry.stages` does not "
+                f"have ({', '.join(stages)})"
+            )
+        return tuple(value)
+    raise ConfigError(f"{source}: `registry.require_approval` is true, false, or a list of stages, got {value!r}")
 
 
 def _seconds(table: Mapping[str, Any], key: str, default: float, source: str) -> float:

@@ -473,6 +473,7 @@ class PromotionRequested(Fact):
     to_stage: str
     reason: str
     evidence: dict[str, Any] = field(default_factory=dict)  # the gates' findings when it was asked
+    forced: bool = False  # out of the stages' order (or past a deprecated twin); in team mode an admin's request
 
     @property
     def subject(self) -> str:

@@ -587,28 +587,29 @@ def m008_access(con: duckdb.DuckDBPyConnection) -> None:
     )
 
 
+PROMOTION_REQUESTS_VIEW = """
+CREATE VIEW promotion_requests AS
+SELECT r.seq AS request_seq, r.occurred_at AS requested_at, r.actor AS requested_by,
+       r.payload->>'$.model' AS model, r.payload->>'$.version' AS version,
+       r.payload->>'$.to_stage' AS to_stage, r.payload->>'$.reason' AS reason,
+       r.payload->'$.evidence' AS evidence,
+       CASE d.type WHEN 'model.promotion_approved' THEN 'approved'
+                   WHEN 'model.promotion_rejected' THEN 'rejected' ELSE 'pending' END AS state,
+       d.seq AS decision_seq, d.occurred_at AS decided_at, d.actor AS decided_by,
+       d.payload->>'$.reason' AS decision_reason, d.payload->'$.gates' AS gates{extra}
+FROM events AS r
+LEFT JOIN events AS d
+    ON d.type IN ('model.promotion_approved', 'model.promotion_rejected')
+   AND (d.payload->>'$.request_seq')::BIGINT = r.seq
+WHERE r.type = 'model.promotion_requested'
+"""
+
+
 @migration
 def m009_promotion_requests(con: duckdb.DuckDBPyConnection) -> None:
     """Promotion requests with their decision (pending until one is recorded), and the git identities linked to
     principals: the approval queue and the four-eyes rule are queries."""
-    con.execute(
-        """
-        CREATE VIEW promotion_requests AS
-        SELECT r.seq AS request_seq, r.occurred_at AS requested_at, r.actor AS requested_by,
-               r.payload->>'$.model' AS model, r.payload->>'$.version' AS version,
-               r.payload->>'$.to_stage' AS to_stage, r.payload->>'$.reason' AS reason,
-               r.payload->'$.evidence' AS evidence,
-               CASE d.type WHEN 'model.promotion_approved' THEN 'approved'
-                           WHEN 'model.promotion_rejected' THEN 'rejected' ELSE 'pending' END AS state,
-               d.seq AS decision_seq, d.occurred_at AS decided_at, d.actor AS decided_by,
-               d.payload->>'$.reason' AS decision_reason, d.payload->'$.gates' AS gates
-        FROM events AS r
-        LEFT JOIN events AS d
-            ON d.type IN ('model.promotion_approved', 'model.promotion_rejected')
-           AND (d.payload->>'$.request_seq')::BIGINT = r.seq
-        WHERE r.type = 'model.promotion_requested'
-        """
-    )
+    con.execute(PROMOTION_REQUESTS_VIEW.format(extra=""))
     con.execute(
         """
         CREATE VIEW principal_identities AS
@@ -663,6 +664,16 @@ def m011_attestations(con: duckdb.DuckDBPyConnection) -> None:
     con.execute(
         CURRENT_EVENTS_VIEW.replace("CREATE VIEW", "CREATE OR REPLACE VIEW").format(
             extra=", s.authn, s.signature, s.authn->>'$.by' AS authn_by"
+        )
+    )
+
+
+@migration
+def m012_forced_promotion_requests(con: duckdb.DuckDBPyConnection) -> None:
+    """A request may ask for a forced promotion (an admin's, in team mode): the queue and the approval see it."""
+    con.execute(
+        PROMOTION_REQUESTS_VIEW.replace("CREATE VIEW", "CREATE OR REPLACE VIEW").format(
+            extra=", coalesce((r.payload->>'$.forced')::BOOLEAN, false) AS forced"
         )
     )
 

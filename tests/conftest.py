@@ -16,7 +16,9 @@ import sys
 import time
 import uuid
 from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
+from typing import Any
 
 import pytest
 from click.testing import CliRunner, Result
@@ -213,11 +215,33 @@ def snapshot_event(i: int, source: str = "the source system", actor: str = "Zoë
 ECHO_INFER = 'python -c "import shutil, sys; shutil.copy(sys.argv[1], sys.argv[2])" {input} {output}'
 
 
+@contextmanager
+def as_server(root: Path) -> Iterator[Any]:
+    """This test process acts as the project's `govern serve`: its key (created and registered on first use, at
+    the path the project's server will use) signs what is appended meanwhile, as the server would."""
+    from govern import signing
+    from govern.api import keys
+
+    previous = signing.active()
+    state = keys.start(root)
+    try:
+        yield state.signer
+    finally:
+        signing.activate(previous)
+
+
+def via_server(principal: str, token_id: str = "7e55a0000001") -> Any:
+    """An actor as the server records a principal it authenticated (with `as_server`, its events are signed)."""
+    from govern import attribution
+
+    return attribution.authenticated(principal, token_id)
+
+
 def trained_version(
     ledger_path: Path,
     model: str,
     version: str,
-    trained_by: str,
+    trained_by: Any,
     metrics: dict | None = None,
     commit: str = "c0ffee",
     model_file: Path | None = None,

@@ -186,9 +186,9 @@ def test_a_project_that_requires_approval_refuses_direct_promotion(project: Path
     toml.write_text(toml.read_text().replace("[registry]\n", "[registry]\nrequire_approval = true\n"))
     line = refused(project, "promote", M, "1", "--to", "staging", "--reason", "quick")
     assert line == (
-        "Error: Promotions here need an approved request (govern.toml: `registry.require_approval`): ask with "
-        "`govern request-promotion churn 1 --to staging --reason ...`, and an approver who neither asked nor "
-        "trained runs `govern approve`"
+        "Error: Promotions to 'staging' here need an approved request (govern.toml: `registry.require_approval`): "
+        "ask with `govern request-promotion churn 1 --to staging --reason ...` (POST /promotion-requests), and an "
+        "approver who neither asked nor trained approves it"
     )
 
 

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 from conftest import run_cli
-from test_server import project, server, tokens_for  # noqa: F401 - fixtures: a served project
+from test_server import call, project, server, tokens_for  # noqa: F401 - fixtures: a served project
 
 from govern.ledger import Ledger
 
@@ -49,14 +49,18 @@ REFUSALS = [
 
 @pytest.fixture
 def remote(project: Path, server: str, monkeypatch: pytest.MonkeyPatch) -> dict:  # noqa: F811
-    """Some history (a promotion, a deployment, a request), then a token for a principal holding every role."""
+    """A token for a principal holding every role, then some history made through the server with it (a promotion,
+    a deployment, a request: in team mode the server is where people act)."""
     for role in ("auditor", "admin", "approver", "deployer", "scientist"):
         assert run_cli("principals", "add", "ops", "--role", role, cwd=project).exit_code == 0
-    assert run_cli("promote", "churn", "1", "--to", "staging", "--reason", "candidate", cwd=project).exit_code == 0
-    assert run_cli("deploy", "churn", "1", "--app", "scoring", "--env", "dev", cwd=project).exit_code == 0
-    request = ["request-promotion", "churn", "2", "--to", "staging", "--reason", "next"]
-    assert run_cli(*request, cwd=project).exit_code == 0
-    token = tokens_for(project, "ops")["ops"]
+    made = tokens_for(project, "ops", "sci")
+    token = made["ops"]
+    promotion = {"model": "churn", "version": "1", "to_stage": "staging", "reason": "candidate"}
+    assert call(server, "POST", "/api/v1/promotions", token, promotion)[0] == 201
+    deployment = {"model": "churn", "version": "1", "app": "scoring", "env": "dev"}
+    assert call(server, "POST", "/api/v1/deployments", token, deployment)[0] == 201
+    request = {"model": "churn", "version": "2", "to_stage": "staging", "reason": "next"}
+    assert call(server, "POST", "/api/v1/promotion-requests", made["sci"], request)[0] == 201
     elsewhere = project.parent / "elsewhere"  # not a checkout: a remote command needs none
     elsewhere.mkdir()
     return {"project": project, "server": server, "token": token, "elsewhere": elsewhere, "monkeypatch": monkeypatch}

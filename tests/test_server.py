@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from conftest import REPO, commit_all, git, run_cli, trained_version, wait_for
+from conftest import REPO, as_server, commit_all, git, run_cli, trained_version, via_server, wait_for
 
 from govern import access
 from govern.ledger import Ledger
@@ -58,15 +58,16 @@ def project(tmp_path: Path) -> Path:
 
 
 def make_project(root: Path) -> Path:
-    """A governed project whose `dev` environment needs no stage, with versions 1 to 3 of `churn` trained by
-    Tess, and a principal for every role (a consumer of `scoring` only). MLflow is unreachable: the aliases of
-    promotions are mirrored later (in the background, the default)."""
+    """A governed project whose `dev` environment needs no stage, with versions 1 to 3 of `churn` trained through
+    the server by the principal tess, and a principal for every role (a consumer of `scoring` only). MLflow is
+    unreachable: the aliases of promotions are mirrored later (in the background, the default)."""
     root.mkdir()
     git(root, "init", "-q", "-b", "main")
     (root / "govern.toml").write_text(
         '[deploy]\nenvironments = ["dev"]\nrequire_stage = {}\n'
         '[registry]\ngto_tags = false\n[mlflow]\ntracking_uri = "sqlite:////nonexistent/mlflow.db"\n'
         '[jobs]\npython = "bin/slow-python"\n'
+        f'[server]\nsigning_key = "{root.parent / "keys" / "server.key"}"\n'  # whoever's HOME starts it
     )
     # Training jobs here stay running until cancelled (their interpreter only sleeps), so every role's cancel and
     # every read of a job can be tried; jobs that really train are in tests/test_server_jobs.py.
@@ -77,10 +78,11 @@ def make_project(root: Path) -> Path:
     shutil.copy(REPO / "audit" / "queries" / "promotions_of_model.sql", root / "audit" / "queries")
     commit_all(root, "start")
     (root / "models").mkdir()
-    for version in ("1", "2", "3"):
-        (root / "models" / f"churn-{version}.bin").write_text(f"weights of version {version}\n")
-        trained_version(root / "audit" / "ledger.duckdb", "churn", version, TRAINER, {"validation.f1": 0.9},
-                        model_file=Path("models") / f"churn-{version}.bin")  # fmt: skip
+    with as_server(root):
+        for version in ("1", "2", "3"):
+            (root / "models" / f"churn-{version}.bin").write_text(f"weights of version {version}\n")
+            trained_version(root / "audit" / "ledger.duckdb", "churn", version, via_server("tess"),
+                            {"validation.f1": 0.9}, model_file=Path("models") / f"churn-{version}.bin")  # fmt: skip
     for name, role in ROLE_OF.items():
         apps = ["--app", "scoring"] if role == "consumer" else []
         assert run_cli("principals", "add", name, "--role", role, *apps, cwd=root).exit_code == 0
@@ -154,8 +156,8 @@ EXAMPLES: dict[str, tuple[str, str, Any]] = {
     "promote": (
         "POST",
         "/api/v1/promotions",
-        {"model": "churn", "version": "1", "to_stage": "production", "reason": "approved in the board meeting"},
-    ),  # fmt: skip
+        {"model": "churn", "version": "3", "to_stage": "staging", "reason": "approved in the board meeting"},
+    ),  # fmt: skip: production needs a request in team mode (tests/test_duties.py)
     "deprecate": ("POST", "/api/v1/models/churn/versions/3/deprecation", {"reason": "trained on a bad cut"}),
     "trainings": ("GET", "/api/v1/trainings", None),
     "request_training": ("POST", "/api/v1/trainings", {"commit": "HEAD"}),
@@ -266,13 +268,11 @@ def test_four_eyes_by_identity_the_trainer_and_the_requester_cannot_approve(proj
 
     status, answer, _ = call(server, "POST", "/api/v1/promotion-requests", made["sci"], ask)
     request = answer["request"]
-    status, _, _ = call(server, "POST", "/api/v1/principals/tess/identities", made["adm"], {"identity": TRAINER})
-    assert status == 201
     status, problem, _ = call(server, "POST", f"/api/v1/promotion-requests/{request}/approval", made["tess"],
                               {"reason": "I know this model best"})  # fmt: skip
     assert status == 403 and problem["detail"] == (
-        f"Four-eyes rule: tess trained version 1 of churn (as {TRAINER}) and cannot approve its promotion; "
-        "another approver must approve it"
+        "Four-eyes rule: tess trained version 1 of churn (as tess (token 7e55a0000001)) and cannot approve its "
+        "promotion; another approver must approve it"
     )
 
     status, answer, _ = call(server, "POST", f"/api/v1/promotion-requests/{request}/approval", made["pat"],
@@ -294,6 +294,32 @@ def test_four_eyes_by_identity_the_trainer_and_the_requester_cannot_approve(proj
     assert status == 401 and "was revoked at" in problem["detail"] and ledger.head() == before
     status, problem, _ = call(server, "POST", "/api/v1/promotions", made["tess"], {**ask2, "approver": "Someone Else"})
     assert status == 422 and "approver" in problem["detail"], "no free-text approver over HTTP"
+
+
+def test_a_version_trained_under_a_self_asserted_identity_needs_a_server_training_or_a_verified_reproduction(
+    project: Path, server: str
+) -> None:
+    """In team mode a git identity proves nobody's hands: linked to tess, it still cannot let pat approve a version
+    only it trained, and tess stays refused by the link."""
+    (project / "models" / "churn-4.bin").write_text("weights of version 4\n")
+    trained_version(project / "audit" / "ledger.duckdb", "churn", "4", TRAINER, {"validation.f1": 0.9},
+                    model_file=Path("models") / "churn-4.bin")  # fmt: skip
+    for name, role in (("tess", "approver"), ("pat", "approver")):
+        assert run_cli("principals", "add", name, "--role", role, cwd=project).exit_code == 0
+    made = tokens_for(project, "tess", "pat", "sci", "adm")
+    assert call(server, "POST", "/api/v1/principals/tess/identities", made["adm"], {"identity": TRAINER})[0] == 201
+    ask = {"model": "churn", "version": "4", "to_stage": "staging", "reason": "ready for shadow traffic"}
+    request = call(server, "POST", "/api/v1/promotion-requests", made["sci"], ask)[1]["request"]
+    ledger = Ledger(project / "audit" / "ledger.duckdb")
+    before = ledger.head()
+    status, problem, _ = call(server, "POST", f"/api/v1/promotion-requests/{request}/approval", made["tess"],
+                              {"reason": "mine, by my git identity"})  # fmt: skip
+    assert status == 403 and f"tess trained version 4 of churn (as {TRAINER})" in problem["detail"]
+    status, problem, _ = call(server, "POST", f"/api/v1/promotion-requests/{request}/approval", made["pat"],
+                              {"reason": "evidence reviewed"})  # fmt: skip
+    assert status == 403 and "was trained by a self-asserted identity" in problem["detail"], problem
+    assert f"{TRAINER} (self-asserted, source not recorded)" in problem["detail"]
+    assert "verified reproduction" in problem["detail"] and ledger.head() == before
 
 
 def test_a_consumer_sees_its_own_apps_only(project: Path, server: str) -> None:

@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from govern import access, queries
+from govern.api import duties
 from govern.api.context import open_project, text_argument
 from govern.api.lifecycle import (
     Outcome,
@@ -28,7 +29,8 @@ from govern.api.lifecycle import (
     plan_promotion_tags,
     refuse_failed_gates,
 )
-from govern.errors import Forbidden, FourEyesViolation, InvalidInput, NotFound, StateConflict
+from govern.attribution import Actor
+from govern.errors import Forbidden, FourEyesViolation, InvalidInput, NotFound, PolicyViolation, StateConflict
 from govern.events import (
     ModelPromoted,
     PendingEvent,
@@ -45,7 +47,7 @@ STATES = ("pending", "approved", "rejected")
 
 REQUESTS_SQL = """
 SELECT request_seq, state, model, version, to_stage, requested_at, requested_by, reason, evidence,
-       decided_at, decided_by, decision_reason, decision_seq
+       decided_at, decided_by, decision_reason, decision_seq, forced
 FROM promotion_requests
 WHERE ($state IS NULL OR state = $state) AND ($model IS NULL OR model = $model)
   AND ($seq IS NULL OR request_seq = $seq)
@@ -66,15 +68,29 @@ class Requested:
 
 
 def request_promotion(
-    model: str, version: str, to_stage: str, reason: str, start: Path | None = None, actor: str | None = None
+    model: str,
+    version: str,
+    to_stage: str,
+    reason: str,
+    start: Path | None = None,
+    actor: Actor | str | None = None,
+    force: bool = False,
 ) -> Requested:
-    """Ask for `version` to enter `to_stage`; an approver decides. One open request per version and stage."""
+    """Ask for `version` to enter `to_stage`; an approver decides. One open request per version and stage.
+    `force`: out of the stages' order (or past a deprecated twin); in team mode only an admin asks for that."""
     project = open_project(start, actor)
     check_stage(project, to_stage)
     reason = text_argument(reason, "--reason")
 
     def decide(reader: Reader) -> list[PendingEvent]:
-        facts, _ = check_promotable(project, reader, model, version, to_stage)
+        rules = duties.policy(project, reader)
+        duties.require_authenticated(project, rules, "a promotion request")
+        if force and rules.team and not _holds(reader, project.actor, "admin"):
+            raise Forbidden(
+                "A forced promotion is asked for by an admin and approved by an approver: "
+                f"{_who(project.actor)} is no admin"
+            )
+        facts, _ = check_promotable(project, reader, model, version, to_stage, force)
         open_ = _requests(reader, "pending", model)
         same = [r for r in open_ if r["version"] == version and r["to_stage"] == to_stage]
         if same:
@@ -90,6 +106,7 @@ def request_promotion(
             to_stage=to_stage,
             reason=reason,
             evidence={"gates": [finding.to_dict() for finding in findings], "trained_by": facts.training_actor},
+            forced=force,
         )
         return [PendingEvent(fact, actor=project.actor, occurred_at=utc_now(), git_commit=facts.git_commit)]
 
@@ -117,8 +134,22 @@ def approve(
         found.update(pending)
         model, version, to_stage = pending["model"], pending["version"], pending["to_stage"]
         check_stage(project, to_stage)
-        facts, current = check_promotable(project, reader, model, version, to_stage)
-        _refuse_same_person(project.actor, pending, facts.training_actor, identity_links(reader))
+        rules = duties.policy(project, reader)
+        duties.require_authenticated(project, rules, "an approval")
+        forced = bool(pending.get("forced"))
+        facts, current = check_promotable(project, reader, model, version, to_stage, forced)
+        _refuse_same_person(project.actor.name, pending, facts.training_actor, identity_links(reader))
+        if rules.team:
+            duties.request_attested(project, reader, pending)
+            duties.check_not_trainer(
+                project, reader, rules, facts, project.actor.name, "approve its promotion", pending["requested_by"]
+            )
+            duties.check_token_issuer(
+                reader,
+                project.actor,
+                [pending["requested_by"], *duties.trainers(project, reader, facts).names],
+                "approve it",
+            )
         findings = refuse_failed_gates(project, reader, facts, to_stage)
         planned[:] = plan_promotion_tags(project, facts, to_stage, warnings)
         now = utc_now()
@@ -137,7 +168,7 @@ def approve(
             to_stage=to_stage,
             approver=project.actor.name,
             reason=pending["reason"],
-            forced=False,
+            forced=forced,
             gto_tag=next((t for t in planned if "#" in t), None),
             request_seq=seq,
         )
@@ -227,6 +258,17 @@ def _refuse_same_person(approver: str, request: dict[str, Any], trainer: str | N
         )
 
 
+def _holds(reader: Reader, actor: Actor, role: str) -> bool:
+    """Does the authenticated principal behind `actor` hold `role` now (as the ledger says, in this transaction)?"""
+    principal = actor.authn.principal if actor.authenticated else None
+    if principal is None:
+        return False
+    _, rows = reader.query(
+        "SELECT 1 FROM role_grants WHERE principal = $p AND role = $r AND ended_at IS NULL", {"p": principal, "r": role}
+    )
+    return bool(rows)
+
+
 def _who(actor: object) -> str:
     found = access.TOKEN_ACTOR.match(str(actor))
     return found.group(1) if found else str(actor)
@@ -311,7 +353,8 @@ SELECT r.seq AS request_seq,
        r.payload->>'$.model' AS model, r.payload->>'$.version' AS version, r.payload->>'$.to_stage' AS to_stage,
        r.occurred_at AS requested_at, r.actor AS requested_by, r.payload->>'$.reason' AS reason,
        r.payload->'$.evidence' AS evidence, d.occurred_at AS decided_at, d.actor AS decided_by,
-       d.payload->>'$.reason' AS decision_reason, d.seq AS decision_seq
+       d.payload->>'$.reason' AS decision_reason, d.seq AS decision_seq,
+       coalesce((r.payload->>'$.forced')::BOOLEAN, false) AS forced, r.authn AS request_authn
 FROM (SELECT * FROM events WHERE seq = $seq AND type = 'model.promotion_requested') AS r
 LEFT JOIN (SELECT * FROM events
            WHERE type IN ('model.promotion_approved', 'model.promotion_rejected') AND seq > $seq
@@ -388,7 +431,7 @@ def evidence(request: int | str, start: Path | None = None, viewer: str | None =
                 {"model": model, "version": version, "stage": stage, "after": row["decision_seq"] - 1},
             )
             promoted_seq = found[0]["seq"] if found else None
-        links = identity_links(reader) if viewer else {}
+        four_eyes = _four_eyes(start, reader, viewer, row, facts) if viewer else None
     for verdict in verdicts:
         verdict["verdict"] = _verdict_name(verdict["type"])
     mine = trained.get(version, {}).get("payload", {})
@@ -428,7 +471,7 @@ def evidence(request: int | str, start: Path | None = None, viewer: str | None =
         "holder": holder,
         "changes": _changes(mine, theirs, trained.get(version), trained.get(holder) if holder else None),
         "promoted_seq": promoted_seq,
-        "four_eyes": _four_eyes(viewer, row, facts.training_actor, links) if viewer else None,
+        "four_eyes": four_eyes,
     }
 
 
@@ -438,11 +481,23 @@ def _verdict_name(kind: str | None) -> str | None:
     return "verified" if kind == "reproduction.verified" else "diverged"
 
 
-def _four_eyes(viewer: str, request: dict[str, Any], trainer: str | None, links: Any) -> str | None:
-    """The four-eyes rule's message for `viewer`, if it would refuse their approval (the approval checks again)."""
+def _four_eyes(
+    start: Path | None, reader: Reader, viewer: Actor | str, request: dict[str, Any], facts: queries.VersionFacts
+) -> str | None:
+    """The rules' message for `viewer`, if they would refuse their approval (the approval checks again)."""
+    project = open_project(start, viewer)
     try:
-        _refuse_same_person(viewer, request, trainer, links)
-    except FourEyesViolation as violation:
+        _refuse_same_person(project.actor.name, request, facts.training_actor, identity_links(reader))
+        rules = duties.policy(project, reader)
+        duties.require_authenticated(project, rules, "an approval")
+        if rules.team:
+            duties.request_attested(project, reader, request)
+            duties.check_not_trainer(
+                project, reader, rules, facts, project.actor.name, "approve its promotion", request["requested_by"]
+            )
+            trained = duties.trainers(project, reader, facts).names
+            duties.check_token_issuer(reader, project.actor, [request["requested_by"], *trained], "approve it")
+    except (FourEyesViolation, PolicyViolation) as violation:
         return str(violation)
     return None
 

@@ -72,12 +72,6 @@ def promote(
 ) -> Outcome:
     """Move a version to a stage, in the configured order unless forced."""
     project = open_project(start, actor)
-    if project.config.require_approval:
-        raise PolicyViolation(
-            f"Promotions here need an approved request ({project.config.source}: `registry.require_approval`): "
-            f"ask with `govern request-promotion {model} {version} --to {to_stage} --reason ...`, and an approver "
-            "who neither asked nor trained runs `govern approve`"
-        )
     check_stage(project, to_stage)
     reason = text_argument(reason, "--reason")
     approver = text_argument(approver, "--approver") if approver is not None else project.actor.name
@@ -85,9 +79,36 @@ def promote(
     warnings: list[str] = []
 
     def decide(reader: Reader) -> list[PendingEvent]:
+        from govern.api import duties
+
+        rules = duties.policy(project, reader)
+        if rules.needs_request(to_stage):
+            why = (
+                "team mode's default for the last stage"
+                if project.config.require_approval is None
+                else (f"{project.config.source}: `registry.require_approval`")
+            )
+            raise PolicyViolation(
+                f"Promotions to {to_stage!r} here need an approved request ({why}): ask with `govern "
+                f"request-promotion {model} {version} --to {to_stage} --reason ...` (POST /promotion-requests), and an "
+                "approver who neither asked nor trained approves it"
+            )
+        if rules.team:
+            duties.require_authenticated(project, rules, "a promotion")
+            if approver != project.actor.name:
+                raise PolicyViolation(
+                    "In team mode the approver of a promotion is whoever the server authenticated: leave --approver out"
+                )
+            if force:
+                raise PolicyViolation(
+                    "In team mode --force is no way around the rules: an admin asks for the forced promotion "
+                    "(govern request-promotion ... --force) and an approver who neither asked nor trained approves it"
+                )
         facts, current = check_promotable(project, reader, model, version, to_stage, force)
         refuse_failed_gates(project, reader, facts, to_stage)
-        if project.config.four_eyes and access.same_person(approver, facts.training_actor, identity_links(reader)):
+        if rules.team:
+            duties.check_not_trainer(project, reader, rules, facts, approver, "promote it")
+        elif rules.four_eyes and access.same_person(approver, facts.training_actor, identity_links(reader)):
             raise FourEyesViolation(
                 f"Four-eyes rule: {approver} trained version {version} of {model} and cannot approve its promotion; "
                 "another person must approve it (--approver NAME)"
@@ -152,9 +173,10 @@ def check_promotable(
     return facts, current
 
 
-VERDICT_SQL = """
-SELECT arg_max(CASE type WHEN 'reproduction.verified' THEN 'verified' ELSE 'diverged' END, seq)
+VERDICTS_SQL = """
+SELECT seq, CASE type WHEN 'reproduction.verified' THEN 'verified' ELSE 'diverged' END AS verdict, authn
 FROM events WHERE subject = 'commit:' || $commit AND type IN ('reproduction.verified', 'reproduction.diverged')
+ORDER BY seq DESC LIMIT 50
 """
 
 
@@ -165,10 +187,22 @@ def judge_gates(project: Project, reader: Reader, facts: queries.VersionFacts, t
         return []
     _, rows = reader.query("SELECT payload->'$.metrics' FROM events WHERE event_id = ?", [facts.training_event_id])
     metrics = json.loads(rows[0][0]) if rows and rows[0][0] else {}
-    verdict = None
-    if facts.git_commit:
-        _, [(verdict,)] = reader.query(VERDICT_SQL, {"commit": facts.git_commit})
+    verdict = latest_verdict(project, reader, facts.git_commit) if facts.git_commit else None
     return gates.judge(declared, metrics, verdict)
+
+
+def latest_verdict(project: Project, reader: Reader, commit: str) -> str | None:
+    """The latest CI verdict on `commit`; in team mode the latest one a verifier's token authenticated (a local
+    `ci verify` is self-asserted: anyone who can write the ledger could type its verdict)."""
+    from govern import attestations
+    from govern.api import duties
+
+    rows = queries.rows_as_dicts(reader, VERDICTS_SQL, {"commit": commit})
+    if not rows or not duties.team_mode(project, reader):
+        return rows[0]["verdict"] if rows else None
+    claimed = [r for r in rows if r["authn"] and json.loads(r["authn"]).get("by") == "server"]
+    checked = attestations.check_events(reader, [r["seq"] for r in claimed], project.config.trusted_keys)
+    return next((r["verdict"] for r in claimed if checked.get(r["seq"]) is None), None)
 
 
 def refuse_failed_gates(

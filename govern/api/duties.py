@@ -1,0 +1,222 @@
+"""Separation of duties: who may ask for, approve or make a promotion, counting only identities that count.
+
+For one person on one machine (solo mode) the rules are what the project configures, off by default. For a team
+(a PostgreSQL ledger, a declared `[tool.govern.server] url`, `mode = "team"`, or a ledger a server has signed
+in) they protect people from themselves by default and count only identities the server authenticated:
+
+- the last stage needs an approved request (`registry.require_approval` unset), and four-eyes is on;
+- whoever asks, approves or promotes must be authenticated now (a self-asserted name can be typed by anyone who
+  can write the ledger), and a request counts only if the server attested it;
+- nobody approves or promotes a version they trained, by any path; the trainers are every training that produced
+  the version's bytes, authenticated or not (a self-asserted trainer name is compared too: a wrong name can only
+  make the rule stricter); a version no authenticated training produced needs an authenticated, verified
+  reproduction before it enters a four-eyes stage, and its requester then counts as a trainer;
+- an approver whose token was issued by the requester or a trainer is that person's hands: refused too.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from typing import Any
+
+from govern import access, attestations, attribution, queries
+from govern.api.context import Project
+from govern.errors import FourEyesViolation, PolicyViolation
+from govern.ledger import Reader
+
+SERVER_KEY_SQL = "SELECT count(*) > 0 FROM events WHERE type = 'signing_key.registered'"
+
+# Every training that produced this version's bytes: the one that registered it, and any other whose models
+# carry the same sha256 (run again, restored from a cache, trained elsewhere).
+TRAININGS_SQL = """
+WITH version AS (
+    SELECT arg_max(sha256, seq) AS sha256, arg_max(training_event_id, seq) AS training_event_id
+    FROM model_versions WHERE model = $model AND version = $version
+)
+SELECT t.seq, t.actor, t.authn
+FROM events AS t, version AS v
+WHERE t.type = 'training.completed'
+  AND (t.event_id = v.training_event_id
+       OR (v.sha256 IS NOT NULL AND list_contains(
+              json_extract_string(t.payload, '$.models[*].sha256'), v.sha256)))
+ORDER BY t.seq
+"""
+
+VERIFIED_SQL = """
+SELECT seq, actor, authn FROM events
+WHERE type = 'reproduction.verified' AND subject = 'commit:' || $commit
+  AND ($lock IS NULL OR payload->>'$.dvc_lock_sha256' = $lock)
+ORDER BY seq DESC
+"""
+
+ISSUER_SQL = "SELECT issued_by FROM access_tokens WHERE token_id = $token_id"
+
+
+@dataclass(frozen=True)
+class Policy:
+    """The rules in force for one decision."""
+
+    team: bool
+    approval_stages: frozenset[str]
+    four_eyes: bool
+
+    def needs_request(self, stage: str) -> bool:
+        return stage in self.approval_stages
+
+
+def team_mode(project: Project, reader: Reader) -> bool:
+    """A team's project: declared so, on PostgreSQL, run by a server (this process), or signed by one before."""
+    from govern import signing
+
+    if project.config.declares_team or signing.active() is not None:
+        return True
+    if project.config.mode == "solo":
+        return False
+    _, [(signed,)] = reader.query(SERVER_KEY_SQL)
+    return bool(signed)
+
+
+def policy(project: Project, reader: Reader) -> Policy:
+    cfg = project.config
+    team = team_mode(project, reader)
+    configured = cfg.require_approval
+    if configured is None:
+        stages = frozenset(cfg.stages[-1:]) if team else frozenset()
+    elif configured is True:
+        stages = frozenset(cfg.stages)
+    elif configured is False:
+        stages = frozenset()
+    else:
+        stages = frozenset(configured)
+    return Policy(team, stages, cfg.four_eyes if cfg.four_eyes is not None else team)
+
+
+def require_authenticated(project: Project, policy_: Policy, what: str) -> None:
+    """In team mode a decision about people counts only from someone the server authenticated."""
+    if policy_.team and not project.actor.authenticated:
+        raise PolicyViolation(
+            f"In team mode {what} counts only when govern serve authenticated who made it; "
+            f"{attribution.shown(project.actor.name, project.actor.authn)} is not: run it with GOVERN_URL and "
+            "GOVERN_TOKEN set (your own token), or through the web pages"
+        )
+
+
+@dataclass(frozen=True)
+class Trainers:
+    """Who trained a version: every name (for comparison), and whether any training was authenticated."""
+
+    names: tuple[str, ...]
+    authenticated: tuple[str, ...]
+    shown: tuple[str, ...]
+
+
+def trainers(project: Project, reader: Reader, facts: queries.VersionFacts) -> Trainers:
+    rows = queries.rows_as_dicts(reader, TRAININGS_SQL, {"model": facts.model, "version": facts.version})
+    verdicts = attestations.check_events(reader, [r["seq"] for r in rows], project.config.trusted_keys)
+    names, authenticated, shown = [], [], []
+    for row in rows:
+        names.append(row["actor"])
+        authn = attribution.Authn.from_json(row["authn"]) if row["authn"] else None
+        attested = authn is not None and authn.authenticated and verdicts.get(row["seq"]) is None
+        if attested:
+            authenticated.append(row["actor"])
+        shown.append(attribution.shown(row["actor"], authn))
+    if facts.training_actor and facts.training_actor not in names:
+        names.append(facts.training_actor)
+    return Trainers(tuple(names), tuple(authenticated), tuple(shown))
+
+
+def verified_reproduction(project: Project, reader: Reader, facts: queries.VersionFacts, lock: str | None) -> bool:
+    """Is there a verified reproduction of the version's commit (and lock), authenticated by the server?"""
+    if not facts.git_commit:
+        return False
+    rows = queries.rows_as_dicts(reader, VERIFIED_SQL, {"commit": facts.git_commit, "lock": lock})
+    candidates = [r for r in rows if r["authn"] and attribution.Authn.from_json(r["authn"]).authenticated]
+    verdicts = attestations.check_events(reader, [r["seq"] for r in candidates], project.config.trusted_keys)
+    return any(verdicts.get(r["seq"]) is None for r in candidates)
+
+
+def check_not_trainer(
+    project: Project,
+    reader: Reader,
+    policy_: Policy,
+    facts: queries.VersionFacts,
+    who: str,
+    doing: str,
+    requester: str | None = None,
+) -> None:
+    """Refuse `who` (approving or promoting) where they trained the version, by any name linked to them; in team
+    mode, also where no authenticated training (nor an authenticated verified reproduction) vouches for the
+    version's trainer."""
+    from govern.api.lifecycle import identity_links
+
+    if not policy_.four_eyes:
+        return
+    links = identity_links(reader)
+    found = trainers(project, reader, facts)
+    for name in found.names:
+        if access.same_person(who, name, links):
+            raise FourEyesViolation(
+                f"Four-eyes rule: {_who(who)} trained version {facts.version} of {facts.model} (as {name}) and "
+                f"cannot {doing}; another approver must {doing.split()[0]} it"
+            )
+    if policy_.team and not found.authenticated:
+        lock = _lock(reader, facts)
+        if not verified_reproduction(project, reader, facts, lock):
+            raise FourEyesViolation(
+                f"Four-eyes rule: version {facts.version} of {facts.model} was trained by a self-asserted identity "
+                f"({', '.join(found.shown) or 'unknown'}), which proves nobody's hands: it can {doing.split()[0]} "
+                "only after a training through govern serve (POST /trainings, or govern repro with GOVERN_URL) or a "
+                "verified reproduction uploaded by a verifier (govern ci verify --server)"
+            )
+        if requester and access.same_person(who, requester, links):
+            raise FourEyesViolation(
+                f"Four-eyes rule: {_who(who)} asked for this version, whose training is self-asserted, and counts as "
+                f"its trainer: another approver must {doing.split()[0]} it"
+            )
+
+
+def check_token_issuer(reader: Reader, who: attribution.Actor, others: list[str], doing: str) -> None:
+    """An approver whose token another person issued acts with that person's hands, as far as the ledger can
+    tell: refused where the issuer asked for or trained what is approved."""
+    from govern.api.lifecycle import identity_links
+
+    token = (who.authn.via or "").removeprefix("token ") if who.authenticated else None
+    if not token or not access.TOKEN_ID.match(token):
+        return
+    rows = queries.rows_as_dicts(reader, ISSUER_SQL, {"token_id": token})
+    issuer = rows[0]["issued_by"] if rows else None
+    if not issuer or access.same_person(issuer, who.name, {}):
+        return
+    links = identity_links(reader)
+    for other in others:
+        if other and access.same_person(issuer, other, links):
+            raise FourEyesViolation(
+                f"Four-eyes rule: {_who(who.name)}'s token {token} was issued by {_who(issuer)}, who asked for or "
+                f"trained this version: it cannot {doing}; redeem a token of your own (govern tokens redeem) or let "
+                "another approver decide"
+            )
+
+
+def request_attested(project: Project, reader: Reader, request: dict[str, Any]) -> None:
+    """In team mode a request counts only if the server attested who asked for it."""
+    seq = request["request_seq"]
+    rows = queries.rows_as_dicts(reader, "SELECT actor, authn FROM events WHERE seq = $seq", {"seq": seq})
+    authn = attribution.Authn.from_json(rows[0]["authn"]) if rows and rows[0]["authn"] else None
+    verdict = attestations.check_events(reader, [seq], project.config.trusted_keys).get(seq)
+    if authn is None or not authn.authenticated or verdict is not None:
+        shown = attribution.shown(rows[0]["actor"], authn) if rows else "unknown"
+        raise PolicyViolation(
+            f"Request {seq} was not authenticated by govern serve ({shown}{'; ' + verdict if verdict else ''}): in "
+            "team mode it cannot be approved; reject it and ask again through the server"
+        )
+
+
+def _lock(reader: Reader, facts: queries.VersionFacts) -> str | None:
+    _, rows = reader.query("SELECT payload FROM events WHERE event_id = ?", [facts.training_event_id])
+    return json.loads(rows[0][0]).get("dvc_lock_sha256") if rows else None
+
+
+def _who(actor: str) -> str:
+    return attribution.principal_of(str(actor)) or str(actor)

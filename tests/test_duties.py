@@ -1,0 +1,177 @@
+"""Separation of duties in team mode (issue 25): secure defaults, only authenticated identities count, no side door.
+
+The use cases are called in-process with the actors the server would pass: `via_server(principal)` inside
+`as_server(root)` signs with the project's server key exactly as `govern serve` does; a self-asserted actor is
+what a local CLI, a job or anyone with the ledger's writer role can type.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+from conftest import as_server, commit_all, git, run_cli, trained_version, via_server
+
+from govern import attribution
+from govern.api import access as access_api
+from govern.api import approvals, lifecycle
+from govern.errors import Forbidden, FourEyesViolation, PolicyViolation
+from govern.events import PendingEvent, ReproductionVerified, utc_now
+from govern.ledger import Ledger
+
+M = "churn"
+GIT_TESS = "Tess Trainer <tess@example.com>"
+
+
+@pytest.fixture
+def team(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """A team's project (a server declared): version 1 trained through the server by tess, version 2 in a checkout
+    under tess's git identity; alice is an admin and a scientist, pat and abe approvers, sci a scientist."""
+    root = tmp_path / "team"
+    root.mkdir()
+    git(root, "init", "-q", "-b", "main")
+    (root / "govern.toml").write_text(
+        '[server]\nurl = "https://govern.example"\n'
+        "[registry]\ngto_tags = false\n"
+        '[mlflow]\ntracking_uri = "sqlite:////nonexistent/mlflow.db"\n'
+    )
+    commit_all(root, "start")
+    ledger = root / "audit" / "ledger.duckdb"
+    for name, role in (("alice", "admin"), ("alice", "scientist"), ("tess", "scientist"), ("tess", "approver"),
+                       ("pat", "approver"), ("abe", "approver"), ("sci", "scientist")):  # fmt: skip
+        assert run_cli("principals", "add", name, "--role", role, cwd=root).exit_code == 0
+    with as_server(root):
+        trained_version(ledger, M, "1", via_server("tess"), {"validation.f1": 0.93}, commit="a" * 40)
+    trained_version(ledger, M, "2", GIT_TESS, {"validation.f1": 0.91}, commit="b" * 40)
+    monkeypatch.setenv("GOVERN_REGISTRY_MIRROR", "background")  # MLflow is unreachable: mirrored later
+    return root
+
+
+def head(root: Path) -> tuple[int, str]:
+    return Ledger(root / "audit" / "ledger.duckdb").head()
+
+
+def ask(root: Path, version: str, stage: str, who: str = "sci", force: bool = False) -> int:
+    with as_server(root):
+        return approvals.request_promotion(M, version, stage, "ready", root, via_server(who), force=force).request_id
+
+
+def test_the_last_stage_needs_an_approved_request_by_default_in_team_mode(team: Path) -> None:
+    before = head(team)
+    with as_server(team), pytest.raises(PolicyViolation, match="team mode's default for the last stage"):
+        lifecycle.promote(M, "1", "production", "board", force=True, start=team, actor=via_server("pat"))
+    assert head(team) == before
+    with as_server(team):
+        outcome = lifecycle.promote(M, "1", "staging", "shadow traffic", start=team, actor=via_server("pat"))
+    assert outcome.events[0].actor == "pat (token 7e55a0000001)"
+    assert json.loads(outcome.events[0].authn)["by"] == "server"
+
+
+def test_a_solo_project_keeps_its_configured_rules(tmp_path: Path) -> None:
+    root = tmp_path / "solo"
+    root.mkdir()
+    git(root, "init", "-q", "-b", "main")
+    (root / "govern.toml").write_text('[registry]\ngto_tags = false\n[mlflow]\ntracking_uri = "sqlite:////x"\n')
+    commit_all(root, "start")
+    trained_version(root / "audit" / "ledger.duckdb", M, "1", GIT_TESS, commit="a" * 40)
+    result = run_cli("promote", M, "1", "--to", "production", "--force", "--reason", "one person", cwd=root)
+    assert result.exit_code == 0, result.output
+
+
+@pytest.mark.parametrize(
+    "command",
+    [
+        ("promote", M, "1", "--to", "staging", "--reason", "typed into a terminal"),
+        ("request-promotion", M, "1", "--to", "staging", "--reason", "typed into a terminal"),
+    ],
+)
+def test_a_self_asserted_identity_cannot_promote_or_ask_in_team_mode(team: Path, command: tuple[str, ...]) -> None:
+    before = head(team)
+    result = run_cli(*command, cwd=team)
+    assert result.exit_code == 1
+    assert "counts only when govern serve authenticated who made it" in result.output
+    assert "(self-asserted, git config)" in result.output and head(team) == before
+
+
+def test_a_self_asserted_approval_does_not_count_in_team_mode(team: Path) -> None:
+    number = ask(team, "1", "staging")
+    before = head(team)
+    git(team, "config", "user.name", "Pat Approver")  # a changed git identity is still self-asserted
+    result = run_cli("approve", str(number), "--reason", "looks fine", cwd=team)
+    assert result.exit_code == 1 and "authenticated" in result.output and head(team) == before
+    forged = attribution.self_asserted("pat", attribution.CI_OVERRIDE)
+    with pytest.raises(PolicyViolation, match="counts only when govern serve authenticated"):
+        approvals.approve(number, "as pat, typed", team, forged)
+    with as_server(team):
+        approvals.approve(number, "evidence reviewed", team, via_server("pat"))
+
+
+def test_nobody_promotes_or_approves_a_version_they_trained_by_any_path(team: Path) -> None:
+    with as_server(team), pytest.raises(FourEyesViolation, match="tess trained version 1"):
+        lifecycle.promote(M, "1", "staging", "mine", start=team, actor=via_server("tess"))
+    number = ask(team, "1", "staging")
+    with as_server(team), pytest.raises(FourEyesViolation, match="tess trained version 1"):
+        approvals.approve(number, "mine", team, via_server("tess"))
+    assert "tess trained version 1" in approvals.evidence(number, team, viewer=via_server("tess"))["four_eyes"]
+    assert approvals.evidence(number, team, viewer=via_server("pat"))["four_eyes"] is None
+
+
+def test_a_version_only_a_self_asserted_identity_trained_needs_a_verified_reproduction(team: Path) -> None:
+    number = ask(team, "2", "staging")
+    with as_server(team), pytest.raises(FourEyesViolation, match="trained by a self-asserted identity"):
+        approvals.approve(number, "reviewed", team, via_server("pat"))
+    ledger = Ledger(team / "audit" / "ledger.duckdb")
+    verdict = ReproductionVerified(
+        commit="b" * 40, outputs=[{"path": "model.pkl", "md5": "0" * 32}], differing_outputs=[], metric_deltas={},
+        metrics={}, duration_s=1.0, ci={"system": "local"}, match="exact", dvc_lock_sha256="0" * 64,
+    )  # fmt: skip
+    ledger.append([PendingEvent(verdict, attribution.self_asserted("CI", "GOVERN_CI_IDENTITY"), utc_now(), "b" * 40)])
+    with as_server(team), pytest.raises(FourEyesViolation, match="verified reproduction"):
+        approvals.approve(number, "a self-asserted verdict opens nothing", team, via_server("pat"))
+    with as_server(team):
+        ledger.append([PendingEvent(verdict, via_server("ci-runner"), utc_now(), "b" * 40)])
+        outcome = approvals.approve(number, "reproduced by CI", team, via_server("pat"))
+    assert outcome.events[-1].type == "model.promoted"
+
+
+def test_force_is_an_admins_request_and_an_approvers_decision_never_a_way_around_four_eyes(team: Path) -> None:
+    with as_server(team), pytest.raises(PolicyViolation, match="--force is no way around the rules"):
+        lifecycle.promote(M, "1", "staging", "now", force=True, start=team, actor=via_server("pat"))
+    with as_server(team), pytest.raises(Forbidden, match="sci is no admin"):
+        approvals.request_promotion(M, "1", "production", "skip staging", team, via_server("sci"), force=True)
+    number = ask(team, "1", "production", who="alice", force=True)
+    with as_server(team), pytest.raises(FourEyesViolation, match="tess trained"):
+        approvals.approve(number, "mine", team, via_server("tess"))
+    with as_server(team):
+        outcome = approvals.approve(number, "incident 4711: skip staging", team, via_server("pat"))
+    promoted = outcome.events[-1]
+    assert promoted.payload["forced"] is True and promoted.payload["to_stage"] == "production"
+
+
+def test_an_approver_whose_token_the_requester_issued_acts_with_the_requesters_hands(team: Path) -> None:
+    with as_server(team):
+        issued = access_api.issue_token("abe", start=team, actor=via_server("alice"))
+    number = ask(team, "1", "staging", who="alice")
+    with as_server(team), pytest.raises(FourEyesViolation, match="was issued by alice"):
+        approvals.approve(number, "as abe", team, via_server("abe", issued.token.token_id))
+    with as_server(team):
+        approvals.approve(number, "reviewed", team, via_server("pat"))
+
+
+def test_a_self_asserted_ci_verdict_does_not_open_the_reproduction_gate_in_team_mode(team: Path) -> None:
+    toml = team / "govern.toml"
+    toml.write_text(
+        toml.read_text().replace("[registry]\n", '[registry]\ngates = { staging = ["reproduction.verified"] }\n')
+    )
+    ledger = Ledger(team / "audit" / "ledger.duckdb")
+    verdict = ReproductionVerified(
+        commit="a" * 40, outputs=[{"path": "model.pkl", "md5": "0" * 32}], differing_outputs=[], metric_deltas={},
+        metrics={}, duration_s=1.0, ci={"system": "local"}, match="exact", dvc_lock_sha256="0" * 64,
+    )  # fmt: skip
+    ledger.append([PendingEvent(verdict, attribution.self_asserted("CI", "GOVERN_CI_IDENTITY"), utc_now(), "a" * 40)])
+    with as_server(team), pytest.raises(PolicyViolation, match="reproduction.verified"):
+        lifecycle.promote(M, "1", "staging", "gated", start=team, actor=via_server("pat"))
+    with as_server(team):
+        ledger.append([PendingEvent(verdict, via_server("ci-runner"), utc_now(), "a" * 40)])
+        lifecycle.promote(M, "1", "staging", "gated", start=team, actor=via_server("pat"))
