@@ -646,7 +646,9 @@ def audit_log(types: tuple[str, ...], since: str | None, limit: int | None, as_j
         click.echo(f"{what}.", err=True)
         return
     for event in events:
-        click.echo(f"{event.seq:>6}  {display(event.occurred_at)}  {event.type:<20}  {event.subject}  ({event.actor})")
+        click.echo(
+            f"{event.seq:>6}  {display(event.occurred_at)}  {event.type:<20}  {event.subject}  by {event.actor_shown}"
+        )
 
 
 @audit.command("verify")
@@ -847,7 +849,9 @@ def audit_history(model: str, version: str | None, as_json: bool) -> None:
         _print_json([event.to_dict() for event in events])
         return
     for event in events:
-        click.echo(f"{event.seq:>6}  {display(event.occurred_at)}  {event.type:<20}  {event.subject}  ({event.actor})")
+        click.echo(
+            f"{event.seq:>6}  {display(event.occurred_at)}  {event.type:<20}  {event.subject}  by {event.actor_shown}"
+        )
         detail = _history_detail(event.type, event.payload)
         if detail:
             click.echo(f"{'':>8}{detail}")

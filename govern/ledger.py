@@ -673,7 +673,8 @@ def m012_forced_promotion_requests(con: duckdb.DuckDBPyConnection) -> None:
     """A request may ask for a forced promotion (an admin's, in team mode): the queue and the approval see it."""
     con.execute(
         PROMOTION_REQUESTS_VIEW.replace("CREATE VIEW", "CREATE OR REPLACE VIEW").format(
-            extra=", coalesce((r.payload->>'$.forced')::BOOLEAN, false) AS forced"
+            extra=", coalesce((r.payload->>'$.forced')::BOOLEAN, false) AS forced, r.authn AS requested_authn, "
+            "d.authn AS decided_authn"
         )
     )
 

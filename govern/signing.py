@@ -15,6 +15,9 @@ from __future__ import annotations
 import hashlib
 import os
 import stat
+from collections.abc import Iterator
+from contextlib import contextmanager
+from contextvars import ContextVar
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -126,9 +129,11 @@ def verifier(public: str):  # noqa: ANN201 - an adapter object
     return ed25519.PublicKey(public)
 
 
-# The key of this process, when it is a govern server. Appends of events claiming server authentication are
-# refused without it: a CLI, a job or anything else that imports govern cannot make one.
+# The key that signs what is appended now: the server sets it for each request it answers and for its own
+# threads (`signing_with`), or for the whole process (`activate`). Appends of events claiming server
+# authentication are refused without one: a CLI, a job or anything else that imports govern cannot make one.
 _ACTIVE: Signer | None = None
+_CURRENT: ContextVar[Signer | None] = ContextVar("govern_signer", default=None)
 
 
 def activate(signer: Signer | None) -> None:
@@ -137,4 +142,14 @@ def activate(signer: Signer | None) -> None:
 
 
 def active() -> Signer | None:
-    return _ACTIVE
+    return _CURRENT.get() or _ACTIVE
+
+
+@contextmanager
+def signing_with(signer: Signer) -> Iterator[Signer]:
+    """`signer` signs what this context (a request, a thread of the server) appends, and nothing else does."""
+    token = _CURRENT.set(signer)
+    try:
+        yield signer
+    finally:
+        _CURRENT.reset(token)

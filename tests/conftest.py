@@ -100,6 +100,15 @@ def apply_isolation(monkeypatch: pytest.MonkeyPatch, home: Path) -> dict[str, st
 
 
 @pytest.fixture(autouse=True)
+def no_signer_left_behind() -> Iterator[None]:
+    """A test that ran a server in-process (create_app) leaves this process signing; the next test starts clean."""
+    yield
+    from govern import signing
+
+    signing.activate(None)
+
+
+@pytest.fixture(autouse=True)
 def isolated_env(tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.MonkeyPatch) -> dict[str, str]:
     return apply_isolation(monkeypatch, tmp_path_factory.mktemp("home"))
 

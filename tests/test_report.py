@@ -216,7 +216,7 @@ def test_pipeline_training_and_validation_sections(report: dict, history: Path) 
 def test_approvals_windows_reproductions_inference_and_integrity(report: dict, history: Path) -> None:
     promotions = report["approvals"]["promotions"]
     assert [(p["to_stage"], p["approver"], p["reason"]) for p in promotions] == [
-        ("staging", ACTOR, "recall improved"),
+        ("staging", f"{ACTOR} (self-asserted, git config)", "recall improved"),
         ("production", "Bob <bob@example.com>", "committee approval"),
     ]
     windows = {w["app"]: w for w in report["production"]["windows"]}
@@ -224,7 +224,9 @@ def test_approvals_windows_reproductions_inference_and_integrity(report: dict, h
     assert windows["scoring"]["start"] == times["scoring"] and windows["scoring"]["end"] is None
     assert windows["triage"]["end"] == times["retired"] and windows["triage"]["end_reason"] == "retired"
     legacy, equivalent = report["reproductions"]["runs"]  # not the verdict on another lock of the same commit
-    assert legacy["verdict"] == "verified" and legacy["by"] == "ci:github:release-bot"
+    assert (
+        legacy["verdict"] == "verified" and legacy["by"] == "ci:github:release-bot (self-asserted, source not recorded)"
+    )
     assert legacy["match"] == "exact", "a verdict recorded before the three outcomes reads as exact (upcast)"
     assert legacy["differing_outputs"] == [] and legacy["machines_compared"] is False
     assert equivalent["match"] == "equivalent"

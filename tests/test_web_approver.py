@@ -16,9 +16,9 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from conftest import run_cli
+from conftest import as_server, run_cli, via_server
 from starlette.testclient import TestClient
-from test_server import TRAINER, VERDICT, call, make_project, tokens_for
+from test_server import VERDICT, call, make_project, tokens_for
 from web_support import (
     checked_page,
     chromium,
@@ -33,6 +33,7 @@ from web_support import (
 )
 
 from govern import access
+from govern.api import lifecycle
 from govern.api.audit import open_ledger
 
 # Pages rendered in-process are quick but many: they run in the full suite; the fast tier keeps the role
@@ -105,13 +106,13 @@ def prepare(project: Path) -> None:
     """Version 4 holds staging; version 5 (Tess's) changes the data, the code and a parameter; version 6 was
     trained by Ada, whose identity is appr's. Staging then demands f1 >= 0.85 and a verified reproduction."""
     code = {"src/train.py": "b" * 32}
-    lineage_version(project, "4", TRAINER, metrics={"validation.f1": 0.9}, data_md5="a" * 32, rows=1200,
-                    code=code, params={"train": {"C": 1.0}}, commit="4" * 40)  # fmt: skip
-    promoted = run_cli("promote", "churn", "4", "--to", "staging", "--reason", "the baseline", cwd=project)
-    assert promoted.exit_code == 0, promoted.output
-    lineage_version(project, "5", TRAINER, metrics={"validation.f1": 0.93, "validation.auc": 0.95},
-                    data_md5="d" * 32, rows=1500, code={"src/train.py": "e" * 32, "src/features.py": "f" * 32},
-                    params={"train": {"C": 0.5}}, commit=COMMIT)  # fmt: skip
+    with as_server(project):  # versions 4 and 5 trained through the server by tess, 4 promoted there by appr
+        lineage_version(project, "4", via_server("tess"), metrics={"validation.f1": 0.9}, data_md5="a" * 32,
+                        rows=1200, code=code, params={"train": {"C": 1.0}}, commit="4" * 40)  # fmt: skip
+        lifecycle.promote("churn", "4", "staging", "the baseline", start=project, actor=via_server("appr"))
+        lineage_version(project, "5", via_server("tess"), metrics={"validation.f1": 0.93, "validation.auc": 0.95},
+                        data_md5="d" * 32, rows=1500, code={"src/train.py": "e" * 32, "src/features.py": "f" * 32},
+                        params={"train": {"C": 0.5}}, commit=COMMIT)  # fmt: skip
     lineage_version(project, "6", ADA, metrics={"validation.f1": 0.91}, data_md5="d" * 32, rows=1500,
                     code=code, params={"train": {"C": 1.0}}, commit=COMMIT)  # fmt: skip
     assert run_cli("principals", "link", "appr", ADA, cwd=project).exit_code == 0
@@ -168,7 +169,7 @@ def test_the_approver_reviews_the_evidence_approves_and_is_refused_a_version_she
         assert f"Request {sixth}: churn version 6 to staging" in queue
         card = driver.find_element(By.XPATH, f"//li[.//h3[@id='request-{fifth}']]").text
         assert "passed: validation.f1 >= 0.85 (seen 0.93)" in card and "verified (exact, seq" in card
-        assert re.search(r"Now in staging\s+version 4", card) and TRAINER in card
+        assert re.search(r"Now in staging\s+version 4", card) and "tess (authenticated, token 7e55a0000001)" in card
 
         driver.find_element(By.LINK_TEXT, f"Request {fifth}: churn version 5 to staging").click()
         wait_until(driver, lambda d: d.current_url == f"{base}/approvals/{fifth}", "the request's page")

@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from conftest import TINY_DVC_YAML, TINY_STAGE, commit_all, git, run_cli
+from conftest import TINY_DVC_YAML, TINY_STAGE, as_server, commit_all, git, run_cli, via_server
 from test_server import TRAINER, make_project, tokens_for
 from web_support import (
     checked_page,
@@ -32,6 +32,7 @@ from web_support import (
     wait_until,
 )
 
+from govern.api import lifecycle
 from govern.api.audit import open_ledger
 from govern.server.app import create_app
 
@@ -106,8 +107,9 @@ def setup(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
         (project / "train.py").write_text("C = 0.5\n")
         second = commit_all(project, "train with C=0.5")
         recorded_version(project, "5", c=0.5, f1=0.94, rows=650, extracted="2026-02-07T00:00:00Z")
-        assert run_cli("promote", "churn", "1", "--to", "staging", "--reason", "first", cwd=project).exit_code == 0
-        assert run_cli("deprecate", "churn", "2", "--reason", "label leak", cwd=project).exit_code == 0
+        with as_server(project):  # an approver's decisions, through the server
+            lifecycle.promote("churn", "1", "staging", "first", start=project, actor=via_server("appr"))
+            lifecycle.deprecate("churn", "2", "label leak", start=project, actor=via_server("appr"))
         tokens = tokens_for(project, "sci", "con", "aud", "appr")
     return {"project": project, "app": create_app(project, session_secret=SECRET), "tokens": tokens,
             "commits": (first, second)}  # fmt: skip
@@ -129,7 +131,7 @@ def test_the_scientist_starts_on_the_models_page_with_versions_newest_first_stag
     rows = re.findall(r'<th scope="row"><a href="/models/churn/versions/(\w+)">', page.text)
     assert rows == ["5", "4", "3", "2", "1"], "newest first"
     words = text_of(page.text)
-    assert re.search(r"\b1 \S+ \S+ UTC Tess Trainer <tess@example.com> staging no\b", words), words
+    assert re.search(r"\b1 \S+ \S+ UTC tess \(token 7e55a0000001\) staging no\b", words), words
     assert "deprecated" in words and "label leak" in words
     chart = re.search(r"<svg [^>]*>.*?</svg>", page.text, re.S)
     assert chart and 'role="img"' in chart.group(0) and "validation.f1" in chart.group(0)
@@ -185,7 +187,7 @@ def test_a_promotion_request_is_recorded_under_the_scientist_and_listed_as_pendi
     assert event.type == "model.promotion_requested" and event.payload["reason"] == "f1 up by 0.01"
     assert event.actor.startswith("sci (token "), "recorded under the signed-in principal"
     models = text_of(client.get("/models").text)
-    assert f"{request} churn 4 staging sci (token" in models, "listed among the requests waiting for an approver"
+    assert f"{request} churn 4 staging sci (authenticated, token" in models, "listed among the requests waiting for an approver"
 
     again = client.post(
         "/models/churn/versions/4/promotion-request",

@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from govern import access, queries
+from govern import access, attribution, queries
 from govern.api import duties
 from govern.api.context import open_project, text_argument
 from govern.api.lifecycle import (
@@ -47,7 +47,7 @@ STATES = ("pending", "approved", "rejected")
 
 REQUESTS_SQL = """
 SELECT request_seq, state, model, version, to_stage, requested_at, requested_by, reason, evidence,
-       decided_at, decided_by, decision_reason, decision_seq, forced
+       decided_at, decided_by, decision_reason, decision_seq, forced, requested_authn, decided_authn
 FROM promotion_requests
 WHERE ($state IS NULL OR state = $state) AND ($model IS NULL OR model = $model)
   AND ($seq IS NULL OR request_seq = $seq)
@@ -228,7 +228,17 @@ def _requests(reader: Reader, state: str | None, model: str | None, seq: int | N
     rows = queries.rows_as_dicts(reader, REQUESTS_SQL, {"state": state, "model": model, "seq": seq})
     for row in rows:
         row["evidence"] = json.loads(row["evidence"]) if row["evidence"] else {}
+        _shown(row)
     return rows
+
+
+def _shown(row: dict[str, Any]) -> None:
+    """Each actor of a request row with the strength of its identity, beside the plain name (`*_shown`)."""
+    for name, authn in (("requested_by", "requested_authn"), ("decided_by", "decided_authn"),
+                        ("trained_by", "trained_authn")):  # fmt: skip
+        if row.get(name) is not None:
+            row[f"{name}_shown"] = attribution.shown(row[name], row.get(authn))
+        row.pop(authn, None)
 
 
 def _pending(reader: Reader, seq: int) -> dict[str, Any]:
@@ -289,11 +299,11 @@ QUEUE_SHOWN = 50  # pending requests shown at once, oldest first: the queue is w
 QUEUE_SQL = """
 WITH requests AS MATERIALIZED (SELECT * FROM promotion_requests),
 req AS (
-    SELECT request_seq, model, version, to_stage, requested_at, requested_by, reason, evidence
+    SELECT request_seq, model, version, to_stage, requested_at, requested_by, reason, evidence, requested_authn
     FROM requests WHERE state = 'pending' ORDER BY request_seq LIMIT $limit
 ),
 reg AS (
-    SELECT model, version, arg_max(training_commit, seq) AS git_commit
+    SELECT model, version, arg_max(training_commit, seq) AS git_commit, arg_max(training_seq, seq) AS training_seq
     FROM registrations WHERE (model, version) IN (SELECT model, version FROM req) GROUP BY ALL
 ),
 verdicts AS (
@@ -306,9 +316,10 @@ verdicts AS (
 )
 SELECT req.request_seq, req.model, req.version, req.to_stage, req.requested_at, req.requested_by, req.reason,
        req.evidence, reg.git_commit, v.type AS verdict, v.match AS verdict_match, v.seq AS verdict_seq,
-       v.at AS verdict_at, h.version AS holder
+       v.at AS verdict_at, h.version AS holder, req.requested_authn, t.actor AS trained_by, t.authn AS trained_authn
 FROM req
 LEFT JOIN reg ON reg.model = req.model AND reg.version = req.version
+LEFT JOIN events AS t ON t.seq = reg.training_seq
 LEFT JOIN verdicts AS v ON v.subject = 'commit:' || reg.git_commit
 LEFT JOIN stage_assignments AS h ON h.model = req.model AND h.stage = req.to_stage
 ORDER BY req.request_seq
@@ -324,7 +335,7 @@ FROM events WHERE type IN ('model.promotion_requested', 'model.promotion_approve
 
 DECIDED_SQL = """
 SELECT request_seq, state, model, version, to_stage, requested_by, decided_at, decided_by, decision_reason,
-       decision_seq
+       decision_seq, requested_authn, decided_authn
 FROM promotion_requests WHERE state <> 'pending' ORDER BY decision_seq DESC LIMIT $limit
 """
 
@@ -354,7 +365,8 @@ SELECT r.seq AS request_seq,
        r.occurred_at AS requested_at, r.actor AS requested_by, r.payload->>'$.reason' AS reason,
        r.payload->'$.evidence' AS evidence, d.occurred_at AS decided_at, d.actor AS decided_by,
        d.payload->>'$.reason' AS decision_reason, d.seq AS decision_seq,
-       coalesce((r.payload->>'$.forced')::BOOLEAN, false) AS forced, r.authn AS request_authn
+       coalesce((r.payload->>'$.forced')::BOOLEAN, false) AS forced, r.authn AS requested_authn,
+       d.authn AS decided_authn
 FROM (SELECT * FROM events WHERE seq = $seq AND type = 'model.promotion_requested') AS r
 LEFT JOIN (SELECT * FROM events
            WHERE type IN ('model.promotion_approved', 'model.promotion_rejected') AND seq > $seq
@@ -362,7 +374,7 @@ LEFT JOIN (SELECT * FROM events
 """
 
 VERDICTS_SQL = """
-SELECT seq, type, occurred_at, actor, payload->>'$.match' AS match FROM events
+SELECT seq, type, occurred_at, actor, payload->>'$.match' AS match, authn FROM events
 WHERE type IN ('reproduction.verified', 'reproduction.diverged') AND subject = 'commit:' || $commit
 ORDER BY seq DESC LIMIT 5
 """
@@ -389,6 +401,9 @@ def queue(ledger: LedgerStore, limit: int = QUEUE_SHOWN) -> dict[str, Any]:
     for row in pending:
         row["evidence"] = json.loads(row["evidence"]) if row["evidence"] else {}
         row["verdict"] = _verdict_name(row["verdict"])
+        _shown(row)
+    for row in decided:
+        _shown(row)
     return {"pending": pending, "total": total, "decided": decided}
 
 
@@ -413,6 +428,7 @@ def evidence(request: int | str, start: Path | None = None, viewer: str | None =
             raise NotFound(f"No promotion request {seq}: `govern requests` lists the pending ones with their numbers")
         row = rows[0]
         row["evidence"] = json.loads(row["evidence"]) if row["evidence"] else {}
+        _shown(row)
         model, version, stage = row["model"], row["version"], row["to_stage"]
         facts = queries.version_facts(reader, model, version)
         before = row["decision_seq"] if row["decision_seq"] is not None else 2**62
@@ -432,8 +448,11 @@ def evidence(request: int | str, start: Path | None = None, viewer: str | None =
             )
             promoted_seq = found[0]["seq"] if found else None
         four_eyes = _four_eyes(start, reader, viewer, row, facts) if viewer else None
+        _, authn = reader.query("SELECT authn FROM events WHERE event_id = ?", [facts.training_event_id])
+        trained_shown = attribution.shown(facts.training_actor, authn[0][0]) if facts.training_actor else None
     for verdict in verdicts:
         verdict["verdict"] = _verdict_name(verdict["type"])
+        verdict["actor_shown"] = attribution.shown(verdict["actor"], verdict.pop("authn"))
     mine = trained.get(version, {}).get("payload", {})
     theirs = trained.get(holder, {}).get("payload", {}) if holder is not None else None
     metrics = mine.get("metrics") or {}
@@ -459,6 +478,7 @@ def evidence(request: int | str, start: Path | None = None, viewer: str | None =
     return {
         "request": row,
         "trained_by": facts.training_actor,
+        "trained_by_shown": trained_shown,
         "git_commit": facts.git_commit,
         "deprecated_seq": facts.deprecated_seq,
         "holds": list(facts.holds),

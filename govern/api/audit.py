@@ -335,7 +335,7 @@ def _typed(key: str, value: str, kind: str) -> Any:
 LOG_PAGE_LIMIT = 500  # events a page of the log shows at most
 
 
-LOG_PAGE_COLUMNS = "seq, event_id, type, occurred_at, recorded_at, actor, subject, git_commit, payload, hash"
+LOG_PAGE_COLUMNS = "seq, event_id, type, occurred_at, recorded_at, actor, subject, git_commit, payload, hash, authn"
 
 
 def log_page(
@@ -374,12 +374,17 @@ def log_page(
         seqs = [seq for (seq,) in found]
         if not seqs:
             return []
-        return queries.rows_as_dicts(
+        rows = queries.rows_as_dicts(
             reader,
             f"SELECT {LOG_PAGE_COLUMNS} FROM stored_events WHERE seq BETWEEN $first AND $last "
             "AND seq IN (SELECT unnest($seqs::BIGINT[])) ORDER BY seq DESC",
             {"first": min(seqs), "last": max(seqs), "seqs": seqs},
         )
+    from govern.attribution import shown
+
+    for row in rows:
+        row["actor_shown"] = shown(row["actor"], row.pop("authn"))
+    return rows
 
 
 def slots(start: Path | None = None) -> list[tuple[str, str]]:

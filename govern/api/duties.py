@@ -66,10 +66,9 @@ class Policy:
 
 
 def team_mode(project: Project, reader: Reader) -> bool:
-    """A team's project: declared so, on PostgreSQL, run by a server (this process), or signed by one before."""
-    from govern import signing
-
-    if project.config.declares_team or signing.active() is not None:
+    """A team's project: declared so, on PostgreSQL, or a ledger a server has signed in (every server registers
+    its key before it answers anything, so a server's own decisions are always in team mode)."""
+    if project.config.declares_team:
         return True
     if project.config.mode == "solo":
         return False

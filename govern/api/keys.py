@@ -59,8 +59,9 @@ def init_key(root: Path) -> tuple[signing.Signer, bool]:
     return signing.create(path), True
 
 
-def start(root: Path, create: bool = True) -> KeyState:
-    """Load (or create) the server's key, make sure the ledger trusts it, and sign with it from now on."""
+def start(root: Path, create: bool = True, activate: bool = True) -> KeyState:
+    """Load (or create) the server's key and make sure the ledger trusts it; with `activate`, this process signs
+    with it from now on (otherwise the caller says where: `signing.signing_with`)."""
     project = open_project(root, server_actor())
     path = key_path(project)
     created = False
@@ -69,7 +70,8 @@ def start(root: Path, create: bool = True) -> KeyState:
     else:
         signer = signing.load(path)
     registered = _ensure_registered(project, signer)
-    signing.activate(signer)
+    if activate:
+        signing.activate(signer)
     return KeyState(signer, registered, created)
 
 
@@ -107,13 +109,8 @@ def _ensure_registered(project: Project, signer: signing.Signer) -> RecordedEven
         reason = "first key of this ledger" if not keys else "pinned in the project's configuration"
         return [_registration(signer, None, None, reason)]
 
-    # The registration is signed by the key it registers: this process signs it, and nothing else yet
-    previous = signing.active()
-    signing.activate(signer)
-    try:
+    with signing.signing_with(signer):  # the registration is signed by the key it registers
         recorded = project.ledger.transact(decide)
-    finally:
-        signing.activate(previous)
     return recorded[0] if recorded else None
 
 
@@ -149,17 +146,14 @@ def rotate(root: Path, old_path: Path, reason: str) -> tuple[signing.Signer, lis
             ),
         ]
 
-    previous = signing.active()
-    signing.activate(new)
     try:
-        events = project.ledger.transact(decide)
+        with signing.signing_with(new):
+            events = project.ledger.transact(decide)
     except BaseException:
         path.unlink(missing_ok=True)  # nothing was recorded: the new key must not linger as if it were in use
         if kept.exists():
             kept.rename(path)
         raise
-    finally:
-        signing.activate(previous)
     return new, events
 
 

@@ -9,7 +9,7 @@ or dvc: a report needs the ledger and the git repository only.
 from __future__ import annotations
 
 import json
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
@@ -193,8 +193,50 @@ def _gather(ledger: Reader, model: str, version: str, start: Path | None, verify
         }
         report["code"] = code.result()
         tags = found_anchors.result() if found_anchors else []
-    report["integrity"] = _integrity(ledger, cited, tags, verify_chain)
+    pinned = config.load(root).trusted_keys if root else ()
+    forged = _attributed(ledger, report, pinned)
+    report["integrity"] = _integrity(ledger, cited, tags, verify_chain, forged)
     return report
+
+
+ATTRIBUTION_SQL = "SELECT seq, actor, authn FROM events WHERE seq IN (SELECT unnest($seqs))"
+
+
+def _attributed(ledger: Reader, report: dict[str, Any], pinned: tuple[str, ...]) -> list[str]:
+    """Every actor the report names, shown with the strength of its identity (`abe (authenticated, token ...)`,
+    `Tess <t@x> (self-asserted, git config)`); each authenticated claim's signature is checked here, and a claim
+    that does not hold is said beside the name and returned as an integrity problem."""
+    from govern import attestations, attribution
+
+    places: list[tuple[dict[str, Any], str, int | None]] = [
+        (report["identity"], "registered_by", report["identity"].get("registration_seq")),
+        (report["training"], "actor", report["training"].get("event_seq")),
+    ]
+    for promotion in report["approvals"].get("promotions", []):
+        places.append((promotion, "actor", promotion["seq"]))
+        if promotion.get("approver") == promotion.get("actor"):
+            places.append((promotion, "approver", promotion["seq"]))
+    if report["approvals"].get("deprecation"):
+        places.append((report["approvals"]["deprecation"], "actor", report["approvals"]["deprecation"]["seq"]))
+    for window in report.get("production", {}).get("windows", []):
+        places.append((window, "deployed_by", window["start_seq"]))
+        places.append((window, "ended_by", window["end_seq"]))
+    for run in report.get("reproductions", {}).get("runs", []):
+        places.append((run, "by", run["seq"]))
+    seqs = sorted({seq for _, _, seq in places if seq is not None})
+    if not seqs:
+        return []
+    rows = {r["seq"]: r for r in queries.rows_as_dicts(ledger, ATTRIBUTION_SQL, {"seqs": seqs})}
+    verdicts = attestations.check_events(ledger, seqs, pinned)
+    for section, key, seq in places:
+        row = rows.get(seq) if seq is not None else None
+        if row is None or section.get(key) is None or section.get(key) != row["actor"]:
+            continue
+        shown = attribution.shown(row["actor"], row["authn"])
+        if verdicts.get(seq):
+            shown += " (ATTESTATION INVALID: see integrity)"
+        section[key] = shown
+    return [f"seq {seq}: {problem}" for seq, problem in verdicts.items() if problem]
 
 
 def _section(missing: list[str], **facts: Any) -> dict[str, Any]:
@@ -527,14 +569,17 @@ def _inference(ledger: Reader, model: str, version: str, cited: list[int]) -> di
     return _section([] if counts else ["No inference with this version is recorded"], counts=counts)
 
 
-def _integrity(ledger: Reader, cited: list[int], found: list[Anchor], verify_chain: bool) -> dict[str, Any]:
-    """The cited events re-hashed, the anchors (`found`: the repository's anchor tags) checked against the ledger."""
+def _integrity(
+    ledger: Reader, cited: list[int], found: list[Anchor], verify_chain: bool, forged: Sequence[str] = ()
+) -> dict[str, Any]:
+    """The cited events re-hashed, the anchors (`found`: the repository's anchor tags) checked against the ledger,
+    and (`forged`) what the attestations of the actors it names failed."""
 
     # Two lookups DuckDB answers from the table's statistics and one row (max_by(hash, seq) reads every hash).
     _, [(count, head_hash)] = ledger.query(
         "SELECT count(*), (SELECT hash FROM events WHERE seq = (SELECT max(seq) FROM events)) FROM events"
     )
-    problems = check_events(ledger, cited)
+    problems = [*check_events(ledger, cited), *forged]
     chain = verify_chain_in(ledger) if verify_chain else None
     if chain is not None and not chain.ok:
         problems.insert(0, chain.problem or "the chain does not verify")
@@ -629,7 +674,7 @@ def _summary(ledger: Reader, model: str, version: str, start: Path | None) -> di
     registration = json.loads(row["registration"])
     cited: list[int] = []
     metrics = training.get("metrics", {})
-    return {
+    found = {
         "identity": _identity(
             facts, queries.rows_as_dicts(ledger, VERSIONS_SQL, {"model": model}), row, registration, settings
         ),
@@ -639,6 +684,8 @@ def _summary(ledger: Reader, model: str, version: str, start: Path | None) -> di
         "validation": _section([] if metrics else ["No metrics are recorded for this training"], metrics=metrics),
         "approvals": _approvals(ledger, model, version, cited),
     }
+    _attributed(ledger, found, config.load(root).trusted_keys if root else ())
+    return found
 
 
 def _differences(a: Mapping[str, Any], b: Mapping[str, Any]) -> list[dict[str, Any]]:

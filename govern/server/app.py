@@ -35,6 +35,7 @@ from govern.server.http import (
     BodyLimit,
     NoStore,
     Problem,
+    Signing,
     problem,
     problems_documented_as_sent,
     status_of,
@@ -80,7 +81,9 @@ def create_app(root: Path, session_secret: str | None = None) -> Any:
     root = root.resolve()
     from govern.api import keys
 
-    keys.start(root)  # every event this process writes for a principal is signed; refused if the key is not trusted
+    # Every event written while a request is answered (and by the server's own threads) is signed with this key; a
+    # key the ledger does not trust is refused here, before anything is served.
+    signer = keys.start(root, activate=False).signer
 
     def no_unknown_query(request: Request) -> None:
         """A misspelt query parameter (`?ap=scoring`) is refused, not ignored: it would answer another question."""
@@ -93,7 +96,7 @@ def create_app(root: Path, session_secret: str | None = None) -> Any:
             takes = ", ".join(sorted(known)) or "none"
             raise InvalidInput(f"Unknown query parameter(s) {', '.join(unknown)}: this operation takes {takes}")
 
-    runner = JobRunner(root)
+    runner = JobRunner(root, signer=signer)
 
     @asynccontextmanager
     async def lifespan(_: Any) -> Any:
@@ -568,7 +571,7 @@ def create_app(root: Path, session_secret: str | None = None) -> Any:
         response.headers["Cache-Control"] = "no-store"
         return response
 
-    return BodyLimit(NoStore(app), page=too_large_page)
+    return Signing(BodyLimit(NoStore(app), page=too_large_page), signer)
 
 
 def _predict(root: Path, app: str, env: str, kind: str, body: bytes, principal: access.Principal) -> Response:

@@ -220,3 +220,16 @@ def problems_documented_as_sent(app: Any) -> None:
         return app.openapi_schema
 
     app.openapi = openapi
+
+
+class Signing:
+    """ASGI: what a request appends is signed with the server's key (`signing.signing_with`), and only then."""
+
+    def __init__(self, app: Any, signer: Any) -> None:
+        self.app, self.signer = app, signer
+
+    async def __call__(self, scope: dict, receive: Any, send: Any) -> None:
+        from govern.signing import signing_with
+
+        with signing_with(self.signer):
+            await self.app(scope, receive, send)

@@ -12,9 +12,11 @@ import socket
 import threading
 import time
 from pathlib import Path
+from typing import Any
 
 from govern.api import jobs
 from govern.api.context import open_project
+from govern.api.keys import server_actor
 from govern.errors import GovernError
 
 log = logging.getLogger("govern.server.jobs")
@@ -24,9 +26,10 @@ POLL_SECONDS = 3.0
 class JobRunner:
     """At most `slots` jobs of this process at once; the rest wait, in the order they were requested."""
 
-    def __init__(self, root: Path, slots: int | None = None) -> None:
+    def __init__(self, root: Path, slots: int | None = None, signer: Any = None) -> None:
         self.root = root
         self.slots = slots
+        self.signer = signer  # what the runner's threads append is signed with the server's key
         self._wake = threading.Event()
         self._stop = threading.Event()
         self._running: dict[str, threading.Thread] = {}
@@ -34,7 +37,7 @@ class JobRunner:
         self._thread: threading.Thread | None = None
 
     def start(self) -> None:
-        self._thread = threading.Thread(target=self._loop, name="govern-jobs", daemon=True)
+        self._thread = threading.Thread(target=self._signed(self._loop), name="govern-jobs", daemon=True)
         self._thread.start()
 
     def stop(self) -> None:
@@ -43,6 +46,19 @@ class JobRunner:
 
     def wake(self) -> None:
         self._wake.set()
+
+    def _signed(self, work: Any) -> Any:
+        """`work` run with the server's key signing what it appends (threads start with an empty context)."""
+        if self.signer is None:
+            return work
+
+        def signed(*args: Any) -> None:
+            from govern.signing import signing_with
+
+            with signing_with(self.signer):
+                work(*args)
+
+        return signed
 
     def _loop(self) -> None:
         host = socket.gethostname()
@@ -57,7 +73,7 @@ class JobRunner:
             self._wake.clear()
 
     def _take(self, host: str) -> None:
-        project = open_project(self.root)
+        project = open_project(self.root, server_actor())
         slots = self.slots or project.config.jobs_concurrency
         with self._lock:
             self._running = {k: t for k, t in self._running.items() if t.is_alive()}
@@ -70,14 +86,16 @@ class JobRunner:
             started = jobs.claim(project, job_id)
             if started is None:
                 continue
-            worker = threading.Thread(target=self._run, args=(job_id,), name=f"govern-job-{job_id}", daemon=True)
+            worker = threading.Thread(
+                target=self._signed(self._run), args=(job_id,), name=f"govern-job-{job_id}", daemon=True
+            )
             with self._lock:
                 self._running[job_id] = worker
             worker.start()
             free -= 1
 
     def _run(self, job_id: str) -> None:
-        project = open_project(self.root)
+        project = open_project(self.root, server_actor())
 
         checked = [0.0]
 
