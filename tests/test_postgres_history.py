@@ -123,6 +123,7 @@ def rehash_from(url: str, seq: int) -> None:
             actor = "Mallory" if row.seq == seq else row.actor
             fields = {**row.__dict__, "actor": actor, "prev_hash": prev}
             fields.pop("hash")
+            fields.pop("signature")
             digest = envelope_hash(**fields)
             con.execute(
                 "UPDATE govern.events SET actor = %s, prev_hash = %s, hash = %s WHERE seq = %s",
