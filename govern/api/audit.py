@@ -177,6 +177,9 @@ def window_records(app: str | None = None, model: str | None = None, start: Path
             "end": w["ended_at"],
             "duration_s": w["duration_s"],
             "deployed_by": w["deployed_by"],
+            "deployed_by_shown": w.get("deployed_by_shown"),
+            "ended_by": w.get("ended_by"),
+            "ended_by_shown": w.get("ended_by_shown"),
             "end_reason": w["end_reason"],
             "training_seq": w["training_seq"],
             "git_commit": w["git_commit"],
@@ -190,7 +193,10 @@ def windows(app: str | None = None, model: str | None = None, start: Path | None
     _name("--app", app)
     _name("--model", model)
     ledger = open_ledger(start)
-    found = queries.windows(ledger, app=app, model=model)
+    with ledger.reader() as reader:
+        found = queries.shown_actors(
+            reader, queries.windows(reader, app=app, model=model), {"deployed_by": "start_seq", "ended_by": "end_seq"}
+        )
     if not found:
         if app is not None:
             queries.require_slot(ledger, app)

@@ -27,6 +27,7 @@ SELECT
     mv.version,
     mv.registered_at,
     mv.actor AS registered_by,
+    mv.seq AS registered_seq,
     (SELECT coalesce(list(s.stage ORDER BY s.stage), []) FROM stage_assignments AS s
         WHERE s.model = mv.model AND s.version = mv.version) AS stages,
     d.deprecated_at,
@@ -40,7 +41,8 @@ ORDER BY mv.model, try_cast(mv.version AS INTEGER), mv.version
 
 SLOTS_SQL = """
 SELECT app, env,
-       arg_max({'type': type, 'model': model, 'version': version, 'at': occurred_at, 'actor': actor}, seq) AS last
+       arg_max({'type': type, 'model': model, 'version': version, 'at': occurred_at, 'actor': actor, 'seq': seq}, seq)
+           AS last
 FROM deployment_index GROUP BY app, env ORDER BY app, env
 """
 
@@ -69,6 +71,9 @@ def status(start: Path | None = None) -> dict[str, Any]:
             _, [(count, head_seq, head_hash)] = reader.query(HEAD_SQL)
             models = model_versions(reader)
             slots = queries.rows_as_dicts(reader, SLOTS_SQL)
+            flat = [{"by": s["last"]["actor"], "seq": s["last"]["seq"]} for s in slots]
+            for slot, shown in zip(slots, queries.shown_actors(reader, flat, {"by": "seq"}), strict=True):
+                slot["by_shown"] = shown.get("by_shown")
             trainings = queries.rows_as_dicts(reader, PENDING_TRAININGS_SQL)
             registry = queries.rows_as_dicts(reader, PENDING_REGISTRY_SQL)
             verification = queries.rows_as_dicts(reader, LAST_VERIFICATION_SQL)
@@ -106,6 +111,7 @@ def status(start: Path | None = None) -> dict[str, Any]:
                 "version": s["last"]["version"] if s["last"]["type"] == "deployment.started" else None,
                 "since": s["last"]["at"],
                 "by": s["last"]["actor"],
+                "by_shown": s.get("by_shown"),
             }
             for s in slots
         ],
@@ -134,12 +140,16 @@ def model_versions(reader: Reader) -> list[dict[str, Any]]:
     """Each model with its versions, oldest first: the stages each holds and its deprecation (what `status` shows,
     and the web's models page)."""
     models: dict[str, list[dict[str, Any]]] = {}
-    for v in queries.rows_as_dicts(reader, VERSIONS_SQL):
+    rows = queries.shown_actors(
+        reader, queries.rows_as_dicts(reader, VERSIONS_SQL), {"registered_by": "registered_seq"}
+    )
+    for v in rows:
         models.setdefault(v["model"], []).append(
             {
                 "version": v["version"],
                 "registered_at": v["registered_at"],
                 "registered_by": v["registered_by"],
+                "registered_by_shown": v.get("registered_by_shown"),
                 "stages": list(v["stages"]),
                 "deprecated_at": v["deprecated_at"],
                 "deprecation_reason": v["deprecation_reason"],
