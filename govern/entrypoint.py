@@ -103,7 +103,10 @@ def command(template: str, model_file: Path, input_path: Path, output_path: Path
     if found is None and words and ASSIGNMENT.match(words[0]):
         found = f"a variable assignment ({words[0].split('=', 1)[0]}=...)"
     if found is not None:
-        raise NotAPlainCommand(f"The inference command {template!r} uses shell syntax, {found}: {plain}")
+        raise NotAPlainCommand(
+            f"The inference command {template!r} uses shell syntax, {found}: {plain}",
+            "its inference command is written for a shell, which govern does not run",
+        )
     if not words:
         raise NotAPlainCommand(f"The inference command is empty: {fix}")
     values = {"model": str(model_file), "input": str(input_path), "output": str(output_path)}

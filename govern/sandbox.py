@@ -305,8 +305,8 @@ def _mounts(
         if any(_within(secret, b) or secret == b for b in bound):
             ops.append(("mask", "", str(secret if secret.is_dir() else secret.parent)))
     ops.append(("tmpfs", "", "/tmp"))
-    # bwrap makes the missing parents of a mount point as private as the host's (/root: 0700): an interpreter
-    # shown inside a hidden HOME must be reachable by the job's user, so its parents are made 0755 first.
+    # bwrap makes the missing parents of a mount point private (0700): an interpreter shown inside a hidden HOME, a
+    # scratch directory under /tmp must be reachable by the job's user, so their parents are made 0755 first.
     destinations = {Path(d) for kind, _, d in ops}
     for kind, _, destination in list(ops):
         if kind not in ("ro", "rw"):
@@ -315,7 +315,7 @@ def _mounts(
             if (
                 parent == Path("/")
                 or parent in destinations
-                or any(_within(parent, Path(d)) for k, _, d in ops if k in ("ro", "rw", "tmpfs", "symlink"))
+                or any(_within(parent, Path(d)) for k, _, d in ops if k in ("ro", "rw", "symlink"))
             ):
                 continue
             destinations.add(parent)

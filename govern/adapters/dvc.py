@@ -439,6 +439,13 @@ def cache_dir(root: Path) -> Path:
         return Path(repo.cache.local.path)
 
 
+def cache_root(root: Path) -> Path:
+    """The project's DVC cache folder itself (`.dvc/cache`: `files/md5/...` and the run-cache `runs/`), which is
+    also the layout of a DVC remote."""
+    with _open(root) as repo:
+        return Path(repo.cache.legacy.path)
+
+
 def cache_object_path(root: Path, md5: str) -> Path:
     """Where the project's DVC cache keeps (or would keep) the object with this md5."""
     with _open(root) as repo:

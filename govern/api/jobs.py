@@ -280,7 +280,7 @@ def _project_cache(root: Path) -> Path | None:
         return None
     from govern.adapters import dvc as dvc_adapter
 
-    cache = dvc_adapter.cache_dir(root)
+    cache = dvc_adapter.cache_root(root)
     return cache if cache.is_dir() else None
 
 
