@@ -25,7 +25,6 @@ import fnmatch
 import functools
 import json
 import os
-import pwd
 import re
 import shutil
 import subprocess
@@ -172,6 +171,8 @@ def job_user(policy: Policy) -> JobUser | None:
     """The unprivileged user confined runs take, or None (the server's own user)."""
     if not policy.confine or not policy.run_as:
         return None
+    import pwd  # POSIX only, like run_as itself
+
     try:
         entry = pwd.getpwnam(policy.run_as)
     except KeyError:
@@ -233,6 +234,9 @@ def prepare(
         kwargs = {"user": user.uid, "group": user.gid, "extra_groups": []} if user is not None else {}
         return Launch(list(argv), env, kwargs)
     command = list(argv)
+    # A bare name is looked up on the server's PATH (trusted: its Python may be asked where it is installed). A
+    # path in the command is the command's own: shown only if it is already visible (the committed code, PATH),
+    # never executed here nor mounted, or a template could show any folder of the host, or run a file as root.
     resolved = shutil.which(command[0], path=env["PATH"]) if "/" not in command[0] else None
     programs = [*interpreters, *([resolved] if resolved else [])]
     mounts = _mounts(programs, env["PATH"], list(readonly), writable, [*hidden, *always_hidden()], cwd)
@@ -453,7 +457,8 @@ def check(
 ) -> None:
     """Refuse (SandboxUnavailable, one line) unless a run under `policy` cannot read the ledger, its write-ahead log
     or the server's credentials, nor write the ledger or its directory. A probe runs as the run would (same user,
-    same sandbox, seeing `readonly` too) and reports what it could reach. `cache_for`: seconds a pass is trusted."""
+    same sandbox, seeing `readonly` and the installation of the job's `python` too) and reports what it could
+    reach. `cache_for`: seconds a pass is trusted."""
     if not policy.confine:
         return
     readable, changeable = protected_paths(ledger)
@@ -463,7 +468,7 @@ def check(
         with _checked_lock:
             if time.monotonic() - _checked.get(key, -cache_for - 1) < cache_for:
                 return
-    interpreter = python or sys.executable
+    interpreter = sys.executable  # the server's own Python asks; the job's interpreter is shown as the job sees it
     asked = json.dumps({"read": [str(p) for p in readable], "write": [str(p) for p in changeable]})
     with tempfile.TemporaryDirectory(prefix="govern-probe-") as scratch:
         os.chmod(scratch, 0o755)
@@ -474,7 +479,7 @@ def check(
             cwd=Path(scratch),
             readonly=readonly,
             hidden=ledger_hidden(ledger),
-            interpreters=[interpreter],
+            interpreters=[interpreter, *([python] if python else [])],
         )
         try:
             done = subprocess.run(

@@ -260,3 +260,26 @@ def test_a_confined_process_sees_no_ledger_no_home_no_network(tmp_path: Path, ru
     assert seen["/etc/shadow"] == "FileNotFoundError" and "var" not in seen["root"] and "home" not in seen["root"]
     assert seen["uid"] == (0 if run_as is None else __import__("pwd").getpwnam(run_as).pw_uid)
     assert not [k for k in seen["env"] if k.startswith(("GOVERN_", "PG", "MLFLOW_"))]
+
+
+def test_pointing_a_checkout_at_a_dvc_cache_never_writes_through_a_link_the_commit_carries(tmp_path: Path) -> None:
+    from govern.adapters.dvc import use_cache_dir
+    from govern.errors import ProjectError
+
+    ledger = tmp_path / "ledger.duckdb"
+    ledger.write_bytes(b"the ledger")
+    checkout = tmp_path / "checkout"
+    (checkout / ".dvc").mkdir(parents=True)
+    (checkout / ".dvc" / "config.local").symlink_to(ledger)
+
+    use_cache_dir(checkout, tmp_path / "cache", remote=tmp_path / "project-cache")
+
+    assert ledger.read_bytes() == b"the ledger"
+    written = checkout / ".dvc" / "config.local"
+    assert not written.is_symlink() and f"url = {tmp_path / 'project-cache'}" in written.read_text()
+    other = tmp_path / "other"
+    other.mkdir()
+    (other / ".dvc").symlink_to(tmp_path)
+    with pytest.raises(ProjectError, match="is not a directory of the checkout"):
+        use_cache_dir(other, tmp_path / "cache")
+    assert not (tmp_path / "config.local").exists()

@@ -67,6 +67,16 @@ open("out.txt", "w").write(json.dumps(seen))
 """
 
 
+def finished(base: str, token: str, job_id: str, what: str) -> dict[str, Any]:
+    """The job once it has succeeded or failed, as the API shows it."""
+
+    def done() -> dict[str, Any] | None:
+        found = call(base, "GET", f"/api/v1/trainings/{job_id}", token)[1]
+        return found if found["state"] in ("succeeded", "failed") else None
+
+    return wait_for(done, what, timeout=600)
+
+
 def leaked(env: dict[str, str]) -> list[str]:
     """The server's kind of variables in what user code saw (govern's own CLI, run by the job, turns MLflow's
     telemetry off for itself: that one is the job's)."""
@@ -137,15 +147,7 @@ def test_a_malicious_training_commit_run_as_a_job_gains_nothing_and_reads_no_sec
 
     status, job, _ = call(base, "POST", "/api/v1/trainings", token, {"commit": malicious["evil"]})
     assert status == 202, job
-    done = wait_for(
-        lambda: (
-            (found := call(base, "GET", f"/api/v1/trainings/{job['job_id']}", token)[1])["state"]
-            in ("succeeded", "failed")
-            and found
-        ),
-        "the malicious job to finish",
-        timeout=600,
-    )
+    done = finished(base, token, job["job_id"], "the malicious job to finish")
 
     events = [e for e in open_store(open_project(project).config.ledger).read() if e.seq > before]
     types = [e.type for e in events]
@@ -182,7 +184,7 @@ def test_a_malicious_training_commit_run_as_a_job_gains_nothing_and_reads_no_sec
 
 
 @pytest.mark.parametrize("malicious", [("file", JOB_USER)], ids=["file-run_as"], indirect=True)
-def test_a_job_whose_report_was_tampered_with_is_refused_and_records_nothing(malicious: dict) -> None:
+def test_a_job_whose_report_was_tampered_with_or_that_links_into_the_ledger_is_refused(malicious: dict) -> None:
     """The stage cannot write the server's ledger, but it can rewrite its own report: the server refuses one that
     grants a role, and the job's record says so (the report's checks run on both ledgers in tests/test_reported.py)."""
     project, base, token = malicious["project"], malicious["base"], malicious["token"]
@@ -194,15 +196,7 @@ def test_a_job_whose_report_was_tampered_with_is_refused_and_records_nothing(mal
 
     status, job, _ = call(base, "POST", "/api/v1/trainings", token, {"commit": forger})
     assert status == 202, job
-    done = wait_for(
-        lambda: (
-            (found := call(base, "GET", f"/api/v1/trainings/{job['job_id']}", token)[1])["state"]
-            in ("succeeded", "failed")
-            and found
-        ),
-        "the forging job to finish",
-        timeout=600,
-    )
+    done = finished(base, token, job["job_id"], "the forging job to finish")
 
     types = [e.type for e in open_project(project).ledger.read() if e.seq > before]
     assert types == ["job.requested", "job.started", "job.finished"], (types, done["log_tail"])
@@ -210,6 +204,20 @@ def test_a_job_whose_report_was_tampered_with_is_refused_and_records_nothing(mal
     assert "The job's report was refused, nothing was recorded" in done["error"], done
     assert "'access.granted': a training reports only" in done["error"], done
     assert "job" in malicious["log"].read_text() and "refused" in malicious["log"].read_text(), "the server log"
+
+    # A commit carrying .dvc/config.local as a link to the ledger: the server, pointing the checkout at its DVC
+    # cache, never writes through it; the job fails and the ledger is as it was.
+    git(project, "checkout", "-q", malicious["evil"])
+    (project / ".dvc" / "config.local").symlink_to(malicious["ledger_file"])
+    git(project, "add", "-f", ".dvc/config.local")
+    linker = commit_all(project, "evil: a link into the ledger")
+    git(project, "checkout", "-q", "HEAD~2")
+    ledger_bytes = malicious["ledger_file"].read_bytes()
+    status, job, _ = call(base, "POST", "/api/v1/trainings", token, {"commit": linker})
+    done = finished(base, token, job["job_id"], "the linking job to finish")
+    assert done["state"] == "failed" and ".dvc/config.local" in done["error"], done
+    assert malicious["ledger_file"].read_bytes()[: len(ledger_bytes)] == ledger_bytes
+    assert open_project(project).ledger.verify().ok
 
 
 # A stage that leaves a process behind to rewrite the report once govern has written it (the job's own files are
@@ -361,13 +369,7 @@ def test_a_server_whose_job_user_does_not_exist_refuses_to_start_jobs_and_says_w
     try:
         status, job, _ = call(base, "POST", "/api/v1/trainings", token, {"commit": commit})
         assert status == 202, job
-        done = wait_for(
-            lambda: (
-                (found := call(base, "GET", f"/api/v1/trainings/{job['job_id']}", token)[1])["state"] == "failed"
-                and found
-            ),
-            "the job to be refused",
-        )
+        done = finished(base, token, job["job_id"], "the job to be refused")
     finally:
         process.terminate()
         process.wait(timeout=30)
@@ -376,3 +378,26 @@ def test_a_server_whose_job_user_does_not_exist_refuses_to_start_jobs_and_says_w
     assert "training_event_id" in done and done["training_event_id"] is None
     assert reason in log.read_text(), "the server log says it too"
     assert "training.completed" not in {e.type for e in open_project(project).ledger.read()}
+
+
+def test_a_failing_stage_is_recorded_by_the_server_as_the_requesters_training_failed(
+    tmp_path: Path, isolated_env: dict[str, str], mlflow_store_template: Path
+) -> None:
+    require_sandbox()
+    project = tiny_pipeline(tmp_path / "project", "import sys; sys.exit('the data is not there')\n")
+    shutil.copy2(mlflow_store_template, project / "mlflow.db")
+    commit = commit_all(project, "a pipeline that fails")
+    ok(project, "principals", "add", "sci", "--role", "scientist")
+    token = json.loads(ok(project, "tokens", "create", "sci", "--json"))["token"]
+    process, base = start_server(project, isolated_env, tmp_path / "server.log")
+    try:
+        status, job, _ = call(base, "POST", "/api/v1/trainings", token, {"commit": commit})
+        assert status == 202, job
+        done = finished(base, token, job["job_id"], "the failing job to finish")
+    finally:
+        process.terminate()
+        process.wait(timeout=30)
+    assert done["state"] == "failed" and "Stage 'make' failed" in done["error"], done
+    [failed] = [e for e in open_project(project).ledger.read() if e.type == "training.failed"]
+    assert failed.actor.startswith("sci (token ") and failed.git_commit == commit
+    assert "the data is not there" in failed.payload["output_tail"]

@@ -427,11 +427,19 @@ def pull_if_remote(root: Path) -> bool:
 def use_cache_dir(root: Path, cache: Path, remote: Path | None = None) -> None:
     """Point a checkout's DVC cache at another one (a worktree sharing its repository's cache). With `remote`, that
     folder (another cache, read-only) becomes the checkout's default remote, which `reproduce(pull=True)` reads."""
-    local = root / ".dvc" / "config.local"
+    folder = root / ".dvc"
+    if folder.is_symlink() or not folder.is_dir():
+        raise ProjectError(f"{folder} is not a directory of the checkout (a link?): refusing to configure it")
     text = f"[cache]\n    dir = {cache}\n"
     if remote is not None:
         text += f"[core]\n    remote = govern-project-cache\n['remote \"govern-project-cache\"']\n    url = {remote}\n"
-    local.write_text(text, encoding="utf-8")
+    # A commit may carry .dvc/config.local as a link to any file (the ledger): never written through.
+    local = folder / "config.local"
+    if os.path.lexists(local):
+        local.unlink()
+    handle = os.open(local, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o644)
+    with os.fdopen(handle, "w", encoding="utf-8") as sink:
+        sink.write(text)
 
 
 def cache_dir(root: Path) -> Path:
