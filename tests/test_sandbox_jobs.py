@@ -258,6 +258,10 @@ for path in targets["read"]:
         seen["tried"]["read " + path] = open(path, "rb").read(200).decode("utf-8", "replace")
     except OSError as error:
         seen["tried"]["read " + path] = type(error).__name__
+try:  # through a link the commit carries to the server's HOME
+    seen["tried"]["link"] = open(os.path.join(os.path.dirname(__file__), "home", ".pgpass")).read()
+except OSError as error:
+    seen["tried"]["link"] = type(error).__name__
 try:
     with open(targets["ledger"], "ab") as sink:
         sink.write(b"tampered")
@@ -299,6 +303,7 @@ def inference(request: pytest.FixtureRequest, tmp_path: Path, isolated_env: dict
     served_version(project, "python bin/spy.py {input} {output}", "spying")
     (project / "bin").mkdir()
     (project / "bin" / "spy.py").write_text(SPY)
+    (project / "bin" / "home").symlink_to(home)
     (project / "bin" / "targets.json").write_text(
         json.dumps({"ledger": str(ledger_file), "read": [str(ledger_file), str(home / ".pgpass")]})
     )
@@ -347,6 +352,7 @@ def test_a_malicious_entry_point_through_predict_is_refused_or_harmless(inferenc
     ledger_file, pgpass = str(inference["ledger_file"]), str(inference["pgpass"])
     assert seen["tried"][f"read {ledger_file}"] == "FileNotFoundError"
     assert seen["tried"][f"read {pgpass}"] == "FileNotFoundError"
+    assert seen["tried"]["link"] == "FileNotFoundError", "a committed link leads nowhere outside the code"
     assert seen["tried"]["write ledger"] != "WROTE" and seen["tried"]["connect"] != "CONNECTED"
     if inference["run_as"]:
         assert seen["uid"] == __import__("pwd").getpwnam(inference["run_as"]).pw_uid

@@ -186,14 +186,28 @@ def _code_at(root: Path, commit: str) -> Path:
         target = Path(tempfile.mkdtemp(prefix=f"govern-code-{commit[:12]}-"))
         os.chmod(target, 0o755)
         atexit.register(shutil.rmtree, target, True)
-        archive = subprocess.Popen(["git", "archive", "--format=tar", commit], cwd=root, stdout=subprocess.PIPE)  # noqa: S603, S607
+        command = ["git", "archive", "--format=tar", commit]  # a sha the server resolved
+        archive = subprocess.Popen(command, cwd=root, stdout=subprocess.PIPE)  # noqa: S603
         assert archive.stdout is not None
-        with tarfile.open(fileobj=archive.stdout, mode="r|") as tar:
-            tar.extractall(target, filter="data")
+        try:
+            with tarfile.open(fileobj=archive.stdout, mode="r|") as tar:
+                tar.extractall(target, filter=_inside)
+        except tarfile.TarError as error:
+            archive.kill()
+            raise GovernError(f"Could not export the code of {commit[:12]} for the entry point ({error})") from None
         if archive.wait() != 0:
             raise GovernError(f"Could not export the code of {commit[:12]} for the entry point (git archive failed)")
         _exports[key] = target
         return target
+
+
+def _inside(member: tarfile.TarInfo, destination: str) -> tarfile.TarInfo | None:
+    """tarfile's `data` filter, skipping (not failing on) what it refuses: a committed link to an absolute path or
+    out of the tree is not exported, so it cannot show the entry point anything outside its code."""
+    try:
+        return tarfile.data_filter(member, destination)
+    except tarfile.FilterError:
+        return None
 
 
 def _resolve(project: Project, model: str, version: str) -> tuple[str, Path, Any]:
