@@ -288,6 +288,8 @@ def init(ledger_url: str | None, writer_role: str | None, auditor_role: str | No
 )
 @click.option("--apply-best", is_flag=True, help="With --grid: write the winning values into the params file.")
 @click.option("--json", "as_json", is_flag=True, help="Print the outcome as JSON on stdout.")
+@click.option("--facts-out", type=click.Path(dir_okay=False, path_type=Path), hidden=True)
+@click.option("--known-snapshots", type=click.Path(dir_okay=False, path_type=Path), hidden=True)
 def repro(
     stages: tuple[str, ...],
     allow_dirty: bool,
@@ -297,6 +299,8 @@ def repro(
     direction: str | None,
     apply_best: bool,
     as_json: bool,
+    facts_out: Path | None,
+    known_snapshots: Path | None,
 ) -> None:
     """Reproduce the DVC pipeline (or STAGES), mirror it into MLflow, record it.
 
@@ -324,6 +328,9 @@ def repro(
         return
     if metric or direction or apply_best:
         raise InvalidInput("--metric, --direction and --apply-best go with --grid")
+    if facts_out is not None or known_snapshots is not None:
+        _report_facts(stages, facts_out, known_snapshots, allow_dirty or commit_lock, as_json, progress)
+        return
     outcome = run_repro(stages, allow_dirty=allow_dirty, commit=commit_lock, on_progress=progress)
     if as_json:
         _print_json(outcome.to_dict())
@@ -353,6 +360,27 @@ def repro(
             "`govern mirror` retries it, and so does every later govern write",
             err=True,
         )
+
+
+def _report_facts(
+    stages: tuple[str, ...],
+    facts_out: Path | None,
+    known_snapshots: Path | None,
+    local_options: bool,
+    as_json: bool,
+    progress: Any,
+) -> None:
+    """A training job's mode (hidden): reproduce, write the facts to --facts-out for the server to record."""
+    from govern.api.repro import report_facts
+    from govern.errors import InvalidInput
+
+    if facts_out is None or local_options:
+        raise InvalidInput("--facts-out FILE reports a clean checkout's facts: drop --allow-dirty and --commit")
+    reported = report_facts(stages, facts_out, known_snapshots, on_progress=progress)
+    if as_json:
+        _print_json(reported.to_dict())
+    else:
+        click.echo(f"reported {len(reported.events)} fact(s) in {facts_out}: the server records them")
 
 
 def _grid(

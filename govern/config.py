@@ -22,6 +22,7 @@ from typing import Any
 from govern import equivalence
 from govern import gates as gates_module
 from govern.errors import ConfigError, InvalidInput, NotAGitRepository
+from govern.sandbox import DEFAULT_SANDBOX, SANDBOXES, check_pass_env
 
 DEFAULT_LEDGER = "audit/ledger.duckdb"
 CONFIG_FILE = "govern.toml"
@@ -58,6 +59,10 @@ class Config:
     require_approval: bool | tuple[str, ...] | None = None
     jobs_python: str | None = None  # the interpreter the controller's training jobs run govern with
     jobs_concurrency: int = 1  # training jobs one server process runs at once; the rest wait in the queue
+    jobs_sandbox: str = "bwrap"  # how the server confines jobs and entry points: "bwrap" or "none" (govern.sandbox)
+    jobs_run_as: str | None = None  # the unprivileged OS user jobs and entry points run as on the server
+    jobs_network: bool = False  # whether a confined job or entry point may use the network
+    jobs_pass_env: tuple[str, ...] = ()  # variables passed to user code beyond the sandbox's allow-list
     signing_key: Path | None = None  # the server's Ed25519 key file (None: signing.default_path)
     trusted_keys: tuple[str, ...] = ()  # pinned fingerprints of the server's signing keys
     server_url: str | None = None  # where the project's govern serve answers: declares team mode
@@ -175,7 +180,7 @@ def load(root: Path, environ: Mapping[str, str] | None = None) -> Config:
             f"`registry.stages` does not have ({', '.join(stages)})"
         )
     jobs = _table(settings, "jobs", source)
-    _refuse_unknown(jobs, {"python", "concurrency"}, "jobs", source)
+    _refuse_unknown(jobs, {"python", "concurrency", "sandbox", "run_as", "network", "pass_env"}, "jobs", source)
     concurrency = jobs.get("concurrency", 1)
     if isinstance(concurrency, bool) or not isinstance(concurrency, int) or not 1 <= concurrency <= 64:
         raise ConfigError(f"{source}: `jobs.concurrency` must be a whole number from 1 to 64")
@@ -196,6 +201,7 @@ def load(root: Path, environ: Mapping[str, str] | None = None) -> Config:
     server_url = server.get("url")
     if server_url is not None and (not isinstance(server_url, str) or not re.match(r"^https?://", server_url)):
         raise ConfigError(f"{source}: `server.url` is the server's root address, such as https://govern.example")
+    sandbox, network = _jobs_isolation(jobs, source)
     ci = _table(settings, "ci", source)
     _refuse_unknown(ci, {"tolerances", "models", "outputs"}, "ci", source)
     tolerances = _tolerances(ci, source)
@@ -216,6 +222,10 @@ def load(root: Path, environ: Mapping[str, str] | None = None) -> Config:
         require_approval=_approval_stages(registry, tuple(stages), source),
         jobs_python=jobs.get("python") and _str(jobs, "python", "", source),
         jobs_concurrency=concurrency,
+        jobs_sandbox=sandbox,
+        jobs_run_as=_str(jobs, "run_as", "", source) if "run_as" in jobs else None,
+        jobs_network=network,
+        jobs_pass_env=check_pass_env(jobs.get("pass_env", []), source),
         gto_tags=_bool(registry, "gto_tags", True, source),
         env_stages=dict(env_stages),
         environments=tuple(environments),
@@ -232,6 +242,20 @@ def load(root: Path, environ: Mapping[str, str] | None = None) -> Config:
             name: dict(value) for name, value in _table(settings, "models", source).items() if isinstance(value, dict)
         },
     )
+
+
+def _jobs_isolation(jobs: Mapping[str, Any], source: str) -> tuple[str, bool]:
+    """`jobs.sandbox` and `jobs.network`: without a sandbox nothing takes the network away, so saying so is required."""
+    sandbox = jobs.get("sandbox", DEFAULT_SANDBOX)
+    if sandbox not in SANDBOXES:
+        raise ConfigError(f"{source}: `jobs.sandbox` is one of {', '.join(SANDBOXES)}, not {sandbox!r}")
+    network = _bool(jobs, "network", False, source)
+    if sandbox == "none" and not network:
+        raise ConfigError(
+            f'{source}: `jobs.sandbox = "none"` cannot keep jobs off the network: set `jobs.network = true` as well '
+            "(a job then reaches every service this host reaches, a trust-auth PostgreSQL included), or keep bwrap"
+        )
+    return sandbox, network
 
 
 def redacted_uri(uri: str) -> str:

@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from conftest import run_cli
+from conftest import git, run_cli
 from starlette.testclient import TestClient
 from test_server import TRAINER, call, make_project, tokens_for
 from web_support import (
@@ -74,6 +74,8 @@ def prepare(project: Path) -> None:
     from govern.ledger import Ledger
 
     (project / "bin" / "score.py").write_text(SCORE)
+    git(project, "add", "bin/score.py")  # the server runs an entry point from the committed code (govern.sandbox)
+    git(project, "commit", "-q", "-m", "the scoring entry point")
     model_file = project / "models" / "churn-4.json"
     model_file.write_text(json.dumps(WEIGHTS))
     sha256 = hashlib.sha256(model_file.read_bytes()).hexdigest()

@@ -184,6 +184,7 @@ def reproduce(
     force: bool = False,
     on_run: Callable[[str], None] | None = None,
     quiet: bool = False,
+    pull: bool = False,
 ) -> tuple[Pipeline, list[StageRun]]:
     """Reproduce the pipeline (or `targets`) through DVC's API.
 
@@ -193,7 +194,9 @@ def reproduce(
     pipeline first and may refuse to run it by raising. `on_run` hears of
     each stage DVC found changed, just before it runs (or restores) it.
     `quiet` keeps DVC's own progress lines ("Updating lock file") off
-    stderr: a verifier's scratch clone is not the user's checkout.
+    stderr: a verifier's scratch clone is not the user's checkout. `pull`
+    fetches the run-cache and missing outputs from the default remote first,
+    when one is configured (a job's private cache reads the project's this way).
     """
     from dvc.exceptions import DvcException, ReproductionError
     from dvc.repo.reproduce import _reproduce_stage
@@ -244,7 +247,8 @@ def reproduce(
 
         with _tee_output() as tail, _dvc_logs(quiet):
             try:
-                repo.reproduce(targets=list(targets) or None, repro_fn=repro_fn, force=force)
+                pulling = pull and bool(repo.config["core"].get("remote"))
+                repo.reproduce(targets=list(targets) or None, repro_fn=repro_fn, force=force, pull=pulling)
             except ReproductionError as error:
                 stage = current[-1] if current else "?"
                 cause = error.__cause__ or error
@@ -420,15 +424,40 @@ def pull_if_remote(root: Path) -> bool:
     return True
 
 
-def use_cache_dir(root: Path, cache: Path) -> None:
-    """Point a checkout's DVC cache at another one (a worktree sharing its repository's cache)."""
-    local = root / ".dvc" / "config.local"
-    local.write_text(f"[cache]\n    dir = {cache}\n", encoding="utf-8")
+def use_cache_dir(root: Path, cache: Path, remote: Path | None = None) -> None:
+    """Point a checkout's DVC cache at another one (a worktree sharing its repository's cache). With `remote`, that
+    folder (another cache, read-only) becomes the checkout's default remote, which `reproduce(pull=True)` reads."""
+    folder = root / ".dvc"
+    if folder.is_symlink() or not folder.is_dir():
+        raise ProjectError(f"{folder} is not a directory of the checkout (a link?): refusing to configure it")
+    text = f"[cache]\n    dir = {cache}\n"
+    if remote is not None:
+        text += f"[core]\n    remote = govern-project-cache\n['remote \"govern-project-cache\"']\n    url = {remote}\n"
+    # A commit may carry .dvc/config.local as a link to any file (the ledger): never written through.
+    local = folder / "config.local"
+    if os.path.lexists(local):
+        local.unlink()
+    handle = os.open(local, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o644)
+    with os.fdopen(handle, "w", encoding="utf-8") as sink:
+        sink.write(text)
 
 
 def cache_dir(root: Path) -> Path:
     with _open(root) as repo:
         return Path(repo.cache.local.path)
+
+
+def cache_root(root: Path) -> Path:
+    """The project's DVC cache folder itself (`.dvc/cache`: `files/md5/...` and the run-cache `runs/`), which is
+    also the layout of a DVC remote."""
+    with _open(root) as repo:
+        return Path(repo.cache.legacy.path)
+
+
+def cache_object_path(root: Path, md5: str) -> Path:
+    """Where the project's DVC cache keeps (or would keep) the object with this md5."""
+    with _open(root) as repo:
+        return Path(repo.cache.local.oid_to_path(md5))
 
 
 def cached_file(root: Path, md5: str) -> Path | None:

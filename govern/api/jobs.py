@@ -5,10 +5,14 @@ per attempt) and `job.finished` (succeeded with its training, failed with why, o
 derived from them (`training_jobs`), so a job accepted before a server was killed is still queued, or still
 "running" under a process that no longer exists, when the server comes back: it is taken again.
 
-A job runs `python -m govern repro --json` in a scratch clone of the commit (as `ci verify` does), with the
-project's configured interpreter (`[jobs] python`), the server's ledger and MLflow tracking store, DVC's cache
-shared with the project, and the requesting principal as the training's actor, so the four-eyes rule knows who
-trained what.
+A job runs `python -m govern repro --facts-out FILE` in a scratch clone of the commit (as `ci verify` does),
+with the project's configured interpreter (`[jobs] python`), confined as `govern.sandbox` says: a scrubbed
+environment (no ledger address, no MLflow, no credentials), the configured unprivileged user, a bubblewrap
+sandbox that shows it neither the ledger nor the server's HOME, no network; a private DVC cache that reads the
+project's (read-only) as its remote. The commit's stage code so has no power over the ledger. The job reports its
+facts in FILE; the server checks and records them (`govern.api.reported`) with the requesting principal as the
+training's actor, so the four-eyes rule knows who trained what, and takes the model files into the project's DVC
+cache for the outbox to register in MLflow.
 """
 
 from __future__ import annotations
@@ -17,6 +21,7 @@ import json
 import os
 import re
 import secrets
+import shutil
 import signal
 import socket
 import subprocess
@@ -28,7 +33,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from govern import access, queries
+from govern import access, attribution, queries
 from govern.adapters import git as git_adapter
 from govern.api.context import Project, open_project
 from govern.errors import Forbidden, GovernError, InvalidInput, NotFound, StateConflict
@@ -177,37 +182,61 @@ def finish(project: Project, job_id: str, outcome: str, training: str | None, er
     project.ledger.transact(decide)
 
 
+FACTS = "facts.json"
+
+
 def run(
     project: Project, job_id: str, python: str, cancelled: Callable[[], bool]
 ) -> tuple[str, str | None, str | None]:
-    """Run the job's training in a scratch clone; (outcome, training event id, error). Polls `cancelled`."""
+    """Run the job's training in a scratch clone, confined (`govern.sandbox`), then record the facts it reported
+    (`govern.api.reported`); (outcome, training event id, error). Polls `cancelled`."""
+    from govern import sandbox
+    from govern.api import reported
+
     row = _row(project.ledger, job_id)
     log = log_path(project.ledger, job_id)
     log.parent.mkdir(parents=True, exist_ok=True)
-    with tempfile.TemporaryDirectory(prefix="govern-job-") as scratch, log.open("a", encoding="utf-8") as sink:
-        checkout = Path(scratch) / "checkout"
+    policy = sandbox.Policy.server(project.config)
+    with tempfile.TemporaryDirectory(prefix="govern-job-") as folder, log.open("a", encoding="utf-8") as sink:
+        scratch = Path(folder)
+        cache = _project_cache(project.root)
+        try:
+            sandbox.check(policy, ledger=project.ledger, python=python, readonly=[cache] if cache else [])
+        except sandbox.SandboxUnavailable as refused:
+            sink.write(f"govern: job {job_id}: not started: {refused}\n")
+            return "failed", None, f"The job was not started: {refused}"
+        checkout = scratch / "checkout"
         sink.write(f"govern: job {job_id}: checking out {row['commit'][:12]} into a scratch clone\n")
         sink.flush()
         git_adapter.checkout_copy(project.root, checkout, row["commit"])
-        if (project.root / ".dvc").is_dir() and (checkout / ".dvc").is_dir():
+        if (checkout / ".dvc").is_dir():
             from govern.adapters import dvc as dvc_adapter
 
-            dvc_adapter.use_cache_dir(checkout, dvc_adapter.cache_dir(project.root))
-        env = {
-            **os.environ,
-            "GOVERN_LEDGER": project.ledger.address,
-            "MLFLOW_TRACKING_URI": project.config.tracking_uri,
-            "GOVERN_CI_IDENTITY": row["requested_by"],
-        }
-        command = [python, "-P", "-m", "govern", "repro", "--json", *row["targets"]]
-        process = subprocess.Popen(  # noqa: S603 - the project's interpreter running govern itself
-            command,
+            dvc_adapter.use_cache_dir(checkout, scratch / "dvc-cache", remote=cache)
+        known = scratch / "known-snapshots.json"
+        known.write_text(json.dumps(reported.known_snapshots(project)), encoding="utf-8")
+        (scratch / "out").mkdir()
+        facts = scratch / "out" / FACTS
+        command = [python, "-P", "-m", "govern", "repro", "--facts-out", str(facts), "--known-snapshots", str(known)]
+        launch = sandbox.prepare(
+            [*command, *row["targets"]],
+            policy=policy,
+            scratch=scratch,
             cwd=checkout,
-            env=env,
-            stdout=subprocess.PIPE,
+            readonly=[*([cache] if cache else []), *_alternates(checkout)],
+            hidden=sandbox.ledger_hidden(project.ledger),
+            interpreters=_interpreters(python),
+            extra_env={"DVC_NO_ANALYTICS": "1", "DVC_SITE_CACHE_DIR": str(scratch / "dvc-site")},
+        )
+        process = subprocess.Popen(  # noqa: S603 - the project's interpreter running govern itself, confined
+            launch.argv,
+            cwd=checkout,
+            env=launch.env,
+            stdout=sink,
             stderr=sink,
             start_new_session=True,
             preexec_fn=_die_with_parent,  # noqa: PLW1509 - only prctl, which is async-signal-safe
+            **launch.kwargs,
         )
         while process.poll() is None:
             if cancelled():
@@ -216,26 +245,76 @@ def run(
                 sink.write("govern: cancelled\n")
                 return "cancelled", None, None
             time.sleep(0.5)
-        stdout = process.stdout.read().decode("utf-8", errors="replace") if process.stdout else ""
-    if process.returncode != 0:
+        try:
+            report = reported.read_report(scratch / "out", FACTS)
+            outcome = None
+            if report is not None and (process.returncode == 0 or _failed_training(report)):
+                outcome = reported.record_reported_training(
+                    project, report, trainer(project, row), row["commit"], workspace=checkout
+                )
+        except reported.ReportRefused as refused:
+            sink.write(f"govern: job {job_id}: its report was refused, nothing was recorded: {refused}\n")
+            return "failed", None, f"The job's report was refused, nothing was recorded: {refused}"
+        for warning in outcome.warnings if outcome else []:
+            sink.write(f"govern: {warning}\n")
+    if process.returncode != 0 or outcome is None or outcome.status == "failed":
         lines = _log_lines(log)
         error = next((line for line in reversed(lines) if line.startswith("Error:")), None)
-        return "failed", None, error or f"govern repro exited {process.returncode}"
-    return "succeeded", _training_of(project, stdout), None
+        return "failed", None, error or f"govern repro exited {process.returncode} without reporting a training"
+    return "succeeded", outcome.training_event_id, None
 
 
-def _training_of(project: Project, stdout: str) -> str | None:
-    """The training a `repro --json` recorded, or the one it found up to date."""
-    try:
-        answer = json.loads(stdout)
-    except ValueError:
+def trainer(project: Project, row: dict[str, Any]) -> attribution.Actor:
+    """Who a job's training is recorded under: its requester, authenticated by the server when the request was (the
+    server vouches, with its signature, for work a principal asked it for with a token), else as asserted."""
+    from govern import attestations
+
+    requested_by, principal = row["requested_by"], attribution.principal_of(row["requested_by"])
+    _, found = project.ledger.query("SELECT authn FROM events WHERE seq = ?", [row["seq"]])
+    authn = attribution.Authn.from_json(found[0][0]) if found and found[0][0] else None
+    attested = authn is not None and authn.authenticated and principal is not None
+    if attested and attestations.check_events(project.ledger, [row["seq"]], project.config.trusted_keys)[row["seq"]]:
+        attested = False
+    if not attested:
+        return attribution.self_asserted(requested_by, f"job {row['job_id']}")
+    return attribution.on_behalf(principal, requested_by, f"job {row['job_id']} ({authn.via})")
+
+
+def _failed_training(report: dict[str, Any]) -> bool:
+    """A job that exited with an error may still have reported its `training.failed`; nothing else counts."""
+    events = report.get("events")
+    return (
+        isinstance(events, list)
+        and bool(events)
+        and all(isinstance(e, dict) and e.get("type") == "training.failed" for e in events)
+    )
+
+
+def _project_cache(root: Path) -> Path | None:
+    """The project's DVC cache, which a job reads (never writes) through its private cache's remote."""
+    if not (root / ".dvc").is_dir():
         return None
-    recorded = [e["event_id"] for e in answer.get("events", []) if e.get("type") == "training.completed"]
-    if recorded:
-        return recorded[0]
-    seq = answer.get("training_seq")
-    found = project.ledger.read(seqs=[seq]) if isinstance(seq, int) else []
-    return found[0].event_id if found else None
+    from govern.adapters import dvc as dvc_adapter
+
+    cache = dvc_adapter.cache_root(root)
+    return cache if cache.is_dir() else None
+
+
+def _alternates(checkout: Path) -> list[Path]:
+    """The object folders a shared clone borrows (the project's .git/objects): a job reads them, nothing else of
+    the project's .git (its config may hold a remote's credentials)."""
+    listed = checkout / ".git" / "objects" / "info" / "alternates"
+    try:
+        lines = listed.read_text(encoding="utf-8").splitlines()
+    except OSError:
+        return []
+    return [Path(line) for line in lines if line.startswith("/") and Path(line).is_dir()]
+
+
+def _interpreters(python: str) -> list[str]:
+    """The job's Python, and those its stages find on PATH (`python`, `python3`): the sandbox shows them."""
+    found = [shutil.which(name) for name in ("python", "python3")]
+    return list(dict.fromkeys([python, *[f for f in found if f]]))
 
 
 def _die_with_parent() -> None:

@@ -17,16 +17,23 @@ else DVC's cache, else MLflow's artifact store; its sha256 is checked.
 
 from __future__ import annotations
 
+import atexit
+import hashlib
 import json
 import logging
+import os
+import shutil
+import subprocess
+import tarfile
 import tempfile
+import threading
 import time
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from govern import entrypoint, queries, tabular
+from govern import entrypoint, queries, sandbox, tabular
 from govern.adapters import git as git_adapter
 from govern.api import model_files
 from govern.api.context import Project, open_project
@@ -84,11 +91,13 @@ def predict(
     actor: str | None = None,
     input_label: str | None = None,
     timeout: float | None = None,
+    confined: bool = False,
 ) -> Prediction:
     """Predict with an explicit version, or with the version serving app/env now.
 
     The server passes its principal as `actor`, what the upload is called as `input_label` (the record names
-    it, not the server's temporary file) and a `timeout` for the entry point."""
+    it, not the server's temporary file), a `timeout` for the entry point, and `confined`: the entry point then
+    runs in the jobs' sandbox, from the committed code of the checkout's HEAD (`govern.sandbox`)."""
     if (model is None) == (app is None) or (model is not None and version is None):
         raise InvalidInput("Name either MODEL VERSION or --app APP (with --env), not both and not neither")
     if not input_path.is_file():
@@ -110,9 +119,10 @@ def predict(
             "refused; deploy another version, or pass --allow-deprecated (the inference record says so)"
         )
     command, model_file, cleanup = _resolve(project, model, version)
+    code_commit = git_adapter.state(project.root).commit
     started = time.perf_counter()
     try:
-        entrypoint.run(project.root, command, model_file, input_path.resolve(), output_path.resolve(), timeout)
+        _run_entrypoint(project, code_commit, command, model_file, input_path, output_path, timeout, confined)
     finally:
         if cleanup is not None:
             cleanup.cleanup()
@@ -131,11 +141,73 @@ def predict(
             output_sha256=file_sha256(output_path),
             rows=shape.rows if shape else None,
             duration_s=duration,
-            code_commit=git_adapter.state(project.root).commit,
+            code_commit=code_commit,
             allowed_deprecated=facts.deprecated_seq is not None,
         )
         event = project.ledger.append([PendingEvent(fact, actor=project.actor, occurred_at=utc_now())])[0]
     return Prediction(model, version, app, env if app else None, output_path, shape.rows if shape else None, event)
+
+
+def _run_entrypoint(
+    project: Project,
+    commit: str,
+    template: str,
+    model_file: Path,
+    input_path: Path,
+    output_path: Path,
+    timeout: float | None,
+    confined: bool,
+) -> None:
+    """The CLI runs the entry point in the checkout with a scrubbed environment; the server (`confined`) runs it
+    in the sandbox, from an export of the committed code at `commit`: the checkout holds the ledger, the MLflow
+    store and DVC's configuration beside the code, and the record names that commit as the code that ran."""
+    inputs = (model_file, input_path.resolve(), output_path.resolve())
+    if not confined:
+        entrypoint.run(project.root, template, *inputs, timeout, policy=sandbox.Policy.local(project.config))
+        return
+    policy = sandbox.Policy.server(project.config)
+    sandbox.check(policy, ledger=project.ledger, cache_for=sandbox.CHECK_TTL)
+    code = _code_at(project.root, commit)
+    hidden = sandbox.ledger_hidden(project.ledger)
+    entrypoint.run(code, template, *inputs, timeout, policy=policy, hidden=hidden)
+
+
+_exports: dict[str, Path] = {}
+_exports_lock = threading.Lock()
+
+
+def _code_at(root: Path, commit: str) -> Path:
+    """The files committed at `commit`, exported once per process (`git archive`) into a folder of their own."""
+    key = hashlib.sha256(f"{root.resolve()}\0{commit}".encode()).hexdigest()[:16]
+    with _exports_lock:
+        found = _exports.get(key)
+        if found is not None and found.is_dir():
+            return found
+        target = Path(tempfile.mkdtemp(prefix=f"govern-code-{commit[:12]}-"))
+        os.chmod(target, 0o755)
+        atexit.register(shutil.rmtree, target, True)
+        command = ["git", "archive", "--format=tar", commit]  # a sha the server resolved
+        archive = subprocess.Popen(command, cwd=root, stdout=subprocess.PIPE)  # noqa: S603
+        assert archive.stdout is not None
+        try:
+            with tarfile.open(fileobj=archive.stdout, mode="r|") as tar:
+                tar.extractall(target, filter=_inside)
+        except tarfile.TarError as error:
+            archive.kill()
+            raise GovernError(f"Could not export the code of {commit[:12]} for the entry point ({error})") from None
+        if archive.wait() != 0:
+            raise GovernError(f"Could not export the code of {commit[:12]} for the entry point (git archive failed)")
+        _exports[key] = target
+        return target
+
+
+def _inside(member: tarfile.TarInfo, destination: str) -> tarfile.TarInfo | None:
+    """tarfile's `data` filter, skipping (not failing on) what it refuses: a committed link to an absolute path or
+    out of the tree is not exported, so it cannot show the entry point anything outside its code."""
+    try:
+        return tarfile.data_filter(member, destination)
+    except tarfile.FilterError:
+        return None
 
 
 def _resolve(project: Project, model: str, version: str) -> tuple[str, Path, Any]:
@@ -154,6 +226,7 @@ def _resolve(project: Project, model: str, version: str) -> tuple[str, Path, Any
     if local is not None:
         return command, local, None
     scratch = tempfile.TemporaryDirectory(prefix="govern-model-")
+    os.chmod(scratch.name, 0o755)  # a confined entry point may run as another user, and must read the model
     try:
         downloaded = model_files.from_mlflow(
             project.config.tracking_uri, run_id, model, path, md5, sha256, Path(scratch.name)
@@ -222,6 +295,7 @@ def predict_sent(
                 actor=actor,
                 input_label=label,
                 timeout=timeout,
+                confined=True,
             )
         except InferenceTimedOut:
             raise

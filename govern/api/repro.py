@@ -12,7 +12,7 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
@@ -177,26 +177,30 @@ def reproduce(
             on_run=lambda _stage: _prefetch(run.project.config.tracking_uri),
         )
     except StageFailed as failure:
-        event = PendingEvent(
-            TrainingFailed(
-                git=run.git_facts,
-                targets=run.targets,
-                stage=failure.stage,
-                error=str(failure),
-                output_tail=failure.output_tail,
-                stages=[],
-                environment=environment.describe(),
-                duration_s=run.elapsed(),
-                grid=grid,
-            ),
-            actor=run.project.actor,
-            occurred_at=utc_now(),
-            git_commit=run.state.commit,
-        )
-        recorded = run.project.ledger.append([event])[0]
+        recorded = run.project.ledger.append([failed_event(run, failure, grid)])[0]
         raise StageFailed(
             failure.stage, f"{failure} (recorded as training.failed, seq {recorded.seq})", failure.output_tail
         ) from None
+
+
+def failed_event(run: Run, failure: StageFailed, grid: dict[str, Any] | None = None) -> PendingEvent:
+    """The `training.failed` fact of a reproduction a stage stopped."""
+    return PendingEvent(
+        TrainingFailed(
+            git=run.git_facts,
+            targets=run.targets,
+            stage=failure.stage,
+            error=str(failure),
+            output_tail=failure.output_tail,
+            stages=[],
+            environment=environment.describe(),
+            duration_s=run.elapsed(),
+            grid=grid,
+        ),
+        actor=run.project.actor,
+        occurred_at=utc_now(),
+        git_commit=run.state.commit,
+    )
 
 
 def _prefetch(tracking_uri: str) -> None:
@@ -223,16 +227,24 @@ def build_training(
     grid: dict[str, Any] | None = None,
     parent_run_id: str | None = None,
     register: bool = True,
+    known_snapshots: Mapping[tuple[str, str | None], tuple[str, str]] | None = None,
+    mirror: bool = True,
 ) -> Built:
-    """Everything one reproduction recorded, mirrored into MLflow (registering models if `register`)."""
+    """Everything one reproduction recorded, mirrored into MLflow (registering models if `register`).
+
+    A job reporting its facts to the server (`report_facts`) passes the snapshots the server knows as
+    `known_snapshots` and `mirror=False`: it reads no ledger and writes no MLflow run; the training is
+    `mlflow.status` pending, and the server's outbox mirrors it (`govern.api.mirror`)."""
     project, root = run.project, run.project.root
     training_id = new_event_id()
     ended_at = utc_now()
     digests: dict[str, Any] = {}
     stages = lineage.stage_records(root, pipeline, locks, runs, digests)
     models = lineage.model_records(root, pipeline, locks, digests)
+    if known_snapshots is None:
+        known_snapshots = _known_snapshots(root, pipeline, locks, project.ledger)
     snapshots, dataset_refs = _datasets(
-        root, pipeline, locks, runs, digests, project.ledger, project.actor, run.state.commit
+        root, pipeline, locks, runs, digests, known_snapshots, project.actor, run.state.commit
     )
     md5s = lineage.output_md5s(locks)
     for path in lineage.training_inputs(pipeline, locks, models):
@@ -240,33 +252,36 @@ def build_training(
             dataset_refs.append(_dataset_ref(root, path, md5s.get(path), "training", digests))
     params = lineage.params_of(locks)
     metrics = lineage.metrics_of(root, pipeline)
-    reused = registered_already(project.ledger, models, run.state.commit) if register else {}
+    reused = registered_already(project.ledger, models, run.state.commit) if register and mirror else {}
     for model in models:
         if model["name"] in reused:
             model["registered_version"] = reused[model["name"]]
-    new_models = [model for model in models if model["name"] not in reused]
-    mirror = training_run(run, training_id, ended_at, params, metrics, dataset_refs, new_models, lock_sha256)
-    mirror = dataclasses.replace(mirror, parent_run_id=parent_run_id, register=register)
     mirror_error, mirrored = None, None
-    try:
-        mirrored = mlflow_adapter.mirror_training(mirror)
-        mlflow_facts: dict[str, Any] = {
-            "status": "mirrored",
-            "tracking_uri": redacted_uri(project.config.tracking_uri),
-            "experiment": project.config.experiment,
-            "experiment_id": mirrored.experiment_id,
-            "run_id": mirrored.run_id,
-            "parent_run_id": parent_run_id,
-            "model_versions": [{"model": v.model, "version": v.version} for v in mirrored.versions],
-            "reused_versions": [{"model": name, "version": version} for name, version in reused.items()],
-        }
-    except MirrorError as error:
-        mirror_error = str(error)
-        mlflow_facts = {
-            "status": "pending",
-            "tracking_uri": redacted_uri(project.config.tracking_uri),
-            "error": mirror_error,
-        }
+    if mirror:
+        new_models = [model for model in models if model["name"] not in reused]
+        plan = training_run(run, training_id, ended_at, params, metrics, dataset_refs, new_models, lock_sha256)
+        plan = dataclasses.replace(plan, parent_run_id=parent_run_id, register=register)
+        try:
+            mirrored = mlflow_adapter.mirror_training(plan)
+            mlflow_facts: dict[str, Any] = {
+                "status": "mirrored",
+                "tracking_uri": redacted_uri(project.config.tracking_uri),
+                "experiment": project.config.experiment,
+                "experiment_id": mirrored.experiment_id,
+                "run_id": mirrored.run_id,
+                "parent_run_id": parent_run_id,
+                "model_versions": [{"model": v.model, "version": v.version} for v in mirrored.versions],
+                "reused_versions": [{"model": name, "version": version} for name, version in reused.items()],
+            }
+        except MirrorError as error:
+            mirror_error = str(error)
+            mlflow_facts = {
+                "status": "pending",
+                "tracking_uri": redacted_uri(project.config.tracking_uri),
+                "error": mirror_error,
+            }
+    else:
+        mlflow_facts = {"status": "pending", "error": REPORTED_NOT_MIRRORED}
     training = PendingEvent(
         TrainingCompleted(
             git=run.git_facts,
@@ -294,6 +309,9 @@ def build_training(
     return Built(
         snapshots, training, registrations, models, metrics, params, mirror_error, mirrored.run_id if mirrored else None
     )
+
+
+REPORTED_NOT_MIRRORED = "reported by a job: the server mirrors it"
 
 
 REGISTRATIONS_OF_FILES = """
@@ -425,22 +443,29 @@ def _relevant_changes(paths: Sequence[str], pipeline: Pipeline) -> list[str]:
     ]
 
 
+def _known_snapshots(
+    root: Path, pipeline: Pipeline, locks: dict[str, Any], ledger: LedgerStore
+) -> dict[tuple[str, str | None], tuple[str, str]]:
+    """(path, md5) -> (event id, extracted_at) of the snapshots the ledger records of this pipeline's sources."""
+    candidates = lineage.dataset_candidates(root, pipeline, locks)
+    if not candidates or not ledger.exists():
+        return {}
+    _, rows = ledger.query(FIND_SNAPSHOTS, [[c.path for c in candidates]])
+    return {(path, md5): (event_id, extracted_at) for path, md5, event_id, extracted_at in rows}
+
+
 def _datasets(
     root: Path,
     pipeline: Pipeline,
     locks: dict[str, Any],
     runs: list[StageRun],
     digests: dict[str, Any],
-    ledger: LedgerStore,
+    known: Mapping[tuple[str, str | None], tuple[str, str]],
     actor: str,
     commit: str,
 ) -> tuple[list[PendingEvent], list[dict[str, Any]]]:
-    """New snapshot events for changed source data, and references to every dataset used."""
+    """New snapshot events for changed source data (not in `known`), and references to every dataset used."""
     candidates = lineage.dataset_candidates(root, pipeline, locks)
-    known: dict[tuple[str, str | None], tuple[str, str]] = {}
-    if candidates and ledger.exists():
-        _, rows = ledger.query(FIND_SNAPSHOTS, [[c.path for c in candidates]])
-        known = {(path, md5): (event_id, extracted_at) for path, md5, event_id, extracted_at in rows}
     ran_at = {run.name: run.started_at for run in runs if run.status == "ran"}
     events, refs = [], []
     for candidate in candidates:
@@ -571,3 +596,98 @@ def _commit_lock(root: Path, pipeline: Pipeline, seq: int, event_id: str | None)
     subject = f"govern: record training {event_id}" if event_id else "govern: commit dvc.lock"
     message = f"{subject}\n\nLedger seq {seq}. Committed by `govern repro --commit`."
     return git_adapter.commit_paths(root, changed, message)
+
+
+# ---------------------------------------------------------------- a job's report
+
+REPORT_FORMAT = "govern.reported-training/1"
+REPORT_ENVELOPE = ("event_id", "type", "schema_version", "occurred_at", "git_commit", "payload")
+
+
+@dataclass(frozen=True)
+class Reported:
+    """What `report_facts` wrote: the pending facts of one reproduction, for the server to record."""
+
+    events: list[PendingEvent]
+    stage_runs: list[StageRun]
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "status": "reported",
+            "stages": [{"name": r.name, "status": r.status, "duration_s": r.duration_s} for r in self.stage_runs],
+            "events": [{"type": e.fact.type, "event_id": e.event_id} for e in self.events],
+        }
+
+
+class _NoLedger:
+    """The ledger of a job that reports its facts: there is none, and asking for it is a bug, said loudly."""
+
+    backend = "none"
+
+    def __getattr__(self, name: str) -> Any:
+        raise ProjectError(f"`govern repro --facts-out` reads and writes no ledger (it was asked for {name})")
+
+
+def report_facts(
+    targets: Sequence[str],
+    facts_out: Path,
+    known_snapshots: Path | None = None,
+    *,
+    start: Path | None = None,
+    on_progress: ProgressCallback | None = None,
+) -> Reported:
+    """Reproduce the pipeline and build its facts exactly as `repro` does, but touch neither the ledger nor MLflow:
+    write the pending events to `facts_out` (a training job's report, `govern.api.reported` records it). What repro
+    would read from the ledger, the dataset snapshots already recorded, comes from the server in
+    `known_snapshots`. A failing stage is reported as `training.failed`, and re-raised."""
+    from govern import config as config_module
+
+    root = config_module.find_root(start)
+    project = Project(root, config_module.load(root), _NoLedger(), "(reported by a job)")  # type: ignore[arg-type]
+    run = Run(project, git_adapter.state(root), False, list(targets))
+    known = read_known_snapshots(known_snapshots) if known_snapshots is not None else {}
+    try:
+        pipeline, runs = dvc_adapter.reproduce(
+            root, run.targets, on_progress=on_progress, before=lambda p: check_worktree(run, p), pull=True
+        )
+    except StageFailed as failure:
+        write_report(facts_out, [failed_event(run, failure)])
+        raise StageFailed(failure.stage, f"{failure} (reported as training.failed)", failure.output_tail) from None
+    locks, lock_sha256 = lock_state(run, pipeline)
+    built = build_training(run, pipeline, runs, locks, lock_sha256, known_snapshots=known, mirror=False)
+    write_report(facts_out, built.events)
+    return Reported(built.events, runs)
+
+
+def reported_event(event: PendingEvent) -> dict[str, Any]:
+    """One pending event as a report carries it (no actor: the server that records it names who acted)."""
+    return {
+        "event_id": event.event_id,
+        "type": event.fact.type,
+        "schema_version": event.fact.schema_version,
+        "occurred_at": format_timestamp(event.occurred_at),
+        "git_commit": event.git_commit,
+        "payload": event.fact.to_payload(),
+    }
+
+
+def write_report(path: Path, events: Sequence[PendingEvent]) -> None:
+    import json
+    import os
+
+    text = json.dumps({"format": REPORT_FORMAT, "events": [reported_event(e) for e in events]}, allow_nan=False)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    partial = path.with_name(path.name + ".partial")
+    partial.write_text(text, encoding="utf-8")
+    os.replace(partial, path)
+
+
+def read_known_snapshots(path: Path) -> dict[tuple[str, str | None], tuple[str, str]]:
+    """The server's `--known-snapshots` file: {"snapshots": [{path, md5, event_id, extracted_at}, ...]}."""
+    import json
+
+    try:
+        listed = json.loads(path.read_text(encoding="utf-8"))["snapshots"]
+        return {(s["path"], s["md5"]): (s["event_id"], s["extracted_at"]) for s in listed}
+    except (OSError, ValueError, KeyError, TypeError) as error:
+        raise ProjectError(f"--known-snapshots {path} is not the server's list of snapshots ({error})") from None

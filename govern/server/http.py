@@ -13,6 +13,7 @@ from fastapi.responses import JSONResponse
 from pydantic import BaseModel
 
 from govern.entrypoint import InferenceFailed, InferenceTimedOut
+from govern.sandbox import SandboxUnavailable
 from govern.errors import (
     ConfigError,
     EventConflict,
@@ -44,6 +45,7 @@ STATUS: dict[type[GovernError], int] = {
     FourEyesViolation: 403,
     InferenceTimedOut: 504,
     InferenceFailed: 422,  # the model's own entry point could not score these rows
+    SandboxUnavailable: 503,  # the server cannot confine user code as configured: nothing runs until it can
 }
 
 

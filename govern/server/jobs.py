@@ -119,5 +119,8 @@ class JobRunner:
             return  # the server is stopping: the job stays running in the record, and is taken again on restart
         tail = jobs.job(project.ledger, job_id).log_tail
         jobs.finish(project, job_id, outcome, training, error, tail)
-        log.info("govern jobs: job %s %s", job_id, outcome)
+        if outcome == "failed":
+            log.warning("govern jobs: job %s failed: %s", job_id, error)
+        else:
+            log.info("govern jobs: job %s %s", job_id, outcome)
         self._wake.set()
