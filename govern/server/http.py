@@ -13,7 +13,6 @@ from fastapi.responses import JSONResponse
 from pydantic import BaseModel
 
 from govern.entrypoint import InferenceFailed, InferenceTimedOut
-from govern.sandbox import SandboxUnavailable
 from govern.errors import (
     ConfigError,
     EventConflict,
@@ -27,6 +26,7 @@ from govern.errors import (
     QueryError,
     StateConflict,
 )
+from govern.sandbox import SandboxUnavailable
 
 API = "/api/v1"
 
