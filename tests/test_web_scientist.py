@@ -131,7 +131,7 @@ def test_the_scientist_starts_on_the_models_page_with_versions_newest_first_stag
     rows = re.findall(r'<th scope="row"><a href="/models/churn/versions/(\w+)">', page.text)
     assert rows == ["5", "4", "3", "2", "1"], "newest first"
     words = text_of(page.text)
-    assert re.search(r"\b1 \S+ \S+ UTC tess \(token 7e55a0000001\) staging no\b", words), words
+    assert re.search(r"\b1 \S+ \S+ UTC tess \(authenticated, token 7e55a0000001\) staging no\b", words), words
     assert "deprecated" in words and "label leak" in words
     chart = re.search(r"<svg [^>]*>.*?</svg>", page.text, re.S)
     assert chart and 'role="img"' in chart.group(0) and "validation.f1" in chart.group(0)
@@ -187,7 +187,8 @@ def test_a_promotion_request_is_recorded_under_the_scientist_and_listed_as_pendi
     assert event.type == "model.promotion_requested" and event.payload["reason"] == "f1 up by 0.01"
     assert event.actor.startswith("sci (token "), "recorded under the signed-in principal"
     models = text_of(client.get("/models").text)
-    assert f"{request} churn 4 staging sci (authenticated, token" in models, "listed among the requests waiting for an approver"
+    waiting = f"{request} churn 4 staging sci (authenticated, token"
+    assert waiting in models, "listed among the requests waiting for an approver"
 
     again = client.post(
         "/models/churn/versions/4/promotion-request",
