@@ -66,6 +66,8 @@ POLICY: dict[str, frozenset[str]] = {
     "training": _READERS,
     "training_progress": _READERS,
     "request_training": frozenset({"scientist"}),
+    "record_training": frozenset({"scientist"}),  # a training run on the scientist's machine (remote govern repro)
+    "known_snapshots": frozenset({"scientist", "auditor", "admin"}),
     "cancel_training": frozenset({"scientist", "admin"}),
     "deploy": frozenset({"deployer"}),
     "retire": frozenset({"deployer"}),

@@ -309,7 +309,6 @@ def repro(
     child MLflow run, the best by --metric is selected and registered, and
     the worktree is left as it was (unless --apply-best).
     """
-    _local_only("repro")
     from govern.api.repro import repro as run_repro
     from govern.errors import InvalidInput
 
@@ -320,6 +319,7 @@ def repro(
             click.echo(f"[{stage}] {run.status} ({run.duration_s:.2f} s)", err=True)
 
     if grid:
+        _local_only("repro --grid")
         if stages or commit_lock:
             raise InvalidInput(
                 "--grid runs the whole pipeline and leaves the worktree as it was: drop STAGES and --commit"
@@ -329,9 +329,20 @@ def repro(
     if metric or direction or apply_best:
         raise InvalidInput("--metric, --direction and --apply-best go with --grid")
     if facts_out is not None or known_snapshots is not None:
+        _local_only("repro --facts-out")
         _report_facts(stages, facts_out, known_snapshots, allow_dirty or commit_lock, as_json, progress)
         return
-    outcome = run_repro(stages, allow_dirty=allow_dirty, commit=commit_lock, on_progress=progress)
+    if _remote():
+        if allow_dirty:
+            raise InvalidInput(
+                "--allow-dirty is not offered through a server: a training it records names a commit an auditor can "
+                "check out; commit (and push) your changes first"
+            )
+        from govern import client
+
+        outcome = client.repro(stages, commit_lock=commit_lock, on_progress=progress)
+    else:
+        outcome = run_repro(stages, allow_dirty=allow_dirty, commit=commit_lock, on_progress=progress)
     if as_json:
         _print_json(outcome.to_dict())
     elif outcome.status == "up-to-date":

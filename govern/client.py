@@ -97,6 +97,62 @@ def predict(input_path: Path, output_path: Path, *, model: str | None = None, ve
     return Prediction(headers["x-govern-model"], headers["x-govern-version"], app, env, output_path, rows, event)
 
 
+# ---------------------------------------------------------------- training
+
+
+def repro(stages: Sequence[str], commit_lock: bool = False, on_progress: Any = None) -> Any:
+    """`govern repro` through a server: the pipeline runs here (DVC, this checkout, its cache) and its facts and model
+    files go to the server, which records them under the token's principal: the trainer is authenticated for the
+    four-eyes rule, and the server mirrors the run into MLflow. Returns the local `ReproOutcome` shape."""
+    import tempfile
+
+    from govern import config
+    from govern.api import repro as repro_api
+    from govern.errors import StageFailed
+
+    root = config.find_root()
+    server = _server()
+    known = server.call("GET", "/trainings/known-snapshots")
+    with tempfile.TemporaryDirectory(prefix="govern-remote-repro-") as scratch:
+        report_path, known_path = Path(scratch) / "report.json", Path(scratch) / "known.json"
+        known_path.write_text(json.dumps(known), encoding="utf-8")
+        failure = None
+        try:
+            reported = repro_api.report_facts(
+                stages, report_path, known_path, start=root, on_progress=on_progress, pull=False
+            )
+        except StageFailed as failed:
+            if not report_path.exists():
+                raise
+            failure, reported = failed, None
+        report = json.loads(report_path.read_text(encoding="utf-8"))
+        models = [
+            m["path"] for e in report["events"] if e["type"] == "training.completed" for m in e["payload"]["models"]
+        ]
+        answer = server.upload(
+            "/trainings/reported", {"report": json.dumps(report)}, {path: root / path for path in models}
+        )
+    events = [RecordedEvent.from_dict(e) for e in answer["events"]]
+    if failure is not None:
+        seq = events[0].seq if events else "?"
+        raise StageFailed(failure.stage, f"{failure} (recorded by the server as training.failed, seq {seq})",
+                          failure.output_tail)  # fmt: skip
+    committed = None
+    if commit_lock and answer["status"] == "recorded":
+        pipeline = repro_api.dvc_adapter.load_pipeline(root)
+        training = next(e for e in events if e.type == "training.completed")
+        committed = repro_api._commit_lock(root, pipeline, training.seq, training.event_id)
+    existing = answer["training_seq"] if answer["status"] == "up-to-date" else None
+    return repro_api.ReproOutcome(
+        status=answer["status"],
+        stage_runs=reported.stage_runs if reported else [],
+        events=events,
+        existing_seq=existing,
+        committed=committed,
+        warnings=answer["warnings"],
+    )
+
+
 # ---------------------------------------------------------------- audit
 
 

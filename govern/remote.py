@@ -14,12 +14,14 @@ import urllib.parse
 import urllib.request
 from collections.abc import Mapping
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 from govern.errors import Forbidden, GovernError, InvalidInput, LedgerLocked, NotFound, PolicyViolation
 
 API = "/api/v1"
 TIMEOUT = 60.0
+UPLOAD_TIMEOUT = 600.0  # seconds for a training's facts and model files to reach the server and be recorded
 
 
 class Unreachable(GovernError):
@@ -101,6 +103,45 @@ class Server:
     def fetch(self, path: str, query: Mapping[str, Any] | None = None) -> tuple[bytes, dict]:
         """A GET whose answer is not JSON (a report): its bytes and headers."""
         return self._exchange("GET", path, None, None, query)
+
+    def upload(self, path: str, fields: Mapping[str, str], files: Mapping[str, Path]) -> Any:
+        """A multipart/form-data POST (form `fields`, and `files` by the name they travel under), streamed from a
+        temporary file with its length: model files may be large. The decoded JSON answer."""
+        import secrets
+        import tempfile
+
+        boundary = f"govern-{secrets.token_hex(16)}"
+        with tempfile.TemporaryFile() as body:
+            for name, value in fields.items():
+                body.write(f'--{boundary}\r\nContent-Disposition: form-data; name="{name}"\r\n\r\n'.encode())
+                body.write(value.encode("utf-8") + b"\r\n")
+            for name, source in files.items():
+                quoted = urllib.parse.quote(name, safe="/._-")
+                body.write(
+                    f'--{boundary}\r\nContent-Disposition: form-data; name="file"; filename="{quoted}"\r\n'
+                    "Content-Type: application/octet-stream\r\n\r\n".encode()
+                )
+                with source.open("rb") as handle:
+                    while chunk := handle.read(1 << 20):
+                        body.write(chunk)
+                body.write(b"\r\n")
+            body.write(f"--{boundary}--\r\n".encode())
+            length = body.tell()
+            body.seek(0)
+            request = urllib.request.Request(self.url + API + path, data=body, method="POST")
+            request.add_header("Authorization", f"Bearer {self.token}")
+            request.add_header("Content-Type", f"multipart/form-data; boundary={boundary}")
+            request.add_header("Content-Length", str(length))
+            try:
+                with urllib.request.urlopen(request, timeout=UPLOAD_TIMEOUT) as answer:  # noqa: S310 - checked
+                    return json.loads(answer.read() or b"null")
+            except urllib.error.HTTPError as error:
+                raise _problem(error) from None
+            except (urllib.error.URLError, OSError) as error:
+                reason = getattr(error, "reason", error)
+                raise Unreachable(
+                    f"Cannot reach the govern server at {self.url} ({reason}): check GOVERN_URL"
+                ) from None
 
     def upload_verdict(self, kind: str, payload: dict[str, Any]) -> Any:
         """`ci verify --server`: the server records the verdict under this token's principal."""

@@ -385,6 +385,12 @@ def _check_stages(root: Path, sha: str, targets: Sequence[str]) -> None:
         )
 
 
+def resolve_commit(root: Path, commit: str) -> str:
+    """The full sha of `commit`, fetched from the project's remotes first when the server's repository lacks it:
+    what a training, a job or a verdict names must be a commit an auditor can check out."""
+    return _commit(root, commit)
+
+
 def _commit(root: Path, commit: str) -> str:
     """The full sha of `commit`, fetched from the project's remotes first when the repository lacks it."""
     if not re.match(r"^[0-9A-Za-z._/@^~-]{1,200}$", commit or "") or commit.startswith("-"):

@@ -635,6 +635,7 @@ def report_facts(
     *,
     start: Path | None = None,
     on_progress: ProgressCallback | None = None,
+    pull: bool = True,
 ) -> Reported:
     """Reproduce the pipeline and build its facts exactly as `repro` does, but touch neither the ledger nor MLflow:
     write the pending events to `facts_out` (a training job's report, `govern.api.reported` records it). What repro
@@ -648,7 +649,7 @@ def report_facts(
     known = read_known_snapshots(known_snapshots) if known_snapshots is not None else {}
     try:
         pipeline, runs = dvc_adapter.reproduce(
-            root, run.targets, on_progress=on_progress, before=lambda p: check_worktree(run, p), pull=True
+            root, run.targets, on_progress=on_progress, before=lambda p: check_worktree(run, p), pull=pull
         )
     except StageFailed as failure:
         write_report(facts_out, [failed_event(run, failure)])

@@ -444,6 +444,61 @@ def create_app(root: Path, session_secret: str | None = None) -> Any:
         runner.wake()
         return jsonable(job.to_dict())
 
+    @app.get(f"{API}/trainings/known-snapshots", operation_id="known_snapshots")
+    def known_snapshots(principal: Annotated[access.Principal, authorised("known_snapshots", hold="read")]) -> Any:
+        """The dataset snapshots the ledger records (per path and md5): what a remote `govern repro` needs to know
+        so that an unchanged dataset is not snapshotted again."""
+        from govern.api import reported
+        from govern.api.context import open_project
+
+        return jsonable(reported.known_snapshots(open_project(root, principal.actor)))
+
+    @app.post(
+        f"{API}/trainings/reported",
+        operation_id="record_training",
+        status_code=201,
+        openapi_extra={
+            "requestBody": {
+                "required": True,
+                "content": {
+                    "multipart/form-data": {
+                        "schema": {
+                            "type": "object",
+                            "required": ["report"],
+                            "properties": {
+                                "report": {"type": "string", "description": "The training's facts (JSON)"},
+                                "file": {
+                                    "type": "array",
+                                    "items": {"type": "string", "format": "binary"},
+                                    "description": "The model files the training names, each by its path",
+                                },
+                            },
+                        }
+                    }
+                },
+            }
+        },
+    )
+    async def record_training(
+        request: Request, principal: Annotated[access.Principal, authorised("record_training")]
+    ) -> Any:
+        """A training run on a scientist's machine (`govern repro` with GOVERN_URL): its facts and model files,
+        checked as a job's report is, recorded under the authenticated principal (so the trainer is authenticated
+        for the four-eyes rule), the model files taken into the server's DVC cache for the MLflow mirror."""
+        from starlette.concurrency import run_in_threadpool
+
+        kind = request.headers.get("content-type", "").split(";")[0].strip().lower()
+        if kind != "multipart/form-data":
+            raise InvalidInput("Send the training as multipart/form-data: a `report` field and its model files")
+        try:
+            form = await request.form(max_files=MAX_TRAINING_FILES, max_fields=4)
+        except Exception as error:  # noqa: BLE001 - the multipart parser's own errors: the client's input
+            raise InvalidInput(f"The upload is not readable multipart/form-data ({error})") from None
+        try:
+            return await run_in_threadpool(_record_training, root, form, principal)
+        finally:
+            await form.close()
+
     @app.get(f"{API}/trainings/{{job}}", operation_id="training")
     def training(job: str, principal: Annotated[access.Principal, authorised("training", hold="read")]) -> Any:
         return jsonable(jobs_api.job(ledger(), job).to_dict())
@@ -594,6 +649,71 @@ def _predict(root: Path, app: str, env: str, kind: str, body: bytes, principal: 
         return Response(done.csv, media_type="text/csv", headers=done.headers())
     answer = {**done.prediction.to_dict(), "output": None, "predictions": done.records}
     return JSONResponse(jsonable(answer), headers=done.headers())
+
+
+MAX_TRAINING_FILES = 64  # model files one training's upload may carry
+
+
+def _record_training(root: Path, form: Any, principal: access.Principal) -> Any:
+    """Write the uploaded model files into a scratch workspace at the paths the report names, then record the
+    report from it (`reported.record_reported_training`)."""
+    import json
+    import tempfile
+    from pathlib import PurePosixPath
+    from urllib.parse import unquote
+
+    from govern.api import jobs as jobs_api
+    from govern.api import reported
+    from govern.api.context import open_project
+
+    text = form.get("report")
+    if not isinstance(text, str):
+        raise InvalidInput("The upload has no `report` field: send the training's facts as `report`")
+    try:
+        report = json.loads(text)
+    except ValueError:
+        raise InvalidInput("The `report` field is not JSON: send what `govern repro` reported") from None
+    training = next(
+        (e for e in report.get("events", []) if isinstance(e, dict) and e.get("type") == "training.completed"), None
+    ) if isinstance(report, dict) and isinstance(report.get("events"), list) else None  # fmt: skip
+    failed = training is None and isinstance(report, dict) and isinstance(report.get("events"), list)
+    events = report.get("events") if isinstance(report, dict) else None
+    first = events[0] if isinstance(events, list) and events and isinstance(events[0], dict) else {}
+    commit = (training or first).get("git_commit") if (training or failed) else None
+    if not isinstance(commit, str):
+        raise InvalidInput("The report names no commit: send what `govern repro` reported")
+    sha = jobs_api.resolve_commit(root, commit)  # the commit an auditor checks out: the server must have it
+    named = {
+        str(m.get("path")) for m in ((training or {}).get("payload") or {}).get("models") or [] if isinstance(m, dict)
+    }
+    project = open_project(root, principal.actor)
+    with tempfile.TemporaryDirectory(prefix="govern-upload-") as scratch:
+        workspace = Path(scratch)
+        for key, value in form.multi_items():
+            if key == "report":
+                continue
+            if key != "file" or isinstance(value, str):
+                raise InvalidInput(f"Unknown field {key!r} in the upload: send `report` and the model files as `file`")
+            name = unquote(value.filename or "")
+            relative = PurePosixPath(name)
+            if name not in named or relative.is_absolute() or ".." in relative.parts:
+                raise InvalidInput(f"The upload carries {name!r}, which is not a model file the training names")
+            target = workspace / relative
+            target.parent.mkdir(parents=True, exist_ok=True)
+            with target.open("wb") as handle:
+                while chunk := value.file.read(1 << 20):
+                    handle.write(chunk)
+        outcome = reported.record_reported_training(project, report, principal.actor, sha, workspace=workspace)
+    found = project.ledger.query("SELECT seq FROM events WHERE event_id = ?", [outcome.training_event_id])[1]
+    return jsonable(
+        {
+            "status": outcome.status,
+            "events": [event.to_dict() for event in outcome.events],
+            "training_event_id": outcome.training_event_id,
+            "training_seq": found[0][0] if found else None,
+            "warnings": outcome.warnings,
+        }
+    )
 
 
 def _rows(body: bytes) -> list[dict[str, Any]]:
