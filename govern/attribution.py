@@ -29,7 +29,9 @@ OS_USER = "OS user"
 TOKEN_ACTOR = re.compile(r"^([a-z0-9][a-z0-9._-]{0,62}) \(token ([0-9a-f]{12})\)$")
 SERVER_ACTOR = re.compile(r"^server:\S+$")
 # Any of these in a self-asserted name would read like a claim of authentication
-_AUTHENTICATED_LOOK = re.compile(r"\(\s*(token|authenticated|server)\b|^server:", re.IGNORECASE)
+_AUTHENTICATED_LOOK = re.compile(
+    r"\(\s*token\s+[0-9a-f]{12}\s*\)|\(\s*authenticated\b|^\s*server:", re.IGNORECASE
+)  # "Ada (Server team) <ada@x>" is a name; "ada (token 00d199502a68)" is a claim
 
 
 @dataclass(frozen=True)

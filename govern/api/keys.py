@@ -119,7 +119,7 @@ def rotate(root: Path, old_path: Path, reason: str) -> tuple[signing.Signer, lis
     project = open_project(root, server_actor())
     path = key_path(project)
     old = signing.load(old_path)
-    if path.exists() and path.resolve() != old_path.resolve():
+    if path.exists() and signing.load(path).fingerprint != old.fingerprint:
         raise StateConflict(
             f"A key exists at {path} already and it is not the one rotated from ({old_path}): move it away first"
         )
