@@ -213,7 +213,11 @@ def test_every_operation_answers_exactly_as_the_role_table_says(project: Path, s
     operations = {op["operationId"] for path in document["paths"].values() for op in path.values()}
     assert operations == set(EXAMPLES) == set(access.POLICY), "every operation has a policy row and an example"
 
-    head = Ledger(project / "audit" / "ledger.duckdb").head
+    ledger = Ledger(project / "audit" / "ledger.duckdb")
+
+    def head() -> int:
+        """What callers wrote: the job runner's own bookkeeping (server:HOST, whenever it takes a queued job) aside."""
+        return ledger.query("SELECT count(*) FROM events WHERE NOT starts_with(actor, 'server:')")[1][0][0]
 
     def resolved(path: str) -> str:
         if "{pending}" in path:
