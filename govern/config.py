@@ -22,6 +22,7 @@ from typing import Any
 from govern import equivalence
 from govern import gates as gates_module
 from govern.errors import ConfigError, InvalidInput, NotAGitRepository
+from govern.redaction import has_password, without_password
 
 DEFAULT_LEDGER = "audit/ledger.duckdb"
 CONFIG_FILE = "govern.toml"
@@ -197,23 +198,6 @@ def load(root: Path, environ: Mapping[str, str] | None = None) -> Config:
             name: dict(value) for name, value in _table(settings, "models", source).items() if isinstance(value, dict)
         },
     )
-
-
-def redacted_uri(uri: str) -> str:
-    """A URI without the credentials it may carry (`https://user:token@host` -> `https://host`): for the record."""
-    return re.sub(r"^(\w+://)[^/@]+@", r"\1", uri)
-
-
-def without_password(url: str) -> str:
-    """A database URL with its user but not its password (`postgresql://govern:pw@db/x` -> `postgresql://govern@db/x`,
-    `?password=pw` dropped): for messages and committed configuration; libpq finds the password in PGPASSWORD or
-    ~/.pgpass."""
-    url = re.sub(r"^([^:/]+://[^:/@]+):[^@]*@", r"\1@", url)
-    return re.sub(r"([?&])password=[^&]*&?", r"\1", url).rstrip("?&")
-
-
-def has_password(url: str) -> bool:
-    return without_password(url) != url
 
 
 def check_environment(cfg: Config, env: str) -> str:

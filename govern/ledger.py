@@ -30,6 +30,7 @@ from typing import Any, Protocol, TypeVar
 
 import duckdb
 
+from govern import redaction
 from govern.checkpoints import checkpoint_behind_backup, restore_interrupted_checkpoint, wal_path, wal_size
 from govern.envelope import (
     GENESIS_HASH,
@@ -1100,6 +1101,7 @@ class Ledger:
         recorded_text = format_timestamp(recorded_at)
         result: list[RecordedEvent] = []
         fresh: list[tuple] = []
+        secrets = redaction.guard()
         for event in pending:
             if event.event_id in existing:
                 result.append(_same_or_conflict(existing[event.event_id], event))
@@ -1110,6 +1112,8 @@ class Ledger:
                 to_utc(event.occurred_at).replace(tzinfo=None),
                 event.payload_json,
             )
+            if secrets:  # defence in depth: what the redaction could not recognise is refused, never recorded
+                refuse_secrets(event, payload_json)
             digest = chain_hash(
                 prev_hash,
                 seq=seq,
@@ -1718,6 +1722,16 @@ def _attr(column: str) -> str:
 
 def _from_row(row: dict[str, Any]) -> RecordedEvent:
     return RecordedEvent(**{_attr(name): row[name] for name in COLUMNS})
+
+
+def refuse_secrets(event: PendingEvent, payload_json: str, also: dict[str, str] | None = None) -> None:
+    """`SecretInEvent` when the event's payload, actor, subject or commit holds a secret this process was configured
+    with (`redaction.remember`), or one of `also` (a ledger's own URL's): raised before anything is written."""
+    redaction.refuse_secrets(
+        event.fact.type,
+        {"payload": payload_json, "actor": event.actor, "subject": event.fact.subject, "git commit": event.git_commit},
+        also,
+    )
 
 
 def _same_or_conflict(stored: RecordedEvent, event: PendingEvent) -> RecordedEvent:
