@@ -35,6 +35,7 @@ from govern.server.http import (
     BodyLimit,
     NoStore,
     Problem,
+    SecurityHeaders,
     problem,
     problems_documented_as_sent,
     status_of,
@@ -332,10 +333,11 @@ def create_app(root: Path, session_secret: str | None = None) -> Any:
         verify_chain: bool = False,
     ) -> Response:
         from govern.api.report import gather
-        from govern.report import render
+        from govern.report import content_security_policy, render
 
         text = render(gather(model, version, root, verify_chain=verify_chain), format)
-        return Response(text, media_type=REPORT_TYPES[format])
+        policy = {"Content-Security-Policy": content_security_policy(text)} if format == "html" else None
+        return Response(text, media_type=REPORT_TYPES[format], headers=policy)
 
     @app.post(f"{API}/sql", operation_id="sql")
     def sql(body: SqlRequest, principal: Annotated[access.Principal, authorised("sql")]) -> Any:
@@ -565,7 +567,7 @@ def create_app(root: Path, session_secret: str | None = None) -> Any:
         response.headers["Cache-Control"] = "no-store"
         return response
 
-    return BodyLimit(NoStore(app), page=too_large_page)
+    return SecurityHeaders(BodyLimit(NoStore(app), page=too_large_page))
 
 
 def _predict(root: Path, app: str, env: str, kind: str, body: bytes, principal: access.Principal) -> Response:
@@ -619,9 +621,9 @@ def from_environment() -> Any:
     """The factory uvicorn's workers call: the project `govern serve` was started in (GOVERN_PROJECT)."""
     import os
 
-    from govern.server.http import RedactTokens
+    from govern.server.http import RedactSecrets
 
-    logging.getLogger("uvicorn.access").addFilter(RedactTokens())
+    RedactSecrets.install()
     # Read once and removed: the training and inference processes this worker starts never inherit the key
     secret = os.environ.pop("GOVERN_SESSION_SECRET", None)
     return create_app(Path(os.environ["GOVERN_PROJECT"]), session_secret=secret)
