@@ -193,12 +193,13 @@ MIN_GUARDED = 6  # characters; see `distinctive`
 def distinctive(secret: str) -> bool:
     """Whether a secret can be looked for in a payload without refusing ordinary facts.
 
-    Six characters at least, and not a plain word or number: at least two kinds of character (lower case, upper
-    case, digits, others) below 12 characters, and 16 or more when it is all hexadecimal (payloads carry hashes, in
-    which a short hexadecimal string turns up by chance). `postgres` as a password, or `mlflow`, would refuse every
-    training that names its tracking store; such passwords are still redacted wherever a URI or an assignment shows
-    them, only not looked for in free text."""
-    if len(secret) < MIN_GUARDED or secret == REDACTED:
+    Six characters at least, five of them different, and not a plain word or number: at least two kinds of
+    character (lower case, upper case, digits, others) below 12 characters, and 16 or more when it is all
+    hexadecimal (payloads carry hashes, in which a short hexadecimal string turns up by chance). `postgres` as a
+    password, or `mlflow`, would refuse every training that names its tracking store, and `cccc...` every event
+    with such a made-up hash; such passwords are still redacted wherever a URI or an assignment shows them, only not
+    looked for in free text."""
+    if len(secret) < MIN_GUARDED or len(set(secret)) < 5 or secret == REDACTED:
         return False
     if re.fullmatch(r"[0-9a-fA-F]+", secret) and len(secret) < 16:
         return False

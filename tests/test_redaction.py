@@ -165,6 +165,7 @@ def test_a_payload_without_secrets_is_serialised_exactly_as_before() -> None:
         ("a3f9c1d2", False),  # short hexadecimal: found in hashes by chance
         ("a3f9c1d2e5b7a9c0d1", True),
         ("correcthorsebatterystaple", True),  # long enough alone
+        ("c" * 43, False),  # too few different characters: a made-up hash has them
     ],
 )
 def test_only_distinctive_secrets_are_guarded(secret: str, guarded: bool) -> None:
@@ -266,3 +267,22 @@ def test_a_command_refuses_to_record_a_secret_of_its_environment_in_one_line(
         not (project / "audit" / "ledger.duckdb").exists() or Ledger(project / "audit" / "ledger.duckdb").head() is None
     )
     assert run_cli("principals", "add", "ann", "--role", "auditor", cwd=project).exit_code == 0
+
+
+def test_the_server_guards_its_sessions_key_and_the_projects_secrets_from_the_start(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from govern.server.app import create_app
+
+    project = tmp_path / "project"
+    project.mkdir()
+    git(project, "init", "-q")
+    git(project, "remote", "add", "origin", "https://ci-bot:Rem0te-S3cret@git.example.com/team/project.git")
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", f"postgresql+psycopg://mlflow:{SECRET}@db/mlflow")
+    key = "k3y-Of-The-Sessions-0123456789abcdefghij"
+
+    create_app(project, session_secret=key)
+
+    assert redaction.guard()[key] == "the web sessions' key (GOVERN_SESSION_SECRET)"
+    assert redaction.guard()[SECRET] == "the password of MLflow's tracking URI"
+    assert redaction.guard()["Rem0te-S3cret"].startswith("a credential in config")

@@ -116,7 +116,9 @@ def create_app(root: Path, session_secret: str | None = None) -> Any:
     def ledger() -> Any:
         return audit_api.open_ledger(root)
 
-    web = add_pages(app, root, session_secret or os.environ.get("GOVERN_SESSION_SECRET") or new_secret())
+    secret = session_secret or os.environ.get("GOVERN_SESSION_SECRET") or new_secret()
+    _guard_secrets(root, secret)
+    web = add_pages(app, root, secret)
     web.training_requested = runner.wake
 
     async def as_page(request: Request, status: int, message: str) -> Response:
@@ -568,6 +570,16 @@ def create_app(root: Path, session_secret: str | None = None) -> Any:
         return response
 
     return SecurityHeaders(BodyLimit(NoStore(app), page=too_large_page))
+
+
+def _guard_secrets(root: Path, session_secret: str) -> None:
+    """From the start, no ledger of this server records the project's configured secrets or the sessions' key
+    (which `from_environment` took out of the environment): `redaction.remember`."""
+    from govern import config, redaction
+    from govern.api.context import guard_secrets
+
+    guard_secrets(root, config.load(root))
+    redaction.remember(redaction.guarded({session_secret: "the web sessions' key (GOVERN_SESSION_SECRET)"}))
 
 
 def _predict(root: Path, app: str, env: str, kind: str, body: bytes, principal: access.Principal) -> Response:
