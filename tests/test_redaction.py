@@ -286,3 +286,13 @@ def test_the_server_guards_its_sessions_key_and_the_projects_secrets_from_the_st
     assert redaction.guard()[key] == "the web sessions' key (GOVERN_SESSION_SECRET)"
     assert redaction.guard()[SECRET] == "the password of MLflow's tracking URI"
     assert redaction.guard()["Rem0te-S3cret"].startswith("a credential in config")
+
+
+def test_a_problem_the_server_answers_carries_no_secret() -> None:
+    """An unexpected error's words (a driver's message quoting its connection string) reach the client scrubbed."""
+    from govern.server.http import problem
+
+    redaction.remember(redaction.guarded({SECRET: "the value of PGPASSWORD"}))
+    answer = problem(500, "unexpected", f"OperationalError: postgresql://u:pw@h/x refused ({SECRET})", "/api/v1/x")
+    detail = json.loads(answer.body)["detail"]
+    assert detail == f"OperationalError: postgresql://u@h/x refused ({REDACTED})"

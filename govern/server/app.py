@@ -124,7 +124,9 @@ def create_app(root: Path, session_secret: str | None = None) -> Any:
     async def as_page(request: Request, status: int, message: str) -> Response:
         from starlette.concurrency import run_in_threadpool
 
-        return await run_in_threadpool(web.error_page, request, status, message)
+        from govern.redaction import scrub
+
+        return await run_in_threadpool(web.error_page, request, status, scrub(message))
 
     @app.exception_handler(GovernError)
     async def governed(request: Request, error: GovernError) -> Response:

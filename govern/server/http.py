@@ -68,7 +68,7 @@ def problem(status: int, kind: str, detail: str, instance: str) -> JSONResponse:
         "type": f"urn:govern:problem:{kind}",
         "title": HTTPStatus(status).phrase,
         "status": status,
-        "detail": detail,
+        "detail": scrub(detail),  # an unexpected error's words may quote a connection string
         "instance": instance,
     }
     headers = {"WWW-Authenticate": 'Bearer realm="govern"'} if status == 401 else None
