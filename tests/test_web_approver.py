@@ -177,7 +177,8 @@ def test_the_approver_reviews_the_evidence_approves_and_is_refused_a_version_she
         assert "validation.f1 >= 0.85 0.93 0.9 passes" in page, "the metric against its threshold and the holder's"
         assert "reproduction.verified verified - passes" in page
         assert "validation.auc 0.95" in page
-        assert "From version 4 (commit 444444444444) to version 5 (commit cccccccccccc)" in page
+        fifth_commit = verdict_for(site["project"])["commit"][:12]
+        assert f"From version 4 (commit 444444444444) to version 5 (commit {fifth_commit})" in page
         assert "data/customers.csv changed" in page and "1200 rows" in page and "1500 rows" in page
         assert "src/features.py added" in page and "src/train.py changed" in page
         assert "train.C changed 1 0.5" in page
