@@ -305,7 +305,7 @@ def _check_against_commit(root: Path, fact: ReproductionVerified | ReproductionD
     """The server's own reading of what a verdict is about: the commit, fetched as a training job fetches it; its
     dvc.lock, read as `govern ci verify` reads it (the same bytes hashed); the outputs the verdict states, against
     that lock. A runner's word is recorded only about a commit the server can see and a lock it has.
-    `UnverifiableVerdict` (422) names the first mismatch; nothing is recorded."""
+    `UnverifiableVerdict` (422) names what does not match; nothing is recorded."""
     from govern.api.jobs import fetch_commit
 
     try:
@@ -317,8 +317,11 @@ def _check_against_commit(root: Path, fact: ReproductionVerified | ReproductionD
         git_adapter.checkout_copy(root, checkout, sha)
         if not (checkout / ".dvc").is_dir():
             raise UnverifiableVerdict(f"Commit {sha[:12]} is not a DVC project (no .dvc directory): it has no dvc.lock")
-        pipeline = dvc_adapter.load_pipeline(checkout)
-        locks, lock_text = dvc_adapter.read_locks(checkout, pipeline)
+        try:
+            pipeline = dvc_adapter.load_pipeline(checkout)
+            locks, lock_text = dvc_adapter.read_locks(checkout, pipeline)
+        except ProjectError as error:
+            raise UnverifiableVerdict(f"The pipeline of commit {sha[:12]} cannot be read: {error}") from None
     if not locks:
         raise UnverifiableVerdict(f"Commit {sha[:12]} has no dvc.lock: there is nothing a verdict could be about")
     actual = hashlib.sha256(lock_text.encode("utf-8")).hexdigest()
