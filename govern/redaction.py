@@ -57,7 +57,8 @@ def _rx() -> SimpleNamespace:
             r"(?P<quote>[\"'])(?P<name>[A-Za-z_][A-Za-z0-9_.\-]*)(?P=quote)\s*:\s*"
             r"(?P<value>\"(?:[^\"\\]|\\.)*\"|'(?:[^'\\]|\\.)*')"
         ),
-        bearer=re.compile(r"\b(?P<word>[Bb]earer|(?i:authorization:\s*basic))\s+(?P<value>[A-Za-z0-9._~+/\-]+=*)"),
+        # a credential is long: "bearer token" in a sentence is not one
+        bearer=re.compile(r"\b(?P<word>[Bb]earer|(?i:authorization:\s*basic))\s+(?P<value>[A-Za-z0-9._~+/\-]{16,}=*)"),
         govern_token=re.compile(r"\b(?P<id>gvn_[0-9a-f]{12}_)[A-Za-z0-9_\-]+"),
         known_tokens=re.compile(
             r"\b(?:gh[pousr]_[A-Za-z0-9]{20,}|github_pat_[A-Za-z0-9_]{20,}|glpat-[A-Za-z0-9_\-]{20,})"

@@ -90,6 +90,10 @@ def fresh_guard() -> Iterator[None]:
         ("alice (token 00d199502a68)", "alice (token 00d199502a68)"),
         ("PGPASSWORD=$PGPASSWORD psql", "PGPASSWORD=$PGPASSWORD psql"),
         ("a basic statistics summary of the password policy", "a basic statistics summary of the password policy"),
+        (
+            "A valid bearer token is required: `govern tokens create NAME`",
+            "A valid bearer token is required: `govern tokens create NAME`",
+        ),
         ("sqlite:////home/x/mlflow.db", "sqlite:////home/x/mlflow.db"),
     ],
 )
