@@ -22,6 +22,7 @@ from typing import Any
 from govern import equivalence
 from govern import gates as gates_module
 from govern.errors import ConfigError, InvalidInput, NotAGitRepository
+from govern.redaction import has_password, without_password
 from govern.sandbox import DEFAULT_SANDBOX, SANDBOXES, check_pass_env
 
 DEFAULT_LEDGER = "audit/ledger.duckdb"
@@ -256,23 +257,6 @@ def _jobs_isolation(jobs: Mapping[str, Any], source: str) -> tuple[str, bool]:
             "(a job then reaches every service this host reaches, a trust-auth PostgreSQL included), or keep bwrap"
         )
     return sandbox, network
-
-
-def redacted_uri(uri: str) -> str:
-    """A URI without the credentials it may carry (`https://user:token@host` -> `https://host`): for the record."""
-    return re.sub(r"^(\w+://)[^/@]+@", r"\1", uri)
-
-
-def without_password(url: str) -> str:
-    """A database URL with its user but not its password (`postgresql://govern:pw@db/x` -> `postgresql://govern@db/x`,
-    `?password=pw` dropped): for messages and committed configuration; libpq finds the password in PGPASSWORD or
-    ~/.pgpass."""
-    url = re.sub(r"^([^:/]+://[^:/@]+):[^@]*@", r"\1@", url)
-    return re.sub(r"([?&])password=[^&]*&?", r"\1", url).rstrip("?&")
-
-
-def has_password(url: str) -> bool:
-    return without_password(url) != url
 
 
 def check_environment(cfg: Config, env: str) -> str:

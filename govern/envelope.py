@@ -38,6 +38,8 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
+from govern import redaction
+
 if TYPE_CHECKING:
     from govern.attribution import Actor, Authn
     from govern.events import Fact
@@ -113,7 +115,14 @@ class PendingEvent:
 
     @property
     def payload_json(self) -> str:
-        return canonical_json(self.fact.to_payload())
+        """The payload as it is hashed and stored, without the secrets `govern.redaction` recognises: the one
+        place every event passes on its way in, so no use case can forget it. A payload holding none (nearly all)
+        is serialised once and searched once."""
+        payload = self.fact.to_payload()
+        text = canonical_json(payload)
+        if redaction.might_hold_secrets(text):
+            text = canonical_json(redaction.redact_value(payload))
+        return text
 
 
 @dataclass(frozen=True)

@@ -79,6 +79,11 @@ class LedgerCorrupt(LedgerError):
     """The ledger's hash chain does not verify."""
 
 
+class SecretInEvent(LedgerError):
+    """An event would record a configured secret (a password of a configured URI, a secret environment value): the
+    ledger can never remove what it records, so it is refused and nothing is appended (422 over HTTP)."""
+
+
 class QueryError(GovernError):
     """An audit query was refused or failed."""
 
@@ -103,6 +108,11 @@ class InvalidInput(GovernError):
     """An argument or option has an invalid value."""
 
     exit_code = 2
+
+
+class UnverifiableVerdict(InvalidInput):
+    """An uploaded verdict the server cannot check against its repository (an unknown commit), or one that does not
+    match it (another dvc.lock, other outputs): 422 over HTTP, nothing recorded."""
 
 
 class StateConflict(InvalidInput):

@@ -30,6 +30,7 @@ from typing import TYPE_CHECKING, Any, Protocol, TypeVar
 
 import duckdb
 
+from govern import redaction
 from govern.checkpoints import checkpoint_behind_backup, restore_interrupted_checkpoint, wal_path, wal_size
 from govern.envelope import (
     GENESIS_HASH,
@@ -1134,6 +1135,7 @@ class Ledger:
         result: list[RecordedEvent] = []
         fresh: list[tuple] = []
         signer = attestation_signer(pending)
+        secrets = redaction.guard()
         for event in pending:
             if event.event_id in existing:
                 result.append(_same_or_conflict(existing[event.event_id], event, signer))
@@ -1144,6 +1146,8 @@ class Ledger:
                 to_utc(event.occurred_at).replace(tzinfo=None),
                 event.payload_json,
             )
+            if secrets:  # defence in depth: what the redaction could not recognise is refused, never recorded
+                refuse_secrets(event, payload_json)
             authn = authn_text(event, signer)
             digest = chain_hash(
                 prev_hash,
@@ -1762,6 +1766,16 @@ def _attr(column: str) -> str:
 
 def _from_row(row: dict[str, Any]) -> RecordedEvent:
     return RecordedEvent(**{_attr(name): row[name] for name in COLUMNS})
+
+
+def refuse_secrets(event: PendingEvent, payload_json: str, also: dict[str, str] | None = None) -> None:
+    """`SecretInEvent` when the event's payload, actor, subject or commit holds a secret this process was configured
+    with (`redaction.remember`), or one of `also` (a ledger's own URL's): raised before anything is written."""
+    redaction.refuse_secrets(
+        event.fact.type,
+        {"payload": payload_json, "actor": event.actor, "subject": event.fact.subject, "git commit": event.git_commit},
+        also,
+    )
 
 
 def attestation_signer(pending: Sequence[PendingEvent]) -> Signer | None:

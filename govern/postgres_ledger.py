@@ -27,7 +27,7 @@ from typing import Any, TypeVar
 import psycopg
 from psycopg import errors as pg_errors
 
-from govern.config import without_password
+from govern import redaction
 from govern.envelope import GENESIS_HASH, PendingEvent, RecordedEvent, envelope_hash, to_utc, utc_now
 from govern.errors import (
     ConfigError,
@@ -47,8 +47,10 @@ from govern.ledger import (
     Verification,
     chain_checks,
     check_migration_names,
+    refuse_secrets,
     verify_chain_in,
 )
+from govern.redaction import without_password
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -232,6 +234,10 @@ class PostgresLedger:
         self._ledger_id: str | None = None
         self._synced: tuple[int, str] | None = None
         self._privileges_checked = False
+        # the password of its own URL (GOVERN_LEDGER's), refused in any event it appends, however it was opened
+        self._own_secrets = redaction.guarded(
+            dict.fromkeys(redaction.secrets_of_uri(url), "the password of the ledger's URL"), [without_password(url)]
+        )
 
     # -- where
 
@@ -438,6 +444,9 @@ class PostgresLedger:
         is already recorded: the caller's general path compares a retried event with what is there."""
         from govern.ledger import authn_text
 
+        payload_json = event.payload_json
+        if redaction.guard() or self._own_secrets:
+            refuse_secrets(event, payload_json, self._own_secrets)
         con = self._ready_connection(write=True)
         self._warn_about_privileges(con)
         fact = event.fact
@@ -451,7 +460,7 @@ class PostgresLedger:
             "actor": event.actor,
             "subject": fact.subject,
             "git_commit": event.git_commit,
-            "payload": event.payload_json,
+            "payload": payload_json,
             "authn": authn,
         }
         with self._write_errors(), con.pipeline(), con.transaction():
@@ -530,6 +539,7 @@ class PostgresLedger:
         recorded_at = _now()
         signer = attestation_signer(pending)
         result, fresh = [], []
+        checked = bool(redaction.guard() or self._own_secrets)
         for event in pending:
             if event.event_id in existing:
                 result.append(_same_or_conflict(existing[event.event_id], event, signer))
@@ -537,6 +547,9 @@ class PostgresLedger:
             seq += 1
             fact = event.fact
             occurred_at = to_utc(event.occurred_at).replace(tzinfo=None)
+            payload_json = event.payload_json
+            if checked:  # defence in depth: what the redaction could not recognise is refused, never recorded
+                refuse_secrets(event, payload_json, self._own_secrets)
             row = RecordedEvent(
                 seq=seq,
                 event_id=event.event_id,
@@ -547,7 +560,7 @@ class PostgresLedger:
                 actor=event.actor,
                 subject=fact.subject,
                 git_commit=event.git_commit,
-                payload_json=event.payload_json,
+                payload_json=payload_json,
                 prev_hash=prev_hash,
                 hash="",
                 authn=authn_text(event, signer),

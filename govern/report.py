@@ -6,7 +6,10 @@ external URL, A4 pages with a page break before each section.
 
 from __future__ import annotations
 
+import base64
+import hashlib
 import json
+import re
 from functools import cache
 from typing import TYPE_CHECKING, Any
 
@@ -18,28 +21,54 @@ if TYPE_CHECKING:
 FORMATS = ("html", "md", "json")
 
 
+# The policy the HTML report declares for itself (a <meta> in its head, and the header `govern serve` sends with it):
+# nothing but its own inline style, allowed by hash (a style injected into it would not apply), and no script at all.
+REPORT_CSP = (
+    "default-src 'none'; style-src {styles}; img-src data:; form-action 'none'; base-uri 'none'; object-src 'none'"
+)
+_CSP_MARK = "govern-report-content-security-policy"
+
+
 def render(report: dict[str, Any], fmt: str) -> str:
     if fmt == "json":
         return json.dumps(report, indent=2, ensure_ascii=False, default=str) + "\n"
-    template = _templates().get_template(f"report.{fmt}.j2")
-    pictures = {}
-    if fmt == "html":
-        pictures = {
-            "dag": charts.dag(report["pipeline"]["stages"], report["pipeline"]["edges"]),
-            "metrics": charts.metric_history(
-                report["validation"]["across_versions"],
-                report["validation"]["chart_metrics"],
-                report["report"]["version"],
-            ),
-            "timeline": charts.timeline(report["production"]["slots"], report["production"]["now"]),
-        }
-    return template.render(r=report, charts=pictures)
+    template = _templates(markdown=fmt == "md").get_template(f"report.{fmt}.j2")
+    if fmt == "md":
+        return template.render(r=report)
+    pictures = {
+        "dag": charts.dag(report["pipeline"]["stages"], report["pipeline"]["edges"]),
+        "metrics": charts.metric_history(
+            report["validation"]["across_versions"],
+            report["validation"]["chart_metrics"],
+            report["report"]["version"],
+        ),
+        "timeline": charts.timeline(report["production"]["slots"], report["production"]["now"]),
+    }
+    widths = {}
+    for name, svg in pictures.items():  # each chart's width cap moves to the style sheet: no inline style attribute
+        found = re.search(r' style="([^"]*)"', svg)
+        widths[name] = found.group(1) if found else ""
+        pictures[name] = re.sub(r"^<svg ", f'<svg id="chart-{name}" ', charts.for_page(svg), count=1)
+    html = template.render(r=report, charts=pictures, chart_styles=widths, csp=_CSP_MARK)
+    return html.replace(_CSP_MARK, content_security_policy(html, header=False), 1)
+
+
+def content_security_policy(html: str, *, header: bool = True) -> str:
+    """The report's policy: its `<style>` elements allowed by their SHA-256, nothing else. As a header it also
+    forbids framing (`frame-ancestors`, which a `<meta>` policy cannot carry)."""
+    styles = [
+        "'sha256-" + base64.b64encode(hashlib.sha256(body.encode("utf-8")).digest()).decode("ascii") + "'"
+        for body in re.findall(r"<style>(.*?)</style>", html, flags=re.DOTALL)
+    ]
+    policy = REPORT_CSP.format(styles=" ".join(styles) or "'none'")
+    return f"{policy}; frame-ancestors 'none'" if header else policy
 
 
 @cache
-def _templates() -> Environment:
-    """One environment per process: it keeps the compiled templates (compiling the HTML report's costs 0.2 s,
-    four times its rendering; the server renders reports as pages)."""
+def _templates(markdown: bool = False) -> Environment:
+    """One environment per process and kind: it keeps the compiled templates (compiling the HTML report's costs
+    0.2 s, four times its rendering; the server renders reports as pages). HTML escapes every value by autoescape;
+    Markdown by `_finalize`."""
     from jinja2 import Environment, PackageLoader, StrictUndefined, select_autoescape
 
     environment = Environment(
@@ -49,9 +78,12 @@ def _templates() -> Environment:
         trim_blocks=True,
         lstrip_blocks=True,
         keep_trailing_newline=True,
+        finalize=_finalize if markdown else None,
     )
     environment.filters["value"] = _value
     environment.filters["cell"] = _cell
+    environment.filters["code"] = _code
+    environment.filters["markdown"] = Markdown  # what the template itself wrote (a macro's lines): not escaped again
     return environment
 
 
@@ -68,9 +100,49 @@ def _value(value: Any) -> str:
     return str(value)
 
 
+class Markdown(str):
+    """Text that is Markdown already (a code span `_code` built): written into the Markdown report as it is."""
+
+
+def _finalize(value: Any) -> Any:
+    """Every value interpolated into the Markdown report is text, never markup (the HTML report escapes by
+    autoescape, and Markup passes through): its HTML is escaped, so no tag, comment or `<javascript:...>` autolink
+    survives a renderer; `[` and `]` are escaped, so it forms no link or image; backticks, backslashes and pipes
+    are escaped, so it cannot end a code span or a table cell; line breaks become spaces, so it starts no block.
+    A commit message, a parameter, a reason, a name: all the same."""
+    if isinstance(value, Markdown):
+        return value
+    return _markdown_text(str(value))
+
+
+_MARKDOWN_ESCAPES = str.maketrans(
+    {"&": "&amp;", "<": "&lt;", ">": "&gt;", "\\": "\\\\", "`": "\\`", "[": "\\[", "]": "\\]", "|": "\\|"}
+)
+
+
+def _markdown_text(text: str) -> str:
+    return _one_line(text.translate(_MARKDOWN_ESCAPES))
+
+
+def _one_line(text: str) -> str:
+    """Lines joined by one space, blank ones dropped: a value starts no Markdown block and ends no table row."""
+    return " ".join(line.strip() for line in text.splitlines() if line.strip())
+
+
 def _cell(value: Any) -> str:
-    """A Markdown table cell: pipes and newlines would break the table."""
-    return _value(value).replace("|", "\\|").replace("\n", " ")
+    """A Markdown table cell (escaped as every interpolated value is, see `_finalize`)."""
+    return _value(value)
+
+
+def _code(value: Any) -> Markdown:
+    """A value as a Markdown code span, whatever it holds: fenced by more backticks than it has in a row, padded
+    where it starts or ends with one; its pipes escaped for the table it stands in (GFM reads `\\|` inside a code
+    span as a pipe), its line breaks made spaces. Inside a code span nothing is markup, so nothing else needs
+    escaping."""
+    text = _one_line(_value(value)).replace("|", "\\|")
+    fence = "`" * (max((len(run) for run in re.findall(r"`+", text)), default=0) + 1)
+    padded = f" {text} " if text.startswith("`") or text.endswith("`") or not text.strip() else text
+    return Markdown(f"{fence}{padded}{fence}")
 
 
 def render_tree(report: dict[str, Any]) -> str:

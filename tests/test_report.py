@@ -260,7 +260,7 @@ def test_markdown_and_html_carry_the_same_facts(report: dict, history: Path, tmp
     ]
     for fact in facts:
         assert fact in html, fact
-        assert fact.replace("&lt;", "<").replace("&gt;", ">") in markdown, fact
+        assert fact in markdown, fact  # Markdown escapes HTML as HTML does: `Bob &lt;bob@...&gt;` shows as in HTML
     for number, title in enumerate(
         [
             "Identity",
@@ -322,7 +322,14 @@ def test_html_renders_in_headless_chromium(history: Path, tmp_path: Path) -> Non
         assert len(driver.find_elements(By.CSS_SELECTOR, "#validation svg polyline")) >= 1, "metrics chart drawn"
         assert len(driver.find_elements(By.CSS_SELECTOR, "#production svg rect")) >= 2, "timeline drawn"
         errors = [entry for entry in driver.get_log("browser") if entry["level"] in ("SEVERE", "WARNING")]
-        assert errors == []
+        assert errors == [], "its own policy (a <meta>) refuses nothing the report itself holds"
+        assert "unsafe-inline" not in driver.find_element(
+            By.CSS_SELECTOR, 'meta[http-equiv="Content-Security-Policy"]'
+        ).get_attribute("content")
+        colour = "return getComputedStyle(document.querySelector('h2')).color"
+        assert driver.execute_script(colour) == "rgb(31, 111, 178)", "its style sheet applies, allowed by hash"
+        capped = "return getComputedStyle(document.querySelector('#chart-dag')).maxWidth"
+        assert driver.execute_script(capped).endswith("px"), "each chart's width cap moved into the style sheet"
         for width in (1024, 700):  # a laptop, and a tablet held upright
             driver.set_window_size(width, 800)
             assert driver.execute_script(BROKEN_WORDS) == [], f"words broken across lines at {width} px"
@@ -331,6 +338,17 @@ def test_html_renders_in_headless_chromium(history: Path, tmp_path: Path) -> Non
         driver.set_window_size(1024, height)
         screenshot = tmp_path / "report.png"
         assert driver.save_screenshot(str(screenshot))
+        # What an injection would add (a style element, a style attribute, a script) does not apply under it.
+        html = page.read_text()
+        injected = tmp_path / "injected.html"
+        attack = (
+            '<body style="background: rgb(255, 0, 0)"><style>h2 { color: rgb(255, 0, 0) }</style>'
+            "<script>document.title = 'ran'</script>"
+        )
+        injected.write_text(html.replace("<body>", attack, 1))
+        driver.get(injected.as_uri())
+        assert driver.execute_script(colour) == "rgb(31, 111, 178)" and driver.title != "ran"
+        assert driver.execute_script("return getComputedStyle(document.body).backgroundColor") != "rgb(255, 0, 0)"
     image = Image.open(screenshot).convert("L")
     assert image.size[1] >= 2000, "a full page, not one screen"
     stats = ImageStat.Stat(image)
@@ -427,3 +445,87 @@ def test_a_version_without_recorded_stages_gets_a_valid_pipeline_picture() -> No
     picture = charts.dag([], [])
     width, height = map(float, re.search(r'viewBox="0 0 (\S+) (\S+)"', picture).groups())
     assert width > 0 and height > 0 and "No pipeline stages recorded" in picture
+
+
+ATTACKS = (
+    "<script>alert(1)</script>",
+    "<img src=x onerror=alert(2)>",
+    "[click](javascript:alert(3))",
+    "![pixel](data:text/html;base64,PHNjcmlwdD4=)",
+    "<javascript:alert(4)>",
+    "[ref]: vbscript:msgbox(5)",
+    "`code` | cell | &lt;b&gt;",
+)
+SAFE_TAGS = {"h1", "h2", "p", "table", "thead", "tbody", "tr", "th", "td", "code", "strong", "em", "blockquote", "br"}
+
+
+def test_the_markdown_report_shows_html_and_links_of_the_record_as_text(tmp_path: Path) -> None:
+    """A commit message, a parameter, a metric name, a stage and a reason carrying HTML and links: the Markdown
+    report shows each as text, even through a renderer that passes raw HTML (markdown-it with html=True)."""
+    from html.parser import HTMLParser
+
+    from markdown_it import MarkdownIt
+
+    from govern.api.report import gather
+    from govern.events import ModelRegistered, TrainingCompleted
+    from govern.report import render
+
+    attack = " ".join(ATTACKS)
+    project = tmp_path / "project"
+    project.mkdir()
+    git(project, "init", "-q", "-b", "main")
+    (project / "train.py").write_text("print('train')\n")
+    git(project, "add", "-A")
+    git(project, "commit", "-q", "-m", f"Faster training\n\n{attack}")
+    commit = git(project, "rev-parse", "HEAD")
+    training = TrainingCompleted(
+        git={"commit": commit, "branch": "main", "dirty_paths": []},
+        dvc_lock_sha256="a" * 64,
+        targets=[],
+        stages=[
+            {"name": "train", "cmd": f"python train.py --note '{ATTACKS[0]}'", "deps": [], "outs": [], "params": {}}
+        ],  # fmt: skip
+        params={"train": {"note": attack}, "<b>bold</b>": ATTACKS[2]},
+        metrics={f"validation.{ATTACKS[1]}": 0.9},
+        outputs=[],
+        datasets=[],
+        models=[],
+        environment={},
+        duration_s=1.0,
+        run_cache_hit=False,
+    )
+    ledger = Ledger(project / "audit" / "ledger.duckdb")
+    [trained] = ledger.append([PendingEvent(training, actor=ATTACKS[1], occurred_at=utc_now(), git_commit=commit)])
+    registered = ModelRegistered("churn", "1", "model.pkl", None, "1" * 64, trained.event_id, "run", "sqlite:///x",
+                                 "models:/churn/1")  # fmt: skip
+    ledger.append([PendingEvent(registered, actor="tess", occurred_at=utc_now(), git_commit=commit)])
+    ok(project, "promote", "churn", "1", "--to", "staging", "--reason", attack)
+
+    markdown = render(gather("churn", "1", start=project), "md")
+
+    assert "Faster training &lt;script&gt;alert(1)&lt;/script&gt; &lt;img" in markdown, "HTML escaped as HTML"
+    assert "\\[click\\](javascript:alert(3))" in markdown, "no link can start: its brackets are escaped"
+    shown = MarkdownIt("commonmark", {"html": True}).enable("table").render(markdown)
+
+    class Tags(HTMLParser):
+        def __init__(self) -> None:
+            super().__init__()
+            self.tags: set[str] = set()
+            self.attributes: list[tuple[str, str | None]] = []
+            self.text: list[str] = []
+
+        def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
+            self.tags.add(tag)
+            self.attributes += attrs
+
+        def handle_data(self, data: str) -> None:
+            self.text.append(data)
+
+    parsed = Tags()
+    parsed.feed(shown)
+    assert parsed.tags <= SAFE_TAGS, parsed.tags - SAFE_TAGS  # no script, img, a (no link at all), iframe
+    assert parsed.attributes == [] or all(not name.startswith("on") for name, _ in parsed.attributes)
+    text = "".join(parsed.text)
+    for words in (*ATTACKS, "<b>bold</b>", "Faster training"):
+        assert words in text, f"shown as written: {words}"
+    assert markdown.count("\n| ") > 20, "tables stay tables: no value ended a row or a cell"

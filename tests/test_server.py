@@ -77,6 +77,7 @@ def make_project(root: Path) -> Path:
     (root / "audit" / "queries").mkdir(parents=True)
     shutil.copy(REPO / "audit" / "queries" / "promotions_of_model.sql", root / "audit" / "queries")
     commit_all(root, "start")
+    verdict_commit(root)
     (root / "models").mkdir()
     with as_server(root):
         for version in ("1", "2", "3"):
@@ -88,6 +89,41 @@ def make_project(root: Path) -> Path:
         assert run_cli("principals", "add", name, "--role", role, *apps, cwd=root).exit_code == 0
     assert run_cli("principals", "add", "spare", "--role", "auditor", cwd=root).exit_code == 0
     return root
+
+
+VERDICT_BRANCH = "verdicts"
+VERDICT_LOCK = """schema: '2.0'
+stages:
+  train:
+    cmd: python train.py
+    outs:
+    - path: models/churn.bin
+      hash: md5
+      md5: eeeeeeeeeeeeeeeeeeeeeeeeeeeeeeee
+      size: 10
+"""
+
+
+def verdict_commit(root: Path) -> None:
+    """A commit (on a branch of its own, so that the worktree stays without DVC) whose dvc.lock says what VERDICT
+    says: the server checks an uploaded verdict against the commit it names."""
+    git(root, "checkout", "-q", "-b", VERDICT_BRANCH)
+    (root / ".dvc").mkdir()
+    (root / ".dvc" / "config").write_text("")
+    (root / "dvc.yaml").write_text("stages:\n  train:\n    cmd: python train.py\n    outs:\n    - models/churn.bin\n")
+    (root / "dvc.lock").write_text(VERDICT_LOCK)
+    commit_all(root, "the pipeline whose lock the verifier's verdict is about")
+    git(root, "checkout", "-q", "main")
+
+
+def verdict_for(project: Path, **changes: Any) -> dict[str, Any]:
+    """VERDICT about the project's verdict commit: its id and the sha256 of its dvc.lock as `govern ci verify`
+    computes it (the lock file's path, a newline, its bytes)."""
+    import hashlib
+
+    commit = git(project, "rev-parse", VERDICT_BRANCH)
+    lock = hashlib.sha256(f"dvc.lock\n{VERDICT_LOCK}".encode()).hexdigest()
+    return {**VERDICT, "commit": commit, "dvc_lock_sha256": lock, **changes}
 
 
 def tokens_for(project: Path, *names: str) -> dict[str, str]:
@@ -231,6 +267,8 @@ def test_every_operation_answers_exactly_as_the_role_table_says(project: Path, s
         return path.replace("{spare_token}", spare_id)
 
     for operation, (method, template, body) in EXAMPLES.items():
+        if operation == "record_reproduction":
+            body = {**body, "payload": verdict_for(project)}
         path = resolved(template)
         before = head()
         status, problem, headers = call(server, method, path, None, body)

@@ -96,6 +96,7 @@ def test_a_runner_with_a_bad_token_cannot_record_and_says_so(served: dict) -> No
 def test_the_server_hook_posts_each_pushed_commit_to_the_server(served: dict, tmp_path: Path) -> None:
     bare = tmp_path / "team.git"
     git(tmp_path, "clone", "-q", "--bare", str(served["project"]), str(bare))
+    git(served["project"], "remote", "add", "origin", str(bare))  # the server fetches what is pushed, to check it
     env = {**served["env"], "GOVERN_TOKEN": served["token"]}
     command = [
         sys.executable,
@@ -124,3 +125,64 @@ def test_the_server_hook_posts_each_pushed_commit_to_the_server(served: dict, tm
     )
     assert verdict.actor == f"ci-bot (token {access.parse_bearer(served['token'])[0]})"
     assert verdict.payload["ci"]["system"] == "server-hook"
+
+
+def lock_of(project: Path, commit: str) -> tuple[str, list[dict]]:
+    """The sha256 of a commit's dvc.lock as `govern ci verify` computes it, and its outputs as a verdict lists them."""
+    import hashlib
+
+    import yaml
+
+    text = subprocess.run(["git", "show", f"{commit}:dvc.lock"], cwd=project, check=True, capture_output=True,
+                          text=True).stdout  # fmt: skip
+    outs = [out for stage in yaml.safe_load(text)["stages"].values() for out in stage.get("outs", [])]
+    return hashlib.sha256(f"dvc.lock\n{text}".encode()).hexdigest(), [
+        {"path": o["path"], "md5": o["md5"]} for o in outs
+    ]
+
+
+def test_a_verdict_is_recorded_only_about_a_commit_the_server_fetches_and_the_lock_it_has(served: dict) -> None:
+    project, url, token = served["project"], served["url"], served["token"]
+    ledger = Ledger(project / "audit" / "ledger.duckdb")
+    trained = git(project, "rev-parse", "HEAD")
+    sha, outputs = lock_of(project, trained)
+    with (project / "dvc.lock").open("a") as lock:
+        lock.write("# a later lock of the same pipeline\n")
+    later = commit_all(project, "a later lock")
+    later_sha, _ = lock_of(project, later)
+    assert later_sha != sha
+    honest = {
+        "commit": trained, "match": "exact", "dvc_lock_sha256": sha, "outputs": outputs, "differing_outputs": [],
+        "metrics": {}, "metric_deltas": {}, "duration_s": 3.0, "ci": {"system": "test"}, "environment": {},
+    }  # fmt: skip
+    before = ledger.head()
+
+    def upload(payload: dict, kind: str = "reproduction.verified", who: str = token) -> tuple[int, dict]:
+        status, answer, _ = call(url, "POST", "/api/v1/reproductions", who, {"type": kind, "payload": payload})
+        return status, answer
+
+    refused = [
+        ({**honest, "dvc_lock_sha256": "0" * 64}, f"dvc_lock_sha256 {'0' * 64} is not the sha256 of the dvc.lock "
+         f"at commit {trained[:12]} ({sha})"),
+        ({**honest, "dvc_lock_sha256": later_sha}, f"is not the sha256 of the dvc.lock at commit {trained[:12]}"),
+        ({**honest, "commit": "f" * 40}, "is not a commit of the server's repository, nor of its remotes"),
+        ({**honest, "outputs": [{**outputs[0], "md5": "0" * 32}]},
+         f"{outputs[0]['path']} has md5 {'0' * 32}, the lock has {outputs[0]['md5']}, and is not listed as differing"),
+        ({**honest, "outputs": outputs + [{"path": "models/extra.bin", "md5": "1" * 32}]},
+         "models/extra.bin has md5 " + "1" * 32 + ", the lock has no such output"),
+    ]  # fmt: skip
+    for payload, words in refused:
+        status, problem = upload(payload)
+        assert status == 422 and words in problem["detail"], (status, problem, words)
+        assert problem["type"] == "urn:govern:problem:unverifiable-verdict"
+    diverged = {**honest, "match": "diverged", "dvc_lock_sha256": "0" * 64, "outputs": [], "failed_stage": "make"}
+    status, problem = upload(diverged, "reproduction.diverged")
+    assert status == 422 and "is not the sha256 of the dvc.lock" in problem["detail"], "a forged failure too"
+    assert ledger.head() == before, "nothing recorded for a verdict the server could not confirm"
+
+    status, answer = upload(honest)
+    assert status == 201, answer
+    [recorded] = ledger.read(types=["reproduction.verified"])
+    assert recorded.payload["dvc_lock_sha256"] == sha and recorded.git_commit == trained
+    [training] = ledger.read(types=["training.completed"])
+    assert recorded.payload["training_event_id"] == training.event_id

@@ -18,7 +18,7 @@ from typing import Any
 import pytest
 from conftest import as_server, run_cli, via_server
 from starlette.testclient import TestClient
-from test_server import VERDICT, call, make_project, tokens_for
+from test_server import call, make_project, tokens_for, verdict_for
 from web_support import (
     checked_page,
     chromium,
@@ -42,7 +42,6 @@ pytestmark = pytest.mark.slow
 
 
 ADA = "Ada Approver <ada@bank.example>"  # appr's git identity: a version she trained is not hers to approve
-COMMIT = VERDICT["commit"]  # the commit of versions 5 and 6: the verifier's verdict is about it
 GATES = 'gates = { staging = ["validation.f1 >= 0.85", "reproduction.verified"] }\n'
 
 
@@ -106,15 +105,16 @@ def prepare(project: Path) -> None:
     """Version 4 holds staging; version 5 (Tess's) changes the data, the code and a parameter; version 6 was
     trained by Ada, whose identity is appr's. Staging then demands f1 >= 0.85 and a verified reproduction."""
     code = {"src/train.py": "b" * 32}
+    commit = verdict_for(project)["commit"]  # the commit of versions 5 and 6: the verifier's verdict is about it
     with as_server(project):  # versions 4 and 5 trained through the server by tess, 4 promoted there by appr
         lineage_version(project, "4", via_server("tess"), metrics={"validation.f1": 0.9}, data_md5="a" * 32,
                         rows=1200, code=code, params={"train": {"C": 1.0}}, commit="4" * 40)  # fmt: skip
         lifecycle.promote("churn", "4", "staging", "the baseline", start=project, actor=via_server("appr"))
         lineage_version(project, "5", via_server("tess"), metrics={"validation.f1": 0.93, "validation.auc": 0.95},
                         data_md5="d" * 32, rows=1500, code={"src/train.py": "e" * 32, "src/features.py": "f" * 32},
-                        params={"train": {"C": 0.5}}, commit=COMMIT)  # fmt: skip
+                        params={"train": {"C": 0.5}}, commit=commit)  # fmt: skip
     lineage_version(project, "6", ADA, metrics={"validation.f1": 0.91}, data_md5="d" * 32, rows=1500,
-                    code=code, params={"train": {"C": 1.0}}, commit=COMMIT)  # fmt: skip
+                    code=code, params={"train": {"C": 1.0}}, commit=commit)  # fmt: skip
     assert run_cli("principals", "link", "appr", ADA, cwd=project).exit_code == 0
     toml = project / "govern.toml"
     toml.write_text(toml.read_text().replace("[registry]\n", "[registry]\n" + GATES))
@@ -144,8 +144,8 @@ def holder(project: Path, stage: str) -> str | None:
 def site(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]]:
     with served_site(tmp_path_factory, ("appr", "sci", "ci", "con"), prepare) as served:
         base, tokens = served["base"], served["tokens"]
-        status, answer, _ = call(base, "POST", "/api/v1/reproductions", tokens["ci"],
-                                 {"type": "reproduction.verified", "payload": VERDICT})  # fmt: skip
+        verdict = {"type": "reproduction.verified", "payload": verdict_for(served["project"])}
+        status, answer, _ = call(base, "POST", "/api/v1/reproductions", tokens["ci"], verdict)
         assert status == 201, answer
         served["fifth"] = ask(base, tokens["sci"], "5", "recall up, new features")
         served["sixth"] = ask(base, tokens["sci"], "6", "Ada's retraining")
@@ -178,7 +178,8 @@ def test_the_approver_reviews_the_evidence_approves_and_is_refused_a_version_she
         assert "validation.f1 >= 0.85 0.93 0.9 passes" in page, "the metric against its threshold and the holder's"
         assert "reproduction.verified verified - passes" in page
         assert "validation.auc 0.95" in page
-        assert "From version 4 (commit 444444444444) to version 5 (commit cccccccccccc)" in page
+        fifth_commit = verdict_for(site["project"])["commit"][:12]
+        assert f"From version 4 (commit 444444444444) to version 5 (commit {fifth_commit})" in page
         assert "data/customers.csv changed" in page and "1200 rows" in page and "1500 rows" in page
         assert "src/features.py added" in page and "src/train.py changed" in page
         assert "train.C changed 1 0.5" in page

@@ -12,7 +12,9 @@ import csv
 import hashlib
 import io
 import json
+import logging
 import math
+import re
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -253,12 +255,19 @@ def test_the_download_is_the_same_as_the_apis_answer_and_each_is_recorded(local:
     assert web.payload["output_sha256"] == http.payload["output_sha256"]
 
 
-def test_rows_the_model_cannot_score_are_refused_on_the_page_with_the_models_message(local: dict[str, Any]) -> None:
+def test_rows_the_model_cannot_score_are_refused_on_the_page_with_an_error_id_the_log_explains(
+    local: dict[str, Any], caplog: pytest.LogCaptureFixture
+) -> None:
     client, csrf = signed_in(local["app"], local["tokens"]["con"])
     before = open_ledger(local["project"]).head()
-    page = upload(client, csrf, "customer,age\nc-9,41\n")
+    with caplog.at_level(logging.WARNING, logger="govern.server"):
+        page = upload(client, csrf, "customer,age\nc-9,41\n")
     assert page.status_code == 422
-    assert "The model could not score these rows: KeyError: &#39;tenure&#39;" in page.text
+    found = re.search(r"The model could not score these rows \(error id ([0-9a-f]{12})\): give this id to your "
+                      r"administrator", page.text)  # fmt: skip
+    assert found and "tenure" not in page.text and "KeyError" not in page.text, "nothing the model said"
+    [logged] = [r.getMessage() for r in caplog.records if f"error id {found.group(1)}" in r.getMessage()]
+    assert "KeyError: 'tenure'" in logged, "the administrator finds the model's words by the id"
     assert 'role="alert"' in page.text and 'action="/apps/scoring/predict"' in page.text, "the form, to try again"
     empty = upload(client, csrf, "")
     assert empty.status_code == 400 and "is empty: choose a CSV file" in empty.text

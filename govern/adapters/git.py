@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import re
 import subprocess
 from collections.abc import Iterable
 from dataclasses import dataclass
@@ -10,6 +9,7 @@ from datetime import datetime
 from pathlib import Path
 
 from govern.errors import GovernError, InvalidInput, NoCommitYet, NotAGitRepository
+from govern.redaction import redact
 
 
 @dataclass(frozen=True)
@@ -76,7 +76,7 @@ def remote_url(root: Path) -> str | None:
     if remote is None:
         return None
     url = next(iter(remote.urls), None)
-    return re.sub(r"^(\w+://)[^/@]+@", r"\1", url) if url else None
+    return redact(url) if url else None
 
 
 def identity(root: Path) -> str | None:

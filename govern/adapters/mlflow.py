@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 from govern.errors import MirrorError
+from govern.redaction import redact
 
 MAX_PARAMS_PER_BATCH = 100
 MAX_METRICS_PER_BATCH = 1000
@@ -159,7 +160,7 @@ def mirror_training(run: TrainingRun) -> MirroredRun:
         raise
     except Exception as error:  # noqa: BLE001 - MLflow raises many kinds; all mean "not mirrored"
         raise MirrorError(
-            f"Could not mirror the training into MLflow at {_redact(run.tracking_uri)}: {_one_line(error)}"
+            f"Could not mirror the training into MLflow at {redact(run.tracking_uri)}: {_one_line(error)}"
         ) from None
 
 
@@ -197,7 +198,9 @@ def _mirror(run: TrainingRun) -> MirroredRun:
                         name=dataset.path,
                         digest=(dataset.md5 or dataset.sha256 or "")[:DIGEST_LENGTH],
                         source_type="dvc",
-                        source=json.dumps({"uri": dataset.path, "source": dataset.source, "sha256": dataset.sha256}),
+                        source=redact(
+                            json.dumps({"uri": dataset.path, "source": dataset.source, "sha256": dataset.sha256})
+                        ),
                         schema=json.dumps({"columns": list(dataset.columns)}) if dataset.columns else None,
                         profile=json.dumps({"num_rows": dataset.rows}) if dataset.rows is not None else None,
                     ),
@@ -219,7 +222,7 @@ def register_models(run: TrainingRun, run_id: str) -> tuple[RegisteredVersion, .
         return _register_all(_client(run.tracking_uri), run, run_id)
     except Exception as error:  # noqa: BLE001 - MLflow raises many kinds; all mean "not registered"
         raise MirrorError(
-            f"Could not register the models in MLflow at {_redact(run.tracking_uri)}: {_one_line(error)}"
+            f"Could not register the models in MLflow at {redact(run.tracking_uri)}: {_one_line(error)}"
         ) from None
 
 
@@ -264,7 +267,7 @@ def finish_parent_run(
         client.log_batch(
             run_id,
             metrics=[Metric(k, float(v), now, 0) for k, v in sorted(metrics.items()) if v is not None],
-            tags=[RunTag(k, v) for k, v in sorted(tags.items())],
+            tags=[RunTag(k, redact(v)) for k, v in sorted(tags.items())],
         )
         client.set_terminated(run_id, status="FINISHED")
     except Exception as error:  # noqa: BLE001
@@ -317,7 +320,7 @@ def _source_tags(run: TrainingRun) -> dict[str, str]:
         tags["mlflow.source.git.branch"] = run.git_branch
     if run.git_remote:
         tags["mlflow.source.git.repoURL"] = run.git_remote
-    return tags
+    return {key: redact(value) for key, value in tags.items()}  # a remote's URL, a tag given by a grid
 
 
 def _check_registry_continues_ledger(client: Any, run: TrainingRun, name: str) -> None:
@@ -330,7 +333,7 @@ def _check_registry_continues_ledger(client: Any, run: TrainingRun, name: str) -
     registry = int(latest[0].version) if latest else 0
     if registry < recorded:
         raise MirrorError(
-            f"MLflow's registry at {_redact(run.tracking_uri)} holds model {name!r} up to version "
+            f"MLflow's registry at {redact(run.tracking_uri)} holds model {name!r} up to version "
             f"{registry or 'none'}, but the ledger records version {recorded}: it is not the registry those versions "
             "were registered in, and registering now would reuse a version number. Point tracking_uri at that "
             "registry, or move its data with the ledger (README, Team setup); then run `govern mirror`"
@@ -361,7 +364,7 @@ def _register(client: Any, run: TrainingRun, run_id: str, artifact_uri: str, mod
         model.name,
         source=source,
         run_id=run_id,
-        tags=tags,
+        tags={key: redact(value) for key, value in tags.items()},
         description=model.desc,
     )
     return RegisteredVersion(model=model.name, version=str(version.version), source_uri=source)
@@ -420,7 +423,7 @@ def resume_mirror(run: TrainingRun) -> MirroredRun:
     except MirrorError:
         raise
     except Exception as error:  # noqa: BLE001
-        raise MirrorError(f"Could not mirror into MLflow at {_redact(run.tracking_uri)}: {_one_line(error)}") from None
+        raise MirrorError(f"Could not mirror into MLflow at {redact(run.tracking_uri)}: {_one_line(error)}") from None
 
 
 @_stdout_to_stderr
@@ -436,7 +439,7 @@ def find_runs_by_event(tracking_uri: str, experiment: str, event_id: str) -> lis
 
 def _param_value(value: Any) -> str:
     text = value if isinstance(value, str) else json.dumps(value, sort_keys=True)
-    return text[:MAX_PARAM_VALUE]
+    return redact(text)[:MAX_PARAM_VALUE]
 
 
 def _millis(moment: datetime) -> int:
@@ -448,12 +451,7 @@ def _chunks(items: list[Any], size: int) -> Iterable[list[Any]]:
         yield items[start : start + size]
 
 
-def _redact(uri: str) -> str:
-    import re
-
-    return re.sub(r"^(\w+://)[^/@]+@", r"\1", uri)
-
-
 def _one_line(error: BaseException) -> str:
-    text = " ".join(str(error).split())
+    """An MLflow failure as one line without credentials (its messages may quote a store's URI, a request's URL)."""
+    text = redact(" ".join(str(error).split()))
     return text[:500] if text else type(error).__name__

@@ -38,8 +38,17 @@ from govern.adapters import blas
 from govern.adapters import dvc as dvc_adapter
 from govern.adapters import git as git_adapter
 from govern.api import model_files
+from govern.api.context import guard_secrets
 from govern.equivalence import DIVERGED, EQUIVALENT, EXACT, Judgement, Rule
-from govern.errors import ConfigError, GovernError, InvalidInput, ProjectError, StageFailed
+from govern.errors import (
+    ConfigError,
+    GovernError,
+    InvalidInput,
+    NotFound,
+    ProjectError,
+    StageFailed,
+    UnverifiableVerdict,
+)
 from govern.events import PendingEvent, RecordedEvent, ReproductionDiverged, ReproductionVerified, utc_now
 from govern.pipeline import Pipeline
 from govern.storage import LedgerStore, open_store
@@ -206,6 +215,7 @@ def verify(
                 "[tool.govern.ci] in your checkout do not, until you commit them"
             )
         ledger = open_store(configured or cfg.ledger, lock_timeout=cfg.lock_timeout)
+        guard_secrets(source if repository is None else checkout, cfg)
         rules = cfg.comparison
         rules = dataclasses.replace(rules, tolerances={**rules.tolerances, **(tolerances or {})})
         if (source / ".dvc").is_dir():
@@ -280,6 +290,7 @@ def record_uploaded(kind: str, payload: Mapping[str, Any], start: Path | None, a
     if fact.match not in expected:
         raise InvalidInput(f"A {kind} has match {' or '.join(sorted(expected))}, not {fact.match!r}")
     project = open_project(start, actor)
+    _check_against_commit(project.root, fact)
     training = _training(project.ledger, fact.dvc_lock_sha256 or "", fact.commit)
     environment_now = fact.environment if isinstance(fact.environment, dict) else None
     fact = dataclasses.replace(
@@ -293,6 +304,72 @@ def record_uploaded(kind: str, payload: Mapping[str, Any], start: Path | None, a
         [PendingEvent(fact, actor=project.actor, occurred_at=utc_now(), git_commit=fact.commit)]
     )[0]
     return Verdict(event, training["seq"] if training else None)
+
+
+def _check_against_commit(root: Path, fact: ReproductionVerified | ReproductionDiverged) -> None:
+    """The server's own reading of what a verdict is about: the commit, fetched as a training job fetches it; its
+    dvc.lock, read as `govern ci verify` reads it (the same bytes hashed); the outputs the verdict states, against
+    that lock. A runner's word is recorded only about a commit the server can see and a lock it has.
+    `UnverifiableVerdict` (422) names what does not match; nothing is recorded."""
+    from govern.api.jobs import fetch_commit
+
+    try:
+        sha = fetch_commit(root, fact.commit)
+    except (NotFound, InvalidInput) as error:
+        raise UnverifiableVerdict(f"The verdict cannot be checked: {error}") from None
+    with tempfile.TemporaryDirectory(prefix="govern-verdict-") as scratch:
+        checkout = Path(scratch) / "checkout"
+        git_adapter.checkout_copy(root, checkout, sha)
+        if not (checkout / ".dvc").is_dir():
+            raise UnverifiableVerdict(f"Commit {sha[:12]} is not a DVC project (no .dvc directory): it has no dvc.lock")
+        try:
+            pipeline = dvc_adapter.load_pipeline(checkout)
+            locks, lock_text = dvc_adapter.read_locks(checkout, pipeline)
+        except ProjectError as error:
+            raise UnverifiableVerdict(f"The pipeline of commit {sha[:12]} cannot be read: {error}") from None
+    if not locks:
+        raise UnverifiableVerdict(f"Commit {sha[:12]} has no dvc.lock: there is nothing a verdict could be about")
+    actual = hashlib.sha256(lock_text.encode("utf-8")).hexdigest()
+    if fact.dvc_lock_sha256 != actual:
+        raise UnverifiableVerdict(
+            f"dvc_lock_sha256 {fact.dvc_lock_sha256} is not the sha256 of the dvc.lock at commit {sha[:12]} "
+            f"({actual}): upload the verdict `govern ci verify` computed for that commit"
+        )
+    problems = _output_mismatches(fact, _outs(locks))
+    if problems:
+        shown = "; ".join(problems[:3]) + (f"; and {len(problems) - 3} more" if len(problems) > 3 else "")
+        raise UnverifiableVerdict(f"The verdict's outputs do not match the dvc.lock at commit {sha[:12]}: {shown}")
+
+
+def _output_mismatches(
+    fact: ReproductionVerified | ReproductionDiverged, committed: dict[str, str | None]
+) -> list[str]:
+    """What the verdict states about the outputs that the committed lock contradicts (as `_judge` builds them:
+    `outputs` lists every path of both locks with the reproduced md5, `differing_outputs` those whose md5 is not
+    the committed one, with the committed one as `expected_md5`)."""
+    stated = {str(item.get("path")): item.get("md5") for item in fact.outputs}
+    differing = {str(item.get("path")): item for item in fact.differing_outputs}
+    problems = []
+    if stated:
+        problems += [
+            f"{path} (an output in the lock) is not among its outputs" for path in sorted(set(committed) - set(stated))
+        ]
+    for path, md5 in sorted(stated.items()):
+        if path not in differing and md5 != committed.get(path):
+            where = f"the lock has {committed[path]}" if path in committed else "the lock has no such output"
+            problems.append(f"{path} has md5 {md5}, {where}, and is not listed as differing")
+    for path, item in sorted(differing.items()):
+        if item.get("expected_md5") != committed.get(path):
+            problems.append(
+                f"differing output {path} expects md5 {item.get('expected_md5')}, the lock has {committed.get(path)}"
+            )
+        if stated and path not in stated:
+            problems.append(f"differing output {path} is not among its outputs")
+    if fact.match == EXACT and differing:
+        problems.append("an exact match lists differing outputs")
+    if fact.match == EQUIVALENT and not all(item.get("equivalent") is True for item in differing.values()):
+        problems.append("an equivalent match lists an output judged not equivalent")
+    return problems
 
 
 COMMIT = re.compile(r"^[0-9a-f]{40}$")

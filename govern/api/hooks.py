@@ -21,6 +21,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from govern import config as config_module
+from govern import redaction
 from govern.adapters import dvc as dvc_adapter
 from govern.adapters import git as git_adapter
 from govern.errors import GovernError, InvalidInput
@@ -126,7 +127,7 @@ def _team_ledger(url: str) -> str:
     """A PostgreSQL ledger for the hook, checked now rather than after the first push: reachable, created, and
     given without a password (the hook file and the process list would show it)."""
     location = str(config_module.ledger_location(url, "--ledger"))
-    if config_module.has_password(location):
+    if redaction.has_password(location):
         raise InvalidInput(
             "--ledger carries a password, which the hook file and the process list would show: put it in ~/.pgpass "
             "(or PGPASSWORD) of the user git runs the hook as"

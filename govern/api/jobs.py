@@ -47,6 +47,7 @@ from govern.events import (
     utc_now,
 )
 from govern.ledger import Reader
+from govern.redaction import redact, scrub
 from govern.storage import LedgerStore
 
 STATES = ("queued", "running", "succeeded", "failed", "cancelled")
@@ -87,7 +88,7 @@ def request_training(
     for target in targets:
         if not TARGET.match(target):
             raise InvalidInput(f"{target!r} is not a stage name of dvc.yaml")
-    sha = _commit(project.root, commit)
+    sha = fetch_commit(project.root, commit)
     _check_stages(project.root, sha, targets)
     fact = TrainingJobRequested(job_id=secrets.token_hex(6), commit=sha, targets=list(targets))
     event = project.ledger.append([PendingEvent(fact, actor=project.actor, occurred_at=utc_now(), git_commit=sha)])
@@ -120,7 +121,8 @@ def job(ledger: LedgerStore, job_id: str) -> Job:
         found = STAGE_LINE.match(line)
         if found:
             stages[found.group("stage")] = found.group("status")
-    return Job(row, [{"stage": k, "status": v} for k, v in stages.items()], "\n".join(lines[-LOG_TAIL_LINES:]))
+    tail = "\n".join(lines[-LOG_TAIL_LINES:])
+    return Job(row, [{"stage": k, "status": v} for k, v in stages.items()], scrub(tail))
 
 
 def cancel(
@@ -388,11 +390,12 @@ def _check_stages(root: Path, sha: str, targets: Sequence[str]) -> None:
 def resolve_commit(root: Path, commit: str) -> str:
     """The full sha of `commit`, fetched from the project's remotes first when the server's repository lacks it:
     what a training, a job or a verdict names must be a commit an auditor can check out."""
-    return _commit(root, commit)
+    return fetch_commit(root, commit)
 
 
-def _commit(root: Path, commit: str) -> str:
-    """The full sha of `commit`, fetched from the project's remotes first when the repository lacks it."""
+def fetch_commit(root: Path, commit: str) -> str:
+    """The full sha of `commit`, fetched from the project's remotes first when the repository lacks it (a training
+    asked for, a verdict uploaded)."""
     if not re.match(r"^[0-9A-Za-z._/@^~-]{1,200}$", commit or "") or commit.startswith("-"):
         raise InvalidInput(f"{commit!r} is not a commit: give a sha, branch or tag")
     try:
@@ -403,7 +406,8 @@ def _commit(root: Path, commit: str) -> str:
     try:
         return git_adapter.resolve(root, commit)
     except InvalidInput:
-        why = f" (git fetch: {fetched.stderr.strip().splitlines()[-1]})" if fetched.returncode else ""
+        said = fetched.stderr.strip().splitlines()
+        why = f" (git fetch: {redact(said[-1])})" if fetched.returncode and said else ""  # it may quote a remote URL
         raise NotFound(
             f"{commit!r} is not a commit of the server's repository, nor of its remotes{why}: push it first"
         ) from None

@@ -17,9 +17,9 @@ from dataclasses import dataclass, field
 
 from govern.adapters import mlflow as mlflow_adapter
 from govern.api.context import Project
-from govern.config import redacted_uri
 from govern.errors import MirrorError
 from govern.events import PendingEvent, RecordedEvent, TrainingMirrored, utc_now
+from govern.redaction import redact
 
 PENDING_SQL = """
 SELECT t.event_id, t.payload, t.git_commit, t.actor, t.occurred_at
@@ -95,7 +95,7 @@ def _mirror_one(project: Project, event_id: str, payload: dict, commit: str, occ
                 training_event_id=event_id,
                 run_id=mirrored.run_id,
                 experiment_id=mirrored.experiment_id,
-                tracking_uri=redacted_uri(project.config.tracking_uri),
+                tracking_uri=redact(project.config.tracking_uri),
                 model_versions=[{"model": v.model, "version": v.version} for v in mirrored.versions],
                 reused_run=mirrored.reused,
             ),

@@ -22,6 +22,7 @@ import hashlib
 import json
 import logging
 import os
+import secrets
 import shutil
 import subprocess
 import tarfile
@@ -277,7 +278,8 @@ def predict_sent(
 ) -> Answered:
     """Score CSV `rows` sent over HTTP with the version serving app/env now, and record the batch under `actor`:
     the rows go to a scratch file, the output is read back before it is removed. A model that cannot score them
-    is reported with its own last message only (its traceback and the server's paths stay in the server's log)."""
+    is reported with an error id only: what it said (its stderr, which may hold anything: a traceback, the
+    server's paths, the rows) is in the server's log under that id."""
     from govern.entrypoint import InferenceFailed, InferenceTimedOut
 
     with tempfile.TemporaryDirectory(prefix="govern-predict-") as scratch:
@@ -300,9 +302,13 @@ def predict_sent(
         except InferenceTimedOut:
             raise
         except InferenceFailed as failure:
-            log.warning("govern serve: predictions for %s failed: %s", app, failure)
-            said = failure.last_line.strip() or "no message"
-            raise InferenceFailed(f"The model could not score these rows: {said}", said) from None
+            # The model's own words (its stderr, a traceback, the server's paths, whatever it printed) are the
+            # administrator's: the server's log has them under an id the consumer is given instead.
+            error_id = secrets.token_hex(6)
+            log.warning("govern serve: predictions for %s/%s failed (error id %s): %s", app, env, error_id, failure)
+            raise InferenceFailed(
+                f"The model could not score these rows (error id {error_id}): give this id to your administrator"
+            ) from None
         return Answered(done, output.read_bytes(), tabular.csv_records(output) if as_records else None)
 
 

@@ -11,8 +11,8 @@ from pathlib import Path
 from govern import config
 from govern.adapters import dvc as dvc_adapter
 from govern.checkpoints import BACKUP_SUFFIX
-from govern.config import without_password
 from govern.errors import InvalidInput
+from govern.redaction import without_password
 
 LOCAL_STORES = (
     "/mlflow.db",

@@ -23,10 +23,11 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 
 from govern import queries
-from govern.config import Config, redacted_uri
+from govern.config import Config
 from govern.errors import MirrorError, Note
 from govern.events import PendingEvent, RecordedEvent, RegistryMirrored, utc_now
 from govern.ledger import Reader
+from govern.redaction import redact
 from govern.storage import LedgerStore
 
 MIRROR_LOG = "mirror.log"
@@ -121,7 +122,7 @@ def _recorder(
             through_seq=item.through_seq,
             aliases=aliases,
             deprecated_versions=deprecated,
-            tracking_uri=redacted_uri(uri),
+            tracking_uri=redact(uri),
         )
         return [PendingEvent(fact, actor=actor, occurred_at=utc_now())]
 

@@ -30,7 +30,6 @@ from pathlib import Path, PurePosixPath
 from typing import Any
 
 from govern.api.context import Project
-from govern.config import redacted_uri
 from govern.envelope import TIMESTAMP_FORMAT, canonical_json, to_utc
 from govern.errors import InvalidInput
 from govern.events import (
@@ -41,6 +40,7 @@ from govern.events import (
     TrainingCompleted,
     TrainingFailed,
 )
+from govern.redaction import redact
 
 if typing.TYPE_CHECKING:
     from govern.attribution import Actor
@@ -228,7 +228,7 @@ def _validated(
             raise ReportRefused(
                 f"the snapshot of {shot.path} ({snapshot.event_id}) is not the one the training says it used"
             )
-    mlflow = {"status": "pending", "tracking_uri": redacted_uri(project.config.tracking_uri), "error": SERVER_MIRRORS}
+    mlflow = {"status": "pending", "tracking_uri": redact(project.config.tracking_uri), "error": SERVER_MIRRORS}
     training = dataclasses.replace(training, fact=dataclasses.replace(fact, mlflow=mlflow))
     return [*snapshots, training], training
 

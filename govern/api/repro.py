@@ -26,7 +26,6 @@ from govern.adapters import mlflow as mlflow_adapter
 from govern.adapters.git import GitState
 from govern.api.context import Project, open_project
 from govern.api.mirror import after_write
-from govern.config import redacted_uri
 from govern.errors import DirtyWorktree, MirrorError, ProjectError, StageFailed
 from govern.events import (
     DatasetSnapshotted,
@@ -42,6 +41,7 @@ from govern.events import (
 )
 from govern.hashing import digest
 from govern.pipeline import Pipeline, StageRun
+from govern.redaction import redact
 from govern.storage import LedgerStore
 
 ProgressCallback = Callable[[str, str, StageRun | None], None]
@@ -265,7 +265,7 @@ def build_training(
             mirrored = mlflow_adapter.mirror_training(plan)
             mlflow_facts: dict[str, Any] = {
                 "status": "mirrored",
-                "tracking_uri": redacted_uri(project.config.tracking_uri),
+                "tracking_uri": redact(project.config.tracking_uri),
                 "experiment": project.config.experiment,
                 "experiment_id": mirrored.experiment_id,
                 "run_id": mirrored.run_id,
@@ -277,7 +277,7 @@ def build_training(
             mirror_error = str(error)
             mlflow_facts = {
                 "status": "pending",
-                "tracking_uri": redacted_uri(project.config.tracking_uri),
+                "tracking_uri": redact(project.config.tracking_uri),
                 "error": mirror_error,
             }
     else:
@@ -379,7 +379,7 @@ def registration_events(
                     sha256=model.get("sha256"),
                     training_event_id=training_id,
                     mlflow_run_id=mlflow_run_id,
-                    tracking_uri=redacted_uri(run.project.config.tracking_uri),
+                    tracking_uri=redact(run.project.config.tracking_uri),
                     source_uri=version.source_uri,
                     desc=model.get("desc"),
                     labels=model.get("labels", []),

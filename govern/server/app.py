@@ -35,6 +35,7 @@ from govern.server.http import (
     BodyLimit,
     NoStore,
     Problem,
+    SecurityHeaders,
     Signing,
     problem,
     problems_documented_as_sent,
@@ -121,13 +122,17 @@ def create_app(root: Path, session_secret: str | None = None) -> Any:
     def ledger() -> Any:
         return audit_api.open_ledger(root)
 
-    web = add_pages(app, root, session_secret or os.environ.get("GOVERN_SESSION_SECRET") or new_secret())
+    secret = session_secret or os.environ.get("GOVERN_SESSION_SECRET") or new_secret()
+    _guard_secrets(root, secret)
+    web = add_pages(app, root, secret)
     web.training_requested = runner.wake
 
     async def as_page(request: Request, status: int, message: str) -> Response:
         from starlette.concurrency import run_in_threadpool
 
-        return await run_in_threadpool(web.error_page, request, status, message)
+        from govern.redaction import scrub
+
+        return await run_in_threadpool(web.error_page, request, status, scrub(message))
 
     @app.exception_handler(GovernError)
     async def governed(request: Request, error: GovernError) -> Response:
@@ -338,10 +343,11 @@ def create_app(root: Path, session_secret: str | None = None) -> Any:
         verify_chain: bool = False,
     ) -> Response:
         from govern.api.report import gather
-        from govern.report import render
+        from govern.report import content_security_policy, render
 
         text = render(gather(model, version, root, verify_chain=verify_chain), format)
-        return Response(text, media_type=REPORT_TYPES[format])
+        policy = {"Content-Security-Policy": content_security_policy(text)} if format == "html" else None
+        return Response(text, media_type=REPORT_TYPES[format], headers=policy)
 
     @app.post(f"{API}/sql", operation_id="sql")
     def sql(body: SqlRequest, principal: Annotated[access.Principal, authorised("sql")]) -> Any:
@@ -626,7 +632,17 @@ def create_app(root: Path, session_secret: str | None = None) -> Any:
         response.headers["Cache-Control"] = "no-store"
         return response
 
-    return Signing(BodyLimit(NoStore(app), page=too_large_page), signer)
+    return SecurityHeaders(Signing(BodyLimit(NoStore(app), page=too_large_page), signer))
+
+
+def _guard_secrets(root: Path, session_secret: str) -> None:
+    """From the start, no ledger of this server records the project's configured secrets or the sessions' key
+    (which `from_environment` took out of the environment): `redaction.remember`."""
+    from govern import config, redaction
+    from govern.api.context import guard_secrets
+
+    guard_secrets(root, config.load(root))
+    redaction.remember(redaction.guarded({session_secret: "the web sessions' key (GOVERN_SESSION_SECRET)"}))
 
 
 def _predict(root: Path, app: str, env: str, kind: str, body: bytes, principal: access.Principal) -> Response:
@@ -745,9 +761,9 @@ def from_environment() -> Any:
     """The factory uvicorn's workers call: the project `govern serve` was started in (GOVERN_PROJECT)."""
     import os
 
-    from govern.server.http import RedactTokens
+    from govern.server.http import RedactSecrets
 
-    logging.getLogger("uvicorn.access").addFilter(RedactTokens())
+    RedactSecrets.install()
     # Read once and removed: the training and inference processes this worker starts never inherit the key
     secret = os.environ.pop("GOVERN_SESSION_SECRET", None)
     return create_app(Path(os.environ["GOVERN_PROJECT"]), session_secret=secret)

@@ -4,7 +4,6 @@ Apart from the routes so each reads alone: what a failure looks like on the wire
 """
 
 import logging
-import re
 from collections.abc import Awaitable, Callable, Sequence
 from http import HTTPStatus
 from typing import Any
@@ -24,8 +23,11 @@ from govern.errors import (
     NotFound,
     PolicyViolation,
     QueryError,
+    SecretInEvent,
     StateConflict,
+    UnverifiableVerdict,
 )
+from govern.redaction import scrub
 from govern.sandbox import SandboxUnavailable
 
 API = "/api/v1"
@@ -46,6 +48,8 @@ STATUS: dict[type[GovernError], int] = {
     InferenceTimedOut: 504,
     InferenceFailed: 422,  # the model's own entry point could not score these rows
     SandboxUnavailable: 503,  # the server cannot confine user code as configured: nothing runs until it can
+    UnverifiableVerdict: 422,  # an uploaded verdict about a commit or lock the server cannot confirm
+    SecretInEvent: 422,  # an event that would record a configured secret
 }
 
 
@@ -66,7 +70,7 @@ def problem(status: int, kind: str, detail: str, instance: str) -> JSONResponse:
         "type": f"urn:govern:problem:{kind}",
         "title": HTTPStatus(status).phrase,
         "status": status,
-        "detail": detail,
+        "detail": scrub(detail),  # an unexpected error's words may quote a connection string
         "instance": instance,
     }
     headers = {"WWW-Authenticate": 'Bearer realm="govern"'} if status == 401 else None
@@ -89,16 +93,87 @@ PROBLEMS: dict[int | str, dict[str, Any]] = {
 }
 
 
-class RedactTokens(logging.Filter):
-    """Access-log lines never carry a bearer token's secret (a token pasted into a URL, `DELETE /tokens/gvn_...`):
-    only its id stays, which is what the ledger records too."""
-
-    SECRET = re.compile(r"(gvn_[0-9a-f]{12}_)[A-Za-z0-9_-]+")
+class RedactSecrets(logging.Filter):
+    """No log line carries a secret: a bearer token's secret (a token pasted into a URL, `DELETE /tokens/gvn_...`;
+    its id stays, which is what the ledger records too), a URI's password, a `PGPASSWORD=...` in a model's stderr,
+    a traceback quoting a connection string. On the handlers of the server's log (`install`), so every logger's
+    records pass it, whatever their format; the one redaction (`govern.redaction`) on the message, its arguments
+    and the formatted traceback, then every configured secret (`scrub`)."""
 
     def filter(self, record: logging.LogRecord) -> bool:
+        if isinstance(record.msg, str):
+            record.msg = scrub(record.msg)
         if isinstance(record.args, tuple):
-            record.args = tuple(self.SECRET.sub(r"\1[redacted]", a) if isinstance(a, str) else a for a in record.args)
+            record.args = tuple(_scrubbed(a) for a in record.args)
+        elif isinstance(record.args, dict):
+            record.args = {k: _scrubbed(v) for k, v in record.args.items()}
+        if record.exc_info and not record.exc_text:
+            record.exc_text = logging.Formatter().formatException(record.exc_info)
+        if record.exc_text:
+            record.exc_text = scrub(record.exc_text)
         return True
+
+    @classmethod
+    def install(cls) -> None:
+        """On every handler uvicorn configured (its error and access logs), and on the handler of last resort that
+        writes govern's own warnings (its loggers have no handler of their own)."""
+        redacting = cls()
+        for name in ("", "uvicorn", "uvicorn.error", "uvicorn.access"):
+            for handler in logging.getLogger(name).handlers:
+                handler.addFilter(redacting)
+        if logging.lastResort is not None:
+            logging.lastResort.addFilter(redacting)
+
+
+def _scrubbed(value: Any) -> Any:
+    """A log record's argument without secrets: text scrubbed; an object (an exception, a path) as its scrubbed text,
+    which is what `%s` prints; numbers as they are (`%d` needs one)."""
+    if value is None or isinstance(value, int | float):
+        return value
+    return scrub(value if isinstance(value, str) else str(value))
+
+
+# The pages' Content-Security-Policy (nothing inline, nothing from elsewhere); any other answer may not be framed,
+# sniffed, or run anything if a browser shows it. The lineage report brings its own (`govern.report`).
+PAGE_CSP = (
+    "default-src 'none'; style-src 'self'; img-src 'self' data:; script-src 'self'; connect-src 'self'; "
+    "form-action 'self'; frame-ancestors 'none'; base-uri 'none'"
+)
+DOCUMENT_CSP = "default-src 'none'; frame-ancestors 'none'; base-uri 'none'; form-action 'none'"
+SECURITY_HEADERS = ((b"x-frame-options", b"DENY"), (b"x-content-type-options", b"nosniff"),
+                    (b"referrer-policy", b"same-origin"))  # fmt: skip
+
+
+class SecurityHeaders:
+    """Every answer the server sends, HTML or not, page, report, problem or a refusal before any route (a body too
+    large), carries the pages' security headers: never framed (`X-Frame-Options: DENY`, `frame-ancestors`), never
+    sniffed into another type (`nosniff`), no referrer outside the site, and a Content-Security-Policy: the one the
+    route set (a report's, by the hashes of its own style), else the pages' for HTML and a policy allowing nothing
+    for anything else. The one place they are set, outermost, so nothing answers around it."""
+
+    def __init__(self, app: Any) -> None:
+        self.app = app
+
+    async def __call__(self, scope: dict, receive: Callable, send: Callable) -> None:
+        if scope["type"] != "http":
+            return await self.app(scope, receive, send)
+
+        async def secured(message: dict) -> None:
+            if message["type"] == "http.response.start":
+                message = {**message, "headers": _secured(list(message.get("headers", [])))}
+            await send(message)
+
+        await self.app(scope, receive, secured)
+
+
+def _secured(headers: list[tuple[bytes, bytes]]) -> list[tuple[bytes, bytes]]:
+    names = {name for name, _ in SECURITY_HEADERS}
+    kept = [(k, v) for k, v in headers if k.lower() not in names]
+    if not any(k.lower() == b"content-security-policy" for k, _ in kept):
+        kind = next((v for k, v in kept if k.lower() == b"content-type"), b"")
+        policy = PAGE_CSP if kind.lower().startswith(b"text/html") else DOCUMENT_CSP
+        kept.append((b"content-security-policy", policy.encode("ascii")))
+    return [*kept, *SECURITY_HEADERS]
 
 
 class NoStore:

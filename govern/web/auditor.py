@@ -33,12 +33,6 @@ EVENTS_SHOWN = 50  # the event log's default page
 PAYLOAD_SHOWN = 4000  # characters of a payload shown in the log (the JSON report and `audit log --json` have all)
 GRANTS_SHOWN = 200
 REPORT_TYPES = {"html": "text/html; charset=utf-8", "md": "text/markdown; charset=utf-8", "json": "application/json"}
-# The lineage report is a document of its own, with its own inline style (it prints and is mailed as one file):
-# it may style itself and show its inline SVG and data images, and nothing else.
-REPORT_CSP = (
-    "default-src 'none'; style-src 'unsafe-inline'; img-src data:; form-action 'none'; frame-ancestors 'none'; "
-    "base-uri 'none'"
-)
 PALETTE = ("#0b5cad", "#5b3a9e")  # adjacent versions alternate; the open window is green (--ok)
 OPEN_COLOUR = "#16652d"
 
@@ -217,7 +211,7 @@ def routes(web: Web) -> APIRouter:
         from govern.report import render
 
         text = render(gather(model, version, web.root), "html")
-        return _document(Response(text, media_type=REPORT_TYPES["html"]))
+        return _document(Response(text, media_type=REPORT_TYPES["html"]), text)
 
     @router.get("/audit/reports/{model}/{version}/download")
     def download(
@@ -232,7 +226,7 @@ def routes(web: Web) -> APIRouter:
         text = render(gather(model, version, web.root), format)
         name = f"{_file_part(model)}-v{_file_part(version)}-lineage.{format}"
         headers = {"Content-Disposition": f'attachment; filename="{name}"'}
-        return _document(Response(text, media_type=REPORT_TYPES[format], headers=headers))
+        return _document(Response(text, media_type=REPORT_TYPES[format], headers=headers), text)
 
     @router.get("/audit/principals")
     def principals(
@@ -314,12 +308,14 @@ def _file_part(text: str) -> str:
     return re.sub(r"[^A-Za-z0-9._-]+", "_", text)[:80] or "_"
 
 
-def _document(response: Response) -> Response:
-    """A report served as a document of its own: its own policy, never framed, never sniffed."""
-    response.headers["Content-Security-Policy"] = REPORT_CSP
-    response.headers["X-Content-Type-Options"] = "nosniff"
-    response.headers["Referrer-Policy"] = "same-origin"
-    response.headers["X-Frame-Options"] = "DENY"
+def _document(response: Response, text: str) -> Response:
+    """A report served as a document of its own: its own policy (its inline style allowed by hash, nothing else),
+    the rest of the security headers set for every answer (`server.http.SecurityHeaders`)."""
+    from govern.report import content_security_policy
+    from govern.server.http import DOCUMENT_CSP
+
+    html = response.media_type == REPORT_TYPES["html"]
+    response.headers["Content-Security-Policy"] = content_security_policy(text) if html else DOCUMENT_CSP
     return response
 
 

@@ -24,16 +24,15 @@ from fastapi.responses import HTMLResponse, RedirectResponse, Response
 from govern import __version__, access
 from govern.api.access import Unauthenticated
 from govern.errors import Forbidden, GovernError, InvalidInput
+from govern.server.http import PAGE_CSP
 from govern.web.sessions import NONCE_COOKIE, SESSION_COOKIE, SessionKeys
 
 TEMPLATES = Path(__file__).parent / "templates"
 STATIC = Path(__file__).parent / "static"
 # Content-Security-Policy: nothing inline, nothing from elsewhere (the lineage report, shown as a document of its
-# own, has its own inline style and gets a policy of its own).
-CSP = (
-    "default-src 'none'; style-src 'self'; img-src 'self' data:; script-src 'self'; connect-src 'self'; "
-    "form-action 'self'; frame-ancestors 'none'; base-uri 'none'"
-)
+# own, has its own inline style and gets a policy of its own). Defined, with the other headers, where every answer
+# gets them (`server.http.SecurityHeaders`).
+CSP = PAGE_CSP
 
 
 class SignInRequired(Unauthenticated):
