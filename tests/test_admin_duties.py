@@ -389,3 +389,52 @@ def test_in_a_solo_project_a_token_is_a_token(tmp_path: Path) -> None:
     issued = json.loads(ok(root, "tokens", "create", "ci", "--json"))
     assert issued["kind"] == "token" and issued["token"].startswith("gvn_")
     assert ok(root, "principals", "add", "pat", "--role", "approver"), "no two-admin rule for one person"
+
+
+# ---------------------------------------------------------------- reports
+
+
+def test_the_lineage_report_lists_the_grant_each_approver_acted_in_with_who_proposed_and_confirmed_it(
+    team: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """pat was granted approver at bootstrap by the operator; dora by two admins (alice proposed, bob confirmed),
+    acting with a token from bob's code. Each approval's grant is in the report, with the strength of each name."""
+    from govern import report as report_module
+    from govern.api.report import gather
+
+    monkeypatch.setenv("GOVERN_REGISTRY_MIRROR", "background")  # MLflow is unreachable: mirrored later
+    with as_server(team):
+        trained_version(team / "audit" / "ledger.duckdb", M, "1", via_server("tess"), commit="a" * 40)
+        proposal = access_api.grant("dora", "approver", reason="release manager", start=team, actor=ALICE)
+        access_api.confirm_grant(proposal.seq, "agreed at the board", team, BOB)
+    dora = redeemed(team, code_for(team, "dora", by=BOB))
+    with as_server(team):
+        for stage, approver in (("staging", via_server("pat")), ("production", via_server("dora", dora.token_id))):
+            number = approvals.request_promotion(M, "1", stage, "ready", team, via_server("sci")).request_id
+            approvals.approve(number, "evidence reviewed", team, approver)
+
+    found = gather(M, "1", team)["approvals"]
+    by = {g["principal"]: g for g in found["grants"]}
+    assert set(by) == {"pat", "dora"} and found["missing"] == []
+    assert by["pat"]["grant"]["basis"] == "bootstrap" and by["pat"]["grant"]["proposed_by"] is None
+    assert by["pat"]["grant"]["confirmed_by"] == "Ada Auditor <ada@example.com> (self-asserted, git config)"
+    grant = by["dora"]["grant"]
+    assert grant["basis"] == "two admins" and grant["proposal_seq"] == proposal.seq
+    assert grant["proposed_by"] == "alice (authenticated, token a11ce0000001)"
+    assert grant["confirmed_by"] == "bob (authenticated, token b0b000000001)"
+    assert (
+        by["dora"]["token"] == dora.token_id and by["dora"]["token_issuer"] == "bob (authenticated, token b0b000000001)"
+    )
+    assert by["dora"]["shown"] == f"dora (authenticated, token {dora.token_id})"
+
+    report = gather(M, "1", team)
+    markdown = report_module.render(report, "md")
+    assert "| alice (authenticated, token a11ce0000001) (seq " in markdown and "| two admins |" in markdown
+    assert "The roles they acted in" in markdown and "| bootstrap |" in markdown
+    page = report_module.render(report, "html")
+    assert "bob (authenticated, token b0b000000001)" in page and "<h3>The roles they acted in</h3>" in page
+    tree = report_module.render_tree(report)
+    assert (
+        "approver grant of dora:" in tree
+        and "proposed by alice (authenticated, token a11ce0000001) [two admins]" in tree
+    )

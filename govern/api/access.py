@@ -264,14 +264,16 @@ def _token_of(actor: str | None) -> str | None:
     return found.group(2) if found else None
 
 
-def _one_pair_of_hands(reader: Reader, one: str, other: str, links: dict[str, list[str]]) -> str | None:
-    """Why `one` and `other` are the same hands, if they are: the same person, or one acting with a token the other
-    issued (the token's issuer followed through codes and self-made tokens, `token_issuers`)."""
+def _one_pair_of_hands(
+    reader: Reader, one: str, other: str, links: dict[str, list[str]], tokens: bool = True
+) -> str | None:
+    """Why `one` and `other` are the same hands, if they are: the same person, or (with `tokens`) one acting with a
+    token the other issued (the token's issuer followed through codes and self-made tokens, `token_issuers`)."""
     from govern.api import duties
 
     if access.same_person(one, other, links):
         return "the same person"
-    for actor, rival in ((one, other), (other, one)):
+    for actor, rival in ((one, other), (other, one)) if tokens else ():
         issuer = duties.token_issuer(reader, _token_of(actor))
         if issuer and access.same_person(issuer, rival, links):
             return f"{_principal_or(actor)}'s token was issued by {_principal_or(rival)}"
@@ -391,7 +393,9 @@ def confirm_grant(
             basis = "break-glass"
         else:
             basis = "two admins"
-        same = _one_pair_of_hands(reader, project.actor.name, proposer, links)
+        # Where the operator stands for one of the two (break-glass), who issued whose token is no evidence: the
+        # operator set the project up and issued the first admin's code; the door closes at two admins.
+        same = _one_pair_of_hands(reader, project.actor.name, proposer, links, tokens=basis == "two admins")
         if same is not None or _is_principal(project.actor, _principal_or(proposer), links):
             raise Forbidden(
                 f"{_shown(project.actor)} cannot confirm proposal {seq}: it was proposed by {_principal_or(proposer)}"
