@@ -260,7 +260,7 @@ def _number_of(proposal: str) -> str:
 def revoke_token(token_id: str, reason: str = "") -> RecordedEvent:
     from govern import access
 
-    bearer = access.parse_bearer(token_id)
+    bearer = access.parse_bearer(token_id) or access.parse_code(token_id)  # a secret never goes into a URL
     token_id = bearer[0] if bearer else token_id
     return RecordedEvent.from_dict(_server().call("DELETE", f"/tokens/{_segment(token_id)}", query={"reason": reason}))
 
