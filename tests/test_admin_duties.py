@@ -245,6 +245,12 @@ def test_a_two_admin_grant_end_to_end_on_both_ledgers(any_team: Path) -> None:
 
 def test_a_proposal_is_declined_by_another_admin_or_withdrawn_by_its_proposer(team: Path) -> None:
     with as_server(team):
+        access_api.grant("carol", "admin", start=team, actor=ALICE)  # a third admin, so one may leave
+        access_api.confirm_grant(head(team)[0], start=team, actor=BOB)
+        stale = access_api.grant("erin", "approver", start=team, actor=CAROL)
+        access_api.revoke("carol", "admin", "moved to another team", team, ALICE)
+        with pytest.raises(Forbidden, match="was made by carol, who is no admin any more"):
+            access_api.confirm_grant(stale.seq, start=team, actor=BOB)
         first = access_api.grant("dora", "approver", start=team, actor=ALICE)
         with pytest.raises(StateConflict, match="withdraw it"):
             access_api.decline_grant(first.seq, "changed my mind", team, ALICE)

@@ -402,6 +402,12 @@ def confirm_grant(
                 f" ({same or 'the same person'}); two admins means two people: another admin must confirm it"
             )
         _refuse_self(project.actor, name, links, "confirms a grant")
+        first = attribution.principal_of(proposer)
+        if first is not None and not found["break_glass"] and "admin" not in _held(reader, first):
+            raise Forbidden(
+                f"Proposal {seq} was made by {first}, who is no admin any more: it cannot be confirmed; decline it, "
+                "and an admin proposes again"
+            )
         for hands in (project.actor.name, proposer):  # neither admin acts with a token the grantee issued
             issuer = duties.token_issuer(reader, _token_of(hands))
             if issuer and access.same_person(issuer, _as_principal(name), links):
