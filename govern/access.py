@@ -79,8 +79,39 @@ POLICY: dict[str, frozenset[str]] = {
     "revoke_token": frozenset({"admin"}),
     "link_identity": frozenset({"admin"}),
     "identities": frozenset({"auditor", "admin"}),
+    "grant_history": frozenset({"auditor", "admin"}),
+    "grant_proposals": frozenset({"auditor", "admin"}),
+    "confirm_grant": frozenset({"admin"}),  # never the proposer, never the grantee (govern.api.access)
+    "decline_grant": frozenset({"admin"}),
+    "withdraw_grant": frozenset({"admin"}),  # the proposer only
+    "redeem_code": frozenset(),  # no token: the enrollment code itself authenticates (CODE_AUTHENTICATED)
 }
 APP_SCOPED = frozenset({"production", "predict", "inferences"})
+# Operations called without a bearer token, authenticated by what the request carries (an enrollment code): no
+# role may call them "as" anyone, and the server limits how often one address may try.
+CODE_AUTHENTICATED = frozenset({"redeem_code"})
+
+# Roles whose grant takes two admins (the first proposes, a second confirms) where `two_admin_grants` is on:
+# an approver's decision is what four-eyes rests on, and an admin makes approvers.
+PRIVILEGED = frozenset({"approver", "admin"})
+
+# Roles one principal may not hold at once, each pair with the reason: granting (or confirming) the second is
+# refused, whichever comes second.
+CONFLICTS: dict[frozenset[str], str] = {
+    frozenset({"admin", "approver"}): (
+        "an admin decides who approves; an admin who approves too could make the approvers that count with them "
+        "and approve with them: separation of duties keeps the two apart"
+    ),
+}
+
+
+def conflict(role: str, held: Sequence[str]) -> tuple[str, str] | None:
+    """The role among `held` that `role` may not be held with, and why; None when there is none."""
+    for other in sorted(held):
+        reason = CONFLICTS.get(frozenset({role, other}))
+        if reason is not None and other != role:
+            return other, reason
+    return None
 
 
 # What any authenticated principal may call, even one whose roles were all revoked (to learn that they were).
@@ -104,6 +135,9 @@ APP_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
 TOKEN_PREFIX = "gvn"
 TOKEN = re.compile(rf"^{TOKEN_PREFIX}_([0-9a-f]{{12}})_([A-Za-z0-9_-]{{43}})$")
 TOKEN_ID = re.compile(r"^[0-9a-f]{12}$")
+CODE_PREFIX = "gvc"  # an enrollment code: never a bearer token, exchanged once for one
+CODE = re.compile(rf"^{CODE_PREFIX}_([0-9a-f]{{12}})_([A-Za-z0-9_-]{{43}})$")
+CODE_LIFETIME = timedelta(hours=24)
 DEFAULT_TOKEN_LIFETIME = timedelta(days=90)
 MAX_TOKEN_LIFETIME = timedelta(days=3650)
 DURATION = re.compile(r"^(\d+)([hdw])$")
@@ -213,8 +247,35 @@ def check_role(role: str, apps: tuple[str, ...]) -> tuple[str, ...]:
     return tuple(sorted(set(apps)))
 
 
+@dataclass(frozen=True)
+class IssuedCode:
+    """A new enrollment code: `secret` is the only copy, shown once to the admin, who hands it to `principal`."""
+
+    code_id: str
+    principal: str
+    secret: str
+    expires_at: datetime
+    token_expires_at: datetime | None
+
+    @property
+    def code(self) -> str:
+        return f"{CODE_PREFIX}_{self.code_id}_{self.secret}"
+
+
 def new_token(principal: str, expires_at: datetime | None) -> IssuedToken:
     return IssuedToken(secrets.token_hex(6), principal, secrets.token_urlsafe(32), expires_at)
+
+
+def new_code(principal: str, now: datetime, token_expires_at: datetime | None) -> IssuedCode:
+    """A code valid for `CODE_LIFETIME`, and never longer than the token it gives."""
+    ends = now + CODE_LIFETIME if token_expires_at is None else min(now + CODE_LIFETIME, token_expires_at)
+    return IssuedCode(secrets.token_hex(6), principal, secrets.token_urlsafe(32), ends, token_expires_at)
+
+
+def parse_code(value: str) -> tuple[str, str] | None:
+    """(code id, secret) of a well-formed enrollment code, else None."""
+    found = CODE.match((value or "").strip())
+    return (found.group(1), found.group(2)) if found else None
 
 
 def secret_digest(secret: str) -> str:

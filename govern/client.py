@@ -250,22 +250,73 @@ def tokens(_ledger: Any, principal: str | None = None) -> list[dict[str, Any]]:
 
 
 def issue_token(principal: str, expires: str | None = None, description: str = "") -> Any:
-    from govern import access
-    from govern.access import IssuedToken
-    from govern.api.access import Issued
-
     answer = _server().call(
         "POST", f"/principals/{_segment(principal)}/tokens", {"expires": expires, "description": description}
     )
+    return _issued(answer)
+
+
+def redeem(code: str) -> Any:
+    """An enrollment code exchanged by the server: no GOVERN_TOKEN needed (nor sent), the code authenticates."""
+    import os
+
+    url = Server.from_environment(environ={**os.environ, "GOVERN_TOKEN": "-"}).url  # the URL's checks only
+    return _issued(Server(url, "").call("POST", "/enrollment-codes/redemptions", {"code": code}))
+
+
+def _issued(answer: Mapping[str, Any]) -> Any:
+    """A token, or an enrollment code, as the server answered it (`kind` says which)."""
+    from govern import access
+    from govern.access import IssuedCode, IssuedToken
+    from govern.api.access import Issued
+
+    event = RecordedEvent.from_dict(answer["event"])
+    if answer.get("kind") == "enrollment code":
+        code_id, secret = access.parse_code(answer["code"]) or ("", "")
+        code = IssuedCode(code_id, answer["principal"], secret, _instant(answer["expires_at"]),
+                          _instant(answer["token_expires_at"]))  # fmt: skip
+        return Issued(None, event, code)
     token_id, secret = access.parse_bearer(answer["token"]) or ("", "")
-    until = datetime.fromisoformat(answer["expires_at"]) if answer["expires_at"] else None
-    return Issued(IssuedToken(token_id, answer["principal"], secret, until), RecordedEvent.from_dict(answer["event"]))
+    return Issued(IssuedToken(token_id, answer["principal"], secret, _instant(answer["expires_at"])), event)
+
+
+def _instant(text: str | None) -> Any:
+    return datetime.fromisoformat(text) if text else None
+
+
+def confirm_grant(proposal: str, reason: str = "") -> RecordedEvent:
+    path = f"/grant-proposals/{_number_of(proposal)}/confirmation"
+    return RecordedEvent.from_dict(_server().call("POST", path, {"reason": reason}))
+
+
+def decline_grant(proposal: str, reason: str) -> RecordedEvent:
+    path = f"/grant-proposals/{_number_of(proposal)}/decline"
+    return RecordedEvent.from_dict(_server().call("POST", path, {"reason": reason}))
+
+
+def withdraw_grant(proposal: str, reason: str = "") -> RecordedEvent:
+    path = f"/grant-proposals/{_number_of(proposal)}/withdrawal"
+    return RecordedEvent.from_dict(_server().call("POST", path, {"reason": reason}))
+
+
+def proposals(_ledger: Any, state: str | None = "pending") -> list[dict[str, Any]]:
+    return _server().call("GET", "/grant-proposals", query={"state": state or "all"})
+
+
+def grant_history(_ledger: Any, principal: str | None = None, limit: int = 200) -> list[dict[str, Any]]:
+    return _server().call("GET", "/grants", query={"principal": principal, "limit": limit})
+
+
+def _number_of(proposal: str) -> str:
+    from govern.api.access import proposal_number
+
+    return str(proposal_number(proposal))
 
 
 def revoke_token(token_id: str, reason: str = "") -> RecordedEvent:
     from govern import access
 
-    bearer = access.parse_bearer(token_id)
+    bearer = access.parse_bearer(token_id) or access.parse_code(token_id)  # a secret never goes into a URL
     token_id = bearer[0] if bearer else token_id
     return RecordedEvent.from_dict(_server().call("DELETE", f"/tokens/{_segment(token_id)}", query={"reason": reason}))
 

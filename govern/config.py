@@ -68,6 +68,8 @@ class Config:
     trusted_keys: tuple[str, ...] = ()  # pinned fingerprints of the server's signing keys
     server_url: str | None = None  # where the project's govern serve answers: declares team mode
     mode: str | None = None  # "solo" or "team" when set; otherwise derived (see `team`)
+    # Granting approver or admin takes a second admin's confirmation; None: on in team mode (govern.api.access)
+    two_admin_grants: bool | None = None
 
     @property
     def declares_team(self) -> bool:
@@ -203,6 +205,8 @@ def load(root: Path, environ: Mapping[str, str] | None = None) -> Config:
     if server_url is not None and (not isinstance(server_url, str) or not re.match(r"^https?://", server_url)):
         raise ConfigError(f"{source}: `server.url` is the server's root address, such as https://govern.example")
     sandbox, network = _jobs_isolation(jobs, source)
+    access_table = _table(settings, "access", source)
+    _refuse_unknown(access_table, ACCESS_SETTINGS, "access", source)
     ci = _table(settings, "ci", source)
     _refuse_unknown(ci, {"tolerances", "models", "outputs"}, "ci", source)
     tolerances = _tolerances(ci, source)
@@ -239,6 +243,7 @@ def load(root: Path, environ: Mapping[str, str] | None = None) -> Config:
         trusted_keys=tuple(trusted),
         server_url=server_url.rstrip("/") if server_url else None,
         mode=mode,
+        two_admin_grants=_bool(access_table, "two_admin_grants", None, source),
         models={
             name: dict(value) for name, value in _table(settings, "models", source).items() if isinstance(value, dict)
         },
@@ -357,8 +362,9 @@ def _rule(table: Mapping[str, Any], where: str, source: str) -> equivalence.Rule
 
 SETTINGS = {
     "ledger", "lock_timeout", "auto_anchor", "mlflow", "registry", "deploy", "selection", "ci", "models", "jobs",
-    "server", "mode",
+    "server", "mode", "access",
 }  # fmt: skip
+ACCESS_SETTINGS = {"two_admin_grants"}
 SERVER_SETTINGS = {"signing_key", "trusted_keys", "url"}
 TRUSTED_KEY = re.compile(r"^ed25519:[0-9a-f]{32}$")
 MLFLOW_SETTINGS = {"experiment", "tracking_uri", "registry_mirror"}

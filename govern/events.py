@@ -385,13 +385,72 @@ class RegistryMirrored(Fact):
 
 @dataclass(frozen=True)
 class RoleGranted(Fact):
-    """A principal was given a role (a consumer, for named apps only), by an admin, for a reason."""
+    """A principal was given a role (a consumer, for named apps only), by an admin, for a reason. A privileged
+    role (approver, admin) under the two-admin rule is granted by a second admin confirming a proposal: the actor
+    is the confirmer, `proposal_seq` and `proposed_by` name the first."""
 
     type: ClassVar[str] = "access.granted"
 
     principal: str
     role: str
     apps: list[str] = field(default_factory=list)
+    reason: str = ""
+    proposal_seq: int | None = None  # the `access.grant_proposed` this grant confirms
+    proposed_by: str | None = None  # that proposal's actor, as recorded there
+    # How the grant was decided: "" (before the two-admin rule, or a role it does not cover), "bootstrap" (the
+    # first admin, no admin existed), "two admins", or "break-glass" (an operator's local confirmation while
+    # fewer than two admins held the role)
+    basis: str = ""
+
+    @property
+    def subject(self) -> str:
+        return f"principal:{self.principal}"
+
+
+@dataclass(frozen=True)
+class RoleGrantProposed(Fact):
+    """An admin proposed a privileged role (approver, admin) for a principal: it is held only once a second admin
+    confirms it (`access.granted` naming this proposal). `break_glass`: proposed by an operator on the ledger's
+    host, not through the server, while fewer than two admins held the role."""
+
+    type: ClassVar[str] = "access.grant_proposed"
+
+    principal: str
+    role: str
+    apps: list[str] = field(default_factory=list)
+    reason: str = ""
+    break_glass: bool = False
+
+    @property
+    def subject(self) -> str:
+        return f"principal:{self.principal}"
+
+
+@dataclass(frozen=True)
+class RoleGrantDeclined(Fact):
+    """Another admin refused a proposed grant: it will not be held unless proposed again."""
+
+    type: ClassVar[str] = "access.grant_declined"
+
+    proposal_seq: int
+    principal: str
+    role: str
+    reason: str = ""
+
+    @property
+    def subject(self) -> str:
+        return f"principal:{self.principal}"
+
+
+@dataclass(frozen=True)
+class RoleGrantWithdrawn(Fact):
+    """The admin who proposed a grant took the proposal back before anyone confirmed it."""
+
+    type: ClassVar[str] = "access.grant_withdrawn"
+
+    proposal_seq: int
+    principal: str
+    role: str
     reason: str = ""
 
     @property
@@ -424,6 +483,27 @@ class TokenIssued(Fact):
     token_id: str
     secret_sha256: str
     expires_at: str | None  # ISO 8601 UTC; None: never
+    description: str = ""
+    code_id: str | None = None  # the enrollment code the principal exchanged for it (its issuer issued the code)
+
+    @property
+    def subject(self) -> str:
+        return f"principal:{self.principal}"
+
+
+@dataclass(frozen=True)
+class EnrollmentCodeIssued(Fact):
+    """An admin issued an enrollment code for another principal: single use, valid until `expires_at` (24 h), it
+    is exchanged by that principal for a token of their own (`token.issued` naming it), which the admin never
+    sees. Only the SHA-256 of its secret is recorded; the code was shown once."""
+
+    type: ClassVar[str] = "token.code_issued"
+
+    principal: str
+    code_id: str
+    secret_sha256: str
+    expires_at: str  # ISO 8601 UTC: the code's own end
+    token_expires_at: str | None  # the end of the token it is exchanged for; None: never
     description: str = ""
 
     @property
@@ -617,8 +697,12 @@ FACT_TYPES: dict[str, type[Fact]] = {
         TrainingMirrored,
         RegistryMirrored,
         RoleGranted,
+        RoleGrantProposed,
+        RoleGrantDeclined,
+        RoleGrantWithdrawn,
         RoleRevoked,
         TokenIssued,
+        EnrollmentCodeIssued,
         TokenRevoked,
         IdentityLinked,
         PromotionRequested,

@@ -680,6 +680,138 @@ def m012_forced_promotion_requests(con: duckdb.DuckDBPyConnection) -> None:
     )
 
 
+ROLE_GRANTS_VIEW = """
+CREATE OR REPLACE VIEW role_grants AS
+WITH changes AS (
+    SELECT seq, type, occurred_at, actor, authn, payload->>'$.principal' AS principal, payload->>'$.role' AS role,
+           payload->'$.apps' AS apps, payload->>'$.reason' AS reason,
+           (payload->>'$.proposal_seq')::BIGINT AS proposal_seq, payload->>'$.basis' AS basis
+    FROM events WHERE type IN ('access.granted', 'access.revoked')
+),
+windows AS (
+    SELECT *,
+           lead(occurred_at) OVER w AS ended_at,
+           lead(seq) OVER w AS end_seq,
+           lead(actor) OVER w AS ended_by,
+           lead(type) OVER w AS end_type
+    FROM changes WINDOW w AS (PARTITION BY principal, role ORDER BY seq)
+)
+SELECT w.seq AS grant_seq, w.principal, w.role, from_json(coalesce(w.apps, '[]'), '["VARCHAR"]') AS apps,
+       w.occurred_at AS granted_at, w.actor AS granted_by, w.reason,
+       w.ended_at, w.end_seq, w.ended_by,
+       CASE w.end_type WHEN 'access.revoked' THEN 'revoked' WHEN 'access.granted' THEN 'granted again' END
+           AS ended_how,
+       w.authn AS granted_authn, nullif(w.basis, '') AS basis, w.proposal_seq, p.occurred_at AS proposed_at,
+       p.actor AS proposed_by, p.authn AS proposed_authn,
+       coalesce((p.payload->>'$.break_glass')::BOOLEAN, false) AS proposed_break_glass
+FROM windows AS w
+LEFT JOIN events AS p ON p.seq = w.proposal_seq AND p.type = 'access.grant_proposed'
+WHERE w.type = 'access.granted'
+"""
+
+TOKEN_PATTERN_SQL = "'^([a-z0-9][a-z0-9._-]{0,62}) [(]token ([0-9a-f]{12})[)]$'"
+
+
+@migration
+def m013_admin_duties(con: duckdb.DuckDBPyConnection) -> None:
+    """Separation of duties for admins: a privileged grant with its proposal (who proposed, who confirmed, on what
+    basis), the proposals and their outcome, enrollment codes and whether they were used, and the person who
+    handed each token to its principal (`token_issuers`: the admin who issued the code it was exchanged for,
+    followed through the tokens a principal made for itself), which the four-eyes rule compares."""
+    con.execute(ROLE_GRANTS_VIEW)
+    con.execute(
+        """
+        CREATE VIEW grant_proposals AS
+        SELECT p.seq AS proposal_seq, p.occurred_at AS proposed_at, p.actor AS proposed_by, p.authn AS proposed_authn,
+               p.payload->>'$.principal' AS principal, p.payload->>'$.role' AS role,
+               from_json(coalesce(p.payload->'$.apps', '[]'), '["VARCHAR"]') AS apps, p.payload->>'$.reason' AS reason,
+               coalesce((p.payload->>'$.break_glass')::BOOLEAN, false) AS break_glass,
+               CASE d.type WHEN 'access.granted' THEN 'confirmed' WHEN 'access.grant_declined' THEN 'declined'
+                           WHEN 'access.grant_withdrawn' THEN 'withdrawn' ELSE 'pending' END AS state,
+               d.seq AS decided_seq, d.occurred_at AS decided_at, d.actor AS decided_by, d.authn AS decided_authn,
+               d.reason AS decision_reason
+        FROM events AS p
+        LEFT JOIN (
+            SELECT (payload->>'$.proposal_seq')::BIGINT AS proposal_seq, min(seq) AS seq, arg_min(type, seq) AS type,
+                   arg_min(occurred_at, seq) AS occurred_at, arg_min(actor, seq) AS actor,
+                   arg_min(authn, seq) AS authn, arg_min(payload->>'$.reason', seq) AS reason
+            FROM events
+            WHERE type IN ('access.granted', 'access.grant_declined', 'access.grant_withdrawn')
+              AND payload->>'$.proposal_seq' IS NOT NULL
+            GROUP BY 1
+        ) AS d ON d.proposal_seq = p.seq
+        WHERE p.type = 'access.grant_proposed'
+        """
+    )
+    revocations = """
+        SELECT payload->>'$.token_id' AS token_id, min(occurred_at) AS revoked_at,
+               arg_min(actor, seq) AS revoked_by, arg_min(payload->>'$.reason', seq) AS reason
+        FROM events WHERE type = 'token.revoked' GROUP BY ALL
+    """
+    stamp = "'%Y-%m-%dT%H:%M:%S.%fZ'"
+    con.execute(
+        f"""
+        CREATE OR REPLACE VIEW access_tokens AS
+        SELECT i.seq, i.token_id, i.principal, i.secret_sha256, i.issued_at, i.issued_by, i.expires_at,
+               i.description, r.revoked_at, r.revoked_by, r.reason AS revocation_reason, i.code_id, i.issued_authn
+        FROM (
+            SELECT seq, payload->>'$.token_id' AS token_id, payload->>'$.principal' AS principal,
+                   payload->>'$.secret_sha256' AS secret_sha256, occurred_at AS issued_at, actor AS issued_by,
+                   strptime(payload->>'$.expires_at', {stamp}) AS expires_at,
+                   payload->>'$.description' AS description, payload->>'$.code_id' AS code_id, authn AS issued_authn
+            FROM events WHERE type = 'token.issued'
+        ) AS i
+        LEFT JOIN ({revocations}) AS r ON r.token_id = i.token_id
+        """
+    )
+    con.execute(
+        f"""
+        CREATE VIEW enrollment_codes AS
+        SELECT c.seq, c.payload->>'$.code_id' AS code_id, c.payload->>'$.principal' AS principal,
+               c.payload->>'$.secret_sha256' AS secret_sha256, c.occurred_at AS issued_at, c.actor AS issued_by,
+               c.authn AS issued_authn, strptime(c.payload->>'$.expires_at', {stamp}) AS expires_at,
+               strptime(c.payload->>'$.token_expires_at', {stamp}) AS token_expires_at,
+               c.payload->>'$.description' AS description,
+               t.seq AS redeemed_seq, t.occurred_at AS redeemed_at, t.actor AS redeemed_by, t.token_id,
+               r.revoked_at, r.revoked_by, r.reason AS revocation_reason
+        FROM events AS c
+        LEFT JOIN (
+            SELECT payload->>'$.code_id' AS code_id, min(seq) AS seq, arg_min(occurred_at, seq) AS occurred_at,
+                   arg_min(actor, seq) AS actor, arg_min(payload->>'$.token_id', seq) AS token_id
+            FROM events WHERE type = 'token.issued' AND payload->>'$.code_id' IS NOT NULL GROUP BY 1
+        ) AS t ON t.code_id = c.payload->>'$.code_id'
+        LEFT JOIN ({revocations}) AS r ON r.token_id = c.payload->>'$.code_id'
+        WHERE c.type = 'token.code_issued'
+        """
+    )
+    con.execute(
+        f"""
+        CREATE VIEW token_issuers AS
+        WITH RECURSIVE direct AS (
+            SELECT t.token_id, t.principal, t.code_id,
+                   coalesce(c.issued_by, t.issued_by) AS handed_by,
+                   coalesce(c.issued_authn, t.issued_authn) AS handed_authn,
+                   CASE WHEN c.code_id IS NULL
+                         AND regexp_extract(t.issued_by, {TOKEN_PATTERN_SQL}, 1) = t.principal
+                        THEN regexp_extract(t.issued_by, {TOKEN_PATTERN_SQL}, 2) END AS made_with
+            FROM access_tokens AS t LEFT JOIN enrollment_codes AS c ON c.code_id = t.code_id
+        ),
+        chain AS (
+            SELECT token_id, handed_by, handed_authn, made_with, 0 AS depth FROM direct
+            UNION ALL
+            SELECT chain.token_id, d.handed_by, d.handed_authn, d.made_with, chain.depth + 1
+            FROM chain JOIN direct AS d ON d.token_id = chain.made_with
+            WHERE chain.depth < 64
+        )
+        SELECT d.token_id, d.principal, d.code_id, d.handed_by AS issued_by,
+               arg_max(chain.handed_by, chain.depth) AS issuer,
+               arg_max(chain.handed_authn, chain.depth) AS issuer_authn, max(chain.depth) AS made_by_itself
+        FROM direct AS d JOIN chain USING (token_id)
+        GROUP BY ALL
+        """
+    )
+
+
 # The upcasters `upcasts` was last filled for. A new schema version of a fact (a new key in events.UPCASTERS)
 # comes with a migration that empties `upcasts` and calls upcast_stored(con, 1), and adds its key here;
 # tests/test_schema_evolution.py fails until both exist.

@@ -171,11 +171,12 @@ def render_tree(report: dict[str, Any]) -> str:
         if d["role"] == "source":
             line += f", source: {_value(d.get('source'))}, extracted {_value(d.get('extracted_at'))}"
         datasets.append((line, []))
+    grants = {g["who"]: g for g in r["approvals"].get("grants", [])}
     promotions = [
         (
             f"{p['promoted_at']}  {p['from_stage'] or 'no stage'} -> {p['to_stage']}  "
             f"by {p['actor']}, approved by {p['approver']}: {p['reason']}",
-            [],
+            [(_grant_line(grants[who]), []) for who in dict.fromkeys([p["actor"], p["approver"]]) if who in grants],
         )
         for p in r["approvals"]["promotions"]
     ] or [("never promoted", [])]
@@ -195,6 +196,18 @@ def render_tree(report: dict[str, Any]) -> str:
     lines = [root]
     _branches(tree, "", lines)
     return "\n".join(lines) + "\n"
+
+
+def _grant_line(g: dict[str, Any]) -> str:
+    """The grant a person who promoted or approved acted under: granted, confirmed and proposed by whom."""
+    grant = g.get("grant")
+    if not grant:
+        return f"{g['shown']}: no {g['role']} grant"
+    proposed = f", proposed by {grant['proposed_by']}" if grant.get("proposed_by") else ""
+    return (
+        f"{g['role']} grant of {g['principal']}: {grant['granted_at']} by {grant['confirmed_by']}{proposed} "
+        f"[{grant['basis']}]"
+    )
 
 
 def _branches(nodes: list[tuple[str, list]], prefix: str, lines: list[str]) -> None:

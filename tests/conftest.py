@@ -464,3 +464,33 @@ def start_server(project: Path, env: dict[str, str], log: Path, port: int = 0) -
 
     wait_for(healthy, "govern serve to answer /health", timeout=60)
     return process, base
+
+
+def token_for(root: Path, name: str, *options: str) -> str:
+    """A token for `name` as its holder has it: created by the operator here and, in team mode, where what is
+    created for someone else is an enrollment code, redeemed (the code's issuer stays the token's issuer)."""
+    import json
+
+    created = run_cli("tokens", "create", name, "--json", *options, cwd=root)
+    assert created.exit_code == 0, created.output
+    issued = json.loads(created.stdout)
+    if issued["kind"] == "enrollment code":
+        redeemed = run_cli("tokens", "redeem", issued["code"], "--json", cwd=root)
+        assert redeemed.exit_code == 0, redeemed.output
+        issued = json.loads(redeemed.stdout)
+    return issued["token"]
+
+
+def grant_role(root: Path, name: str, role: str, *options: str, admin: str = "adm") -> None:
+    """`name` holds `role` (options: --app, --reason). Where approver and admin take two admins, the operator
+    proposes it here (break-glass: one admin exists) and `admin` confirms it as the server would record it."""
+    import json
+
+    from govern.api import access as access_api
+
+    added = run_cli("principals", "add", name, "--role", role, "--json", *options, cwd=root)
+    assert added.exit_code == 0, added.output
+    event = json.loads(added.stdout)
+    if event["type"] == "access.grant_proposed":
+        with as_server(root):
+            access_api.confirm_grant(event["seq"], start=root, actor=via_server(admin))

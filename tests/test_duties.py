@@ -38,8 +38,10 @@ def team(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     )
     commit_all(root, "start")
     ledger = root / "audit" / "ledger.duckdb"
-    for name, role in (("alice", "admin"), ("alice", "scientist"), ("tess", "scientist"), ("tess", "approver"),
-                       ("pat", "approver"), ("abe", "approver"), ("sci", "scientist")):  # fmt: skip
+    # approvers first: before any admin exists the operator grants directly (bootstrap); after, approver and admin
+    # take two admins (tests/test_admin_duties.py)
+    for name, role in (("tess", "scientist"), ("tess", "approver"), ("pat", "approver"), ("abe", "approver"),
+                       ("sci", "scientist"), ("alice", "admin"), ("alice", "scientist")):  # fmt: skip
         assert run_cli("principals", "add", name, "--role", role, cwd=root).exit_code == 0
     with as_server(root):
         trained_version(ledger, M, "1", via_server("tess"), {"validation.f1": 0.93}, commit="a" * 40)
@@ -152,9 +154,11 @@ def test_force_is_an_admins_request_and_an_approvers_decision_never_a_way_around
 def test_an_approver_whose_token_the_requester_issued_acts_with_the_requesters_hands(team: Path) -> None:
     with as_server(team):
         issued = access_api.issue_token("abe", start=team, actor=via_server("alice"))
+        assert issued.is_code and issued.token is None, "for another principal: an enrollment code"
+        token = access_api.redeem(issued.code.code, team, through_server=True).token  # whoever redeemed it
     number = ask(team, "1", "staging", who="alice")
     with as_server(team), pytest.raises(FourEyesViolation, match="was issued by alice"):
-        approvals.approve(number, "as abe", team, via_server("abe", issued.token.token_id))
+        approvals.approve(number, "as abe", team, via_server("abe", token.token_id))
     with as_server(team):
         approvals.approve(number, "reviewed", team, via_server("pat"))
 

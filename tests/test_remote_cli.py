@@ -7,7 +7,7 @@ import json
 from pathlib import Path
 
 import pytest
-from conftest import run_cli
+from conftest import grant_role, run_cli
 from test_server import call, project, server, tokens_for  # noqa: F401 - fixtures: a served project
 
 from govern.ledger import Ledger
@@ -51,8 +51,8 @@ REFUSALS = [
 def remote(project: Path, server: str, monkeypatch: pytest.MonkeyPatch) -> dict:  # noqa: F811
     """A token for a principal holding every role, then some history made through the server with it (a promotion,
     a deployment, a request: in team mode the server is where people act)."""
-    for role in ("auditor", "admin", "approver", "deployer", "scientist"):
-        assert run_cli("principals", "add", "ops", "--role", role, cwd=project).exit_code == 0
+    for role in ("auditor", "approver", "deployer", "scientist"):  # never admin too (access.CONFLICTS)
+        grant_role(project, "ops", role)
     made = tokens_for(project, "ops", "sci")
     token = made["ops"]
     promotion = {"model": "churn", "version": "1", "to_stage": "staging", "reason": "candidate"}

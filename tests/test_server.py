@@ -14,7 +14,18 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from conftest import REPO, as_server, commit_all, git, run_cli, trained_version, via_server, wait_for
+from conftest import (
+    REPO,
+    as_server,
+    commit_all,
+    git,
+    grant_role,
+    run_cli,
+    token_for,
+    trained_version,
+    via_server,
+    wait_for,
+)
 
 from govern import access
 from govern.ledger import Ledger
@@ -127,12 +138,9 @@ def verdict_for(project: Path, **changes: Any) -> dict[str, Any]:
 
 
 def tokens_for(project: Path, *names: str) -> dict[str, str]:
-    made = {}
-    for name in names:
-        result = run_cli("tokens", "create", name, "--json", cwd=project)
-        assert result.exit_code == 0, result.output
-        made[name] = json.loads(result.stdout)["token"]
-    return made
+    """A token for each principal named: in team mode (the server's key is in the ledger) an enrollment code the
+    operator issues and the principal redeems (conftest.token_for)."""
+    return {name: token_for(project, name) for name in names}
 
 
 @pytest.fixture
@@ -232,6 +240,12 @@ EXAMPLES: dict[str, tuple[str, str, Any]] = {
     "tokens": ("GET", "/api/v1/tokens", None),
     "issue_token": ("POST", "/api/v1/principals/newcomer/tokens", {"expires": "1d"}),
     "revoke_token": ("DELETE", "/api/v1/tokens/{spare_token}", None),
+    "grant_history": ("GET", "/api/v1/grants?principal=sci", None),
+    "grant_proposals": ("GET", "/api/v1/grant-proposals?state=all", None),
+    "confirm_grant": ("POST", "/api/v1/grant-proposals/{operator_proposal}/confirmation", {"reason": "agreed"}),
+    "decline_grant": ("POST", "/api/v1/grant-proposals/{operator_proposal}/decline", {"reason": "not yet"}),
+    "withdraw_grant": ("POST", "/api/v1/grant-proposals/{own_proposal}/withdrawal", {"reason": "wrong name"}),
+    "redeem_code": ("POST", "/api/v1/enrollment-codes/redemptions", None),  # its body: a fresh code (see below)
 }
 
 
@@ -258,8 +272,18 @@ def test_every_operation_answers_exactly_as_the_role_table_says(project: Path, s
     def head() -> int:
         """What callers wrote: the job runner's own bookkeeping (server:HOST, whenever it takes a queued job) aside."""
         return ledger.query("SELECT count(*) FROM events WHERE NOT starts_with(actor, 'server:')")[1][0][0]
+    proposed = iter(range(1, 1000))
 
     def resolved(path: str) -> str:
+        if "{operator_proposal}" in path:  # the operator's, here (one admin: break-glass), for adm to decide
+            added = run_cli("principals", "add", f"newcomer-{next(proposed)}", "--role", "approver", "--json",
+                            cwd=project)  # fmt: skip
+            path = path.replace("{operator_proposal}", str(json.loads(added.stdout)["seq"]))
+        if "{own_proposal}" in path:  # adm's own, for adm to withdraw
+            body = {"principal": f"newcomer-{next(proposed)}", "role": "approver"}
+            status, event, _ = call(server, "POST", "/api/v1/principals", tokens["adm"], body)
+            assert status == 201 and event["type"] == "access.grant_proposed", event
+            path = path.replace("{own_proposal}", str(event["seq"]))
         if "{pending}" in path:
             path = path.replace("{pending}", str(pending_request(server, tokens["sci"])))
         if "{job}" in path or "{cancelled_job}" in path:
@@ -273,6 +297,15 @@ def test_every_operation_answers_exactly_as_the_role_table_says(project: Path, s
     for operation, (method, template, body) in EXAMPLES.items():
         if operation == "record_reproduction":
             body = {**body, "payload": verdict_for(project)}
+        if operation in access.CODE_AUTHENTICATED:  # no bearer: the code authenticates, once
+            code = {"code": json.loads(run_cli("tokens", "create", "sci", "--json", cwd=project).stdout)["code"]}
+            status, answer, _ = call(server, method, template, None, code)
+            assert status == 201 and answer["kind"] == "token" and answer["principal"] == "sci", answer
+            before = head()
+            status, problem, _ = call(server, method, template, tokens["adm"], code)
+            assert status == 401 and "was used already" in problem["detail"], problem
+            assert head() == before, f"{operation}: a refused call wrote nothing"
+            continue
         path = resolved(template)
         before = head()
         status, problem, headers = call(server, method, path, None, body)
@@ -291,8 +324,8 @@ def test_every_operation_answers_exactly_as_the_role_table_says(project: Path, s
 
 def test_four_eyes_by_identity_the_trainer_and_the_requester_cannot_approve(project: Path, server: str) -> None:
     for role in ("scientist", "approver"):
-        assert run_cli("principals", "add", "tess", "--role", role, cwd=project).exit_code == 0
-    assert run_cli("principals", "add", "pat", "--role", "approver", cwd=project).exit_code == 0
+        grant_role(project, "tess", role)
+    grant_role(project, "pat", "approver")
     made = tokens_for(project, "tess", "pat", "sci", "adm")
     ledger = Ledger(project / "audit" / "ledger.duckdb")
     ask = {"model": "churn", "version": "1", "to_stage": "staging", "reason": "ready for shadow traffic"}
@@ -352,7 +385,7 @@ def test_a_version_trained_under_a_self_asserted_identity_needs_a_server_trainin
     trained_version(project / "audit" / "ledger.duckdb", "churn", "4", TRAINER, {"validation.f1": 0.9},
                     model_file=Path("models") / "churn-4.bin")  # fmt: skip
     for name, role in (("tess", "approver"), ("pat", "approver")):
-        assert run_cli("principals", "add", name, "--role", role, cwd=project).exit_code == 0
+        grant_role(project, name, role)
     made = tokens_for(project, "tess", "pat", "sci", "adm")
     assert call(server, "POST", "/api/v1/principals/tess/identities", made["adm"], {"identity": TRAINER})[0] == 201
     ask = {"model": "churn", "version": "4", "to_stage": "staging", "reason": "ready for shadow traffic"}
@@ -488,7 +521,9 @@ def test_the_edges_of_the_http_surface_are_problem_details(project: Path, server
     run_cli("principals", "revoke", "nobody-now", "--role", "auditor", cwd=project)
     assert call(server, "GET", "/api/v1/whoami", roleless)[1]["roles"] == {}
     status, problem, _ = call(server, "DELETE", "/api/v1/principals/adm/roles/admin", made["adm"])
-    assert status == 409 and "adm is the last admin" in problem["detail"]
+    assert status == 403 and "Nobody revokes a role for themselves" in problem["detail"]
+    last = run_cli("principals", "revoke", "adm", "--role", "admin", cwd=project)  # the operator, here
+    assert last.exit_code == 2 and "adm is the last admin" in last.output
 
     _, document, _ = call(server, "GET", "/api/v1/openapi.json")
     assert document["components"]["securitySchemes"]["HTTPBearer"]["scheme"] == "bearer"

@@ -19,7 +19,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from conftest import commit_all, git, run_cli, start_server, trained_version, wait_for
+from conftest import commit_all, git, run_cli, start_server, token_for, trained_version, wait_for
 from test_server import call
 
 from govern import storage
@@ -48,9 +48,7 @@ def project(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[tuple[Pa
     for version in ("1", "2"):
         trained_version(file, "churn", version, TRAINER)
     assert run_cli("principals", "add", "dep", "--role", "deployer", cwd=root).exit_code == 0
-    created = run_cli("tokens", "create", "dep", "--json", cwd=root)
-    assert created.exit_code == 0, created.output
-    token = json.loads(created.stdout)["token"]
+    token = token_for(root, "dep")  # on PostgreSQL (team mode): an enrollment code, redeemed
     if request.param == "file":
         yield root, token
         return

@@ -5,7 +5,6 @@ header and body as documented."""
 
 from __future__ import annotations
 
-import json
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -13,6 +12,7 @@ from typing import Any
 import pytest
 import schemathesis
 from conftest import apply_isolation, run_cli, start_server
+from conftest import token_for as redeemed_token
 from hypothesis import HealthCheck, Phase, given, settings
 from schemathesis.checks import not_a_server_error
 from schemathesis.core.failures import FailureGroup
@@ -46,11 +46,7 @@ def served(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict]:
         root = make_project(tmp_path_factory.mktemp("schema") / "project")
         deployed = run_cli("deploy", "churn", "1", "--app", "scoring", "--env", "dev", cwd=root)
         assert deployed.exit_code == 0, deployed.output
-        tokens = {}
-        for name in ROLE_OF:
-            created = run_cli("tokens", "create", name, "--json", cwd=root)
-            assert created.exit_code == 0, created.output
-            tokens[name] = json.loads(created.stdout)["token"]
+        tokens = {name: redeemed_token(root, name) for name in ROLE_OF}  # enrollment codes, redeemed
         log = root.parent / "server.log"
         process, base = start_server(root, {**env, "GOVERN_REGISTRY_MIRROR": "background"}, log)
         try:

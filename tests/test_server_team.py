@@ -3,13 +3,22 @@ PostgreSQL behind a real `mlflow server`. The lifecycle over HTTP, each step by 
 
 from __future__ import annotations
 
-import json
 from collections.abc import Iterator
 from pathlib import Path
 
 import psycopg
 import pytest
-from conftest import TINY_STAGE, commit_all, database_url, git, run_cli, start_server, tiny_pipeline, wait_for
+from conftest import (
+    TINY_STAGE,
+    commit_all,
+    database_url,
+    git,
+    run_cli,
+    start_server,
+    tiny_pipeline,
+    token_for,
+    wait_for,
+)
 from mlflow.tracking import MlflowClient
 from test_server import call
 from test_team_setup import mlflow_server, team  # noqa: F401 - fixtures: the team's databases, MLflow on PostgreSQL
@@ -38,7 +47,7 @@ def served(
     tokens = {}
     for name, role in roles.items():
         assert run_cli("principals", "add", name, "--role", role, cwd=project).exit_code == 0
-        tokens[name] = json.loads(run_cli("tokens", "create", name, "--json", cwd=project).stdout)["token"]
+        tokens[name] = token_for(project, name)  # team mode: an enrollment code, redeemed
     process, base = start_server(project, isolated_env, tmp_path / "server.log")
     yield {"project": project, "base": base, "tokens": tokens, "owner_url": owner_url, "mlflow": mlflow_server}
     process.terminate()

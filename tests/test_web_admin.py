@@ -1,5 +1,6 @@
-"""The admin's pages: grant and revoke roles, issue tokens (the secret shown once, never in a URL) and revoke them;
-and no one else may use them.
+"""The admin's pages: grant and revoke roles (approver and admin proposed by one admin, confirmed by another), issue
+enrollment codes for others and tokens for oneself (the secret shown once, never in a URL) and revoke them; and no
+one else may use them.
 
 The fast tests ask the pages in-process (FastAPI's test client against the real app and ledger); the browser test
 does the admin's work in Chromium against `govern serve`, and checks that an auditor is refused every admin form.
@@ -8,6 +9,7 @@ does the admin's work in Chromium against `govern serve`, and checks that an aud
 from __future__ import annotations
 
 import html
+import json
 import re
 import urllib.error
 import urllib.request
@@ -15,7 +17,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from conftest import apply_isolation
+from conftest import apply_isolation, grant_role
 from starlette.testclient import TestClient
 from web_support import (
     checked_page,
@@ -48,7 +50,8 @@ def site(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
     with pytest.MonkeyPatch.context() as patch:
         apply_isolation(patch, tmp_path_factory.mktemp("home"))
         project = make_project(tmp_path_factory.mktemp("admin") / "project")
-        tokens = tokens_for(project, "adm", "aud")
+        grant_role(project, "adm2", "admin")  # a second admin, to confirm what adm proposes
+        tokens = tokens_for(project, "adm", "aud", "adm2")
         second = tokens_for(project, "adm")["adm"]  # the same admin, another token: another session
     app = create_app(project, session_secret=SECRET)
     return {"project": project, "app": app, "tokens": tokens, "second": second}
@@ -61,6 +64,13 @@ def whoami(app: Any, bearer: str) -> int:
 def recorded(project: Path, seq: int) -> Any:
     [event] = open_ledger(project).read(seqs=[seq])
     return event
+
+
+def redeemed(app: Any, code: str) -> str:
+    """The token an enrollment code gives, redeemed through the API as its principal would."""
+    answer = TestClient(app).post("/api/v1/enrollment-codes/redemptions", json={"code": code})
+    assert answer.status_code == 201, answer.text
+    return answer.json()["token"]
 
 
 def test_granting_a_role_records_it_under_the_admins_name_and_confirms_it(site: dict[str, Any]) -> None:
@@ -93,7 +103,16 @@ def test_revoking_a_role_takes_it_away(site: dict[str, Any]) -> None:
         ("/admin/principals/grant", {"principal": "dot", "role": "wizard"}, 400, "Unknown role 'wizard'"),
         ("/admin/principals/grant", {"principal": "dot", "role": "consumer"}, 400, "A consumer is limited to named"),
         ("/admin/principals/grant", {"principal": "aud", "role": "auditor"}, 409, "aud holds the role auditor"),
-        ("/admin/principals/revoke", {"principal": "adm", "role": "admin"}, 409, "adm is the last admin"),
+        (
+            "/admin/principals/revoke",
+            {"principal": "adm", "role": "admin"},
+            403,
+            "Nobody revokes a role for themselves",
+        ),
+        ("/admin/principals/grant", {"principal": "adm", "role": "approver"}, 403, "Nobody grants a role for themse"),
+        ("/admin/principals/grant", {"principal": "adm2", "role": "approver"}, 409, "adm2 holds the role admin and"),
+        ("/admin/principals/confirm", {"proposal": "99999"}, 404, "No grant proposal 99999"),
+        ("/admin/principals/decline", {"proposal": "99999"}, 400, "--reason must not be empty"),
         ("/admin/principals/revoke", {"principal": "aud", "role": "admin"}, 404, "aud does not hold the role admin"),
         ("/admin/tokens", {"principal": "nobody"}, 404, "nobody holds no role"),
         ("/admin/tokens", {"principal": "aud", "expires": "0d"}, 400, "a token must live a while"),
@@ -112,24 +131,59 @@ def test_a_refused_form_shows_the_clis_message_and_writes_nothing(
     assert open_ledger(site["project"]).head() == before
 
 
-def test_a_new_tokens_secret_is_shown_once_and_never_in_a_url(site: dict[str, Any]) -> None:
+def test_a_code_issued_for_someone_else_is_shown_once_never_in_a_url_and_redeemed_by_them(site: dict[str, Any]) -> None:
     client, csrf = signed_in(site["app"], site["tokens"]["adm"])
     answer = client.post("/admin/tokens", data={"csrf": csrf, "principal": "aud", "description": "laptop"})
     assert answer.status_code == 303
-    token_id = re.fullmatch(r"/admin/tokens/issued/([0-9a-f]{12})", answer.headers["location"]).group(1)
+    code_id = re.fullmatch(r"/admin/tokens/issued/([0-9a-f]{12})", answer.headers["location"]).group(1)
     sealed = answer.cookies.get("govern_issued")
-    assert sealed and "gvn_" not in sealed and "gvn_" not in answer.headers["location"]
+    assert sealed and "gvc_" not in sealed and "gvc_" not in answer.headers["location"]
     shown = client.get(answer.headers["location"])
-    bearer = re.search(r'value="(gvn_[0-9a-f]{12}_[A-Za-z0-9_-]{43})"', shown.text).group(1)
-    assert bearer.split("_")[1] == token_id
-    secret = bearer.split("_", 2)[2]
+    code = re.search(r'value="(gvc_[0-9a-f]{12}_[A-Za-z0-9_-]{43})"', shown.text).group(1)
+    assert code.split("_")[1] == code_id and "It is not a token" in shown.text and "govern tokens redeem" in shown.text
+    secret = code.split("_", 2)[2]
     assert secret not in sealed, "the cookie carries the secret encrypted"
     assert 'govern_issued=""' in shown.headers["set-cookie"] or "Max-Age=0" in shown.headers["set-cookie"]
-    assert whoami(site["app"], bearer) == 200, "the token shown works"
+    assert whoami(site["app"], code) == 401, "a code is no token"
+    bearer = redeemed(site["app"], code)
+    assert whoami(site["app"], bearer) == 200, "the token the code gives works"
     reloaded = client.get(answer.headers["location"])
     assert reloaded.status_code == 200 and secret not in reloaded.text and "was shown once" in reloaded.text
     listed = client.get("/admin/tokens").text
-    assert f"<code>{token_id}</code>" in listed and secret not in listed
+    row = re.search(rf'<tr id="token-{code_id}">.*?</tr>', listed, re.S).group(0)
+    assert ">code<" in row and "redeemed" in row and secret not in listed
+    token_row = re.search(rf'<tr id="token-{bearer.split("_")[1]}">.*?</tr>', listed, re.S).group(0)
+    assert "by adm (token " in token_row and "active" in token_row, "the token's issuer is the code's"
+
+
+def test_an_admins_token_for_itself_is_a_token(site: dict[str, Any]) -> None:
+    client, csrf = signed_in(site["app"], site["tokens"]["adm"])
+    answer = client.post("/admin/tokens", data={"csrf": csrf, "principal": "adm", "expires": "1d"})
+    bearer = re.search(r'value="(gvn_[0-9a-f]{12}_[A-Za-z0-9_-]{43})"', client.get(answer.headers["location"]).text)
+    assert bearer and whoami(site["app"], bearer.group(1)) == 200
+
+
+def test_an_approver_is_proposed_by_one_admin_and_confirmed_by_another_on_their_pages(site: dict[str, Any]) -> None:
+    adm, adm_csrf = signed_in(site["app"], site["tokens"]["adm"])
+    answer = adm.post("/admin/principals/grant", data={"csrf": adm_csrf, "principal": "ivy", "role": "approver"})
+    proposal = int(answer.headers["location"].split("=")[1])
+    page = adm.get(answer.headers["location"]).text
+    assert "Proposed: it is held once another admin confirms it" in page
+    row = re.search(rf'<tr id="proposal-{proposal}">.*?</tr>', page, re.S).group(0)
+    assert "Withdraw" in row and "Confirm" not in row, "the proposer may withdraw, never confirm"
+    refused = adm.post("/admin/principals/confirm", data={"csrf": adm_csrf, "proposal": str(proposal)})
+    assert refused.status_code == 403 and "two admins means two people" in html.unescape(refused.text)
+
+    other, other_csrf = signed_in(site["app"], site["tokens"]["adm2"])
+    row = re.search(rf'<tr id="proposal-{proposal}">.*?</tr>', other.get("/admin/principals").text, re.S).group(0)
+    assert "Confirm" in row and "Decline" in row
+    done = other.post("/admin/principals/confirm", data={"csrf": other_csrf, "proposal": str(proposal)})
+    event = recorded(site["project"], int(done.headers["location"].split("=")[1]))
+    assert event.type == "access.granted" and event.payload["proposal_seq"] == proposal
+    held = other.get("/admin/principals").text
+    line = re.search(r'<th scope="row">ivy</th>.*?</tr>', held, re.S).group(0)
+    assert "by adm2 (authenticated, token " in line and "proposed by adm (authenticated, token " in line
+    assert "two admins" in line and f'id="proposal-{proposal}"' not in held
 
 
 def test_the_sealed_secret_opens_only_in_the_session_that_issued_it(site: dict[str, Any]) -> None:
@@ -146,7 +200,7 @@ def test_the_sealed_secret_opens_only_in_the_session_that_issued_it(site: dict[s
 def test_revoking_a_token_ends_it(site: dict[str, Any]) -> None:
     client, csrf = signed_in(site["app"], site["tokens"]["adm"])
     answer = client.post("/admin/tokens", data={"csrf": csrf, "principal": "aud", "expires": "1d"})
-    bearer = re.search(r'value="(gvn_[^"]+)"', client.get(answer.headers["location"]).text).group(1)
+    bearer = redeemed(site["app"], re.search(r'value="(gvc_[^"]+)"', client.get(answer.headers["location"]).text)[1])
     token_id = bearer.split("_")[1]
     assert whoami(site["app"], bearer) == 200
     revoked = client.post("/admin/tokens/revoke", data={"csrf": csrf, "token_id": token_id, "reason": "lost"})
@@ -165,6 +219,9 @@ def test_an_auditor_is_refused_every_admin_page_and_form_and_sees_no_admin_link(
         assert client.get(path).status_code == 403, path
     forms = {
         "/admin/principals/grant": {"principal": "aud", "role": "admin"},
+        "/admin/principals/confirm": {"proposal": "1"},
+        "/admin/principals/decline": {"proposal": "1", "reason": "no"},
+        "/admin/principals/withdraw": {"proposal": "1"},
         "/admin/principals/revoke": {"principal": "adm", "role": "admin"},
         "/admin/tokens": {"principal": "aud"},
         "/admin/tokens/revoke": {"token_id": site["tokens"]["adm"].split("_")[1]},
@@ -221,7 +278,7 @@ def test_the_admin_grants_a_role_and_issues_and_revokes_a_token_in_a_browser(
 
 
 def admin_work(driver: Any, base: str, project: Path, token: str, tmp_path: Path) -> None:
-    """Grant a role, issue a token to it (its secret shown once), revoke the token."""
+    """Grant a role, issue an enrollment code for it (shown once), which it redeems, revoke the token it got."""
     from selenium.webdriver.common.by import By
     from selenium.webdriver.support.ui import Select
 
@@ -243,15 +300,20 @@ def admin_work(driver: Any, base: str, project: Path, token: str, tmp_path: Path
     checked_page(driver)
     Select(driver.find_element(By.ID, "issue-principal")).select_by_value("newbie")
     driver.find_element(By.ID, "issue-description").send_keys("scoring batch job")
-    driver.find_element(By.XPATH, "//button[normalize-space()='Issue the token']").click()
-    wait_until(driver, lambda d: d.find_elements(By.ID, "bearer"), "the token shown once")
-    bearer = driver.find_element(By.ID, "bearer").get_attribute("value")
-    assert re.fullmatch(r"gvn_[0-9a-f]{12}_[A-Za-z0-9_-]{43}", bearer)
-    assert bearer not in driver.current_url
+    driver.find_element(By.XPATH, "//button[normalize-space()='Issue']").click()
+    wait_until(driver, lambda d: d.find_elements(By.ID, "bearer"), "the code shown once")
+    code = driver.find_element(By.ID, "bearer").get_attribute("value")
+    assert re.fullmatch(r"gvc_[0-9a-f]{12}_[A-Za-z0-9_-]{43}", code)
+    assert code not in driver.current_url and "It is not a token" in driver.find_element(By.ID, "main").text
     checked_page(driver)
     driver.refresh()
-    assert driver.find_elements(By.ID, "bearer") == [] and bearer not in driver.page_source
+    assert driver.find_elements(By.ID, "bearer") == [] and code not in driver.page_source
     assert "was shown once" in driver.find_element(By.ID, "main").text
+    redemption = urllib.request.Request(f"{base}/api/v1/enrollment-codes/redemptions", method="POST",
+                                        data=json.dumps({"code": code}).encode(),
+                                        headers={"Content-Type": "application/json"})  # fmt: skip
+    with urllib.request.urlopen(redemption, timeout=30) as answer:
+        bearer = json.loads(answer.read())["token"]
     request = urllib.request.Request(f"{base}/api/v1/whoami", headers={"Authorization": f"Bearer {bearer}"})
     with urllib.request.urlopen(request, timeout=30) as answer:
         assert answer.status == 200, "the token shown once works"
@@ -269,4 +331,4 @@ def admin_work(driver: Any, base: str, project: Path, token: str, tmp_path: Path
         urllib.request.urlopen(request, timeout=30)
     assert refused.value.code == 401
     log = (project.parent / "server.log").read_text(errors="replace")
-    assert bearer.split("_", 2)[2] not in log, "the secret is in no log"
+    assert bearer.split("_", 2)[2] not in log and code.split("_", 2)[2] not in log, "the secrets are in no log"

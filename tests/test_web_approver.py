@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from conftest import as_server, run_cli, via_server
+from conftest import as_server, grant_role, run_cli, via_server
 from starlette.testclient import TestClient
 from test_server import call, make_project, tokens_for, verdict_for
 from web_support import (
@@ -247,7 +247,7 @@ def local(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]]:
         project = make_project(tmp_path_factory.mktemp("approver") / "project")
         prepare(project)
         for role in ("scientist", "approver"):
-            assert run_cli("principals", "add", "tess", "--role", role, cwd=project).exit_code == 0
+            grant_role(project, "tess", role)
         assert run_cli("principals", "add", "sam", "--role", "scientist", cwd=project).exit_code == 0
         tokens = tokens_for(project, "appr", "sci", "tess", "aud", "sam")
         app = create_app(project, session_secret="a" * 43)

@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from conftest import apply_isolation, ok, run_cli
+from conftest import apply_isolation, grant_role, ok, run_cli
 from web_support import checked_page, chromium, screenshot, served_site, session_cookie, sign_in, signed_in, wait_until
 
 from govern.api.audit import open_ledger
@@ -104,7 +104,7 @@ def prepare(project: Path) -> dict[str, datetime]:
     ok(project, "retire", *slot, "--at", iso(times["retired"]))
     ok(project, "deploy", "churn", "4", *slot, "--at", iso(times["v4 again"]))
     ok(project, "deploy", "churn", "1", "--app", "triage", "--env", "dev")
-    ok(project, "principals", "add", "temp", "--role", "approver", "--reason", "covering a holiday")
+    grant_role(project, "temp", "approver", "--reason", "covering a holiday")
     times["temp held"] = datetime.now(UTC)
     ok(project, "principals", "revoke", "temp", "--role", "approver", "--reason", "back from holiday")
     ok(project, "audit", "anchor")

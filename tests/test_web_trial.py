@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from conftest import run_cli, trained_version
+from conftest import grant_role, run_cli, trained_version
 from starlette.testclient import TestClient
 from test_server import ROLE_OF, TRAINER, make_project, tokens_for
 from web_support import signed_in
@@ -30,7 +30,7 @@ def site(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
         apply_isolation(patch, tmp_path_factory.mktemp("home"))
         project = make_project(tmp_path_factory.mktemp("trial") / "project")
         for role in ("scientist", "approver"):
-            assert run_cli("principals", "add", "both", "--role", role, cwd=project).exit_code == 0
+            grant_role(project, "both", role)
         (project / "models" / "churn-4.bin").write_text("weights of version 4\n")
         table = {"path": "data/train.csv", "role": "training", "columns": ["customer", "age", "tenure", "churned"]}
         trained_version(project / "audit" / "ledger.duckdb", "churn", "4", TRAINER,

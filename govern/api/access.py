@@ -4,6 +4,18 @@ Granting, revoking and issuing are appended like any other fact, in one transact
 allows them, so the state they are decided on cannot change meanwhile. Run locally, the actor is the git or CI
 identity (whoever may write the ledger may manage it: the first admin is made this way); through the server
 it is the authenticated admin.
+
+Separation of duties for admins (issue 25):
+- nobody grants, revokes or links an identity for themselves (a local identity is "themselves" when it is
+  linked to the principal, or is the principal's name);
+- with `two_admin_grants` (on in team mode), approver and admin are granted by two admins: one proposes
+  (`access.grant_proposed`), another confirms (`access.granted` naming the proposal); before any admin exists the
+  operator grants them directly ("bootstrap"); while fewer than two admins hold the role, an operator's local
+  action (self-asserted, "break-glass") may stand for one of the two, never both, and once two admins hold it
+  only admins the server authenticated propose and confirm, and two admins always remain;
+- an admin may not hold approver too (`access.CONFLICTS`);
+- in team mode a token issued for another principal is an enrollment code: single use, valid 24 hours,
+  exchanged by that principal for a token the issuer never sees; the token's issuer stays the code's issuer.
 """
 
 from __future__ import annotations
@@ -14,18 +26,23 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-from govern import access, queries
-from govern.api.context import open_project, text_argument
-from govern.errors import GovernError, InvalidInput, NotFound, StateConflict
+from govern import access, attribution, queries
+from govern.api.context import Project, open_project, text_argument
+from govern.errors import Forbidden, GovernError, InvalidInput, NotFound, PolicyViolation, StateConflict
 from govern.events import (
+    EnrollmentCodeIssued,
     IdentityLinked,
     PendingEvent,
     RecordedEvent,
+    RoleGrantDeclined,
     RoleGranted,
+    RoleGrantProposed,
+    RoleGrantWithdrawn,
     RoleRevoked,
     TokenIssued,
     TokenRevoked,
     format_timestamp,
+    to_utc,
     utc_now,
 )
 from govern.ledger import Reader
@@ -41,20 +58,41 @@ class InvalidToken(Unauthenticated):
     which token ids exist."""
 
 
+class InvalidCode(Unauthenticated):
+    """Not an enrollment code this ledger issued (malformed, unknown, or of a wrong secret): one message for all."""
+
+
 ROLES_AT_SQL = """
-SELECT principal, role, apps, granted_at, granted_by, reason, grant_seq
+SELECT principal, role, apps, granted_at, granted_by, reason, grant_seq, basis, proposal_seq, proposed_at,
+       proposed_by, granted_authn, proposed_authn
 FROM role_grants
 WHERE granted_at <= $at AND (ended_at IS NULL OR ended_at > $at)
 ORDER BY principal, role
 """
+
+HELD_SQL = "SELECT role FROM role_grants WHERE principal = $principal AND ended_at IS NULL ORDER BY role"
+ADMINS_SQL = "SELECT count(DISTINCT principal) FROM role_grants WHERE role = 'admin' AND ended_at IS NULL"
+PROPOSAL_SQL = "SELECT * FROM grant_proposals WHERE proposal_seq = $seq"
+PROPOSALS_SQL = """
+SELECT * FROM grant_proposals WHERE $state IS NULL OR state = $state ORDER BY proposal_seq DESC LIMIT $limit
+"""
+CODES_SQL = """
+SELECT code_id, principal, issued_at, issued_by, expires_at, token_expires_at, description, redeemed_at,
+       redeemed_by, token_id AS redeemed_token, revoked_at, revoked_by, seq
+FROM enrollment_codes WHERE $principal IS NULL OR principal = $principal ORDER BY seq
+"""
+# A digest no secret has: an unknown code is checked against it, so it costs what a known one costs.
+_NO_DIGEST = "0" * 64
 
 ACTIVE_GRANT_SQL = """
 SELECT apps FROM role_grants WHERE principal = $principal AND role = $role AND ended_at IS NULL
 """
 
 TOKENS_SQL = """
-SELECT token_id, principal, issued_at, issued_by, expires_at, description, revoked_at, revoked_by
-FROM access_tokens WHERE $principal IS NULL OR principal = $principal ORDER BY seq
+SELECT t.token_id, t.principal, t.issued_at, t.issued_by, t.expires_at, t.description, t.revoked_at, t.revoked_by,
+       t.code_id, i.issuer
+FROM access_tokens AS t LEFT JOIN token_issuers AS i USING (token_id)
+WHERE $principal IS NULL OR t.principal = $principal ORDER BY t.seq
 """
 
 TOKEN_SQL = """
@@ -107,19 +145,151 @@ _TOKEN_ROWS = _TokenRows()
 
 @dataclass(frozen=True)
 class Issued:
-    """A token just issued: its bearer value is in `token.bearer`, here and nowhere else."""
+    """A token just issued (its bearer value in `token.bearer`), or an enrollment code (its value in `code.code`),
+    here and nowhere else. Their JSON forms differ on purpose: a code is never mistaken for a token."""
 
-    token: access.IssuedToken
+    token: access.IssuedToken | None
     event: RecordedEvent
+    code: access.IssuedCode | None = None
+
+    @property
+    def is_code(self) -> bool:
+        return self.code is not None
 
     def to_dict(self) -> dict[str, Any]:
+        if self.code is not None:
+            return {
+                "kind": "enrollment code",
+                "code_id": self.code.code_id,
+                "principal": self.code.principal,
+                "code": self.code.code,
+                "expires_at": format_timestamp(self.code.expires_at),
+                "token_expires_at": _stamp(self.code.token_expires_at),
+                "seq": self.event.seq,
+            }
+        assert self.token is not None
         return {
+            "kind": "token",
             "token_id": self.token.token_id,
             "principal": self.token.principal,
             "token": self.token.bearer,
-            "expires_at": format_timestamp(self.token.expires_at) if self.token.expires_at else None,
+            "expires_at": _stamp(self.token.expires_at),
             "seq": self.event.seq,
         }
+
+
+def _stamp(moment: datetime | None) -> str | None:
+    return format_timestamp(moment) if moment is not None else None
+
+
+# ---------------------------------------------------------------- the rules an admin's act is checked against
+
+
+def two_admin_grants(project: Project, reader: Reader) -> bool:
+    """Do approver and admin take two admins here? As configured, else in team mode."""
+    from govern.api import duties
+
+    configured = project.config.two_admin_grants
+    return configured if configured is not None else duties.team_mode(project, reader)
+
+
+def _held(reader: Reader, principal: str) -> list[str]:
+    return [role for (role,) in reader.query(HELD_SQL, {"principal": principal})[1]]
+
+
+def _admins(reader: Reader) -> int:
+    return int(reader.query(ADMINS_SQL)[1][0][0])
+
+
+def _shown(actor: attribution.Actor) -> str:
+    return attribution.shown(actor.name, actor.authn)
+
+
+def _links(reader: Reader) -> dict[str, list[str]]:
+    from govern.api.lifecycle import identity_links
+
+    return identity_links(reader)
+
+
+def _is_principal(actor: attribution.Actor, principal: str, links: dict[str, list[str]]) -> bool:
+    """Is `actor` the person `principal` names? Authenticated: the same principal. Self-asserted (a local git or
+    CI identity): linked to the principal (`govern principals link`), or the principal's own name as its name or
+    email; a wrong match only refuses more."""
+    if actor.authenticated:
+        return (actor.authn.principal or attribution.principal_of(actor.name)) == principal
+    if f"principal:{principal}" in access.identity_keys(actor.name, links):
+        return True
+    found = access.GIT_IDENTITY.match(actor.name)
+    names = [found.group(1), found.group(2)] if found else [actor.name]
+    return any(name.strip().lower() == principal for name in names)
+
+
+def _refuse_self(actor: attribution.Actor, principal: str, links: dict[str, list[str]], doing: str) -> None:
+    if _is_principal(actor, principal, links):
+        raise Forbidden(
+            f"Nobody {doing} for themselves, whatever their roles: {_shown(actor)} is {principal}; another admin "
+            "must do it"
+        )
+
+
+def _refuse_conflict(reader: Reader, principal: str, role: str) -> None:
+    found = access.conflict(role, _held(reader, principal))
+    if found is not None:
+        other, why = found
+        raise PolicyViolation(
+            f"{principal} holds the role {other} and cannot hold {role} too: {why}. Revoke {other} first, or choose "
+            "another principal"
+        )
+
+
+def _refuse_local_privileged(project: Project, admins: int, doing: str) -> None:
+    """In team mode an operator's local (self-asserted) hand counts for one of the two admins only while fewer
+    than two admins hold the role; after that it would let one writer mint approvers and admins."""
+    if admins >= 2:
+        raise Forbidden(
+            f"In team mode, with {admins} admins, {doing} is for admins the server authenticated: "
+            f"{_shown(project.actor)} is a local identity. Run it with GOVERN_URL and GOVERN_TOKEN set (an admin's "
+            "own token), or on the admin's pages"
+        )
+
+
+def _admin_now(reader: Reader, actor: attribution.Actor, doing: str) -> None:
+    principal = actor.authn.principal or attribution.principal_of(actor.name)
+    if principal is None or "admin" not in _held(reader, principal):
+        raise Forbidden(f"{_shown(actor)} is no admin: only an admin {doing}")
+
+
+def _token_of(actor: str | None) -> str | None:
+    found = attribution.TOKEN_ACTOR.match(actor or "")
+    return found.group(2) if found else None
+
+
+def _one_pair_of_hands(
+    reader: Reader, one: str, other: str, links: dict[str, list[str]], tokens: bool = True
+) -> str | None:
+    """Why `one` and `other` are the same hands, if they are: the same person, or (with `tokens`) one acting with a
+    token the other issued (the token's issuer followed through codes and self-made tokens, `token_issuers`)."""
+    from govern.api import duties
+
+    if access.same_person(one, other, links):
+        return "the same person"
+    for actor, rival in ((one, other), (other, one)) if tokens else ():
+        issuer = duties.token_issuer(reader, _token_of(actor))
+        if issuer and access.same_person(issuer, rival, links):
+            return f"{_principal_or(actor)}'s token was issued by {_principal_or(rival)}"
+    return None
+
+
+def _principal_or(actor: str) -> str:
+    return attribution.principal_of(actor) or actor
+
+
+def _as_principal(name: str) -> str:
+    """A principal in the form `access.same_person` compares (any token: only the name counts)."""
+    return f"{name} (token 000000000000)"
+
+
+# ---------------------------------------------------------------- grants: direct, proposed, confirmed
 
 
 def grant(
@@ -128,9 +298,11 @@ def grant(
     apps: Sequence[str] = (),
     reason: str = "",
     start: Path | None = None,
-    actor: str | None = None,
+    actor: attribution.Actor | str | None = None,
 ) -> RecordedEvent:
-    """Give `principal` a role (a consumer, for `apps`); granting it again with other apps replaces them."""
+    """Give `principal` a role (a consumer, for `apps`); granting it again with other apps replaces them. Where
+    approver and admin take two admins, this records the proposal (`access.grant_proposed`) for a second admin to
+    confirm (`confirm_grant`): the event returned says which."""
     project = open_project(start, actor)
     name = access.check_principal_name(principal)
     limited = access.check_role(role, tuple(apps))
@@ -141,16 +313,218 @@ def grant(
         if rows and tuple(rows[0][0]) == limited:
             held = f" for {', '.join(limited)}" if limited else ""
             raise StateConflict(f"{name} holds the role {role} already{held}")
-        fact = RoleGranted(principal=name, role=role, apps=list(limited), reason=why)
+        two = role in access.PRIVILEGED and two_admin_grants(project, reader)
+        admins = _admins(reader)
+        bootstrap = two and admins == 0
+        if not (bootstrap and role == "admin"):  # the very first admin may be whoever sets the project up
+            _refuse_self(project.actor, name, _links(reader), "grants a role")
+        _refuse_conflict(reader, name, role)
+        if not two or bootstrap:
+            basis = "bootstrap" if bootstrap else "direct"
+            fact: Any = RoleGranted(principal=name, role=role, apps=list(limited), reason=why, basis=basis)
+            return [PendingEvent(fact, actor=project.actor, occurred_at=utc_now())]
+        break_glass = _may_propose(project, reader, admins)
+        pending = queries.rows_as_dicts(
+            reader,
+            "SELECT proposal_seq, proposed_by FROM grant_proposals "
+            "WHERE principal = $p AND role = $r AND state = 'pending'",
+            {"p": name, "r": role},
+        )
+        if pending:
+            raise StateConflict(
+                f"{role} for {name} was proposed already (proposal {pending[0]['proposal_seq']}, by "
+                f"{_principal_or(pending[0]['proposed_by'])}): another admin confirms it with `govern principals "
+                f"confirm {pending[0]['proposal_seq']}`, or declines it"
+            )
+        fact = RoleGrantProposed(principal=name, role=role, apps=list(limited), reason=why, break_glass=break_glass)
         return [PendingEvent(fact, actor=project.actor, occurred_at=utc_now())]
 
     return project.ledger.transact(decide)[0]
 
 
-def revoke(
-    principal: str, role: str, reason: str = "", start: Path | None = None, actor: str | None = None
+def _may_propose(project: Project, reader: Reader, admins: int) -> bool:
+    """May the actor propose a privileged grant? An authenticated admin may; in team mode a local identity only
+    while fewer than two admins hold the role (break-glass, returned True); in a solo project, where nothing is
+    authenticated, whoever writes the ledger."""
+    from govern.api import duties
+
+    if project.actor.authenticated:
+        _admin_now(reader, project.actor, "proposes a grant of approver or admin")
+        return False
+    if not duties.team_mode(project, reader):
+        return False
+    _refuse_local_privileged(project, admins, "proposing approver or admin")
+    return True
+
+
+def confirm_grant(
+    proposal: int | str,
+    reason: str = "",
+    start: Path | None = None,
+    actor: attribution.Actor | str | None = None,
 ) -> RecordedEvent:
-    """From now on `principal` may no longer act as `role`."""
+    """A second admin confirms a proposed grant: the role is held from this event on. Never the proposer, never
+    the grantee, never someone acting with a token the proposer issued (or whose token the confirmer issued); in
+    team mode an admin the server authenticated, or, while fewer than two admins hold the role, an operator's
+    local confirmation of a proposal an authenticated admin made (break-glass)."""
+    from govern.api import duties
+
+    project = open_project(start, actor)
+    seq = proposal_number(proposal)
+    why = text_argument(reason, "--reason") if reason else ""
+
+    def decide(reader: Reader) -> list[PendingEvent]:
+        found = _pending_proposal(reader, seq)
+        name, role = found["principal"], found["role"]
+        links = _links(reader)
+        proposer = found["proposed_by"]
+        if project.actor.authenticated:
+            _admin_now(reader, project.actor, "confirms a grant of approver or admin")
+            basis = "break-glass" if found["break_glass"] else "two admins"
+        elif duties.team_mode(project, reader):
+            _refuse_local_privileged(project, _admins(reader), "confirming approver or admin")
+            proposed = attribution.Authn.from_json(found["proposed_authn"]) if found["proposed_authn"] else None
+            if found["break_glass"] or proposed is None or not proposed.authenticated:
+                raise Forbidden(
+                    f"Proposal {seq} was made by a local identity ({attribution.shown(proposer, proposed)}): a second "
+                    "local hand is the same writer of the ledger, not a second admin. An admin confirms it through "
+                    "the server (GOVERN_URL and GOVERN_TOKEN, or the admin's pages)"
+                )
+            basis = "break-glass"
+        else:
+            basis = "two admins"
+        # Where the operator stands for one of the two (break-glass), who issued whose token is no evidence: the
+        # operator set the project up and issued the first admin's code; the door closes at two admins.
+        same = _one_pair_of_hands(reader, project.actor.name, proposer, links, tokens=basis == "two admins")
+        if same is not None or _is_principal(project.actor, _principal_or(proposer), links):
+            raise Forbidden(
+                f"{_shown(project.actor)} cannot confirm proposal {seq}: it was proposed by {_principal_or(proposer)}"
+                f" ({same or 'the same person'}); two admins means two people: another admin must confirm it"
+            )
+        _refuse_self(project.actor, name, links, "confirms a grant")
+        first = attribution.principal_of(proposer)
+        if first is not None and not found["break_glass"] and "admin" not in _held(reader, first):
+            raise Forbidden(
+                f"Proposal {seq} was made by {first}, who is no admin any more: it cannot be confirmed; decline it, "
+                "and an admin proposes again"
+            )
+        for hands in (project.actor.name, proposer):  # neither admin acts with a token the grantee issued
+            issuer = duties.token_issuer(reader, _token_of(hands))
+            if issuer and access.same_person(issuer, _as_principal(name), links):
+                raise Forbidden(
+                    f"{_principal_or(hands)} acts with a token {name} issued: {name} cannot be granted {role} by it; "
+                    "another admin must confirm it"
+                )
+        _, rows = reader.query(ACTIVE_GRANT_SQL, {"principal": name, "role": role})
+        if rows and tuple(rows[0][0]) == tuple(found["apps"]):
+            raise StateConflict(f"{name} holds the role {role} already: decline proposal {seq}")
+        _refuse_conflict(reader, name, role)
+        fact = RoleGranted(
+            principal=name,
+            role=role,
+            apps=list(found["apps"]),
+            reason=why or found["reason"] or "",
+            proposal_seq=seq,
+            proposed_by=proposer,
+            basis=basis,
+        )
+        return [PendingEvent(fact, actor=project.actor, occurred_at=utc_now())]
+
+    return project.ledger.transact(decide)[0]
+
+
+def decline_grant(
+    proposal: int | str, reason: str, start: Path | None = None, actor: attribution.Actor | str | None = None
+) -> RecordedEvent:
+    """Another admin refuses a proposed grant, for a reason; its proposer withdraws it instead."""
+    project = open_project(start, actor)
+    seq = proposal_number(proposal)
+    why = text_argument(reason, "--reason")
+
+    def decide(reader: Reader) -> list[PendingEvent]:
+        found = _pending_proposal(reader, seq)
+        if project.actor.authenticated:
+            _admin_now(reader, project.actor, "declines a proposed grant")
+        if access.same_person(project.actor.name, found["proposed_by"], _links(reader)):
+            raise StateConflict(
+                f"{_shown(project.actor)} proposed grant {seq}: withdraw it (govern principals withdraw {seq})"
+            )
+        fact = RoleGrantDeclined(proposal_seq=seq, principal=found["principal"], role=found["role"], reason=why)
+        return [PendingEvent(fact, actor=project.actor, occurred_at=utc_now())]
+
+    return project.ledger.transact(decide)[0]
+
+
+def withdraw_grant(
+    proposal: int | str, reason: str = "", start: Path | None = None, actor: attribution.Actor | str | None = None
+) -> RecordedEvent:
+    """The admin who proposed a grant takes it back before anyone confirmed it."""
+    project = open_project(start, actor)
+    seq = proposal_number(proposal)
+    why = text_argument(reason, "--reason") if reason else ""
+
+    def decide(reader: Reader) -> list[PendingEvent]:
+        found = _pending_proposal(reader, seq)
+        if not access.same_person(project.actor.name, found["proposed_by"], _links(reader)):
+            raise Forbidden(
+                f"Only {_principal_or(found['proposed_by'])}, who proposed grant {seq}, may withdraw it: another "
+                f"admin declines it (govern principals decline {seq} --reason ...)"
+            )
+        fact = RoleGrantWithdrawn(proposal_seq=seq, principal=found["principal"], role=found["role"], reason=why)
+        return [PendingEvent(fact, actor=project.actor, occurred_at=utc_now())]
+
+    return project.ledger.transact(decide)[0]
+
+
+def proposal_number(proposal: int | str) -> int:
+    """A proposal is named by its seq, as `govern principals proposals` shows it."""
+    text = str(proposal).strip().removeprefix("#")
+    if not text.isdigit() or int(text) < 1 or int(text) > 2**62:
+        raise InvalidInput(
+            f"{proposal!r} is not a proposal number: give the seq `govern principals proposals` shows, such as 42"
+        )
+    return int(text)
+
+
+def _pending_proposal(reader: Reader, seq: int) -> dict[str, Any]:
+    rows = queries.rows_as_dicts(reader, PROPOSAL_SQL, {"seq": seq})
+    if not rows:
+        raise NotFound(f"No grant proposal {seq}: `govern principals proposals` lists them")
+    found = rows[0]
+    if found["state"] != "pending":
+        raise StateConflict(
+            f"Grant proposal {seq} was {found['state']} already, at {format_timestamp(found['decided_at'])} by "
+            f"{_principal_or(found['decided_by'])}"
+        )
+    return found
+
+
+def proposals(ledger: LedgerStore, state: str | None = "pending", limit: int = 200) -> list[dict[str, Any]]:
+    """Grant proposals, newest first: pending ones by default, or those in `state` (None: all)."""
+    if state is not None and state not in PROPOSAL_STATES:
+        raise InvalidInput(f"Unknown state {state!r}: use one of {', '.join(PROPOSAL_STATES)}, or all")
+    if not ledger.exists():
+        return []
+    rows = queries.rows_as_dicts(ledger, PROPOSALS_SQL, {"state": state, "limit": limit})
+    for row in rows:
+        row["proposed_by_shown"] = attribution.shown(row["proposed_by"], row["proposed_authn"])
+        decided = row["decided_by"]
+        row["decided_by_shown"] = attribution.shown(decided, row["decided_authn"]) if decided else None
+    return rows
+
+
+PROPOSAL_STATES = ("pending", "confirmed", "declined", "withdrawn")
+
+
+def revoke(
+    principal: str,
+    role: str,
+    reason: str = "",
+    start: Path | None = None,
+    actor: attribution.Actor | str | None = None,
+) -> RecordedEvent:
+    """From now on `principal` may no longer act as `role`. Nobody revokes their own role; the last admin stays,
+    and where admin takes two admins to grant, the last two stay (a lone admin would need the break-glass door)."""
     project = open_project(start, actor)
     name = access.check_principal_name(principal)
     if role not in access.ROLES:
@@ -161,15 +535,25 @@ def revoke(
         _, rows = reader.query(ACTIVE_GRANT_SQL, {"principal": name, "role": role})
         if not rows:
             raise NotFound(f"{name} does not hold the role {role}: `govern principals list` shows who holds what")
+        _refuse_self(project.actor, name, _links(reader), "revokes a role")
         if role == "admin":
-            _, admins = reader.query("SELECT count(*) FROM role_grants WHERE role = 'admin' AND ended_at IS NULL")
-            if admins[0][0] == 1:
+            admins = _admins(reader)
+            if admins == 1:
                 raise StateConflict(
                     f"{name} is the last admin: grant admin to someone else first, or no one could manage access"
+                )
+            if admins == 2 and two_admin_grants(project, reader):
+                raise StateConflict(
+                    f"{name} is one of the last two admins: granting approver and admin takes two, and one admin "
+                    "left alone would reopen the operator's break-glass door; grant admin to a third (proposed and "
+                    "confirmed) first"
                 )
         return [PendingEvent(RoleRevoked(principal=name, role=role, reason=why), project.actor, utc_now())]
 
     return project.ledger.transact(decide)[0]
+
+
+# ---------------------------------------------------------------- tokens and enrollment codes
 
 
 def issue_token(
@@ -177,42 +561,147 @@ def issue_token(
     expires: str | None = None,
     description: str = "",
     start: Path | None = None,
-    actor: str | None = None,
+    actor: attribution.Actor | str | None = None,
 ) -> Issued:
-    """A new bearer token for a principal that holds a role now; the ledger keeps only its secret's hash."""
+    """A new bearer token for a principal that holds a role now; the ledger keeps only its secret's hash. In team
+    mode, for another principal than the one acting, an enrollment code instead: single use, valid 24 hours (never
+    longer than the token it gives), exchanged by that principal for a token of their own (`redeem`)."""
+    from govern.api import duties
+
     project = open_project(start, actor)
     name = access.check_principal_name(principal)
     now = utc_now()
-    token = access.new_token(name, access.expiry(expires, now))
+    until = access.expiry(expires, now)
+    token = access.new_token(name, until)
+    code = access.new_code(name, now, until)
     note = text_argument(description, "--description") if description else ""
+    found: dict[str, bool] = {}
 
     def decide(reader: Reader) -> list[PendingEvent]:
         _, rows = reader.query("SELECT 1 FROM role_grants WHERE principal = $p AND ended_at IS NULL", {"p": name})
         if not rows:
             raise NotFound(f"{name} holds no role: grant one first (govern principals add {name} --role ROLE)")
-        fact = TokenIssued(
-            principal=name,
-            token_id=token.token_id,
-            secret_sha256=access.secret_digest(token.secret),
-            expires_at=format_timestamp(token.expires_at) if token.expires_at else None,
-            description=note,
-        )
+        for_self = project.actor.authenticated and _is_principal(project.actor, name, {})
+        if not for_self and duties.team_mode(project, reader):
+            fact: Any = EnrollmentCodeIssued(
+                principal=name,
+                code_id=code.code_id,
+                secret_sha256=access.secret_digest(code.secret),
+                expires_at=format_timestamp(code.expires_at),
+                token_expires_at=_stamp(until),
+                description=note,
+            )
+            found["code"] = True
+        else:
+            fact = TokenIssued(
+                principal=name,
+                token_id=token.token_id,
+                secret_sha256=access.secret_digest(token.secret),
+                expires_at=_stamp(until),
+                description=note,
+            )
         return [PendingEvent(fact, actor=project.actor, occurred_at=now)]
 
-    return Issued(token, project.ledger.transact(decide)[0])
+    event = project.ledger.transact(decide)[0]
+    return Issued(None, event, code) if found.get("code") else Issued(token, event)
 
 
-def revoke_token(token_id: str, reason: str = "", start: Path | None = None, actor: str | None = None) -> RecordedEvent:
+def redeem(
+    code: str,
+    start: Path | None = None,
+    *,
+    through_server: bool = False,
+    actor: attribution.Actor | str | None = None,
+) -> Issued:
+    """Exchange an enrollment code for a token of the code's principal: once, before the code expires, while the
+    principal holds a role. Through the server, the code is what authenticates the exchange: the event names the
+    principal with the new token, established by the code (`authn.via`), and the server signs it."""
+    if access.parse_bearer(code or "") is not None:
+        raise InvalidInput("That is a token, not an enrollment code: use it as it is (GOVERN_TOKEN, or sign in)")
+    parsed = access.parse_code(code or "")
+    refused = InvalidCode(
+        "That is not a valid enrollment code: check it was copied whole (gvc_...), or ask an admin for a new one"
+    )
+    if parsed is None:
+        raise refused
+    code_id, secret = parsed
+    project = open_project(start, actor if actor is not None or not through_server else attribution.server("redeem"))
+    now = utc_now()
+    made: dict[str, access.IssuedToken] = {}
+
+    def decide(reader: Reader) -> list[PendingEvent]:
+        rows = queries.rows_as_dicts(reader, "SELECT * FROM enrollment_codes WHERE code_id = $id", {"id": code_id})
+        row = rows[0] if rows else None
+        if not access.secret_matches(secret, row["secret_sha256"] if row else _NO_DIGEST) or row is None:
+            raise refused
+        where = f"The enrollment code {code_id}"
+        if row["revoked_at"] is not None:
+            raise Unauthenticated(
+                f"{where} was revoked at {format_timestamp(row['revoked_at'])}: ask an admin for a new one"
+            )
+        if row["redeemed_seq"] is not None:
+            raise Unauthenticated(
+                f"{where} was used already, at {format_timestamp(row['redeemed_at'])}: a code is exchanged once. If "
+                "you did not use it, tell an admin now (govern tokens revoke the token it gave)"
+            )
+        if to_utc(row["expires_at"]) <= now:
+            raise Unauthenticated(
+                f"{where} expired at {format_timestamp(row['expires_at'])} (a code lives 24 hours): ask an admin for "
+                "a new one"
+            )
+        principal = row["principal"]
+        _, held = reader.query("SELECT 1 FROM role_grants WHERE principal = $p AND ended_at IS NULL", {"p": principal})
+        if not held:
+            raise Unauthenticated(f"{where} is for {principal}, who holds no role any more: ask an admin")
+        until = to_utc(row["token_expires_at"]) if row["token_expires_at"] is not None else None
+        token = access.new_token(principal, until)
+        made["token"] = token
+        who = (
+            attribution.Actor(
+                f"{principal} (token {token.token_id})",
+                attribution.Authn(attribution.SERVER, f"enrollment code {code_id}", principal),
+            )
+            if through_server
+            else project.actor
+        )
+        fact = TokenIssued(
+            principal=principal,
+            token_id=token.token_id,
+            secret_sha256=access.secret_digest(token.secret),
+            expires_at=_stamp(until),
+            description=row["description"] or "",
+            code_id=code_id,
+        )
+        return [PendingEvent(fact, actor=who, occurred_at=now)]
+
+    event = project.ledger.transact(decide)[0]
+    return Issued(made["token"], event)
+
+
+def revoke_token(
+    token_id: str, reason: str = "", start: Path | None = None, actor: attribution.Actor | str | None = None
+) -> RecordedEvent:
+    """A token (or an enrollment code not yet used) may no longer be used, whatever its expiry."""
     project = open_project(start, actor)
     why = text_argument(reason, "--reason") if reason else ""
-    bearer = access.parse_bearer(token_id)
-    if bearer is not None:  # the whole token pasted: its id is enough, and its secret is never echoed
+    bearer = access.parse_bearer(token_id) or access.parse_code(token_id)
+    if bearer is not None:  # the whole token or code pasted: its id is enough, and its secret is never echoed
         token_id = bearer[0]
     elif not access.TOKEN_ID.match(token_id):
         raise InvalidInput("Give the token's 12-character id (govern tokens list shows them), or the token itself")
 
     def decide(reader: Reader) -> list[PendingEvent]:
         rows = queries.rows_as_dicts(reader, "SELECT * FROM access_tokens WHERE token_id = $id", {"id": token_id})
+        if not rows:
+            codes = queries.rows_as_dicts(
+                reader, "SELECT * FROM enrollment_codes WHERE code_id = $id", {"id": token_id}
+            )
+            if codes and codes[0]["redeemed_seq"] is not None:
+                raise StateConflict(
+                    f"The enrollment code {token_id} was exchanged already, for token {codes[0]['token_id']}: revoke "
+                    "that token"
+                )
+            rows = codes
         found = rows[0] if rows else None
         if found is None:
             raise NotFound(f"No token {token_id!r}: `govern tokens list` shows their ids")
@@ -225,11 +714,15 @@ def revoke_token(token_id: str, reason: str = "", start: Path | None = None, act
 
 
 def link_identity(
-    principal: str, identity: str, reason: str = "", start: Path | None = None, actor: str | None = None
+    principal: str,
+    identity: str,
+    reason: str = "",
+    start: Path | None = None,
+    actor: attribution.Actor | str | None = None,
 ) -> RecordedEvent:
     """Record that a git identity (`Name <email>`) is `principal`'s: versions it trained in a checkout count as
     the principal's for the four-eyes rule. One principal per identity; a link is never undone (a wrong link
-    only makes the rule stricter)."""
+    only makes the rule stricter). Nobody links an identity to themselves."""
     project = open_project(start, actor)
     name = access.check_principal_name(principal)
     who = access.check_identity(identity)
@@ -239,6 +732,7 @@ def link_identity(
         _, known = reader.query("SELECT 1 FROM role_grants WHERE principal = $p LIMIT 1", {"p": name})
         if not known:
             raise NotFound(f"No principal {name!r}: add it first (govern principals add {name} --role ROLE)")
+        _refuse_self(project.actor, name, _links(reader), "links an identity")
         _, linked = reader.query(
             "SELECT principal FROM principal_identities WHERE lower(identity) = lower($identity)", {"identity": who}
         )
@@ -262,18 +756,29 @@ def identities(ledger: LedgerStore) -> list[dict[str, Any]]:
 
 
 def roles_at(ledger: LedgerStore, at: datetime | None = None) -> list[dict[str, Any]]:
-    """Who held which role at `at` (now by default): the answer to "who could approve on date T"."""
+    """Who held which role at `at` (now by default): the answer to "who could approve on date T", each grant with
+    who granted (confirmed) it and who proposed it, with the strength of each identity."""
     from govern.timeparse import not_in_future
 
     if at is not None:
         not_in_future(at, "--at", "who holds a role later is not known yet")
     if not ledger.exists():
         return []
-    return queries.rows_as_dicts(ledger, ROLES_AT_SQL, {"at": queries.naive_utc(at or utc_now())})
+    return _with_shown(queries.rows_as_dicts(ledger, ROLES_AT_SQL, {"at": queries.naive_utc(at or utc_now())}))
+
+
+def _with_shown(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    for row in rows:
+        row["granted_by_shown"] = attribution.shown(row["granted_by"], row.pop("granted_authn", None))
+        proposed = row.pop("proposed_authn", None)
+        row["proposed_by_shown"] = attribution.shown(row["proposed_by"], proposed) if row["proposed_by"] else None
+    return rows
 
 
 def tokens(ledger: LedgerStore, principal: str | None = None) -> list[dict[str, Any]]:
-    """Every token ever issued (never its secret), with whether it is active, expired or revoked now."""
+    """Every token ever issued (never its secret), with whether it is active, expired or revoked now and who
+    handed it to its principal (`issuer`: the admin who issued the code it was exchanged for); then every
+    enrollment code, waiting, redeemed, expired or revoked (`kind` tells them apart)."""
     if not ledger.exists():
         return []
     now = queries.naive_utc(utc_now())
@@ -281,6 +786,45 @@ def tokens(ledger: LedgerStore, principal: str | None = None) -> list[dict[str, 
     for row in rows:
         expired = row["expires_at"] is not None and row["expires_at"] <= now
         row["state"] = "revoked" if row["revoked_at"] is not None else "expired" if expired else "active"
+        row["kind"] = "token"
+    return rows + codes(ledger, principal)
+
+
+def codes(ledger: LedgerStore, principal: str | None = None) -> list[dict[str, Any]]:
+    """Every enrollment code (never its secret) and its state now: waiting, redeemed, expired or revoked."""
+    if not ledger.exists():
+        return []
+    now = queries.naive_utc(utc_now())
+    rows = []
+    for row in queries.rows_as_dicts(ledger, CODES_SQL, {"principal": principal}):
+        state = (
+            "redeemed"
+            if row["redeemed_at"] is not None
+            else "revoked"
+            if row["revoked_at"] is not None
+            else "expired"
+            if row["expires_at"] <= now
+            else "waiting"
+        )
+        rows.append(
+            {
+                "token_id": row["code_id"],
+                "principal": row["principal"],
+                "issued_at": row["issued_at"],
+                "issued_by": row["issued_by"],
+                "expires_at": row["expires_at"],
+                "description": row["description"],
+                "revoked_at": row["revoked_at"],
+                "revoked_by": row["revoked_by"],
+                "code_id": row["code_id"],
+                "issuer": row["issued_by"],
+                "state": state,
+                "kind": "enrollment code",
+                "redeemed_at": row["redeemed_at"],
+                "redeemed_token": row["redeemed_token"],
+                "token_expires_at": row["token_expires_at"],
+            }
+        )
     return rows
 
 
@@ -322,7 +866,8 @@ def _principal(row: dict[str, Any], token_id: str) -> access.Principal:
 
 
 GRANT_HISTORY_SQL = """
-SELECT grant_seq, principal, role, apps, granted_at, granted_by, reason, ended_at, end_seq, ended_by, ended_how
+SELECT grant_seq, principal, role, apps, granted_at, granted_by, reason, ended_at, end_seq, ended_by, ended_how,
+       basis, proposal_seq, proposed_at, proposed_by, granted_authn, proposed_authn
 FROM role_grants WHERE $principal IS NULL OR principal = $principal
 ORDER BY grant_seq DESC LIMIT $limit
 """
@@ -330,9 +875,9 @@ ORDER BY grant_seq DESC LIMIT $limit
 
 def grant_history(ledger: LedgerStore, principal: str | None = None, limit: int = 200) -> list[dict[str, Any]]:
     """Role grants over time, newest first: each grant with when and by whom it ended (revoked, or replaced by
-    a grant of the same role with other apps); at most `limit` of them."""
+    a grant of the same role with other apps), who proposed and who confirmed it; at most `limit` of them."""
     if principal is not None:
         access.check_principal_name(principal)
     if not ledger.exists():
         return []
-    return queries.rows_as_dicts(ledger, GRANT_HISTORY_SQL, {"principal": principal, "limit": limit})
+    return _with_shown(queries.rows_as_dicts(ledger, GRANT_HISTORY_SQL, {"principal": principal, "limit": limit}))

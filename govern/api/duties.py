@@ -50,7 +50,9 @@ WHERE type = 'reproduction.verified' AND subject = 'commit:' || $commit
 ORDER BY seq DESC
 """
 
-ISSUER_SQL = "SELECT issued_by FROM access_tokens WHERE token_id = $token_id"
+# Who handed a token to its principal: the admin who issued the enrollment code it was exchanged for, followed
+# through the tokens a principal made for itself with it (ledger.m013, `token_issuers`).
+ISSUER_SQL = "SELECT issuer FROM token_issuers WHERE token_id = $token_id"
 
 
 @dataclass(frozen=True)
@@ -184,8 +186,7 @@ def check_token_issuer(reader: Reader, who: attribution.Actor, others: list[str]
     token = (who.authn.via or "").removeprefix("token ") if who.authenticated else None
     if not token or not access.TOKEN_ID.match(token):
         return
-    rows = queries.rows_as_dicts(reader, ISSUER_SQL, {"token_id": token})
-    issuer = rows[0]["issued_by"] if rows else None
+    issuer = token_issuer(reader, token)
     if not issuer or access.same_person(issuer, who.name, {}):
         return
     links = identity_links(reader)
@@ -196,6 +197,15 @@ def check_token_issuer(reader: Reader, who: attribution.Actor, others: list[str]
                 f"trained this version: it cannot {doing}; redeem a token of your own (govern tokens redeem) or let "
                 "another approver decide"
             )
+
+
+def token_issuer(reader: Reader, token_id: str | None) -> str | None:
+    """The actor who handed this token to its principal (an enrollment code's issuer, not the principal who
+    exchanged it, nor a token the principal made for itself with one), as recorded; None for no such token."""
+    if not token_id or not access.TOKEN_ID.match(token_id):
+        return None
+    rows = queries.rows_as_dicts(reader, ISSUER_SQL, {"token_id": token_id})
+    return rows[0]["issuer"] if rows else None
 
 
 def request_attested(project: Project, reader: Reader, request: dict[str, Any]) -> None:

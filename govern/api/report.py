@@ -47,6 +47,25 @@ SELECT seq, promoted_at, actor, approver, from_stage, to_stage, reason, forced, 
 FROM promotions WHERE model = $model AND version = $version ORDER BY seq
 """
 
+# Who acted on each promotion, with how the server established it (the promotion's own `authn`)
+ACTED_SQL = """
+SELECT p.seq, p.promoted_at, p.actor, p.approver, e.authn
+FROM promotions AS p JOIN events AS e ON e.seq = p.seq
+WHERE p.model = $model AND p.version = $version ORDER BY p.seq
+"""
+
+# The grant of a role a principal held at an instant: who confirmed it, who proposed it, on what basis
+GRANT_AT_SQL = """
+SELECT grant_seq, granted_at, granted_by, granted_authn, basis, proposal_seq, proposed_at, proposed_by,
+       proposed_authn, proposed_break_glass, reason
+FROM role_grants
+WHERE principal = $principal AND role = $role AND granted_at <= $at AND (ended_at IS NULL OR ended_at > $at)
+ORDER BY grant_seq DESC LIMIT 1
+"""
+
+ISSUER_SQL = "SELECT issuer, issuer_authn, code_id FROM token_issuers WHERE token_id = $token_id"
+ANY_GRANT_SQL = "SELECT 1 FROM events WHERE type = 'access.granted' LIMIT 1"
+
 DEPRECATION_SQL = """
 SELECT seq, deprecated_at, actor, reason FROM deprecations WHERE model = $model AND version = $version ORDER BY seq
 """
@@ -443,13 +462,82 @@ def _approvals(ledger: Reader, model: str, version: str, cited: list[int]) -> di
     promotions = queries.rows_as_dicts(ledger, PROMOTIONS_SQL, {"model": model, "version": version})
     deprecations = queries.rows_as_dicts(ledger, DEPRECATION_SQL, {"model": model, "version": version})
     cited.extend(p["seq"] for p in [*promotions, *deprecations])
+    grants, missing = _grants(ledger, model, version, cited)
     return _section(
-        [] if promotions else ["This version was never promoted"],
+        ([] if promotions else ["This version was never promoted"]) + missing,
         promotions=[{**p, "promoted_at": format_timestamp(p["promoted_at"])} for p in promotions],
+        grants=grants,
         deprecation={**deprecations[0], "deprecated_at": format_timestamp(deprecations[0]["deprecated_at"])}
         if deprecations
         else None,
     )
+
+
+def _grants(ledger: Reader, model: str, version: str, cited: list[int]) -> tuple[list[dict[str, Any]], list[str]]:
+    """For each person who approved or promoted the version, the grant of the role they acted in (approver) when
+    they first acted: who confirmed and who proposed it, on what basis, each with the strength of its identity; and
+    the token they acted with, with who handed it over. A self-asserted name holds no grant: said so."""
+    from govern import attribution
+
+    people: dict[str, dict[str, Any]] = {}
+    for row in queries.rows_as_dicts(ledger, ACTED_SQL, {"model": model, "version": version}):
+        for name in dict.fromkeys([row["actor"], row["approver"]]):
+            if not name:
+                continue
+            found = people.setdefault(name, {"who": name, "role": "approver", "acted_seqs": [], "row": row})
+            found["acted_seqs"].append(row["seq"])
+    if not any(attribution.principal_of(name) for name in people) and not ledger.query(ANY_GRANT_SQL)[1]:
+        return [], []  # nobody here is a principal, nor was ever granted a role: one person's project
+    grants, missing = [], []
+    for name, found in people.items():
+        row = found.pop("row")
+        principal = attribution.principal_of(name)
+        if name == row["actor"]:
+            shown = attribution.shown(name, row["authn"])
+        else:  # an approver the promoter named (`--approver`, one person's project): not who acted
+            shown = f"{name} (named by {attribution.principal_of(row['actor']) or row['actor']})"
+        entry: dict[str, Any] = {
+            **found,
+            "shown": shown,
+            "acted_at": format_timestamp(row["promoted_at"]),
+            "principal": principal,
+            "token": None,
+            "token_issuer": None,
+            "token_code": None,
+            "grant": None,
+        }
+        if principal is None:
+            missing.append(f"{name} is a self-asserted identity, not a principal: no grant of a role to show")
+            grants.append(entry)
+            continue
+        token = attribution.TOKEN_ACTOR.match(name)
+        entry["token"] = token.group(2) if token else None
+        issued = queries.rows_as_dicts(ledger, ISSUER_SQL, {"token_id": entry["token"]}) if token else []
+        if issued:
+            entry["token_issuer"] = attribution.shown(issued[0]["issuer"], issued[0]["issuer_authn"])
+            entry["token_code"] = issued[0]["code_id"]
+        params = {"principal": principal, "role": "approver", "at": row["promoted_at"]}
+        held = queries.rows_as_dicts(ledger, GRANT_AT_SQL, params)
+        if not held:
+            missing.append(f"{principal} held no approver grant when they acted (seq {row['seq']})")
+            grants.append(entry)
+            continue
+        grant = held[0]
+        cited.extend(seq for seq in (grant["grant_seq"], grant["proposal_seq"]) if seq)
+        entry["grant"] = {
+            "seq": grant["grant_seq"],
+            "granted_at": format_timestamp(grant["granted_at"]),
+            "confirmed_by": attribution.shown(grant["granted_by"], grant["granted_authn"]),
+            "proposal_seq": grant["proposal_seq"],
+            "proposed_at": format_timestamp(grant["proposed_at"]) if grant["proposed_at"] else None,
+            "proposed_by": attribution.shown(grant["proposed_by"], grant["proposed_authn"])
+            if grant["proposed_by"]
+            else None,
+            "basis": grant["basis"] or "direct",
+            "reason": grant["reason"],
+        }
+        grants.append(entry)
+    return grants, missing
 
 
 def _production(ledger: Reader, model: str, version: str, cited: list[int]) -> dict[str, Any]:

@@ -43,6 +43,7 @@ from govern.server.http import (
     validation_detail,
 )
 from govern.server.models import (
+    CodeRedemption,
     Decision,
     DeploymentRequest,
     Deprecation,
@@ -51,6 +52,8 @@ from govern.server.models import (
     IdentityLink,
     PredictRows,
     PromotionRequest,
+    ProposalDecision,
+    ProposalDecline,
     QueryRun,
     RetirementRequest,
     SqlRequest,
@@ -61,6 +64,7 @@ from govern.server.models import (
 
 REPORT_TYPES = {"html": "text/html; charset=utf-8", "md": "text/markdown; charset=utf-8", "json": "application/json"}
 PREDICT_TIMEOUT = 120.0  # seconds an inference entry point may run for one request
+REDEEM_PER_CLIENT, REDEEM_TOTAL = 20, 200  # enrollment-code redemptions a minute: from one address, in all
 log = logging.getLogger("govern.server")
 
 
@@ -624,6 +628,66 @@ def create_app(root: Path, session_secret: str | None = None) -> Any:
         reason: Annotated[str, Query(max_length=2000)] = "",
     ) -> Any:
         return jsonable(access_api.revoke_token(token_id, reason, root, principal.actor).to_dict())
+
+    @app.get(f"{API}/grants", operation_id="grant_history")
+    def grant_history(
+        principal: Annotated[access.Principal, authorised("grant_history", hold="read")],
+        of: Annotated[str | None, Query(alias="principal", max_length=63)] = None,
+        limit: Annotated[int, Query(ge=1, le=10_000)] = 200,
+    ) -> Any:
+        return jsonable(access_api.grant_history(ledger(), of, limit))
+
+    @app.get(f"{API}/grant-proposals", operation_id="grant_proposals")
+    def grant_proposals(
+        principal: Annotated[access.Principal, authorised("grant_proposals", hold="read")],
+        state: Annotated[str, Query(description="pending, confirmed, declined, withdrawn or all")] = "pending",
+    ) -> Any:
+        return jsonable(access_api.proposals(ledger(), None if state == "all" else state))
+
+    @app.post(f"{API}/grant-proposals/{{proposal}}/confirmation", operation_id="confirm_grant", status_code=201)
+    def confirm_grant(
+        proposal: Annotated[int, PathParam(ge=1, le=2**62)],
+        body: ProposalDecision,
+        principal: Annotated[access.Principal, authorised("confirm_grant", hold="write")],
+    ) -> Any:
+        return jsonable(access_api.confirm_grant(proposal, body.reason, root, principal.actor).to_dict())
+
+    @app.post(f"{API}/grant-proposals/{{proposal}}/decline", operation_id="decline_grant", status_code=201)
+    def decline_grant(
+        proposal: Annotated[int, PathParam(ge=1, le=2**62)],
+        body: ProposalDecline,
+        principal: Annotated[access.Principal, authorised("decline_grant", hold="write")],
+    ) -> Any:
+        return jsonable(access_api.decline_grant(proposal, body.reason, root, principal.actor).to_dict())
+
+    @app.post(f"{API}/grant-proposals/{{proposal}}/withdrawal", operation_id="withdraw_grant", status_code=201)
+    def withdraw_grant(
+        proposal: Annotated[int, PathParam(ge=1, le=2**62)],
+        body: ProposalDecision,
+        principal: Annotated[access.Principal, authorised("withdraw_grant", hold="write")],
+    ) -> Any:
+        return jsonable(access_api.withdraw_grant(proposal, body.reason, root, principal.actor).to_dict())
+
+    from govern.server.throttle import Throttle, TooManyAttempts
+
+    redemptions = Throttle(per_client=REDEEM_PER_CLIENT, total=REDEEM_TOTAL, window=60.0)
+
+    @app.post(
+        f"{API}/enrollment-codes/redemptions",
+        operation_id="redeem_code",
+        status_code=201,
+        responses={429: {**PROBLEMS[400], "description": "Too Many Requests (with Retry-After)"}},
+    )
+    def redeem_code(request: Request, body: CodeRedemption) -> Any:
+        """No bearer token: the enrollment code authenticates the call, and is spent by it."""
+        try:
+            redemptions.attempt(request.client.host if request.client else "unknown", "redeem an enrollment code")
+        except TooManyAttempts as error:
+            refused = problem(429, "too-many-requests", str(error), request.url.path)
+            refused.headers["Retry-After"] = str(error.retry_after)
+            return refused
+        issued = access_api.redeem(body.code, root, through_server=True)
+        return jsonable({**issued.to_dict(), "event": issued.event.to_dict()})
 
     async def too_large_page(scope: dict, status: int, message: str) -> Response | None:
         if not is_page(scope.get("path", "")):

@@ -76,6 +76,18 @@ class GrantRequest(Strict):
     reason: str = Field(default="", max_length=2000)
 
 
+class ProposalDecision(Strict):
+    reason: str = Field(default="", max_length=2000)
+
+
+class ProposalDecline(Strict):
+    reason: str = Field(min_length=1, max_length=2000)
+
+
+class CodeRedemption(Strict):
+    code: str = Field(min_length=1, max_length=200, description="An enrollment code, gvc_...: spent by this call")
+
+
 class TokenRequest(Strict):
     expires: str | None = Field(default=None, max_length=40)
     description: str = Field(default="", max_length=2000)

@@ -1,11 +1,13 @@
-"""The admin's pages: principals and their roles (grant, revoke), and tokens (issue, revoke).
+"""The admin's pages: principals and their roles (grant, revoke; proposals of approver and admin confirmed, declined
+or withdrawn), and tokens (issue, revoke).
 
 Every form calls the use case `govern principals` and `govern tokens` call (`govern.api.access`), with the signed-in
-admin as the actor, then redirects (Post/Redirect/Get). A new token's secret is shown once: the POST that issues it
-hands it to the page that shows it in a short-lived cookie, encrypted and authenticated (Fernet) with a key derived
-from the server's session key and the admin's session, scoped to that page; the page shows it and deletes the
-cookie. It never appears in a URL (nor, so, in an access log), and the ledger keeps only its hash: reloading the
-page shows it no more.
+admin as the actor, then redirects (Post/Redirect/Get). What the server issues for another principal is an
+enrollment code (team mode: the server always is), for them to exchange for a token of their own; a token for
+oneself is a token. Either secret is shown once: the POST that issues it hands it to the page that shows it in a
+short-lived cookie, encrypted and authenticated (Fernet) with a key derived from the server's session key and the
+admin's session, scoped to that page; the page shows it and deletes the cookie. It never appears in a URL (nor, so,
+in an access log), and the ledger keeps only its hash: reloading the page shows it no more.
 """
 
 import base64
@@ -49,9 +51,31 @@ def routes(web: Web) -> APIRouter:
             held=held,
             names=sorted({g["principal"] for g in held}),
             roles=access.ROLES,
+            privileged=sorted(access.PRIVILEGED),
+            proposals=access_api.proposals(web.ledger()),
+            me=signed.principal.name,
             done=_recorded(web, done),
             may_revoke=access.allowed(signed.principal, "revoke"),
+            may_confirm=access.allowed(signed.principal, "confirm_grant"),
         )
+
+    def decided(signed: Signed, decide: Any) -> Response:
+        event = decide(
+            signed.text("proposal", limit=20), signed.text("reason", required=False), web.root, signed.principal.actor
+        )
+        return RedirectResponse(f"/admin/principals?done={event.seq}", status_code=303)
+
+    @router.post("/admin/principals/confirm")
+    def confirm(signed: Annotated[Signed, web.form("confirm_grant")]) -> Response:
+        return decided(signed, access_api.confirm_grant)
+
+    @router.post("/admin/principals/decline")
+    def decline(signed: Annotated[Signed, web.form("decline_grant")]) -> Response:
+        return decided(signed, access_api.decline_grant)
+
+    @router.post("/admin/principals/withdraw")
+    def withdraw(signed: Annotated[Signed, web.form("withdraw_grant")]) -> Response:
+        return decided(signed, access_api.withdraw_grant)
 
     @router.post("/admin/principals/grant")
     def grant(signed: Annotated[Signed, web.form("grant")]) -> Response:
@@ -103,25 +127,34 @@ def routes(web: Web) -> APIRouter:
             web.root,
             signed.principal.actor,
         )
-        token_id = issued.token.token_id
+        if issued.code is not None:  # for someone else: the code they redeem, never their token
+            token_id, secret = issued.code.code_id, {"code": issued.code.code}
+        else:
+            token_id, secret = issued.token.token_id, {"bearer": issued.token.bearer}
         response = RedirectResponse(f"{ISSUED_PATH}/{token_id}", status_code=303)
-        sealed = _seal(web, signed, {"id": token_id, "bearer": issued.token.bearer})
+        sealed = _seal(web, signed, {"id": token_id, **secret})
         response.set_cookie(ISSUED_COOKIE, sealed, max_age=ISSUED_LIFETIME, **_issued_cookie(request))
         return response
 
     @router.get(ISSUED_PATH + "/{token_id}")
     def issued(request: Request, token_id: str, signed: Annotated[Signed, web.page("issue_token")]) -> Response:
         opened = _open(web, signed, request.cookies.get(ISSUED_COOKIE))
-        bearer = opened["bearer"] if opened and opened.get("id") == token_id else None
+        mine = opened if opened and opened.get("id") == token_id else {}
+        bearer, code = mine.get("bearer"), mine.get("code")
         found = [t for t in access_api.tokens(web.ledger()) if t["token_id"] == token_id]
+        token = found[0] if found else None
+        is_code = bool(code) or bool(token and token.get("kind") == "enrollment code")
+        what = "Enrollment code" if is_code else "Token"
         response = web.render(
             request,
             "admin_issued.html.j2",
             signed,
-            title="Token issued" if bearer else "Token",
+            title=f"{what} issued" if bearer or code else what,
             token_id=token_id,
-            token=found[0] if found else None,
+            token=token,
             bearer=bearer,
+            code=code,
+            is_code=is_code,
         )
         if ISSUED_COOKIE in request.cookies:  # shown once (or stale): gone either way
             response.delete_cookie(ISSUED_COOKIE, **_issued_cookie(request))

@@ -1,0 +1,446 @@
+"""Separation of duties for admins (issue 25, finding 4): no self-grant, two admins for approver and admin, no admin
+who approves, enrollment codes instead of tokens handed over, and the four-eyes rule seeing who issued a token.
+
+The use cases are called in-process with the actors the server passes (`via_server` inside `as_server`, signed
+with the project's server key as `govern serve` signs); the operator's local CLI is self-asserted. The attacks
+over HTTP, against a real server, are in tests/test_server.py. Rules that live in the ledger's views (proposals,
+grants, codes, token issuers) run on the DuckDB file and on PostgreSQL.
+"""
+
+from __future__ import annotations
+
+import json
+from datetime import timedelta
+from pathlib import Path
+
+import pytest
+from conftest import as_server, commit_all, git, run_cli, trained_version, via_server
+
+from govern import access, attribution, config
+from govern.api import access as access_api
+from govern.api import approvals
+from govern.errors import ConfigError, Forbidden, FourEyesViolation, PolicyViolation, StateConflict
+from govern.events import EnrollmentCodeIssued, PendingEvent, format_timestamp, utc_now
+from govern.storage import open_store
+
+M = "churn"
+# Each principal acting through the server with a token of its own (ids as the server would record them)
+ALICE, BOB, CAROL = via_server("alice", "a11ce0000001"), via_server("bob", "b0b000000001"), via_server("carol")
+
+
+def make_team(root: Path, ledger: str | None = None, extra: str = "") -> Path:
+    """A team's project (a server declared; on PostgreSQL when `ledger` is a URL): approvers pat and abe and the
+    scientist sci granted by the operator before any admin existed, then alice, the first admin (both bootstrap);
+    alice is a scientist too. One admin: the break-glass door is open."""
+    root.mkdir()
+    git(root, "init", "-q", "-b", "main")
+    (root / "govern.toml").write_text(
+        (f'ledger = "{ledger}"\n' if ledger else "")
+        + '[server]\nurl = "https://govern.example"\n[registry]\ngto_tags = false\n'
+        + '[mlflow]\ntracking_uri = "sqlite:////nonexistent/mlflow.db"\n'
+        + extra
+    )
+    commit_all(root, "start")
+    for name, role in (("pat", "approver"), ("abe", "approver"), ("sci", "scientist"), ("alice", "admin"),
+                       ("alice", "scientist")):  # fmt: skip
+        ok(root, "principals", "add", name, "--role", role)
+    return root
+
+
+def with_second_admin(root: Path) -> Path:
+    """bob becomes the second admin: alice proposes through the server, the operator confirms here (break-glass,
+    the one way while a single admin exists)."""
+    with as_server(root):
+        proposal = access_api.grant("bob", "admin", reason="a second admin", start=root, actor=ALICE)
+    ok(root, "principals", "confirm", str(proposal.seq))
+    return root
+
+
+@pytest.fixture
+def team(tmp_path: Path) -> Path:
+    return with_second_admin(make_team(tmp_path / "team"))
+
+
+@pytest.fixture(params=["duckdb", "postgresql"])
+def any_team(request: pytest.FixtureRequest, tmp_path: Path) -> Path:
+    """The team's project on the DuckDB file, or on a PostgreSQL database of the machine's server."""
+    url = request.getfixturevalue("pg_database") if request.param == "postgresql" else None
+    return with_second_admin(make_team(tmp_path / "team", url))
+
+
+def ok(root: Path, *args: str) -> str:
+    result = run_cli(*args, cwd=root)
+    assert result.exit_code == 0, result.output
+    return result.stdout
+
+
+def refused(root: Path, *args: str) -> str:
+    """A command refused in one line, writing nothing."""
+    before = head(root)
+    result = run_cli(*args, cwd=root)
+    lines = result.output.strip().splitlines()
+    assert result.exit_code != 0 and len(lines) == 1 and lines[0].startswith("Error: "), result.output
+    assert head(root) == before
+    return lines[0]
+
+
+def head(root: Path) -> tuple[int, str] | None:
+    return open_store(config_ledger(root)).head()
+
+
+def config_ledger(root: Path) -> str | Path:
+    return config.load(root).ledger
+
+
+def roles(root: Path, name: str) -> set[str]:
+    return {r["role"] for r in access_api.roles_at(open_store(config_ledger(root))) if r["principal"] == name}
+
+
+def redeemed(root: Path, code: str) -> access.IssuedToken:
+    with as_server(root):
+        return access_api.redeem(code, root, through_server=True).token
+
+
+def code_for(root: Path, name: str, by: attribution.Actor = ALICE) -> str:
+    with as_server(root):
+        issued = access_api.issue_token(name, start=root, actor=by)
+    assert issued.is_code
+    return issued.code.code
+
+
+# ---------------------------------------------------------------- nobody acts for themselves
+
+
+def test_nobody_grants_revokes_or_links_an_identity_for_themselves(team: Path) -> None:
+    before = head(team)
+    with as_server(team):
+        for act, match in (
+            (lambda: access_api.grant("alice", "auditor", start=team, actor=ALICE), "grants a role"),
+            (lambda: access_api.revoke("alice", "scientist", start=team, actor=ALICE), "revokes a role"),
+            (lambda: access_api.link_identity("alice", "Al <al@example.com>", start=team, actor=ALICE), "links"),
+        ):
+            with pytest.raises(Forbidden, match=f"Nobody {match}.* for themselves, whatever their roles"):
+                act()
+    assert head(team) == before
+    with as_server(team):  # another admin may
+        access_api.grant("alice", "auditor", start=team, actor=BOB)
+
+
+def test_a_local_identity_linked_to_a_principal_is_that_principal(team: Path) -> None:
+    """The operator's git identity (Ada) linked to sci: locally, Ada is sci, and cannot grant sci a role."""
+    with as_server(team):
+        access_api.link_identity("sci", "Ada Auditor <ada@example.com>", start=team, actor=ALICE)
+    line = refused(team, "principals", "add", "sci", "--role", "auditor")
+    assert "Nobody grants a role for themselves" in line and "Ada Auditor <ada@example.com> (self-asserted" in line
+    assert "is sci" in line
+    ok(team, "principals", "add", "pat", "--role", "auditor")  # anyone else, still
+
+
+# ---------------------------------------------------------------- the admin attacks of finding 4
+
+
+def test_an_admin_cannot_grant_itself_approver_nor_hold_it(team: Path) -> None:
+    before = head(team)
+    with as_server(team), pytest.raises(Forbidden, match="Nobody grants a role for themselves"):
+        access_api.grant("alice", "approver", reason="I approve too", start=team, actor=ALICE)
+    with as_server(team), pytest.raises(PolicyViolation, match="alice holds the role admin and cannot hold approver"):
+        access_api.grant("alice", "approver", reason="alice approves too", start=team, actor=BOB)
+    assert head(team) == before and "approver" not in roles(team, "alice")
+
+
+def test_a_sock_puppet_approver_stays_pending_until_a_second_admin_confirms(team: Path) -> None:
+    with as_server(team):
+        proposal = access_api.grant("puppet", "approver", reason="a new approver", start=team, actor=ALICE)
+    assert proposal.type == "access.grant_proposed" and proposal.actor == "alice (token a11ce0000001)"
+    assert roles(team, "puppet") == set(), "a proposal grants nothing"
+    before = head(team)
+    with as_server(team), pytest.raises(Forbidden, match="proposed by alice .the same person.; two admins means"):
+        access_api.confirm_grant(proposal.seq, start=team, actor=via_server("alice", "a11ce0000002"))
+    line = refused(team, "principals", "confirm", str(proposal.seq))  # the operator: two admins exist
+    assert "with 2 admins, confirming approver or admin is for admins the server authenticated" in line
+    line = refused(team, "principals", "add", "puppet2", "--role", "approver")
+    assert "proposing approver or admin is for admins the server authenticated" in line
+    line = refused(team, "tokens", "create", "puppet")
+    assert "puppet holds no role" in line, "no role, no token: nothing to act with yet"
+    assert head(team) == before
+
+    with as_server(team):
+        granted = access_api.confirm_grant(proposal.seq, start=team, actor=BOB)
+    assert granted.type == "access.granted" and granted.actor == "bob (token b0b000000001)"
+    assert granted.payload["proposal_seq"] == proposal.seq and granted.payload["basis"] == "two admins"
+    assert granted.payload["proposed_by"] == "alice (token a11ce0000001)"
+    assert roles(team, "puppet") == {"approver"}
+
+
+def test_the_sock_puppet_and_a_token_minted_for_abe_cannot_approve_the_admins_own_request(
+    team: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """alice (admin and scientist) asks; the puppet bob confirmed gets its token from a code alice issued, and a
+    code alice issued for abe she redeemed herself: both are alice's hands, refused, naming who issued the token."""
+    monkeypatch.setenv("GOVERN_REGISTRY_MIRROR", "background")  # MLflow is unreachable: mirrored later
+    with as_server(team):
+        trained_version(team / "audit" / "ledger.duckdb", M, "1", via_server("tess"), commit="a" * 40)
+        proposal = access_api.grant("puppet", "approver", start=team, actor=ALICE)
+        access_api.confirm_grant(proposal.seq, start=team, actor=BOB)
+        number = approvals.request_promotion(M, "1", "staging", "mine", team, ALICE).request_id
+    puppet = redeemed(team, code_for(team, "puppet"))
+    as_abe = redeemed(team, code_for(team, "abe"))
+    before = head(team)
+    for who, token in (("puppet", puppet), ("abe", as_abe)):
+        with as_server(team), pytest.raises(FourEyesViolation, match=f"{who}'s token {token.token_id} was issued by"):
+            approvals.approve(number, "looks fine", team, via_server(who, token.token_id))
+    assert head(team) == before
+    real_abe = redeemed(team, code_for(team, "abe", by=BOB))  # abe's own, from bob's code
+    with as_server(team):
+        outcome = approvals.approve(number, "evidence reviewed", team, via_server("abe", real_abe.token_id))
+    assert outcome.events[-1].type == "model.promoted"
+
+
+def test_a_token_an_admin_made_for_itself_keeps_the_issuer_of_the_code_it_was_made_with(team: Path) -> None:
+    """alice redeems the code she issued for bob (an admin), then, as bob, makes bob a token of his own: its issuer
+    is still alice, so "bob" cannot confirm alice's proposals nor approve what alice asked for."""
+    hijacked = redeemed(team, code_for(team, "bob"))
+    as_bob = via_server("bob", hijacked.token_id)
+    with as_server(team):
+        own = access_api.issue_token("bob", start=team, actor=as_bob)
+    assert not own.is_code and own.token is not None, "a principal's token for itself is a token"
+    laundered = via_server("bob", own.token.token_id)
+    with as_server(team):
+        proposal = access_api.grant("puppet", "approver", start=team, actor=ALICE)
+        with pytest.raises(Forbidden, match="bob's token was issued by alice"):
+            access_api.confirm_grant(proposal.seq, start=team, actor=laundered)
+    [row] = [t for t in access_api.tokens(open_store(config_ledger(team))) if t["token_id"] == own.token.token_id]
+    assert row["issuer"] == "alice (token a11ce0000001)" and row["issued_by"] == as_bob.name
+
+
+# ---------------------------------------------------------------- two admins
+
+
+def test_a_two_admin_grant_end_to_end_on_both_ledgers(any_team: Path) -> None:
+    with as_server(any_team):
+        proposal = access_api.grant("carol", "admin", reason="on call", start=any_team, actor=BOB)
+    listed = json.loads(ok(any_team, "principals", "proposals", "--json"))
+    assert [(p["proposal_seq"], p["principal"], p["role"], p["state"]) for p in listed] == [
+        (proposal.seq, "carol", "admin", "pending")
+    ]
+    assert listed[0]["proposed_by_shown"] == "bob (authenticated, token b0b000000001)"
+    with as_server(any_team), pytest.raises(StateConflict, match="was proposed already"):
+        access_api.grant("carol", "admin", start=any_team, actor=ALICE)
+    with as_server(any_team):
+        granted = access_api.confirm_grant(proposal.seq, "agreed", any_team, ALICE)
+    assert roles(any_team, "carol") == {"admin"}
+    [held] = [r for r in access_api.roles_at(open_store(config_ledger(any_team))) if r["principal"] == "carol"]
+    assert held["proposal_seq"] == proposal.seq and held["basis"] == "two admins"
+    assert held["granted_by_shown"] == "alice (authenticated, token a11ce0000001)"
+    assert held["proposed_by_shown"] == "bob (authenticated, token b0b000000001)"
+    assert granted.payload["reason"] == "agreed"
+    table = ok(any_team, "principals", "list")
+    assert "carol" in table and "bob (authenticated, token b0b000000001)" in table
+    history = json.loads(ok(any_team, "principals", "history", "--principal", "bob", "--json"))
+    assert history[0]["basis"] == "break-glass" and history[0]["proposed_by"] == "alice (token a11ce0000001)"
+    assert history[0]["granted_by_shown"] == "Ada Auditor <ada@example.com> (self-asserted, git config)"
+    line = refused(any_team, "principals", "confirm", str(proposal.seq))
+    assert f"Grant proposal {proposal.seq} was confirmed already" in line
+
+
+def test_a_proposal_is_declined_by_another_admin_or_withdrawn_by_its_proposer(team: Path) -> None:
+    with as_server(team):
+        access_api.grant("carol", "admin", start=team, actor=ALICE)  # a third admin, so one may leave
+        access_api.confirm_grant(head(team)[0], start=team, actor=BOB)
+        stale = access_api.grant("erin", "approver", start=team, actor=CAROL)
+        access_api.revoke("carol", "admin", "moved to another team", team, ALICE)
+        with pytest.raises(Forbidden, match="was made by carol, who is no admin any more"):
+            access_api.confirm_grant(stale.seq, start=team, actor=BOB)
+        first = access_api.grant("dora", "approver", start=team, actor=ALICE)
+        with pytest.raises(StateConflict, match="withdraw it"):
+            access_api.decline_grant(first.seq, "changed my mind", team, ALICE)
+        with pytest.raises(Forbidden, match="Only alice, who proposed grant"):
+            access_api.withdraw_grant(first.seq, "", team, BOB)
+        declined = access_api.decline_grant(first.seq, "dora is not trained yet", team, BOB)
+        second = access_api.grant("dora", "approver", start=team, actor=ALICE)
+        withdrawn = access_api.withdraw_grant(second.seq, "wrong person", team, ALICE)
+        with pytest.raises(StateConflict, match=f"Grant proposal {second.seq} was withdrawn already"):
+            access_api.confirm_grant(second.seq, start=team, actor=BOB)
+    assert declined.type == "access.grant_declined" and withdrawn.type == "access.grant_withdrawn"
+    states = {p["proposal_seq"]: p["state"] for p in access_api.proposals(open_store(config_ledger(team)), None)}
+    assert states[first.seq] == "declined" and states[second.seq] == "withdrawn"
+    assert roles(team, "dora") == set()
+
+
+def test_the_first_admin_is_the_operators_bootstrap_and_says_so(tmp_path: Path) -> None:
+    root = make_team(tmp_path / "team")
+    [alice] = access_api.grant_history(open_store(config_ledger(root)), "alice")[1:]
+    assert alice["role"] == "admin" and alice["basis"] == "bootstrap" and alice["proposal_seq"] is None
+    assert alice["granted_by_shown"] == "Ada Auditor <ada@example.com> (self-asserted, git config)"
+    out = run_cli("principals", "add", "zed", "--role", "auditor", cwd=root)
+    assert out.exit_code == 0 and "bootstrap" not in out.output, "only privileged grants before any admin"
+
+
+def test_while_one_admin_exists_the_operator_may_stand_for_one_of_the_two_never_both(tmp_path: Path) -> None:
+    root = make_team(tmp_path / "team")
+    out = ok(root, "principals", "add", "bob", "--role", "admin", "--reason", "second admin")
+    assert "proposed admin for bob (break-glass" in out and roles(root, "bob") == set()
+    local = json.loads(ok(root, "principals", "proposals", "--json"))[0]
+    assert local["break_glass"] is True
+    line = refused(root, "principals", "confirm", str(local["proposal_seq"]))
+    assert "a second local hand is the same writer of the ledger, not a second admin" in line
+    with as_server(root):
+        confirmed = access_api.confirm_grant(local["proposal_seq"], start=root, actor=ALICE)
+    assert confirmed.payload["basis"] == "break-glass" and roles(root, "bob") == {"admin"}
+    line = refused(root, "principals", "revoke", "bob", "--role", "admin")
+    assert "one of the last two admins" in line
+
+
+def test_with_two_admin_grants_off_an_admin_grants_approver_alone(tmp_path: Path) -> None:
+    root = make_team(tmp_path / "team", extra="[access]\ntwo_admin_grants = false\n")
+    with as_server(root):
+        event = access_api.grant("dora", "approver", start=root, actor=ALICE)
+    assert event.type == "access.granted" and event.payload["basis"] == "direct"
+    (root / "govern.toml").write_text((root / "govern.toml").read_text() + "two_admins = true\n")
+    with pytest.raises(ConfigError, match="unknown key.* two_admins .did you mean two_admin_grants"):
+        config.load(root)
+
+
+# ---------------------------------------------------------------- the conflict table
+
+
+def test_the_conflict_table_refuses_whichever_role_comes_second(team: Path) -> None:
+    assert access.CONFLICTS[frozenset({"admin", "approver"})]
+    before = head(team)
+    with as_server(team), pytest.raises(PolicyViolation, match="pat holds the role approver and cannot hold admin"):
+        access_api.grant("pat", "admin", start=team, actor=ALICE)
+    assert head(team) == before
+    with as_server(team):  # both pending: the second confirmation is refused
+        as_admin = access_api.grant("dora", "admin", start=team, actor=ALICE)
+        as_approver = access_api.grant("dora", "approver", start=team, actor=ALICE)
+        access_api.confirm_grant(as_approver.seq, start=team, actor=BOB)
+        with pytest.raises(PolicyViolation, match="dora holds the role approver and cannot hold admin too"):
+            access_api.confirm_grant(as_admin.seq, start=team, actor=BOB)
+    assert roles(team, "dora") == {"approver"}
+
+
+# ---------------------------------------------------------------- enrollment codes
+
+
+def test_a_token_for_someone_else_is_an_enrollment_code_single_use_on_both_ledgers(any_team: Path) -> None:
+    created = run_cli("tokens", "create", "sci", "--json", cwd=any_team)
+    issued = json.loads(created.stdout)
+    assert issued["kind"] == "enrollment code" and "token" not in issued
+    code = issued["code"]
+    assert code.startswith("gvc_") and access.parse_bearer(code) is None
+    with pytest.raises(access_api.Unauthenticated):
+        access_api.authenticate(open_store(config_ledger(any_team)), code.replace("gvc_", "gvn_"))
+    secret = access.parse_code(code)[1]
+    events = open_store(config_ledger(any_team)).read(types=["token.code_issued"])
+    assert secret not in json.dumps([e.payload for e in events])
+    assert events[-1].payload["secret_sha256"] == access.secret_digest(secret)
+
+    out = run_cli("tokens", "redeem", code, cwd=any_team)
+    assert out.exit_code == 0 and out.stdout.startswith("gvn_")
+    principal = access_api.authenticate(open_store(config_ledger(any_team)), out.stdout.strip())
+    assert principal.name == "sci" and principal.roles == {"scientist": ()}
+    [row] = [t for t in access_api.tokens(open_store(config_ledger(any_team))) if t["token_id"] == principal.token_id]
+    assert row["code_id"] == issued["code_id"] and row["issuer"] == "Ada Auditor <ada@example.com>"
+    line = refused(any_team, "tokens", "redeem", code)
+    assert f"The enrollment code {issued['code_id']} was used already" in line and "a code is exchanged once" in line
+    states = {t["token_id"]: t["state"] for t in access_api.tokens(open_store(config_ledger(any_team)))}
+    assert states[issued["code_id"]] == "redeemed"
+
+
+def test_an_expired_revoked_or_mistyped_code_is_refused_in_one_line_and_writes_nothing(team: Path) -> None:
+    stale = access.new_code("sci", utc_now() - timedelta(hours=25), None)
+    fact = EnrollmentCodeIssued("sci", stale.code_id, access.secret_digest(stale.secret),
+                                format_timestamp(stale.expires_at), None)  # fmt: skip
+    open_store(config_ledger(team)).append([PendingEvent(fact, "Ada Auditor <ada@example.com>", utc_now())])
+    line = refused(team, "tokens", "redeem", stale.code)
+    assert f"The enrollment code {stale.code_id} expired at" in line and "a code lives 24 hours" in line
+
+    revoked = json.loads(ok(team, "tokens", "create", "sci", "--json"))
+    ok(team, "tokens", "revoke", revoked["code"], "--reason", "sent to the wrong person")
+    assert f"The enrollment code {revoked['code_id']} was revoked at" in refused(
+        team, "tokens", "redeem", revoked["code"]
+    )
+
+    fresh = json.loads(ok(team, "tokens", "create", "sci", "--json"))["code"]
+    wrong = fresh[:-1] + ("A" if fresh[-1] != "A" else "B")
+    unknown = f"gvc_{'0' * 12}_{access.parse_code(fresh)[1]}"
+    for bad in (wrong, unknown, "gvc_nonsense"):
+        assert "That is not a valid enrollment code" in refused(team, "tokens", "redeem", bad)
+    assert "That is a token, not an enrollment code" in refused(team, "tokens", "redeem", f"gvn_{'0' * 12}_{'A' * 43}")
+
+
+def test_a_code_never_outlives_the_token_it_gives_and_the_token_keeps_the_lifetime_asked(team: Path) -> None:
+    short = json.loads(ok(team, "tokens", "create", "sci", "--expires", "12h", "--json"))
+    assert short["expires_at"] == short["token_expires_at"], "a 12 h token: its code ends with it"
+    never = json.loads(ok(team, "tokens", "create", "sci", "--expires", "never", "--json"))
+    assert never["token_expires_at"] is None
+    token = json.loads(ok(team, "tokens", "redeem", never["code"], "--json"))
+    assert token["kind"] == "token" and token["expires_at"] is None
+
+
+def test_tokens_create_says_a_code_is_printed_to_hand_over_not_a_token(team: Path) -> None:
+    result = run_cli("tokens", "create", "sci", cwd=team)
+    assert result.exit_code == 0 and result.stdout.startswith("gvc_")
+    assert "enrollment code" in result.stderr and "It is not a token: hand it to sci" in result.stderr
+    assert "govern tokens redeem CODE" in result.stderr
+
+
+def test_in_a_solo_project_a_token_is_a_token(tmp_path: Path) -> None:
+    root = tmp_path / "solo"
+    root.mkdir()
+    git(root, "init", "-q", "-b", "main")
+    (root / "README").write_text("one person's project\n")
+    commit_all(root, "start")
+    ok(root, "principals", "add", "ci", "--role", "deployer")
+    issued = json.loads(ok(root, "tokens", "create", "ci", "--json"))
+    assert issued["kind"] == "token" and issued["token"].startswith("gvn_")
+    assert ok(root, "principals", "add", "pat", "--role", "approver"), "no two-admin rule for one person"
+
+
+# ---------------------------------------------------------------- reports
+
+
+def test_the_lineage_report_lists_the_grant_each_approver_acted_in_with_who_proposed_and_confirmed_it(
+    team: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """pat was granted approver at bootstrap by the operator; dora by two admins (alice proposed, bob confirmed),
+    acting with a token from bob's code. Each approval's grant is in the report, with the strength of each name."""
+    from govern import report as report_module
+    from govern.api.report import gather
+
+    monkeypatch.setenv("GOVERN_REGISTRY_MIRROR", "background")  # MLflow is unreachable: mirrored later
+    with as_server(team):
+        trained_version(team / "audit" / "ledger.duckdb", M, "1", via_server("tess"), commit="a" * 40)
+        proposal = access_api.grant("dora", "approver", reason="release manager", start=team, actor=ALICE)
+        access_api.confirm_grant(proposal.seq, "agreed at the board", team, BOB)
+    dora = redeemed(team, code_for(team, "dora", by=BOB))
+    with as_server(team):
+        for stage, approver in (("staging", via_server("pat")), ("production", via_server("dora", dora.token_id))):
+            number = approvals.request_promotion(M, "1", stage, "ready", team, via_server("sci")).request_id
+            approvals.approve(number, "evidence reviewed", team, approver)
+
+    found = gather(M, "1", team)["approvals"]
+    by = {g["principal"]: g for g in found["grants"]}
+    assert set(by) == {"pat", "dora"} and found["missing"] == []
+    assert by["pat"]["grant"]["basis"] == "bootstrap" and by["pat"]["grant"]["proposed_by"] is None
+    assert by["pat"]["grant"]["confirmed_by"] == "Ada Auditor <ada@example.com> (self-asserted, git config)"
+    grant = by["dora"]["grant"]
+    assert grant["basis"] == "two admins" and grant["proposal_seq"] == proposal.seq
+    assert grant["proposed_by"] == "alice (authenticated, token a11ce0000001)"
+    assert grant["confirmed_by"] == "bob (authenticated, token b0b000000001)"
+    assert (
+        by["dora"]["token"] == dora.token_id and by["dora"]["token_issuer"] == "bob (authenticated, token b0b000000001)"
+    )
+    assert by["dora"]["shown"] == f"dora (authenticated, token {dora.token_id})"
+
+    report = gather(M, "1", team)
+    markdown = report_module.render(report, "md")
+    assert "| alice (authenticated, token a11ce0000001) (seq " in markdown and "| two admins |" in markdown
+    assert "The roles they acted in" in markdown and "| bootstrap |" in markdown
+    page = report_module.render(report, "html")
+    assert "bob (authenticated, token b0b000000001)" in page and "<h3>The roles they acted in</h3>" in page
+    tree = report_module.render_tree(report)
+    assert (
+        "approver grant of dora:" in tree
+        and "proposed by alice (authenticated, token a11ce0000001) [two admins]" in tree
+    )
