@@ -171,7 +171,8 @@ def render_tree(report: dict[str, Any]) -> str:
         if d["role"] == "source":
             line += f", source: {_value(d.get('source'))}, extracted {_value(d.get('extracted_at'))}"
         datasets.append((line, []))
-    grants = {g["who"]: g for g in r["approvals"].get("grants", [])}
+    # by the actor as recorded and as the report shows it (with the strength of its identity)
+    grants = {key: g for g in r["approvals"].get("grants", []) for key in (g["who"], g.get("shown"))}
     promotions = [
         (
             f"{p['promoted_at']}  {p['from_stage'] or 'no stage'} -> {p['to_stage']}  "
