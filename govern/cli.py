@@ -464,8 +464,9 @@ def promote(
 @click.argument("version")
 @click.option("--to", "to_stage", required=True, help="The stage asked for, e.g. production.")
 @click.option("--reason", required=True, help="Why, for the approver and the record.")
+@click.option("--force", is_flag=True, help="Ask for a promotion out of the stages' order (team mode: an admin's).")
 @click.option("--json", "as_json", is_flag=True, help="Print the request as JSON on stdout.")
-def request_promotion(model: str, version: str, to_stage: str, reason: str, as_json: bool) -> None:
+def request_promotion(model: str, version: str, to_stage: str, reason: str, force: bool, as_json: bool) -> None:
     """Ask for MODEL VERSION to enter a stage; an approver who neither asked nor trained it decides.
 
     The same checks as `govern promote` run now and again at approval; the
@@ -473,7 +474,7 @@ def request_promotion(model: str, version: str, to_stage: str, reason: str, as_j
     """
     run = _use("approvals", "request_promotion")
 
-    requested = run(model, version, to_stage, reason)
+    requested = run(model, version, to_stage, reason, force=force)
     if as_json:
         _print_json(requested.to_dict())
         return

@@ -58,10 +58,10 @@ def retire(*, app: str, env: str = "production", at: datetime | None = None) -> 
     return _outcome(_server().call("POST", "/retirements", {"app": app, "env": env, "at": _when(at)}))
 
 
-def request_promotion(model: str, version: str, to_stage: str, reason: str) -> Any:
+def request_promotion(model: str, version: str, to_stage: str, reason: str, force: bool = False) -> Any:
     from govern.api.approvals import Requested
 
-    body = {"model": model, "version": version, "to_stage": to_stage, "reason": reason}
+    body = {"model": model, "version": version, "to_stage": to_stage, "reason": reason, "force": force}
     return Requested(RecordedEvent.from_dict(_server().call("POST", "/promotion-requests", body)["event"]))
 
 

@@ -399,7 +399,7 @@ def create_app(root: Path, session_secret: str | None = None) -> Any:
         body: PromotionRequest, principal: Annotated[access.Principal, authorised("request_promotion", hold="write")]
     ) -> Any:
         requested = approvals.request_promotion(
-            body.model, body.version, body.to_stage, body.reason, root, principal.actor
+            body.model, body.version, body.to_stage, body.reason, root, principal.actor, force=body.force
         )
         return jsonable(requested.to_dict())
 

@@ -24,10 +24,11 @@ class PromotionRequest(Strict):
     version: str = Field(min_length=1, max_length=50)
     to_stage: str = Field(min_length=1, max_length=200)
     reason: str = Field(min_length=1, max_length=2000)
+    force: bool = Field(default=False, description="Out of the stages' order: in team mode an admin's request")
 
 
 class DirectPromotion(PromotionRequest):
-    force: bool = False
+    pass
 
 
 class Decision(Strict):
