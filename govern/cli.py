@@ -150,10 +150,17 @@ _WARNED_TOKEN_ALONE = False
 
 
 def _remote() -> bool:
-    """GOVERN_URL names a `govern serve`: commands that work on the ledger ask it instead (govern.client). A token
-    without a URL is said once: the command works on the local ledger, under the git identity, not the token's."""
+    """GOVERN_URL names a `govern serve`: commands that work on the ledger ask it instead (govern.client). So does a
+    token in a project whose configuration declares its server (`[tool.govern.server] url`): a team's people hold
+    tokens, not the ledger's credentials. A token with no server to send it to is said once: the command works on
+    the local ledger, under the git identity, not the token's."""
     global _WARNED_TOKEN_ALONE
     remote = bool(os.environ.get("GOVERN_URL"))
+    if not remote and os.environ.get("GOVERN_TOKEN"):
+        declared = _declared_server()
+        if declared:
+            os.environ["GOVERN_URL"] = declared
+            return True
     if not remote and os.environ.get("GOVERN_TOKEN") and not _WARNED_TOKEN_ALONE:
         _WARNED_TOKEN_ALONE = True
         click.echo(
@@ -162,6 +169,18 @@ def _remote() -> bool:
             err=True,
         )
     return remote
+
+
+def _declared_server() -> str | None:
+    """The server the project around the current directory declares, if any (a broken configuration: none here;
+    the command itself will say what is wrong with it)."""
+    from govern import config
+    from govern.errors import GovernError
+
+    try:
+        return config.load(config.find_root()).server_url
+    except GovernError:
+        return None
 
 
 def _use(module: str, name: str) -> Any:
