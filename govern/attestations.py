@@ -154,6 +154,8 @@ def check_rows(
     verdicts: dict[int, str | None] = {}
     keys: dict[str, Key] = {}
     verifiers: dict[str, Any] = {}
+    parsed: dict[str, Authn | None] = {}  # the same authn text recurs for every event of one token: parse it once
+    consistent: dict[tuple[str, str], bool] = {}
 
     def problem(seq: int, text: str) -> None:
         verdicts[seq] = text
@@ -175,7 +177,9 @@ def check_rows(
             else:
                 report.legacy_server_form += 1
             continue
-        authn = _parse(authn_text)
+        if authn_text not in parsed:
+            parsed[authn_text] = _parse(authn_text)
+        authn = parsed[authn_text]
         if authn is None:
             problem(seq, "its authn member is not in govern's canonical form (written behind govern's back)")
             continue
@@ -188,7 +192,9 @@ def check_rows(
         if authn.by != attribution.SERVER:
             problem(seq, f"unknown authentication {authn.by!r}")
             continue
-        if not _consistent(actor, authn):
+        if (actor, authn_text) not in consistent:
+            consistent[(actor, authn_text)] = _consistent(actor, authn)
+        if not consistent[(actor, authn_text)]:
             problem(seq, f"the actor {actor!r} is not the authenticated principal {authn.principal!r}")
             continue
         key = keys.get(authn.key or "")
