@@ -20,13 +20,14 @@ import os
 import random
 import threading
 import time
+from collections import deque
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from contextvars import ContextVar
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
-from typing import Any, Protocol, TypeVar
+from typing import TYPE_CHECKING, Any, Protocol, TypeVar
 
 import duckdb
 
@@ -48,7 +49,11 @@ from govern.errors import (
     LedgerMissing,
     LedgerSchemaTooNew,
     QueryError,
+    QueryLimitExceeded,
 )
+
+if TYPE_CHECKING:
+    from govern.config import AuditLimits
 
 COLUMNS = (
     "seq",
@@ -786,6 +791,47 @@ SANDBOX_CONFIG = {
     "allow_unsigned_extensions": False,
 }
 CHECKPOINT_WAL_BYTES = 16 * 1024
+FETCH_ROWS = 2_048  # rows of an auditor's result fetched at a time, each batch counted against the limits
+
+
+def _sandbox_config(limits: AuditLimits | None) -> dict[str, Any]:
+    """SANDBOX_CONFIG with an auditor statement's threads and memory (and no spilling to disk beside the ledger:
+    a statement that does not fit in memory_limit fails, it does not fill the ledger's disk)."""
+    from govern.config import AuditLimits
+
+    limits = limits or AuditLimits()
+    return {**SANDBOX_CONFIG, "threads": limits.threads, "memory_limit": limits.memory_limit, "temp_directory": ""}
+
+
+def _fetch_within(cursor: duckdb.DuckDBPyConnection, limits: AuditLimits) -> list[tuple]:
+    """The rows of a streaming result, refused as soon as they pass `limits.max_rows` or `limits.max_bytes` (the
+    size of each batch's text, which is about what its JSON takes, counted at C speed)."""
+    rows: list[tuple] = []
+    size = 0
+    while True:
+        batch = cursor.fetchmany(FETCH_ROWS)
+        if not batch:
+            return rows
+        rows.extend(batch)
+        size += len(repr(batch))
+        if len(rows) > limits.max_rows:
+            raise QueryLimitExceeded(
+                f"The result has more than {limits.max_rows} rows: add LIMIT or aggregate (the limit is "
+                "`audit.max_rows`; locally, --max-rows raises it)"
+            )
+        if size > limits.max_bytes:
+            raise QueryLimitExceeded(
+                f"The result is larger than {_size(limits.max_bytes)}: select fewer columns or rows, or aggregate "
+                "(the limit is `audit.max_bytes`; locally, --max-bytes raises it)"
+            )
+
+
+def _size(count: int) -> str:
+    for unit, scale in (("GiB", 1 << 30), ("MiB", 1 << 20), ("KiB", 1 << 10)):
+        if count >= scale:
+            return f"{count / scale:g} {unit}"
+    return f"{count} bytes"
+
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -836,7 +882,9 @@ class Ledger:
     # -- connections
 
     @contextmanager
-    def _connect(self, *, write: bool, sandbox: bool = False) -> Iterator[duckdb.DuckDBPyConnection]:
+    def _connect(
+        self, *, write: bool, sandbox: bool = False, limits: AuditLimits | None = None
+    ) -> Iterator[duckdb.DuckDBPyConnection]:
         if not write and not self.path.exists():
             raise LedgerMissing(
                 f"No ledger at {self.path}: run `govern repro` to record the first event, "
@@ -856,7 +904,7 @@ class Ledger:
                 yield con
             return
         with self._turn():
-            con = self._open_with_retry(read_only=not write, config=SANDBOX_CONFIG if sandbox else CONNECT_CONFIG)
+            con = self._open_with_retry(read_only=not write, sandbox=_sandbox_config(limits) if sandbox else None)
             try:
                 self._prepare(con, write=write, sandbox=sandbox)
                 yield con
@@ -878,11 +926,9 @@ class Ledger:
             write = write or current.write
             found = _Held(self.path, write=write, lock=_writer_lock(self.path))
             if not found.lock.acquire(timeout=self.lock_timeout):
-                raise LedgerLocked(
-                    f"The ledger {self.path} is busy in this process; gave up after {self.lock_timeout:g} s. Retry"
-                )
+                raise self._busy_here()
             try:
-                found.con = self._open_with_retry(read_only=not write, config=CONNECT_CONFIG)
+                found.con = self._open_with_retry(read_only=not write)
                 self._prepare(found.con, write=write, sandbox=False)
             except BaseException:
                 found.release()
@@ -903,13 +949,15 @@ class Ledger:
         another configuration (read-only, sandboxed) while one is open, and a server answers in threads."""
         lock = _writer_lock(self.path)
         if not lock.acquire(timeout=self.lock_timeout):
-            raise LedgerLocked(
-                f"The ledger {self.path} is busy in this process; gave up after {self.lock_timeout:g} s. Retry"
-            )
+            raise self._busy_here()
         try:
             yield
         finally:
             lock.release()
+
+    def _busy_here(self) -> LedgerLocked:
+        waited = bounded_wait(self.lock_timeout) or 0.0
+        return LedgerLocked(f"The ledger {self.path} is busy in this process; gave up after {waited:g} s. Retry")
 
     def _prepare(self, con: duckdb.DuckDBPyConnection, *, write: bool, sandbox: bool) -> None:
         # TIMESTAMP columns hold UTC, casts from TIMESTAMPTZ must agree; no progress bars on our stderr
@@ -925,14 +973,15 @@ class Ledger:
         if (found[0] if found else (0, GENESIS_HASH)) != self._expected_head:
             raise StaleReadModel
 
-    def _open_with_retry(self, *, read_only: bool, config: dict[str, Any]) -> duckdb.DuckDBPyConnection:
-        if config is SANDBOX_CONFIG:  # an instance of its own, locked down; the host's settings are not its own
-            return self._retrying(lambda: duckdb.connect(str(self.path), read_only=read_only, config=config))
+    def _open_with_retry(self, *, read_only: bool, sandbox: dict[str, Any] | None = None) -> duckdb.DuckDBPyConnection:
+        if sandbox is not None:  # an instance of its own, locked down; the host's settings are not its own
+            return self._retrying(lambda: duckdb.connect(str(self.path), read_only=read_only, config=sandbox))
         return self._retrying(lambda: _attached(self.path, read_only=read_only))
 
     def _retrying(self, open_file: Callable[[], T]) -> T:
         """DuckDB allows one writing process per file: wait for it, with backoff and jitter."""
-        deadline = time.monotonic() + self.lock_timeout
+        waiting = bounded_wait(self.lock_timeout) or 0.0
+        deadline = time.monotonic() + waiting
         creation_deadline = time.monotonic() + CREATION_WAIT
         delay = 0.01
         while True:
@@ -969,7 +1018,7 @@ class Ledger:
                 if time.monotonic() >= deadline:
                     raise LedgerLocked(
                         f"The ledger {self.path} is locked by another govern process; "
-                        f"gave up after {self.lock_timeout:g} s. Retry when it has finished"
+                        f"gave up after {waiting:g} s. Retry when it has finished"
                     ) from None
                 time.sleep(delay * (0.5 + random.random()))
                 delay = min(delay * 2, 0.5)
@@ -1056,8 +1105,9 @@ class Ledger:
 
     def _transact_once(self, decide: Callable[[Reader], Sequence[PendingEvent]]) -> list[RecordedEvent]:
         # DuckDB's file lock keeps other processes out; threads of this process share one database instance
-        # and would race on the head, so they take turns here (a server answering requests in threads).
-        with _writer_lock(self.path), contextlib.ExitStack() as own, self._connect(write=True) as con:
+        # and would race on the head, so they take turns here (a server answering requests in threads), each wait
+        # bounded (`_turn`: the ledger's lock_timeout, and a server request's budget).
+        with self._turn(), contextlib.ExitStack() as own, self._connect(write=True) as con:
             after_close = _after_close(self.path, own)
             con.execute("BEGIN TRANSACTION")
             try:
@@ -1150,7 +1200,7 @@ class Ledger:
         They must continue this ledger's chain: the first links to the current head, each hash is recomputed in
         SQL before the transaction commits, and a single bad row rolls the whole batch back. Returns the new count.
         """
-        with _writer_lock(self.path), contextlib.ExitStack() as own, self._connect(write=True) as con:
+        with self._turn(), contextlib.ExitStack() as own, self._connect(write=True) as con:
             after_close = _after_close(self.path, own)
             con.execute("BEGIN TRANSACTION")
             try:
@@ -1236,30 +1286,55 @@ class Ledger:
             names = [d[0] for d in cursor.description] if cursor.description else []
             return names, cursor.fetchall()
 
-    def audit_query(self, sql: str, params: Sequence[Any] | dict[str, Any] = ()) -> tuple[list[str], list[tuple]]:
-        """An auditor's statement (`audit sql`, `audit run`): one SELECT, in DuckDB's sandbox.
+    def audit_query(
+        self, sql: str, params: Sequence[Any] | dict[str, Any] = (), limits: AuditLimits | None = None
+    ) -> tuple[list[str], list[tuple]]:
+        """An auditor's statement (`audit sql`, `audit run`): one SELECT, in DuckDB's sandbox, within `limits`.
 
         The connection is read-only, cannot reach files or extensions and cannot change its configuration
         (SANDBOX_CONFIG); DuckDB's own parser refuses every statement that is not a SELECT (WITH, VALUES,
         DESCRIBE, SHOW and SUMMARIZE are SELECTs), so temporary tables, macros, PRAGMA and SET are out too.
+        What it may cost is bounded too (`config.AuditLimits`): its threads and memory are set when the sandbox
+        opens (and locked with the rest), a timer interrupts it at its timeout (DuckDB's `interrupt`, while it
+        runs or while its result is fetched), and its result is fetched in batches and refused as soon as it passes
+        the row or byte limit, before the whole of it is ever held.
         """
-        with self._connect(write=False, sandbox=True) as con:
+        from govern.config import AuditLimits
+
+        limits = limits or AuditLimits()
+        with self._connect(write=False, sandbox=True, limits=limits) as con:
             kind = _one_statement(con, sql).type
             if kind != duckdb.StatementType.SELECT:
                 raise QueryError(
                     f"Refused: audit SQL runs one SELECT (or WITH/VALUES/DESCRIBE/SHOW) over the ledger, "
                     f"not {kind.name}; COPY, ATTACH, PRAGMA, SET, CREATE and the like are not allowed"
                 )
+            timer = threading.Timer(limits.timeout, con.interrupt)
+            timer.daemon = True
+            timer.start()
             try:
                 cursor = con.execute(sql, params)
+                names = [d[0] for d in cursor.description]
+                return names, _fetch_within(cursor, limits)
+            except duckdb.InterruptException:
+                raise QueryLimitExceeded(
+                    f"The query ran longer than {limits.timeout:g} s and was stopped: narrow it (a WHERE on seq or "
+                    "occurred_at, fewer joins) or aggregate; the limit is `audit.timeout` (locally, --timeout)"
+                ) from None
             except duckdb.PermissionException as error:
                 raise QueryError(
                     "Refused: audit SQL reads the ledger's tables and views only; files and extensions are out of "
                     f"its reach ({_first_line(str(error))})"
                 ) from None
+            except duckdb.OutOfMemoryException:
+                raise QueryLimitExceeded(
+                    f"The query needs more than the {limits.memory_limit} of memory audit SQL may use: narrow it or "
+                    "aggregate; the limit is `audit.memory_limit`"
+                ) from None
             except duckdb.Error as error:
                 raise QueryError(f"The query failed: {_first_line(str(error))}") from None
-            return [d[0] for d in cursor.description], cursor.fetchall()
+            finally:
+                timer.cancel()
 
     def backup(self, target: Path) -> Verification:
         """A consistent, self-contained copy of the ledger in one new file (no write-ahead log beside it).
@@ -1331,41 +1406,97 @@ _WRITER_LOCKS_GUARD = threading.Lock()
 
 
 class _Turn:
-    """A re-entrant lock per file whose owner is the current session, or else the thread.
+    """A re-entrant lock per file whose owner is the current session, or else the thread; first come, first served.
 
     A server request's session may authenticate in one worker thread and run its handler in another (FastAPI
     runs a dependency and an endpoint as separate thread-pool calls); both are the same owner, one after the
-    other, so the session keeps the file across them, and other threads and requests wait their turn."""
+    other, so the session keeps the file across them, and other threads and requests wait their turn.
+
+    Waiters are served in the order they came (the turn is handed to the first of them on release, so a newcomer
+    never overtakes): with a bounded wait (`wait_at_most`), a request's wait is then bounded by the work queued
+    before it, not by its luck against every later arrival. Every wait is bounded by the caller's timeout and by
+    the budget of the current context (a server request's `lock_wait`)."""
 
     def __init__(self) -> None:
-        self._free = threading.Condition()
+        self._guard = threading.Lock()
         self._owner: object | None = None
         self._depth = 0
+        self._queue: deque[_Waiter] = deque()
 
     def acquire(self, timeout: float | None = None) -> bool:
         me = _owner()
-        with self._free:
-            if self._owner is me or self._owner == me:
+        timeout = bounded_wait(timeout)
+        with self._guard:
+            if self._owner is not None and (self._owner is me or self._owner == me):
                 self._depth += 1
                 return True
-            if not self._free.wait_for(lambda: self._owner is None, timeout=timeout):
+            if self._owner is None and not self._queue:
+                self._owner, self._depth = me, 1
+                return True
+            if timeout is not None and timeout <= 0:
                 return False
-            self._owner, self._depth = me, 1
-            return True
+            waiter = _Waiter(me)
+            self._queue.append(waiter)
+        waiter.granted.wait(timeout)
+        with self._guard:
+            if waiter.granted.is_set():  # handed over, perhaps just as the wait ran out: it is ours
+                return True
+            self._queue.remove(waiter)
+            return False
 
     def release(self) -> None:
-        with self._free:
+        with self._guard:
             self._depth -= 1
-            if self._depth == 0:
+            if self._depth > 0:
+                return
+            if self._queue:
+                following = self._queue.popleft()
+                self._owner, self._depth = following.owner, 1
+                following.granted.set()
+            else:
                 self._owner = None
-                self._free.notify()
 
-    def __enter__(self) -> _Turn:
-        self.acquire()
-        return self
+    def busy(self) -> bool:
+        """Held by someone, or waited for (a snapshot: for choosing not to queue, never for deciding)."""
+        with self._guard:
+            return self._owner is not None or bool(self._queue)
 
-    def __exit__(self, *_: object) -> None:
-        self.release()
+
+@dataclass
+class _Waiter:
+    owner: object
+    granted: threading.Event = field(default_factory=threading.Event)
+
+
+# How long the work of the current context may wait for a lock on the ledger (this process's turn on a file,
+# DuckDB's file lock, PostgreSQL's chain lock), on top of each ledger's own `lock_timeout`: a server sets it per
+# request (`[tool.govern.server] lock_wait`), so that no request holds a worker thread for longer, and answers
+# 503 with Retry-After instead. None (command lines, background jobs): the ledger's lock_timeout alone.
+_WAIT_BUDGET: ContextVar[float | None] = ContextVar("govern_ledger_wait_budget", default=None)
+
+
+@contextmanager
+def wait_at_most(seconds: float | None) -> Iterator[None]:
+    """Bound every wait for a ledger lock in this context (and the thread-pool calls made from it) to `seconds`;
+    0 means do not wait at all."""
+    token = _WAIT_BUDGET.set(seconds)
+    try:
+        yield
+    finally:
+        _WAIT_BUDGET.reset(token)
+
+
+def wait_budget() -> float | None:
+    """The current context's bound on waiting for a ledger lock, if any (see `wait_at_most`)."""
+    return _WAIT_BUDGET.get()
+
+
+def bounded_wait(timeout: float | None) -> float | None:
+    """`timeout` (None: unbounded) cut to the current context's budget."""
+    budget = _WAIT_BUDGET.get()
+    if budget is None:
+        return timeout
+    return budget if timeout is None else min(timeout, budget)
 
 
 @dataclass
