@@ -1406,22 +1406,24 @@ _WRITER_LOCKS_GUARD = threading.Lock()
 
 
 class _Turn:
-    """A re-entrant lock per file whose owner is the current session, or else the thread; first come, first served.
+    """A re-entrant lock per file whose owner is the current session, or else the thread; fair between callers.
 
     A server request's session may authenticate in one worker thread and run its handler in another (FastAPI
     runs a dependency and an endpoint as separate thread-pool calls); both are the same owner, one after the
     other, so the session keeps the file across them, and other threads and requests wait their turn.
 
-    Waiters are served in the order they came (the turn is handed to the first of them on release, so a newcomer
-    never overtakes): with a bounded wait (`wait_at_most`), a request's wait is then bounded by the work queued
-    before it, not by its luck against every later arrival. Every wait is bounded by the caller's timeout and by
-    the budget of the current context (a server request's `lock_wait`)."""
+    Waiters are served one caller after the other (`waiting_as`: a server names the principal, or the address of
+    an unauthenticated client), and each caller's waiters in the order they came; the turn is handed to the next
+    one on release, so a newcomer never overtakes. A principal with many requests queued delays another principal
+    by one turn, not by all of them; with a bounded wait (`wait_at_most`), a request's wait is bounded by one turn
+    of each caller waiting, not by its luck. Every wait is bounded by the caller's timeout and by the budget of the
+    current context (a server request's `lock_wait`)."""
 
     def __init__(self) -> None:
         self._guard = threading.Lock()
         self._owner: object | None = None
         self._depth = 0
-        self._queue: deque[_Waiter] = deque()
+        self._queues: dict[str, deque[_Waiter]] = {}  # per caller, the callers in line in order
 
     def acquire(self, timeout: float | None = None) -> bool:
         me = _owner()
@@ -1430,18 +1432,21 @@ class _Turn:
             if self._owner is not None and (self._owner is me or self._owner == me):
                 self._depth += 1
                 return True
-            if self._owner is None and not self._queue:
+            if self._owner is None and not self._queues:
                 self._owner, self._depth = me, 1
                 return True
             if timeout is not None and timeout <= 0:
                 return False
-            waiter = _Waiter(me)
-            self._queue.append(waiter)
+            waiter = _Waiter(me, _CALLER.get())
+            self._queues.setdefault(waiter.caller, deque()).append(waiter)
         waiter.granted.wait(timeout)
         with self._guard:
             if waiter.granted.is_set():  # handed over, perhaps just as the wait ran out: it is ours
                 return True
-            self._queue.remove(waiter)
+            queue = self._queues[waiter.caller]
+            queue.remove(waiter)
+            if not queue:
+                del self._queues[waiter.caller]
             return False
 
     def release(self) -> None:
@@ -1449,23 +1454,50 @@ class _Turn:
             self._depth -= 1
             if self._depth > 0:
                 return
-            if self._queue:
-                following = self._queue.popleft()
-                self._owner, self._depth = following.owner, 1
-                following.granted.set()
-            else:
+            following = self._next()
+            if following is None:
                 self._owner = None
+                return
+            self._owner, self._depth = following.owner, 1
+            following.granted.set()
+
+    def _next(self) -> _Waiter | None:
+        """The first waiter of the first caller in line; that caller, if it has more, goes to the end of the line."""
+        if not self._queues:
+            return None
+        caller = next(iter(self._queues))
+        queue = self._queues.pop(caller)
+        following = queue.popleft()
+        if queue:
+            self._queues[caller] = queue
+        return following
 
     def busy(self) -> bool:
         """Held by someone, or waited for (a snapshot: for choosing not to queue, never for deciding)."""
         with self._guard:
-            return self._owner is not None or bool(self._queue)
+            return self._owner is not None or bool(self._queues)
 
 
 @dataclass
 class _Waiter:
     owner: object
+    caller: str
     granted: threading.Event = field(default_factory=threading.Event)
+
+
+# Who the work of the current context is done for, so that the per-file turn is shared fairly between callers: a
+# server sets it per request (the principal, or the client's address); "" for everything else (one caller).
+_CALLER: ContextVar[str] = ContextVar("govern_ledger_caller", default="")
+
+
+@contextmanager
+def waiting_as(caller: str) -> Iterator[None]:
+    """Wait for the ledger's turn as `caller` in this context (and the thread-pool calls made from it)."""
+    token = _CALLER.set(caller)
+    try:
+        yield
+    finally:
+        _CALLER.reset(token)
 
 
 # How long the work of the current context may wait for a lock on the ledger (this process's turn on a file,
@@ -1534,6 +1566,10 @@ class Session:
         self.held: dict[str, _Held] = {}
         self.stores: dict[Any, Any] = {}
         self.resources = contextlib.ExitStack()
+
+    def holds_nothing(self) -> bool:
+        """Nothing opened yet (no connection, no pooled store): closing it has nothing to let go of."""
+        return not self.held and not self.stores
 
     def close(self) -> None:
         """Release what the session holds. It stays closed: work after it (a page's error handler, which runs in
