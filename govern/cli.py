@@ -1126,7 +1126,7 @@ def serve(host: str, port: int, workers: int) -> None:
     from govern.config import find_root, load
 
     root = find_root()
-    load(root)  # a broken configuration is refused here, in one line, not by the first request
+    settings = load(root).server  # a broken configuration is refused here, in one line, not by the first request
     _check_port_free(host, port)
     os.environ["GOVERN_PROJECT"] = str(root)
     _session_secret()
@@ -1134,7 +1134,8 @@ def serve(host: str, port: int, workers: int) -> None:
     if host not in ("127.0.0.1", "localhost", "::1"):
         click.echo(
             "govern: warning: plain HTTP on a non-loopback address sends bearer tokens in clear; put a "
-            "TLS-terminating proxy in front, and listen on 127.0.0.1 behind it",
+            "TLS-terminating proxy in front, listen on 127.0.0.1 behind it, and name it in [tool.govern.server] "
+            'trusted_proxies = ["127.0.0.1"]',
             err=True,
         )
     uvicorn.run(
@@ -1144,6 +1145,10 @@ def serve(host: str, port: int, workers: int) -> None:
         port=port,
         workers=workers,
         log_level="info",  # one access line per request (method, path, status), never a header or a body
+        # X-Forwarded-For and -Proto are believed from `server.trusted_proxies` only (uvicorn would otherwise believe
+        # any client on 127.0.0.1, or FORWARDED_ALLOW_IPS): the access log shows the socket's peer
+        proxy_headers=bool(settings.trusted_proxies),
+        forwarded_allow_ips=list(settings.trusted_proxies) or None,
     )
 
 

@@ -103,11 +103,12 @@ class TokenTable:
     such sign here: its snapshot is checked against the ledger at most every `refresh_every` seconds. When the
     snapshot may be out of date, the request that notices reads the ledger again *without waiting* for it (it never
     queues behind a writer; requests that notice meanwhile wait for that one read, milliseconds, and take its
-    result). If the ledger is busy, the request is answered from the snapshot as long as that was confirmed less
-    than `stale_after` seconds ago, while a background thread waits its turn to read the ledger, and with
-    `LedgerLocked` (503) after that. So a revocation or a new token made elsewhere takes effect at the next request
-    when the ledger is free, and within `stale_after` when it is not. Nothing here depends on the token asked about:
-    a known and an unknown id cost the same, and an unknown id is refused from the snapshot."""
+    result). If the ledger is busy, the request is answered from the snapshot as long as that was known to hold
+    (read, or the file seen unchanged) less than `stale_after` seconds ago, while a background thread waits its turn
+    to read the ledger, and with `LedgerLocked` (503) after that. So a revocation or a new token made elsewhere takes
+    effect at the next request when the ledger is free, and within `stale_after` when it is not. Nothing here
+    depends on the token asked about: a known and an unknown id cost the same, and an unknown id is refused from the
+    snapshot."""
 
     PEER_WAIT = 1.0  # seconds a request waits for another's read of the ledger (which itself never waits) to end
 
@@ -118,6 +119,7 @@ class TokenTable:
         self.refresh_every = refresh_every
         self._guard = threading.Lock()
         self._snapshots: dict[str, _Snapshot] = {}
+        self._unchanged: dict[str, float] = {}  # when each ledger file was last seen as its snapshot read it
         self._reading: dict[str, threading.Lock] = {}  # one request reading a ledger at a time
         self._behind: set[str] = set()  # ledgers a background thread is reading again
 
@@ -129,8 +131,10 @@ class TokenTable:
         found = self._snapshots.get(ledger.location)
         return found is not None and not self._due(found, _marker(ledger))
 
-    def rows(self, ledger: LedgerStore) -> dict[str, dict[str, Any]]:
-        """The token table of `ledger`, fresh enough to authenticate with, or `LedgerLocked`."""
+    def rows(self, ledger: LedgerStore, *, read: bool = True) -> dict[str, dict[str, Any]]:
+        """The token table of `ledger`, fresh enough to authenticate with, or `LedgerLocked`. With `read` False,
+        the ledger is not read here at all (the server's door reads it once for every request that needs it:
+        `refresh`), only the snapshot answers."""
         import time
 
         from govern.errors import LedgerLocked
@@ -138,22 +142,44 @@ class TokenTable:
 
         location = ledger.location
         found = self._snapshots.get(location)
-        if found is not None and not self._due(found, _marker(ledger)):
+        marker = _marker(ledger)
+        if found is not None and not self._due(found, marker):
+            if marker is not None:
+                self._unchanged[location] = time.monotonic()  # the snapshot held until now, at least
             return found.rows
-        if wait_budget() is None:  # a command line (no request's budget): it waits its turn like any reader
+        if read and (wait_budget() is None or found is None):
+            # a command line (no request's budget) waits its turn like any reader; so does a server's first read,
+            # within the request's budget (there is no snapshot to answer from: 503 if the ledger stays busy)
             return self._read(ledger, wait=True).rows
-        try:
-            return self._read(ledger, wait=False).rows
-        except LedgerLocked:
-            pass
+        if read:
+            try:
+                return self._read(ledger, wait=False).rows
+            except LedgerLocked:
+                pass
         self._read_later(ledger)
         found = self._snapshots.get(location)
-        if found is not None and time.monotonic() - found.confirmed_at <= self.stale_after:
+        if found is not None and time.monotonic() - self._confirmed(location, found) <= self.stale_after:
             return found.rows
         raise LedgerLocked(
             f"The ledger {location} has been too busy for {self.stale_after:g} s to check tokens against it: retry "
             "in a moment"
         )
+
+    def refresh(self, ledger: LedgerStore) -> None:
+        """Read `ledger` again if its snapshot may be out of date, without waiting for it (the first read waits
+        within the request's budget); where it cannot be read now, the background thread will. Never raises: the
+        requests waiting for this read then answer from the snapshot, or 503 (`rows(read=False)`)."""
+        from govern.errors import GovernError
+
+        if self.current(ledger):
+            return
+        try:
+            self._read(ledger, wait=ledger.location not in self._snapshots, forced=True)
+        except GovernError as error:
+            self._read_later(ledger)
+            log.debug("govern serve: the tokens of %s were not read now: %s", ledger.location, error)
+        except Exception:  # the waiting requests answer from the snapshot, or 503; the log keeps the why
+            log.exception("govern serve: reading the tokens of %s failed", ledger.location)
 
     def changed(self, ledger: LedgerStore) -> None:
         """Access changed in this process (a grant, a revocation, a token): read the table again now, so the change
@@ -177,6 +203,13 @@ class TokenTable:
     def read_soon(self, ledger: LedgerStore) -> None:
         """Read `ledger`'s tokens in the background (a server starting: its first request need not wait)."""
         self._read_later(ledger)
+
+    def _confirmed(self, location: str, found: _Snapshot) -> float:
+        """When the snapshot was last known to hold: read then, or the file seen unchanged since (a change came
+        after that, so a revocation is at most this old when the snapshot answers)."""
+        if found.confirmed_at == float("-inf"):
+            return found.confirmed_at
+        return max(found.confirmed_at, self._unchanged.get(location, found.confirmed_at))
 
     def _due(self, found: _Snapshot, marker: Any) -> bool:
         import time
@@ -265,14 +298,20 @@ class TokenTable:
 
 def _marker(ledger: LedgerStore) -> Any:
     """What changes whenever a DuckDB ledger file does (its and its write-ahead log's inode, size and modification
-    time, read with stat and no lock), or None for a ledger with no such sign (PostgreSQL)."""
+    time, read with stat and no lock), or None for a ledger with no such sign (PostgreSQL). Asked at every request:
+    the paths are kept as strings (pathlib's conversions cost more than the stat)."""
     import os
 
-    path = getattr(ledger, "path", None)
-    if ledger.backend != "duckdb" or path is None:
+    if ledger.backend != "duckdb":
         return None
+    names = _MARKED.get(ledger.location)
+    if names is None:
+        path = getattr(ledger, "path", None)
+        if path is None:
+            return None
+        names = _MARKED[ledger.location] = (str(path), f"{path}.wal")
     found = []
-    for name in (path, path.with_name(path.name + ".wal")):
+    for name in names:
         try:
             stat = os.stat(name)
         except OSError:
@@ -280,6 +319,9 @@ def _marker(ledger: LedgerStore) -> Any:
             continue
         found.append((stat.st_ino, stat.st_size, stat.st_mtime_ns))
     return tuple(found)
+
+
+_MARKED: dict[str, tuple[str, str]] = {}
 
 
 _TOKENS = TokenTable()
@@ -475,28 +517,29 @@ def tokens(ledger: LedgerStore, principal: str | None = None) -> list[dict[str, 
     return rows
 
 
-def authenticate(ledger: LedgerStore, bearer: str | None) -> access.Principal:
+def authenticate(ledger: LedgerStore, bearer: str | None, *, read: bool = True) -> access.Principal:
     """The principal a bearer token stands for now, or `Unauthenticated` (one message for every kind of bad
     token, so a caller learns nothing about which ids exist), from this process's `TokenTable`: a known and an
     unknown id take the same steps (an unknown id's secret is compared with a dummy digest), and neither waits
-    for the ledger (`LedgerLocked` where the table is too old to trust and the ledger too busy to read)."""
+    for the ledger (`LedgerLocked` where the table is too old to trust and the ledger too busy to read). With
+    `read` False, only the table answers (`TokenTable.rows`)."""
     refused = InvalidToken("A valid bearer token is required: `govern tokens create NAME` issues one")
     parsed = access.parse_bearer(bearer or "")
     if parsed is None:
         access.secret_matches("", DUMMY_DIGEST)
         raise refused
     token_id, secret = parsed
-    row = _TOKENS.rows(ledger).get(token_id)
+    row = _TOKENS.rows(ledger, read=read).get(token_id)
     matched = access.secret_matches(secret, row["secret_sha256"] if row is not None else DUMMY_DIGEST)
     if row is None or not matched:
         raise refused
     return _principal(row, token_id)  # the secret matched: what is wrong with the token tells its holder only
 
 
-def authenticate_session(ledger: LedgerStore, token_id: str) -> access.Principal:
+def authenticate_session(ledger: LedgerStore, token_id: str, *, read: bool = True) -> access.Principal:
     """The principal of a web session: the token it signed in with (its secret was checked then; the session
     cookie is signed by the server) as it stands now, so a revocation ends the session at the next request."""
-    row = _TOKENS.rows(ledger).get(token_id) if access.TOKEN_ID.match(token_id) else None
+    row = _TOKENS.rows(ledger, read=read).get(token_id) if access.TOKEN_ID.match(token_id) else None
     if row is None:
         raise Unauthenticated("The session's token is not known to this ledger: sign in again")
     return _principal(row, token_id)
