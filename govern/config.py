@@ -59,6 +59,7 @@ class ServerSettings:
     lock_wait: float = 10.0  # seconds a request waits for the ledger (its turn, a file or chain lock): then 503
     token_staleness: float = 5.0  # seconds a token snapshot may be old when the ledger is too busy to read it
     token_refresh: float = 1.0  # PostgreSQL: seconds between checks of the ledger's head for access changes
+    refusal_pause: float = 0.5  # seconds before a 401, 429 or 503 of the door is answered (no thread held)
     trusted_proxies: tuple[str, ...] = ()  # peers whose X-Forwarded-For and X-Forwarded-Proto are believed
 
 
@@ -237,7 +238,7 @@ def load(root: Path, environ: Mapping[str, str] | None = None) -> Config:
 
 SERVER_SETTINGS = {
     "max_requests", "max_requests_per_principal", "max_predictions", "max_predictions_per_principal",
-    "lock_wait", "token_staleness", "token_refresh", "trusted_proxies",
+    "lock_wait", "token_staleness", "token_refresh", "refusal_pause", "trusted_proxies",
 }  # fmt: skip
 AUDIT_SETTINGS = {"timeout", "max_rows", "max_bytes", "threads", "memory_limit"}
 MEMORY = re.compile(r"^\d+(\.\d+)?\s*(B|KB|MB|GB|TB|KiB|MiB|GiB|TiB)$")
@@ -255,13 +256,16 @@ def server_settings(table: Mapping[str, Any], source: str) -> ServerSettings:
         key: _positive_seconds(table, key, getattr(default, key), source, "server")
         for key in ("lock_wait", "token_staleness", "token_refresh")
     }
+    pause = table.get("refusal_pause", default.refusal_pause)
+    if isinstance(pause, bool) or not isinstance(pause, int | float) or not 0 <= pause <= 10:
+        raise ConfigError(f"{source}: `server.refusal_pause` must be a number of seconds from 0 to 10, got {pause!r}")
     proxies = table.get("trusted_proxies", [])
     if not isinstance(proxies, list) or not all(isinstance(p, str) and _is_address(p) for p in proxies):
         raise ConfigError(
             f"{source}: `server.trusted_proxies` must be a list of IP addresses or networks (such as "
             f'["127.0.0.1"] for a proxy on this host), got {proxies!r}'
         )
-    return ServerSettings(**counts, **times, trusted_proxies=tuple(proxies))
+    return ServerSettings(**counts, **times, refusal_pause=float(pause), trusted_proxies=tuple(proxies))
 
 
 def audit_limits(table: Mapping[str, Any], source: str) -> AuditLimits:

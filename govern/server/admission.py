@@ -52,7 +52,6 @@ PRINCIPAL_KEY = "govern.principal"  # where the authenticated principal waits fo
 OPEN_API_PATHS = frozenset({f"{API}/openapi.json"})  # the API's only path that needs no token
 PREDICT_ROUTES = frozenset({("POST", f"{API}/apps/{{app}}/predict"), ("POST", "/apps/{app}/predict")})
 SIGN_IN = "/sign-in"
-REFUSAL_PAUSE = 0.25  # seconds before a 401, 429 or 503 of the door is answered (see Gate._refuse)
 THREAD_SCAN = 64 << 10  # JSON bodies larger than this are measured in a worker thread, not on the event loop
 
 
@@ -288,12 +287,13 @@ class Gate:
     ) -> None:
         """A refusal as the caller understands it: a problem document, or on a page, a page (401: sign in).
 
-        A bad token, or a caller over a limit, is answered after REFUSAL_PAUSE: a client that sends them as fast as
-        it can (a fake token on a hundred connections, a script ignoring Retry-After) then costs the event loop a
-        fraction of what it would, and everyone else's requests keep their place in it. The pause holds no thread
-        and no limit's place, and is the same for every token (a known id is not told apart by its time)."""
-        if status in (401, 429, 503):
-            await asyncio.sleep(REFUSAL_PAUSE)
+        A bad token, or a caller over a limit, is answered after `server.refusal_pause` (0.5 s): a client that
+        sends them as fast as it can (a fake token on a hundred connections, a script ignoring Retry-After) then
+        costs the event loop a fraction of what it would, and everyone else's requests keep their place in it. The
+        pause holds no thread and no limit's place, and is the same for every token (a known id is not told apart
+        by its time)."""
+        if status in (401, 429, 503) and self.settings.refusal_pause:
+            await asyncio.sleep(self.settings.refusal_pause)
         on_page = await self.page(scope, status, detail)
         if on_page is not None:
             if status in (429, 503):
