@@ -639,6 +639,21 @@ class PostgresLedger:
     def query(self, sql: str, params: Sequence[Any] | dict[str, Any] = ()) -> tuple[list[str], list[tuple]]:
         return self._fresh(lambda model: model.query(sql, params))
 
+    def access_changes(self, seen: int, types: Sequence[str]) -> tuple[str | None, int | None, str | None, int]:
+        """(the hash at `seen`, the head's seq and hash, how many events of `types` came after `seen`), asked of
+        PostgreSQL itself: a server's token table checks whether it still holds without this machine's read model,
+        which a job or a command line may hold for seconds (`api.access.TokenTable`)."""
+        with self._errors():
+            con = self._ready_connection(write=False)
+            row = con.execute(
+                "SELECT (SELECT hash FROM govern.events WHERE seq = %(seen)s), "
+                "(SELECT seq FROM govern.events ORDER BY seq DESC LIMIT 1), "
+                "(SELECT hash FROM govern.events ORDER BY seq DESC LIMIT 1), "
+                "(SELECT count(*) FROM govern.events WHERE seq > %(seen)s AND type = ANY(%(types)s))",
+                {"seen": seen, "types": list(types)},
+            ).fetchone()
+        return row[0], row[1], row[2], row[3]
+
     def audit_query(
         self, sql: str, params: Sequence[Any] | dict[str, Any] = (), limits: AuditLimits | None = None
     ) -> tuple[list[str], list[tuple]]:

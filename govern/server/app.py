@@ -640,16 +640,19 @@ def _predict(root: Path, app: str, env: str, kind: str, body: bytes, principal: 
 
 
 def _rows(body: bytes) -> list[dict[str, Any]]:
-    """The rows of a JSON body (its nesting was measured at the door: `admission.Gate`); malformed JSON, or JSON
-    of another shape, is a 422 like every JSON body the API cannot take."""
+    """The rows of a JSON body (its nesting was measured at the door: `admission.Gate`): malformed JSON is a 422,
+    as for every JSON body; JSON of another shape a 400, as before."""
     import json
 
+    shape = 'Send {"rows": [{"column": value, ...}, ...]} (at least one row), or text/csv'
     try:
-        parsed = PredictRows.model_validate(json.loads(body or b"null"))
+        parsed = json.loads(body or b"null")
     except (ValueError, RecursionError):
-        rows = '{"rows": [{"column": value, ...}, ...]}'
-        raise UnprocessableBody(f"Send {rows} (at least one row), or text/csv") from None
-    return parsed.rows
+        raise UnprocessableBody(f"The body is not valid JSON: {shape[0].lower()}{shape[1:]}") from None
+    try:
+        return PredictRows.model_validate(parsed).rows
+    except ValueError:
+        raise InvalidInput(shape) from None
 
 
 def _query_names(dependant: Any) -> set[str]:
