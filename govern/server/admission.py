@@ -24,6 +24,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import re
+import time
 from collections import Counter
 from collections.abc import Awaitable, Callable, Iterator
 from dataclasses import dataclass
@@ -52,6 +53,7 @@ PRINCIPAL_KEY = "govern.principal"  # where the authenticated principal waits fo
 OPEN_API_PATHS = frozenset({f"{API}/openapi.json"})  # the API's only path that needs no token
 PREDICT_ROUTES = frozenset({("POST", f"{API}/apps/{{app}}/predict"), ("POST", "/apps/{app}/predict")})
 SIGN_IN = "/sign-in"
+REFUSALS_PER_SECOND = 10  # a client's refusals answered at once; past them, each waits `server.refusal_pause`
 THREAD_SCAN = 64 << 10  # JSON bodies larger than this are measured in a worker thread, not on the event loop
 
 
@@ -108,6 +110,7 @@ class Gate:
         self._routes: list[tuple[re.Pattern[str], set[str] | None, str]] | None = None
         self._exact: dict[tuple[str, str], str] = {}
         self._reading: dict[str, asyncio.Future[None]] = {}  # the token table being read, per ledger
+        self._refusals: dict[str, tuple[float, float]] = {}  # per client address: refusals allowed now, and when
         self.requests = Slots(settings.max_requests, settings.max_requests_per_principal)
         self.predictions = Slots(settings.max_predictions, settings.max_predictions_per_principal)
 
@@ -287,12 +290,13 @@ class Gate:
     ) -> None:
         """A refusal as the caller understands it: a problem document, or on a page, a page (401: sign in).
 
-        A bad token, or a caller over a limit, is answered after `server.refusal_pause` (0.5 s): a client that
-        sends them as fast as it can (a fake token on a hundred connections, a script ignoring Retry-After) then
-        costs the event loop a fraction of what it would, and everyone else's requests keep their place in it. The
-        pause holds no thread and no limit's place, and is the same for every token (a known id is not told apart
-        by its time)."""
-        if status in (401, 429, 503) and self.settings.refusal_pause:
+        A client refused more than REFUSALS_PER_SECOND times a second (a bad token, a limit) has its refusals answered
+        after `server.refusal_pause` (0.5 s): a client that sends them as fast as it can (a fake token on a hundred
+        connections, a script ignoring Retry-After) then costs the event loop a fraction of what it would, and
+        everyone else's requests keep their place in it; a person who mistyped a token is answered at once. The
+        pause holds no thread and no limit's place, and depends on the client's address, never on the token (a
+        known id is not told apart by its time)."""
+        if status in (401, 429, 503) and self.settings.refusal_pause and self._refused_often(_client(scope)):
             await asyncio.sleep(self.settings.refusal_pause)
         on_page = await self.page(scope, status, detail)
         if on_page is not None:
@@ -300,6 +304,17 @@ class Gate:
                 on_page.headers["Retry-After"] = problem(status, kind, detail, "").headers["Retry-After"]
             return await on_page(scope, receive, send)
         await problem(status, kind, detail, scope.get("path", ""))(scope, receive, send)
+
+    def _refused_often(self, address: str) -> bool:
+        """Count a refusal of `address` (a token bucket: REFUSALS_PER_SECOND, bursts of twice as many): True once
+        it has been refused more often than that."""
+        now = time.monotonic()
+        if len(self._refusals) > 10_000:  # addresses seen long ago: forget them rather than grow
+            self._refusals.clear()
+        allowance, then = self._refusals.get(address, (2.0 * REFUSALS_PER_SECOND, now))
+        allowance = min(2.0 * REFUSALS_PER_SECOND, allowance + (now - then) * REFUSALS_PER_SECOND)
+        self._refusals[address] = (max(0.0, allowance - 1), now)
+        return allowance < 1
 
     def _crowded(self, status: int, key: str) -> str:
         if status == 429:
