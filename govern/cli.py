@@ -939,17 +939,63 @@ def _history_detail(kind: str, payload: dict[str, Any]) -> str:
     return ""
 
 
+SQL_LIMIT_OPTIONS = (
+    click.option(
+        "--timeout",
+        type=click.FloatRange(min=0, min_open=True),
+        help="Stop the query after this many seconds (default: audit.timeout, 30).",
+    ),
+    click.option(
+        "--max-rows", type=click.IntRange(min=1), help="Refuse a result of more rows (default: audit.max_rows, 100000)."
+    ),
+    click.option(
+        "--max-bytes",
+        type=click.IntRange(min=1),
+        help="Refuse a result larger than this many bytes as text (default: audit.max_bytes, 64 MiB).",
+    ),
+)
+
+
+def _sql_limit_options(command: Any) -> Any:
+    """`--timeout`, `--max-rows` and `--max-bytes` of the auditor's SQL commands."""
+    for option in reversed(SQL_LIMIT_OPTIONS):
+        command = option(command)
+    return command
+
+
+def _sql_limits(timeout: float | None, max_rows: int | None, max_bytes: int | None) -> Any:
+    """The limits the options ask for, over the project's; None where none is given. A server applies its own."""
+    if timeout is None and max_rows is None and max_bytes is None:
+        return None
+    if _remote():
+        from govern.errors import InvalidInput
+
+        raise InvalidInput(
+            "--timeout, --max-rows and --max-bytes apply to a local ledger: the server's own limits "
+            "([tool.govern.audit] where it runs) apply to its queries; unset GOVERN_URL to query here"
+        )
+    from govern.api.audit import sql_limits
+
+    return sql_limits(timeout=timeout, max_rows=max_rows, max_bytes=max_bytes)
+
+
 @audit.command("sql")
 @click.argument("statement")
 @click.option("--json", "as_json", is_flag=True, help="Print a JSON array of row objects on stdout.")
-def audit_sql(statement: str, as_json: bool) -> None:
+@_sql_limit_options
+def audit_sql(
+    statement: str, as_json: bool, timeout: float | None, max_rows: int | None, max_bytes: int | None
+) -> None:
     """Run one read-only SQL STATEMENT over the ledger's views.
 
     Views: events, trainings, model_versions, datasets, promotions,
     deprecations, stage_assignments, deployment_events, production_windows,
     inferences, experiments. The connection is read-only: writes are refused.
+    It stops at a timeout and refuses a result past a row or byte limit
+    ([tool.govern.audit]; the options raise them here, not on a server).
     """
-    result = _use("audit", "sql")(statement)
+    limits = _sql_limits(timeout, max_rows, max_bytes)
+    result = _use("audit", "sql")(statement) if limits is None else _use("audit", "sql")(statement, limits=limits)
     _print_json(result.records()) if as_json else _print_table(result.columns, result.rows)
 
 
@@ -957,11 +1003,21 @@ def audit_sql(statement: str, as_json: bool) -> None:
 @click.argument("name", required=False)
 @click.option("--param", "params", multiple=True, help="A bound parameter NAME=VALUE (repeatable).")
 @click.option("--json", "as_json", is_flag=True, help="Print a JSON array of row objects on stdout.")
-def audit_run(name: str | None, params: tuple[str, ...], as_json: bool) -> None:
+@_sql_limit_options
+def audit_run(
+    name: str | None,
+    params: tuple[str, ...],
+    as_json: bool,
+    timeout: float | None,
+    max_rows: int | None,
+    max_bytes: int | None,
+) -> None:
     """Run a reviewed query from audit/queries/NAME.sql; without NAME, list them.
 
-    Parameters are bound ($name in the SQL), never pasted into it.
+    Parameters are bound ($name in the SQL), never pasted into it. The limits
+    of `audit sql` apply.
     """
+    limits = _sql_limits(timeout, max_rows, max_bytes)
     named_queries, run_named = _use("audit", "named_queries"), _use("audit", "run_named")
     from govern.errors import InvalidInput
 
@@ -975,7 +1031,7 @@ def audit_run(name: str | None, params: tuple[str, ...], as_json: bool) -> None:
         if not sep:
             raise InvalidInput(f"--param {item!r} is not NAME=VALUE")
         bound[key] = value
-    result = run_named(name, bound)
+    result = run_named(name, bound) if limits is None else run_named(name, bound, limits=limits)
     _print_json(result.records()) if as_json else _print_table(result.columns, result.rows)
 
 
@@ -1162,7 +1218,7 @@ def serve(host: str, port: int, workers: int, init_key: bool, rotate_from: Path 
     from govern.config import find_root, load
 
     root = find_root()
-    load(root)  # a broken configuration is refused here, in one line, not by the first request
+    settings = load(root).server  # a broken configuration is refused here, in one line, not by the first request
     if init_key:
         signer, created = keys.init_key(root)
         what = "created" if created else "exists already"
@@ -1187,7 +1243,8 @@ def serve(host: str, port: int, workers: int, init_key: bool, rotate_from: Path 
     if host not in ("127.0.0.1", "localhost", "::1"):
         click.echo(
             "govern: warning: plain HTTP on a non-loopback address sends bearer tokens in clear; put a "
-            "TLS-terminating proxy in front, and listen on 127.0.0.1 behind it",
+            "TLS-terminating proxy in front, listen on 127.0.0.1 behind it, and name it in [tool.govern.server] "
+            'trusted_proxies = ["127.0.0.1"]',
             err=True,
         )
     uvicorn.run(
@@ -1197,6 +1254,10 @@ def serve(host: str, port: int, workers: int, init_key: bool, rotate_from: Path 
         port=port,
         workers=workers,
         log_level="info",  # one access line per request (method, path, status), never a header or a body
+        # X-Forwarded-For and -Proto are believed from `server.trusted_proxies` only (uvicorn would otherwise believe
+        # any client on 127.0.0.1, or FORWARDED_ALLOW_IPS): the access log shows the socket's peer
+        proxy_headers=bool(settings.trusted_proxies),
+        forwarded_allow_ips=list(settings.trusted_proxies) or None,
     )
 
 

@@ -35,6 +35,37 @@ DEFAULT_ENVIRONMENTS = ("staging", "production")
 
 
 @dataclass(frozen=True)
+class AuditLimits:
+    """What one auditor's statement may cost (`[tool.govern.audit]`): the same for `govern audit sql`/`run` and
+    for the server's `/sql` and `/queries`, which run the same use case. DuckDB enforces each one in the sandbox:
+    the statement is interrupted at `timeout`, the result refused past `max_rows` rows or `max_bytes` (its size as
+    text, about what its JSON takes), and the sandbox runs with `threads` threads in `memory_limit`."""
+
+    timeout: float = 30.0
+    max_rows: int = 100_000
+    max_bytes: int = 64 << 20
+    threads: int = 1
+    memory_limit: str = "1GB"
+
+
+@dataclass(frozen=True)
+class ServerSettings:
+    """How `govern serve` protects itself (`[tool.govern.server]`); every limit is per server process (per
+    `--workers` worker). Over a limit a request is answered at once, 429 (the principal's) or 503 (the server's),
+    with Retry-After, and writes nothing."""
+
+    max_requests: int = 64  # requests in flight at once (/health excepted): more are answered 503
+    max_requests_per_principal: int = 16  # one principal's (unauthenticated: one address's): more are 429
+    max_predictions: int = 8  # predictions (model processes) running at once: more are 503
+    max_predictions_per_principal: int = 2  # one consumer's: more are 429
+    lock_wait: float = 10.0  # seconds a request waits for the ledger (its turn, a file or chain lock): then 503
+    token_staleness: float = 5.0  # seconds a token snapshot may be old when the ledger is too busy to read it
+    token_refresh: float = 1.0  # PostgreSQL: seconds between checks of the ledger's head for access changes
+    refusal_pause: float = 0.5  # seconds before a 401, 429 or 503 of the door is answered (no thread held)
+    trusted_proxies: tuple[str, ...] = ()  # peers whose X-Forwarded-For and X-Forwarded-Proto are believed
+
+
+@dataclass(frozen=True)
 class Config:
     root: Path
     ledger: Path | str  # a DuckDB file, or a PostgreSQL URL (see govern.storage)
@@ -60,6 +91,8 @@ class Config:
     require_approval: bool | tuple[str, ...] | None = None
     jobs_python: str | None = None  # the interpreter the controller's training jobs run govern with
     jobs_concurrency: int = 1  # training jobs one server process runs at once; the rest wait in the queue
+    server: ServerSettings = field(default_factory=ServerSettings)
+    audit: AuditLimits = field(default_factory=AuditLimits)
     jobs_sandbox: str = "bwrap"  # how the server confines jobs and entry points: "bwrap" or "none" (govern.sandbox)
     jobs_run_as: str | None = None  # the unprivileged OS user jobs and entry points run as on the server
     jobs_network: bool = False  # whether a confined job or entry point may use the network
@@ -188,7 +221,6 @@ def load(root: Path, environ: Mapping[str, str] | None = None) -> Config:
     if isinstance(concurrency, bool) or not isinstance(concurrency, int) or not 1 <= concurrency <= 64:
         raise ConfigError(f"{source}: `jobs.concurrency` must be a whole number from 1 to 64")
     server = _table(settings, "server", source)
-    _refuse_unknown(server, SERVER_SETTINGS, "server", source)
     mode = settings.get("mode")
     if mode is not None and mode not in ("solo", "team"):
         raise ConfigError(f"{source}: `mode` is solo or team, not {mode!r}")
@@ -210,6 +242,8 @@ def load(root: Path, environ: Mapping[str, str] | None = None) -> Config:
     ci = _table(settings, "ci", source)
     _refuse_unknown(ci, {"tolerances", "models", "outputs"}, "ci", source)
     tolerances = _tolerances(ci, source)
+    limits = server_settings(server, source)
+    audit = audit_limits(_table(settings, "audit", source), source)
     direction = _str(selection, "direction", "maximize", source)
     if direction not in ("maximize", "minimize"):
         raise ConfigError(f"{source}: `selection.direction` must be maximize or minimize, got {direction!r}")
@@ -231,6 +265,8 @@ def load(root: Path, environ: Mapping[str, str] | None = None) -> Config:
         jobs_run_as=_str(jobs, "run_as", "", source) if "run_as" in jobs else None,
         jobs_network=network,
         jobs_pass_env=check_pass_env(jobs.get("pass_env", []), source),
+        server=limits,
+        audit=audit,
         gto_tags=_bool(registry, "gto_tags", True, source),
         env_stages=dict(env_stages),
         environments=tuple(environments),
@@ -262,6 +298,79 @@ def _jobs_isolation(jobs: Mapping[str, Any], source: str) -> tuple[str, bool]:
             "(a job then reaches every service this host reaches, a trust-auth PostgreSQL included), or keep bwrap"
         )
     return sandbox, network
+
+
+SERVER_SETTINGS = {
+    "max_requests", "max_requests_per_principal", "max_predictions", "max_predictions_per_principal",
+    "lock_wait", "token_staleness", "token_refresh", "refusal_pause", "trusted_proxies",
+    "signing_key", "trusted_keys", "url",
+}  # fmt: skip
+AUDIT_SETTINGS = {"timeout", "max_rows", "max_bytes", "threads", "memory_limit"}
+MEMORY = re.compile(r"^\d+(\.\d+)?\s*(B|KB|MB|GB|TB|KiB|MiB|GiB|TiB)$")
+
+
+def server_settings(table: Mapping[str, Any], source: str) -> ServerSettings:
+    """`[tool.govern.server]`, each value checked (a limit of 0 would refuse everything, a typo nothing)."""
+    _refuse_unknown(table, SERVER_SETTINGS, "server", source)
+    default = ServerSettings()
+    counts = {
+        key: _count(table, key, getattr(default, key), source, "server", 1, 10_000)
+        for key in ("max_requests", "max_requests_per_principal", "max_predictions", "max_predictions_per_principal")
+    }
+    times = {
+        key: _positive_seconds(table, key, getattr(default, key), source, "server")
+        for key in ("lock_wait", "token_staleness", "token_refresh")
+    }
+    pause = table.get("refusal_pause", default.refusal_pause)
+    if isinstance(pause, bool) or not isinstance(pause, int | float) or not 0 <= pause <= 10:
+        raise ConfigError(f"{source}: `server.refusal_pause` must be a number of seconds from 0 to 10, got {pause!r}")
+    proxies = table.get("trusted_proxies", [])
+    if not isinstance(proxies, list) or not all(isinstance(p, str) and _is_address(p) for p in proxies):
+        raise ConfigError(
+            f"{source}: `server.trusted_proxies` must be a list of IP addresses or networks (such as "
+            f'["127.0.0.1"] for a proxy on this host), got {proxies!r}'
+        )
+    return ServerSettings(**counts, **times, refusal_pause=float(pause), trusted_proxies=tuple(proxies))
+
+
+def audit_limits(table: Mapping[str, Any], source: str) -> AuditLimits:
+    """`[tool.govern.audit]`: the limits of an auditor's statement."""
+    _refuse_unknown(table, AUDIT_SETTINGS, "audit", source)
+    default = AuditLimits()
+    memory = table.get("memory_limit", default.memory_limit)
+    if not isinstance(memory, str) or not MEMORY.match(memory.strip()):
+        raise ConfigError(f'{source}: `audit.memory_limit` is a size such as "1GB" or "512MiB", got {memory!r}')
+    return AuditLimits(
+        timeout=_positive_seconds(table, "timeout", default.timeout, source, "audit"),
+        max_rows=_count(table, "max_rows", default.max_rows, source, "audit", 1, 10**9),
+        max_bytes=_count(table, "max_bytes", default.max_bytes, source, "audit", 1024, 1 << 40),
+        threads=_count(table, "threads", default.threads, source, "audit", 1, 256),
+        memory_limit=memory.strip(),
+    )
+
+
+def _count(table: Mapping[str, Any], key: str, default: int, source: str, where: str, low: int, high: int) -> int:
+    value = table.get(key, default)
+    if isinstance(value, bool) or not isinstance(value, int) or not low <= value <= high:
+        raise ConfigError(f"{source}: `{where}.{key}` must be a whole number from {low} to {high}, got {value!r}")
+    return value
+
+
+def _positive_seconds(table: Mapping[str, Any], key: str, default: float, source: str, where: str) -> float:
+    value = table.get(key, default)
+    if isinstance(value, bool) or not isinstance(value, int | float) or not 0 < value < math.inf:
+        raise ConfigError(f"{source}: `{where}.{key}` must be a positive number of seconds, got {value!r}")
+    return float(value)
+
+
+def _is_address(text: str) -> bool:
+    import ipaddress
+
+    try:
+        ipaddress.ip_network(text, strict=False)
+    except ValueError:
+        return False
+    return True
 
 
 def check_environment(cfg: Config, env: str) -> str:
@@ -362,10 +471,9 @@ def _rule(table: Mapping[str, Any], where: str, source: str) -> equivalence.Rule
 
 SETTINGS = {
     "ledger", "lock_timeout", "auto_anchor", "mlflow", "registry", "deploy", "selection", "ci", "models", "jobs",
-    "server", "mode", "access",
+    "server", "mode", "access", "audit",
 }  # fmt: skip
 ACCESS_SETTINGS = {"two_admin_grants"}
-SERVER_SETTINGS = {"signing_key", "trusted_keys", "url"}
 TRUSTED_KEY = re.compile(r"^ed25519:[0-9a-f]{32}$")
 MLFLOW_SETTINGS = {"experiment", "tracking_uri", "registry_mirror"}
 

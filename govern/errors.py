@@ -88,6 +88,10 @@ class QueryError(GovernError):
     """An audit query was refused or failed."""
 
 
+class QueryLimitExceeded(QueryError):
+    """An audit query ran past its time or memory limit, or its result past its row or byte limit (422 over HTTP)."""
+
+
 class NotFound(GovernError):
     """Something named on the command line does not exist."""
 

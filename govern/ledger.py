@@ -20,6 +20,7 @@ import os
 import random
 import threading
 import time
+from collections import deque
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from contextvars import ContextVar
@@ -50,9 +51,11 @@ from govern.errors import (
     LedgerMissing,
     LedgerSchemaTooNew,
     QueryError,
+    QueryLimitExceeded,
 )
 
 if TYPE_CHECKING:
+    from govern.config import AuditLimits
     from govern.signing import Signer
 
 COLUMNS = (
@@ -952,6 +955,47 @@ SANDBOX_CONFIG = {
     "allow_unsigned_extensions": False,
 }
 CHECKPOINT_WAL_BYTES = 16 * 1024
+FETCH_ROWS = 2_048  # rows of an auditor's result fetched at a time, each batch counted against the limits
+
+
+def _sandbox_config(limits: AuditLimits | None) -> dict[str, Any]:
+    """SANDBOX_CONFIG with an auditor statement's threads and memory (and no spilling to disk beside the ledger:
+    a statement that does not fit in memory_limit fails, it does not fill the ledger's disk)."""
+    from govern.config import AuditLimits
+
+    limits = limits or AuditLimits()
+    return {**SANDBOX_CONFIG, "threads": limits.threads, "memory_limit": limits.memory_limit, "temp_directory": ""}
+
+
+def _fetch_within(cursor: duckdb.DuckDBPyConnection, limits: AuditLimits) -> list[tuple]:
+    """The rows of a streaming result, refused as soon as they pass `limits.max_rows` or `limits.max_bytes` (the
+    size of each batch's text, which is about what its JSON takes, counted at C speed)."""
+    rows: list[tuple] = []
+    size = 0
+    while True:
+        batch = cursor.fetchmany(FETCH_ROWS)
+        if not batch:
+            return rows
+        rows.extend(batch)
+        size += len(repr(batch))
+        if len(rows) > limits.max_rows:
+            raise QueryLimitExceeded(
+                f"The result has more than {limits.max_rows} rows: add LIMIT or aggregate (the limit is "
+                "`audit.max_rows`; locally, --max-rows raises it)"
+            )
+        if size > limits.max_bytes:
+            raise QueryLimitExceeded(
+                f"The result is larger than {_size(limits.max_bytes)}: select fewer columns or rows, or aggregate "
+                "(the limit is `audit.max_bytes`; locally, --max-bytes raises it)"
+            )
+
+
+def _size(count: int) -> str:
+    for unit, scale in (("GiB", 1 << 30), ("MiB", 1 << 20), ("KiB", 1 << 10)):
+        if count >= scale:
+            return f"{count / scale:g} {unit}"
+    return f"{count} bytes"
+
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -1002,7 +1046,9 @@ class Ledger:
     # -- connections
 
     @contextmanager
-    def _connect(self, *, write: bool, sandbox: bool = False) -> Iterator[duckdb.DuckDBPyConnection]:
+    def _connect(
+        self, *, write: bool, sandbox: bool = False, limits: AuditLimits | None = None
+    ) -> Iterator[duckdb.DuckDBPyConnection]:
         if not write and not self.path.exists():
             raise LedgerMissing(
                 f"No ledger at {self.path}: run `govern repro` to record the first event, "
@@ -1022,7 +1068,7 @@ class Ledger:
                 yield con
             return
         with self._turn():
-            con = self._open_with_retry(read_only=not write, config=SANDBOX_CONFIG if sandbox else CONNECT_CONFIG)
+            con = self._open_with_retry(read_only=not write, sandbox=_sandbox_config(limits) if sandbox else None)
             try:
                 self._prepare(con, write=write, sandbox=sandbox)
                 yield con
@@ -1044,11 +1090,9 @@ class Ledger:
             write = write or current.write
             found = _Held(self.path, write=write, lock=_writer_lock(self.path))
             if not found.lock.acquire(timeout=self.lock_timeout):
-                raise LedgerLocked(
-                    f"The ledger {self.path} is busy in this process; gave up after {self.lock_timeout:g} s. Retry"
-                )
+                raise self._busy_here()
             try:
-                found.con = self._open_with_retry(read_only=not write, config=CONNECT_CONFIG)
+                found.con = self._open_with_retry(read_only=not write)
                 self._prepare(found.con, write=write, sandbox=False)
             except BaseException:
                 found.release()
@@ -1069,13 +1113,15 @@ class Ledger:
         another configuration (read-only, sandboxed) while one is open, and a server answers in threads."""
         lock = _writer_lock(self.path)
         if not lock.acquire(timeout=self.lock_timeout):
-            raise LedgerLocked(
-                f"The ledger {self.path} is busy in this process; gave up after {self.lock_timeout:g} s. Retry"
-            )
+            raise self._busy_here()
         try:
             yield
         finally:
             lock.release()
+
+    def _busy_here(self) -> LedgerLocked:
+        waited = bounded_wait(self.lock_timeout) or 0.0
+        return LedgerLocked(f"The ledger {self.path} is busy in this process; gave up after {waited:g} s. Retry")
 
     def _prepare(self, con: duckdb.DuckDBPyConnection, *, write: bool, sandbox: bool) -> None:
         # TIMESTAMP columns hold UTC, casts from TIMESTAMPTZ must agree; no progress bars on our stderr
@@ -1091,14 +1137,15 @@ class Ledger:
         if (found[0] if found else (0, GENESIS_HASH)) != self._expected_head:
             raise StaleReadModel
 
-    def _open_with_retry(self, *, read_only: bool, config: dict[str, Any]) -> duckdb.DuckDBPyConnection:
-        if config is SANDBOX_CONFIG:  # an instance of its own, locked down; the host's settings are not its own
-            return self._retrying(lambda: duckdb.connect(str(self.path), read_only=read_only, config=config))
+    def _open_with_retry(self, *, read_only: bool, sandbox: dict[str, Any] | None = None) -> duckdb.DuckDBPyConnection:
+        if sandbox is not None:  # an instance of its own, locked down; the host's settings are not its own
+            return self._retrying(lambda: duckdb.connect(str(self.path), read_only=read_only, config=sandbox))
         return self._retrying(lambda: _attached(self.path, read_only=read_only))
 
     def _retrying(self, open_file: Callable[[], T]) -> T:
         """DuckDB allows one writing process per file: wait for it, with backoff and jitter."""
-        deadline = time.monotonic() + self.lock_timeout
+        waiting = bounded_wait(self.lock_timeout) or 0.0
+        deadline = time.monotonic() + waiting
         creation_deadline = time.monotonic() + CREATION_WAIT
         delay = 0.01
         while True:
@@ -1135,7 +1182,7 @@ class Ledger:
                 if time.monotonic() >= deadline:
                     raise LedgerLocked(
                         f"The ledger {self.path} is locked by another govern process; "
-                        f"gave up after {self.lock_timeout:g} s. Retry when it has finished"
+                        f"gave up after {waiting:g} s. Retry when it has finished"
                     ) from None
                 time.sleep(delay * (0.5 + random.random()))
                 delay = min(delay * 2, 0.5)
@@ -1222,8 +1269,9 @@ class Ledger:
 
     def _transact_once(self, decide: Callable[[Reader], Sequence[PendingEvent]]) -> list[RecordedEvent]:
         # DuckDB's file lock keeps other processes out; threads of this process share one database instance
-        # and would race on the head, so they take turns here (a server answering requests in threads).
-        with _writer_lock(self.path), contextlib.ExitStack() as own, self._connect(write=True) as con:
+        # and would race on the head, so they take turns here (a server answering requests in threads), each wait
+        # bounded (`_turn`: the ledger's lock_timeout, and a server request's budget).
+        with self._turn(), contextlib.ExitStack() as own, self._connect(write=True) as con:
             after_close = _after_close(self.path, own)
             con.execute("BEGIN TRANSACTION")
             try:
@@ -1324,7 +1372,7 @@ class Ledger:
         They must continue this ledger's chain: the first links to the current head, each hash is recomputed in
         SQL before the transaction commits, and a single bad row rolls the whole batch back. Returns the new count.
         """
-        with _writer_lock(self.path), contextlib.ExitStack() as own, self._connect(write=True) as con:
+        with self._turn(), contextlib.ExitStack() as own, self._connect(write=True) as con:
             after_close = _after_close(self.path, own)
             con.execute("BEGIN TRANSACTION")
             try:
@@ -1410,30 +1458,55 @@ class Ledger:
             names = [d[0] for d in cursor.description] if cursor.description else []
             return names, cursor.fetchall()
 
-    def audit_query(self, sql: str, params: Sequence[Any] | dict[str, Any] = ()) -> tuple[list[str], list[tuple]]:
-        """An auditor's statement (`audit sql`, `audit run`): one SELECT, in DuckDB's sandbox.
+    def audit_query(
+        self, sql: str, params: Sequence[Any] | dict[str, Any] = (), limits: AuditLimits | None = None
+    ) -> tuple[list[str], list[tuple]]:
+        """An auditor's statement (`audit sql`, `audit run`): one SELECT, in DuckDB's sandbox, within `limits`.
 
         The connection is read-only, cannot reach files or extensions and cannot change its configuration
         (SANDBOX_CONFIG); DuckDB's own parser refuses every statement that is not a SELECT (WITH, VALUES,
         DESCRIBE, SHOW and SUMMARIZE are SELECTs), so temporary tables, macros, PRAGMA and SET are out too.
+        What it may cost is bounded too (`config.AuditLimits`): its threads and memory are set when the sandbox
+        opens (and locked with the rest), a timer interrupts it at its timeout (DuckDB's `interrupt`, while it
+        runs or while its result is fetched), and its result is fetched in batches and refused as soon as it passes
+        the row or byte limit, before the whole of it is ever held.
         """
-        with self._connect(write=False, sandbox=True) as con:
+        from govern.config import AuditLimits
+
+        limits = limits or AuditLimits()
+        with self._connect(write=False, sandbox=True, limits=limits) as con:
             kind = _one_statement(con, sql).type
             if kind != duckdb.StatementType.SELECT:
                 raise QueryError(
                     f"Refused: audit SQL runs one SELECT (or WITH/VALUES/DESCRIBE/SHOW) over the ledger, "
                     f"not {kind.name}; COPY, ATTACH, PRAGMA, SET, CREATE and the like are not allowed"
                 )
+            timer = threading.Timer(limits.timeout, con.interrupt)
+            timer.daemon = True
+            timer.start()
             try:
                 cursor = con.execute(sql, params)
+                names = [d[0] for d in cursor.description]
+                return names, _fetch_within(cursor, limits)
+            except duckdb.InterruptException:
+                raise QueryLimitExceeded(
+                    f"The query ran longer than {limits.timeout:g} s and was stopped: narrow it (a WHERE on seq or "
+                    "occurred_at, fewer joins) or aggregate; the limit is `audit.timeout` (locally, --timeout)"
+                ) from None
             except duckdb.PermissionException as error:
                 raise QueryError(
                     "Refused: audit SQL reads the ledger's tables and views only; files and extensions are out of "
                     f"its reach ({_first_line(str(error))})"
                 ) from None
+            except duckdb.OutOfMemoryException:
+                raise QueryLimitExceeded(
+                    f"The query needs more than the {limits.memory_limit} of memory audit SQL may use: narrow it or "
+                    "aggregate; the limit is `audit.memory_limit`"
+                ) from None
             except duckdb.Error as error:
                 raise QueryError(f"The query failed: {_first_line(str(error))}") from None
-            return [d[0] for d in cursor.description], cursor.fetchall()
+            finally:
+                timer.cancel()
 
     def backup(self, target: Path) -> Verification:
         """A consistent, self-contained copy of the ledger in one new file (no write-ahead log beside it).
@@ -1511,41 +1584,129 @@ _WRITER_LOCKS_GUARD = threading.Lock()
 
 
 class _Turn:
-    """A re-entrant lock per file whose owner is the current session, or else the thread.
+    """A re-entrant lock per file whose owner is the current session, or else the thread; fair between callers.
 
     A server request's session may authenticate in one worker thread and run its handler in another (FastAPI
     runs a dependency and an endpoint as separate thread-pool calls); both are the same owner, one after the
-    other, so the session keeps the file across them, and other threads and requests wait their turn."""
+    other, so the session keeps the file across them, and other threads and requests wait their turn.
+
+    Waiters are served one caller after the other (`waiting_as`: a server names the principal, or the address of
+    an unauthenticated client), and each caller's waiters in the order they came; the turn is handed to the next
+    one on release, so a newcomer never overtakes. A principal with many requests queued delays another principal
+    by one turn, not by all of them; with a bounded wait (`wait_at_most`), a request's wait is bounded by one turn
+    of each caller waiting, not by its luck. Every wait is bounded by the caller's timeout and by the budget of the
+    current context (a server request's `lock_wait`)."""
 
     def __init__(self) -> None:
-        self._free = threading.Condition()
+        self._guard = threading.Lock()
         self._owner: object | None = None
         self._depth = 0
+        self._queues: dict[str, deque[_Waiter]] = {}  # per caller, the callers in line in order
 
     def acquire(self, timeout: float | None = None) -> bool:
         me = _owner()
-        with self._free:
-            if self._owner is me or self._owner == me:
+        timeout = bounded_wait(timeout)
+        with self._guard:
+            if self._owner is not None and (self._owner is me or self._owner == me):
                 self._depth += 1
                 return True
-            if not self._free.wait_for(lambda: self._owner is None, timeout=timeout):
+            if self._owner is None and not self._queues:
+                self._owner, self._depth = me, 1
+                return True
+            if timeout is not None and timeout <= 0:
                 return False
-            self._owner, self._depth = me, 1
-            return True
+            waiter = _Waiter(me, _CALLER.get())
+            self._queues.setdefault(waiter.caller, deque()).append(waiter)
+        waiter.granted.wait(timeout)
+        with self._guard:
+            if waiter.granted.is_set():  # handed over, perhaps just as the wait ran out: it is ours
+                return True
+            queue = self._queues[waiter.caller]
+            queue.remove(waiter)
+            if not queue:
+                del self._queues[waiter.caller]
+            return False
 
     def release(self) -> None:
-        with self._free:
+        with self._guard:
             self._depth -= 1
-            if self._depth == 0:
+            if self._depth > 0:
+                return
+            following = self._next()
+            if following is None:
                 self._owner = None
-                self._free.notify()
+                return
+            self._owner, self._depth = following.owner, 1
+            following.granted.set()
 
-    def __enter__(self) -> _Turn:
-        self.acquire()
-        return self
+    def _next(self) -> _Waiter | None:
+        """The first waiter of the first caller in line; that caller, if it has more, goes to the end of the line."""
+        if not self._queues:
+            return None
+        caller = next(iter(self._queues))
+        queue = self._queues.pop(caller)
+        following = queue.popleft()
+        if queue:
+            self._queues[caller] = queue
+        return following
 
-    def __exit__(self, *_: object) -> None:
-        self.release()
+    def busy(self) -> bool:
+        """Held by someone, or waited for (a snapshot: for choosing not to queue, never for deciding)."""
+        with self._guard:
+            return self._owner is not None or bool(self._queues)
+
+
+@dataclass
+class _Waiter:
+    owner: object
+    caller: str
+    granted: threading.Event = field(default_factory=threading.Event)
+
+
+# Who the work of the current context is done for, so that the per-file turn is shared fairly between callers: a
+# server sets it per request (the principal, or the client's address); "" for everything else (one caller).
+_CALLER: ContextVar[str] = ContextVar("govern_ledger_caller", default="")
+
+
+@contextmanager
+def waiting_as(caller: str) -> Iterator[None]:
+    """Wait for the ledger's turn as `caller` in this context (and the thread-pool calls made from it)."""
+    token = _CALLER.set(caller)
+    try:
+        yield
+    finally:
+        _CALLER.reset(token)
+
+
+# How long the work of the current context may wait for a lock on the ledger (this process's turn on a file,
+# DuckDB's file lock, PostgreSQL's chain lock), on top of each ledger's own `lock_timeout`: a server sets it per
+# request (`[tool.govern.server] lock_wait`), so that no request holds a worker thread for longer, and answers
+# 503 with Retry-After instead. None (command lines, background jobs): the ledger's lock_timeout alone.
+_WAIT_BUDGET: ContextVar[float | None] = ContextVar("govern_ledger_wait_budget", default=None)
+
+
+@contextmanager
+def wait_at_most(seconds: float | None) -> Iterator[None]:
+    """Bound every wait for a ledger lock in this context (and the thread-pool calls made from it) to `seconds`;
+    0 means do not wait at all."""
+    token = _WAIT_BUDGET.set(seconds)
+    try:
+        yield
+    finally:
+        _WAIT_BUDGET.reset(token)
+
+
+def wait_budget() -> float | None:
+    """The current context's bound on waiting for a ledger lock, if any (see `wait_at_most`)."""
+    return _WAIT_BUDGET.get()
+
+
+def bounded_wait(timeout: float | None) -> float | None:
+    """`timeout` (None: unbounded) cut to the current context's budget."""
+    budget = _WAIT_BUDGET.get()
+    if budget is None:
+        return timeout
+    return budget if timeout is None else min(timeout, budget)
 
 
 @dataclass
@@ -1583,6 +1744,10 @@ class Session:
         self.held: dict[str, _Held] = {}
         self.stores: dict[Any, Any] = {}
         self.resources = contextlib.ExitStack()
+
+    def holds_nothing(self) -> bool:
+        """Nothing opened yet (no connection, no pooled store): closing it has nothing to let go of."""
+        return not self.held and not self.stores
 
     def close(self) -> None:
         """Release what the session holds. It stays closed: work after it (a page's error handler, which runs in

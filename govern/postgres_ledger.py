@@ -28,6 +28,7 @@ import psycopg
 from psycopg import errors as pg_errors
 
 from govern import redaction
+from govern.config import AuditLimits
 from govern.envelope import GENESIS_HASH, PendingEvent, RecordedEvent, envelope_hash, to_utc, utc_now
 from govern.errors import (
     ConfigError,
@@ -45,10 +46,12 @@ from govern.ledger import (
     Session,
     StaleReadModel,
     Verification,
+    bounded_wait,
     chain_checks,
     check_migration_names,
     refuse_secrets,
     verify_chain_in,
+    wait_budget,
 )
 from govern.redaction import without_password
 
@@ -292,7 +295,10 @@ class PostgresLedger:
             try:
                 self._con = psycopg.connect(dsn, autocommit=True, connect_timeout=10, application_name="govern")
                 # the verification SQL names `events` unqualified; a writer waits this long for the chain's lock
-                self._con.execute(f"SET search_path = {SCHEMA}; SET lock_timeout = '{int(self.lock_timeout * 1000)}ms'")
+                # (lock_timeout 0 would mean no limit to PostgreSQL: a millisecond is the least)
+                self._con.execute(
+                    f"SET search_path = {SCHEMA}; SET lock_timeout = '{max(1, int(self.lock_timeout * 1000))}ms'"
+                )
             except psycopg.Error as error:
                 raise LedgerError(
                     f"Cannot reach the PostgreSQL ledger at {self.location} ({_first_line(error)}): check the URL's "
@@ -464,6 +470,7 @@ class PostgresLedger:
             "authn": authn,
         }
         with self._write_errors(), con.pipeline(), con.transaction():
+            self._bound_lock_wait(con)
             con.execute("SELECT pg_advisory_xact_lock(%s)", [LOCK_KEY])
             cursor = con.execute(APPEND_ONE, values)
         row = cursor.fetchone()
@@ -496,9 +503,17 @@ class PostgresLedger:
         con = self._ready_connection(write=True)
         self._warn_about_privileges(con)
         with self._write_errors(), con.pipeline(), con.transaction(), ExitStack() as stack:
+            self._bound_lock_wait(con)
             con.execute("SELECT pg_advisory_xact_lock(%s)", [LOCK_KEY])
             pending = decide(_LockedReader(self, con, stack))
             return self._append_in(con, pending) if pending else []
+
+    def _bound_lock_wait(self, con: psycopg.Connection) -> None:
+        """Within a server request, the chain's lock is waited for at most the request's budget (`ledger.wait_at_most`),
+        for this transaction only; then PostgreSQL gives up (LockNotAvailable: LedgerLocked, 503)."""
+        budget = wait_budget()
+        if budget is not None and budget < self.lock_timeout:
+            con.execute("SELECT set_config('lock_timeout', %s, true)", [f"{max(1, int(budget * 1000))}ms"])
 
     @contextmanager
     def _write_errors(self) -> Iterator[None]:
@@ -507,7 +522,7 @@ class PostgresLedger:
         except pg_errors.LockNotAvailable:
             raise LedgerLocked(
                 f"The ledger {self.location} is held by another govern writer; gave up after "
-                f"{self.lock_timeout:g} s. Retry when it has finished"
+                f"{bounded_wait(self.lock_timeout):g} s. Retry when it has finished"
             ) from None
         except pg_errors.InsufficientPrivilege as error:
             raise LedgerError(
@@ -579,6 +594,7 @@ class PostgresLedger:
         con = self._ready_connection(write=True)
         try:
             with con.transaction():
+                self._bound_lock_wait(con)
                 con.execute("SELECT pg_advisory_xact_lock(%s)", [LOCK_KEY])
                 seq, prev = _head(con) or (0, GENESIS_HASH)
                 for row in rows:
@@ -589,6 +605,10 @@ class PostgresLedger:
                         )
                     seq, prev = row.seq, row.hash
                 _insert(con, rows)
+        except pg_errors.LockNotAvailable:
+            raise LedgerLocked(
+                f"The ledger {self.location} is held by another govern writer; nothing was taken. Retry"
+            ) from None
         except psycopg.Error as error:
             raise LedgerError(f"Writing to {self.location} failed ({_first_line(error)}); nothing was taken") from None
         return seq
@@ -650,8 +670,26 @@ class PostgresLedger:
     def query(self, sql: str, params: Sequence[Any] | dict[str, Any] = ()) -> tuple[list[str], list[tuple]]:
         return self._fresh(lambda model: model.query(sql, params))
 
-    def audit_query(self, sql: str, params: Sequence[Any] | dict[str, Any] = ()) -> tuple[list[str], list[tuple]]:
-        return self._fresh(lambda model: model.audit_query(sql, params))
+    def access_changes(self, seen: int, types: Sequence[str]) -> tuple[str | None, int | None, str | None, int]:
+        """(the hash at `seen`, the head's seq and hash, how many events of `types` came after `seen`), asked of
+        PostgreSQL itself: a server's token table checks whether it still holds without this machine's read model,
+        which a job or a command line may hold for seconds (`api.access.TokenTable`)."""
+        with self._errors():
+            con = self._ready_connection(write=False)
+            row = con.execute(
+                "SELECT (SELECT hash FROM govern.events WHERE seq = %(seen)s), "
+                "(SELECT seq FROM govern.events ORDER BY seq DESC LIMIT 1), "
+                "(SELECT hash FROM govern.events ORDER BY seq DESC LIMIT 1), "
+                "(SELECT count(*) FROM govern.events WHERE seq > %(seen)s AND type = ANY(%(types)s))",
+                {"seen": seen, "types": list(types)},
+            ).fetchone()
+        return row[0], row[1], row[2], row[3]
+
+    def audit_query(
+        self, sql: str, params: Sequence[Any] | dict[str, Any] = (), limits: AuditLimits | None = None
+    ) -> tuple[list[str], list[tuple]]:
+        """Audit SQL runs on this machine's read model (DuckDB's sandbox, with its limits), never on PostgreSQL."""
+        return self._fresh(lambda model: model.audit_query(sql, params, limits))
 
     def query_stored(self, sql: str) -> list[tuple]:
         """A parameterless query over what PostgreSQL holds now (`{events}` names the table), not the read model."""

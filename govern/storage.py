@@ -13,6 +13,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any, Protocol
 
+from govern.config import AuditLimits
 from govern.envelope import PendingEvent, RecordedEvent
 from govern.ledger import Reader, Verification
 
@@ -67,7 +68,11 @@ class LedgerStore(Protocol):
 
     def query(self, sql: str, params: Sequence[Any] | dict[str, Any] = ()) -> tuple[list[str], list[tuple]]: ...
 
-    def audit_query(self, sql: str, params: Sequence[Any] | dict[str, Any] = ()) -> tuple[list[str], list[tuple]]: ...
+    def audit_query(
+        self, sql: str, params: Sequence[Any] | dict[str, Any] = (), limits: AuditLimits | None = None
+    ) -> tuple[list[str], list[tuple]]:
+        """An auditor's one SELECT, in DuckDB's sandbox, within `limits` (the defaults when None)."""
+        ...
 
     def verify(self) -> Verification: ...
 

@@ -272,6 +272,7 @@ def test_every_operation_answers_exactly_as_the_role_table_says(project: Path, s
     def head() -> int:
         """What callers wrote: the job runner's own bookkeeping (server:HOST, whenever it takes a queued job) aside."""
         return ledger.query("SELECT count(*) FROM events WHERE NOT starts_with(actor, 'server:')")[1][0][0]
+
     proposed = iter(range(1, 1000))
 
     def resolved(path: str) -> str:
@@ -484,6 +485,7 @@ def test_the_edges_of_the_http_surface_are_problem_details(project: Path, server
     connection.putrequest("POST", "/api/v1/deployments")
     connection.putheader("Content-Type", "application/json")
     connection.putheader("Content-Length", str(2 << 20))
+    connection.putheader("Authorization", f"Bearer {made['dep']}")  # without one: 401, the body unread too
     connection.endheaders()
     try:
         connection.send(b" " * (2 << 20))  # the server answers before reading it, and may close on us

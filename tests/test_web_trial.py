@@ -65,10 +65,13 @@ def test_an_upload_over_the_limit_is_said_on_a_page_not_in_json(site: dict[str, 
     assert 'href="/apps"' in answer.text, "the page keeps the consumer's navigation"
     form = client.post("/sign-in", data={"token": "x" * (MAX_BODY + 1), "csrf": csrf})
     assert form.status_code == 413 and "larger than 1 MiB" in alert(form.text)
-    api = TestClient(site["app"]).post(
+    consumer = {"Content-Type": "text/csv", "Authorization": f"Bearer {site['tokens']['con']}"}
+    api = TestClient(site["app"]).post("/api/v1/apps/scoring/predict", content=big, headers=consumer)
+    assert api.status_code == 413 and api.json()["type"] == "urn:govern:problem:too-large", "the API keeps JSON"
+    anonymous = TestClient(site["app"]).post(
         "/api/v1/apps/scoring/predict", content=big, headers={"Content-Type": "text/csv"}
     )
-    assert api.status_code == 413 and api.json()["type"] == "urn:govern:problem:too-large", "the API keeps JSON"
+    assert anonymous.status_code == 401, "no body is read, nor its size judged, before the token is checked"
 
 
 @pytest.mark.parametrize("token", ["", "   ", "gvn_000000000000_" + "x" * 43, "not a token"])

@@ -6,6 +6,7 @@ Never imports mlflow, dvc or GitPython: auditors' commands must start fast.
 from __future__ import annotations
 
 import json
+import os
 import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
@@ -230,10 +231,43 @@ class QueryResult:
         return [dict(zip(self.columns, row, strict=True)) for row in self.rows]
 
 
-def sql(statement: str, params: Mapping[str, Any] | None = None, start: Path | None = None) -> QueryResult:
-    """One SELECT over the ledger's tables and views, in DuckDB's sandbox (`Ledger.audit_query`)."""
-    columns, rows = open_ledger(start).audit_query(statement, dict(params or {}))
+def sql(
+    statement: str,
+    params: Mapping[str, Any] | None = None,
+    start: Path | None = None,
+    limits: config.AuditLimits | None = None,
+) -> QueryResult:
+    """One SELECT over the ledger's tables and views, in DuckDB's sandbox (`Ledger.audit_query`), within `limits`
+    (default: the project's `[tool.govern.audit]`): a timeout, a row and a byte limit, threads and memory."""
+    ledger = open_ledger(start)
+    columns, rows = ledger.audit_query(statement, dict(params or {}), limits or sql_limits(start))
     return QueryResult(columns, rows)
+
+
+def sql_limits(
+    start: Path | None = None,
+    *,
+    timeout: float | None = None,
+    max_rows: int | None = None,
+    max_bytes: int | None = None,
+) -> config.AuditLimits:
+    """The project's `[tool.govern.audit]` limits (the defaults outside a project: GOVERN_LEDGER alone), with the
+    command line's overrides (`--timeout`, `--max-rows`, `--max-bytes`)."""
+    from dataclasses import replace
+
+    from govern.errors import NotAGitRepository
+
+    try:
+        found = config.load(config.find_root(start)).audit
+    except NotAGitRepository:
+        if not os.environ.get("GOVERN_LEDGER"):
+            raise
+        found = config.AuditLimits()  # no project: the ledger alone, at the defaults
+    given = {"timeout": timeout, "max_rows": max_rows, "max_bytes": max_bytes}
+    for key, value in given.items():
+        if value is not None and (isinstance(value, bool) or value <= 0):
+            raise InvalidInput(f"--{key.replace('_', '-')} must be a positive number, got {value}")
+    return replace(found, **{key: value for key, value in given.items() if value is not None})
 
 
 def openlineage(since: datetime | None = None, start: Path | None = None) -> list[dict[str, Any]]:
@@ -266,7 +300,9 @@ def named_queries(start: Path | None = None) -> dict[str, str]:
     return found
 
 
-def run_named(name: str, params: Mapping[str, str], start: Path | None = None) -> QueryResult:
+def run_named(
+    name: str, params: Mapping[str, str], start: Path | None = None, limits: config.AuditLimits | None = None
+) -> QueryResult:
     """Run audit/queries/NAME.sql with bound parameters (`$name` in the SQL), never string formatting.
 
     A query declares its parameters in a `-- Parameters: app, env, at:instant` line; each value is checked
@@ -293,7 +329,7 @@ def run_named(name: str, params: Mapping[str, str], start: Path | None = None) -
             needed = " ".join(f"--param {key}=... ({declared[key]})" for key in missing)
             raise InvalidInput(f"{name} needs {needed}")
     bound = {key: _typed(key, value, (declared or {}).get(key) or _guessed_type(key)) for key, value in params.items()}
-    return sql(text, bound, start)
+    return sql(text, bound, start, limits)
 
 
 PARAMETER_TYPES = ("text", "instant", "integer", "number")

@@ -29,14 +29,16 @@ from govern.errors import (
     problem_kind,
 )
 from govern.presentation import jsonable
+from govern.server.admission import PRINCIPAL_KEY, Gate
 from govern.server.http import (
     API,
     PROBLEMS,
-    BodyLimit,
+    RETRY_AFTER,
     NoStore,
     Problem,
     SecurityHeaders,
     Signing,
+    UnprocessableBody,
     problem,
     problems_documented_as_sent,
     status_of,
@@ -74,6 +76,7 @@ def create_app(root: Path, session_secret: str | None = None) -> Any:
     (default: `GOVERN_SESSION_SECRET`, else a key of this process's own)."""
     import os
 
+    from govern import config
     from govern.api import access as access_api
     from govern.api import approvals, integrity, lifecycle
     from govern.api import audit as audit_api
@@ -81,7 +84,7 @@ def create_app(root: Path, session_secret: str | None = None) -> Any:
     from govern.api import status as status_api
     from govern.server.jobs import JobRunner
     from govern.web import add_pages, is_page
-    from govern.web.sessions import new_secret
+    from govern.web.sessions import SESSION_COOKIE, new_secret
 
     root = root.resolve()
     from govern.api import keys
@@ -102,9 +105,18 @@ def create_app(root: Path, session_secret: str | None = None) -> Any:
             raise InvalidInput(f"Unknown query parameter(s) {', '.join(unknown)}: this operation takes {takes}")
 
     runner = JobRunner(root, signer=signer)
+    settings = config.load(root).server
+    token_table = access_api.token_table()
+    token_table.configure(stale_after=settings.token_staleness, refresh_every=settings.token_refresh)
 
     @asynccontextmanager
     async def lifespan(_: Any) -> Any:
+        import anyio.to_thread
+
+        # a thread for every request admitted (sync routes run in threads), and a few for the door's own reads
+        limiter = anyio.to_thread.current_default_thread_limiter()
+        limiter.total_tokens = max(limiter.total_tokens, settings.max_requests + 8)
+        token_table.read_soon(door_ledger())  # the token table read before the first request, by a thread that may wait
         runner.start()  # jobs accepted before a restart are taken again
         yield
         runner.stop()
@@ -136,7 +148,10 @@ def create_app(root: Path, session_secret: str | None = None) -> Any:
 
         from govern.redaction import scrub
 
-        return await run_in_threadpool(web.error_page, request, status, scrub(message))
+        response = await run_in_threadpool(web.error_page, request, status, scrub(message))
+        if status in RETRY_AFTER:
+            response.headers["Retry-After"] = str(RETRY_AFTER[status])
+        return response
 
     @app.exception_handler(GovernError)
     async def governed(request: Request, error: GovernError) -> Response:
@@ -182,14 +197,17 @@ def create_app(root: Path, session_secret: str | None = None) -> Any:
         if operation not in access.POLICY:  # a route without a policy row could never be called: fail at startup
             raise RuntimeError(f"operation {operation!r} has no row in access.POLICY")
 
-        def check(credentials: HTTPAuthorizationCredentials | None) -> access.Principal:
-            principal = access_api.authenticate(ledger(), credentials.credentials if credentials else None)
+        def check(request: Request, credentials: HTTPAuthorizationCredentials | None) -> access.Principal:
+            principal = request.scope.get(PRINCIPAL_KEY)  # authenticated at the door (`admission.Gate`)
+            if principal is None:
+                principal = access_api.authenticate(ledger(), credentials.credentials if credentials else None)
             if not access.allowed(principal, operation):
                 roles = ", ".join(sorted(principal.roles)) or "no role"
                 raise Forbidden(f"{principal.name} ({roles}) may not call {operation}")
             return principal
 
         async def within_session(
+            request: Request,
             credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(bearer_scheme)] = None,
         ) -> Any:
             from starlette.concurrency import run_in_threadpool
@@ -199,14 +217,27 @@ def create_app(root: Path, session_secret: str | None = None) -> Any:
             current = Session(write=hold == "write")
             enter_session(current)  # the thread-pool calls of this request (this check, the handler) share it
             try:
-                yield await run_in_threadpool(check, credentials)
+                yield await checked(request, credentials)
             finally:
-                await run_in_threadpool(current.close)
+                if current.holds_nothing():
+                    current.close()  # nothing to let go: no trip through a worker thread
+                else:
+                    await run_in_threadpool(current.close)
 
-        def alone(
+        async def checked(request: Request, credentials: HTTPAuthorizationCredentials | None) -> access.Principal:
+            """On the event loop where the door authenticated the request (a role check is microseconds): under a
+            flood, every trip to a worker thread and back waits for the loop, so a request makes as few as it can."""
+            from starlette.concurrency import run_in_threadpool
+
+            if PRINCIPAL_KEY in request.scope:
+                return check(request, credentials)
+            return await run_in_threadpool(check, request, credentials)
+
+        async def alone(
+            request: Request,
             credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(bearer_scheme)] = None,
         ) -> access.Principal:
-            return check(credentials)
+            return await checked(request, credentials)
 
         if hold is None:
             return Depends(alone)
@@ -220,10 +251,13 @@ def create_app(root: Path, session_secret: str | None = None) -> Any:
 
     @app.get("/health", include_in_schema=False)
     def health() -> dict[str, str]:
+        """Answered at the door (`admission.Gate`), before any limit and off the thread pool; this route only
+        documents it."""
         return {"status": "ok"}
 
     @app.get("/ready", include_in_schema=False)
     def ready() -> JSONResponse:
+        """Whether the ledger can be read, within the request's wait for it (`server.lock_wait`)."""
         try:
             store = ledger()
             head = store.head() if store.exists() else None
@@ -233,7 +267,8 @@ def create_app(root: Path, session_secret: str | None = None) -> Any:
         return JSONResponse({"status": "ready", "head_seq": head[0] if head else None})
 
     @app.get(f"{API}/whoami", operation_id="whoami")
-    def whoami(principal: Annotated[access.Principal, authorised("whoami", hold="read")]) -> dict[str, Any]:
+    async def whoami(principal: Annotated[access.Principal, authorised("whoami")]) -> dict[str, Any]:
+        """The principal as the door authenticated it: no ledger, no worker thread."""
         return {"principal": principal.name, "roles": principal.roles, "token_id": principal.token_id}
 
     @app.get(f"{API}/status", operation_id="status")
@@ -689,14 +724,28 @@ def create_app(root: Path, session_secret: str | None = None) -> Any:
         issued = access_api.redeem(body.code, root, through_server=True)
         return jsonable({**issued.to_dict(), "event": issued.event.to_dict()})
 
-    async def too_large_page(scope: dict, status: int, message: str) -> Response | None:
+    async def refused_page(scope: dict, status: int, message: str) -> Response | None:
+        """A refusal at the door (`admission.Gate`) as a page where a browser asked for one (401: the way to sign
+        in); None for the API's paths, which get a problem document."""
         if not is_page(scope.get("path", "")):
             return None
-        response = await as_page(Request(scope), status, message)
-        response.headers["Cache-Control"] = "no-store"
-        return response
+        return await as_page(Request(scope), status, message)
 
-    return SecurityHeaders(Signing(BodyLimit(NoStore(app), page=too_large_page), signer))
+    def session_of(scope: dict) -> str | None:
+        found = web.keys.session(Request(scope).cookies.get(SESSION_COOKIE))
+        return found.token_id if found is not None else None
+
+    opened: list[Any] = []
+
+    def door_ledger() -> Any:
+        """The ledger the door reads tokens from: opened once (a PostgreSQL ledger keeps its connection), not per
+        request on the event loop."""
+        if not opened:
+            opened.append(ledger())
+        return opened[0]
+
+    gate = Gate(app, settings=settings, ledger=door_ledger, session_of=session_of, page=refused_page)
+    return SecurityHeaders(Signing(NoStore(gate), signer))
 
 
 def _guard_secrets(root: Path, session_secret: str) -> None:
@@ -797,13 +846,19 @@ def _record_training(root: Path, form: Any, principal: access.Principal) -> Any:
 
 
 def _rows(body: bytes) -> list[dict[str, Any]]:
+    """The rows of a JSON body (its nesting was measured at the door: `admission.Gate`): malformed JSON is a 422,
+    as for every JSON body; JSON of another shape a 400, as before."""
     import json
 
+    shape = 'Send {"rows": [{"column": value, ...}, ...]} (at least one row), or text/csv'
     try:
-        parsed = PredictRows.model_validate(json.loads(body or b"null"))
+        parsed = json.loads(body or b"null")
+    except (ValueError, RecursionError):
+        raise UnprocessableBody(f"The body is not valid JSON: {shape[0].lower()}{shape[1:]}") from None
+    try:
+        return PredictRows.model_validate(parsed).rows
     except ValueError:
-        raise InvalidInput('Send {"rows": [{"column": value, ...}, ...]} (at least one row), or text/csv') from None
-    return parsed.rows
+        raise InvalidInput(shape) from None
 
 
 def _query_names(dependant: Any) -> set[str]:
