@@ -77,7 +77,7 @@ def test_the_sign_in_page_redirects_error_pages_and_static_files_carry_them(setu
     assert malformed.status_code == 400 and secured(malformed, "400 page") == PAGE_CSP
     style = client.get("/static/govern.css")
     assert style.status_code == 200 and secured(style, "stylesheet")
-    too_large = signed.post("/account/tokens", content=b"x" * (MAX_BODY + 1), headers={"content-type": "text/plain"})
+    too_large = signed.post("/sign-in", content=b"x" * (MAX_BODY + 1), headers={"content-type": "text/plain"})
     assert too_large.status_code == 413 and secured(too_large, "a page's body refused before any route")
 
 
