@@ -15,6 +15,7 @@ what is still pending, for example after MLflow was down.
 from __future__ import annotations
 
 import fcntl
+import logging
 import os
 import subprocess
 import sys
@@ -31,6 +32,8 @@ from govern.redaction import redact
 from govern.storage import LedgerStore
 
 MIRROR_LOG = "mirror.log"
+log = logging.getLogger("govern.registry_mirror")
+
 PENDING_SQL = """
 WITH changes AS (
     SELECT payload->>'$.model' AS model, max(seq) AS through_seq, count(*) AS events
@@ -141,6 +144,12 @@ def request(
             on_progress(f"setting the MLflow aliases of {models} (registry_mirror = inline) ...")
         outcome = mirror_pending(ledger, cfg, actor)
         return [f"the MLflow registry is not updated yet (`govern mirror` retries): {e}" for e in outcome.errors]
+    from govern import signing
+
+    signer = signing.active()
+    if signer is not None:  # the server: a thread of its own, signed as the server's own work (not a git identity)
+        _in_the_background(cfg, signer)
+        return [Note("the MLflow aliases follow in the background; `govern status` shows what is pending")]
     log = ledger.state_dir / MIRROR_LOG
     with log.open("ab") as handle:
         subprocess.Popen(  # noqa: S603 - our own interpreter and module
@@ -153,6 +162,27 @@ def request(
             env={**os.environ, "GOVERN_LEDGER": ledger.address},
         )
     return [Note(f"the MLflow aliases follow in the background (log: {log}); `govern status` shows what is pending")]
+
+
+def _in_the_background(cfg: Config, signer: object) -> None:
+    """In `govern serve`: mirror in a daemon thread of the server, under its own identity and key. A process of its
+    own would record the server checkout's git identity (a person's, in a team), self-asserted."""
+    import threading
+
+    def mirror() -> None:
+        from govern import signing
+        from govern.api.keys import server_actor
+        from govern.storage import open_store
+
+        try:
+            with signing.signing_with(signer):  # type: ignore[arg-type]
+                outcome = mirror_pending(open_store(cfg.ledger, lock_timeout=cfg.lock_timeout), cfg, server_actor())
+            for error in outcome.errors:
+                log.warning("govern serve: the MLflow registry is not updated yet (govern mirror retries): %s", error)
+        except Exception:  # noqa: BLE001 - a background mirror must not take the server down; the log has it
+            log.exception("govern serve: the background registry mirror failed")
+
+    threading.Thread(target=mirror, name="govern-registry-mirror", daemon=True).start()
 
 
 def describe(item: Pending) -> dict[str, object]:
