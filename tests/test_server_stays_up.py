@@ -41,9 +41,16 @@ HERE = Path(__file__).resolve().parent
 
 
 def settings(project: Path, text: str) -> None:
-    """Add tables to the project's govern.toml (before its server starts)."""
+    """Add settings to the project's govern.toml (before its server starts); keys of `[server]`, which the project
+    declares already (its signing key's path), go into that table."""
     path = project / "govern.toml"
-    path.write_text(path.read_text() + text)
+    current = path.read_text()
+    if text.startswith("\n[server]\n") and "\n[server]\n" in "\n" + current:
+        added = text.removeprefix("\n[server]\n")
+        current = current.replace("[server]\n", "[server]\n" + added, 1)
+        path.write_text(current)
+        return
+    path.write_text(current + text)
 
 
 @pytest.fixture(params=["file", "postgresql"])
