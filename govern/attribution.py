@@ -123,16 +123,21 @@ def principal_of(actor: str) -> str | None:
 def shown(actor: str, authn: Authn | str | None) -> str:
     """An actor with the strength of its identity, as reports, pages and `audit history` show it:
     `abe (authenticated, token f20373caf69d)`, `Tess <tess@bank.example> (self-asserted, git config)`."""
+    who, how = split(actor, authn)
+    return f"{who} ({how})"
+
+
+def split(actor: str, authn: Authn | str | None) -> tuple[str, str]:
+    """(who, how sure): the two halves of `shown`, for a page that sets them on two lines."""
     found = Authn.from_json(authn) if isinstance(authn, str) or authn is None else authn
     if found is None:
         if server_form(actor):
-            return f"{actor} (not attested: recorded before govern signed events)"
-        return f"{actor} (self-asserted, source not recorded)"
+            return actor, "not attested: recorded before govern signed events"
+        return actor, "self-asserted, source not recorded"
     if found.by == SERVER:
-        who = found.principal or actor
         how = found.via if found.via != "server" else "the server itself"
-        return f"{who} (authenticated, {how})"
-    return f"{actor} (self-asserted, {found.via})"
+        return found.principal or actor, f"authenticated, {how}"
+    return actor, f"self-asserted, {found.via}"
 
 
 def describe(actor: str, authn: Authn | str | None) -> dict[str, Any]:

@@ -422,10 +422,12 @@ def log_page(
             "AND seq IN (SELECT unnest($seqs::BIGINT[])) ORDER BY seq DESC",
             {"first": min(seqs), "last": max(seqs), "seqs": seqs},
         )
-    from govern.attribution import shown
+    from govern.attribution import split
 
     for row in rows:
-        row["actor_shown"] = shown(row["actor"], row.pop("authn"))
+        authn = row.pop("authn")
+        who, how = split(row["actor"], authn)
+        row["actor_shown"], row["actor_who"], row["actor_how"] = f"{who} ({how})", who, how
     return rows
 
 
