@@ -72,7 +72,12 @@ def token(project: Path, env: dict[str, str], name: str, role: str, extra: list[
                    check=True, capture_output=True)  # fmt: skip
     made = subprocess.run([*govern, "tokens", "create", name, "--json"], cwd=project, env=env, check=True,
                           capture_output=True, text=True)  # fmt: skip
-    return json.loads(made.stdout)["token"]
+    issued = json.loads(made.stdout)
+    if "code" in issued:  # a ledger a server has signed in is a team's: an enrollment code, redeemed by its holder
+        redeemed = subprocess.run([*govern, "tokens", "redeem", issued["code"], "--json"], cwd=project, env=env,
+                                  check=True, capture_output=True, text=True)  # fmt: skip
+        issued = json.loads(redeemed.stdout)
+    return issued["token"]
 
 
 class served:  # noqa: N801 - used as `with served(...)`, like open()
