@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from conftest import commit_all, git, ok, start_server, tiny_pipeline, wait_for
+from conftest import commit_all, git, ok, start_server, tiny_pipeline, token_for, wait_for
 from sandbox_support import JOB_USER, governed_project, require_sandbox, served_version
 from test_server import call
 from test_server_jobs import send
@@ -97,7 +97,7 @@ def malicious(request: pytest.FixtureRequest, tmp_path: Path, isolated_env: dict
     shutil.copy2(mlflow_store_template, project / "mlflow.db")
     commit_all(project, "an honest pipeline")
     ok(project, "principals", "add", "sci", "--role", "scientist")
-    token = json.loads(ok(project, "tokens", "create", "sci", "--json"))["token"]
+    token = token_for(project, "sci")
     home = Path(isolated_env["HOME"])
     secret_values = {
         "session": f"session-{secrets.token_hex(20)}",
@@ -312,7 +312,7 @@ def inference(request: pytest.FixtureRequest, tmp_path: Path, isolated_env: dict
     for model, app in (("chained", "scoring"), ("spying", "triage")):
         ok(project, "deploy", model, "1", "--app", app, "--env", "dev")
     ok(project, "principals", "add", "con", "--role", "consumer", "--app", "scoring", "--app", "triage")
-    token = json.loads(ok(project, "tokens", "create", "con", "--json"))["token"]
+    token = token_for(project, "con")
     session = f"session-{secrets.token_hex(20)}"
     env = {**isolated_env, "GOVERN_SESSION_SECRET": session, "PGPASSWORD": "pg-password-x"}
     process, base = start_server(project, env, tmp_path / "server.log")
@@ -369,7 +369,7 @@ def test_a_server_whose_job_user_does_not_exist_refuses_to_start_jobs_and_says_w
     shutil.copy2(mlflow_store_template, project / "mlflow.db")
     commit = commit_all(project, "a pipeline")
     ok(project, "principals", "add", "sci", "--role", "scientist")
-    token = json.loads(ok(project, "tokens", "create", "sci", "--json"))["token"]
+    token = token_for(project, "sci")
     log = tmp_path / "server.log"
     process, base = start_server(project, isolated_env, log)
     try:
@@ -394,7 +394,7 @@ def test_a_failing_stage_is_recorded_by_the_server_as_the_requesters_training_fa
     shutil.copy2(mlflow_store_template, project / "mlflow.db")
     commit = commit_all(project, "a pipeline that fails")
     ok(project, "principals", "add", "sci", "--role", "scientist")
-    token = json.loads(ok(project, "tokens", "create", "sci", "--json"))["token"]
+    token = token_for(project, "sci")
     process, base = start_server(project, isolated_env, tmp_path / "server.log")
     try:
         status, job, _ = call(base, "POST", "/api/v1/trainings", token, {"commit": commit})
