@@ -247,7 +247,7 @@ def via_server(principal: str, token_id: str = "7e55a0000001") -> Any:
 
 
 def trained_version(
-    ledger_path: Path,
+    ledger_path: Path | str,
     model: str,
     version: str,
     trained_by: Any,
@@ -264,6 +264,7 @@ def trained_version(
 
     from govern.events import ModelRegistered, TrainingCompleted
     from govern.ledger import Ledger
+    from govern.storage import open_store
 
     path, sha256, models = "model.pkl", f"{version:0>64}", []
     if model_file is not None:
@@ -285,7 +286,7 @@ def trained_version(
         duration_s=1.0,
         run_cache_hit=False,
     )
-    ledger = Ledger(ledger_path)
+    ledger = open_store(ledger_path) if isinstance(ledger_path, str) else Ledger(ledger_path)  # a file, or a URL
     [recorded] = ledger.append([PendingEvent(training, actor=trained_by, occurred_at=utc_now(), git_commit=commit)])
     registered = ModelRegistered(
         model,

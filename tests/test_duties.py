@@ -18,26 +18,29 @@ from govern.api import access as access_api
 from govern.api import approvals, lifecycle
 from govern.errors import Forbidden, FourEyesViolation, PolicyViolation
 from govern.events import PendingEvent, ReproductionVerified, utc_now
-from govern.ledger import Ledger
+from govern.storage import LedgerStore, open_store
 
 M = "churn"
 GIT_TESS = "Tess Trainer <tess@example.com>"
 
 
-@pytest.fixture
-def team(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
-    """A team's project (a server declared): version 1 trained through the server by tess, version 2 in a checkout
-    under tess's git identity; alice is an admin and a scientist, pat and abe approvers, sci a scientist."""
+@pytest.fixture(params=["file", "postgresql"])
+def team(request: pytest.FixtureRequest, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """A team's project (a server declared; or a PostgreSQL ledger, a team's by itself): version 1 trained through
+    the server by tess, version 2 in a checkout under tess's git identity; alice is an admin and a scientist, pat and
+    abe approvers, sci a scientist."""
     root = tmp_path / "team"
     root.mkdir()
     git(root, "init", "-q", "-b", "main")
+    if request.param == "postgresql":
+        ledger: Path | str = request.getfixturevalue("pg_database")
+        declared = f'ledger = "{ledger}"\n'
+    else:
+        ledger, declared = root / "audit" / "ledger.duckdb", '[server]\nurl = "https://govern.example"\n'
     (root / "govern.toml").write_text(
-        '[server]\nurl = "https://govern.example"\n'
-        "[registry]\ngto_tags = false\n"
-        '[mlflow]\ntracking_uri = "sqlite:////nonexistent/mlflow.db"\n'
+        declared + "[registry]\ngto_tags = false\n" + '[mlflow]\ntracking_uri = "sqlite:////nonexistent/mlflow.db"\n'
     )
     commit_all(root, "start")
-    ledger = root / "audit" / "ledger.duckdb"
     # approvers first: before any admin exists the operator grants directly (bootstrap); after, approver and admin
     # take two admins (tests/test_admin_duties.py)
     for name, role in (("tess", "scientist"), ("tess", "approver"), ("pat", "approver"), ("abe", "approver"),
@@ -50,8 +53,14 @@ def team(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     return root
 
 
+def ledger_of(root: Path) -> LedgerStore:
+    from govern import config
+
+    return open_store(config.load(root).ledger)
+
+
 def head(root: Path) -> tuple[int, str]:
-    return Ledger(root / "audit" / "ledger.duckdb").head()
+    return ledger_of(root).head()
 
 
 def ask(root: Path, version: str, stage: str, who: str = "sci", force: bool = False) -> int:
@@ -123,7 +132,7 @@ def test_a_version_only_a_self_asserted_identity_trained_needs_a_verified_reprod
     number = ask(team, "2", "staging")
     with as_server(team), pytest.raises(FourEyesViolation, match="trained by a self-asserted identity"):
         approvals.approve(number, "reviewed", team, via_server("pat"))
-    ledger = Ledger(team / "audit" / "ledger.duckdb")
+    ledger = ledger_of(team)
     verdict = ReproductionVerified(
         commit="b" * 40, outputs=[{"path": "model.pkl", "md5": "0" * 32}], differing_outputs=[], metric_deltas={},
         metrics={}, duration_s=1.0, ci={"system": "local"}, match="exact", dvc_lock_sha256="0" * 64,
@@ -168,7 +177,7 @@ def test_a_self_asserted_ci_verdict_does_not_open_the_reproduction_gate_in_team_
     toml.write_text(
         toml.read_text().replace("[registry]\n", '[registry]\ngates = { staging = ["reproduction.verified"] }\n')
     )
-    ledger = Ledger(team / "audit" / "ledger.duckdb")
+    ledger = ledger_of(team)
     verdict = ReproductionVerified(
         commit="a" * 40, outputs=[{"path": "model.pkl", "md5": "0" * 32}], differing_outputs=[], metric_deltas={},
         metrics={}, duration_s=1.0, ci={"system": "local"}, match="exact", dvc_lock_sha256="0" * 64,
