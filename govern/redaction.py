@@ -59,7 +59,7 @@ def _rx() -> SimpleNamespace:
         ),
         # a credential is long: "bearer token" in a sentence is not one
         bearer=re.compile(r"\b(?P<word>[Bb]earer|(?i:authorization:\s*basic))\s+(?P<value>[A-Za-z0-9._~+/\-]{16,}=*)"),
-        govern_token=re.compile(r"\b(?P<id>gvn_[0-9a-f]{12}_)[A-Za-z0-9_\-]+"),
+        govern_token=re.compile(r"\b(?P<id>gv[nc]_[0-9a-f]{12}_)[A-Za-z0-9_\-]+"),  # a token, or an enrollment code
         known_tokens=re.compile(
             r"\b(?:gh[pousr]_[A-Za-z0-9]{20,}|github_pat_[A-Za-z0-9_]{20,}|glpat-[A-Za-z0-9_\-]{20,})"
         ),
@@ -70,7 +70,7 @@ _SECRET_ENDINGS = ("password", "passwd", "passphrase", "secret", "token", "signa
 _KEY_KINDS = frozenset(
     {"api", "access", "secret", "private", "account", "storage", "sas", "signing", "master", "subscription", "client"}
 )  # an X_KEY or XKey of these kinds is a secret
-_TOKEN_PREFIXES = ("ghp_", "gho_", "ghs_", "ghu_", "ghr_", "github_pat_", "glpat-", "gvn_", "x-access-token")
+_TOKEN_PREFIXES = ("ghp_", "gho_", "ghs_", "ghu_", "ghr_", "github_pat_", "glpat-", "gvn_", "gvc_", "x-access-token")
 
 
 def is_secret_name(name: str) -> bool:
@@ -153,8 +153,8 @@ def redact_value(value: Any) -> Any:
 
 
 _WORDS = (
-    "pass", "pwd", "secret", "token", "sig", "key", "credential", "bearer", "basic", "gvn_", "ghp_", "gho_", "ghs_",
-    "ghu_", "ghr_", "github_pat_", "glpat-",
+    "pass", "pwd", "secret", "token", "sig", "key", "credential", "bearer", "basic", "gvn_", "gvc_", "ghp_", "gho_",
+    "ghs_", "ghu_", "ghr_", "github_pat_", "glpat-",
 )  # fmt: skip
 
 

@@ -86,6 +86,10 @@ def fresh_guard() -> Iterator[None]:
             "DELETE /api/v1/tokens/gvn_00d199502a68_abcdEFGH0123-_xyz",
             f"DELETE /api/v1/tokens/gvn_00d199502a68_{REDACTED}",
         ),
+        (  # an enrollment code pasted where its id belongs
+            "DELETE /api/v1/tokens/gvc_00d199502a68_abcdEFGH0123-_xyz",
+            f"DELETE /api/v1/tokens/gvc_00d199502a68_{REDACTED}",
+        ),
         # not secrets: left as they are
         ("alice (token 00d199502a68)", "alice (token 00d199502a68)"),
         ("PGPASSWORD=$PGPASSWORD psql", "PGPASSWORD=$PGPASSWORD psql"),
