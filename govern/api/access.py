@@ -150,6 +150,7 @@ class TokenTable:
     snapshot."""
 
     PEER_WAIT = 1.0  # seconds a request waits for another's read of the ledger (which itself never waits) to end
+    SETTLE_WAIT = 2.0  # seconds a read may wait for the ledger before a token the snapshot does not know is refused
 
     def __init__(self, stale_after: float = 5.0, refresh_every: float = 1.0) -> None:
         import threading
@@ -239,6 +240,25 @@ class TokenTable:
                     self._snapshots[location] = dataclasses.replace(found, confirmed_at=float("-inf"))
             self._read_later(ledger)
 
+    def settle(self, ledger: LedgerStore) -> bool:
+        """Read `ledger` again, waiting up to SETTLE_WAIT for it (within the request's budget), because a token is
+        about to be refused by a snapshot that may be older than the token (made a moment ago by another process
+        while this one could not read). True where the table was read (or found current); False where the ledger
+        stayed busy (the caller answers 503, retry, rather than 401 to a token that may be good)."""
+        from govern.errors import GovernError
+        from govern.ledger import bounded_wait
+
+        if self.current(ledger):
+            return True
+        patience = bounded_wait(self.SETTLE_WAIT) or 0.0
+        try:
+            self._read(ledger, wait=False, patience=patience)
+        except GovernError as error:
+            self._read_later(ledger)
+            log.debug("govern serve: the tokens of %s could not be read before a refusal: %s", ledger.location, error)
+            return False
+        return True
+
     def read_soon(self, ledger: LedgerStore) -> None:
         """Read `ledger`'s tokens in the background (a server starting: its first request need not wait)."""
         self._read_later(ledger)
@@ -259,11 +279,12 @@ class TokenTable:
             return marker != found.marker
         return time.monotonic() - found.confirmed_at >= self.refresh_every
 
-    def _read(self, ledger: LedgerStore, *, wait: bool, forced: bool = False) -> _Snapshot:
+    def _read(self, ledger: LedgerStore, *, wait: bool, forced: bool = False, patience: float = 0.0) -> _Snapshot:
         """Read the ledger into a new snapshot. With `wait` (a command line, the background thread), as any reader
         does; without, the read never waits for the ledger (`LedgerLocked` where this process's turn on it, or
         another process's lock, is held), and requests take turns at it: one waits up to PEER_WAIT for another's
-        read (which never waits for the ledger either), and takes that snapshot where it holds (unless `forced`)."""
+        read (which never waits for the ledger either), and takes that snapshot where it holds (unless `forced`).
+        `patience`: seconds the read may wait for the ledger after all (`settle`)."""
         import threading
 
         from govern.errors import LedgerLocked
@@ -274,13 +295,13 @@ class TokenTable:
             return self._keep(location, self._query(ledger, self._snapshots.get(location)))
         with self._guard:
             reading = self._reading.setdefault(location, threading.Lock())
-        if not reading.acquire(timeout=self.PEER_WAIT):
+        if not reading.acquire(timeout=self.PEER_WAIT + patience):
             raise LedgerLocked(f"The tokens of {location} are being read by another request")
         try:
             found = self._snapshots.get(location)
             if found is not None and not forced and not self._due(found, _marker(ledger)):
                 return found  # another request read it while this one waited
-            with wait_at_most(0):
+            with wait_at_most(patience):
                 return self._keep(location, self._query(ledger, found))
         finally:
             reading.release()
@@ -1071,8 +1092,30 @@ def authenticate(ledger: LedgerStore, bearer: str | None, *, read: bool = True) 
     """The principal a bearer token stands for now, or `Unauthenticated` (one message for every kind of bad
     token, so a caller learns nothing about which ids exist), from this process's `TokenTable`: a known and an
     unknown id take the same steps (an unknown id's secret is compared with a dummy digest), and neither waits
-    for the ledger (`LedgerLocked` where the table is too old to trust and the ledger too busy to read). With
-    `read` False, only the table answers (`TokenTable.rows`)."""
+    for the ledger (`LedgerLocked` where the table is too old to trust and the ledger too busy to read). A token
+    the table refuses while it may be out of date is checked again after one patient read (`TokenTable.settle`):
+    a token made a moment ago elsewhere works at once, or the answer is 503 (retry), never 401. With `read` False,
+    only the table answers (the server's door settles on its own, off the event loop)."""
+    try:
+        return _authenticated(ledger, bearer, read=read)
+    except Unauthenticated:
+        if not read or not access.parse_bearer(bearer or "") or _TOKENS.current(ledger):
+            raise
+        if not _TOKENS.settle(ledger):
+            raise unsettled(ledger) from None
+        return _authenticated(ledger, bearer, read=False)
+
+
+def unsettled(ledger: LedgerStore) -> Exception:
+    """What a token refused by an out-of-date table, with the ledger too busy to read, is answered (503)."""
+    from govern.errors import LedgerLocked
+
+    return LedgerLocked(
+        f"The ledger {ledger.location} is too busy to check this token against its latest state: retry in a moment"
+    )
+
+
+def _authenticated(ledger: LedgerStore, bearer: str | None, *, read: bool) -> access.Principal:
     refused = InvalidToken("A valid bearer token is required: `govern tokens create NAME` issues one")
     parsed = access.parse_bearer(bearer or "")
     if parsed is None:

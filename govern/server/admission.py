@@ -34,7 +34,7 @@ from starlette.concurrency import run_in_threadpool
 from starlette.responses import JSONResponse, Response
 
 from govern import access
-from govern.api.access import Unauthenticated, authenticate, authenticate_session, token_table
+from govern.api.access import Unauthenticated, authenticate, authenticate_session, token_table, unsettled
 from govern.config import ServerSettings
 from govern.errors import GovernError, LedgerLocked, problem_kind
 from govern.ledger import wait_at_most, waiting_as
@@ -116,6 +116,7 @@ class Gate:
         self._routes: list[tuple[re.Pattern[str], set[str] | None, str]] | None = None
         self._exact: dict[tuple[str, str], str] = {}
         self._reading: dict[str, asyncio.Future[None]] = {}  # the token table being read, per ledger
+        self._settling: dict[str, asyncio.Future[bool]] = {}  # read again, patiently, before a refusal
         self._refusals: dict[str, tuple[float, float]] = {}  # per client address: refusals allowed now, and when
         self.requests = Slots(settings.max_requests, settings.max_requests_per_principal)
         self.predictions = Slots(settings.max_predictions, settings.max_predictions_per_principal)
@@ -238,6 +239,20 @@ class Gate:
             if reading is None or reading.done():
                 reading = self._reading[location] = asyncio.ensure_future(run_in_threadpool(table.refresh, ledger))
             await asyncio.shield(reading)
+        try:
+            return check(ledger, given, read=False)
+        except Unauthenticated:
+            if table.current(ledger):
+                raise
+        # refused by a table that may be older than the token (made a moment ago elsewhere, while this process could
+        # not read the ledger): one patient read, shared by the requests that notice, before the answer; 503 (retry)
+        # where the ledger stays busy, never 401 to a token that may be good
+        location = ledger.location
+        settling = self._settling.get(location)
+        if settling is None or settling.done():
+            settling = self._settling[location] = asyncio.ensure_future(run_in_threadpool(table.settle, ledger))
+        if not await asyncio.shield(settling):
+            raise unsettled(ledger)
         return check(ledger, given, read=False)
 
     async def _with_body(self, scope: dict, receive: Callable, send: Callable, limit: int) -> None:
