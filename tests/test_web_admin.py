@@ -156,6 +156,48 @@ def test_a_code_issued_for_someone_else_is_shown_once_never_in_a_url_and_redeeme
     assert "by adm (token " in token_row and "active" in token_row, "the token's issuer is the code's"
 
 
+def issued_code(site: dict[str, Any], principal: str) -> str:
+    client, csrf = signed_in(site["app"], site["tokens"]["adm"])
+    answer = client.post("/admin/tokens", data={"csrf": csrf, "principal": principal, "description": "new laptop"})
+    shown = client.get(answer.headers["location"])
+    return re.search(r'value="(gvc_[0-9a-f]{12}_[A-Za-z0-9_-]{43})"', shown.text).group(1)
+
+
+def test_an_enrollment_code_pasted_into_the_sign_in_form_signs_in_and_shows_the_new_token_once(
+    site: dict[str, Any],
+) -> None:
+    code = issued_code(site, "aud")
+    browser = TestClient(site["app"], follow_redirects=False)
+    form = browser.get("/sign-in")
+    assert "gvc_" in form.text, "the form says a code is welcome"
+    answer = browser.post("/sign-in", data={"token": code, "csrf": csrf_of(form.text), "next": "/audit/timeline"})
+    assert answer.status_code == 200, answer.text
+    bearer = re.search(r'id="bearer" class="bearer" value="(gvn_[0-9a-f]{12}_[A-Za-z0-9_-]{43})"', answer.text).group(1)
+    assert "signed in as <strong>aud</strong>" in answer.text and 'href="/audit/timeline"' in answer.text
+    assert "no-store" in answer.headers["cache-control"], "the page with the secret is never cached"
+    assert whoami(site["app"], bearer) == 200, "the token shown is the holder's"
+    assert browser.get("/account").status_code == 200, "and the browser is signed in with it"
+    again = TestClient(site["app"], follow_redirects=False)
+    form = again.get("/sign-in")
+    spent = again.post("/sign-in", data={"token": code, "csrf": csrf_of(form.text), "next": "/"})
+    assert spent.status_code == 401 and "was used already" in html.unescape(spent.text) and bearer not in spent.text
+    wrong = again.post("/sign-in", data={"token": code[:-4] + "AAAA", "csrf": csrf_of(form.text), "next": "/"})
+    assert wrong.status_code == 401 and "not a valid enrollment code" in html.unescape(wrong.text)
+    [event] = open_ledger(site["project"]).read(seqs=[open_ledger(site["project"]).head()[0]])
+    assert event.type == "token.issued" and event.authn is not None and "enrollment code" in str(event.authn)
+
+
+def test_codes_tried_at_the_sign_in_form_count_against_the_redemption_limit(site: dict[str, Any]) -> None:
+    from govern.server.app import REDEEM_PER_CLIENT, create_app
+
+    browser = TestClient(create_app(site["project"], session_secret=SECRET), follow_redirects=False)
+    csrf = csrf_of(browser.get("/sign-in").text)
+    guess = "gvc_000000000000_" + "A" * 43
+    answers = [browser.post("/sign-in", data={"token": guess, "csrf": csrf}) for _ in range(REDEEM_PER_CLIENT + 1)]
+    assert [a.status_code for a in answers] == [401] * REDEEM_PER_CLIENT + [429]
+    assert int(answers[-1].headers["retry-after"]) > 0 and "Too many attempts" in answers[-1].text
+
+
 def test_an_admins_token_for_itself_is_a_token(site: dict[str, Any]) -> None:
     client, csrf = signed_in(site["app"], site["tokens"]["adm"])
     answer = client.post("/admin/tokens", data={"csrf": csrf, "principal": "adm", "expires": "1d"})

@@ -706,6 +706,7 @@ def create_app(root: Path, session_secret: str | None = None) -> Any:
     from govern.server.throttle import Throttle, TooManyAttempts
 
     redemptions = Throttle(per_client=REDEEM_PER_CLIENT, total=REDEEM_TOTAL, window=60.0)
+    app.state.redemptions = redemptions  # the sign-in page redeems codes too, within the same limits
 
     @app.post(
         f"{API}/enrollment-codes/redemptions",

@@ -30,6 +30,22 @@ START_PAGES = (
     ("auditor", "/audit/timeline"),
     ("admin", "/admin/principals"),
 )
+CODE_PREFIX = "gvc_"
+
+
+def redeem_code(web: Web, request: Request, code: str) -> Any:
+    """Exchange an enrollment code pasted into the sign-in form for a token (the API's redemption, within its
+    limits per address and in all: `TooManyAttempts`); the token's `IssuedToken`."""
+    from govern.api import access as access_api
+
+    request.app.state.redemptions.attempt(
+        request.client.host if request.client else "unknown", "redeem an enrollment code"
+    )
+    issued = access_api.redeem(code, web.root, through_server=True)
+    assert issued.token is not None
+    return issued.token
+
+
 STATIC_TYPES = {".css": "text/css; charset=utf-8", ".js": "text/javascript; charset=utf-8", ".svg": "image/svg+xml"}
 
 
@@ -80,6 +96,7 @@ def routes(web: Web) -> APIRouter:
         from starlette.concurrency import run_in_threadpool
 
         from govern.api.access import InvalidToken, Unauthenticated, authenticate
+        from govern.server.throttle import TooManyAttempts
         from govern.web.pages import _form
 
         fields = await _form(request)
@@ -88,10 +105,20 @@ def routes(web: Web) -> APIRouter:
         if not web.keys.csrf_matches(nonce, _text(fields.get("csrf"))):
             raise Forbidden("The sign-in form was sent without its security token: reload the page and sign in again")
         token = _text(fields.get("token")).strip()
+        redeemed = None
         try:
             if not token:
                 raise InvalidInput("Paste your token into the field: it starts with gvn_")
+            if token.startswith(CODE_PREFIX):  # an enrollment code: exchanged here for a token, shown once
+                redeemed = await run_in_threadpool(redeem_code, web, request, token)
+                token = redeemed.bearer
             principal = await run_in_threadpool(authenticate, web.ledger(), token)
+        except TooManyAttempts as error:
+            refused = web.render(
+                request, "error.html.j2", None, status=429, title="Too many attempts", message=str(error)
+            )
+            refused.headers["Retry-After"] = str(error.retry_after)
+            return refused
         except (Unauthenticated, InvalidInput) as error:
             assert nonce is not None
             return web.render(
@@ -107,7 +134,12 @@ def routes(web: Web) -> APIRouter:
                 ended=False,
             )
         assert principal.token_id is not None
-        response = RedirectResponse(target, status_code=303)
+        if redeemed is not None:  # the new token, shown this once (this response is never stored: NoStore)
+            response = web.render(
+                request, "redeemed.html.j2", None, title="Your token", token=redeemed, bearer=token, next=target
+            )
+        else:
+            response = RedirectResponse(target, status_code=303)
         response.set_cookie(
             SESSION_COOKIE,
             web.keys.session_cookie(principal.token_id),
