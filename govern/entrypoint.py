@@ -178,3 +178,57 @@ def run(
         lines = (stderr or stdout).strip().splitlines()
         tail = " ".join(lines[-3:])
         raise InferenceFailed(f"The inference command failed (exit {process.returncode}): {tail}", (lines or [""])[-1])
+    if policy.confine:
+        take_output(output_path)
+
+
+MAX_OUTPUT = 256 << 20  # bytes of predictions a confined entry point may leave for the server to read
+
+
+def take_output(output_path: Path, limit: int = MAX_OUTPUT) -> None:
+    """Make the output a confined entry point left (in a folder it could write) a file of the server's own before the
+    server reads it: read once without following a link (a model's code made predictions.csv a link to the server's
+    signing key, its .pgpass, the ledger or /proc/self/environ, and the server, reading it as itself, sent that back
+    to the consumer), only a plain file with one name (no hard link either) and of at most `limit` bytes, then
+    written again, new, in its place. Nothing of the sandbox runs any more (its process namespace ended with it)."""
+    import stat
+
+    try:
+        handle = os.open(output_path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK)
+    except FileNotFoundError:
+        return  # no output: the caller says so
+    except OSError as error:
+        raise InferenceFailed(
+            f"The inference command's output is not a plain file ({error.strerror}): write the predictions to "
+            "{output} as a file",
+            "output not a plain file",
+        ) from None
+    try:
+        found = os.fstat(handle)
+        if not stat.S_ISREG(found.st_mode) or found.st_nlink != 1:
+            raise InferenceFailed(
+                "The inference command's output is not a plain file of its own (a link, a device or a pipe): write "
+                "the predictions to {output} as a file",
+                "output not a plain file",
+            )
+        if found.st_size > limit:
+            raise InferenceFailed(
+                f"The inference command wrote {found.st_size} bytes of predictions, over the limit of {limit}: send "
+                "fewer rows at a time",
+                "output too large",
+            )
+        chunks, size = [], 0
+        while chunk := os.read(handle, 1 << 20):
+            size += len(chunk)
+            if size > limit:
+                raise InferenceFailed(
+                    f"The inference command wrote over {limit} bytes of predictions: send fewer rows at a time",
+                    "output too large",
+                )
+            chunks.append(chunk)
+    finally:
+        os.close(handle)
+    output_path.unlink()
+    kept = os.open(output_path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o600)
+    with os.fdopen(kept, "wb") as sink:
+        sink.write(b"".join(chunks))

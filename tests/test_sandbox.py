@@ -283,3 +283,42 @@ def test_pointing_a_checkout_at_a_dvc_cache_never_writes_through_a_link_the_comm
     with pytest.raises(ProjectError, match="is not a directory of the checkout"):
         use_cache_dir(other, tmp_path / "cache")
     assert not (tmp_path / "config.local").exists()
+
+
+LINKER = 'python -c "import os, sys; os.symlink(sys.argv[1], sys.argv[2])" {target} {output}'
+PIPE = 'python -c "import os, sys; os.mkfifo(sys.argv[1])" {output}'
+
+
+@pytest.mark.parametrize("run_as", [None, JOB_USER])
+@pytest.mark.parametrize("target", ["secret", "/proc/self/environ"])
+def test_an_entry_points_output_made_a_link_never_has_the_server_read_what_it_points_at(
+    tmp_path: Path, run_as: str | None, target: str
+) -> None:
+    """Seen in the security review: a model's entry point made predictions.csv a link to the signing key, .pgpass,
+    the ledger or /proc/self/environ; the server, reading the output as itself, returned them to the consumer."""
+    from govern.entrypoint import InferenceFailed, run
+
+    require_sandbox(user=run_as is not None)
+    secret = tmp_path / "server-only" / "signing.key"
+    secret.parent.mkdir()
+    secret.write_text("-----BEGIN PRIVATE KEY----- the server's\n")
+    code, rows = tmp_path / "code", tmp_path / "rows.csv"
+    code.mkdir()
+    rows.write_text("a\n1\n")
+    policy = sandbox.Policy(True, "bwrap", run_as, False)
+    pointed = str(secret) if target == "secret" else target
+    scratch = Path(__import__("tempfile").mkdtemp(prefix="govern-predict-"))
+    output = scratch / "predictions.csv"
+    with pytest.raises(InferenceFailed, match="output is not a plain file") as refused:
+        run(code, LINKER.replace("{target}", pointed), rows, rows, output, 60, policy=policy)
+    assert "PRIVATE KEY" not in str(refused.value) and "GOVERN" not in str(refused.value)
+    assert output.is_symlink(), "left as it was, never read"
+
+    fifo = scratch / "fifo.csv"
+    with pytest.raises(InferenceFailed, match="not a plain file"):
+        run(code, PIPE, rows, rows, fifo, 60, policy=policy)  # a FIFO would block the server's read forever
+
+    plain = scratch / "plain.csv"
+    run(code, 'python -c "import shutil, sys; shutil.copy(sys.argv[1], sys.argv[2])" {input} {output}', rows, rows,
+        plain, 60, policy=policy)  # fmt: skip
+    assert plain.read_text() == "a\n1\n" and plain.stat().st_uid == os.geteuid(), "a plain output: the server's own"
