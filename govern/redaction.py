@@ -59,9 +59,11 @@ def _rx() -> SimpleNamespace:
         ),
         # a credential is long: "bearer token" in a sentence is not one
         bearer=re.compile(r"\b(?P<word>[Bb]earer|(?i:authorization:\s*basic))\s+(?P<value>[A-Za-z0-9._~+/\-]{16,}=*)"),
-        govern_token=re.compile(r"\b(?P<id>gv[nc]_[0-9a-f]{12}_)[A-Za-z0-9_\-]+"),  # a token, or an enrollment code
+        govern_token=re.compile(
+            r"(?P<id>gv[nc]_[0-9a-f]{12}_)[A-Za-z0-9_\-]+"
+        ),  # a token or a code, even glued to a word
         known_tokens=re.compile(
-            r"\b(?:gh[pousr]_[A-Za-z0-9]{20,}|github_pat_[A-Za-z0-9_]{20,}|glpat-[A-Za-z0-9_\-]{20,})"
+            r"(?:gh[pousr]_[A-Za-z0-9]{20,}|github_pat_[A-Za-z0-9_]{20,}|glpat-[A-Za-z0-9_\-]{20,})"
         ),
     )
 

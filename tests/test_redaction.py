@@ -90,6 +90,11 @@ def fresh_guard() -> Iterator[None]:
             "DELETE /api/v1/tokens/gvc_00d199502a68_abcdEFGH0123-_xyz",
             f"DELETE /api/v1/tokens/gvc_00d199502a68_{REDACTED}",
         ),
+        # glued to what comes before (the security review: a reason `xgvn_...` reached the ledger, `a_gvn_...` the log)
+        ("reason=xgvn_00d199502a68_abcdEFGH0123-_xyz", f"reason=xgvn_00d199502a68_{REDACTED}"),
+        ("?principal=a_gvn_00d199502a68_abcdEFGH0123", f"?principal=a_gvn_00d199502a68_{REDACTED}"),
+        ("?principal=a%20gvn_00d199502a68_abcdEFGH0123", f"?principal=a%20gvn_00d199502a68_{REDACTED}"),
+        ("key:xghp_" + "A" * 36, f"key:x{REDACTED}"),
         # not secrets: left as they are
         ("alice (token 00d199502a68)", "alice (token 00d199502a68)"),
         ("PGPASSWORD=$PGPASSWORD psql", "PGPASSWORD=$PGPASSWORD psql"),
