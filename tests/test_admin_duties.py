@@ -196,6 +196,44 @@ def test_the_sock_puppet_and_a_token_minted_for_abe_cannot_approve_the_admins_ow
     assert outcome.events[-1].type == "model.promoted"
 
 
+def test_one_admin_who_handed_over_both_the_requesters_and_the_approvers_tokens_cannot_have_it_approved(
+    team: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The security review: alice alone made a scientist sam, a code for sam and one for the existing approver pat,
+    redeemed both, asked as sam and approved as pat. Both tokens are alice's hands: refused; pat's own token, from
+    bob's code, approves."""
+    monkeypatch.setenv("GOVERN_REGISTRY_MIRROR", "background")
+    with as_server(team):
+        trained_version(team / "audit" / "ledger.duckdb", M, "1", via_server("tess"), commit="a" * 40)
+        access_api.grant("sam", "scientist", reason="sock puppet", start=team, actor=ALICE)
+    sam = redeemed(team, code_for(team, "sam"))
+    with as_server(team):
+        number = approvals.request_promotion(M, "1", "staging", "ship it", team, via_server("sam", sam.token_id))
+    as_pat = redeemed(team, code_for(team, "pat"))
+    before = head(team)
+    with (
+        as_server(team),
+        pytest.raises(
+            FourEyesViolation,
+            match=f"pat's token {as_pat.token_id} and the token {sam.token_id} of sam.*both handed over",
+        ),
+    ):
+        approvals.approve(number.request_id, "looks fine", team, via_server("pat", as_pat.token_id))
+    assert head(team) == before
+    real_pat = redeemed(team, code_for(team, "pat", by=BOB))
+    with as_server(team):
+        outcome = approvals.approve(number.request_id, "evidence reviewed", team, via_server("pat", real_pat.token_id))
+    assert outcome.events[-1].type == "model.promoted"
+
+
+def test_a_local_writer_cannot_issue_a_code_for_an_approver_once_two_admins_exist(team: Path) -> None:
+    """With the ledger's writer role alone, a code for the approver pat would be pat's hands: refused, as a local
+    grant of approver is; a code for a scientist is not (an approver still decides)."""
+    line = refused(team, "tokens", "create", "pat")
+    assert "issuing a code for pat, an approver or admin, is for admins the server authenticated" in line
+    assert "gvc_" in ok(team, "tokens", "create", "sci")
+
+
 def test_a_token_an_admin_made_for_itself_keeps_the_issuer_of_the_code_it_was_made_with(team: Path) -> None:
     """alice redeems the code she issued for bob (an admin), then, as bob, makes bob a token of his own: its issuer
     is still alice, so "bob" cannot confirm alice's proposals nor approve what alice asked for."""

@@ -836,7 +836,11 @@ def issue_token(
         if not rows:
             raise NotFound(f"{name} holds no role: grant one first (govern principals add {name} --role ROLE)")
         for_self = project.actor.authenticated and _is_principal(project.actor, name, {})
-        if not for_self and duties.team_mode(project, reader):
+        team = duties.team_mode(project, reader)
+        if team and not project.actor.authenticated and set(_held(reader, name)) & set(access.PRIVILEGED):
+            # a local writer's code for an approver would let them redeem it and approve as that approver
+            _refuse_local_privileged(project, _admins(reader), f"issuing a code for {name}, an approver or admin,")
+        if not for_self and team:
             fact: Any = EnrollmentCodeIssued(
                 principal=name,
                 code_id=code.code_id,

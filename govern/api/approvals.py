@@ -144,12 +144,9 @@ def approve(
             duties.check_not_trainer(
                 project, reader, rules, facts, project.actor.name, "approve its promotion", pending["requested_by"]
             )
-            duties.check_token_issuer(
-                reader,
-                project.actor,
-                [pending["requested_by"], *duties.trainers(project, reader, facts).names],
-                "approve it",
-            )
+            trained = duties.trainers(project, reader, facts)
+            duties.check_token_issuer(reader, project.actor, [pending["requested_by"], *trained.names], "approve it")
+            duties.check_same_hands(reader, project.actor, [pending["request_seq"], *trained.seqs], "approve it")
         findings = refuse_failed_gates(project, reader, facts, to_stage)
         planned[:] = plan_promotion_tags(project, facts, to_stage, warnings)
         now = utc_now()
@@ -515,8 +512,9 @@ def _four_eyes(
             duties.check_not_trainer(
                 project, reader, rules, facts, project.actor.name, "approve its promotion", request["requested_by"]
             )
-            trained = duties.trainers(project, reader, facts).names
-            duties.check_token_issuer(reader, project.actor, [request["requested_by"], *trained], "approve it")
+            trained = duties.trainers(project, reader, facts)
+            duties.check_token_issuer(reader, project.actor, [request["requested_by"], *trained.names], "approve it")
+            duties.check_same_hands(reader, project.actor, [request["request_seq"], *trained.seqs], "approve it")
     except (FourEyesViolation, PolicyViolation) as violation:
         return str(violation)
     return None

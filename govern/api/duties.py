@@ -17,6 +17,8 @@ in) they protect people from themselves by default and count only identities the
 from __future__ import annotations
 
 import json
+import re
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -110,6 +112,7 @@ class Trainers:
     names: tuple[str, ...]
     authenticated: tuple[str, ...]
     shown: tuple[str, ...]
+    seqs: tuple[int, ...] = ()  # the trainings' events
 
 
 def trainers(project: Project, reader: Reader, facts: queries.VersionFacts) -> Trainers:
@@ -125,7 +128,7 @@ def trainers(project: Project, reader: Reader, facts: queries.VersionFacts) -> T
         shown.append(attribution.shown(row["actor"], authn))
     if facts.training_actor and facts.training_actor not in names:
         names.append(facts.training_actor)
-    return Trainers(tuple(names), tuple(authenticated), tuple(shown))
+    return Trainers(tuple(names), tuple(authenticated), tuple(shown), tuple(r["seq"] for r in rows))
 
 
 def verified_reproduction(project: Project, reader: Reader, facts: queries.VersionFacts, lock: str | None) -> bool:
@@ -197,6 +200,58 @@ def check_token_issuer(reader: Reader, who: attribution.Actor, others: list[str]
                 f"trained this version: it cannot {doing}; redeem a token of your own (govern tokens redeem) or let "
                 "another approver decide"
             )
+
+
+def check_same_hands(reader: Reader, who: attribution.Actor, parties: Sequence[int], doing: str) -> None:
+    """Refuse an approver whose token was handed over, through the server, by the same admin who handed over the
+    token of one who asked for or trained the version (the events `parties`): that admin held both codes and could
+    have acted as both (the security review: one admin minted a scientist and a code for an existing approver,
+    redeemed both, and approved her own request). Codes the operator issued (self-asserted) are the bootstrap's
+    and count for no one; a local writer cannot issue one for an approver once two admins exist."""
+    from govern.api.lifecycle import identity_links
+
+    token = _token_in(who.authn) if who.authenticated else None
+    mine = handed_over_by(reader, token)
+    if mine is None:
+        return
+    rows = queries.rows_as_dicts(reader, "SELECT seq, actor, authn FROM events WHERE list_contains($seqs, seq)",
+                                 {"seqs": list(parties)})  # fmt: skip
+    links = identity_links(reader)
+    for row in rows:
+        other = _token_in(attribution.Authn.from_json(row["authn"]) if row["authn"] else None)
+        theirs = handed_over_by(reader, other)
+        if other and other != token and theirs and access.same_person(mine, theirs, links):
+            raise FourEyesViolation(
+                f"Four-eyes rule: {_who(who.name)}'s token {token} and the token {other} of {_who(row['actor'])}, who "
+                f"asked for or trained this version, were both handed over by {_who(theirs)}, who could have acted as "
+                f"both: it cannot {doing}; ask another admin to issue {_who(who.name)} a new code, or let another "
+                "approver decide"
+            )
+
+
+def _token_in(authn: attribution.Authn | None) -> str | None:
+    """The token an authenticated act was done with (`via`: "token X", or "job J (token X)")."""
+    if authn is None or not authn.authenticated:
+        return None
+    found = re.search(r"token ([0-9a-f]{12})\)?$", authn.via or "")
+    return found.group(1) if found else None
+
+
+def handed_over_by(reader: Reader, token_id: str | None) -> str | None:
+    """The admin who handed this token to its principal through the server (an enrollment code an authenticated
+    admin issued), or None: no such token, the principal's own, or one the operator issued locally."""
+    if not token_id or not access.TOKEN_ID.match(token_id):
+        return None
+    rows = queries.rows_as_dicts(
+        reader, "SELECT issuer, issuer_authn, principal FROM token_issuers WHERE token_id = $t", {"t": token_id}
+    )
+    if not rows or not rows[0]["issuer_authn"]:
+        return None
+    authn = attribution.Authn.from_json(rows[0]["issuer_authn"])
+    if authn is None or not authn.authenticated:
+        return None
+    issuer = authn.principal or rows[0]["issuer"]
+    return None if access.same_person(issuer, rows[0]["principal"], {}) else issuer
 
 
 def token_issuer(reader: Reader, token_id: str | None) -> str | None:
