@@ -377,8 +377,8 @@ def repro(
             click.echo(f"MLflow run {mlflow_facts['run_id']} in experiment {mlflow_facts['experiment']!r}")
         for reused in outcome.reused_versions:
             click.echo(
-                f"{reused['model']}: the same file from the same commit is version {reused['version']} already; "
-                "not registered again"
+                f"{reused['model']}: the same file (sha256) is version {reused['version']} already; "
+                "not registered again (one artifact, one version)"
             )
     if outcome.committed:
         click.echo(f"committed dvc.lock as {outcome.committed[:12]}")

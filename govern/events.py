@@ -360,6 +360,7 @@ class TrainingMirrored(Fact):
     tracking_uri: str
     model_versions: list[dict[str, Any]]
     reused_run: bool
+    reused_versions: list[dict[str, Any]] = field(default_factory=list)  # files registered already: not again
 
     @property
     def subject(self) -> str:

@@ -107,31 +107,61 @@ def test_the_same_bytes_from_the_same_commit_are_one_version(reproduced_demo: Pa
     result = run_cli("repro", "--allow-dirty", cwd=reproduced_demo)
 
     assert result.exit_code == 0, result.output
-    assert f"{M}: the same file from the same commit is version 1 already; not registered again" in result.output
+    assert f"{M}: the same file (sha256) is version 1 already; not registered again" in result.output
     assert [e.payload["version"] for e in ledger_of(reproduced_demo).read(types=["model.registered"])] == ["1"]
     client = MlflowClient(tracking_uri=tracking_uri(reproduced_demo))
     assert [str(v.version) for v in client.search_model_versions(f"name = '{M}'")] == ["1"]
 
 
-def test_a_version_with_the_file_of_a_deprecated_one_is_marked_and_its_promotion_needs_force(
-    reproduced_demo: Path,
-) -> None:
-    """Only the evaluation code changed: a new training, a new version, the same model file as version 1."""
+def test_the_same_model_file_trained_at_another_commit_is_the_same_version(reproduced_demo: Path) -> None:
+    """Only the evaluation code changed: a new training, recorded and linked to version 1, no version 2."""
+    evaluate = reproduced_demo / "pipelines" / "evaluate.py"
+    evaluate.write_text(evaluate.read_text() + "\n# reviewed\n")
+    commit_all(reproduced_demo, "a comment in the evaluation")
+
+    output = ok(reproduced_demo, "repro", "--commit")
+
+    assert f"{M}: the same file (sha256) is version 1 already" in output
+    trainings = ledger_of(reproduced_demo).read(types=["training.completed"])
+    assert len(trainings) == 2
+    assert [m.get("registered_version") for m in trainings[-1].payload["models"]] == ["1"]
+    assert [e.payload["version"] for e in ledger_of(reproduced_demo).read(types=["model.registered"])] == ["1"]
+    client = MlflowClient(tracking_uri=tracking_uri(reproduced_demo))
+    assert [str(v.version) for v in client.search_model_versions(f"name = '{M}'")] == ["1"]
+
+
+def test_a_failed_training_a_revert_and_a_rerun_register_no_phantom_version(reproduced_demo: Path) -> None:
+    """The new user's sequence: a failing stage deleted the model; the code was put back (another commit); DVC
+    restored the model from its cache. The same bytes: nothing new to register, so no version 2."""
+    train = reproduced_demo / "pipelines" / "model.py"
+    good = train.read_text()
+    train.write_text(good.replace('if __name__ == "__main__":', 'if __name__ == "__main__":\n    raise SystemExit(2)'))
+    commit_all(reproduced_demo, "a broken training")
+    failed = run_cli("repro", cwd=reproduced_demo)
+    assert failed.exit_code != 0
+    assert not (reproduced_demo / "models" / "model.pkl").exists(), "the failing stage removed its output"
+    train.write_text(good)
+    commit_all(reproduced_demo, "the training put back")
+
+    output = ok(reproduced_demo, "repro", "--commit")
+
+    assert (reproduced_demo / "models" / "model.pkl").exists()
+    assert [e.payload["version"] for e in ledger_of(reproduced_demo).read(types=["model.registered"])] == ["1"], output
+    client = MlflowClient(tracking_uri=tracking_uri(reproduced_demo))
+    assert [str(v.version) for v in client.search_model_versions(f"name = '{M}'")] == ["1"]
+
+
+def test_a_deprecated_version_retrained_stays_deprecated(reproduced_demo: Path) -> None:
+    """Retraining the same file does not launder a deprecation through a new version number."""
+    ok(reproduced_demo, "deprecate", M, "1", "--reason", "leakage in the source data")
     evaluate = reproduced_demo / "pipelines" / "evaluate.py"
     evaluate.write_text(evaluate.read_text() + "\n# reviewed\n")
     commit_all(reproduced_demo, "a comment in the evaluation")
     ok(reproduced_demo, "repro", "--commit")
-    second = last_of(reproduced_demo, "model.registered").payload
-    assert second["version"] == "2" and second["same_artifact_as"] == ["1"]
-    history = ok(reproduced_demo, "audit", "history", M, "2")
-    assert "same file as version(s) 1" in history
 
-    ok(reproduced_demo, "deprecate", M, "1", "--reason", "leakage in the source data")
-    message = refused(reproduced_demo, "promote", M, "2", "--to", "staging", "--reason", "retry")
-    assert "is the same model file (sha256) as version 1, deprecated at" in message
-    assert "(leakage in the source data)" in message and "--force" in message
-    ok(reproduced_demo, "promote", M, "2", "--to", "staging", "--reason", "reviewed: the leak is fixed", "--force")
-    assert last_of(reproduced_demo, "model.promoted").payload["forced"] is True
+    assert [e.payload["version"] for e in ledger_of(reproduced_demo).read(types=["model.registered"])] == ["1"]
+    message = refused(reproduced_demo, "promote", M, "1", "--to", "staging", "--reason", "retry")
+    assert "is deprecated" in message and "use another version" in message
 
 
 def test_environments_come_from_configuration(three_versions: Path) -> None:
@@ -191,3 +221,29 @@ def test_an_unreachable_mlflow_leaves_the_alias_pending_until_govern_mirror(
     assert str(client.get_model_version_by_alias(M, "staging").version) == "3"
     assert json.loads(ok(three_versions, "status", "--json"))["pending_mirrors"]["registry"] == []
     assert "Nothing is pending." in ok(three_versions, "mirror")
+
+
+def test_a_training_mirrored_later_with_a_registered_file_registers_no_second_version(
+    reproduced_demo: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """MLflow was down when the same model file was trained again: `govern mirror` (as the server's outbox does
+    for a job's training) links it to version 1 and registers nothing."""
+    evaluate = reproduced_demo / "pipelines" / "evaluate.py"
+    evaluate.write_text(evaluate.read_text() + "\n# reviewed\n")
+    commit_all(reproduced_demo, "a comment in the evaluation")
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        down = f"http://127.0.0.1:{probe.getsockname()[1]}"
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", down)
+    monkeypatch.setenv("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "0")
+    ok(reproduced_demo, "repro")
+    assert last_of(reproduced_demo, "training.completed").payload["mlflow"]["status"] == "pending"
+    monkeypatch.delenv("MLFLOW_TRACKING_URI")
+
+    ok(reproduced_demo, "mirror")
+
+    mirrored = last_of(reproduced_demo, "training.mirrored").payload
+    assert mirrored["model_versions"] == [] and mirrored["reused_versions"] == [{"model": M, "version": "1"}]
+    assert [e.payload["version"] for e in ledger_of(reproduced_demo).read(types=["model.registered"])] == ["1"]
+    client = MlflowClient(tracking_uri=tracking_uri(reproduced_demo))
+    assert [str(v.version) for v in client.search_model_versions(f"name = '{M}'")] == ["1"]

@@ -168,11 +168,9 @@ def grid_search(
     versions, registration_error = _register_winner(run, winner_training, model_copies[winner["event_id"]], winner)
     if registration_error:
         warnings.append(registration_error)
-    reused = repro_api.registered_already(
-        run.project.ledger, winner_training.payload["models"], winner_training.git_commit or ""
-    )
+    reused = repro_api.registered_already(run.project.ledger, winner_training.payload["models"])
     warnings.extend(
-        f"{name}: the winner's file, from this commit, is version {version} already; not registered again"
+        f"{name}: the winner's file is version {version} already; not registered again"
         for name, version in reused.items()
     )
     selection = PendingEvent(
@@ -274,7 +272,7 @@ def _register_winner(
     run: repro_api.Run, training: RecordedEvent, models: list[dict[str, Any]], winner: dict[str, Any]
 ) -> tuple[tuple[mlflow_adapter.RegisteredVersion, ...], str | None]:
     payload = training.payload
-    reused = repro_api.registered_already(run.project.ledger, payload["models"], training.git_commit or "")
+    reused = repro_api.registered_already(run.project.ledger, payload["models"])
     models = [m for m in models if m["name"] not in reused]
     if not winner["mlflow_run_id"] or not models:
         return (), None

@@ -67,7 +67,9 @@ def _mirror_one(project: Project, event_id: str, payload: dict, commit: str, occ
     from govern.api import repro as repro_api
 
     run = repro_api.Run(project, _state(payload), payload["git"].get("allow_dirty", False), payload.get("targets", []))
-    models = [m for m in payload.get("models", []) if payload.get("grid") is None]
+    registering = payload.get("grid") is None
+    reused = repro_api.registered_already(project.ledger, payload.get("models", [])) if registering else {}
+    models = [m for m in payload.get("models", []) if registering and m["name"] not in reused]
     located = []
     for model in models:
         path = _model_files().local_copy(project.root, model["path"], model.get("md5"), model.get("sha256"))
@@ -98,6 +100,7 @@ def _mirror_one(project: Project, event_id: str, payload: dict, commit: str, occ
                 tracking_uri=redact(project.config.tracking_uri),
                 model_versions=[{"model": v.model, "version": v.version} for v in mirrored.versions],
                 reused_run=mirrored.reused,
+                reused_versions=[{"model": name, "version": version} for name, version in reused.items()],
             ),
             actor=project.actor,
             occurred_at=utc_now(),

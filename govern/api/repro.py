@@ -78,7 +78,7 @@ class ReproOutcome:
 
     @property
     def reused_versions(self) -> list[dict[str, str]]:
-        """Model versions this training's files already were (same bytes, same commit): not registered again."""
+        """Model versions this training's files already were (the same bytes): not registered again."""
         training = self.training
         return list((training.payload.get("mlflow") or {}).get("reused_versions") or []) if training else []
 
@@ -252,7 +252,7 @@ def build_training(
             dataset_refs.append(_dataset_ref(root, path, md5s.get(path), "training", digests))
     params = lineage.params_of(locks)
     metrics = lineage.metrics_of(root, pipeline)
-    reused = registered_already(project.ledger, models, run.state.commit) if register and mirror else {}
+    reused = registered_already(project.ledger, models) if register and mirror else {}
     for model in models:
         if model["name"] in reused:
             model["registered_version"] = reused[model["name"]]
@@ -344,16 +344,19 @@ def recorded_versions(ledger: LedgerStore, names: Sequence[str]) -> dict[str, in
     return {model: int(version) for model, version in rows if version is not None}
 
 
-def registered_already(ledger: LedgerStore, models: Sequence[dict[str, Any]], commit: str) -> dict[str, str]:
-    """Model name -> the version already registered with the same file from the same commit.
+def registered_already(ledger: LedgerStore, models: Sequence[dict[str, Any]]) -> dict[str, str]:
+    """Model name -> the version already registered with the same file (sha256), from whatever commit.
 
-    Registering those bytes again would make a second MLflow version of one artifact (running a grid twice
-    did): the training refers to the existing version instead.
+    One artifact is one version: bytes DVC restored from its run-cache, a rerun after a reset, or the same model
+    retrained at another commit would otherwise be a new version number with nothing new in it (a phantom). The
+    training is recorded and refers to the existing version (its first registration) instead.
     """
-    wanted = {(m["name"], m.get("sha256")) for m in models}
-    return {
-        model: version for model, version, sha, at in _twins(ledger, models) if (model, sha) in wanted and at == commit
-    }
+    wanted = {(m["name"], m.get("sha256")) for m in models if m.get("sha256")}
+    found: dict[str, str] = {}
+    for model, version, sha, _at in _twins(ledger, models):
+        if (model, sha) in wanted:
+            found.setdefault(model, version)
+    return found
 
 
 def registration_events(
