@@ -59,9 +59,13 @@ def _rx() -> SimpleNamespace:
         ),
         # a credential is long: "bearer token" in a sentence is not one
         bearer=re.compile(r"\b(?P<word>[Bb]earer|(?i:authorization:\s*basic))\s+(?P<value>[A-Za-z0-9._~+/\-]{16,}=*)"),
+        # a token or a code, even glued to a word, and with its separators percent-encoded (a query string in the
+        # access log), full-width or padded with zero-width characters (pasted from a chat or a document)
         govern_token=re.compile(
-            r"(?P<id>gv[nc]_[0-9a-f]{12}_)[A-Za-z0-9_\-]+"
-        ),  # a token or a code, even glued to a word
+            r"(?P<id>gv[nc]{sep}[0-9a-f]{{12}}{sep})[A-Za-z0-9_\-\uff3f%][A-Za-z0-9_\-\u200b-\u200d\u2060\ufeff\uff3f%]*".format(
+                sep=r"[\u200b-\u200d\u2060\ufeff]*(?:_|%5[Ff]|\uff3f)[\u200b-\u200d\u2060\ufeff]*"
+            )
+        ),
         known_tokens=re.compile(
             r"(?:gh[pousr]_[A-Za-z0-9]{20,}|github_pat_[A-Za-z0-9_]{20,}|glpat-[A-Za-z0-9_\-]{20,})"
         ),
@@ -155,7 +159,7 @@ def redact_value(value: Any) -> Any:
 
 
 _WORDS = (
-    "pass", "pwd", "secret", "token", "sig", "key", "credential", "bearer", "basic", "gvn_", "gvc_", "ghp_", "gho_",
+    "pass", "pwd", "secret", "token", "sig", "key", "credential", "bearer", "basic", "gvn", "gvc", "ghp_", "gho_",
     "ghs_", "ghu_", "ghr_", "github_pat_", "glpat-",
 )  # fmt: skip
 

@@ -95,6 +95,12 @@ def fresh_guard() -> Iterator[None]:
         ("?principal=a_gvn_00d199502a68_abcdEFGH0123", f"?principal=a_gvn_00d199502a68_{REDACTED}"),
         ("?principal=a%20gvn_00d199502a68_abcdEFGH0123", f"?principal=a%20gvn_00d199502a68_{REDACTED}"),
         ("key:xghp_" + "A" * 36, f"key:x{REDACTED}"),
+        # separators percent-encoded (an access log's raw query string), full-width or with zero-width characters
+        # around them (pasted from a chat): the third review found each of them unredacted
+        ("?reason=xgvn%5F00d199502a68%5FabcdEFGH0123", f"?reason=xgvn%5F00d199502a68%5F{REDACTED}"),
+        ("gvn\uff3f00d199502a68\uff3fabcdEFGH0123", f"gvn\uff3f00d199502a68\uff3f{REDACTED}"),
+        ("gvc\u200b_00d199502a68_\u200babcdEFGH0123", f"gvc\u200b_00d199502a68_\u200b{REDACTED}"),
+        ("the gvn team", "the gvn team"),
         # not secrets: left as they are
         ("alice (token 00d199502a68)", "alice (token 00d199502a68)"),
         ("PGPASSWORD=$PGPASSWORD psql", "PGPASSWORD=$PGPASSWORD psql"),

@@ -126,6 +126,6 @@ def test_redeeming_is_rate_limited_per_address_and_writes_nothing_when_refused(
     assert statuses[:REDEEM_PER_CLIENT] == [401] * REDEEM_PER_CLIENT and set(statuses[REDEEM_PER_CLIENT:]) == {429}
     status, problem, headers = answers[-1]
     assert problem["type"] == "urn:govern:problem:too-many-requests" and int(headers["retry-after"]) >= 1
-    assert "Too many attempts to redeem an enrollment code from this address" in problem["detail"]
+    assert "Too many failed attempts to redeem an enrollment code from this address" in problem["detail"]
     assert answers[0][1]["detail"].startswith("That is not a valid enrollment code")
     assert ledger_of(project).head() == before

@@ -65,6 +65,11 @@ class InvalidCode(Unauthenticated):
     """Not an enrollment code this ledger issued (malformed, unknown, or of a wrong secret): one message for all."""
 
 
+# What a refused redemption raises: counted by the server's throttle (`server.throttle`), which lets a valid code
+# through whatever others sent.
+REDEMPTION_REFUSALS: tuple[type[Exception], ...] = (Unauthenticated, InvalidInput, NotFound, Forbidden, StateConflict)
+
+
 ROLES_AT_SQL = """
 SELECT principal, role, apps, granted_at, granted_by, reason, grant_seq, basis, proposal_seq, proposed_at,
        proposed_by, granted_authn, proposed_authn
@@ -101,10 +106,21 @@ WHERE $principal IS NULL OR t.principal = $principal ORDER BY t.seq
 # Every token with what authenticating it needs: its principal, secret digest, expiry, revocation and the
 # principal's roles now. Small (one row per token ever issued), read whole into each process's snapshot.
 TOKEN_TABLE_SQL = """
-SELECT t.token_id, t.principal, t.secret_sha256, t.expires_at, t.revoked_at,
-       (SELECT coalesce(list({'role': g.role, 'apps': g.apps} ORDER BY g.role), [])
+SELECT t.token_id, t.principal, t.secret_sha256, t.expires_at, t.revoked_at, t.seq AS issued_seq,
+       (SELECT e.authn FROM events AS e WHERE e.seq = t.seq) AS issued_authn,
+       (SELECT coalesce(list({'role': g.role, 'apps': g.apps, 'grant_seq': g.grant_seq,
+                              'granted_authn': g.granted_authn} ORDER BY g.role), [])
         FROM role_grants AS g WHERE g.principal = t.principal AND g.ended_at IS NULL) AS roles
 FROM access_tokens AS t
+"""
+
+# The seq from which a team's ledger has had two admins: from then on, the operator's (self-asserted) hand no
+# longer stands for one of them, and what makes an approver or an admin, or gives one a token, counts only where
+# the server authenticated and signed it (`_honoured`). Revocations do not reopen the bootstrap.
+BOOTSTRAP_CLOSED_SQL = """
+WITH admins AS (SELECT principal, min(grant_seq) AS first_seq FROM role_grants WHERE role = 'admin' GROUP BY ALL)
+SELECT (SELECT count(*) > 0 FROM events WHERE type = 'signing_key.registered'),
+       (SELECT first_seq FROM admins ORDER BY first_seq LIMIT 1 OFFSET 1)
 """
 
 # Whether the snapshot still holds: is the ledger the one read (the hash at the seq last seen), and did any event
@@ -334,7 +350,7 @@ class TokenTable:
             rows = found.rows if found is not None else None
             if rows is None or (seq and seen_hash != hash_) or changed:
                 # the first read, another ledger at this place, or access changed: read the table again
-                rows = {row["token_id"]: row for row in queries.rows_as_dicts(reader, TOKEN_TABLE_SQL)}
+                rows = _honoured(reader, queries.rows_as_dicts(reader, TOKEN_TABLE_SQL))
         if head is not None:
             seq, hash_ = head, head_hash
         return _Snapshot(rows, seq, hash_, marker, started)
@@ -359,6 +375,55 @@ class TokenTable:
                     self._behind.discard(location)
 
         threading.Thread(target=read, name="govern-token-table", daemon=True).start()
+
+
+def _honoured(reader: Reader, rows: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:
+    """The token table as a server honours it. In a signed (team) ledger, once two admins exist, an approver or
+    admin role granted after that, and a token of a principal holding one issued after that, count only where the
+    event is the server's: authenticated, with a signature that holds. A holder of the ledger's writer role can
+    append a `token.issued` or an `access.granted` by hand (the second review did, as INSERTs); such an event is
+    in the chain, shown self-asserted, and gives no power here. The token keeps its other roles."""
+    from govern import attestations
+
+    _, [(signed, closed)] = reader.query(BOOTSTRAP_CLOSED_SQL)
+    if not signed or closed is None:
+        return {row["token_id"]: row for row in rows}
+    late: set[int] = set()
+    for row in rows:
+        held = [g for g in row["roles"] if g["role"] in access.PRIVILEGED]
+        late.update(g["grant_seq"] for g in held if g["grant_seq"] > closed and _claims_server(g["granted_authn"]))
+        if held and row["issued_seq"] > closed and _claims_server(row["issued_authn"]):
+            late.add(row["issued_seq"])
+    checked = attestations.check_events(reader, sorted(late))
+
+    def servers(seq: int, authn: Any) -> bool:
+        return seq <= closed or (_claims_server(authn) and checked.get(seq) is None)
+
+    honoured = {}
+    for row in rows:
+        roles = [
+            g for g in row["roles"] if g["role"] not in access.PRIVILEGED or servers(g["grant_seq"], g["granted_authn"])
+        ]
+        if any(g["role"] in access.PRIVILEGED for g in roles) and not servers(row["issued_seq"], row["issued_authn"]):
+            roles = [g for g in roles if g["role"] not in access.PRIVILEGED]
+        if len(roles) != len(row["roles"]):
+            log.warning(
+                "govern serve: token %s of %s is not honoured for %s: granted or issued after two admins existed "
+                "without the server's signature",
+                row["token_id"], row["principal"],
+                ", ".join(sorted({g["role"] for g in row["roles"]} - {g["role"] for g in roles})),
+            )  # fmt: skip
+        honoured[row["token_id"]] = {**row, "roles": roles}
+    return honoured
+
+
+def _claims_server(authn: Any) -> bool:
+    import json
+
+    if not authn:
+        return False
+    found = json.loads(authn) if isinstance(authn, str) else authn
+    return isinstance(found, dict) and found.get("by") == "server"
 
 
 def _marker(ledger: LedgerStore) -> Any:

@@ -66,7 +66,7 @@ from govern.server.models import (
 
 REPORT_TYPES = {"html": "text/html; charset=utf-8", "md": "text/markdown; charset=utf-8", "json": "application/json"}
 PREDICT_TIMEOUT = 120.0  # seconds an inference entry point may run for one request
-REDEEM_PER_CLIENT, REDEEM_TOTAL = 20, 200  # enrollment-code redemptions a minute: from one address, in all
+REDEEM_PER_CLIENT, REDEEM_TOTAL = 20, 200  # failed enrollment-code redemptions a minute: from one address, in all
 log = logging.getLogger("govern.server")
 
 
@@ -717,12 +717,16 @@ def create_app(root: Path, session_secret: str | None = None) -> Any:
     def redeem_code(request: Request, body: CodeRedemption) -> Any:
         """No bearer token: the enrollment code authenticates the call, and is spent by it."""
         try:
-            redemptions.attempt(request.client.host if request.client else "unknown", "redeem an enrollment code")
+            issued = redemptions.run(
+                request.client.host if request.client else "unknown",
+                "redeem an enrollment code",
+                lambda: access_api.redeem(body.code, root, through_server=True),
+                access_api.REDEMPTION_REFUSALS,
+            )
         except TooManyAttempts as error:
             refused = problem(429, "too-many-requests", str(error), request.url.path)
             refused.headers["Retry-After"] = str(error.retry_after)
             return refused
-        issued = access_api.redeem(body.code, root, through_server=True)
         return jsonable({**issued.to_dict(), "event": issued.event.to_dict()})
 
     async def refused_page(scope: dict, status: int, message: str) -> Response | None:

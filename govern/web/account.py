@@ -35,13 +35,15 @@ CODE_PREFIX = "gvc_"
 
 def redeem_code(web: Web, request: Request, code: str) -> Any:
     """Exchange an enrollment code pasted into the sign-in form for a token (the API's redemption, within its
-    limits per address and in all: `TooManyAttempts`); the token's `IssuedToken`."""
+    limits on failures per address and in all: `TooManyAttempts`); the token's `IssuedToken`."""
     from govern.api import access as access_api
 
-    request.app.state.redemptions.attempt(
-        request.client.host if request.client else "unknown", "redeem an enrollment code"
+    issued = request.app.state.redemptions.run(
+        request.client.host if request.client else "unknown",
+        "redeem an enrollment code",
+        lambda: access_api.redeem(code, web.root, through_server=True),
+        access_api.REDEMPTION_REFUSALS,
     )
-    issued = access_api.redeem(code, web.root, through_server=True)
     assert issued.token is not None
     return issued.token
 
