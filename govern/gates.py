@@ -7,7 +7,8 @@ Declared per stage in configuration, for example::
     production = ["validation.f1 >= 0.95", "reproduction.verified"]
 
 A metric gate compares one of the training's recorded metrics (the flattened names `govern repro` records)
-with a number; `reproduction.verified` asks that the latest CI verdict on the training's commit is verified.
+with a number; `reproduction.verified` asks that the latest CI verdict about a lock holding the version's model file (at
+whatever commit that lock was committed) is exact or equivalent.
 """
 
 from __future__ import annotations

@@ -306,3 +306,84 @@ def history_seqs(reader: Reader, model: str, version: str | None = None) -> list
     """Seqs of every event about a model (or one version): trainings, registrations, promotions, deployments."""
     _, rows = reader.query(HISTORY_SQL, {"model": model, "version": version})
     return [seq for (seq,) in rows]
+
+
+# The CI verdicts about one version's model file (issue 26): the reproductions of a lock that describes it,
+# wherever that lock was committed. A lock describes it when it is the lock of a training that made the file (its
+# registration's, or a later training of the same bytes), or when the verdict says the committed lock gave the
+# version's path the version's md5. The training's commit is not the key: in the everyday workflow it has no lock
+# or a stale one, and the commit that does hold the lock comes after it. Verdicts from before they recorded the
+# lock's sha256 are matched by the training's commit. The prefix test lets DuckDB read payloads of verdicts only.
+VERDICTS_OF_VERSIONS_SQL = """
+WITH reg AS (
+    SELECT model, version, arg_min(md5, seq) AS md5, arg_min(sha256, seq) AS sha256,
+           arg_min(git_commit, seq) AS git_commit, arg_min(training_event_id, seq) AS training_event_id
+    FROM model_versions WHERE model || '@' || version IN (SELECT unnest($keys)) GROUP BY ALL
+),
+trained AS (
+    SELECT event_id, payload->>'$.dvc_lock_sha256' AS lock, CAST(payload->'$.models' AS VARCHAR) AS models
+    FROM events WHERE type = 'training.completed'
+),
+locks AS (
+    SELECT DISTINCT reg.model, reg.version, trained.lock FROM reg
+    JOIN trained ON trained.event_id = reg.training_event_id OR contains(trained.models, reg.sha256)
+),
+verdicts AS (
+    SELECT seq, type, schema_version, occurred_at, actor, authn, payload, git_commit, subject,
+           payload->>'$.dvc_lock_sha256' AS lock, CAST(payload AS VARCHAR) AS text
+    FROM events WHERE type ^@ 'reproduction.' AND type IN ('reproduction.verified', 'reproduction.diverged')
+)
+SELECT reg.model, reg.version, v.seq, v.type, v.schema_version, v.occurred_at, v.actor, v.authn, v.payload,
+       v.git_commit, v.lock IN (SELECT lock FROM locks WHERE locks.model = reg.model AND locks.version = reg.version)
+           AS same_lock,
+       v.lock IS NULL AND v.subject = 'commit:' || reg.git_commit AS legacy
+FROM reg JOIN verdicts AS v
+  ON v.lock IN (SELECT lock FROM locks WHERE locks.model = reg.model AND locks.version = reg.version)
+     OR contains(v.text, reg.md5)
+     OR (v.lock IS NULL AND v.subject = 'commit:' || reg.git_commit)
+ORDER BY v.seq DESC
+"""
+
+
+def committed_md5(payload: dict[str, Any], path: str) -> str | None:
+    """The md5 the verified commit's lock gave `path`, as the verdict states it: an output that differs names it
+    (`expected_md5`), one that matched has the reproduced md5, which equals it."""
+    for item in payload.get("differing_outputs") or []:
+        if item.get("path") == path:
+            return item.get("expected_md5")
+    for item in payload.get("outputs") or []:
+        if item.get("path") == path:
+            return item.get("md5")
+    return None
+
+
+def verdicts_of_version(reader: Reader, model: str, version: str) -> list[dict[str, Any]]:
+    """The CI verdicts (newest first) about a lock that holds this version's model file: each row with its
+    `payload` parsed. A verdict about a lock that gave the model's path other bytes is not about this version."""
+    return verdicts_of_versions(reader, [(model, version)]).get((model, version), [])
+
+
+def verdicts_of_versions(
+    reader: Reader, versions: list[tuple[str, str]]
+) -> dict[tuple[str, str], list[dict[str, Any]]]:
+    """`verdicts_of_version` for many versions in one query (the approver's queue)."""
+    import json
+
+    if not versions:
+        return {}
+    keys = [f"{model}@{version}" for model, version in versions]
+    _, files = reader.query(
+        "SELECT model, version, arg_min(path, seq), arg_min(md5, seq) FROM model_versions "
+        "WHERE model || '@' || version IN (SELECT unnest($keys)) GROUP BY ALL",
+        {"keys": keys},
+    )
+    where = {(model, version): (path, md5) for model, version, path, md5 in files}
+    found: dict[tuple[str, str], list[dict[str, Any]]] = {key: [] for key in where}
+    for row in rows_as_dicts(reader, VERDICTS_OF_VERSIONS_SQL, {"keys": keys}):
+        key = (row.pop("model"), row.pop("version"))
+        row["payload"] = json.loads(row["payload"]) if isinstance(row["payload"], str) else row["payload"]
+        path, md5 = where[key]
+        same_lock, legacy = row.pop("same_lock"), row.pop("legacy")
+        if same_lock or legacy or (md5 and committed_md5(row["payload"], path) == md5):
+            found[key].append(row)
+    return found

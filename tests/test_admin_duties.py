@@ -215,7 +215,8 @@ def test_one_admin_who_handed_over_both_the_requesters_and_the_approvers_tokens_
         as_server(team),
         pytest.raises(
             FourEyesViolation,
-            match=f"pat's token {as_pat.token_id} and the token {sam.token_id} of sam.*both handed over",
+            match=f"pat's token {as_pat.token_id} was handed over, through the server, by alice, who held or "
+            f"handed over the token {sam.token_id} of sam",
         ),
     ):
         approvals.approve(number.request_id, "looks fine", team, via_server("pat", as_pat.token_id))
@@ -224,6 +225,35 @@ def test_one_admin_who_handed_over_both_the_requesters_and_the_approvers_tokens_
     with as_server(team):
         outcome = approvals.approve(number.request_id, "evidence reviewed", team, via_server("pat", real_pat.token_id))
     assert outcome.events[-1].type == "model.promoted"
+
+
+def test_one_admin_acting_through_a_second_admins_code_cannot_have_her_own_request_approved(
+    team: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The second review: alice issued a code for bob, the second admin, and redeemed it herself; as bob she made
+    sam and a code for him, and with her own token a code for pat. Both approvers' tokens lead back to alice, one
+    step further: refused; so is abe, whose code bob's token (alice's hands) issued."""
+    monkeypatch.setenv("GOVERN_REGISTRY_MIRROR", "background")
+    as_bob = redeemed(team, code_for(team, "bob"))
+    bob = via_server("bob", as_bob.token_id)
+    with as_server(team):
+        trained_version(team / "audit" / "ledger.duckdb", M, "1", via_server("tess"), commit="a" * 40)
+        access_api.grant("sam", "scientist", reason="sock puppet", start=team, actor=bob)
+    sam = redeemed(team, code_for(team, "sam", by=bob))
+    with as_server(team):
+        number = approvals.request_promotion(M, "1", "staging", "ship it", team, via_server("sam", sam.token_id))
+    as_pat = redeemed(team, code_for(team, "pat"))
+    before = head(team)
+
+    with as_server(team), pytest.raises(FourEyesViolation, match="by alice, who held or handed over the token"):
+        approvals.approve(number.request_id, "looks fine", team, via_server("pat", as_pat.token_id))
+
+    assert head(team) == before
+    through_bob = redeemed(team, code_for(team, "abe", by=bob))
+    before = head(team)
+    with as_server(team), pytest.raises(FourEyesViolation, match="who held or handed over the token"):
+        approvals.approve(number.request_id, "looks fine", team, via_server("abe", through_bob.token_id))
+    assert head(team) == before
 
 
 def test_a_local_writer_cannot_issue_a_code_for_an_approver_once_two_admins_exist(team: Path) -> None:
@@ -482,3 +512,34 @@ def test_the_lineage_report_lists_the_grant_each_approver_acted_in_with_who_prop
         "approver grant of dora:" in tree
         and "proposed by alice (authenticated, token a11ce0000001) [two admins]" in tree
     )
+
+
+def test_tokens_and_privileged_grants_a_writer_appends_by_hand_give_no_power_once_two_admins_exist(
+    any_team: Path,
+) -> None:
+    """The second review, with the ledger's writer role only: a `token.issued` for the admin bob and the approver
+    pat, and an `access.granted` of admin for mallory with a token, appended as facts (no use case, no key). The
+    server honours none of their privileged roles; a token pat redeemed through the server still approves, and a
+    scientist's role is untouched."""
+    from govern.events import RoleGranted, TokenIssued
+
+    ledger = open_store(config_ledger(any_team))
+
+    def forged(principal: str) -> access.IssuedToken:
+        token = access.new_token(principal, None)
+        fact = TokenIssued(principal, token.token_id, access.secret_digest(token.secret), None)
+        ledger.append([PendingEvent(fact, actor="Operator <op@example.com>", occurred_at=utc_now())])
+        return token
+
+    ledger.append(
+        [PendingEvent(RoleGranted("mallory", "admin", basis="two admins"), actor="Operator <op@example.com>",
+                      occurred_at=utc_now())]
+    )  # fmt: skip
+    as_bob, as_pat, as_mallory, as_sci = forged("bob"), forged("pat"), forged("mallory"), forged("sci")
+
+    assert access_api.authenticate(ledger, as_bob.bearer).roles == {}
+    assert access_api.authenticate(ledger, as_pat.bearer).roles == {}
+    assert access_api.authenticate(ledger, as_mallory.bearer).roles == {}
+    assert set(access_api.authenticate(ledger, as_sci.bearer).roles) == {"scientist"}
+    real_pat = redeemed(any_team, code_for(any_team, "pat"))
+    assert set(access_api.authenticate(ledger, real_pat.bearer).roles) == {"approver"}

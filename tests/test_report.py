@@ -293,7 +293,8 @@ def test_a_missing_fact_is_said_instead_of_failing(history: Path) -> None:
     result = run_cli("audit", "report", M, "3", "--format", "md", cwd=history)
     assert result.exit_code == 0, result.output
     assert "**Not recorded:** This version was never deployed" in result.stdout
-    assert "**Not recorded:** No CI reproduction of this training's dvc.lock is recorded" in result.stdout
+    no_verdict = "No CI reproduction of a dvc.lock holding this version's model file is recorded"
+    assert f"**Not recorded:** {no_verdict}" in result.stdout
     assert "**Not recorded:** This version was never promoted" in result.stdout
 
 

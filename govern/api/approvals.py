@@ -302,22 +302,13 @@ req AS (
 reg AS (
     SELECT model, version, arg_max(training_commit, seq) AS git_commit, arg_max(training_seq, seq) AS training_seq
     FROM registrations WHERE (model, version) IN (SELECT model, version FROM req) GROUP BY ALL
-),
-verdicts AS (
-    SELECT subject, arg_max(type, seq) AS type, arg_max(payload->>'$.match', seq) AS match, max(seq) AS seq,
-           arg_max(occurred_at, seq) AS at
-    FROM events
-    WHERE type IN ('reproduction.verified', 'reproduction.diverged')
-      AND subject IN (SELECT 'commit:' || git_commit FROM reg)
-    GROUP BY subject
 )
 SELECT req.request_seq, req.model, req.version, req.to_stage, req.requested_at, req.requested_by, req.reason,
-       req.evidence, reg.git_commit, v.type AS verdict, v.match AS verdict_match, v.seq AS verdict_seq,
-       v.at AS verdict_at, h.version AS holder, req.requested_authn, t.actor AS trained_by, t.authn AS trained_authn
+       req.evidence, reg.git_commit, h.version AS holder, req.requested_authn, t.actor AS trained_by,
+       t.authn AS trained_authn
 FROM req
 LEFT JOIN reg ON reg.model = req.model AND reg.version = req.version
 LEFT JOIN events AS t ON t.seq = reg.training_seq
-LEFT JOIN verdicts AS v ON v.subject = 'commit:' || reg.git_commit
 LEFT JOIN stage_assignments AS h ON h.model = req.model AND h.stage = req.to_stage
 ORDER BY req.request_seq
 """
@@ -370,12 +361,6 @@ LEFT JOIN (SELECT * FROM events
              AND (payload->>'$.request_seq')::BIGINT = $seq) AS d ON true
 """
 
-VERDICTS_SQL = """
-SELECT seq, type, occurred_at, actor, payload->>'$.match' AS match, authn FROM events
-WHERE type IN ('reproduction.verified', 'reproduction.diverged') AND subject = 'commit:' || $commit
-ORDER BY seq DESC LIMIT 5
-"""
-
 PROMOTION_OF_REQUEST_SQL = """
 SELECT seq FROM promotions WHERE model = $model AND version = $version AND to_stage = $stage AND seq > $after
 ORDER BY seq LIMIT 1
@@ -384,7 +369,7 @@ ORDER BY seq LIMIT 1
 
 def queue(ledger: LedgerStore, limit: int = QUEUE_SHOWN) -> dict[str, Any]:
     """The approver's queue: the oldest `limit` pending requests, each with the evidence recorded with it (the
-    gates' findings when it was asked, the trainer), the latest reproduction verdict of its training's commit and
+    gates' findings when it was asked, the trainer), the latest reproduction verdict about its model file and
     the version holding the stage now; how many are pending in all; the latest decisions. A handful of queries,
     whatever the ledger's size."""
     import json
@@ -395,9 +380,14 @@ def queue(ledger: LedgerStore, limit: int = QUEUE_SHOWN) -> dict[str, Any]:
         pending = queries.rows_as_dicts(reader, QUEUE_SQL, {"limit": limit})
         _, [(total,)] = reader.query(PENDING_COUNT_SQL)
         decided = queries.rows_as_dicts(reader, DECIDED_SQL, {"limit": 10})
+        verdicts = queries.verdicts_of_versions(reader, list({(r["model"], r["version"]) for r in pending}))
     for row in pending:
         row["evidence"] = json.loads(row["evidence"]) if row["evidence"] else {}
-        row["verdict"] = _verdict_name(row["verdict"])
+        latest = (verdicts.get((row["model"], row["version"])) or [None])[0]
+        row["verdict"] = _verdict_name(latest["type"]) if latest else None
+        row["verdict_match"] = latest["payload"].get("match") if latest else None
+        row["verdict_seq"] = latest["seq"] if latest else None
+        row["verdict_at"] = latest["occurred_at"] if latest else None
         _shown(row)
     for row in decided:
         _shown(row)
@@ -407,8 +397,9 @@ def queue(ledger: LedgerStore, limit: int = QUEUE_SHOWN) -> dict[str, Any]:
 def evidence(request: int | str, start: Path | None = None, viewer: str | None = None) -> dict[str, Any]:
     """Everything an approver weighs for one request, from the ledger: the request and its decision, the
     version's metrics against the stage's declared gates (as judged when it was asked, and now), the reproduction
-    verdicts of its training's commit, and what changed in data, code and parameters since the version that holds
-    the stage (held it, for a decided request). With `viewer`, whether the four-eyes rule bars them."""
+    verdicts about its model file (wherever its lock was committed), and what changed in data, code and
+    parameters since the version that holds the stage (held it, for a decided request). With `viewer`, whether
+    the four-eyes rule bars them."""
     import json
 
     from govern import config, gates
@@ -435,7 +426,10 @@ def evidence(request: int | str, start: Path | None = None, viewer: str | None =
             r["version"]: {**r, "payload": json.loads(r["payload"])}
             for r in queries.rows_as_dicts(reader, TRAINING_OF_VERSIONS_SQL, {"model": model, "versions": wanted})
         }
-        verdicts = queries.rows_as_dicts(reader, VERDICTS_SQL, {"commit": facts.git_commit}) if facts.git_commit else []
+        verdicts = [
+            {k: r[k] for k in ("seq", "type", "occurred_at", "actor", "authn")} | {"match": r["payload"].get("match")}
+            for r in queries.verdicts_of_version(reader, model, version)[:5]
+        ]
         promoted_seq = None
         if row["state"] == "approved":
             found = queries.rows_as_dicts(

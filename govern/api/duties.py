@@ -16,7 +16,6 @@ in) they protect people from themselves by default and count only identities the
 
 from __future__ import annotations
 
-import json
 import re
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -43,13 +42,6 @@ WHERE t.type = 'training.completed'
        OR (v.sha256 IS NOT NULL AND list_contains(
               json_extract_string(t.payload, '$.models[*].sha256'), v.sha256)))
 ORDER BY t.seq
-"""
-
-VERIFIED_SQL = """
-SELECT seq, actor, authn FROM events
-WHERE type = 'reproduction.verified' AND subject = 'commit:' || $commit
-  AND ($lock IS NULL OR payload->>'$.dvc_lock_sha256' = $lock)
-ORDER BY seq DESC
 """
 
 # Who handed a token to its principal: the admin who issued the enrollment code it was exchanged for, followed
@@ -131,11 +123,10 @@ def trainers(project: Project, reader: Reader, facts: queries.VersionFacts) -> T
     return Trainers(tuple(names), tuple(authenticated), tuple(shown), tuple(r["seq"] for r in rows))
 
 
-def verified_reproduction(project: Project, reader: Reader, facts: queries.VersionFacts, lock: str | None) -> bool:
-    """Is there a verified reproduction of the version's commit (and lock), authenticated by the server?"""
-    if not facts.git_commit:
-        return False
-    rows = queries.rows_as_dicts(reader, VERIFIED_SQL, {"commit": facts.git_commit, "lock": lock})
+def verified_reproduction(project: Project, reader: Reader, facts: queries.VersionFacts) -> bool:
+    """Is there a verified reproduction of a lock holding the version's model file, authenticated by the server?"""
+    rows = [r for r in queries.verdicts_of_version(reader, facts.model, facts.version)
+            if r["type"] == "reproduction.verified"]  # fmt: skip
     candidates = [r for r in rows if r["authn"] and attribution.Authn.from_json(r["authn"]).authenticated]
     verdicts = attestations.check_events(reader, [r["seq"] for r in candidates], project.config.trusted_keys)
     return any(verdicts.get(r["seq"]) is None for r in candidates)
@@ -166,8 +157,7 @@ def check_not_trainer(
                 f"cannot {doing}; another approver must {doing.split()[0]} it"
             )
     if policy_.team and not found.authenticated:
-        lock = _lock(reader, facts)
-        if not verified_reproduction(project, reader, facts, lock):
+        if not verified_reproduction(project, reader, facts):
             raise FourEyesViolation(
                 f"Four-eyes rule: version {facts.version} of {facts.model} was trained by a self-asserted identity "
                 f"({', '.join(found.shown) or 'unknown'}), which proves nobody's hands: it can {doing.split()[0]} "
@@ -203,30 +193,50 @@ def check_token_issuer(reader: Reader, who: attribution.Actor, others: list[str]
 
 
 def check_same_hands(reader: Reader, who: attribution.Actor, parties: Sequence[int], doing: str) -> None:
-    """Refuse an approver whose token was handed over, through the server, by the same admin who handed over the
-    token of one who asked for or trained the version (the events `parties`): that admin held both codes and could
-    have acted as both (the security review: one admin minted a scientist and a code for an existing approver,
-    redeemed both, and approved her own request). Codes the operator issued (self-asserted) are the bootstrap's
-    and count for no one; a local writer cannot issue one for an approver once two admins exist."""
+    """Refuse an approver where one admin could have held both the approver's token and the token of one who asked
+    for or trained the version (the events `parties`): the same admin handed both over through the server, or
+    handed over a token that handed over one of them (a code for a second admin, redeemed by the first, issuing
+    the next code), or is the requester herself (the security reviews: one admin minted a scientist and a code for
+    an existing approver, redeemed both, and approved her own request, directly or through a second admin's code).
+    Codes the operator issued (self-asserted) are the bootstrap's and count for no one; a local writer cannot issue
+    one for an approver once two admins exist."""
     from govern.api.lifecycle import identity_links
 
     token = _token_in(who.authn) if who.authenticated else None
-    mine = handed_over_by(reader, token)
-    if mine is None:
+    mine = hands_behind(reader, token)
+    if not mine:
         return
     rows = queries.rows_as_dicts(reader, "SELECT seq, actor, authn FROM events WHERE list_contains($seqs, seq)",
                                  {"seqs": list(parties)})  # fmt: skip
     links = identity_links(reader)
     for row in rows:
-        other = _token_in(attribution.Authn.from_json(row["authn"]) if row["authn"] else None)
-        theirs = handed_over_by(reader, other)
-        if other and other != token and theirs and access.same_person(mine, theirs, links):
+        authn = attribution.Authn.from_json(row["authn"]) if row["authn"] else None
+        other = _token_in(authn)
+        if not other or other == token:
+            continue
+        theirs = [*hands_behind(reader, other), authn.principal or _who(row["actor"])]
+        shared = next((a for a in mine for b in theirs if access.same_person(a, b, links)), None)
+        if shared is not None:
             raise FourEyesViolation(
-                f"Four-eyes rule: {_who(who.name)}'s token {token} and the token {other} of {_who(row['actor'])}, who "
-                f"asked for or trained this version, were both handed over by {_who(theirs)}, who could have acted as "
-                f"both: it cannot {doing}; ask another admin to issue {_who(who.name)} a new code, or let another "
-                "approver decide"
+                f"Four-eyes rule: {_who(who.name)}'s token {token} was handed over, through the server, by "
+                f"{_who(shared)}, who held or handed over the token {other} of {_who(row['actor'])}, who asked for "
+                f"or trained this version, and could have acted as both: it cannot {doing}; ask another admin to "
+                f"issue {_who(who.name)} a new code, or let another approver decide"
             )
+
+
+def hands_behind(reader: Reader, token_id: str | None, depth: int = 16) -> list[str]:
+    """Every admin who handed this token over through the server, and who handed over the token each of them did
+    it with, up the chain: each could have held it. Empty for a token its principal made, or the operator's."""
+    found: list[str] = []
+    seen: set[str] = set()
+    while token_id and token_id not in seen and len(seen) < depth:
+        seen.add(token_id)
+        issuer, token_id = _handed_over(reader, token_id)
+        if issuer is None:
+            break
+        found.append(issuer)
+    return found
 
 
 def _token_in(authn: attribution.Authn | None) -> str | None:
@@ -240,18 +250,25 @@ def _token_in(authn: attribution.Authn | None) -> str | None:
 def handed_over_by(reader: Reader, token_id: str | None) -> str | None:
     """The admin who handed this token to its principal through the server (an enrollment code an authenticated
     admin issued), or None: no such token, the principal's own, or one the operator issued locally."""
+    return _handed_over(reader, token_id)[0]
+
+
+def _handed_over(reader: Reader, token_id: str | None) -> tuple[str | None, str | None]:
+    """(the admin who handed this token over through the server, the token that admin did it with)."""
     if not token_id or not access.TOKEN_ID.match(token_id):
-        return None
+        return None, None
     rows = queries.rows_as_dicts(
         reader, "SELECT issuer, issuer_authn, principal FROM token_issuers WHERE token_id = $t", {"t": token_id}
     )
     if not rows or not rows[0]["issuer_authn"]:
-        return None
+        return None, None
     authn = attribution.Authn.from_json(rows[0]["issuer_authn"])
     if authn is None or not authn.authenticated:
-        return None
+        return None, None
     issuer = authn.principal or rows[0]["issuer"]
-    return None if access.same_person(issuer, rows[0]["principal"], {}) else issuer
+    if access.same_person(issuer, rows[0]["principal"], {}):
+        return None, None
+    return issuer, _token_in(authn)
 
 
 def token_issuer(reader: Reader, token_id: str | None) -> str | None:
@@ -275,11 +292,6 @@ def request_attested(project: Project, reader: Reader, request: dict[str, Any]) 
             f"Request {seq} was not authenticated by govern serve ({shown}{'; ' + verdict if verdict else ''}): in "
             "team mode it cannot be approved; reject it and ask again through the server"
         )
-
-
-def _lock(reader: Reader, facts: queries.VersionFacts) -> str | None:
-    _, rows = reader.query("SELECT payload FROM events WHERE event_id = ?", [facts.training_event_id])
-    return json.loads(rows[0][0]).get("dvc_lock_sha256") if rows else None
 
 
 def _who(actor: str) -> str:

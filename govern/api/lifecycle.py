@@ -173,31 +173,28 @@ def check_promotable(
     return facts, current
 
 
-VERDICTS_SQL = """
-SELECT seq, CASE type WHEN 'reproduction.verified' THEN 'verified' ELSE 'diverged' END AS verdict, authn
-FROM events WHERE subject = 'commit:' || $commit AND type IN ('reproduction.verified', 'reproduction.diverged')
-ORDER BY seq DESC LIMIT 50
-"""
-
-
 def judge_gates(project: Project, reader: Reader, facts: queries.VersionFacts, to_stage: str) -> list[gates.Finding]:
-    """The stage's declared gates against the version's training metrics and its commit's latest CI verdict."""
+    """The stage's declared gates against the version's training metrics and the latest CI verdict about a lock
+    that holds its model file (`queries.verdicts_of_version`)."""
     declared = project.config.gates.get(to_stage, ())
     if not declared:
         return []
     _, rows = reader.query("SELECT payload->'$.metrics' FROM events WHERE event_id = ?", [facts.training_event_id])
     metrics = json.loads(rows[0][0]) if rows and rows[0][0] else {}
-    verdict = latest_verdict(project, reader, facts.git_commit) if facts.git_commit else None
+    verdict = latest_verdict(project, reader, facts)
     return gates.judge(declared, metrics, verdict)
 
 
-def latest_verdict(project: Project, reader: Reader, commit: str) -> str | None:
-    """The latest CI verdict on `commit`; in team mode the latest one a verifier's token authenticated (a local
-    `ci verify` is self-asserted: anyone who can write the ledger could type its verdict)."""
+def latest_verdict(project: Project, reader: Reader, facts: queries.VersionFacts) -> str | None:
+    """The latest CI verdict about the version's model file, whatever commit it ran at; in team mode the latest
+    one a verifier's token authenticated (a local `ci verify` is self-asserted: anyone who can write the ledger
+    could type its verdict)."""
     from govern import attestations
     from govern.api import duties
 
-    rows = queries.rows_as_dicts(reader, VERDICTS_SQL, {"commit": commit})
+    rows = queries.verdicts_of_version(reader, facts.model, facts.version)
+    for row in rows:
+        row["verdict"] = "verified" if row["type"] == "reproduction.verified" else "diverged"
     if not rows or not duties.team_mode(project, reader):
         return rows[0]["verdict"] if rows else None
     claimed = [r for r in rows if r["authn"] and json.loads(r["authn"]).get("by") == "server"]

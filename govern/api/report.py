@@ -70,18 +70,6 @@ DEPRECATION_SQL = """
 SELECT seq, deprecated_at, actor, reason FROM deprecations WHERE model = $model AND version = $version ORDER BY seq
 """
 
-# The reproductions of this training's dvc.lock, wherever it was committed (`repro --commit` commits it after
-# the training's commit); verdicts from before they recorded the lock's sha256 are matched by commit. The prefix
-# test is redundant but DuckDB pushes it into the scan, so payloads are read for verdicts only (3 ms, not 15, at
-# a million events).
-REPRODUCTIONS_SQL = """
-SELECT seq, type, schema_version, occurred_at, actor, payload, git_commit FROM events
-WHERE type ^@ 'reproduction.' AND type IN ('reproduction.verified', 'reproduction.diverged')
-  AND (payload->>'$.dvc_lock_sha256' = $lock
-       OR (payload->>'$.dvc_lock_sha256' IS NULL AND subject = 'commit:' || $commit))
-ORDER BY seq
-"""
-
 INFERENCE_SQL = """
 SELECT coalesce(app, '(no app)') AS app, coalesce(env, '-') AS env,
        strftime(date_trunc('month', occurred_at), '%Y-%m') AS month,
@@ -207,7 +195,7 @@ def _gather(ledger: Reader, model: str, version: str, start: Path | None, verify
             "validation": _validation(versions, training),
             "approvals": _approvals(ledger, model, version, cited),
             "production": _production(ledger, model, version, cited),
-            "reproductions": _reproductions(ledger, row["git_commit"], training.get("dvc_lock_sha256"), cited),
+            "reproductions": _reproductions(ledger, model, version, cited),
             "inference": _inference(ledger, model, version, cited),
         }
         report["code"] = code.result()
@@ -606,14 +594,16 @@ def _timelines(context: list[dict[str, Any]], model: str, version: str) -> list[
     return list(slots.values())
 
 
-def _reproductions(ledger: Reader, commit: str | None, lock: str | None, cited: list[int]) -> dict[str, Any]:
-    rows = queries.rows_as_dicts(ledger, REPRODUCTIONS_SQL, {"commit": commit, "lock": lock}) if commit else []
+def _reproductions(ledger: Reader, model: str, version: str, cited: list[int]) -> dict[str, Any]:
+    """The CI verdicts about a lock holding this version's model file, oldest first (`queries.verdicts_of_version`:
+    the same ones the `reproduction.verified` gate weighs)."""
+    rows = queries.verdicts_of_version(ledger, model, version)[::-1]
     cited.extend(r["seq"] for r in rows)
     from govern.events import upcast  # old verdicts (before the three outcomes) read as the current schema
 
     found = []
     for r in rows:
-        payload = upcast(r["type"], r["schema_version"], json.loads(r["payload"]))
+        payload = upcast(r["type"], r["schema_version"], r["payload"])
         differences = payload.get("environment_differences") or {}
         found.append(
             {
@@ -647,7 +637,8 @@ def _reproductions(ledger: Reader, commit: str | None, lock: str | None, cited: 
                 ],
             }
         )
-    return _section([] if found else ["No CI reproduction of this training's dvc.lock is recorded"], runs=found)
+    missing = ["No CI reproduction of a dvc.lock holding this version's model file is recorded"]
+    return _section([] if found else missing, runs=found)
 
 
 def _inference(ledger: Reader, model: str, version: str, cited: list[int]) -> dict[str, Any]:
