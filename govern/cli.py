@@ -1131,7 +1131,9 @@ def ci_verify(
     predictions on the evaluation split, metrics within tolerance), or
     diverged (also when the committed dvc.lock is stale). Appends
     reproduction.verified or reproduction.diverged with the evidence and the
-    machine facts that differ from the training's. The rules are the
+    machine facts that differ from the training's, to the ledger (never a new
+    one: with no ledger here it prints the verdict and records nothing), or
+    with --server to the team's server's. The rules are the
     commit's own configuration. Exit codes: 0 exact or equivalent, 1
     diverged (or equivalent with --strict), 2 bad input, 3 could not verify.
     On GitHub Actions the summary also goes to $GITHUB_STEP_SUMMARY.
@@ -1168,6 +1170,8 @@ def ci_verify(
         raise
     for note in verdict.notes:
         click.echo(f"govern: note: {note}", err=True)
+    if not verdict.recorded:
+        click.echo(f"govern: the verdict is not recorded: {verdict.not_recorded}", err=True)
     text = render_summary(verdict)
     if summary is not None:
         summary.write_text(text, encoding="utf-8")
@@ -1180,7 +1184,7 @@ def ci_verify(
     elif summary is None:
         click.echo(text)
     else:
-        click.echo(f"{headline(verdict)} (seq {verdict.event.seq})")
+        click.echo(f"{headline(verdict)} ({f'seq {verdict.event.seq}' if verdict.recorded else 'not recorded'})")
     if not verdict.passed:
         sys.exit(1)
 

@@ -245,11 +245,13 @@ def test_ci_init_writes_a_definition_whose_govern_commands_exist(tmp_path: Path,
         assert set(document[True if True in document else "on"]) == {"push"}
         commands = [step["run"] for step in document["jobs"]["verify"]["steps"] if "run" in step]
     else:
-        commands = document["govern-verify"]["script"] + document["govern-verify"]["after_script"]
+        commands = document["govern-verify"]["script"] + document["govern-verify"].get("after_script", [])
     installs = [c for c in commands if c.startswith("pip install")]
     assert installs == ["pip install -c constraints.txt -e '.[pipeline]'"], "the checkout itself, never an index name"
     govern_commands = [c for c in commands if c.startswith("govern ")]
     assert any(c.startswith("govern ci verify") for c in govern_commands)
+    assert "GOVERN_URL and GOVERN_TOKEN" in (tmp_path / path).read_text(), "verdicts go to the team's server"
+    assert "audit/ledger.duckdb" not in (tmp_path / path).read_text(), "a runner keeps no ledger of its own"
     for command in govern_commands:
         words = command.split()[1:]
         context = cli.make_context("govern", [], resilient_parsing=True)

@@ -102,3 +102,44 @@ def test_a_verdict_about_another_model_file_does_not_pass_the_gate(reproduced_de
     assert "reproduction.verified (seen: no reproduction recorded)" in printed
     evidence = json.loads(ok(reproduced_demo, "audit", "report", M, first.payload["version"], "--format", "json"))
     assert [run["seq"] for run in evidence["reproductions"]["runs"]], "the verdict is the first version's evidence"
+
+
+def test_ci_verify_in_a_fresh_clone_holding_anchors_prints_the_verdict_and_starts_no_chain(
+    reproduced_demo: Path, tmp_path: Path, isolated_env: dict[str, str]
+) -> None:
+    """The new user's CI runner: a clone with `govern-anchor/N` tags and no ledger. `ci verify` used to record
+    `exact (seq 1)` into a new chain there, after which `audit verify` failed on the anchors."""
+    ok(reproduced_demo, "audit", "anchor")
+    clone = tmp_path / "runner"
+    git(tmp_path, "clone", "-q", str(reproduced_demo), str(clone))
+    assert git(clone, "tag", "-l", "govern-anchor/*"), "the anchors came with the clone"
+
+    verified = subprocess.run(
+        [sys.executable, "-m", "govern", "ci", "verify", "--json"],
+        cwd=clone, env=isolated_env, capture_output=True, text=True, check=False,
+    )  # fmt: skip
+
+    assert verified.returncode == 0, verified.stdout + verified.stderr
+    verdict = json.loads(verified.stdout)
+    assert verdict["match"] in ("exact", "equivalent") and verdict["recorded"] is False
+    assert verdict["event_seq"] is None and "`ci verify` starts none" in verdict["not_recorded"]
+    assert "the verdict is not recorded: there is no ledger at" in verified.stderr
+    assert not (clone / "audit" / "ledger.duckdb").exists(), "no chain was started"
+
+
+def test_ci_verify_against_a_ledger_off_the_anchors_runs_nothing_and_records_nothing(
+    reproduced_demo: Path, tmp_path: Path
+) -> None:
+    ok(reproduced_demo, "audit", "anchor")
+    stranger = tmp_path / "another.duckdb"
+    verdict = ReproductionVerified("c" * 40, "exact", [], [], {}, {}, 1.0, {})
+    Ledger(stranger).append([PendingEvent(verdict, actor="x", occurred_at=utc_now())])
+    pyproject = reproduced_demo / "pyproject.toml"
+    pyproject.write_text(pyproject.read_text().replace('ledger = "audit/ledger.duckdb"', f'ledger = "{stranger}"'))
+    commit_all(reproduced_demo, "another ledger")
+
+    result = run_cli("ci", "verify", cwd=reproduced_demo)
+
+    assert result.exit_code == 3, result.output
+    assert "but this repository's newest anchor is seq" in result.output and "nothing was written" in result.output
+    assert Ledger(stranger).head()[0] == 1

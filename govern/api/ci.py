@@ -79,6 +79,11 @@ class Verdict:
     event: RecordedEvent
     training_seq: int | None = None
     notes: tuple[str, ...] = ()
+    not_recorded: str | None = None  # why the verdict was printed and recorded nowhere (no ledger here)
+
+    @property
+    def recorded(self) -> bool:
+        return self.not_recorded is None
 
     @property
     def facts(self) -> dict[str, Any]:
@@ -117,7 +122,9 @@ class Verdict:
             "match": self.match,
             "strict": self.strict,
             "passed": self.passed,
-            "event_seq": self.event.seq,
+            "event_seq": self.event.seq if self.recorded else None,
+            "recorded": self.recorded,
+            "not_recorded": self.not_recorded,
             "training_seq": self.training_seq,
             **{key: facts.get(key) for key in REPORTED},
             "notes": list(self.notes),
@@ -216,6 +223,7 @@ def verify(
             )
         ledger = open_store(configured or cfg.ledger, lock_timeout=cfg.lock_timeout)
         guard_secrets(source if repository is None else checkout, cfg)
+        not_recorded = _where_to_record(source, ledger) if upload is None else None
         rules = cfg.comparison
         rules = dataclasses.replace(rules, tolerances={**rules.tolerances, **(tolerances or {})})
         if (source / ".dvc").is_dir():
@@ -245,8 +253,47 @@ def verify(
     if upload is not None:
         return dataclasses.replace(upload(fact.type, fact.to_payload()), notes=tuple(notes))
     actor = environment.actor(lambda: git_adapter.identity(source))
-    event = ledger.append([PendingEvent(fact, actor=actor, occurred_at=utc_now(), git_commit=commit)])[0]
+    pending = PendingEvent(fact, actor=actor, occurred_at=utc_now(), git_commit=commit)
+    if not_recorded is not None:
+        return Verdict(_unrecorded(pending), None, tuple(notes), not_recorded)
+    event = ledger.append([pending])[0]
     return Verdict(event, training["seq"] if training else None, tuple(notes))
+
+
+def _where_to_record(source: Path, ledger: LedgerStore) -> str | None:
+    """Why the verdict will be recorded nowhere (None: in `ledger`), decided before anything runs. `ci verify`
+    never starts a ledger: on a runner with no ledger (a fresh clone, anchors or not) a chain of its own would be
+    one nobody reads, and beside anchors a second, unanchored history. A ledger that exists must be the anchored
+    one (`refuse_writes_off_the_anchors`), or nothing is run at all."""
+    from govern.api.integrity import refuse_writes_off_the_anchors
+
+    if not ledger.exists():
+        return (
+            f"there is no ledger at {ledger.location}, and `ci verify` starts none: record verdicts with --server "
+            "(the team's govern serve, a verifier's GOVERN_TOKEN) or point GOVERN_LEDGER at the team's ledger"
+        )
+    refuse_writes_off_the_anchors(source, ledger)
+    return None
+
+
+def _unrecorded(pending: PendingEvent) -> RecordedEvent:
+    """The verdict as the event it would have been: printed, never appended (seq 0, no hash)."""
+    from govern.envelope import canonical_json
+
+    return RecordedEvent(
+        seq=0,
+        event_id=pending.event_id,
+        type=pending.fact.type,
+        schema_version=pending.fact.schema_version,
+        occurred_at=pending.occurred_at,
+        recorded_at=pending.occurred_at,
+        actor=str(getattr(pending.actor, "name", pending.actor)),
+        subject=pending.fact.subject,
+        git_commit=pending.git_commit,
+        payload_json=canonical_json(pending.fact.to_payload()),
+        prev_hash="",
+        hash="",
+    )
 
 
 VERDICT_TYPES: dict[str, type[ReproductionVerified] | type[ReproductionDiverged]] = {
@@ -745,12 +792,17 @@ def summary(verdict: Verdict) -> str:
     """The Markdown summary CI systems show (GitHub's step summary, a merge-request note)."""
     facts = verdict.facts
     mark = "✅" if verdict.passed else "❌"
+    recorded = (
+        f"recorded as `{verdict.event.type}` with match `{verdict.match}` (ledger seq {verdict.event.seq}). "
+        if verdict.recorded
+        else f"**not recorded**: {verdict.not_recorded}. "
+    )
     lines = [
         f"## govern: {mark} {headline(verdict)}",
         "",
         f"Commit `{verdict.commit}` was re-executed from scratch (`dvc repro --force`) in {facts['duration_s']:.1f} s; "
-        f"recorded as `{verdict.event.type}` with match `{verdict.match}` (ledger seq {verdict.event.seq}). "
-        "The comparison rules are the commit's own configuration.",
+        + recorded
+        + "The comparison rules are the commit's own configuration.",
         "",
     ]
     if facts.get("failed_stage"):
