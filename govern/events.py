@@ -368,6 +368,26 @@ class TrainingMirrored(Fact):
 
 
 @dataclass(frozen=True)
+class TrainingLocked(Fact):
+    """The training's lock commit was found: the commit whose `dvc.lock` (these exact bytes, `dvc_lock_sha256`)
+    describes the training's outputs, so `git checkout COMMIT && dvc checkout` yields the versions' files. The
+    training's own commit (its code, params and data pointers) is usually the one before (issue 26)."""
+
+    type: ClassVar[str] = "training.locked"
+
+    training_event_id: str
+    commit: str
+    dvc_lock_sha256: str
+    versions: list[dict[str, Any]]  # {model, version} registered by, or reused by, the training
+    outputs: list[dict[str, Any]]  # {path, md5} as the lock at `commit` states them
+    found_by: str = ""  # `repro --commit`, `sync`, `ci verify`, `repro`
+
+    @property
+    def subject(self) -> str:
+        return f"training:{self.training_event_id}"
+
+
+@dataclass(frozen=True)
 class RegistryMirrored(Fact):
     """MLflow's registry of a model reflects the ledger up to `through_seq`: its stage aliases, its deprecations."""
 
@@ -696,6 +716,7 @@ FACT_TYPES: dict[str, type[Fact]] = {
         ReproductionDiverged,
         LedgerAnchored,
         TrainingMirrored,
+        TrainingLocked,
         RegistryMirrored,
         RoleGranted,
         RoleGrantProposed,

@@ -54,10 +54,11 @@ class VersionFacts:
     registered_seq: int
     training_event_id: str
     training_actor: str | None
-    git_commit: str | None
+    git_commit: str | None  # where it was trained: code, params, data pointers (the input commit)
     deprecated_seq: int | None
     stage: str | None  # the stage of its latest promotion
     holds: tuple[str, ...]  # stages it currently holds
+    lock_commit: str | None = None  # the commit whose dvc.lock rebuilds it (`training.locked`), once found
 
 
 VERSION_SQL = """
@@ -93,7 +94,8 @@ def version_facts(reader: Reader, model: str, version: str) -> VersionFacts:
         known = ", ".join(m for (m,) in models) or "none yet (run `govern repro`)"
         raise NotFound(f"Unknown model {model!r}: registered models are {known}")
     seq, training_id, actor, commit, deprecated, stage, holds = rows[0]
-    return VersionFacts(model, version, seq, training_id, actor, commit, deprecated, stage, tuple(holds))
+    locked = lock_commit(reader, model, version, training_id)
+    return VersionFacts(model, version, seq, training_id, actor, commit, deprecated, stage, tuple(holds), locked)
 
 
 @dataclass(frozen=True)
@@ -387,3 +389,19 @@ def verdicts_of_versions(
         if same_lock or legacy or (md5 and committed_md5(row["payload"], path) == md5):
             found[key].append(row)
     return found
+
+
+LOCK_OF_VERSION_SQL = """
+SELECT e.payload->>'$.commit' AS commit FROM events AS e
+WHERE e.type = 'training.locked'
+  AND (e.payload->>'$.training_event_id' = $training
+       OR EXISTS (SELECT 1 FROM unnest(CAST(e.payload->'$.versions' AS JSON[])) AS t(v)
+                  WHERE v->>'$.model' = $model AND v->>'$.version' = $version))
+ORDER BY e.seq LIMIT 1
+"""
+
+
+def lock_commit(reader: Reader, model: str, version: str, training_event_id: str | None) -> str | None:
+    """The commit that rebuilds this version (its training's, or a later training's of the same file), if found."""
+    _, rows = reader.query(LOCK_OF_VERSION_SQL, {"training": training_event_id, "model": model, "version": version})
+    return rows[0][0] if rows else None

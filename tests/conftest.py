@@ -255,6 +255,7 @@ def trained_version(
     commit: str = "c0ffee",
     model_file: Path | None = None,
     datasets: list[dict] | None = None,
+    locked: bool = True,
 ) -> str:
     """A training and its registered version, appended as facts (no DVC run, no MLflow): for tests of what
     happens to versions after training. With `model_file` (relative to the project root, which holds the ledger
@@ -262,7 +263,7 @@ def trained_version(
     as a training records them. Returns the training's event id."""
     import hashlib
 
-    from govern.events import ModelRegistered, TrainingCompleted
+    from govern.events import ModelRegistered, TrainingCompleted, TrainingLocked
     from govern.ledger import Ledger
     from govern.storage import open_store
 
@@ -300,6 +301,9 @@ def trained_version(
         f"models:/{model}/1",
     )
     ledger.append([PendingEvent(registered, actor=trained_by, occurred_at=utc_now(), git_commit=commit)])
+    if locked:  # its lock committed at the training's commit: a version that may enter a gated stage
+        lock = TrainingLocked(recorded.event_id, commit, "0" * 64, [{"model": model, "version": version}], [])
+        ledger.append([PendingEvent(lock, actor=trained_by, occurred_at=utc_now(), git_commit=commit)])
     return recorded.event_id
 
 

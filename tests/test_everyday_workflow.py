@@ -67,6 +67,58 @@ def test_the_readme_workflow_reaches_production_through_the_verified_gate(
     promoted = ledger_of(reproduced_demo).read(types=["model.promotion_approved"])[-1]
     assert ("reproduction.verified", True) in [(g["gate"], g["passed"]) for g in promoted.payload["gates"]]
     assert not any(e.payload.get("forced") for e in ledger_of(reproduced_demo).read(types=["model.promoted"]))
+    locks = ledger_of(reproduced_demo).read(types=["training.locked"])
+    [locked] = [e for e in locks if e.payload["commit"] == lock_commit]
+    assert locked.payload["versions"] == [{"model": M, "version": version}]
+    assert_tags_rebuild_the_versions(reproduced_demo)
+
+
+def assert_tags_rebuild_the_versions(project: Path) -> None:
+    """Every GTO tag of every registered version names a commit whose dvc.lock gives the model path the
+    registered bytes (`git checkout TAG && dvc checkout` yields them: DVC checks out what the lock states)."""
+    import yaml
+
+    registered = {e.payload["version"]: e.payload for e in ledger_of(project).read(types=["model.registered"])}
+    tags = git(project, "tag", "-l", f"{M}@*", f"{M}#*").split()
+    assert tags, "promotions wrote GTO tags"
+    for tag in tags:
+        version = str(int(tag.split("@v")[1].split(".")[0])) if "@v" in tag else None
+        commit = git(project, "rev-list", "-n", "1", tag)
+        lock = yaml.safe_load(git(project, "show", f"{commit}:dvc.lock"))
+        md5s = {o["path"]: o["md5"] for s in lock["stages"].values() for o in s.get("outs", [])}
+        if version is None:  # an assignment tag: the version registered at that commit
+            version = next(v for v, p in registered.items() if md5s.get(p["path"]) == p["md5"])
+        assert md5s[registered[version]["path"]] == registered[version]["md5"], f"{tag} at {commit[:12]}"
+
+
+def test_an_unlocked_version_enters_no_gated_stage_and_gets_no_tag_until_its_lock_is_committed(
+    reproduced_demo: Path,
+) -> None:
+    pyproject = reproduced_demo / "pyproject.toml"
+    pyproject.write_text(pyproject.read_text() + GATED)
+    params = reproduced_demo / "params.yaml"
+    params.write_text(params.read_text().replace("  C: 1.0", "  C: 0.5"))
+    commit_all(reproduced_demo, "C = 0.5")
+    trained = run_cli("repro", cwd=reproduced_demo)
+    assert trained.exit_code == 0 and "this training's versions are not locked yet: commit its dvc.lock" in (
+        trained.output
+    )
+    version = ledger_of(reproduced_demo).read(types=["model.registered"])[-1].payload["version"]
+
+    staged = request_and_approve(reproduced_demo, version, "staging")
+
+    assert "model.promoted" in staged and f"no GTO tag written: version {version} of {M} is not locked" in staged
+    assert not git(reproduced_demo, "tag", "-l", f"{M}@v{version}.0.0")
+    refused = request_and_approve(reproduced_demo, version, "production")
+    assert "dvc.lock committed (seen: not locked: commit its dvc.lock" in refused, refused
+
+    git(reproduced_demo, "add", "dvc.lock", "metrics.json")
+    git(reproduced_demo, "commit", "-q", "-m", "the lock")
+    synced = ok(reproduced_demo, "sync")
+
+    assert "training.locked" in synced
+    facts = json.loads(ok(reproduced_demo, "audit", "history", M, version, "--json"))
+    assert facts, "the version's history reads"
 
 
 def test_a_verdict_about_another_model_file_does_not_pass_the_gate(reproduced_demo: Path) -> None:
@@ -143,3 +195,46 @@ def test_ci_verify_against_a_ledger_off_the_anchors_runs_nothing_and_records_not
     assert result.exit_code == 3, result.output
     assert "but this repository's newest anchor is seq" in result.output and "nothing was written" in result.output
     assert Ledger(stranger).head()[0] == 1
+
+
+def dvc_add_project(root: Path) -> Path:
+    """A project of one's own: an empty repository, a `dvc add` CSV, one stage reading it; no DVC remote."""
+    root.mkdir()
+    git(root, "init", "-q", "-b", "main")
+    assert run_cli("init", cwd=root).exit_code == 0
+    (root / "data").mkdir()
+    (root / "data" / "applicants.csv").write_text("age,income\n31,40\n45,52\n")
+    subprocess.run([sys.executable, "-m", "dvc", "add", "-q", "data/applicants.csv"], cwd=root, check=True)
+    (root / "count.py").write_text("rows = open('data/applicants.csv').read().splitlines()[1:]\n"
+                                   "open('model.txt', 'w').write(str(len(rows)))\n")  # fmt: skip
+    (root / "dvc.yaml").write_text(
+        "stages:\n  train:\n    cmd: python count.py\n"
+        "    deps: [count.py, data/applicants.csv]\n    outs: [model.txt]\n"
+    )
+    commit_all(root, "data and a stage")
+    subprocess.run([sys.executable, "-m", "dvc", "repro", "-q"], cwd=root, check=True)
+    commit_all(root, "the lock")
+    return root
+
+
+def test_ci_verify_finds_dvc_add_data_in_the_projects_cache_without_a_remote(tmp_path: Path) -> None:
+    """The new user's own project: `ci verify` said "Stage 'prepare' depends on data/applicants.csv, which does
+    not exist" (the scratch clone's cache pointed inside the project's cache, at files/md5)."""
+    project = dvc_add_project(tmp_path / "own")
+
+    result = run_cli("ci", "verify", "--json", cwd=project)
+
+    assert result.exit_code == 0, result.output
+    assert json.loads(result.stdout)["match"] == "exact"
+
+
+def test_ci_verify_names_the_missing_data_and_what_to_configure_when_no_cache_has_it(tmp_path: Path) -> None:
+    project = dvc_add_project(tmp_path / "own")
+    clone = tmp_path / "clone"
+    git(tmp_path, "clone", "-q", str(project), str(clone))  # a clone: no DVC cache, no remote
+
+    result = run_cli("ci", "verify", cwd=clone)
+
+    assert result.exit_code == 3, result.output
+    [line] = result.output.strip().splitlines()[-1:]
+    assert "depends on data/applicants.csv, which does not exist" in line and "`dvc push` it to a remote" in line

@@ -106,7 +106,12 @@ def test_production_json_has_the_documented_shape(scenario: Path) -> None:
     assert answer["start"] == iso(t["T2"]) and answer["end"] == iso(t["T3"])
     assert answer["end"].endswith(".123456Z"), "microseconds survive storage and output"
     trainings = Ledger(scenario / "audit" / "ledger.duckdb").read(types=["training.completed"])
-    assert answer["git_commit"] == trainings[1].git_commit and answer["training_seq"] == trainings[1].seq
+    assert answer["trained_at_commit"] == trainings[1].git_commit and answer["training_seq"] == trainings[1].seq
+    [locked] = [
+        e for e in Ledger(scenario / "audit" / "ledger.duckdb").read(types=["training.locked"])
+        if e.payload["training_event_id"] == trainings[1].event_id
+    ]  # fmt: skip
+    assert answer["git_commit"] == locked.payload["commit"], "the commit to check out: its dvc.lock rebuilds it"
 
     nothing = production(scenario, "scoring", "2025-06-01T00:00:00Z")
     assert nothing["app"] == "scoring" and nothing["model"] is None and nothing["version"] is None

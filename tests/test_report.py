@@ -170,7 +170,12 @@ def test_identity_names_purpose_owner_and_neighbours(report: dict) -> None:
 def test_code_section_has_commit_author_signature_and_blob_ids(report: dict, history: Path) -> None:
     code = report["code"]
     training = Ledger(history / "audit" / "ledger.duckdb").read(types=["training.completed"])[1]
-    assert code["commit"] == training.git_commit
+    [locked] = [
+        e for e in Ledger(history / "audit" / "ledger.duckdb").read(types=["training.locked"])
+        if e.payload["training_event_id"] == training.event_id
+    ]  # fmt: skip
+    assert code["locked"] and code["commit"] == locked.payload["commit"], "the commit whose dvc.lock rebuilds it"
+    assert code["trained_at"] == training.git_commit
     assert code["author"] == ACTOR and code["signature"] == "not signed" and code["message"] == "C=0.25"
     files = {(f["stage"], f["path"]): f for f in code["files"]}
     model_py = files[("train", "pipelines/model.py")]

@@ -177,6 +177,56 @@ def blob_hashes(root: Path, sha: str, paths: Iterable[str]) -> dict[str, str]:
     return found
 
 
+def commits_touching(root: Path, paths: Iterable[str], limit: int = 200) -> list[str]:
+    """The commits reachable from HEAD that changed any of `paths`, newest first, at most `limit`."""
+    import git
+
+    wanted = list(paths)
+    try:
+        output = _repo(root).git.log(f"--max-count={limit}", "--format=%H", "--", *wanted)
+    except (git.GitCommandError, ValueError):
+        return []  # an unborn branch has no history
+    return output.split()
+
+
+def tracked_named(root: Path, name: str, rev: str = "HEAD") -> list[str]:
+    """Files called `name`, in any directory, committed at `rev` (a bare repository too), sorted."""
+    import git
+
+    try:
+        output = _repo(root).git.ls_tree("-r", "--name-only", rev)
+    except (git.GitCommandError, ValueError):
+        return []
+    return sorted(path for path in output.splitlines() if path.rsplit("/", 1)[-1] == name)
+
+
+def files_at(root: Path, commits: list[str], paths: list[str]) -> dict[str, dict[str, str]]:
+    """The text of each of `paths` at each commit (those it has), read by one `git cat-file --batch`."""
+    specs = [f"{sha}:{path}" for sha in commits for path in paths]
+    if not specs:
+        return {}
+    try:
+        done = subprocess.run(
+            ["git", "cat-file", "--batch"], cwd=root, input="\n".join(specs).encode() + b"\n",
+            capture_output=True, check=True, timeout=120,
+        )  # fmt: skip
+    except (OSError, subprocess.SubprocessError):
+        return {}
+    found: dict[str, dict[str, str]] = {}
+    output, at = done.stdout, 0
+    for spec in specs:
+        end = output.index(b"\n", at)
+        header = output[at:end].split()
+        at = end + 1
+        if len(header) != 3 or header[1] != b"blob":
+            continue  # "<spec> missing": the file is not in that commit
+        size = int(header[2])
+        sha, path = spec.split(":", 1)
+        found.setdefault(sha, {})[path] = output[at : at + size].decode("utf-8", errors="replace")
+        at += size + 1
+    return found
+
+
 @dataclass(frozen=True)
 class Tag:
     name: str

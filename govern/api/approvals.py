@@ -471,6 +471,7 @@ def evidence(request: int | str, start: Path | None = None, viewer: str | None =
         "trained_by": facts.training_actor,
         "trained_by_shown": trained_shown,
         "git_commit": facts.git_commit,
+        "lock_commit": facts.lock_commit,
         "deprecated_seq": facts.deprecated_seq,
         "holds": list(facts.holds),
         "stage_gates": [gate.text for gate in declared],

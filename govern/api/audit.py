@@ -151,6 +151,10 @@ def _declared_environment(env: str, start: Path | None) -> None:
 def production_answer(app: str, env: str, at: datetime, start: Path | None = None) -> dict[str, Any]:
     """`audit production --json` and the server's answer: the documented keys, nulls where nothing served."""
     window = production(app, env, at, start) or {}
+    locked = None
+    if window.get("model"):
+        with open_ledger(start).reader() as reader:
+            locked = queries.version_facts(reader, window["model"], window["version"]).lock_commit
     return {
         "app": app,
         "env": env,
@@ -160,7 +164,8 @@ def production_answer(app: str, env: str, at: datetime, start: Path | None = Non
         "start": window.get("started_at"),
         "end": window.get("ended_at"),
         "training_seq": window.get("training_seq"),
-        "git_commit": window.get("git_commit"),
+        "git_commit": locked or window.get("git_commit"),  # the commit whose dvc.lock rebuilds what served
+        "trained_at_commit": window.get("git_commit"),
         "deployed_by": window.get("deployed_by"),
         "start_seq": window.get("start_seq"),
     }
@@ -510,7 +515,7 @@ def training_of(model: str, version: str, start: Path | None = None) -> dict[str
     from govern.api import report
 
     with open_ledger(start).reader() as reader:
-        queries.version_facts(reader, model, version)  # NotFound names the known models and versions
+        facts = queries.version_facts(reader, model, version)  # NotFound names the known models and versions
         row = queries.rows_as_dicts(reader, report.TRAINING_SQL, {"subject": f"model:{model}@{version}"})[0]
         training = json.loads(row["payload"])
         data = report._data(reader, training, [])
@@ -523,7 +528,9 @@ def training_of(model: str, version: str, start: Path | None = None) -> dict[str
         "trained_by": row["actor"],
         "registered_seq": row["registered_seq"],
         "registered_at": row["registered_at"],
-        "git_commit": row["git_commit"],
+        "git_commit": facts.lock_commit or row["git_commit"],  # the commit to check out: its dvc.lock rebuilds it
+        "locked": facts.lock_commit is not None,
+        "trained_at_commit": row["git_commit"],
         "branch": git.get("branch"),
         "dirty_paths": git.get("dirty_paths") or [],
         "datasets": data["datasets"],

@@ -226,8 +226,8 @@ def verify(
         not_recorded = _where_to_record(source, ledger) if upload is None else None
         rules = cfg.comparison
         rules = dataclasses.replace(rules, tolerances={**rules.tolerances, **(tolerances or {})})
-        if (source / ".dvc").is_dir():
-            dvc_adapter.use_cache_dir(checkout, dvc_adapter.cache_dir(source))
+        if (source / ".dvc").is_dir():  # the project's cache itself (`.dvc/cache`), not its files/md5 folder
+            dvc_adapter.use_cache_dir(checkout, dvc_adapter.cache_root(source))
         work = _Verification(
             checkout, source, Path(scratch), rules, ledger, cfg.tracking_uri, repository is None, dict(tolerances or {})
         )
@@ -257,7 +257,24 @@ def verify(
     if not_recorded is not None:
         return Verdict(_unrecorded(pending), None, tuple(notes), not_recorded)
     event = ledger.append([pending])[0]
+    if repository is None:
+        notes.extend(_find_locks(source, ledger, actor))
     return Verdict(event, training["seq"] if training else None, tuple(notes))
+
+
+def _find_locks(source: Path, ledger: LedgerStore, actor: Any) -> list[str]:
+    """A verification looks for lock commits too (`api.locks`): the commit it verified is often one."""
+    from govern.api import locks
+
+    try:
+        found = locks.find_in(source, ledger, actor, "ci verify")
+    except GovernError as error:
+        return [f"could not look for lock commits: {error}"]
+    return [
+        f"{v['model']} version {v['version']} is locked at commit {e.payload['commit'][:12]}"
+        for e in found
+        for v in e.payload["versions"]
+    ]
 
 
 def _where_to_record(source: Path, ledger: LedgerStore) -> str | None:
@@ -506,6 +523,7 @@ def _judge(work: _Verification, commit: str, on_progress: Any, notes: list[str])
     expected_metrics = lineage.metrics_by_file(checkout, pipeline)
     _check_rules(work, pipeline, _merged(expected_metrics), notes)
     dvc_adapter.pull_if_remote(checkout)
+    unrestored = dvc_adapter.checkout(checkout)  # `dvc add` data and cached outputs, from the cache or the remote
     result: dict[str, Any] = {
         "dvc_lock_sha256": hashlib.sha256(lock_text.encode("utf-8")).hexdigest(),
         "match": DIVERGED,
@@ -521,6 +539,14 @@ def _judge(work: _Verification, commit: str, on_progress: Any, notes: list[str])
         pipeline, _ = dvc_adapter.reproduce(checkout, (), on_progress=on_progress, force=True, quiet=True)
     except StageFailed as failure:
         return {**result, "failed_stage": failure.stage, "error": str(failure)}
+    except ProjectError as error:
+        if "which does not exist" not in str(error):
+            raise
+        raise ProjectError(
+            f"{error}. Commit {commit[:12]}'s data is neither in this project's DVC cache nor in a DVC remote it "
+            "configures: `dvc push` it to a remote (`dvc remote add -d NAME URL`, committed in .dvc/config), or "
+            "verify where the cache holds it" + (f" (DVC said: {unrestored[0]})" if unrestored else "")
+        ) from None
     new_locks, _ = dvc_adapter.read_locks(checkout, pipeline)
     stale = equivalence.stale_inputs(committed_locks, new_locks, pipeline.output_paths)
     actual_metrics = lineage.metrics_by_file(checkout, pipeline)

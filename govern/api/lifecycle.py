@@ -182,7 +182,19 @@ def judge_gates(project: Project, reader: Reader, facts: queries.VersionFacts, t
     _, rows = reader.query("SELECT payload->'$.metrics' FROM events WHERE event_id = ?", [facts.training_event_id])
     metrics = json.loads(rows[0][0]) if rows and rows[0][0] else {}
     verdict = latest_verdict(project, reader, facts)
-    return gates.judge(declared, metrics, verdict)
+    findings = gates.judge(declared, metrics, verdict)
+    if facts.lock_commit is None:
+        findings.insert(0, gates.Finding(LOCKED_GATE, False, f"not locked: {locks_hint()}"))
+    return findings
+
+
+LOCKED_GATE = "dvc.lock committed"
+
+
+def locks_hint() -> str:
+    from govern.api.locks import NOT_LOCKED_HINT
+
+    return NOT_LOCKED_HINT
 
 
 def latest_verdict(project: Project, reader: Reader, facts: queries.VersionFacts) -> str | None:
@@ -231,7 +243,7 @@ def finish_promotion(
 ) -> Outcome:
     """After a promotion is recorded: its GTO tags, then the mirrors (MLflow aliases)."""
     facts = queries.version_facts(project.ledger, model, version)
-    tags = create_tags(project, model, facts.git_commit, planned_tags, events[-1].occurred_at, warnings)
+    tags = create_tags(project, model, facts.lock_commit, planned_tags, events[-1].occurred_at, warnings)
     return Outcome(events, warnings + after_write(project, on_progress), tags)
 
 
@@ -293,7 +305,9 @@ def deprecate(
 
     events = project.ledger.transact(decide)
     facts = queries.version_facts(project.ledger, model, version)
-    tags = create_tags(project, model, facts.git_commit, planned, events[0].occurred_at, warnings)
+    registered = git_adapter.tags(project.root, gto_tags.registration(model, version)) if planned else []
+    at = registered[0].commit if registered else facts.lock_commit  # GTO deregisters where it registered
+    tags = create_tags(project, model, at, planned, events[0].occurred_at, warnings)
     return Outcome(events, warnings + after_write(project, on_progress), tags)
 
 
@@ -482,9 +496,13 @@ def _plan_deprecation_tags(project: Project, facts: queries.VersionFacts, warnin
 def _gto_blocker(project: Project, facts: queries.VersionFacts, stage: str) -> str | None:
     if not gto_tags.representable(facts.model, stage):
         return f"GTO does not accept the name {facts.model!r} or stage {stage!r}"
-    if not facts.git_commit:
-        return "the version has no git commit"
-    at_commit = [t.name for t in git_adapter.tags(project.root, f"{facts.model}@v*") if t.commit == facts.git_commit]
+    if not facts.lock_commit:
+        return (
+            f"version {facts.version} of {facts.model} is not locked: no commit holds the dvc.lock of its training "
+            "yet, and a tag on the training's commit would name another model's bytes; "
+            f"{locks_hint()}; promotions after that are tagged"
+        )
+    at_commit = [t.name for t in git_adapter.tags(project.root, f"{facts.model}@v*") if t.commit == facts.lock_commit]
     others = [
         t
         for t in gto_tags.version_tags_on(facts.model, at_commit)
@@ -492,7 +510,7 @@ def _gto_blocker(project: Project, facts: queries.VersionFacts, stage: str) -> s
     ]
     if others:
         return (
-            f"commit {facts.git_commit[:12]} already carries {others[0]}, and GTO allows one version of an artifact "
+            f"commit {facts.lock_commit[:12]} already carries {others[0]}, and GTO allows one version of an artifact "
             "per commit"
         )
     return None

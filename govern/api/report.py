@@ -178,7 +178,7 @@ def _gather(ledger: Reader, model: str, version: str, start: Path | None, verify
     # What git says (the commit, the code files' blobs, the anchor tags) is asked in a thread of its own while the
     # ledger answers: a few git processes, a fifth of a report page's time if waited for one after the other.
     with ThreadPoolExecutor(max_workers=1, thread_name_prefix="govern-report-git") as git_work:
-        code = git_work.submit(_code, root, row, training)
+        code = git_work.submit(_code, root, row, training, facts.lock_commit)
         found_anchors = git_work.submit(anchors, root) if root else None
         report: dict[str, Any] = {
             "report": {
@@ -293,10 +293,19 @@ def _identity(
     )
 
 
-def _code(root: Path | None, row: Mapping[str, Any], training: dict) -> dict[str, Any]:
+def _code(root: Path | None, row: Mapping[str, Any], training: dict, lock_commit: str | None) -> dict[str, Any]:
+    """The code: the lock commit, whose `dvc.lock` rebuilds the model (`git checkout` + `dvc checkout`), and the
+    commit the training ran at (its code files' blobs, author and message), where the two differ."""
     git = training.get("git", {})
     commit = row["git_commit"]
     missing = []
+    if lock_commit is None:
+        from govern.api.locks import NOT_LOCKED_HINT
+
+        missing.append(
+            "Not locked: no commit is known to hold this training's dvc.lock, so no commit rebuilds the model yet "
+            f"(the training's commit holds another lock or none); {NOT_LOCKED_HINT}"
+        )
     details = git_adapter.commit_details(root, commit) if root and commit else None
     if details is None:
         missing.append(f"Commit {commit} is not in this clone: author, message and signature are unavailable")
@@ -318,7 +327,9 @@ def _code(root: Path | None, row: Mapping[str, Any], training: dict) -> dict[str
     env = training.get("environment", {})
     return _section(
         missing,
-        commit=commit,
+        commit=lock_commit or commit,
+        locked=lock_commit is not None,
+        trained_at=commit,
         branch=git.get("branch"),
         remote_url=git.get("remote_url"),
         dirty=bool(git.get("dirty")),
@@ -757,7 +768,7 @@ def _summary(ledger: Reader, model: str, version: str, start: Path | None) -> di
         "identity": _identity(
             facts, queries.rows_as_dicts(ledger, VERSIONS_SQL, {"model": model}), row, registration, settings
         ),
-        "code": _code(root, row, training),
+        "code": _code(root, row, training, facts.lock_commit),
         "data": _data(ledger, training, cited),
         "training": _training(row, training),
         "validation": _section([] if metrics else ["No metrics are recorded for this training"], metrics=metrics),

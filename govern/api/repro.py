@@ -418,13 +418,14 @@ def repro(
                 stage_runs=runs,
                 existing_seq=rows[0][0],
                 committed=committed,
-                warnings=after_write(run.project),
+                warnings=_lock_found(run.project, commit) + after_write(run.project),
             )
     built = build_training(run, pipeline, runs, locks, lock_sha256)
     recorded = ledger.append(built.events)
     training_seq = next(e.seq for e in recorded if e.event_id == built.training.event_id)
     committed = _commit_lock(root, pipeline, training_seq, built.training.event_id) if commit else None
-    warnings = [] if built.mirror_error else after_write(run.project)
+    warnings = _lock_found(run.project, commit, built.training.event_id if built.models else None)
+    warnings += [] if built.mirror_error else after_write(run.project)
     return ReproOutcome(
         status="recorded",
         stage_runs=runs,
@@ -433,6 +434,27 @@ def repro(
         committed=committed,
         warnings=warnings,
     )
+
+
+def _lock_found(project: Project, committed: bool, training_event_id: str | None = None) -> list[str]:
+    """Record the lock commits this clone now holds (`api.locks`); a line saying so where this training's lock
+    is not committed yet: its versions are "not locked" until it is."""
+    from govern.api import locks
+    from govern.errors import GovernError
+
+    try:
+        found = locks.find(project, "repro --commit" if committed else "repro")
+    except GovernError as error:
+        return [f"could not look for the lock commit: {error}"]
+    if training_event_id is None or any(e.payload["training_event_id"] == training_event_id for e in found):
+        return []
+    _, rows = project.ledger.query(
+        "SELECT count(*) FROM events WHERE type = 'training.locked' AND payload->>'$.training_event_id' = ?",
+        [training_event_id],
+    )
+    if rows[0][0]:
+        return []
+    return [f"this training's versions are not locked yet: {locks.NOT_LOCKED_HINT}"]
 
 
 def _relevant_changes(paths: Sequence[str], pipeline: Pipeline) -> list[str]:

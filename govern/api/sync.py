@@ -22,7 +22,7 @@ from govern.adapters import git as git_adapter
 from govern.errors import InvalidInput, NotFound
 from govern.events import ModelDeprecated, ModelPromoted, PendingEvent, RecordedEvent, to_utc
 from govern.ledger import Reader
-from govern.storage import open_store
+from govern.storage import LedgerStore, open_store
 
 NAMESPACE = uuid.UUID("6f1d8a52-3f0e-4c47-9a43-5b2f0c1e7d10")
 ASSIGN = re.compile(r"^(?P<model>.+?)#(?P<stage>[^#!]+)#(?P<n>\d+)$")
@@ -30,8 +30,16 @@ DEREGISTER = re.compile(r"^(?P<model>.+?)@v(?P<major>\d+)\.0\.0!(#\d+)?$")
 REGISTER = re.compile(r"^(?P<model>.+?)@v(?P<major>\d+)\.0\.0$")
 
 KNOWN_TAGS = "SELECT payload->>'$.gto_tag' FROM events WHERE payload->>'$.gto_tag' IS NOT NULL"
+# The version a GTO tag at a commit names: one locked there (the commit that rebuilds it, issue 26), else one
+# trained there (tags written before lock commits were recorded).
 VERSION_AT_COMMIT = """
-SELECT version FROM model_versions WHERE model = ? AND git_commit = ? ORDER BY seq DESC LIMIT 1
+SELECT version FROM (
+    SELECT v->>'$.version' AS version, 0 AS rank, e.seq FROM events AS e,
+           unnest(CAST(e.payload->'$.versions' AS JSON[])) AS t(v)
+    WHERE e.type = 'training.locked' AND e.payload->>'$.commit' = $2 AND v->>'$.model' = $1
+    UNION ALL
+    SELECT version, 1 AS rank, seq FROM model_versions WHERE model = $1 AND git_commit = $2
+) ORDER BY rank, seq DESC LIMIT 1
 """
 
 
@@ -48,6 +56,7 @@ def sync(repository: Path | None = None, start: Path | None = None, mirror: bool
     repo = repository or config_module.find_root(start)
     cfg = config_module.load(repo)
     ledger = open_store(config_module.configured_ledger(start) if repository is None else cfg.ledger)
+    locked = _find_locks(repo, ledger)
     tags = [t for t in git_adapter.tags(repo, "*") if t.tagged_at is not None and ("#" in t.name or "@" in t.name)]
     tags.sort(key=lambda t: (t.tagged_at, t.name))
     registered = {(m["model"], t.commit): m["major"] for t in tags if (m := REGISTER.match(t.name)) is not None}
@@ -106,11 +115,19 @@ def sync(repository: Path | None = None, start: Path | None = None, mirror: bool
             )
         return events
 
-    events = ledger.transact(decide)
+    events = locked + ledger.transact(decide)
     warnings = []
-    if mirror and events:
+    if mirror and len(events) > len(locked):
         from govern.api import registry_mirror
         from govern.environment import actor
 
         warnings = registry_mirror.request(ledger, cfg, actor(lambda: git_adapter.identity(repo)))
     return SyncOutcome(events, skipped, warnings)
+
+
+def _find_locks(repo: Path, ledger: LedgerStore) -> list[RecordedEvent]:
+    """The lock commits this repository now holds (`api.locks`): after a push, the server hook records them."""
+    from govern.api import locks
+    from govern.environment import actor
+
+    return locks.find_in(repo, ledger, actor(lambda: git_adapter.identity(repo)), "sync")

@@ -1,0 +1,139 @@
+"""Lock commits (issue 26): the commit whose `dvc.lock` describes a training's outputs exactly.
+
+A training runs at its input commit (code, params, data pointers); the lock DVC writes is committed after it,
+by `govern repro --commit` or by hand (`git add dvc.lock && git commit`). Only that second commit rebuilds the
+model (`git checkout` + `dvc checkout`), so it is what GTO tags, reports and lineage point auditors at. It is
+found by the bytes: the sha256 of the lock files at a commit, as `repro` hashed them when it recorded the
+training (`dvc_lock_sha256`). Found, it is recorded once as `training.locked`; until then the version is "not
+locked" and may not enter a gated stage.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from pathlib import Path
+from typing import Any
+
+from govern import queries
+from govern.adapters import git as git_adapter
+from govern.api.context import Project
+from govern.events import PendingEvent, RecordedEvent, TrainingLocked, utc_now
+from govern.ledger import Reader
+from govern.storage import LedgerStore
+
+SCANNED_COMMITS = 200  # commits that changed a lock file, newest first, looked through for the unlocked ones
+
+UNLOCKED_SQL = """
+SELECT t.event_id, t.payload->>'$.dvc_lock_sha256' AS lock, t.payload->'$.models' AS models
+FROM events AS t
+WHERE t.type = 'training.completed' AND t.payload->>'$.dvc_lock_sha256' IS NOT NULL
+  AND json_array_length(t.payload->'$.models') > 0
+  AND t.event_id NOT IN (SELECT payload->>'$.training_event_id' FROM events WHERE type = 'training.locked')
+ORDER BY t.seq DESC LIMIT 500
+"""
+
+VERSIONS_OF_FILES_SQL = """
+SELECT model, arg_min(version, seq) AS version FROM model_versions
+WHERE model || '@' || sha256 IN (SELECT unnest($keys)) GROUP BY model ORDER BY model
+"""
+
+NOT_LOCKED_HINT = "commit its dvc.lock (`git add dvc.lock metrics files && git commit`, or `govern repro --commit`)"
+
+
+def lock_digest(texts: dict[str, str]) -> str:
+    """The sha256 `repro` records for lock files' text (`dvc_adapter.read_locks`: each path, a newline, its text,
+    in sorted order)."""
+    raw = "".join(f"{path}\n{texts[path]}" for path in sorted(texts))
+    return hashlib.sha256(raw.encode("utf-8")).hexdigest()
+
+
+def find(project: Project, found_by: str, limit: int = SCANNED_COMMITS) -> list[RecordedEvent]:
+    """Record `training.locked` for every training whose lock a commit of this clone now holds."""
+    return find_in(project.root, project.ledger, project.actor, found_by, limit)
+
+
+def find_in(
+    root: Path, ledger: LedgerStore, actor: Any, found_by: str, limit: int = SCANNED_COMMITS
+) -> list[RecordedEvent]:
+    """`find` for a repository (a clone, or the server's bare repository) and a ledger."""
+    if not ledger.exists():
+        return []
+    wanted: dict[str, list[dict[str, Any]]] = {}
+    for row in queries.rows_as_dicts(ledger, UNLOCKED_SQL):
+        wanted.setdefault(row["lock"], []).append(row)
+    if not wanted:
+        return []
+    lock_files = git_adapter.tracked_named(root, "dvc.lock")
+    if not lock_files:
+        return []
+    located: dict[str, tuple[str, dict[str, str]]] = {}
+    commits = git_adapter.commits_touching(root, lock_files, limit)
+    texts_at = git_adapter.files_at(root, commits, lock_files)
+    for sha in reversed(commits):  # oldest first: the commit that brought the lock in
+        texts = texts_at.get(sha)
+        digest = lock_digest(texts) if texts else None
+        if digest in wanted and digest not in located:
+            located[digest] = (sha, texts)
+    if not located:
+        return []
+
+    def decide(reader: Reader) -> list[PendingEvent]:
+        _, rows = reader.query("SELECT payload->>'$.training_event_id' FROM events WHERE type = 'training.locked'")
+        done = {r[0] for r in rows}
+        events = []
+        for digest, (sha, texts) in located.items():
+            for training in wanted[digest]:
+                if training["event_id"] in done:
+                    continue
+                versions = versions_of(reader, training["models"])
+                if versions:
+                    events.append(_locked(actor, training["event_id"], sha, digest, versions, texts, found_by))
+        return events
+
+    return ledger.transact(decide)
+
+
+def _locked(
+    actor: Any,
+    training_event_id: str,
+    sha: str,
+    digest: str,
+    versions: list[dict[str, str]],
+    texts: dict[str, str],
+    found_by: str,
+) -> PendingEvent:
+    return PendingEvent(
+        TrainingLocked(
+            training_event_id=training_event_id,
+            commit=sha,
+            dvc_lock_sha256=digest,
+            versions=versions,
+            outputs=_outputs(texts),
+            found_by=found_by,
+        ),
+        actor=actor,
+        occurred_at=utc_now(),
+        git_commit=sha,
+    )
+
+
+def versions_of(reader: Reader, models: Any) -> list[dict[str, str]]:
+    """The registered versions a training's model files are (one artifact, one version)."""
+    listed = json.loads(models) if isinstance(models, str) else (models or [])
+    keys = [f"{m['name']}@{m['sha256']}" for m in listed if m.get("sha256")]
+    if not keys:
+        return []
+    return [{"model": m, "version": v} for m, v in reader.query(VERSIONS_OF_FILES_SQL, {"keys": keys})[1]]
+
+
+def _outputs(texts: dict[str, str]) -> list[dict[str, Any]]:
+    import yaml
+
+    found = []
+    for path in sorted(texts):
+        prefix = "" if Path(path).parent == Path(".") else f"{Path(path).parent.as_posix()}/"
+        for entry in (yaml.safe_load(texts[path]) or {}).get("stages", {}).values():
+            for out in entry.get("outs") or []:
+                found.append({"path": prefix + str(out.get("path")), "md5": out.get("md5")})
+    return found
