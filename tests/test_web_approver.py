@@ -56,10 +56,12 @@ def lineage_version(
     code: dict[str, str],
     params: dict[str, Any],
     commit: str,
+    lock: str | None = None,
 ) -> None:
-    """A training of `churn` with datasets, pipeline code and parameters as `govern repro` records them, and its
-    registered version (appended as facts: no DVC run, no MLflow)."""
-    from govern.events import ModelRegistered, PendingEvent, TrainingCompleted, utc_now
+    """A training of `churn` with datasets, pipeline code and parameters as `govern repro` records them, its
+    registered version and its lock commit (`commit`, whose dvc.lock has the sha256 `lock`), appended as facts:
+    no DVC run, no MLflow."""
+    from govern.events import ModelRegistered, PendingEvent, TrainingCompleted, TrainingLocked, utc_now
     from govern.ledger import Ledger
 
     dataset = {
@@ -73,7 +75,7 @@ def lineage_version(
     deps = [{"path": path, "md5": md5} for path, md5 in code.items()] + [{"path": dataset["path"], "md5": data_md5}]
     training = TrainingCompleted(
         git={"commit": commit, "branch": "main", "dirty_paths": []},
-        dvc_lock_sha256=hashlib.sha256(f"lock {version}".encode()).hexdigest(),
+        dvc_lock_sha256=lock or hashlib.sha256(f"lock {version}".encode()).hexdigest(),
         targets=[],
         stages=[{"name": "train", "cmd": "python src/train.py", "deps": deps, "outs": [], "params": params}],
         params=params,
@@ -99,22 +101,27 @@ def lineage_version(
         "models:/churn/1",
     )
     ledger.append([PendingEvent(registered, actor=trained_by, occurred_at=utc_now(), git_commit=commit)])
+    locked = TrainingLocked(
+        trained.event_id, commit, training.dvc_lock_sha256, [{"model": "churn", "version": version}], []
+    )
+    ledger.append([PendingEvent(locked, actor=trained_by, occurred_at=utc_now(), git_commit=commit)])
 
 
 def prepare(project: Path) -> None:
     """Version 4 holds staging; version 5 (Tess's) changes the data, the code and a parameter; version 6 was
     trained by Ada, whose identity is appr's. Staging then demands f1 >= 0.85 and a verified reproduction."""
     code = {"src/train.py": "b" * 32}
-    commit = verdict_for(project)["commit"]  # the commit of versions 5 and 6: the verifier's verdict is about it
+    verdict = verdict_for(project)  # about the lock of versions 5 and 6, at their commit
+    commit, lock = verdict["commit"], verdict["dvc_lock_sha256"]
     with as_server(project):  # versions 4 and 5 trained through the server by tess, 4 promoted there by appr
         lineage_version(project, "4", via_server("tess"), metrics={"validation.f1": 0.9}, data_md5="a" * 32,
                         rows=1200, code=code, params={"train": {"C": 1.0}}, commit="4" * 40)  # fmt: skip
         lifecycle.promote("churn", "4", "staging", "the baseline", start=project, actor=via_server("appr"))
         lineage_version(project, "5", via_server("tess"), metrics={"validation.f1": 0.93, "validation.auc": 0.95},
                         data_md5="d" * 32, rows=1500, code={"src/train.py": "e" * 32, "src/features.py": "f" * 32},
-                        params={"train": {"C": 0.5}}, commit=commit)  # fmt: skip
+                        params={"train": {"C": 0.5}}, commit=commit, lock=lock)  # fmt: skip
     lineage_version(project, "6", ADA, metrics={"validation.f1": 0.91}, data_md5="d" * 32, rows=1500,
-                    code=code, params={"train": {"C": 1.0}}, commit=commit)  # fmt: skip
+                    code=code, params={"train": {"C": 1.0}}, commit=commit, lock=lock)  # fmt: skip
     assert run_cli("principals", "link", "appr", ADA, cwd=project).exit_code == 0
     toml = project / "govern.toml"
     toml.write_text(toml.read_text().replace("[registry]\n", "[registry]\n" + GATES))
