@@ -128,6 +128,7 @@ def test_audit_log_since_filters_by_occurrence(small_ledger: Path, monkeypatch: 
 
 def test_audit_verify_ok_then_names_the_tampered_seq(small_ledger: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("GOVERN_LEDGER", str(small_ledger))
+    monkeypatch.chdir(small_ledger.parent)  # not this checkout, whose anchor tags (after `audit anchor`) are others'
     ok = run_cli("audit", "verify")
     assert ok.exit_code == 0 and ok.output.startswith("OK: 3 events, head hash ")
 
