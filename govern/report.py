@@ -153,9 +153,11 @@ def render_tree(report: dict[str, Any]) -> str:
         f"{identity['model']} v{identity['version']}  "
         f"registered {identity['registered_at']} (seq {identity['registration_seq']})"
     )
-    commit_line = f"git commit {code['commit']}"
+    commit_line = f"trained at git commit {code.get('trained_at') or code['commit']}"
     if code["message"]:
         commit_line += f'  "{code["message"].splitlines()[0]}" by {code["author"]}, {code["signature"]}'
+    locked = code.get("locked", True)
+    lock_line = f"lock commit {code['commit']} (its dvc.lock rebuilds the model)" if locked else "not locked"
     stages = []
     files_by_stage: dict[str, list[str]] = {}
     for f in code["files"]:
@@ -189,7 +191,7 @@ def render_tree(report: dict[str, Any]) -> str:
         (
             f"training seq {training['event_seq']}  {training['completed_at']}  by {training['actor']}  "
             f"MLflow run {_value(training['mlflow_run_id'])}",
-            [(commit_line, [("stages", stages), ("datasets", datasets)])],
+            [(lock_line, []), (commit_line, [("stages", stages), ("datasets", datasets)])],
         ),
         ("promotions", promotions),
         ("production windows", windows),

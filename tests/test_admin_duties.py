@@ -543,3 +543,31 @@ def test_tokens_and_privileged_grants_a_writer_appends_by_hand_give_no_power_onc
     assert set(access_api.authenticate(ledger, as_sci.bearer).roles) == {"scientist"}
     real_pat = redeemed(any_team, code_for(any_team, "pat"))
     assert set(access_api.authenticate(ledger, real_pat.bearer).roles) == {"approver"}
+
+
+def test_a_code_a_writer_appends_by_hand_and_redeems_through_the_server_gives_no_privileged_power(
+    any_team: Path,
+) -> None:
+    """The third review: a `token.code_issued` for the approver pat and the admin bob appended by hand, then
+    redeemed through the server (which signs the redemption); and a token pat then made for itself with the
+    redeemed one. None of them approves or administers; a code alice issued through the server still does."""
+    ledger = open_store(config_ledger(any_team))
+
+    def forged_code(principal: str) -> str:
+        now = utc_now()
+        code = access.new_code(principal, now, None)
+        fact = EnrollmentCodeIssued(
+            principal, code.code_id, access.secret_digest(code.secret), format_timestamp(code.expires_at), None
+        )
+        ledger.append([PendingEvent(fact, actor="Operator <op@example.com>", occurred_at=now)])
+        return code.code
+
+    as_pat, as_bob = redeemed(any_team, forged_code("pat")), redeemed(any_team, forged_code("bob"))
+    with as_server(any_team):
+        own = access_api.issue_token("pat", start=any_team, actor=via_server("pat", as_pat.token_id))
+
+    assert access_api.authenticate(ledger, as_pat.bearer).roles == {}
+    assert access_api.authenticate(ledger, as_bob.bearer).roles == {}
+    assert own.token is not None and access_api.authenticate(ledger, own.token.bearer).roles == {}
+    real_pat = redeemed(any_team, code_for(any_team, "pat"))
+    assert set(access_api.authenticate(ledger, real_pat.bearer).roles) == {"approver"}

@@ -107,11 +107,12 @@ WHERE $principal IS NULL OR t.principal = $principal ORDER BY t.seq
 # principal's roles now. Small (one row per token ever issued), read whole into each process's snapshot.
 TOKEN_TABLE_SQL = """
 SELECT t.token_id, t.principal, t.secret_sha256, t.expires_at, t.revoked_at, t.seq AS issued_seq,
-       (SELECT e.authn FROM events AS e WHERE e.seq = t.seq) AS issued_authn,
+       (SELECT e.authn FROM events AS e WHERE e.seq = t.seq) AS issued_authn, t.issued_by,
+       c.seq AS code_seq, c.issued_authn AS code_authn,
        (SELECT coalesce(list({'role': g.role, 'apps': g.apps, 'grant_seq': g.grant_seq,
                               'granted_authn': g.granted_authn} ORDER BY g.role), [])
         FROM role_grants AS g WHERE g.principal = t.principal AND g.ended_at IS NULL) AS roles
-FROM access_tokens AS t
+FROM access_tokens AS t LEFT JOIN enrollment_codes AS c ON c.code_id = t.code_id
 """
 
 # The seq from which a team's ledger has had two admins: from then on, the operator's (self-asserted) hand no
@@ -379,32 +380,46 @@ class TokenTable:
 
 def _honoured(reader: Reader, rows: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:
     """The token table as a server honours it. In a signed (team) ledger, once two admins exist, an approver or
-    admin role granted after that, and a token of a principal holding one issued after that, count only where the
-    event is the server's: authenticated, with a signature that holds. A holder of the ledger's writer role can
-    append a `token.issued` or an `access.granted` by hand (the second review did, as INSERTs); such an event is
-    in the chain, shown self-asserted, and gives no power here. The token keeps its other roles."""
+    admin role granted after that, and a token of a principal holding one made after that, count only where every
+    event the token comes from is the server's (authenticated, with a signature that holds): its `token.issued`,
+    the enrollment code it was redeemed with, and the token it was made with (a principal's token for itself). A
+    holder of the ledger's writer role can append a `token.issued`, a `token.code_issued` or an `access.granted`
+    by hand (the second and third reviews did, as INSERTs, then redeemed the code through the server, which signed
+    the redemption); such events are in the chain, shown self-asserted, and give no power here. The token keeps
+    its other roles."""
     from govern import attestations
 
     _, [(signed, closed)] = reader.query(BOOTSTRAP_CLOSED_SQL)
     if not signed or closed is None:
         return {row["token_id"]: row for row in rows}
+    by_id = {row["token_id"]: row for row in rows}
     late: set[int] = set()
     for row in rows:
-        held = [g for g in row["roles"] if g["role"] in access.PRIVILEGED]
-        late.update(g["grant_seq"] for g in held if g["grant_seq"] > closed and _claims_server(g["granted_authn"]))
-        if held and row["issued_seq"] > closed and _claims_server(row["issued_authn"]):
-            late.add(row["issued_seq"])
+        late.update(g["grant_seq"] for g in row["roles"] if g["role"] in access.PRIVILEGED and g["grant_seq"] > closed)
+        late.update(seq for seq, authn in _origins(row) if seq > closed and _claims_server(authn))
     checked = attestations.check_events(reader, sorted(late))
 
-    def servers(seq: int, authn: Any) -> bool:
-        return seq <= closed or (_claims_server(authn) and checked.get(seq) is None)
+    def servers(seq: int | None, authn: Any) -> bool:
+        return seq is None or seq <= closed or (_claims_server(authn) and checked.get(seq) is None)
+
+    trusted: dict[str, bool] = {}
+
+    def from_server(token_id: str, depth: int = 0) -> bool:
+        """Every event this token comes from is the server's, or the bootstrap's (memoised; chains are short)."""
+        if token_id not in trusted:
+            row = by_id.get(token_id)
+            trusted[token_id] = False  # a cycle, or too deep: not trusted
+            if row is not None and depth < 32 and all(servers(seq, authn) for seq, authn in _origins(row)):
+                parent = _made_with(row)  # a parent the table lacks: the signed issuance vouches for it alone
+                trusted[token_id] = parent is None or parent not in by_id or from_server(parent, depth + 1)
+        return trusted[token_id]
 
     honoured = {}
     for row in rows:
         roles = [
             g for g in row["roles"] if g["role"] not in access.PRIVILEGED or servers(g["grant_seq"], g["granted_authn"])
         ]
-        if any(g["role"] in access.PRIVILEGED for g in roles) and not servers(row["issued_seq"], row["issued_authn"]):
+        if any(g["role"] in access.PRIVILEGED for g in roles) and not from_server(row["token_id"]):
             roles = [g for g in roles if g["role"] not in access.PRIVILEGED]
         if len(roles) != len(row["roles"]):
             log.warning(
@@ -415,6 +430,22 @@ def _honoured(reader: Reader, rows: list[dict[str, Any]]) -> dict[str, dict[str,
             )  # fmt: skip
         honoured[row["token_id"]] = {**row, "roles": roles}
     return honoured
+
+
+def _origins(row: dict[str, Any]) -> list[tuple[int | None, Any]]:
+    """The events a token comes from directly: its issuance, and the enrollment code it was redeemed with."""
+    found: list[tuple[int | None, Any]] = [(row["issued_seq"], row["issued_authn"])]
+    if row.get("code_seq") is not None:
+        found.append((row["code_seq"], row["code_authn"]))
+    return found
+
+
+def _made_with(row: dict[str, Any]) -> str | None:
+    """The token a principal used to make this one for itself, if it did."""
+    found = attribution.TOKEN_ACTOR.match(row.get("issued_by") or "")
+    if found is None or found.group(1) != row["principal"] or found.group(2) == row["token_id"]:
+        return None
+    return found.group(2)
 
 
 def _claims_server(authn: Any) -> bool:

@@ -26,6 +26,7 @@ from govern.api.lifecycle import (
     finish_promotion,
     identity_links,
     judge_gates,
+    look_for_locks,
     plan_promotion_tags,
     refuse_failed_gates,
 )
@@ -81,6 +82,7 @@ def request_promotion(
     project = open_project(start, actor)
     check_stage(project, to_stage)
     reason = text_argument(reason, "--reason")
+    look_for_locks(project)
 
     def decide(reader: Reader) -> list[PendingEvent]:
         rules = duties.policy(project, reader)
@@ -125,6 +127,7 @@ def approve(
     project = open_project(start, actor)
     seq = request_number(request)
     reason = text_argument(reason, "--reason")
+    look_for_locks(project)
     planned: list[str] = []
     warnings: list[str] = []
     found: dict[str, Any] = {}

@@ -75,6 +75,7 @@ def promote(
     check_stage(project, to_stage)
     reason = text_argument(reason, "--reason")
     approver = text_argument(approver, "--approver") if approver is not None else project.actor.name
+    look_for_locks(project)
     planned_tags: list[str] = []
     warnings: list[str] = []
 
@@ -189,6 +190,18 @@ def judge_gates(project: Project, reader: Reader, facts: queries.VersionFacts, t
 
 
 LOCKED_GATE = "dvc.lock committed"
+
+
+def look_for_locks(project: Project) -> None:
+    """Before a promotion is judged: record the lock commits this clone holds (`api.locks`), so a lock committed
+    a moment ago counts without a `sync` first. Never refuses: a failure leaves the versions as they were."""
+    import contextlib
+
+    from govern.api import locks
+    from govern.errors import GovernError
+
+    with contextlib.suppress(GovernError):  # the gates then say "not locked", with the fix
+        locks.find(project, "promotion")
 
 
 def locks_hint() -> str:

@@ -38,7 +38,10 @@ SELECT model, arg_min(version, seq) AS version FROM model_versions
 WHERE model || '@' || sha256 IN (SELECT unnest($keys)) GROUP BY model ORDER BY model
 """
 
-NOT_LOCKED_HINT = "commit its dvc.lock (`git add dvc.lock metrics files && git commit`, or `govern repro --commit`)"
+NOT_LOCKED_HINT = (
+    "commit its dvc.lock and what its stages write that git tracks (`git add dvc.lock metrics.json && git commit`, "
+    "or `govern repro --commit`); govern finds that commit at the next repro, promotion, sync or ci verify"
+)
 
 
 def lock_digest(texts: dict[str, str]) -> str:
