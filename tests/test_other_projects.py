@@ -115,8 +115,10 @@ def test_a_different_project_is_reproduced_and_registered(wine_project: Path) ->
 
     ledger = Ledger(wine_project / "governance" / "events.duckdb")
     events = ledger.read()
-    assert [e.type for e in events] == ["dataset.snapshotted", "training.completed", "model.registered"]
-    snapshot, training, registered = events
+    expected = ["dataset.snapshotted", "training.completed", "model.registered", "training.locked"]
+    assert [e.type for e in events] == expected
+    snapshot, training, registered, locked = events
+    assert locked.payload["commit"] == git(wine_project, "rev-parse", "HEAD"), "the commit `--commit` made"
     assert snapshot.payload["path"] == "warehouse/wine.csv"
     assert snapshot.payload["source"] == "UCI wine recognition data, as bundled with scikit-learn"
     assert snapshot.payload["rows"] == 178

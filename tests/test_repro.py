@@ -25,8 +25,11 @@ def events_of(project: Path, event_type: str | None = None) -> list:
 
 def test_repro_records_snapshot_training_and_registered_version(reproduced_demo: Path) -> None:
     types = [event.type for event in events_of(reproduced_demo)]
-    assert types == ["dataset.snapshotted", "training.completed", "model.registered"]
-    snapshot, training, registered = events_of(reproduced_demo)
+    assert types == ["dataset.snapshotted", "training.completed", "model.registered", "training.locked"]
+    snapshot, training, registered, locked = events_of(reproduced_demo)
+    assert locked.payload["training_event_id"] == training.event_id, "repro --commit found its lock commit"
+    assert locked.payload["versions"] == [{"model": MODEL, "version": "1"}]
+    assert locked.payload["commit"] == git(reproduced_demo, "rev-parse", "HEAD")
     head = git(reproduced_demo, "rev-list", "--max-parents=0", "HEAD")  # the demo's commit, which was trained
 
     assert snapshot.subject == "dataset:data/raw/breast_cancer.csv"
@@ -65,7 +68,7 @@ def test_repro_records_snapshot_training_and_registered_version(reproduced_demo:
 
 
 def test_mlflow_run_and_model_version_link_back_to_the_ledger(reproduced_demo: Path) -> None:
-    _, training, registered = events_of(reproduced_demo)
+    _, training, registered, _ = events_of(reproduced_demo)
     client = MlflowClient(tracking_uri=tracking_uri(reproduced_demo))
     run = client.get_run(training.payload["mlflow"]["run_id"])
 

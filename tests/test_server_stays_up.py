@@ -26,7 +26,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from conftest import run_cli, start_server
+from conftest import run_cli, start_server, wait_for
 from test_server import call, make_project, tokens_for
 
 from govern import storage
@@ -518,5 +518,8 @@ def test_a_token_issued_elsewhere_works_at_once_and_a_revocation_holds_at_the_ne
         assert run_cli("tokens", "revoke", token.split("_")[1], cwd=project).exit_code == 0
         if backend == "postgresql":
             time.sleep(1.2)
+            # within `token_refresh`; on a loaded machine the table's read may wait its turn, and the snapshot
+            # answers meanwhile, never older than `token_staleness` (5 s)
+            wait_for(lambda: call(base, "GET", "/api/v1/whoami", token)[0] == 401, "the revocation to hold", 5)
         status, problem, _ = call(base, "GET", "/api/v1/whoami", token)
         assert status == 401 and "was revoked at" in problem["detail"]

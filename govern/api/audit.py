@@ -154,7 +154,7 @@ def production_answer(app: str, env: str, at: datetime, start: Path | None = Non
     locked = None
     if window.get("model"):
         with open_ledger(start).reader() as reader:
-            locked = queries.version_facts(reader, window["model"], window["version"]).lock_commit
+            locked = queries.lock_commit(reader, window["model"], window["version"], window.get("training_event_id"))
     return {
         "app": app,
         "env": env,
