@@ -178,7 +178,9 @@ def render_tree(report: dict[str, Any]) -> str:
     promotions = [
         (
             f"{p['promoted_at']}  {p['from_stage'] or 'no stage'} -> {p['to_stage']}  "
-            f"by {p['actor']}, approved by {p['approver']}: {p['reason']}",
+            + (f"asked by {p['requested_by']}: {p['reason']}; " if p.get("requested_by") else "")
+            + f"by {p['actor']}, approved by {p['approver']}: "
+            + (p.get("approval_reason") or "" if p.get("requested_by") else p["reason"]),
             [(_grant_line(grants[who]), []) for who in dict.fromkeys([p["actor"], p["approver"]]) if who in grants],
         )
         for p in r["approvals"]["promotions"]

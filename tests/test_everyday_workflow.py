@@ -71,6 +71,15 @@ def test_the_readme_workflow_reaches_production_through_the_verified_gate(
     [locked] = [e for e in locks if e.payload["commit"] == lock_commit]
     assert locked.payload["versions"] == [{"model": M, "version": version}]
     assert_tags_rebuild_the_versions(reproduced_demo)
+    report = json.loads(ok(reproduced_demo, "audit", "report", M, version, "--format", "json"))
+    assert report["code"]["commit"] == lock_commit and report["code"]["trained_at"] == training_commit
+    last = report["approvals"]["promotions"][-1]
+    assert last["requested_by"].startswith("Sam Scientist <sam@example.com>") and last["reason"] == "better"
+    assert last["approver"].startswith("Pat Approver <pat@example.com>")
+    assert last["approval_reason"] == "evidence reviewed"
+    lineage = ok(reproduced_demo, "audit", "lineage", M, version)
+    assert f"lock commit {lock_commit}" in lineage and f"trained at git commit {training_commit}" in lineage
+    assert "asked by Sam Scientist <sam@example.com>" in lineage
 
 
 def assert_tags_rebuild_the_versions(project: Path) -> None:

@@ -42,9 +42,15 @@ SNAPSHOTS_SQL = """
 SELECT event_id, seq, type, payload FROM events WHERE event_id = ANY($ids)
 """
 
+# Each promotion with the request it decided, if any: who asked and why, and why the approver agreed (the four
+# eyes of issue 26: the promotion's actor is the approver, the requester is on the request)
 PROMOTIONS_SQL = """
-SELECT seq, promoted_at, actor, approver, from_stage, to_stage, reason, forced, gto_tag
-FROM promotions WHERE model = $model AND version = $version ORDER BY seq
+SELECT p.seq, p.promoted_at, p.actor, p.approver, p.from_stage, p.to_stage, p.reason, p.forced, p.gto_tag,
+       r.request_seq, r.requested_by, r.reason AS request_reason, r.decision_reason AS approval_reason
+FROM promotions AS p
+JOIN events AS e ON e.seq = p.seq
+LEFT JOIN promotion_requests AS r ON r.request_seq = TRY_CAST(e.payload->>'$.request_seq' AS BIGINT)
+WHERE p.model = $model AND p.version = $version ORDER BY p.seq
 """
 
 # Who acted on each promotion, with how the server established it (the promotion's own `authn`)
@@ -221,6 +227,8 @@ def _attributed(ledger: Reader, report: dict[str, Any], pinned: tuple[str, ...])
     ]
     for promotion in report["approvals"].get("promotions", []):
         places.append((promotion, "actor", promotion["seq"]))
+        if promotion.get("request_seq") is not None:
+            places.append((promotion, "requested_by", promotion["request_seq"]))
         if promotion.get("approver") == promotion.get("actor"):
             places.append((promotion, "approver", promotion["seq"]))
     if report["approvals"].get("deprecation"):
@@ -461,6 +469,7 @@ def _approvals(ledger: Reader, model: str, version: str, cited: list[int]) -> di
     promotions = queries.rows_as_dicts(ledger, PROMOTIONS_SQL, {"model": model, "version": version})
     deprecations = queries.rows_as_dicts(ledger, DEPRECATION_SQL, {"model": model, "version": version})
     cited.extend(p["seq"] for p in [*promotions, *deprecations])
+    cited.extend(p["request_seq"] for p in promotions if p.get("request_seq") is not None)
     grants, missing = _grants(ledger, model, version, cited)
     return _section(
         ([] if promotions else ["This version was never promoted"]) + missing,
