@@ -933,6 +933,13 @@ def _history_detail(kind: str, payload: dict[str, Any]) -> str:
         return f"version {payload['version']}, sha256 {payload.get('sha256')}{twin}"
     if kind == "training.completed":
         return f"commit {payload['git']['commit'][:12]}, MLflow run {(payload.get('mlflow') or {}).get('run_id')}"
+    if kind == "training.locked":
+        versions = ", ".join(f"version {v['version']}" for v in payload.get("versions") or [])
+        return f"lock commit {payload['commit']} rebuilds {versions} (its dvc.lock; found by {payload.get('found_by')})"
+    if kind == "model.promotion_requested":
+        return f"to {payload.get('to_stage')}; reason: {payload.get('reason')}"
+    if kind in ("model.promotion_approved", "model.promotion_rejected"):
+        return f"request {payload.get('request_seq')}; reason: {payload.get('reason')}"
     if kind == "inference.recorded":
         where = f" for {payload['app']}/{payload['env']}" if payload.get("app") else ""
         return f"version {payload['version']}, {payload.get('rows')} rows{where}"

@@ -300,6 +300,9 @@ WHERE subject = 'model:' || $model || '@' || $version
        SELECT training_event_id FROM model_versions WHERE model = $model AND ($version IS NULL OR version = $version)))
    OR (type = 'experiment.selected' AND payload->>'$.winner_event_id' IN (
        SELECT training_event_id FROM model_versions WHERE model = $model AND ($version IS NULL OR version = $version)))
+   OR (type = 'training.locked' AND EXISTS (
+       SELECT 1 FROM unnest(CAST(payload->'$.versions' AS JSON[])) AS t(v)
+       WHERE v->>'$.model' = $model AND ($version IS NULL OR v->>'$.version' = $version)))
 ORDER BY seq
 """
 

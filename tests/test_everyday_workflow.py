@@ -126,8 +126,10 @@ def test_an_unlocked_version_enters_no_gated_stage_and_gets_no_tag_until_its_loc
     synced = ok(reproduced_demo, "sync")
 
     assert "training.locked" in synced
-    facts = json.loads(ok(reproduced_demo, "audit", "history", M, version, "--json"))
-    assert facts, "the version's history reads"
+    history = json.loads(ok(reproduced_demo, "audit", "history", M, version, "--json"))
+    [locked] = [e for e in history if e["type"] == "training.locked"]
+    assert locked["payload"]["commit"] == git(reproduced_demo, "rev-parse", "HEAD"), "history names the lock commit"
+    assert "lock commit" in ok(reproduced_demo, "audit", "history", M, version)
 
 
 def test_a_verdict_about_another_model_file_does_not_pass_the_gate(reproduced_demo: Path) -> None:
