@@ -6,7 +6,8 @@ which files are datasets and where each came from.
 
 How govern finds datasets and their extraction time
     A *source stage* is a stage none of whose dependencies is produced by
-    another stage. Its cached data outputs are snapshots pulled from a source
+    another stage or tracked with `dvc add` (a stage that splits a `dvc add`
+    file derives from that snapshot; it pulls nothing). Its cached data outputs are snapshots pulled from a source
     system: the source is the stage's `meta.source` in dvc.yaml (else its
     `desc`, else its command) and the extraction time is when that stage ran.
     Files tracked with `dvc add`, `dvc import` or `dvc import-url` that a
@@ -157,11 +158,13 @@ def dataset_candidates(
     found: dict[str, DatasetCandidate] = {}
     for stage in pipeline.stages.values():
         upstream = [dep for dep in stage.deps if _within(dep, produced) and dep not in tracked]
+        reads_tracked = False
         for dep in stage.deps:
             if dep in tracked or _within(dep, tracked):
+                reads_tracked = True
                 found.setdefault(dep, DatasetCandidate(dep, None, tracked_source(root, dep), md5s.get(dep)))
-        if upstream or stage.name not in locks:
-            continue
+        if upstream or reads_tracked or stage.name not in locks:
+            continue  # it derives from data already recorded (a stage's output, or a `dvc add` file): no extraction
         for out in stage.outs:
             if out.cache and not out.metric and not out.plot and out.path not in model_paths:
                 source = str(stage.meta.get("source") or stage.desc or f"stage {stage.name}: {stage.cmd}")

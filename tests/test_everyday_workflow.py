@@ -249,3 +249,48 @@ def test_ci_verify_names_the_missing_data_and_what_to_configure_when_no_cache_ha
     assert result.exit_code == 3, result.output
     [line] = result.output.strip().splitlines()[-1:]
     assert "depends on data/applicants.csv, which does not exist" in line and "`dvc push` it to a remote" in line
+
+
+SPLIT = """import sys
+rows = open('data/applicants.csv').read().splitlines()
+open('data/train.csv', 'w').write('\\n'.join(rows[:2]) + '\\n')
+open('data/test.csv', 'w').write('\\n'.join(rows[:1] + rows[2:]) + '\\n')
+"""
+FIT = "open('model.bin', 'w').write(str(len(open('data/train.csv').read().splitlines())))\n"
+
+
+def test_a_dvc_add_file_is_the_source_and_a_stage_splitting_it_extracts_nothing(
+    tmp_path: Path, mlflow_store_template: Path
+) -> None:
+    """The new user's own project: the splits of a `dvc add` CSV were recorded as source datasets "extracted" when
+    the split ran, with source "stage prepare: ..."; the CSV is the snapshot, dated by its DVC record's commit."""
+    import shutil
+
+    root = tmp_path / "own"
+    root.mkdir()
+    git(root, "init", "-q", "-b", "main")
+    assert run_cli("init", cwd=root).exit_code == 0
+    shutil.copy2(mlflow_store_template, root / "mlflow.db")
+    (root / "data").mkdir()
+    (root / "data" / "applicants.csv").write_text("age,income\n31,40\n45,52\n")
+    subprocess.run([sys.executable, "-m", "dvc", "add", "-q", "data/applicants.csv"], cwd=root, check=True)
+    (root / "split.py").write_text(SPLIT)
+    (root / "fit.py").write_text(FIT)
+    (root / "dvc.yaml").write_text(
+        "stages:\n"
+        "  prepare:\n    cmd: python split.py\n    deps: [split.py, data/applicants.csv]\n"
+        "    outs: [data/train.csv, data/test.csv]\n"
+        "  train:\n    cmd: python fit.py\n    deps: [fit.py, data/train.csv]\n    outs: [model.bin]\n"
+        "artifacts:\n  tiny:\n    path: model.bin\n    type: model\n"
+    )
+    commit_all(root, "data and pipeline")
+
+    ok(root, "repro", "--commit")
+
+    ledger = Ledger(root / "audit" / "ledger.duckdb")
+    [snapshot] = ledger.read(types=["dataset.snapshotted"])
+    assert snapshot.payload["path"] == "data/applicants.csv"
+    assert snapshot.payload["extracted_at_basis"] == "dvc-file-commit" and snapshot.payload["stage"] is None
+    [training] = ledger.read(types=["training.completed"])
+    roles = {d["path"]: d["role"] for d in training.payload["datasets"]}
+    assert roles["data/applicants.csv"] == "source" and roles.get("data/train.csv") == "training"
