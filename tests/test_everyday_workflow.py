@@ -12,6 +12,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
 from conftest import commit_all, git, ok, run_cli
 
 from govern.events import PendingEvent, ReproductionVerified, utc_now
@@ -294,3 +295,22 @@ def test_a_dvc_add_file_is_the_source_and_a_stage_splitting_it_extracts_nothing(
     [training] = ledger.read(types=["training.completed"])
     roles = {d["path"]: d["role"] for d in training.payload["datasets"]}
     assert roles["data/applicants.csv"] == "source" and roles.get("data/train.csv") == "training"
+
+
+@pytest.mark.parametrize("where", ["absolute", "relative"])
+def test_ci_verify_of_a_commit_older_than_the_projects_dvc_remote_fetches_from_it(tmp_path: Path, where: str) -> None:
+    """The new user's finding: commits whose .dvc/config has no remote kept failing after one was added."""
+    project = dvc_add_project(tmp_path / "own")
+    older = git(project, "rev-parse", "HEAD")
+    store = tmp_path / "store"
+    url = str(store) if where == "absolute" else "../../store"
+    subprocess.run([sys.executable, "-m", "dvc", "remote", "add", "-d", "shared", url], cwd=project, check=True)
+    subprocess.run([sys.executable, "-m", "dvc", "push", "-q"], cwd=project, check=True)
+    commit_all(project, "a DVC remote")
+    clone = tmp_path / "clone"
+    git(tmp_path, "clone", "-q", str(project), str(clone))  # no cache here: the data is in the remote only
+
+    result = run_cli("ci", "verify", "--rev", older, "--json", cwd=clone)
+
+    assert result.exit_code == 0, result.output
+    assert json.loads(result.stdout)["match"] == "exact"

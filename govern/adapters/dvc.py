@@ -424,15 +424,23 @@ def pull_if_remote(root: Path) -> bool:
     return True
 
 
-def use_cache_dir(root: Path, cache: Path, remote: Path | None = None) -> None:
+def use_cache_dir(
+    root: Path, cache: Path, remote: Path | None = None, inherited: tuple[str, dict[str, Any]] | None = None
+) -> None:
     """Point a checkout's DVC cache at another one (a worktree sharing its repository's cache). With `remote`, that
-    folder (another cache, read-only) becomes the checkout's default remote, which `reproduce(pull=True)` reads."""
+    folder (another cache, read-only) becomes the checkout's default remote, which `reproduce(pull=True)` reads.
+    With `inherited` (a name and its settings, `default_remote`), that remote becomes the checkout's default: an
+    older commit, made before the project configured one, can still fetch its data."""
     folder = root / ".dvc"
     if folder.is_symlink() or not folder.is_dir():
         raise ProjectError(f"{folder} is not a directory of the checkout (a link?): refusing to configure it")
     text = f"[cache]\n    dir = {cache}\n"
     if remote is not None:
         text += f"[core]\n    remote = govern-project-cache\n['remote \"govern-project-cache\"']\n    url = {remote}\n"
+    elif inherited is not None:
+        name, settings = inherited
+        text += f"[core]\n    remote = {name}\n['remote \"{name}\"']\n"
+        text += "".join(f"    {key} = {value}\n" for key, value in settings.items() if "\n" not in str(value))
     # A commit may carry .dvc/config.local as a link to any file (the ledger): never written through.
     local = folder / "config.local"
     if os.path.lexists(local):
@@ -440,6 +448,14 @@ def use_cache_dir(root: Path, cache: Path, remote: Path | None = None) -> None:
     handle = os.open(local, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o644)
     with os.fdopen(handle, "w", encoding="utf-8") as sink:
         sink.write(text)
+
+
+def default_remote(root: Path) -> tuple[str, dict[str, Any]] | None:
+    """The project's default DVC remote as its configuration (committed and local) names it, or None."""
+    with _open(root) as repo:
+        name = repo.config.get("core", {}).get("remote")
+        settings = repo.config.get("remote", {}).get(name) if name else None
+    return (str(name), dict(settings)) if name and settings else None
 
 
 def cache_dir(root: Path) -> Path:

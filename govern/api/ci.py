@@ -227,7 +227,9 @@ def verify(
         rules = cfg.comparison
         rules = dataclasses.replace(rules, tolerances={**rules.tolerances, **(tolerances or {})})
         if (source / ".dvc").is_dir():  # the project's cache itself (`.dvc/cache`), not its files/md5 folder
-            dvc_adapter.use_cache_dir(checkout, dvc_adapter.cache_root(source))
+            # and the project's remote where the commit, older than it, names none
+            inherited = None if dvc_adapter.default_remote(checkout) else dvc_adapter.default_remote(source)
+            dvc_adapter.use_cache_dir(checkout, dvc_adapter.cache_root(source), inherited=inherited)
         work = _Verification(
             checkout, source, Path(scratch), rules, ledger, cfg.tracking_uri, repository is None, dict(tolerances or {})
         )
