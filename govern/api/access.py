@@ -107,12 +107,13 @@ WHERE $principal IS NULL OR t.principal = $principal ORDER BY t.seq
 # principal's roles now. Small (one row per token ever issued), read whole into each process's snapshot.
 TOKEN_TABLE_SQL = """
 SELECT t.token_id, t.principal, t.secret_sha256, t.expires_at, t.revoked_at, t.seq AS issued_seq,
-       (SELECT e.authn FROM events AS e WHERE e.seq = t.seq) AS issued_authn, t.issued_by,
-       c.seq AS code_seq, c.issued_authn AS code_authn,
+       t.issued_authn, t.issued_by, c.seq AS code_seq, c.issued_authn AS code_authn,
        (SELECT coalesce(list({'role': g.role, 'apps': g.apps, 'grant_seq': g.grant_seq,
                               'granted_authn': g.granted_authn} ORDER BY g.role), [])
         FROM role_grants AS g WHERE g.principal = t.principal AND g.ended_at IS NULL) AS roles
-FROM access_tokens AS t LEFT JOIN enrollment_codes AS c ON c.code_id = t.code_id
+FROM access_tokens AS t
+LEFT JOIN (SELECT seq, payload->>'$.code_id' AS code_id, authn AS issued_authn FROM events
+           WHERE type = 'token.code_issued') AS c ON c.code_id = t.code_id
 """
 
 # The seq from which a team's ledger has had two admins: from then on, the operator's (self-asserted) hand no
