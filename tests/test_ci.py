@@ -148,7 +148,8 @@ def test_the_server_hook_judges_a_lock_made_elsewhere_equivalent_and_names_what_
     assert "threads.env.OPENBLAS_CORETYPE" in facts, "the verdict says what differed from the training's machine"
     training = Ledger(central).read(types=["training.completed"])[-1]
     assert event.payload["training_event_id"] == training.event_id
-    assert f"{head}: equivalent: " in (bare / "govern-hook" / "verify.log").read_text()
+    log = bare / "govern-hook" / "verify.log"  # written after the verdict (and the lock commits it found)
+    assert wait_for(lambda: f"{head}: equivalent: " in log.read_text(), "the hook's log line", timeout=60)
 
 
 def test_the_pre_push_hook_refuses_a_stale_pipeline(server: dict) -> None:

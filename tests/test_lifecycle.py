@@ -303,6 +303,7 @@ def test_history_lists_every_event_of_a_model_in_order(scenario: Path) -> None:
     assert types == [
         "training.completed",
         "model.registered",
+        "training.locked",  # its lock commit, found when the version was promoted
         "model.promoted",
         "model.promoted",
         "deployment.started",
