@@ -91,13 +91,21 @@ def test_the_ledgers_turn_goes_round_the_callers_and_each_callers_waiters_in_ord
             file_ledger.head()
             served.append(f"{caller}{number}")
 
+    turn = _writer_lock(file_ledger.path)
+
+    def queued() -> int:
+        with turn._guard:
+            return sum(len(waiters) for waiters in turn._queues.values())
+
     with turn_held(file_ledger.path):
         threads = []
         for caller, number in [("a", 1), ("a", 2), ("a", 3), ("a", 4), ("b", 1), ("a", 5), ("c", 1), ("b", 2)]:
             thread = threading.Thread(target=read, args=(caller, number))
             thread.start()
             threads.append(thread)
-            time.sleep(0.15)  # each one queued before the next arrives (a loaded machine starts threads late)
+            deadline = time.monotonic() + 10
+            while queued() < len(threads) and time.monotonic() < deadline:  # queued before the next arrives
+                time.sleep(0.01)
     for thread in threads:
         thread.join(30)
     assert served == ["a1", "b1", "c1", "a2", "b2", "a3", "a4", "a5"]
