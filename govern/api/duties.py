@@ -247,12 +247,6 @@ def _token_in(authn: attribution.Authn | None) -> str | None:
     return found.group(1) if found else None
 
 
-def handed_over_by(reader: Reader, token_id: str | None) -> str | None:
-    """The admin who handed this token to its principal through the server (an enrollment code an authenticated
-    admin issued), or None: no such token, the principal's own, or one the operator issued locally."""
-    return _handed_over(reader, token_id)[0]
-
-
 def _handed_over(reader: Reader, token_id: str | None) -> tuple[str | None, str | None]:
     """(the admin who handed this token over through the server, the token that admin did it with)."""
     if not token_id or not access.TOKEN_ID.match(token_id):
