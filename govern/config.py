@@ -91,6 +91,9 @@ class Config:
     require_approval: bool | tuple[str, ...] | None = None
     jobs_python: str | None = None  # the interpreter the controller's training jobs run govern with
     jobs_concurrency: int = 1  # training jobs one server process runs at once; the rest wait in the queue
+    # the branch a job's lock commit goes on ({job}: the job's id), pushed where the server's checkout tracks; ""
+    # leaves a job's versions to be locked by hand
+    jobs_lock_branch: str = "govern/trainings/{job}"
     server: ServerSettings = field(default_factory=ServerSettings)
     audit: AuditLimits = field(default_factory=AuditLimits)
     jobs_sandbox: str = "bwrap"  # how the server confines jobs and entry points: "bwrap" or "none" (govern.sandbox)
@@ -216,8 +219,15 @@ def load(root: Path, environ: Mapping[str, str] | None = None) -> Config:
             f"`registry.stages` does not have ({', '.join(stages)})"
         )
     jobs = _table(settings, "jobs", source)
-    _refuse_unknown(jobs, {"python", "concurrency", "sandbox", "run_as", "network", "pass_env"}, "jobs", source)
+    _refuse_unknown(
+        jobs, {"python", "concurrency", "sandbox", "run_as", "network", "pass_env", "lock_branch"}, "jobs", source
+    )
     concurrency = jobs.get("concurrency", 1)
+    lock_branch = jobs.get("lock_branch", "govern/trainings/{job}")
+    if not isinstance(lock_branch, str) or (lock_branch and not re.fullmatch(r"[A-Za-z0-9._/{}-]{1,200}", lock_branch)):
+        raise ConfigError(
+            f'{source}: `jobs.lock_branch` is a branch name ({{job}} stands for the job\'s id), or "" for none'
+        )
     if isinstance(concurrency, bool) or not isinstance(concurrency, int) or not 1 <= concurrency <= 64:
         raise ConfigError(f"{source}: `jobs.concurrency` must be a whole number from 1 to 64")
     server = _table(settings, "server", source)
@@ -261,6 +271,7 @@ def load(root: Path, environ: Mapping[str, str] | None = None) -> Config:
         require_approval=_approval_stages(registry, tuple(stages), source),
         jobs_python=jobs.get("python") and _str(jobs, "python", "", source),
         jobs_concurrency=concurrency,
+        jobs_lock_branch=lock_branch,
         jobs_sandbox=sandbox,
         jobs_run_as=_str(jobs, "run_as", "", source) if "run_as" in jobs else None,
         jobs_network=network,

@@ -658,6 +658,8 @@ class TrainingJobFinished(Fact):
     training_event_id: str | None = None
     error: str | None = None
     log_tail: str = ""
+    lock_commit: str | None = None  # the commit holding the job's dvc.lock, on `jobs.lock_branch` (issue 26)
+    lock_note: str | None = None  # why there is none: the versions stay "not locked"
 
     @property
     def subject(self) -> str:

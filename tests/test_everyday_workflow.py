@@ -72,6 +72,12 @@ def test_the_readme_workflow_reaches_production_through_the_verified_gate(
     [locked] = [e for e in locks if e.payload["commit"] == lock_commit]
     assert locked.payload["versions"] == [{"model": M, "version": version}]
     assert_tags_rebuild_the_versions(reproduced_demo)
+    from mlflow.tracking import MlflowClient
+
+    client = MlflowClient(tracking_uri=f"sqlite:///{reproduced_demo / 'mlflow.db'}")
+    mirrored = client.get_model_version(M, version)
+    assert mirrored.tags["govern.lock_commit"] == lock_commit, "MLflow names the commit to check out"
+    assert client.get_run(mirrored.run_id).data.tags["govern.lock_commit"] == lock_commit
     report = json.loads(ok(reproduced_demo, "audit", "report", M, version, "--format", "json"))
     assert report["code"]["commit"] == lock_commit and report["code"]["trained_at"] == training_commit
     last = report["approvals"]["promotions"][-1]

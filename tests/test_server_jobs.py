@@ -3,10 +3,13 @@
 from __future__ import annotations
 
 import csv
+import hashlib
 import io
 import json
 import re
 import shutil
+import subprocess
+import sys
 import urllib.error
 import urllib.request
 from collections.abc import Iterator
@@ -14,7 +17,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from conftest import commit_all, ok, run_cli, start_server, tiny_pipeline, wait_for
+from conftest import commit_all, git, ok, run_cli, start_server, tiny_pipeline, wait_for
 
 from govern import access
 from govern.ledger import Ledger
@@ -205,3 +208,89 @@ def test_a_job_queued_when_the_server_is_killed_runs_after_restart_and_a_cancell
     assert jobs[third]["state"] == "cancelled" and jobs[third]["attempts"] == 0
     status, problem = post(base, f"/api/v1/trainings/{third}", token, None, method="DELETE")
     assert status == 409 and "is cancelled already" in problem["detail"]
+
+
+SCORED_STAGE = (
+    "import json, yaml; p = yaml.safe_load(open('params.yaml')); open('out.txt', 'w').write('x' * p['n']); "
+    "json.dump({'n': p['n']}, open('score.json', 'w'))"
+)
+SCORED_DVC_YAML = """
+stages:
+  make:
+    cmd: python make.py
+    deps: [make.py]
+    params: [n, sleep]
+    outs: [out.txt]
+    metrics:
+      - score.json:
+          cache: false
+artifacts:
+  tiny-model:
+    path: out.txt
+    type: model
+"""
+
+
+def test_a_job_commits_its_lock_on_a_branch_of_the_remote_and_a_refused_push_leaves_it_not_locked(
+    trainable: dict, tmp_path: Path
+) -> None:
+    base, token, project = trainable["base"], trainable["token"], trainable["project"]
+    (project / "make.py").write_text(SCORED_STAGE)
+    (project / "dvc.yaml").write_text(SCORED_DVC_YAML)
+    (project / "score.json").write_text('{"n": 0}')  # tracked by git: the lock commit carries the job's
+    bare = tmp_path / "team.git"
+    git(tmp_path, "init", "-q", "--bare", str(bare))
+    git(project, "remote", "add", "origin", str(bare))
+    commit = commit_params(project, 5, 0)
+    git(project, "push", "-q", "-u", "origin", "main")
+
+    job = post(base, "/api/v1/trainings", token, {"commit": commit})[1]["job_id"]
+    done = wait_for(lambda: _finished(base, token, job), "the job to finish", timeout=300)
+
+    assert done["state"] == "succeeded", done["log_tail"]
+    lock = done["lock_commit"]
+    assert lock and done["lock_note"] is None, (done["lock_note"], done["log_tail"])
+    assert git(bare, "rev-parse", f"refs/heads/govern/trainings/{job}") == lock, "pushed where the checkout tracks"
+    assert git(bare, "rev-parse", f"{lock}^") == commit, "the lock commit follows the training's commit"
+    assert sorted(git(bare, "diff", "--name-only", commit, lock).split()) == ["dvc.lock", "score.json"]
+    assert json.loads(git(bare, "show", f"{lock}:score.json")) == {"n": 5}
+    ledger = Ledger(project / "audit" / "ledger.duckdb")
+    [locked] = ledger.read(types=["training.locked"])
+    assert locked.payload["commit"] == lock and locked.payload["found_by"] == f"job {job}"
+    assert locked.payload["training_event_id"] == done["training_event_id"]
+    assert locked.actor.startswith("server:"), "the server's own work, not the requester's"
+    [version] = ledger.read(types=["model.registered"])
+    lock_text = git(bare, "show", f"{lock}:dvc.lock")
+    assert f"md5: {version.payload['md5']}" in lock_text, "the lock at the commit names the registered file"
+    rebuilt = tmp_path / "auditor"
+    git(tmp_path, "clone", "-q", str(bare), str(rebuilt))
+    git(rebuilt, "checkout", "-q", lock)
+    git(rebuilt, "config", "core.hooksPath", "/dev/null")
+    dvc = subprocess.run(
+        [sys.executable, "-m", "dvc", "cache", "dir", str(project / ".dvc" / "cache")], cwd=rebuilt,
+        capture_output=True, text=True, env=trainable["env"],
+    )  # fmt: skip
+    assert dvc.returncode == 0, dvc.stderr
+    dvc = subprocess.run([sys.executable, "-m", "dvc", "checkout"], cwd=rebuilt, capture_output=True, text=True,
+                         env=trainable["env"])  # fmt: skip
+    assert dvc.returncode == 0, dvc.stderr
+    rebuilt_bytes = (rebuilt / "out.txt").read_bytes()
+    assert hashlib.sha256(rebuilt_bytes).hexdigest() == version.payload["sha256"], "the lock commit rebuilds it"
+
+    (bare / "hooks" / "pre-receive").write_text("#!/bin/sh\necho 'pushes are frozen this week' >&2\nexit 1\n")
+    (bare / "hooks" / "pre-receive").chmod(0o755)
+    second = commit_params(project, 9, 0)
+    job = post(base, "/api/v1/trainings", token, {"commit": second})[1]["job_id"]
+    done = wait_for(lambda: _finished(base, token, job), "the second job to finish", timeout=300)
+
+    assert done["state"] == "succeeded" and done["lock_commit"] is None, done
+    assert "was refused" in done["lock_note"] and "pushes are frozen this week" in done["lock_note"], done
+    assert f"stays on branch govern/trainings/{job}" in done["lock_note"]
+    assert len(ledger.read(types=["training.locked"])) == 1, "a refused push locks nothing"
+    [finished] = [e for e in ledger.read(types=["job.finished"]) if e.payload["job_id"] == job]
+    assert finished.payload["lock_note"] == done["lock_note"] and finished.payload["lock_commit"] is None
+
+
+def _finished(base: str, token: str, job: str) -> dict | None:
+    found = get(base, f"/api/v1/trainings/{job}", token)
+    return found if found["state"] in ("succeeded", "failed", "cancelled") else None

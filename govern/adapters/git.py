@@ -327,3 +327,78 @@ def is_repository(path: Path) -> bool:
     except (git.InvalidGitRepositoryError, git.NoSuchPathError):
         return False
     return True
+
+
+def _plumb(root: Path, args: list[str], data: bytes | None = None, env: dict[str, str] | None = None) -> str:
+    import os
+
+    done = subprocess.run(
+        ["git", *args], cwd=root, input=data, capture_output=True, timeout=120,
+        env={**os.environ, **(env or {})},
+    )  # fmt: skip
+    if done.returncode != 0:
+        said = done.stderr.decode("utf-8", errors="replace").strip().splitlines()
+        raise GovernError(f"git {args[0]} failed: {redact(said[-1]) if said else f'exit {done.returncode}'}")
+    return done.stdout.decode("utf-8", errors="replace").strip()
+
+
+def valid_branch(root: Path, name: str) -> bool:
+    """Whether `name` is a branch name git accepts."""
+    done = subprocess.run(["git", "check-ref-format", "--branch", name], cwd=root, capture_output=True, timeout=30)
+    return done.returncode == 0 and not name.startswith("-")
+
+
+def commit_onto(
+    root: Path, base: str, files: dict[str, bytes], branch: str, message: str, name: str, email: str
+) -> str:
+    """A commit whose tree is `base`'s with `files` written, on the new branch `branch`; its sha.
+
+    Built with plumbing in `root` (a temporary index, `commit-tree`, `update-ref`): no work tree is touched and no
+    hook or configuration of another checkout runs, so files a sandboxed job wrote are only ever data here.
+    """
+    import os
+    import tempfile
+
+    with tempfile.TemporaryDirectory(prefix="govern-index-") as folder:
+        env = {"GIT_INDEX_FILE": os.path.join(folder, "index")}
+        _plumb(root, ["read-tree", base], env=env)
+        for path, data in sorted(files.items()):
+            blob = _plumb(root, ["hash-object", "-w", "--stdin"], data=data)
+            _plumb(root, ["update-index", "--add", "--cacheinfo", f"100644,{blob},{path}"], env=env)
+        tree = _plumb(root, ["write-tree"], env=env)
+    who = {"GIT_AUTHOR_NAME": name, "GIT_AUTHOR_EMAIL": email, "GIT_COMMITTER_NAME": name, "GIT_COMMITTER_EMAIL": email}
+    sha = _plumb(root, ["commit-tree", tree, "-p", base, "-F", "-"], data=message.encode("utf-8"), env=who)
+    _plumb(root, ["update-ref", f"refs/heads/{branch}", sha, ""])  # "": refused when the branch exists already
+    return sha
+
+
+def tracking_remote(root: Path) -> str | None:
+    """The remote the checked-out branch tracks, else `origin`, else None (a repository with no remote)."""
+    branch = subprocess.run(["git", "symbolic-ref", "-q", "--short", "HEAD"], cwd=root, capture_output=True, text=True)
+    if branch.returncode == 0 and branch.stdout.strip():
+        configured = subprocess.run(
+            ["git", "config", "--get", f"branch.{branch.stdout.strip()}.remote"], cwd=root, capture_output=True,
+            text=True,
+        )  # fmt: skip
+        if configured.returncode == 0 and configured.stdout.strip() not in ("", "."):
+            return configured.stdout.strip()
+    remotes = subprocess.run(["git", "remote"], cwd=root, capture_output=True, text=True).stdout.split()
+    return "origin" if "origin" in remotes else None
+
+
+def push_branch(root: Path, remote: str, branch: str, timeout: float = 300) -> str | None:
+    """Push `branch` to `remote` as a new branch there: None when it landed, else why not (one line, redacted)."""
+    import os
+
+    try:
+        done = subprocess.run(
+            ["git", "push", "--porcelain", remote, f"refs/heads/{branch}:refs/heads/{branch}"], cwd=root,
+            capture_output=True, text=True, timeout=timeout, env={**os.environ, "GIT_TERMINAL_PROMPT": "0"},
+        )  # fmt: skip
+    except subprocess.TimeoutExpired:
+        return f"git push to {remote} did not answer within {int(timeout)} s"
+    if done.returncode == 0:
+        return None
+    said = [line.strip() for line in (done.stderr + done.stdout).splitlines() if line.strip()]
+    reason = next((line for line in said if "rejected" in line or "remote:" in line), said[-1] if said else "")
+    return f"git push to {remote} was refused: {redact(reason) or f'exit {done.returncode}'}"

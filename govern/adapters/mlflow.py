@@ -286,14 +286,25 @@ def download_model(tracking_uri: str, run_id: str, name: str, destination: Path)
 
 @_stdout_to_stderr
 def sync_registry(
-    tracking_uri: str, model: str, holders: Mapping[str, str], stages: Sequence[str], deprecated: Sequence[str]
+    tracking_uri: str,
+    model: str,
+    holders: Mapping[str, str],
+    stages: Sequence[str],
+    deprecated: Sequence[str],
+    locked: Mapping[str, str] | None = None,
 ) -> dict[str, str]:
     """Make the registered model's aliases say what the ledger says: each stage's alias on the version holding
-    it, no alias for a stage nobody holds, and each deprecated version tagged. Returns the aliases set."""
+    it, no alias for a stage nobody holds, each deprecated version tagged, and each newly locked version (and its
+    run) tagged `govern.lock_commit`: the commit to check out. Returns the aliases set."""
     try:
         client = _client(tracking_uri)
         for version in deprecated:
             client.set_model_version_tag(model, version, "govern.deprecated", "true")
+        for version, commit in (locked or {}).items():
+            client.set_model_version_tag(model, version, "govern.lock_commit", commit)
+            run_id = client.get_model_version(model, version).run_id
+            if run_id:
+                client.set_tag(run_id, "govern.lock_commit", commit)
         current = dict(client.get_registered_model(model).aliases or {})
         for stage in stages:
             if stage not in holders and stage in current:

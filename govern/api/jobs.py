@@ -122,7 +122,23 @@ def job(ledger: LedgerStore, job_id: str) -> Job:
         if found:
             stages[found.group("stage")] = found.group("status")
     tail = "\n".join(lines[-LOG_TAIL_LINES:])
-    return Job(row, [{"stage": k, "status": v} for k, v in stages.items()], scrub(tail))
+    return Job({**row, **_lock_of(ledger, row)}, [{"stage": k, "status": v} for k, v in stages.items()], scrub(tail))
+
+
+LOCK_OF_JOB_SQL = """
+SELECT (SELECT payload->>'$.commit' FROM events WHERE type = 'training.locked' AND subject = 'training:' || $training
+        ORDER BY seq LIMIT 1),
+       (SELECT payload->>'$.lock_note' FROM events WHERE type = 'job.finished' AND subject = 'job:' || $job
+        ORDER BY seq LIMIT 1)
+"""
+
+
+def _lock_of(reader: Reader, row: dict[str, Any]) -> dict[str, Any]:
+    """The commit whose dvc.lock rebuilds the job's versions (on its branch, or found later), or why none yet."""
+    if row["state"] != "succeeded" or not row["training_event_id"]:
+        return {"lock_commit": None, "lock_note": None}
+    commit, note = reader.query(LOCK_OF_JOB_SQL, {"training": row["training_event_id"], "job": row["job_id"]})[1][0]
+    return {"lock_commit": commit, "lock_note": None if commit else note}
 
 
 def cancel(
@@ -169,7 +185,7 @@ def claim(project: Project, job_id: str) -> RecordedEvent | None:
     return taken[0] if taken else None
 
 
-def finish(project: Project, job_id: str, outcome: str, training: str | None, error: str | None, tail: str) -> None:
+def finish(project: Project, job_id: str, ran: Ran, tail: str) -> None:
     """Record how the job ended, unless it was cancelled meanwhile (that fact stands)."""
 
     def decide(reader: Reader) -> list[PendingEvent]:
@@ -177,7 +193,13 @@ def finish(project: Project, job_id: str, outcome: str, training: str | None, er
         if row["state"] != "running":
             return []
         fact = TrainingJobFinished(
-            job_id=job_id, outcome=outcome, training_event_id=training, error=error, log_tail=tail[-4000:]
+            job_id=job_id,
+            outcome=ran.outcome,
+            training_event_id=ran.training,
+            error=ran.error,
+            log_tail=tail[-4000:],
+            lock_commit=ran.lock_commit,
+            lock_note=ran.lock_note,
         )
         return [PendingEvent(fact, actor=project.actor, occurred_at=utc_now(), git_commit=row["commit"])]
 
@@ -187,11 +209,20 @@ def finish(project: Project, job_id: str, outcome: str, training: str | None, er
 FACTS = "facts.json"
 
 
-def run(
-    project: Project, job_id: str, python: str, cancelled: Callable[[], bool]
-) -> tuple[str, str | None, str | None]:
-    """Run the job's training in a scratch clone, confined (`govern.sandbox`), then record the facts it reported
-    (`govern.api.reported`); (outcome, training event id, error). Polls `cancelled`."""
+@dataclass(frozen=True)
+class Ran:
+    """How a job's run ended: its outcome, the training it recorded or why not, and its lock commit or why none."""
+
+    outcome: str
+    training: str | None = None
+    error: str | None = None
+    lock_commit: str | None = None
+    lock_note: str | None = None
+
+
+def run(project: Project, job_id: str, python: str, cancelled: Callable[[], bool]) -> Ran:
+    """Run the job's training in a scratch clone, confined (`govern.sandbox`), record the facts it reported
+    (`govern.api.reported`), then commit its dvc.lock (`locks.commit_for_job`). Polls `cancelled`."""
     from govern import sandbox
     from govern.api import reported
 
@@ -206,7 +237,7 @@ def run(
             sandbox.check(policy, ledger=project.ledger, python=python, readonly=[cache] if cache else [])
         except sandbox.SandboxUnavailable as refused:
             sink.write(f"govern: job {job_id}: not started: {refused}\n")
-            return "failed", None, f"The job was not started: {refused}"
+            return Ran("failed", error=f"The job was not started: {refused}")
         checkout = scratch / "checkout"
         sink.write(f"govern: job {job_id}: checking out {row['commit'][:12]} into a scratch clone\n")
         sink.flush()
@@ -245,7 +276,7 @@ def run(
                 os.killpg(process.pid, signal.SIGKILL)
                 process.wait()
                 sink.write("govern: cancelled\n")
-                return "cancelled", None, None
+                return Ran("cancelled")
             time.sleep(0.5)
         try:
             report = reported.read_report(scratch / "out", FACTS)
@@ -256,14 +287,25 @@ def run(
                 )
         except reported.ReportRefused as refused:
             sink.write(f"govern: job {job_id}: its report was refused, nothing was recorded: {refused}\n")
-            return "failed", None, f"The job's report was refused, nothing was recorded: {refused}"
+            return Ran("failed", error=f"The job's report was refused, nothing was recorded: {refused}")
         for warning in outcome.warnings if outcome else []:
             sink.write(f"govern: {warning}\n")
+        lock_commit = lock_note = None
+        if process.returncode == 0 and outcome is not None and outcome.training_event_id and outcome.status != "failed":
+            from govern.api import locks
+
+            lock_commit, lock_note = locks.commit_for_job(
+                project, job_id, outcome.training_event_id, checkout, row["requested_by"]
+            )
+            if lock_commit:
+                sink.write(f"govern: job {job_id}: its dvc.lock is committed as {lock_commit[:12]}\n")
+            else:
+                sink.write(f"govern: job {job_id}: its versions are not locked: {lock_note}\n")
     if process.returncode != 0 or outcome is None or outcome.status == "failed":
         lines = _log_lines(log)
         error = next((line for line in reversed(lines) if line.startswith("Error:")), None)
-        return "failed", None, error or f"govern repro exited {process.returncode} without reporting a training"
-    return "succeeded", outcome.training_event_id, None
+        return Ran("failed", error=error or f"govern repro exited {process.returncode} without reporting a training")
+    return Ran("succeeded", outcome.training_event_id, None, lock_commit, lock_note)
 
 
 def trainer(project: Project, row: dict[str, Any]) -> attribution.Actor:

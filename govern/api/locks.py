@@ -18,6 +18,7 @@ from typing import Any
 from govern import queries
 from govern.adapters import git as git_adapter
 from govern.api.context import Project
+from govern.errors import GovernError
 from govern.events import PendingEvent, RecordedEvent, TrainingLocked, utc_now
 from govern.ledger import Reader
 from govern.storage import LedgerStore
@@ -140,3 +141,101 @@ def _outputs(texts: dict[str, str]) -> list[dict[str, Any]]:
             for out in entry.get("outs") or []:
                 found.append({"path": prefix + str(out.get("path")), "md5": out.get("md5")})
     return found
+
+
+# ---------------------------------------------------------------- a server job's lock commit
+
+LOCK_BYTES = 16 << 20  # a dvc.lock or metrics file a job wrote, at most; more is not a lock
+TRAINING_SQL = """
+SELECT payload->>'$.dvc_lock_sha256', payload->'$.models', git_commit FROM events
+WHERE type = 'training.completed' AND event_id = $id
+"""
+LOCKED_SQL = "SELECT payload->>'$.commit' FROM events WHERE type = 'training.locked' AND subject = $subject"
+SERVER_NAME, SERVER_EMAIL = "govern server", "govern-server@localhost"
+
+
+def commit_for_job(
+    project: Project, job_id: str, training_event_id: str, checkout: Path, requested_by: str
+) -> tuple[str | None, str | None]:
+    """Commit the `dvc.lock` a server job wrote (and the git-tracked files its stages rewrote) onto the branch
+    `jobs.lock_branch` in the server's repository, push it where the server's checkout tracks, and record
+    `training.locked`: (the lock commit, None), or (None, why the versions stay not locked).
+
+    The job's files are read as data (no link followed, a size cap) and must hash to the lock its training
+    reported; the commit is built by plumbing in the server's own repository, never in the job's checkout, whose
+    `.git` the job's code could have rewritten (hooks, `core.fsmonitor`)."""
+    import yaml
+
+    from govern.api.reported import ReportRefused
+
+    pattern = project.config.jobs_lock_branch
+    if not pattern:
+        return None, f"`jobs.lock_branch` is empty: {NOT_LOCKED_HINT}"
+    found = project.ledger.query(TRAINING_SQL, {"id": training_event_id})[1]
+    if not found or not found[0][0]:
+        return None, "the training reports no dvc.lock: there is nothing to commit"
+    digest, models, base = found[0]
+    already = project.ledger.query(LOCKED_SQL, {"subject": f"training:{training_event_id}"})[1]
+    if already:
+        return already[0][0], None
+    try:
+        texts = {}
+        for pipeline in git_adapter.tracked_named(project.root, "dvc.yaml", base):
+            path = str(Path(pipeline).with_name("dvc.lock"))
+            data = _job_file(checkout, path)
+            if data is not None:
+                texts[path] = data.decode("utf-8")
+        if lock_digest(texts) != digest:
+            return None, "the job's dvc.lock is not the one its training reports: nothing was committed"
+        files = {path: text.encode("utf-8") for path, text in texts.items()}
+        tracked = git_adapter.blob_hashes(project.root, base, [o["path"] for o in _outputs(texts)])
+        for path in tracked:
+            data = _job_file(checkout, path)
+            if data is not None:
+                files[path] = data
+    except (ReportRefused, UnicodeDecodeError, ValueError, yaml.YAMLError) as refused:
+        return None, f"the job's dvc.lock could not be read: {refused}"
+    branch = pattern.replace("{job}", job_id)
+    if not git_adapter.valid_branch(project.root, branch):
+        return None, f"`jobs.lock_branch` gives {branch!r}, which is not a branch name git accepts"
+    message = (
+        f"govern: dvc.lock of training job {job_id}\n\nTrained at {base} for {requested_by}; the lock describes the "
+        f"outputs of training {training_event_id}.\n"
+    )
+    try:
+        sha = git_adapter.commit_onto(project.root, base, files, branch, message, SERVER_NAME, SERVER_EMAIL)
+    except GovernError as error:
+        return None, f"the lock could not be committed: {error}"
+    remote = git_adapter.tracking_remote(project.root)
+    if remote is not None:
+        refused = git_adapter.push_branch(project.root, remote, branch)
+        if refused is not None:
+            return None, f"{refused}; the commit {sha[:12]} stays on branch {branch} of the server's repository"
+
+    def decide(reader: Reader) -> list[PendingEvent]:
+        if reader.query(LOCKED_SQL, {"subject": f"training:{training_event_id}"})[1]:
+            return []
+        versions = versions_of(reader, models)
+        if not versions:
+            return []
+        return [_locked(project.actor, training_event_id, sha, digest, versions, texts, f"job {job_id}")]
+
+    project.ledger.transact(decide)
+    return sha, None
+
+
+def _job_file(checkout: Path, path: str) -> bytes | None:
+    """A file of a job's checkout, read without following links, at most LOCK_BYTES; None when it is absent."""
+    import os
+
+    from govern.api.reported import ReportRefused, open_inside
+
+    try:
+        handle = open_inside(checkout, path)
+    except FileNotFoundError:
+        return None
+    with os.fdopen(handle, "rb") as source:
+        data = source.read(LOCK_BYTES + 1)
+    if len(data) > LOCK_BYTES:
+        raise ReportRefused(f"{path} is larger than {LOCK_BYTES >> 20} MB")
+    return data

@@ -1,4 +1,4 @@
-"""MLflow's registry follows the ledger: stage aliases and deprecation marks, through an outbox of facts.
+"""MLflow's registry follows the ledger: stage aliases, deprecation marks and lock commits, through an outbox.
 
 A promotion or deprecation is appended to the ledger first: it is the fact. Its mirror in MLflow (the alias
 named after each stage on the version holding it, the `govern.deprecated` tag) is pending until a
@@ -10,6 +10,10 @@ promote, deprecate and sync start `govern mirror` as a detached background proce
 `mirror.log` beside the ledger), unless `[tool.govern.mlflow] registry_mirror = "inline"` (or
 GOVERN_REGISTRY_MIRROR=inline) asks them to wait for it. `govern mirror` and every later write complete
 what is still pending, for example after MLflow was down.
+
+The same mirror tags each version locked since the model's last mirror, and its run, `govern.lock_commit` (the
+commit to check out). A lock alone does not make a model pending (every `repro --commit` would start a mirror):
+the tag lands with the model's next promotion or deprecation, which for a gated stage the lock precedes.
 """
 
 from __future__ import annotations
@@ -47,6 +51,14 @@ SELECT c.model, c.through_seq, coalesce(m.through_seq, 0) AS mirrored_through
 FROM changes AS c LEFT JOIN mirrored AS m USING (model)
 WHERE c.through_seq > coalesce(m.through_seq, 0)
 ORDER BY c.model
+"""
+
+LOCKED_SINCE_SQL = """
+SELECT v->>'$.version' AS version, arg_min(commit, seq) AS commit
+FROM (SELECT seq, payload->>'$.commit' AS commit, unnest(from_json(payload->'$.versions', '["JSON"]')) AS v
+      FROM events WHERE type = 'training.locked' AND seq > $since)
+WHERE v->>'$.model' = $model
+GROUP BY 1 ORDER BY 1
 """
 
 DEPRECATED_SINCE_SQL = """
@@ -87,8 +99,12 @@ def mirror_pending(ledger: LedgerStore, cfg: Config, actor: str) -> RegistryOutc
             holders = queries.stage_holders(ledger, item.model)
             _, rows = ledger.query(DEPRECATED_SINCE_SQL, {"model": item.model, "since": item.mirrored_through})
             deprecated = [version for (version,) in rows]
+            _, rows = ledger.query(LOCKED_SINCE_SQL, {"model": item.model, "since": item.mirrored_through})
+            locked = dict(rows)
             try:
-                aliases = mlflow_adapter.sync_registry(cfg.tracking_uri, item.model, holders, cfg.stages, deprecated)
+                aliases = mlflow_adapter.sync_registry(
+                    cfg.tracking_uri, item.model, holders, cfg.stages, deprecated, locked
+                )
             except MirrorError as error:
                 return RegistryOutcome(recorded, todo[position:], [str(error)])
             recorded.extend(ledger.transact(_recorder(item, aliases, deprecated, cfg.tracking_uri, actor)))

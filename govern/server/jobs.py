@@ -109,18 +109,18 @@ class JobRunner:
             return jobs.job(project.ledger, job_id).row["state"] == "cancelled"
 
         try:
-            outcome, training, error = jobs.run(project, job_id, jobs.interpreter(project), cancelled)
+            ran = jobs.run(project, job_id, jobs.interpreter(project), cancelled)
         except GovernError as failure:
-            outcome, training, error = "failed", None, str(failure)
+            ran = jobs.Ran("failed", error=str(failure))
         except Exception as failure:  # noqa: BLE001 - recorded as the job's failure, logged in full
             log.exception("govern jobs: job %s failed unexpectedly", job_id)
-            outcome, training, error = "failed", None, f"unexpected {type(failure).__name__}: {failure}"
-        if self._stop.is_set() and outcome == "cancelled":
+            ran = jobs.Ran("failed", error=f"unexpected {type(failure).__name__}: {failure}")
+        if self._stop.is_set() and ran.outcome == "cancelled":
             return  # the server is stopping: the job stays running in the record, and is taken again on restart
         tail = jobs.job(project.ledger, job_id).log_tail
-        jobs.finish(project, job_id, outcome, training, error, tail)
-        if outcome == "failed":
-            log.warning("govern jobs: job %s failed: %s", job_id, error)
+        jobs.finish(project, job_id, ran, tail)
+        if ran.outcome == "failed":
+            log.warning("govern jobs: job %s failed: %s", job_id, ran.error)
         else:
-            log.info("govern jobs: job %s %s", job_id, outcome)
+            log.info("govern jobs: job %s %s", job_id, ran.outcome)
         self._wake.set()
