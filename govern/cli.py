@@ -1634,12 +1634,26 @@ def hooks() -> None:
 
 
 @hooks.command("install")
-@click.option("--force", is_flag=True, help="Replace an existing pre-push hook that is not govern's.")
+@click.option("--force", is_flag=True, help="Replace existing pre-push and post-commit hooks that are not govern's.")
 def hooks_install(force: bool) -> None:
-    """Install a pre-push hook that refuses a push whose pipeline is stale or whose dvc.lock is uncommitted."""
+    """Install a pre-push hook that refuses a push whose pipeline is stale or whose dvc.lock is uncommitted, and a
+    post-commit hook that records the lock commit of a training (`training.locked`) when dvc.lock is committed."""
     from govern.api.hooks import install_client
 
-    click.echo(f"installed {install_client(force=force)}")
+    for path in install_client(force=force):
+        click.echo(f"installed {path}")
+
+
+@hooks.command("post-commit", hidden=True)
+def hooks_post_commit() -> None:
+    """Run by the post-commit hook: a commit has happened, so this never fails it; a problem is one line."""
+    from govern.api.hooks import after_commit
+
+    try:
+        for line in after_commit():
+            click.echo(line)
+    except GovernError as error:
+        click.echo(f"govern: the lock commit was not recorded ({error}); `govern sync` looks again", err=True)
 
 
 @hooks.command("install-server")

@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -320,3 +321,41 @@ def test_ci_verify_of_a_commit_older_than_the_projects_dvc_remote_fetches_from_i
 
     assert result.exit_code == 0, result.output
     assert json.loads(result.stdout)["match"] == "exact"
+
+
+def test_the_post_commit_hook_records_the_lock_commit_as_dvc_lock_is_committed(reproduced_demo: Path) -> None:
+    installed = ok(reproduced_demo, "hooks", "install")
+    assert "pre-push" in installed and "post-commit" in installed
+    params = reproduced_demo / "params.yaml"
+    params.write_text(params.read_text().replace("  C: 1.0", "  C: 0.5"))
+    commit_all(reproduced_demo, "C = 0.5")  # a commit of code and params: the hook looks, finds nothing to record
+    assert ledger_of(reproduced_demo).read(types=["training.locked"])[-1].payload["commit"] != git(
+        reproduced_demo, "rev-parse", "HEAD"
+    )
+    ok(reproduced_demo, "repro")
+    version = ledger_of(reproduced_demo).read(types=["model.registered"])[-1].payload["version"]
+
+    git(reproduced_demo, "add", "dvc.lock", "metrics.json")
+    committed = subprocess.run(
+        ["git", "commit", "-m", "the lock"], cwd=reproduced_demo, capture_output=True, text=True, check=True
+    )
+
+    head = git(reproduced_demo, "rev-parse", "HEAD")
+    assert f"govern: {M} version {version} locked at {head[:12]}" in committed.stderr, committed  # git: hooks to stderr
+    locked = ledger_of(reproduced_demo).read(types=["training.locked"])[-1]
+    assert locked.payload["commit"] == head and locked.payload["found_by"] == "post-commit hook"
+    assert locked.payload["versions"] == [{"model": M, "version": version}]
+
+    params.write_text(params.read_text().replace("  C: 0.5", "  C: 0.25"))
+    commit_all(reproduced_demo, "C = 0.25")
+    started = time.monotonic()
+    ok(reproduced_demo, "repro", "--commit")  # its own commit runs the hook while repro has the ledger
+
+    assert time.monotonic() - started < 60, "the hook never waits out the ledger's lock"
+    newest = ledger_of(reproduced_demo).read(types=["model.registered"])[-1].payload["version"]
+    locks = [
+        e
+        for e in ledger_of(reproduced_demo).read(types=["training.locked"])
+        if e.payload["versions"][0]["version"] == newest
+    ]
+    assert len(locks) == 1 and locks[0].payload["commit"] == git(reproduced_demo, "rev-parse", "HEAD")

@@ -34,6 +34,11 @@ PRE_PUSH = """#!/bin/sh
 exec "{python}" -P -m govern hooks pre-push "$@"
 """
 
+POST_COMMIT = """#!/bin/sh
+# Installed by `govern hooks install`: a commit of dvc.lock may lock a training's versions; record it at once.
+exec "{python}" -P -m govern hooks post-commit
+"""
+
 POST_RECEIVE = """#!/bin/sh
 # Installed by `govern hooks install-server`: verify each pushed branch head in the background.
 exec "{python}" -P -m govern hooks post-receive --bare "{bare}" --ledger "{ledger}"
@@ -54,11 +59,44 @@ def _write_hook(path: Path, text: str, force: bool) -> Path:
     return path
 
 
-def install_client(start: Path | None = None, force: bool = False) -> Path:
-    """Install the pre-push hook into this clone."""
+def install_client(start: Path | None = None, force: bool = False) -> list[Path]:
+    """Install the pre-push and post-commit hooks into this clone."""
     root = config_module.find_root(start)
     hooks = Path(git_adapter.hooks_dir(root))
-    return _write_hook(hooks / "pre-push", PRE_PUSH.format(python=sys.executable), force)
+    for name in ("pre-push", "post-commit"):  # both refused before either is written
+        path = hooks / name
+        if path.exists() and not force and "govern" not in path.read_text(encoding="utf-8", errors="replace"):
+            raise GovernError(f"{path} exists and is not govern's: pass --force to replace it")
+    return [
+        _write_hook(hooks / "pre-push", PRE_PUSH.format(python=sys.executable), force),
+        _write_hook(hooks / "post-commit", POST_COMMIT.format(python=sys.executable), force),
+    ]
+
+
+def after_commit(start: Path | None = None) -> list[str]:
+    """What the post-commit hook does: when the commit changed a dvc.lock, record the trainings it locks
+    (`training.locked`); lines to print. Only where a ledger exists here: a commit never starts one."""
+    from govern.api import locks
+    from govern.api.context import open_project
+
+    root = config_module.find_root(start)
+    changed = subprocess.run(
+        ["git", "diff-tree", "--root", "--no-commit-id", "--name-only", "-r", "HEAD"], cwd=root, capture_output=True,
+        text=True, timeout=60,
+    )  # fmt: skip
+    if not any(path.rsplit("/", 1)[-1] == "dvc.lock" for path in changed.stdout.splitlines()):
+        return []
+    project = open_project(root)
+    if not project.ledger.exists():
+        return []
+    found = locks.find(project, "post-commit hook")
+    head = git_adapter.resolve(root, "HEAD")
+    lines = []
+    for event in found:
+        if event.payload["commit"] == head:
+            versions = ", ".join(f"{v['model']} version {v['version']}" for v in event.payload["versions"])
+            lines.append(f"govern: {versions} locked at {head[:12]}")
+    return lines
 
 
 def pre_push_problems(start: Path | None = None) -> list[str]:
