@@ -121,6 +121,11 @@ def test_an_unlocked_version_enters_no_gated_stage_and_gets_no_tag_until_its_loc
         trained.output
     )
     version = ledger_of(reproduced_demo).read(types=["model.registered"])[-1].payload["version"]
+    shown = ok(reproduced_demo, "status")
+    assert f"version {version}" in shown and "NOT LOCKED: no commit rebuilds it yet; commit its dvc.lock" in shown
+    [listed] = [v for v in json.loads(ok(reproduced_demo, "status", "--json"))["models"][0]["versions"]
+                if v["version"] == version]  # fmt: skip
+    assert listed["lock_commit"] is None
 
     staged = request_and_approve(reproduced_demo, version, "staging")
 
@@ -134,6 +139,7 @@ def test_an_unlocked_version_enters_no_gated_stage_and_gets_no_tag_until_its_loc
     synced = ok(reproduced_demo, "sync")
 
     assert "training.locked" in synced
+    assert "NOT LOCKED" not in ok(reproduced_demo, "status")
     history = json.loads(ok(reproduced_demo, "audit", "history", M, version, "--json"))
     [locked] = [e for e in history if e["type"] == "training.locked"]
     assert locked["payload"]["commit"] == git(reproduced_demo, "rev-parse", "HEAD"), "history names the lock commit"

@@ -55,7 +55,10 @@ def test_status_shows_versions_stages_deployments_verification_and_anchor(three_
     assert state["ledger"]["head_seq"] == head[0] and state["ledger"]["events"] == head[0]
 
     text = ok(p, "status")
-    assert f"version 2    registered {versions['2']['registered_at']}  stages: production, staging" in text
+    lock = versions["2"]["lock_commit"]
+    assert lock and all(v["lock_commit"] for v in versions.values()), "repro --commit locked each version"
+    assert f"version 2    registered {versions['2']['registered_at']}  lock {lock[:12]}  stages: production" in text
+    assert "NOT LOCKED" not in text
     assert "DEPRECATED" in text and "superseded" in text
     assert "scoring/production" in text and f"{M} version 2 since" in text
     assert "triage/production" in text and "nothing serves (retired" in text

@@ -168,6 +168,8 @@ def test_a_versions_page_links_its_mlflow_run_only_on_an_http_tracking_server(se
     assert 'href="/audit/reports/churn/5"' in page.text, "the full lineage report, as the auditor reads it"
     words = text_of(page.text)
     assert "C 0.5" in words and "validation.f1 0.94" in words and "warehouse.churn" in words
+    assert "Lock commit not locked no commit holds this training's dvc.lock yet: commit its dvc.lock" in words
+    assert "Trained at " in words and "“train with C=0.5”" in words, "the commit it ran at, apart from the lock"
     older = client.get("/models/churn/versions/3")
     assert "#/runs/" not in older.text and "not mirrored" in text_of(older.text), "a version never mirrored"
 

@@ -31,11 +31,15 @@ SELECT
     (SELECT coalesce(list(s.stage ORDER BY s.stage), []) FROM stage_assignments AS s
         WHERE s.model = mv.model AND s.version = mv.version) AS stages,
     d.deprecated_at,
-    d.reason AS deprecation_reason
+    d.reason AS deprecation_reason,
+    l.commit AS lock_commit
 FROM (SELECT * FROM model_versions QUALIFY row_number() OVER (PARTITION BY model, version ORDER BY seq DESC) = 1)
     AS mv
 LEFT JOIN (SELECT model, version, min(deprecated_at) AS deprecated_at, arg_min(reason, seq) AS reason
            FROM deprecations GROUP BY ALL) AS d ON d.model = mv.model AND d.version = mv.version
+LEFT JOIN (SELECT v->>'$.model' AS model, v->>'$.version' AS version, arg_min(e.payload->>'$.commit', e.seq) AS commit
+           FROM events AS e, unnest(CAST(e.payload->'$.versions' AS JSON[])) AS t(v)
+           WHERE e.type = 'training.locked' GROUP BY ALL) AS l ON l.model = mv.model AND l.version = mv.version
 ORDER BY mv.model, try_cast(mv.version AS INTEGER), mv.version
 """
 
@@ -153,6 +157,7 @@ def model_versions(reader: Reader) -> list[dict[str, Any]]:
                 "stages": list(v["stages"]),
                 "deprecated_at": v["deprecated_at"],
                 "deprecation_reason": v["deprecation_reason"],
+                "lock_commit": v["lock_commit"],  # None: not locked, no commit rebuilds it yet
             }
         )
     return [{"model": name, "versions": found} for name, found in models.items()]

@@ -218,6 +218,7 @@ def _version_page(
     """A version's page; after a refused promotion request, with the refusal and the stage and reason typed."""
     from govern import config
     from govern.api import approvals, report
+    from govern.api.locks import NOT_LOCKED_HINT
 
     facts = report.summary(model, version, start=web.root)
     pending = [r for r in approvals.requests(web.ledger(), "pending", model) if r["version"] == version]
@@ -242,6 +243,7 @@ def _version_page(
         reason=typed[1],
         done=done,
         may_request=access.allowed(signed.principal, "request_promotion"),
+        not_locked_hint=NOT_LOCKED_HINT,
     )
 
 
