@@ -214,3 +214,27 @@ def test_misdeclared_gates_are_a_configuration_error(project: Path, gates: str, 
     toml = project / "govern.toml"
     toml.write_text(toml.read_text().split("gates = ")[0] + f"gates = {gates}\n")
     assert message in refused(project, "requests")
+
+
+def test_an_approver_sees_every_trainer_of_the_model_file_with_their_identitys_strength(project: Path) -> None:
+    from govern.api import approvals
+    from govern.events import PendingEvent, TrainingCompleted, utc_now
+
+    rerun = TrainingCompleted(
+        git={"commit": "c" * 40, "branch": "main", "dirty_paths": []}, dvc_lock_sha256="0" * 64, targets=[],
+        stages=[], params={}, metrics={}, outputs=[], datasets=[],
+        models=[{"name": M, "path": "model.pkl", "sha256": f"{'1':0>64}"}], environment={}, duration_s=1.0,
+        run_cache_hit=True,
+    )  # fmt: skip
+    rita = "Rita Rerun <rita@example.com>"
+    ledger_of(project).append([PendingEvent(rerun, actor=rita, occurred_at=utc_now(), git_commit="c" * 40)])
+    number = request(project, "1", "staging")
+
+    shown = approvals.evidence(number, start=project)["trainers_shown"]
+
+    assert [who.split(" (")[0] for who in shown] == [TRAINER, rita], "both trainings of the file"
+    assert all("(self-asserted" in who for who in shown), "a git identity is shown as what it is"
+    as_person(project, "Rita Rerun", "rita@example.com")
+    assert "Four-eyes rule: Rita Rerun <rita@example.com> trained" in refused(
+        project, "approve", str(number), "--reason", "my rerun, but good"
+    )

@@ -11,7 +11,7 @@ are the git or CI identity, as every other local write.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -141,12 +141,13 @@ def approve(
         duties.require_authenticated(project, rules, "an approval")
         forced = bool(pending.get("forced"))
         facts, current = check_promotable(project, reader, model, version, to_stage, forced)
-        _refuse_same_person(project.actor.name, pending, facts.training_actor, identity_links(reader))
+        trainers = duties.trainers(project, reader, facts).names
+        _refuse_same_person(project.actor.name, pending, trainers, identity_links(reader))
         if rules.team:
-            duties.request_attested(project, reader, pending)
             duties.check_not_trainer(
                 project, reader, rules, facts, project.actor.name, "approve its promotion", pending["requested_by"]
             )
+            duties.request_attested(project, reader, pending)
             trained = duties.trainers(project, reader, facts)
             duties.check_token_issuer(reader, project.actor, [pending["requested_by"], *trained.names], "approve it")
             duties.check_same_hands(reader, project.actor, [pending["request_seq"], *trained.seqs], "approve it")
@@ -254,18 +255,20 @@ def _pending(reader: Reader, seq: int) -> dict[str, Any]:
     return row
 
 
-def _refuse_same_person(approver: str, request: dict[str, Any], trainer: str | None, links: Any) -> None:
+def _refuse_same_person(approver: str, request: dict[str, Any], trainers: Sequence[str | None], links: Any) -> None:
+    """Neither the requester nor anyone who trained the version's model file (a rerun of it too) approves."""
     what = f"version {request['version']} of {request['model']}"
     if access.same_person(approver, request["requested_by"], links):
         raise FourEyesViolation(
             f"Four-eyes rule: {_who(approver)} asked for request {request['request_seq']} and cannot approve it; "
             "another approver must approve it"
         )
-    if access.same_person(approver, trainer, links):
-        raise FourEyesViolation(
-            f"Four-eyes rule: {_who(approver)} trained {what} (as {trainer}) and cannot approve its promotion; "
-            "another approver must approve it"
-        )
+    for trainer in trainers:
+        if access.same_person(approver, trainer, links):
+            raise FourEyesViolation(
+                f"Four-eyes rule: {_who(approver)} trained {what} (as {trainer}) and cannot approve its promotion; "
+                "another approver must approve it"
+            )
 
 
 def _holds(reader: Reader, actor: Actor, role: str) -> bool:
@@ -444,6 +447,11 @@ def evidence(request: int | str, start: Path | None = None, viewer: str | None =
         four_eyes = _four_eyes(start, reader, viewer, row, facts) if viewer else None
         _, authn = reader.query("SELECT authn FROM events WHERE event_id = ?", [facts.training_event_id])
         trained_shown = attribution.shown(facts.training_actor, authn[0][0]) if facts.training_actor else None
+        from govern.api.duties import TRAININGS_SQL
+
+        every_training = queries.rows_as_dicts(reader, TRAININGS_SQL, {"model": model, "version": version})
+        # the same model file trained again (a rerun, another commit): each trainer counts for four-eyes
+        trainers_shown = list(dict.fromkeys(attribution.shown(t["actor"], t["authn"]) for t in every_training))
     for verdict in verdicts:
         verdict["verdict"] = _verdict_name(verdict["type"])
         verdict["actor_shown"] = attribution.shown(verdict["actor"], verdict.pop("authn"))
@@ -473,6 +481,7 @@ def evidence(request: int | str, start: Path | None = None, viewer: str | None =
         "request": row,
         "trained_by": facts.training_actor,
         "trained_by_shown": trained_shown,
+        "trainers_shown": trainers_shown or ([trained_shown] if trained_shown else []),
         "git_commit": facts.git_commit,
         "lock_commit": facts.lock_commit,
         "deprecated_seq": facts.deprecated_seq,
@@ -502,14 +511,15 @@ def _four_eyes(
     """The rules' message for `viewer`, if they would refuse their approval (the approval checks again)."""
     project = open_project(start, viewer)
     try:
-        _refuse_same_person(project.actor.name, request, facts.training_actor, identity_links(reader))
+        trainers = duties.trainers(project, reader, facts).names
+        _refuse_same_person(project.actor.name, request, trainers, identity_links(reader))
         rules = duties.policy(project, reader)
         duties.require_authenticated(project, rules, "an approval")
         if rules.team:
-            duties.request_attested(project, reader, request)
             duties.check_not_trainer(
                 project, reader, rules, facts, project.actor.name, "approve its promotion", request["requested_by"]
             )
+            duties.request_attested(project, reader, request)
             trained = duties.trainers(project, reader, facts)
             duties.check_token_issuer(reader, project.actor, [request["requested_by"], *trained.names], "approve it")
             duties.check_same_hands(reader, project.actor, [request["request_seq"], *trained.seqs], "approve it")

@@ -109,11 +109,14 @@ def promote(
         refuse_failed_gates(project, reader, facts, to_stage)
         if rules.team:
             duties.check_not_trainer(project, reader, rules, facts, approver, "promote it")
-        elif rules.four_eyes and access.same_person(approver, facts.training_actor, identity_links(reader)):
-            raise FourEyesViolation(
-                f"Four-eyes rule: {approver} trained version {version} of {model} and cannot approve its promotion; "
-                "another person must approve it (--approver NAME)"
-            )
+        elif rules.four_eyes:
+            links = identity_links(reader)
+            for trainer in duties.trainers(project, reader, facts).names:  # a rerun of the same file's too
+                if access.same_person(approver, trainer, links):
+                    raise FourEyesViolation(
+                        f"Four-eyes rule: {approver} trained version {version} of {model} and cannot approve its "
+                        "promotion; another person must approve it (--approver NAME)"
+                    )
         planned_tags[:] = plan_promotion_tags(project, facts, to_stage, warnings)
         return [
             PendingEvent(
