@@ -33,8 +33,10 @@ def run_id(event_id: str, stage: str | None = None) -> str:
     return str(uuid.uuid5(uuid.UUID(event_id), stage or "pipeline"))
 
 
-def training_events(project: str, event: dict[str, Any]) -> list[dict[str, Any]]:
-    """START/COMPLETE events for one recorded training (as `RecordedEvent.to_dict()` gives it)."""
+def training_events(project: str, event: dict[str, Any], lock_commit: str | None = None) -> list[dict[str, Any]]:
+    """START/COMPLETE events for one recorded training (as `RecordedEvent.to_dict()` gives it). The job's source
+    code version is the lock commit when one is known (checking it out rebuilds the outputs), else the commit the
+    training ran at."""
     payload = event["payload"]
     namespace = f"{NAMESPACE_PREFIX}://{project}"
     parent_id = run_id(event["event_id"])
@@ -48,7 +50,7 @@ def training_events(project: str, event: dict[str, Any]) -> list[dict[str, Any]]
             "SourceCodeLocationJobFacet",
             type="git",
             url=payload["git"].get("remote_url") or f"file:{project}",
-            version=payload["git"]["commit"],
+            version=lock_commit or payload["git"]["commit"],
         )
     }
     events = [

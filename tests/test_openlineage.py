@@ -97,6 +97,11 @@ def test_openlineage_events_validate_and_describe_every_training(three_versions:
     lock_md5 = trainings[0].payload["stages"][2]["outs"][0]["md5"]
     assert first[1]["outputs"][0]["facets"]["version"]["datasetVersion"] == lock_md5
     assert first[1]["run"]["facets"]["parent"]["run"]["runId"] == pipeline_runs[0]["run"]["runId"]
+    locks = {e.payload["training_event_id"]: e.payload["commit"]
+             for e in Ledger(three_versions / "audit" / "ledger.duckdb").read(types=["training.locked"])}  # fmt: skip
+    for training, run in zip(trainings, pipeline_runs[::2], strict=True):
+        code = run["job"]["facets"]["sourceCodeLocation"]["version"]
+        assert code == locks[training.event_id], "the commit whose dvc.lock rebuilds the training's outputs"
 
 
 def test_since_filters_trainings_and_export_is_repeatable(three_versions: Path) -> None:

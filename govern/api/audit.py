@@ -284,10 +284,17 @@ def openlineage(since: datetime | None = None, start: Path | None = None) -> lis
         project = config.find_root(start).name
     except GovernError:
         project = ledger.state_dir.name
+    locks = {}
+    if ledger.exists():
+        _, rows = ledger.query(
+            "SELECT payload->>'$.training_event_id', arg_min(payload->>'$.commit', seq) FROM events "
+            "WHERE type = 'training.locked' GROUP BY 1"
+        )
+        locks = dict(rows)
     return [
         event
         for training in ledger.read(types=["training.completed"], since=since)
-        for event in training_events(project, training.to_dict())
+        for event in training_events(project, training.to_dict(), locks.get(training.event_id))
     ]
 
 
