@@ -152,8 +152,11 @@ def test_a_malicious_training_commit_run_as_a_job_gains_nothing_and_reads_no_sec
     events = [e for e in open_store(open_project(project).config.ledger).read() if e.seq > before]
     types = [e.type for e in events]
     assert "access.granted" not in types and "token.issued" not in types, types
-    assert set(types) <= {"job.requested", "job.started", "training.completed", "training.mirrored",
-                          "model.registered", "job.finished"}, "nothing appended but the job's own facts"  # fmt: skip
+    own = {"job.requested", "job.started", "training.completed", "training.mirrored", "model.registered",
+           "training.locked", "job.finished"}  # fmt: skip
+    assert set(types) <= own, "nothing appended but the job's own facts"
+    for locked in [e for e in events if e.type == "training.locked"]:  # the server committed the job's lock
+        assert locked.actor.startswith("server:") and locked.payload["found_by"] == f"job {job['job_id']}"
     assert done["state"] == "succeeded", done["log_tail"]
     [training] = [e for e in events if e.type == "training.completed"]
     assert training.event_id == done["training_event_id"] and training.git_commit == malicious["evil"]
