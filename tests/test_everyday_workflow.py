@@ -365,3 +365,17 @@ def test_the_post_commit_hook_records_the_lock_commit_as_dvc_lock_is_committed(r
         if e.payload["versions"][0]["version"] == newest
     ]
     assert len(locks) == 1 and locks[0].payload["commit"] == git(reproduced_demo, "rev-parse", "HEAD")
+
+
+def test_a_missing_dvc_add_file_is_named_with_the_command_that_restores_it(tmp_path: Path) -> None:
+    project = dvc_add_project(tmp_path / "own")
+    (project / "data" / "applicants.csv").unlink()
+    (project / "count.py").write_text((project / "count.py").read_text() + "# changed\n")
+
+    result = run_cli("repro", cwd=project)
+
+    assert result.exit_code != 0
+    assert (
+        "depends on data/applicants.csv, which does not exist (data/applicants.csv.dvc tracks it): " in (result.output)
+        and "`dvc checkout data/applicants.csv.dvc`" in result.output
+    )

@@ -294,3 +294,38 @@ def test_a_job_commits_its_lock_on_a_branch_of_the_remote_and_a_refused_push_lea
 def _finished(base: str, token: str, job: str) -> dict | None:
     found = get(base, f"/api/v1/trainings/{job}", token)
     return found if found["state"] in ("succeeded", "failed", "cancelled") else None
+
+
+def test_a_job_on_dvc_add_data_takes_it_from_the_projects_cache_and_locks_its_version(
+    tmp_path: Path, isolated_env: dict[str, str], mlflow_store_template: Path
+) -> None:
+    """A new user's own project: the job failed with "Stage 'train' depends on data/applicants.csv, which does
+    not exist": its scratch clone had the data only in the project's cache, pulled after that check."""
+    project = tmp_path / "own"
+    project.mkdir()
+    git(project, "init", "-q", "-b", "main")
+    ok(project, "init")
+    (project / "data").mkdir()
+    (project / "data" / "applicants.csv").write_text("age,income\n31,40\n45,52\n")
+    subprocess.run([sys.executable, "-m", "dvc", "add", "-q", "data/applicants.csv"], cwd=project, check=True)
+    (project / "count.py").write_text("rows = open('data/applicants.csv').read().splitlines()[1:]\n"
+                                      "open('model.txt', 'w').write(str(len(rows)))\n")  # fmt: skip
+    (project / "dvc.yaml").write_text(
+        "stages:\n  train:\n    cmd: python count.py\n    deps: [count.py, data/applicants.csv]\n"
+        "    outs: [model.txt]\nartifacts:\n  counter:\n    path: model.txt\n    type: model\n"
+    )
+    shutil.copy2(mlflow_store_template, project / "mlflow.db")
+    commit = commit_all(project, "data and a stage")
+    ok(project, "principals", "add", "sci", "--role", "scientist")
+    token = json.loads(ok(project, "tokens", "create", "sci", "--json"))["token"]
+    process, base = start_server(project, isolated_env, tmp_path / "server.log")
+    try:
+        job = post(base, "/api/v1/trainings", token, {"commit": commit})[1]["job_id"]
+        done = wait_for(lambda: _finished(base, token, job), "the job to finish", timeout=300)
+    finally:
+        process.terminate()
+        process.wait(timeout=30)
+
+    assert done["state"] == "succeeded", (done["error"], done["log_tail"])
+    assert done["lock_commit"], done["lock_note"]
+    assert git(project, "show", f"{done['lock_commit']}:dvc.lock").count("md5:") >= 2

@@ -215,6 +215,8 @@ def reproduce(
         if unknown:
             known = ", ".join(pipeline.stages) or "none"
             raise ProjectError(f"Unknown stage {', '.join(unknown)}: the pipeline's stages are {known}")
+        if pull:
+            _pull_added_data(repo, root)
         _refuse_missing_sources(repo, pipeline, root)
         if before is not None:
             before(pipeline)
@@ -272,10 +274,36 @@ def _before_run(stage: Any, on_run: Callable[[str], None]) -> None:
     stage.run = run
 
 
+def _pull_added_data(repo: Any, root: Path) -> None:
+    """Bring `dvc add` data missing from the workspace from the default remote (a job's: the project's cache), as
+    `dvc pull FILE.dvc` would: `dvc repro --pull` fetches only what pipeline stages need from their own outputs."""
+    from dvc.exceptions import DvcException
+    from dvc.stage import PipelineStage
+
+    if not repo.config.get("core", {}).get("remote"):
+        return
+    missing = [
+        stage.relpath
+        for stage in repo.index.stages
+        if not isinstance(stage, PipelineStage) and any(not Path(out.fs_path).exists() for out in stage.outs)
+    ]
+    if missing:
+        try:
+            repo.pull(targets=missing)
+        except DvcException as error:
+            raise ProjectError(f"dvc pull of {', '.join(missing)} failed: {_one_line(error)}") from None
+
+
 def _refuse_missing_sources(repo: Any, pipeline: Pipeline, root: Path) -> None:
     """A declared dependency that nothing produces and that is absent is a broken definition, not a failed run."""
     from dvc.stage import PipelineStage
 
+    added = {
+        _rel(root, out.fs_path): stage.relpath
+        for stage in repo.index.stages
+        if not isinstance(stage, PipelineStage)
+        for out in stage.outs
+    }
     produced = pipeline.output_paths
     for stage in repo.index.stages:
         if not isinstance(stage, PipelineStage):
@@ -286,6 +314,12 @@ def _refuse_missing_sources(repo: Any, pipeline: Pipeline, root: Path) -> None:
             path = _rel(root, dep.fs_path)
             if path in produced or any(path.startswith(p.rstrip("/") + "/") for p in produced):
                 continue
+            if not Path(dep.fs_path).exists() and path in added:
+                raise ProjectError(
+                    f"Stage '{stage.addressing}' depends on {path}, which does not exist ({added[path]} tracks it): "
+                    f"`dvc checkout {added[path]}` restores it from the DVC cache (`dvc pull {added[path]}` from a "
+                    "remote)"
+                )
             if not Path(dep.fs_path).exists():
                 raise ProjectError(
                     f"Stage '{stage.addressing}' depends on {path}, which does not exist: restore it, or fix the "
