@@ -1820,10 +1820,12 @@ def status(as_json: bool) -> None:
                 f"  DEPRECATED {_jsonable(v['deprecated_at'])}: {v['deprecation_reason']}" if v["deprecated_at"] else ""
             )
             lock = f"  lock {v['lock_commit'][:12]}" if v["lock_commit"] else "  NOT LOCKED"
+            if v.get("lock_found"):
+                lock = f"  lock {v['lock_found'][:12]} (found, recorded by the next write or `govern sync`)"
             click.echo(f"    version {v['version']:<4} registered {_jsonable(v['registered_at'])}{lock}{held}{gone}")
     if not state["models"]:
         click.echo("  none registered yet (govern repro)")
-    elif any(not v["lock_commit"] for model in state["models"] for v in model["versions"]):
+    elif any(not v["lock_commit"] and not v.get("lock_found") for model in state["models"] for v in model["versions"]):
         from govern.api.locks import NOT_LOCKED_HINT
 
         click.echo(f"  NOT LOCKED: no commit rebuilds it yet; {NOT_LOCKED_HINT}")

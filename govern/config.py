@@ -224,7 +224,7 @@ def load(root: Path, environ: Mapping[str, str] | None = None) -> Config:
     )
     concurrency = jobs.get("concurrency", 1)
     lock_branch = jobs.get("lock_branch", "govern/trainings/{job}")
-    if not isinstance(lock_branch, str) or (lock_branch and not re.fullmatch(r"[A-Za-z0-9._/{}-]{1,200}", lock_branch)):
+    if not isinstance(lock_branch, str) or (lock_branch and not branch_pattern_ok(lock_branch)):
         raise ConfigError(
             f'{source}: `jobs.lock_branch` is a branch name ({{job}} stands for the job\'s id), or "" for none'
         )
@@ -294,6 +294,19 @@ def load(root: Path, environ: Mapping[str, str] | None = None) -> Config:
         models={
             name: dict(value) for name, value in _table(settings, "models", source).items() if isinstance(value, dict)
         },
+    )
+
+
+SEGMENT = re.compile(r"[A-Za-z0-9_{}-][A-Za-z0-9._{}-]*")
+
+
+def branch_pattern_ok(name: str) -> bool:
+    """A branch name git accepts (`git check-ref-format --branch`), `{job}` included: slash-separated segments of
+    safe characters, none empty, starting with a dot or ending in .lock; no "..", no leading "-"."""
+    return (
+        ".." not in name
+        and not name.startswith("-")
+        and all(SEGMENT.fullmatch(part) and not part.endswith(".lock") for part in name.split("/"))
     )
 
 

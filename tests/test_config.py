@@ -81,3 +81,18 @@ def test_a_postgresql_url_is_the_ledger_as_given_not_a_path_under_the_root(tmp_p
     assert config.configured_ledger(tmp_path, {"GOVERN_LEDGER": value}) == value
     (tmp_path / "govern.toml").write_text(f'ledger = "{value}"\n')
     assert config.load(tmp_path, {}).ledger == value
+
+
+@pytest.mark.parametrize("value", ["bad..name/{job}", "-x/{job}", "a//{job}", "a/.hidden/{job}", "x.lock/{job}", "a b"])
+def test_a_lock_branch_git_would_refuse_is_a_configuration_error_at_load(tmp_path: Path, value: str) -> None:
+    (tmp_path / "govern.toml").write_text(f'[jobs]\nlock_branch = "{value}"\n')
+    with pytest.raises(ConfigError, match=r"`jobs.lock_branch` is a branch name \(\{job\} stands for the job's id\)"):
+        config.load(tmp_path, {})
+
+
+def test_a_lock_branch_may_be_renamed_or_turned_off(tmp_path: Path) -> None:
+    assert config.load(tmp_path, {}).jobs_lock_branch == "govern/trainings/{job}"
+    (tmp_path / "govern.toml").write_text('[jobs]\nlock_branch = "ml/results-{job}"\n')
+    assert config.load(tmp_path, {}).jobs_lock_branch == "ml/results-{job}"
+    (tmp_path / "govern.toml").write_text('[jobs]\nlock_branch = ""\n')
+    assert config.load(tmp_path, {}).jobs_lock_branch == ""

@@ -136,6 +136,11 @@ def test_an_unlocked_version_enters_no_gated_stage_and_gets_no_tag_until_its_loc
 
     git(reproduced_demo, "add", "dvc.lock", "metrics.json")
     git(reproduced_demo, "commit", "-q", "-m", "the lock")
+    before = ledger_of(reproduced_demo).head()
+    shown = ok(reproduced_demo, "status")
+    head = git(reproduced_demo, "rev-parse", "HEAD")
+    assert f"lock {head[:12]} (found, recorded by the next write or `govern sync`)" in shown, shown
+    assert "NOT LOCKED" not in shown and ledger_of(reproduced_demo).head() == before, "status only reads"
     synced = ok(reproduced_demo, "sync")
 
     assert "training.locked" in synced

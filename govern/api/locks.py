@@ -40,8 +40,9 @@ WHERE model || '@' || sha256 IN (SELECT unnest($keys)) GROUP BY model ORDER BY m
 """
 
 NOT_LOCKED_HINT = (
-    "commit its dvc.lock and what its stages write that git tracks (`git add dvc.lock metrics.json && git commit`, "
-    "or `govern repro --commit`); govern finds that commit at the next repro, promotion, sync or ci verify"
+    "commit its dvc.lock and what its stages wrote that git tracks, as `git status` lists them (in the demo `git add "
+    "dvc.lock metrics.json && git commit`; a new output's .gitignore too), or run `govern repro --commit`; govern "
+    "records that commit at once with `govern hooks install`, else at the next repro, promotion, sync or ci verify"
 )
 
 
@@ -63,22 +64,7 @@ def find_in(
     """`find` for a repository (a clone, or the server's bare repository) and a ledger."""
     if not ledger.exists():
         return []
-    wanted: dict[str, list[dict[str, Any]]] = {}
-    for row in queries.rows_as_dicts(ledger, UNLOCKED_SQL):
-        wanted.setdefault(row["lock"], []).append(row)
-    if not wanted:
-        return []
-    lock_files = git_adapter.tracked_named(root, "dvc.lock")
-    if not lock_files:
-        return []
-    located: dict[str, tuple[str, dict[str, str]]] = {}
-    commits = git_adapter.commits_touching(root, lock_files, limit)
-    texts_at = git_adapter.files_at(root, commits, lock_files)
-    for sha in reversed(commits):  # oldest first: the commit that brought the lock in
-        texts = texts_at.get(sha)
-        digest = lock_digest(texts) if texts else None
-        if digest in wanted and digest not in located:
-            located[digest] = (sha, texts)
+    wanted, located = _locate(root, ledger, limit)
     if not located:
         return []
 
@@ -96,6 +82,40 @@ def find_in(
         return events
 
     return ledger.transact(decide)
+
+
+def _locate(
+    root: Path, reader: Reader, limit: int = SCANNED_COMMITS
+) -> tuple[dict[str, list[dict[str, Any]]], dict[str, tuple[str, dict[str, str]]]]:
+    """The trainings not locked yet, by lock digest; and for each digest a commit of `root` holding that lock."""
+    wanted: dict[str, list[dict[str, Any]]] = {}
+    for row in queries.rows_as_dicts(reader, UNLOCKED_SQL):
+        wanted.setdefault(row["lock"], []).append(row)
+    located: dict[str, tuple[str, dict[str, str]]] = {}
+    lock_files = git_adapter.tracked_named(root, "dvc.lock") if wanted else []
+    if not lock_files:
+        return wanted, located
+    commits = git_adapter.commits_touching(root, lock_files, limit)
+    texts_at = git_adapter.files_at(root, commits, lock_files)
+    for sha in reversed(commits):  # oldest first: the commit that brought the lock in
+        texts = texts_at.get(sha)
+        digest = lock_digest(texts) if texts else None
+        if digest in wanted and digest not in located:
+            located[digest] = (sha, texts)
+    return wanted, located
+
+
+def unrecorded(root: Path, reader: Reader) -> dict[tuple[str, str], str]:
+    """(model, version) -> a commit of this clone that holds the lock of a training not yet recorded as locked:
+    what `status` shows as found (any write records it), without writing."""
+    wanted, located = _locate(root, reader)
+    found: dict[tuple[str, str], str] = {}
+    for digest, (sha, texts) in located.items():
+        for training in wanted[digest]:
+            if not_rebuilding(texts, training["models"]) is None:
+                for version in versions_of(reader, training["models"]):
+                    found.setdefault((version["model"], version["version"]), sha)
+    return found
 
 
 def _locked(

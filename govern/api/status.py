@@ -74,6 +74,7 @@ def status(start: Path | None = None) -> dict[str, Any]:
         with ledger.reader() as reader:
             _, [(count, head_seq, head_hash)] = reader.query(HEAD_SQL)
             models = model_versions(reader)
+            _found_locks(start, reader, models)
             slots = queries.rows_as_dicts(reader, SLOTS_SQL)
             flat = [{"by": s["last"]["actor"], "seq": s["last"]["seq"]} for s in slots]
             for slot, shown in zip(slots, queries.shown_actors(reader, flat, {"by": "seq"}), strict=True):
@@ -171,6 +172,24 @@ SELECT model, version FROM model_versions WHERE training_event_id = $event_id OR
 def versions_of_training(reader: Reader, event_id: str) -> list[dict[str, Any]]:
     """The model versions a training registered (a finished training job's page links them)."""
     return queries.rows_as_dicts(reader, TRAINING_VERSIONS_SQL, {"event_id": event_id})
+
+
+def _found_locks(start: Path | None, reader: Reader, models: list[dict[str, Any]]) -> None:
+    """For versions not locked yet: a lock commit this clone holds that no write has recorded yet (`lock_found`),
+    so a lock committed a moment ago does not read as missing. Read-only; git is asked only when one is unlocked."""
+    if all(v["lock_commit"] for m in models for v in m["versions"]):
+        return
+    from govern import config
+    from govern.api import locks
+    from govern.errors import GovernError
+
+    try:
+        found = locks.unrecorded(config.find_root(start), reader)
+    except GovernError:
+        return
+    for model in models:
+        for version in model["versions"]:
+            version["lock_found"] = None if version["lock_commit"] else found.get((model["model"], version["version"]))
 
 
 def _natural(text: str) -> list[Any]:
