@@ -178,6 +178,21 @@ def _within(path: str, roots: set[str]) -> bool:
     return any(path == r or path.startswith(r.rstrip("/") + "/") for r in roots)
 
 
+def _model_md5(root: Path, path: str, locked: str | None) -> str | None:
+    """A model file's md5 from its bytes (DVC's md5 of a file), not from dvc.lock: a stage may rewrite the lock,
+    and what a lock commit rebuilds is judged against this. A directory keeps the lock's `.dir` md5."""
+    import hashlib
+
+    target = root / path
+    if not target.is_file():
+        return locked
+    md5 = hashlib.md5(usedforsecurity=False)
+    with target.open("rb") as handle:
+        while chunk := handle.read(1 << 20):
+            md5.update(chunk)
+    return md5.hexdigest()
+
+
 def model_records(
     root: Path, pipeline: Pipeline, locks: Mapping[str, Mapping[str, Any]], digests: dict[str, Any]
 ) -> list[dict[str, Any]]:
@@ -196,7 +211,7 @@ def model_records(
             {
                 "name": artifact.name,
                 "path": artifact.path,
-                "md5": md5s.get(artifact.path),
+                "md5": _model_md5(root, artifact.path, md5s.get(artifact.path)),
                 "sha256": _sha(root, artifact.path, digests),
                 "desc": artifact.desc,
                 "labels": list(artifact.labels),

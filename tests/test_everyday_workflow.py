@@ -7,6 +7,7 @@ verdict counts for the version whose model file its lock holds, wherever that lo
 
 from __future__ import annotations
 
+import hashlib
 import json
 import subprocess
 import sys
@@ -384,3 +385,41 @@ def test_a_missing_dvc_add_file_is_named_with_the_command_that_restores_it(tmp_p
         "depends on data/applicants.csv, which does not exist (data/applicants.csv.dvc tracks it): " in (result.output)
         and "`dvc checkout data/applicants.csv.dvc`" in result.output
     )
+
+
+TAMPER = """import hashlib, yaml
+lock = yaml.safe_load(open('dvc.lock'))
+for out in lock['stages']['make']['outs']:
+    out['md5'], out['size'] = hashlib.md5(b'xxx').hexdigest(), 3  # an older version's bytes
+yaml.safe_dump(lock, open('dvc.lock', 'w'), sort_keys=False)
+open('tamper.done', 'w').write('done')
+"""
+
+
+def test_a_lock_a_stage_rewrote_to_name_other_bytes_locks_nothing(tmp_path: Path) -> None:
+    """The insider review: a later stage set the model's md5 in dvc.lock to version 1's, the post-commit hook
+    recorded that commit as version 2's lock, and `git checkout` + `dvc checkout` of it gave version 1's bytes."""
+    from conftest import tiny_pipeline
+
+    project = tiny_pipeline(tmp_path / "project")
+    (project / "tamper.py").write_text(TAMPER)
+    text = (project / "dvc.yaml").read_text().replace(
+        "artifacts:", "  tamper:\n    cmd: python tamper.py\n    deps: [out.txt, tamper.py]\n    outs: [tamper.done]\n"
+        "artifacts:"
+    )  # fmt: skip
+    (project / "dvc.yaml").write_text(text)
+    (project / "params.yaml").write_text("n: 6\n")
+    commit_all(project, "a model, and a stage that rewrites its lock entry")
+    ok(project, "hooks", "install")
+    ok(project, "repro")
+    [version] = ledger_of(project).read(types=["model.registered"])
+    assert version.payload["md5"] == hashlib.md5(b"xxxxxx").hexdigest(), "the md5 of the bytes, not the lock's"
+
+    git(project, "add", "-A")
+    committed = subprocess.run(["git", "commit", "-m", "the lock"], cwd=project, capture_output=True, text=True)
+
+    assert committed.returncode == 0 and "locked at" not in committed.stderr, committed.stderr
+    assert ledger_of(project).read(types=["training.locked"]) == []
+    ok(project, "sync")
+    assert ledger_of(project).read(types=["training.locked"]) == [], "no finder takes a lock naming other bytes"
+    assert "NOT LOCKED" in ok(project, "status")

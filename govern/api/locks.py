@@ -200,7 +200,10 @@ def commit_for_job(
         return already[0][0], None
     try:
         texts = {}
-        for pipeline in git_adapter.tracked_named(project.root, "dvc.yaml", base):
+        pipelines = git_adapter.tracked_named(project.root, "dvc.yaml", base)
+        if len(pipelines) > MAX_RESULT_FILES:
+            raise ReportRefused(f"the commit holds {len(pipelines)} dvc.yaml files, more than {MAX_RESULT_FILES}")
+        for pipeline in pipelines:
             path = str(Path(pipeline).with_name("dvc.lock"))
             data = _job_file(checkout, path)
             if data is not None:
@@ -208,20 +211,25 @@ def commit_for_job(
         if lock_digest(texts) != digest:
             return None, "the job's dvc.lock is not the one its training reports: nothing was committed"
         wrong = not_rebuilding(texts, models)
+        listed = json.loads(models) if isinstance(models, str) else (models or [])
+        if not wrong and any(str(m.get("md5", "")).endswith(".dir") for m in listed):
+            wrong = "a directory model: the server checks the bytes of model files only"
         if wrong:
             return None, f"the job's dvc.lock does not rebuild its versions ({wrong}): nothing was committed"
+        if not versions_of(project.ledger, models):
+            return None, "the training registered no version: there is nothing to lock"
         files = {path: text.encode("utf-8") for path, text in texts.items()}
-        declared = _declared_outputs(project.root, base)
-        wanted = [o["path"] for o in _outputs(texts) if o["path"] in declared and not _controls_tools(o["path"])]
+        declared = _declared_results(project.root, base)
+        wanted = [o["path"] for o in _outputs(texts) if o["path"] in declared]
         tracked = git_adapter.blob_hashes(project.root, base, wanted)
-        total = 0
+        total = sum(len(data) for data in files.values())
         for path in [p for p in wanted if p in tracked][:MAX_RESULT_FILES]:  # exact files, not a folder's
             data = _job_file(checkout, path)
             if data is not None:
-                total += len(data)
-                if total > LOCK_BYTES:
-                    raise ReportRefused(f"the git-tracked results exceed {LOCK_BYTES >> 20} MB in all")
                 files[path] = data
+                total += len(data)
+        if total > LOCK_BYTES:
+            raise ReportRefused(f"the lock files and results come to more than {LOCK_BYTES >> 20} MB in all")
     except (ReportRefused, UnicodeDecodeError, ValueError, yaml.YAMLError) as refused:
         return None, f"the job's dvc.lock could not be read: {refused}"
     branch = pattern.replace("{job}", job_id)
@@ -264,28 +272,38 @@ def not_rebuilding(texts: dict[str, str], models: Any) -> str | None:
     for out in _outputs(texts):
         outs.setdefault(out["path"], set()).add(out["md5"])
     for model in listed:
-        if model.get("md5") and outs.get(model["path"]) != {model["md5"]}:
+        if not model.get("md5"):
+            return f"no md5 of {model['path']} is recorded (a file inside a directory output?)"
+        if outs.get(model["path"]) != {model["md5"]}:
             return f"it gives {model['path']} md5 {', '.join(sorted(map(str, outs.get(model['path'], {None}))))}"
     return None
 
 
-def _declared_outputs(root: Path, base: str) -> set[str]:
-    """The output paths dvc.yaml files at `base` declare literally (outs, metrics, plots): all a job's lock commit
-    takes besides the lock; templated (foreach, matrix, ${...}) outputs are left for the team to commit."""
+RESULT_SUFFIXES = (".json", ".csv", ".tsv", ".png", ".svg", ".jpg", ".jpeg", ".html")
+
+
+def _declared_results(root: Path, base: str) -> set[str]:
+    """What a job's lock commit takes besides the lock: the metrics and plots files dvc.yaml files at `base` declare
+    literally, of a results format (JSON, CSV, images, HTML), that no stage reads. Never a file that steers git, CI
+    or DVC, never code: the insider review declared `make.py`, `Jenkinsfile` and `CODEOWNERS` as outputs and had a
+    stage rewrite them. Templated names (foreach, matrix, ${...}) are left for the team to commit."""
     import yaml
 
     pipelines = git_adapter.tracked_named(root, "dvc.yaml", base)
     declared: set[str] = set()
+    read: set[str] = set()
     for path, text in git_adapter.files_at(root, [base], pipelines).get(base, {}).items():
         prefix = "" if Path(path).parent == Path(".") else f"{Path(path).parent.as_posix()}/"
         stages = (yaml.safe_load(text) or {}).get("stages") or {}
         for stage in stages.values() if isinstance(stages, dict) else []:
-            for kind in ("outs", "metrics", "plots"):
-                for item in (stage.get(kind) or []) if isinstance(stage, dict) else []:
+            if not isinstance(stage, dict):
+                continue
+            for kind in ("metrics", "plots", "deps", "params"):
+                for item in stage.get(kind) or []:
                     name = item if isinstance(item, str) else next(iter(item), None) if isinstance(item, dict) else None
                     if isinstance(name, str) and "${" not in name and _plain(name):
-                        declared.add(prefix + name)
-    return declared
+                        (read if kind in ("deps", "params") else declared).add(prefix + name)
+    return {p for p in declared - read if p.lower().endswith(RESULT_SUFFIXES) and not _controls_tools(p)}
 
 
 def _plain(path: str) -> bool:
