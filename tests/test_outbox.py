@@ -173,3 +173,27 @@ def test_a_registry_behind_the_ledger_is_refused_instead_of_reusing_a_version_nu
     monkeypatch.setenv("MLFLOW_TRACKING_URI", original)  # the registry the ledger's versions live in
     assert run_cli("mirror", cwd=reproduced_demo).exit_code == 0
     assert ledger.query(versions)[1] == [("1",), ("2",)]
+
+
+def test_a_training_whose_model_file_is_lost_does_not_hold_later_ones_out_of_mlflow(
+    reproduced_demo: Path, server: MlflowServer
+) -> None:
+    """A job's directory model was never taken into the cache: every later version waited behind it for ever."""
+    change_param(reproduced_demo, "0.5")
+    assert run_cli("repro", cwd=reproduced_demo).exit_code == 0
+    params = reproduced_demo / "params.yaml"
+    params.write_text(params.read_text().replace("C: 0.5", "C: 0.25"))
+    commit_all(reproduced_demo, "C=0.25")
+    assert run_cli("repro", cwd=reproduced_demo).exit_code == 0
+    ledger = Ledger(reproduced_demo / "audit" / "ledger.duckdb")
+    lost, kept = ledger.read(types=["training.completed"])[-2:]
+    md5 = lost.payload["models"][0]["md5"]
+    (reproduced_demo / ".dvc" / "cache" / "files" / "md5" / md5[:2] / md5[2:]).unlink()  # and not in the workspace
+
+    server.start()
+    result = run_cli("mirror", "--json", cwd=reproduced_demo)
+
+    assert result.exit_code == 1, result.output
+    assert f"The model file of training {lost.event_id}" in result.output and "cannot be registered" in result.output
+    mirrored = [e.payload["training_event_id"] for e in ledger.read(types=["training.mirrored"])]
+    assert kept.event_id in mirrored and lost.event_id not in mirrored, "the later training went through"

@@ -48,19 +48,29 @@ def pending_count(project: Project) -> int:
 
 
 def retry_pending(project: Project) -> MirrorOutcome:
-    """Mirror every pending training; stops at the first MLflow failure (it is down again)."""
+    """Mirror every pending training; stops at the first MLflow failure (it is down again). A training whose model
+    file is nowhere to be found stays pending with its reason, and the ones after it are mirrored all the same:
+    one lost file must not hold every later version out of MLflow."""
     if not project.ledger.exists():
         return MirrorOutcome()
     _, rows = project.ledger.query(PENDING_SQL)
     recorded: list[RecordedEvent] = []
+    stuck: list[str] = []
     for position, (event_id, payload_json, commit, _actor, occurred_at) in enumerate(rows):
         payload = json.loads(payload_json)
         try:
             events = _mirror_one(project, event_id, payload, commit, occurred_at)
+        except ModelFileMissing as error:
+            stuck.append(str(error))
+            continue
         except MirrorError as error:
-            return MirrorOutcome(recorded, len(rows) - position, [str(error)])
+            return MirrorOutcome(recorded, len(rows) - position + len(stuck), [*stuck, str(error)])
         recorded.extend(project.ledger.append(events))
-    return MirrorOutcome(recorded, 0, [])
+    return MirrorOutcome(recorded, len(stuck), stuck)
+
+
+class ModelFileMissing(MirrorError):
+    """A pending training's model file is neither in the workspace nor in DVC's cache: MLflow is not to blame."""
 
 
 def _mirror_one(project: Project, event_id: str, payload: dict, commit: str, occurred_at) -> list[PendingEvent]:  # noqa: ANN001
@@ -74,7 +84,7 @@ def _mirror_one(project: Project, event_id: str, payload: dict, commit: str, occ
     for model in models:
         path = _model_files().local_copy(project.root, model["path"], model.get("md5"), model.get("sha256"))
         if path is None:
-            raise MirrorError(
+            raise ModelFileMissing(
                 f"The model file of training {event_id} ({model['path']}, sha256 {model.get('sha256')}) is neither in "
                 "the workspace nor in DVC's cache: it cannot be registered"
             )
