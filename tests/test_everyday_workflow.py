@@ -423,3 +423,48 @@ def test_a_lock_a_stage_rewrote_to_name_other_bytes_locks_nothing(tmp_path: Path
     ok(project, "sync")
     assert ledger_of(project).read(types=["training.locked"]) == [], "no finder takes a lock naming other bytes"
     assert "NOT LOCKED" in ok(project, "status")
+
+
+def test_a_fresh_project_with_dvc_add_data_reaches_production_through_the_verified_gate(tmp_path: Path) -> None:
+    """The new user's own project, in the README's order: `dvc add` data, a stage, a `type: model` artifact."""
+    project = tmp_path / "own"
+    project.mkdir()
+    git(project, "init", "-q", "-b", "main")
+    assert run_cli("init", cwd=project).exit_code == 0
+    (project / "govern.toml").write_text('[registry]\ngates = { production = ["reproduction.verified"] }\n')
+    (project / "data").mkdir()
+    (project / "data" / "applicants.csv").write_text("age,income\n31,40\n45,52\n")
+    subprocess.run([sys.executable, "-m", "dvc", "add", "-q", "data/applicants.csv"], cwd=project, check=True)
+    (project / "count.py").write_text("rows = open('data/applicants.csv').read().splitlines()[1:]\n"
+                                      "open('model.txt', 'w').write(str(len(rows)))\n")  # fmt: skip
+    (project / "dvc.yaml").write_text(
+        "stages:\n  train:\n    cmd: python count.py\n    deps: [count.py, data/applicants.csv]\n"
+        "    outs: [model.txt]\nartifacts:\n  counter:\n    path: model.txt\n    type: model\n"
+    )
+    commit_all(project, "data, a stage, a model")  # 1. the input commit
+    ok(project, "repro")  # 2. train
+    git(project, "add", "-A")
+    git(project, "commit", "-q", "-m", "the lock")  # 3. the lock commit
+    lock_commit = git(project, "rev-parse", "HEAD")
+    verified = subprocess.run([sys.executable, "-m", "govern", "ci", "verify", "--json"], cwd=project,
+                              capture_output=True, text=True)  # fmt: skip  # 4. what the hook or CI runs
+    assert verified.returncode == 0 and json.loads(verified.stdout)["match"] == "exact", verified.stderr
+
+    for stage in ("staging", "production"):  # 5.-6. asked by one person, approved by another
+        as_person(project, "Sam Scientist", "sam@example.com")
+        asked = json.loads(ok(project, "request-promotion", "counter", "1", "--to", stage, "--reason", "r", "--json"))
+        as_person(project, "Pat Approver", "pat@example.com")
+        approved = run_cli("approve", str(asked["request"]), "--reason", "evidence reviewed", cwd=project)
+        assert approved.exit_code == 0 and "model.promoted" in approved.output, approved.output
+
+    [version] = ledger_of(project).read(types=["model.registered"])
+    assert json.loads(ok(project, "status", "--json"))["models"][0]["versions"][0]["lock_commit"] == lock_commit
+    for tag in git(project, "tag", "-l", "counter*").split():
+        assert git(project, "rev-list", "-n", "1", tag) == lock_commit, tag
+    auditor = tmp_path / "auditor"
+    git(tmp_path, "clone", "-q", str(project), str(auditor))
+    git(auditor, "checkout", "-q", "counter@v1.0.0")
+    subprocess.run([sys.executable, "-m", "dvc", "cache", "dir", str(project / ".dvc" / "cache")], cwd=auditor,
+                   check=True, capture_output=True)  # fmt: skip
+    subprocess.run([sys.executable, "-m", "dvc", "checkout"], cwd=auditor, check=True, capture_output=True)
+    assert hashlib.sha256((auditor / "model.txt").read_bytes()).hexdigest() == version.payload["sha256"]
