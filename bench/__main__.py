@@ -121,7 +121,7 @@ def fill(ledger_path: Path, total: int, first: int = 0) -> dict[str, Any]:
     `first` continues a history filled before (times keep increasing, as govern requires per app).
     """
     from govern.events import DatasetSnapshotted, DeploymentEnded, DeploymentStarted, PendingEvent
-    from govern.ledger import Ledger
+    from govern.storage.duckdb_log import Ledger
 
     ledger = Ledger(ledger_path, lock_timeout=600)
     have = ledger.head()[0]
@@ -226,7 +226,8 @@ def measure(
 
     # B2: audit verify against the hashing floor (hashlib over the same bytes in one Python loop).
     b2 = timed(cli("audit", "verify"), repeat)
-    from govern.ledger import HASHED_TEXT_SQL, Ledger
+    from govern.storage.chain import HASHED_TEXT_SQL
+    from govern.storage.duckdb_log import Ledger
 
     _, rows = Ledger(ledger_path).query(f"SELECT {HASHED_TEXT_SQL} FROM stored_events ORDER BY seq")
     blobs = [row[0].encode() for row in rows]

@@ -30,7 +30,7 @@ def signed_ledger(path: Path, events: int, signed: bool, key: Path) -> None:
     from govern import attribution, signing
     from govern.api.keys import _registration
     from govern.events import DatasetSnapshotted, PendingEvent, utc_now
-    from govern.ledger import Ledger
+    from govern.storage.duckdb_log import Ledger
 
     ledger = Ledger(path)
     signer = signing.create(key)
@@ -77,7 +77,7 @@ def timed(command: list[str], env: dict[str, str], repeat: int) -> list[float]:
 
 def measure(base: Path, events: int, repeat: int) -> dict[str, Any]:
     from govern import signing
-    from govern.ledger import Ledger
+    from govern.storage.duckdb_log import Ledger
 
     signed, plain = base / "signed.duckdb", base / "plain.duckdb"
     signed_ledger(signed, events, True, base / "keys" / "signed.key")

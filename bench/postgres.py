@@ -70,9 +70,9 @@ def measure(
 
     from bench.__main__ import deployed_at, p95, run, stats, timed
     from govern import queries
-    from govern.ledger import Ledger
-    from govern.postgres_ledger import PostgresLedger
     from govern.storage import copy
+    from govern.storage.duckdb_log import Ledger
+    from govern.storage.postgres_log import PostgresLedger
 
     name = f"govern_bench_{uuid.uuid4().hex[:8]}"
     admin = psycopg.connect(admin_url, autocommit=True)

@@ -197,7 +197,7 @@ def gather(model: str, version: str, verify_chain: bool = False) -> dict[str, An
 def verify(repository: Path | None = None) -> Any:
     from govern.api.integrity import Anchor, IntegrityReport
     from govern.attestations import AttestationReport
-    from govern.ledger import Verification
+    from govern.storage.contract import Verification
 
     if repository is not None:
         raise InvalidInput("--repo checks anchors in a local repository: a server checks its own; leave --repo out")

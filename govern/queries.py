@@ -14,7 +14,8 @@ from typing import Any
 
 from govern.envelope import to_utc
 from govern.errors import NotFound
-from govern.ledger import SLOT_KEY_SQL, Reader
+from govern.readmodel.migrations import SLOT_KEY_SQL
+from govern.storage.contract import Reader
 
 
 def rows_as_dicts(reader: Reader, sql: str, params: Any = ()) -> list[dict[str, Any]]:

@@ -264,8 +264,8 @@ def trained_version(
     import hashlib
 
     from govern.events import ModelRegistered, TrainingCompleted, TrainingLocked
-    from govern.ledger import Ledger
     from govern.storage import open_store
+    from govern.storage.duckdb_log import Ledger
 
     path, sha256, models = "model.pkl", f"{version:0>64}", []
     if model_file is not None:

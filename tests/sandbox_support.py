@@ -49,7 +49,7 @@ def served_version(
     """Version `version` of `model`: the file models/<model>-<version>.bin, trained (as facts, no DVC) with
     `infer` as its inference command template. Returns the model file."""
     from govern.events import ModelRegistered, PendingEvent, TrainingCompleted, utc_now
-    from govern.ledger import Ledger
+    from govern.storage.duckdb_log import Ledger
 
     model_file = project / "models" / f"{model}-{version}.bin"
     model_file.parent.mkdir(exist_ok=True)

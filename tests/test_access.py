@@ -12,7 +12,7 @@ from conftest import commit_all, git, run_cli
 from govern import access
 from govern.api.access import Unauthenticated, authenticate, roles_at
 from govern.events import PendingEvent, TokenIssued, format_timestamp, utc_now
-from govern.ledger import Ledger
+from govern.storage.duckdb_log import Ledger
 
 
 @pytest.fixture

@@ -12,7 +12,7 @@ import pytest
 from conftest import ACTOR, commit_all, git, ok, run_cli, trained_version
 
 from govern.events import PendingEvent, ReproductionVerified, utc_now
-from govern.ledger import Ledger
+from govern.storage.duckdb_log import Ledger
 
 M = "churn"
 TRAINER = "Tess Trainer <tess@example.com>"

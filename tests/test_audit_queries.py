@@ -10,7 +10,7 @@ import pytest
 from conftest import run_cli
 
 from govern.envelope import format_timestamp
-from govern.ledger import Ledger
+from govern.storage.duckdb_log import Ledger
 
 M = "breast-cancer-classifier"
 
@@ -103,9 +103,10 @@ def test_the_point_query_agrees_with_the_windows_view_at_every_instant(
 ) -> None:
     """production_at reads one slot of the sorted projection; the production_windows view derives every
     window from scratch. Same answers, before and after the projection is compacted (re-sorted)."""
-    import govern.ledger
+    import govern.storage.duckdb_log
 
-    monkeypatch.setattr(govern.ledger, "COMPACT_ROWS", 64)  # compact every few appends, not every 100,000 rows
+    # compact every few appends, not every 100,000 rows
+    monkeypatch.setattr(govern.storage.duckdb_log, "COMPACT_ROWS", 64)
     import random
     from datetime import UTC, datetime, timedelta
 

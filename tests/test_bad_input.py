@@ -11,7 +11,7 @@ import duckdb
 import pytest
 from conftest import commit_all, git, run_cli
 
-from govern.ledger import schema_version
+from govern.readmodel.migrations import schema_version
 
 M = "breast-cancer-classifier"
 

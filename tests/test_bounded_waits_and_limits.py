@@ -24,9 +24,10 @@ from govern import config
 from govern.api.access import InvalidToken, TokenTable, authenticate, token_table
 from govern.config import AuditLimits
 from govern.errors import ConfigError, LedgerLocked, QueryLimitExceeded
-from govern.ledger import Ledger, _writer_lock, wait_at_most, waiting_as
-from govern.postgres_ledger import LOCK_KEY, PostgresLedger
 from govern.server.http import json_depth
+from govern.storage.duckdb_log import Ledger
+from govern.storage.postgres_log import LOCK_KEY, PostgresLedger
+from govern.storage.sessions import wait_at_most, waiting_as, writer_lock
 
 LONG_QUERY = "SELECT sum(hash(i)) FROM range(5000000000) t(i)"  # a minute and more, in one statement
 
@@ -38,7 +39,7 @@ def turn_held(path: Path, seconds: float = 60) -> Iterator[None]:
     taken, done = threading.Event(), threading.Event()
 
     def hold() -> None:
-        lock = _writer_lock(path)
+        lock = writer_lock(path)
         assert lock.acquire(timeout=5)
         taken.set()
         done.wait(seconds)
@@ -91,7 +92,7 @@ def test_the_ledgers_turn_goes_round_the_callers_and_each_callers_waiters_in_ord
             file_ledger.head()
             served.append(f"{caller}{number}")
 
-    turn = _writer_lock(file_ledger.path)
+    turn = writer_lock(file_ledger.path)
 
     def queued() -> int:
         with turn._guard:

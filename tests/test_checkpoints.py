@@ -17,7 +17,8 @@ from conftest import copy_ledger, snapshot_event
 from govern import checkpoints
 from govern.checkpoints import backup_paths, restore_interrupted_checkpoint, wal_size
 from govern.errors import LedgerError
-from govern.ledger import CHECKPOINT_WAL_BYTES, Ledger
+from govern.storage.duckdb_files import CHECKPOINT_WAL_BYTES
+from govern.storage.duckdb_log import Ledger
 
 
 @pytest.fixture
@@ -57,7 +58,7 @@ TEARING_WRITER = textwrap.dedent(
     """
     import os, signal, sys
     from pathlib import Path
-    import govern.ledger as ledger_module
+    import govern.storage.duckdb_log as ledger_module
     from govern.events import DatasetSnapshotted, PendingEvent, utc_now
 
     real, calls = ledger_module.checkpoint_behind_backup, []
@@ -103,7 +104,7 @@ def test_a_checkpoint_killed_mid_write_is_restored_on_the_next_open(
     with pytest.raises(LedgerError, match="not a readable govern ledger"):
         Ledger(torn).verify()
 
-    with caplog.at_level(logging.WARNING, logger="govern.ledger"):
+    with caplog.at_level(logging.WARNING, logger="govern.storage.duckdb_log"):
         result = ledger.verify()
 
     assert result.ok and result.count == 3, "both acknowledged events and the one being checkpointed are there"
@@ -153,7 +154,7 @@ def test_the_backup_of_a_checkpoint_still_running_elsewhere_is_left_alone(ledger
 def test_a_checkpoint_that_cannot_copy_the_file_keeps_the_commit_and_leaves_no_backup(
     ledger: Ledger, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
 ) -> None:
-    import govern.ledger as ledger_module
+    import govern.storage.duckdb_log as ledger_module
 
     ledger.append([snapshot_event(0)])
 
@@ -162,7 +163,7 @@ def test_a_checkpoint_that_cannot_copy_the_file_keeps_the_commit_and_leaves_no_b
 
     monkeypatch.setattr(ledger_module, "CHECKPOINT_WAL_BYTES", 0)
     monkeypatch.setattr(checkpoints.shutil, "copyfileobj", disk_full)
-    with caplog.at_level(logging.WARNING, logger="govern.ledger"):
+    with caplog.at_level(logging.WARNING, logger="govern.storage.duckdb_log"):
         recorded = ledger.append([snapshot_event(1)])
 
     assert [event.seq for event in recorded] == [2]
@@ -209,7 +210,7 @@ def test_a_new_ledger_is_in_a_storage_layout_the_block_level_backup_knows(ledger
 
 def _checking_backups(monkeypatch: pytest.MonkeyPatch) -> list[bool]:
     """Record, at each checkpoint's start, whether its backup is byte for byte the file it guards."""
-    import govern.ledger as ledger_module
+    import govern.storage.duckdb_log as ledger_module
 
     real, seen = ledger_module.checkpoint_behind_backup, []
 

@@ -26,7 +26,7 @@ from conftest import (
 )
 
 from govern.cli import cli
-from govern.ledger import Ledger
+from govern.storage.duckdb_log import Ledger
 
 DETERMINISTIC = TINY_STAGE
 RANDOM = "import os; open('out.txt', 'w').write(os.urandom(8).hex())"

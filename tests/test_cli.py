@@ -15,7 +15,7 @@ from conftest import REPO, run_cli
 
 from govern.cli import cli
 from govern.events import DatasetSnapshotted, PendingEvent, utc_now
-from govern.ledger import Ledger
+from govern.storage.duckdb_log import Ledger
 
 
 def modules_after(args: list[str], env: dict[str, str], cwd: Path) -> tuple[set[str], subprocess.CompletedProcess]:
@@ -117,7 +117,7 @@ def test_audit_log_refuses_a_naive_time(small_ledger: Path, monkeypatch: pytest.
 def test_audit_log_since_filters_by_occurrence(small_ledger: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     from datetime import UTC, timedelta, timezone
 
-    from govern.ledger import Ledger
+    from govern.storage.duckdb_log import Ledger
 
     monkeypatch.setenv("GOVERN_LEDGER", str(small_ledger))
     [last] = Ledger(small_ledger).read(limit=1)
@@ -153,7 +153,7 @@ def test_audit_on_a_project_without_a_ledger_says_what_to_do(tmp_path: Path) -> 
 def test_output_cut_short_by_a_closed_pipe_ends_quietly(tmp_path: Path, isolated_env: dict[str, str]) -> None:
     from conftest import snapshot_event
 
-    from govern.ledger import Ledger
+    from govern.storage.duckdb_log import Ledger
 
     subprocess.run(["git", "init", "-q"], cwd=tmp_path, check=True)
     Ledger(tmp_path / "audit" / "ledger.duckdb").append([snapshot_event(i) for i in range(3000)])
@@ -169,7 +169,7 @@ def test_output_cut_short_by_a_closed_pipe_ends_quietly(tmp_path: Path, isolated
 def test_audit_log_says_what_it_found_nothing_of(tmp_path: Path) -> None:
     from conftest import snapshot_event
 
-    from govern.ledger import Ledger
+    from govern.storage.duckdb_log import Ledger
 
     subprocess.run(["git", "init", "-q"], cwd=tmp_path, check=True)
     Ledger(tmp_path / "audit" / "ledger.duckdb").append([snapshot_event(1)])

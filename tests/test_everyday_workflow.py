@@ -18,7 +18,7 @@ import pytest
 from conftest import commit_all, git, ok, run_cli
 
 from govern.events import PendingEvent, ReproductionVerified, utc_now
-from govern.ledger import Ledger
+from govern.storage.duckdb_log import Ledger
 
 M = "breast-cancer-classifier"
 GATED = '\n[tool.govern.registry]\ngates = { production = ["reproduction.verified"] }\n'

@@ -8,7 +8,7 @@ from pathlib import Path
 from conftest import commit_all, git, run_cli, tracking_uri
 from mlflow.tracking import MlflowClient
 
-from govern.ledger import Ledger
+from govern.storage.duckdb_log import Ledger
 
 M = "breast-cancer-classifier"
 

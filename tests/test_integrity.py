@@ -20,8 +20,8 @@ from conftest import commit_all, copy_ledger, git, run_cli, snapshot_event
 from govern.api import integrity
 from govern.checkpoints import wal_path
 from govern.events import PendingEvent, envelope_hash
-from govern.ledger import Ledger
 from govern.storage import open_store
+from govern.storage.duckdb_log import Ledger
 
 
 def snapshot(i: int) -> PendingEvent:

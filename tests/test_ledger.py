@@ -13,7 +13,8 @@ from conftest import snapshot_event
 
 from govern.errors import EventConflict, LedgerError, LedgerLocked, LedgerMissing, LedgerSchemaTooNew
 from govern.events import PendingEvent
-from govern.ledger import MIGRATIONS, Ledger, schema_version
+from govern.readmodel.migrations import MIGRATIONS, schema_version
+from govern.storage.duckdb_log import Ledger
 
 
 def snapshot(i: int, source: str = "the source system") -> PendingEvent:
@@ -225,7 +226,7 @@ def test_a_writer_waits_for_a_lock_then_gives_up_clearly(filled: Ledger) -> None
 
 
 def test_a_bulk_append_is_chained_idempotent_and_all_or_nothing(ledger: Ledger) -> None:
-    from govern.ledger import BULK_ROWS
+    from govern.storage.duckdb_log import BULK_ROWS
 
     batch = [snapshot(i) for i in range(BULK_ROWS + 5)]
     recorded = ledger.append(batch)
@@ -251,7 +252,7 @@ def test_a_transient_read_error_while_writing_is_retried_then_reported(
     ledger: Ledger, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """DuckDB can fail a writer's first read right after another process closed the file; forced here."""
-    import govern.ledger as ledger_module
+    import govern.storage.duckdb_log as ledger_module
 
     ledger.append([snapshot(1)])
     real, failures = ledger_module._existing, []
@@ -307,19 +308,20 @@ def test_the_audit_sandbox_is_duckdbs_own_configuration_locked_before_the_query(
 def test_a_session_opens_the_file_once_for_its_reads_and_writes_and_lets_go_when_it_ends(
     ledger: Ledger, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    import govern.ledger as ledger_module
+    import govern.storage.duckdb_log as ledger_module
+    from govern.storage import sessions
 
     ledger.append([snapshot(1)])
     opened = []
-    real = ledger_module._attached
-    monkeypatch.setattr(ledger_module, "_attached", lambda path, **kw: opened.append(kw) or real(path, **kw))
-    with ledger_module.session():
+    real = ledger_module.attached
+    monkeypatch.setattr(ledger_module, "attached", lambda path, **kw: opened.append(kw) or real(path, **kw))
+    with sessions.session():
         assert ledger.head()[0] == 1
         Ledger(ledger.path).append([snapshot(2)])  # another object, the same file: the same connection
         assert len(ledger.read()) == 2
         assert ledger.verify().ok
     assert opened == [{"read_only": True}, {"read_only": False}]  # read-only until the first write
-    code = "import sys; from govern.ledger import Ledger; from conftest import snapshot_event as s; "
+    code = "import sys; from govern.storage.duckdb_log import Ledger; from conftest import snapshot_event as s; "
     code += f"Ledger({str(ledger.path)!r}, lock_timeout=5).append([s(3)])"
     written = subprocess.run([sys.executable, "-c", code], cwd=Path(__file__).parent, capture_output=True, text=True)
     assert written.returncode == 0, written.stderr  # the session released DuckDB's lock on the file
@@ -329,7 +331,7 @@ def test_a_session_opens_the_file_once_for_its_reads_and_writes_and_lets_go_when
 def test_another_thread_waits_for_a_session_to_end_before_it_uses_the_file(ledger: Ledger) -> None:
     import threading
 
-    from govern.ledger import session
+    from govern.storage.sessions import session
 
     ledger.append([snapshot(1)])
     order: list[str] = []
@@ -350,7 +352,7 @@ def test_work_after_a_closed_session_in_its_context_holds_the_file_no_longer(led
     and the server's next request waited for the file forever."""
     import threading
 
-    from govern.ledger import Session, enter_session
+    from govern.storage.sessions import Session, enter_session
 
     ledger.append([snapshot(1)])
     closed = Session()

@@ -24,9 +24,10 @@ from govern import attestations, attribution, signing
 from govern.envelope import RecordedEvent, envelope_hash, utc_now
 from govern.errors import AttestationRefused, EventConflict, InvalidInput, LedgerError, LedgerSchemaTooNew, QueryError
 from govern.events import DeploymentStarted, Fact, PendingEvent
-from govern.ledger import COLUMNS, Ledger
-from govern.postgres_ledger import PostgresLedger
 from govern.storage import LedgerStore, copy, open_store
+from govern.storage.chain import COLUMNS
+from govern.storage.duckdb_log import Ledger
+from govern.storage.postgres_log import PostgresLedger
 
 
 @dataclass(frozen=True)

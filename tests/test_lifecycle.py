@@ -11,7 +11,7 @@ import pytest
 from conftest import commit_all, ok, run_cli, tracking_uri
 from mlflow.tracking import MlflowClient
 
-from govern.ledger import Ledger
+from govern.storage.duckdb_log import Ledger
 
 M = "breast-cancer-classifier"
 MICRO = timedelta(microseconds=1)

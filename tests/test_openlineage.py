@@ -17,7 +17,7 @@ from openlineage.client.facet_v2 import (
 )
 from openlineage.client.serde import Serde
 
-from govern.ledger import Ledger
+from govern.storage.duckdb_log import Ledger
 
 RUN_FACETS = {
     "nominalTime": lambda f: nominal_time_run.NominalTimeRunFacet(f["nominalStartTime"], f.get("nominalEndTime")),

@@ -9,7 +9,7 @@ import pytest
 from conftest import commit_all, git, run_cli, tracking_uri
 from mlflow.tracking import MlflowClient
 
-from govern.ledger import Ledger
+from govern.storage.duckdb_log import Ledger
 
 INGEST = """
 import sys

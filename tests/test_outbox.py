@@ -16,7 +16,7 @@ from conftest import commit_all, run_cli
 from mlflow.tracking import MlflowClient
 
 from govern.adapters import mlflow as mlflow_adapter
-from govern.ledger import Ledger
+from govern.storage.duckdb_log import Ledger
 
 M = "breast-cancer-classifier"
 

@@ -19,8 +19,8 @@ import pytest
 from conftest import isolate, ok, run_cli
 
 from govern.envelope import envelope_hash
-from govern.ledger import Ledger
-from govern.postgres_ledger import PostgresLedger
+from govern.storage.duckdb_log import Ledger
+from govern.storage.postgres_log import PostgresLedger
 
 pytestmark = pytest.mark.slow
 M = "breast-cancer-classifier"

@@ -15,9 +15,9 @@ import pytest
 from conftest import commit_all, database_url, git, postgres_admin, run_cli, snapshot_event
 
 from govern.errors import LedgerCorrupt, LedgerError
-from govern.ledger import Ledger
-from govern.postgres_ledger import PostgresLedger
 from govern.storage import copy
+from govern.storage.duckdb_log import Ledger
+from govern.storage.postgres_log import PostgresLedger
 
 
 @pytest.fixture
@@ -263,7 +263,7 @@ def test_a_single_event_hashed_inside_postgresql_has_the_hash_python_computes(pg
     """One-event appends hash in PostgreSQL's SQL (one round trip); the envelope must be byte for byte Python's."""
     from dataclasses import replace
 
-    from govern.postgres_ledger import _with_hash
+    from govern.storage.postgres_log import _with_hash
 
     for i, source in enumerate(['é "q" \\ \t\n\u0001 \u2028 😀', "plain", "\u007f\u0080 nul-free"], start=6):
         [recorded] = pg.append([snapshot_event(i, source=source)])
@@ -276,7 +276,7 @@ def test_a_writer_waits_for_the_chains_lock_at_most_lock_timeout_and_appends_not
     pg: PostgresLedger, pg_database: str, tmp_path: Path
 ) -> None:
     from govern.errors import LedgerLocked
-    from govern.postgres_ledger import LOCK_KEY
+    from govern.storage.postgres_log import LOCK_KEY
 
     impatient = PostgresLedger(pg_database, lock_timeout=0.5, cache_dir=tmp_path / "other")
     with psycopg.connect(pg_database) as holder:  # another machine's writer, in the middle of its transaction

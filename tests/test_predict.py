@@ -11,7 +11,7 @@ from pathlib import Path
 
 from conftest import ok, run_cli
 
-from govern.ledger import Ledger
+from govern.storage.duckdb_log import Ledger
 
 M = "breast-cancer-classifier"
 

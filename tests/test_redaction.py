@@ -18,9 +18,9 @@ from govern import redaction
 from govern.envelope import GENESIS_HASH, envelope_hash
 from govern.errors import SecretInEvent
 from govern.events import PendingEvent, TrainingFailed, utc_now
-from govern.ledger import Ledger
-from govern.postgres_ledger import PostgresLedger
 from govern.redaction import REDACTED, has_password, redact, without_password
+from govern.storage.duckdb_log import Ledger
+from govern.storage.postgres_log import PostgresLedger
 
 SECRET = "S3cret-Pa55word"  # distinctive: what a guard looks for
 

@@ -13,7 +13,7 @@ from conftest import ok, run_cli, tracking_uri
 from mlflow.tracking import MlflowClient
 from test_cli import modules_after
 
-from govern.ledger import Ledger
+from govern.storage.duckdb_log import Ledger
 
 M = "breast-cancer-classifier"
 

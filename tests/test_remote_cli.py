@@ -10,7 +10,7 @@ import pytest
 from conftest import grant_role, run_cli
 from test_server import call, project, server, tokens_for  # noqa: F401 - fixtures: a served project
 
-from govern.ledger import Ledger
+from govern.storage.duckdb_log import Ledger
 
 pytestmark = pytest.mark.slow
 

@@ -18,7 +18,7 @@ from conftest import commit_all, git, ok, start_server
 from test_server import call
 
 from govern import attestations
-from govern.ledger import Ledger
+from govern.storage.duckdb_log import Ledger
 
 pytestmark = pytest.mark.slow
 M = "breast-cancer-classifier"

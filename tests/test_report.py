@@ -15,7 +15,7 @@ import pytest
 from conftest import ACTOR, apply_isolation, git, ok, run_cli
 
 from govern.events import Fact, PendingEvent, ReproductionVerified, format_timestamp, utc_now
-from govern.ledger import Ledger
+from govern.storage.duckdb_log import Ledger
 
 M = "breast-cancer-classifier"
 

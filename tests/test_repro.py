@@ -10,7 +10,7 @@ import yaml
 from conftest import ACTOR, REPO, commit_all, git, run_cli, tracking_uri
 from mlflow.tracking import MlflowClient
 
-from govern.ledger import Ledger
+from govern.storage.duckdb_log import Ledger
 
 MODEL = "breast-cancer-classifier"
 

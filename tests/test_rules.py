@@ -16,7 +16,7 @@ from conftest import commit_all, ok, run_cli, tracking_uri
 from mlflow.tracking import MlflowClient
 
 from govern.envelope import format_timestamp
-from govern.ledger import Ledger
+from govern.storage.duckdb_log import Ledger
 
 M = "breast-cancer-classifier"
 

@@ -21,7 +21,7 @@ from govern import sandbox
 from govern.config import load
 from govern.entrypoint import NotAPlainCommand, command
 from govern.errors import ConfigError
-from govern.ledger import Ledger
+from govern.storage.duckdb_log import Ledger
 
 ECHO = 'python -c "import shutil, sys; shutil.copy(sys.argv[1], sys.argv[2])" {input} {output}'
 DEMO = "python pipelines/model.py infer --model {model} --input {input} --output {output}"

@@ -10,7 +10,7 @@ import pytest
 
 from govern import events
 from govern.events import Fact, PendingEvent, utc_now
-from govern.ledger import Ledger
+from govern.storage.duckdb_log import Ledger
 
 
 @dataclass(frozen=True)
@@ -74,7 +74,7 @@ def test_a_payload_newer_than_its_reader_is_not_upcast(tmp_path: Path, monkeypat
 def test_every_upcaster_has_filled_the_current_schema_view_by_a_migration() -> None:
     """A new schema version of a fact needs a migration that refills `upcasts`, or SQL readers would see old
     payloads: add one (see ledger.m007_current_schema_events) and its key to UPCASTS_FILLED_FOR."""
-    from govern.ledger import UPCASTS_FILLED_FOR
+    from govern.readmodel.migrations import UPCASTS_FILLED_FOR
 
     assert set(events.UPCASTERS) == UPCASTS_FILLED_FOR
 
@@ -86,7 +86,7 @@ def test_a_ledger_written_before_the_current_schema_view_is_migrated_and_its_old
     import duckdb
 
     from govern.envelope import GENESIS_HASH, envelope_hash
-    from govern.ledger import MIGRATIONS
+    from govern.readmodel.migrations import MIGRATIONS
 
     path = tmp_path / "ledger.duckdb"
     con = duckdb.connect(str(path))

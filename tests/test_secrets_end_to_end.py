@@ -29,7 +29,7 @@ from conftest import (
 )
 from test_server import call
 
-from govern.postgres_ledger import PostgresLedger
+from govern.storage.postgres_log import PostgresLedger
 
 pytestmark = pytest.mark.slow
 

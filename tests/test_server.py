@@ -28,7 +28,7 @@ from conftest import (
 )
 
 from govern import access
-from govern.ledger import Ledger
+from govern.storage.duckdb_log import Ledger
 
 pytestmark = pytest.mark.slow  # a uvicorn process per test: the full suite, not the edit loop
 

@@ -15,7 +15,7 @@ from conftest import commit_all, git, run_cli, tiny_pipeline, wait_for
 from test_server import call
 
 from govern import access
-from govern.ledger import Ledger
+from govern.storage.duckdb_log import Ledger
 
 pytestmark = pytest.mark.slow
 

@@ -20,7 +20,7 @@ import pytest
 from conftest import commit_all, git, ok, run_cli, start_server, tiny_pipeline, wait_for
 
 from govern import access
-from govern.ledger import Ledger
+from govern.storage.duckdb_log import Ledger
 
 pytestmark = pytest.mark.slow
 M = "breast-cancer-classifier"

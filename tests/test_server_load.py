@@ -23,7 +23,7 @@ from conftest import commit_all, git, run_cli, start_server, token_for, trained_
 from test_server import call
 
 from govern import storage
-from govern.ledger import Ledger
+from govern.storage.duckdb_log import Ledger
 
 pytestmark = pytest.mark.slow
 

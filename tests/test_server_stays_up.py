@@ -30,7 +30,7 @@ from conftest import run_cli, start_server, wait_for
 from test_server import call, make_project, tokens_for
 
 from govern import storage
-from govern.ledger import Ledger
+from govern.storage.duckdb_log import Ledger
 
 pytestmark = pytest.mark.slow
 

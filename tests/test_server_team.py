@@ -23,7 +23,7 @@ from mlflow.tracking import MlflowClient
 from test_server import call
 from test_team_setup import mlflow_server, team  # noqa: F401 - fixtures: the team's databases, MLflow on PostgreSQL
 
-from govern.postgres_ledger import PostgresLedger, grant_statements
+from govern.storage.postgres_log import PostgresLedger, grant_statements
 
 pytestmark = pytest.mark.slow
 

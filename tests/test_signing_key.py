@@ -14,7 +14,7 @@ from conftest import commit_all, git, run_cli, snapshot_event, via_server
 
 from govern import attestations, signing
 from govern.api import keys
-from govern.ledger import Ledger
+from govern.storage.duckdb_log import Ledger
 
 
 @pytest.fixture

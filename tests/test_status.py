@@ -8,7 +8,7 @@ from pathlib import Path
 from conftest import ok, run_cli
 
 from govern.events import PendingEvent, ReproductionVerified, utc_now
-from govern.ledger import Ledger
+from govern.storage.duckdb_log import Ledger
 
 M = "breast-cancer-classifier"
 
@@ -84,7 +84,7 @@ def test_status_of_a_lost_ledger_where_anchors_exist_is_an_error(tmp_path: Path)
     from conftest import commit_all, git, snapshot_event
 
     from govern.api import integrity
-    from govern.ledger import Ledger
+    from govern.storage.duckdb_log import Ledger
 
     git(tmp_path, "init", "-q")
     (tmp_path / "README").write_text("x\n")
@@ -101,7 +101,7 @@ def test_status_lists_slots_in_natural_order_and_one_screen_of_them(tmp_path: Pa
     from conftest import git
 
     from govern.events import DeploymentStarted, PendingEvent, utc_now
-    from govern.ledger import Ledger
+    from govern.storage.duckdb_log import Ledger
 
     git(tmp_path, "init", "-q")
     ledger = Ledger(tmp_path / "audit" / "ledger.duckdb")

@@ -27,7 +27,7 @@ from conftest import commit_all, database_url, git, make_demo, postgres_admin, w
 from mlflow.tracking import MlflowClient
 
 from govern.envelope import format_timestamp, utc_now
-from govern.postgres_ledger import PostgresLedger, grant_statements
+from govern.storage.postgres_log import PostgresLedger, grant_statements
 
 pytestmark = pytest.mark.slow
 M = "breast-cancer-classifier"

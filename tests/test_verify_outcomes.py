@@ -28,7 +28,7 @@ from conftest import (
     run_cli,
 )
 
-from govern.ledger import Ledger
+from govern.storage.duckdb_log import Ledger
 
 MODEL = "models/model.pkl"
 SPLITS = ["data/prepared/validation.csv", "data/prepared/test.csv"]

@@ -62,7 +62,7 @@ def lineage_version(
     registered version and its lock commit (`commit`, whose dvc.lock has the sha256 `lock`), appended as facts:
     no DVC run, no MLflow."""
     from govern.events import ModelRegistered, PendingEvent, TrainingCompleted, TrainingLocked, utc_now
-    from govern.ledger import Ledger
+    from govern.storage.duckdb_log import Ledger
 
     dataset = {
         "path": "data/customers.csv",

@@ -41,7 +41,7 @@ def iso(moment: datetime) -> str:
 def add_version(project: Path, version: str, at: datetime, f1: float) -> None:
     """A training of `churn` on a snapshotted dataset, and its registered version, recorded at `at`."""
     from govern.events import DatasetSnapshotted, ModelRegistered, PendingEvent, TrainingCompleted
-    from govern.ledger import Ledger
+    from govern.storage.duckdb_log import Ledger
 
     ledger = Ledger(project / "audit" / "ledger.duckdb")
     snapshot = DatasetSnapshotted(

@@ -73,7 +73,7 @@ def prepare(project: Path) -> None:
     `scoring` in dev; version 1 serves `billing`, an app the consumer may not use; and someone else scored a
     batch for `scoring` from a checkout (a record the consumer must not be shown as theirs)."""
     from govern.events import ModelRegistered, PendingEvent, TrainingCompleted, utc_now
-    from govern.ledger import Ledger
+    from govern.storage.duckdb_log import Ledger
 
     (project / "bin" / "score.py").write_text(SCORE)
     git(project, "add", "bin/score.py")  # the server runs an entry point from the committed code (govern.sandbox)

@@ -51,7 +51,7 @@ def recorded_version(project: Path, version: str, *, c: float, f1: float, rows: 
     an MLflow tracking server over HTTP. Returns the commit."""
     from govern.envelope import PendingEvent
     from govern.events import DatasetSnapshotted, ModelRegistered, TrainingCompleted, utc_now
-    from govern.ledger import Ledger
+    from govern.storage.duckdb_log import Ledger
 
     commit = git(project, "rev-parse", "HEAD")
     ledger = Ledger(project / "audit" / "ledger.duckdb")

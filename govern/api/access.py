@@ -46,8 +46,8 @@ from govern.events import (
     to_utc,
     utc_now,
 )
-from govern.ledger import Reader
 from govern.storage import LedgerStore
+from govern.storage.contract import Reader
 
 log = logging.getLogger("govern.server")
 
@@ -196,7 +196,7 @@ class TokenTable:
         import time
 
         from govern.errors import LedgerLocked
-        from govern.ledger import wait_budget
+        from govern.storage.sessions import wait_budget
 
         location = ledger.location
         found = self._snapshots.get(location)
@@ -264,7 +264,7 @@ class TokenTable:
         while this one could not read). True where the table was read (or found current); False where the ledger
         stayed busy (the caller answers 503, retry, rather than 401 to a token that may be good)."""
         from govern.errors import GovernError
-        from govern.ledger import bounded_wait
+        from govern.storage.sessions import bounded_wait
 
         if self.current(ledger):
             return True
@@ -306,7 +306,7 @@ class TokenTable:
         import threading
 
         from govern.errors import LedgerLocked
-        from govern.ledger import wait_at_most
+        from govern.storage.sessions import wait_at_most
 
         location = ledger.location
         if wait:

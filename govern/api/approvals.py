@@ -41,8 +41,8 @@ from govern.events import (
     RecordedEvent,
     utc_now,
 )
-from govern.ledger import Reader
 from govern.storage import LedgerStore
+from govern.storage.contract import Reader
 
 STATES = ("pending", "approved", "rejected")
 

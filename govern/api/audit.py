@@ -17,8 +17,9 @@ from typing import Any
 from govern import config, queries, storage
 from govern.envelope import RecordedEvent
 from govern.errors import GovernError, InvalidInput, NotFound
-from govern.ledger import SLOT_KEY_SQL, Verification
+from govern.readmodel.migrations import SLOT_KEY_SQL
 from govern.storage import LedgerStore, open_store
+from govern.storage.contract import Verification
 from govern.timeparse import not_in_future, parse_instant
 
 QUERY_NAME = re.compile(r"^[A-Za-z0-9_-]+$")

@@ -24,7 +24,7 @@ from typing import Any
 from govern import access, attestations, attribution, queries
 from govern.api.context import Project
 from govern.errors import FourEyesViolation, PolicyViolation
-from govern.ledger import Reader
+from govern.storage.contract import Reader
 
 SERVER_KEY_SQL = "SELECT count(*) > 0 FROM events WHERE type = 'signing_key.registered'"
 

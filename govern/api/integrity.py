@@ -22,8 +22,8 @@ from govern.api.context import Project, open_project
 from govern.attestations import AttestationReport
 from govern.errors import GovernError, LedgerCorrupt, LedgerError, LedgerMissing, NotAGitRepository
 from govern.events import LedgerAnchored, PendingEvent, RecordedEvent, utc_now
-from govern.ledger import Reader, Verification
 from govern.storage import LedgerStore, open_store
+from govern.storage.contract import Reader, Verification
 
 TAG_PREFIX = "govern-anchor/"
 

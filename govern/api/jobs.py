@@ -46,9 +46,9 @@ from govern.events import (
     format_timestamp,
     utc_now,
 )
-from govern.ledger import Reader
 from govern.redaction import redact, scrub
 from govern.storage import LedgerStore
+from govern.storage.contract import Reader
 
 STATES = ("queued", "running", "succeeded", "failed", "cancelled")
 JOB_ID = re.compile(r"^[0-9a-f]{12}$")

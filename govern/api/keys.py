@@ -17,7 +17,7 @@ from govern import attribution, queries, signing
 from govern.api.context import Project, open_project
 from govern.errors import StateConflict
 from govern.events import PendingEvent, RecordedEvent, SigningKeyRegistered, SigningKeyRetired, utc_now
-from govern.ledger import Reader
+from govern.storage.contract import Reader
 
 KEYS_SQL = """
 SELECT r.seq, r.payload->>'$.fingerprint' AS fingerprint, r.occurred_at AS registered_at,

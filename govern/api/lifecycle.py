@@ -33,7 +33,7 @@ from govern.events import (
     to_utc,
     utc_now,
 )
-from govern.ledger import Reader
+from govern.storage.contract import Reader
 from govern.timeparse import display, not_in_future
 
 SLOT_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")

@@ -20,8 +20,8 @@ from govern.adapters import git as git_adapter
 from govern.api.context import Project
 from govern.errors import GovernError
 from govern.events import PendingEvent, RecordedEvent, TrainingLocked, utc_now
-from govern.ledger import Reader
 from govern.storage import LedgerStore
+from govern.storage.contract import Reader
 
 SCANNED_COMMITS = 200  # commits that changed a lock file, newest first, looked through for the unlocked ones
 

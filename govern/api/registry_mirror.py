@@ -31,9 +31,9 @@ from govern import queries
 from govern.config import Config
 from govern.errors import MirrorError, Note
 from govern.events import PendingEvent, RecordedEvent, RegistryMirrored, utc_now
-from govern.ledger import Reader
 from govern.redaction import redact
 from govern.storage import LedgerStore
+from govern.storage.contract import Reader
 
 MIRROR_LOG = "mirror.log"
 log = logging.getLogger("govern.registry_mirror")

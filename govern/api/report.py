@@ -19,8 +19,9 @@ from govern.adapters import git as git_adapter
 from govern.api.integrity import Anchor, anchors, check_anchors
 from govern.envelope import format_timestamp, utc_now
 from govern.errors import NotAGitRepository
-from govern.ledger import Reader, check_events, verify_chain_in
 from govern.storage import open_store
+from govern.storage.chain import check_events, verify_chain_in
+from govern.storage.contract import Reader
 
 TRAINING_SQL = """
 SELECT t.seq, t.event_id, t.occurred_at, t.actor, t.git_commit, t.payload, mv.seq AS registered_seq,

@@ -44,7 +44,7 @@ from govern.redaction import redact
 
 if typing.TYPE_CHECKING:
     from govern.attribution import Actor
-    from govern.ledger import Reader
+    from govern.storage.contract import Reader
 
 REPORT_FORMAT = "govern.reported-training/1"
 REPORTED_TYPES: dict[str, type[Fact]] = {

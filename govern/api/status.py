@@ -19,7 +19,7 @@ from govern.events import upcast
 from govern.storage import LedgerStore
 
 if TYPE_CHECKING:
-    from govern.ledger import Reader
+    from govern.storage.contract import Reader
 
 VERSIONS_SQL = """
 SELECT

@@ -21,8 +21,8 @@ from govern import config as config_module
 from govern.adapters import git as git_adapter
 from govern.errors import InvalidInput, NotFound
 from govern.events import ModelDeprecated, ModelPromoted, PendingEvent, RecordedEvent, to_utc
-from govern.ledger import Reader
 from govern.storage import LedgerStore, open_store
+from govern.storage.contract import Reader
 
 NAMESPACE = uuid.UUID("6f1d8a52-3f0e-4c47-9a43-5b2f0c1e7d10")
 ASSIGN = re.compile(r"^(?P<model>.+?)#(?P<stage>[^#!]+)#(?P<n>\d+)$")

@@ -37,7 +37,6 @@ from govern import access
 from govern.api.access import Unauthenticated, authenticate, authenticate_session, token_table, unsettled
 from govern.config import ServerSettings
 from govern.errors import GovernError, LedgerLocked, problem_kind
-from govern.ledger import wait_at_most, waiting_as
 from govern.server.http import (
     API,
     MAX_BODY,
@@ -48,6 +47,7 @@ from govern.server.http import (
     problem,
     status_of,
 )
+from govern.storage.sessions import wait_at_most, waiting_as
 
 log = logging.getLogger("govern.server")
 PRINCIPAL_KEY = "govern.principal"  # where the authenticated principal waits for the route's dependency

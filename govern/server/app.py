@@ -212,7 +212,7 @@ def create_app(root: Path, session_secret: str | None = None) -> Any:
         ) -> Any:
             from starlette.concurrency import run_in_threadpool
 
-            from govern.ledger import Session, enter_session
+            from govern.storage.sessions import Session, enter_session
 
             current = Session(write=hold == "write")
             enter_session(current)  # the thread-pool calls of this request (this check, the handler) share it

@@ -99,7 +99,7 @@ def _request_page(
     done: str | None = None,
 ) -> Response:
     from govern.api import approvals
-    from govern.ledger import session
+    from govern.storage.sessions import session
 
     with session():
         found = approvals.evidence(number, web.root, viewer=signed.principal.actor)

@@ -115,7 +115,7 @@ def _app_page(
     chosen: str = "",
 ) -> Response:
     from govern.api.predict import inferences, trained_on
-    from govern.ledger import session
+    from govern.storage.sessions import session
 
     with session():
         slots = _serving(web, app)

@@ -125,7 +125,7 @@ class Web:
         async def within_session(request: Request) -> AsyncIterator[Signed]:
             from starlette.concurrency import run_in_threadpool
 
-            from govern.ledger import Session, enter_session
+            from govern.storage.sessions import Session, enter_session
 
             current = Session()
             enter_session(current)  # the thread-pool calls of this request (the check, the route) share it

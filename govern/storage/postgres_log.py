@@ -39,21 +39,13 @@ from govern.errors import (
     LedgerMissing,
     LedgerSchemaTooNew,
 )
-from govern.ledger import (
-    COLUMNS,
-    Ledger,
-    Reader,
-    Session,
-    StaleReadModel,
-    Verification,
-    bounded_wait,
-    chain_checks,
-    check_migration_names,
-    refuse_secrets,
-    verify_chain_in,
-    wait_budget,
-)
+from govern.readmodel.migrations import check_migration_names
 from govern.redaction import without_password
+from govern.storage.chain import COLUMNS, chain_checks, verify_chain_in
+from govern.storage.contract import Reader, StaleReadModel, Verification
+from govern.storage.duckdb_log import Ledger
+from govern.storage.rules import refuse_secrets
+from govern.storage.sessions import Session, bounded_wait, wait_budget
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -448,7 +440,7 @@ class PostgresLedger:
         that reads the head and hashes in SQL (the twin `verify` uses), and COMMIT go out as one pipeline, so no
         client's scheduling or network stands between taking the lock and releasing it. None where the event id
         is already recorded: the caller's general path compares a retried event with what is there."""
-        from govern.ledger import authn_text
+        from govern.storage.rules import authn_text
 
         payload_json = event.payload_json
         if redaction.guard() or self._own_secrets:
@@ -535,7 +527,7 @@ class PostgresLedger:
             ) from None
 
     def _append_in(self, con: psycopg.Connection, pending: Sequence[PendingEvent]) -> list[RecordedEvent]:
-        from govern.ledger import _same_or_conflict, attestation_signer, authn_text
+        from govern.storage.rules import attestation_signer, authn_text, same_or_conflict
 
         ids = [event.event_id for event in pending]
         if len(set(ids)) != len(ids):
@@ -557,7 +549,7 @@ class PostgresLedger:
         checked = bool(redaction.guard() or self._own_secrets)
         for event in pending:
             if event.event_id in existing:
-                result.append(_same_or_conflict(existing[event.event_id], event, signer))
+                result.append(same_or_conflict(existing[event.event_id], event, signer))
                 continue
             seq += 1
             fact = event.fact
