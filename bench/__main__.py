@@ -120,7 +120,8 @@ def fill(ledger_path: Path, total: int, first: int = 0) -> dict[str, Any]:
     500 apps, so about 18% of the ledger is deployment events: a deployment-heavy history.
     `first` continues a history filled before (times keep increasing, as govern requires per app).
     """
-    from govern.events import DatasetSnapshotted, DeploymentEnded, DeploymentStarted, PendingEvent
+    from govern.envelope import PendingEvent
+    from govern.events import DatasetSnapshotted, DeploymentEnded, DeploymentStarted
     from govern.storage.duckdb_log import Ledger
 
     ledger = Ledger(ledger_path, lock_timeout=600)

@@ -29,7 +29,8 @@ def signed_ledger(path: Path, events: int, signed: bool, key: Path) -> None:
     """`events` small facts, each as the server records an authenticated principal's (signed), or self-asserted."""
     from govern import attribution, signing
     from govern.api.keys import _registration
-    from govern.events import DatasetSnapshotted, PendingEvent, utc_now
+    from govern.envelope import PendingEvent, utc_now
+    from govern.events import DatasetSnapshotted
     from govern.storage.duckdb_log import Ledger
 
     ledger = Ledger(path)

@@ -22,7 +22,8 @@ APPENDS = 40
 WRITER = """
 import json, sys, time
 from pathlib import Path
-from govern.events import DatasetSnapshotted, PendingEvent, utc_now
+from govern.envelope import PendingEvent, utc_now
+from govern.events import DatasetSnapshotted
 from govern.storage import open_store
 
 location, start_at, out, worker = sys.argv[1], float(sys.argv[2]), sys.argv[3], int(sys.argv[4])

@@ -15,6 +15,7 @@ import re
 from dataclasses import dataclass
 from typing import Any
 
+from govern.canonical import canonical_json
 from govern.errors import InvalidInput
 
 SERVER = "server"  # authenticated by govern serve, signed with its key
@@ -49,8 +50,6 @@ class Authn:
 
     def to_json(self) -> str:
         """The canonical text stored and hashed (keys sorted, no whitespace, absent members left out)."""
-        from govern.envelope import canonical_json
-
         return canonical_json({k: v for k, v in self.__dict__.items() if v is not None})
 
     def with_key(self, fingerprint: str) -> Authn:

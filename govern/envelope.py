@@ -39,6 +39,7 @@ from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
 from govern import redaction
+from govern.canonical import canonical_json
 
 if TYPE_CHECKING:
     from govern.attribution import Actor, Authn
@@ -46,14 +47,6 @@ if TYPE_CHECKING:
 
 GENESIS_HASH = "0" * 64
 TIMESTAMP_FORMAT = "%Y-%m-%dT%H:%M:%S.%fZ"
-
-
-_CANONICAL = json.JSONEncoder(sort_keys=True, separators=(",", ":"), ensure_ascii=False, allow_nan=False)
-
-
-def canonical_json(value: Any) -> str:
-    """Serialise `value` the one way the hash chain depends on."""
-    return _CANONICAL.encode(value)  # json.dumps with these options, without building an encoder per call
 
 
 _json_text: Callable[[str], str] = json.encoder.encode_basestring  # type: ignore[attr-defined]

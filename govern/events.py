@@ -5,7 +5,7 @@ knows its `type` (``noun.verb``), its payload `schema_version` and its
 `subject`; the envelope adds position, time, actor and the hash chain.
 
 The envelope (PendingEvent, RecordedEvent) and the hashing contract live in
-`govern.envelope`, re-exported here.
+`govern.envelope`, which depends on this module (never the other way).
 """
 
 from __future__ import annotations
@@ -15,21 +15,6 @@ import functools
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
-
-from govern.envelope import (  # noqa: F401 - re-exported: the envelope travels with the facts
-    GENESIS_HASH,
-    TIMESTAMP_FORMAT,
-    PendingEvent,
-    RecordedEvent,
-    canonical_json,
-    chain_hash,
-    envelope_hash,
-    finite_or_none,
-    format_timestamp,
-    new_event_id,
-    to_utc,
-    utc_now,
-)
 
 # ---------------------------------------------------------------- facts
 

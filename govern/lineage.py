@@ -26,8 +26,8 @@ from typing import Any
 
 from govern import tabular
 from govern.adapters.dvc import load_structured, tracked_source
+from govern.envelope import finite_or_none
 from govern.errors import ProjectError
-from govern.events import finite_or_none
 from govern.hashing import digest
 from govern.pipeline import Pipeline, StageRun
 

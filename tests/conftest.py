@@ -25,7 +25,8 @@ from click.testing import CliRunner, Result
 
 from govern.checkpoints import wal_path
 from govern.cli import cli
-from govern.events import DatasetSnapshotted, PendingEvent, utc_now
+from govern.envelope import PendingEvent, utc_now
+from govern.events import DatasetSnapshotted
 
 REPO = Path(__file__).resolve().parent.parent
 DEMO_FILES = (

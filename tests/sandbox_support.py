@@ -48,7 +48,8 @@ def served_version(
 ) -> Path:
     """Version `version` of `model`: the file models/<model>-<version>.bin, trained (as facts, no DVC) with
     `infer` as its inference command template. Returns the model file."""
-    from govern.events import ModelRegistered, PendingEvent, TrainingCompleted, utc_now
+    from govern.envelope import PendingEvent, utc_now
+    from govern.events import ModelRegistered, TrainingCompleted
     from govern.storage.duckdb_log import Ledger
 
     model_file = project / "models" / f"{model}-{version}.bin"

@@ -11,7 +11,8 @@ from conftest import commit_all, git, run_cli
 
 from govern import access
 from govern.api.access import Unauthenticated, authenticate, roles_at
-from govern.events import PendingEvent, TokenIssued, format_timestamp, utc_now
+from govern.envelope import PendingEvent, format_timestamp, utc_now
+from govern.events import TokenIssued
 from govern.storage.duckdb_log import Ledger
 
 

@@ -19,8 +19,9 @@ from conftest import as_server, commit_all, git, run_cli, trained_version, via_s
 from govern import access, attribution, config
 from govern.api import access as access_api
 from govern.api import approvals
+from govern.envelope import PendingEvent, format_timestamp, utc_now
 from govern.errors import ConfigError, Forbidden, FourEyesViolation, PolicyViolation, StateConflict
-from govern.events import EnrollmentCodeIssued, PendingEvent, format_timestamp, utc_now
+from govern.events import EnrollmentCodeIssued
 from govern.storage import open_store
 
 M = "churn"

@@ -11,7 +11,8 @@ from pathlib import Path
 import pytest
 from conftest import ACTOR, commit_all, git, ok, run_cli, trained_version
 
-from govern.events import PendingEvent, ReproductionVerified, utc_now
+from govern.envelope import PendingEvent, utc_now
+from govern.events import ReproductionVerified
 from govern.storage.duckdb_log import Ledger
 
 M = "churn"
@@ -218,7 +219,8 @@ def test_misdeclared_gates_are_a_configuration_error(project: Path, gates: str, 
 
 def test_an_approver_sees_every_trainer_of_the_model_file_with_their_identitys_strength(project: Path) -> None:
     from govern.api import approvals
-    from govern.events import PendingEvent, TrainingCompleted, utc_now
+    from govern.envelope import PendingEvent, utc_now
+    from govern.events import TrainingCompleted
 
     rerun = TrainingCompleted(
         git={"commit": "c" * 40, "branch": "main", "dirty_paths": []}, dvc_lock_sha256="0" * 64, targets=[],

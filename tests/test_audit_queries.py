@@ -111,7 +111,8 @@ def test_the_point_query_agrees_with_the_windows_view_at_every_instant(
     from datetime import UTC, datetime, timedelta
 
     from govern import queries
-    from govern.events import DeploymentEnded, DeploymentStarted, PendingEvent
+    from govern.envelope import PendingEvent
+    from govern.events import DeploymentEnded, DeploymentStarted
 
     ledger = Ledger(three_versions / "audit" / "ledger.duckdb")
     rng = random.Random(7)

@@ -59,7 +59,8 @@ TEARING_WRITER = textwrap.dedent(
     import os, signal, sys
     from pathlib import Path
     import govern.storage.duckdb_log as ledger_module
-    from govern.events import DatasetSnapshotted, PendingEvent, utc_now
+    from govern.envelope import PendingEvent, utc_now
+    from govern.events import DatasetSnapshotted
 
     real, calls = ledger_module.checkpoint_behind_backup, []
 

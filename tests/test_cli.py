@@ -14,7 +14,8 @@ import pytest
 from conftest import REPO, run_cli
 
 from govern.cli import cli
-from govern.events import DatasetSnapshotted, PendingEvent, utc_now
+from govern.envelope import PendingEvent, utc_now
+from govern.events import DatasetSnapshotted
 from govern.storage.duckdb_log import Ledger
 
 

@@ -16,8 +16,9 @@ from conftest import as_server, commit_all, git, run_cli, trained_version, via_s
 from govern import attribution
 from govern.api import access as access_api
 from govern.api import approvals, lifecycle
+from govern.envelope import PendingEvent, utc_now
 from govern.errors import Forbidden, FourEyesViolation, PolicyViolation
-from govern.events import PendingEvent, ReproductionVerified, utc_now
+from govern.events import ReproductionVerified
 from govern.storage import LedgerStore, open_store
 
 M = "churn"

@@ -8,13 +8,8 @@ from datetime import UTC, datetime, timedelta, timezone
 
 import pytest
 
-from govern.events import (
-    GENESIS_HASH,
-    DatasetSnapshotted,
-    canonical_json,
-    envelope_hash,
-    format_timestamp,
-)
+from govern.envelope import GENESIS_HASH, canonical_json, envelope_hash, format_timestamp
+from govern.events import DatasetSnapshotted
 
 ENVELOPE = dict(
     seq=1,

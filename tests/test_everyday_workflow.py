@@ -17,7 +17,8 @@ from pathlib import Path
 import pytest
 from conftest import commit_all, git, ok, run_cli
 
-from govern.events import PendingEvent, ReproductionVerified, utc_now
+from govern.envelope import PendingEvent, utc_now
+from govern.events import ReproductionVerified
 from govern.storage.duckdb_log import Ledger
 
 M = "breast-cancer-classifier"

@@ -19,7 +19,7 @@ from conftest import commit_all, copy_ledger, git, run_cli, snapshot_event
 
 from govern.api import integrity
 from govern.checkpoints import wal_path
-from govern.events import PendingEvent, envelope_hash
+from govern.envelope import PendingEvent, envelope_hash
 from govern.storage import open_store
 from govern.storage.duckdb_log import Ledger
 
@@ -271,7 +271,8 @@ WRITER = textwrap.dedent(
     """
     import sys
     from pathlib import Path
-    from govern.events import DatasetSnapshotted, PendingEvent, utc_now
+    from govern.envelope import PendingEvent, utc_now
+    from govern.events import DatasetSnapshotted
     from govern.storage import open_store
 
     ledger, writer, count = open_store(sys.argv[1], lock_timeout=300), sys.argv[2], int(sys.argv[3])
@@ -334,7 +335,8 @@ CRASHER = textwrap.dedent(
     """
     import os, sys, uuid
     from pathlib import Path
-    from govern.events import DatasetSnapshotted, PendingEvent, utc_now
+    from govern.envelope import PendingEvent, utc_now
+    from govern.events import DatasetSnapshotted
     from govern.storage import open_store
 
     ledger, acks = open_store(sys.argv[1], lock_timeout=60), open(sys.argv[2], "a")

@@ -15,8 +15,9 @@ from conftest import commit_all, git, tiny_pipeline
 
 from govern.api import locks
 from govern.api.context import open_project
+from govern.envelope import PendingEvent, utc_now
 from govern.errors import GovernError
-from govern.events import ModelRegistered, PendingEvent, TrainingCompleted, utc_now
+from govern.events import ModelRegistered, TrainingCompleted
 
 MD5, SHA = "a" * 32, "b" * 64
 LOCK = f"""schema: '2.0'

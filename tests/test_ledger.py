@@ -11,8 +11,8 @@ import duckdb
 import pytest
 from conftest import snapshot_event
 
+from govern.envelope import PendingEvent
 from govern.errors import EventConflict, LedgerError, LedgerLocked, LedgerMissing, LedgerSchemaTooNew
-from govern.events import PendingEvent
 from govern.readmodel.migrations import MIGRATIONS, schema_version
 from govern.storage.duckdb_log import Ledger
 
@@ -226,7 +226,7 @@ def test_a_writer_waits_for_a_lock_then_gives_up_clearly(filled: Ledger) -> None
 
 
 def test_a_bulk_append_is_chained_idempotent_and_all_or_nothing(ledger: Ledger) -> None:
-    from govern.storage.duckdb_log import BULK_ROWS
+    from govern.storage.duckdb_files import BULK_ROWS
 
     batch = [snapshot(i) for i in range(BULK_ROWS + 5)]
     recorded = ledger.append(batch)

@@ -21,9 +21,9 @@ import pytest
 from conftest import snapshot_event
 
 from govern import attestations, attribution, signing
-from govern.envelope import RecordedEvent, envelope_hash, utc_now
+from govern.envelope import PendingEvent, RecordedEvent, envelope_hash, utc_now
 from govern.errors import AttestationRefused, EventConflict, InvalidInput, LedgerError, LedgerSchemaTooNew, QueryError
-from govern.events import DeploymentStarted, Fact, PendingEvent
+from govern.events import DeploymentStarted, Fact
 from govern.storage import LedgerStore, copy, open_store
 from govern.storage.chain import COLUMNS
 from govern.storage.duckdb_log import Ledger

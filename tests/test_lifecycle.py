@@ -278,7 +278,8 @@ def test_a_deploy_or_retire_without_at_is_dated_under_the_lock_never_before_the_
     three_versions: Path,
 ) -> None:
     """Another writer (or a machine whose clock runs ahead) dated the slot's latest event after this one's now."""
-    from govern.events import DeploymentStarted, PendingEvent, utc_now
+    from govern.envelope import PendingEvent, utc_now
+    from govern.events import DeploymentStarted
 
     ok(three_versions, "promote", M, "1", "--to", "production", "--reason", "r", "--force")
     ledger = Ledger(three_versions / "audit" / "ledger.duckdb")

@@ -223,8 +223,8 @@ def test_audit_copy_refuses_the_same_database_under_another_url_and_prints_grant
 def test_audit_copy_moves_a_file_ledger_to_postgresql_and_every_read_command_answers_the_same(
     tmp_path: Path, pg_database: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from govern.envelope import format_timestamp
-    from govern.events import DeploymentStarted, PendingEvent, utc_now
+    from govern.envelope import PendingEvent, format_timestamp, utc_now
+    from govern.events import DeploymentStarted
 
     file = Ledger(tmp_path / "ledger.duckdb")
     file.append([snapshot_event(i) for i in range(1, 4)])

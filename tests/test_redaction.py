@@ -15,9 +15,9 @@ import pytest
 from conftest import git, run_cli, snapshot_event
 
 from govern import redaction
-from govern.envelope import GENESIS_HASH, envelope_hash
+from govern.envelope import GENESIS_HASH, PendingEvent, envelope_hash, utc_now
 from govern.errors import SecretInEvent
-from govern.events import PendingEvent, TrainingFailed, utc_now
+from govern.events import TrainingFailed
 from govern.redaction import REDACTED, has_password, redact, without_password
 from govern.storage.duckdb_log import Ledger
 from govern.storage.postgres_log import PostgresLedger

@@ -72,7 +72,7 @@ def timeless(text: str) -> str:
 
 
 def both(remote: dict, *args: str) -> tuple:
-    from govern.events import format_timestamp, utc_now
+    from govern.envelope import format_timestamp, utc_now
 
     now = format_timestamp(utc_now())
     args = tuple(arg.replace("{now}", now) for arg in args)

@@ -14,7 +14,8 @@ from typing import Any, ClassVar
 import pytest
 from conftest import ACTOR, apply_isolation, git, ok, run_cli
 
-from govern.events import Fact, PendingEvent, ReproductionVerified, format_timestamp, utc_now
+from govern.envelope import PendingEvent, format_timestamp, utc_now
+from govern.events import Fact, ReproductionVerified
 from govern.storage.duckdb_log import Ledger
 
 M = "breast-cancer-classifier"

@@ -12,7 +12,8 @@ from conftest import ACTOR
 
 from govern import queries
 from govern.api.report import LATEST_START_SQL, LATEST_WINDOWS_SQL, SLOT_SUMMARY_SQL, TIMELINE_SQL, TIMELINE_WINDOWS
-from govern.events import DeploymentEnded, DeploymentStarted, PendingEvent
+from govern.envelope import PendingEvent
+from govern.events import DeploymentEnded, DeploymentStarted
 from govern.storage.duckdb_log import Ledger
 
 M = "churn"

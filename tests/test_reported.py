@@ -21,7 +21,8 @@ from sandbox_support import governed_project
 from govern.api import reported
 from govern.api.context import open_project
 from govern.api.repro import REPORT_FORMAT, REPORTED_NOT_MIRRORED, reported_event
-from govern.events import DatasetSnapshotted, PendingEvent, RoleGranted, TokenIssued, TrainingCompleted, utc_now
+from govern.envelope import PendingEvent, utc_now
+from govern.events import DatasetSnapshotted, RoleGranted, TokenIssued, TrainingCompleted
 from govern.storage import open_store
 
 COMMIT = "0123456789abcdef0123456789abcdef01234567"

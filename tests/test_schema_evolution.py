@@ -9,7 +9,8 @@ from typing import Any, ClassVar
 import pytest
 
 from govern import events
-from govern.events import Fact, PendingEvent, utc_now
+from govern.envelope import PendingEvent, utc_now
+from govern.events import Fact
 from govern.storage.duckdb_log import Ledger
 
 

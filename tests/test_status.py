@@ -7,7 +7,8 @@ from pathlib import Path
 
 from conftest import ok, run_cli
 
-from govern.events import PendingEvent, ReproductionVerified, utc_now
+from govern.envelope import PendingEvent, utc_now
+from govern.events import ReproductionVerified
 from govern.storage.duckdb_log import Ledger
 
 M = "breast-cancer-classifier"
@@ -100,7 +101,8 @@ def test_status_of_a_lost_ledger_where_anchors_exist_is_an_error(tmp_path: Path)
 def test_status_lists_slots_in_natural_order_and_one_screen_of_them(tmp_path: Path) -> None:
     from conftest import git
 
-    from govern.events import DeploymentStarted, PendingEvent, utc_now
+    from govern.envelope import PendingEvent, utc_now
+    from govern.events import DeploymentStarted
     from govern.storage.duckdb_log import Ledger
 
     git(tmp_path, "init", "-q")

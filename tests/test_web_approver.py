@@ -61,7 +61,8 @@ def lineage_version(
     """A training of `churn` with datasets, pipeline code and parameters as `govern repro` records them, its
     registered version and its lock commit (`commit`, whose dvc.lock has the sha256 `lock`), appended as facts:
     no DVC run, no MLflow."""
-    from govern.events import ModelRegistered, PendingEvent, TrainingCompleted, TrainingLocked, utc_now
+    from govern.envelope import PendingEvent, utc_now
+    from govern.events import ModelRegistered, TrainingCompleted, TrainingLocked
     from govern.storage.duckdb_log import Ledger
 
     dataset = {

@@ -40,7 +40,8 @@ def iso(moment: datetime) -> str:
 
 def add_version(project: Path, version: str, at: datetime, f1: float) -> None:
     """A training of `churn` on a snapshotted dataset, and its registered version, recorded at `at`."""
-    from govern.events import DatasetSnapshotted, ModelRegistered, PendingEvent, TrainingCompleted
+    from govern.envelope import PendingEvent
+    from govern.events import DatasetSnapshotted, ModelRegistered, TrainingCompleted
     from govern.storage.duckdb_log import Ledger
 
     ledger = Ledger(project / "audit" / "ledger.duckdb")

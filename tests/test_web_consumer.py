@@ -72,7 +72,8 @@ def prepare(project: Path) -> None:
     """Version 4 of churn, a model that really scores (its weights, and its own inference command), serves
     `scoring` in dev; version 1 serves `billing`, an app the consumer may not use; and someone else scored a
     batch for `scoring` from a checkout (a record the consumer must not be shown as theirs)."""
-    from govern.events import ModelRegistered, PendingEvent, TrainingCompleted, utc_now
+    from govern.envelope import PendingEvent, utc_now
+    from govern.events import ModelRegistered, TrainingCompleted
     from govern.storage.duckdb_log import Ledger
 
     (project / "bin" / "score.py").write_text(SCORE)

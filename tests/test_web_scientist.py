@@ -49,8 +49,8 @@ def recorded_version(project: Path, version: str, *, c: float, f1: float, rows: 
     """Version `version` of churn, trained at the repository's HEAD with param `C`, metric `validation.f1`, a
     source dataset of `rows` rows extracted at `extracted` (a snapshot event), a code file, and a run mirrored to
     an MLflow tracking server over HTTP. Returns the commit."""
-    from govern.envelope import PendingEvent
-    from govern.events import DatasetSnapshotted, ModelRegistered, TrainingCompleted, utc_now
+    from govern.envelope import PendingEvent, utc_now
+    from govern.events import DatasetSnapshotted, ModelRegistered, TrainingCompleted
     from govern.storage.duckdb_log import Ledger
 
     commit = git(project, "rev-parse", "HEAD")

@@ -22,8 +22,8 @@ from typing import Any
 
 import yaml
 
+from govern.envelope import utc_now
 from govern.errors import ProjectError, StageFailed
-from govern.events import utc_now
 from govern.pipeline import ArtifactSpec, OutputSpec, Pipeline, StageRun, StageSpec
 
 OUTPUT_TAIL_BYTES = 4000

@@ -29,12 +29,11 @@ from typing import Any
 
 from govern import access, attribution, queries
 from govern.api.context import Project, open_project, text_argument
+from govern.envelope import PendingEvent, RecordedEvent, format_timestamp, to_utc, utc_now
 from govern.errors import Forbidden, GovernError, InvalidInput, NotFound, PolicyViolation, StateConflict
 from govern.events import (
     EnrollmentCodeIssued,
     IdentityLinked,
-    PendingEvent,
-    RecordedEvent,
     RoleGrantDeclined,
     RoleGranted,
     RoleGrantProposed,
@@ -42,9 +41,6 @@ from govern.events import (
     RoleRevoked,
     TokenIssued,
     TokenRevoked,
-    format_timestamp,
-    to_utc,
-    utc_now,
 )
 from govern.storage import LedgerStore
 from govern.storage.contract import Reader

@@ -31,16 +31,9 @@ from govern.api.lifecycle import (
     refuse_failed_gates,
 )
 from govern.attribution import Actor
+from govern.envelope import PendingEvent, RecordedEvent, utc_now
 from govern.errors import Forbidden, FourEyesViolation, InvalidInput, NotFound, PolicyViolation, StateConflict
-from govern.events import (
-    ModelPromoted,
-    PendingEvent,
-    PromotionApproved,
-    PromotionRejected,
-    PromotionRequested,
-    RecordedEvent,
-    utc_now,
-)
+from govern.events import ModelPromoted, PromotionApproved, PromotionRejected, PromotionRequested
 from govern.storage import LedgerStore
 from govern.storage.contract import Reader
 

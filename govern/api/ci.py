@@ -39,6 +39,7 @@ from govern.adapters import dvc as dvc_adapter
 from govern.adapters import git as git_adapter
 from govern.api import model_files
 from govern.api.context import guard_secrets
+from govern.envelope import PendingEvent, RecordedEvent, utc_now
 from govern.equivalence import DIVERGED, EQUIVALENT, EXACT, Judgement, Rule
 from govern.errors import (
     ConfigError,
@@ -49,7 +50,7 @@ from govern.errors import (
     StageFailed,
     UnverifiableVerdict,
 )
-from govern.events import PendingEvent, RecordedEvent, ReproductionDiverged, ReproductionVerified, utc_now
+from govern.events import ReproductionDiverged, ReproductionVerified
 from govern.pipeline import Pipeline
 from govern.storage import LedgerStore, open_store
 

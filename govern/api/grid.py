@@ -28,8 +28,9 @@ from govern.adapters import mlflow as mlflow_adapter
 from govern.api import repro as repro_api
 from govern.api.mirror import after_write
 from govern.api.repro import ProgressCallback
+from govern.envelope import PendingEvent, RecordedEvent, new_event_id, utc_now
 from govern.errors import InvalidInput, MirrorError
-from govern.events import ExperimentSelected, PendingEvent, RecordedEvent, new_event_id, utc_now
+from govern.events import ExperimentSelected
 from govern.pipeline import Pipeline
 
 DEFAULT_PARAMS_FILE = "params.yaml"

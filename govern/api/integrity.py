@@ -20,8 +20,9 @@ from govern import config as config_module
 from govern.adapters import git as git_adapter
 from govern.api.context import Project, open_project
 from govern.attestations import AttestationReport
+from govern.envelope import PendingEvent, RecordedEvent, utc_now
 from govern.errors import GovernError, LedgerCorrupt, LedgerError, LedgerMissing, NotAGitRepository
-from govern.events import LedgerAnchored, PendingEvent, RecordedEvent, utc_now
+from govern.events import LedgerAnchored
 from govern.storage import LedgerStore, open_store
 from govern.storage.contract import Reader, Verification
 

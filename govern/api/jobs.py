@@ -36,16 +36,9 @@ from typing import Any
 from govern import access, attribution, queries
 from govern.adapters import git as git_adapter
 from govern.api.context import Project, open_project
+from govern.envelope import PendingEvent, RecordedEvent, format_timestamp, utc_now
 from govern.errors import Forbidden, GovernError, InvalidInput, NotFound, StateConflict
-from govern.events import (
-    PendingEvent,
-    RecordedEvent,
-    TrainingJobFinished,
-    TrainingJobRequested,
-    TrainingJobStarted,
-    format_timestamp,
-    utc_now,
-)
+from govern.events import TrainingJobFinished, TrainingJobRequested, TrainingJobStarted
 from govern.redaction import redact, scrub
 from govern.storage import LedgerStore
 from govern.storage.contract import Reader

@@ -15,8 +15,9 @@ from pathlib import Path
 
 from govern import attribution, queries, signing
 from govern.api.context import Project, open_project
+from govern.envelope import PendingEvent, RecordedEvent, utc_now
 from govern.errors import StateConflict
-from govern.events import PendingEvent, RecordedEvent, SigningKeyRegistered, SigningKeyRetired, utc_now
+from govern.events import SigningKeyRegistered, SigningKeyRetired
 from govern.storage.contract import Reader
 
 KEYS_SQL = """

@@ -21,18 +21,9 @@ from govern.adapters import git as git_adapter
 from govern.api.context import Project, open_project, text_argument
 from govern.api.mirror import after_write
 from govern.config import check_environment
+from govern.envelope import PendingEvent, RecordedEvent, format_timestamp, to_utc, utc_now
 from govern.errors import FourEyesViolation, GovernError, InvalidInput, NotFound, PolicyViolation, StateConflict
-from govern.events import (
-    DeploymentEnded,
-    DeploymentStarted,
-    ModelDeprecated,
-    ModelPromoted,
-    PendingEvent,
-    RecordedEvent,
-    format_timestamp,
-    to_utc,
-    utc_now,
-)
+from govern.events import DeploymentEnded, DeploymentStarted, ModelDeprecated, ModelPromoted
 from govern.storage.contract import Reader
 from govern.timeparse import display, not_in_future
 

@@ -18,8 +18,9 @@ from typing import Any
 from govern import queries
 from govern.adapters import git as git_adapter
 from govern.api.context import Project
+from govern.envelope import PendingEvent, RecordedEvent, utc_now
 from govern.errors import GovernError
-from govern.events import PendingEvent, RecordedEvent, TrainingLocked, utc_now
+from govern.events import TrainingLocked
 from govern.storage import LedgerStore
 from govern.storage.contract import Reader
 

@@ -17,8 +17,9 @@ from dataclasses import dataclass, field
 
 from govern.adapters import mlflow as mlflow_adapter
 from govern.api.context import Project
+from govern.envelope import PendingEvent, RecordedEvent, utc_now
 from govern.errors import MirrorError
-from govern.events import PendingEvent, RecordedEvent, TrainingMirrored, utc_now
+from govern.events import TrainingMirrored
 from govern.redaction import redact
 
 PENDING_SQL = """

@@ -39,8 +39,9 @@ from govern.adapters import git as git_adapter
 from govern.api import model_files
 from govern.api.context import Project, open_project
 from govern.config import check_environment
+from govern.envelope import PendingEvent, RecordedEvent, utc_now
 from govern.errors import GovernError, InvalidInput, MirrorError, NotFound, PolicyViolation
-from govern.events import InferenceRecorded, PendingEvent, RecordedEvent, utc_now
+from govern.events import InferenceRecorded
 from govern.hashing import file_sha256
 
 if TYPE_CHECKING:

@@ -76,7 +76,7 @@ ROLE_NAME = re.compile(r"^[a-z_][a-z0-9_]{0,62}$")
 
 def init_team_ledger(url: str, writer: str | None = None, auditor: str | None = None) -> TeamLedger:
     """Create (or migrate) govern's schema in a PostgreSQL database; returns the GRANTs an operator runs."""
-    from govern.storage.postgres_log import AUDITOR_ROLE, WRITER_ROLE
+    from govern.storage.postgres_schema import AUDITOR_ROLE, WRITER_ROLE
 
     writer, auditor = writer or WRITER_ROLE, auditor or AUDITOR_ROLE
     for role, option in ((writer, "--writer-role"), (auditor, "--auditor-role")):
@@ -95,7 +95,8 @@ def init_team_ledger(url: str, writer: str | None = None, auditor: str | None = 
             "needs no --ledger: the first write creates it"
         )
     location = config.ledger_location(url, "--ledger")
-    from govern.storage.postgres_log import PG_MIGRATIONS, PostgresLedger
+    from govern.storage.postgres_log import PostgresLedger
+    from govern.storage.postgres_schema import PG_MIGRATIONS
 
     ledger = PostgresLedger(str(location))
     try:

@@ -29,8 +29,9 @@ from dataclasses import dataclass, field
 
 from govern import queries
 from govern.config import Config
+from govern.envelope import PendingEvent, RecordedEvent, utc_now
 from govern.errors import MirrorError, Note
-from govern.events import PendingEvent, RecordedEvent, RegistryMirrored, utc_now
+from govern.events import RegistryMirrored
 from govern.redaction import redact
 from govern.storage import LedgerStore
 from govern.storage.contract import Reader

@@ -30,16 +30,9 @@ from pathlib import Path, PurePosixPath
 from typing import Any
 
 from govern.api.context import Project
-from govern.envelope import TIMESTAMP_FORMAT, canonical_json, to_utc
+from govern.envelope import TIMESTAMP_FORMAT, PendingEvent, RecordedEvent, canonical_json, to_utc
 from govern.errors import InvalidInput
-from govern.events import (
-    DatasetSnapshotted,
-    Fact,
-    PendingEvent,
-    RecordedEvent,
-    TrainingCompleted,
-    TrainingFailed,
-)
+from govern.events import DatasetSnapshotted, Fact, TrainingCompleted, TrainingFailed
 from govern.redaction import redact
 
 if typing.TYPE_CHECKING:

@@ -26,19 +26,9 @@ from govern.adapters import mlflow as mlflow_adapter
 from govern.adapters.git import GitState
 from govern.api.context import Project, open_project
 from govern.api.mirror import after_write
+from govern.envelope import PendingEvent, RecordedEvent, format_timestamp, new_event_id, to_utc, utc_now
 from govern.errors import DirtyWorktree, MirrorError, ProjectError, StageFailed
-from govern.events import (
-    DatasetSnapshotted,
-    ModelRegistered,
-    PendingEvent,
-    RecordedEvent,
-    TrainingCompleted,
-    TrainingFailed,
-    format_timestamp,
-    new_event_id,
-    to_utc,
-    utc_now,
-)
+from govern.events import DatasetSnapshotted, ModelRegistered, TrainingCompleted, TrainingFailed
 from govern.hashing import digest
 from govern.pipeline import Pipeline, StageRun
 from govern.redaction import redact

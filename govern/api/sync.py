@@ -19,8 +19,9 @@ from pathlib import Path
 from govern import attribution, queries
 from govern import config as config_module
 from govern.adapters import git as git_adapter
+from govern.envelope import PendingEvent, RecordedEvent, to_utc
 from govern.errors import InvalidInput, NotFound
-from govern.events import ModelDeprecated, ModelPromoted, PendingEvent, RecordedEvent, to_utc
+from govern.events import ModelDeprecated, ModelPromoted
 from govern.storage import LedgerStore, open_store
 from govern.storage.contract import Reader
 

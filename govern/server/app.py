@@ -283,7 +283,7 @@ def create_app(root: Path, session_secret: str | None = None) -> Any:
         at: Annotated[str | None, Query(description="ISO 8601 with Z or an offset; default now")] = None,
     ) -> Any:
         limited = scoped(principal, "production", app_name)
-        from govern.events import utc_now
+        from govern.envelope import utc_now
 
         try:
             return jsonable(audit_api.production_answer(app_name, env, _instant(at, "at") or utc_now(), root))

@@ -53,6 +53,7 @@ from govern.readmodel.migrations import (
 from govern.storage.chain import COLUMNS, DIGEST_SQL, verify_chain_in
 from govern.storage.contract import Reader, StaleReadModel, Verification
 from govern.storage.duckdb_files import (
+    BULK_ROWS,
     CHECKPOINT_WAL_BYTES,
     CONNECT_CONFIG,
     CREATION_WAIT,
@@ -63,7 +64,9 @@ from govern.storage.duckdb_files import (
     close_connection,
     fetch_within,
     first_line,
+    insert_rows,
     one_statement,
+    registered,
     sandbox_config,
     sql_text,
     younger_than_headers,
@@ -666,47 +669,9 @@ def _remove_dead_partials(target: Path) -> None:
             pass  # alive, another user's
 
 
-# From this many rows on, an append travels to DuckDB as an Arrow table (columnar, one copy) instead of
-# as Python lists bound one value at a time: ten times faster for bulk imports, not worth importing
-# pyarrow for the handful of events a command appends.
-BULK_ROWS = 2_000
-
-
-def _insert(con: duckdb.DuckDBPyConnection, rows: Sequence[tuple]) -> None:
-    """Insert rows given as tuples in COLUMNS order."""
-    columns = [list(column) for column in zip(*rows, strict=True)]
-    if len(rows) < BULK_ROWS:
-        selects = ", ".join(f"unnest(${i + 1})" for i in range(len(COLUMNS)))
-        con.execute(f"INSERT INTO stored_events ({', '.join(COLUMNS)}) SELECT {selects}", columns)
-        return
-    import pyarrow
-
-    stamp = pyarrow.timestamp("us")
-    batch = pyarrow.Table.from_arrays(
-        [
-            pyarrow.array(values, type=stamp if name in ("occurred_at", "recorded_at") else None)
-            for name, values in zip(COLUMNS, columns, strict=True)
-        ],
-        names=list(COLUMNS),
-    )
-    with _registered(con, "govern_pending_batch", batch):
-        names = ", ".join(COLUMNS)
-        con.execute(f"INSERT INTO stored_events ({names}) SELECT {names} FROM govern_pending_batch")
-
-
-@contextmanager
-def _registered(con: duckdb.DuckDBPyConnection, name: str, table: Any) -> Iterator[None]:
-    """An Arrow table visible to SQL under `name` for the duration of the block."""
-    con.register(name, table)
-    try:
-        yield
-    finally:
-        con.unregister(name)
-
-
 def _store(con: duckdb.DuckDBPyConnection, rows: Sequence[tuple]) -> None:
     """Insert new rows (tuples in COLUMNS order), their upcasts if they are old, and the projection rows they feed."""
-    _insert(con, rows)
+    insert_rows(con, rows)
     if needs_upcast(rows):
         upcast_stored(con, rows[0][0])
     appended = {row[2] for row in rows}
@@ -788,7 +753,7 @@ def _existing(con: duckdb.DuckDBPyConnection, ids: list[str]) -> list[RecordedEv
     import pyarrow
 
     pending_ids = pyarrow.Table.from_arrays([pyarrow.array(ids, type=pyarrow.string())], names=["event_id"])
-    with _registered(con, "govern_pending_ids", pending_ids):
+    with registered(con, "govern_pending_ids", pending_ids):
         return Ledger._rows(
             con, "SELECT * FROM stored_events WHERE event_id IN (SELECT event_id FROM govern_pending_ids)", []
         )

@@ -92,7 +92,7 @@ def _serving(web: Web, app: str) -> list[dict[str, Any]]:
     """For each declared environment: the version serving `app` now (None where nothing does)."""
     from govern import config
     from govern.api.audit import production_answer
-    from govern.events import utc_now
+    from govern.envelope import utc_now
 
     now = utc_now()
     slots = []
