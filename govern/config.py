@@ -174,15 +174,7 @@ def load(root: Path, environ: Mapping[str, str] | None = None) -> Config:
     if not isinstance(mlflow, dict):
         raise ConfigError(f"{source}: `mlflow` must be a table, such as [tool.govern.mlflow]")
     _refuse_unknown(mlflow, MLFLOW_SETTINGS, "mlflow", source)
-    ledger = ledger_location(
-        env.get("GOVERN_LEDGER") or _str(settings, "ledger", DEFAULT_LEDGER, source),
-        "GOVERN_LEDGER" if env.get("GOVERN_LEDGER") else f"{source}: `ledger`",
-    )
-    if not env.get("GOVERN_LEDGER") and isinstance(ledger, str) and has_password(ledger):
-        raise ConfigError(
-            f"{source}: `ledger` carries a password, and this file is committed: remove it from the URL and give it "
-            "in PGPASSWORD or ~/.pgpass"
-        )
+    ledger = _ledger_setting(settings, env, source)
     registry = _table(settings, "registry", source)
     deploy = _table(settings, "deploy", source)
     selection = _table(settings, "selection", source)
@@ -192,60 +184,17 @@ def load(root: Path, environ: Mapping[str, str] | None = None) -> Config:
         (selection, {"metric", "direction"}, "selection"),
     ):
         _refuse_unknown(table, known, where, source)
-    stages = registry.get("stages", list(DEFAULT_STAGES))
-    if not isinstance(stages, list) or not stages or not all(isinstance(x, str) and x for x in stages):
-        raise ConfigError(f"{source}: `registry.stages` must be a non-empty list of stage names")
-    default_gates = {env: stage for env, stage in DEFAULT_ENV_STAGES.items() if stage in stages}
-    env_stages = deploy.get("require_stage", default_gates)
-    if not isinstance(env_stages, dict) or not all(isinstance(v, str) for v in env_stages.values()):
-        raise ConfigError(f"{source}: `deploy.require_stage` must map environment names to stage names")
-    environments = deploy.get("environments", list(dict.fromkeys([*DEFAULT_ENVIRONMENTS, *env_stages])))
-    if (
-        not isinstance(environments, list)
-        or not environments
-        or not all(isinstance(e, str) and e for e in environments)
-    ):
-        raise ConfigError(f"{source}: `deploy.environments` must be a non-empty list of environment names")
-    undeclared = sorted(set(env_stages) - set(environments))
-    if undeclared:
-        raise ConfigError(
-            f"{source}: `deploy.require_stage` names {', '.join(undeclared)}, which `deploy.environments` does not "
-            "declare: add it there, or remove it"
-        )
-    unknown_stages = sorted(set(env_stages.values()) - set(stages))
-    if unknown_stages:
-        raise ConfigError(
-            f"{source}: `deploy.require_stage` requires stage(s) {', '.join(unknown_stages)}, which "
-            f"`registry.stages` does not have ({', '.join(stages)})"
-        )
+    stages, env_stages, environments = _stages_and_environments(registry, deploy, source)
     jobs = _table(settings, "jobs", source)
     _refuse_unknown(
         jobs, {"python", "concurrency", "sandbox", "run_as", "network", "pass_env", "lock_branch"}, "jobs", source
     )
-    concurrency = jobs.get("concurrency", 1)
-    lock_branch = jobs.get("lock_branch", "govern/trainings/{job}")
-    if not isinstance(lock_branch, str) or (lock_branch and not branch_pattern_ok(lock_branch)):
-        raise ConfigError(
-            f'{source}: `jobs.lock_branch` is a branch name ({{job}} stands for the job\'s id), or "" for none'
-        )
-    if isinstance(concurrency, bool) or not isinstance(concurrency, int) or not 1 <= concurrency <= 64:
-        raise ConfigError(f"{source}: `jobs.concurrency` must be a whole number from 1 to 64")
+    concurrency, lock_branch = _jobs_scheduling(jobs, source)
     server = _table(settings, "server", source)
     mode = settings.get("mode")
     if mode is not None and mode not in ("solo", "team"):
         raise ConfigError(f"{source}: `mode` is solo or team, not {mode!r}")
-    trusted = server.get("trusted_keys", [])
-    if not isinstance(trusted, list) or not all(isinstance(k, str) and TRUSTED_KEY.match(k) for k in trusted):
-        raise ConfigError(
-            f"{source}: `server.trusted_keys` is a list of key fingerprints as `govern serve` prints them "
-            "(ed25519: and 32 hexadecimal characters)"
-        )
-    signing_key = server.get("signing_key")
-    if signing_key is not None and (not isinstance(signing_key, str) or not signing_key):
-        raise ConfigError(f"{source}: `server.signing_key` is the path of the server's key file")
-    server_url = server.get("url")
-    if server_url is not None and (not isinstance(server_url, str) or not re.match(r"^https?://", server_url)):
-        raise ConfigError(f"{source}: `server.url` is the server's root address, such as https://govern.example")
+    trusted, signing_key, server_url = _server_identity(server, source)
     sandbox, network = _jobs_isolation(jobs, source)
     access_table = _table(settings, "access", source)
     _refuse_unknown(access_table, ACCESS_SETTINGS, "access", source)
@@ -295,6 +244,84 @@ def load(root: Path, environ: Mapping[str, str] | None = None) -> Config:
             name: dict(value) for name, value in _table(settings, "models", source).items() if isinstance(value, dict)
         },
     )
+
+
+def _ledger_setting(settings: dict[str, Any], env: Mapping[str, str], source: str) -> Path | str:
+    """GOVERN_LEDGER, else `ledger`: a committed file may not carry the database's password."""
+    ledger = ledger_location(
+        env.get("GOVERN_LEDGER") or _str(settings, "ledger", DEFAULT_LEDGER, source),
+        "GOVERN_LEDGER" if env.get("GOVERN_LEDGER") else f"{source}: `ledger`",
+    )
+    if not env.get("GOVERN_LEDGER") and isinstance(ledger, str) and has_password(ledger):
+        raise ConfigError(
+            f"{source}: `ledger` carries a password, and this file is committed: remove it from the URL and give it "
+            "in PGPASSWORD or ~/.pgpass"
+        )
+    return ledger
+
+
+def _stages_and_environments(
+    registry: dict[str, Any], deploy: dict[str, Any], source: str
+) -> tuple[list[str], dict[str, str], list[str]]:
+    """The registry's stages, the stage each environment requires, and the environments: checked together,
+    since each names the others."""
+    stages = registry.get("stages", list(DEFAULT_STAGES))
+    if not isinstance(stages, list) or not stages or not all(isinstance(x, str) and x for x in stages):
+        raise ConfigError(f"{source}: `registry.stages` must be a non-empty list of stage names")
+    default_gates = {env: stage for env, stage in DEFAULT_ENV_STAGES.items() if stage in stages}
+    env_stages = deploy.get("require_stage", default_gates)
+    if not isinstance(env_stages, dict) or not all(isinstance(v, str) for v in env_stages.values()):
+        raise ConfigError(f"{source}: `deploy.require_stage` must map environment names to stage names")
+    environments = deploy.get("environments", list(dict.fromkeys([*DEFAULT_ENVIRONMENTS, *env_stages])))
+    if (
+        not isinstance(environments, list)
+        or not environments
+        or not all(isinstance(e, str) and e for e in environments)
+    ):
+        raise ConfigError(f"{source}: `deploy.environments` must be a non-empty list of environment names")
+    undeclared = sorted(set(env_stages) - set(environments))
+    if undeclared:
+        raise ConfigError(
+            f"{source}: `deploy.require_stage` names {', '.join(undeclared)}, which `deploy.environments` does not "
+            "declare: add it there, or remove it"
+        )
+    unknown_stages = sorted(set(env_stages.values()) - set(stages))
+    if unknown_stages:
+        raise ConfigError(
+            f"{source}: `deploy.require_stage` requires stage(s) {', '.join(unknown_stages)}, which "
+            f"`registry.stages` does not have ({', '.join(stages)})"
+        )
+    return stages, env_stages, environments
+
+
+def _jobs_scheduling(jobs: dict[str, Any], source: str) -> tuple[int, str]:
+    """How many training jobs run at once, and the branch each job's lock commit goes to."""
+    concurrency = jobs.get("concurrency", 1)
+    lock_branch = jobs.get("lock_branch", "govern/trainings/{job}")
+    if not isinstance(lock_branch, str) or (lock_branch and not branch_pattern_ok(lock_branch)):
+        raise ConfigError(
+            f'{source}: `jobs.lock_branch` is a branch name ({{job}} stands for the job\'s id), or "" for none'
+        )
+    if isinstance(concurrency, bool) or not isinstance(concurrency, int) or not 1 <= concurrency <= 64:
+        raise ConfigError(f"{source}: `jobs.concurrency` must be a whole number from 1 to 64")
+    return concurrency, lock_branch
+
+
+def _server_identity(server: dict[str, Any], source: str) -> tuple[list[str], str | None, str | None]:
+    """The keys whose signatures count, the server's own key file, and its address."""
+    trusted = server.get("trusted_keys", [])
+    if not isinstance(trusted, list) or not all(isinstance(k, str) and TRUSTED_KEY.match(k) for k in trusted):
+        raise ConfigError(
+            f"{source}: `server.trusted_keys` is a list of key fingerprints as `govern serve` prints them "
+            "(ed25519: and 32 hexadecimal characters)"
+        )
+    signing_key = server.get("signing_key")
+    if signing_key is not None and (not isinstance(signing_key, str) or not signing_key):
+        raise ConfigError(f"{source}: `server.signing_key` is the path of the server's key file")
+    server_url = server.get("url")
+    if server_url is not None and (not isinstance(server_url, str) or not re.match(r"^https?://", server_url)):
+        raise ConfigError(f"{source}: `server.url` is the server's root address, such as https://govern.example")
+    return trusted, signing_key, server_url
 
 
 SEGMENT = re.compile(r"[A-Za-z0-9_{}-][A-Za-z0-9._{}-]*")

@@ -137,30 +137,10 @@ def grid_search(
                 on_combination(index, len(combinations), combination)
             _apply(root, axes, combination)
             grid = {"id": grid_id, "index": index, "size": len(combinations), "params": combination}
-            pipeline, stage_runs = repro_api.reproduce(run, on_progress, check=False, grid=grid)
-            locks, lock_sha256 = repro_api.lock_state(run, pipeline)
-            built = repro_api.build_training(
-                run, pipeline, stage_runs, locks, lock_sha256, grid=grid, parent_run_id=parent_run_id, register=False
-            )
-            if metric not in built.metrics:
-                raise InvalidInput(
-                    f"Metric {metric!r} is not among the pipeline's metrics ({', '.join(built.metrics) or 'none'}): "
-                    "pass --metric with one of them"
-                )
-            if built.mirror_error:
-                warnings.append(built.mirror_error)
-            recorded = run.project.ledger.append([*built.snapshots, built.training])
-            training = next(e for e in recorded if e.event_id == built.training.event_id)
+            training, candidate, models = _train_one(run, grid, metric, parent_run_id, on_progress, warnings)
             trainings.append(training)
-            candidates.append(
-                {
-                    "event_id": training.event_id,
-                    "params": combination,
-                    "value": built.metrics[metric],
-                    "mlflow_run_id": built.run_id,
-                }
-            )
-            model_copies[training.event_id] = _keep_models(root, built.models, scratch / str(index))
+            candidates.append(candidate)
+            model_copies[training.event_id] = _keep_models(root, models, scratch / str(index))
     finally:
         warnings.extend(_restore(root, saved))
 
@@ -199,6 +179,39 @@ def grid_search(
         _apply(root, axes, winner["params"])
     warnings.extend(after_write(run.project))
     return GridOutcome(grid_id, trainings, recorded[0], recorded[1:], winner, apply_best, warnings)
+
+
+def _train_one(
+    run: repro_api.Run,
+    grid: dict[str, Any],
+    metric: str,
+    parent_run_id: str | None,
+    on_progress: ProgressCallback | None,
+    warnings: list[str],
+) -> tuple[RecordedEvent, dict[str, Any], Any]:
+    """One combination, trained and recorded (not registered): its training event, its candidate entry for the
+    selection, and its model files."""
+    pipeline, stage_runs = repro_api.reproduce(run, on_progress, check=False, grid=grid)
+    locks, lock_sha256 = repro_api.lock_state(run, pipeline)
+    built = repro_api.build_training(
+        run, pipeline, stage_runs, locks, lock_sha256, grid=grid, parent_run_id=parent_run_id, register=False
+    )
+    if metric not in built.metrics:
+        raise InvalidInput(
+            f"Metric {metric!r} is not among the pipeline's metrics ({', '.join(built.metrics) or 'none'}): "
+            "pass --metric with one of them"
+        )
+    if built.mirror_error:
+        warnings.append(built.mirror_error)
+    recorded = run.project.ledger.append([*built.snapshots, built.training])
+    training = next(e for e in recorded if e.event_id == built.training.event_id)
+    candidate = {
+        "event_id": training.event_id,
+        "params": grid["params"],
+        "value": built.metrics[metric],
+        "mlflow_run_id": built.run_id,
+    }
+    return training, candidate, built.models
 
 
 def _check_metric_exists(root: Path, pipeline: Pipeline, metric: str) -> None:

@@ -190,11 +190,8 @@ PROJECTIONS = {
 COMPACT_ROWS = 100_000
 
 
-@migration
-def m003_lifecycle_views(con: duckdb.DuckDBPyConnection) -> None:
-    """Promotions, stages, deployments, production windows, inferences, grid selections."""
-    con.execute(
-        """
+# The views m003 creates, in order (later ones read earlier ones).
+PROMOTIONS_VIEW = """
         CREATE VIEW promotions AS
         SELECT
             seq,
@@ -212,9 +209,8 @@ def m003_lifecycle_views(con: duckdb.DuckDBPyConnection) -> None:
         FROM events
         WHERE type = 'model.promoted'
         """
-    )
-    con.execute(
-        """
+
+DEPRECATIONS_VIEW = """
         CREATE VIEW deprecations AS
         SELECT
             seq,
@@ -227,9 +223,8 @@ def m003_lifecycle_views(con: duckdb.DuckDBPyConnection) -> None:
         FROM events
         WHERE type = 'model.deprecated'
         """
-    )
-    con.execute(
-        """
+
+STAGE_ASSIGNMENTS_VIEW = """
         CREATE VIEW stage_assignments AS
         -- Who holds each stage now: the latest promotion to it of a version that is not deprecated.
         -- The same rule as MLflow aliases (one version per alias) and GTO's `gto show`.
@@ -243,10 +238,8 @@ def m003_lifecycle_views(con: duckdb.DuckDBPyConnection) -> None:
         WHERE NOT EXISTS (SELECT 1 FROM deprecations AS d WHERE d.model = p.model AND d.version = p.version)
         GROUP BY p.model, p.to_stage
         """
-    )
-    con.execute(f"CREATE VIEW deployment_events AS {DEPLOYMENT_PROJECTION}")
-    con.execute(
-        """
+
+PRODUCTION_WINDOWS_VIEW = """
         CREATE VIEW production_windows AS
         WITH ordered AS (
             SELECT
@@ -276,9 +269,8 @@ def m003_lifecycle_views(con: duckdb.DuckDBPyConnection) -> None:
         FROM ordered
         WHERE type = 'deployment.started'
         """
-    )
-    con.execute(
-        """
+
+INFERENCES_VIEW = """
         CREATE VIEW inferences AS
         SELECT
             seq,
@@ -295,9 +287,8 @@ def m003_lifecycle_views(con: duckdb.DuckDBPyConnection) -> None:
         FROM events
         WHERE type = 'inference.recorded'
         """
-    )
-    con.execute(
-        """
+
+EXPERIMENTS_VIEW = """
         CREATE VIEW experiments AS
         SELECT
             seq,
@@ -313,7 +304,21 @@ def m003_lifecycle_views(con: duckdb.DuckDBPyConnection) -> None:
         FROM events
         WHERE type = 'experiment.selected'
         """
-    )
+
+
+@migration
+def m003_lifecycle_views(con: duckdb.DuckDBPyConnection) -> None:
+    """Promotions, stages, deployments, production windows, inferences, grid selections."""
+    for view in (
+        PROMOTIONS_VIEW,
+        DEPRECATIONS_VIEW,
+        STAGE_ASSIGNMENTS_VIEW,
+        f"CREATE VIEW deployment_events AS {DEPLOYMENT_PROJECTION}",
+        PRODUCTION_WINDOWS_VIEW,
+        INFERENCES_VIEW,
+        EXPERIMENTS_VIEW,
+    ):
+        con.execute(view)
 
 
 @migration
