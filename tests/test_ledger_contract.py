@@ -1,7 +1,7 @@
 """The storage contract, written once and run against both backends (as eventsourcing tests its recorders).
 
-`LedgerContract` holds the behaviour every ledger must have; `TestDuckDBFile` and `TestPostgreSQL` only say how
-to make an empty ledger and how to alter a stored row behind govern's back.
+`LedgerContract` holds the behaviour every ledger must have; `TestDuckDBFile`, `TestPostgreSQL` and `TestInMemory`
+only say how to make an empty ledger and how to alter a stored row behind govern's back.
 """
 
 from __future__ import annotations
@@ -27,6 +27,7 @@ from govern.events import DeploymentStarted, Fact
 from govern.storage import LedgerStore, copy, open_store
 from govern.storage.chain import COLUMNS
 from govern.storage.duckdb_log import Ledger
+from govern.storage.memory_log import MemoryLedger
 from govern.storage.postgres_log import PostgresLedger
 
 
@@ -443,6 +444,30 @@ class TestPostgreSQL(LedgerContract):
         with psycopg.connect(self.url, autocommit=True) as con:
             con.execute("SET session_replication_role = replica")
             con.execute(statement)
+
+    def add_migration_row(self, ledger: LedgerStore, version: int, name: str) -> None:
+        self.tamper(ledger, f"INSERT INTO govern_migrations VALUES ({version}, '{name}', now())")
+
+
+class TestInMemory(LedgerContract):
+    """The store use-case tests may inject: the file's behaviour without the file."""
+
+    def make(self, tmp_path: Path) -> LedgerStore:
+        return MemoryLedger(lock_timeout=20)
+
+    def reopen(self, ledger: LedgerStore, tmp_path: Path) -> LedgerStore:
+        assert isinstance(ledger, MemoryLedger)
+        return ledger.sharing()
+
+    def insert_raw(self, ledger: LedgerStore, row: RecordedEvent) -> None:
+        assert isinstance(ledger, MemoryLedger)
+        values = [getattr(row, "payload_json" if name == "payload" else name) for name in COLUMNS]
+        marks = ", ".join("?" * len(COLUMNS))
+        ledger.raw().execute(f"INSERT INTO stored_events ({', '.join(COLUMNS)}) VALUES ({marks})", values)
+
+    def tamper(self, ledger: LedgerStore, statement: str) -> None:
+        assert isinstance(ledger, MemoryLedger)
+        ledger.raw().execute(statement.replace(" events", " stored_events"))
 
     def add_migration_row(self, ledger: LedgerStore, version: int, name: str) -> None:
         self.tamper(ledger, f"INSERT INTO govern_migrations VALUES ({version}, '{name}', now())")
