@@ -95,15 +95,10 @@ def init_team_ledger(url: str, writer: str | None = None, auditor: str | None = 
             "needs no --ledger: the first write creates it"
         )
     location = config.ledger_location(url, "--ledger")
-    from govern.storage.postgres_log import PostgresLedger
-    from govern.storage.postgres_schema import PG_MIGRATIONS
+    from govern.storage import create_postgres
 
-    ledger = PostgresLedger(str(location))
-    try:
-        grants = ledger.create(writer, auditor)
-    finally:
-        ledger.close()
-    return TeamLedger(ledger.location, len(PG_MIGRATIONS), grants, as_role(str(location), writer))
+    shown, version, grants = create_postgres(str(location), writer, auditor)
+    return TeamLedger(shown, version, grants, as_role(str(location), writer))
 
 
 def as_role(url: str, role: str) -> str:

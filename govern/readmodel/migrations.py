@@ -11,8 +11,6 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
-import duckdb
-
 from govern.envelope import (
     to_utc,
     utc_now,
@@ -22,6 +20,7 @@ from govern.errors import (
 )
 
 if TYPE_CHECKING:
+    from duckdb import DuckDBPyConnection
     pass
 
 
@@ -29,7 +28,7 @@ if TYPE_CHECKING:
 # An ordered list of small functions; the applied ones are recorded in
 # `govern_migrations` and the rest run, in order, when the ledger is opened.
 
-Migration = Callable[[duckdb.DuckDBPyConnection], None]
+Migration = Callable[["DuckDBPyConnection"], None]
 MIGRATIONS: list[Migration] = []
 
 
@@ -39,7 +38,7 @@ def migration(fn: Migration) -> Migration:
 
 
 @migration
-def m001_create_events(con: duckdb.DuckDBPyConnection) -> None:
+def m001_create_events(con: DuckDBPyConnection) -> None:
     con.execute(
         """
         CREATE TABLE events (
@@ -61,7 +60,7 @@ def m001_create_events(con: duckdb.DuckDBPyConnection) -> None:
 
 
 @migration
-def m002_read_views(con: duckdb.DuckDBPyConnection) -> None:
+def m002_read_views(con: DuckDBPyConnection) -> None:
     """Projections for the audit side: state derived from events, never stored."""
     con.execute(
         """
@@ -307,7 +306,7 @@ EXPERIMENTS_VIEW = """
 
 
 @migration
-def m003_lifecycle_views(con: duckdb.DuckDBPyConnection) -> None:
+def m003_lifecycle_views(con: DuckDBPyConnection) -> None:
     """Promotions, stages, deployments, production windows, inferences, grid selections."""
     for view in (
         PROMOTIONS_VIEW,
@@ -322,7 +321,7 @@ def m003_lifecycle_views(con: duckdb.DuckDBPyConnection) -> None:
 
 
 @migration
-def m004_deployment_index(con: duckdb.DuckDBPyConnection) -> None:
+def m004_deployment_index(con: DuckDBPyConnection) -> None:
     """The deployment events as plain columns: production questions become an index lookup."""
     con.execute(f"CREATE TABLE deployment_index AS {DEPLOYMENT_PROJECTION} ORDER BY seq")
     con.execute("CREATE INDEX deployment_index_slot ON deployment_index (app, env)")
@@ -330,13 +329,13 @@ def m004_deployment_index(con: duckdb.DuckDBPyConnection) -> None:
 
 
 @migration
-def m005_registrations(con: duckdb.DuckDBPyConnection) -> None:
+def m005_registrations(con: DuckDBPyConnection) -> None:
     """Model versions with their training's seq and commit: point queries join a small table, not the ledger."""
     con.execute(f"CREATE TABLE registrations AS {REGISTRATION_PROJECTION} ORDER BY r.seq")
 
 
 @migration
-def m006_slot_sorted_deployments(con: duckdb.DuckDBPyConnection) -> None:
+def m006_slot_sorted_deployments(con: DuckDBPyConnection) -> None:
     """deployment_index sorted by app/env key (its ART index was never chosen by DuckDB's planner: dropped)."""
     con.execute("DROP INDEX IF EXISTS deployment_index_slot")
     con.execute("DROP TABLE deployment_index")
@@ -366,7 +365,7 @@ LEFT JOIN upcasts AS u ON u.seq = s.seq
 
 
 @migration
-def m007_current_schema_events(con: duckdb.DuckDBPyConnection) -> None:
+def m007_current_schema_events(con: DuckDBPyConnection) -> None:
     """Every read path sees current-schema payloads: views, projections, reports, the shipped queries, auditors'
     SQL all say `events`, which becomes a view over the stored bytes (`stored_events`) and their upcasts."""
     con.execute("ALTER TABLE events RENAME TO stored_events")
@@ -381,7 +380,7 @@ def m007_current_schema_events(con: duckdb.DuckDBPyConnection) -> None:
 
 
 @migration
-def m008_access(con: duckdb.DuckDBPyConnection) -> None:
+def m008_access(con: DuckDBPyConnection) -> None:
     """Principals' roles as windows, and tokens: "who could approve at T" is a point query, like production."""
     con.execute(
         """
@@ -447,7 +446,7 @@ WHERE r.type = 'model.promotion_requested'
 
 
 @migration
-def m009_promotion_requests(con: duckdb.DuckDBPyConnection) -> None:
+def m009_promotion_requests(con: DuckDBPyConnection) -> None:
     """Promotion requests with their decision (pending until one is recorded), and the git identities linked to
     principals: the approval queue and the four-eyes rule are queries."""
     con.execute(PROMOTION_REQUESTS_VIEW.format(extra=""))
@@ -462,7 +461,7 @@ def m009_promotion_requests(con: duckdb.DuckDBPyConnection) -> None:
 
 
 @migration
-def m010_training_jobs(con: duckdb.DuckDBPyConnection) -> None:
+def m010_training_jobs(con: DuckDBPyConnection) -> None:
     """Training jobs the controller runs: requested, started (per attempt) and finished, as one row each."""
     con.execute(
         """
@@ -497,7 +496,7 @@ def m010_training_jobs(con: duckdb.DuckDBPyConnection) -> None:
 
 
 @migration
-def m011_attestations(con: duckdb.DuckDBPyConnection) -> None:
+def m011_attestations(con: DuckDBPyConnection) -> None:
     """How each actor was established (`authn`, hashed) and the server's signature over the event's hash: who
     acted is evidence only when an auditor can tell an authenticated principal from a self-asserted name."""
     con.execute("ALTER TABLE stored_events ADD COLUMN authn VARCHAR")
@@ -510,7 +509,7 @@ def m011_attestations(con: duckdb.DuckDBPyConnection) -> None:
 
 
 @migration
-def m012_forced_promotion_requests(con: duckdb.DuckDBPyConnection) -> None:
+def m012_forced_promotion_requests(con: DuckDBPyConnection) -> None:
     """A request may ask for a forced promotion (an admin's, in team mode): the queue and the approval see it."""
     con.execute(
         PROMOTION_REQUESTS_VIEW.replace("CREATE VIEW", "CREATE OR REPLACE VIEW").format(
@@ -553,7 +552,7 @@ TOKEN_PATTERN_SQL = "'^([a-z0-9][a-z0-9._-]{0,62}) [(]token ([0-9a-f]{12})[)]$'"
 
 
 @migration
-def m013_admin_duties(con: duckdb.DuckDBPyConnection) -> None:
+def m013_admin_duties(con: DuckDBPyConnection) -> None:
     """Separation of duties for admins: a privileged grant with its proposal (who proposed, who confirmed, on what
     basis), the proposals and their outcome, enrollment codes and whether they were used, and the person who
     handed each token to its principal (`token_issuers`: the admin who issued the code it was exchanged for,
@@ -665,7 +664,7 @@ def needs_upcast(rows: Sequence[tuple]) -> bool:
     return any((row[2], row[3]) in UPCASTERS for row in rows)
 
 
-def upcast_stored(con: duckdb.DuckDBPyConnection, since_seq: int) -> None:
+def upcast_stored(con: DuckDBPyConnection, since_seq: int) -> None:
     """Fill `upcasts` for the stored events from `since_seq` on whose payload is older than their type's schema."""
     from govern.envelope import canonical_json
     from govern.events import FACT_TYPES, UPCASTERS, upcast

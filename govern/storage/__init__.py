@@ -14,8 +14,9 @@ from __future__ import annotations
 from pathlib import Path
 
 from govern.storage.contract import LedgerStore, Reader, Verification
+from govern.storage.copying import COPY_BATCH, copy
 
-__all__ = ["COPY_BATCH", "LedgerStore", "Reader", "Verification", "copy", "open_store"]
+__all__ = ["COPY_BATCH", "LedgerStore", "Reader", "Verification", "copy", "create_postgres", "open_store"]
 
 
 def open_store(location: Path | str, lock_timeout: float = 30.0) -> LedgerStore:
@@ -33,36 +34,15 @@ def open_store(location: Path | str, lock_timeout: float = 30.0) -> LedgerStore:
     return Ledger(Path(location), lock_timeout=lock_timeout)
 
 
-def copy(source: LedgerStore, target: LedgerStore) -> Verification:
-    """Every event of `source` into `target`, in batches each verified as it lands; then verify the whole copy.
+def create_postgres(url: str, writer: str, auditor: str) -> tuple[str, int, list[str]]:
+    """Create (or migrate) govern's schema in a PostgreSQL database: its location (no password), the schema's
+    version, and the GRANTs an operator runs once for the writer and auditor roles."""
+    from govern.storage.postgres_log import PostgresLedger
+    from govern.storage.postgres_schema import PG_MIGRATIONS
 
-    `target` is new, empty, or an interrupted copy of `source` (its head is one of source's events): the copy
-    resumes there. A target holding anything else is refused.
-    """
-    from govern.errors import LedgerError
-
-    head = source.head()
-    done = 0
-    held = target.head() if target.exists() else None
-    if held is not None:
-        if head is None or held[0] > head[0]:
-            raise LedgerError(
-                f"{target.location} holds more events than this ledger ({held[0]} against {head[0] if head else 0}): "
-                "copy into a new, empty ledger"
-            )
-        mine = source.read(seqs=[held[0]])
-        if not mine or mine[0].hash != held[1]:
-            raise LedgerError(
-                f"{target.location} already holds other events (its seq {held[0]} is not this ledger's): copy into "
-                "a new, empty ledger"
-            )
-        done = held[0]
-    while head is not None and done < head[0]:
-        batch = source.read(seqs=range(done + 1, min(done + COPY_BATCH, head[0]) + 1))
-        if not batch:
-            break
-        done = target.ingest(batch)
-    return target.verify()
-
-
-COPY_BATCH = 50_000  # events per verified batch, as a PostgreSQL read model pulls them
+    ledger = PostgresLedger(url)
+    try:
+        grants = ledger.create(writer, auditor)
+    finally:
+        ledger.close()
+    return ledger.location, len(PG_MIGRATIONS), grants

@@ -15,6 +15,7 @@ from govern.envelope import (
     PendingEvent,
     RecordedEvent,
 )
+from govern.readmodel.reader import Reader
 
 if TYPE_CHECKING:
     from contextlib import AbstractContextManager
@@ -24,12 +25,6 @@ if TYPE_CHECKING:
 
 class StaleReadModel(Exception):  # noqa: N818 - a signal between backends, never shown to a user
     """A read model is not at the head its source has: pull, then read again."""
-
-
-class Reader(Protocol):
-    """Anything that answers read queries: the ledger itself, or a transaction in progress."""
-
-    def query(self, sql: str, params: Sequence[Any] | dict[str, Any] = ()) -> tuple[list[str], list[tuple]]: ...
 
 
 @dataclass(frozen=True)

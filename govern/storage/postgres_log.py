@@ -609,7 +609,7 @@ class PostgresLedger:
 
     def backup(self, target: Path) -> Verification:
         """A self-contained DuckDB copy of the ledger as it is now, verified (pg_dump stays the operator's tool)."""
-        from govern.storage import copy
+        from govern.storage.copying import copy
 
         return copy(self, Ledger(target))
 
