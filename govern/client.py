@@ -195,7 +195,8 @@ def gather(model: str, version: str, verify_chain: bool = False) -> dict[str, An
 
 
 def verify(repository: Path | None = None) -> Any:
-    from govern.api.integrity import Anchor, IntegrityReport
+    from govern.api.anchors import Anchor
+    from govern.api.integrity import IntegrityReport
     from govern.attestations import AttestationReport
     from govern.storage.contract import Verification
 

@@ -285,7 +285,7 @@ def _where_to_record(source: Path, ledger: LedgerStore) -> str | None:
     never starts a ledger: on a runner with no ledger (a fresh clone, anchors or not) a chain of its own would be
     one nobody reads, and beside anchors a second, unanchored history. A ledger that exists must be the anchored
     one (`refuse_writes_off_the_anchors`), or nothing is run at all."""
-    from govern.api.integrity import refuse_writes_off_the_anchors
+    from govern.api.anchors import refuse_writes_off_the_anchors
 
     if not ledger.exists():
         return (

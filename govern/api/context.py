@@ -10,6 +10,7 @@ from pathlib import Path
 from govern import attribution, environment, redaction
 from govern import config as config_module
 from govern.adapters import git as git_adapter
+from govern.api.anchors import refuse_writes_off_the_anchors
 from govern.config import Config
 from govern.errors import InvalidInput
 from govern.storage import LedgerStore, open_store
@@ -31,8 +32,6 @@ def open_project(start: Path | None = None, actor: attribution.Actor | str | Non
     root = config_module.find_root(start)
     cfg = config_module.load(root)
     ledger = open_store(cfg.ledger, lock_timeout=cfg.lock_timeout)
-    from govern.api.integrity import refuse_writes_off_the_anchors
-
     refuse_writes_off_the_anchors(root, ledger)
     guard_secrets(root, cfg)
     if actor is None:

@@ -18,22 +18,14 @@ from typing import Any
 from govern import attestations
 from govern import config as config_module
 from govern.adapters import git as git_adapter
+from govern.api.anchors import TAG_PREFIX, Anchor, anchors
 from govern.api.context import Project, open_project
 from govern.attestations import AttestationReport
 from govern.envelope import PendingEvent, RecordedEvent, utc_now
-from govern.errors import GovernError, LedgerCorrupt, LedgerError, LedgerMissing, NotAGitRepository
+from govern.errors import GovernError, LedgerError, NotAGitRepository
 from govern.events import LedgerAnchored
-from govern.storage import LedgerStore, open_store
+from govern.storage import open_store
 from govern.storage.contract import Reader, Verification
-
-TAG_PREFIX = "govern-anchor/"
-
-
-@dataclass(frozen=True)
-class Anchor:
-    tag: str
-    seq: int
-    hash: str
 
 
 @dataclass(frozen=True)
@@ -88,16 +80,7 @@ def anchor(start: Path | None = None, project: Project | None = None) -> Recorde
     return event
 
 
-def anchors(root: Path) -> list[Anchor]:
-    """Every anchor tag in the repository, oldest first; malformed ones are reported as such."""
-    found = []
-    for tag in git_adapter.tags(root, f"{TAG_PREFIX}*"):
-        try:
-            data = json.loads(tag.message)
-            found.append(Anchor(tag.name, int(data["seq"]), str(data["hash"])))
-        except (ValueError, KeyError, TypeError):
-            found.append(Anchor(tag.name, -1, ""))
-    return sorted(found, key=lambda a: a.seq)
+
 
 
 def verify(start: Path | None = None, repository: Path | None = None) -> IntegrityReport:
@@ -125,31 +108,6 @@ def verify(start: Path | None = None, repository: Path | None = None) -> Integri
     except LedgerError as error:  # a PostgreSQL ledger whose events no longer pull into the read model
         problems = [f"anchors not checked: {error}"]
     return IntegrityReport(chain, found, problems, root, attested)
-
-
-def refuse_writes_off_the_anchors(root: Path, ledger: LedgerStore) -> None:
-    """Writes go only to the ledger the repository's anchors were made from: a missing ledger is lost, not new,
-    and one that ends before the newest anchor, or holds another event there, is an older copy, truncated or
-    another chain. Appending to it would fork the anchored history."""
-    found = [a for a in anchors(root) if a.seq > 0]
-    if not found:
-        return
-    latest = found[-1]
-    if not ledger.exists():
-        raise LedgerMissing(
-            f"The ledger {ledger.location} is missing, but this repository holds anchors up to seq {latest.seq} "
-            f"({latest.tag}): restore the ledger from its backup (`govern audit backup` makes one) or point "
-            "GOVERN_LEDGER at it; a new ledger here would start a second, unanchored chain"
-        )
-    held = ledger.read(seqs=[latest.seq])
-    if not held or held[0].hash != latest.hash:
-        head = ledger.head()
-        what = f"ends at seq {head[0] if head else 0}" if not held else f"holds another event at seq {latest.seq}"
-        raise LedgerCorrupt(
-            f"The ledger {ledger.location} {what}, but this repository's newest anchor is seq {latest.seq} "
-            f"({latest.tag}): it is an older copy, truncated, or another chain, and nothing was written. Restore "
-            "the newest backup or point GOVERN_LEDGER at the anchored ledger; `govern audit verify` names the gap"
-        )
 
 
 def check_anchors(ledger: Reader, found: list[Anchor]) -> list[str]:

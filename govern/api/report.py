@@ -16,7 +16,8 @@ from typing import Any
 
 from govern import __version__, config, lineage, machine, queries
 from govern.adapters import git as git_adapter
-from govern.api.integrity import Anchor, anchors, check_anchors
+from govern.api.anchors import Anchor, anchors
+from govern.api.integrity import check_anchors
 from govern.envelope import format_timestamp, utc_now
 from govern.errors import NotAGitRepository
 from govern.storage import open_store

@@ -197,7 +197,7 @@ def _natural(text: str) -> list[Any]:
 
 
 def _refuse_lost_ledger(start: Path | None, ledger: LedgerStore) -> None:
-    from govern.api.integrity import refuse_writes_off_the_anchors
+    from govern.api.anchors import refuse_writes_off_the_anchors
     from govern.config import find_root
     from govern.errors import NotAGitRepository
 
