@@ -10,10 +10,10 @@ from typing import Any
 import pytest
 from conftest import ACTOR
 
-from govern import queries
 from govern.api.report import LATEST_START_SQL, LATEST_WINDOWS_SQL, SLOT_SUMMARY_SQL, TIMELINE_SQL, TIMELINE_WINDOWS
 from govern.events import DeploymentEnded, DeploymentStarted, PendingEvent
 from govern.ledger import Ledger
+from govern.readmodel.rows import rows_as_dicts
 
 M = "churn"
 VERSIONS = ("1", "2", "3")
@@ -79,7 +79,7 @@ def ledger(tmp_path_factory: pytest.TempPathFactory) -> Ledger:
 
 def _rows(ledger: Ledger, sql: str, params: dict[str, Any]) -> list[dict[str, Any]]:
     with ledger.reader() as reader:
-        return queries.rows_as_dicts(reader, sql, params)
+        return rows_as_dicts(reader, sql, params)
 
 
 @pytest.mark.parametrize("version", VERSIONS)

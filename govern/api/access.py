@@ -27,7 +27,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-from govern import access, attribution, queries
+from govern import access, attribution
 from govern.api.context import Project, open_project, text_argument
 from govern.errors import Forbidden, GovernError, InvalidInput, NotFound, PolicyViolation, StateConflict
 from govern.events import (
@@ -47,6 +47,7 @@ from govern.events import (
     utc_now,
 )
 from govern.ledger import Reader
+from govern.readmodel.rows import naive_utc, rows_as_dicts
 from govern.storage import LedgerStore
 
 log = logging.getLogger("govern.server")
@@ -352,7 +353,7 @@ class TokenTable:
             rows = found.rows if found is not None else None
             if rows is None or (seq and seen_hash != hash_) or changed:
                 # the first read, another ledger at this place, or access changed: read the table again
-                rows = _honoured(reader, queries.rows_as_dicts(reader, TOKEN_TABLE_SQL))
+                rows = _honoured(reader, rows_as_dicts(reader, TOKEN_TABLE_SQL))
         if head is not None:
             seq, hash_ = head, head_hash
         return _Snapshot(rows, seq, hash_, marker, started)
@@ -675,7 +676,7 @@ def grant(
             fact: Any = RoleGranted(principal=name, role=role, apps=list(limited), reason=why, basis=basis)
             return [PendingEvent(fact, actor=project.actor, occurred_at=utc_now())]
         break_glass = _may_propose(project, reader, admins)
-        pending = queries.rows_as_dicts(
+        pending = rows_as_dicts(
             reader,
             "SELECT proposal_seq, proposed_by FROM grant_proposals "
             "WHERE principal = $p AND role = $r AND state = 'pending'",
@@ -838,7 +839,7 @@ def proposal_number(proposal: int | str) -> int:
 
 
 def _pending_proposal(reader: Reader, seq: int) -> dict[str, Any]:
-    rows = queries.rows_as_dicts(reader, PROPOSAL_SQL, {"seq": seq})
+    rows = rows_as_dicts(reader, PROPOSAL_SQL, {"seq": seq})
     if not rows:
         raise NotFound(f"No grant proposal {seq}: `govern principals proposals` lists them")
     found = rows[0]
@@ -856,7 +857,7 @@ def proposals(ledger: LedgerStore, state: str | None = "pending", limit: int = 2
         raise InvalidInput(f"Unknown state {state!r}: use one of {', '.join(PROPOSAL_STATES)}, or all")
     if not ledger.exists():
         return []
-    rows = queries.rows_as_dicts(ledger, PROPOSALS_SQL, {"state": state, "limit": limit})
+    rows = rows_as_dicts(ledger, PROPOSALS_SQL, {"state": state, "limit": limit})
     for row in rows:
         row["proposed_by_shown"] = attribution.shown(row["proposed_by"], row["proposed_authn"])
         decided = row["decided_by"]
@@ -985,7 +986,7 @@ def redeem(
     made: dict[str, access.IssuedToken] = {}
 
     def decide(reader: Reader) -> list[PendingEvent]:
-        rows = queries.rows_as_dicts(reader, "SELECT * FROM enrollment_codes WHERE code_id = $id", {"id": code_id})
+        rows = rows_as_dicts(reader, "SELECT * FROM enrollment_codes WHERE code_id = $id", {"id": code_id})
         row = rows[0] if rows else None
         if not access.secret_matches(secret, row["secret_sha256"] if row else _NO_DIGEST) or row is None:
             raise refused
@@ -1046,11 +1047,9 @@ def revoke_token(
         raise InvalidInput("Give the token's 12-character id (govern tokens list shows them), or the token itself")
 
     def decide(reader: Reader) -> list[PendingEvent]:
-        rows = queries.rows_as_dicts(reader, "SELECT * FROM access_tokens WHERE token_id = $id", {"id": token_id})
+        rows = rows_as_dicts(reader, "SELECT * FROM access_tokens WHERE token_id = $id", {"id": token_id})
         if not rows:
-            codes = queries.rows_as_dicts(
-                reader, "SELECT * FROM enrollment_codes WHERE code_id = $id", {"id": token_id}
-            )
+            codes = rows_as_dicts(reader, "SELECT * FROM enrollment_codes WHERE code_id = $id", {"id": token_id})
             if codes and codes[0]["redeemed_seq"] is not None:
                 raise StateConflict(
                     f"The enrollment code {token_id} was exchanged already, for token {codes[0]['token_id']}: revoke "
@@ -1111,7 +1110,7 @@ def identities(ledger: LedgerStore) -> list[dict[str, Any]]:
     """Every git identity linked to a principal, oldest first."""
     if not ledger.exists():
         return []
-    return queries.rows_as_dicts(
+    return rows_as_dicts(
         ledger, "SELECT principal, identity, linked_at, linked_by, reason FROM principal_identities ORDER BY seq"
     )
 
@@ -1125,7 +1124,7 @@ def roles_at(ledger: LedgerStore, at: datetime | None = None) -> list[dict[str, 
         not_in_future(at, "--at", "who holds a role later is not known yet")
     if not ledger.exists():
         return []
-    return _with_shown(queries.rows_as_dicts(ledger, ROLES_AT_SQL, {"at": queries.naive_utc(at or utc_now())}))
+    return _with_shown(rows_as_dicts(ledger, ROLES_AT_SQL, {"at": naive_utc(at or utc_now())}))
 
 
 def _with_shown(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
@@ -1142,8 +1141,8 @@ def tokens(ledger: LedgerStore, principal: str | None = None) -> list[dict[str, 
     enrollment code, waiting, redeemed, expired or revoked (`kind` tells them apart)."""
     if not ledger.exists():
         return []
-    now = queries.naive_utc(utc_now())
-    rows = queries.rows_as_dicts(ledger, TOKENS_SQL, {"principal": principal})
+    now = naive_utc(utc_now())
+    rows = rows_as_dicts(ledger, TOKENS_SQL, {"principal": principal})
     for row in rows:
         expired = row["expires_at"] is not None and row["expires_at"] <= now
         row["state"] = "revoked" if row["revoked_at"] is not None else "expired" if expired else "active"
@@ -1155,9 +1154,9 @@ def codes(ledger: LedgerStore, principal: str | None = None) -> list[dict[str, A
     """Every enrollment code (never its secret) and its state now: waiting, redeemed, expired or revoked."""
     if not ledger.exists():
         return []
-    now = queries.naive_utc(utc_now())
+    now = naive_utc(utc_now())
     rows = []
-    for row in queries.rows_as_dicts(ledger, CODES_SQL, {"principal": principal}):
+    for row in rows_as_dicts(ledger, CODES_SQL, {"principal": principal}):
         state = (
             "redeemed"
             if row["redeemed_at"] is not None
@@ -1240,7 +1239,7 @@ def authenticate_session(ledger: LedgerStore, token_id: str, *, read: bool = Tru
 
 
 def _principal(row: dict[str, Any], token_id: str) -> access.Principal:
-    now = queries.naive_utc(utc_now())
+    now = naive_utc(utc_now())
     if row["revoked_at"] is not None:
         raise Unauthenticated(
             f"The token {token_id} was revoked at {format_timestamp(row['revoked_at'])}: ask an admin for a new one"
@@ -1268,4 +1267,4 @@ def grant_history(ledger: LedgerStore, principal: str | None = None, limit: int 
         access.check_principal_name(principal)
     if not ledger.exists():
         return []
-    return _with_shown(queries.rows_as_dicts(ledger, GRANT_HISTORY_SQL, {"principal": principal, "limit": limit}))
+    return _with_shown(rows_as_dicts(ledger, GRANT_HISTORY_SQL, {"principal": principal, "limit": limit}))

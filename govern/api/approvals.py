@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from govern import access, attribution, queries
+from govern import access, attribution
 from govern.api import duties
 from govern.api.context import open_project, text_argument
 from govern.api.lifecycle import (
@@ -42,6 +42,8 @@ from govern.events import (
     utc_now,
 )
 from govern.ledger import Reader
+from govern.readmodel.rows import rows_as_dicts
+from govern.readmodel.versions import VersionFacts, verdicts_of_version, verdicts_of_versions, version_facts
 from govern.storage import LedgerStore
 
 STATES = ("pending", "approved", "rejected")
@@ -226,7 +228,7 @@ def requests(ledger: LedgerStore, state: str | None = "pending", model: str | No
 def _requests(reader: Reader, state: str | None, model: str | None, seq: int | None = None) -> list[dict[str, Any]]:
     import json
 
-    rows = queries.rows_as_dicts(reader, REQUESTS_SQL, {"state": state, "model": model, "seq": seq})
+    rows = rows_as_dicts(reader, REQUESTS_SQL, {"state": state, "model": model, "seq": seq})
     for row in rows:
         row["evidence"] = json.loads(row["evidence"]) if row["evidence"] else {}
         _shown(row)
@@ -383,10 +385,10 @@ def queue(ledger: LedgerStore, limit: int = QUEUE_SHOWN) -> dict[str, Any]:
     if not ledger.exists():
         return {"pending": [], "total": 0, "decided": []}
     with ledger.reader() as reader:
-        pending = queries.rows_as_dicts(reader, QUEUE_SQL, {"limit": limit})
+        pending = rows_as_dicts(reader, QUEUE_SQL, {"limit": limit})
         _, [(total,)] = reader.query(PENDING_COUNT_SQL)
-        decided = queries.rows_as_dicts(reader, DECIDED_SQL, {"limit": 10})
-        verdicts = queries.verdicts_of_versions(reader, list({(r["model"], r["version"]) for r in pending}))
+        decided = rows_as_dicts(reader, DECIDED_SQL, {"limit": 10})
+        verdicts = verdicts_of_versions(reader, list({(r["model"], r["version"]) for r in pending}))
     for row in pending:
         row["evidence"] = json.loads(row["evidence"]) if row["evidence"] else {}
         latest = (verdicts.get((row["model"], row["version"])) or [None])[0]
@@ -417,28 +419,28 @@ def evidence(request: int | str, start: Path | None = None, viewer: str | None =
     if not ledger.exists():
         raise NotFound(f"No promotion request {seq}: the ledger is empty")
     with ledger.reader() as reader:
-        rows = queries.rows_as_dicts(reader, REQUEST_SQL, {"seq": seq})
+        rows = rows_as_dicts(reader, REQUEST_SQL, {"seq": seq})
         if not rows:
             raise NotFound(f"No promotion request {seq}: `govern requests` lists the pending ones with their numbers")
         row = rows[0]
         row["evidence"] = json.loads(row["evidence"]) if row["evidence"] else {}
         _shown(row)
         model, version, stage = row["model"], row["version"], row["to_stage"]
-        facts = queries.version_facts(reader, model, version)
+        facts = version_facts(reader, model, version)
         before = row["decision_seq"] if row["decision_seq"] is not None else 2**62
         _, [(holder,)] = reader.query(HOLDER_SQL, {"model": model, "stage": stage, "before": before})
         wanted = [v for v in (version, holder) if v is not None]
         trained = {
             r["version"]: {**r, "payload": json.loads(r["payload"])}
-            for r in queries.rows_as_dicts(reader, TRAINING_OF_VERSIONS_SQL, {"model": model, "versions": wanted})
+            for r in rows_as_dicts(reader, TRAINING_OF_VERSIONS_SQL, {"model": model, "versions": wanted})
         }
         verdicts = [
             {k: r[k] for k in ("seq", "type", "occurred_at", "actor", "authn")} | {"match": r["payload"].get("match")}
-            for r in queries.verdicts_of_version(reader, model, version)[:5]
+            for r in verdicts_of_version(reader, model, version)[:5]
         ]
         promoted_seq = None
         if row["state"] == "approved":
-            found = queries.rows_as_dicts(
+            found = rows_as_dicts(
                 reader,
                 PROMOTION_OF_REQUEST_SQL,
                 {"model": model, "version": version, "stage": stage, "after": row["decision_seq"] - 1},
@@ -449,7 +451,7 @@ def evidence(request: int | str, start: Path | None = None, viewer: str | None =
         trained_shown = attribution.shown(facts.training_actor, authn[0][0]) if facts.training_actor else None
         from govern.api.duties import TRAININGS_SQL
 
-        every_training = queries.rows_as_dicts(reader, TRAININGS_SQL, {"model": model, "version": version})
+        every_training = rows_as_dicts(reader, TRAININGS_SQL, {"model": model, "version": version})
         # the same model file trained again (a rerun, another commit): each trainer counts for four-eyes
         trainers_shown = list(dict.fromkeys(attribution.shown(t["actor"], t["authn"]) for t in every_training))
     for verdict in verdicts:
@@ -506,7 +508,7 @@ def _verdict_name(kind: str | None) -> str | None:
 
 
 def _four_eyes(
-    start: Path | None, reader: Reader, viewer: Actor | str, request: dict[str, Any], facts: queries.VersionFacts
+    start: Path | None, reader: Reader, viewer: Actor | str, request: dict[str, Any], facts: VersionFacts
 ) -> str | None:
     """The rules' message for `viewer`, if they would refuse their approval (the approval checks again)."""
     project = open_project(start, viewer)

@@ -14,10 +14,14 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-from govern import config, queries, storage
+from govern import config, storage
 from govern.envelope import RecordedEvent
 from govern.errors import GovernError, InvalidInput, NotFound
 from govern.ledger import SLOT_KEY_SQL, Verification
+from govern.readmodel import deployments
+from govern.readmodel.deployments import WINDOW_JOINS, known_slots, production_at, require_slot
+from govern.readmodel.rows import naive_utc, rows_as_dicts, shown_actors
+from govern.readmodel.versions import history_seqs, lock_commit, version_facts
 from govern.storage import LedgerStore, open_store
 from govern.timeparse import not_in_future, parse_instant
 
@@ -133,9 +137,9 @@ def production(app: str, env: str, at: datetime, start: Path | None = None) -> d
     not_in_future(at, "--at", "the ledger knows what served until now, not after")
     _declared_environment(env, start)
     ledger = open_ledger(start)
-    found = queries.production_at(ledger, app, env, at)
+    found = production_at(ledger, app, env, at)
     if found is None:
-        queries.require_slot(ledger, app, env)
+        require_slot(ledger, app, env)
     return found
 
 
@@ -154,7 +158,7 @@ def production_answer(app: str, env: str, at: datetime, start: Path | None = Non
     locked = None
     if window.get("model"):
         with open_ledger(start).reader() as reader:
-            locked = queries.lock_commit(reader, window["model"], window["version"], window.get("training_event_id"))
+            locked = lock_commit(reader, window["model"], window["version"], window.get("training_event_id"))
     return {
         "app": app,
         "env": env,
@@ -200,12 +204,14 @@ def windows(app: str | None = None, model: str | None = None, start: Path | None
     _name("--model", model)
     ledger = open_ledger(start)
     with ledger.reader() as reader:
-        found = queries.shown_actors(
-            reader, queries.windows(reader, app=app, model=model), {"deployed_by": "start_seq", "ended_by": "end_seq"}
+        found = shown_actors(
+            reader,
+            deployments.windows(reader, app=app, model=model),
+            {"deployed_by": "start_seq", "ended_by": "end_seq"},
         )
     if not found:
         if app is not None:
-            queries.require_slot(ledger, app)
+            require_slot(ledger, app)
         if model is not None:
             _, rows = ledger.query("SELECT DISTINCT model FROM model_versions ORDER BY model")
             if model not in {m for (m,) in rows}:
@@ -217,10 +223,10 @@ def windows(app: str | None = None, model: str | None = None, start: Path | None
 def history(model: str, version: str | None = None, start: Path | None = None) -> list[RecordedEvent]:
     """Every event about a model (or one version), in ledger order."""
     ledger = open_ledger(start)
-    seqs = queries.history_seqs(ledger, model, version)
+    seqs = history_seqs(ledger, model, version)
     if not seqs:
         if version is not None:
-            queries.version_facts(ledger, model, version)
+            version_facts(ledger, model, version)
         _, models = ledger.query("SELECT DISTINCT model FROM model_versions ORDER BY model")
         known = ", ".join(m for (m,) in models) or "none yet"
         raise NotFound(f"No events about model {model!r}: registered models are {known}")
@@ -418,7 +424,7 @@ def log_page(
         params["types"] = list(types)
     if since is not None:
         where.append("occurred_at >= $since")
-        params["since"] = queries.naive_utc(since)
+        params["since"] = naive_utc(since)
     # Two steps: the seqs first (the filter reads two narrow columns), then those rows whole (their seq range
     # names the row groups to read): one query would read the payload of every row the filter keeps.
     with ledger.reader() as reader:
@@ -428,7 +434,7 @@ def log_page(
         seqs = [seq for (seq,) in found]
         if not seqs:
             return []
-        rows = queries.rows_as_dicts(
+        rows = rows_as_dicts(
             reader,
             f"SELECT {LOG_PAGE_COLUMNS} FROM stored_events WHERE seq BETWEEN $first AND $last "
             "AND seq IN (SELECT unnest($seqs::BIGINT[])) ORDER BY seq DESC",
@@ -448,7 +454,7 @@ def slots(start: Path | None = None) -> list[tuple[str, str]]:
     ledger = open_ledger(start)
     if not ledger.exists():
         return []
-    return [tuple(slot.split("/", 1)) for slot in queries.known_slots(ledger)]  # type: ignore[misc]
+    return [tuple(slot.split("/", 1)) for slot in known_slots(ledger)]  # type: ignore[misc]
 
 
 def environments(start: Path | None = None) -> list[str]:
@@ -479,7 +485,7 @@ w AS (
 )
 SELECT w.*, epoch(w.ended_at - w.started_at) AS duration_s, t.training_seq, t.git_commit
 FROM w
-{queries.WINDOW_JOINS}
+{WINDOW_JOINS}
 ORDER BY w.start_seq DESC
 """
 
@@ -497,20 +503,20 @@ def slot_windows(
         raise InvalidInput(f"Show between 1 and {LOG_PAGE_LIMIT} windows at a time, not {limit}")
     ledger = open_ledger(start)
     with ledger.reader() as reader:
-        found = queries.rows_as_dicts(
+        found = rows_as_dicts(
             reader,
             SLOT_WINDOWS_SQL,
             {"app": app, "env": env, "before": before if before is not None else 2**62, "limit": limit},
         )
         if not found:
-            queries.require_slot(reader, app, env)
+            require_slot(reader, app, env)
     return found
 
 
 def window_at(start_seq: int, start: Path | None = None) -> dict[str, Any]:
     """The production window that the `deployment.started` at `start_seq` opened."""
     ledger = open_ledger(start)
-    rows = queries.rows_as_dicts(ledger, SLOT_OF_SQL, {"seq": start_seq}) if ledger.exists() else []
+    rows = rows_as_dicts(ledger, SLOT_OF_SQL, {"seq": start_seq}) if ledger.exists() else []
     if not rows:
         raise NotFound(f"Seq {start_seq} is not the start of a production window (a deployment.started event)")
     return slot_windows(rows[0]["app"], rows[0]["env"], limit=1, before=start_seq + 1, start=start)[0]
@@ -522,8 +528,8 @@ def training_of(model: str, version: str, start: Path | None = None) -> dict[str
     from govern.api import report
 
     with open_ledger(start).reader() as reader:
-        facts = queries.version_facts(reader, model, version)  # NotFound names the known models and versions
-        row = queries.rows_as_dicts(reader, report.TRAINING_SQL, {"subject": f"model:{model}@{version}"})[0]
+        facts = version_facts(reader, model, version)  # NotFound names the known models and versions
+        row = rows_as_dicts(reader, report.TRAINING_SQL, {"subject": f"model:{model}@{version}"})[0]
         training = json.loads(row["payload"])
         data = report._data(reader, training, [])
     git = training.get("git", {})
@@ -555,4 +561,4 @@ def registered_versions(start: Path | None = None) -> list[dict[str, Any]]:
     from govern.api.status import VERSIONS_SQL
 
     ledger = open_ledger(start)
-    return queries.rows_as_dicts(ledger, VERSIONS_SQL) if ledger.exists() else []
+    return rows_as_dicts(ledger, VERSIONS_SQL) if ledger.exists() else []

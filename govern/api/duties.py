@@ -21,10 +21,12 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from govern import access, attestations, attribution, queries
+from govern import access, attestations, attribution
 from govern.api.context import Project
 from govern.errors import FourEyesViolation, PolicyViolation
 from govern.ledger import Reader
+from govern.readmodel.rows import rows_as_dicts
+from govern.readmodel.versions import VersionFacts, verdicts_of_version
 
 SERVER_KEY_SQL = "SELECT count(*) > 0 FROM events WHERE type = 'signing_key.registered'"
 
@@ -107,8 +109,8 @@ class Trainers:
     seqs: tuple[int, ...] = ()  # the trainings' events
 
 
-def trainers(project: Project, reader: Reader, facts: queries.VersionFacts) -> Trainers:
-    rows = queries.rows_as_dicts(reader, TRAININGS_SQL, {"model": facts.model, "version": facts.version})
+def trainers(project: Project, reader: Reader, facts: VersionFacts) -> Trainers:
+    rows = rows_as_dicts(reader, TRAININGS_SQL, {"model": facts.model, "version": facts.version})
     verdicts = attestations.check_events(reader, [r["seq"] for r in rows], project.config.trusted_keys)
     names, authenticated, shown = [], [], []
     for row in rows:
@@ -123,9 +125,9 @@ def trainers(project: Project, reader: Reader, facts: queries.VersionFacts) -> T
     return Trainers(tuple(names), tuple(authenticated), tuple(shown), tuple(r["seq"] for r in rows))
 
 
-def verified_reproduction(project: Project, reader: Reader, facts: queries.VersionFacts) -> bool:
+def verified_reproduction(project: Project, reader: Reader, facts: VersionFacts) -> bool:
     """Is there a verified reproduction of a lock holding the version's model file, authenticated by the server?"""
-    rows = [r for r in queries.verdicts_of_version(reader, facts.model, facts.version)
+    rows = [r for r in verdicts_of_version(reader, facts.model, facts.version)
             if r["type"] == "reproduction.verified"]  # fmt: skip
     candidates = [r for r in rows if r["authn"] and attribution.Authn.from_json(r["authn"]).authenticated]
     verdicts = attestations.check_events(reader, [r["seq"] for r in candidates], project.config.trusted_keys)
@@ -136,7 +138,7 @@ def check_not_trainer(
     project: Project,
     reader: Reader,
     policy_: Policy,
-    facts: queries.VersionFacts,
+    facts: VersionFacts,
     who: str,
     doing: str,
     requester: str | None = None,
@@ -206,7 +208,7 @@ def check_same_hands(reader: Reader, who: attribution.Actor, parties: Sequence[i
     mine = hands_behind(reader, token)
     if not mine:
         return
-    rows = queries.rows_as_dicts(reader, "SELECT seq, actor, authn FROM events WHERE list_contains($seqs, seq)",
+    rows = rows_as_dicts(reader, "SELECT seq, actor, authn FROM events WHERE list_contains($seqs, seq)",
                                  {"seqs": list(parties)})  # fmt: skip
     links = identity_links(reader)
     for row in rows:
@@ -251,7 +253,7 @@ def _handed_over(reader: Reader, token_id: str | None) -> tuple[str | None, str 
     """(the admin who handed this token over through the server, the token that admin did it with)."""
     if not token_id or not access.TOKEN_ID.match(token_id):
         return None, None
-    rows = queries.rows_as_dicts(
+    rows = rows_as_dicts(
         reader, "SELECT issuer, issuer_authn, principal FROM token_issuers WHERE token_id = $t", {"t": token_id}
     )
     if not rows or not rows[0]["issuer_authn"]:
@@ -270,14 +272,14 @@ def token_issuer(reader: Reader, token_id: str | None) -> str | None:
     exchanged it, nor a token the principal made for itself with one), as recorded; None for no such token."""
     if not token_id or not access.TOKEN_ID.match(token_id):
         return None
-    rows = queries.rows_as_dicts(reader, ISSUER_SQL, {"token_id": token_id})
+    rows = rows_as_dicts(reader, ISSUER_SQL, {"token_id": token_id})
     return rows[0]["issuer"] if rows else None
 
 
 def request_attested(project: Project, reader: Reader, request: dict[str, Any]) -> None:
     """In team mode a request counts only if the server attested who asked for it."""
     seq = request["request_seq"]
-    rows = queries.rows_as_dicts(reader, "SELECT actor, authn FROM events WHERE seq = $seq", {"seq": seq})
+    rows = rows_as_dicts(reader, "SELECT actor, authn FROM events WHERE seq = $seq", {"seq": seq})
     authn = attribution.Authn.from_json(rows[0]["authn"]) if rows and rows[0]["authn"] else None
     verdict = attestations.check_events(reader, [seq], project.config.trusted_keys).get(seq)
     if authn is None or not authn.authenticated or verdict is not None:

@@ -33,7 +33,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from govern import access, attribution, queries
+from govern import access, attribution
 from govern.adapters import git as git_adapter
 from govern.api.context import Project, open_project
 from govern.errors import Forbidden, GovernError, InvalidInput, NotFound, StateConflict
@@ -47,6 +47,7 @@ from govern.events import (
     utc_now,
 )
 from govern.ledger import Reader
+from govern.readmodel.rows import rows_as_dicts
 from govern.redaction import redact, scrub
 from govern.storage import LedgerStore
 
@@ -102,7 +103,7 @@ def jobs(ledger: LedgerStore, state: str | None = None, newest: int | None = Non
     if not ledger.exists():
         return []
     sql = JOBS_SQL if newest is None else f"SELECT * FROM ({JOBS_SQL}) ORDER BY seq DESC LIMIT {int(newest)}"
-    return queries.rows_as_dicts(ledger, sql, {"state": state, "job": None})
+    return rows_as_dicts(ledger, sql, {"state": state, "job": None})
 
 
 def count(ledger: LedgerStore) -> int:
@@ -165,7 +166,7 @@ def claimable(ledger: LedgerStore, host: str) -> list[str]:
     """Jobs this process may take, oldest first: queued ones, and those started here by a process now gone."""
     if not ledger.exists():
         return []
-    rows = queries.rows_as_dicts(ledger, JOBS_SQL, {"state": None, "job": None})
+    rows = rows_as_dicts(ledger, JOBS_SQL, {"state": None, "job": None})
     return [r["job_id"] for r in rows if _takeable(r, host)]
 
 
@@ -399,7 +400,7 @@ def _alive(pid: int | None) -> bool:
 def _row(reader: Reader, job_id: str) -> dict[str, Any]:
     if not JOB_ID.match(job_id or ""):
         raise InvalidInput(f"{job_id!r} is not a job id: 12 hexadecimal characters, as the job's answer gives")
-    rows = queries.rows_as_dicts(reader, JOBS_SQL, {"state": None, "job": job_id})
+    rows = rows_as_dicts(reader, JOBS_SQL, {"state": None, "job": job_id})
     if not rows:
         raise NotFound(f"No job {job_id}: GET /api/v1/trainings lists them")
     return rows[0]

@@ -13,11 +13,12 @@ import socket
 from dataclasses import dataclass
 from pathlib import Path
 
-from govern import attribution, queries, signing
+from govern import attribution, signing
 from govern.api.context import Project, open_project
 from govern.errors import StateConflict
 from govern.events import PendingEvent, RecordedEvent, SigningKeyRegistered, SigningKeyRetired, utc_now
 from govern.ledger import Reader
+from govern.readmodel.rows import rows_as_dicts
 
 KEYS_SQL = """
 SELECT r.seq, r.payload->>'$.fingerprint' AS fingerprint, r.occurred_at AS registered_at,
@@ -47,7 +48,7 @@ def key_path(project: Project) -> Path:
 
 
 def registered_keys(reader: Reader) -> list[dict]:
-    return queries.rows_as_dicts(reader, KEYS_SQL)
+    return rows_as_dicts(reader, KEYS_SQL)
 
 
 def init_key(root: Path) -> tuple[signing.Signer, bool]:

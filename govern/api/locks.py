@@ -15,12 +15,12 @@ import json
 from pathlib import Path
 from typing import Any
 
-from govern import queries
 from govern.adapters import git as git_adapter
 from govern.api.context import Project
 from govern.errors import GovernError
 from govern.events import PendingEvent, RecordedEvent, TrainingLocked, utc_now
 from govern.ledger import Reader
+from govern.readmodel.rows import rows_as_dicts
 from govern.storage import LedgerStore
 
 SCANNED_COMMITS = 200  # commits that changed a lock file, newest first, looked through for the unlocked ones
@@ -89,7 +89,7 @@ def _locate(
 ) -> tuple[dict[str, list[dict[str, Any]]], dict[str, tuple[str, dict[str, str]]]]:
     """The trainings not locked yet, by lock digest; and for each digest a commit of `root` holding that lock."""
     wanted: dict[str, list[dict[str, Any]]] = {}
-    for row in queries.rows_as_dicts(reader, UNLOCKED_SQL):
+    for row in rows_as_dicts(reader, UNLOCKED_SQL):
         wanted.setdefault(row["lock"], []).append(row)
     located: dict[str, tuple[str, dict[str, str]]] = {}
     lock_files = git_adapter.tracked_named(root, "dvc.lock") if wanted else []

@@ -34,7 +34,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from govern import entrypoint, queries, sandbox, tabular
+from govern import entrypoint, sandbox, tabular
 from govern.adapters import git as git_adapter
 from govern.api import model_files
 from govern.api.context import Project, open_project
@@ -42,6 +42,9 @@ from govern.config import check_environment
 from govern.errors import GovernError, InvalidInput, MirrorError, NotFound, PolicyViolation
 from govern.events import InferenceRecorded, PendingEvent, RecordedEvent, utc_now
 from govern.hashing import file_sha256
+from govern.readmodel.deployments import production_at, require_slot
+from govern.readmodel.rows import rows_as_dicts
+from govern.readmodel.versions import version_facts
 
 if TYPE_CHECKING:
     from govern.storage import LedgerStore
@@ -106,13 +109,13 @@ def predict(
     project = open_project(start, actor)
     if app is not None:
         check_environment(project.config, env)
-        serving = queries.production_at(project.ledger, app, env, at or utc_now())
+        serving = production_at(project.ledger, app, env, at or utc_now())
         if serving is None:
-            queries.require_slot(project.ledger, app, env)
+            require_slot(project.ledger, app, env)
             raise NotFound(f"Nothing serves {app}/{env} now (it was retired): deploy a version first (`govern deploy`)")
         model, version = serving["model"], serving["version"]
     assert model is not None and version is not None
-    facts = queries.version_facts(project.ledger, model, version)
+    facts = version_facts(project.ledger, model, version)
     if facts.deprecated_seq is not None and not allow_deprecated:
         where = f", which serves {app}/{env}," if app is not None else ""
         raise PolicyViolation(
@@ -362,7 +365,7 @@ def inferences(
         upto, window = head[0] if head else 0, INFERENCE_WINDOW
         while upto > 0 and len(found) < limit:
             after = max(0, upto - window)
-            found += queries.rows_as_dicts(
+            found += rows_as_dicts(
                 reader,
                 INFERENCES_SQL,
                 {
@@ -392,7 +395,7 @@ def trained_on(ledger: LedgerStore, model: str, version: str) -> dict[str, Any] 
     None where the training recorded no such table or no columns."""
     if not ledger.exists():
         return None
-    rows = queries.rows_as_dicts(ledger, TRAINED_ON_SQL, {"model": model, "version": version})
+    rows = rows_as_dicts(ledger, TRAINED_ON_SQL, {"model": model, "version": version})
     datasets = json.loads(rows[0]["datasets"] or "[]") if rows else []
     table = next((d for d in datasets if d.get("role") == "training" and d.get("columns")), None)
     return {"path": table["path"], "columns": list(table["columns"])} if table else None

@@ -27,11 +27,11 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 
-from govern import queries
 from govern.config import Config
 from govern.errors import MirrorError, Note
 from govern.events import PendingEvent, RecordedEvent, RegistryMirrored, utc_now
 from govern.ledger import Reader
+from govern.readmodel.versions import stage_holders
 from govern.redaction import redact
 from govern.storage import LedgerStore
 
@@ -96,7 +96,7 @@ def mirror_pending(ledger: LedgerStore, cfg: Config, actor: str) -> RegistryOutc
         todo = pending(ledger)
         recorded: list[RecordedEvent] = []
         for position, item in enumerate(todo):
-            holders = queries.stage_holders(ledger, item.model)
+            holders = stage_holders(ledger, item.model)
             _, rows = ledger.query(DEPRECATED_SINCE_SQL, {"model": item.model, "since": item.mirrored_through})
             deprecated = [version for (version,) in rows]
             _, rows = ledger.query(LOCKED_SINCE_SQL, {"model": item.model, "since": item.mirrored_through})

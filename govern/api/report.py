@@ -14,12 +14,14 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
-from govern import __version__, config, lineage, machine, queries
+from govern import __version__, config, lineage, machine
 from govern.adapters import git as git_adapter
 from govern.api.integrity import Anchor, anchors, check_anchors
 from govern.envelope import format_timestamp, utc_now
 from govern.errors import NotAGitRepository
 from govern.ledger import Reader, check_events, verify_chain_in
+from govern.readmodel.rows import rows_as_dicts
+from govern.readmodel.versions import VersionFacts, verdicts_of_version, version_facts
 from govern.storage import open_store
 
 TRAINING_SQL = """
@@ -172,11 +174,11 @@ def gather(model: str, version: str, start: Path | None = None, verify_chain: bo
 
 
 def _gather(ledger: Reader, model: str, version: str, start: Path | None, verify_chain: bool) -> dict[str, Any]:
-    facts = queries.version_facts(ledger, model, version)  # NotFound names the known models and versions
-    versions = queries.rows_as_dicts(ledger, VERSIONS_SQL, {"model": model})
+    facts = version_facts(ledger, model, version)  # NotFound names the known models and versions
+    versions = rows_as_dicts(ledger, VERSIONS_SQL, {"model": model})
     root = _root(start)
     settings = config.load(root).models.get(model, {}) if root else {}
-    row = queries.rows_as_dicts(ledger, TRAINING_SQL, {"subject": f"model:{model}@{version}"})[0]
+    row = rows_as_dicts(ledger, TRAINING_SQL, {"subject": f"model:{model}@{version}"})[0]
     training = json.loads(row["payload"])
     registration = json.loads(row["registration"])
     cited: list[int] = [row["seq"], row["registered_seq"]]
@@ -241,7 +243,7 @@ def _attributed(ledger: Reader, report: dict[str, Any], pinned: tuple[str, ...])
     seqs = sorted({seq for _, _, seq in places if seq is not None})
     if not seqs:
         return []
-    rows = {r["seq"]: r for r in queries.rows_as_dicts(ledger, ATTRIBUTION_SQL, {"seqs": seqs})}
+    rows = {r["seq"]: r for r in rows_as_dicts(ledger, ATTRIBUTION_SQL, {"seqs": seqs})}
     verdicts = attestations.check_events(ledger, seqs, pinned)
     for section, key, seq in places:
         row = rows.get(seq) if seq is not None else None
@@ -259,7 +261,7 @@ def _section(missing: list[str], **facts: Any) -> dict[str, Any]:
 
 
 def _identity(
-    facts: queries.VersionFacts,
+    facts: VersionFacts,
     registered: list[dict[str, Any]],
     row: Mapping[str, Any],
     registration: dict,
@@ -357,7 +359,7 @@ def _code(root: Path | None, row: Mapping[str, Any], training: dict, lock_commit
 def _data(ledger: Reader, training: dict, cited: list[int]) -> dict[str, Any]:
     datasets = [dict(d) for d in training.get("datasets", [])]
     ids = [d["snapshot_event_id"] for d in datasets if d.get("snapshot_event_id")]
-    found = queries.rows_as_dicts(ledger, SNAPSHOTS_SQL, {"ids": ids}) if ids else []
+    found = rows_as_dicts(ledger, SNAPSHOTS_SQL, {"ids": ids}) if ids else []
     snapshots = {r["event_id"]: r for r in found if r["type"] == "dataset.snapshotted"}
     missing = []
     for dataset in datasets:
@@ -466,8 +468,8 @@ def _validation(registered: list[dict[str, Any]], training: dict) -> dict[str, A
 
 
 def _approvals(ledger: Reader, model: str, version: str, cited: list[int]) -> dict[str, Any]:
-    promotions = queries.rows_as_dicts(ledger, PROMOTIONS_SQL, {"model": model, "version": version})
-    deprecations = queries.rows_as_dicts(ledger, DEPRECATION_SQL, {"model": model, "version": version})
+    promotions = rows_as_dicts(ledger, PROMOTIONS_SQL, {"model": model, "version": version})
+    deprecations = rows_as_dicts(ledger, DEPRECATION_SQL, {"model": model, "version": version})
     cited.extend(p["seq"] for p in [*promotions, *deprecations])
     cited.extend(p["request_seq"] for p in promotions if p.get("request_seq") is not None)
     grants, missing = _grants(ledger, model, version, cited)
@@ -488,7 +490,7 @@ def _grants(ledger: Reader, model: str, version: str, cited: list[int]) -> tuple
     from govern import attribution
 
     people: dict[str, dict[str, Any]] = {}
-    for row in queries.rows_as_dicts(ledger, ACTED_SQL, {"model": model, "version": version}):
+    for row in rows_as_dicts(ledger, ACTED_SQL, {"model": model, "version": version}):
         for name in dict.fromkeys([row["actor"], row["approver"]]):
             if not name:
                 continue
@@ -520,12 +522,12 @@ def _grants(ledger: Reader, model: str, version: str, cited: list[int]) -> tuple
             continue
         token = attribution.TOKEN_ACTOR.match(name)
         entry["token"] = token.group(2) if token else None
-        issued = queries.rows_as_dicts(ledger, ISSUER_SQL, {"token_id": entry["token"]}) if token else []
+        issued = rows_as_dicts(ledger, ISSUER_SQL, {"token_id": entry["token"]}) if token else []
         if issued:
             entry["token_issuer"] = attribution.shown(issued[0]["issuer"], issued[0]["issuer_authn"])
             entry["token_code"] = issued[0]["code_id"]
         params = {"principal": principal, "role": "approver", "at": row["promoted_at"]}
-        held = queries.rows_as_dicts(ledger, GRANT_AT_SQL, params)
+        held = rows_as_dicts(ledger, GRANT_AT_SQL, params)
         if not held:
             missing.append(f"{principal} held no approver grant when they acted (seq {row['seq']})")
             grants.append(entry)
@@ -550,11 +552,11 @@ def _grants(ledger: Reader, model: str, version: str, cited: list[int]) -> tuple
 
 def _production(ledger: Reader, model: str, version: str, cited: list[int]) -> dict[str, Any]:
     params = {"model": model, "version": version}
-    summary = queries.rows_as_dicts(ledger, SLOT_SUMMARY_SQL, params)
+    summary = rows_as_dicts(ledger, SLOT_SUMMARY_SQL, params)
     _, [(since,)] = ledger.query(LATEST_START_SQL, params)
-    windows = queries.rows_as_dicts(ledger, LATEST_WINDOWS_SQL, {**params, "since": since}) if since else []
+    windows = rows_as_dicts(ledger, LATEST_WINDOWS_SQL, {**params, "since": since}) if since else []
     lanes = summary[:TIMELINE_SLOTS]
-    context = queries.rows_as_dicts(
+    context = rows_as_dicts(
         ledger,
         TIMELINE_SQL,
         {"keys": [s["slot_key"] for s in lanes], "apps": [s["app"] for s in lanes], "envs": [s["env"] for s in lanes]},
@@ -615,9 +617,9 @@ def _timelines(context: list[dict[str, Any]], model: str, version: str) -> list[
 
 
 def _reproductions(ledger: Reader, model: str, version: str, cited: list[int]) -> dict[str, Any]:
-    """The CI verdicts about a lock holding this version's model file, oldest first (`queries.verdicts_of_version`:
+    """The CI verdicts about a lock holding this version's model file, oldest first (`verdicts_of_version`:
     the same ones the `reproduction.verified` gate weighs)."""
-    rows = queries.verdicts_of_version(ledger, model, version)[::-1]
+    rows = verdicts_of_version(ledger, model, version)[::-1]
     cited.extend(r["seq"] for r in rows)
     from govern.events import upcast  # old verdicts (before the three outcomes) read as the current schema
 
@@ -662,7 +664,7 @@ def _reproductions(ledger: Reader, model: str, version: str, cited: list[int]) -
 
 
 def _inference(ledger: Reader, model: str, version: str, cited: list[int]) -> dict[str, Any]:
-    rows = queries.rows_as_dicts(ledger, INFERENCE_SQL, {"model": model, "version": version})
+    rows = rows_as_dicts(ledger, INFERENCE_SQL, {"model": model, "version": version})
     cited.extend(seq for r in rows for seq in (r["first_seq"], r["last_seq"]))
     counts = [{k: r[k] for k in ("app", "env", "month", "batches", "rows")} for r in rows]
     return _section([] if counts else ["No inference with this version is recorded"], counts=counts)
@@ -765,8 +767,8 @@ def _root(start: Path | None) -> Path | None:
 
 
 def _summary(ledger: Reader, model: str, version: str, start: Path | None) -> dict[str, Any]:
-    facts = queries.version_facts(ledger, model, version)  # NotFound names the known models and versions
-    row = queries.rows_as_dicts(ledger, TRAINING_SQL, {"subject": f"model:{model}@{version}"})[0]
+    facts = version_facts(ledger, model, version)  # NotFound names the known models and versions
+    row = rows_as_dicts(ledger, TRAINING_SQL, {"subject": f"model:{model}@{version}"})[0]
     root = _root(start)
     settings = config.load(root).models.get(model, {}) if root else {}
     training = json.loads(row["payload"])
@@ -775,7 +777,7 @@ def _summary(ledger: Reader, model: str, version: str, start: Path | None) -> di
     metrics = training.get("metrics", {})
     found = {
         "identity": _identity(
-            facts, queries.rows_as_dicts(ledger, VERSIONS_SQL, {"model": model}), row, registration, settings
+            facts, rows_as_dicts(ledger, VERSIONS_SQL, {"model": model}), row, registration, settings
         ),
         "code": _code(root, row, training, facts.lock_commit),
         "data": _data(ledger, training, cited),
@@ -865,7 +867,7 @@ def metrics_across_versions(model: str, newest: int = CHART_VERSIONS, start: Pat
     report's chart draws (`charts.metric_history`), for a model rather than one version (the models page)."""
     sql = f"SELECT * FROM ({VERSIONS_SQL}) ORDER BY try_cast(version AS INTEGER) DESC, seq DESC LIMIT $newest"
     with open_store(config.configured_ledger(start)).reader() as reader:
-        rows = queries.rows_as_dicts(reader, sql, {"model": model, "newest": newest})
+        rows = rows_as_dicts(reader, sql, {"model": model, "newest": newest})
     versions = [{"version": r["version"], "metrics": json.loads(r["metrics"]) if r["metrics"] else {}} for r in rows]
     versions.reverse()
     numeric = {name for v in versions for name, value in v["metrics"].items() if isinstance(value, int | float)}

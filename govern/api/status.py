@@ -11,11 +11,11 @@ import re
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from govern import queries
 from govern.api.audit import open_ledger
 from govern.api.mirror import PENDING_SQL as PENDING_TRAININGS_SQL
 from govern.api.registry_mirror import PENDING_SQL as PENDING_REGISTRY_SQL
 from govern.events import upcast
+from govern.readmodel.rows import rows_as_dicts, shown_actors
 from govern.storage import LedgerStore
 
 if TYPE_CHECKING:
@@ -75,14 +75,14 @@ def status(start: Path | None = None) -> dict[str, Any]:
             _, [(count, head_seq, head_hash)] = reader.query(HEAD_SQL)
             models = model_versions(reader)
             _found_locks(start, reader, models)
-            slots = queries.rows_as_dicts(reader, SLOTS_SQL)
+            slots = rows_as_dicts(reader, SLOTS_SQL)
             flat = [{"by": s["last"]["actor"], "seq": s["last"]["seq"]} for s in slots]
-            for slot, shown in zip(slots, queries.shown_actors(reader, flat, {"by": "seq"}), strict=True):
+            for slot, shown in zip(slots, shown_actors(reader, flat, {"by": "seq"}), strict=True):
                 slot["by_shown"] = shown.get("by_shown")
-            trainings = queries.rows_as_dicts(reader, PENDING_TRAININGS_SQL)
-            registry = queries.rows_as_dicts(reader, PENDING_REGISTRY_SQL)
-            verification = queries.rows_as_dicts(reader, LAST_VERIFICATION_SQL)
-            anchor = queries.rows_as_dicts(reader, NEWEST_ANCHOR_SQL)
+            trainings = rows_as_dicts(reader, PENDING_TRAININGS_SQL)
+            registry = rows_as_dicts(reader, PENDING_REGISTRY_SQL)
+            verification = rows_as_dicts(reader, LAST_VERIFICATION_SQL)
+            anchor = rows_as_dicts(reader, NEWEST_ANCHOR_SQL)
     else:  # a new project has recorded nothing yet; a lost ledger (the repository holds anchors) is an error
         _refuse_lost_ledger(start, ledger)
     slots.sort(key=lambda s: _natural(f"{s['app']}/{s['env']}"))  # c2 before c10
@@ -145,9 +145,7 @@ def model_versions(reader: Reader) -> list[dict[str, Any]]:
     """Each model with its versions, oldest first: the stages each holds and its deprecation (what `status` shows,
     and the web's models page)."""
     models: dict[str, list[dict[str, Any]]] = {}
-    rows = queries.shown_actors(
-        reader, queries.rows_as_dicts(reader, VERSIONS_SQL), {"registered_by": "registered_seq"}
-    )
+    rows = shown_actors(reader, rows_as_dicts(reader, VERSIONS_SQL), {"registered_by": "registered_seq"})
     for v in rows:
         models.setdefault(v["model"], []).append(
             {
@@ -171,7 +169,7 @@ SELECT model, version FROM model_versions WHERE training_event_id = $event_id OR
 
 def versions_of_training(reader: Reader, event_id: str) -> list[dict[str, Any]]:
     """The model versions a training registered (a finished training job's page links them)."""
-    return queries.rows_as_dicts(reader, TRAINING_VERSIONS_SQL, {"event_id": event_id})
+    return rows_as_dicts(reader, TRAINING_VERSIONS_SQL, {"event_id": event_id})
 
 
 def _found_locks(start: Path | None, reader: Reader, models: list[dict[str, Any]]) -> None:

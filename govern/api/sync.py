@@ -16,12 +16,13 @@ import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from govern import attribution, queries
+from govern import attribution
 from govern import config as config_module
 from govern.adapters import git as git_adapter
 from govern.errors import InvalidInput, NotFound
 from govern.events import ModelDeprecated, ModelPromoted, PendingEvent, RecordedEvent, to_utc
 from govern.ledger import Reader
+from govern.readmodel.versions import version_facts
 from govern.storage import LedgerStore, open_store
 
 NAMESPACE = uuid.UUID("6f1d8a52-3f0e-4c47-9a43-5b2f0c1e7d10")
@@ -79,7 +80,7 @@ def sync(repository: Path | None = None, start: Path | None = None, mirror: bool
                 skipped.append(f"{tag.name}: no registered version of {model} at commit {tag.commit[:12]}")
                 continue
             try:
-                facts = queries.version_facts(reader, model, version)
+                facts = version_facts(reader, model, version)
             except NotFound as error:
                 skipped.append(f"{tag.name}: {error}")
                 continue
