@@ -10,9 +10,15 @@ from typing import Any
 import pytest
 from conftest import ACTOR
 
-from govern.api.report import LATEST_START_SQL, LATEST_WINDOWS_SQL, SLOT_SUMMARY_SQL, TIMELINE_SQL, TIMELINE_WINDOWS
 from govern.events import DeploymentEnded, DeploymentStarted, PendingEvent
 from govern.ledger import Ledger
+from govern.readmodel.reports import (
+    LATEST_START_SQL,
+    LATEST_WINDOWS_SQL,
+    SLOT_SUMMARY_SQL,
+    TIMELINE_SQL,
+    TIMELINE_WINDOWS,
+)
 from govern.readmodel.rows import rows_as_dicts
 
 M = "churn"

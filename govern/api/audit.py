@@ -18,7 +18,7 @@ from govern import config, storage
 from govern.envelope import RecordedEvent
 from govern.errors import GovernError, InvalidInput, NotFound
 from govern.ledger import SLOT_KEY_SQL, Verification
-from govern.readmodel import deployments
+from govern.readmodel import deployments, reports
 from govern.readmodel.deployments import WINDOW_JOINS, known_slots, production_at, require_slot
 from govern.readmodel.rows import naive_utc, rows_as_dicts, shown_actors
 from govern.readmodel.versions import history_seqs, lock_commit, version_facts
@@ -529,7 +529,7 @@ def training_of(model: str, version: str, start: Path | None = None) -> dict[str
 
     with open_ledger(start).reader() as reader:
         facts = version_facts(reader, model, version)  # NotFound names the known models and versions
-        row = rows_as_dicts(reader, report.TRAINING_SQL, {"subject": f"model:{model}@{version}"})[0]
+        row = reports.training_of_version(reader, model, version)
         training = json.loads(row["payload"])
         data = report._data(reader, training, [])
     git = training.get("git", {})
