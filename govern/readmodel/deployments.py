@@ -132,3 +132,54 @@ def production_at(reader: Reader, app: str, env: str, at: datetime) -> dict[str,
 
 def windows(reader: Reader, app: str | None = None, model: str | None = None) -> list[dict[str, Any]]:
     return rows_as_dicts(reader, WINDOWS_SQL, {"app": app, "model": model})
+
+
+# Each slot's last deployment event (what `govern status` shows of it).
+SLOTS_SQL = """
+SELECT app, env,
+       arg_max({'type': type, 'model': model, 'version': version, 'at': occurred_at, 'actor': actor, 'seq': seq}, seq)
+           AS last
+FROM deployment_index GROUP BY app, env ORDER BY app, env
+"""
+
+
+def slot_states(reader: Reader) -> list[dict[str, Any]]:
+    """Each app/env with its last deployment event (`last`: type, model, version, at, actor, seq)."""
+    return rows_as_dicts(reader, SLOTS_SQL)
+
+
+SLOT_WINDOWS_SQL = f"""
+WITH slot AS (
+    SELECT seq, type, model, version, occurred_at, actor,
+           lead(type) OVER w AS next_type, lead(occurred_at) OVER w AS next_at, lead(seq) OVER w AS next_seq,
+           lead(actor) OVER w AS next_actor, lead(reason) OVER w AS next_reason
+    FROM deployment_index WHERE slot_key = {SLOT_KEY_SQL} AND app = $app AND env = $env
+    WINDOW w AS (ORDER BY seq)
+),
+w AS (
+    SELECT $app AS app, $env AS env, model, version, occurred_at AS started_at,
+           CASE WHEN next_type = 'deployment.ended' THEN next_at END AS ended_at,
+           CASE WHEN next_type = 'deployment.ended' THEN next_actor END AS ended_by,
+           CASE WHEN next_type = 'deployment.ended' THEN next_reason END AS end_reason,
+           CASE WHEN next_type = 'deployment.ended' THEN next_seq END AS end_seq,
+           actor AS deployed_by, seq AS start_seq
+    FROM slot WHERE type = 'deployment.started' AND seq < $before
+    ORDER BY seq DESC LIMIT $limit
+)
+SELECT w.*, epoch(w.ended_at - w.started_at) AS duration_s, t.training_seq, t.git_commit
+FROM w
+{WINDOW_JOINS}
+ORDER BY w.start_seq DESC
+"""
+
+SLOT_OF_SQL = "SELECT app, env FROM deployment_index WHERE seq = $seq AND type = 'deployment.started'"
+
+
+def slot_windows(reader: Reader, app: str, env: str, before: int, limit: int) -> list[dict[str, Any]]:
+    """One slot's newest `limit` windows started before seq `before`, newest first, as `windows` gives them."""
+    return rows_as_dicts(reader, SLOT_WINDOWS_SQL, {"app": app, "env": env, "before": before, "limit": limit})
+
+
+def slot_of_start(reader: Reader, start_seq: int) -> list[dict[str, Any]]:
+    """The app and env of the `deployment.started` at `start_seq` (no row: it is not one)."""
+    return rows_as_dicts(reader, SLOT_OF_SQL, {"seq": start_seq})

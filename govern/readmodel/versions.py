@@ -245,3 +245,53 @@ def lock_commit(reader: Reader, model: str, version: str, training_event_id: str
     """The commit that rebuilds this version (its training's, or a later training's of the same file), if found."""
     _, rows = reader.query(LOCK_OF_VERSION_SQL, {"training": training_event_id, "model": model, "version": version})
     return rows[0][0] if rows else None
+
+
+MODELS_SQL = "SELECT DISTINCT model FROM model_versions ORDER BY model"
+
+
+def registered_models(reader: Reader) -> list[str]:
+    """The registered models' names, sorted."""
+    _, rows = reader.query(MODELS_SQL)
+    return [m for (m,) in rows]
+
+
+# Each version's latest registration with the stages it holds, its deprecation and its lock commit (what
+# `govern status` lists, and what a lineage report can be asked of).
+REGISTERED_VERSIONS_SQL = """
+SELECT
+    mv.model,
+    mv.version,
+    mv.registered_at,
+    mv.actor AS registered_by,
+    mv.seq AS registered_seq,
+    (SELECT coalesce(list(s.stage ORDER BY s.stage), []) FROM stage_assignments AS s
+        WHERE s.model = mv.model AND s.version = mv.version) AS stages,
+    d.deprecated_at,
+    d.reason AS deprecation_reason,
+    l.commit AS lock_commit
+FROM (SELECT * FROM model_versions QUALIFY row_number() OVER (PARTITION BY model, version ORDER BY seq DESC) = 1)
+    AS mv
+LEFT JOIN (SELECT model, version, min(deprecated_at) AS deprecated_at, arg_min(reason, seq) AS reason
+           FROM deprecations GROUP BY ALL) AS d ON d.model = mv.model AND d.version = mv.version
+LEFT JOIN (SELECT v->>'$.model' AS model, v->>'$.version' AS version, arg_min(e.payload->>'$.commit', e.seq) AS commit
+           FROM events AS e, unnest(CAST(e.payload->'$.versions' AS JSON[])) AS t(v)
+           WHERE e.type = 'training.locked' GROUP BY ALL) AS l ON l.model = mv.model AND l.version = mv.version
+ORDER BY mv.model, try_cast(mv.version AS INTEGER), mv.version
+"""
+
+
+def registered_versions(reader: Reader) -> list[dict[str, Any]]:
+    """Every registered version, by model and version: registered_at, registered_by (and its seq), stages,
+    deprecated_at, deprecation_reason, lock_commit."""
+    return rows_as_dicts(reader, REGISTERED_VERSIONS_SQL)
+
+
+TRAINING_VERSIONS_SQL = """
+SELECT model, version FROM model_versions WHERE training_event_id = $event_id ORDER BY seq
+"""
+
+
+def versions_of_training(reader: Reader, event_id: str) -> list[dict[str, Any]]:
+    """The model versions (model, version) a training registered, in order."""
+    return rows_as_dicts(reader, TRAINING_VERSIONS_SQL, {"event_id": event_id})
