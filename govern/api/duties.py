@@ -25,30 +25,9 @@ from govern import access, attestations, attribution
 from govern.api.context import Project
 from govern.errors import FourEyesViolation, PolicyViolation
 from govern.ledger import Reader
-from govern.readmodel.rows import rows_as_dicts
-from govern.readmodel.versions import VersionFacts, verdicts_of_version
-
-SERVER_KEY_SQL = "SELECT count(*) > 0 FROM events WHERE type = 'signing_key.registered'"
-
-# Every training that produced this version's bytes: the one that registered it, and any other whose models
-# carry the same sha256 (run again, restored from a cache, trained elsewhere).
-TRAININGS_SQL = """
-WITH version AS (
-    SELECT arg_max(sha256, seq) AS sha256, arg_max(training_event_id, seq) AS training_event_id
-    FROM model_versions WHERE model = $model AND version = $version
-)
-SELECT t.seq, t.actor, t.authn
-FROM events AS t, version AS v
-WHERE t.type = 'training.completed'
-  AND (t.event_id = v.training_event_id
-       OR (v.sha256 IS NOT NULL AND list_contains(
-              json_extract_string(t.payload, '$.models[*].sha256'), v.sha256)))
-ORDER BY t.seq
-"""
-
-# Who handed a token to its principal: the admin who issued the enrollment code it was exchanged for, followed
-# through the tokens a principal made for itself with it (ledger.m013, `token_issuers`).
-ISSUER_SQL = "SELECT issuer FROM token_issuers WHERE token_id = $token_id"
+from govern.readmodel import access as access_reads
+from govern.readmodel import events
+from govern.readmodel.versions import VersionFacts, trainings_of_version, verdicts_of_version
 
 
 @dataclass(frozen=True)
@@ -70,8 +49,7 @@ def team_mode(project: Project, reader: Reader) -> bool:
         return True
     if project.config.mode == "solo":
         return False
-    _, [(signed,)] = reader.query(SERVER_KEY_SQL)
-    return bool(signed)
+    return access_reads.server_key_registered(reader)
 
 
 def policy(project: Project, reader: Reader) -> Policy:
@@ -110,7 +88,7 @@ class Trainers:
 
 
 def trainers(project: Project, reader: Reader, facts: VersionFacts) -> Trainers:
-    rows = rows_as_dicts(reader, TRAININGS_SQL, {"model": facts.model, "version": facts.version})
+    rows = trainings_of_version(reader, facts.model, facts.version)
     verdicts = attestations.check_events(reader, [r["seq"] for r in rows], project.config.trusted_keys)
     names, authenticated, shown = [], [], []
     for row in rows:
@@ -208,8 +186,7 @@ def check_same_hands(reader: Reader, who: attribution.Actor, parties: Sequence[i
     mine = hands_behind(reader, token)
     if not mine:
         return
-    rows = rows_as_dicts(reader, "SELECT seq, actor, authn FROM events WHERE list_contains($seqs, seq)",
-                                 {"seqs": list(parties)})  # fmt: skip
+    rows = events.actors_of(reader, list(parties))
     links = identity_links(reader)
     for row in rows:
         authn = attribution.Authn.from_json(row["authn"]) if row["authn"] else None
@@ -253,9 +230,7 @@ def _handed_over(reader: Reader, token_id: str | None) -> tuple[str | None, str 
     """(the admin who handed this token over through the server, the token that admin did it with)."""
     if not token_id or not access.TOKEN_ID.match(token_id):
         return None, None
-    rows = rows_as_dicts(
-        reader, "SELECT issuer, issuer_authn, principal FROM token_issuers WHERE token_id = $t", {"t": token_id}
-    )
+    rows = access_reads.token_handover(reader, token_id)
     if not rows or not rows[0]["issuer_authn"]:
         return None, None
     authn = attribution.Authn.from_json(rows[0]["issuer_authn"])
@@ -272,14 +247,14 @@ def token_issuer(reader: Reader, token_id: str | None) -> str | None:
     exchanged it, nor a token the principal made for itself with one), as recorded; None for no such token."""
     if not token_id or not access.TOKEN_ID.match(token_id):
         return None
-    rows = rows_as_dicts(reader, ISSUER_SQL, {"token_id": token_id})
+    rows = access_reads.token_issuer(reader, token_id)
     return rows[0]["issuer"] if rows else None
 
 
 def request_attested(project: Project, reader: Reader, request: dict[str, Any]) -> None:
     """In team mode a request counts only if the server attested who asked for it."""
     seq = request["request_seq"]
-    rows = rows_as_dicts(reader, "SELECT actor, authn FROM events WHERE seq = $seq", {"seq": seq})
+    rows = events.actor_of(reader, seq)
     authn = attribution.Authn.from_json(rows[0]["authn"]) if rows and rows[0]["authn"] else None
     verdict = attestations.check_events(reader, [seq], project.config.trusted_keys).get(seq)
     if authn is None or not authn.authenticated or verdict is not None:

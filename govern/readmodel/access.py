@@ -205,3 +205,20 @@ def codes(reader: Reader, principal: str | None) -> list[dict[str, Any]]:
 def grant_history(reader: Reader, principal: str | None, limit: int) -> list[dict[str, Any]]:
     """Role grants over time, newest first, at most `limit`."""
     return rows_as_dicts(reader, GRANT_HISTORY_SQL, {"principal": principal, "limit": limit})
+
+
+# Who handed a token to its principal: the admin who issued the enrollment code it was exchanged for, followed
+# through the tokens a principal made for itself with it (ledger.m013, `token_issuers`).
+ISSUER_SQL = "SELECT issuer FROM token_issuers WHERE token_id = $token_id"
+
+
+def token_issuer(reader: Reader, token_id: str) -> list[dict[str, Any]]:
+    """Who handed the token over (none or one row: issuer)."""
+    return rows_as_dicts(reader, ISSUER_SQL, {"token_id": token_id})
+
+
+def token_handover(reader: Reader, token_id: str) -> list[dict[str, Any]]:
+    """The token's issuer, how the issuer was authenticated, and its principal (none or one row)."""
+    return rows_as_dicts(
+        reader, "SELECT issuer, issuer_authn, principal FROM token_issuers WHERE token_id = $t", {"t": token_id}
+    )

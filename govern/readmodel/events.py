@@ -87,3 +87,13 @@ def lock_commits(reader: Reader) -> dict[str, str]:
     """Each locked training's event id with its (first) lock commit."""
     _, rows = reader.query(LOCK_COMMITS_SQL)
     return dict(rows)
+
+
+def actors_of(reader: Reader, seqs: list[int]) -> list[dict[str, Any]]:
+    """Each of these events' seq, actor and authn."""
+    return rows_as_dicts(reader, "SELECT seq, actor, authn FROM events WHERE list_contains($seqs, seq)", {"seqs": seqs})
+
+
+def actor_of(reader: Reader, seq: int) -> list[dict[str, Any]]:
+    """The event's actor and authn (none or one row)."""
+    return rows_as_dicts(reader, "SELECT actor, authn FROM events WHERE seq = $seq", {"seq": seq})

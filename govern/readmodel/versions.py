@@ -295,3 +295,31 @@ SELECT model, version FROM model_versions WHERE training_event_id = $event_id OR
 def versions_of_training(reader: Reader, event_id: str) -> list[dict[str, Any]]:
     """The model versions (model, version) a training registered, in order."""
     return rows_as_dicts(reader, TRAINING_VERSIONS_SQL, {"event_id": event_id})
+
+
+# Every training that produced this version's bytes: the one that registered it, and any other whose models
+# carry the same sha256 (run again, restored from a cache, trained elsewhere).
+TRAININGS_SQL = """
+WITH version AS (
+    SELECT arg_max(sha256, seq) AS sha256, arg_max(training_event_id, seq) AS training_event_id
+    FROM model_versions WHERE model = $model AND version = $version
+)
+SELECT t.seq, t.actor, t.authn
+FROM events AS t, version AS v
+WHERE t.type = 'training.completed'
+  AND (t.event_id = v.training_event_id
+       OR (v.sha256 IS NOT NULL AND list_contains(
+              json_extract_string(t.payload, '$.models[*].sha256'), v.sha256)))
+ORDER BY t.seq
+"""
+
+
+def trainings_of_version(reader: Reader, model: str, version: str) -> list[dict[str, Any]]:
+    """Every training that produced the version's bytes, in order: seq, actor, authn."""
+    return rows_as_dicts(reader, TRAININGS_SQL, {"model": model, "version": version})
+
+
+def training_authn(reader: Reader, event_id: str) -> list[tuple]:
+    """The `authn` of the event with this id (none or one row, as `(authn,)`)."""
+    _, rows = reader.query("SELECT authn FROM events WHERE event_id = ?", [event_id])
+    return rows
