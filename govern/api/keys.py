@@ -18,16 +18,7 @@ from govern.api.context import Project, open_project
 from govern.errors import StateConflict
 from govern.events import PendingEvent, RecordedEvent, SigningKeyRegistered, SigningKeyRetired, utc_now
 from govern.ledger import Reader
-from govern.readmodel.rows import rows_as_dicts
-
-KEYS_SQL = """
-SELECT r.seq, r.payload->>'$.fingerprint' AS fingerprint, r.occurred_at AS registered_at,
-       r.payload->>'$.endorsed_by' AS endorsed_by,
-       (SELECT min(t.seq) FROM events AS t
-        WHERE t.type = 'signing_key.retired' AND t.payload->>'$.fingerprint' = r.payload->>'$.fingerprint')
-           AS retired_seq
-FROM events AS r WHERE r.type = 'signing_key.registered' ORDER BY r.seq
-"""
+from govern.readmodel import access as access_reads
 
 
 @dataclass(frozen=True)
@@ -48,7 +39,7 @@ def key_path(project: Project) -> Path:
 
 
 def registered_keys(reader: Reader) -> list[dict]:
-    return rows_as_dicts(reader, KEYS_SQL)
+    return access_reads.registered_keys(reader)
 
 
 def init_key(root: Path) -> tuple[signing.Signer, bool]:

@@ -34,6 +34,7 @@ from govern.events import (
     utc_now,
 )
 from govern.ledger import Reader
+from govern.readmodel import access as access_reads
 from govern.readmodel.deployments import Slot, known_slots, slot, slot_list
 from govern.readmodel.rows import naive_utc
 from govern.readmodel.versions import (
@@ -42,6 +43,7 @@ from govern.readmodel.versions import (
     serving_slots,
     stage_holder,
     standing_at,
+    training_metrics,
     verdicts_of_version,
     version_facts,
 )
@@ -194,8 +196,8 @@ def judge_gates(project: Project, reader: Reader, facts: VersionFacts, to_stage:
     declared = project.config.gates.get(to_stage, ())
     if not declared:
         return []
-    _, rows = reader.query("SELECT payload->'$.metrics' FROM events WHERE event_id = ?", [facts.training_event_id])
-    metrics = json.loads(rows[0][0]) if rows and rows[0][0] else {}
+    found = training_metrics(reader, facts.training_event_id)
+    metrics = json.loads(found) if found else {}
     verdict = latest_verdict(project, reader, facts)
     findings = gates.judge(declared, metrics, verdict)
     if facts.lock_commit is None:
@@ -253,8 +255,7 @@ def refuse_failed_gates(project: Project, reader: Reader, facts: VersionFacts, t
 
 def identity_links(reader: Reader) -> dict[str, list[str]]:
     """principal -> the git or CI identities linked to it (`govern principals link`)."""
-    _, rows = reader.query("SELECT principal, list(identity ORDER BY seq) FROM principal_identities GROUP BY 1")
-    return {principal: list(identities) for principal, identities in rows}
+    return access_reads.identity_links(reader)
 
 
 def finish_promotion(

@@ -222,3 +222,24 @@ def token_handover(reader: Reader, token_id: str) -> list[dict[str, Any]]:
     return rows_as_dicts(
         reader, "SELECT issuer, issuer_authn, principal FROM token_issuers WHERE token_id = $t", {"t": token_id}
     )
+
+
+def identity_links(reader: Reader) -> dict[str, list[str]]:
+    """principal -> the git or CI identities linked to it, oldest first."""
+    _, rows = reader.query("SELECT principal, list(identity ORDER BY seq) FROM principal_identities GROUP BY 1")
+    return {principal: list(identities) for principal, identities in rows}
+
+
+KEYS_SQL = """
+SELECT r.seq, r.payload->>'$.fingerprint' AS fingerprint, r.occurred_at AS registered_at,
+       r.payload->>'$.endorsed_by' AS endorsed_by,
+       (SELECT min(t.seq) FROM events AS t
+        WHERE t.type = 'signing_key.retired' AND t.payload->>'$.fingerprint' = r.payload->>'$.fingerprint')
+           AS retired_seq
+FROM events AS r WHERE r.type = 'signing_key.registered' ORDER BY r.seq
+"""
+
+
+def registered_keys(reader: Reader) -> list[dict[str, Any]]:
+    """Every server signing key registered, oldest first: seq, fingerprint, registered_at, endorsed_by, retired_seq."""
+    return rows_as_dicts(reader, KEYS_SQL)

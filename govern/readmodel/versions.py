@@ -323,3 +323,34 @@ def training_authn(reader: Reader, event_id: str) -> list[tuple]:
     """The `authn` of the event with this id (none or one row, as `(authn,)`)."""
     _, rows = reader.query("SELECT authn FROM events WHERE event_id = ?", [event_id])
     return rows
+
+
+def training_metrics(reader: Reader, event_id: str) -> str | None:
+    """The metrics (JSON text) the training with this event id recorded, if any."""
+    _, rows = reader.query("SELECT payload->'$.metrics' FROM events WHERE event_id = ?", [event_id])
+    return rows[0][0] if rows and rows[0][0] else None
+
+
+KNOWN_TAGS = "SELECT payload->>'$.gto_tag' FROM events WHERE payload->>'$.gto_tag' IS NOT NULL"
+# The version a GTO tag at a commit names: one locked there (the commit that rebuilds it, issue 26), else one
+# trained there (tags written before lock commits were recorded).
+VERSION_AT_COMMIT = """
+SELECT version FROM (
+    SELECT v->>'$.version' AS version, 0 AS rank, e.seq FROM events AS e,
+           unnest(CAST(e.payload->'$.versions' AS JSON[])) AS t(v)
+    WHERE e.type = 'training.locked' AND e.payload->>'$.commit' = $2 AND v->>'$.model' = $1
+    UNION ALL
+    SELECT version, 1 AS rank, seq FROM model_versions WHERE model = $1 AND git_commit = $2
+) ORDER BY rank, seq DESC LIMIT 1
+"""
+
+
+def known_gto_tags(reader: Reader) -> set[str]:
+    """The GTO tags the ledger's events name."""
+    return {name for (name,) in reader.query(KNOWN_TAGS)[1]}
+
+
+def version_at_commit(reader: Reader, model: str, commit: str) -> str | None:
+    """The version of the model a GTO tag at `commit` names (VERSION_AT_COMMIT), if any."""
+    _, rows = reader.query(VERSION_AT_COMMIT, [model, commit])
+    return rows[0][0] if rows else None
