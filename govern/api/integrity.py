@@ -23,6 +23,7 @@ from govern.attestations import AttestationReport
 from govern.errors import GovernError, LedgerCorrupt, LedgerError, LedgerMissing, NotAGitRepository
 from govern.events import LedgerAnchored, PendingEvent, RecordedEvent, utc_now
 from govern.ledger import Reader, Verification
+from govern.readmodel import events as event_reads
 from govern.storage import LedgerStore, open_store
 
 TAG_PREFIX = "govern-anchor/"
@@ -72,8 +73,7 @@ def anchor(start: Path | None = None, project: Project | None = None) -> Recorde
     commit = git_adapter.state(project.root).commit
 
     def decide(reader: Reader) -> list[PendingEvent]:
-        _, rows = reader.query("SELECT coalesce(max(seq), 0) FROM events")
-        seq = rows[0][0] + 1
+        seq = event_reads.last_seq(reader) + 1
         tag = f"{TAG_PREFIX}{seq}"
         if git_adapter.tags(project.root, tag):
             raise GovernError(f"The tag {tag} exists already: this ledger and the repository's anchors disagree")
@@ -154,10 +154,8 @@ def refuse_writes_off_the_anchors(root: Path, ledger: LedgerStore) -> None:
 def check_anchors(ledger: Reader, found: list[Anchor]) -> list[str]:
     if not found:
         return []
-    _, rows = ledger.query("SELECT seq, hash FROM events WHERE seq IN (SELECT unnest(?))", [[a.seq for a in found]])
-    stored = dict(rows)
-    _, head = ledger.query("SELECT coalesce(max(seq), 0) FROM events")
-    last = head[0][0]
+    stored = event_reads.hashes(ledger, [a.seq for a in found])
+    last = event_reads.last_seq(ledger)
     problems = []
     for a in found:
         if a.seq < 0:

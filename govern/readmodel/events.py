@@ -97,3 +97,29 @@ def actors_of(reader: Reader, seqs: list[int]) -> list[dict[str, Any]]:
 def actor_of(reader: Reader, seq: int) -> list[dict[str, Any]]:
     """The event's actor and authn (none or one row)."""
     return rows_as_dicts(reader, "SELECT actor, authn FROM events WHERE seq = $seq", {"seq": seq})
+
+
+LAST_SEQ_SQL = "SELECT coalesce(max(seq), 0) FROM events"
+
+
+def last_seq(reader: Reader) -> int:
+    """The head's seq (0: no event yet)."""
+    _, rows = reader.query(LAST_SEQ_SQL)
+    return rows[0][0]
+
+
+def hashes(reader: Reader, seqs: list[int]) -> dict[int, str]:
+    """The hash of each of these events that exists."""
+    _, rows = reader.query("SELECT seq, hash FROM events WHERE seq IN (SELECT unnest(?))", [seqs])
+    return dict(rows)
+
+
+ALREADY_VERIFIED = """
+SELECT count(*) FROM events
+WHERE subject = 'commit:' || ? AND type IN ('reproduction.verified', 'reproduction.diverged')
+"""
+
+
+def verdicts_of_commit(reader: Reader, commit: str) -> int:
+    """How many CI verdicts about the commit the ledger holds."""
+    return reader.query(ALREADY_VERIFIED, [commit])[1][0][0]
