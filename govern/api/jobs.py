@@ -47,7 +47,8 @@ from govern.events import (
     utc_now,
 )
 from govern.ledger import Reader
-from govern.readmodel.rows import rows_as_dicts
+from govern.readmodel import events as event_reads
+from govern.readmodel import jobs as job_reads
 from govern.redaction import redact, scrub
 from govern.storage import LedgerStore
 
@@ -56,13 +57,6 @@ JOB_ID = re.compile(r"^[0-9a-f]{12}$")
 STAGE_LINE = re.compile(r"^\[(?P<stage>[^\]]+)\] (?P<status>\S+)")
 TARGET = re.compile(r"^[A-Za-z0-9_.:/@-]{1,200}$")
 LOG_TAIL_LINES = 40
-JOBS_SQL = """
-SELECT job_id, state, commit, targets, requested_at, requested_by, started_at, host, pid, attempts, finished_at,
-       finished_by, training_event_id, error, seq
-FROM training_jobs
-WHERE ($state IS NULL OR state = $state) AND ($job IS NULL OR job_id = $job)
-ORDER BY seq
-"""
 
 
 @dataclass(frozen=True)
@@ -102,15 +96,14 @@ def jobs(ledger: LedgerStore, state: str | None = None, newest: int | None = Non
         raise InvalidInput(f"Unknown job state {state!r}: use one of {', '.join(STATES)}")
     if not ledger.exists():
         return []
-    sql = JOBS_SQL if newest is None else f"SELECT * FROM ({JOBS_SQL}) ORDER BY seq DESC LIMIT {int(newest)}"
-    return rows_as_dicts(ledger, sql, {"state": state, "job": None})
+    return job_reads.jobs(ledger, state, newest)
 
 
 def count(ledger: LedgerStore) -> int:
     """How many jobs were ever requested."""
     if not ledger.exists():
         return 0
-    return ledger.query("SELECT count(*) FROM training_jobs")[1][0][0]
+    return job_reads.count(ledger)
 
 
 def job(ledger: LedgerStore, job_id: str) -> Job:
@@ -126,19 +119,11 @@ def job(ledger: LedgerStore, job_id: str) -> Job:
     return Job({**row, **_lock_of(ledger, row)}, [{"stage": k, "status": v} for k, v in stages.items()], scrub(tail))
 
 
-LOCK_OF_JOB_SQL = """
-SELECT (SELECT payload->>'$.commit' FROM events WHERE type = 'training.locked' AND subject = 'training:' || $training
-        ORDER BY seq LIMIT 1),
-       (SELECT payload->>'$.lock_note' FROM events WHERE type = 'job.finished' AND subject = 'job:' || $job
-        ORDER BY seq LIMIT 1)
-"""
-
-
 def _lock_of(reader: Reader, row: dict[str, Any]) -> dict[str, Any]:
     """The commit whose dvc.lock rebuilds the job's versions (on its branch, or found later), or why none yet."""
     if row["state"] != "succeeded" or not row["training_event_id"]:
         return {"lock_commit": None, "lock_note": None}
-    commit, note = reader.query(LOCK_OF_JOB_SQL, {"training": row["training_event_id"], "job": row["job_id"]})[1][0]
+    commit, note = job_reads.lock_of(reader, row["training_event_id"], row["job_id"])
     return {"lock_commit": commit, "lock_note": None if commit else note}
 
 
@@ -166,7 +151,7 @@ def claimable(ledger: LedgerStore, host: str) -> list[str]:
     """Jobs this process may take, oldest first: queued ones, and those started here by a process now gone."""
     if not ledger.exists():
         return []
-    rows = rows_as_dicts(ledger, JOBS_SQL, {"state": None, "job": None})
+    rows = job_reads.jobs(ledger)
     return [r["job_id"] for r in rows if _takeable(r, host)]
 
 
@@ -315,7 +300,7 @@ def trainer(project: Project, row: dict[str, Any]) -> attribution.Actor:
     from govern import attestations
 
     requested_by, principal = row["requested_by"], attribution.principal_of(row["requested_by"])
-    _, found = project.ledger.query("SELECT authn FROM events WHERE seq = ?", [row["seq"]])
+    found = event_reads.authn_of(project.ledger, row["seq"])
     authn = attribution.Authn.from_json(found[0][0]) if found and found[0][0] else None
     attested = authn is not None and authn.authenticated and principal is not None
     if attested and attestations.check_events(project.ledger, [row["seq"]], project.config.trusted_keys)[row["seq"]]:
@@ -400,7 +385,7 @@ def _alive(pid: int | None) -> bool:
 def _row(reader: Reader, job_id: str) -> dict[str, Any]:
     if not JOB_ID.match(job_id or ""):
         raise InvalidInput(f"{job_id!r} is not a job id: 12 hexadecimal characters, as the job's answer gives")
-    rows = rows_as_dicts(reader, JOBS_SQL, {"state": None, "job": job_id})
+    rows = job_reads.job(reader, job_id)
     if not rows:
         raise NotFound(f"No job {job_id}: GET /api/v1/trainings lists them")
     return rows[0]

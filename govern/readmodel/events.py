@@ -123,3 +123,9 @@ WHERE subject = 'commit:' || ? AND type IN ('reproduction.verified', 'reproducti
 def verdicts_of_commit(reader: Reader, commit: str) -> int:
     """How many CI verdicts about the commit the ledger holds."""
     return reader.query(ALREADY_VERIFIED, [commit])[1][0][0]
+
+
+def authn_of(reader: Reader, seq: int) -> list[tuple]:
+    """The event's `authn` (none or one row, as `(authn,)`)."""
+    _, rows = reader.query("SELECT authn FROM events WHERE seq = ?", [seq])
+    return rows
