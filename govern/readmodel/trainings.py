@@ -54,3 +54,61 @@ def lock_of_training(reader: Reader, training_event_id: str) -> list[tuple]:
 def lock_commits_of(reader: Reader, training_event_id: str) -> list[tuple]:
     """The commits recorded as locking the training, as `(commit,)` rows."""
     return reader.query(LOCKED_SQL, {"subject": f"training:{training_event_id}"})[1]
+
+
+FIND_TRAINING_BY_LOCK = """
+SELECT seq FROM events
+WHERE type = 'training.completed' AND payload->>'$.dvc_lock_sha256' = ?
+ORDER BY seq DESC LIMIT 1
+"""
+
+FIND_SNAPSHOTS = """
+SELECT payload->>'$.path' AS path, payload->>'$.md5' AS md5, event_id, payload->>'$.extracted_at' AS extracted_at
+FROM events
+WHERE type = 'dataset.snapshotted' AND payload->>'$.path' IN (SELECT unnest(?))
+ORDER BY seq
+"""
+
+REGISTRATIONS_OF_FILES = """
+SELECT model, version, sha256, git_commit FROM model_versions
+WHERE model IN (SELECT unnest($models)) AND sha256 IN (SELECT unnest($digests))
+ORDER BY seq
+"""
+
+RECORDED_VERSIONS = """
+SELECT model, max(TRY_CAST(version AS BIGINT)) FROM model_versions
+WHERE model IN (SELECT unnest($models)) GROUP BY model
+"""
+
+
+def by_lock(reader: Reader, lock_sha256: str) -> list[tuple]:
+    """The newest training that reported this lock digest, as `(seq,)` (none or one row)."""
+    _, rows = reader.query(FIND_TRAINING_BY_LOCK, [lock_sha256])
+    return rows
+
+
+def lock_count(reader: Reader, training_event_id: str) -> int:
+    """How many `training.locked` name the training."""
+    _, rows = reader.query(
+        "SELECT count(*) FROM events WHERE type = 'training.locked' AND payload->>'$.training_event_id' = ?",
+        [training_event_id],
+    )
+    return rows[0][0]
+
+
+def snapshots_of_paths(reader: Reader, paths: list[str]) -> list[tuple]:
+    """Every snapshot of these paths, oldest first: (path, md5, event_id, extracted_at)."""
+    _, rows = reader.query(FIND_SNAPSHOTS, [paths])
+    return rows
+
+
+def registrations_of_files(reader: Reader, models: list[str], digests: list[str]) -> list[tuple]:
+    """Registrations of these models with these files, oldest first: (model, version, sha256, git_commit)."""
+    _, rows = reader.query(REGISTRATIONS_OF_FILES, {"models": models, "digests": digests})
+    return rows
+
+
+def recorded_versions(reader: Reader, models: list[str]) -> list[tuple]:
+    """(model, its highest numeric version) for each of these models registered."""
+    _, rows = reader.query(RECORDED_VERSIONS, {"models": models})
+    return rows
