@@ -112,3 +112,43 @@ def recorded_versions(reader: Reader, models: list[str]) -> list[tuple]:
     """(model, its highest numeric version) for each of these models registered."""
     _, rows = reader.query(RECORDED_VERSIONS, {"models": models})
     return rows
+
+
+EXISTING_IDS = "SELECT event_id FROM events WHERE event_id IN (SELECT unnest($ids))"
+SNAPSHOTS_OF = """
+SELECT event_id, payload->>'$.path' AS path, payload->>'$.md5' AS md5 FROM events
+WHERE type = 'dataset.snapshotted' AND event_id IN (SELECT unnest($ids))
+"""
+TRAINING_BY_LOCK = """
+SELECT event_id FROM events
+WHERE type = 'training.completed' AND payload->>'$.dvc_lock_sha256' = $lock
+ORDER BY seq DESC LIMIT 1
+"""
+KNOWN_SNAPSHOTS = """
+SELECT payload->>'$.path' AS path, payload->>'$.md5' AS md5, event_id, payload->>'$.extracted_at' AS extracted_at
+FROM events WHERE type = 'dataset.snapshotted' ORDER BY seq
+"""
+
+
+def existing_ids(reader: Reader, ids: list[str]) -> list[tuple]:
+    """Those of these event ids the ledger holds, as `(event_id,)` rows."""
+    _, rows = reader.query(EXISTING_IDS, {"ids": ids})
+    return rows
+
+
+def snapshots_by_id(reader: Reader, ids: list[str]) -> list[tuple]:
+    """The snapshots with these event ids: (event_id, path, md5)."""
+    _, rows = reader.query(SNAPSHOTS_OF, {"ids": ids})
+    return rows
+
+
+def training_of_lock(reader: Reader, lock_sha256: str | None) -> list[tuple]:
+    """The newest training that reported this lock digest, as `(event_id,)` (none or one row)."""
+    _, rows = reader.query(TRAINING_BY_LOCK, {"lock": lock_sha256})
+    return rows
+
+
+def known_snapshots(reader: Reader) -> list[tuple]:
+    """Every dataset snapshot, oldest first: (path, md5, event_id, extracted_at)."""
+    _, rows = reader.query(KNOWN_SNAPSHOTS)
+    return rows
