@@ -152,3 +152,33 @@ def known_snapshots(reader: Reader) -> list[tuple]:
     """Every dataset snapshot, oldest first: (path, md5, event_id, extracted_at)."""
     _, rows = reader.query(KNOWN_SNAPSHOTS)
     return rows
+
+
+TRAINING_OF_LOCK = """
+SELECT seq, event_id, payload->'$.environment' AS environment,
+       payload->>'$.dvc_lock_sha256' = $lock AS same_lock
+FROM events
+WHERE type = 'training.completed' AND (payload->>'$.dvc_lock_sha256' = $lock OR git_commit = $commit)
+ORDER BY same_lock DESC, seq DESC LIMIT 1
+"""
+
+REGISTRATION_OF_FILE = """
+SELECT mv.model, mv.version, mv.sha256, mv.mlflow_run_id, e.payload->>'$.tracking_uri' AS tracking_uri
+FROM model_versions AS mv JOIN events AS e ON e.seq = mv.seq
+WHERE mv.path = $path AND mv.md5 = $md5
+ORDER BY mv.seq DESC LIMIT 1
+"""
+
+
+def training_of_lock_or_commit(reader: Reader, lock_sha256: str, commit: str) -> dict[str, Any] | None:
+    """The training that wrote this lock, else the newest at this commit: seq, event_id, environment (JSON text),
+    same_lock."""
+    rows = rows_as_dicts(reader, TRAINING_OF_LOCK, {"lock": lock_sha256, "commit": commit})
+    return rows[0] if rows else None
+
+
+def registration_of_file(reader: Reader, path: str, md5: str) -> dict[str, Any] | None:
+    """The newest registration of a model file at this path with this md5: model, version, sha256, mlflow_run_id,
+    tracking_uri."""
+    rows = rows_as_dicts(reader, REGISTRATION_OF_FILE, {"path": path, "md5": md5})
+    return rows[0] if rows else None
