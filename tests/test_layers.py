@@ -21,10 +21,6 @@ SQL = re.compile(
     re.IGNORECASE,
 )
 
-# The use-case modules whose SQL has not moved into govern/readmodel/ yet. This list must only shrink: a module
-# leaves it when its queries move, and no module joins it.
-NOT_YET_MOVED: frozenset[str] = frozenset({"predict"})
-
 
 def _docstrings(tree: ast.Module) -> set[int]:
     """The ids of the docstring nodes of the module, its classes and its functions."""
@@ -64,14 +60,8 @@ def sql_in(path: Path) -> list[str]:
 
 
 def test_use_cases_hold_no_sql() -> None:
-    found = [line for path in sorted(API.glob("*.py")) if path.stem not in NOT_YET_MOVED for line in sql_in(path)]
+    found = [line for path in sorted(API.glob("*.py")) for line in sql_in(path)]
     assert not found, "SQL belongs in govern/readmodel/, not in the use cases:\n" + "\n".join(found)
-
-
-def test_the_allowlist_only_shrinks() -> None:
-    """A module on the list that holds no SQL any more leaves it."""
-    done = [name for name in sorted(NOT_YET_MOVED) if not sql_in(API / f"{name}.py")]
-    assert not done, f"Holds no SQL now: remove from NOT_YET_MOVED: {', '.join(done)}"
 
 
 def test_the_scan_finds_sql(tmp_path: Path) -> None:
