@@ -352,7 +352,7 @@ def measure(
         )
 
     # B7: the production question in-process, p95 over many instants.
-    from govern import queries
+    from govern.readmodel import deployments as queries
 
     # B7 on a larger ledger: the same history, continued.
     if b7_events > events:

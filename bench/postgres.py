@@ -70,7 +70,7 @@ def measure(
     import psycopg
 
     from bench.__main__ import deployed_at, p95, run, stats, timed
-    from govern import queries
+    from govern.readmodel import deployments as queries
     from govern.storage import copy
     from govern.storage.duckdb_log import Ledger
     from govern.storage.postgres_log import PostgresLedger

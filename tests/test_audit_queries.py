@@ -110,9 +110,10 @@ def test_the_point_query_agrees_with_the_windows_view_at_every_instant(
     import random
     from datetime import UTC, datetime, timedelta
 
-    from govern import queries
     from govern.envelope import PendingEvent
     from govern.events import DeploymentEnded, DeploymentStarted
+    from govern.readmodel.deployments import WINDOW_COLUMNS, WINDOW_JOINS, production_at
+    from govern.readmodel.rows import naive_utc, rows_as_dicts
 
     ledger = Ledger(three_versions / "audit" / "ledger.duckdb")
     rng = random.Random(7)
@@ -139,7 +140,7 @@ def test_the_point_query_agrees_with_the_windows_view_at_every_instant(
     assert ledger.verify().ok, "compaction changes the order of the projection, never its rows"
 
     reference = f"""
-        SELECT {queries.WINDOW_COLUMNS} FROM production_windows AS w {queries.WINDOW_JOINS}
+        SELECT {WINDOW_COLUMNS} FROM production_windows AS w {WINDOW_JOINS}
         WHERE w.app = $app AND w.env = 'production' AND w.started_at <= $at AND (w.ended_at IS NULL OR $at < w.ended_at)
     """
     instants = [datetime(2026, 1, 1, tzinfo=UTC) + timedelta(minutes=rng.randint(-5, 300 * 30)) for _ in range(400)]
@@ -148,8 +149,8 @@ def test_the_point_query_agrees_with_the_windows_view_at_every_instant(
     with ledger.reader() as reader:
         for at in instants:
             app = rng.choice(["scoring", "triage", "fraud"])
-            expected = queries.rows_as_dicts(reader, reference, {"app": app, "at": queries.naive_utc(at)})
-            found = queries.production_at(reader, app, "production", at)
+            expected = rows_as_dicts(reader, reference, {"app": app, "at": naive_utc(at)})
+            found = production_at(reader, app, "production", at)
             assert found == (expected[0] if expected else None), (app, at)
             answered += bool(found and found["training_seq"] and found["git_commit"])
     assert answered > 100, "most instants fall in a window that names its training"

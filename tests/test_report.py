@@ -418,8 +418,9 @@ def test_a_report_citing_a_tampered_event_is_written_and_exits_non_zero(copied_h
 def test_report_summarises_every_window_and_lists_the_latest(copied_history: Path) -> None:
     from datetime import UTC, datetime, timedelta
 
-    from govern.api.report import TIMELINE_SLOTS, WINDOWS_SHOWN, gather
+    from govern.api.report import gather
     from govern.events import DeploymentEnded, DeploymentStarted
+    from govern.readmodel.reports import TIMELINE_SLOTS, WINDOWS_SHOWN
 
     ledger = Ledger(copied_history / "audit" / "ledger.duckdb")
     start, extra = datetime(2025, 1, 1, tzinfo=UTC), []

@@ -10,10 +10,16 @@ from typing import Any
 import pytest
 from conftest import ACTOR
 
-from govern import queries
-from govern.api.report import LATEST_START_SQL, LATEST_WINDOWS_SQL, SLOT_SUMMARY_SQL, TIMELINE_SQL, TIMELINE_WINDOWS
 from govern.envelope import PendingEvent
 from govern.events import DeploymentEnded, DeploymentStarted
+from govern.readmodel.reports import (
+    LATEST_START_SQL,
+    LATEST_WINDOWS_SQL,
+    SLOT_SUMMARY_SQL,
+    TIMELINE_SQL,
+    TIMELINE_WINDOWS,
+)
+from govern.readmodel.rows import rows_as_dicts
 from govern.storage.duckdb_log import Ledger
 
 M = "churn"
@@ -80,7 +86,7 @@ def ledger(tmp_path_factory: pytest.TempPathFactory) -> Ledger:
 
 def _rows(ledger: Ledger, sql: str, params: dict[str, Any]) -> list[dict[str, Any]]:
     with ledger.reader() as reader:
-        return queries.rows_as_dicts(reader, sql, params)
+        return rows_as_dicts(reader, sql, params)
 
 
 @pytest.mark.parametrize("version", VERSIONS)

@@ -140,9 +140,9 @@ def head(project: Path) -> Any:
 
 
 def holder(project: Path, stage: str) -> str | None:
-    from govern import queries
+    from govern.readmodel.versions import stage_holder
 
-    return queries.stage_holder(open_ledger(project), "churn", stage)
+    return stage_holder(open_ledger(project), "churn", stage)
 
 
 # ---------------------------------------------------------------- in a real browser

@@ -27,7 +27,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-from govern import access, attribution, queries
+from govern import access, attribution
 from govern.api.context import Project, open_project, text_argument
 from govern.envelope import PendingEvent, RecordedEvent, format_timestamp, to_utc, utc_now
 from govern.errors import Forbidden, GovernError, InvalidInput, NotFound, PolicyViolation, StateConflict
@@ -42,8 +42,11 @@ from govern.events import (
     TokenIssued,
     TokenRevoked,
 )
+from govern.readmodel import access as access_reads
+from govern.readmodel.access import ACCESS_TYPES
+from govern.readmodel.reader import Reader
+from govern.readmodel.rows import naive_utc
 from govern.storage import LedgerStore
-from govern.storage.contract import Reader
 
 log = logging.getLogger("govern.server")
 
@@ -66,70 +69,8 @@ class InvalidCode(Unauthenticated):
 REDEMPTION_REFUSALS: tuple[type[Exception], ...] = (Unauthenticated, InvalidInput, NotFound, Forbidden, StateConflict)
 
 
-ROLES_AT_SQL = """
-SELECT principal, role, apps, granted_at, granted_by, reason, grant_seq, basis, proposal_seq, proposed_at,
-       proposed_by, granted_authn, proposed_authn
-FROM role_grants
-WHERE granted_at <= $at AND (ended_at IS NULL OR ended_at > $at)
-ORDER BY principal, role
-"""
-
-HELD_SQL = "SELECT role FROM role_grants WHERE principal = $principal AND ended_at IS NULL ORDER BY role"
-ADMINS_SQL = "SELECT count(DISTINCT principal) FROM role_grants WHERE role = 'admin' AND ended_at IS NULL"
-PROPOSAL_SQL = "SELECT * FROM grant_proposals WHERE proposal_seq = $seq"
-PROPOSALS_SQL = """
-SELECT * FROM grant_proposals WHERE $state IS NULL OR state = $state ORDER BY proposal_seq DESC LIMIT $limit
-"""
-CODES_SQL = """
-SELECT code_id, principal, issued_at, issued_by, expires_at, token_expires_at, description, redeemed_at,
-       redeemed_by, token_id AS redeemed_token, revoked_at, revoked_by, seq
-FROM enrollment_codes WHERE $principal IS NULL OR principal = $principal ORDER BY seq
-"""
 # A digest no secret has: an unknown code is checked against it, so it costs what a known one costs.
 _NO_DIGEST = "0" * 64
-
-ACTIVE_GRANT_SQL = """
-SELECT apps FROM role_grants WHERE principal = $principal AND role = $role AND ended_at IS NULL
-"""
-
-TOKENS_SQL = """
-SELECT t.token_id, t.principal, t.issued_at, t.issued_by, t.expires_at, t.description, t.revoked_at, t.revoked_by,
-       t.code_id, i.issuer
-FROM access_tokens AS t LEFT JOIN token_issuers AS i USING (token_id)
-WHERE $principal IS NULL OR t.principal = $principal ORDER BY t.seq
-"""
-
-# Every token with what authenticating it needs: its principal, secret digest, expiry, revocation and the
-# principal's roles now. Small (one row per token ever issued), read whole into each process's snapshot.
-TOKEN_TABLE_SQL = """
-SELECT t.token_id, t.principal, t.secret_sha256, t.expires_at, t.revoked_at, t.seq AS issued_seq,
-       t.issued_authn, t.issued_by, c.seq AS code_seq, c.issued_authn AS code_authn,
-       (SELECT coalesce(list({'role': g.role, 'apps': g.apps, 'grant_seq': g.grant_seq,
-                              'granted_authn': g.granted_authn} ORDER BY g.role), [])
-        FROM role_grants AS g WHERE g.principal = t.principal AND g.ended_at IS NULL) AS roles
-FROM access_tokens AS t
-LEFT JOIN (SELECT seq, payload->>'$.code_id' AS code_id, authn AS issued_authn FROM events
-           WHERE type = 'token.code_issued') AS c ON c.code_id = t.code_id
-"""
-
-# The seq from which a team's ledger has had two admins: from then on, the operator's (self-asserted) hand no
-# longer stands for one of them, and what makes an approver or an admin, or gives one a token, counts only where
-# the server authenticated and signed it (`_honoured`). Revocations do not reopen the bootstrap.
-BOOTSTRAP_CLOSED_SQL = """
-WITH admins AS (SELECT principal, min(grant_seq) AS first_seq FROM role_grants WHERE role = 'admin' GROUP BY ALL)
-SELECT (SELECT count(*) > 0 FROM events WHERE type = 'signing_key.registered'),
-       (SELECT first_seq FROM admins ORDER BY first_seq LIMIT 1 OFFSET 1)
-"""
-
-# Whether the snapshot still holds: is the ledger the one read (the hash at the seq last seen), and did any event
-# that could change a row (a grant, a revocation, a token issued or revoked) come since? Roles depend on no clock,
-# and expiry is checked at each request.
-ACCESS_TYPES = ("access.granted", "access.revoked", "token.issued", "token.revoked")
-CHANGES_SQL = f"""
-SELECT (SELECT hash FROM stored_events WHERE seq = $seen) AS seen_hash, max(seq) AS head, arg_max(hash, seq) AS hash,
-       count(*) FILTER (WHERE type IN ({", ".join(f"'{kind}'" for kind in ACCESS_TYPES)})) AS changed
-FROM stored_events WHERE seq > $seen
-"""
 
 # What an unknown token id's secret is compared with, so that it costs what a known id's comparison costs.
 DUMMY_DIGEST = "0" * 64
@@ -344,11 +285,11 @@ class TokenTable:
             return _Snapshot({}, 0, "", marker, started)
         seq, hash_ = (found.seq, found.hash) if found is not None else (0, "")
         with ledger.reader() as reader:
-            [(seen_hash, head, head_hash, changed)] = reader.query(CHANGES_SQL, {"seen": seq})[1]
+            seen_hash, head, head_hash, changed = access_reads.changes_since(reader, seq)
             rows = found.rows if found is not None else None
             if rows is None or (seq and seen_hash != hash_) or changed:
                 # the first read, another ledger at this place, or access changed: read the table again
-                rows = _honoured(reader, queries.rows_as_dicts(reader, TOKEN_TABLE_SQL))
+                rows = _honoured(reader, access_reads.token_table(reader))
         if head is not None:
             seq, hash_ = head, head_hash
         return _Snapshot(rows, seq, hash_, marker, started)
@@ -386,7 +327,7 @@ def _honoured(reader: Reader, rows: list[dict[str, Any]]) -> dict[str, dict[str,
     its other roles."""
     from govern import attestations
 
-    _, [(signed, closed)] = reader.query(BOOTSTRAP_CLOSED_SQL)
+    signed, closed = access_reads.bootstrap_closed(reader)
     if not signed or closed is None:
         return {row["token_id"]: row for row in rows}
     by_id = {row["token_id"]: row for row in rows}
@@ -541,11 +482,11 @@ def two_admin_grants(project: Project, reader: Reader) -> bool:
 
 
 def _held(reader: Reader, principal: str) -> list[str]:
-    return [role for (role,) in reader.query(HELD_SQL, {"principal": principal})[1]]
+    return access_reads.held_roles(reader, principal)
 
 
 def _admins(reader: Reader) -> int:
-    return int(reader.query(ADMINS_SQL)[1][0][0])
+    return access_reads.admin_count(reader)
 
 
 def _shown(actor: attribution.Actor) -> str:
@@ -553,9 +494,7 @@ def _shown(actor: attribution.Actor) -> str:
 
 
 def _links(reader: Reader) -> dict[str, list[str]]:
-    from govern.api.lifecycle import identity_links
-
-    return identity_links(reader)
+    return access_reads.identity_links(reader)
 
 
 def _is_principal(actor: attribution.Actor, principal: str, links: dict[str, list[str]]) -> bool:
@@ -656,7 +595,7 @@ def grant(
     why = text_argument(reason, "--reason") if reason else ""
 
     def decide(reader: Reader) -> list[PendingEvent]:
-        _, rows = reader.query(ACTIVE_GRANT_SQL, {"principal": name, "role": role})
+        rows = access_reads.active_grant_apps(reader, name, role)
         if rows and tuple(rows[0][0]) == limited:
             held = f" for {', '.join(limited)}" if limited else ""
             raise StateConflict(f"{name} holds the role {role} already{held}")
@@ -671,12 +610,7 @@ def grant(
             fact: Any = RoleGranted(principal=name, role=role, apps=list(limited), reason=why, basis=basis)
             return [PendingEvent(fact, actor=project.actor, occurred_at=utc_now())]
         break_glass = _may_propose(project, reader, admins)
-        pending = queries.rows_as_dicts(
-            reader,
-            "SELECT proposal_seq, proposed_by FROM grant_proposals "
-            "WHERE principal = $p AND role = $r AND state = 'pending'",
-            {"p": name, "r": role},
-        )
+        pending = access_reads.pending_proposals_of(reader, name, role)
         if pending:
             raise StateConflict(
                 f"{role} for {name} was proposed already (proposal {pending[0]['proposal_seq']}, by "
@@ -762,7 +696,7 @@ def confirm_grant(
                     f"{_principal_or(hands)} acts with a token {name} issued: {name} cannot be granted {role} by it; "
                     "another admin must confirm it"
                 )
-        _, rows = reader.query(ACTIVE_GRANT_SQL, {"principal": name, "role": role})
+        rows = access_reads.active_grant_apps(reader, name, role)
         if rows and tuple(rows[0][0]) == tuple(found["apps"]):
             raise StateConflict(f"{name} holds the role {role} already: decline proposal {seq}")
         _refuse_conflict(reader, name, role)
@@ -834,10 +768,9 @@ def proposal_number(proposal: int | str) -> int:
 
 
 def _pending_proposal(reader: Reader, seq: int) -> dict[str, Any]:
-    rows = queries.rows_as_dicts(reader, PROPOSAL_SQL, {"seq": seq})
-    if not rows:
+    found = access_reads.proposal(reader, seq)
+    if found is None:
         raise NotFound(f"No grant proposal {seq}: `govern principals proposals` lists them")
-    found = rows[0]
     if found["state"] != "pending":
         raise StateConflict(
             f"Grant proposal {seq} was {found['state']} already, at {format_timestamp(found['decided_at'])} by "
@@ -852,7 +785,7 @@ def proposals(ledger: LedgerStore, state: str | None = "pending", limit: int = 2
         raise InvalidInput(f"Unknown state {state!r}: use one of {', '.join(PROPOSAL_STATES)}, or all")
     if not ledger.exists():
         return []
-    rows = queries.rows_as_dicts(ledger, PROPOSALS_SQL, {"state": state, "limit": limit})
+    rows = access_reads.proposals(ledger, state, limit)
     for row in rows:
         row["proposed_by_shown"] = attribution.shown(row["proposed_by"], row["proposed_authn"])
         decided = row["decided_by"]
@@ -879,7 +812,7 @@ def revoke(
     why = text_argument(reason, "--reason") if reason else ""
 
     def decide(reader: Reader) -> list[PendingEvent]:
-        _, rows = reader.query(ACTIVE_GRANT_SQL, {"principal": name, "role": role})
+        rows = access_reads.active_grant_apps(reader, name, role)
         if not rows:
             raise NotFound(f"{name} does not hold the role {role}: `govern principals list` shows who holds what")
         _refuse_self(project.actor, name, _links(reader), "revokes a role")
@@ -925,8 +858,7 @@ def issue_token(
     found: dict[str, bool] = {}
 
     def decide(reader: Reader) -> list[PendingEvent]:
-        _, rows = reader.query("SELECT 1 FROM role_grants WHERE principal = $p AND ended_at IS NULL", {"p": name})
-        if not rows:
+        if not access_reads.holds_any_role(reader, name):
             raise NotFound(f"{name} holds no role: grant one first (govern principals add {name} --role ROLE)")
         for_self = project.actor.authenticated and _is_principal(project.actor, name, {})
         team = duties.team_mode(project, reader)
@@ -981,8 +913,7 @@ def redeem(
     made: dict[str, access.IssuedToken] = {}
 
     def decide(reader: Reader) -> list[PendingEvent]:
-        rows = queries.rows_as_dicts(reader, "SELECT * FROM enrollment_codes WHERE code_id = $id", {"id": code_id})
-        row = rows[0] if rows else None
+        row = access_reads.enrollment_code(reader, code_id)
         if not access.secret_matches(secret, row["secret_sha256"] if row else _NO_DIGEST) or row is None:
             raise refused
         where = f"The enrollment code {code_id}"
@@ -1001,8 +932,7 @@ def redeem(
                 "a new one"
             )
         principal = row["principal"]
-        _, held = reader.query("SELECT 1 FROM role_grants WHERE principal = $p AND ended_at IS NULL", {"p": principal})
-        if not held:
+        if not access_reads.holds_any_role(reader, principal):
             raise Unauthenticated(f"{where} is for {principal}, who holds no role any more: ask an admin")
         until = to_utc(row["token_expires_at"]) if row["token_expires_at"] is not None else None
         token = access.new_token(principal, until)
@@ -1042,18 +972,15 @@ def revoke_token(
         raise InvalidInput("Give the token's 12-character id (govern tokens list shows them), or the token itself")
 
     def decide(reader: Reader) -> list[PendingEvent]:
-        rows = queries.rows_as_dicts(reader, "SELECT * FROM access_tokens WHERE token_id = $id", {"id": token_id})
-        if not rows:
-            codes = queries.rows_as_dicts(
-                reader, "SELECT * FROM enrollment_codes WHERE code_id = $id", {"id": token_id}
-            )
-            if codes and codes[0]["redeemed_seq"] is not None:
+        found = access_reads.access_token(reader, token_id)
+        if found is None:
+            code = access_reads.enrollment_code(reader, token_id)
+            if code is not None and code["redeemed_seq"] is not None:
                 raise StateConflict(
-                    f"The enrollment code {token_id} was exchanged already, for token {codes[0]['token_id']}: revoke "
+                    f"The enrollment code {token_id} was exchanged already, for token {code['token_id']}: revoke "
                     "that token"
                 )
-            rows = codes
-        found = rows[0] if rows else None
+            found = code
         if found is None:
             raise NotFound(f"No token {token_id!r}: `govern tokens list` shows their ids")
         if found["revoked_at"] is not None:
@@ -1080,15 +1007,11 @@ def link_identity(
     why = text_argument(reason, "--reason") if reason else ""
 
     def decide(reader: Reader) -> list[PendingEvent]:
-        _, known = reader.query("SELECT 1 FROM role_grants WHERE principal = $p LIMIT 1", {"p": name})
-        if not known:
+        if not access_reads.ever_granted(reader, name):
             raise NotFound(f"No principal {name!r}: add it first (govern principals add {name} --role ROLE)")
         _refuse_self(project.actor, name, _links(reader), "links an identity")
-        _, linked = reader.query(
-            "SELECT principal FROM principal_identities WHERE lower(identity) = lower($identity)", {"identity": who}
-        )
-        if linked:
-            owner = linked[0][0]
+        owner = access_reads.owner_of_identity(reader, who)
+        if owner is not None:
             if owner == name:
                 raise StateConflict(f"{who} is linked to {name} already")
             raise StateConflict(f"{who} is linked to {owner} already: one identity names one person")
@@ -1107,9 +1030,7 @@ def identities(ledger: LedgerStore) -> list[dict[str, Any]]:
     """Every git identity linked to a principal, oldest first."""
     if not ledger.exists():
         return []
-    return queries.rows_as_dicts(
-        ledger, "SELECT principal, identity, linked_at, linked_by, reason FROM principal_identities ORDER BY seq"
-    )
+    return access_reads.identities(ledger)
 
 
 def roles_at(ledger: LedgerStore, at: datetime | None = None) -> list[dict[str, Any]]:
@@ -1121,7 +1042,7 @@ def roles_at(ledger: LedgerStore, at: datetime | None = None) -> list[dict[str, 
         not_in_future(at, "--at", "who holds a role later is not known yet")
     if not ledger.exists():
         return []
-    return _with_shown(queries.rows_as_dicts(ledger, ROLES_AT_SQL, {"at": queries.naive_utc(at or utc_now())}))
+    return _with_shown(access_reads.roles_at(ledger, naive_utc(at or utc_now())))
 
 
 def _with_shown(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
@@ -1138,8 +1059,8 @@ def tokens(ledger: LedgerStore, principal: str | None = None) -> list[dict[str, 
     enrollment code, waiting, redeemed, expired or revoked (`kind` tells them apart)."""
     if not ledger.exists():
         return []
-    now = queries.naive_utc(utc_now())
-    rows = queries.rows_as_dicts(ledger, TOKENS_SQL, {"principal": principal})
+    now = naive_utc(utc_now())
+    rows = access_reads.tokens(ledger, principal)
     for row in rows:
         expired = row["expires_at"] is not None and row["expires_at"] <= now
         row["state"] = "revoked" if row["revoked_at"] is not None else "expired" if expired else "active"
@@ -1151,9 +1072,9 @@ def codes(ledger: LedgerStore, principal: str | None = None) -> list[dict[str, A
     """Every enrollment code (never its secret) and its state now: waiting, redeemed, expired or revoked."""
     if not ledger.exists():
         return []
-    now = queries.naive_utc(utc_now())
+    now = naive_utc(utc_now())
     rows = []
-    for row in queries.rows_as_dicts(ledger, CODES_SQL, {"principal": principal}):
+    for row in access_reads.codes(ledger, principal):
         state = (
             "redeemed"
             if row["redeemed_at"] is not None
@@ -1236,7 +1157,7 @@ def authenticate_session(ledger: LedgerStore, token_id: str, *, read: bool = Tru
 
 
 def _principal(row: dict[str, Any], token_id: str) -> access.Principal:
-    now = queries.naive_utc(utc_now())
+    now = naive_utc(utc_now())
     if row["revoked_at"] is not None:
         raise Unauthenticated(
             f"The token {token_id} was revoked at {format_timestamp(row['revoked_at'])}: ask an admin for a new one"
@@ -1249,14 +1170,6 @@ def _principal(row: dict[str, Any], token_id: str) -> access.Principal:
     return access.Principal(row["principal"], roles, token_id)
 
 
-GRANT_HISTORY_SQL = """
-SELECT grant_seq, principal, role, apps, granted_at, granted_by, reason, ended_at, end_seq, ended_by, ended_how,
-       basis, proposal_seq, proposed_at, proposed_by, granted_authn, proposed_authn
-FROM role_grants WHERE $principal IS NULL OR principal = $principal
-ORDER BY grant_seq DESC LIMIT $limit
-"""
-
-
 def grant_history(ledger: LedgerStore, principal: str | None = None, limit: int = 200) -> list[dict[str, Any]]:
     """Role grants over time, newest first: each grant with when and by whom it ended (revoked, or replaced by
     a grant of the same role with other apps), who proposed and who confirmed it; at most `limit` of them."""
@@ -1264,4 +1177,4 @@ def grant_history(ledger: LedgerStore, principal: str | None = None, limit: int 
         access.check_principal_name(principal)
     if not ledger.exists():
         return []
-    return _with_shown(queries.rows_as_dicts(ledger, GRANT_HISTORY_SQL, {"principal": principal, "limit": limit}))
+    return _with_shown(access_reads.grant_history(ledger, principal, limit))

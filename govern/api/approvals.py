@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from govern import access, attribution, queries
+from govern import access, attribution
 from govern.api import duties
 from govern.api.context import open_project, text_argument
 from govern.api.lifecycle import (
@@ -24,7 +24,6 @@ from govern.api.lifecycle import (
     check_promotable,
     check_stage,
     finish_promotion,
-    identity_links,
     judge_gates,
     look_for_locks,
     plan_promotion_tags,
@@ -34,19 +33,20 @@ from govern.attribution import Actor
 from govern.envelope import PendingEvent, RecordedEvent, utc_now
 from govern.errors import Forbidden, FourEyesViolation, InvalidInput, NotFound, PolicyViolation, StateConflict
 from govern.events import ModelPromoted, PromotionApproved, PromotionRejected, PromotionRequested
+from govern.readmodel import access as access_reads
+from govern.readmodel import approvals as approval_reads
+from govern.readmodel.reader import Reader
+from govern.readmodel.versions import (
+    VersionFacts,
+    training_authn,
+    trainings_of_version,
+    verdicts_of_version,
+    verdicts_of_versions,
+    version_facts,
+)
 from govern.storage import LedgerStore
-from govern.storage.contract import Reader
 
 STATES = ("pending", "approved", "rejected")
-
-REQUESTS_SQL = """
-SELECT request_seq, state, model, version, to_stage, requested_at, requested_by, reason, evidence,
-       decided_at, decided_by, decision_reason, decision_seq, forced, requested_authn, decided_authn
-FROM promotion_requests
-WHERE ($state IS NULL OR state = $state) AND ($model IS NULL OR model = $model)
-  AND ($seq IS NULL OR request_seq = $seq)
-ORDER BY request_seq
-"""
 
 
 @dataclass(frozen=True)
@@ -135,7 +135,7 @@ def approve(
         forced = bool(pending.get("forced"))
         facts, current = check_promotable(project, reader, model, version, to_stage, forced)
         trainers = duties.trainers(project, reader, facts).names
-        _refuse_same_person(project.actor.name, pending, trainers, identity_links(reader))
+        _refuse_same_person(project.actor.name, pending, trainers, access_reads.identity_links(reader))
         if rules.team:
             duties.check_not_trainer(
                 project, reader, rules, facts, project.actor.name, "approve its promotion", pending["requested_by"]
@@ -190,7 +190,8 @@ def reject(
 
     def decide(reader: Reader) -> list[PendingEvent]:
         pending = _pending(reader, seq)
-        if requester_only and not access.same_person(project.actor, pending["requested_by"], identity_links(reader)):
+        links = access_reads.identity_links(reader)
+        if requester_only and not access.same_person(project.actor, pending["requested_by"], links):
             raise Forbidden(
                 f"{_who(project.actor)} may withdraw their own requests only; request {seq} was asked by "
                 f"{_who(pending['requested_by'])}: an approver may reject it"
@@ -219,7 +220,7 @@ def requests(ledger: LedgerStore, state: str | None = "pending", model: str | No
 def _requests(reader: Reader, state: str | None, model: str | None, seq: int | None = None) -> list[dict[str, Any]]:
     import json
 
-    rows = queries.rows_as_dicts(reader, REQUESTS_SQL, {"state": state, "model": model, "seq": seq})
+    rows = approval_reads.requests(reader, state, model, seq)
     for row in rows:
         row["evidence"] = json.loads(row["evidence"]) if row["evidence"] else {}
         _shown(row)
@@ -269,10 +270,7 @@ def _holds(reader: Reader, actor: Actor, role: str) -> bool:
     principal = actor.authn.principal if actor.authenticated else None
     if principal is None:
         return False
-    _, rows = reader.query(
-        "SELECT 1 FROM role_grants WHERE principal = $p AND role = $r AND ended_at IS NULL", {"p": principal, "r": role}
-    )
-    return bool(rows)
+    return access_reads.holds_role(reader, principal, role)
 
 
 def _who(actor: object) -> str:
@@ -291,80 +289,6 @@ def request_number(request: int | str) -> int:
 
 QUEUE_SHOWN = 50  # pending requests shown at once, oldest first: the queue is worked from its head
 
-# The view materialised first: filtered on its computed state, DuckDB plans the view's join three times slower.
-QUEUE_SQL = """
-WITH requests AS MATERIALIZED (SELECT * FROM promotion_requests),
-req AS (
-    SELECT request_seq, model, version, to_stage, requested_at, requested_by, reason, evidence, requested_authn
-    FROM requests WHERE state = 'pending' ORDER BY request_seq LIMIT $limit
-),
-reg AS (
-    SELECT model, version, arg_max(training_commit, seq) AS git_commit, arg_max(training_seq, seq) AS training_seq
-    FROM registrations WHERE (model, version) IN (SELECT model, version FROM req) GROUP BY ALL
-)
-SELECT req.request_seq, req.model, req.version, req.to_stage, req.requested_at, req.requested_by, req.reason,
-       req.evidence, reg.git_commit, h.version AS holder, req.requested_authn, t.actor AS trained_by,
-       t.authn AS trained_authn
-FROM req
-LEFT JOIN reg ON reg.model = req.model AND reg.version = req.version
-LEFT JOIN events AS t ON t.seq = reg.training_seq
-LEFT JOIN stage_assignments AS h ON h.model = req.model AND h.stage = req.to_stage
-ORDER BY req.request_seq
-"""
-
-# Requests less decisions (each request is decided at most once, in the deciding transaction): a scan of the
-# event types, without the view's join of payloads.
-PENDING_COUNT_SQL = """
-SELECT count(*) FILTER (WHERE type = 'model.promotion_requested')
-       - count(*) FILTER (WHERE type <> 'model.promotion_requested')
-FROM events WHERE type IN ('model.promotion_requested', 'model.promotion_approved', 'model.promotion_rejected')
-"""
-
-DECIDED_SQL = """
-SELECT request_seq, state, model, version, to_stage, requested_by, decided_at, decided_by, decision_reason,
-       decision_seq, requested_authn, decided_authn
-FROM promotion_requests WHERE state <> 'pending' ORDER BY decision_seq DESC LIMIT $limit
-"""
-
-# The version that held the stage before `before` (a decision's seq; or now): the latest promotion to it of a
-# version not deprecated by then, as `stage_assignments` says for now.
-HOLDER_SQL = """
-SELECT arg_max(p.version, p.seq) FROM promotions AS p
-WHERE p.model = $model AND p.to_stage = $stage AND p.seq < $before
-  AND NOT EXISTS (SELECT 1 FROM deprecations AS d
-                  WHERE d.model = p.model AND d.version = p.version AND d.seq < $before)
-"""
-
-TRAINING_OF_VERSIONS_SQL = """
-SELECT r.version, t.seq, t.occurred_at, t.actor, t.git_commit, t.payload
-FROM (SELECT version, arg_max(training_seq, seq) AS training_seq FROM registrations
-      WHERE model = $model AND version IN (SELECT unnest($versions)) GROUP BY version) AS r
-JOIN events AS t ON t.seq = r.training_seq
-"""
-
-# One request and its decision, as `promotion_requests` has them, read by the request's seq: the view would parse
-# every decision's payload before the seq could narrow it (5x slower on a million events).
-REQUEST_SQL = """
-SELECT r.seq AS request_seq,
-       CASE d.type WHEN 'model.promotion_approved' THEN 'approved'
-                   WHEN 'model.promotion_rejected' THEN 'rejected' ELSE 'pending' END AS state,
-       r.payload->>'$.model' AS model, r.payload->>'$.version' AS version, r.payload->>'$.to_stage' AS to_stage,
-       r.occurred_at AS requested_at, r.actor AS requested_by, r.payload->>'$.reason' AS reason,
-       r.payload->'$.evidence' AS evidence, d.occurred_at AS decided_at, d.actor AS decided_by,
-       d.payload->>'$.reason' AS decision_reason, d.seq AS decision_seq,
-       coalesce((r.payload->>'$.forced')::BOOLEAN, false) AS forced, r.authn AS requested_authn,
-       d.authn AS decided_authn
-FROM (SELECT * FROM events WHERE seq = $seq AND type = 'model.promotion_requested') AS r
-LEFT JOIN (SELECT * FROM events
-           WHERE type IN ('model.promotion_approved', 'model.promotion_rejected') AND seq > $seq
-             AND (payload->>'$.request_seq')::BIGINT = $seq) AS d ON true
-"""
-
-PROMOTION_OF_REQUEST_SQL = """
-SELECT seq FROM promotions WHERE model = $model AND version = $version AND to_stage = $stage AND seq > $after
-ORDER BY seq LIMIT 1
-"""
-
 
 def queue(ledger: LedgerStore, limit: int = QUEUE_SHOWN) -> dict[str, Any]:
     """The approver's queue: the oldest `limit` pending requests, each with the evidence recorded with it (the
@@ -376,10 +300,10 @@ def queue(ledger: LedgerStore, limit: int = QUEUE_SHOWN) -> dict[str, Any]:
     if not ledger.exists():
         return {"pending": [], "total": 0, "decided": []}
     with ledger.reader() as reader:
-        pending = queries.rows_as_dicts(reader, QUEUE_SQL, {"limit": limit})
-        _, [(total,)] = reader.query(PENDING_COUNT_SQL)
-        decided = queries.rows_as_dicts(reader, DECIDED_SQL, {"limit": 10})
-        verdicts = queries.verdicts_of_versions(reader, list({(r["model"], r["version"]) for r in pending}))
+        pending = approval_reads.queue(reader, limit)
+        total = approval_reads.pending_count(reader)
+        decided = approval_reads.decided(reader, 10)
+        verdicts = verdicts_of_versions(reader, list({(r["model"], r["version"]) for r in pending}))
     for row in pending:
         row["evidence"] = json.loads(row["evidence"]) if row["evidence"] else {}
         latest = (verdicts.get((row["model"], row["version"])) or [None])[0]
@@ -410,39 +334,32 @@ def evidence(request: int | str, start: Path | None = None, viewer: str | None =
     if not ledger.exists():
         raise NotFound(f"No promotion request {seq}: the ledger is empty")
     with ledger.reader() as reader:
-        rows = queries.rows_as_dicts(reader, REQUEST_SQL, {"seq": seq})
-        if not rows:
+        found_request = approval_reads.request(reader, seq)
+        if found_request is None:
             raise NotFound(f"No promotion request {seq}: `govern requests` lists the pending ones with their numbers")
-        row = rows[0]
+        row = found_request
         row["evidence"] = json.loads(row["evidence"]) if row["evidence"] else {}
         _shown(row)
         model, version, stage = row["model"], row["version"], row["to_stage"]
-        facts = queries.version_facts(reader, model, version)
+        facts = version_facts(reader, model, version)
         before = row["decision_seq"] if row["decision_seq"] is not None else 2**62
-        _, [(holder,)] = reader.query(HOLDER_SQL, {"model": model, "stage": stage, "before": before})
+        holder = approval_reads.holder_before(reader, model, stage, before)
         wanted = [v for v in (version, holder) if v is not None]
         trained = {
             r["version"]: {**r, "payload": json.loads(r["payload"])}
-            for r in queries.rows_as_dicts(reader, TRAINING_OF_VERSIONS_SQL, {"model": model, "versions": wanted})
+            for r in approval_reads.trainings_of_versions(reader, model, wanted)
         }
         verdicts = [
             {k: r[k] for k in ("seq", "type", "occurred_at", "actor", "authn")} | {"match": r["payload"].get("match")}
-            for r in queries.verdicts_of_version(reader, model, version)[:5]
+            for r in verdicts_of_version(reader, model, version)[:5]
         ]
         promoted_seq = None
         if row["state"] == "approved":
-            found = queries.rows_as_dicts(
-                reader,
-                PROMOTION_OF_REQUEST_SQL,
-                {"model": model, "version": version, "stage": stage, "after": row["decision_seq"] - 1},
-            )
-            promoted_seq = found[0]["seq"] if found else None
+            promoted_seq = approval_reads.promotion_of_request(reader, model, version, stage, row["decision_seq"] - 1)
         four_eyes = _four_eyes(start, reader, viewer, row, facts) if viewer else None
-        _, authn = reader.query("SELECT authn FROM events WHERE event_id = ?", [facts.training_event_id])
+        authn = training_authn(reader, facts.training_event_id)
         trained_shown = attribution.shown(facts.training_actor, authn[0][0]) if facts.training_actor else None
-        from govern.api.duties import TRAININGS_SQL
-
-        every_training = queries.rows_as_dicts(reader, TRAININGS_SQL, {"model": model, "version": version})
+        every_training = trainings_of_version(reader, model, version)
         # the same model file trained again (a rerun, another commit): each trainer counts for four-eyes
         trainers_shown = list(dict.fromkeys(attribution.shown(t["actor"], t["authn"]) for t in every_training))
     for verdict in verdicts:
@@ -499,13 +416,13 @@ def _verdict_name(kind: str | None) -> str | None:
 
 
 def _four_eyes(
-    start: Path | None, reader: Reader, viewer: Actor | str, request: dict[str, Any], facts: queries.VersionFacts
+    start: Path | None, reader: Reader, viewer: Actor | str, request: dict[str, Any], facts: VersionFacts
 ) -> str | None:
     """The rules' message for `viewer`, if they would refuse their approval (the approval checks again)."""
     project = open_project(start, viewer)
     try:
         trainers = duties.trainers(project, reader, facts).names
-        _refuse_same_person(project.actor.name, request, trainers, identity_links(reader))
+        _refuse_same_person(project.actor.name, request, trainers, access_reads.identity_links(reader))
         rules = duties.policy(project, reader)
         duties.require_authenticated(project, rules, "an approval")
         if rules.team:

@@ -14,10 +14,14 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-from govern import config, queries, storage
+from govern import config, storage
 from govern.envelope import RecordedEvent
 from govern.errors import GovernError, InvalidInput, NotFound
-from govern.readmodel.migrations import SLOT_KEY_SQL
+from govern.readmodel import deployments, events, reports
+from govern.readmodel.deployments import known_slots, production_at, require_slot
+from govern.readmodel.rows import naive_utc, shown_actors
+from govern.readmodel.versions import history_seqs, lock_commit, registered_models, version_facts
+from govern.readmodel.versions import registered_versions as registered_versions_of
 from govern.storage import LedgerStore, open_store
 from govern.storage.contract import Verification
 from govern.timeparse import not_in_future, parse_instant
@@ -104,8 +108,7 @@ def _check_types(ledger: LedgerStore, types: Sequence[str]) -> None:
 
     if set(types) <= set(FACT_TYPES):
         return
-    _, rows = ledger.query("SELECT DISTINCT type FROM events")
-    known = sorted(set(FACT_TYPES) | {kind for (kind,) in rows})
+    known = sorted(set(FACT_TYPES) | events.event_types(ledger))
     unknown = [kind for kind in types if kind not in known]
     if unknown:
         raise InvalidInput(f"Unknown event type {unknown[0]!r}: the types are {', '.join(known)}")
@@ -134,9 +137,9 @@ def production(app: str, env: str, at: datetime, start: Path | None = None) -> d
     not_in_future(at, "--at", "the ledger knows what served until now, not after")
     _declared_environment(env, start)
     ledger = open_ledger(start)
-    found = queries.production_at(ledger, app, env, at)
+    found = production_at(ledger, app, env, at)
     if found is None:
-        queries.require_slot(ledger, app, env)
+        require_slot(ledger, app, env)
     return found
 
 
@@ -155,7 +158,7 @@ def production_answer(app: str, env: str, at: datetime, start: Path | None = Non
     locked = None
     if window.get("model"):
         with open_ledger(start).reader() as reader:
-            locked = queries.lock_commit(reader, window["model"], window["version"], window.get("training_event_id"))
+            locked = lock_commit(reader, window["model"], window["version"], window.get("training_event_id"))
     return {
         "app": app,
         "env": env,
@@ -201,16 +204,18 @@ def windows(app: str | None = None, model: str | None = None, start: Path | None
     _name("--model", model)
     ledger = open_ledger(start)
     with ledger.reader() as reader:
-        found = queries.shown_actors(
-            reader, queries.windows(reader, app=app, model=model), {"deployed_by": "start_seq", "ended_by": "end_seq"}
+        found = shown_actors(
+            reader,
+            deployments.windows(reader, app=app, model=model),
+            {"deployed_by": "start_seq", "ended_by": "end_seq"},
         )
     if not found:
         if app is not None:
-            queries.require_slot(ledger, app)
+            require_slot(ledger, app)
         if model is not None:
-            _, rows = ledger.query("SELECT DISTINCT model FROM model_versions ORDER BY model")
-            if model not in {m for (m,) in rows}:
-                known = ", ".join(m for (m,) in rows) or "none yet (govern repro)"
+            models = registered_models(ledger)
+            if model not in models:
+                known = ", ".join(models) or "none yet (govern repro)"
                 raise NotFound(f"Unknown model {model!r}: registered models are {known}")
     return found
 
@@ -218,12 +223,11 @@ def windows(app: str | None = None, model: str | None = None, start: Path | None
 def history(model: str, version: str | None = None, start: Path | None = None) -> list[RecordedEvent]:
     """Every event about a model (or one version), in ledger order."""
     ledger = open_ledger(start)
-    seqs = queries.history_seqs(ledger, model, version)
+    seqs = history_seqs(ledger, model, version)
     if not seqs:
         if version is not None:
-            queries.version_facts(ledger, model, version)
-        _, models = ledger.query("SELECT DISTINCT model FROM model_versions ORDER BY model")
-        known = ", ".join(m for (m,) in models) or "none yet"
+            version_facts(ledger, model, version)
+        known = ", ".join(registered_models(ledger)) or "none yet"
         raise NotFound(f"No events about model {model!r}: registered models are {known}")
     return ledger.read(seqs=seqs)
 
@@ -287,11 +291,7 @@ def openlineage(since: datetime | None = None, start: Path | None = None) -> lis
         project = ledger.state_dir.name
     locks = {}
     if ledger.exists():
-        _, rows = ledger.query(
-            "SELECT payload->>'$.training_event_id', arg_min(payload->>'$.commit', seq) FROM events "
-            "WHERE type = 'training.locked' GROUP BY 1"
-        )
-        locks = dict(rows)
+        locks = events.lock_commits(ledger)
     return [
         event
         for training in ledger.read(types=["training.completed"], since=since)
@@ -390,9 +390,6 @@ def _typed(key: str, value: str, kind: str) -> Any:
 LOG_PAGE_LIMIT = 500  # events a page of the log shows at most
 
 
-LOG_PAGE_COLUMNS = "seq, event_id, type, occurred_at, recorded_at, actor, subject, git_commit, payload, hash, authn"
-
-
 def log_page(
     *,
     types: Sequence[str] = (),
@@ -413,28 +410,16 @@ def log_page(
         return []
     if types:
         _check_types(ledger, types)
-    where, params = ["seq < $before"], {"before": before if before is not None else 2**62}
-    if types:
-        where.append("type IN (SELECT unnest($types::VARCHAR[]))")
-        params["types"] = list(types)
-    if since is not None:
-        where.append("occurred_at >= $since")
-        params["since"] = queries.naive_utc(since)
-    # Two steps: the seqs first (the filter reads two narrow columns), then those rows whole (their seq range
-    # names the row groups to read): one query would read the payload of every row the filter keeps.
     with ledger.reader() as reader:
-        _, found = reader.query(
-            f"SELECT seq FROM stored_events WHERE {' AND '.join(where)} ORDER BY seq DESC LIMIT {int(limit)}", params
-        )
-        seqs = [seq for (seq,) in found]
-        if not seqs:
-            return []
-        rows = queries.rows_as_dicts(
+        rows = events.log_page(
             reader,
-            f"SELECT {LOG_PAGE_COLUMNS} FROM stored_events WHERE seq BETWEEN $first AND $last "
-            "AND seq IN (SELECT unnest($seqs::BIGINT[])) ORDER BY seq DESC",
-            {"first": min(seqs), "last": max(seqs), "seqs": seqs},
+            before if before is not None else 2**62,
+            limit,
+            types=list(types) if types else None,
+            since=naive_utc(since) if since is not None else None,
         )
+    if not rows:
+        return []
     from govern.attribution import split
 
     for row in rows:
@@ -449,7 +434,7 @@ def slots(start: Path | None = None) -> list[tuple[str, str]]:
     ledger = open_ledger(start)
     if not ledger.exists():
         return []
-    return [tuple(slot.split("/", 1)) for slot in queries.known_slots(ledger)]  # type: ignore[misc]
+    return [tuple(slot.split("/", 1)) for slot in known_slots(ledger)]  # type: ignore[misc]
 
 
 def environments(start: Path | None = None) -> list[str]:
@@ -458,33 +443,6 @@ def environments(start: Path | None = None) -> list[str]:
         return list(config.load(config.find_root(start)).environments)
     except GovernError:
         return sorted({env for _, env in slots(start)})
-
-
-SLOT_WINDOWS_SQL = f"""
-WITH slot AS (
-    SELECT seq, type, model, version, occurred_at, actor,
-           lead(type) OVER w AS next_type, lead(occurred_at) OVER w AS next_at, lead(seq) OVER w AS next_seq,
-           lead(actor) OVER w AS next_actor, lead(reason) OVER w AS next_reason
-    FROM deployment_index WHERE slot_key = {SLOT_KEY_SQL} AND app = $app AND env = $env
-    WINDOW w AS (ORDER BY seq)
-),
-w AS (
-    SELECT $app AS app, $env AS env, model, version, occurred_at AS started_at,
-           CASE WHEN next_type = 'deployment.ended' THEN next_at END AS ended_at,
-           CASE WHEN next_type = 'deployment.ended' THEN next_actor END AS ended_by,
-           CASE WHEN next_type = 'deployment.ended' THEN next_reason END AS end_reason,
-           CASE WHEN next_type = 'deployment.ended' THEN next_seq END AS end_seq,
-           actor AS deployed_by, seq AS start_seq
-    FROM slot WHERE type = 'deployment.started' AND seq < $before
-    ORDER BY seq DESC LIMIT $limit
-)
-SELECT w.*, epoch(w.ended_at - w.started_at) AS duration_s, t.training_seq, t.git_commit
-FROM w
-{queries.WINDOW_JOINS}
-ORDER BY w.start_seq DESC
-"""
-
-SLOT_OF_SQL = "SELECT app, env FROM deployment_index WHERE seq = $seq AND type = 'deployment.started'"
 
 
 def slot_windows(
@@ -498,20 +456,16 @@ def slot_windows(
         raise InvalidInput(f"Show between 1 and {LOG_PAGE_LIMIT} windows at a time, not {limit}")
     ledger = open_ledger(start)
     with ledger.reader() as reader:
-        found = queries.rows_as_dicts(
-            reader,
-            SLOT_WINDOWS_SQL,
-            {"app": app, "env": env, "before": before if before is not None else 2**62, "limit": limit},
-        )
+        found = deployments.slot_windows(reader, app, env, before if before is not None else 2**62, limit)
         if not found:
-            queries.require_slot(reader, app, env)
+            require_slot(reader, app, env)
     return found
 
 
 def window_at(start_seq: int, start: Path | None = None) -> dict[str, Any]:
     """The production window that the `deployment.started` at `start_seq` opened."""
     ledger = open_ledger(start)
-    rows = queries.rows_as_dicts(ledger, SLOT_OF_SQL, {"seq": start_seq}) if ledger.exists() else []
+    rows = deployments.slot_of_start(ledger, start_seq) if ledger.exists() else []
     if not rows:
         raise NotFound(f"Seq {start_seq} is not the start of a production window (a deployment.started event)")
     return slot_windows(rows[0]["app"], rows[0]["env"], limit=1, before=start_seq + 1, start=start)[0]
@@ -523,8 +477,8 @@ def training_of(model: str, version: str, start: Path | None = None) -> dict[str
     from govern.api import report
 
     with open_ledger(start).reader() as reader:
-        facts = queries.version_facts(reader, model, version)  # NotFound names the known models and versions
-        row = queries.rows_as_dicts(reader, report.TRAINING_SQL, {"subject": f"model:{model}@{version}"})[0]
+        facts = version_facts(reader, model, version)  # NotFound names the known models and versions
+        row = reports.training_of_version(reader, model, version)
         training = json.loads(row["payload"])
         data = report._data(reader, training, [])
     git = training.get("git", {})
@@ -553,7 +507,5 @@ def training_of(model: str, version: str, start: Path | None = None) -> dict[str
 def registered_versions(start: Path | None = None) -> list[dict[str, Any]]:
     """Every registered model version with the stages it holds and its deprecation (as `govern status` lists
     them): what a lineage report can be asked of."""
-    from govern.api.status import VERSIONS_SQL
-
     ledger = open_ledger(start)
-    return queries.rows_as_dicts(ledger, VERSIONS_SQL) if ledger.exists() else []
+    return registered_versions_of(ledger) if ledger.exists() else []

@@ -52,25 +52,11 @@ from govern.errors import (
 )
 from govern.events import ReproductionDiverged, ReproductionVerified
 from govern.pipeline import Pipeline
+from govern.readmodel import trainings as training_reads
 from govern.storage import LedgerStore, open_store
 
 if TYPE_CHECKING:
     from govern.attribution import Actor
-
-TRAINING_OF_LOCK = """
-SELECT seq, event_id, payload->'$.environment' AS environment,
-       payload->>'$.dvc_lock_sha256' = $lock AS same_lock
-FROM events
-WHERE type = 'training.completed' AND (payload->>'$.dvc_lock_sha256' = $lock OR git_commit = $commit)
-ORDER BY same_lock DESC, seq DESC LIMIT 1
-"""
-
-REGISTRATION_OF_FILE = """
-SELECT mv.model, mv.version, mv.sha256, mv.mlflow_run_id, e.payload->>'$.tracking_uri' AS tracking_uri
-FROM model_versions AS mv JOIN events AS e ON e.seq = mv.seq
-WHERE mv.path = $path AND mv.md5 = $md5
-ORDER BY mv.seq DESC LIMIT 1
-"""
 
 
 @dataclass(frozen=True)
@@ -492,10 +478,9 @@ def _training(ledger: LedgerStore, lock_sha256: str, commit: str) -> dict[str, A
     """The training that wrote this lock (else the newest at this commit): whose machine made the bytes."""
     if not ledger.exists():
         return None
-    columns, rows = ledger.query(TRAINING_OF_LOCK, {"lock": lock_sha256, "commit": commit})
-    if not rows:
+    found = training_reads.training_of_lock_or_commit(ledger, lock_sha256, commit)
+    if found is None:
         return None
-    found = dict(zip(columns, rows[0], strict=True))
     found["environment"] = json.loads(found["environment"]) if found["environment"] else None
     return found
 
@@ -752,10 +737,9 @@ class _Judge:
     def _from_mlflow(self, path: str, md5: str) -> tuple[Path | None, str]:
         if not self.work.ledger.exists():
             return None, "no ledger to find a registered version in"
-        columns, rows = self.work.ledger.query(REGISTRATION_OF_FILE, {"path": path, "md5": md5})
-        if not rows:
+        found = training_reads.registration_of_file(self.work.ledger, path, md5)
+        if found is None:
             return None, "no registered model version has that md5"
-        found = dict(zip(columns, rows[0], strict=True))
         uri = os.environ.get("MLFLOW_TRACKING_URI") or found["tracking_uri"] or self.work.tracking_uri
         scratch = self.work.scratch / "mlflow" / found["version"]
         scratch.mkdir(parents=True, exist_ok=True)

@@ -21,32 +21,13 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from govern import access, attestations, attribution, queries
+from govern import access, attestations, attribution
 from govern.api.context import Project
 from govern.errors import FourEyesViolation, PolicyViolation
-from govern.storage.contract import Reader
-
-SERVER_KEY_SQL = "SELECT count(*) > 0 FROM events WHERE type = 'signing_key.registered'"
-
-# Every training that produced this version's bytes: the one that registered it, and any other whose models
-# carry the same sha256 (run again, restored from a cache, trained elsewhere).
-TRAININGS_SQL = """
-WITH version AS (
-    SELECT arg_max(sha256, seq) AS sha256, arg_max(training_event_id, seq) AS training_event_id
-    FROM model_versions WHERE model = $model AND version = $version
-)
-SELECT t.seq, t.actor, t.authn
-FROM events AS t, version AS v
-WHERE t.type = 'training.completed'
-  AND (t.event_id = v.training_event_id
-       OR (v.sha256 IS NOT NULL AND list_contains(
-              json_extract_string(t.payload, '$.models[*].sha256'), v.sha256)))
-ORDER BY t.seq
-"""
-
-# Who handed a token to its principal: the admin who issued the enrollment code it was exchanged for, followed
-# through the tokens a principal made for itself with it (ledger.m013, `token_issuers`).
-ISSUER_SQL = "SELECT issuer FROM token_issuers WHERE token_id = $token_id"
+from govern.readmodel import access as access_reads
+from govern.readmodel import events
+from govern.readmodel.reader import Reader
+from govern.readmodel.versions import VersionFacts, trainings_of_version, verdicts_of_version
 
 
 @dataclass(frozen=True)
@@ -68,8 +49,7 @@ def team_mode(project: Project, reader: Reader) -> bool:
         return True
     if project.config.mode == "solo":
         return False
-    _, [(signed,)] = reader.query(SERVER_KEY_SQL)
-    return bool(signed)
+    return access_reads.server_key_registered(reader)
 
 
 def policy(project: Project, reader: Reader) -> Policy:
@@ -107,8 +87,8 @@ class Trainers:
     seqs: tuple[int, ...] = ()  # the trainings' events
 
 
-def trainers(project: Project, reader: Reader, facts: queries.VersionFacts) -> Trainers:
-    rows = queries.rows_as_dicts(reader, TRAININGS_SQL, {"model": facts.model, "version": facts.version})
+def trainers(project: Project, reader: Reader, facts: VersionFacts) -> Trainers:
+    rows = trainings_of_version(reader, facts.model, facts.version)
     verdicts = attestations.check_events(reader, [r["seq"] for r in rows], project.config.trusted_keys)
     names, authenticated, shown = [], [], []
     for row in rows:
@@ -123,9 +103,9 @@ def trainers(project: Project, reader: Reader, facts: queries.VersionFacts) -> T
     return Trainers(tuple(names), tuple(authenticated), tuple(shown), tuple(r["seq"] for r in rows))
 
 
-def verified_reproduction(project: Project, reader: Reader, facts: queries.VersionFacts) -> bool:
+def verified_reproduction(project: Project, reader: Reader, facts: VersionFacts) -> bool:
     """Is there a verified reproduction of a lock holding the version's model file, authenticated by the server?"""
-    rows = [r for r in queries.verdicts_of_version(reader, facts.model, facts.version)
+    rows = [r for r in verdicts_of_version(reader, facts.model, facts.version)
             if r["type"] == "reproduction.verified"]  # fmt: skip
     candidates = [r for r in rows if r["authn"] and attribution.Authn.from_json(r["authn"]).authenticated]
     verdicts = attestations.check_events(reader, [r["seq"] for r in candidates], project.config.trusted_keys)
@@ -136,7 +116,7 @@ def check_not_trainer(
     project: Project,
     reader: Reader,
     policy_: Policy,
-    facts: queries.VersionFacts,
+    facts: VersionFacts,
     who: str,
     doing: str,
     requester: str | None = None,
@@ -144,11 +124,9 @@ def check_not_trainer(
     """Refuse `who` (approving or promoting) where they trained the version, by any name linked to them; in team
     mode, also where no authenticated training (nor an authenticated verified reproduction) vouches for the
     version's trainer."""
-    from govern.api.lifecycle import identity_links
-
     if not policy_.four_eyes:
         return
-    links = identity_links(reader)
+    links = access_reads.identity_links(reader)
     found = trainers(project, reader, facts)
     for name in found.names:
         if access.same_person(who, name, links):
@@ -174,15 +152,13 @@ def check_not_trainer(
 def check_token_issuer(reader: Reader, who: attribution.Actor, others: list[str], doing: str) -> None:
     """An approver whose token another person issued acts with that person's hands, as far as the ledger can
     tell: refused where the issuer asked for or trained what is approved."""
-    from govern.api.lifecycle import identity_links
-
     token = (who.authn.via or "").removeprefix("token ") if who.authenticated else None
     if not token or not access.TOKEN_ID.match(token):
         return
     issuer = token_issuer(reader, token)
     if not issuer or access.same_person(issuer, who.name, {}):
         return
-    links = identity_links(reader)
+    links = access_reads.identity_links(reader)
     for other in others:
         if other and access.same_person(issuer, other, links):
             raise FourEyesViolation(
@@ -200,15 +176,12 @@ def check_same_hands(reader: Reader, who: attribution.Actor, parties: Sequence[i
     an existing approver, redeemed both, and approved her own request, directly or through a second admin's code).
     Codes the operator issued (self-asserted) are the bootstrap's and count for no one; a local writer cannot issue
     one for an approver once two admins exist."""
-    from govern.api.lifecycle import identity_links
-
     token = _token_in(who.authn) if who.authenticated else None
     mine = hands_behind(reader, token)
     if not mine:
         return
-    rows = queries.rows_as_dicts(reader, "SELECT seq, actor, authn FROM events WHERE list_contains($seqs, seq)",
-                                 {"seqs": list(parties)})  # fmt: skip
-    links = identity_links(reader)
+    rows = events.actors_of(reader, list(parties))
+    links = access_reads.identity_links(reader)
     for row in rows:
         authn = attribution.Authn.from_json(row["authn"]) if row["authn"] else None
         other = _token_in(authn)
@@ -251,9 +224,7 @@ def _handed_over(reader: Reader, token_id: str | None) -> tuple[str | None, str 
     """(the admin who handed this token over through the server, the token that admin did it with)."""
     if not token_id or not access.TOKEN_ID.match(token_id):
         return None, None
-    rows = queries.rows_as_dicts(
-        reader, "SELECT issuer, issuer_authn, principal FROM token_issuers WHERE token_id = $t", {"t": token_id}
-    )
+    rows = access_reads.token_handover(reader, token_id)
     if not rows or not rows[0]["issuer_authn"]:
         return None, None
     authn = attribution.Authn.from_json(rows[0]["issuer_authn"])
@@ -270,14 +241,14 @@ def token_issuer(reader: Reader, token_id: str | None) -> str | None:
     exchanged it, nor a token the principal made for itself with one), as recorded; None for no such token."""
     if not token_id or not access.TOKEN_ID.match(token_id):
         return None
-    rows = queries.rows_as_dicts(reader, ISSUER_SQL, {"token_id": token_id})
+    rows = access_reads.token_issuer(reader, token_id)
     return rows[0]["issuer"] if rows else None
 
 
 def request_attested(project: Project, reader: Reader, request: dict[str, Any]) -> None:
     """In team mode a request counts only if the server attested who asked for it."""
     seq = request["request_seq"]
-    rows = queries.rows_as_dicts(reader, "SELECT actor, authn FROM events WHERE seq = $seq", {"seq": seq})
+    rows = events.actor_of(reader, seq)
     authn = attribution.Authn.from_json(rows[0]["authn"]) if rows and rows[0]["authn"] else None
     verdict = attestations.check_events(reader, [seq], project.config.trusted_keys).get(seq)
     if authn is None or not authn.authenticated or verdict is not None:

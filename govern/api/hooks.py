@@ -25,6 +25,7 @@ from govern import redaction
 from govern.adapters import dvc as dvc_adapter
 from govern.adapters import git as git_adapter
 from govern.errors import GovernError, InvalidInput
+from govern.readmodel.events import verdicts_of_commit
 from govern.storage import open_store
 
 ZERO = "0" * 40
@@ -42,11 +43,6 @@ exec "{python}" -P -m govern hooks post-commit
 POST_RECEIVE = """#!/bin/sh
 # Installed by `govern hooks install-server`: verify each pushed branch head in the background.
 exec "{python}" -P -m govern hooks post-receive --bare "{bare}" --ledger "{ledger}"
-"""
-
-ALREADY_VERIFIED = """
-SELECT count(*) FROM events
-WHERE subject = 'commit:' || ? AND type IN ('reproduction.verified', 'reproduction.diverged')
 """
 
 
@@ -235,7 +231,7 @@ def verify_pushed(bare: Path, ledger: Path | str, commit: str) -> str:
     os.environ["GOVERN_LEDGER"] = str(ledger)
     try:
         store = open_store(ledger)
-        if store.exists() and store.query(ALREADY_VERIFIED, [commit])[1][0][0]:
+        if store.exists() and verdicts_of_commit(store, commit):
             outcome = f"{commit}: already verified"
         else:
             verdict = verify(commit, repository=bare)

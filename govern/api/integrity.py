@@ -24,8 +24,10 @@ from govern.attestations import AttestationReport
 from govern.envelope import PendingEvent, RecordedEvent, utc_now
 from govern.errors import GovernError, LedgerError, NotAGitRepository
 from govern.events import LedgerAnchored
+from govern.readmodel import events as event_reads
+from govern.readmodel.reader import Reader
 from govern.storage import open_store
-from govern.storage.contract import Reader, Verification
+from govern.storage.contract import Verification
 
 
 @dataclass(frozen=True)
@@ -65,8 +67,7 @@ def anchor(start: Path | None = None, project: Project | None = None) -> Recorde
     commit = git_adapter.state(project.root).commit
 
     def decide(reader: Reader) -> list[PendingEvent]:
-        _, rows = reader.query("SELECT coalesce(max(seq), 0) FROM events")
-        seq = rows[0][0] + 1
+        seq = event_reads.last_seq(reader) + 1
         tag = f"{TAG_PREFIX}{seq}"
         if git_adapter.tags(project.root, tag):
             raise GovernError(f"The tag {tag} exists already: this ledger and the repository's anchors disagree")
@@ -78,9 +79,6 @@ def anchor(start: Path | None = None, project: Project | None = None) -> Recorde
     message = json.dumps({"seq": event.seq, "hash": event.hash}, sort_keys=True)
     git_adapter.create_tag(project.root, f"{TAG_PREFIX}{event.seq}", commit, message, utc_now())
     return event
-
-
-
 
 
 def verify(start: Path | None = None, repository: Path | None = None) -> IntegrityReport:
@@ -113,10 +111,8 @@ def verify(start: Path | None = None, repository: Path | None = None) -> Integri
 def check_anchors(ledger: Reader, found: list[Anchor]) -> list[str]:
     if not found:
         return []
-    _, rows = ledger.query("SELECT seq, hash FROM events WHERE seq IN (SELECT unnest(?))", [[a.seq for a in found]])
-    stored = dict(rows)
-    _, head = ledger.query("SELECT coalesce(max(seq), 0) FROM events")
-    last = head[0][0]
+    stored = event_reads.hashes(ledger, [a.seq for a in found])
+    last = event_reads.last_seq(ledger)
     problems = []
     for a in found:
         if a.seq < 0:

@@ -33,28 +33,23 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from govern import access, attribution, queries
+from govern import access, attribution
 from govern.adapters import git as git_adapter
 from govern.api.context import Project, open_project
 from govern.envelope import PendingEvent, RecordedEvent, format_timestamp, utc_now
 from govern.errors import Forbidden, GovernError, InvalidInput, NotFound, StateConflict
 from govern.events import TrainingJobFinished, TrainingJobRequested, TrainingJobStarted
+from govern.readmodel import events as event_reads
+from govern.readmodel import jobs as job_reads
+from govern.readmodel.reader import Reader
 from govern.redaction import redact, scrub
 from govern.storage import LedgerStore
-from govern.storage.contract import Reader
 
 STATES = ("queued", "running", "succeeded", "failed", "cancelled")
 JOB_ID = re.compile(r"^[0-9a-f]{12}$")
 STAGE_LINE = re.compile(r"^\[(?P<stage>[^\]]+)\] (?P<status>\S+)")
 TARGET = re.compile(r"^[A-Za-z0-9_.:/@-]{1,200}$")
 LOG_TAIL_LINES = 40
-JOBS_SQL = """
-SELECT job_id, state, commit, targets, requested_at, requested_by, started_at, host, pid, attempts, finished_at,
-       finished_by, training_event_id, error, seq
-FROM training_jobs
-WHERE ($state IS NULL OR state = $state) AND ($job IS NULL OR job_id = $job)
-ORDER BY seq
-"""
 
 
 @dataclass(frozen=True)
@@ -94,15 +89,14 @@ def jobs(ledger: LedgerStore, state: str | None = None, newest: int | None = Non
         raise InvalidInput(f"Unknown job state {state!r}: use one of {', '.join(STATES)}")
     if not ledger.exists():
         return []
-    sql = JOBS_SQL if newest is None else f"SELECT * FROM ({JOBS_SQL}) ORDER BY seq DESC LIMIT {int(newest)}"
-    return queries.rows_as_dicts(ledger, sql, {"state": state, "job": None})
+    return job_reads.jobs(ledger, state, newest)
 
 
 def count(ledger: LedgerStore) -> int:
     """How many jobs were ever requested."""
     if not ledger.exists():
         return 0
-    return ledger.query("SELECT count(*) FROM training_jobs")[1][0][0]
+    return job_reads.count(ledger)
 
 
 def job(ledger: LedgerStore, job_id: str) -> Job:
@@ -118,19 +112,11 @@ def job(ledger: LedgerStore, job_id: str) -> Job:
     return Job({**row, **_lock_of(ledger, row)}, [{"stage": k, "status": v} for k, v in stages.items()], scrub(tail))
 
 
-LOCK_OF_JOB_SQL = """
-SELECT (SELECT payload->>'$.commit' FROM events WHERE type = 'training.locked' AND subject = 'training:' || $training
-        ORDER BY seq LIMIT 1),
-       (SELECT payload->>'$.lock_note' FROM events WHERE type = 'job.finished' AND subject = 'job:' || $job
-        ORDER BY seq LIMIT 1)
-"""
-
-
 def _lock_of(reader: Reader, row: dict[str, Any]) -> dict[str, Any]:
     """The commit whose dvc.lock rebuilds the job's versions (on its branch, or found later), or why none yet."""
     if row["state"] != "succeeded" or not row["training_event_id"]:
         return {"lock_commit": None, "lock_note": None}
-    commit, note = reader.query(LOCK_OF_JOB_SQL, {"training": row["training_event_id"], "job": row["job_id"]})[1][0]
+    commit, note = job_reads.lock_of(reader, row["training_event_id"], row["job_id"])
     return {"lock_commit": commit, "lock_note": None if commit else note}
 
 
@@ -158,7 +144,7 @@ def claimable(ledger: LedgerStore, host: str) -> list[str]:
     """Jobs this process may take, oldest first: queued ones, and those started here by a process now gone."""
     if not ledger.exists():
         return []
-    rows = queries.rows_as_dicts(ledger, JOBS_SQL, {"state": None, "job": None})
+    rows = job_reads.jobs(ledger)
     return [r["job_id"] for r in rows if _takeable(r, host)]
 
 
@@ -307,7 +293,7 @@ def trainer(project: Project, row: dict[str, Any]) -> attribution.Actor:
     from govern import attestations
 
     requested_by, principal = row["requested_by"], attribution.principal_of(row["requested_by"])
-    _, found = project.ledger.query("SELECT authn FROM events WHERE seq = ?", [row["seq"]])
+    found = event_reads.authn_of(project.ledger, row["seq"])
     authn = attribution.Authn.from_json(found[0][0]) if found and found[0][0] else None
     attested = authn is not None and authn.authenticated and principal is not None
     if attested and attestations.check_events(project.ledger, [row["seq"]], project.config.trusted_keys)[row["seq"]]:
@@ -392,7 +378,7 @@ def _alive(pid: int | None) -> bool:
 def _row(reader: Reader, job_id: str) -> dict[str, Any]:
     if not JOB_ID.match(job_id or ""):
         raise InvalidInput(f"{job_id!r} is not a job id: 12 hexadecimal characters, as the job's answer gives")
-    rows = queries.rows_as_dicts(reader, JOBS_SQL, {"state": None, "job": job_id})
+    rows = job_reads.job(reader, job_id)
     if not rows:
         raise NotFound(f"No job {job_id}: GET /api/v1/trainings lists them")
     return rows[0]

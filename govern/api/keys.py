@@ -13,21 +13,13 @@ import socket
 from dataclasses import dataclass
 from pathlib import Path
 
-from govern import attribution, queries, signing
+from govern import attribution, signing
 from govern.api.context import Project, open_project
 from govern.envelope import PendingEvent, RecordedEvent, utc_now
 from govern.errors import StateConflict
 from govern.events import SigningKeyRegistered, SigningKeyRetired
-from govern.storage.contract import Reader
-
-KEYS_SQL = """
-SELECT r.seq, r.payload->>'$.fingerprint' AS fingerprint, r.occurred_at AS registered_at,
-       r.payload->>'$.endorsed_by' AS endorsed_by,
-       (SELECT min(t.seq) FROM events AS t
-        WHERE t.type = 'signing_key.retired' AND t.payload->>'$.fingerprint' = r.payload->>'$.fingerprint')
-           AS retired_seq
-FROM events AS r WHERE r.type = 'signing_key.registered' ORDER BY r.seq
-"""
+from govern.readmodel import access as access_reads
+from govern.readmodel.reader import Reader
 
 
 @dataclass(frozen=True)
@@ -48,7 +40,7 @@ def key_path(project: Project) -> Path:
 
 
 def registered_keys(reader: Reader) -> list[dict]:
-    return queries.rows_as_dicts(reader, KEYS_SQL)
+    return access_reads.registered_keys(reader)
 
 
 def init_key(root: Path) -> tuple[signing.Signer, bool]:

@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
-from govern import access, gates, gto_tags, queries
+from govern import access, gates, gto_tags
 from govern.adapters import git as git_adapter
 from govern.api.context import Project, open_project, text_argument
 from govern.api.mirror import after_write
@@ -24,7 +24,20 @@ from govern.config import check_environment
 from govern.envelope import PendingEvent, RecordedEvent, format_timestamp, to_utc, utc_now
 from govern.errors import FourEyesViolation, GovernError, InvalidInput, NotFound, PolicyViolation, StateConflict
 from govern.events import DeploymentEnded, DeploymentStarted, ModelDeprecated, ModelPromoted
-from govern.storage.contract import Reader
+from govern.readmodel import access as access_reads
+from govern.readmodel.deployments import Slot, known_slots, slot, slot_list
+from govern.readmodel.reader import Reader
+from govern.readmodel.rows import naive_utc
+from govern.readmodel.versions import (
+    VersionFacts,
+    deprecated_twins,
+    serving_slots,
+    stage_holder,
+    standing_at,
+    training_metrics,
+    verdicts_of_version,
+    version_facts,
+)
 from govern.timeparse import display, not_in_future
 
 SLOT_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
@@ -101,7 +114,7 @@ def promote(
         if rules.team:
             duties.check_not_trainer(project, reader, rules, facts, approver, "promote it")
         elif rules.four_eyes:
-            links = identity_links(reader)
+            links = access_reads.identity_links(reader)
             for trainer in duties.trainers(project, reader, facts).names:  # a rerun of the same file's too
                 if access.same_person(approver, trainer, links):
                     raise FourEyesViolation(
@@ -138,13 +151,13 @@ def check_stage(project: Project, to_stage: str) -> None:
 
 def check_promotable(
     project: Project, reader: Reader, model: str, version: str, to_stage: str, force: bool = False
-) -> tuple[queries.VersionFacts, str | None]:
+) -> tuple[VersionFacts, str | None]:
     """The version's facts and current stage, if it may move to `to_stage` now: not deprecated, not already
     there, the next stage in the configured order (unless forced). Raises the refusal otherwise."""
     stages = project.config.stages
-    facts = queries.version_facts(reader, model, version)
+    facts = version_facts(reader, model, version)
     _refuse_deprecated(facts, "promoted")
-    twins = queries.deprecated_twins(reader, model, version)
+    twins = deprecated_twins(reader, model, version)
     if twins and not force:
         twin = twins[0]
         raise PolicyViolation(
@@ -168,14 +181,14 @@ def check_promotable(
     return facts, current
 
 
-def judge_gates(project: Project, reader: Reader, facts: queries.VersionFacts, to_stage: str) -> list[gates.Finding]:
+def judge_gates(project: Project, reader: Reader, facts: VersionFacts, to_stage: str) -> list[gates.Finding]:
     """The stage's declared gates against the version's training metrics and the latest CI verdict about a lock
-    that holds its model file (`queries.verdicts_of_version`)."""
+    that holds its model file (`verdicts_of_version`)."""
     declared = project.config.gates.get(to_stage, ())
     if not declared:
         return []
-    _, rows = reader.query("SELECT payload->'$.metrics' FROM events WHERE event_id = ?", [facts.training_event_id])
-    metrics = json.loads(rows[0][0]) if rows and rows[0][0] else {}
+    found = training_metrics(reader, facts.training_event_id)
+    metrics = json.loads(found) if found else {}
     verdict = latest_verdict(project, reader, facts)
     findings = gates.judge(declared, metrics, verdict)
     if facts.lock_commit is None:
@@ -204,14 +217,14 @@ def locks_hint() -> str:
     return NOT_LOCKED_HINT
 
 
-def latest_verdict(project: Project, reader: Reader, facts: queries.VersionFacts) -> str | None:
+def latest_verdict(project: Project, reader: Reader, facts: VersionFacts) -> str | None:
     """The latest CI verdict about the version's model file, whatever commit it ran at; in team mode the latest
     one a verifier's token authenticated (a local `ci verify` is self-asserted: anyone who can write the ledger
     could type its verdict)."""
     from govern import attestations
     from govern.api import duties
 
-    rows = queries.verdicts_of_version(reader, facts.model, facts.version)
+    rows = verdicts_of_version(reader, facts.model, facts.version)
     for row in rows:
         row["verdict"] = "verified" if row["type"] == "reproduction.verified" else "diverged"
     if not rows or not duties.team_mode(project, reader):
@@ -221,9 +234,7 @@ def latest_verdict(project: Project, reader: Reader, facts: queries.VersionFacts
     return next((r["verdict"] for r in claimed if checked.get(r["seq"]) is None), None)
 
 
-def refuse_failed_gates(
-    project: Project, reader: Reader, facts: queries.VersionFacts, to_stage: str
-) -> list[gates.Finding]:
+def refuse_failed_gates(project: Project, reader: Reader, facts: VersionFacts, to_stage: str) -> list[gates.Finding]:
     findings = judge_gates(project, reader, facts, to_stage)
     if not all(finding.passed for finding in findings):
         raise PolicyViolation(
@@ -231,12 +242,6 @@ def refuse_failed_gates(
             f"({project.config.source}: `registry.gates`): {gates.failures(findings)}"
         )
     return findings
-
-
-def identity_links(reader: Reader) -> dict[str, list[str]]:
-    """principal -> the git or CI identities linked to it (`govern principals link`)."""
-    _, rows = reader.query("SELECT principal, list(identity ORDER BY seq) FROM principal_identities GROUP BY 1")
-    return {principal: list(identities) for principal, identities in rows}
 
 
 def finish_promotion(
@@ -249,12 +254,12 @@ def finish_promotion(
     on_progress: Callable[[str], None] | None,
 ) -> Outcome:
     """After a promotion is recorded: its GTO tags, then the mirrors (MLflow aliases)."""
-    facts = queries.version_facts(project.ledger, model, version)
+    facts = version_facts(project.ledger, model, version)
     tags = create_tags(project, model, facts.lock_commit, planned_tags, events[-1].occurred_at, warnings)
     return Outcome(events, warnings + after_write(project, on_progress), tags)
 
 
-def _refuse_deprecated(facts: queries.VersionFacts, action: str) -> None:
+def _refuse_deprecated(facts: VersionFacts, action: str) -> None:
     if facts.deprecated_seq is not None:
         raise PolicyViolation(
             f"Version {facts.version} of {facts.model} is deprecated (seq {facts.deprecated_seq}) "
@@ -282,10 +287,10 @@ def deprecate(
     warnings: list[str] = []
 
     def decide(reader: Reader) -> list[PendingEvent]:
-        facts = queries.version_facts(reader, model, version)
+        facts = version_facts(reader, model, version)
         if facts.deprecated_seq is not None:
             raise InvalidInput(f"Version {version} of {model} is already deprecated (seq {facts.deprecated_seq})")
-        serving = queries.serving_slots(reader, model, version)
+        serving = serving_slots(reader, model, version)
         if serving and not force:
             raise PolicyViolation(
                 f"Version {version} of {model} serves {', '.join(serving)}: deploy another version there (or "
@@ -311,7 +316,7 @@ def deprecate(
         ]
 
     events = project.ledger.transact(decide)
-    facts = queries.version_facts(project.ledger, model, version)
+    facts = version_facts(project.ledger, model, version)
     registered = git_adapter.tags(project.root, gto_tags.registration(model, version)) if planned else []
     at = registered[0].commit if registered else facts.lock_commit  # GTO deregisters where it registered
     tags = create_tags(project, model, at, planned, events[0].occurred_at, warnings)
@@ -339,9 +344,9 @@ def deploy(
     required = project.config.env_stages.get(env)
 
     def decide(reader: Reader) -> list[PendingEvent]:
-        facts = queries.version_facts(reader, model, version)
+        facts = version_facts(reader, model, version)
         _refuse_deprecated(facts, "deployed")
-        current = queries.slot(reader, app, env)
+        current = slot(reader, app, env)
         moment = _moment_in(current, at)
         _check_standing(reader, facts, env, required, moment)
         events = []
@@ -378,27 +383,25 @@ def retire(
     at = _check_moment(at)
 
     def decide(reader: Reader) -> list[PendingEvent]:
-        current = queries.slot(reader, app, env)
+        current = slot(reader, app, env)
         if current.serving is None:
             if current.latest_at is not None:
                 raise NotFound(
                     f"Nothing is deployed to {app}/{env} now: it was retired at {display(current.latest_at)}"
                 )
-            slots = queries.slot_list(queries.known_slots(reader), f"{app}/{env}")
+            slots = slot_list(known_slots(reader), f"{app}/{env}")
             raise NotFound(f"Nothing was ever deployed to {app}/{env}: deployments are recorded for {slots}")
         return [_ended(project, current.serving, "retired", _moment_in(current, at))]
 
     return Outcome(project.ledger.transact(decide), after_write(project))
 
 
-def _check_standing(
-    reader: Reader, facts: queries.VersionFacts, env: str, required: str | None, moment: datetime
-) -> None:
+def _check_standing(reader: Reader, facts: VersionFacts, env: str, required: str | None, moment: datetime) -> None:
     """A deployment dated T needs the version registered before T and holding the required stage at T."""
     model, version = facts.model, facts.version
-    standing = queries.standing_at(reader, model, version, required or "", moment)
+    standing = standing_at(reader, model, version, required or "", moment)
     when = display(moment)
-    if queries.naive_utc(moment) < standing.registered_at:
+    if naive_utc(moment) < standing.registered_at:
         raise PolicyViolation(
             f"Version {version} of {model} was registered at {display(standing.registered_at)}, after {when}: "
             "a version cannot serve before it exists; check --at"
@@ -406,14 +409,14 @@ def _check_standing(
     if required is None or standing.holder == version:
         return
     if standing.got_stage_at is None:
-        holder = queries.stage_holder(reader, model, required)
+        holder = stage_holder(reader, model, required)
         held = f"held by version {holder}" if holder else "held by no version"
         raise PolicyViolation(
             f"Environment {env!r} needs stage {required!r}, which version {version} of {model} does not hold "
             f"({held}): run `govern promote {model} {version} --to {required} --reason ...` first"
         )
     if required not in facts.holds:
-        holder = queries.stage_holder(reader, model, required)
+        holder = stage_holder(reader, model, required)
         raise PolicyViolation(
             f"Environment {env!r} needs stage {required!r}, which version {version} of {model} no longer holds "
             f"(version {holder or 'none'} does): promote it back first"
@@ -452,7 +455,7 @@ def _check_moment(at: datetime | None) -> datetime | None:
     return None if at is None else not_in_future(at, "--at", "record deployments when they happen")
 
 
-def _moment_in(current: queries.Slot, at: datetime | None) -> datetime:
+def _moment_in(current: Slot, at: datetime | None) -> datetime:
     """When a deployment event happens, decided under the ledger's lock.
 
     An explicit `--at` may not precede the slot's latest event. Without one it is now, read here rather than
@@ -462,8 +465,8 @@ def _moment_in(current: queries.Slot, at: datetime | None) -> datetime:
     latest = current.latest_at
     if at is None:
         now = utc_now()
-        return latest.replace(tzinfo=UTC) if latest is not None and queries.naive_utc(now) < latest else now
-    if latest is not None and queries.naive_utc(at) < latest:
+        return latest.replace(tzinfo=UTC) if latest is not None and naive_utc(now) < latest else now
+    if latest is not None and naive_utc(at) < latest:
         raise StateConflict(
             f"--at {format_timestamp(at)} is earlier than the latest recorded event of {current.app}/{current.env} "
             f"({format_timestamp(latest)}): history is appended, not rewritten"
@@ -474,7 +477,7 @@ def _moment_in(current: queries.Slot, at: datetime | None) -> datetime:
 # ---------------------------------------------------------------- GTO tags and mirrors
 
 
-def plan_promotion_tags(project: Project, facts: queries.VersionFacts, stage: str, warnings: list[str]) -> list[str]:
+def plan_promotion_tags(project: Project, facts: VersionFacts, stage: str, warnings: list[str]) -> list[str]:
     """The GTO tags a promotion needs, or none (with a warning) where GTO cannot represent it."""
     if not project.config.gto_tags:
         return []
@@ -491,7 +494,7 @@ def plan_promotion_tags(project: Project, facts: queries.VersionFacts, stage: st
     return planned
 
 
-def _plan_deprecation_tags(project: Project, facts: queries.VersionFacts, warnings: list[str]) -> list[str]:
+def _plan_deprecation_tags(project: Project, facts: VersionFacts, warnings: list[str]) -> list[str]:
     if not project.config.gto_tags:
         return []
     registration = gto_tags.registration(facts.model, facts.version)
@@ -500,7 +503,7 @@ def _plan_deprecation_tags(project: Project, facts: queries.VersionFacts, warnin
     return [gto_tags.deregistration(facts.model, facts.version)]
 
 
-def _gto_blocker(project: Project, facts: queries.VersionFacts, stage: str) -> str | None:
+def _gto_blocker(project: Project, facts: VersionFacts, stage: str) -> str | None:
     if not gto_tags.representable(facts.model, stage):
         return f"GTO does not accept the name {facts.model!r} or stage {stage!r}"
     if not facts.lock_commit:

@@ -15,30 +15,16 @@ import json
 from pathlib import Path
 from typing import Any
 
-from govern import queries
 from govern.adapters import git as git_adapter
 from govern.api.context import Project
 from govern.envelope import PendingEvent, RecordedEvent, utc_now
 from govern.errors import GovernError
 from govern.events import TrainingLocked
+from govern.readmodel import trainings
+from govern.readmodel.reader import Reader
 from govern.storage import LedgerStore
-from govern.storage.contract import Reader
 
 SCANNED_COMMITS = 200  # commits that changed a lock file, newest first, looked through for the unlocked ones
-
-UNLOCKED_SQL = """
-SELECT t.event_id, t.payload->>'$.dvc_lock_sha256' AS lock, t.payload->'$.models' AS models
-FROM events AS t
-WHERE t.type = 'training.completed' AND t.payload->>'$.dvc_lock_sha256' IS NOT NULL
-  AND json_array_length(t.payload->'$.models') > 0
-  AND t.event_id NOT IN (SELECT payload->>'$.training_event_id' FROM events WHERE type = 'training.locked')
-ORDER BY t.seq DESC LIMIT 500
-"""
-
-VERSIONS_OF_FILES_SQL = """
-SELECT model, arg_min(version, seq) AS version FROM model_versions
-WHERE model || '@' || sha256 IN (SELECT unnest($keys)) GROUP BY model ORDER BY model
-"""
 
 NOT_LOCKED_HINT = (
     "commit its dvc.lock and what its stages wrote that git tracks, as `git status` lists them (in the demo `git add "
@@ -70,8 +56,7 @@ def find_in(
         return []
 
     def decide(reader: Reader) -> list[PendingEvent]:
-        _, rows = reader.query("SELECT payload->>'$.training_event_id' FROM events WHERE type = 'training.locked'")
-        done = {r[0] for r in rows}
+        done = trainings.locked_ids(reader)
         events = []
         for digest, (sha, texts) in located.items():
             for training in wanted[digest]:
@@ -90,7 +75,7 @@ def _locate(
 ) -> tuple[dict[str, list[dict[str, Any]]], dict[str, tuple[str, dict[str, str]]]]:
     """The trainings not locked yet, by lock digest; and for each digest a commit of `root` holding that lock."""
     wanted: dict[str, list[dict[str, Any]]] = {}
-    for row in queries.rows_as_dicts(reader, UNLOCKED_SQL):
+    for row in trainings.unlocked(reader):
         wanted.setdefault(row["lock"], []).append(row)
     located: dict[str, tuple[str, dict[str, str]]] = {}
     lock_files = git_adapter.tracked_named(root, "dvc.lock") if wanted else []
@@ -149,7 +134,7 @@ def versions_of(reader: Reader, models: Any) -> list[dict[str, str]]:
     keys = [f"{m['name']}@{m['sha256']}" for m in listed if m.get("sha256")]
     if not keys:
         return []
-    return [{"model": m, "version": v} for m, v in reader.query(VERSIONS_OF_FILES_SQL, {"keys": keys})[1]]
+    return [{"model": m, "version": v} for m, v in trainings.versions_of_files(reader, keys)]
 
 
 def _outputs(texts: dict[str, str]) -> list[dict[str, Any]]:
@@ -167,11 +152,6 @@ def _outputs(texts: dict[str, str]) -> list[dict[str, Any]]:
 # ---------------------------------------------------------------- a server job's lock commit
 
 LOCK_BYTES = 16 << 20  # a dvc.lock or metrics file a job wrote, at most; more is not a lock
-TRAINING_SQL = """
-SELECT payload->>'$.dvc_lock_sha256', payload->'$.models', git_commit FROM events
-WHERE type = 'training.completed' AND event_id = $id
-"""
-LOCKED_SQL = "SELECT payload->>'$.commit' FROM events WHERE type = 'training.locked' AND subject = $subject"
 SERVER_NAME, SERVER_EMAIL = "govern server", "govern-server@localhost"
 
 
@@ -192,11 +172,11 @@ def commit_for_job(
     pattern = project.config.jobs_lock_branch
     if not pattern:
         return None, f"`jobs.lock_branch` is empty: {NOT_LOCKED_HINT}"
-    found = project.ledger.query(TRAINING_SQL, {"id": training_event_id})[1]
+    found = trainings.lock_of_training(project.ledger, training_event_id)
     if not found or not found[0][0]:
         return None, "the training reports no dvc.lock: there is nothing to commit"
     digest, models, base = found[0]
-    already = project.ledger.query(LOCKED_SQL, {"subject": f"training:{training_event_id}"})[1]
+    already = trainings.lock_commits_of(project.ledger, training_event_id)
     if already:
         return already[0][0], None
     try:
@@ -255,7 +235,7 @@ def commit_for_job(
             return None, f"{refused}; the commit {sha[:12]} stays on branch {branch} of the server's repository"
 
     def decide(reader: Reader) -> list[PendingEvent]:
-        if reader.query(LOCKED_SQL, {"subject": f"training:{training_event_id}"})[1]:
+        if trainings.lock_commits_of(reader, training_event_id):
             return []
         versions = versions_of(reader, models)
         if not versions:

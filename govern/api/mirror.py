@@ -20,19 +20,8 @@ from govern.api.context import Project
 from govern.envelope import PendingEvent, RecordedEvent, utc_now
 from govern.errors import MirrorError
 from govern.events import TrainingMirrored
+from govern.readmodel.mirrors import pending_trainings
 from govern.redaction import redact
-
-PENDING_SQL = """
-SELECT t.event_id, t.payload, t.git_commit, t.actor, t.occurred_at
-FROM events AS t
-WHERE t.type = 'training.completed'
-  AND t.payload->>'$.mlflow.status' = 'pending'
-  AND NOT EXISTS (
-      SELECT 1 FROM events AS m
-      WHERE m.type = 'training.mirrored' AND m.payload->>'$.training_event_id' = t.event_id
-  )
-ORDER BY t.seq
-"""
 
 
 @dataclass(frozen=True)
@@ -45,7 +34,7 @@ class MirrorOutcome:
 def pending_count(project: Project) -> int:
     if not project.ledger.exists():
         return 0
-    return len(project.ledger.query(PENDING_SQL)[1])
+    return len(pending_trainings(project.ledger))
 
 
 def retry_pending(project: Project) -> MirrorOutcome:
@@ -54,11 +43,12 @@ def retry_pending(project: Project) -> MirrorOutcome:
     one lost file must not hold every later version out of MLflow."""
     if not project.ledger.exists():
         return MirrorOutcome()
-    _, rows = project.ledger.query(PENDING_SQL)
+    rows = pending_trainings(project.ledger)
     recorded: list[RecordedEvent] = []
     stuck: list[str] = []
-    for position, (event_id, payload_json, commit, _actor, occurred_at) in enumerate(rows):
-        payload = json.loads(payload_json)
+    for position, row in enumerate(rows):
+        event_id, commit, occurred_at = row["event_id"], row["git_commit"], row["occurred_at"]
+        payload = json.loads(row["payload"])
         try:
             events = _mirror_one(project, event_id, payload, commit, occurred_at)
         except ModelFileMissing as error:

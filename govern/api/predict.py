@@ -34,7 +34,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from govern import entrypoint, queries, sandbox, tabular
+from govern import entrypoint, sandbox, tabular
 from govern.adapters import git as git_adapter
 from govern.api import model_files
 from govern.api.context import Project, open_project
@@ -43,17 +43,14 @@ from govern.envelope import PendingEvent, RecordedEvent, utc_now
 from govern.errors import GovernError, InvalidInput, MirrorError, NotFound, PolicyViolation
 from govern.events import InferenceRecorded
 from govern.hashing import file_sha256
+from govern.readmodel import inferences as inference_reads
+from govern.readmodel.deployments import production_at, require_slot
+from govern.readmodel.versions import version_facts
 
 if TYPE_CHECKING:
     from govern.storage import LedgerStore
 
 log = logging.getLogger("govern.server")
-
-MODEL_SQL = """
-SELECT mv.path, mv.md5, mv.sha256, mv.mlflow_run_id, t.payload
-FROM (SELECT * FROM model_versions WHERE model = ? AND version = ? ORDER BY seq DESC LIMIT 1) AS mv
-LEFT JOIN events AS t ON t.event_id = mv.training_event_id
-"""
 
 
 @dataclass(frozen=True)
@@ -107,13 +104,13 @@ def predict(
     project = open_project(start, actor)
     if app is not None:
         check_environment(project.config, env)
-        serving = queries.production_at(project.ledger, app, env, at or utc_now())
+        serving = production_at(project.ledger, app, env, at or utc_now())
         if serving is None:
-            queries.require_slot(project.ledger, app, env)
+            require_slot(project.ledger, app, env)
             raise NotFound(f"Nothing serves {app}/{env} now (it was retired): deploy a version first (`govern deploy`)")
         model, version = serving["model"], serving["version"]
     assert model is not None and version is not None
-    facts = queries.version_facts(project.ledger, model, version)
+    facts = version_facts(project.ledger, model, version)
     if facts.deprecated_seq is not None and not allow_deprecated:
         where = f", which serves {app}/{env}," if app is not None else ""
         raise PolicyViolation(
@@ -214,7 +211,7 @@ def _inside(member: tarfile.TarInfo, destination: str) -> tarfile.TarInfo | None
 
 def _resolve(project: Project, model: str, version: str) -> tuple[str, Path, Any]:
     """The inference command template and a verified copy of the registered model file."""
-    _, rows = project.ledger.query(MODEL_SQL, [model, version])
+    rows = inference_reads.model_file(project.ledger, model, version)
     path, md5, sha256, run_id, training_payload = rows[0]
     trained = json.loads(training_payload) if training_payload else {}
     meta = next((m.get("meta") or {} for m in trained.get("models", []) if m.get("name") == model), {})
@@ -317,24 +314,6 @@ INFERENCES_SHOWN = 50
 INFERENCES_MAX = 1000
 INFERENCE_WINDOW = 1 << 14  # seqs: the newest records are looked for in the newest events first, then 4x further
 
-# The batches of the window (and of the principal) first, their payloads parsed after: DuckDB would otherwise parse
-# every inference payload of the window to test the app before looking at the actor.
-INFERENCES_SQL = """
-WITH batches AS MATERIALIZED (
-    SELECT seq, occurred_at, actor, payload FROM events
-    WHERE type = 'inference.recorded' AND seq > $after AND seq <= $upto
-      AND ($principal IS NULL OR actor = $principal OR starts_with(actor, $principal || ' (token '))
-)
-SELECT seq, occurred_at, actor, payload->>'$.model' AS model, payload->>'$.version' AS version,
-       payload->>'$.app' AS app, payload->>'$.env' AS env, (payload->>'$.rows')::BIGINT AS rows,
-       payload->>'$.input_path' AS input, payload->>'$.input_sha256' AS input_sha256,
-       payload->>'$.output_sha256' AS output_sha256, (payload->>'$.duration_s')::DOUBLE AS duration_s,
-       coalesce((payload->>'$.allowed_deprecated')::BOOLEAN, false) AS allowed_deprecated
-FROM batches
-WHERE payload->>'$.app' = $app AND ($env IS NULL OR payload->>'$.env' = $env)
-ORDER BY seq DESC LIMIT $limit
-"""
-
 
 def inferences(
     ledger: LedgerStore,
@@ -363,28 +342,9 @@ def inferences(
         upto, window = head[0] if head else 0, INFERENCE_WINDOW
         while upto > 0 and len(found) < limit:
             after = max(0, upto - window)
-            found += queries.rows_as_dicts(
-                reader,
-                INFERENCES_SQL,
-                {
-                    "after": after,
-                    "upto": upto,
-                    "principal": principal,
-                    "app": app,
-                    "env": env,
-                    "limit": limit - len(found),
-                },
-            )
+            found += inference_reads.inferences(reader, app, env, principal, after, upto, limit - len(found))
             upto, window = after, window * 4
     return found
-
-
-TRAINED_ON_SQL = """
-SELECT t.payload->'$.datasets' AS datasets
-FROM registrations AS r JOIN events AS t ON t.seq = r.training_seq
-WHERE r.model = $model AND r.version = $version
-ORDER BY r.seq DESC LIMIT 1
-"""
 
 
 def trained_on(ledger: LedgerStore, model: str, version: str) -> dict[str, Any] | None:
@@ -393,7 +353,7 @@ def trained_on(ledger: LedgerStore, model: str, version: str) -> dict[str, Any] 
     None where the training recorded no such table or no columns."""
     if not ledger.exists():
         return None
-    rows = queries.rows_as_dicts(ledger, TRAINED_ON_SQL, {"model": model, "version": version})
+    rows = inference_reads.trained_on(ledger, model, version)
     datasets = json.loads(rows[0]["datasets"] or "[]") if rows else []
     table = next((d for d in datasets if d.get("role") == "training" and d.get("columns")), None)
     return {"path": table["path"], "columns": list(table["columns"])} if table else None

@@ -27,53 +27,18 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 
-from govern import queries
 from govern.config import Config
 from govern.envelope import PendingEvent, RecordedEvent, utc_now
 from govern.errors import MirrorError, Note
 from govern.events import RegistryMirrored
+from govern.readmodel.mirrors import Pending, deprecated_since, locked_since, pending_registry
+from govern.readmodel.reader import Reader
+from govern.readmodel.versions import stage_holders
 from govern.redaction import redact
 from govern.storage import LedgerStore
-from govern.storage.contract import Reader
 
 MIRROR_LOG = "mirror.log"
 log = logging.getLogger("govern.registry_mirror")
-
-PENDING_SQL = """
-WITH changes AS (
-    SELECT payload->>'$.model' AS model, max(seq) AS through_seq, count(*) AS events
-    FROM events WHERE type IN ('model.promoted', 'model.deprecated') GROUP BY 1
-),
-mirrored AS (
-    SELECT payload->>'$.model' AS model, max((payload->>'$.through_seq')::BIGINT) AS through_seq
-    FROM events WHERE type = 'registry.mirrored' GROUP BY 1
-)
-SELECT c.model, c.through_seq, coalesce(m.through_seq, 0) AS mirrored_through
-FROM changes AS c LEFT JOIN mirrored AS m USING (model)
-WHERE c.through_seq > coalesce(m.through_seq, 0)
-ORDER BY c.model
-"""
-
-LOCKED_SINCE_SQL = """
-SELECT v->>'$.version' AS version, arg_min(commit, seq) AS commit
-FROM (SELECT seq, payload->>'$.commit' AS commit, unnest(from_json(payload->'$.versions', '["JSON"]')) AS v
-      FROM events WHERE type = 'training.locked' AND seq > $since)
-WHERE v->>'$.model' = $model
-GROUP BY 1 ORDER BY 1
-"""
-
-DEPRECATED_SINCE_SQL = """
-SELECT DISTINCT version FROM deprecations WHERE model = $model AND seq > $since ORDER BY version
-"""
-
-
-@dataclass(frozen=True)
-class Pending:
-    """A model whose MLflow aliases do not yet reflect the ledger's promotions and deprecations."""
-
-    model: str
-    through_seq: int
-    mirrored_through: int
 
 
 @dataclass(frozen=True)
@@ -84,7 +49,7 @@ class RegistryOutcome:
 
 
 def pending(reader: Reader) -> list[Pending]:
-    return [Pending(*row) for row in reader.query(PENDING_SQL)[1]]
+    return pending_registry(reader)
 
 
 def mirror_pending(ledger: LedgerStore, cfg: Config, actor: str) -> RegistryOutcome:
@@ -97,11 +62,9 @@ def mirror_pending(ledger: LedgerStore, cfg: Config, actor: str) -> RegistryOutc
         todo = pending(ledger)
         recorded: list[RecordedEvent] = []
         for position, item in enumerate(todo):
-            holders = queries.stage_holders(ledger, item.model)
-            _, rows = ledger.query(DEPRECATED_SINCE_SQL, {"model": item.model, "since": item.mirrored_through})
-            deprecated = [version for (version,) in rows]
-            _, rows = ledger.query(LOCKED_SINCE_SQL, {"model": item.model, "since": item.mirrored_through})
-            locked = dict(rows)
+            holders = stage_holders(ledger, item.model)
+            deprecated = deprecated_since(ledger, item.model, item.mirrored_through)
+            locked = locked_since(ledger, item.model, item.mirrored_through)
             try:
                 aliases = mlflow_adapter.sync_registry(
                     cfg.tracking_uri, item.model, holders, cfg.stages, deprecated, locked

@@ -14,153 +14,18 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
-from govern import __version__, config, lineage, machine, queries
+from govern import __version__, config, lineage, machine
 from govern.adapters import git as git_adapter
 from govern.api.anchors import Anchor, anchors
 from govern.api.integrity import check_anchors
 from govern.envelope import format_timestamp, utc_now
 from govern.errors import NotAGitRepository
+from govern.readmodel import reports
+from govern.readmodel.reader import Reader
+from govern.readmodel.reports import TIMELINE_SLOTS
+from govern.readmodel.versions import VersionFacts, verdicts_of_version, version_facts
 from govern.storage import open_store
 from govern.storage.chain import check_events, verify_chain_in
-from govern.storage.contract import Reader
-
-TRAINING_SQL = """
-SELECT t.seq, t.event_id, t.occurred_at, t.actor, t.git_commit, t.payload, mv.seq AS registered_seq,
-       mv.occurred_at AS registered_at, mv.actor AS registered_by, mv.payload AS registration
-FROM (SELECT * FROM events WHERE type = 'model.registered' AND subject = $subject ORDER BY seq DESC LIMIT 1) AS mv
-JOIN events AS t ON t.event_id = mv.payload->>'$.training_event_id'
-"""
-
-VERSIONS_SQL = """
-SELECT mv.version, mv.seq, t.payload->'$.metrics' AS metrics
-FROM model_versions AS mv LEFT JOIN events AS t ON t.event_id = mv.training_event_id
-WHERE mv.model = $model
-ORDER BY try_cast(mv.version AS INTEGER), mv.seq
-"""
-
-# A point lookup on events' unique index of event_id (a type filter here would make it a scan of every snapshot,
-# 25 ms at a million events); the type is checked on the rows found.
-SNAPSHOTS_SQL = """
-SELECT event_id, seq, type, payload FROM events WHERE event_id = ANY($ids)
-"""
-
-# Each promotion with the request it decided, if any: who asked and why, and why the approver agreed (the four
-# eyes of issue 26: the promotion's actor is the approver, the requester is on the request)
-PROMOTIONS_SQL = """
-SELECT p.seq, p.promoted_at, p.actor, p.approver, p.from_stage, p.to_stage, p.reason, p.forced, p.gto_tag,
-       r.request_seq, r.requested_by, r.reason AS request_reason, r.decision_reason AS approval_reason
-FROM promotions AS p
-JOIN events AS e ON e.seq = p.seq
-LEFT JOIN promotion_requests AS r ON r.request_seq = TRY_CAST(e.payload->>'$.request_seq' AS BIGINT)
-WHERE p.model = $model AND p.version = $version ORDER BY p.seq
-"""
-
-# Who acted on each promotion, with how the server established it (the promotion's own `authn`)
-ACTED_SQL = """
-SELECT p.seq, p.promoted_at, p.actor, p.approver, e.authn
-FROM promotions AS p JOIN events AS e ON e.seq = p.seq
-WHERE p.model = $model AND p.version = $version ORDER BY p.seq
-"""
-
-# The grant of a role a principal held at an instant: who confirmed it, who proposed it, on what basis
-GRANT_AT_SQL = """
-SELECT grant_seq, granted_at, granted_by, granted_authn, basis, proposal_seq, proposed_at, proposed_by,
-       proposed_authn, proposed_break_glass, reason
-FROM role_grants
-WHERE principal = $principal AND role = $role AND granted_at <= $at AND (ended_at IS NULL OR ended_at > $at)
-ORDER BY grant_seq DESC LIMIT 1
-"""
-
-ISSUER_SQL = "SELECT issuer, issuer_authn, code_id FROM token_issuers WHERE token_id = $token_id"
-ANY_GRANT_SQL = "SELECT 1 FROM events WHERE type = 'access.granted' LIMIT 1"
-
-DEPRECATION_SQL = """
-SELECT seq, deprecated_at, actor, reason FROM deprecations WHERE model = $model AND version = $version ORDER BY seq
-"""
-
-INFERENCE_SQL = """
-SELECT coalesce(app, '(no app)') AS app, coalesce(env, '-') AS env,
-       strftime(date_trunc('month', occurred_at), '%Y-%m') AS month,
-       count(*) AS batches, sum(rows) AS rows, min(seq) AS first_seq, max(seq) AS last_seq
-FROM inferences WHERE model = $model AND version = $version
-GROUP BY ALL ORDER BY month, app, env
-"""
-
-# A version can serve thousands of windows: the report shows a summary per app/env of all of them, the
-# latest WINDOWS_SHOWN in full, and a timeline of the TIMELINE_SLOTS slots it served most recently.
-WINDOWS_SHOWN = 100
-TIMELINE_SLOTS = 12
-TIMELINE_WINDOWS = 40
-
-# These read deployment_index (a table sorted by slot key), never the production_windows view: the view pairs
-# every deployment of every slot by a window function (0.1-0.2 s at a million events, per query). A version's
-# own deployment events suffice, because govern records one slot's windows in order: a start, then the end that
-# names it, before the next start (`deploy` records the replaced window's end first). So per slot, a version's
-# starts and ends alternate, and its windows are summed without pairing them: closed time = the ends' instants
-# minus the starts' instants, less the open start, if any (integer microseconds: exact). The view stays the
-# definition; tests/test_report.py holds these queries to it on a history of replacements and retirements.
-SLOT_SUMMARY_SQL = """
-SELECT app, env, windows, first_start, CASE WHEN serving THEN NULL ELSE last_end END AS last_end, serving,
-       (ends_us - starts_us + CASE WHEN serving THEN last_start_us ELSE 0 END) / 1e6 AS closed_s,
-       last_start_seq, slot_key
-FROM (
-    SELECT app, env, count(*) FILTER (type = 'deployment.started') AS windows,
-           min(occurred_at) FILTER (type = 'deployment.started') AS first_start,
-           max(occurred_at) FILTER (type = 'deployment.ended') AS last_end,
-           count(*) FILTER (type = 'deployment.started') > count(*) FILTER (type = 'deployment.ended') AS serving,
-           sum(epoch_us(occurred_at)) FILTER (type = 'deployment.ended') AS ends_us,
-           sum(epoch_us(occurred_at)) FILTER (type = 'deployment.started') AS starts_us,
-           max(epoch_us(occurred_at)) FILTER (type = 'deployment.started') AS last_start_us,
-           max(seq) FILTER (type = 'deployment.started') AS last_start_seq, any_value(slot_key) AS slot_key
-    FROM deployment_index WHERE model = $model AND version = $version
-    GROUP BY app, env
-)
-WHERE windows > 0
-ORDER BY last_start_seq DESC
-"""
-
-# The latest starts of the version, then the version's events from the earliest of them on: each start's end
-# is among those. Two queries, as DuckDB prunes the second by a constant and not by a subquery's answer.
-LATEST_START_SQL = f"""
-SELECT min(seq) AS since FROM (
-    SELECT seq FROM deployment_index
-    WHERE model = $model AND version = $version AND type = 'deployment.started'
-    ORDER BY seq DESC LIMIT {WINDOWS_SHOWN}
-)
-"""
-
-LATEST_WINDOWS_SQL = """
-WITH latest AS (
-    SELECT *, lead(type) OVER slot AS next_type, lead(occurred_at) OVER slot AS next_at,
-           lead(seq) OVER slot AS next_seq, lead(actor) OVER slot AS next_actor, lead(reason) OVER slot AS next_reason
-    FROM deployment_index
-    WHERE model = $model AND version = $version AND seq >= $since
-    WINDOW slot AS (PARTITION BY app, env ORDER BY seq)
-)
-SELECT app, env, occurred_at AS started_at, CASE WHEN closed THEN next_at END AS ended_at,
-       CASE WHEN closed THEN epoch(next_at - occurred_at) END AS duration_s, actor AS deployed_by,
-       CASE WHEN closed THEN next_actor END AS ended_by, CASE WHEN closed THEN next_reason END AS end_reason,
-       seq AS start_seq, CASE WHEN closed THEN next_seq END AS end_seq
-FROM (SELECT *, next_type = 'deployment.ended' AS closed FROM latest)
-WHERE type = 'deployment.started'
-ORDER BY app, env, start_seq
-"""
-
-# The 12 slots' own rows only, by key (an integer, from the summary) and by name (a key alone could collide).
-TIMELINE_SQL = f"""
-SELECT app, env, model, version, started_at, ended_at, start_seq FROM (
-    SELECT *, row_number() OVER (PARTITION BY app, env ORDER BY start_seq DESC) AS recency FROM (
-        SELECT app, env, model, version, type, occurred_at AS started_at, seq AS start_seq,
-               CASE WHEN lead(type) OVER slot = 'deployment.ended' THEN lead(occurred_at) OVER slot END AS ended_at
-        FROM deployment_index
-        WHERE slot_key IN (SELECT unnest($keys)) AND (app, env) IN (SELECT unnest($apps), unnest($envs))
-        WINDOW slot AS (PARTITION BY app, env ORDER BY seq)
-    )
-    WHERE type = 'deployment.started'
-)
-WHERE recency <= {TIMELINE_WINDOWS}
-ORDER BY app, env, start_seq
-"""
 
 
 def gather(model: str, version: str, start: Path | None = None, verify_chain: bool = False) -> dict[str, Any]:
@@ -174,11 +39,11 @@ def gather(model: str, version: str, start: Path | None = None, verify_chain: bo
 
 
 def _gather(ledger: Reader, model: str, version: str, start: Path | None, verify_chain: bool) -> dict[str, Any]:
-    facts = queries.version_facts(ledger, model, version)  # NotFound names the known models and versions
-    versions = queries.rows_as_dicts(ledger, VERSIONS_SQL, {"model": model})
+    facts = version_facts(ledger, model, version)  # NotFound names the known models and versions
+    versions = reports.version_metrics(ledger, model)
     root = _root(start)
     settings = config.load(root).models.get(model, {}) if root else {}
-    row = queries.rows_as_dicts(ledger, TRAINING_SQL, {"subject": f"model:{model}@{version}"})[0]
+    row = reports.training_of_version(ledger, model, version)
     training = json.loads(row["payload"])
     registration = json.loads(row["registration"])
     cited: list[int] = [row["seq"], row["registered_seq"]]
@@ -214,9 +79,6 @@ def _gather(ledger: Reader, model: str, version: str, start: Path | None, verify
     return report
 
 
-ATTRIBUTION_SQL = "SELECT seq, actor, authn FROM events WHERE seq IN (SELECT unnest($seqs))"
-
-
 def _attributed(ledger: Reader, report: dict[str, Any], pinned: tuple[str, ...]) -> list[str]:
     """Every actor the report names, shown with the strength of its identity (`abe (authenticated, token ...)`,
     `Tess <t@x> (self-asserted, git config)`); each authenticated claim's signature is checked here, and a claim
@@ -243,7 +105,7 @@ def _attributed(ledger: Reader, report: dict[str, Any], pinned: tuple[str, ...])
     seqs = sorted({seq for _, _, seq in places if seq is not None})
     if not seqs:
         return []
-    rows = {r["seq"]: r for r in queries.rows_as_dicts(ledger, ATTRIBUTION_SQL, {"seqs": seqs})}
+    rows = {r["seq"]: r for r in reports.attributions(ledger, seqs)}
     verdicts = attestations.check_events(ledger, seqs, pinned)
     for section, key, seq in places:
         row = rows.get(seq) if seq is not None else None
@@ -261,13 +123,14 @@ def _section(missing: list[str], **facts: Any) -> dict[str, Any]:
 
 
 def _identity(
-    facts: queries.VersionFacts,
+    facts: VersionFacts,
     registered: list[dict[str, Any]],
     row: Mapping[str, Any],
     registration: dict,
     settings: dict,
 ) -> dict[str, Any]:
-    """`registered`: the model's versions in order (VERSIONS_SQL), for the versions before and after this one."""
+    """`registered`: the model's versions in order (`reports.version_metrics`), for the versions before and after
+    this one."""
     model, version = facts.model, facts.version
     versions = [v["version"] for v in registered]
     position = versions.index(version)
@@ -359,7 +222,7 @@ def _code(root: Path | None, row: Mapping[str, Any], training: dict, lock_commit
 def _data(ledger: Reader, training: dict, cited: list[int]) -> dict[str, Any]:
     datasets = [dict(d) for d in training.get("datasets", [])]
     ids = [d["snapshot_event_id"] for d in datasets if d.get("snapshot_event_id")]
-    found = queries.rows_as_dicts(ledger, SNAPSHOTS_SQL, {"ids": ids}) if ids else []
+    found = reports.snapshots(ledger, ids) if ids else []
     snapshots = {r["event_id"]: r for r in found if r["type"] == "dataset.snapshotted"}
     missing = []
     for dataset in datasets:
@@ -468,8 +331,8 @@ def _validation(registered: list[dict[str, Any]], training: dict) -> dict[str, A
 
 
 def _approvals(ledger: Reader, model: str, version: str, cited: list[int]) -> dict[str, Any]:
-    promotions = queries.rows_as_dicts(ledger, PROMOTIONS_SQL, {"model": model, "version": version})
-    deprecations = queries.rows_as_dicts(ledger, DEPRECATION_SQL, {"model": model, "version": version})
+    promotions = reports.promotions(ledger, model, version)
+    deprecations = reports.deprecations(ledger, model, version)
     cited.extend(p["seq"] for p in [*promotions, *deprecations])
     cited.extend(p["request_seq"] for p in promotions if p.get("request_seq") is not None)
     grants, missing = _grants(ledger, model, version, cited)
@@ -490,13 +353,13 @@ def _grants(ledger: Reader, model: str, version: str, cited: list[int]) -> tuple
     from govern import attribution
 
     people: dict[str, dict[str, Any]] = {}
-    for row in queries.rows_as_dicts(ledger, ACTED_SQL, {"model": model, "version": version}):
+    for row in reports.acted(ledger, model, version):
         for name in dict.fromkeys([row["actor"], row["approver"]]):
             if not name:
                 continue
             found = people.setdefault(name, {"who": name, "role": "approver", "acted_seqs": [], "row": row})
             found["acted_seqs"].append(row["seq"])
-    if not any(attribution.principal_of(name) for name in people) and not ledger.query(ANY_GRANT_SQL)[1]:
+    if not any(attribution.principal_of(name) for name in people) and not reports.any_grant(ledger):
         return [], []  # nobody here is a principal, nor was ever granted a role: one person's project
     grants, missing = [], []
     for name, found in people.items():
@@ -522,12 +385,11 @@ def _grants(ledger: Reader, model: str, version: str, cited: list[int]) -> tuple
             continue
         token = attribution.TOKEN_ACTOR.match(name)
         entry["token"] = token.group(2) if token else None
-        issued = queries.rows_as_dicts(ledger, ISSUER_SQL, {"token_id": entry["token"]}) if token else []
+        issued = reports.token_issuer(ledger, entry["token"]) if token else []
         if issued:
             entry["token_issuer"] = attribution.shown(issued[0]["issuer"], issued[0]["issuer_authn"])
             entry["token_code"] = issued[0]["code_id"]
-        params = {"principal": principal, "role": "approver", "at": row["promoted_at"]}
-        held = queries.rows_as_dicts(ledger, GRANT_AT_SQL, params)
+        held = reports.grant_at(ledger, principal, "approver", row["promoted_at"])
         if not held:
             missing.append(f"{principal} held no approver grant when they acted (seq {row['seq']})")
             grants.append(entry)
@@ -551,16 +413,11 @@ def _grants(ledger: Reader, model: str, version: str, cited: list[int]) -> tuple
 
 
 def _production(ledger: Reader, model: str, version: str, cited: list[int]) -> dict[str, Any]:
-    params = {"model": model, "version": version}
-    summary = queries.rows_as_dicts(ledger, SLOT_SUMMARY_SQL, params)
-    _, [(since,)] = ledger.query(LATEST_START_SQL, params)
-    windows = queries.rows_as_dicts(ledger, LATEST_WINDOWS_SQL, {**params, "since": since}) if since else []
+    summary = reports.slot_summary(ledger, model, version)
+    since = reports.latest_start(ledger, model, version)
+    windows = reports.latest_windows(ledger, model, version, since) if since else []
     lanes = summary[:TIMELINE_SLOTS]
-    context = queries.rows_as_dicts(
-        ledger,
-        TIMELINE_SQL,
-        {"keys": [s["slot_key"] for s in lanes], "apps": [s["app"] for s in lanes], "envs": [s["env"] for s in lanes]},
-    )
+    context = reports.timeline(ledger, lanes)
     cited.extend(seq for w in windows for seq in (w["start_seq"], w["end_seq"]) if seq is not None)
     total = sum(s["windows"] for s in summary)
     return _section(
@@ -617,9 +474,9 @@ def _timelines(context: list[dict[str, Any]], model: str, version: str) -> list[
 
 
 def _reproductions(ledger: Reader, model: str, version: str, cited: list[int]) -> dict[str, Any]:
-    """The CI verdicts about a lock holding this version's model file, oldest first (`queries.verdicts_of_version`:
+    """The CI verdicts about a lock holding this version's model file, oldest first (`verdicts_of_version`:
     the same ones the `reproduction.verified` gate weighs)."""
-    rows = queries.verdicts_of_version(ledger, model, version)[::-1]
+    rows = verdicts_of_version(ledger, model, version)[::-1]
     cited.extend(r["seq"] for r in rows)
     from govern.events import upcast  # old verdicts (before the three outcomes) read as the current schema
 
@@ -664,7 +521,7 @@ def _reproductions(ledger: Reader, model: str, version: str, cited: list[int]) -
 
 
 def _inference(ledger: Reader, model: str, version: str, cited: list[int]) -> dict[str, Any]:
-    rows = queries.rows_as_dicts(ledger, INFERENCE_SQL, {"model": model, "version": version})
+    rows = reports.inference_by_month(ledger, model, version)
     cited.extend(seq for r in rows for seq in (r["first_seq"], r["last_seq"]))
     counts = [{k: r[k] for k in ("app", "env", "month", "batches", "rows")} for r in rows]
     return _section([] if counts else ["No inference with this version is recorded"], counts=counts)
@@ -675,11 +532,7 @@ def _integrity(
 ) -> dict[str, Any]:
     """The cited events re-hashed, the anchors (`found`: the repository's anchor tags) checked against the ledger,
     and (`forged`) what the attestations of the actors it names failed."""
-
-    # Two lookups DuckDB answers from the table's statistics and one row (max_by(hash, seq) reads every hash).
-    _, [(count, head_hash)] = ledger.query(
-        "SELECT count(*), (SELECT hash FROM events WHERE seq = (SELECT max(seq) FROM events)) FROM events"
-    )
+    count, head_hash = reports.head(ledger)
     problems = [*check_events(ledger, cited), *forged]
     chain = verify_chain_in(ledger) if verify_chain else None
     if chain is not None and not chain.ok:
@@ -767,8 +620,8 @@ def _root(start: Path | None) -> Path | None:
 
 
 def _summary(ledger: Reader, model: str, version: str, start: Path | None) -> dict[str, Any]:
-    facts = queries.version_facts(ledger, model, version)  # NotFound names the known models and versions
-    row = queries.rows_as_dicts(ledger, TRAINING_SQL, {"subject": f"model:{model}@{version}"})[0]
+    facts = version_facts(ledger, model, version)  # NotFound names the known models and versions
+    row = reports.training_of_version(ledger, model, version)
     root = _root(start)
     settings = config.load(root).models.get(model, {}) if root else {}
     training = json.loads(row["payload"])
@@ -776,9 +629,7 @@ def _summary(ledger: Reader, model: str, version: str, start: Path | None) -> di
     cited: list[int] = []
     metrics = training.get("metrics", {})
     found = {
-        "identity": _identity(
-            facts, queries.rows_as_dicts(ledger, VERSIONS_SQL, {"model": model}), row, registration, settings
-        ),
+        "identity": _identity(facts, reports.version_metrics(ledger, model), row, registration, settings),
         "code": _code(root, row, training, facts.lock_commit),
         "data": _data(ledger, training, cited),
         "training": _training(row, training),
@@ -865,9 +716,8 @@ CHART_VERSIONS = 30
 def metrics_across_versions(model: str, newest: int = CHART_VERSIONS, start: Path | None = None) -> dict[str, Any]:
     """The metrics of a model's newest `newest` versions, oldest first, and the metric names they record: what the
     report's chart draws (`charts.metric_history`), for a model rather than one version (the models page)."""
-    sql = f"SELECT * FROM ({VERSIONS_SQL}) ORDER BY try_cast(version AS INTEGER) DESC, seq DESC LIMIT $newest"
     with open_store(config.configured_ledger(start)).reader() as reader:
-        rows = queries.rows_as_dicts(reader, sql, {"model": model, "newest": newest})
+        rows = reports.newest_version_metrics(reader, model, newest)
     versions = [{"version": r["version"], "metrics": json.loads(r["metrics"]) if r["metrics"] else {}} for r in rows]
     versions.reverse()
     numeric = {name for v in versions for name, value in v["metrics"].items() if isinstance(value, int | float)}

@@ -33,6 +33,7 @@ from govern.api.context import Project
 from govern.envelope import TIMESTAMP_FORMAT, PendingEvent, RecordedEvent, canonical_json, to_utc
 from govern.errors import InvalidInput
 from govern.events import DatasetSnapshotted, Fact, TrainingCompleted, TrainingFailed
+from govern.readmodel import trainings as training_reads
 from govern.redaction import redact
 
 if typing.TYPE_CHECKING:
@@ -57,21 +58,6 @@ MLFLOW_REPORTED = frozenset({"status", "error", "tracking_uri"})
 SERVER_MIRRORS = "reported by a job: the server mirrors it"
 UNCHANGED = frozenset({"unchanged", "not-run"})
 
-EXISTING_IDS = "SELECT event_id FROM events WHERE event_id IN (SELECT unnest($ids))"
-SNAPSHOTS_OF = """
-SELECT event_id, payload->>'$.path' AS path, payload->>'$.md5' AS md5 FROM events
-WHERE type = 'dataset.snapshotted' AND event_id IN (SELECT unnest($ids))
-"""
-TRAINING_BY_LOCK = """
-SELECT event_id FROM events
-WHERE type = 'training.completed' AND payload->>'$.dvc_lock_sha256' = $lock
-ORDER BY seq DESC LIMIT 1
-"""
-KNOWN_SNAPSHOTS = """
-SELECT payload->>'$.path' AS path, payload->>'$.md5' AS md5, event_id, payload->>'$.extracted_at' AS extracted_at
-FROM events WHERE type = 'dataset.snapshotted' ORDER BY seq
-"""
-
 
 class ReportRefused(InvalidInput):
     """The facts a training reported were refused: nothing was recorded."""
@@ -94,7 +80,7 @@ def known_snapshots(project: Project) -> dict[str, Any]:
     path and md5): an unchanged dataset is not snapshotted again by a job that cannot read the ledger."""
     if not project.ledger.exists():
         return {"snapshots": []}
-    _, rows = project.ledger.query(KNOWN_SNAPSHOTS)
+    rows = training_reads.known_snapshots(project.ledger)
     latest = {(path, md5): (event_id, at) for path, md5, event_id, at in rows}
     return {
         "snapshots": [
@@ -163,7 +149,7 @@ def record_reported_training(
         _check_against_ledger(reader, pending, training)
         fact = training.fact
         if isinstance(fact, TrainingCompleted) and all(s.get("status") in UNCHANGED for s in fact.stages):
-            _, rows = reader.query(TRAINING_BY_LOCK, {"lock": fact.dvc_lock_sha256})
+            rows = training_reads.training_of_lock(reader, fact.dvc_lock_sha256)
             if rows:
                 existing.append(rows[0][0])
                 return []
@@ -369,7 +355,7 @@ def _check_against_ledger(reader: Reader, pending: Sequence[PendingEvent], train
     """Inside the transaction: no event id is one the ledger has, and every snapshot the training names that the
     report does not carry is one the ledger records, of the same path and md5."""
     ids = [event.event_id for event in pending]
-    _, taken = reader.query(EXISTING_IDS, {"ids": ids})
+    taken = training_reads.existing_ids(reader, ids)
     if taken:
         raise ReportRefused(f"the report reuses event id {taken[0][0]}, which the ledger already has")
     fact = training.fact
@@ -383,7 +369,7 @@ def _check_against_ledger(reader: Reader, pending: Sequence[PendingEvent], train
     }
     if not named:
         return
-    _, rows = reader.query(SNAPSHOTS_OF, {"ids": list(named)})
+    rows = training_reads.snapshots_by_id(reader, list(named))
     found = {event_id: (path, md5) for event_id, path, md5 in rows}
     for event_id, ref in named.items():
         if found.get(event_id) != (ref.get("path"), ref.get("md5")):

@@ -31,23 +31,11 @@ from govern.errors import DirtyWorktree, MirrorError, ProjectError, StageFailed
 from govern.events import DatasetSnapshotted, ModelRegistered, TrainingCompleted, TrainingFailed
 from govern.hashing import digest
 from govern.pipeline import Pipeline, StageRun
+from govern.readmodel import trainings
 from govern.redaction import redact
 from govern.storage import LedgerStore
 
 ProgressCallback = Callable[[str, str, StageRun | None], None]
-
-FIND_TRAINING_BY_LOCK = """
-SELECT seq FROM events
-WHERE type = 'training.completed' AND payload->>'$.dvc_lock_sha256' = ?
-ORDER BY seq DESC LIMIT 1
-"""
-
-FIND_SNAPSHOTS = """
-SELECT payload->>'$.path' AS path, payload->>'$.md5' AS md5, event_id, payload->>'$.extracted_at' AS extracted_at
-FROM events
-WHERE type = 'dataset.snapshotted' AND payload->>'$.path' IN (SELECT unnest(?))
-ORDER BY seq
-"""
 
 
 @dataclass(frozen=True)
@@ -304,33 +292,19 @@ def build_training(
 REPORTED_NOT_MIRRORED = "reported by a job: the server mirrors it"
 
 
-REGISTRATIONS_OF_FILES = """
-SELECT model, version, sha256, git_commit FROM model_versions
-WHERE model IN (SELECT unnest($models)) AND sha256 IN (SELECT unnest($digests))
-ORDER BY seq
-"""
-
-
 def _twins(ledger: LedgerStore, models: Sequence[dict[str, Any]]) -> list[tuple[str, str, str, str | None]]:
     """Earlier registrations of the same model with the same file (sha256): (model, version, sha256, commit)."""
     digests = [m["sha256"] for m in models if m.get("sha256")]
     if not digests or not ledger.exists():
         return []
-    _, rows = ledger.query(REGISTRATIONS_OF_FILES, {"models": [m["name"] for m in models], "digests": digests})
-    return rows
-
-
-RECORDED_VERSIONS = """
-SELECT model, max(TRY_CAST(version AS BIGINT)) FROM model_versions
-WHERE model IN (SELECT unnest($models)) GROUP BY model
-"""
+    return trainings.registrations_of_files(ledger, [m["name"] for m in models], digests)
 
 
 def recorded_versions(ledger: LedgerStore, names: Sequence[str]) -> dict[str, int]:
     """Model name -> the highest version number the ledger records (MLflow's registry must already be past it)."""
     if not names or not ledger.exists():
         return {}
-    _, rows = ledger.query(RECORDED_VERSIONS, {"models": list(names)})
+    rows = trainings.recorded_versions(ledger, list(names))
     return {model: int(version) for model, version in rows if version is not None}
 
 
@@ -400,7 +374,7 @@ def repro(
     locks, lock_sha256 = lock_state(run, pipeline)
     ledger, root = run.project.ledger, run.project.root
     if all(stage_run.status == "unchanged" for stage_run in runs) and ledger.exists():
-        _, rows = ledger.query(FIND_TRAINING_BY_LOCK, [lock_sha256])
+        rows = trainings.by_lock(ledger, lock_sha256)
         if rows:
             committed = _commit_lock(root, pipeline, rows[0][0], None) if commit else None
             return ReproOutcome(
@@ -438,11 +412,7 @@ def _lock_found(project: Project, committed: bool, training_event_id: str | None
         return [f"could not look for the lock commit: {error}"]
     if training_event_id is None or any(e.payload["training_event_id"] == training_event_id for e in found):
         return []
-    _, rows = project.ledger.query(
-        "SELECT count(*) FROM events WHERE type = 'training.locked' AND payload->>'$.training_event_id' = ?",
-        [training_event_id],
-    )
-    if rows[0][0]:
+    if trainings.lock_count(project.ledger, training_event_id):
         return []
     return [f"this training's versions are not locked yet: {locks.NOT_LOCKED_HINT}"]
 
@@ -465,7 +435,7 @@ def _known_snapshots(
     candidates = lineage.dataset_candidates(root, pipeline, locks)
     if not candidates or not ledger.exists():
         return {}
-    _, rows = ledger.query(FIND_SNAPSHOTS, [[c.path for c in candidates]])
+    rows = trainings.snapshots_of_paths(ledger, [c.path for c in candidates])
     return {(path, md5): (event_id, extracted_at) for path, md5, event_id, extracted_at in rows}
 
 

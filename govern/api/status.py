@@ -11,55 +11,14 @@ import re
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from govern import queries
 from govern.api.audit import open_ledger
-from govern.api.mirror import PENDING_SQL as PENDING_TRAININGS_SQL
-from govern.api.registry_mirror import PENDING_SQL as PENDING_REGISTRY_SQL
 from govern.events import upcast
+from govern.readmodel import deployments, events, mirrors, versions
+from govern.readmodel.rows import shown_actors
 from govern.storage import LedgerStore
 
 if TYPE_CHECKING:
     from govern.storage.contract import Reader
-
-VERSIONS_SQL = """
-SELECT
-    mv.model,
-    mv.version,
-    mv.registered_at,
-    mv.actor AS registered_by,
-    mv.seq AS registered_seq,
-    (SELECT coalesce(list(s.stage ORDER BY s.stage), []) FROM stage_assignments AS s
-        WHERE s.model = mv.model AND s.version = mv.version) AS stages,
-    d.deprecated_at,
-    d.reason AS deprecation_reason,
-    l.commit AS lock_commit
-FROM (SELECT * FROM model_versions QUALIFY row_number() OVER (PARTITION BY model, version ORDER BY seq DESC) = 1)
-    AS mv
-LEFT JOIN (SELECT model, version, min(deprecated_at) AS deprecated_at, arg_min(reason, seq) AS reason
-           FROM deprecations GROUP BY ALL) AS d ON d.model = mv.model AND d.version = mv.version
-LEFT JOIN (SELECT v->>'$.model' AS model, v->>'$.version' AS version, arg_min(e.payload->>'$.commit', e.seq) AS commit
-           FROM events AS e, unnest(CAST(e.payload->'$.versions' AS JSON[])) AS t(v)
-           WHERE e.type = 'training.locked' GROUP BY ALL) AS l ON l.model = mv.model AND l.version = mv.version
-ORDER BY mv.model, try_cast(mv.version AS INTEGER), mv.version
-"""
-
-SLOTS_SQL = """
-SELECT app, env,
-       arg_max({'type': type, 'model': model, 'version': version, 'at': occurred_at, 'actor': actor, 'seq': seq}, seq)
-           AS last
-FROM deployment_index GROUP BY app, env ORDER BY app, env
-"""
-
-LAST_VERIFICATION_SQL = """
-SELECT seq, type, schema_version, occurred_at, actor, git_commit, payload FROM events
-WHERE type IN ('reproduction.verified', 'reproduction.diverged') ORDER BY seq DESC LIMIT 1
-"""
-
-NEWEST_ANCHOR_SQL = """
-SELECT seq, occurred_at, payload->>'$.tag' AS tag FROM events WHERE type = 'ledger.anchored' ORDER BY seq DESC LIMIT 1
-"""
-
-HEAD_SQL = "SELECT count(*), max(seq), max_by(hash, seq) FROM events"
 
 
 def status(start: Path | None = None) -> dict[str, Any]:
@@ -72,17 +31,17 @@ def status(start: Path | None = None) -> dict[str, Any]:
     slots, trainings, registry, verification, anchor = [], [], [], [], []
     if ledger.exists():
         with ledger.reader() as reader:
-            _, [(count, head_seq, head_hash)] = reader.query(HEAD_SQL)
+            count, head_seq, head_hash = events.head(reader)
             models = model_versions(reader)
             _found_locks(start, reader, models)
-            slots = queries.rows_as_dicts(reader, SLOTS_SQL)
+            slots = deployments.slot_states(reader)
             flat = [{"by": s["last"]["actor"], "seq": s["last"]["seq"]} for s in slots]
-            for slot, shown in zip(slots, queries.shown_actors(reader, flat, {"by": "seq"}), strict=True):
+            for slot, shown in zip(slots, shown_actors(reader, flat, {"by": "seq"}), strict=True):
                 slot["by_shown"] = shown.get("by_shown")
-            trainings = queries.rows_as_dicts(reader, PENDING_TRAININGS_SQL)
-            registry = queries.rows_as_dicts(reader, PENDING_REGISTRY_SQL)
-            verification = queries.rows_as_dicts(reader, LAST_VERIFICATION_SQL)
-            anchor = queries.rows_as_dicts(reader, NEWEST_ANCHOR_SQL)
+            trainings = mirrors.pending_trainings(reader)
+            registry = mirrors.pending_registry(reader)
+            verification = events.last_verification(reader)
+            anchor = events.newest_anchor(reader)
     else:  # a new project has recorded nothing yet; a lost ledger (the repository holds anchors) is an error
         _refuse_lost_ledger(start, ledger)
     slots.sort(key=lambda s: _natural(f"{s['app']}/{s['env']}"))  # c2 before c10
@@ -123,7 +82,7 @@ def status(start: Path | None = None) -> dict[str, Any]:
         "pending_mirrors": {
             "trainings": [{"event_id": t["event_id"], "commit": t["git_commit"]} for t in trainings],
             "registry": [
-                {"model": r["model"], "through_seq": r["through_seq"], "mirrored_through": r["mirrored_through"]}
+                {"model": r.model, "through_seq": r.through_seq, "mirrored_through": r.mirrored_through}
                 for r in registry
             ],
         },
@@ -145,9 +104,7 @@ def model_versions(reader: Reader) -> list[dict[str, Any]]:
     """Each model with its versions, oldest first: the stages each holds and its deprecation (what `status` shows,
     and the web's models page)."""
     models: dict[str, list[dict[str, Any]]] = {}
-    rows = queries.shown_actors(
-        reader, queries.rows_as_dicts(reader, VERSIONS_SQL), {"registered_by": "registered_seq"}
-    )
+    rows = shown_actors(reader, versions.registered_versions(reader), {"registered_by": "registered_seq"})
     for v in rows:
         models.setdefault(v["model"], []).append(
             {
@@ -164,14 +121,9 @@ def model_versions(reader: Reader) -> list[dict[str, Any]]:
     return [{"model": name, "versions": found} for name, found in models.items()]
 
 
-TRAINING_VERSIONS_SQL = """
-SELECT model, version FROM model_versions WHERE training_event_id = $event_id ORDER BY seq
-"""
-
-
 def versions_of_training(reader: Reader, event_id: str) -> list[dict[str, Any]]:
     """The model versions a training registered (a finished training job's page links them)."""
-    return queries.rows_as_dicts(reader, TRAINING_VERSIONS_SQL, {"event_id": event_id})
+    return versions.versions_of_training(reader, event_id)
 
 
 def _found_locks(start: Path | None, reader: Reader, models: list[dict[str, Any]]) -> None:

@@ -16,32 +16,20 @@ import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from govern import attribution, queries
+from govern import attribution
 from govern import config as config_module
 from govern.adapters import git as git_adapter
 from govern.envelope import PendingEvent, RecordedEvent, to_utc
 from govern.errors import InvalidInput, NotFound
 from govern.events import ModelDeprecated, ModelPromoted
+from govern.readmodel.reader import Reader
+from govern.readmodel.versions import known_gto_tags, version_at_commit, version_facts
 from govern.storage import LedgerStore, open_store
-from govern.storage.contract import Reader
 
 NAMESPACE = uuid.UUID("6f1d8a52-3f0e-4c47-9a43-5b2f0c1e7d10")
 ASSIGN = re.compile(r"^(?P<model>.+?)#(?P<stage>[^#!]+)#(?P<n>\d+)$")
 DEREGISTER = re.compile(r"^(?P<model>.+?)@v(?P<major>\d+)\.0\.0!(#\d+)?$")
 REGISTER = re.compile(r"^(?P<model>.+?)@v(?P<major>\d+)\.0\.0$")
-
-KNOWN_TAGS = "SELECT payload->>'$.gto_tag' FROM events WHERE payload->>'$.gto_tag' IS NOT NULL"
-# The version a GTO tag at a commit names: one locked there (the commit that rebuilds it, issue 26), else one
-# trained there (tags written before lock commits were recorded).
-VERSION_AT_COMMIT = """
-SELECT version FROM (
-    SELECT v->>'$.version' AS version, 0 AS rank, e.seq FROM events AS e,
-           unnest(CAST(e.payload->'$.versions' AS JSON[])) AS t(v)
-    WHERE e.type = 'training.locked' AND e.payload->>'$.commit' = $2 AND v->>'$.model' = $1
-    UNION ALL
-    SELECT version, 1 AS rank, seq FROM model_versions WHERE model = $1 AND git_commit = $2
-) ORDER BY rank, seq DESC LIMIT 1
-"""
 
 
 @dataclass(frozen=True)
@@ -64,7 +52,7 @@ def sync(repository: Path | None = None, start: Path | None = None, mirror: bool
     skipped: list[str] = []
 
     def decide(reader: Reader) -> list[PendingEvent]:
-        known = {name for (name,) in reader.query(KNOWN_TAGS)[1]}
+        known = known_gto_tags(reader)
         stages: dict[tuple[str, str], str | None] = {}
         events = []
         for tag in tags:
@@ -74,13 +62,12 @@ def sync(repository: Path | None = None, start: Path | None = None, mirror: bool
             model = (assign or deregister)["model"]
             version = deregister["major"] if deregister else registered.get((model, tag.commit))
             if version is None:
-                _, rows = reader.query(VERSION_AT_COMMIT, [model, tag.commit])
-                version = rows[0][0] if rows else None
+                version = version_at_commit(reader, model, tag.commit)
             if version is None:
                 skipped.append(f"{tag.name}: no registered version of {model} at commit {tag.commit[:12]}")
                 continue
             try:
-                facts = queries.version_facts(reader, model, version)
+                facts = version_facts(reader, model, version)
             except NotFound as error:
                 skipped.append(f"{tag.name}: {error}")
                 continue

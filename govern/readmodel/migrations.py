@@ -21,6 +21,7 @@ from govern.errors import (
 
 if TYPE_CHECKING:
     from duckdb import DuckDBPyConnection
+
     pass
 
 

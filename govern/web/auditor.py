@@ -323,7 +323,7 @@ def _chart(windows: list[dict[str, Any]]) -> dict[str, Any] | None:
     """The timeline as SVG geometry (attributes only: the pages' policy allows no inline style): one bar per
     window, oldest left, on a time axis from the first start to the last end (or now, while one is open)."""
     from govern.envelope import utc_now
-    from govern.queries import naive_utc
+    from govern.readmodel.rows import naive_utc
 
     if not windows:
         return None

@@ -102,14 +102,14 @@ def routes(web: Web) -> APIRouter:
     ) -> Response:
         """Two versions side by side (by default the two newest): params, metrics, datasets with their extraction
         dates, code commits and the files that changed."""
-        from govern import queries
         from govern.api import report, status
+        from govern.readmodel.versions import version_facts
 
         store = web.ledger()
         with store.reader() as reader:
             found = [m for m in status.model_versions(reader) if m["model"] == model] if store.exists() else []
             if not found:
-                queries.version_facts(reader, model, b or a or "")  # NotFound names the registered models
+                version_facts(reader, model, b or a or "")  # NotFound names the registered models
         newest = [v["version"] for v in found[0]["versions"]][::-1]
         second = b or newest[0]
         first = a or next((v for v in newest if v != second), second)

@@ -1,51 +1,14 @@
-"""The read side: questions asked of the ledger's views, rows in, plain data out.
-
-Every function takes a `Reader` (the ledger, or a transaction in progress)
-and runs SQL with bound parameters; nothing is computed in Python loops over
-events. State is always derived here from events, never stored.
-"""
+"""Model versions: what the ledger knows of one, its standing at an instant, its stages, history and verdicts."""
 
 from __future__ import annotations
 
-import difflib
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from govern.envelope import to_utc
 from govern.errors import NotFound
-from govern.readmodel.migrations import SLOT_KEY_SQL
-from govern.storage.contract import Reader
-
-
-def rows_as_dicts(reader: Reader, sql: str, params: Any = ()) -> list[dict[str, Any]]:
-    names, rows = reader.query(sql, params)
-    return [dict(zip(names, row, strict=True)) for row in rows]
-
-
-def naive_utc(moment: datetime) -> datetime:
-    """The ledger stores UTC as naive TIMESTAMP; parameters must match."""
-    return to_utc(moment).replace(tzinfo=None)
-
-
-ATTRIBUTION_SQL = "SELECT seq, authn FROM events WHERE seq IN (SELECT unnest($seqs::BIGINT[]))"
-
-
-def shown_actors(reader: Reader, rows: list[dict[str, Any]], fields: dict[str, str]) -> list[dict[str, Any]]:
-    """Add `<name>_shown` to each row for each `fields` item (name key -> the key of the seq of the event it names):
-    the actor with the strength of its identity, as `attribution.shown` spells it. One query for all rows."""
-    from govern.attribution import shown
-
-    seqs = sorted({row[seq] for row in rows for seq in fields.values() if row.get(seq) is not None})
-    authn = dict(reader.query(ATTRIBUTION_SQL, {"seqs": seqs})[1]) if seqs else {}
-    for row in rows:
-        for name, seq in fields.items():
-            if row.get(name) is not None:
-                row[f"{name}_shown"] = shown(row[name], authn.get(row.get(seq)))
-    return rows
-
-
-# ---------------------------------------------------------------- model versions
+from govern.readmodel.reader import Reader
+from govern.readmodel.rows import naive_utc, rows_as_dicts
 
 
 @dataclass(frozen=True)
@@ -162,133 +125,6 @@ def stage_holder(reader: Reader, model: str, stage: str) -> str | None:
 def stage_holders(reader: Reader, model: str) -> dict[str, str]:
     _, rows = reader.query("SELECT stage, version FROM stage_assignments WHERE model = ?", [model])
     return dict(rows)
-
-
-# ---------------------------------------------------------------- deployment slots
-
-
-@dataclass(frozen=True)
-class Slot:
-    app: str
-    env: str
-    latest_at: datetime | None
-    serving: dict[str, Any] | None  # the open window, if any
-
-
-SLOT_SQL = f"""
-SELECT
-    max(occurred_at),
-    arg_max({{'type': type, 'app': app, 'env': env, 'model': model, 'version': version,
-              'start_event_id': event_id, 'started_at': occurred_at, 'start_seq': seq, 'deployed_by': actor}}, seq)
-FROM deployment_index WHERE slot_key = {SLOT_KEY_SQL} AND app = $app AND env = $env
-"""
-
-
-def slot(reader: Reader, app: str, env: str) -> Slot:
-    """The slot's latest event time, and its open window: its last event, when that is a start."""
-    _, [(latest_at, last)] = reader.query(SLOT_SQL, {"app": app, "env": env})
-    serving = last if last is not None and last["type"] == "deployment.started" else None
-    return Slot(app, env, latest_at, serving)
-
-
-def known_slots(reader: Reader) -> list[str]:
-    _, rows = reader.query("SELECT DISTINCT app || '/' || env FROM deployment_events ORDER BY 1")
-    return [r for (r,) in rows]
-
-
-def require_slot(reader: Reader, app: str, env: str | None = None) -> None:
-    """An app (or app/env) that no deployment ever named is unknown: `NotFound` says so, with those that exist."""
-    slots = known_slots(reader)
-    apps = {slot.split("/", 1)[0] for slot in slots}
-    if app in apps and (env is None or f"{app}/{env}" in slots):
-        return
-    name, kind = (app, "app") if app not in apps else (f"{app}/{env}", "app/env")
-    raise NotFound(f"Unknown {kind} {name!r}: deployments are recorded for {slot_list(slots, app)}")
-
-
-def slot_list(slots: list[str], near: str, shown: int = 8) -> str:
-    """The known slots for a message: those that look like `near` first, a few at most, and how many more."""
-    if not slots:
-        return "nothing yet (govern deploy)"
-    close = difflib.get_close_matches(near, slots, n=shown, cutoff=0.5)
-    first = close + [slot for slot in slots if slot not in close][: max(0, shown - len(close))]
-    more = len(slots) - len(first)
-    return ", ".join(first) + (f' and {more} more (govern audit sql "SELECT * FROM deployment_events")' if more else "")
-
-
-# ---------------------------------------------------------------- audit questions
-
-WINDOW_COLUMNS = """
-    w.app, w.env, w.model, w.version, w.started_at, w.ended_at,
-    epoch(w.duration) AS duration_s, w.deployed_by, w.ended_by, w.end_reason, w.start_seq, w.end_seq,
-    t.training_seq, t.git_commit
-"""
-
-WINDOW_JOINS = """
-    LEFT JOIN (
-        SELECT model, version, arg_max(training_seq, seq) AS training_seq, arg_max(training_commit, seq) AS git_commit
-        FROM registrations GROUP BY model, version
-    ) AS t ON t.model = w.model AND t.version = w.version
-"""
-
-# The window serving a slot at an instant, without deriving every window, in one aggregate over the
-# slot's rows of deployment_index (stored sorted by slot key: one row group read at any ledger size):
-# the slot's last event at or before the instant (a start, or nothing serves) and its first event
-# after it (the end, if an end). Exact because govern refuses deployment events dated before the
-# slot's latest one, so a slot's event times never decrease as its seqs grow.
-PRODUCTION_AT_SQL = f"""
-SELECT
-    arg_max(
-        {{'seq': seq, 'type': type, 'model': model, 'version': version, 'at': occurred_at, 'actor': actor}}, seq
-    ) FILTER (WHERE occurred_at <= $at),
-    arg_min({{'seq': seq, 'type': type, 'at': occurred_at, 'actor': actor, 'reason': reason}}, seq)
-        FILTER (WHERE occurred_at > $at)
-FROM deployment_index WHERE slot_key = {SLOT_KEY_SQL} AND app = $app AND env = $env
-"""
-
-WINDOWS_SQL = f"""
-SELECT {WINDOW_COLUMNS}
-FROM production_windows AS w
-{WINDOW_JOINS}
-WHERE ($app IS NULL OR w.app = $app) AND ($model IS NULL OR w.model = $model)
-ORDER BY w.app, w.env, w.start_seq
-"""
-
-TRAINING_OF_SQL = """
-SELECT arg_max(training_seq, seq), arg_max(training_commit, seq) FROM registrations
-WHERE model = $model AND version = $version
-"""
-
-
-def production_at(reader: Reader, app: str, env: str, at: datetime) -> dict[str, Any] | None:
-    """The window serving app/env at an instant; windows are half-open [start, end)."""
-    _, [(last, following)] = reader.query(PRODUCTION_AT_SQL, {"app": app, "env": env, "at": naive_utc(at)})
-    if last is None or last["type"] != "deployment.started":
-        return None
-    _, [(training_seq, git_commit)] = reader.query(
-        TRAINING_OF_SQL, {"model": last["model"], "version": last["version"]}
-    )
-    ended = following if following is not None and following["type"] == "deployment.ended" else None
-    return {
-        "app": app,
-        "env": env,
-        "model": last["model"],
-        "version": last["version"],
-        "started_at": last["at"],
-        "ended_at": ended["at"] if ended else None,
-        "duration_s": (ended["at"] - last["at"]).total_seconds() if ended else None,
-        "deployed_by": last["actor"],
-        "ended_by": ended["actor"] if ended else None,
-        "end_reason": ended["reason"] if ended else None,
-        "start_seq": last["seq"],
-        "end_seq": ended["seq"] if ended else None,
-        "training_seq": training_seq,
-        "git_commit": git_commit,
-    }
-
-
-def windows(reader: Reader, app: str | None = None, model: str | None = None) -> list[dict[str, Any]]:
-    return rows_as_dicts(reader, WINDOWS_SQL, {"app": app, "model": model})
 
 
 HISTORY_SQL = """
@@ -408,4 +244,113 @@ ORDER BY e.seq LIMIT 1
 def lock_commit(reader: Reader, model: str, version: str, training_event_id: str | None) -> str | None:
     """The commit that rebuilds this version (its training's, or a later training's of the same file), if found."""
     _, rows = reader.query(LOCK_OF_VERSION_SQL, {"training": training_event_id, "model": model, "version": version})
+    return rows[0][0] if rows else None
+
+
+MODELS_SQL = "SELECT DISTINCT model FROM model_versions ORDER BY model"
+
+
+def registered_models(reader: Reader) -> list[str]:
+    """The registered models' names, sorted."""
+    _, rows = reader.query(MODELS_SQL)
+    return [m for (m,) in rows]
+
+
+# Each version's latest registration with the stages it holds, its deprecation and its lock commit (what
+# `govern status` lists, and what a lineage report can be asked of).
+REGISTERED_VERSIONS_SQL = """
+SELECT
+    mv.model,
+    mv.version,
+    mv.registered_at,
+    mv.actor AS registered_by,
+    mv.seq AS registered_seq,
+    (SELECT coalesce(list(s.stage ORDER BY s.stage), []) FROM stage_assignments AS s
+        WHERE s.model = mv.model AND s.version = mv.version) AS stages,
+    d.deprecated_at,
+    d.reason AS deprecation_reason,
+    l.commit AS lock_commit
+FROM (SELECT * FROM model_versions QUALIFY row_number() OVER (PARTITION BY model, version ORDER BY seq DESC) = 1)
+    AS mv
+LEFT JOIN (SELECT model, version, min(deprecated_at) AS deprecated_at, arg_min(reason, seq) AS reason
+           FROM deprecations GROUP BY ALL) AS d ON d.model = mv.model AND d.version = mv.version
+LEFT JOIN (SELECT v->>'$.model' AS model, v->>'$.version' AS version, arg_min(e.payload->>'$.commit', e.seq) AS commit
+           FROM events AS e, unnest(CAST(e.payload->'$.versions' AS JSON[])) AS t(v)
+           WHERE e.type = 'training.locked' GROUP BY ALL) AS l ON l.model = mv.model AND l.version = mv.version
+ORDER BY mv.model, try_cast(mv.version AS INTEGER), mv.version
+"""
+
+
+def registered_versions(reader: Reader) -> list[dict[str, Any]]:
+    """Every registered version, by model and version: registered_at, registered_by (and its seq), stages,
+    deprecated_at, deprecation_reason, lock_commit."""
+    return rows_as_dicts(reader, REGISTERED_VERSIONS_SQL)
+
+
+TRAINING_VERSIONS_SQL = """
+SELECT model, version FROM model_versions WHERE training_event_id = $event_id ORDER BY seq
+"""
+
+
+def versions_of_training(reader: Reader, event_id: str) -> list[dict[str, Any]]:
+    """The model versions (model, version) a training registered, in order."""
+    return rows_as_dicts(reader, TRAINING_VERSIONS_SQL, {"event_id": event_id})
+
+
+# Every training that produced this version's bytes: the one that registered it, and any other whose models
+# carry the same sha256 (run again, restored from a cache, trained elsewhere).
+TRAININGS_SQL = """
+WITH version AS (
+    SELECT arg_max(sha256, seq) AS sha256, arg_max(training_event_id, seq) AS training_event_id
+    FROM model_versions WHERE model = $model AND version = $version
+)
+SELECT t.seq, t.actor, t.authn
+FROM events AS t, version AS v
+WHERE t.type = 'training.completed'
+  AND (t.event_id = v.training_event_id
+       OR (v.sha256 IS NOT NULL AND list_contains(
+              json_extract_string(t.payload, '$.models[*].sha256'), v.sha256)))
+ORDER BY t.seq
+"""
+
+
+def trainings_of_version(reader: Reader, model: str, version: str) -> list[dict[str, Any]]:
+    """Every training that produced the version's bytes, in order: seq, actor, authn."""
+    return rows_as_dicts(reader, TRAININGS_SQL, {"model": model, "version": version})
+
+
+def training_authn(reader: Reader, event_id: str) -> list[tuple]:
+    """The `authn` of the event with this id (none or one row, as `(authn,)`)."""
+    _, rows = reader.query("SELECT authn FROM events WHERE event_id = ?", [event_id])
+    return rows
+
+
+def training_metrics(reader: Reader, event_id: str) -> str | None:
+    """The metrics (JSON text) the training with this event id recorded, if any."""
+    _, rows = reader.query("SELECT payload->'$.metrics' FROM events WHERE event_id = ?", [event_id])
+    return rows[0][0] if rows and rows[0][0] else None
+
+
+KNOWN_TAGS = "SELECT payload->>'$.gto_tag' FROM events WHERE payload->>'$.gto_tag' IS NOT NULL"
+# The version a GTO tag at a commit names: one locked there (the commit that rebuilds it, issue 26), else one
+# trained there (tags written before lock commits were recorded).
+VERSION_AT_COMMIT = """
+SELECT version FROM (
+    SELECT v->>'$.version' AS version, 0 AS rank, e.seq FROM events AS e,
+           unnest(CAST(e.payload->'$.versions' AS JSON[])) AS t(v)
+    WHERE e.type = 'training.locked' AND e.payload->>'$.commit' = $2 AND v->>'$.model' = $1
+    UNION ALL
+    SELECT version, 1 AS rank, seq FROM model_versions WHERE model = $1 AND git_commit = $2
+) ORDER BY rank, seq DESC LIMIT 1
+"""
+
+
+def known_gto_tags(reader: Reader) -> set[str]:
+    """The GTO tags the ledger's events name."""
+    return {name for (name,) in reader.query(KNOWN_TAGS)[1]}
+
+
+def version_at_commit(reader: Reader, model: str, commit: str) -> str | None:
+    """The version of the model a GTO tag at `commit` names (VERSION_AT_COMMIT), if any."""
+    _, rows = reader.query(VERSION_AT_COMMIT, [model, commit])
     return rows[0][0] if rows else None

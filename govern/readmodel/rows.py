@@ -1,0 +1,36 @@
+"""Helpers every read query shares: rows as dicts, UTC parameters, actors shown with their identity's strength."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+
+from govern.envelope import to_utc
+from govern.readmodel.reader import Reader
+
+
+def rows_as_dicts(reader: Reader, sql: str, params: Any = ()) -> list[dict[str, Any]]:
+    names, rows = reader.query(sql, params)
+    return [dict(zip(names, row, strict=True)) for row in rows]
+
+
+def naive_utc(moment: datetime) -> datetime:
+    """The ledger stores UTC as naive TIMESTAMP; parameters must match."""
+    return to_utc(moment).replace(tzinfo=None)
+
+
+ATTRIBUTION_SQL = "SELECT seq, authn FROM events WHERE seq IN (SELECT unnest($seqs::BIGINT[]))"
+
+
+def shown_actors(reader: Reader, rows: list[dict[str, Any]], fields: dict[str, str]) -> list[dict[str, Any]]:
+    """Add `<name>_shown` to each row for each `fields` item (name key -> the key of the seq of the event it names):
+    the actor with the strength of its identity, as `attribution.shown` spells it. One query for all rows."""
+    from govern.attribution import shown
+
+    seqs = sorted({row[seq] for row in rows for seq in fields.values() if row.get(seq) is not None})
+    authn = dict(reader.query(ATTRIBUTION_SQL, {"seqs": seqs})[1]) if seqs else {}
+    for row in rows:
+        for name, seq in fields.items():
+            if row.get(name) is not None:
+                row[f"{name}_shown"] = shown(row[name], authn.get(row.get(seq)))
+    return rows
