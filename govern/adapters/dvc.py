@@ -517,6 +517,14 @@ def cached_file(root: Path, md5: str) -> Path | None:
     return path if path.is_file() else None
 
 
+def parse_yaml(text: str) -> Any:
+    """A DVC file's text (dvc.yaml, dvc.lock) as data, read safely; ValueError when it is not YAML."""
+    try:
+        return yaml.safe_load(text)
+    except yaml.YAMLError as error:
+        raise ValueError(f"not valid YAML: {_one_line(error)}") from None
+
+
 def load_structured(path: Path) -> Any:
     """A metrics or params file: JSON by its suffix, YAML otherwise (as DVC reads them)."""
     text = path.read_text(encoding="utf-8")

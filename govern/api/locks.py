@@ -17,6 +17,7 @@ from typing import Any
 
 from govern.adapters import git as git_adapter
 from govern.api.context import Project
+from govern.api.job_files import ReportRefused, read_inside
 from govern.envelope import PendingEvent, RecordedEvent, utc_now
 from govern.errors import GovernError
 from govern.events import TrainingLocked
@@ -138,12 +139,12 @@ def versions_of(reader: Reader, models: Any) -> list[dict[str, str]]:
 
 
 def _outputs(texts: dict[str, str]) -> list[dict[str, Any]]:
-    import yaml
+    from govern.adapters import dvc as dvc_adapter
 
     found = []
     for path in sorted(texts):
         prefix = "" if Path(path).parent == Path(".") else f"{Path(path).parent.as_posix()}/"
-        for entry in (yaml.safe_load(texts[path]) or {}).get("stages", {}).values():
+        for entry in (dvc_adapter.parse_yaml(texts[path]) or {}).get("stages", {}).values():
             for out in entry.get("outs") or []:
                 found.append({"path": prefix + str(out.get("path")), "md5": out.get("md5")})
     return found
@@ -165,9 +166,6 @@ def commit_for_job(
     The job's files are read as data (no link followed, a size cap) and must hash to the lock its training
     reported; the commit is built by plumbing in the server's own repository, never in the job's checkout, whose
     `.git` the job's code could have rewritten (hooks, `core.fsmonitor`)."""
-    import yaml
-
-    from govern.api.reported import ReportRefused
 
     pattern = project.config.jobs_lock_branch
     if not pattern:
@@ -215,7 +213,7 @@ def commit_for_job(
                 total += len(data)
         if total > LOCK_BYTES:
             raise ReportRefused(f"the lock files and results come to more than {LOCK_BYTES >> 20} MB in all")
-    except (ReportRefused, UnicodeDecodeError, ValueError, yaml.YAMLError) as refused:
+    except (ReportRefused, UnicodeDecodeError, ValueError) as refused:
         return None, f"the job's dvc.lock could not be read: {refused}"
     branch = pattern.replace("{job}", job_id)
     if not git_adapter.valid_branch(project.root, branch):
@@ -276,14 +274,14 @@ def _declared_results(root: Path, base: str) -> set[str]:
     names (foreach, matrix, ${...}) and other formats are left for the team to commit."""
     import posixpath
 
-    import yaml
+    from govern.adapters import dvc as dvc_adapter
 
     pipelines = git_adapter.tracked_named(root, "dvc.yaml", base)
     declared: set[str] = set()
     read: set[str] = set()
     for path, text in git_adapter.files_at(root, [base], pipelines).get(base, {}).items():
         folder = Path(path).parent.as_posix()
-        stages = (yaml.safe_load(text) or {}).get("stages") or {}
+        stages = (dvc_adapter.parse_yaml(text) or {}).get("stages") or {}
         for stage in stages.values() if isinstance(stages, dict) else []:
             if not isinstance(stage, dict):
                 continue
@@ -318,16 +316,7 @@ def _controls_tools(path: str) -> bool:
 
 def _job_file(checkout: Path, path: str) -> bytes | None:
     """A file of a job's checkout, read without following links, at most LOCK_BYTES; None when it is absent."""
-    import os
-
-    from govern.api.reported import ReportRefused, open_inside
-
-    try:
-        handle = open_inside(checkout, path)
-    except FileNotFoundError:
-        return None
-    with os.fdopen(handle, "rb") as source:
-        data = source.read(LOCK_BYTES + 1)
-    if len(data) > LOCK_BYTES:
+    data = read_inside(checkout, path, LOCK_BYTES)
+    if data is not None and len(data) > LOCK_BYTES:
         raise ReportRefused(f"{path} is larger than {LOCK_BYTES >> 20} MB")
     return data

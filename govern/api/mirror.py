@@ -65,11 +65,13 @@ class ModelFileMissing(MirrorError):
 
 
 def _mirror_one(project: Project, event_id: str, payload: dict, commit: str, occurred_at) -> list[PendingEvent]:  # noqa: ANN001
-    from govern.api import repro as repro_api
+    from govern.api import registration
 
-    run = repro_api.Run(project, _state(payload), payload["git"].get("allow_dirty", False), payload.get("targets", []))
+    run = registration.Run(
+        project, _state(payload), payload["git"].get("allow_dirty", False), payload.get("targets", [])
+    )
     registering = payload.get("grid") is None
-    reused = repro_api.registered_already(project.ledger, payload.get("models", [])) if registering else {}
+    reused = registration.registered_already(project.ledger, payload.get("models", [])) if registering else {}
     models = [m for m in payload.get("models", []) if registering and m["name"] not in reused]
     located = []
     for model in models:
@@ -80,7 +82,7 @@ def _mirror_one(project: Project, event_id: str, payload: dict, commit: str, occ
                 "the workspace nor in DVC's cache: it cannot be registered"
             )
         located.append({**model, "located": path})
-    mirror = repro_api.training_run(
+    mirror = registration.training_run(
         run,
         event_id,
         occurred_at,
@@ -108,7 +110,7 @@ def _mirror_one(project: Project, event_id: str, payload: dict, commit: str, occ
             git_commit=commit,
         )
     ]
-    events.extend(repro_api.registration_events(run, event_id, mirrored.run_id, models, mirrored.versions))
+    events.extend(registration.registration_events(run, event_id, mirrored.run_id, models, mirrored.versions))
     return events
 
 

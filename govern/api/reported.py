@@ -19,7 +19,6 @@ import json
 import math
 import os
 import re
-import stat
 import tempfile
 import types
 import typing
@@ -30,8 +29,8 @@ from pathlib import Path, PurePosixPath
 from typing import Any
 
 from govern.api.context import Project
+from govern.api.job_files import ReportRefused, open_inside, read_inside
 from govern.envelope import TIMESTAMP_FORMAT, PendingEvent, RecordedEvent, canonical_json, to_utc
-from govern.errors import InvalidInput
 from govern.events import DatasetSnapshotted, Fact, TrainingCompleted, TrainingFailed
 from govern.readmodel import trainings as training_reads
 from govern.redaction import redact
@@ -57,10 +56,6 @@ GIT_FACTS = frozenset({"commit", "branch", "remote_url", "dirty", "allow_dirty",
 MLFLOW_REPORTED = frozenset({"status", "error", "tracking_uri"})
 SERVER_MIRRORS = "reported by a job: the server mirrors it"
 UNCHANGED = frozenset({"unchanged", "not-run"})
-
-
-class ReportRefused(InvalidInput):
-    """The facts a training reported were refused: nothing was recorded."""
 
 
 @dataclass(frozen=True)
@@ -93,13 +88,8 @@ def known_snapshots(project: Project) -> dict[str, Any]:
 def read_report(folder: Path, name: str) -> dict[str, Any] | None:
     """The report a job wrote at `folder/name`, or None when there is none. Opened without following links and
     only as a regular file of bounded size: the job's code could have put anything there."""
-    try:
-        handle = open_inside(folder, name)
-    except FileNotFoundError:
-        return None
-    with os.fdopen(handle, "rb") as stream:
-        data = stream.read(MAX_REPORT_BYTES + 1)
-    return parse_report(data)
+    data = read_inside(folder, name, MAX_REPORT_BYTES)
+    return None if data is None else parse_report(data)
 
 
 def parse_report(data: bytes) -> dict[str, Any]:
@@ -380,29 +370,6 @@ def _check_against_ledger(reader: Reader, pending: Sequence[PendingEvent], train
 
 
 # ---------------------------------------------------------------- model files
-
-
-def open_inside(folder: Path, relative: str) -> int:
-    """A file descriptor for the regular file `folder/relative`, reached without following any link (a job's
-    workspace may hold links to the ledger or to the server's secrets) and without blocking on a FIFO."""
-    parts = PurePosixPath(relative).parts
-    directory = os.open(folder, os.O_RDONLY | os.O_DIRECTORY)
-    try:
-        for part in parts[:-1]:
-            step = os.open(part, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW, dir_fd=directory)
-            os.close(directory)
-            directory = step
-        handle = os.open(parts[-1], os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK, dir_fd=directory)
-    except OSError as error:
-        if isinstance(error, FileNotFoundError):
-            raise
-        raise ReportRefused(f"{relative} in the job's workspace is not a plain file ({error.strerror})") from None
-    finally:
-        os.close(directory)
-    if not stat.S_ISREG(os.fstat(handle).st_mode):
-        os.close(handle)
-        raise ReportRefused(f"{relative} in the job's workspace is not a plain file")
-    return handle
 
 
 def collect_models(root: Path, workspace: Path, models: Sequence[Mapping[str, Any]]) -> tuple[list[str], list[str]]:

@@ -23,12 +23,12 @@ from govern.adapters import blas
 from govern.adapters import dvc as dvc_adapter
 from govern.adapters import git as git_adapter
 from govern.adapters import mlflow as mlflow_adapter
-from govern.adapters.git import GitState
 from govern.api.context import Project, open_project
 from govern.api.mirror import after_write
+from govern.api.registration import Run, registered_already, registration_events, training_run
 from govern.envelope import PendingEvent, RecordedEvent, format_timestamp, new_event_id, to_utc, utc_now
 from govern.errors import DirtyWorktree, MirrorError, ProjectError, StageFailed
-from govern.events import DatasetSnapshotted, ModelRegistered, TrainingCompleted, TrainingFailed
+from govern.events import DatasetSnapshotted, TrainingCompleted, TrainingFailed
 from govern.hashing import digest
 from govern.pipeline import Pipeline, StageRun
 from govern.readmodel import trainings
@@ -75,33 +75,6 @@ class ReproOutcome:
             "committed": self.committed,
             "warnings": self.warnings,
         }
-
-
-@dataclass
-class Run:
-    """One reproduction in progress: the project, its git state and what is known so far."""
-
-    project: Project
-    state: GitState
-    allow_dirty: bool
-    targets: list[str]
-    started_at: datetime = field(default_factory=utc_now)
-    clock: float = field(default_factory=time.perf_counter)
-    dirty: list[str] = field(default_factory=list)
-
-    @property
-    def git_facts(self) -> dict[str, Any]:
-        return {
-            "commit": self.state.commit,
-            "branch": self.state.branch,
-            "remote_url": self.state.remote_url,
-            "dirty": bool(self.dirty),
-            "allow_dirty": self.allow_dirty,
-            "dirty_paths": list(self.dirty),
-        }
-
-    def elapsed(self) -> float:
-        return round(time.perf_counter() - self.clock, 6)
 
 
 @dataclass(frozen=True)
@@ -292,74 +265,6 @@ def build_training(
 REPORTED_NOT_MIRRORED = "reported by a job: the server mirrors it"
 
 
-def _twins(ledger: LedgerStore, models: Sequence[dict[str, Any]]) -> list[tuple[str, str, str, str | None]]:
-    """Earlier registrations of the same model with the same file (sha256): (model, version, sha256, commit)."""
-    digests = [m["sha256"] for m in models if m.get("sha256")]
-    if not digests or not ledger.exists():
-        return []
-    return trainings.registrations_of_files(ledger, [m["name"] for m in models], digests)
-
-
-def recorded_versions(ledger: LedgerStore, names: Sequence[str]) -> dict[str, int]:
-    """Model name -> the highest version number the ledger records (MLflow's registry must already be past it)."""
-    if not names or not ledger.exists():
-        return {}
-    rows = trainings.recorded_versions(ledger, list(names))
-    return {model: int(version) for model, version in rows if version is not None}
-
-
-def registered_already(ledger: LedgerStore, models: Sequence[dict[str, Any]]) -> dict[str, str]:
-    """Model name -> the version already registered with the same file (sha256), from whatever commit.
-
-    One artifact is one version: bytes DVC restored from its run-cache, a rerun after a reset, or the same model
-    retrained at another commit would otherwise be a new version number with nothing new in it (a phantom). The
-    training is recorded and refers to the existing version (its first registration) instead.
-    """
-    wanted = {(m["name"], m.get("sha256")) for m in models if m.get("sha256")}
-    found: dict[str, str] = {}
-    for model, version, sha, _at in _twins(ledger, models):
-        if (model, sha) in wanted:
-            found.setdefault(model, version)
-    return found
-
-
-def registration_events(
-    run: Run,
-    training_id: str,
-    mlflow_run_id: str,
-    models: list[dict[str, Any]],
-    versions: Sequence[mlflow_adapter.RegisteredVersion],
-) -> list[PendingEvent]:
-    by_name = {model["name"]: model for model in models}
-    twins = _twins(run.project.ledger, [by_name[v.model] for v in versions])
-    events = []
-    for version in versions:
-        model = by_name[version.model]
-        same = [v for name, v, sha, _ in twins if name == version.model and sha == model.get("sha256")]
-        events.append(
-            PendingEvent(
-                ModelRegistered(
-                    model=version.model,
-                    version=version.version,
-                    path=model["path"],
-                    md5=model.get("md5"),
-                    sha256=model.get("sha256"),
-                    training_event_id=training_id,
-                    mlflow_run_id=mlflow_run_id,
-                    tracking_uri=redact(run.project.config.tracking_uri),
-                    source_uri=version.source_uri,
-                    desc=model.get("desc"),
-                    labels=model.get("labels", []),
-                    same_artifact_as=same,
-                ),
-                actor=run.project.actor,
-                occurred_at=utc_now(),
-                git_commit=run.state.commit,
-            )
-        )
-    return events
-
-
 def repro(
     targets: Sequence[str] = (),
     *,
@@ -510,63 +415,6 @@ def _extraction_time(
     target = root / candidate.path
     mtime = target.stat().st_mtime if target.exists() else time.time()
     return to_utc(datetime.fromtimestamp(mtime)), "file-mtime"
-
-
-def training_run(
-    run: Run,
-    event_id: str,
-    ended_at: datetime,
-    params: dict[str, Any],
-    metrics: dict[str, Any],
-    datasets: list[dict[str, Any]],
-    models: list[dict[str, Any]],
-    lock_sha256: str,
-) -> mlflow_adapter.TrainingRun:
-    """What the MLflow mirror of one training needs."""
-    cfg, root, git_facts = run.project.config, run.project.root, run.git_facts
-    local_store = cfg.tracking_uri.startswith("sqlite:") or "://" not in cfg.tracking_uri
-    return mlflow_adapter.TrainingRun(
-        tracking_uri=cfg.tracking_uri,
-        experiment=cfg.experiment,
-        artifact_location=(root / "mlartifacts").as_uri() if local_store else None,
-        run_name=f"{git_facts['commit'][:8]}-{event_id[:8]}",
-        event_id=event_id,
-        actor=run.project.actor.name,
-        started_at=run.started_at,
-        ended_at=ended_at,
-        git_commit=git_facts["commit"],
-        git_branch=git_facts["branch"],
-        git_remote=git_facts["remote_url"],
-        git_dirty=git_facts["dirty"],
-        source_name="dvc.yaml",
-        params=params,
-        metrics=metrics,
-        tags={"govern.dvc.lock_sha256": lock_sha256, "govern.ci": str(environment.ci_identity() is not None).lower()},
-        datasets=tuple(
-            mlflow_adapter.DatasetInput(
-                path=d["path"],
-                md5=d["md5"],
-                sha256=d["sha256"],
-                source=d["path"],
-                context=d["role"],
-                rows=d["rows"],
-                columns=tuple(d["columns"]) if d["columns"] else None,
-            )
-            for d in datasets
-        ),
-        recorded_versions=recorded_versions(run.project.ledger, [m["name"] for m in models]),
-        models=tuple(
-            mlflow_adapter.ModelArtifact(
-                name=m["name"],
-                path=root / m["path"],
-                md5=m["md5"],
-                sha256=m["sha256"],
-                desc=m["desc"],
-                labels=tuple(m["labels"]),
-            )
-            for m in models
-        ),
-    )
 
 
 def _commit_lock(root: Path, pipeline: Pipeline, seq: int, event_id: str | None) -> str | None:
