@@ -27,21 +27,20 @@ from govern.errors import (
     InvalidInput,
     NotFound,
     problem_kind,
+    status_of,
 )
+from govern.httpkit import NoStore, SecurityHeaders
 from govern.presentation import jsonable
 from govern.server.admission import PRINCIPAL_KEY, Gate
 from govern.server.http import (
     API,
     PROBLEMS,
     RETRY_AFTER,
-    NoStore,
     Problem,
-    SecurityHeaders,
     Signing,
     UnprocessableBody,
     problem,
     problems_documented_as_sent,
-    status_of,
     validation_detail,
 )
 from govern.server.models import (
@@ -703,7 +702,7 @@ def create_app(root: Path, session_secret: str | None = None) -> Any:
     ) -> Any:
         return jsonable(access_api.withdraw_grant(proposal, body.reason, root, principal.actor).to_dict())
 
-    from govern.server.throttle import Throttle, TooManyAttempts
+    from govern.throttle import Throttle, TooManyAttempts
 
     redemptions = Throttle(per_client=REDEEM_PER_CLIENT, total=REDEEM_TOTAL, window=60.0)
     app.state.redemptions = redemptions  # the sign-in page redeems codes too, within the same limits

@@ -98,7 +98,7 @@ def routes(web: Web) -> APIRouter:
         from starlette.concurrency import run_in_threadpool
 
         from govern.api.access import InvalidToken, Unauthenticated, authenticate
-        from govern.server.throttle import TooManyAttempts
+        from govern.throttle import TooManyAttempts
         from govern.web.pages import _form
 
         fields = await _form(request)

@@ -14,7 +14,8 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Query, Request
 from fastapi.responses import Response
 
-from govern.errors import GovernError, InvalidInput
+from govern.errors import GovernError, InvalidInput, status_of
+from govern.httpkit import DOCUMENT_CSP
 from govern.web.pages import Link, Signed, Web
 
 NAV: list[Link] = [
@@ -114,7 +115,7 @@ def routes(web: Web) -> APIRouter:
                     raise Forbidden(f"{signed.principal.name} may not see app {app!r}")
                 answer = audit_api.production_answer(app, env or envs[0], parse_instant(at, "Instant"), web.root)
             except GovernError as failure:
-                error, status = str(failure), _status(failure)
+                error, status = str(failure), status_of(failure)
         return web.render(
             request,
             "auditor_production.html.j2",
@@ -149,7 +150,7 @@ def routes(web: Web) -> APIRouter:
             moment = parse_instant(since, "Since") if since else None
             found = audit_api.log_page(types=types, since=moment, before=before, limit=limit, start=web.root)
         except GovernError as failure:
-            limit, error, status = EVENTS_SHOWN, str(failure), _status(failure)
+            limit, error, status = EVENTS_SHOWN, str(failure), status_of(failure)
         rows = [{**event, "payload": _payload(event["payload"])} for event in found]
         return web.render(
             request,
@@ -241,7 +242,7 @@ def routes(web: Web) -> APIRouter:
             moment = parse_instant(at, "Roles held at") if at else None
             held = access_api.roles_at(web.ledger(), moment)
         except GovernError as failure:
-            error, status = str(failure), _status(failure)
+            error, status = str(failure), status_of(failure)
         return web.render(
             request,
             "auditor_principals.html.j2",
@@ -262,12 +263,6 @@ def routes(web: Web) -> APIRouter:
 def _envs(declared: list[str], known: list[tuple[str, str]]) -> list[str]:
     """The declared environments first, then any other the ledger's deployments name (declared since removed)."""
     return list(dict.fromkeys([*declared, *sorted({env for _, env in known})])) or ["production"]
-
-
-def _status(error: GovernError) -> int:
-    from govern.server.http import status_of
-
-    return status_of(error)
 
 
 def _count(text: str | None, default: int) -> int:
@@ -310,9 +305,8 @@ def _file_part(text: str) -> str:
 
 def _document(response: Response, text: str) -> Response:
     """A report served as a document of its own: its own policy (its inline style allowed by hash, nothing else),
-    the rest of the security headers set for every answer (`server.http.SecurityHeaders`)."""
+    the rest of the security headers set for every answer (`httpkit.SecurityHeaders`)."""
     from govern.report import content_security_policy
-    from govern.server.http import DOCUMENT_CSP
 
     html = response.media_type == REPORT_TYPES["html"]
     response.headers["Content-Security-Policy"] = content_security_policy(text) if html else DOCUMENT_CSP
