@@ -39,9 +39,15 @@ OPEN_COLOUR = "#16652d"
 
 
 def routes(web: Web) -> APIRouter:
-    from govern.api import audit as audit_api
-
     router = APIRouter(include_in_schema=False)
+    for pages in (_timeline, _production, _events, _integrity, _reports, _principals):
+        pages(router, web)  # in this order: the order the application tries them
+    return router
+
+
+def _timeline(router: APIRouter, web: Web) -> None:
+    """The production timeline of one app/env, and one window of it."""
+    from govern.api import audit as audit_api
 
     @router.get("/audit/timeline")
     def timeline(
@@ -90,6 +96,11 @@ def routes(web: Web) -> APIRouter:
             may_report=access.allowed(signed.principal, "report"),
         )
 
+
+def _production(router: APIRouter, web: Web) -> None:
+    """Which version served an app/env at an instant."""
+    from govern.api import audit as audit_api
+
     @router.get("/audit/production")
     def production(
         request: Request,
@@ -131,6 +142,11 @@ def routes(web: Web) -> APIRouter:
             error=error,
         )
 
+
+def _events(router: APIRouter, web: Web) -> None:
+    """The event log, filtered and paged by seq."""
+    from govern.api import audit as audit_api
+
     @router.get("/audit/events")
     def events(
         request: Request,
@@ -169,6 +185,10 @@ def routes(web: Web) -> APIRouter:
             newest=_query(types, since, n, None),
         )
 
+
+def _integrity(router: APIRouter, web: Web) -> None:
+    """The ledger's integrity: its anchors, and the whole chain verified on request."""
+
     @router.get("/audit/integrity")
     def integrity_page(request: Request, signed: Annotated[Signed, web.page("anchors")]) -> Response:
         from govern import access
@@ -195,6 +215,11 @@ def routes(web: Web) -> APIRouter:
             verification=verification,
             may_verify=may_verify,
         )
+
+
+def _reports(router: APIRouter, web: Web) -> None:
+    """The lineage reports: the registered versions, each report as a page and as a download."""
+    from govern.api import audit as audit_api
 
     @router.get("/audit/reports")
     def reports(request: Request, signed: Annotated[Signed, web.page("report")]) -> Response:
@@ -229,6 +254,10 @@ def routes(web: Web) -> APIRouter:
         headers = {"Content-Disposition": f'attachment; filename="{name}"'}
         return _document(Response(text, media_type=REPORT_TYPES[format], headers=headers), text)
 
+
+def _principals(router: APIRouter, web: Web) -> None:
+    """Who held which role when, and the history of grants."""
+
     @router.get("/audit/principals")
     def principals(
         request: Request, signed: Annotated[Signed, web.page("principals")], at: str | None = None
@@ -256,8 +285,6 @@ def routes(web: Web) -> APIRouter:
             history=access_api.grant_history(web.ledger(), limit=GRANTS_SHOWN),
             shown=GRANTS_SHOWN,
         )
-
-    return router
 
 
 def _envs(declared: list[str], known: list[tuple[str, str]]) -> list[str]:
