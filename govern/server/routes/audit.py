@@ -4,6 +4,7 @@ reviewed named queries."""
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Query
+from fastapi.responses import JSONResponse
 
 from govern import access
 from govern.api import audit as audit_api
@@ -11,9 +12,12 @@ from govern.api import integrity
 from govern.presentation import jsonable
 from govern.server.deps import Root, authorised, instant
 from govern.server.http import API
-from govern.server.models import QueryRun, SqlRequest
+from govern.server.models import AnchorTag, NamedQuery, QueryAnswer, QueryRun, SqlRequest
 
 router = APIRouter()
+# Documented, not sent through the model: a row's values are any JSON, which the model's serialisation would write
+# otherwise than the answer always has (a NaN as null, where the answer refuses it)
+ANSWERED_AS_QUERY: dict[int | str, dict[str, Any]] = {200: {"model": QueryAnswer, "description": "Successful Response"}}
 
 
 @router.get(f"{API}/windows", operation_id="windows")
@@ -43,18 +47,20 @@ def verify(principal: Annotated[access.Principal, authorised("verify")], root: R
     return jsonable(integrity.verify(root).to_dict())
 
 
-@router.post(f"{API}/sql", operation_id="sql")
+@router.post(f"{API}/sql", operation_id="sql", responses=ANSWERED_AS_QUERY)
 def sql(body: SqlRequest, principal: Annotated[access.Principal, authorised("sql")], root: Root) -> Any:
     found = audit_api.sql(body.statement, body.params, root)
     return jsonable({"columns": found.columns, "rows": found.records()})
 
 
-@router.get(f"{API}/queries", operation_id="named_queries")
+@router.get(
+    f"{API}/queries", operation_id="named_queries", response_model=list[NamedQuery], response_class=JSONResponse
+)
 def named_queries(principal: Annotated[access.Principal, authorised("named_queries", hold="read")], root: Root) -> Any:
     return [{"name": name, "description": text} for name, text in audit_api.named_queries(root).items()]
 
 
-@router.post(f"{API}/queries/{{name}}", operation_id="run_query")
+@router.post(f"{API}/queries/{{name}}", operation_id="run_query", responses=ANSWERED_AS_QUERY)
 def run_query(
     name: str, body: QueryRun, principal: Annotated[access.Principal, authorised("run_query")], root: Root
 ) -> Any:
@@ -62,7 +68,7 @@ def run_query(
     return jsonable({"columns": found.columns, "rows": found.records()})
 
 
-@router.get(f"{API}/anchors", operation_id="anchors")
+@router.get(f"{API}/anchors", operation_id="anchors", response_model=list[AnchorTag], response_class=JSONResponse)
 def anchors(principal: Annotated[access.Principal, authorised("anchors", hold="read")], root: Root) -> Any:
     return [{"tag": a.tag, "seq": a.seq, "hash": a.hash} for a in integrity.anchors(root)]
 

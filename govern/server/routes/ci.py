@@ -8,12 +8,17 @@ from govern import access
 from govern.presentation import jsonable
 from govern.server.deps import Root, authorised
 from govern.server.http import API
-from govern.server.models import VerdictUpload
+from govern.server.models import ReproductionRecorded, VerdictUpload
 
 router = APIRouter()
 
 
-@router.post(f"{API}/reproductions", operation_id="record_reproduction", status_code=201)
+@router.post(
+    f"{API}/reproductions",
+    operation_id="record_reproduction",
+    status_code=201,
+    responses={201: {"model": ReproductionRecorded, "description": "Successful Response"}},  # documented only
+)
 def record_reproduction(
     body: VerdictUpload, principal: Annotated[access.Principal, authorised("record_reproduction")], root: Root
 ) -> Any:
