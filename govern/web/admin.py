@@ -32,9 +32,15 @@ ISSUED_LIFETIME = 60  # seconds the secret waits for the page that shows it (the
 
 
 def routes(web: Web) -> APIRouter:
-    from govern.api import access as access_api
-
     router = APIRouter(include_in_schema=False)
+    for pages in (_principals, _tokens):
+        pages(router, web)  # in this order: the order the application tries them
+    return router
+
+
+def _principals(router: APIRouter, web: Web) -> None:
+    """Principals and their roles: grants, revocations, and the proposals of grants decided."""
+    from govern.api import access as access_api
 
     @router.get("/admin/principals")
     def principals(
@@ -101,6 +107,11 @@ def routes(web: Web) -> APIRouter:
         )
         return RedirectResponse(f"/admin/principals?done={event.seq}", status_code=303)
 
+
+def _tokens(router: APIRouter, web: Web) -> None:
+    """Tokens: issued (the new secret shown once), listed, revoked."""
+    from govern.api import access as access_api
+
     @router.get("/admin/tokens")
     def tokens(
         request: Request,
@@ -166,8 +177,6 @@ def routes(web: Web) -> APIRouter:
             signed.text("token_id", limit=20), signed.text("reason", required=False), web.root, signed.principal.actor
         )
         return RedirectResponse(f"/admin/tokens?done={event.seq}", status_code=303)
-
-    return router
 
 
 def _recorded(web: Web, seq: int | None) -> Any:
