@@ -38,6 +38,8 @@ OPERATORS = {
 class InferenceFailed(GovernError):
     """The model's inference command failed; `last_line` is what it said last (the exception, for Python)."""
 
+    http_status = 422  # the model's own entry point could not score these rows
+
     def __init__(self, message: str | None = None, last_line: str = "") -> None:
         super().__init__(message)
         self.last_line = last_line
@@ -45,6 +47,8 @@ class InferenceFailed(GovernError):
 
 class InferenceTimedOut(InferenceFailed):
     """The model's inference command ran past its time limit and was stopped."""
+
+    http_status = 504
 
 
 class NotAPlainCommand(InferenceFailed):

@@ -13,6 +13,7 @@ class GovernError(Exception):
     """Base class: an expected failure with a message meant for the user."""
 
     exit_code = 1
+    http_status = 500  # the status of its problem document over HTTP: `status_of`
 
     def __init__(self, message: str | None = None) -> None:
         super().__init__(message or (self.__doc__ or self.__class__.__name__).strip())
@@ -28,6 +29,8 @@ class NoCommitYet(GovernError):
 
 class ConfigError(GovernError):
     """The govern configuration could not be read."""
+
+    http_status = 400
 
 
 class ProjectError(GovernError):
@@ -62,6 +65,8 @@ class LedgerMissing(LedgerError):
 class LedgerLocked(LedgerError):
     """Another govern process holds the ledger."""
 
+    http_status = 503
+
 
 class LedgerSchemaTooNew(LedgerError):
     """The ledger was written by a newer govern."""
@@ -69,6 +74,8 @@ class LedgerSchemaTooNew(LedgerError):
 
 class EventConflict(LedgerError):
     """An event with this id already exists with different content."""
+
+    http_status = 409
 
 
 class AttestationRefused(LedgerError):
@@ -83,45 +90,70 @@ class SecretInEvent(LedgerError):
     """An event would record a configured secret (a password of a configured URI, a secret environment value): the
     ledger can never remove what it records, so it is refused and nothing is appended (422 over HTTP)."""
 
+    http_status = 422
+
 
 class QueryError(GovernError):
     """An audit query was refused or failed."""
+
+    http_status = 400
 
 
 class QueryLimitExceeded(QueryError):
     """An audit query ran past its time or memory limit, or its result past its row or byte limit (422 over HTTP)."""
 
+    http_status = 422  # understood, but over what an auditor's statement may cost
+
 
 class NotFound(GovernError):
     """Something named on the command line does not exist."""
+
+    http_status = 404
 
 
 class PolicyViolation(GovernError):
     """The action is refused by the project's governance policy."""
 
+    http_status = 409
+
 
 class Forbidden(GovernError):
     """The acting principal's roles do not allow this operation (403 over HTTP)."""
 
+    http_status = 403
+
 
 class FourEyesViolation(PolicyViolation):
     """The approver is the person who asked for the promotion or who trained the version (403 over HTTP)."""
+
+    http_status = 403
 
 
 class InvalidInput(GovernError):
     """An argument or option has an invalid value."""
 
     exit_code = 2
+    http_status = 400
 
 
 class UnverifiableVerdict(InvalidInput):
     """An uploaded verdict the server cannot check against its repository (an unknown commit), or one that does not
     match it (another dvc.lock, other outputs): 422 over HTTP, nothing recorded."""
 
+    http_status = 422
+
 
 class StateConflict(InvalidInput):
     """The request is well formed, but the ledger's state already answers it (the same deployment, a role held,
     a token revoked, a time before the recorded history): a conflict, 409 over HTTP; exit 2 on the CLI."""
+
+    http_status = 409
+
+
+def status_of(error: BaseException) -> int:
+    """The HTTP status of a failure, the API's problem and the pages' alike: the `http_status` of the first class in
+    the error's MRO that declares one (500 for a failure nothing declares one for)."""
+    return getattr(type(error), "http_status", 500)
 
 
 def problem_kind(cls: type[BaseException]) -> str:

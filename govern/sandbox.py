@@ -81,6 +81,8 @@ CHECK_TTL = 60.0  # seconds a passed check is trusted for predictions (a job che
 class SandboxUnavailable(GovernError):
     """The configured isolation cannot be used, or would not keep the ledger out of reach: nothing was run."""
 
+    http_status = 503  # the server cannot confine user code as configured: nothing runs until it can
+
 
 @dataclass(frozen=True)
 class Policy:

@@ -1,6 +1,6 @@
 """Every answer the server sends carries the pages' security headers: every page of every role, every error page,
 the reports in every format, the API's problems, a refusal before any route. Set in one place
-(`server.http.SecurityHeaders`); the lineage report brings its own policy, its inline style allowed by hash.
+(`httpkit.SecurityHeaders`); the lineage report brings its own policy, its inline style allowed by hash.
 
 In-process (FastAPI's test client against the real app and a real ledger): the fast tier. The report under its
 policy in a real browser is tests/test_report.py::test_html_renders_in_headless_chromium.
@@ -17,9 +17,10 @@ from test_server import ROLE_OF, make_project, tokens_for
 from test_web_roles import concrete, page_routes
 from web_support import signed_in
 
+from govern.httpkit import DOCUMENT_CSP, PAGE_CSP
 from govern.report import content_security_policy
 from govern.server.app import create_app
-from govern.server.http import DOCUMENT_CSP, MAX_BODY, PAGE_CSP
+from govern.server.http import MAX_BODY
 
 
 @pytest.fixture(scope="module")

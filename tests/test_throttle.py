@@ -1,4 +1,4 @@
-"""The redemption throttle (govern.server.throttle): failures count, per address and in all; a valid enrollment
+"""The redemption throttle (govern.throttle): failures count, per address and in all; a valid enrollment
 code gets through whatever others sent (the second security review locked enrollment with junk from ten
 addresses)."""
 
@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import pytest
 
-from govern.server.throttle import Throttle, TooManyAttempts
+from govern.throttle import Throttle, TooManyAttempts
 
 
 class Refused(Exception):

@@ -54,6 +54,8 @@ log = logging.getLogger("govern.server")
 class Unauthenticated(GovernError):
     """No valid token: missing, malformed, unknown, expired or revoked."""
 
+    http_status = 401  # with `WWW-Authenticate` (`server.http.problem`)
+
 
 class InvalidToken(Unauthenticated):
     """Missing, malformed, unknown or of a wrong secret: one message for all, so a caller learns nothing about
@@ -64,7 +66,7 @@ class InvalidCode(Unauthenticated):
     """Not an enrollment code this ledger issued (malformed, unknown, or of a wrong secret): one message for all."""
 
 
-# What a refused redemption raises: counted by the server's throttle (`server.throttle`), which lets a valid code
+# What a refused redemption raises: counted by the server's throttle (`govern.throttle`), which lets a valid code
 # through whatever others sent.
 REDEMPTION_REFUSALS: tuple[type[Exception], ...] = (Unauthenticated, InvalidInput, NotFound, Forbidden, StateConflict)
 

@@ -36,7 +36,7 @@ from starlette.responses import JSONResponse, Response
 from govern import access
 from govern.api.access import Unauthenticated, authenticate, authenticate_session, token_table, unsettled
 from govern.config import ServerSettings
-from govern.errors import GovernError, LedgerLocked, problem_kind
+from govern.errors import GovernError, LedgerLocked, problem_kind, status_of
 from govern.server.http import (
     API,
     MAX_BODY,
@@ -45,7 +45,6 @@ from govern.server.http import (
     MAX_UPLOAD_BODY,
     json_depth,
     problem,
-    status_of,
 )
 from govern.storage.sessions import wait_at_most, waiting_as
 

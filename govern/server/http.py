@@ -1,74 +1,28 @@
-"""The HTTP edges of the controller: the status of each failure, RFC 9457 problem documents, body limits.
+"""The HTTP edges of the controller: RFC 9457 problem documents, body limits, the signing and redaction wrappers.
 
 Apart from the routes so each reads alone: what a failure looks like on the wire is decided here once.
 """
 
 import logging
 import re
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from http import HTTPStatus
 from typing import Any
 
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel
 
-from govern.entrypoint import InferenceFailed, InferenceTimedOut
-from govern.errors import (
-    ConfigError,
-    EventConflict,
-    Forbidden,
-    FourEyesViolation,
-    GovernError,
-    InvalidInput,
-    LedgerLocked,
-    NotFound,
-    PolicyViolation,
-    QueryError,
-    QueryLimitExceeded,
-    SecretInEvent,
-    StateConflict,
-    UnverifiableVerdict,
-)
+from govern.errors import InvalidInput
 from govern.redaction import scrub
-from govern.sandbox import SandboxUnavailable
 
 API = "/api/v1"
-
-
-# The HTTP status of each kind of failure; the first class in the error's MRO found here wins.
-STATUS: dict[type[GovernError], int] = {
-    StateConflict: 409,
-    InvalidInput: 400,
-    ConfigError: 400,
-    QueryError: 400,
-    QueryLimitExceeded: 422,  # understood, but over what an auditor's statement may cost
-    NotFound: 404,
-    PolicyViolation: 409,
-    EventConflict: 409,
-    LedgerLocked: 503,
-    Forbidden: 403,
-    FourEyesViolation: 403,
-    InferenceTimedOut: 504,
-    InferenceFailed: 422,  # the model's own entry point could not score these rows
-    SandboxUnavailable: 503,  # the server cannot confine user code as configured: nothing runs until it can
-    UnverifiableVerdict: 422,  # an uploaded verdict about a commit or lock the server cannot confirm
-    SecretInEvent: 422,  # an event that would record a configured secret
-}
-
-
-def status_of(error: GovernError) -> int:
-    from govern.api.access import Unauthenticated
-
-    if isinstance(error, Unauthenticated):
-        return 401
-    return next((STATUS[kind] for kind in type(error).__mro__ if kind in STATUS), 500)
 
 
 class UnprocessableBody(InvalidInput):
     """A request body that cannot be taken as sent: malformed or too deeply nested JSON (422 over HTTP)."""
 
+    http_status = 422
 
-STATUS[UnprocessableBody] = 422
 
 MAX_BODY = 1 << 20  # bytes: every request body is a small JSON object, but the rows sent for predictions
 MAX_PREDICT_BODY = 16 << 20  # the rows a consumer sends to its own app's predict, once authenticated
@@ -168,69 +122,6 @@ def _scrubbed(value: Any) -> Any:
     if value is None or isinstance(value, int | float):
         return value
     return scrub(value if isinstance(value, str) else str(value))
-
-
-# The pages' Content-Security-Policy (nothing inline, nothing from elsewhere); any other answer may not be framed,
-# sniffed, or run anything if a browser shows it. The lineage report brings its own (`govern.report`).
-PAGE_CSP = (
-    "default-src 'none'; style-src 'self'; img-src 'self' data:; script-src 'self'; connect-src 'self'; "
-    "form-action 'self'; frame-ancestors 'none'; base-uri 'none'"
-)
-DOCUMENT_CSP = "default-src 'none'; frame-ancestors 'none'; base-uri 'none'; form-action 'none'"
-SECURITY_HEADERS = ((b"x-frame-options", b"DENY"), (b"x-content-type-options", b"nosniff"),
-                    (b"referrer-policy", b"same-origin"))  # fmt: skip
-
-
-class SecurityHeaders:
-    """Every answer the server sends, HTML or not, page, report, problem or a refusal before any route (a body too
-    large), carries the pages' security headers: never framed (`X-Frame-Options: DENY`, `frame-ancestors`), never
-    sniffed into another type (`nosniff`), no referrer outside the site, and a Content-Security-Policy: the one the
-    route set (a report's, by the hashes of its own style), else the pages' for HTML and a policy allowing nothing
-    for anything else. The one place they are set, outermost, so nothing answers around it."""
-
-    def __init__(self, app: Any) -> None:
-        self.app = app
-
-    async def __call__(self, scope: dict, receive: Callable, send: Callable) -> None:
-        if scope["type"] != "http":
-            return await self.app(scope, receive, send)
-
-        async def secured(message: dict) -> None:
-            if message["type"] == "http.response.start":
-                message = {**message, "headers": _secured(list(message.get("headers", [])))}
-            await send(message)
-
-        await self.app(scope, receive, secured)
-
-
-def _secured(headers: list[tuple[bytes, bytes]]) -> list[tuple[bytes, bytes]]:
-    names = {name for name, _ in SECURITY_HEADERS}
-    kept = [(k, v) for k, v in headers if k.lower() not in names]
-    if not any(k.lower() == b"content-security-policy" for k, _ in kept):
-        kind = next((v for k, v in kept if k.lower() == b"content-type"), b"")
-        policy = PAGE_CSP if kind.lower().startswith(b"text/html") else DOCUMENT_CSP
-        kept.append((b"content-security-policy", policy.encode("ascii")))
-    return [*kept, *SECURITY_HEADERS]
-
-
-class NoStore:
-    """`Cache-Control: no-store` on every answer (they carry tokens and audit data): as plain ASGI, since Starlette's
-    `@app.middleware("http")` streams each body through a queue of its own (milliseconds on a report page)."""
-
-    def __init__(self, app: Any) -> None:
-        self.app = app
-
-    async def __call__(self, scope: dict, receive: Callable, send: Callable) -> None:
-        if scope["type"] != "http":
-            return await self.app(scope, receive, send)
-
-        async def no_store(message: dict) -> None:
-            if message["type"] == "http.response.start":
-                headers = [(k, v) for k, v in message.get("headers", []) if k.lower() != b"cache-control"]
-                message = {**message, "headers": [*headers, (b"cache-control", b"no-store")]}
-            await send(message)
-
-        await self.app(scope, receive, no_store)
 
 
 def validation_detail(errors: Sequence[Any]) -> str:

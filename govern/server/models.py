@@ -96,3 +96,37 @@ class TokenRequest(Strict):
 
 class PredictRows(Strict):
     rows: list[dict[str, Any]] = Field(min_length=1, description="One object per row: column -> value")
+
+
+# The answers of fixed shape. Each lists its fields in the order the answer has always had them. Where every value is
+# a string or a number (`WhoAmI`, `NamedQuery`, `AnchorTag`) the route declares it as its `response_model`, sent
+# through `JSONResponse` as before (pydantic's own JSON writer writes some numbers otherwise): the answer is checked
+# and not changed. Where a value may be any JSON (`QueryAnswer`, `ReproductionRecorded`), the model only documents
+# the answer (`responses`), as checking it would write a NaN as null where the answer has always refused it.
+
+
+class WhoAmI(BaseModel):
+    principal: str
+    roles: dict[str, list[str]] = Field(description="Each role held, with the apps a consumer's is limited to")
+    token_id: str | None
+
+
+class QueryAnswer(BaseModel):
+    columns: list[str]
+    rows: list[dict[str, Any]] = Field(description="One object per row: column -> value")
+
+
+class NamedQuery(BaseModel):
+    name: str
+    description: str
+
+
+class AnchorTag(BaseModel):
+    tag: str
+    seq: int
+    hash: str
+
+
+class ReproductionRecorded(BaseModel):
+    verdict: dict[str, Any]
+    event: dict[str, Any]

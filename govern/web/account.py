@@ -53,6 +53,13 @@ STATIC_TYPES = {".css": "text/css; charset=utf-8", ".js": "text/javascript; char
 
 def routes(web: Web) -> APIRouter:
     router = APIRouter(include_in_schema=False)
+    for pages in (_home, _sign_in, _account):
+        pages(router, web)  # in this order: the order the application tries them
+    return router
+
+
+def _home(router: APIRouter, web: Web) -> None:
+    """The front door: each role's start page, or the way to sign in."""
 
     @router.get("/")
     def home(request: Request) -> Response:
@@ -67,6 +74,10 @@ def routes(web: Web) -> APIRouter:
         start = next((page for role, page in START_PAGES if principal.has(role)), None)
         links = web.links(principal)
         return RedirectResponse(start or (links[0].href if links else "/account"), status_code=303)
+
+
+def _sign_in(router: APIRouter, web: Web) -> None:
+    """Signing in with a token or an enrollment code."""
 
     @router.get("/sign-in")
     def sign_in_page(
@@ -98,7 +109,7 @@ def routes(web: Web) -> APIRouter:
         from starlette.concurrency import run_in_threadpool
 
         from govern.api.access import InvalidToken, Unauthenticated, authenticate
-        from govern.server.throttle import TooManyAttempts
+        from govern.throttle import TooManyAttempts
         from govern.web.pages import _form
 
         fields = await _form(request)
@@ -151,6 +162,10 @@ def routes(web: Web) -> APIRouter:
         response.delete_cookie(NONCE_COOKIE, path="/")
         return response
 
+
+def _account(router: APIRouter, web: Web) -> None:
+    """Signing out, the account page, and the static files."""
+
     @router.post("/sign-out")
     def sign_out(signed: Annotated[Signed, web.form("whoami")]) -> Response:
         response = RedirectResponse("/sign-in?signed-out", status_code=303)
@@ -168,8 +183,6 @@ def routes(web: Web) -> APIRouter:
         if kind is None or path.parent != STATIC or not path.is_file():
             raise NotFound(f"No file {name!r} among the pages' static files")
         return secured(FileResponse(path, media_type=kind, headers={"Cache-Control": "max-age=3600"}), request)
-
-    return router
 
 
 def _text(value: Any) -> str:

@@ -10,8 +10,6 @@ admin's session, scoped to that page; the page shows it and deletes the cookie. 
 in an access log), and the ledger keeps only its hash: reloading the page shows it no more.
 """
 
-import base64
-import hashlib
 import json
 from typing import Annotated, Any
 
@@ -19,6 +17,7 @@ from fastapi import APIRouter, Query, Request
 from fastapi.responses import RedirectResponse, Response
 
 from govern import access
+from govern.adapters import sealing
 from govern.web.pages import Link, Signed, Web, cookie_options
 
 NAV: list[Link] = [
@@ -32,9 +31,15 @@ ISSUED_LIFETIME = 60  # seconds the secret waits for the page that shows it (the
 
 
 def routes(web: Web) -> APIRouter:
-    from govern.api import access as access_api
-
     router = APIRouter(include_in_schema=False)
+    for pages in (_principals, _tokens):
+        pages(router, web)  # in this order: the order the application tries them
+    return router
+
+
+def _principals(router: APIRouter, web: Web) -> None:
+    """Principals and their roles: grants, revocations, and the proposals of grants decided."""
+    from govern.api import access as access_api
 
     @router.get("/admin/principals")
     def principals(
@@ -100,6 +105,11 @@ def routes(web: Web) -> APIRouter:
             signed.principal.actor,
         )
         return RedirectResponse(f"/admin/principals?done={event.seq}", status_code=303)
+
+
+def _tokens(router: APIRouter, web: Web) -> None:
+    """Tokens: issued (the new secret shown once), listed, revoked."""
+    from govern.api import access as access_api
 
     @router.get("/admin/tokens")
     def tokens(
@@ -167,8 +177,6 @@ def routes(web: Web) -> APIRouter:
         )
         return RedirectResponse(f"/admin/tokens?done={event.seq}", status_code=303)
 
-    return router
-
 
 def _recorded(web: Web, seq: int | None) -> Any:
     """The event a form just recorded, to confirm it on the page it redirected to (None when not given)."""
@@ -185,27 +193,21 @@ def _issued_cookie(request: Request) -> dict[str, Any]:
 # ---------------------------------------------------------------- the secret's one trip from the form to its page
 
 
-def _fernet(web: Web, signed: Signed) -> Any:
-    """Authenticated encryption (the cryptography package's Fernet) under a key derived from the server's session
-    key (through its HMAC) and this session (its CSRF token): another session, or another server, opens nothing."""
-    from cryptography.fernet import Fernet
-
-    root = web.keys.csrf_token(f"govern-issued-token/{signed.csrf}")
-    return Fernet(base64.urlsafe_b64encode(hashlib.sha256(root.encode()).digest()))
+def _key(web: Web, signed: Signed) -> str:
+    """Derived from the server's session key (through its HMAC) and this session (its CSRF token): another session,
+    or another server, opens nothing."""
+    return web.keys.csrf_token(f"govern-issued-token/{signed.csrf}")
 
 
 def _seal(web: Web, signed: Signed, data: dict[str, str]) -> str:
-    return _fernet(web, signed).encrypt(json.dumps(data).encode()).decode()
+    return sealing.seal(_key(web, signed), json.dumps(data).encode())
 
 
 def _open(web: Web, signed: Signed, cookie: str | None) -> dict[str, str] | None:
     """What `_seal` sealed for this session, not older than its lifetime; None otherwise."""
-    from cryptography.fernet import InvalidToken
-
-    if not cookie:
-        return None
+    opened = sealing.unseal(_key(web, signed), cookie, ISSUED_LIFETIME) if cookie else None
     try:
-        found = json.loads(_fernet(web, signed).decrypt(cookie.encode(), ttl=ISSUED_LIFETIME))
-    except (InvalidToken, ValueError):
+        found = json.loads(opened) if opened is not None else None
+    except ValueError:
         return None
     return found if isinstance(found, dict) else None

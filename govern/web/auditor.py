@@ -14,7 +14,8 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Query, Request
 from fastapi.responses import Response
 
-from govern.errors import GovernError, InvalidInput
+from govern.errors import GovernError, InvalidInput, status_of
+from govern.httpkit import DOCUMENT_CSP
 from govern.web.pages import Link, Signed, Web
 
 NAV: list[Link] = [
@@ -38,9 +39,15 @@ OPEN_COLOUR = "#16652d"
 
 
 def routes(web: Web) -> APIRouter:
-    from govern.api import audit as audit_api
-
     router = APIRouter(include_in_schema=False)
+    for pages in (_timeline, _production, _events, _integrity, _reports, _principals):
+        pages(router, web)  # in this order: the order the application tries them
+    return router
+
+
+def _timeline(router: APIRouter, web: Web) -> None:
+    """The production timeline of one app/env, and one window of it."""
+    from govern.api import audit as audit_api
 
     @router.get("/audit/timeline")
     def timeline(
@@ -89,6 +96,11 @@ def routes(web: Web) -> APIRouter:
             may_report=access.allowed(signed.principal, "report"),
         )
 
+
+def _production(router: APIRouter, web: Web) -> None:
+    """Which version served an app/env at an instant."""
+    from govern.api import audit as audit_api
+
     @router.get("/audit/production")
     def production(
         request: Request,
@@ -114,7 +126,7 @@ def routes(web: Web) -> APIRouter:
                     raise Forbidden(f"{signed.principal.name} may not see app {app!r}")
                 answer = audit_api.production_answer(app, env or envs[0], parse_instant(at, "Instant"), web.root)
             except GovernError as failure:
-                error, status = str(failure), _status(failure)
+                error, status = str(failure), status_of(failure)
         return web.render(
             request,
             "auditor_production.html.j2",
@@ -129,6 +141,11 @@ def routes(web: Web) -> APIRouter:
             answer=answer,
             error=error,
         )
+
+
+def _events(router: APIRouter, web: Web) -> None:
+    """The event log, filtered and paged by seq."""
+    from govern.api import audit as audit_api
 
     @router.get("/audit/events")
     def events(
@@ -149,7 +166,7 @@ def routes(web: Web) -> APIRouter:
             moment = parse_instant(since, "Since") if since else None
             found = audit_api.log_page(types=types, since=moment, before=before, limit=limit, start=web.root)
         except GovernError as failure:
-            limit, error, status = EVENTS_SHOWN, str(failure), _status(failure)
+            limit, error, status = EVENTS_SHOWN, str(failure), status_of(failure)
         rows = [{**event, "payload": _payload(event["payload"])} for event in found]
         return web.render(
             request,
@@ -167,6 +184,10 @@ def routes(web: Web) -> APIRouter:
             paged=before is not None,
             newest=_query(types, since, n, None),
         )
+
+
+def _integrity(router: APIRouter, web: Web) -> None:
+    """The ledger's integrity: its anchors, and the whole chain verified on request."""
 
     @router.get("/audit/integrity")
     def integrity_page(request: Request, signed: Annotated[Signed, web.page("anchors")]) -> Response:
@@ -194,6 +215,11 @@ def routes(web: Web) -> APIRouter:
             verification=verification,
             may_verify=may_verify,
         )
+
+
+def _reports(router: APIRouter, web: Web) -> None:
+    """The lineage reports: the registered versions, each report as a page and as a download."""
+    from govern.api import audit as audit_api
 
     @router.get("/audit/reports")
     def reports(request: Request, signed: Annotated[Signed, web.page("report")]) -> Response:
@@ -228,6 +254,10 @@ def routes(web: Web) -> APIRouter:
         headers = {"Content-Disposition": f'attachment; filename="{name}"'}
         return _document(Response(text, media_type=REPORT_TYPES[format], headers=headers), text)
 
+
+def _principals(router: APIRouter, web: Web) -> None:
+    """Who held which role when, and the history of grants."""
+
     @router.get("/audit/principals")
     def principals(
         request: Request, signed: Annotated[Signed, web.page("principals")], at: str | None = None
@@ -241,7 +271,7 @@ def routes(web: Web) -> APIRouter:
             moment = parse_instant(at, "Roles held at") if at else None
             held = access_api.roles_at(web.ledger(), moment)
         except GovernError as failure:
-            error, status = str(failure), _status(failure)
+            error, status = str(failure), status_of(failure)
         return web.render(
             request,
             "auditor_principals.html.j2",
@@ -256,18 +286,10 @@ def routes(web: Web) -> APIRouter:
             shown=GRANTS_SHOWN,
         )
 
-    return router
-
 
 def _envs(declared: list[str], known: list[tuple[str, str]]) -> list[str]:
     """The declared environments first, then any other the ledger's deployments name (declared since removed)."""
     return list(dict.fromkeys([*declared, *sorted({env for _, env in known})])) or ["production"]
-
-
-def _status(error: GovernError) -> int:
-    from govern.server.http import status_of
-
-    return status_of(error)
 
 
 def _count(text: str | None, default: int) -> int:
@@ -310,9 +332,8 @@ def _file_part(text: str) -> str:
 
 def _document(response: Response, text: str) -> Response:
     """A report served as a document of its own: its own policy (its inline style allowed by hash, nothing else),
-    the rest of the security headers set for every answer (`server.http.SecurityHeaders`)."""
+    the rest of the security headers set for every answer (`httpkit.SecurityHeaders`)."""
     from govern.report import content_security_policy
-    from govern.server.http import DOCUMENT_CSP
 
     html = response.media_type == REPORT_TYPES["html"]
     response.headers["Content-Security-Policy"] = content_security_policy(text) if html else DOCUMENT_CSP

@@ -23,15 +23,15 @@ from fastapi.responses import HTMLResponse, RedirectResponse, Response
 
 from govern import __version__, access
 from govern.api.access import Unauthenticated
-from govern.errors import Forbidden, GovernError, InvalidInput
-from govern.server.http import PAGE_CSP
+from govern.errors import Forbidden, GovernError, InvalidInput, status_of
+from govern.httpkit import PAGE_CSP
 from govern.web.sessions import NONCE_COOKIE, SESSION_COOKIE, SessionKeys
 
 TEMPLATES = Path(__file__).parent / "templates"
 STATIC = Path(__file__).parent / "static"
 # Content-Security-Policy: nothing inline, nothing from elsewhere (the lineage report, shown as a document of its
 # own, has its own inline style and gets a policy of its own). Defined, with the other headers, where every answer
-# gets them (`server.http.SecurityHeaders`).
+# gets them (`httpkit.SecurityHeaders`).
 CSP = PAGE_CSP
 
 
@@ -175,8 +175,6 @@ class Web:
         (`refused` in the template) and its status, so what was typed can be filled in again."""
         principal = signed.principal if signed else None
         if refused is not None:
-            from govern.server.http import status_of
-
             status = status_of(refused)
         html = self.templates.get_template(template).render(
             refused=str(refused) if refused is not None else None,

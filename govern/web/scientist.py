@@ -31,6 +31,13 @@ REFRESH_SECONDS = 2  # how often a running training's page looks again (without 
 def routes(web: Web) -> APIRouter:
     router = APIRouter(include_in_schema=False)
     web.templates.filters.setdefault("instant", _instant)
+    for pages in (_versions, _compare, _trainings):
+        pages(router, web)  # in this order: the order the application tries them
+    return router
+
+
+def _versions(router: APIRouter, web: Web) -> None:
+    """The models and their versions, a version's page, and a request to promote it."""
 
     @router.get("/models")
     def models(request: Request, signed: Annotated[Signed, web.page("status")]) -> Response:
@@ -92,6 +99,10 @@ def routes(web: Web) -> APIRouter:
             return _version_page(web, request, signed, model, version, refused=refused, typed=typed)
         return _see(f"/models/{_part(model)}/versions/{_part(version)}?done={requested.request_id}")
 
+
+def _compare(router: APIRouter, web: Web) -> None:
+    """Versions of a model side by side."""
+
     @router.get("/models/{model}/compare")
     def compare(
         request: Request,
@@ -126,6 +137,10 @@ def routes(web: Web) -> APIRouter:
             second=second,
             c=compared,
         )
+
+
+def _trainings(router: APIRouter, web: Web) -> None:
+    """Trainings: started, followed, cancelled."""
 
     @router.get("/trainings")
     def trainings(request: Request, signed: Annotated[Signed, web.page("trainings")]) -> Response:
@@ -176,8 +191,6 @@ def routes(web: Web) -> APIRouter:
         own_only = not signed.principal.has("admin")
         jobs.cancel(job, web.root, signed.principal.actor, requester_only=own_only)
         return _see(f"/trainings/{_part(job)}")
-
-    return router
 
 
 def _see(target: str) -> RedirectResponse:

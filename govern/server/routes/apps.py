@@ -1,0 +1,50 @@
+"""An app's questions: which version served it when, and its inference records (a consumer's own apps only)."""
+
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Query
+from fastapi import Path as PathParam
+
+from govern import access
+from govern.api import audit as audit_api
+from govern.errors import NotFound
+from govern.presentation import jsonable
+from govern.server.deps import Root, authorised, instant, ledger, scoped
+from govern.server.http import API
+
+router = APIRouter()
+
+
+@router.get(f"{API}/apps/{{app}}/production", operation_id="production")
+def production(
+    app_name: Annotated[str, PathParam(alias="app")],
+    principal: Annotated[access.Principal, authorised("production", hold="read")],
+    root: Root,
+    env: str = "production",
+    at: Annotated[str | None, Query(description="ISO 8601 with Z or an offset; default now")] = None,
+) -> Any:
+    limited = scoped(principal, "production", app_name)
+    from govern.envelope import utc_now
+
+    try:
+        return jsonable(audit_api.production_answer(app_name, env, instant(at, "at") or utc_now(), root))
+    except NotFound:
+        if not limited:
+            raise
+        raise NotFound(f"Nothing is recorded for {app_name}/{env}") from None  # no other apps' names
+
+
+@router.get(f"{API}/apps/{{app}}/inferences", operation_id="inferences")
+def inferences(
+    app_name: Annotated[str, PathParam(alias="app")],
+    principal: Annotated[access.Principal, authorised("inferences", hold="read")],
+    root: Root,
+    env: str | None = None,
+    limit: Annotated[int, Query(ge=1, le=1000, description="The newest N records; default 50")] = 50,
+) -> Any:
+    """The app's inference records, newest first: a consumer's own batches, or every batch for an auditor."""
+    from govern.api.predict import inferences as records
+
+    limited = scoped(principal, "inferences", app_name)
+    mine = principal.name if limited else None
+    return jsonable(records(ledger(root), app_name, principal=mine, env=env, limit=limit))

@@ -1,0 +1,28 @@
+"""A verifier's verdict about a training's reproduction (`govern ci verify` posting to the server)."""
+
+from typing import Annotated, Any
+
+from fastapi import APIRouter
+
+from govern import access
+from govern.presentation import jsonable
+from govern.server.deps import Root, authorised
+from govern.server.http import API
+from govern.server.models import ReproductionRecorded, VerdictUpload
+
+router = APIRouter()
+
+
+@router.post(
+    f"{API}/reproductions",
+    operation_id="record_reproduction",
+    status_code=201,
+    responses={201: {"model": ReproductionRecorded, "description": "Successful Response"}},  # documented only
+)
+def record_reproduction(
+    body: VerdictUpload, principal: Annotated[access.Principal, authorised("record_reproduction")], root: Root
+) -> Any:
+    from govern.api import ci
+
+    verdict = ci.record_uploaded(body.type, body.payload, root, principal.actor)
+    return jsonable({"verdict": verdict.to_dict(), "event": verdict.event.to_dict()})

@@ -1,0 +1,91 @@
+"""Predictions: a consumer's rows scored by the version serving its app, CSV in and out or JSON in and out."""
+
+from pathlib import Path
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Request
+from fastapi import Path as PathParam
+from fastapi.responses import JSONResponse, Response
+
+from govern import access
+from govern.errors import InvalidInput
+from govern.presentation import jsonable
+from govern.server.deps import Root, authorised, scoped
+from govern.server.http import API, Problem, UnprocessableBody
+from govern.server.models import PredictRows
+
+PREDICT_TIMEOUT = 120.0  # seconds an inference entry point may run for one request
+
+router = APIRouter()
+
+
+@router.post(
+    f"{API}/apps/{{app}}/predict",
+    operation_id="predict",
+    openapi_extra={
+        "requestBody": {
+            "required": True,
+            "content": {
+                "text/csv": {"schema": {"type": "string"}},
+                "application/json": {"schema": PredictRows.model_json_schema()},
+            },
+        }
+    },
+    responses={
+        200: {"content": {"text/csv": {}}, "description": "CSV in, CSV out; JSON in, JSON out"},
+        504: {"model": Problem, "description": "The model's entry point ran out of time"},
+    },
+)
+async def predict(
+    request: Request,
+    app_name: Annotated[str, PathParam(alias="app")],
+    principal: Annotated[access.Principal, authorised("predict")],
+    root: Root,
+    env: str = "production",
+) -> Any:
+    from starlette.concurrency import run_in_threadpool
+
+    scoped(principal, "predict", app_name)
+    kind = request.headers.get("content-type", "").split(";")[0].strip().lower()
+    if kind not in ("text/csv", "application/json"):
+        raise InvalidInput(f"Send the rows as text/csv or application/json, not {kind or 'no content type'}")
+    body = await request.body()
+    return await run_in_threadpool(_predict, root, app_name, env, kind, body, principal)
+
+
+def _predict(root: Path, app: str, env: str, kind: str, body: bytes, principal: access.Principal) -> Response:
+    """Score the rows with the serving version's entry point (`predict.predict_sent`), answer in the format sent."""
+    from govern import tabular
+    from govern.api.predict import predict_sent
+
+    rows = body if kind == "text/csv" else tabular.csv_bytes(_rows(body))
+    done = predict_sent(
+        rows,
+        app=app,
+        env=env,
+        actor=principal.actor,
+        label=f"upload ({kind}, {len(body)} bytes)",
+        timeout=PREDICT_TIMEOUT,
+        start=root,
+        as_records=kind != "text/csv",
+    )
+    if kind == "text/csv":
+        return Response(done.csv, media_type="text/csv", headers=done.headers())
+    answer = {**done.prediction.to_dict(), "output": None, "predictions": done.records}
+    return JSONResponse(jsonable(answer), headers=done.headers())
+
+
+def _rows(body: bytes) -> list[dict[str, Any]]:
+    """The rows of a JSON body (its nesting was measured at the door: `admission.Gate`): malformed JSON is a 422,
+    as for every JSON body; JSON of another shape a 400, as before."""
+    import json
+
+    shape = 'Send {"rows": [{"column": value, ...}, ...]} (at least one row), or text/csv'
+    try:
+        parsed = json.loads(body or b"null")
+    except (ValueError, RecursionError):
+        raise UnprocessableBody(f"The body is not valid JSON: {shape[0].lower()}{shape[1:]}") from None
+    try:
+        return PredictRows.model_validate(parsed).rows
+    except ValueError:
+        raise InvalidInput(shape) from None

@@ -1,0 +1,62 @@
+"""A model's versions: their history, their lineage report, their deprecation."""
+
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Query
+from fastapi.responses import Response
+
+from govern import access
+from govern.api import audit as audit_api
+from govern.api import lifecycle
+from govern.presentation import jsonable
+from govern.server.deps import Root, authorised
+from govern.server.http import API
+from govern.server.models import Deprecation
+
+REPORT_TYPES = {"html": "text/html; charset=utf-8", "md": "text/markdown; charset=utf-8", "json": "application/json"}
+
+router = APIRouter()
+
+
+@router.get(f"{API}/models/{{model}}/history", operation_id="history")
+def history(
+    model: str,
+    principal: Annotated[access.Principal, authorised("history", hold="read")],
+    root: Root,
+    version: str | None = None,
+) -> Any:
+    return jsonable([event.to_dict() for event in audit_api.history(model, version, root)])
+
+
+@router.get(
+    f"{API}/models/{{model}}/versions/{{version}}/report",
+    operation_id="report",
+    response_class=Response,
+    responses={200: {"content": {kind: {} for kind in REPORT_TYPES.values()}, "description": "The report"}},
+)
+def report(
+    model: str,
+    version: str,
+    principal: Annotated[access.Principal, authorised("report")],
+    root: Root,
+    format: Annotated[str, Query(pattern="^(html|md|json)$")] = "html",
+    verify_chain: bool = False,
+) -> Response:
+    from govern.api.report import gather
+    from govern.report import content_security_policy, render
+
+    text = render(gather(model, version, root, verify_chain=verify_chain), format)
+    policy = {"Content-Security-Policy": content_security_policy(text)} if format == "html" else None
+    return Response(text, media_type=REPORT_TYPES[format], headers=policy)
+
+
+@router.post(f"{API}/models/{{model}}/versions/{{version}}/deprecation", operation_id="deprecate", status_code=201)
+def deprecate(
+    model: str,
+    version: str,
+    body: Deprecation,
+    principal: Annotated[access.Principal, authorised("deprecate", hold="write")],
+    root: Root,
+) -> Any:
+    outcome = lifecycle.deprecate(model, version, body.reason, force=body.force, start=root, actor=principal.actor)
+    return jsonable(outcome.to_dict())
