@@ -10,7 +10,8 @@ import pytest
 from conftest import commit_all, git, run_cli
 
 from govern import access
-from govern.api.access import Unauthenticated, authenticate, roles_at
+from govern.api.access import roles_at
+from govern.api.authentication import Unauthenticated, authenticate
 from govern.envelope import PendingEvent, format_timestamp, utc_now
 from govern.events import TokenIssued
 from govern.storage.duckdb_log import Ledger

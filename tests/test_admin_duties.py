@@ -18,7 +18,7 @@ from conftest import as_server, commit_all, git, run_cli, trained_version, via_s
 
 from govern import access, attribution, config
 from govern.api import access as access_api
-from govern.api import approvals
+from govern.api import approvals, authentication
 from govern.envelope import PendingEvent, format_timestamp, utc_now
 from govern.errors import ConfigError, Forbidden, FourEyesViolation, PolicyViolation, StateConflict
 from govern.events import EnrollmentCodeIssued
@@ -397,8 +397,8 @@ def test_a_token_for_someone_else_is_an_enrollment_code_single_use_on_both_ledge
     assert issued["kind"] == "enrollment code" and "token" not in issued
     code = issued["code"]
     assert code.startswith("gvc_") and access.parse_bearer(code) is None
-    with pytest.raises(access_api.Unauthenticated):
-        access_api.authenticate(open_store(config_ledger(any_team)), code.replace("gvc_", "gvn_"))
+    with pytest.raises(authentication.Unauthenticated):
+        authentication.authenticate(open_store(config_ledger(any_team)), code.replace("gvc_", "gvn_"))
     secret = access.parse_code(code)[1]
     events = open_store(config_ledger(any_team)).read(types=["token.code_issued"])
     assert secret not in json.dumps([e.payload for e in events])
@@ -406,7 +406,7 @@ def test_a_token_for_someone_else_is_an_enrollment_code_single_use_on_both_ledge
 
     out = run_cli("tokens", "redeem", code, cwd=any_team)
     assert out.exit_code == 0 and out.stdout.startswith("gvn_")
-    principal = access_api.authenticate(open_store(config_ledger(any_team)), out.stdout.strip())
+    principal = authentication.authenticate(open_store(config_ledger(any_team)), out.stdout.strip())
     assert principal.name == "sci" and principal.roles == {"scientist": ()}
     [row] = [t for t in access_api.tokens(open_store(config_ledger(any_team))) if t["token_id"] == principal.token_id]
     assert row["code_id"] == issued["code_id"] and row["issuer"] == "Ada Auditor <ada@example.com>"
@@ -538,12 +538,12 @@ def test_tokens_and_privileged_grants_a_writer_appends_by_hand_give_no_power_onc
     )  # fmt: skip
     as_bob, as_pat, as_mallory, as_sci = forged("bob"), forged("pat"), forged("mallory"), forged("sci")
 
-    assert access_api.authenticate(ledger, as_bob.bearer).roles == {}
-    assert access_api.authenticate(ledger, as_pat.bearer).roles == {}
-    assert access_api.authenticate(ledger, as_mallory.bearer).roles == {}
-    assert set(access_api.authenticate(ledger, as_sci.bearer).roles) == {"scientist"}
+    assert authentication.authenticate(ledger, as_bob.bearer).roles == {}
+    assert authentication.authenticate(ledger, as_pat.bearer).roles == {}
+    assert authentication.authenticate(ledger, as_mallory.bearer).roles == {}
+    assert set(authentication.authenticate(ledger, as_sci.bearer).roles) == {"scientist"}
     real_pat = redeemed(any_team, code_for(any_team, "pat"))
-    assert set(access_api.authenticate(ledger, real_pat.bearer).roles) == {"approver"}
+    assert set(authentication.authenticate(ledger, real_pat.bearer).roles) == {"approver"}
 
 
 def test_a_code_a_writer_appends_by_hand_and_redeems_through_the_server_gives_no_privileged_power(
@@ -567,8 +567,8 @@ def test_a_code_a_writer_appends_by_hand_and_redeems_through_the_server_gives_no
     with as_server(any_team):
         own = access_api.issue_token("pat", start=any_team, actor=via_server("pat", as_pat.token_id))
 
-    assert access_api.authenticate(ledger, as_pat.bearer).roles == {}
-    assert access_api.authenticate(ledger, as_bob.bearer).roles == {}
-    assert own.token is not None and access_api.authenticate(ledger, own.token.bearer).roles == {}
+    assert authentication.authenticate(ledger, as_pat.bearer).roles == {}
+    assert authentication.authenticate(ledger, as_bob.bearer).roles == {}
+    assert own.token is not None and authentication.authenticate(ledger, own.token.bearer).roles == {}
     real_pat = redeemed(any_team, code_for(any_team, "pat"))
-    assert set(access_api.authenticate(ledger, real_pat.bearer).roles) == {"approver"}
+    assert set(authentication.authenticate(ledger, real_pat.bearer).roles) == {"approver"}

@@ -21,7 +21,7 @@ import pytest
 from conftest import commit_all, git, run_cli, snapshot_event
 
 from govern import config
-from govern.api.access import InvalidToken, TokenTable, authenticate, token_table
+from govern.api.authentication import InvalidToken, TokenTable, authenticate, token_table
 from govern.config import AuditLimits
 from govern.errors import ConfigError, LedgerLocked, QueryLimitExceeded
 from govern.server.http import json_depth

@@ -34,7 +34,7 @@ from starlette.concurrency import run_in_threadpool
 from starlette.responses import JSONResponse, Response
 
 from govern import access
-from govern.api.access import Unauthenticated, authenticate, authenticate_session, token_table, unsettled
+from govern.api.authentication import Unauthenticated, authenticate, authenticate_session, token_table, unsettled
 from govern.config import ServerSettings
 from govern.errors import GovernError, LedgerLocked, problem_kind, status_of
 from govern.server.http import (

@@ -37,8 +37,7 @@ def create_app(root: Path, session_secret: str | None = None) -> Any:
     import os
 
     from govern import config
-    from govern.api import access as access_api
-    from govern.api import keys
+    from govern.api import authentication, keys
     from govern.server.failures import answer_failures
     from govern.server.jobs import JobRunner
     from govern.server.routes import routers
@@ -52,7 +51,7 @@ def create_app(root: Path, session_secret: str | None = None) -> Any:
     signer = keys.start(root, activate=False).signer
     runner = JobRunner(root, signer=signer)
     settings = config.load(root).server
-    token_table = access_api.token_table()
+    token_table = authentication.token_table()
     token_table.configure(stale_after=settings.token_staleness, refresh_every=settings.token_refresh)
     door_ledger = _opened_once(root)
 

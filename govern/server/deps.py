@@ -62,12 +62,12 @@ def authorised(operation: str, *, hold: str | None = None) -> Any:
         raise RuntimeError(f"operation {operation!r} has no row in access.POLICY")
 
     def check(request: Request, credentials: HTTPAuthorizationCredentials | None) -> access.Principal:
-        from govern.api import access as access_api
+        from govern.api import authentication
 
         principal = request.scope.get(PRINCIPAL_KEY)  # authenticated at the door (`admission.Gate`)
         if principal is None:
             root = request.app.state.govern.root
-            principal = access_api.authenticate(ledger(root), credentials.credentials if credentials else None)
+            principal = authentication.authenticate(ledger(root), credentials.credentials if credentials else None)
         if not access.allowed(principal, operation):
             roles = ", ".join(sorted(principal.roles)) or "no role"
             raise Forbidden(f"{principal.name} ({roles}) may not call {operation}")

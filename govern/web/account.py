@@ -37,12 +37,13 @@ def redeem_code(web: Web, request: Request, code: str) -> Any:
     """Exchange an enrollment code pasted into the sign-in form for a token (the API's redemption, within its
     limits on failures per address and in all: `TooManyAttempts`); the token's `IssuedToken`."""
     from govern.api import access as access_api
+    from govern.api import authentication
 
     issued = request.app.state.redemptions.run(
         request.client.host if request.client else "unknown",
         "redeem an enrollment code",
         lambda: access_api.redeem(code, web.root, through_server=True),
-        access_api.REDEMPTION_REFUSALS,
+        authentication.REDEMPTION_REFUSALS,
     )
     assert issued.token is not None
     return issued.token
@@ -108,7 +109,7 @@ def _sign_in(router: APIRouter, web: Web) -> None:
     async def sign_in(request: Request) -> Response:
         from starlette.concurrency import run_in_threadpool
 
-        from govern.api.access import InvalidToken, Unauthenticated, authenticate
+        from govern.api.authentication import InvalidToken, Unauthenticated, authenticate
         from govern.throttle import TooManyAttempts
         from govern.web.pages import _form
 

@@ -22,7 +22,7 @@ from fastapi import Depends, Request
 from fastapi.responses import HTMLResponse, RedirectResponse, Response
 
 from govern import __version__, access
-from govern.api.access import Unauthenticated
+from govern.api.authentication import Unauthenticated
 from govern.errors import Forbidden, GovernError, InvalidInput, status_of
 from govern.httpkit import PAGE_CSP
 from govern.web.sessions import NONCE_COOKIE, SESSION_COOKIE, SessionKeys
@@ -98,7 +98,7 @@ class Web:
 
     def principal(self, request: Request) -> tuple[access.Principal, str]:
         """The signed-in principal and its session nonce, or `SignInRequired`."""
-        from govern.api.access import authenticate_session
+        from govern.api.authentication import authenticate_session
 
         found = self.keys.session(request.cookies.get(SESSION_COOKIE))
         if found is None:

@@ -8,6 +8,7 @@ from fastapi import Path as PathParam
 
 from govern import access
 from govern.api import access as access_api
+from govern.api import authentication
 from govern.presentation import jsonable
 from govern.server.deps import Root, State, authorised, instant, ledger
 from govern.server.http import API, PROBLEMS, problem
@@ -159,7 +160,7 @@ def redeem_code(request: Request, body: CodeRedemption, server: State) -> Any:
             request.client.host if request.client else "unknown",
             "redeem an enrollment code",
             lambda: access_api.redeem(body.code, server.root, through_server=True),
-            access_api.REDEMPTION_REFUSALS,
+            authentication.REDEMPTION_REFUSALS,
         )
     except TooManyAttempts as error:
         refused = problem(429, "too-many-requests", str(error), request.url.path)
