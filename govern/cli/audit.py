@@ -9,7 +9,7 @@ from typing import Any
 import click
 
 from govern.cli import audit_queries
-from govern.cli.common import instant, local_only, print_grants, print_json, use_case, writable_path
+from govern.cli.common import instant, is_remote, local_only, print_grants, print_json, writable_path
 
 
 @click.group()
@@ -24,7 +24,11 @@ def audit() -> None:
 @click.option("--json", "as_json", is_flag=True, help="Print a JSON array on stdout.")
 def audit_log(types: tuple[str, ...], since: str | None, limit: int | None, as_json: bool) -> None:
     """List recorded events, oldest first."""
-    read_log = use_case("audit", "audit_log")
+    # cold start: import only the use case this run calls, here or its twin on the server
+    if is_remote():
+        from govern.client import audit_log as read_log
+    else:
+        from govern.api.audit import audit_log as read_log
     from govern.timeparse import display
 
     events = read_log(types=types, since=instant(since, "--since"), limit=limit)
@@ -58,7 +62,12 @@ def audit_verify(repo: Path | None, as_json: bool) -> None:
     Exits 1 on the first bad event, or on an anchor the ledger no longer matches. Outside a repository
     (GOVERN_LEDGER alone) it says that the anchors were not checked; --repo PATH checks them.
     """
-    result = use_case("integrity", "verify")(repository=repo)
+    # cold start: import only the use case this run calls, here or its twin on the server
+    if is_remote():
+        from govern.client import verify
+    else:
+        from govern.api.integrity import verify
+    result = verify(repository=repo)
     chain = result.chain
     if as_json:
         print_json(result.to_dict())
@@ -177,7 +186,12 @@ def audit_anchor(as_json: bool) -> None:
     Appends ledger.anchored and tags HEAD with that event's seq and hash, so
     the anchor covers its own event. Push it: git push --tags.
     """
-    event = use_case("integrity", "anchor")()
+    # cold start: import only the use case this run calls, here or its twin on the server
+    if is_remote():
+        from govern.client import anchor
+    else:
+        from govern.api.integrity import anchor
+    event = anchor()
     if as_json:
         print_json(event.to_dict())
     else:

@@ -9,7 +9,7 @@ from typing import Any
 
 import click
 
-from govern.cli.common import instant, is_remote, jsonable, local_only, print_json, print_table, use_case, writable_path
+from govern.cli.common import instant, is_remote, jsonable, local_only, print_json, print_table, writable_path
 
 
 @click.command("production")
@@ -23,7 +23,11 @@ def audit_production(app: str, env: str, at: str, as_json: bool) -> None:
     Windows are half-open: at a window's exact end the version no longer
     serves (its successor, if any, does).
     """
-    production_answer = use_case("audit", "production_answer")
+    # cold start: import only the use case this run calls, here or its twin on the server
+    if is_remote():
+        from govern.client import production_answer
+    else:
+        from govern.api.audit import production_answer
 
     moment = instant(at, "--at")
     answer = production_answer(app, env, moment)
@@ -44,7 +48,11 @@ def audit_production(app: str, env: str, at: str, as_json: bool) -> None:
 @click.option("--json", "as_json", is_flag=True, help="Print a JSON array on stdout.")
 def audit_windows(app: str | None, model: str | None, as_json: bool) -> None:
     """Every production window: start, end (null while open) and duration."""
-    window_records = use_case("audit", "window_records")
+    # cold start: import only the use case this run calls, here or its twin on the server
+    if is_remote():
+        from govern.client import window_records
+    else:
+        from govern.api.audit import window_records
 
     records = window_records(app=app, model=model)
     if as_json:
@@ -63,7 +71,11 @@ def audit_windows(app: str | None, model: str | None, as_json: bool) -> None:
 @click.option("--json", "as_json", is_flag=True, help="Print a JSON array on stdout.")
 def audit_history(model: str, version: str | None, as_json: bool) -> None:
     """Every event of MODEL (or of one VERSION) in order: trainings, registrations, promotions, deployments."""
-    history = use_case("audit", "history")
+    # cold start: import only the use case this run calls, here or its twin on the server
+    if is_remote():
+        from govern.client import history
+    else:
+        from govern.api.audit import history
     from govern.timeparse import display
 
     events = history(model, version)
@@ -165,9 +177,12 @@ def audit_sql(
     ([tool.govern.audit]; the options raise them here, not on a server).
     """
     limits = _sql_limits(timeout, max_rows, max_bytes)
-    result = (
-        use_case("audit", "sql")(statement) if limits is None else use_case("audit", "sql")(statement, limits=limits)
-    )
+    # cold start: import only the use case this run calls, here or its twin on the server
+    if is_remote():
+        from govern.client import sql
+    else:
+        from govern.api.audit import sql
+    result = sql(statement) if limits is None else sql(statement, limits=limits)
     print_json(result.records()) if as_json else print_table(result.columns, result.rows)
 
 
@@ -190,7 +205,11 @@ def audit_run(
     of `audit sql` apply.
     """
     limits = _sql_limits(timeout, max_rows, max_bytes)
-    named_queries, run_named = use_case("audit", "named_queries"), use_case("audit", "run_named")
+    # cold start: import only the use cases this run calls, here or their twins on the server
+    if is_remote():
+        from govern.client import named_queries, run_named
+    else:
+        from govern.api.audit import named_queries, run_named
     from govern.errors import InvalidInput
 
     if name is None:
@@ -229,7 +248,11 @@ def audit_report(model: str, version: str, fmt: str, output: Path | None, verify
     """
     from govern.report import render
 
-    gather = use_case("report", "gather")
+    # cold start: import only the use case this run calls, here or its twin on the server
+    if is_remote():
+        from govern.client import gather
+    else:
+        from govern.api.report import gather
     if output is not None:
         writable_path(output, "--output")
     report = gather(model, version, verify_chain=verify_chain)
@@ -253,7 +276,11 @@ def audit_lineage(model: str, version: str) -> None:
     """The lineage of MODEL VERSION as a tree: training, commit, stages, datasets, promotions, windows."""
     from govern.report import render_tree
 
-    gather = use_case("report", "gather")
+    # cold start: import only the use case this run calls, here or its twin on the server
+    if is_remote():
+        from govern.client import gather
+    else:
+        from govern.api.report import gather
 
     click.echo(render_tree(gather(model, version)), nl=False)
 

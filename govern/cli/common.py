@@ -142,17 +142,6 @@ def _declared_server() -> str | None:
         return None
 
 
-def use_case(module: str, name: str) -> Any:
-    """The use case `govern.api.MODULE.NAME`, or its twin in `govern.client` when GOVERN_URL names a server."""
-    import importlib
-
-    if is_remote():
-        from govern import client
-
-        return getattr(client, name)
-    return getattr(importlib.import_module(f"govern.api.{module}"), name)
-
-
 def local_ledger() -> Any:
     """The local ledger for a read use case; None when a server answers instead (its twin ignores it)."""
     if is_remote():
