@@ -10,6 +10,7 @@ import click
 
 from govern.cli import audit_queries
 from govern.cli.common import instant, is_remote, local_only, print_grants, print_json, writable_path
+from govern.errors import InvalidInput
 
 
 @click.group()
@@ -120,8 +121,8 @@ def audit_backup(path: Path, as_json: bool) -> None:
     GOVERN_LEDGER=PATH govern audit verify.
     """
     local_only("audit backup")
+    # cold start: import the use case on use (the api modules load DuckDB)
     from govern.api.audit import open_ledger
-    from govern.errors import InvalidInput
 
     if path.exists():
         raise InvalidInput(f"{path} exists: a backup goes to a new file; choose another name")
@@ -156,6 +157,7 @@ def audit_copy(target: str, as_json: bool) -> None:
     source is never changed.
     """
     local_only("audit copy")
+    # cold start: import the use case on use (the api modules load DuckDB)
     from govern.api.audit import copy_to
 
     if "://" not in target:

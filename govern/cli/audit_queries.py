@@ -10,6 +10,7 @@ from typing import Any
 import click
 
 from govern.cli.common import instant, is_remote, jsonable, local_only, print_json, print_table, writable_path
+from govern.errors import InvalidInput
 
 
 @click.command("production")
@@ -150,12 +151,11 @@ def _sql_limits(timeout: float | None, max_rows: int | None, max_bytes: int | No
     if timeout is None and max_rows is None and max_bytes is None:
         return None
     if is_remote():
-        from govern.errors import InvalidInput
-
         raise InvalidInput(
             "--timeout, --max-rows and --max-bytes apply to a local ledger: the server's own limits "
             "([tool.govern.audit] where it runs) apply to its queries; unset GOVERN_URL to query here"
         )
+    # cold start: import the use case on use (the api modules load DuckDB)
     from govern.api.audit import sql_limits
 
     return sql_limits(timeout=timeout, max_rows=max_rows, max_bytes=max_bytes)
@@ -210,7 +210,6 @@ def audit_run(
         from govern.client import named_queries, run_named
     else:
         from govern.api.audit import named_queries, run_named
-    from govern.errors import InvalidInput
 
     if name is None:
         found = named_queries()
@@ -246,6 +245,7 @@ def audit_report(model: str, version: str, fmt: str, output: Path | None, verify
     Every event the report cites is re-hashed and linked to the one before it;
     when one fails, the report is still written and the command exits 1.
     """
+    # cold start: import the report's renderers on use
     from govern.report import render
 
     # cold start: import only the use case this run calls, here or its twin on the server
@@ -274,6 +274,7 @@ def audit_report(model: str, version: str, fmt: str, output: Path | None, verify
 @click.argument("version")
 def audit_lineage(model: str, version: str) -> None:
     """The lineage of MODEL VERSION as a tree: training, commit, stages, datasets, promotions, windows."""
+    # cold start: import the report's renderers on use
     from govern.report import render_tree
 
     # cold start: import only the use case this run calls, here or its twin on the server
@@ -291,6 +292,7 @@ def audit_lineage(model: str, version: str) -> None:
 def audit_openlineage(since: str | None, output: Path | None) -> None:
     """Export trainings as OpenLineage run events (JSON lines: START/COMPLETE, one job per stage)."""
     local_only("audit openlineage")
+    # cold start: import the use case on use (the api modules load DuckDB)
     from govern.api.audit import openlineage
 
     if output is not None:

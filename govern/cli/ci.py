@@ -10,6 +10,7 @@ from typing import Any
 import click
 
 from govern.cli.common import print_json, writable_path
+from govern.errors import GovernError, InvalidInput
 
 
 @click.group()
@@ -46,9 +47,9 @@ def ci_verify(
     diverged (or equivalent with --strict), 2 bad input, 3 could not verify.
     On GitHub Actions the summary also goes to $GITHUB_STEP_SUMMARY.
     """
+    # cold start: import the use case on use (the api modules load DuckDB)
     from govern.api.ci import headline, parse_tolerances, verify
     from govern.api.ci import summary as render_summary
-    from govern.errors import GovernError, InvalidInput
 
     limits = parse_tolerances(tolerances)
     if summary is not None:
@@ -66,6 +67,7 @@ def ci_verify(
     upload = None
     server = server or os.environ.get("GOVERN_URL") or None
     if server is not None:
+        # cold start: import the HTTP client only when a server is named
         from govern.remote import Server
 
         upload = Server.from_environment(server).upload_verdict
@@ -103,6 +105,7 @@ def ci_verify(
 @click.option("--force", is_flag=True, help="Overwrite an existing file.")
 def ci_init(system: str, install: str | None, force: bool) -> None:
     """Write a CI definition that runs `govern ci verify` on every push and tag (GitHub Actions or GitLab CI)."""
+    # cold start: import the use case on use (the api modules load DuckDB)
     from govern.api.ci import ci_init as write
 
     click.echo(f"wrote {write(system, install=install, force=force)}")

@@ -12,6 +12,8 @@ from typing import Any
 
 import click
 
+from govern.errors import GovernError, InvalidInput, Note
+
 PROJECT_FILES = frozenset(
     {"pyproject.toml", "govern.toml", "dvc.yaml", "dvc.lock", "params.yaml", ".gitignore", ".dvcignore"}
 )
@@ -21,8 +23,8 @@ PROJECT_FOLDERS = (".git", ".dvc", "audit/queries")
 def writable_path(path: Path, option: str, inputs: tuple[Path, ...] = ()) -> Path:
     """Every file govern writes on request: missing folders are created, and a path that cannot be written, or
     must not be (the ledger, the command's own input), is refused before any work is done."""
+    # cold start: import the configuration reader on use
     from govern.config import configured_ledger, find_root
-    from govern.errors import GovernError, InvalidInput
 
     target = path.resolve()
     existing = next((folder for folder in target.parents if folder.is_dir()), None)
@@ -66,6 +68,7 @@ def writable_path(path: Path, option: str, inputs: tuple[Path, ...] = ()) -> Pat
 
 def jsonable(value: Any) -> Any:
     """A value as it prints in JSON (govern.presentation: instants as UTC ...Z strings, durations in seconds)."""
+    # cold start: import the presentation rules on first output
     from govern.presentation import jsonable as shown
 
     return shown(value)
@@ -95,8 +98,7 @@ def print_recorded(outcome: Any) -> None:
 
 
 def warning_line(message: str) -> str:
-    from govern.errors import Note
-
+    """A warning as printed: a `Note` as it is, anything else after "Warning: "."""
     return message if isinstance(message, Note) else f"Warning: {message}"
 
 
@@ -133,8 +135,8 @@ def is_remote() -> bool:
 def _declared_server() -> str | None:
     """The server the project around the current directory declares, if any (a broken configuration: none here;
     the command itself will say what is wrong with it)."""
+    # cold start: import the configuration reader on use
     from govern import config
-    from govern.errors import GovernError
 
     try:
         return config.load(config.find_root()).server_url
@@ -146,6 +148,7 @@ def local_ledger() -> Any:
     """The local ledger for a read use case; None when a server answers instead (its twin ignores it)."""
     if is_remote():
         return None
+    # cold start: import the use case on use (the api modules load DuckDB)
     from govern.api.audit import open_ledger
 
     return open_ledger()
@@ -154,14 +157,13 @@ def local_ledger() -> Any:
 def local_only(command: str) -> None:
     """A command that works on the project itself (its checkout, its ledger file) has no remote form."""
     if is_remote():
-        from govern.errors import InvalidInput
-
         raise InvalidInput(
             f"`govern {command}` runs where the project is, and has no server form: unset GOVERN_URL to run it here"
         )
 
 
 def instant(value: str | None, option: str) -> Any:
+    # cold start: import the time parser on use
     from govern.timeparse import parse_instant
 
     return parse_instant(value, option) if value is not None else None

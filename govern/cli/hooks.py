@@ -21,6 +21,7 @@ def hooks() -> None:
 def hooks_install(force: bool) -> None:
     """Install a pre-push hook that refuses a push whose pipeline is stale or whose dvc.lock is uncommitted, and a
     post-commit hook that records the lock commit of a training (`training.locked`) when dvc.lock is committed."""
+    # cold start: import the use case on use (the api modules load DuckDB)
     from govern.api.hooks import install_client
 
     for path in install_client(force=force):
@@ -30,6 +31,7 @@ def hooks_install(force: bool) -> None:
 @hooks.command("post-commit", hidden=True)
 def hooks_post_commit() -> None:
     """Run by the post-commit hook: a commit has happened, so this never fails it; a problem is one line."""
+    # cold start: import the use case on use (the api modules load DuckDB)
     from govern.api.hooks import after_commit
 
     try:
@@ -58,6 +60,7 @@ def hooks_install_server(bare: Path, ledger: str | None, server: str | None, for
     `govern ci verify`, appending to the central ledger; pushed GTO tags are
     imported (`govern sync`). The pusher is not held; see BARE/govern-hook/verify.log.
     """
+    # cold start: import the use case on use (the api modules load DuckDB)
     from govern.api.hooks import install_server
 
     installed = install_server(bare, ledger, force, server)
@@ -70,6 +73,7 @@ def hooks_install_server(bare: Path, ledger: str | None, server: str | None, for
 @click.argument("url", required=False)
 def hooks_pre_push(remote: str | None, url: str | None) -> None:
     """Run by the pre-push hook."""
+    # cold start: import the use case on use (the api modules load DuckDB)
     from govern.api.hooks import pre_push_problems
 
     problems = pre_push_problems()
@@ -84,6 +88,7 @@ def hooks_pre_push(remote: str | None, url: str | None) -> None:
 @click.option("--ledger", required=True)
 def hooks_post_receive(bare: Path, ledger: str) -> None:
     """Run by the post-receive hook with git's ref updates on stdin."""
+    # cold start: import the use case on use (the api modules load DuckDB)
     from govern.api.hooks import on_receive
 
     for commit in on_receive(bare, ledger, sys.stdin.read().splitlines()):
@@ -96,6 +101,7 @@ def hooks_post_receive(bare: Path, ledger: str) -> None:
 @click.option("--rev", required=True)
 def hooks_verify_commit(bare: Path, ledger: str, rev: str) -> None:
     """The detached verifier the post-receive hook starts."""
+    # cold start: import the use case on use (the api modules load DuckDB)
     from govern.api.hooks import verify_pushed
 
     click.echo(verify_pushed(bare, ledger, rev))
@@ -106,6 +112,7 @@ def hooks_verify_commit(bare: Path, ledger: str, rev: str) -> None:
 @click.option("--ledger", required=True)
 def hooks_sync_server(bare: Path, ledger: str) -> None:
     """The detached tag import the post-receive hook starts for tag-only pushes."""
+    # cold start: import the use case on use (the api modules load DuckDB)
     from govern.api.sync import sync
 
     os.environ["GOVERN_LEDGER"] = str(ledger)

@@ -7,6 +7,7 @@ from pathlib import Path
 import click
 
 from govern.cli.common import is_remote, jsonable, local_only, print_grants, print_json, print_recorded
+from govern.errors import MirrorError
 
 
 @click.command()
@@ -30,6 +31,7 @@ def init(ledger_url: str | None, writer_role: str | None, auditor_role: str | No
     and a new configuration points at it.
     """
     local_only("init")
+    # cold start: import the use case on use (the api modules load DuckDB)
     from govern.api.project import init_project, init_team_ledger
 
     if ledger_url is None and (writer_role or auditor_role):
@@ -42,6 +44,7 @@ def init(ledger_url: str | None, writer_role: str | None, auditor_role: str | No
         print_grants(created.grants)
     result = init_project(ledger=created.writer_url if ledger_url is not None else None)
     if ledger_url is not None:
+        # cold start: import the configuration reader on use
         from govern.config import configured_ledger
 
         if configured_ledger(result.root) != created.writer_url:
@@ -79,10 +82,10 @@ def mirror(as_json: bool) -> None:
     while MLflow is still unreachable.
     """
     local_only("mirror")
+    # cold start: import the use case on use (the api modules load DuckDB)
     from govern.api import registry_mirror
     from govern.api.context import open_project
     from govern.api.mirror import retry_pending
-    from govern.errors import MirrorError
 
     project = open_project()
     trainings = retry_pending(project)
@@ -113,6 +116,7 @@ def mirror(as_json: bool) -> None:
 def sync(repo: Path | None, as_json: bool) -> None:
     """Import promotions made with GTO (annotated git tags) into the ledger; idempotent."""
     local_only("sync")
+    # cold start: import the use case on use (the api modules load DuckDB)
     from govern.api.sync import sync as run
 
     outcome = run(repository=repo)
@@ -168,6 +172,7 @@ def status(as_json: bool) -> None:
     if not state["models"]:
         click.echo("  none registered yet (govern repro)")
     elif any(not v["lock_commit"] and not v.get("lock_found") for model in state["models"] for v in model["versions"]):
+        # cold start: import the use case on use (the api modules load DuckDB)
         from govern.api.locks import NOT_LOCKED_HINT
 
         click.echo(f"  NOT LOCKED: no commit rebuilds it yet; {NOT_LOCKED_HINT}")

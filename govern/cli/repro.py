@@ -8,6 +8,7 @@ from typing import Any
 import click
 
 from govern.cli.common import is_remote, local_only, print_json, warning_line
+from govern.errors import InvalidInput
 
 
 @click.command()
@@ -42,8 +43,8 @@ def repro(
     child MLflow run, the best by --metric is selected and registered, and
     the worktree is left as it was (unless --apply-best).
     """
+    # cold start: import the use case on use (the api modules load DuckDB)
     from govern.api.repro import repro as run_repro
-    from govern.errors import InvalidInput
 
     def progress(kind: str, stage: str, run: Any) -> None:
         if kind == "start":
@@ -71,6 +72,7 @@ def repro(
                 "--allow-dirty is not offered through a server: a training it records names a commit an auditor can "
                 "check out; commit (and push) your changes first"
             )
+        # cold start: import the server's client only when a server answers
         from govern import client
 
         outcome = client.repro(stages, commit_lock=commit_lock, on_progress=progress)
@@ -115,8 +117,8 @@ def _report_facts(
     progress: Any,
 ) -> None:
     """A training job's mode (hidden): reproduce, write the facts to --facts-out for the server to record."""
+    # cold start: import the use case on use (the api modules load DuckDB)
     from govern.api.repro import report_facts
-    from govern.errors import InvalidInput
 
     if facts_out is None or local_options:
         raise InvalidInput("--facts-out FILE reports a clean checkout's facts: drop --allow-dirty and --commit")
@@ -136,6 +138,7 @@ def _grid(
     as_json: bool,
     progress: Any,
 ) -> None:
+    # cold start: import the use case on use (the api modules load DuckDB)
     from govern.api.grid import grid_search
 
     def announce(index: int, size: int, combination: dict[str, Any]) -> None:

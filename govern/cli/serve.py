@@ -7,6 +7,8 @@ from pathlib import Path
 
 import click
 
+from govern.errors import InvalidInput
+
 
 @click.command()
 @click.option("--host", default="127.0.0.1", show_default=True, help="The interface to listen on.")
@@ -26,6 +28,7 @@ def serve(host: str, port: int, workers: int, init_key: bool, rotate_from: Path 
     create; a bearer header for the API, a sign-in for the pages) and is checked against the role table; every
     event written records the principal and its token, and is signed with the server's key
     ([tool.govern.server] signing_key; created on the first start, mode 0600, outside the checkout)."""
+    # cold start: import the use case on use (the api modules load DuckDB)
     from govern.api import keys
     from govern.config import find_root, load
 
@@ -43,6 +46,7 @@ def serve(host: str, port: int, workers: int, init_key: bool, rotate_from: Path 
         for event in events:
             click.echo(f"recorded seq {event.seq:>4}  {event.type:<24} {event.subject}")
         return
+    # cold start: import the HTTP server only when it starts
     import uvicorn
 
     _check_port_free(host, port)
@@ -76,7 +80,7 @@ def serve(host: str, port: int, workers: int, init_key: bool, rotate_from: Path 
 def _session_secret() -> None:
     """The key web sessions are signed with, the same for every worker: GOVERN_SESSION_SECRET (to keep sessions
     across restarts), else a new one for this run (signing everyone out at the next restart)."""
-    from govern.errors import InvalidInput
+    # cold start: import the web layer (FastAPI, DuckDB) only when the server starts
     from govern.web.sessions import new_secret
 
     given = os.environ.get("GOVERN_SESSION_SECRET")
@@ -89,9 +93,8 @@ def _session_secret() -> None:
 
 
 def _check_port_free(host: str, port: int) -> None:
+    # cold start: import socket only to check the port
     import socket
-
-    from govern.errors import InvalidInput
 
     try:
         with socket.create_server((host, port)):
