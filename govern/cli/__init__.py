@@ -1,11 +1,12 @@
-"""The `govern` command line: parse, call one api function, print. The only click importer.
+"""The `govern` command line: parse, call one api function, print. The only package that imports click.
 
 Every `GovernError` becomes one line on stderr and a non-zero exit code here,
 in one place; `--traceback` shows the whole story instead. Modules behind the
 commands are imported inside them, so `govern --help` stays fast.
 
-The root group is here; the commands are in one module per group (lifecycle,
-approvals, audit, access, ci, serve, hooks, ...), their shared helpers in
+The root group is here; the commands are in one module per group (project,
+repro, lifecycle, approvals, audit and audit_queries, ci, serve, access,
+hooks), which this module adds to the root; their shared helpers are in
 `common`.
 """
 

@@ -163,6 +163,7 @@ def local_only(command: str) -> None:
 
 
 def instant(value: str | None, option: str) -> Any:
+    """The instant an option gives (ISO 8601 with a zone); None when it is not given."""
     # cold start: import the time parser on use
     from govern.timeparse import parse_instant
 
@@ -170,6 +171,7 @@ def instant(value: str | None, option: str) -> Any:
 
 
 def print_grants(statements: list[str]) -> None:
+    """The GRANTs a new PostgreSQL ledger needs (govern init --ledger, govern audit copy --to)."""
     click.echo("As a superuser (or a role with CREATEROLE), give govern's writers a role that may only INSERT")
     click.echo("and SELECT, and auditors one that may only SELECT (replace the passwords):")
     for statement in statements:
