@@ -21,11 +21,11 @@ def test_a_govern_url_ending_in_api_v1_is_refused_with_the_root_to_use() -> None
 
 
 def test_a_token_without_a_url_says_the_command_runs_locally(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    import govern.cli
+    import govern.cli.common
 
     project = make_project(tmp_path / "project")
     monkeypatch.setenv("GOVERN_TOKEN", "gvn_000000000000_" + "x" * 43)
-    monkeypatch.setattr(govern.cli, "_WARNED_TOKEN_ALONE", False)
+    monkeypatch.setattr(govern.cli.common, "_WARNED_TOKEN_ALONE", False)
     result = run_cli("status", cwd=project)
     assert result.exit_code == 0
     assert "GOVERN_TOKEN is set but GOVERN_URL is not: working on the local ledger" in result.stderr
