@@ -275,6 +275,80 @@ def tags(root: Path, pattern: str) -> list[Tag]:
     return found
 
 
+def _common_dir(root: Path) -> Path | None:
+    """The repository's common git directory (a linked worktree's `.git` is a file naming its own), or None."""
+    dot_git = root / ".git"
+    try:
+        if dot_git.is_dir():
+            return dot_git
+        text = dot_git.read_text(encoding="utf-8")
+    except OSError:
+        return None
+    if not text.startswith("gitdir:"):
+        return None
+    gitdir = (root / text.removeprefix("gitdir:").strip()).resolve()
+    try:
+        common = (gitdir / "commondir").read_text(encoding="utf-8").strip()
+    except OSError:
+        return gitdir
+    return (gitdir / common).resolve()
+
+
+def tag_refs(root: Path, prefix: str) -> dict[str, str] | None:
+    """name -> object id of every tag under `refs/tags/<prefix>`, read from the ref files and `packed-refs` as git
+    itself reads them (a loose ref wins over a packed one), without a git process; None where the refs cannot be
+    read that way (no repository here, reftable, a symbolic tag): ask git."""
+    common = _common_dir(root)
+    if common is None or (common / "reftable").exists():
+        return None
+    found: dict[str, str] = {}
+    try:
+        packed = (common / "packed-refs").read_text(encoding="utf-8")
+    except FileNotFoundError:
+        packed = ""
+    except OSError:
+        return None
+    for line in packed.splitlines():
+        sha, _, ref = line.partition(" ")
+        if ref.startswith(f"refs/tags/{prefix}"):
+            found[ref.removeprefix("refs/tags/")] = sha
+    tags_dir = common / "refs" / "tags"
+    loose = tags_dir / prefix if prefix.endswith("/") else tags_dir
+    try:
+        files = [path for path in loose.rglob("*") if path.is_file()] if loose.is_dir() else []
+        for path in files:
+            name = path.relative_to(tags_dir).as_posix()
+            if name.startswith(prefix) and not name.endswith(".lock"):
+                sha = path.read_text(encoding="utf-8").strip()
+                if not sha or sha.startswith("ref:"):
+                    return None
+                found[name] = sha
+    except OSError:
+        return None
+    return found
+
+
+_TAGS_SEEN: dict[tuple[str, str], tuple[frozenset[tuple[str, str]], list[Tag]]] = {}
+
+
+def tags_under(root: Path, prefix: str) -> list[Tag]:
+    """`tags(root, prefix + "*")`, asked of git only when the tags under `prefix` changed since the last time: a
+    tag's object (its message, date, commit) never changes under the same id, so the same refs give the same tags.
+    A server checks the repository's anchors before every write; this makes that check a few file reads."""
+    refs = tag_refs(root, prefix)
+    if refs is None:
+        return tags(root, f"{prefix}*")
+    key, stamp = (str(root.resolve()), prefix), frozenset(refs.items())
+    seen = _TAGS_SEEN.get(key)
+    if seen is not None and seen[0] == stamp:
+        return list(seen[1])
+    found = tags(root, f"{prefix}*")
+    if len(_TAGS_SEEN) > 64:
+        _TAGS_SEEN.clear()
+    _TAGS_SEEN[key] = (stamp, found)
+    return list(found)
+
+
 def hooks_dir(root: Path) -> Path:
     """Where git looks for this repository's hooks (respects core.hooksPath)."""
     path = Path(_repo(root).git.rev_parse("--git-path", "hooks"))
