@@ -513,3 +513,42 @@ def grant_role(root: Path, name: str, role: str, *options: str, admin: str = "ad
     if event["type"] == "access.grant_proposed":
         with as_server(root):
             access_api.confirm_grant(event["seq"], start=root, actor=via_server(admin))
+
+
+# ---------------------------------------------------------------- fixtures the server and team tests share
+# Their code is in tests/support/ (imported here when a test asks for them: support's modules import this one).
+
+
+@pytest.fixture
+def project(tmp_path: Path) -> Path:
+    """A served project of its own (support.server.make_project): versions 1 to 3 of `churn`, a principal per role."""
+    from support.server import make_project
+
+    return make_project(tmp_path / "project")
+
+
+@pytest.fixture
+def server(project: Path, isolated_env: dict[str, str]) -> Iterator[str]:
+    """A real `govern serve` on `project`: its base URL."""
+    from support.server import served
+
+    with served(project, isolated_env) as base:
+        yield base
+
+
+@pytest.fixture
+def team() -> Iterator[dict[str, str]]:
+    """README "Team setup"'s databases and roles (support.team), dropped afterwards."""
+    from support.team import team_databases
+
+    with team_databases() as names:
+        yield names
+
+
+@pytest.fixture
+def mlflow_server(team: dict[str, str], tmp_path: Path, isolated_env: dict[str, str]) -> Iterator[str]:
+    """`mlflow server` on the team's PostgreSQL database, artifacts proxied: its URI."""
+    from support.team import mlflow_on_postgres
+
+    with mlflow_on_postgres(team, tmp_path, isolated_env) as uri:
+        yield uri

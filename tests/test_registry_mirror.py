@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 from conftest import ok, run_cli, tracking_uri
 from mlflow.tracking import MlflowClient
-from test_cli import modules_after
+from support.cli import modules_after
 
 from govern.ledger import Ledger
 

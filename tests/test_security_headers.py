@@ -13,9 +13,8 @@ from typing import Any
 
 import pytest
 from starlette.testclient import TestClient
-from test_server import ROLE_OF, make_project, tokens_for
-from test_web_roles import concrete, page_routes
-from web_support import signed_in
+from support.server import ROLE_OF, make_project, tokens_for
+from support.web import concrete, page_routes, signed_in
 
 from govern.report import content_security_policy
 from govern.server.app import create_app

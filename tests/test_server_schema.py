@@ -22,7 +22,7 @@ from schemathesis.specs.openapi.checks import (
     response_schema_conformance,
     status_code_conformance,
 )
-from test_server import ROLE_OF, make_project
+from support.server import ROLE_OF, make_project
 
 from govern import access
 
@@ -106,7 +106,7 @@ def test_every_operation_answers_as_documented_and_never_with_a_server_error(ser
 
 
 def test_the_document_files_every_error_under_the_media_type_it_is_sent_with(served: dict) -> None:
-    from test_server import call
+    from support.server import call
 
     _, document, _ = call(served["base"], "GET", "/api/v1/openapi.json")
     errors = [

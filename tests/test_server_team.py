@@ -20,8 +20,7 @@ from conftest import (
     wait_for,
 )
 from mlflow.tracking import MlflowClient
-from test_server import call
-from test_team_setup import mlflow_server, team  # noqa: F401 - fixtures: the team's databases, MLflow on PostgreSQL
+from support.server import call
 
 from govern.postgres_ledger import PostgresLedger, grant_statements
 

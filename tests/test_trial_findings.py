@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 from conftest import commit_all, run_cli
-from test_server import make_project
+from support.server import make_project
 
 from govern.api import jobs as jobs_api
 from govern.api.audit import open_ledger

@@ -19,7 +19,7 @@ from typing import Any
 import pytest
 from conftest import apply_isolation, grant_role
 from starlette.testclient import TestClient
-from web_support import (
+from support.web import (
     checked_page,
     chromium,
     csrf_of,
@@ -43,7 +43,7 @@ SECRET = "m" * 43
 
 @pytest.fixture(scope="module")
 def site(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
-    from test_server import make_project, tokens_for
+    from support.server import make_project, tokens_for
 
     from govern.server.app import create_app
 

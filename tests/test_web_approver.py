@@ -18,8 +18,8 @@ from typing import Any
 import pytest
 from conftest import as_server, grant_role, run_cli, via_server
 from starlette.testclient import TestClient
-from test_server import call, make_project, tokens_for, verdict_for
-from web_support import (
+from support.server import call, make_project, tokens_for, verdict_for
+from support.web import (
     checked_page,
     chromium,
     csrf_of,

@@ -22,8 +22,8 @@ from typing import Any
 import pytest
 from conftest import git, run_cli
 from starlette.testclient import TestClient
-from test_server import TRAINER, call, make_project, tokens_for
-from web_support import (
+from support.server import TRAINER, call, make_project, tokens_for
+from support.web import (
     checked_page,
     chromium,
     csrf_of,

@@ -15,7 +15,9 @@ from typing import Any
 
 import pytest
 from conftest import apply_isolation, ok
-from web_support import checked_page, chromium, served_site, sign_in, sign_out, signed_in
+from support.history import prepare
+from support.server import make_project, tokens_for
+from support.web import checked_page, chromium, served_site, sign_in, sign_out, signed_in
 
 from govern import charts
 
@@ -210,8 +212,6 @@ def test_the_chart_is_the_same_bytes_for_the_same_input_self_contained_and_escap
 
 @pytest.fixture(scope="module")
 def site(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
-    from test_server import make_project, tokens_for
-    from test_web_auditor import prepare
 
     from govern.server.app import create_app
 
@@ -354,7 +354,6 @@ def test_identifiers_stay_whole_and_revoke_stays_in_view_at_1280_and_768_px(
     tmp_path_factory: pytest.TempPathFactory, tmp_path: Path
 ) -> None:
     from selenium.webdriver.common.by import By
-    from test_web_auditor import prepare
 
     def prepared(project: Path) -> None:
         prepare(project)

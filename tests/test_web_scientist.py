@@ -18,8 +18,8 @@ from typing import Any
 
 import pytest
 from conftest import TINY_DVC_YAML, TINY_STAGE, as_server, commit_all, git, run_cli, via_server
-from test_server import TRAINER, make_project, tokens_for
-from web_support import (
+from support.server import TRAINER, make_project, tokens_for
+from support.web import (
     checked_page,
     chromium,
     csrf_of,
