@@ -64,7 +64,7 @@ def team(tmp_path: Path) -> Path:
 @pytest.fixture(params=["duckdb", "postgresql"])
 def any_team(request: pytest.FixtureRequest, tmp_path: Path) -> Path:
     """The team's project on the DuckDB file, or on a PostgreSQL database of the machine's server."""
-    url = request.getfixturevalue("pg_database") if request.param == "postgresql" else None
+    url = request.getfixturevalue("pg_ledger_database") if request.param == "postgresql" else None
     return with_second_admin(make_team(tmp_path / "team", url))
 
 

@@ -33,7 +33,7 @@ def team(request: pytest.FixtureRequest, tmp_path: Path, monkeypatch: pytest.Mon
     root.mkdir()
     git(root, "init", "-q", "-b", "main")
     if request.param == "postgresql":
-        ledger: Path | str = request.getfixturevalue("pg_database")
+        ledger: Path | str = request.getfixturevalue("pg_ledger_database")
         declared = f'ledger = "{ledger}"\n'
     else:
         ledger, declared = root / "audit" / "ledger.duckdb", '[server]\nurl = "https://govern.example"\n'
