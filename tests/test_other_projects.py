@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 from conftest import commit_all, git, run_cli, tracking_uri
-from mlflow.tracking import MlflowClient
+from support.tracking import mlflow_client
 
 from govern.ledger import Ledger
 
@@ -126,7 +126,7 @@ def test_a_different_project_is_reproduced_and_registered(wine_project: Path) ->
     assert 0.9 < training.payload["metrics"]["fit.accuracy"] <= 1.0
     assert registered.subject == "model:wine-tree@1"
 
-    client = MlflowClient(tracking_uri=tracking_uri(wine_project))
+    client = mlflow_client(tracking_uri(wine_project))
     run = client.get_run(training.payload["mlflow"]["run_id"])
     assert client.get_experiment(run.info.experiment_id).name == "wine"
     assert run.data.params["config/hyper.yaml:tree.depth"] == "3"

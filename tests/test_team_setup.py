@@ -20,7 +20,7 @@ from pathlib import Path
 import psycopg
 import pytest
 from conftest import commit_all, database_url, free_port, git, make_demo, wait_for
-from mlflow.tracking import MlflowClient
+from support.tracking import mlflow_client
 
 from govern.envelope import format_timestamp, utc_now
 from govern.postgres_ledger import PostgresLedger, grant_statements
@@ -181,7 +181,7 @@ def test_the_team_setup_recipe_people_and_ci_hold_tokens_the_server_holds_the_wr
             assert json.loads(event.authn)["by"] == "server" and event.signature, event.type
 
         # MLflow on PostgreSQL holds both versions, registered by the server; the alias follows the ledger.
-        client = MlflowClient(tracking_uri=mlflow_server)
+        client = mlflow_client(mlflow_server)
         assert sorted(v.version for v in client.search_model_versions(f"name = '{M}'")) == ["1", "2"]
         wait_for(lambda: client.get_model_version_by_alias(M, "production").version == "1", "the alias", timeout=60)
 
