@@ -20,6 +20,8 @@ from conftest import commit_all, git, ok, run_cli
 from govern.events import PendingEvent, ReproductionVerified, utc_now
 from govern.ledger import Ledger
 
+# Every test here runs DVC (`dvc add`, `dvc push`, a reproduction): the full suite, not the edit loop.
+pytestmark = pytest.mark.slow
 M = "breast-cancer-classifier"
 GATED = '\n[tool.govern.registry]\ngates = { production = ["reproduction.verified"] }\n'
 

@@ -161,6 +161,7 @@ def test_a_failing_stage_records_training_failed_with_its_output(tmp_path: Path)
     assert failed.git_commit == git(project, "rev-parse", "HEAD")
 
 
+@pytest.mark.slow  # `govern repro` runs DVC's reproduction
 def test_a_stage_whose_script_is_missing_fails_clearly(tmp_path: Path) -> None:
     project = new_project(
         tmp_path / "missing",
