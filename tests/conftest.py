@@ -558,12 +558,20 @@ def grant_role(root: Path, name: str, role: str, *options: str, admin: str = "ad
 # Their code is in tests/support/ (imported here when a test asks for them: support's modules import this one).
 
 
-@pytest.fixture
-def project(tmp_path: Path) -> Path:
-    """A served project of its own (support.server.make_project): versions 1 to 3 of `churn`, a principal per role."""
+@pytest.fixture(scope="session")
+def served_project_original(tmp_path_factory: pytest.TempPathFactory) -> Any:
+    """support.server.make_project's project (versions 1 to 3 of `churn`, a principal per role), built once per
+    session and worker: the tests and modules that serve it take copies (support.copies)."""
+    from support.copies import prepared
     from support.server import make_project
 
-    return make_project(tmp_path / "project")
+    return prepared(tmp_path_factory, make_project)
+
+
+@pytest.fixture
+def project(tmp_path: Path, served_project_original: Any) -> Path:
+    """A served project of its own: a copy of `served_project_original`."""
+    return served_project_original.copy_to(tmp_path / "project")
 
 
 @pytest.fixture

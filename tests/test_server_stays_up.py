@@ -27,7 +27,7 @@ from typing import Any
 
 import pytest
 from conftest import run_cli, start_server, wait_for
-from support.server import call, make_project, tokens_for
+from support.server import call, tokens_for
 
 from govern import storage
 from govern.ledger import Ledger
@@ -56,11 +56,6 @@ def settings(project: Path, text: str) -> None:
 @pytest.fixture(params=["file", "postgresql"])
 def backend(request: pytest.FixtureRequest) -> str:
     return request.param
-
-
-@pytest.fixture
-def project(tmp_path: Path) -> Path:
-    return make_project(tmp_path / "project")
 
 
 def on_postgresql(project: Path, url: str) -> None:

@@ -19,8 +19,9 @@ from typing import Any
 
 import pytest
 from conftest import apply_isolation, ok, run_cli
+from support.copies import Prepared
 from support.history import COMMIT, EXTRACTED, iso, prepare
-from support.server import make_project, tokens_for
+from support.server import tokens_for
 from support.web import checked_page, chromium, screenshot, served_site, session_cookie, sign_in, signed_in, wait_until
 
 from govern.api.audit import open_ledger
@@ -37,12 +38,12 @@ SECRET = "a" * 43
 
 
 @pytest.fixture(scope="module")
-def site(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
+def site(tmp_path_factory: pytest.TempPathFactory, served_project_original: Prepared) -> dict[str, Any]:
     from govern.server.app import create_app
 
     with pytest.MonkeyPatch.context() as patch:
         apply_isolation(patch, tmp_path_factory.mktemp("home"))
-        project = make_project(tmp_path_factory.mktemp("auditor") / "project")
+        project = served_project_original.copy_to(tmp_path_factory.mktemp("auditor") / "project")
         times = prepare(project)
         tokens = tokens_for(project, "aud", "sci")
     app = create_app(project, session_secret=SECRET)

@@ -12,7 +12,8 @@ from typing import Any
 import pytest
 from conftest import grant_role, run_cli, trained_version
 from starlette.testclient import TestClient
-from support.server import ROLE_OF, TRAINER, make_project, tokens_for
+from support.copies import Prepared
+from support.server import ROLE_OF, TRAINER, tokens_for
 from support.web import signed_in
 
 from govern.api.audit import open_ledger
@@ -23,12 +24,12 @@ SECRET = "t" * 43
 
 
 @pytest.fixture(scope="module")
-def site(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
+def site(tmp_path_factory: pytest.TempPathFactory, served_project_original: Prepared) -> dict[str, Any]:
     from conftest import apply_isolation
 
     with pytest.MonkeyPatch.context() as patch:
         apply_isolation(patch, tmp_path_factory.mktemp("home"))
-        project = make_project(tmp_path_factory.mktemp("trial") / "project")
+        project = served_project_original.copy_to(tmp_path_factory.mktemp("trial") / "project")
         for role in ("scientist", "approver"):
             grant_role(project, "both", role)
         (project / "models" / "churn-4.bin").write_text("weights of version 4\n")
