@@ -1,10 +1,11 @@
-"""A project prepared once per module, and a private copy of it for each test.
+"""A project prepared once (per module, or per session and worker), and a private copy of it for each test.
 
 Building a project (principals, grants, trained versions, a second admin) takes a command or an append per fact;
 copying the folder it left takes milliseconds. A copy is what the build would have made, at another path: the
-same files, git history and ledger, and the server's signing key at the place govern looks for it for the copy's
-ledger (a key per ledger location, in the test's own configuration folder). Only for projects on a ledger file: a
-PostgreSQL ledger's URL is committed in the project, so each test builds its own.
+same files, git history and ledger, and the server's signing key where govern looks for it: at the path the
+project configures (outside its folder, so shared by the copies, read and never written by the tests), or else
+at the default path for the copy's ledger location, in the test's own configuration folder. Only for projects on
+a ledger file: a PostgreSQL ledger's URL is committed in the project, so each test builds its own.
 """
 
 from __future__ import annotations
