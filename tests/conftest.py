@@ -46,7 +46,8 @@ DEMO_FILES = (
     "audit/README.md",
     "audit/queries",
 )
-# The machine's PostgreSQL (trust auth): each test that needs it gets a database of its own, dropped after.
+# The machine's PostgreSQL (trust auth): each test that needs it gets a database of its own, dropped after
+# (`pg_database` empty, `pg_ledger_database` a copy of a migrated template).
 POSTGRES_ADMIN = os.environ.get("GOVERN_TEST_POSTGRES", "postgresql://postgres@127.0.0.1:5432/postgres")
 GIT_NAME, GIT_EMAIL = "Ada Auditor", "ada@example.com"
 ACTOR = f"{GIT_NAME} <{GIT_EMAIL}>"
@@ -413,17 +414,55 @@ def database_url(name: str, user: str = "postgres") -> str:
     return f"{base}/{name}"
 
 
-@pytest.fixture
-def pg_database() -> Iterator[str]:
-    """The URL of a new, empty database on the machine's PostgreSQL, dropped when the test ends."""
+def database_name(kind: str = "test") -> str:
+    """Unique on the server, which other sessions and xdist's workers share; the worker's name says whose it is."""
+    return f"govern_{kind}_{os.environ.get('PYTEST_XDIST_WORKER', 'main')}_{uuid.uuid4().hex[:12]}"
+
+
+@contextmanager
+def new_database(template: str | None = None) -> Iterator[str]:
+    """A new database (a copy of `template`, or empty), dropped when the block ends: its name."""
     admin = postgres_admin()
-    name = f"govern_test_{uuid.uuid4().hex[:12]}"
-    admin.execute(f'CREATE DATABASE "{name}"')
+    name = database_name("test" if template else "db")
+    admin.execute(f'CREATE DATABASE "{name}"' + (f' TEMPLATE "{template}"' if template else ""))
     try:
-        yield database_url(name)
+        yield name
     finally:
         admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
         admin.close()
+
+
+@pytest.fixture
+def pg_database() -> Iterator[str]:
+    """The URL of a new, empty database on the machine's PostgreSQL, dropped when the test ends."""
+    with new_database(None) as name:
+        yield database_url(name)
+
+
+@pytest.fixture(scope="session")
+def pg_ledger_template() -> Iterator[str]:
+    """A database holding govern's schema, migrated, with no event: made once per session (and xdist worker) for
+    `pg_ledger_database` to copy, so that no test migrates a database it did not mean to test migrating."""
+    from govern.storage.postgres_log import PostgresLedger
+
+    with new_database(None) as name:
+        ledger = PostgresLedger(database_url(name))
+        ledger.create()
+        ledger.close()
+        yield name
+
+
+@pytest.fixture
+def pg_ledger_database(pg_ledger_template: str) -> Iterator[str]:
+    """The URL of a new database holding an empty ledger: govern's schema at this govern's version, no event, and
+    an identity of its own (a ledger's id names its read model), as `govern init --ledger URL` leaves it. Dropped
+    when the test ends. A test of what happens before the schema exists takes `pg_database`."""
+    import psycopg
+
+    with new_database(pg_ledger_template) as name:
+        with psycopg.connect(database_url(name), autocommit=True) as con:
+            con.execute("UPDATE govern.ledger SET id = gen_random_uuid()::text, created_at = now() AT TIME ZONE 'UTC'")
+        yield database_url(name)
 
 
 def wait_for(condition, what: str, timeout: float = 120.0):  # noqa: ANN001, ANN201 - a predicate and its value
@@ -514,3 +553,50 @@ def grant_role(root: Path, name: str, role: str, *options: str, admin: str = "ad
     if event["type"] == "access.grant_proposed":
         with as_server(root):
             access_api.confirm_grant(event["seq"], start=root, actor=via_server(admin))
+
+
+# ---------------------------------------------------------------- fixtures the server and team tests share
+# Their code is in tests/support/ (imported here when a test asks for them: support's modules import this one).
+
+
+@pytest.fixture(scope="session")
+def served_project_original(tmp_path_factory: pytest.TempPathFactory) -> Any:
+    """support.server.make_project's project (versions 1 to 3 of `churn`, a principal per role), built once per
+    session and worker: the tests and modules that serve it take copies (support.copies)."""
+    from support.copies import prepared
+    from support.server import make_project
+
+    return prepared(tmp_path_factory, make_project)
+
+
+@pytest.fixture
+def project(tmp_path: Path, served_project_original: Any) -> Path:
+    """A served project of its own: a copy of `served_project_original`."""
+    return served_project_original.copy_to(tmp_path / "project")
+
+
+@pytest.fixture
+def server(project: Path, isolated_env: dict[str, str]) -> Iterator[str]:
+    """A real `govern serve` on `project`: its base URL."""
+    from support.server import served
+
+    with served(project, isolated_env) as base:
+        yield base
+
+
+@pytest.fixture
+def team() -> Iterator[dict[str, str]]:
+    """README "Team setup"'s databases and roles (support.team), dropped afterwards."""
+    from support.team import team_databases
+
+    with team_databases() as names:
+        yield names
+
+
+@pytest.fixture
+def mlflow_server(team: dict[str, str], tmp_path: Path, isolated_env: dict[str, str]) -> Iterator[str]:
+    """`mlflow server` on the team's PostgreSQL database, artifacts proxied: its URI."""
+    from support.team import mlflow_on_postgres
+
+    with mlflow_on_postgres(team, tmp_path, isolated_env) as uri:
+        yield uri

@@ -15,6 +15,7 @@ from pathlib import Path
 
 import pytest
 from conftest import as_server, commit_all, git, run_cli, trained_version, via_server
+from support.copies import Prepared, prepared
 
 from govern import access, attribution, config
 from govern.api import access as access_api
@@ -57,16 +58,24 @@ def with_second_admin(root: Path) -> Path:
     return root
 
 
+@pytest.fixture(scope="module")
+def team_original(tmp_path_factory: pytest.TempPathFactory) -> Prepared:
+    """The team's project with two admins, on the DuckDB file, built once: each test takes a copy (`team`)."""
+    return prepared(tmp_path_factory, lambda root: with_second_admin(make_team(root)))
+
+
 @pytest.fixture
-def team(tmp_path: Path) -> Path:
-    return with_second_admin(make_team(tmp_path / "team"))
+def team(tmp_path: Path, team_original: Prepared) -> Path:
+    return team_original.copy_to(tmp_path / "team")
 
 
 @pytest.fixture(params=["duckdb", "postgresql"])
 def any_team(request: pytest.FixtureRequest, tmp_path: Path) -> Path:
-    """The team's project on the DuckDB file, or on a PostgreSQL database of the machine's server."""
-    url = request.getfixturevalue("pg_database") if request.param == "postgresql" else None
-    return with_second_admin(make_team(tmp_path / "team", url))
+    """The team's project on the DuckDB file (a copy of `team_original`), or on a PostgreSQL database of the
+    machine's server (built here: the database's URL is in the project)."""
+    if request.param == "duckdb":
+        return request.getfixturevalue("team_original").copy_to(tmp_path / "team")
+    return with_second_admin(make_team(tmp_path / "team", request.getfixturevalue("pg_ledger_database")))
 
 
 def ok(root: Path, *args: str) -> str:

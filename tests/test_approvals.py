@@ -10,6 +10,7 @@ from pathlib import Path
 
 import pytest
 from conftest import ACTOR, commit_all, git, ok, run_cli, trained_version
+from support.copies import Prepared, prepared
 
 from govern.envelope import PendingEvent, utc_now
 from govern.events import ReproductionVerified
@@ -19,10 +20,8 @@ M = "churn"
 TRAINER = "Tess Trainer <tess@example.com>"
 
 
-@pytest.fixture
-def project(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
-    """Versions 1 and 2 of `churn`, trained by Tess; gates on production; MLflow unreachable, mirrored later."""
-    root = tmp_path / "project"
+def build_project(root: Path) -> Path:
+    """Versions 1 and 2 of `churn`, trained by Tess; gates on production; MLflow unreachable."""
     root.mkdir()
     git(root, "init", "-q", "-b", "main")
     (root / "govern.toml").write_text(
@@ -36,8 +35,19 @@ def project(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     ledger = root / "audit" / "ledger.duckdb"
     trained_version(ledger, M, "1", TRAINER, {"validation.f1": 0.93}, commit="a" * 40)
     trained_version(ledger, M, "2", TRAINER, {"validation.f1": 0.85}, commit="b" * 40)
-    monkeypatch.setenv("GOVERN_REGISTRY_MIRROR", "background")  # the user's default: the write does not wait
     return root
+
+
+@pytest.fixture(scope="module")
+def project_original(tmp_path_factory: pytest.TempPathFactory) -> Prepared:
+    return prepared(tmp_path_factory, build_project)
+
+
+@pytest.fixture
+def project(tmp_path: Path, project_original: Prepared, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """A copy of build_project's project, this test's own; aliases mirrored later (MLflow is unreachable)."""
+    monkeypatch.setenv("GOVERN_REGISTRY_MIRROR", "background")  # the user's default: the write does not wait
+    return project_original.copy_to(tmp_path / "project")
 
 
 def ledger_of(project: Path) -> Ledger:

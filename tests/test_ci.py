@@ -198,6 +198,7 @@ def test_ci_verify_in_place_writes_a_summary_and_records_the_verdict(server: dic
     assert git(clone, "status", "--porcelain") == "", "the caller's checkout is untouched"
 
 
+@pytest.mark.slow  # `dvc repro`, then `ci verify` reproduces it again
 def test_ci_verify_exits_non_zero_on_divergence_and_reports_metric_tolerance(tmp_path: Path) -> None:
     project = tmp_path / "p"
     project.mkdir()

@@ -12,6 +12,7 @@ from pathlib import Path
 
 import pytest
 from conftest import as_server, commit_all, git, run_cli, trained_version, via_server
+from support.copies import Prepared, prepared
 
 from govern import attribution
 from govern.api import access as access_api
@@ -25,16 +26,14 @@ M = "churn"
 GIT_TESS = "Tess Trainer <tess@example.com>"
 
 
-@pytest.fixture(params=["file", "postgresql"])
-def team(request: pytest.FixtureRequest, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
-    """A team's project (a server declared; or a PostgreSQL ledger, a team's by itself): version 1 trained through
-    the server by tess, version 2 in a checkout under tess's git identity; alice is an admin and a scientist, pat and
-    abe approvers, sci a scientist."""
-    root = tmp_path / "team"
+def build_team(root: Path, url: str | None = None) -> Path:
+    """A team's project (a server declared; or, with `url`, a PostgreSQL ledger, a team's by itself): version 1
+    trained through the server by tess, version 2 in a checkout under tess's git identity; alice is an admin and a
+    scientist, pat and abe approvers, sci a scientist."""
     root.mkdir()
     git(root, "init", "-q", "-b", "main")
-    if request.param == "postgresql":
-        ledger: Path | str = request.getfixturevalue("pg_database")
+    if url is not None:
+        ledger: Path | str = url
         declared = f'ledger = "{ledger}"\n'
     else:
         ledger, declared = root / "audit" / "ledger.duckdb", '[server]\nurl = "https://govern.example"\n'
@@ -50,6 +49,23 @@ def team(request: pytest.FixtureRequest, tmp_path: Path, monkeypatch: pytest.Mon
     with as_server(root):
         trained_version(ledger, M, "1", via_server("tess"), {"validation.f1": 0.93}, commit="a" * 40)
     trained_version(ledger, M, "2", GIT_TESS, {"validation.f1": 0.91}, commit="b" * 40)
+    return root
+
+
+@pytest.fixture(scope="module")
+def team_on_file(tmp_path_factory: pytest.TempPathFactory) -> Prepared:
+    """The team's project on the ledger file, built once: each test takes a copy."""
+    return prepared(tmp_path_factory, build_team)
+
+
+@pytest.fixture(params=["file", "postgresql"])
+def team(request: pytest.FixtureRequest, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """The team's project (build_team) of this test: a copy of `team_on_file`, or built on a PostgreSQL database of
+    its own (the database's URL is in the project)."""
+    if request.param == "postgresql":
+        root = build_team(tmp_path / "team", request.getfixturevalue("pg_ledger_database"))
+    else:
+        root = request.getfixturevalue("team_on_file").copy_to(tmp_path / "team")
     monkeypatch.setenv("GOVERN_REGISTRY_MIRROR", "background")  # MLflow is unreachable: mirrored later
     return root
 

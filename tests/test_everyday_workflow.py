@@ -21,6 +21,8 @@ from govern.envelope import PendingEvent, utc_now
 from govern.events import ReproductionVerified
 from govern.storage.duckdb_log import Ledger
 
+# Every test here runs DVC (`dvc add`, `dvc push`, a reproduction): the full suite, not the edit loop.
+pytestmark = pytest.mark.slow
 M = "breast-cancer-classifier"
 GATED = '\n[tool.govern.registry]\ngates = { production = ["reproduction.verified"] }\n'
 

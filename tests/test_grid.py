@@ -6,7 +6,7 @@ import json
 from pathlib import Path
 
 from conftest import commit_all, git, run_cli, tracking_uri
-from mlflow.tracking import MlflowClient
+from support.tracking import mlflow_client
 
 from govern.storage.duckdb_log import Ledger
 
@@ -49,7 +49,7 @@ def test_a_2x3_grid_runs_six_children_selects_one_and_leaves_the_worktree_clean(
     assert registrations[-1].payload["training_event_id"] == selected.payload["winner_event_id"]
     assert outcome["registered"] == [{"model": M, "version": "2"}]
 
-    client = MlflowClient(tracking_uri=tracking_uri(reproduced_demo))
+    client = mlflow_client(tracking_uri(reproduced_demo))
     parent = selected.payload["mlflow_parent_run_id"]
     experiment = client.get_experiment_by_name("govern-demo")
     child_runs = client.search_runs([experiment.experiment_id], filter_string=f"tags.`mlflow.parentRunId` = '{parent}'")

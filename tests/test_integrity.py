@@ -304,7 +304,7 @@ def location(request: pytest.FixtureRequest, tmp_path: Path) -> str:
     """The same stress on both backends: a file, or a database of the machine's PostgreSQL."""
     if request.param == "duckdb":
         return str(tmp_path / "ledger.duckdb")
-    return request.getfixturevalue("pg_database")
+    return request.getfixturevalue("pg_ledger_database")
 
 
 @pytest.mark.slow  # processes racing for tens of seconds

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 from conftest import commit_all, ok, run_cli, tracking_uri
-from mlflow.tracking import MlflowClient
+from support.tracking import mlflow_client
 
 from govern.storage.duckdb_log import Ledger
 
@@ -156,7 +156,7 @@ def test_promotions_record_who_approved_what_and_why(scenario: Path) -> None:
     assert first_production["reason"] == "go live" and first_production["forced"] is False
     assert promotions[0].payload["approver"] == promotions[0].actor, "the approver defaults to the actor"
 
-    client = MlflowClient(tracking_uri=tracking_uri(scenario))
+    client = mlflow_client(tracking_uri(scenario))
     assert str(client.get_model_version_by_alias(M, "production").version) == "3"
     assert str(client.get_model_version_by_alias(M, "staging").version) == "3"
 
@@ -255,7 +255,7 @@ def test_a_deprecated_version_cannot_be_promoted_or_deployed(
     assert "is deprecated" in refused(p, "promote", M, "2", "--to", "staging", "--reason", "again", "--force")
     assert "already deprecated" in refused(p, "deprecate", M, "2", "--reason", "twice", exit_code=2)
 
-    client = MlflowClient(tracking_uri=tracking_uri(p))
+    client = mlflow_client(tracking_uri(p))
     version = client.get_model_version(M, "2")
     assert version.aliases == [] and version.tags["govern.deprecated"] == "true"
     done = subprocess.run(["gto", "show", "--json"], cwd=p, env=isolated_env, capture_output=True, text=True)

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 from conftest import commit_all, git, run_cli, tracking_uri
-from mlflow.tracking import MlflowClient
+from support.tracking import mlflow_client
 
 from govern.storage.duckdb_log import Ledger
 
@@ -126,7 +126,7 @@ def test_a_different_project_is_reproduced_and_registered(wine_project: Path) ->
     assert 0.9 < training.payload["metrics"]["fit.accuracy"] <= 1.0
     assert registered.subject == "model:wine-tree@1"
 
-    client = MlflowClient(tracking_uri=tracking_uri(wine_project))
+    client = mlflow_client(tracking_uri(wine_project))
     run = client.get_run(training.payload["mlflow"]["run_id"])
     assert client.get_experiment(run.info.experiment_id).name == "wine"
     assert run.data.params["config/hyper.yaml:tree.depth"] == "3"
@@ -161,6 +161,7 @@ def test_a_failing_stage_records_training_failed_with_its_output(tmp_path: Path)
     assert failed.git_commit == git(project, "rev-parse", "HEAD")
 
 
+@pytest.mark.slow  # `govern repro` runs DVC's reproduction
 def test_a_stage_whose_script_is_missing_fails_clearly(tmp_path: Path) -> None:
     project = new_project(
         tmp_path / "missing",

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 from conftest import commit_all, run_cli
-from mlflow.tracking import MlflowClient
+from support.tracking import mlflow_client
 
 from govern.adapters import mlflow as mlflow_adapter
 from govern.storage.duckdb_log import Ledger
@@ -107,7 +107,7 @@ def test_a_training_recorded_while_mlflow_is_down_is_mirrored_once_it_is_back(
     types = [e["type"] for e in json.loads(back.stdout)["events"]]
     assert types == ["training.mirrored", "model.registered"]
     [run_id] = runs_of(server.uri, training.event_id)
-    client = MlflowClient(tracking_uri=server.uri)
+    client = mlflow_client(server.uri)
     assert client.get_run(run_id).data.params["train.C"] == "0.5"
     versions = client.search_model_versions(f"name = '{M}'", order_by=["version_number DESC"])
     assert [(v.version, v.run_id) for v in versions][0] == ("2", run_id), "numbered after the ledger's version 1"
@@ -139,9 +139,7 @@ def test_a_half_finished_mirror_is_completed_not_duplicated(
     mirrored = Ledger(reproduced_demo / "audit" / "ledger.duckdb").read(types=["training.mirrored"])
     assert [m.payload["reused_run"] for m in mirrored] == [True]
     assert len(runs_of(server.uri, training.event_id)) == 1
-    versions = MlflowClient(tracking_uri=server.uri).search_model_versions(
-        f"run_id = '{mirrored[0].payload['run_id']}'"
-    )
+    versions = mlflow_client(server.uri).search_model_versions(f"run_id = '{mirrored[0].payload['run_id']}'")
     assert [v.version for v in versions] == ["2"], "registered once, after the ledger's version 1"
 
 
@@ -165,7 +163,7 @@ def test_a_registry_behind_the_ledger_is_refused_instead_of_reusing_a_version_nu
     ledger = Ledger(reproduced_demo / "audit" / "ledger.duckdb")
     versions = "SELECT version FROM model_versions ORDER BY seq"
     assert ledger.query(versions)[1] == [("1",)], "no second version 1 was recorded"
-    assert MlflowClient(tracking_uri=f"sqlite:///{fresh}").search_model_versions(f"name = '{M}'") == []
+    assert mlflow_client(f"sqlite:///{fresh}").search_model_versions(f"name = '{M}'") == []
 
     again = run_cli("mirror", cwd=reproduced_demo)
     assert again.exit_code != 0 and "would reuse a version number" in again.output

@@ -21,8 +21,8 @@ from govern.storage.postgres_log import PostgresLedger
 
 
 @pytest.fixture
-def pg(pg_database: str, tmp_path: Path) -> Iterator[PostgresLedger]:
-    ledger = PostgresLedger(pg_database, lock_timeout=10, cache_dir=tmp_path / "machine-a")
+def pg(pg_ledger_database: str, tmp_path: Path) -> Iterator[PostgresLedger]:
+    ledger = PostgresLedger(pg_ledger_database, lock_timeout=10, cache_dir=tmp_path / "machine-a")
     ledger.append([snapshot_event(i) for i in range(1, 6)])
     yield ledger
     ledger.close()
@@ -56,18 +56,18 @@ def roles(pg_database: str) -> Iterator[dict[str, str]]:
     ["UPDATE govern.events SET actor = 'x' WHERE seq = 2", "DELETE FROM govern.events", "TRUNCATE govern.events"],
 )
 def test_the_database_refuses_to_change_or_remove_events_even_for_a_superuser(
-    pg: PostgresLedger, pg_database: str, statement: str
+    pg: PostgresLedger, pg_ledger_database: str, statement: str
 ) -> None:
-    with psycopg.connect(pg_database, autocommit=True) as con, pytest.raises(psycopg.Error, match="append-only"):
+    with psycopg.connect(pg_ledger_database, autocommit=True) as con, pytest.raises(psycopg.Error, match="append-only"):
         con.execute(statement)
     assert pg.verify().ok and pg.head()[0] == 5
 
 
 def test_unique_constraints_make_a_fork_impossible_for_a_writer_that_skips_the_lock(
-    pg: PostgresLedger, pg_database: str
+    pg: PostgresLedger, pg_ledger_database: str
 ) -> None:
     """A buggy writer inserting a second event after seq 4 (a fork of the chain) is refused by the database."""
-    with psycopg.connect(pg_database, autocommit=True) as con:
+    with psycopg.connect(pg_ledger_database, autocommit=True) as con:
         [row] = con.execute("SELECT * FROM govern.events WHERE seq = 5").fetchall()
         forked = list(row)
         forked[1] = str(uuid.uuid4())
@@ -106,10 +106,10 @@ def _update_through(ledger: PostgresLedger) -> list:
 
 
 def test_a_history_rewritten_after_this_machine_read_it_is_refused_and_named_by_verify(
-    pg: PostgresLedger, pg_database: str
+    pg: PostgresLedger, pg_ledger_database: str
 ) -> None:
     assert len(pg.read()) == 5  # this machine's read model now holds seq 1-5
-    with psycopg.connect(pg_database, autocommit=True) as con:
+    with psycopg.connect(pg_ledger_database, autocommit=True) as con:
         con.execute("SET session_replication_role = replica")
         con.execute("DELETE FROM govern.events WHERE seq = 5")
     fresh = PostgresLedger(pg.url, cache_dir=pg._cache_dir)
@@ -273,13 +273,13 @@ def test_a_single_event_hashed_inside_postgresql_has_the_hash_python_computes(pg
 
 
 def test_a_writer_waits_for_the_chains_lock_at_most_lock_timeout_and_appends_nothing(
-    pg: PostgresLedger, pg_database: str, tmp_path: Path
+    pg: PostgresLedger, pg_ledger_database: str, tmp_path: Path
 ) -> None:
     from govern.errors import LedgerLocked
     from govern.storage.postgres_log import LOCK_KEY
 
-    impatient = PostgresLedger(pg_database, lock_timeout=0.5, cache_dir=tmp_path / "other")
-    with psycopg.connect(pg_database) as holder:  # another machine's writer, in the middle of its transaction
+    impatient = PostgresLedger(pg_ledger_database, lock_timeout=0.5, cache_dir=tmp_path / "other")
+    with psycopg.connect(pg_ledger_database) as holder:  # another machine's writer, in the middle of its transaction
         holder.execute("SELECT pg_advisory_xact_lock(%s)", [LOCK_KEY])
         with pytest.raises(LedgerLocked, match="held by another govern writer; gave up after 0.5 s"):
             impatient.append([snapshot_event(99)])

@@ -240,8 +240,10 @@ def test_the_file_ledger_refuses_an_event_holding_a_configured_secret(tmp_path: 
     refused_on(ledger)
 
 
-def test_the_postgresql_ledger_refuses_an_event_holding_a_configured_secret(pg_database: str, tmp_path: Path) -> None:
-    ledger = PostgresLedger(pg_database, cache_dir=tmp_path / "model")
+def test_the_postgresql_ledger_refuses_an_event_holding_a_configured_secret(
+    pg_ledger_database: str, tmp_path: Path
+) -> None:
+    ledger = PostgresLedger(pg_ledger_database, cache_dir=tmp_path / "model")
     try:
         ledger.append([snapshot_event(100)])
         refused_on(ledger)
@@ -250,9 +252,10 @@ def test_the_postgresql_ledger_refuses_an_event_holding_a_configured_secret(pg_d
 
 
 def test_the_postgresql_ledger_refuses_its_own_urls_password_however_it_was_opened(
-    pg_database: str, tmp_path: Path
+    pg_ledger_database: str, tmp_path: Path
 ) -> None:
-    url = pg_database.replace("postgres@", f"postgres:{SECRET}@", 1)  # the server trusts: the password is not checked
+    # the server trusts: the password is not checked
+    url = pg_ledger_database.replace("postgres@", f"postgres:{SECRET}@", 1)
     ledger = PostgresLedger(url, cache_dir=tmp_path / "model")
     try:
         with pytest.raises(SecretInEvent, match="the password of the ledger's URL"):

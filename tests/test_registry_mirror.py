@@ -10,8 +10,8 @@ from pathlib import Path
 
 import pytest
 from conftest import ok, run_cli, tracking_uri
-from mlflow.tracking import MlflowClient
-from test_cli import modules_after
+from support.cli import modules_after
+from support.tracking import mlflow_client
 
 from govern.storage.duckdb_log import Ledger
 
@@ -19,7 +19,7 @@ M = "breast-cancer-classifier"
 
 
 def alias_of(project: Path, alias: str) -> str | None:
-    client = MlflowClient(tracking_uri=tracking_uri(project))
+    client = mlflow_client(tracking_uri(project))
     aliases = client.get_registered_model(M).aliases or {}
     return str(aliases[alias]) if alias in aliases else None
 

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 from conftest import grant_role, run_cli
-from test_server import call, project, server, tokens_for  # noqa: F401 - fixtures: a served project
+from support.server import call, tokens_for
 
 from govern.storage.duckdb_log import Ledger
 
@@ -48,7 +48,7 @@ REFUSALS = [
 
 
 @pytest.fixture
-def remote(project: Path, server: str, monkeypatch: pytest.MonkeyPatch) -> dict:  # noqa: F811
+def remote(project: Path, server: str, monkeypatch: pytest.MonkeyPatch) -> dict:
     """A token for a principal holding every role, then some history made through the server with it (a promotion,
     a deployment, a request: in team mode the server is where people act)."""
     for role in ("auditor", "approver", "deployer", "scientist"):  # never admin too (access.CONFLICTS)

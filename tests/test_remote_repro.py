@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 from conftest import commit_all, git, ok, start_server
-from test_server import call
+from support.server import call
 
 from govern import attestations
 from govern.storage.duckdb_log import Ledger

@@ -318,7 +318,7 @@ def test_lineage_tree_shows_the_story(history: Path) -> None:
 def test_html_renders_in_headless_chromium(history: Path, tmp_path: Path) -> None:
     from PIL import Image, ImageStat
     from selenium.webdriver.common.by import By
-    from web_support import chromium
+    from support.web import chromium
 
     page = tmp_path / "report.html"
     ok(history, "audit", "report", M, "2", "-o", str(page))

@@ -16,7 +16,7 @@ from typing import Any
 
 import pytest
 from conftest import snapshot_event
-from sandbox_support import governed_project
+from support.sandbox import governed_project
 
 from govern.api import reported
 from govern.api.context import open_project

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 import yaml
 from conftest import ACTOR, REPO, commit_all, git, run_cli, tracking_uri
-from mlflow.tracking import MlflowClient
+from support.tracking import mlflow_client
 
 from govern.storage.duckdb_log import Ledger
 
@@ -69,7 +69,7 @@ def test_repro_records_snapshot_training_and_registered_version(reproduced_demo:
 
 def test_mlflow_run_and_model_version_link_back_to_the_ledger(reproduced_demo: Path) -> None:
     _, training, registered, _ = events_of(reproduced_demo)
-    client = MlflowClient(tracking_uri=tracking_uri(reproduced_demo))
+    client = mlflow_client(tracking_uri(reproduced_demo))
     run = client.get_run(training.payload["mlflow"]["run_id"])
 
     assert run.data.tags["govern.event_id"] == training.event_id
@@ -99,7 +99,7 @@ def test_a_second_repro_with_nothing_changed_records_nothing(reproduced_demo: Pa
     assert result.exit_code == 0, result.output
     assert "Nothing changed" in result.output
     assert ledger_of(reproduced_demo).head() == before
-    client = MlflowClient(tracking_uri=tracking_uri(reproduced_demo))
+    client = mlflow_client(tracking_uri(reproduced_demo))
     assert len(client.search_model_versions(f"name = '{MODEL}'")) == 1
     experiment = client.get_experiment_by_name("govern-demo")
     assert len(client.search_runs([experiment.experiment_id])) == 1
@@ -220,6 +220,6 @@ def test_mlflow_is_opened_in_the_background_only_once_a_stage_runs(reproduced_de
         assert uri == tracking_uri(reproduced_demo) and not thread.is_alive()
         latest = events_of(reproduced_demo, "training.completed")[-1]
         assert latest.payload["mlflow"]["status"] == "mirrored"
-        assert MlflowClient(tracking_uri(reproduced_demo)).get_run(latest.payload["mlflow"]["run_id"])
+        assert mlflow_client(tracking_uri(reproduced_demo)).get_run(latest.payload["mlflow"]["run_id"])
     finally:
         mlflow_adapter._warming.clear()

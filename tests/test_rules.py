@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 from conftest import commit_all, ok, run_cli, tracking_uri
-from mlflow.tracking import MlflowClient
+from support.tracking import mlflow_client
 
 from govern.envelope import format_timestamp
 from govern.storage.duckdb_log import Ledger
@@ -109,7 +109,7 @@ def test_the_same_bytes_from_the_same_commit_are_one_version(reproduced_demo: Pa
     assert result.exit_code == 0, result.output
     assert f"{M}: the same file (sha256) is version 1 already; not registered again" in result.output
     assert [e.payload["version"] for e in ledger_of(reproduced_demo).read(types=["model.registered"])] == ["1"]
-    client = MlflowClient(tracking_uri=tracking_uri(reproduced_demo))
+    client = mlflow_client(tracking_uri(reproduced_demo))
     assert [str(v.version) for v in client.search_model_versions(f"name = '{M}'")] == ["1"]
 
 
@@ -126,7 +126,7 @@ def test_the_same_model_file_trained_at_another_commit_is_the_same_version(repro
     assert len(trainings) == 2
     assert [m.get("registered_version") for m in trainings[-1].payload["models"]] == ["1"]
     assert [e.payload["version"] for e in ledger_of(reproduced_demo).read(types=["model.registered"])] == ["1"]
-    client = MlflowClient(tracking_uri=tracking_uri(reproduced_demo))
+    client = mlflow_client(tracking_uri(reproduced_demo))
     assert [str(v.version) for v in client.search_model_versions(f"name = '{M}'")] == ["1"]
 
 
@@ -147,7 +147,7 @@ def test_a_failed_training_a_revert_and_a_rerun_register_no_phantom_version(repr
 
     assert (reproduced_demo / "models" / "model.pkl").exists()
     assert [e.payload["version"] for e in ledger_of(reproduced_demo).read(types=["model.registered"])] == ["1"], output
-    client = MlflowClient(tracking_uri=tracking_uri(reproduced_demo))
+    client = mlflow_client(tracking_uri(reproduced_demo))
     assert [str(v.version) for v in client.search_model_versions(f"name = '{M}'")] == ["1"]
 
 
@@ -217,7 +217,7 @@ def test_an_unreachable_mlflow_leaves_the_alias_pending_until_govern_mirror(
     monkeypatch.delenv("MLFLOW_TRACKING_URI")
     mirrored = ok(three_versions, "mirror")
     assert "registry.mirrored" in mirrored
-    client = MlflowClient(tracking_uri=tracking_uri(three_versions))
+    client = mlflow_client(tracking_uri(three_versions))
     assert str(client.get_model_version_by_alias(M, "staging").version) == "3"
     assert json.loads(ok(three_versions, "status", "--json"))["pending_mirrors"]["registry"] == []
     assert "Nothing is pending." in ok(three_versions, "mirror")
@@ -245,5 +245,5 @@ def test_a_training_mirrored_later_with_a_registered_file_registers_no_second_ve
     mirrored = last_of(reproduced_demo, "training.mirrored").payload
     assert mirrored["model_versions"] == [] and mirrored["reused_versions"] == [{"model": M, "version": "1"}]
     assert [e.payload["version"] for e in ledger_of(reproduced_demo).read(types=["model.registered"])] == ["1"]
-    client = MlflowClient(tracking_uri=tracking_uri(reproduced_demo))
+    client = mlflow_client(tracking_uri(reproduced_demo))
     assert [str(v.version) for v in client.search_model_versions(f"name = '{M}'")] == ["1"]

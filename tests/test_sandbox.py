@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 from conftest import run_cli
-from sandbox_support import JOB_USER, governed_project, require_sandbox, served_version
+from support.sandbox import JOB_USER, governed_project, require_sandbox, served_version
 
 from govern import sandbox
 from govern.config import load

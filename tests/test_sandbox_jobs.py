@@ -16,9 +16,8 @@ from typing import Any
 
 import pytest
 from conftest import commit_all, git, ok, start_server, tiny_pipeline, token_for, wait_for
-from sandbox_support import JOB_USER, governed_project, require_sandbox, served_version
-from test_server import call
-from test_server_jobs import send
+from support.sandbox import JOB_USER, governed_project, require_sandbox, served_version
+from support.server import call, send
 
 from govern.api.context import open_project
 from govern.storage import open_store

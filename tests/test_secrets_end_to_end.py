@@ -27,7 +27,7 @@ from conftest import (
     start_server,
     tiny_pipeline,
 )
-from test_server import call
+from support.server import call
 
 from govern.storage.postgres_log import PostgresLedger
 

@@ -13,9 +13,9 @@ from typing import Any
 
 import pytest
 from starlette.testclient import TestClient
-from test_server import ROLE_OF, make_project, tokens_for
-from test_web_roles import concrete, page_routes
-from web_support import signed_in
+from support.copies import Prepared
+from support.server import ROLE_OF, tokens_for
+from support.web import concrete, page_routes, signed_in
 
 from govern.httpkit import DOCUMENT_CSP, PAGE_CSP
 from govern.report import content_security_policy
@@ -24,12 +24,12 @@ from govern.server.http import MAX_BODY
 
 
 @pytest.fixture(scope="module")
-def setup(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
+def setup(tmp_path_factory: pytest.TempPathFactory, served_project_original: Prepared) -> dict[str, Any]:
     from conftest import apply_isolation
 
     with pytest.MonkeyPatch.context() as patch:
         apply_isolation(patch, tmp_path_factory.mktemp("home"))
-        project = make_project(tmp_path_factory.mktemp("headers") / "project")
+        project = served_project_original.copy_to(tmp_path_factory.mktemp("headers") / "project")
         tokens = tokens_for(project, *ROLE_OF)
     return {"project": project, "app": create_app(project, session_secret="h" * 43), "tokens": tokens}
 

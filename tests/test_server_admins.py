@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 from conftest import grant_role, run_cli
-from test_server import call, project, server, tokens_for  # noqa: F401 - fixtures: a served project
+from support.server import call, tokens_for
 
 from govern.storage.duckdb_log import Ledger
 
@@ -27,7 +27,7 @@ def redeem(base: str, code: str) -> tuple[int, dict]:
     return status, answer
 
 
-def test_the_admin_attacks_of_the_review_are_refused_over_http(project: Path, server: str) -> None:  # noqa: F811
+def test_the_admin_attacks_of_the_review_are_refused_over_http(project: Path, server: str) -> None:
     """adm, the admin (and a scientist), asks for a promotion; adm2 is the second admin; appr the real approver."""
     grant_role(project, "adm2", "admin")
     assert run_cli("principals", "add", "adm", "--role", "scientist", cwd=project).exit_code == 0
@@ -79,8 +79,8 @@ def test_the_admin_attacks_of_the_review_are_refused_over_http(project: Path, se
 
 
 def test_a_code_is_redeemed_once_through_the_server_and_the_remote_cli_needs_no_token(
-    project: Path,  # noqa: F811
-    server: str,  # noqa: F811
+    project: Path,
+    server: str,
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     made = tokens_for(project, "adm")
@@ -114,8 +114,8 @@ def test_a_code_is_redeemed_once_through_the_server_and_the_remote_cli_needs_no_
 
 
 def test_redeeming_is_rate_limited_per_address_and_writes_nothing_when_refused(
-    project: Path,  # noqa: F811
-    server: str,  # noqa: F811
+    project: Path,
+    server: str,
 ) -> None:
     from govern.server.app import REDEEM_PER_CLIENT
 

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 from conftest import commit_all, git, run_cli, tiny_pipeline, wait_for
-from test_server import call
+from support.server import call
 
 from govern import access
 from govern.storage.duckdb_log import Ledger

@@ -18,23 +18,13 @@ from typing import Any
 
 import pytest
 from conftest import commit_all, git, ok, run_cli, start_server, tiny_pipeline, wait_for
+from support.server import send
 
 from govern import access
 from govern.storage.duckdb_log import Ledger
 
 pytestmark = pytest.mark.slow
 M = "breast-cancer-classifier"
-
-
-def send(base: str, path: str, token: str, body: bytes, kind: str, method: str = "POST") -> tuple[int, bytes, dict]:
-    request = urllib.request.Request(base + path, data=body or None, method=method)
-    request.add_header("Content-Type", kind)
-    request.add_header("Authorization", f"Bearer {token}")
-    try:
-        with urllib.request.urlopen(request, timeout=120) as answer:
-            return answer.status, answer.read(), dict(answer.headers)
-    except urllib.error.HTTPError as error:
-        return error.code, error.read(), dict(error.headers)
 
 
 @pytest.fixture

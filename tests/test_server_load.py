@@ -20,7 +20,7 @@ from pathlib import Path
 
 import pytest
 from conftest import commit_all, git, run_cli, start_server, token_for, trained_version, wait_for
-from test_server import call
+from support.server import call
 
 from govern import storage
 from govern.storage.duckdb_log import Ledger

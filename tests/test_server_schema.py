@@ -22,7 +22,8 @@ from schemathesis.specs.openapi.checks import (
     response_schema_conformance,
     status_code_conformance,
 )
-from test_server import ROLE_OF, make_project
+from support.copies import Prepared
+from support.server import ROLE_OF
 
 from govern import access
 
@@ -38,12 +39,12 @@ CHECKS = [
 
 
 @pytest.fixture(scope="module")
-def served(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict]:
+def served(tmp_path_factory: pytest.TempPathFactory, served_project_original: Prepared) -> Iterator[dict]:
     """One `govern serve` for every generated request (a server per operation would cost minutes): the project
     of the role-matrix test, version 1 serving `scoring` in `dev`, a token for every role."""
     with pytest.MonkeyPatch.context() as patch:
         env = apply_isolation(patch, tmp_path_factory.mktemp("home"))
-        root = make_project(tmp_path_factory.mktemp("schema") / "project")
+        root = served_project_original.copy_to(tmp_path_factory.mktemp("schema") / "project")
         deployed = run_cli("deploy", "churn", "1", "--app", "scoring", "--env", "dev", cwd=root)
         assert deployed.exit_code == 0, deployed.output
         tokens = {name: redeemed_token(root, name) for name in ROLE_OF}  # enrollment codes, redeemed
@@ -106,7 +107,7 @@ def test_every_operation_answers_as_documented_and_never_with_a_server_error(ser
 
 
 def test_the_document_files_every_error_under_the_media_type_it_is_sent_with(served: dict) -> None:
-    from test_server import call
+    from support.server import call
 
     _, document, _ = call(served["base"], "GET", "/api/v1/openapi.json")
     errors = [

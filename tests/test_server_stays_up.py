@@ -27,7 +27,7 @@ from typing import Any
 
 import pytest
 from conftest import run_cli, start_server, wait_for
-from test_server import call, make_project, tokens_for
+from support.server import call, tokens_for
 
 from govern import storage
 from govern.storage.duckdb_log import Ledger
@@ -56,11 +56,6 @@ def settings(project: Path, text: str) -> None:
 @pytest.fixture(params=["file", "postgresql"])
 def backend(request: pytest.FixtureRequest) -> str:
     return request.param
-
-
-@pytest.fixture
-def project(tmp_path: Path) -> Path:
-    return make_project(tmp_path / "project")
 
 
 def on_postgresql(project: Path, url: str) -> None:
@@ -149,7 +144,7 @@ def test_fake_tokens_and_busy_readers_never_stall_health_or_a_legitimate_request
         load = subprocess.Popen(
             [
                 sys.executable,
-                str(HERE / "load_clients.py"),
+                str(HERE / "support" / "load_clients.py"),
                 base,
                 "60",
                 f"100:/api/v1/whoami:{FAKE}",

@@ -19,9 +19,8 @@ from conftest import (
     token_for,
     wait_for,
 )
-from mlflow.tracking import MlflowClient
-from test_server import call
-from test_team_setup import mlflow_server, team  # noqa: F401 - fixtures: the team's databases, MLflow on PostgreSQL
+from support.server import call
+from support.tracking import mlflow_client
 
 from govern.storage.postgres_log import PostgresLedger, grant_statements
 
@@ -89,5 +88,5 @@ def test_the_lifecycle_over_http_on_postgresql_with_mlflow_on_postgresql(served:
     [promotion] = ledger.read(types=["model.promoted"])
     assert training.actor.startswith("sci (token ") and promotion.actor.startswith("appr (token ")
     assert ledger.verify().ok
-    client = MlflowClient(tracking_uri=served["mlflow"])
+    client = mlflow_client(served["mlflow"])
     wait_for(lambda: client.get_model_version_by_alias("tiny-model", "staging").version == "1", "the MLflow alias")

@@ -12,91 +12,21 @@ same answers and a chain whose every attestation holds.
 from __future__ import annotations
 
 import json
-import socket
 import subprocess
 import sys
-import time
 import urllib.request
-import uuid
-from collections.abc import Iterator
 from pathlib import Path
 
 import psycopg
 import pytest
-from conftest import commit_all, database_url, git, make_demo, postgres_admin, wait_for
-from mlflow.tracking import MlflowClient
+from conftest import commit_all, database_url, free_port, git, make_demo, wait_for
+from support.tracking import mlflow_client
 
 from govern.envelope import format_timestamp, utc_now
 from govern.storage.postgres_log import PostgresLedger, grant_statements
 
 pytestmark = pytest.mark.slow
 M = "breast-cancer-classifier"
-
-
-@pytest.fixture
-def team(tmp_path: Path) -> Iterator[dict[str, str]]:
-    """The recipe's databases and roles (names made unique: roles are cluster-wide), dropped afterwards."""
-    suffix = uuid.uuid4().hex[:8]
-    names = {
-        "govern_db": f"govern_{suffix}",
-        "mlflow_db": f"mlflow_{suffix}",
-        "writer": f"govern_writer_{suffix}",
-        "auditor": f"govern_auditor_{suffix}",
-        "mlflow": f"mlflow_{suffix}",
-    }
-    admin = postgres_admin()
-    admin.execute(f"CREATE ROLE {names['mlflow']} LOGIN")
-    admin.execute(f"CREATE DATABASE {names['mlflow_db']} OWNER {names['mlflow']}")
-    admin.execute(f"CREATE DATABASE {names['govern_db']}")
-    try:
-        yield names
-    finally:
-        for database in (names["govern_db"], names["mlflow_db"]):
-            admin.execute(f"DROP DATABASE IF EXISTS {database} WITH (FORCE)")
-        for role in (names["writer"], names["auditor"], names["mlflow"]):
-            admin.execute(f"DROP ROLE IF EXISTS {role}")
-        admin.close()
-
-
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
-
-
-@pytest.fixture
-def mlflow_server(team: dict[str, str], tmp_path: Path, isolated_env: dict[str, str]) -> Iterator[str]:
-    """`mlflow server --backend-store-uri postgresql+psycopg://...` with artifacts proxied by the server."""
-    port = free_port()
-    folder = tmp_path / "mlflow-server"
-    folder.mkdir()
-    store = database_url(team["mlflow_db"], team["mlflow"]).replace("postgresql://", "postgresql+psycopg://")
-    command = [
-        sys.executable, "-m", "mlflow", "server",
-        "--backend-store-uri", store,
-        "--artifacts-destination", (folder / "artifacts").as_uri(),
-        "--host", "127.0.0.1", "--port", str(port), "--workers", "2",
-    ]  # fmt: skip
-    log = (folder / "server.log").open("ab")
-    process = subprocess.Popen(command, env=isolated_env, stdout=log, stderr=subprocess.STDOUT)
-    uri = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 180
-    try:
-        while True:
-            try:
-                with urllib.request.urlopen(f"{uri}/health", timeout=2) as answer:
-                    if answer.status == 200:
-                        break
-            except OSError:
-                if process.poll() is not None or time.monotonic() > deadline:
-                    tail = (folder / "server.log").read_text()[-3000:]
-                    raise RuntimeError(f"mlflow server did not start: {tail}") from None
-                time.sleep(0.5)
-        yield uri
-    finally:
-        process.terminate()
-        process.wait(timeout=30)
-        log.close()
 
 
 def govern(cwd: Path, env: dict[str, str], *args: str, check: bool = True) -> subprocess.CompletedProcess:
@@ -251,7 +181,7 @@ def test_the_team_setup_recipe_people_and_ci_hold_tokens_the_server_holds_the_wr
             assert json.loads(event.authn)["by"] == "server" and event.signature, event.type
 
         # MLflow on PostgreSQL holds both versions, registered by the server; the alias follows the ledger.
-        client = MlflowClient(tracking_uri=mlflow_server)
+        client = mlflow_client(mlflow_server)
         assert sorted(v.version for v in client.search_model_versions(f"name = '{M}'")) == ["1", "2"]
         wait_for(lambda: client.get_model_version_by_alias(M, "production").version == "1", "the alias", timeout=60)
 

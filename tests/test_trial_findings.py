@@ -6,7 +6,6 @@ from pathlib import Path
 
 import pytest
 from conftest import commit_all, run_cli
-from test_server import make_project
 
 from govern.api import jobs as jobs_api
 from govern.api.audit import open_ledger
@@ -20,10 +19,9 @@ def test_a_govern_url_ending_in_api_v1_is_refused_with_the_root_to_use() -> None
         Server.from_environment(environ=environ)
 
 
-def test_a_token_without_a_url_says_the_command_runs_locally(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_a_token_without_a_url_says_the_command_runs_locally(project: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     import govern.cli.common
 
-    project = make_project(tmp_path / "project")
     monkeypatch.setenv("GOVERN_TOKEN", "gvn_000000000000_" + "x" * 43)
     monkeypatch.setattr(govern.cli.common, "_WARNED_TOKEN_ALONE", False)
     result = run_cli("status", cwd=project)
@@ -31,8 +29,7 @@ def test_a_token_without_a_url_says_the_command_runs_locally(tmp_path: Path, mon
     assert "GOVERN_TOKEN is set but GOVERN_URL is not: working on the local ledger" in result.stderr
 
 
-def test_a_training_of_a_misspelt_stage_is_refused_when_asked_and_records_nothing(tmp_path: Path) -> None:
-    project = make_project(tmp_path / "project")
+def test_a_training_of_a_misspelt_stage_is_refused_when_asked_and_records_nothing(project: Path) -> None:
     (project / "dvc.yaml").write_text("stages:\n  prepare:\n    cmd: echo p\n  train:\n    cmd: echo t\n")
     commit_all(project, "a pipeline")
     before = open_ledger(project).head()

@@ -10,7 +10,7 @@ from typing import Any
 
 import pytest
 from conftest import run_cli
-from web_support import (
+from support.web import (
     SESSION_SECRET,
     checked_page,
     chromium,

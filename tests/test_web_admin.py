@@ -19,7 +19,8 @@ from typing import Any
 import pytest
 from conftest import apply_isolation, grant_role
 from starlette.testclient import TestClient
-from web_support import (
+from support.copies import Prepared
+from support.web import (
     checked_page,
     chromium,
     csrf_of,
@@ -42,14 +43,14 @@ SECRET = "m" * 43
 
 
 @pytest.fixture(scope="module")
-def site(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
-    from test_server import make_project, tokens_for
+def site(tmp_path_factory: pytest.TempPathFactory, served_project_original: Prepared) -> dict[str, Any]:
+    from support.server import tokens_for
 
     from govern.server.app import create_app
 
     with pytest.MonkeyPatch.context() as patch:
         apply_isolation(patch, tmp_path_factory.mktemp("home"))
-        project = make_project(tmp_path_factory.mktemp("admin") / "project")
+        project = served_project_original.copy_to(tmp_path_factory.mktemp("admin") / "project")
         grant_role(project, "adm2", "admin")  # a second admin, to confirm what adm proposes
         tokens = tokens_for(project, "adm", "aud", "adm2")
         second = tokens_for(project, "adm")["adm"]  # the same admin, another token: another session

@@ -18,8 +18,9 @@ from typing import Any
 import pytest
 from conftest import as_server, grant_role, run_cli, via_server
 from starlette.testclient import TestClient
-from test_server import call, make_project, tokens_for, verdict_for
-from web_support import (
+from support.copies import Prepared
+from support.server import call, tokens_for, verdict_for
+from support.web import (
     checked_page,
     chromium,
     csrf_of,
@@ -243,7 +244,7 @@ def test_a_consumer_is_refused_the_queue_and_its_forms_even_with_a_valid_csrf_to
 
 
 @pytest.fixture(scope="module")
-def local(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]]:
+def local(tmp_path_factory: pytest.TempPathFactory, served_project_original: Prepared) -> Iterator[dict[str, Any]]:
     """The same project in process, with tess (scientist and approver) who asks for promotions herself."""
     from conftest import apply_isolation
 
@@ -252,7 +253,7 @@ def local(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]]:
     with pytest.MonkeyPatch.context() as patch:
         apply_isolation(patch, tmp_path_factory.mktemp("home"))
         patch.setenv("GOVERN_REGISTRY_MIRROR", "background")
-        project = make_project(tmp_path_factory.mktemp("approver") / "project")
+        project = served_project_original.copy_to(tmp_path_factory.mktemp("approver") / "project")
         prepare(project)
         for role in ("scientist", "approver"):
             grant_role(project, "tess", role)

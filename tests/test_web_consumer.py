@@ -22,8 +22,9 @@ from typing import Any
 import pytest
 from conftest import git, run_cli
 from starlette.testclient import TestClient
-from test_server import TRAINER, call, make_project, tokens_for
-from web_support import (
+from support.copies import Prepared
+from support.server import TRAINER, call, tokens_for
+from support.web import (
     checked_page,
     chromium,
     csrf_of,
@@ -212,14 +213,14 @@ def test_the_consumer_scores_a_csv_downloads_the_predictions_and_sees_the_record
 
 
 @pytest.fixture(scope="module")
-def local(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]]:
+def local(tmp_path_factory: pytest.TempPathFactory, served_project_original: Prepared) -> Iterator[dict[str, Any]]:
     from conftest import apply_isolation
 
     from govern.server.app import create_app
 
     with pytest.MonkeyPatch.context() as patch:
         apply_isolation(patch, tmp_path_factory.mktemp("home"))
-        project = make_project(tmp_path_factory.mktemp("consumer") / "project")
+        project = served_project_original.copy_to(tmp_path_factory.mktemp("consumer") / "project")
         prepare(project)
         assert (
             run_cli("principals", "add", "con2", "--role", "consumer", "--app", "scoring", cwd=project).exit_code == 0

@@ -15,7 +15,10 @@ from typing import Any
 
 import pytest
 from conftest import apply_isolation, ok
-from web_support import checked_page, chromium, served_site, sign_in, sign_out, signed_in
+from support.copies import Prepared
+from support.history import prepare
+from support.server import tokens_for
+from support.web import checked_page, chromium, served_site, sign_in, sign_out, signed_in
 
 from govern import charts
 
@@ -209,15 +212,13 @@ def test_the_chart_is_the_same_bytes_for_the_same_input_self_contained_and_escap
 
 
 @pytest.fixture(scope="module")
-def site(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
-    from test_server import make_project, tokens_for
-    from test_web_auditor import prepare
+def site(tmp_path_factory: pytest.TempPathFactory, served_project_original: Prepared) -> dict[str, Any]:
 
     from govern.server.app import create_app
 
     with pytest.MonkeyPatch.context() as patch:
         apply_isolation(patch, tmp_path_factory.mktemp("home"))
-        project = make_project(tmp_path_factory.mktemp("look") / "project")
+        project = served_project_original.copy_to(tmp_path_factory.mktemp("look") / "project")
         prepare(project)  # deployments started and ended, roles granted and revoked
         tokens = tokens_for(project, "adm", "aud")
         ok(project, "tokens", "create", "sci", "--description", "the nightly retraining job on the build server")
@@ -354,7 +355,6 @@ def test_identifiers_stay_whole_and_revoke_stays_in_view_at_1280_and_768_px(
     tmp_path_factory: pytest.TempPathFactory, tmp_path: Path
 ) -> None:
     from selenium.webdriver.common.by import By
-    from test_web_auditor import prepare
 
     def prepared(project: Path) -> None:
         prepare(project)

@@ -13,8 +13,9 @@ from typing import Any
 
 import pytest
 from starlette.testclient import TestClient
-from test_server import ROLE_OF, make_project, tokens_for
-from web_support import signed_in
+from support.copies import Prepared
+from support.server import ROLE_OF, tokens_for
+from support.web import concrete, page_routes, signed_in
 
 from govern import access
 from govern.api.audit import open_ledger
@@ -23,54 +24,18 @@ from govern.server.app import create_app
 SECRET = "r" * 43
 # Page routes that need no operation: the way in, and what every page loads.
 OPEN = {"/", "/sign-in", "/static/{name}"}
-FILL = {"app": "scoring", "model": "churn", "version": "1"}
 
 
 @pytest.fixture(scope="module")
-def setup(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
+def setup(tmp_path_factory: pytest.TempPathFactory, served_project_original: Prepared) -> dict[str, Any]:
     from conftest import apply_isolation
 
     with pytest.MonkeyPatch.context() as patch:
         apply_isolation(patch, tmp_path_factory.mktemp("home"))
-        project = make_project(tmp_path_factory.mktemp("roles") / "project")
+        project = served_project_original.copy_to(tmp_path_factory.mktemp("roles") / "project")
         tokens = tokens_for(project, *ROLE_OF)
     app = create_app(project, session_secret=SECRET)
     return {"project": project, "app": app, "tokens": tokens}
-
-
-def page_routes(app: Any) -> list[tuple[str, str, str | None]]:
-    """(method, path, operation) of every page route: the operation its `web.page`/`web.form` dependency checks."""
-    found = []
-    while not hasattr(app, "routes"):  # inside the ASGI wrappers (the body limit, no-store)
-        app = app.app
-    for route in _routes(app.routes):
-        path = getattr(route, "path", "")
-        if path.startswith(("/api/", "/health", "/ready")) or not hasattr(route, "dependant"):
-            continue
-        for method in sorted(route.methods - {"HEAD"}):
-            found.append((method, path, _operation(route.dependant)))
-    return found
-
-
-def _routes(routes: list[Any]) -> list[Any]:
-    """Routes, with those of included routers (FastAPI keeps an included router as one route of its own)."""
-    flat = []
-    for route in routes:
-        inner = getattr(route, "original_router", None)
-        flat.extend(_routes(inner.routes) if inner is not None else [route])
-    return flat
-
-
-def _operation(dependant: Any) -> str | None:
-    for sub in dependant.dependencies:
-        named = getattr(sub.call, "operation", None) or _operation(sub)
-        if named:
-            return named
-    return None
-
-
-def concrete(path: str) -> str:
-    return re.sub(r"\{(\w+)(?::\w+)?\}", lambda m: FILL.get(m.group(1), "1"), path)
 
 
 def head(project: Path) -> Any:

@@ -18,8 +18,9 @@ from typing import Any
 
 import pytest
 from conftest import TINY_DVC_YAML, TINY_STAGE, as_server, commit_all, git, run_cli, via_server
-from test_server import TRAINER, make_project, tokens_for
-from web_support import (
+from support.copies import Prepared
+from support.server import TRAINER, tokens_for
+from support.web import (
     checked_page,
     chromium,
     csrf_of,
@@ -92,14 +93,14 @@ def recorded_version(project: Path, version: str, *, c: float, f1: float, rows: 
 
 
 @pytest.fixture(scope="module")
-def setup(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
+def setup(tmp_path_factory: pytest.TempPathFactory, served_project_original: Prepared) -> dict[str, Any]:
     """make_project's churn 1-3, then versions 4 and 5 at two commits (train.py changed between them); version 1
     in staging and version 2 deprecated."""
     from conftest import apply_isolation
 
     with pytest.MonkeyPatch.context() as patch:
         apply_isolation(patch, tmp_path_factory.mktemp("home"))
-        project = make_project(tmp_path_factory.mktemp("scientist") / "project")
+        project = served_project_original.copy_to(tmp_path_factory.mktemp("scientist") / "project")
         (project / ".gitignore").write_text("/audit/ledger.duckdb*\n/audit/jobs/\n")
         (project / "train.py").write_text("C = 1.0\n")
         first = commit_all(project, "train with C=1")

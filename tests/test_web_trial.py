@@ -12,8 +12,9 @@ from typing import Any
 import pytest
 from conftest import grant_role, run_cli, trained_version
 from starlette.testclient import TestClient
-from test_server import ROLE_OF, TRAINER, make_project, tokens_for
-from web_support import signed_in
+from support.copies import Prepared
+from support.server import ROLE_OF, TRAINER, tokens_for
+from support.web import signed_in
 
 from govern.api.audit import open_ledger
 from govern.server.app import create_app
@@ -23,12 +24,12 @@ SECRET = "t" * 43
 
 
 @pytest.fixture(scope="module")
-def site(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
+def site(tmp_path_factory: pytest.TempPathFactory, served_project_original: Prepared) -> dict[str, Any]:
     from conftest import apply_isolation
 
     with pytest.MonkeyPatch.context() as patch:
         apply_isolation(patch, tmp_path_factory.mktemp("home"))
-        project = make_project(tmp_path_factory.mktemp("trial") / "project")
+        project = served_project_original.copy_to(tmp_path_factory.mktemp("trial") / "project")
         for role in ("scientist", "approver"):
             grant_role(project, "both", role)
         (project / "models" / "churn-4.bin").write_text("weights of version 4\n")
@@ -76,7 +77,7 @@ def test_an_upload_over_the_limit_is_said_on_a_page_not_in_json(site: dict[str, 
 
 @pytest.mark.parametrize("token", ["", "   ", "gvn_000000000000_" + "x" * 43, "not a token"])
 def test_a_wrong_or_empty_token_is_refused_in_a_browsers_words(site: dict[str, Any], token: str) -> None:
-    from web_support import csrf_of
+    from support.web import csrf_of
 
     client = TestClient(site["app"], follow_redirects=False)
     form = client.get("/sign-in")

@@ -18,7 +18,7 @@ from typing import Any
 
 import pytest
 
-REPO = Path(__file__).resolve().parent.parent
+REPO = Path(__file__).resolve().parents[2]
 CHROMIUM, CHROMEDRIVER = Path("/usr/bin/chromium"), Path("/usr/bin/chromedriver")
 AXE = REPO / "tests" / "browser" / "node_modules" / "axe-core" / "axe.min.js"
 SCREENSHOTS = "WEB_SCREENSHOTS"  # a folder: the role tests copy their screenshots there (the README's)
@@ -208,10 +208,11 @@ SESSION_SECRET = "s" * 43  # the servers' session key in tests, so that a test c
 def served_site(
     tmp_path_factory: pytest.TempPathFactory, names: tuple[str, ...], prepare: Any = None
 ) -> Iterator[dict[str, Any]]:
-    """`govern serve` on a project made by test_server.make_project (after `prepare(project)`, if given), with a
+    """`govern serve` on a project made by support.server.make_project (after `prepare(project)`, if given), with a
     token for each principal named: {"base", "tokens", "project", "env"}. The server's log must hold no traceback."""
     from conftest import apply_isolation, start_server
-    from test_server import make_project, tokens_for
+
+    from support.server import make_project, tokens_for
 
     with pytest.MonkeyPatch.context() as patch:
         env = apply_isolation(patch, tmp_path_factory.mktemp("home"))
@@ -241,3 +242,43 @@ def signed_in(app: Any, token: str) -> tuple[Any, str]:
     answer = client.post("/sign-in", data={"token": token, "csrf": csrf_of(page.text), "next": "/"})
     assert answer.status_code == 303, answer.text
     return client, csrf_of(client.get("/account").text)
+
+
+# ---------------------------------------------------------------- the web app's page routes
+
+FILL = {"app": "scoring", "model": "churn", "version": "1"}  # path parameters, as make_project's names
+
+
+def page_routes(app: Any) -> list[tuple[str, str, str | None]]:
+    """(method, path, operation) of every page route: the operation its `web.page`/`web.form` dependency checks."""
+    found = []
+    while not hasattr(app, "routes"):  # inside the ASGI wrappers (the body limit, no-store)
+        app = app.app
+    for route in _routes(app.routes):
+        path = getattr(route, "path", "")
+        if path.startswith(("/api/", "/health", "/ready")) or not hasattr(route, "dependant"):
+            continue
+        for method in sorted(route.methods - {"HEAD"}):
+            found.append((method, path, _operation(route.dependant)))
+    return found
+
+
+def _routes(routes: list[Any]) -> list[Any]:
+    """Routes, with those of included routers (FastAPI keeps an included router as one route of its own)."""
+    flat = []
+    for route in routes:
+        inner = getattr(route, "original_router", None)
+        flat.extend(_routes(inner.routes) if inner is not None else [route])
+    return flat
+
+
+def _operation(dependant: Any) -> str | None:
+    for sub in dependant.dependencies:
+        named = getattr(sub.call, "operation", None) or _operation(sub)
+        if named:
+            return named
+    return None
+
+
+def concrete(path: str) -> str:
+    return re.sub(r"\{(\w+)(?::\w+)?\}", lambda m: FILL.get(m.group(1), "1"), path)

@@ -1,7 +1,7 @@
 """Clients that hammer a `govern serve`, for tests/test_server_stays_up.py: run as a process of its own, so the test's
 own measurements do not queue behind them for Python's GIL.
 
-    python tests/load_clients.py URL SECONDS GROUP...   where GROUP is COUNT:PATH:TOKEN
+    python tests/support/load_clients.py URL SECONDS GROUP...   where GROUP is COUNT:PATH:TOKEN
 
 Each client keeps one HTTP/1.1 connection (bounded sockets: no port exhaustion over a minute) and sends its request
 again as soon as the last one is answered. At the end, prints one JSON line: per group ("N:PATH", N its position),
