@@ -75,3 +75,52 @@ def test_a_linked_worktree_reads_the_common_refs(repo: Path, tmp_path: Path) -> 
     linked = tmp_path / "linked"
     git(repo, "worktree", "add", "-q", str(linked))
     assert list(git_adapter.tag_refs(linked, "govern-anchor/")) == ["govern-anchor/1"]
+
+
+def test_a_ref_file_git_finds_broken_is_not_taken_for_the_good_one(repo: Path) -> None:
+    """The security review's toggle: ' <sha>' (a broken ref git ignores) and then '<sha>' again read the same to a
+    parser that strips; the cache must ask git again, or it keeps the answer without the anchor."""
+    tag(repo, "govern-anchor/1", '{"seq": 1, "hash": "a"}')
+    tag(repo, "govern-anchor/2", '{"seq": 2, "hash": "b"}')
+    ref = repo / ".git" / "refs" / "tags" / "govern-anchor" / "2"
+    good = ref.read_text()
+    assert [t.name for t in git_adapter.tags_under(repo, "govern-anchor/")] == ["govern-anchor/1", "govern-anchor/2"]
+    ref.write_text(" " + good)
+    assert [t.name for t in git_adapter.tags_under(repo, "govern-anchor/")] == [
+        t.name for t in git_adapter.tags(repo, "govern-anchor/*")
+    ]
+    ref.write_text(good)
+    assert [t.name for t in git_adapter.tags_under(repo, "govern-anchor/")] == ["govern-anchor/1", "govern-anchor/2"]
+
+
+def test_a_packed_ref_moved_out_of_order_and_back_is_asked_of_git(repo: Path) -> None:
+    for seq in (1, 2, 3):
+        tag(repo, f"govern-anchor/{seq}", f'{{"seq": {seq}, "hash": "h"}}')
+    git(repo, "pack-refs", "--all")
+    packed = repo / ".git" / "packed-refs"
+    original = packed.read_text()
+    names = ["govern-anchor/1", "govern-anchor/2", "govern-anchor/3"]
+    assert [t.name for t in git_adapter.tags_under(repo, "govern-anchor/")] == names
+    lines = original.splitlines(keepends=True)
+    moved = next(i for i, line in enumerate(lines) if line.rstrip().endswith("refs/tags/govern-anchor/2"))
+    shuffled = [lines[0], *lines[moved : moved + 2], *lines[1:moved], *lines[moved + 2 :]]
+    packed.write_text("".join(shuffled))
+    assert [t.name for t in git_adapter.tags_under(repo, "govern-anchor/")] == [
+        t.name for t in git_adapter.tags(repo, "govern-anchor/*")
+    ]
+    packed.write_text(original)
+    assert [t.name for t in git_adapter.tags_under(repo, "govern-anchor/")] == names
+
+
+def test_refs_found_through_a_commondir_file_are_the_ones_git_reads(repo: Path, tmp_path: Path) -> None:
+    tag(repo, "govern-anchor/5", '{"seq": 5, "hash": "a"}')
+    other = tmp_path / "other"
+    other.mkdir()
+    git(other, "init", "-q")
+    (other / ".git" / "commondir").write_text(str(repo / ".git") + "\n")
+    assert [t.name for t in git_adapter.tags_under(other, "govern-anchor/")] == ["govern-anchor/5"]
+    tag(repo, "govern-anchor/9", '{"seq": 9, "hash": "b"}')
+    assert [t.name for t in git_adapter.tags_under(other, "govern-anchor/")] == [
+        t.name for t in git_adapter.tags(other, "govern-anchor/*")
+    ]
+    assert "govern-anchor/9" in [t.name for t in git_adapter.tags_under(other, "govern-anchor/")]
