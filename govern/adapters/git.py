@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import hashlib
-import os
 import subprocess
 from collections.abc import Iterable
 from dataclasses import dataclass
@@ -275,118 +273,6 @@ def tags(root: Path, pattern: str) -> list[Tag]:
             )
         )
     return found
-
-
-def _git_dirs(root: Path) -> tuple[Path, Path] | None:
-    """(the git directory, the common directory its refs live in) as git finds them from `root`: `.git` a directory
-    or a file naming one (a linked worktree), and a `commondir` file in it naming where the refs are; None where git
-    would look elsewhere (GIT_DIR and the like set) or there is no repository here."""
-    if any(os.environ.get(name) for name in ("GIT_DIR", "GIT_COMMON_DIR", "GIT_WORK_TREE")):
-        return None
-    dot_git = root / ".git"
-    try:
-        if dot_git.is_dir():
-            gitdir = dot_git
-        else:
-            text = dot_git.read_text(encoding="utf-8")
-            if not text.startswith("gitdir:"):
-                return None
-            gitdir = (root / text.removeprefix("gitdir:").strip()).resolve()
-        common = (gitdir / "commondir").read_text(encoding="utf-8").strip()
-    except FileNotFoundError:
-        return (gitdir, gitdir) if dot_git.exists() else None
-    except OSError:
-        return None
-    return gitdir, (gitdir / common).resolve()
-
-
-def tag_refs(root: Path, prefix: str) -> dict[str, str] | None:
-    """name -> object id of every tag under `refs/tags/<prefix>`, read from the ref files and `packed-refs`; None
-    where the refs cannot be read that way (no repository here, reftable, a symbolic tag). What git itself would
-    list can differ (a ref file git finds broken, a packed-refs line out of its sorted order): this is for looking,
-    never for deciding; `tags_under` keys its cache on the files' bytes, not on this."""
-    dirs = _git_dirs(root)
-    if dirs is None or (dirs[1] / "reftable").exists():
-        return None
-    common = dirs[1]
-    found: dict[str, str] = {}
-    try:
-        packed = (common / "packed-refs").read_text(encoding="utf-8")
-    except FileNotFoundError:
-        packed = ""
-    except OSError:
-        return None
-    for line in packed.splitlines():
-        sha, _, ref = line.partition(" ")
-        if ref.startswith(f"refs/tags/{prefix}"):
-            found[ref.removeprefix("refs/tags/")] = sha
-    for name, data in _loose_refs(common, prefix) or []:
-        sha = data.decode("utf-8", errors="replace").strip()
-        if not sha or sha.startswith("ref:"):
-            return None
-        found[name] = sha
-    return found
-
-
-def _loose_refs(common: Path, prefix: str) -> list[tuple[str, bytes]] | None:
-    """(name, the file's bytes) of every loose ref file under `refs/tags/<prefix>`, sorted; None when unreadable."""
-    tags_dir = common / "refs" / "tags"
-    folder = tags_dir / prefix if prefix.endswith("/") else tags_dir
-    try:
-        files = sorted(path for path in folder.rglob("*") if path.is_file()) if folder.is_dir() else []
-        return [
-            (path.relative_to(tags_dir).as_posix(), path.read_bytes())
-            for path in files
-            if path.relative_to(tags_dir).as_posix().startswith(prefix)
-        ]
-    except OSError:
-        return None
-
-
-def _refs_stamp(root: Path, prefix: str) -> tuple[str, ...] | None:
-    """The exact bytes of everything git reads to list the tags under `prefix` (where the refs are, `packed-refs`,
-    every loose ref file there), digested; None where that cannot be known from the files (ask git every time)."""
-    dirs = _git_dirs(root)
-    if dirs is None or (dirs[1] / "reftable").exists():
-        return None
-    gitdir, common = dirs
-    digest = hashlib.sha256()
-    try:
-        digest.update((common / "packed-refs").read_bytes())
-    except FileNotFoundError:
-        digest.update(b"\0no packed-refs")
-    except OSError:
-        return None
-    loose = _loose_refs(common, prefix)
-    if loose is None:
-        return None
-    for name, data in loose:
-        digest.update(b"\0" + name.encode() + b"\0" + hashlib.sha256(data).digest())
-    return str(gitdir), str(common), digest.hexdigest()
-
-
-_TAGS_SEEN: dict[tuple[str, str], tuple[tuple[str, ...], list[Tag]]] = {}
-
-
-def tags_under(root: Path, prefix: str) -> list[Tag]:
-    """`tags(root, prefix + "*")`, asked of git only when a file git reads for those tags changed by a byte since
-    the last time: the same files give git the same answer (a tag's object never changes under its id). A server
-    checks the repository's anchors before every write; this makes that check a few file reads. Where the files
-    cannot tell (GIT_DIR set, reftable, unreadable refs), git is asked every time."""
-    stamp = _refs_stamp(root, prefix)
-    if stamp is None:
-        return tags(root, f"{prefix}*")
-    key = (str(root.resolve()), prefix)
-    seen = _TAGS_SEEN.get(key)
-    if seen is not None and seen[0] == stamp:
-        return list(seen[1])
-    found = tags(root, f"{prefix}*")
-    if _refs_stamp(root, prefix) != stamp:  # the refs moved while git read them: remember nothing
-        return found
-    if len(_TAGS_SEEN) > 64:
-        _TAGS_SEEN.clear()
-    _TAGS_SEEN[key] = (stamp, found)
-    return list(found)
 
 
 def hooks_dir(root: Path) -> Path:

@@ -24,7 +24,7 @@ class Anchor:
 def anchors(root: Path) -> list[Anchor]:
     """Every anchor tag in the repository, oldest first; malformed ones are reported as such."""
     found = []
-    for tag in git_adapter.tags_under(root, TAG_PREFIX):
+    for tag in git_adapter.tags(root, f"{TAG_PREFIX}*"):
         try:
             data = json.loads(tag.message)
             found.append(Anchor(tag.name, int(data["seq"]), str(data["hash"])))
