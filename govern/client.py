@@ -1,9 +1,9 @@
-"""The remote CLI: the use cases' twins that ask a `govern serve` instead of opening the ledger.
+"""The remote CLI: `HttpGovernance`, the `api.service.Governance` interface through a `govern serve`.
 
-With `GOVERN_URL` (and `GOVERN_TOKEN`) set, each `govern` command that works on the ledger calls the function
-of the same name here instead of the local use case. Each takes the same arguments and returns the same kind
-of result (events as `RecordedEvent`, rows as dicts), so the command prints exactly what it prints locally,
-`--json` included, and a refusal exits with the same code (the server's problem names the error class).
+With `GOVERN_URL` (and `GOVERN_TOKEN`) set, each `govern` command that works on the ledger asks this
+implementation instead of `api.local.LocalGovernance`. Each method takes the same arguments and returns the same
+kind of result (events as `RecordedEvent`, rows as dicts), so the command prints exactly what it prints
+locally, `--json` included, and a refusal exits with the same code (the server's problem names the error class).
 """
 
 from __future__ import annotations
@@ -19,10 +19,6 @@ from govern.errors import InvalidInput
 from govern.remote import Server
 
 
-def _server() -> Server:
-    return Server.from_environment()
-
-
 def _outcome(answer: Mapping[str, Any]) -> Any:
     from govern.api.lifecycle import Outcome
 
@@ -33,236 +29,256 @@ def _when(at: datetime | None) -> str | None:
     return format_timestamp(at) if at is not None else None
 
 
-# ---------------------------------------------------------------- lifecycle
+class HttpGovernance:
+    """The `Governance` interface through a `govern serve` (its REST API): each method one request, answered in
+    the local result types, so a command prints the same either way. Who acts is the server's business: the
+    principal of the token."""
 
+    def __init__(self, server: Server | None = None) -> None:
+        self._server = server
 
-def promote(model: str, version: str, to_stage: str, reason: str, *, approver: str | None = None,
-            force: bool = False, on_progress: Any = None) -> Any:  # fmt: skip
-    if approver is not None:
-        raise InvalidInput("--approver is not accepted by a server: the approver is the principal of GOVERN_TOKEN")
-    body = {"model": model, "version": version, "to_stage": to_stage, "reason": reason, "force": force}
-    return _outcome(_server().call("POST", "/promotions", body))
+    @property
+    def server(self) -> Server:
+        """The server of GOVERN_URL with GOVERN_TOKEN, read on first use (redeeming a code needs no token)."""
+        if self._server is None:
+            self._server = Server.from_environment()
+        return self._server
 
+    # ---------------------------------------------------------------- lifecycle
 
-def deprecate(model: str, version: str, reason: str, *, force: bool = False, on_progress: Any = None) -> Any:
-    path = f"/models/{_segment(model)}/versions/{_segment(version)}/deprecation"
-    return _outcome(_server().call("POST", path, {"reason": reason, "force": force}))
+    def promote(self, model: str, version: str, to_stage: str, reason: str, *, approver: str | None = None,
+                force: bool = False, on_progress: Any = None) -> Any:  # fmt: skip
+        if approver is not None:
+            raise InvalidInput("--approver is not accepted by a server: the approver is the principal of GOVERN_TOKEN")
+        body = {"model": model, "version": version, "to_stage": to_stage, "reason": reason, "force": force}
+        return _outcome(self.server.call("POST", "/promotions", body))
 
+    def deprecate(self, model: str, version: str, reason: str, *, force: bool = False, on_progress: Any = None) -> Any:
+        path = f"/models/{_segment(model)}/versions/{_segment(version)}/deprecation"
+        return _outcome(self.server.call("POST", path, {"reason": reason, "force": force}))
 
-def deploy(model: str, version: str, *, app: str, env: str = "production", at: datetime | None = None) -> Any:
-    body = {"model": model, "version": version, "app": app, "env": env, "at": _when(at)}
-    return _outcome(_server().call("POST", "/deployments", body))
+    def deploy(self, model: str, version: str, *, app: str, env: str = "production", at: datetime | None = None) -> Any:
+        body = {"model": model, "version": version, "app": app, "env": env, "at": _when(at)}
+        return _outcome(self.server.call("POST", "/deployments", body))
 
+    def retire(self, *, app: str, env: str = "production", at: datetime | None = None) -> Any:
+        return _outcome(self.server.call("POST", "/retirements", {"app": app, "env": env, "at": _when(at)}))
 
-def retire(*, app: str, env: str = "production", at: datetime | None = None) -> Any:
-    return _outcome(_server().call("POST", "/retirements", {"app": app, "env": env, "at": _when(at)}))
+    def request_promotion(self, model: str, version: str, to_stage: str, reason: str, force: bool = False) -> Any:
+        from govern.api.approvals import Requested
 
+        body = {"model": model, "version": version, "to_stage": to_stage, "reason": reason, "force": force}
+        return Requested(RecordedEvent.from_dict(self.server.call("POST", "/promotion-requests", body)["event"]))
 
-def request_promotion(model: str, version: str, to_stage: str, reason: str, force: bool = False) -> Any:
-    from govern.api.approvals import Requested
-
-    body = {"model": model, "version": version, "to_stage": to_stage, "reason": reason, "force": force}
-    return Requested(RecordedEvent.from_dict(_server().call("POST", "/promotion-requests", body)["event"]))
-
-
-def approve(request: str, reason: str, on_progress: Any = None) -> Any:
-    return _outcome(_server().call("POST", f"/promotion-requests/{_number(request)}/approval", {"reason": reason}))
-
-
-def reject(request: str, reason: str) -> RecordedEvent:
-    answer = _server().call("POST", f"/promotion-requests/{_number(request)}/rejection", {"reason": reason})
-    return RecordedEvent.from_dict(answer)
-
-
-def requests(_ledger: Any, state: str | None = "pending", model: str | None = None) -> list[dict[str, Any]]:
-    return _server().call("GET", "/promotion-requests", query={"state": state or "all", "model": model})
-
-
-def predict(input_path: Path, output_path: Path, *, model: str | None = None, version: str | None = None,
-            app: str | None = None, env: str = "production", record: bool = False,
-            allow_deprecated: bool = False) -> Any:  # fmt: skip
-    """Over the server a prediction is for an app, and always recorded under the token's principal."""
-    from govern.api.predict import Prediction
-
-    if app is None or model is not None:
-        raise InvalidInput("Through a server, predictions are for an app: give --app APP (and --env), not a version")
-    if allow_deprecated:
-        raise InvalidInput("--allow-deprecated is not offered by a server: deploy a version that is not deprecated")
-    if not input_path.is_file():
-        raise InvalidInput(f"--input {input_path} is not a file")
-    body, headers = _server().send(f"/apps/{_segment(app)}/predict", input_path.read_bytes(), "text/csv", {"env": env})
-    output_path.write_bytes(body)
-    rows = max(0, len(body.decode("utf-8", errors="replace").splitlines()) - 1)
-    event = RecordedEvent.from_dict(json.loads(headers["x-govern-event"])) if headers.get("x-govern-event") else None
-    return Prediction(headers["x-govern-model"], headers["x-govern-version"], app, env, output_path, rows, event)
-
-
-# ---------------------------------------------------------------- training
-
-
-def repro(stages: Sequence[str], commit_lock: bool = False, on_progress: Any = None) -> Any:
-    """`govern repro` through a server: the pipeline runs here (DVC, this checkout, its cache) and its facts and model
-    files go to the server, which records them under the token's principal: the trainer is authenticated for the
-    four-eyes rule, and the server mirrors the run into MLflow. Returns the local `ReproOutcome` shape."""
-    import tempfile
-
-    from govern import config
-    from govern.api import repro as repro_api
-    from govern.errors import StageFailed
-
-    root = config.find_root()
-    server = _server()
-    known = server.call("GET", "/trainings/known-snapshots")
-    with tempfile.TemporaryDirectory(prefix="govern-remote-repro-") as scratch:
-        report_path, known_path = Path(scratch) / "report.json", Path(scratch) / "known.json"
-        known_path.write_text(json.dumps(known), encoding="utf-8")
-        failure = None
-        try:
-            reported = repro_api.report_facts(
-                stages, report_path, known_path, start=root, on_progress=on_progress, pull=False
-            )
-        except StageFailed as failed:
-            if not report_path.exists():
-                raise
-            failure, reported = failed, None
-        report = json.loads(report_path.read_text(encoding="utf-8"))
-        models = [
-            m["path"] for e in report["events"] if e["type"] == "training.completed" for m in e["payload"]["models"]
-        ]
-        answer = server.upload(
-            "/trainings/reported", {"report": json.dumps(report)}, {path: root / path for path in models}
+    def approve(self, request: str, reason: str, on_progress: Any = None) -> Any:
+        return _outcome(
+            self.server.call("POST", f"/promotion-requests/{_number(request)}/approval", {"reason": reason})
         )
-    events = [RecordedEvent.from_dict(e) for e in answer["events"]]
-    if failure is not None:
-        seq = events[0].seq if events else "?"
-        raise StageFailed(failure.stage, f"{failure} (recorded by the server as training.failed, seq {seq})",
-                          failure.output_tail)  # fmt: skip
-    committed = None
-    if commit_lock and answer["status"] == "recorded":
-        pipeline = repro_api.dvc_adapter.load_pipeline(root)
-        training = next(e for e in events if e.type == "training.completed")
-        committed = repro_api._commit_lock(root, pipeline, training.seq, training.event_id)
-    existing = answer["training_seq"] if answer["status"] == "up-to-date" else None
-    return repro_api.ReproOutcome(
-        status=answer["status"],
-        stage_runs=reported.stage_runs if reported else [],
-        events=events,
-        existing_seq=existing,
-        committed=committed,
-        warnings=answer["warnings"],
-    )
 
+    def reject(self, request: str, reason: str) -> RecordedEvent:
+        answer = self.server.call("POST", f"/promotion-requests/{_number(request)}/rejection", {"reason": reason})
+        return RecordedEvent.from_dict(answer)
 
-# ---------------------------------------------------------------- audit
+    def requests(self, state: str | None = "pending", model: str | None = None) -> list[dict[str, Any]]:
+        return self.server.call("GET", "/promotion-requests", query={"state": state or "all", "model": model})
 
+    def predict(self, input_path: Path, output_path: Path, *, model: str | None = None, version: str | None = None,
+                app: str | None = None, env: str = "production", record: bool = False,
+                allow_deprecated: bool = False) -> Any:  # fmt: skip
+        """Over the server a prediction is for an app, and always recorded under the token's principal."""
+        from govern.api.predict import Prediction
 
-def audit_log(types: Sequence[str] = (), since: datetime | None = None, limit: int | None = None) -> list:
-    query = {"type": list(types) or None, "since": _when(since), "limit": limit}
-    return [RecordedEvent.from_dict(e) for e in _server().call("GET", "/events", query=query)]
+        if app is None or model is not None:
+            raise InvalidInput(
+                "Through a server, predictions are for an app: give --app APP (and --env), not a version"
+            )
+        if allow_deprecated:
+            raise InvalidInput("--allow-deprecated is not offered by a server: deploy a version that is not deprecated")
+        if not input_path.is_file():
+            raise InvalidInput(f"--input {input_path} is not a file")
+        body, headers = self.server.send(
+            f"/apps/{_segment(app)}/predict", input_path.read_bytes(), "text/csv", {"env": env}
+        )
+        output_path.write_bytes(body)
+        rows = max(0, len(body.decode("utf-8", errors="replace").splitlines()) - 1)
+        event = (
+            RecordedEvent.from_dict(json.loads(headers["x-govern-event"])) if headers.get("x-govern-event") else None
+        )
+        return Prediction(headers["x-govern-model"], headers["x-govern-version"], app, env, output_path, rows, event)
 
+    # ---------------------------------------------------------------- training
 
-def production_answer(app: str, env: str, at: datetime) -> dict[str, Any]:
-    return _server().call("GET", f"/apps/{_segment(app)}/production", query={"env": env, "at": _when(at)})
+    def repro(self, stages: Sequence[str], commit_lock: bool = False, on_progress: Any = None) -> Any:
+        """`govern repro` through a server: the pipeline runs here (DVC, this checkout, its cache) and its facts and
+        model files go to the server, which records them under the token's principal: the trainer is authenticated
+        for the four-eyes rule, and the server mirrors the run into MLflow. Returns the local `ReproOutcome` shape."""
+        import tempfile
 
+        from govern import config
+        from govern.api import repro as repro_api
+        from govern.errors import StageFailed
 
-def window_records(app: str | None = None, model: str | None = None) -> list[dict[str, Any]]:
-    return _server().call("GET", "/windows", query={"app": app, "model": model})
+        root = config.find_root()
+        server = self.server
+        known = server.call("GET", "/trainings/known-snapshots")
+        with tempfile.TemporaryDirectory(prefix="govern-remote-repro-") as scratch:
+            report_path, known_path = Path(scratch) / "report.json", Path(scratch) / "known.json"
+            known_path.write_text(json.dumps(known), encoding="utf-8")
+            failure = None
+            try:
+                reported = repro_api.report_facts(
+                    stages, report_path, known_path, start=root, on_progress=on_progress, pull=False
+                )
+            except StageFailed as failed:
+                if not report_path.exists():
+                    raise
+                failure, reported = failed, None
+            report = json.loads(report_path.read_text(encoding="utf-8"))
+            models = [
+                m["path"] for e in report["events"] if e["type"] == "training.completed" for m in e["payload"]["models"]
+            ]
+            answer = server.upload(
+                "/trainings/reported", {"report": json.dumps(report)}, {path: root / path for path in models}
+            )
+        events = [RecordedEvent.from_dict(e) for e in answer["events"]]
+        if failure is not None:
+            seq = events[0].seq if events else "?"
+            raise StageFailed(failure.stage, f"{failure} (recorded by the server as training.failed, seq {seq})",
+                              failure.output_tail)  # fmt: skip
+        committed = None
+        if commit_lock and answer["status"] == "recorded":
+            pipeline = repro_api.dvc_adapter.load_pipeline(root)
+            training = next(e for e in events if e.type == "training.completed")
+            committed = repro_api._commit_lock(root, pipeline, training.seq, training.event_id)
+        existing = answer["training_seq"] if answer["status"] == "up-to-date" else None
+        return repro_api.ReproOutcome(
+            status=answer["status"],
+            stage_runs=reported.stage_runs if reported else [],
+            events=events,
+            existing_seq=existing,
+            committed=committed,
+            warnings=answer["warnings"],
+        )
 
+    # ---------------------------------------------------------------- audit
 
-def history(model: str, version: str | None = None) -> list[RecordedEvent]:
-    answer = _server().call("GET", f"/models/{_segment(model)}/history", query={"version": version})
-    return [RecordedEvent.from_dict(e) for e in answer]
+    def audit_log(self, types: Sequence[str] = (), since: datetime | None = None, limit: int | None = None) -> list:
+        query = {"type": list(types) or None, "since": _when(since), "limit": limit}
+        return [RecordedEvent.from_dict(e) for e in self.server.call("GET", "/events", query=query)]
 
+    def production_answer(self, app: str, env: str, at: datetime) -> dict[str, Any]:
+        return self.server.call("GET", f"/apps/{_segment(app)}/production", query={"env": env, "at": _when(at)})
 
-def sql(statement: str, params: Mapping[str, Any] | None = None) -> Any:
-    return _result(_server().call("POST", "/sql", {"statement": statement, "params": dict(params or {})}))
+    def window_records(self, app: str | None = None, model: str | None = None) -> list[dict[str, Any]]:
+        return self.server.call("GET", "/windows", query={"app": app, "model": model})
 
+    def history(self, model: str, version: str | None = None) -> list[RecordedEvent]:
+        answer = self.server.call("GET", f"/models/{_segment(model)}/history", query={"version": version})
+        return [RecordedEvent.from_dict(e) for e in answer]
 
-def named_queries() -> dict[str, str]:
-    return {q["name"]: q["description"] for q in _server().call("GET", "/queries")}
+    def sql(self, statement: str, params: Mapping[str, Any] | None = None) -> Any:
+        return _result(self.server.call("POST", "/sql", {"statement": statement, "params": dict(params or {})}))
 
+    def named_queries(self) -> dict[str, str]:
+        return {q["name"]: q["description"] for q in self.server.call("GET", "/queries")}
 
-def run_named(name: str, params: Mapping[str, str]) -> Any:
-    return _result(_server().call("POST", f"/queries/{_segment(name)}", {"params": dict(params)}))
+    def run_named(self, name: str, params: Mapping[str, str]) -> Any:
+        return _result(self.server.call("POST", f"/queries/{_segment(name)}", {"params": dict(params)}))
 
+    def gather(self, model: str, version: str, verify_chain: bool = False) -> dict[str, Any]:
+        """The report's data from the server (its JSON form); the CLI renders HTML or Markdown from it locally."""
+        path = f"/models/{_segment(model)}/versions/{_segment(version)}/report"
+        query = {"format": "json", "verify_chain": str(verify_chain).lower()}
+        body, _ = self.server.fetch(path, query)
+        return json.loads(body)
 
-def gather(model: str, version: str, verify_chain: bool = False) -> dict[str, Any]:
-    """The report's data from the server (its JSON form); the CLI renders HTML or Markdown from it locally."""
-    path = f"/models/{_segment(model)}/versions/{_segment(version)}/report"
-    query = {"format": "json", "verify_chain": str(verify_chain).lower()}
-    body, _ = _server().fetch(path, query)
-    return json.loads(body)
+    def verify(self, repository: Path | None = None) -> Any:
+        from govern.api.anchors import Anchor
+        from govern.api.integrity import IntegrityReport
+        from govern.attestations import AttestationReport
+        from govern.storage.contract import Verification
 
+        if repository is not None:
+            raise InvalidInput("--repo checks anchors in a local repository: a server checks its own; leave --repo out")
+        answer = self.server.call("GET", "/verify")
+        chain = Verification(
+            answer["chain_ok"], answer["count"], answer["head_hash"], answer["bad_seq"], answer["problem"]
+        )
+        anchors = [Anchor(a["tag"], a["seq"], a["hash"]) for a in answer["anchors"]]
+        where = Path(answer["repository"]) if answer["repository"] else None
+        found = answer.get("attestations")
+        return IntegrityReport(
+            chain, anchors, answer["anchor_problems"], where, AttestationReport.from_dict(found) if found else None
+        )
 
-def verify(repository: Path | None = None) -> Any:
-    from govern.api.anchors import Anchor
-    from govern.api.integrity import IntegrityReport
-    from govern.attestations import AttestationReport
-    from govern.storage.contract import Verification
+    def anchor(self) -> RecordedEvent:
+        return RecordedEvent.from_dict(self.server.call("POST", "/anchors"))
 
-    if repository is not None:
-        raise InvalidInput("--repo checks anchors in a local repository: a server checks its own; leave --repo out")
-    answer = _server().call("GET", "/verify")
-    chain = Verification(answer["chain_ok"], answer["count"], answer["head_hash"], answer["bad_seq"], answer["problem"])
-    anchors = [Anchor(a["tag"], a["seq"], a["hash"]) for a in answer["anchors"]]
-    where = Path(answer["repository"]) if answer["repository"] else None
-    found = answer.get("attestations")
-    return IntegrityReport(
-        chain, anchors, answer["anchor_problems"], where, AttestationReport.from_dict(found) if found else None
-    )
+    def status(self) -> dict[str, Any]:
+        return self.server.call("GET", "/status")
 
+    # ---------------------------------------------------------------- access
 
-def anchor() -> RecordedEvent:
-    return RecordedEvent.from_dict(_server().call("POST", "/anchors"))
+    def grant(self, principal: str, role: str, apps: Sequence[str] = (), reason: str = "") -> RecordedEvent:
+        body = {"principal": principal, "role": role, "apps": list(apps), "reason": reason}
+        return RecordedEvent.from_dict(self.server.call("POST", "/principals", body))
 
+    def revoke(self, principal: str, role: str, reason: str = "") -> RecordedEvent:
+        path = f"/principals/{_segment(principal)}/roles/{_segment(role)}"
+        return RecordedEvent.from_dict(self.server.call("DELETE", path, query={"reason": reason}))
 
-def status() -> dict[str, Any]:
-    return _server().call("GET", "/status")
+    def link_identity(self, principal: str, identity: str, reason: str = "") -> RecordedEvent:
+        body = {"identity": identity, "reason": reason}
+        return RecordedEvent.from_dict(self.server.call("POST", f"/principals/{_segment(principal)}/identities", body))
 
+    def identities(self) -> list[dict[str, Any]]:
+        return self.server.call("GET", "/identities")
 
-# ---------------------------------------------------------------- access
+    def roles_at(self, at: datetime | None = None) -> list[dict[str, Any]]:
+        return self.server.call("GET", "/principals", query={"at": _when(at)})
 
+    def tokens(self, principal: str | None = None) -> list[dict[str, Any]]:
+        return self.server.call("GET", "/tokens", query={"principal": principal})
 
-def grant(principal: str, role: str, apps: Sequence[str] = (), reason: str = "") -> RecordedEvent:
-    body = {"principal": principal, "role": role, "apps": list(apps), "reason": reason}
-    return RecordedEvent.from_dict(_server().call("POST", "/principals", body))
+    def issue_token(self, principal: str, expires: str | None = None, description: str = "") -> Any:
+        answer = self.server.call(
+            "POST", f"/principals/{_segment(principal)}/tokens", {"expires": expires, "description": description}
+        )
+        return _issued(answer)
 
+    def redeem(self, code: str) -> Any:
+        """An enrollment code exchanged by the server: no GOVERN_TOKEN needed (nor sent), the code authenticates."""
+        import os
 
-def revoke(principal: str, role: str, reason: str = "") -> RecordedEvent:
-    path = f"/principals/{_segment(principal)}/roles/{_segment(role)}"
-    return RecordedEvent.from_dict(_server().call("DELETE", path, query={"reason": reason}))
+        url = Server.from_environment(environ={**os.environ, "GOVERN_TOKEN": "-"}).url  # the URL's checks only
+        return _issued(Server(url, "").call("POST", "/enrollment-codes/redemptions", {"code": code}))
 
+    def confirm_grant(self, proposal: str, reason: str = "") -> RecordedEvent:
+        path = f"/grant-proposals/{_number_of(proposal)}/confirmation"
+        return RecordedEvent.from_dict(self.server.call("POST", path, {"reason": reason}))
 
-def link_identity(principal: str, identity: str, reason: str = "") -> RecordedEvent:
-    body = {"identity": identity, "reason": reason}
-    return RecordedEvent.from_dict(_server().call("POST", f"/principals/{_segment(principal)}/identities", body))
+    def decline_grant(self, proposal: str, reason: str) -> RecordedEvent:
+        path = f"/grant-proposals/{_number_of(proposal)}/decline"
+        return RecordedEvent.from_dict(self.server.call("POST", path, {"reason": reason}))
 
+    def withdraw_grant(self, proposal: str, reason: str = "") -> RecordedEvent:
+        path = f"/grant-proposals/{_number_of(proposal)}/withdrawal"
+        return RecordedEvent.from_dict(self.server.call("POST", path, {"reason": reason}))
 
-def identities(_ledger: Any) -> list[dict[str, Any]]:
-    return _server().call("GET", "/identities")
+    def proposals(self, state: str | None = "pending") -> list[dict[str, Any]]:
+        return self.server.call("GET", "/grant-proposals", query={"state": state or "all"})
 
+    def grant_history(self, principal: str | None = None, limit: int = 200) -> list[dict[str, Any]]:
+        return self.server.call("GET", "/grants", query={"principal": principal, "limit": limit})
 
-def roles_at(_ledger: Any, at: datetime | None = None) -> list[dict[str, Any]]:
-    return _server().call("GET", "/principals", query={"at": _when(at)})
+    def revoke_token(self, token_id: str, reason: str = "") -> RecordedEvent:
+        from govern import access
 
-
-def tokens(_ledger: Any, principal: str | None = None) -> list[dict[str, Any]]:
-    return _server().call("GET", "/tokens", query={"principal": principal})
-
-
-def issue_token(principal: str, expires: str | None = None, description: str = "") -> Any:
-    answer = _server().call(
-        "POST", f"/principals/{_segment(principal)}/tokens", {"expires": expires, "description": description}
-    )
-    return _issued(answer)
-
-
-def redeem(code: str) -> Any:
-    """An enrollment code exchanged by the server: no GOVERN_TOKEN needed (nor sent), the code authenticates."""
-    import os
-
-    url = Server.from_environment(environ={**os.environ, "GOVERN_TOKEN": "-"}).url  # the URL's checks only
-    return _issued(Server(url, "").call("POST", "/enrollment-codes/redemptions", {"code": code}))
+        bearer = access.parse_bearer(token_id) or access.parse_code(token_id)  # a secret never goes into a URL
+        token_id = bearer[0] if bearer else token_id
+        return RecordedEvent.from_dict(
+            self.server.call("DELETE", f"/tokens/{_segment(token_id)}", query={"reason": reason})
+        )
 
 
 def _issued(answer: Mapping[str, Any]) -> Any:
@@ -285,41 +301,10 @@ def _instant(text: str | None) -> Any:
     return datetime.fromisoformat(text) if text else None
 
 
-def confirm_grant(proposal: str, reason: str = "") -> RecordedEvent:
-    path = f"/grant-proposals/{_number_of(proposal)}/confirmation"
-    return RecordedEvent.from_dict(_server().call("POST", path, {"reason": reason}))
-
-
-def decline_grant(proposal: str, reason: str) -> RecordedEvent:
-    path = f"/grant-proposals/{_number_of(proposal)}/decline"
-    return RecordedEvent.from_dict(_server().call("POST", path, {"reason": reason}))
-
-
-def withdraw_grant(proposal: str, reason: str = "") -> RecordedEvent:
-    path = f"/grant-proposals/{_number_of(proposal)}/withdrawal"
-    return RecordedEvent.from_dict(_server().call("POST", path, {"reason": reason}))
-
-
-def proposals(_ledger: Any, state: str | None = "pending") -> list[dict[str, Any]]:
-    return _server().call("GET", "/grant-proposals", query={"state": state or "all"})
-
-
-def grant_history(_ledger: Any, principal: str | None = None, limit: int = 200) -> list[dict[str, Any]]:
-    return _server().call("GET", "/grants", query={"principal": principal, "limit": limit})
-
-
 def _number_of(proposal: str) -> str:
     from govern.api.access import proposal_number
 
     return str(proposal_number(proposal))
-
-
-def revoke_token(token_id: str, reason: str = "") -> RecordedEvent:
-    from govern import access
-
-    bearer = access.parse_bearer(token_id) or access.parse_code(token_id)  # a secret never goes into a URL
-    token_id = bearer[0] if bearer else token_id
-    return RecordedEvent.from_dict(_server().call("DELETE", f"/tokens/{_segment(token_id)}", query={"reason": reason}))
 
 
 # ---------------------------------------------------------------- helpers

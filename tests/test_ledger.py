@@ -315,9 +315,10 @@ def test_a_session_opens_the_file_once_for_its_reads_and_writes_and_lets_go_when
     opened = []
     real = ledger_module.attached
     monkeypatch.setattr(ledger_module, "attached", lambda path, **kw: opened.append(kw) or real(path, **kw))
-    with sessions.session():
+    with sessions.Session() as current:
+        ledger = Ledger(ledger.path, session=current)
         assert ledger.head()[0] == 1
-        Ledger(ledger.path).append([snapshot(2)])  # another object, the same file: the same connection
+        Ledger(ledger.path, session=current).append([snapshot(2)])  # another object, the same file and session
         assert len(ledger.read()) == 2
         assert ledger.verify().ok
     assert opened == [{"read_only": True}, {"read_only": False}]  # read-only until the first write
@@ -331,12 +332,12 @@ def test_a_session_opens_the_file_once_for_its_reads_and_writes_and_lets_go_when
 def test_another_thread_waits_for_a_session_to_end_before_it_uses_the_file(ledger: Ledger) -> None:
     import threading
 
-    from govern.storage.sessions import session
+    from govern.storage.sessions import Session
 
     ledger.append([snapshot(1)])
     order: list[str] = []
-    with session(write=True):
-        ledger.head()
+    with Session(write=True) as current:
+        Ledger(ledger.path, session=current).head()
         other = threading.Thread(target=lambda: (ledger.append([snapshot(2)]), order.append("other wrote")))
         other.start()
         time.sleep(0.3)
@@ -348,15 +349,15 @@ def test_another_thread_waits_for_a_session_to_end_before_it_uses_the_file(ledge
 
 def test_work_after_a_closed_session_in_its_context_holds_the_file_no_longer(ledger: Ledger) -> None:
     """Found by the web pages: a page's dependency closes its session when the route ends, and then the error
-    handler, in the same context, read the ledger through the closed session; that connection was never released,
-    and the server's next request waited for the file forever."""
+    handler read the ledger through the closed session; that connection was never released, and the server's
+    next request waited for the file forever."""
     import threading
 
-    from govern.storage.sessions import Session, enter_session
+    from govern.storage.sessions import Session
 
     ledger.append([snapshot(1)])
     closed = Session()
-    enter_session(closed)
+    ledger = Ledger(ledger.path, session=closed)
     try:
         assert ledger.head()[0] == 1
         closed.close()
@@ -375,6 +376,5 @@ def test_work_after_a_closed_session_in_its_context_holds_the_file_no_longer(led
         assert outcome == [2]
         assert closed.held == {}
     finally:
-        enter_session(None)
         for held in list(closed.held.values()):  # what a regression would leave held, so teardown does not hang
             held.release()

@@ -1,10 +1,10 @@
-"""What every write use case starts from: the project root, its config, its ledger, the actor."""
+"""The composition root: the project a command or a request works on (root, config, ledger, actor, clock)."""
 
 from __future__ import annotations
 
 import os
-from collections.abc import Mapping
-from dataclasses import dataclass
+from collections.abc import Callable, Mapping
+from datetime import datetime
 from pathlib import Path
 
 from govern import attribution, environment, redaction
@@ -12,31 +12,70 @@ from govern import config as config_module
 from govern.adapters import git as git_adapter
 from govern.api.anchors import refuse_writes_off_the_anchors
 from govern.config import Config
+from govern.envelope import utc_now
 from govern.errors import InvalidInput
 from govern.storage import LedgerStore, open_store
+from govern.storage.sessions import Session
 
 
-@dataclass(frozen=True)
 class Project:
-    root: Path
-    config: Config
-    ledger: LedgerStore
-    actor: attribution.Actor
+    """The composition root of one command or one server request: the project's root, its configuration (loaded
+    once), its ledger (within the request's unit of work, where it has one), who acts and how that was
+    established, and the clock. Delivery (the CLI, the server, the pages, the jobs) builds it; use cases take it
+    as their first argument and never find a root, load a configuration or open a ledger of their own.
+
+    The actor is resolved on first use (the git identity costs a process; a read never needs it)."""
+
+    def __init__(
+        self,
+        root: Path,
+        config: Config,
+        ledger: LedgerStore,
+        actor: attribution.Actor | None = None,
+        *,
+        clock: Callable[[], datetime] = utc_now,
+    ) -> None:
+        self.root = root
+        self.config = config
+        self.ledger = ledger
+        self.clock = clock
+        self._actor = actor
+
+    @property
+    def actor(self) -> attribution.Actor:
+        if self._actor is None:
+            root = self.root
+            self._actor = environment.actor(lambda: git_adapter.identity(root))
+        return self._actor
+
+    def acting_as(self, actor: attribution.Actor) -> Project:
+        """The same project, ledger and clock, another actor (a request's principal, once authenticated)."""
+        return Project(self.root, self.config, self.ledger, actor, clock=self.clock)
+
+    def __repr__(self) -> str:
+        return f"Project({self.root}, ledger={self.ledger.location})"
 
 
-def open_project(start: Path | None = None, actor: attribution.Actor | str | None = None) -> Project:
-    """The project a governance command works on; a ledger lost where anchors exist is refused here.
+def open_project(
+    root: Path | None = None,
+    *,
+    actor: attribution.Actor | str | None = None,
+    session: Session | None = None,
+    writing: bool = True,
+) -> Project:
+    """The project a command works on, from `root` or the current directory. `writing` (the default) refuses a
+    ledger lost where anchors exist and tells the ledger the secrets it must never record; a read-only command
+    opens with `writing=False` and pays for neither.
 
     `actor` is who acts: the server passes its authenticated principal; otherwise the CI or git identity, which
     is self-asserted. A bare name given by a caller is self-asserted too."""
-    root = config_module.find_root(start)
+    root = config_module.find_root(root)
     cfg = config_module.load(root)
-    ledger = open_store(cfg.ledger, lock_timeout=cfg.lock_timeout)
-    refuse_writes_off_the_anchors(root, ledger)
-    guard_secrets(root, cfg)
-    if actor is None:
-        actor = environment.actor(lambda: git_adapter.identity(root))
-    elif isinstance(actor, str):
+    ledger = open_store(cfg.ledger, lock_timeout=cfg.lock_timeout, session=session)
+    if writing:
+        refuse_writes_off_the_anchors(root, ledger)
+        guard_secrets(root, cfg)
+    if isinstance(actor, str):
         actor = attribution.self_asserted(actor, "given by the caller")
     return Project(root, cfg, ledger, actor)
 

@@ -144,14 +144,21 @@ def _declared_server() -> str | None:
         return None
 
 
+def project(*, writing: bool = True) -> Any:
+    """The composition root of this command (`api.context.Project`): the project around the current directory,
+    its configuration loaded once, its ledger, the actor (CI's or git's identity, self-asserted), the clock. A
+    read-only command opens it with `writing=False` (no anchor check, no secret guard)."""
+    # cold start: import the use cases' context on use (the storage behind it loads DuckDB)
+    from govern.api.context import open_project
+
+    return open_project(writing=writing)
+
+
 def local_ledger() -> Any:
     """The local ledger for a read use case; None when a server answers instead (its twin ignores it)."""
     if is_remote():
         return None
-    # cold start: import the use case on use (the api modules load DuckDB)
-    from govern.api.audit import open_ledger
-
-    return open_ledger()
+    return project(writing=False).ledger
 
 
 def local_only(command: str) -> None:
@@ -176,3 +183,17 @@ def print_grants(statements: list[str]) -> None:
     click.echo("and SELECT, and auditors one that may only SELECT (replace the passwords):")
     for statement in statements:
         click.echo(f"  {statement}")
+
+
+def service() -> Any:
+    """The use cases for this command (`api.service.Governance`): on the server of GOVERN_URL where one is named
+    (`client.HttpGovernance`), else on the project here (`api.local.LocalGovernance`)."""
+    # cold start: import the chosen implementation only (each imports its use cases on use)
+    if is_remote():
+        from govern.client import HttpGovernance
+
+        return HttpGovernance()
+    from govern.api.context import open_project
+    from govern.api.local import LocalGovernance
+
+    return LocalGovernance(open_project)

@@ -23,7 +23,7 @@ from fastapi.responses import Response
 from govern import __version__
 from govern.httpkit import NoStore, SecurityHeaders
 from govern.server.admission import Gate
-from govern.server.deps import ServerState, ledger, no_unknown_query
+from govern.server.deps import ServerState, no_unknown_query
 from govern.server.http import API, PROBLEMS, Signing, problems_documented_as_sent
 
 REDEEM_PER_CLIENT, REDEEM_TOTAL = 20, 200  # failed enrollment-code redemptions a minute: from one address, in all
@@ -118,7 +118,9 @@ def _opened_once(root: Path) -> Callable[[], Any]:
 
     def door_ledger() -> Any:
         if not opened:
-            opened.append(ledger(root))
+            from govern.api.context import open_project
+
+            opened.append(open_project(root, writing=False).ledger)
         return opened[0]
 
     return door_ledger

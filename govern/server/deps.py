@@ -6,7 +6,7 @@ The state is built once by `create_app` and kept on the application (`app.state.
 parts it needs (`Root`, `State`), so the routers are plain modules (`govern.server.routes`).
 """
 
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
@@ -28,15 +28,33 @@ class ServerState:
     runner: Any  # `server.jobs.JobRunner`: woken when a training is requested
     redemptions: Any  # `throttle.Throttle` of enrollment codes' redemptions, the sign-in page's too
 
+    def project(self, *, actor: Any = None, session: Any = None, writing: bool = False) -> Any:
+        """The composition root of one request (`api.context.Project`): its configuration loaded once, its ledger
+        within the request's session where it holds one, the authenticated principal as the actor."""
+        from govern.api.context import open_project
+
+        return open_project(self.root, actor=actor, session=session, writing=writing)
+
     def ledger(self) -> Any:
-        return ledger(self.root)
+        """The project's ledger outside any request (the door's token table, startup)."""
+        return self.project().ledger
 
 
-def ledger(root: Path) -> Any:
-    """The project's ledger, opened for the request (within its `ledger.Session`, where it holds one)."""
-    from govern.api import audit as audit_api
+class Caller:
+    """An authorised request: who calls (authenticated by the server) and the project it works on (an
+    `api.context.Project` with the principal as its actor), built once, on first use: in the handler's worker
+    thread, never on the event loop."""
 
-    return audit_api.open_ledger(root)
+    def __init__(self, principal: access.Principal, build: Callable[[], Any], project: Any = None) -> None:
+        self.principal = principal
+        self._build = build
+        self._project = project
+
+    @property
+    def project(self) -> Any:
+        if self._project is None:
+            self._project = self._build()
+        return self._project
 
 
 async def server_state(request: Request) -> ServerState:
@@ -53,58 +71,66 @@ Root = Annotated[Path, Depends(project_root)]
 bearer_scheme = HTTPBearer(auto_error=False, description="A token from `govern tokens create NAME`")
 
 
-def authorised(operation: str, *, hold: str | None = None) -> Any:
-    """The dependency of a route: authenticate, check `access.POLICY`. With `hold` ("read" or "write"), the
-    request's ledger work (authentication included) shares one ledger connection, or one pooled PostgreSQL
-    connection, until the handler returns (`ledger.Session`): only for handlers that do short ledger work,
-    as the session holds the file; model runs, fetches and streams go without."""
+def authorised(operation: str, *, hold: str | None = None, writes: bool | None = None) -> Any:
+    """The dependency of a route: authenticate, check `access.POLICY`, and build the request's `Caller` (its
+    principal and its project). With `hold` ("read" or "write"), the request's ledger work (authentication
+    included) shares one ledger connection, or one pooled PostgreSQL connection, until the handler returns
+    (`sessions.Session`): only for handlers that do short ledger work, as the session holds the file; model runs,
+    fetches and streams go without. `writes` (default: `hold == "write"`) opens the project for writing: the
+    anchors checked, the secrets guarded."""
     if operation not in access.POLICY:  # a route without a policy row could never be called: fail at startup
         raise RuntimeError(f"operation {operation!r} has no row in access.POLICY")
+    writing = hold == "write" if writes is None else writes
 
-    def check(request: Request, credentials: HTTPAuthorizationCredentials | None) -> access.Principal:
+    def check(request: Request, credentials: HTTPAuthorizationCredentials | None, session: Any) -> Caller:
         from govern.api import authentication
 
+        state: ServerState = request.app.state.govern
         principal = request.scope.get(PRINCIPAL_KEY)  # authenticated at the door (`admission.Gate`)
+        reading = None
         if principal is None:
-            root = request.app.state.govern.root
-            principal = authentication.authenticate(ledger(root), credentials.credentials if credentials else None)
+            reading = state.project(session=session)
+            principal = authentication.authenticate(reading.ledger, credentials.credentials if credentials else None)
         if not access.allowed(principal, operation):
             roles = ", ".join(sorted(principal.roles)) or "no role"
             raise Forbidden(f"{principal.name} ({roles}) may not call {operation}")
-        return principal
+        actor = principal.actor
+        if reading is not None and not writing:
+            return Caller(principal, lambda: None, reading.acting_as(actor))
+        return Caller(principal, lambda: state.project(actor=actor, session=session, writing=writing))
 
     async def within_session(
         request: Request,
         credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(bearer_scheme)] = None,
-    ) -> AsyncIterator[access.Principal]:
+    ) -> AsyncIterator[Caller]:
         from starlette.concurrency import run_in_threadpool
 
-        from govern.storage.sessions import Session, enter_session
+        from govern.storage.sessions import Session
 
         current = Session(write=hold == "write")
-        enter_session(current)  # the thread-pool calls of this request (this check, the handler) share it
         try:
-            yield await checked(request, credentials)
+            yield await checked(request, credentials, current)
         finally:
             if current.holds_nothing():
                 current.close()  # nothing to let go: no trip through a worker thread
             else:
                 await run_in_threadpool(current.close)
 
-    async def checked(request: Request, credentials: HTTPAuthorizationCredentials | None) -> access.Principal:
-        """On the event loop where the door authenticated the request (a role check is microseconds): under a
-        flood, every trip to a worker thread and back waits for the loop, so a request makes as few as it can."""
+    async def checked(request: Request, credentials: HTTPAuthorizationCredentials | None, session: Any) -> Caller:
+        """On the event loop where the door authenticated the request (a role check is microseconds; the project
+        is built later, in the handler's thread): under a flood, every trip to a worker thread and back waits for the loop, so a request
+        makes as few as it can."""
         from starlette.concurrency import run_in_threadpool
 
         if PRINCIPAL_KEY in request.scope:
-            return check(request, credentials)
-        return await run_in_threadpool(check, request, credentials)
+            return check(request, credentials, session)
+        return await run_in_threadpool(check, request, credentials, session)
 
     async def alone(
         request: Request,
         credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(bearer_scheme)] = None,
-    ) -> access.Principal:
-        return await checked(request, credentials)
+    ) -> Caller:
+        return await checked(request, credentials, None)
 
     if hold is None:
         return Depends(alone)

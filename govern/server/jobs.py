@@ -73,7 +73,7 @@ class JobRunner:
             self._wake.clear()
 
     def _take(self, host: str) -> None:
-        project = open_project(self.root, server_actor())
+        project = open_project(self.root, actor=server_actor())
         slots = self.slots or project.config.jobs_concurrency
         with self._lock:
             self._running = {k: t for k, t in self._running.items() if t.is_alive()}
@@ -95,7 +95,7 @@ class JobRunner:
             free -= 1
 
     def _run(self, job_id: str) -> None:
-        project = open_project(self.root, server_actor())
+        project = open_project(self.root, actor=server_actor())
 
         checked = [0.0]
 

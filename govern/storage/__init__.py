@@ -12,26 +12,29 @@ backend checks of an event), `sessions` (the unit of work), `duckdb_files` and `
 from __future__ import annotations
 
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from govern.storage.contract import LedgerStore, Reader, Verification
 from govern.storage.copying import COPY_BATCH, copy
 
+if TYPE_CHECKING:
+    from govern.storage.sessions import Session
+
 __all__ = ["COPY_BATCH", "LedgerStore", "Reader", "Verification", "copy", "create_postgres", "open_store"]
 
 
-def open_store(location: Path | str, lock_timeout: float = 30.0) -> LedgerStore:
-    """A DuckDB file path, or a `postgresql://` URL (psycopg is imported only then)."""
+def open_store(location: Path | str, lock_timeout: float = 30.0, session: Session | None = None) -> LedgerStore:
+    """A DuckDB file path, or a `postgresql://` URL (psycopg is imported only then). With a `session` (a server
+    request's unit of work), every call shares one connection: the file's, or one leased from a pool."""
     if isinstance(location, str) and "://" in location:  # config keeps a URL as a string, a path as a Path
         from govern.storage.postgres_log import PostgresLedger, leased
-        from govern.storage.sessions import current_session
 
-        current = current_session()
-        if current is not None:  # a server request: one pooled connection for all it does
-            return leased(str(location), lock_timeout, current)
+        if session is not None and not session.closed:  # a server request: one pooled connection for all it does
+            return leased(str(location), lock_timeout, session)
         return PostgresLedger(str(location), lock_timeout=lock_timeout)
     from govern.storage.duckdb_log import Ledger
 
-    return Ledger(Path(location), lock_timeout=lock_timeout)
+    return Ledger(Path(location), lock_timeout=lock_timeout, session=session)
 
 
 def create_postgres(url: str, writer: str, auditor: str) -> tuple[str, int, list[str]]:

@@ -72,7 +72,7 @@ from govern.storage.duckdb_files import (
     younger_than_headers,
 )
 from govern.storage.rules import attestation_signer, authn_text, refuse_secrets, same_or_conflict
-from govern.storage.sessions import Session, after_close, bounded_wait, current_session, let_go, writer_lock
+from govern.storage.sessions import Session, after_close, bounded_wait, let_go, live, writer_lock
 
 if TYPE_CHECKING:
     from govern.config import AuditLimits
@@ -99,15 +99,16 @@ class Ledger:
 
     backend = "duckdb"
 
-    def __init__(self, path: Path, lock_timeout: float = 30.0) -> None:
+    def __init__(self, path: Path, lock_timeout: float = 30.0, session: Session | None = None) -> None:
         self.path = Path(path)
         self.lock_timeout = lock_timeout
+        self.session = session  # the unit of work this ledger's calls share a connection in (`sessions.Session`)
         self._expected_head: tuple[int, str] | None = None
 
     def expecting(self, head: tuple[int, str]) -> Ledger:
         """This ledger, for reads that must see exactly `head` ((0, GENESIS_HASH) when empty): a read model asks
         in the same connection that answers, and pulls only on `StaleReadModel`."""
-        view = Ledger(self.path, self.lock_timeout)
+        view = Ledger(self.path, self.lock_timeout, self.session)
         view._expected_head = head
         return view
 
@@ -150,9 +151,9 @@ class Ledger:
                 self.path.parent.mkdir(parents=True, exist_ok=True)
             except OSError as error:
                 raise LedgerError(f"Cannot create the ledger directory {self.path.parent}: {error.strerror}") from None
-        current = current_session()
+        current = live(self.session)
         if current is not None and sandbox:
-            let_go(self.path)  # a sandboxed connection needs the file to itself in this process
+            let_go(current, self.path)  # a sandboxed connection needs the file to itself in this process
         elif current is not None:
             with self._held_connection(current, write=write) as con:
                 yield con
@@ -179,7 +180,7 @@ class Ledger:
         if found is None:
             write = write or current.write
             found = Held(self.path, write=write, lock=writer_lock(self.path))
-            if not found.lock.acquire(timeout=self.lock_timeout):
+            if not found.lock.acquire(timeout=self.lock_timeout, owner=current):
                 raise self._busy_here()
             try:
                 found.con = self._open_with_retry(read_only=not write)
@@ -202,7 +203,7 @@ class Ledger:
         """This process's threads use the file one at a time: DuckDB refuses a second connection to a file with
         another configuration (read-only, sandboxed) while one is open, and a server answers in threads."""
         lock = writer_lock(self.path)
-        if not lock.acquire(timeout=self.lock_timeout):
+        if not lock.acquire(timeout=self.lock_timeout, owner=live(self.session)):
             raise self._busy_here()
         try:
             yield
@@ -362,7 +363,7 @@ class Ledger:
         # and would race on the head, so they take turns here (a server answering requests in threads), each wait
         # bounded (`_turn`: the ledger's lock_timeout, and a server request's budget).
         with self._turn(), contextlib.ExitStack() as own, self._connect(write=True) as con:
-            parked = after_close(self.path, own)
+            parked = after_close(self.session, self.path, own)
             con.execute("BEGIN TRANSACTION")
             try:
                 pending = decide(_TransactionReader(con))
@@ -463,7 +464,7 @@ class Ledger:
         SQL before the transaction commits, and a single bad row rolls the whole batch back. Returns the new count.
         """
         with self._turn(), contextlib.ExitStack() as own, self._connect(write=True) as con:
-            parked = after_close(self.path, own)
+            parked = after_close(self.session, self.path, own)
             con.execute("BEGIN TRANSACTION")
             try:
                 count = _ingest_in(con, rows, str(self.path))
@@ -609,7 +610,7 @@ class Ledger:
         partial = target.with_name(f".{target.name}.partial-{os.getpid()}")
         for leftover in (partial, wal_path(partial)):
             leftover.unlink(missing_ok=True)
-        let_go(self.path)
+        let_go(self.session, self.path)
         with self._turn():
             con = duckdb.connect(":memory:", config=CONNECT_CONFIG)
             try:

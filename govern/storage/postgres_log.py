@@ -88,12 +88,14 @@ def leased(url: str, lock_timeout: float, current: Session) -> PostgresLedger:
     with _IDLE_GUARD:
         idle = _IDLE.get(key)
         ledger = idle.pop() if idle else PostgresLedger(url, lock_timeout=lock_timeout)
+    ledger.session = current
     current.stores[key] = ledger
     current.resources.callback(_give_back, key, ledger)
     return ledger
 
 
 def _give_back(key: tuple[str, float], ledger: PostgresLedger) -> None:
+    ledger.session = None
     con = ledger._con
     usable = con is not None and not con.closed and not con.broken and con.info.transaction_status == 0
     with _IDLE_GUARD:
@@ -118,6 +120,7 @@ class PostgresLedger:
         self._ledger_id: str | None = None
         self._synced: tuple[int, str] | None = None
         self._privileges_checked = False
+        self.session: Session | None = None  # set while a session leases it (`leased`): its read model joins
         # the password of its own URL (GOVERN_LEDGER's), refused in any event it appends, however it was opened
         self._own_secrets = redaction.guarded(
             dict.fromkeys(redaction.secrets_of_uri(url), "the password of the ledger's URL"), [without_password(url)]
@@ -265,7 +268,7 @@ class PostgresLedger:
 
     def _model(self) -> Ledger:
         base = self._cache_dir or _cache_home()
-        return Ledger(base / f"{self.ledger_id()}.duckdb", lock_timeout=self.lock_timeout)
+        return Ledger(base / f"{self.ledger_id()}.duckdb", lock_timeout=self.lock_timeout, session=self.session)
 
     def _pull(self, con: psycopg.Connection) -> Ledger:
         """Bring this machine's read model up to PostgreSQL's head, verifying each pulled event on the way in."""

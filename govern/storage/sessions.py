@@ -42,8 +42,9 @@ class Turn:
         self._depth = 0
         self._queues: dict[str, deque[_Waiter]] = {}  # per caller, the callers in line in order
 
-    def acquire(self, timeout: float | None = None) -> bool:
-        me = _owner()
+    def acquire(self, timeout: float | None = None, owner: object | None = None) -> bool:
+        """`owner` is who holds the turn (a session, shared by the threads of one request); else this thread."""
+        me = threading.get_ident() if owner is None else owner
         timeout = bounded_wait(timeout)
         with self._guard:
             if self._owner is not None and (self._owner is me or self._owner == me):
@@ -165,6 +166,12 @@ class Session:
         self.stores: dict[Any, Any] = {}
         self.resources = contextlib.ExitStack()
 
+    def __enter__(self) -> Session:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
     def holds_nothing(self) -> bool:
         """Nothing opened yet (no connection, no pooled store): closing it has nothing to let go of."""
         return not self.held and not self.stores
@@ -183,52 +190,22 @@ class Session:
             self.resources.close()
 
 
-_SESSION: ContextVar[Session | None] = ContextVar("govern_ledger_session", default=None)
+def live(current: Session | None) -> Session | None:
+    """`current` if it is still open (a closed session is no session: work after it opens its own connections)."""
+    return current if current is not None and not current.closed else None
 
 
-def current_session() -> Session | None:
-    """The open session of this context, if any (a closed one is no session)."""
-    found = _SESSION.get()
-    return found if found is not None and not found.closed else None
-
-
-@contextmanager
-def session(*, write: bool = False) -> Iterator[Session]:
-    """A `Session` for the block (its context: this thread, and threads started with a copy of the context);
-    a nested block shares the outer one."""
-    outer = current_session()
-    if outer is not None:
-        yield outer
-        return
-    current = Session(write=write)
-    token = _SESSION.set(current)
-    try:
-        yield current
-    finally:
-        _SESSION.reset(token)
-        current.close()
-
-
-def enter_session(current: Session | None) -> None:
-    """Make `current` the session of this context (an ASGI dependency's, which ends it with `current.close()`)."""
-    _SESSION.set(current)
-
-
-def _owner() -> object:
-    return current_session() or threading.get_ident()
-
-
-def let_go(path: Path) -> None:
+def let_go(current: Session | None, path: Path) -> None:
     """Close the session's connection to `path`, if any: what comes next needs another configuration."""
-    current = current_session()
+    current = live(current)
     found = current.held.pop(str(path.resolve()), None) if current else None
     if found is not None:
         found.release()
 
 
-def after_close(path: Path, own: contextlib.ExitStack) -> contextlib.ExitStack:
+def after_close(current: Session | None, path: Path, own: contextlib.ExitStack) -> contextlib.ExitStack:
     """Where a checkpoint parks what must outlive the connection: the session's connection closes later."""
-    current = current_session()
+    current = live(current)
     found = current.held.get(str(path.resolve())) if current else None
     return found.after_close if found is not None else own
 

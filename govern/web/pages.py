@@ -55,6 +55,20 @@ class Signed:
     principal: access.Principal
     csrf: str
     fields: Mapping[str, Any] = field(default_factory=dict)
+    root: Path | None = None
+    session: Any = None  # the page's `sessions.Session`, where it holds one
+    _projects: dict[bool, Any] = field(default_factory=dict, compare=False, repr=False)
+
+    def project(self, *, writing: bool = False) -> Any:
+        """The composition root of this page's request (`api.context.Project`, the principal its actor), built
+        once: a form that writes opens it for writing (anchors checked, secrets guarded)."""
+        if writing not in self._projects:
+            from govern.api.context import open_project
+
+            self._projects[writing] = open_project(
+                self.root, actor=self.principal.actor, session=self.session, writing=writing
+            )
+        return self._projects[writing]
 
     def text(self, name: str, *, required: bool = True, limit: int = 2000) -> str:
         value = self.fields.get(name)
@@ -91,12 +105,13 @@ class Web:
         self.templates.filters["when"] = _when
         self.templates.filters["urlpart"] = lambda text: quote(str(text), safe="")
 
-    def ledger(self) -> Any:
-        from govern.api.audit import open_ledger
+    def ledger(self, session: Any = None) -> Any:
+        """The project's ledger for reading (within the page's session, where it holds one)."""
+        from govern.api.context import open_project
 
-        return open_ledger(self.root)
+        return open_project(self.root, session=session, writing=False).ledger
 
-    def principal(self, request: Request) -> tuple[access.Principal, str]:
+    def principal(self, request: Request, session: Any = None) -> tuple[access.Principal, str]:
         """The signed-in principal and its session nonce, or `SignInRequired`."""
         from govern.api.authentication import authenticate_session
 
@@ -104,7 +119,7 @@ class Web:
         if found is None:
             raise SignInRequired("Sign in with your token")
         try:
-            return authenticate_session(self.ledger(), found.token_id), found.nonce
+            return authenticate_session(self.ledger(session), found.token_id), found.nonce
         except Unauthenticated as error:
             raise SignInRequired(str(error)) from None
 
@@ -117,20 +132,22 @@ class Web:
         step paid that three or four times."""
         _known(operation)
 
-        def signed(request: Request) -> Signed:
-            principal, nonce = self.principal(request)
+        def within(request: Request, session: Any) -> Signed:
+            principal, nonce = self.principal(request, session)
             _allow(principal, operation)
-            return Signed(principal, self.keys.csrf_token(nonce))
+            return Signed(principal, self.keys.csrf_token(nonce), root=self.root, session=session)
+
+        def signed(request: Request) -> Signed:
+            return within(request, None)
 
         async def within_session(request: Request) -> AsyncIterator[Signed]:
             from starlette.concurrency import run_in_threadpool
 
-            from govern.storage.sessions import Session, enter_session
+            from govern.storage.sessions import Session
 
-            current = Session()
-            enter_session(current)  # the thread-pool calls of this request (the check, the route) share it
+            current = Session()  # the thread-pool calls of this request (the check, the route) share it
             try:
-                yield await run_in_threadpool(signed, request)
+                yield await run_in_threadpool(within, request, current)
             finally:
                 await run_in_threadpool(current.close)
 
@@ -150,7 +167,7 @@ class Web:
             if not self.keys.csrf_matches(nonce, _str(fields.get("csrf"))):
                 raise Forbidden("The form was sent without its security token: reload the page and send it again")
             _allow(principal, operation)
-            return Signed(principal, self.keys.csrf_token(nonce), fields)
+            return Signed(principal, self.keys.csrf_token(nonce), fields, root=self.root)
 
         check.operation = operation  # type: ignore[attr-defined]
         return Depends(check)
