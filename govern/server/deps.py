@@ -118,8 +118,8 @@ def authorised(operation: str, *, hold: str | None = None, writes: bool | None =
 
     async def checked(request: Request, credentials: HTTPAuthorizationCredentials | None, session: Any) -> Caller:
         """On the event loop where the door authenticated the request (a role check is microseconds; the project
-        is built later, in the handler's thread): under a flood, every trip to a worker thread and back waits for the loop, so a request
-        makes as few as it can."""
+        is built later, in the handler's thread): under a flood, every trip to a worker thread and back waits for
+        the loop, so a request makes as few as it can."""
         from starlette.concurrency import run_in_threadpool
 
         if PRINCIPAL_KEY in request.scope:

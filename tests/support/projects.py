@@ -1,0 +1,24 @@
+"""The composition root as tests build it: a project on disk (as the CLI opens it), or the same project over an
+in-memory ledger, for use-case tests that need no file."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from govern import attribution
+from govern import config as config_module
+from govern.api.context import Project, open_project
+from govern.storage.memory_log import MemoryLedger
+
+
+def project_at(root: Path, actor: attribution.Actor | str | None = None, *, writing: bool = True) -> Project:
+    """The project at `root` as a command opens it; `actor` a name (self-asserted) or an `Actor`."""
+    return open_project(root, actor=actor, writing=writing)
+
+
+def in_memory(root: Path, actor: attribution.Actor | str | None = None) -> Project:
+    """The project at `root` (its configuration, its git checkout) over a fresh in-memory ledger."""
+    root = config_module.find_root(root)
+    if isinstance(actor, str):
+        actor = attribution.self_asserted(actor, "given by the caller")
+    return Project(root, config_module.load(root), MemoryLedger(), actor)
