@@ -54,6 +54,10 @@ MODEL = "breast-cancer-classifier"
 
 def environment(home: Path) -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith(("GOVERN_", "MLFLOW_", "GIT_"))}
+    # Processes are timed as a user's run them: with Python's bytecode cache. A shell that sets
+    # PYTHONDONTWRITEBYTECODE would have every govern process compile govern's modules from source (about 30 ms
+    # of each B1 run), while the peers' installed packages come compiled by pip.
+    env.pop("PYTHONDONTWRITEBYTECODE", None)
     home.mkdir(parents=True, exist_ok=True)
     (home / ".gitconfig").write_text("[user]\n\tname = Bench\n\temail = bench@example.com\n")
     env.update(
@@ -191,6 +195,7 @@ def measure(
     base = Path(tempfile.mkdtemp(prefix="govern-bench-"))
     print(f"bench: working in {base}", file=sys.stderr)
     env = environment(base / "home")
+    os.environ.pop("PYTHONDONTWRITEBYTECODE", None)  # the rows' other processes too (environment() says why)
     os.environ.update(
         {k: env[k] for k in ("HOME", "GIT_CONFIG_GLOBAL", "DVC_NO_ANALYTICS", "MLFLOW_DISABLE_TELEMETRY")}
     )
