@@ -16,6 +16,7 @@ from pathlib import Path
 import pytest
 from conftest import as_server, commit_all, git, run_cli, trained_version, via_server
 from support.copies import Prepared, prepared
+from support.projects import project_at
 
 from govern import access, attribution, config
 from govern.api import access as access_api
@@ -497,7 +498,7 @@ def test_the_lineage_report_lists_the_grant_each_approver_acted_in_with_who_prop
             number = approvals.request_promotion(M, "1", stage, "ready", team, via_server("sci")).request_id
             approvals.approve(number, "evidence reviewed", team, approver)
 
-    found = gather(M, "1", team)["approvals"]
+    found = gather(project_at(team, writing=False), M, "1")["approvals"]
     by = {g["principal"]: g for g in found["grants"]}
     assert set(by) == {"pat", "dora"} and found["missing"] == []
     assert by["pat"]["grant"]["basis"] == "bootstrap" and by["pat"]["grant"]["proposed_by"] is None
@@ -511,7 +512,7 @@ def test_the_lineage_report_lists_the_grant_each_approver_acted_in_with_who_prop
     )
     assert by["dora"]["shown"] == f"dora (authenticated, token {dora.token_id})"
 
-    report = gather(M, "1", team)
+    report = gather(project_at(team, writing=False), M, "1")
     markdown = report_module.render(report, "md")
     assert "| alice (authenticated, token a11ce0000001) (seq " in markdown and "| two admins |" in markdown
     assert "The roles they acted in" in markdown and "| bootstrap |" in markdown

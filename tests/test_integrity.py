@@ -16,6 +16,7 @@ from pathlib import Path
 import duckdb
 import pytest
 from conftest import commit_all, copy_ledger, git, run_cli, snapshot_event
+from support.projects import project_at
 
 from govern.api import integrity
 from govern.checkpoints import wal_path
@@ -35,7 +36,7 @@ def anchored(tmp_path: Path) -> Path:
     (tmp_path / "README").write_text("a governed project\n")
     commit_all(tmp_path, "start")
     Ledger(tmp_path / "audit" / "ledger.duckdb").append([snapshot(i) for i in range(10)])
-    integrity.anchor(start=tmp_path)
+    integrity.anchor(project_at(tmp_path))
     return tmp_path
 
 
@@ -111,15 +112,15 @@ def test_every_kind_of_tampering_is_detected(
 ) -> None:
     older = tmp_path_factory.mktemp("older") / "ledger.duckdb"
     ledger = anchored / "audit" / "ledger.duckdb"
-    before = integrity.verify(start=anchored)
+    before = integrity.verify(project_at(anchored, writing=False))
     assert before.ok and len(before.anchors) == 1
     if case == "replace the file with an older copy":
         copy_ledger(ledger, older)
         Ledger(ledger).append([snapshot(99)])
-        integrity.anchor(start=anchored)
+        integrity.anchor(project_at(anchored))
     TAMPERING[case](anchored, older)
 
-    result = integrity.verify(start=anchored)
+    result = integrity.verify(project_at(anchored, writing=False))
 
     assert not result.ok, f"{case} went unnoticed"
     cli = run_cli("audit", "verify", cwd=anchored)
@@ -128,14 +129,14 @@ def test_every_kind_of_tampering_is_detected(
 
 def test_a_consistent_rehash_passes_the_chain_and_only_the_anchor_catches_it(anchored: Path) -> None:
     rehash_everything(anchored)
-    result = integrity.verify(start=anchored)
+    result = integrity.verify(project_at(anchored, writing=False))
     assert result.chain.ok, "the forger recomputed every hash"
     assert result.problems == ["govern-anchor/11: seq 11 has a different hash than anchored: the ledger was rewritten"]
 
 
 def test_deleting_the_anchor_event_itself_is_caught(anchored: Path) -> None:
     sql(anchored, "DELETE FROM stored_events WHERE seq = 11")
-    result = integrity.verify(start=anchored)
+    result = integrity.verify(project_at(anchored, writing=False))
     assert result.chain.ok
     assert "the ledger has no seq 11 (it ends at seq 10)" in result.problems[0]
 
@@ -392,4 +393,4 @@ def test_auto_anchor_anchors_after_each_governance_write(three_versions: Path) -
     events = Ledger(three_versions / "audit" / "ledger.duckdb").read()
     assert [e.type for e in events[-3:]] == ["model.promoted", "registry.mirrored", "ledger.anchored"]
     assert git(three_versions, "tag", "-l", "govern-anchor/*") == f"govern-anchor/{events[-1].seq}"
-    assert integrity.verify(start=three_versions).ok
+    assert integrity.verify(project_at(three_versions, writing=False)).ok

@@ -13,6 +13,7 @@ from typing import Any, ClassVar
 
 import pytest
 from conftest import ACTOR, apply_isolation, git, ok, run_cli
+from support.projects import in_memory, project_at
 
 from govern.envelope import PendingEvent, format_timestamp, utc_now
 from govern.events import Fact, ReproductionVerified
@@ -382,20 +383,20 @@ def test_report_rehashes_the_events_it_cites_and_the_whole_chain_only_on_request
     from govern.api.report import gather
 
     ledger = Ledger(copied_history / "audit" / "ledger.duckdb")
-    clean = gather(M, "2", start=copied_history)["integrity"]
+    clean = gather(project_at(copied_history, writing=False), M, "2")["integrity"]
     assert clean["verified"] is True and clean["scope"] == "cited"
     uncited = next(e.seq for e in ledger.read(types=["model.registered"]) if e.payload["version"] == "3")
     assert uncited not in clean["cited_seqs"]
     _tamper(copied_history, uncited)
 
-    cited_only = gather(M, "2", start=copied_history)["integrity"]
+    cited_only = gather(project_at(copied_history, writing=False), M, "2")["integrity"]
     assert cited_only["verified"] is True, "an uncited event is outside the report's own check"
-    whole = gather(M, "2", start=copied_history, verify_chain=True)["integrity"]
+    whole = gather(project_at(copied_history, writing=False), M, "2", verify_chain=True)["integrity"]
     assert whole["verified"] is False and whole["scope"] == "chain" and f"seq {uncited}" in whole["problem"]
 
     promotion = next(e.seq for e in ledger.read(types=["model.promoted"]) if e.payload["version"] == "2")
     _tamper(copied_history, promotion)
-    tampered = gather(M, "2", start=copied_history)["integrity"]
+    tampered = gather(project_at(copied_history, writing=False), M, "2")["integrity"]
     assert tampered["verified"] is False and tampered["problem"] == (
         f"seq {promotion}: stored hash does not match its content (event altered)"
     )
@@ -418,11 +419,14 @@ def test_a_report_citing_a_tampered_event_is_written_and_exits_non_zero(copied_h
 def test_report_summarises_every_window_and_lists_the_latest(copied_history: Path) -> None:
     from datetime import UTC, datetime, timedelta
 
+    from govern import storage
     from govern.api.report import gather
     from govern.events import DeploymentEnded, DeploymentStarted
     from govern.readmodel.reports import TIMELINE_SLOTS, WINDOWS_SHOWN
 
-    ledger = Ledger(copied_history / "audit" / "ledger.duckdb")
+    project = in_memory(copied_history, ACTOR)  # the history's events in memory: the rule needs no file
+    storage.copy(Ledger(copied_history / "audit" / "ledger.duckdb"), project.ledger)
+    ledger = project.ledger
     start, extra = datetime(2025, 1, 1, tzinfo=UTC), []
     for i in range(WINDOWS_SHOWN + 20):
         app, at = f"batch-{i % 30}", start + timedelta(hours=i)
@@ -431,7 +435,7 @@ def test_report_summarises_every_window_and_lists_the_latest(copied_history: Pat
         extra.append(PendingEvent(ended, actor=ACTOR, occurred_at=at + timedelta(minutes=30)))
     ledger.append(extra)
 
-    production = gather(M, "2", start=copied_history)["production"]
+    production = gather(project, M, "2")["production"]
     assert production["windows_total"] == WINDOWS_SHOWN + 20 + 2
     assert len(production["windows"]) == WINDOWS_SHOWN
     summary = {(s["app"], s["env"]): s for s in production["slots_summary"]}
@@ -509,7 +513,7 @@ def test_the_markdown_report_shows_html_and_links_of_the_record_as_text(tmp_path
     ledger.append([PendingEvent(registered, actor="tess", occurred_at=utc_now(), git_commit=commit)])
     ok(project, "promote", "churn", "1", "--to", "staging", "--reason", attack)
 
-    markdown = render(gather("churn", "1", start=project), "md")
+    markdown = render(gather(project_at(project, writing=False), "churn", "1"), "md")
 
     assert "Faster training &lt;script&gt;alert(1)&lt;/script&gt; &lt;img" in markdown, "HTML escaped as HTML"
     assert "\\[click\\](javascript:alert(3))" in markdown, "no link can start: its brackets are escaped"

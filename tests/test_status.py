@@ -83,6 +83,7 @@ def test_status_of_a_new_project_says_nothing_is_recorded_yet_and_succeeds(tmp_p
 
 def test_status_of_a_lost_ledger_where_anchors_exist_is_an_error(tmp_path: Path) -> None:
     from conftest import commit_all, git, snapshot_event
+    from support.projects import project_at
 
     from govern.api import integrity
     from govern.storage.duckdb_log import Ledger
@@ -91,7 +92,7 @@ def test_status_of_a_lost_ledger_where_anchors_exist_is_an_error(tmp_path: Path)
     (tmp_path / "README").write_text("x\n")
     commit_all(tmp_path, "start")
     Ledger(tmp_path / "audit" / "ledger.duckdb").append([snapshot_event(1)])
-    integrity.anchor(start=tmp_path)
+    integrity.anchor(project_at(tmp_path))
     for lost in (tmp_path / "audit").iterdir():
         lost.unlink()
     result = run_cli("status", cwd=tmp_path)

@@ -6,9 +6,9 @@ from pathlib import Path
 
 import pytest
 from conftest import commit_all, run_cli
+from support.projects import ledger_at
 
 from govern.api import jobs as jobs_api
-from govern.api.audit import open_ledger
 from govern.errors import InvalidInput
 from govern.remote import Server
 
@@ -32,9 +32,9 @@ def test_a_token_without_a_url_says_the_command_runs_locally(project: Path, monk
 def test_a_training_of_a_misspelt_stage_is_refused_when_asked_and_records_nothing(project: Path) -> None:
     (project / "dvc.yaml").write_text("stages:\n  prepare:\n    cmd: echo p\n  train:\n    cmd: echo t\n")
     commit_all(project, "a pipeline")
-    before = open_ledger(project).head()
+    before = ledger_at(project).head()
     with pytest.raises(InvalidInput, match=r"Unknown stage\(s\) trian at [0-9a-f]{12}: .* prepare, train$"):
         jobs_api.request_training("HEAD", ["trian"], start=project, actor="sci")
-    assert open_ledger(project).head() == before
+    assert ledger_at(project).head() == before
     job = jobs_api.request_training("HEAD", ["train", "dvc.yaml:prepare"], start=project, actor="sci")
     assert job.row["targets"] == ["train", "dvc.yaml:prepare"], "stage names and paths are both accepted"

@@ -20,6 +20,7 @@ import pytest
 from conftest import apply_isolation, grant_role
 from starlette.testclient import TestClient
 from support.copies import Prepared
+from support.projects import ledger_at
 from support.web import (
     checked_page,
     chromium,
@@ -32,8 +33,6 @@ from support.web import (
     signed_in,
     wait_until,
 )
-
-from govern.api.audit import open_ledger
 
 # Pages rendered in-process are quick but many: they run in the full suite; the fast tier keeps the role
 # separation (tests/test_web_roles.py).
@@ -63,7 +62,7 @@ def whoami(app: Any, bearer: str) -> int:
 
 
 def recorded(project: Path, seq: int) -> Any:
-    [event] = open_ledger(project).read(seqs=[seq])
+    [event] = ledger_at(project).read(seqs=[seq])
     return event
 
 
@@ -125,11 +124,11 @@ def test_a_refused_form_shows_the_clis_message_and_writes_nothing(
     site: dict[str, Any], path: str, fields: dict[str, str], status: int, message: str
 ) -> None:
     client, csrf = signed_in(site["app"], site["tokens"]["adm"])
-    before = open_ledger(site["project"]).head()
+    before = ledger_at(site["project"]).head()
     answer = client.post(path, data={"csrf": csrf, **fields})
     assert answer.status_code == status
     assert message in html.unescape(answer.text) and 'role="alert"' in answer.text
-    assert open_ledger(site["project"]).head() == before
+    assert ledger_at(site["project"]).head() == before
 
 
 def test_a_code_issued_for_someone_else_is_shown_once_never_in_a_url_and_redeemed_by_them(site: dict[str, Any]) -> None:
@@ -184,7 +183,7 @@ def test_an_enrollment_code_pasted_into_the_sign_in_form_signs_in_and_shows_the_
     assert spent.status_code == 401 and "was used already" in html.unescape(spent.text) and bearer not in spent.text
     wrong = again.post("/sign-in", data={"token": code[:-4] + "AAAA", "csrf": csrf_of(form.text), "next": "/"})
     assert wrong.status_code == 401 and "not a valid enrollment code" in html.unescape(wrong.text)
-    [event] = open_ledger(site["project"]).read(seqs=[open_ledger(site["project"]).head()[0]])
+    [event] = ledger_at(site["project"]).read(seqs=[ledger_at(site["project"]).head()[0]])
     assert event.type == "token.issued" and event.authn is not None and "enrollment code" in str(event.authn)
 
 
@@ -257,7 +256,7 @@ def test_revoking_a_token_ends_it(site: dict[str, Any]) -> None:
 
 def test_an_auditor_is_refused_every_admin_page_and_form_and_sees_no_admin_link(site: dict[str, Any]) -> None:
     client, csrf = signed_in(site["app"], site["tokens"]["aud"])
-    before = open_ledger(site["project"]).head()
+    before = ledger_at(site["project"]).head()
     for path in ("/admin/principals", "/admin/tokens", "/admin/tokens/issued/0123456789ab"):
         assert client.get(path).status_code == 403, path
     forms = {
@@ -273,17 +272,17 @@ def test_an_auditor_is_refused_every_admin_page_and_form_and_sees_no_admin_link(
         answer = client.post(path, data={"csrf": csrf, **fields})
         assert answer.status_code == 403, path
         assert "may not open this page: it needs the right to" in html.unescape(answer.text)
-    assert open_ledger(site["project"]).head() == before
+    assert ledger_at(site["project"]).head() == before
     nav = re.search(r'<nav aria-label="Pages">(.*?)</nav>', client.get("/account").text, re.S).group(1)
     assert "/admin/" not in nav and "/audit/principals" in nav
 
 
 def test_an_admin_form_without_its_csrf_token_is_refused(site: dict[str, Any]) -> None:
     client, _ = signed_in(site["app"], site["tokens"]["adm"])
-    before = open_ledger(site["project"]).head()
+    before = ledger_at(site["project"]).head()
     answer = client.post("/admin/principals/grant", data={"principal": "eve", "role": "admin", "csrf": "0" * 64})
     assert answer.status_code == 403 and "security token" in answer.text
-    assert open_ledger(site["project"]).head() == before
+    assert ledger_at(site["project"]).head() == before
 
 
 # ---------------------------------------------------------------- in a browser
@@ -307,7 +306,7 @@ def test_the_admin_grants_a_role_and_issues_and_revokes_a_token_in_a_browser(
         status, page = fetch(base, "/audit/principals", cookie)
         assert status == 200
         csrf = csrf_of(page)
-        before = open_ledger(project).head()
+        before = ledger_at(project).head()
         for path, fields in (
             ("/admin/principals/grant", {"principal": "aud", "role": "admin"}),
             ("/admin/principals/revoke", {"principal": "adm", "role": "admin"}),
@@ -317,7 +316,7 @@ def test_the_admin_grants_a_role_and_issues_and_revokes_a_token_in_a_browser(
             status, _ = fetch(base, path, cookie, data={"csrf": csrf, **fields})
             assert status == 403, path
         assert fetch(base, "/admin/principals", cookie)[0] == 403
-        assert open_ledger(project).head() == before, "no refused form wrote anything"
+        assert ledger_at(project).head() == before, "no refused form wrote anything"
 
 
 def admin_work(driver: Any, base: str, project: Path, token: str, tmp_path: Path) -> None:

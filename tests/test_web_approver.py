@@ -19,6 +19,7 @@ import pytest
 from conftest import as_server, grant_role, run_cli, via_server
 from starlette.testclient import TestClient
 from support.copies import Prepared
+from support.projects import ledger_at
 from support.server import call, tokens_for, verdict_for
 from support.web import (
     checked_page,
@@ -35,7 +36,6 @@ from support.web import (
 
 from govern import access
 from govern.api import lifecycle
-from govern.api.audit import open_ledger
 
 # Pages rendered in-process are quick but many: they run in the full suite; the fast tier keeps the role
 # separation (tests/test_web_roles.py).
@@ -137,13 +137,13 @@ def ask(base: str, token: str, version: str, reason: str) -> int:
 
 
 def head(project: Path) -> Any:
-    return open_ledger(project).head()
+    return ledger_at(project).head()
 
 
 def holder(project: Path, stage: str) -> str | None:
     from govern.readmodel.versions import stage_holder
 
-    return stage_holder(open_ledger(project), "churn", stage)
+    return stage_holder(ledger_at(project), "churn", stage)
 
 
 # ---------------------------------------------------------------- in a real browser
@@ -325,7 +325,7 @@ def test_an_approver_rejects_with_a_reason_and_an_empty_reason_is_refused(local:
     page = client.get(answer.headers["location"]).text
     assert "Rejected: the request is closed" in page and "validation set too small" in page
     assert f'href="/approvals/{number}">{number}</a>' in client.get("/approvals").text, "among the latest decisions"
-    rejected = open_ledger(local["project"]).read(types=["model.promotion_rejected"])[-1]
+    rejected = ledger_at(local["project"]).read(types=["model.promotion_rejected"])[-1]
     token_id = access.parse_bearer(local["tokens"]["appr"])[0]
     assert rejected.actor == f"appr (token {token_id})" and rejected.payload["request_seq"] == number
 

@@ -21,10 +21,10 @@ import pytest
 from conftest import apply_isolation, ok, run_cli
 from support.copies import Prepared
 from support.history import COMMIT, EXTRACTED, iso, prepare
+from support.projects import ledger_at
 from support.server import tokens_for
 from support.web import checked_page, chromium, screenshot, served_site, session_cookie, sign_in, signed_in, wait_until
 
-from govern.api.audit import open_ledger
 from govern.report import content_security_policy
 
 # Pages rendered in-process are quick but many: they run in the full suite; the fast tier keeps the role
@@ -165,7 +165,7 @@ def test_the_event_log_filters_by_type_and_pages_by_seq_newest_first(site: dict[
     second = rows_of(client.get(html.unescape(older.group(1))).text)
     assert [kind for _, kind in second] == ["deployment.started"] * 2
     assert second[0][0] < first[-1][0]
-    everything = [event.seq for event in open_ledger(site["project"]).read(types=["deployment.started"])]
+    everything = [event.seq for event in ledger_at(site["project"]).read(types=["deployment.started"])]
     assert sorted(seq for seq, _ in first + second) == everything[-4:]
 
 
@@ -173,7 +173,7 @@ def test_the_event_log_since_an_instant_holds_only_later_events(site: dict[str, 
     since = iso(site["times"]["v4 again"])
     page = site["client"].get("/audit/events", params={"since": since, "type": "deployment.started"}).text
     seqs = [seq for seq, _ in rows_of(page)]
-    recorded = open_ledger(site["project"]).read(types=["deployment.started"], since=site["times"]["v4 again"])
+    recorded = ledger_at(site["project"]).read(types=["deployment.started"], since=site["times"]["v4 again"])
     assert seqs == [event.seq for event in reversed(recorded)] and len(seqs) == 2
 
 
@@ -201,7 +201,7 @@ def test_a_misspelt_filter_is_refused_not_ignored(site: dict[str, Any]) -> None:
 
 
 def test_integrity_shows_the_head_and_the_anchor_and_verification_recomputes_the_chain(site: dict[str, Any]) -> None:
-    head_seq, head_hash = open_ledger(site["project"]).head()
+    head_seq, head_hash = ledger_at(site["project"]).head()
     page = site["client"].get("/audit/integrity").text
     assert head_hash in page and f"<dd>{head_seq}</dd>" in page
     assert "govern-anchor/" in page and "each anchored hash matches" in page

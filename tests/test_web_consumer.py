@@ -23,6 +23,7 @@ import pytest
 from conftest import git, run_cli
 from starlette.testclient import TestClient
 from support.copies import Prepared
+from support.projects import ledger_at
 from support.server import TRAINER, call, tokens_for
 from support.web import (
     checked_page,
@@ -37,7 +38,6 @@ from support.web import (
 )
 
 from govern import access
-from govern.api.audit import open_ledger
 
 # Pages rendered in-process are quick but many: they run in the full suite; the fast tier keeps the role
 # separation (tests/test_web_roles.py).
@@ -113,7 +113,7 @@ def prepare(project: Path) -> None:
 
 
 def inference_events(project: Path) -> list[Any]:
-    return open_ledger(project).read(types=["inference.recorded"])
+    return ledger_at(project).read(types=["inference.recorded"])
 
 
 # ---------------------------------------------------------------- in a real browser
@@ -197,7 +197,7 @@ def test_the_consumer_scores_a_csv_downloads_the_predictions_and_sees_the_record
 
     _, page = fetch(base, "/apps/scoring", cookie)
     csrf = csrf_of(page)
-    before = open_ledger(project).head()
+    before = ledger_at(project).head()
     assert fetch(base, "/approvals", cookie)[0] == 403, "the approver's queue"
     assert fetch(base, "/apps/billing", cookie)[0] == 403, "another app"
     status, body = fetch(base, "/apps/billing/predict", cookie, data={"csrf": csrf, "env": "dev"})
@@ -206,7 +206,7 @@ def test_the_consumer_scores_a_csv_downloads_the_predictions_and_sees_the_record
         status, body = fetch(base, path, cookie, data={"csrf": csrf, "reason": "tried", "commit": "HEAD"})
         assert status == 403, path
     assert call(base, "GET", "/api/v1/apps/billing/inferences", site["tokens"]["con"])[0] == 403
-    assert open_ledger(project).head() == before, "nothing refused was recorded"
+    assert ledger_at(project).head() == before, "nothing refused was recorded"
 
 
 # ---------------------------------------------------------------- in process
@@ -261,7 +261,7 @@ def test_rows_the_model_cannot_score_are_refused_on_the_page_with_an_error_id_th
     local: dict[str, Any], caplog: pytest.LogCaptureFixture
 ) -> None:
     client, csrf = signed_in(local["app"], local["tokens"]["con"])
-    before = open_ledger(local["project"]).head()
+    before = ledger_at(local["project"]).head()
     with caplog.at_level(logging.WARNING, logger="govern.server"):
         page = upload(client, csrf, "customer,age\nc-9,41\n")
     assert page.status_code == 422
@@ -275,7 +275,7 @@ def test_rows_the_model_cannot_score_are_refused_on_the_page_with_an_error_id_th
     assert empty.status_code == 400 and "is empty: choose a CSV file" in empty.text
     nowhere = upload(client, csrf, BATCH, env="production")
     assert nowhere.status_code == 400 and "production" in nowhere.text
-    assert open_ledger(local["project"]).head() == before
+    assert ledger_at(local["project"]).head() == before
 
 
 def test_each_consumer_sees_only_its_own_records_and_apps(local: dict[str, Any]) -> None:

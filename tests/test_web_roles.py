@@ -14,11 +14,11 @@ from typing import Any
 import pytest
 from starlette.testclient import TestClient
 from support.copies import Prepared
+from support.projects import ledger_at
 from support.server import ROLE_OF, tokens_for
 from support.web import concrete, page_routes, signed_in
 
 from govern import access
-from govern.api.audit import open_ledger
 from govern.server.app import create_app
 
 SECRET = "r" * 43
@@ -39,7 +39,7 @@ def setup(tmp_path_factory: pytest.TempPathFactory, served_project_original: Pre
 
 
 def head(project: Path) -> Any:
-    return open_ledger(project).head()
+    return ledger_at(project).head()
 
 
 def test_every_page_and_form_names_an_operation_of_the_role_table(setup: dict[str, Any]) -> None:

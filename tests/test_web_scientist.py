@@ -19,6 +19,7 @@ from typing import Any
 import pytest
 from conftest import TINY_DVC_YAML, TINY_STAGE, as_server, commit_all, git, run_cli, via_server
 from support.copies import Prepared
+from support.projects import ledger_at
 from support.server import TRAINER, tokens_for
 from support.web import (
     checked_page,
@@ -34,7 +35,6 @@ from support.web import (
 )
 
 from govern.api import lifecycle
-from govern.api.audit import open_ledger
 from govern.server.app import create_app
 
 # Pages rendered in-process are quick but many: they run in the full suite; the fast tier keeps the role
@@ -186,7 +186,7 @@ def test_a_promotion_request_is_recorded_under_the_scientist_and_listed_as_pendi
     assert answer.status_code == 303
     shown = client.get(answer.headers["location"])
     [request] = re.findall(r"Request (\d+) is recorded", shown.text)
-    event = open_ledger(setup["project"]).read(seqs=[int(request)])[0]
+    event = ledger_at(setup["project"]).read(seqs=[int(request)])[0]
     assert event.type == "model.promotion_requested" and event.payload["reason"] == "f1 up by 0.01"
     assert event.actor.startswith("sci (token "), "recorded under the signed-in principal"
     models = text_of(client.get("/models").text)
@@ -206,7 +206,7 @@ def test_a_promotion_request_is_recorded_under_the_scientist_and_listed_as_pendi
 def test_the_scientists_forms_refuse_other_roles_with_a_valid_csrf_token_and_record_nothing(
     setup: dict[str, Any],
 ) -> None:
-    head = open_ledger(setup["project"]).head()
+    head = ledger_at(setup["project"]).head()
     for name in ("con", "aud", "appr"):
         client = signed_in(setup["app"], setup["tokens"][name])[0]
         csrf = csrf_of(client.get("/account").text)
@@ -223,7 +223,7 @@ def test_the_scientists_forms_refuse_other_roles_with_a_valid_csrf_token_and_rec
     models = auditor.get("/models").text
     assert 'href="/models"' in models, "an auditor may read the models, and the navigation links what it may open"
     assert "promotion-request" not in auditor.get("/models/churn/versions/3").text, "but offers no request form"
-    assert open_ledger(setup["project"]).head() == head
+    assert ledger_at(setup["project"]).head() == head
 
 
 def test_a_training_started_from_the_page_opens_its_page_which_follows_it_until_it_finishes(
@@ -339,7 +339,7 @@ def test_the_scientist_compares_versions_requests_a_promotion_and_watches_a_trai
 def test_in_a_served_site_the_scientists_forms_refuse_a_consumer_and_an_auditor(
     site: dict[str, Any], tmp_path: Path
 ) -> None:
-    head = open_ledger(site["project"]).head()
+    head = ledger_at(site["project"]).head()
     for name in ("con", "aud"):
         with chromium(tmp_path / f"profile-{name}") as driver:
             sign_in(driver, site["base"], site["tokens"][name])
@@ -351,4 +351,4 @@ def test_in_a_served_site_the_scientists_forms_refuse_a_consumer_and_an_auditor(
         ):
             status, _ = fetch(site["base"], path, cookie, data={"csrf": csrf, **data})
             assert status == 403, f"{name} POST {path}"
-    assert open_ledger(site["project"]).head() == head
+    assert ledger_at(site["project"]).head() == head

@@ -13,10 +13,10 @@ import pytest
 from conftest import grant_role, run_cli, trained_version
 from starlette.testclient import TestClient
 from support.copies import Prepared
+from support.projects import ledger_at
 from support.server import ROLE_OF, TRAINER, tokens_for
 from support.web import signed_in
 
-from govern.api.audit import open_ledger
 from govern.server.app import create_app
 from govern.server.http import MAX_BODY, MAX_PREDICT_BODY
 
@@ -42,7 +42,7 @@ def site(tmp_path_factory: pytest.TempPathFactory, served_project_original: Prep
 
 
 def head(project: Path) -> Any:
-    return open_ledger(project).head()
+    return ledger_at(project).head()
 
 
 def alert(html: str) -> str:

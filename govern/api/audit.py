@@ -6,13 +6,12 @@ Never imports mlflow, dvc or GitPython: auditors' commands must start fast.
 from __future__ import annotations
 
 import json
-import os
 import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from govern import config, storage
 from govern.envelope import RecordedEvent
@@ -25,6 +24,9 @@ from govern.readmodel.versions import registered_versions as registered_versions
 from govern.storage import LedgerStore, open_store
 from govern.storage.contract import Verification
 from govern.timeparse import not_in_future, parse_instant
+
+if TYPE_CHECKING:
+    from govern.api.context import Project
 
 QUERY_NAME = re.compile(r"^[A-Za-z0-9_-]+$")
 PARAM_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
@@ -45,9 +47,9 @@ class Copied:
         return {"to": self.location, "added": self.added, "grants": self.grants, **self.verification.to_dict()}
 
 
-def copy_to(target: str, start: Path | None = None) -> Copied:
+def copy_to(project: Project, target: str) -> Copied:
     """`govern audit copy --to`: the configured ledger into a new file or an empty PostgreSQL ledger."""
-    source = open_ledger(start)
+    source = project.ledger
     if not source.exists():
         raise NotFound(f"There is no ledger at {source.location} to copy yet")
     location = config.ledger_location(target, "--to")
@@ -81,22 +83,17 @@ def _same_postgres_ledger(source: LedgerStore, destination: LedgerStore) -> bool
     return source.ledger_id() == destination.ledger_id()  # type: ignore[attr-defined]
 
 
-def open_ledger(start: Path | None = None) -> LedgerStore:
-    """The project's ledger (or GOVERN_LEDGER's), for reading."""
-    return open_store(config.configured_ledger(start))
-
-
 def audit_log(
+    project: Project,
     *,
     types: Sequence[str] = (),
     since: datetime | None = None,
     limit: int | None = None,
-    start: Path | None = None,
 ) -> list[RecordedEvent]:
     """Events oldest first; with `limit`, the newest `limit` of them. An unknown `types` entry is refused."""
     if since is not None:
         not_in_future(since, "--since", "nothing is recorded yet")
-    ledger = open_ledger(start)
+    ledger = project.ledger
     if types:
         _check_types(ledger, types)
     return ledger.read(types=types or None, since=since, limit=limit)
@@ -114,9 +111,9 @@ def _check_types(ledger: LedgerStore, types: Sequence[str]) -> None:
         raise InvalidInput(f"Unknown event type {unknown[0]!r}: the types are {', '.join(known)}")
 
 
-def audit_verify(start: Path | None = None) -> Verification:
+def audit_verify(project: Project) -> Verification:
     """Recompute every hash and link of the chain."""
-    return open_ledger(start).verify()
+    return project.ledger.verify()
 
 
 NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._/-]*$")
@@ -130,34 +127,31 @@ def _name(option: str, value: str | None) -> None:
         )
 
 
-def production(app: str, env: str, at: datetime, start: Path | None = None) -> dict[str, Any] | None:
+def production(project: Project, app: str, env: str, at: datetime) -> dict[str, Any] | None:
     """The window (version, start, end, training, commit) serving app/env at `at`, or None."""
     _name("--app", app)
     _name("--env", env)
     not_in_future(at, "--at", "the ledger knows what served until now, not after")
-    _declared_environment(env, start)
-    ledger = open_ledger(start)
+    _declared_environment(project, env)
+    ledger = project.ledger
     found = production_at(ledger, app, env, at)
     if found is None:
         require_slot(ledger, app, env)
     return found
 
 
-def _declared_environment(env: str, start: Path | None) -> None:
+def _declared_environment(project: Project, env: str) -> None:
     """Environments are a declared list; outside a project (GOVERN_LEDGER alone) the ledger's names are the list."""
-    try:
-        cfg = config.load(config.find_root(start))
-    except GovernError:
-        return
-    config.check_environment(cfg, env)
+    if project.config is not None:
+        config.check_environment(project.config, env)
 
 
-def production_answer(app: str, env: str, at: datetime, start: Path | None = None) -> dict[str, Any]:
+def production_answer(project: Project, app: str, env: str, at: datetime) -> dict[str, Any]:
     """`audit production --json` and the server's answer: the documented keys, nulls where nothing served."""
-    window = production(app, env, at, start) or {}
+    window = production(project, app, env, at) or {}
     locked = None
     if window.get("model"):
-        with open_ledger(start).reader() as reader:
+        with project.ledger.reader() as reader:
             locked = lock_commit(reader, window["model"], window["version"], window.get("training_event_id"))
     return {
         "app": app,
@@ -175,7 +169,7 @@ def production_answer(app: str, env: str, at: datetime, start: Path | None = Non
     }
 
 
-def window_records(app: str | None = None, model: str | None = None, start: Path | None = None) -> list[dict]:
+def window_records(project: Project, app: str | None = None, model: str | None = None) -> list[dict]:
     """`audit windows --json` and the server's answer: one record per production window."""
     return [
         {
@@ -194,15 +188,15 @@ def window_records(app: str | None = None, model: str | None = None, start: Path
             "training_seq": w["training_seq"],
             "git_commit": w["git_commit"],
         }
-        for w in windows(app=app, model=model, start=start)
+        for w in windows(project, app=app, model=model)
     ]
 
 
-def windows(app: str | None = None, model: str | None = None, start: Path | None = None) -> list[dict[str, Any]]:
+def windows(project: Project, app: str | None = None, model: str | None = None) -> list[dict[str, Any]]:
     """Every production window, of one app or model; naming an app or model never seen is refused."""
     _name("--app", app)
     _name("--model", model)
-    ledger = open_ledger(start)
+    ledger = project.ledger
     with ledger.reader() as reader:
         found = shown_actors(
             reader,
@@ -220,9 +214,9 @@ def windows(app: str | None = None, model: str | None = None, start: Path | None
     return found
 
 
-def history(model: str, version: str | None = None, start: Path | None = None) -> list[RecordedEvent]:
+def history(project: Project, model: str, version: str | None = None) -> list[RecordedEvent]:
     """Every event about a model (or one version), in ledger order."""
-    ledger = open_ledger(start)
+    ledger = project.ledger
     seqs = history_seqs(ledger, model, version)
     if not seqs:
         if version is not None:
@@ -242,20 +236,19 @@ class QueryResult:
 
 
 def sql(
+    project: Project,
     statement: str,
     params: Mapping[str, Any] | None = None,
-    start: Path | None = None,
     limits: config.AuditLimits | None = None,
 ) -> QueryResult:
     """One SELECT over the ledger's tables and views, in DuckDB's sandbox (`Ledger.audit_query`), within `limits`
     (default: the project's `[tool.govern.audit]`): a timeout, a row and a byte limit, threads and memory."""
-    ledger = open_ledger(start)
-    columns, rows = ledger.audit_query(statement, dict(params or {}), limits or sql_limits(start))
+    columns, rows = project.ledger.audit_query(statement, dict(params or {}), limits or sql_limits(project))
     return QueryResult(columns, rows)
 
 
 def sql_limits(
-    start: Path | None = None,
+    project: Project,
     *,
     timeout: float | None = None,
     max_rows: int | None = None,
@@ -265,14 +258,8 @@ def sql_limits(
     command line's overrides (`--timeout`, `--max-rows`, `--max-bytes`)."""
     from dataclasses import replace
 
-    from govern.errors import NotAGitRepository
-
-    try:
-        found = config.load(config.find_root(start)).audit
-    except NotAGitRepository:
-        if not os.environ.get("GOVERN_LEDGER"):
-            raise
-        found = config.AuditLimits()  # no project: the ledger alone, at the defaults
+    # no project: the ledger alone (GOVERN_LEDGER outside a repository), at the defaults
+    found = project.config.audit if project.config is not None else config.AuditLimits()
     given = {"timeout": timeout, "max_rows": max_rows, "max_bytes": max_bytes}
     for key, value in given.items():
         if value is not None and (isinstance(value, bool) or value <= 0):
@@ -280,32 +267,31 @@ def sql_limits(
     return replace(found, **{key: value for key, value in given.items() if value is not None})
 
 
-def openlineage(since: datetime | None = None, start: Path | None = None) -> list[dict[str, Any]]:
+def openlineage(project: Project, since: datetime | None = None) -> list[dict[str, Any]]:
     """Every recorded training (since a time) as OpenLineage START/COMPLETE run events."""
     from govern.openlineage import training_events
 
-    ledger = open_ledger(start)
-    try:
-        project = config.find_root(start).name
-    except GovernError:
-        project = ledger.state_dir.name
+    ledger = project.ledger
+    name = project.root.name if project.root is not None else ledger.state_dir.name
     locks = {}
     if ledger.exists():
         locks = events.lock_commits(ledger)
     return [
         event
         for training in ledger.read(types=["training.completed"], since=since)
-        for event in training_events(project, training.to_dict(), locks.get(training.event_id))
+        for event in training_events(name, training.to_dict(), locks.get(training.event_id))
     ]
 
 
-def queries_dir(start: Path | None = None) -> Path:
-    return config.find_root(start) / "audit" / "queries"
+def queries_dir(project: Project) -> Path:
+    """audit/queries/ of the project (outside a repository there is none: said as `find_root` says it)."""
+    root = project.root if project.root is not None else config.find_root()
+    return root / "audit" / "queries"
 
 
-def named_queries(start: Path | None = None) -> dict[str, str]:
+def named_queries(project: Project) -> dict[str, str]:
     """Name -> first comment line (the description) of every reviewed query under audit/queries/."""
-    folder = queries_dir(start)
+    folder = queries_dir(project)
     found = {}
     for path in sorted(folder.glob("*.sql")) if folder.is_dir() else []:
         first = path.read_text(encoding="utf-8").splitlines()[:1]
@@ -314,7 +300,7 @@ def named_queries(start: Path | None = None) -> dict[str, str]:
 
 
 def run_named(
-    name: str, params: Mapping[str, str], start: Path | None = None, limits: config.AuditLimits | None = None
+    project: Project, name: str, params: Mapping[str, str], limits: config.AuditLimits | None = None
 ) -> QueryResult:
     """Run audit/queries/NAME.sql with bound parameters (`$name` in the SQL), never string formatting.
 
@@ -323,9 +309,9 @@ def run_named(
     """
     if not QUERY_NAME.match(name):
         raise InvalidInput(f"{name!r} is not a query name: use the file name under audit/queries/ without .sql")
-    path = queries_dir(start) / f"{name}.sql"
+    path = queries_dir(project) / f"{name}.sql"
     if not path.is_file():
-        known = ", ".join(named_queries(start)) or "none"
+        known = ", ".join(named_queries(project)) or "none"
         raise NotFound(f"No query named {name!r} in audit/queries/: the named queries are {known}")
     for key in params:
         if not PARAM_NAME.match(key):
@@ -342,7 +328,7 @@ def run_named(
             needed = " ".join(f"--param {key}=... ({declared[key]})" for key in missing)
             raise InvalidInput(f"{name} needs {needed}")
     bound = {key: _typed(key, value, (declared or {}).get(key) or _guessed_type(key)) for key, value in params.items()}
-    return sql(text, bound, start, limits)
+    return sql(project, text, bound, limits)
 
 
 PARAMETER_TYPES = ("text", "instant", "integer", "number")
@@ -391,12 +377,12 @@ LOG_PAGE_LIMIT = 500  # events a page of the log shows at most
 
 
 def log_page(
+    project: Project,
     *,
     types: Sequence[str] = (),
     since: datetime | None = None,
     before: int | None = None,
     limit: int = 50,
-    start: Path | None = None,
 ) -> list[dict[str, Any]]:
     """`audit_log` one page at a time: the newest `limit` events (of `types`, since `since`) older than seq
     `before`, newest first, each with its envelope and its payload as stored. Checked as `audit log` checks its
@@ -405,7 +391,7 @@ def log_page(
         not_in_future(since, "--since", "nothing is recorded yet")
     if not 1 <= limit <= LOG_PAGE_LIMIT:
         raise InvalidInput(f"-n {limit}: show between 1 and {LOG_PAGE_LIMIT} events at a time")
-    ledger = open_ledger(start)
+    ledger = project.ledger
     if not ledger.exists():
         return []
     if types:
@@ -429,24 +415,23 @@ def log_page(
     return rows
 
 
-def slots(start: Path | None = None) -> list[tuple[str, str]]:
+def slots(project: Project) -> list[tuple[str, str]]:
     """Every app/env a deployment named, as (app, env)."""
-    ledger = open_ledger(start)
+    ledger = project.ledger
     if not ledger.exists():
         return []
     return [tuple(slot.split("/", 1)) for slot in known_slots(ledger)]  # type: ignore[misc]
 
 
-def environments(start: Path | None = None) -> list[str]:
+def environments(project: Project) -> list[str]:
     """The declared environments (outside a project: those the ledger's deployments name)."""
-    try:
-        return list(config.load(config.find_root(start)).environments)
-    except GovernError:
-        return sorted({env for _, env in slots(start)})
+    if project.config is not None:
+        return list(project.config.environments)
+    return sorted({env for _, env in slots(project)})
 
 
 def slot_windows(
-    app: str, env: str, *, limit: int = 40, before: int | None = None, start: Path | None = None
+    project: Project, app: str, env: str, *, limit: int = 40, before: int | None = None
 ) -> list[dict[str, Any]]:
     """The production timeline of one app/env: its newest `limit` windows (started before seq `before`), newest
     first, each as `windows` gives it (start and end seq, who deployed and who ended it, the training)."""
@@ -454,7 +439,7 @@ def slot_windows(
     _name("--env", env)
     if not 1 <= limit <= LOG_PAGE_LIMIT:
         raise InvalidInput(f"Show between 1 and {LOG_PAGE_LIMIT} windows at a time, not {limit}")
-    ledger = open_ledger(start)
+    ledger = project.ledger
     with ledger.reader() as reader:
         found = deployments.slot_windows(reader, app, env, before if before is not None else 2**62, limit)
         if not found:
@@ -462,21 +447,21 @@ def slot_windows(
     return found
 
 
-def window_at(start_seq: int, start: Path | None = None) -> dict[str, Any]:
+def window_at(project: Project, start_seq: int) -> dict[str, Any]:
     """The production window that the `deployment.started` at `start_seq` opened."""
-    ledger = open_ledger(start)
+    ledger = project.ledger
     rows = deployments.slot_of_start(ledger, start_seq) if ledger.exists() else []
     if not rows:
         raise NotFound(f"Seq {start_seq} is not the start of a production window (a deployment.started event)")
-    return slot_windows(rows[0]["app"], rows[0]["env"], limit=1, before=start_seq + 1, start=start)[0]
+    return slot_windows(project, rows[0]["app"], rows[0]["env"], limit=1, before=start_seq + 1)[0]
 
 
-def training_of(model: str, version: str, start: Path | None = None) -> dict[str, Any]:
+def training_of(project: Project, model: str, version: str) -> dict[str, Any]:
     """The training behind a version, as the lineage report records it: when and by whom, the commit, the
     datasets with their extraction dates, the params and the metrics."""
     from govern.api import report
 
-    with open_ledger(start).reader() as reader:
+    with project.ledger.reader() as reader:
         facts = version_facts(reader, model, version)  # NotFound names the known models and versions
         row = reports.training_of_version(reader, model, version)
         training = json.loads(row["payload"])
@@ -504,8 +489,8 @@ def training_of(model: str, version: str, start: Path | None = None) -> dict[str
     }
 
 
-def registered_versions(start: Path | None = None) -> list[dict[str, Any]]:
+def registered_versions(project: Project) -> list[dict[str, Any]]:
     """Every registered model version with the stages it holds and its deprecation (as `govern status` lists
     them): what a lineage report can be asked of."""
-    ledger = open_ledger(start)
+    ledger = project.ledger
     return registered_versions_of(ledger) if ledger.exists() else []

@@ -13,7 +13,7 @@ from govern.adapters import git as git_adapter
 from govern.api.anchors import refuse_writes_off_the_anchors
 from govern.config import Config
 from govern.envelope import utc_now
-from govern.errors import InvalidInput
+from govern.errors import InvalidInput, NotAGitRepository
 from govern.storage import LedgerStore, open_store
 from govern.storage.sessions import Session
 
@@ -24,12 +24,15 @@ class Project:
     established, and the clock. Delivery (the CLI, the server, the pages, the jobs) builds it; use cases take it
     as their first argument and never find a root, load a configuration or open a ledger of their own.
 
-    The actor is resolved on first use (the git identity costs a process; a read never needs it)."""
+    The actor is resolved on first use (the git identity costs a process; a read never needs it).
+
+    Outside any repository, a read of GOVERN_LEDGER's ledger alone (`govern audit ...` where no project is) has
+    no root and no configuration (`root` and `config` None): the use cases that read answer at their defaults."""
 
     def __init__(
         self,
-        root: Path,
-        config: Config,
+        root: Path | None,
+        config: Config | None,
         ledger: LedgerStore,
         actor: attribution.Actor | None = None,
         *,
@@ -68,15 +71,23 @@ def open_project(
     opens with `writing=False` and pays for neither.
 
     `actor` is who acts: the server passes its authenticated principal; otherwise the CI or git identity, which
-    is self-asserted. A bare name given by a caller is self-asserted too."""
-    root = config_module.find_root(root)
+    is self-asserted. A bare name given by a caller is self-asserted too.
+
+    Outside a repository, a read (`writing=False`) with GOVERN_LEDGER set opens that ledger alone: a project
+    without root or configuration (an auditor's `govern audit` away from any checkout)."""
+    if isinstance(actor, str):
+        actor = attribution.self_asserted(actor, "given by the caller")
+    try:
+        root = config_module.find_root(root)
+    except NotAGitRepository:
+        if writing or not os.environ.get("GOVERN_LEDGER"):
+            raise
+        return Project(None, None, open_store(config_module.configured_ledger(), session=session), actor)
     cfg = config_module.load(root)
     ledger = open_store(cfg.ledger, lock_timeout=cfg.lock_timeout, session=session)
     if writing:
         refuse_writes_off_the_anchors(root, ledger)
         guard_secrets(root, cfg)
-    if isinstance(actor, str):
-        actor = attribution.self_asserted(actor, "given by the caller")
     return Project(root, cfg, ledger, actor)
 
 

@@ -19,14 +19,13 @@ from govern import attestations
 from govern import config as config_module
 from govern.adapters import git as git_adapter
 from govern.api.anchors import TAG_PREFIX, Anchor, anchors
-from govern.api.context import Project, open_project
+from govern.api.context import Project
 from govern.attestations import AttestationReport
-from govern.envelope import PendingEvent, RecordedEvent, utc_now
-from govern.errors import GovernError, LedgerError, NotAGitRepository
+from govern.envelope import PendingEvent, RecordedEvent
+from govern.errors import GovernError, LedgerError
 from govern.events import LedgerAnchored
 from govern.readmodel import events as event_reads
 from govern.readmodel.reader import Reader
-from govern.storage import open_store
 from govern.storage.contract import Verification
 
 
@@ -61,42 +60,48 @@ class IntegrityReport:
         }
 
 
-def anchor(start: Path | None = None, project: Project | None = None) -> RecordedEvent:
+def anchor(project: Project) -> RecordedEvent:
     """Append `ledger.anchored` and tag HEAD with the seq and hash of that very event."""
-    project = project or open_project(start)
-    commit = git_adapter.state(project.root).commit
+    root = _root_of(project)
+    commit = git_adapter.state(root).commit
 
     def decide(reader: Reader) -> list[PendingEvent]:
         seq = event_reads.last_seq(reader) + 1
         tag = f"{TAG_PREFIX}{seq}"
-        if git_adapter.tags(project.root, tag):
+        if git_adapter.tags(root, tag):
             raise GovernError(f"The tag {tag} exists already: this ledger and the repository's anchors disagree")
         return [
-            PendingEvent(LedgerAnchored(tag=tag, seq=seq, commit=commit), actor=project.actor, occurred_at=utc_now())
+            PendingEvent(
+                LedgerAnchored(tag=tag, seq=seq, commit=commit), actor=project.actor, occurred_at=project.clock()
+            )
         ]
 
     [event] = project.ledger.transact(decide)
     message = json.dumps({"seq": event.seq, "hash": event.hash}, sort_keys=True)
-    git_adapter.create_tag(project.root, f"{TAG_PREFIX}{event.seq}", commit, message, utc_now())
+    git_adapter.create_tag(root, f"{TAG_PREFIX}{event.seq}", commit, message, project.clock())
     return event
 
 
-def verify(start: Path | None = None, repository: Path | None = None) -> IntegrityReport:
-    """The chain, then every anchor of the repository (`repository`, else the one around `start`).
+def _root_of(project: Project) -> Path:
+    """The project's root; the ledger alone (GOVERN_LEDGER outside a repository) has none to tag."""
+    return project.root if project.root is not None else config_module.find_root()
+
+
+def verify(project: Project, repository: Path | None = None) -> IntegrityReport:
+    """The chain, then every anchor of the repository (`repository`, else the project's).
 
     Without a repository the anchors cannot be checked: the report says so (`anchors_checked` false)
     instead of passing silently.
     """
-    ledger = open_store(config_module.configured_ledger(start))
+    ledger = project.ledger
     chain = ledger.verify()
-    if repository is not None:
-        root: Path | None = config_module.find_root(repository)
+    root = config_module.find_root(repository) if repository is not None else project.root
+    if root is None:
+        pinned: tuple[str, ...] = ()
+    elif root == project.root and project.config is not None:
+        pinned = project.config.trusted_keys
     else:
-        try:
-            root = config_module.find_root(start)
-        except NotAGitRepository:
-            root = None
-    pinned = config_module.load(root).trusted_keys if root is not None else ()
+        pinned = config_module.load(root).trusted_keys
     attested = attestations.check(ledger.query_stored, pinned) if chain.ok and chain.count else None
     if root is None:
         return IntegrityReport(chain, attestations=attested)
@@ -143,14 +148,11 @@ class AnchorState:
         return self.repository is not None
 
 
-def anchor_state(start: Path | None = None) -> AnchorState:
+def anchor_state(project: Project) -> AnchorState:
     """The head and the anchors, checked against the ledger by seq and hash; fast at any ledger size."""
-    ledger = open_store(config_module.configured_ledger(start))
+    ledger = project.ledger
     head = ledger.head() if ledger.exists() else None
-    try:
-        root: Path | None = config_module.find_root(start)
-    except NotAGitRepository:
-        root = None
+    root = project.root
     found = anchors(root) if root is not None else []
     try:
         problems = check_anchors(ledger, found) if head is not None else []

@@ -12,37 +12,38 @@ import json
 from collections.abc import Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from govern import __version__, config, lineage, machine
+from govern import __version__, lineage, machine
 from govern.adapters import git as git_adapter
 from govern.api.anchors import Anchor, anchors
 from govern.api.integrity import check_anchors
 from govern.envelope import format_timestamp, utc_now
-from govern.errors import NotAGitRepository
 from govern.readmodel import reports
 from govern.readmodel.reader import Reader
 from govern.readmodel.reports import TIMELINE_SLOTS
 from govern.readmodel.versions import VersionFacts, verdicts_of_version, version_facts
-from govern.storage import open_store
 from govern.storage.chain import check_events, verify_chain_in
 
+if TYPE_CHECKING:
+    from govern.api.context import Project
 
-def gather(model: str, version: str, start: Path | None = None, verify_chain: bool = False) -> dict[str, Any]:
+
+def gather(project: Project, model: str, version: str, verify_chain: bool = False) -> dict[str, Any]:
     """All recorded facts about one model version, as JSON-ready data.
 
     The events the report cites are re-hashed and linked to their predecessors; `verify_chain`
     re-verifies the whole ledger as well, which grows with the ledger (`govern audit verify`).
     """
-    with open_store(config.configured_ledger(start)).reader() as reader:
-        return _gather(reader, model, version, start, verify_chain)
+    with project.ledger.reader() as reader:
+        return _gather(reader, project, model, version, verify_chain)
 
 
-def _gather(ledger: Reader, model: str, version: str, start: Path | None, verify_chain: bool) -> dict[str, Any]:
+def _gather(ledger: Reader, project: Project, model: str, version: str, verify_chain: bool) -> dict[str, Any]:
     facts = version_facts(ledger, model, version)  # NotFound names the known models and versions
     versions = reports.version_metrics(ledger, model)
-    root = _root(start)
-    settings = config.load(root).models.get(model, {}) if root else {}
+    root = project.root
+    settings = _settings(project, model)
     row = reports.training_of_version(ledger, model, version)
     training = json.loads(row["payload"])
     registration = json.loads(row["registration"])
@@ -57,7 +58,7 @@ def _gather(ledger: Reader, model: str, version: str, start: Path | None, verify
             "report": {
                 "model": model,
                 "version": version,
-                "generated_at": format_timestamp(utc_now()),
+                "generated_at": format_timestamp(project.clock()),
                 "govern": __version__,
             },
             "identity": _identity(facts, versions, row, registration, settings),
@@ -73,8 +74,7 @@ def _gather(ledger: Reader, model: str, version: str, start: Path | None, verify
         }
         report["code"] = code.result()
         tags = found_anchors.result() if found_anchors else []
-    pinned = config.load(root).trusted_keys if root else ()
-    forged = _attributed(ledger, report, pinned)
+    forged = _attributed(ledger, report, _pinned(project))
     report["integrity"] = _integrity(ledger, cited, tags, verify_chain, forged)
     return report
 
@@ -581,20 +581,20 @@ def mlflow_run_url(mlflow: Mapping[str, Any]) -> str | None:
 CHANGED_PATHS_SHOWN = 200
 
 
-def summary(model: str, version: str, start: Path | None = None) -> dict[str, Any]:
+def summary(project: Project, model: str, version: str) -> dict[str, Any]:
     """One version's identity, code, data, training (params, MLflow run), metrics and approvals: the report's
     sections without production, reproductions, inference and integrity (what the version page shows)."""
-    with open_store(config.configured_ledger(start)).reader() as reader:
-        return _summary(reader, model, version, start)
+    with project.ledger.reader() as reader:
+        return _summary(reader, project, model, version)
 
 
-def compare(model: str, first: str, second: str, start: Path | None = None) -> dict[str, Any]:
+def compare(project: Project, model: str, first: str, second: str) -> dict[str, Any]:
     """Two versions of a model side by side: each one's `summary`, and what differs between them (params,
     metrics, datasets by path, the pipeline's code files, and the files git says changed between the commits)."""
-    with open_store(config.configured_ledger(start)).reader() as reader:
-        a = _summary(reader, model, first, start)
-        b = _summary(reader, model, second, start)
-    root = _root(start)
+    with project.ledger.reader() as reader:
+        a = _summary(reader, project, model, first)
+        b = _summary(reader, project, model, second)
+    root = project.root
     commits = (a["code"]["commit"], b["code"]["commit"])
     changed = _changed_between(root, *commits) if root and commits[0] != commits[1] else []
     return {
@@ -612,18 +612,21 @@ def compare(model: str, first: str, second: str, start: Path | None = None) -> d
     }
 
 
-def _root(start: Path | None) -> Path | None:
-    try:
-        return config.find_root(start)
-    except NotAGitRepository:
-        return None
+def _settings(project: Project, model: str) -> dict[str, Any]:
+    """The model's `[tool.govern.models.NAME]` (none for the ledger alone, outside a repository)."""
+    return project.config.models.get(model, {}) if project.config is not None else {}
 
 
-def _summary(ledger: Reader, model: str, version: str, start: Path | None) -> dict[str, Any]:
+def _pinned(project: Project) -> tuple[str, ...]:
+    """The pinned fingerprints of the server's signing keys (none for the ledger alone)."""
+    return project.config.trusted_keys if project.config is not None else ()
+
+
+def _summary(ledger: Reader, project: Project, model: str, version: str) -> dict[str, Any]:
     facts = version_facts(ledger, model, version)  # NotFound names the known models and versions
     row = reports.training_of_version(ledger, model, version)
-    root = _root(start)
-    settings = config.load(root).models.get(model, {}) if root else {}
+    root = project.root
+    settings = _settings(project, model)
     training = json.loads(row["payload"])
     registration = json.loads(row["registration"])
     cited: list[int] = []
@@ -636,7 +639,7 @@ def _summary(ledger: Reader, model: str, version: str, start: Path | None) -> di
         "validation": _section([] if metrics else ["No metrics are recorded for this training"], metrics=metrics),
         "approvals": _approvals(ledger, model, version, cited),
     }
-    _attributed(ledger, found, config.load(root).trusted_keys if root else ())
+    _attributed(ledger, found, _pinned(project))
     return found
 
 
@@ -713,10 +716,10 @@ def _changed_between(root: Path, first: str | None, second: str | None) -> list[
 CHART_VERSIONS = 30
 
 
-def metrics_across_versions(model: str, newest: int = CHART_VERSIONS, start: Path | None = None) -> dict[str, Any]:
+def metrics_across_versions(project: Project, model: str, newest: int = CHART_VERSIONS) -> dict[str, Any]:
     """The metrics of a model's newest `newest` versions, oldest first, and the metric names they record: what the
     report's chart draws (`charts.metric_history`), for a model rather than one version (the models page)."""
-    with open_store(config.configured_ledger(start)).reader() as reader:
+    with project.ledger.reader() as reader:
         rows = reports.newest_version_metrics(reader, model, newest)
     versions = [{"version": r["version"], "metrics": json.loads(r["metrics"]) if r["metrics"] else {}} for r in rows]
     versions.reverse()

@@ -8,24 +8,22 @@ from the ledger's views in a handful of queries on one connection; it never open
 from __future__ import annotations
 
 import re
-from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from govern.api.audit import open_ledger
 from govern.events import upcast
 from govern.readmodel import deployments, events, mirrors, versions
 from govern.readmodel.rows import shown_actors
-from govern.storage import LedgerStore
 
 if TYPE_CHECKING:
+    from govern.api.context import Project
     from govern.storage.contract import Reader
 
 
-def status(start: Path | None = None) -> dict[str, Any]:
+def status(project: Project) -> dict[str, Any]:
     """The current state as plain data (what `govern status --json` prints)."""
     import json
 
-    ledger = open_ledger(start)
+    ledger = project.ledger
     count, head_seq, head_hash = 0, None, None
     models: list[dict[str, Any]] = []
     slots, trainings, registry, verification, anchor = [], [], [], [], []
@@ -33,7 +31,7 @@ def status(start: Path | None = None) -> dict[str, Any]:
         with ledger.reader() as reader:
             count, head_seq, head_hash = events.head(reader)
             models = model_versions(reader)
-            _found_locks(start, reader, models)
+            _found_locks(project, reader, models)
             slots = deployments.slot_states(reader)
             flat = [{"by": s["last"]["actor"], "seq": s["last"]["seq"]} for s in slots]
             for slot, shown in zip(slots, shown_actors(reader, flat, {"by": "seq"}), strict=True):
@@ -43,7 +41,7 @@ def status(start: Path | None = None) -> dict[str, Any]:
             verification = events.last_verification(reader)
             anchor = events.newest_anchor(reader)
     else:  # a new project has recorded nothing yet; a lost ledger (the repository holds anchors) is an error
-        _refuse_lost_ledger(start, ledger)
+        _refuse_lost_ledger(project)
     slots.sort(key=lambda s: _natural(f"{s['app']}/{s['env']}"))  # c2 before c10
     last_verification = None
     if verification:
@@ -126,17 +124,16 @@ def versions_of_training(reader: Reader, event_id: str) -> list[dict[str, Any]]:
     return versions.versions_of_training(reader, event_id)
 
 
-def _found_locks(start: Path | None, reader: Reader, models: list[dict[str, Any]]) -> None:
+def _found_locks(project: Project, reader: Reader, models: list[dict[str, Any]]) -> None:
     """For versions not locked yet: a lock commit this clone holds that no write has recorded yet (`lock_found`),
     so a lock committed a moment ago does not read as missing. Read-only; git is asked only when one is unlocked."""
-    if all(v["lock_commit"] for m in models for v in m["versions"]):
+    if project.root is None or all(v["lock_commit"] for m in models for v in m["versions"]):
         return
-    from govern import config
     from govern.api import locks
     from govern.errors import GovernError
 
     try:
-        found = locks.unrecorded(config.find_root(start), reader)
+        found = locks.unrecorded(project.root, reader)
     except GovernError:
         return
     for model in models:
@@ -148,13 +145,8 @@ def _natural(text: str) -> list[Any]:
     return [int(part) if part.isdigit() else part for part in re.split(r"(\d+)", text)]
 
 
-def _refuse_lost_ledger(start: Path | None, ledger: LedgerStore) -> None:
+def _refuse_lost_ledger(project: Project) -> None:
     from govern.api.anchors import refuse_writes_off_the_anchors
-    from govern.config import find_root
-    from govern.errors import NotAGitRepository
 
-    try:
-        root = find_root(start)
-    except NotAGitRepository:
-        return
-    refuse_writes_off_the_anchors(root, ledger)
+    if project.root is not None:  # the ledger alone (GOVERN_LEDGER outside a repository): no anchors to hold
+        refuse_writes_off_the_anchors(project.root, project.ledger)

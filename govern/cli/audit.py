@@ -9,7 +9,7 @@ from typing import Any
 import click
 
 from govern.cli import audit_queries
-from govern.cli.common import instant, is_remote, local_only, print_grants, print_json, writable_path
+from govern.cli.common import instant, local_only, print_grants, print_json, project, service, writable_path
 from govern.errors import InvalidInput
 
 
@@ -25,14 +25,10 @@ def audit() -> None:
 @click.option("--json", "as_json", is_flag=True, help="Print a JSON array on stdout.")
 def audit_log(types: tuple[str, ...], since: str | None, limit: int | None, as_json: bool) -> None:
     """List recorded events, oldest first."""
-    # cold start: import only the use case this run calls, here or its twin on the server
-    if is_remote():
-        from govern.client import audit_log as read_log
-    else:
-        from govern.api.audit import audit_log as read_log
+    # cold start: import the time display on use
     from govern.timeparse import display
 
-    events = read_log(types=types, since=instant(since, "--since"), limit=limit)
+    events = service().audit_log(types=types, since=instant(since, "--since"), limit=limit)
     if as_json:
         print_json([event.to_dict() for event in events])
         return
@@ -63,12 +59,7 @@ def audit_verify(repo: Path | None, as_json: bool) -> None:
     Exits 1 on the first bad event, or on an anchor the ledger no longer matches. Outside a repository
     (GOVERN_LEDGER alone) it says that the anchors were not checked; --repo PATH checks them.
     """
-    # cold start: import only the use case this run calls, here or its twin on the server
-    if is_remote():
-        from govern.client import verify
-    else:
-        from govern.api.integrity import verify
-    result = verify(repository=repo)
+    result = service().verify(repository=repo)
     chain = result.chain
     if as_json:
         print_json(result.to_dict())
@@ -121,9 +112,6 @@ def audit_backup(path: Path, as_json: bool) -> None:
     GOVERN_LEDGER=PATH govern audit verify.
     """
     local_only("audit backup")
-    # cold start: import the use case on use (the api modules load DuckDB)
-    from govern.api.audit import open_ledger
-
     if path.exists():
         raise InvalidInput(f"{path} exists: a backup goes to a new file; choose another name")
     stale_log = path.with_name(path.name + ".wal")
@@ -133,7 +121,7 @@ def audit_backup(path: Path, as_json: bool) -> None:
             "choose another name"
         )
     writable_path(path, "PATH")
-    result = open_ledger().backup(path)
+    result = project(writing=False).ledger.backup(path)
     if as_json:
         print_json({"path": str(path), **result.to_dict()})
     else:
@@ -162,7 +150,7 @@ def audit_copy(target: str, as_json: bool) -> None:
 
     if "://" not in target:
         writable_path(Path(target), "--to")
-    result = copy_to(target)
+    result = copy_to(project(writing=False), target)
     if as_json:
         print_json(result.to_dict())
     else:
@@ -188,12 +176,7 @@ def audit_anchor(as_json: bool) -> None:
     Appends ledger.anchored and tags HEAD with that event's seq and hash, so
     the anchor covers its own event. Push it: git push --tags.
     """
-    # cold start: import only the use case this run calls, here or its twin on the server
-    if is_remote():
-        from govern.client import anchor
-    else:
-        from govern.api.integrity import anchor
-    event = anchor()
+    event = service().anchor()
     if as_json:
         print_json(event.to_dict())
     else:

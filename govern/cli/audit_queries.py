@@ -9,7 +9,17 @@ from typing import Any
 
 import click
 
-from govern.cli.common import instant, is_remote, jsonable, local_only, print_json, print_table, writable_path
+from govern.cli.common import (
+    instant,
+    is_remote,
+    jsonable,
+    local_only,
+    print_json,
+    print_table,
+    project,
+    service,
+    writable_path,
+)
 from govern.errors import InvalidInput
 
 
@@ -24,14 +34,8 @@ def audit_production(app: str, env: str, at: str, as_json: bool) -> None:
     Windows are half-open: at a window's exact end the version no longer
     serves (its successor, if any, does).
     """
-    # cold start: import only the use case this run calls, here or its twin on the server
-    if is_remote():
-        from govern.client import production_answer
-    else:
-        from govern.api.audit import production_answer
-
     moment = instant(at, "--at")
-    answer = production_answer(app, env, moment)
+    answer = service().production_answer(app, env, moment)
     if as_json:
         print_json(answer)
     elif answer["version"] is None:
@@ -49,13 +53,7 @@ def audit_production(app: str, env: str, at: str, as_json: bool) -> None:
 @click.option("--json", "as_json", is_flag=True, help="Print a JSON array on stdout.")
 def audit_windows(app: str | None, model: str | None, as_json: bool) -> None:
     """Every production window: start, end (null while open) and duration."""
-    # cold start: import only the use case this run calls, here or its twin on the server
-    if is_remote():
-        from govern.client import window_records
-    else:
-        from govern.api.audit import window_records
-
-    records = window_records(app=app, model=model)
+    records = service().window_records(app=app, model=model)
     if as_json:
         print_json(records)
         return
@@ -72,14 +70,10 @@ def audit_windows(app: str | None, model: str | None, as_json: bool) -> None:
 @click.option("--json", "as_json", is_flag=True, help="Print a JSON array on stdout.")
 def audit_history(model: str, version: str | None, as_json: bool) -> None:
     """Every event of MODEL (or of one VERSION) in order: trainings, registrations, promotions, deployments."""
-    # cold start: import only the use case this run calls, here or its twin on the server
-    if is_remote():
-        from govern.client import history
-    else:
-        from govern.api.audit import history
+    # cold start: import the time display on use
     from govern.timeparse import display
 
-    events = history(model, version)
+    events = service().history(model, version)
     if as_json:
         print_json([event.to_dict() for event in events])
         return
@@ -147,7 +141,8 @@ def _sql_limit_options(command: Any) -> Any:
 
 
 def _sql_limits(timeout: float | None, max_rows: int | None, max_bytes: int | None) -> Any:
-    """The limits the options ask for, over the project's; None where none is given. A server applies its own."""
+    """The project here and the limits the options ask for, over its own; None where none is given (then the
+    query goes where `service()` sends it). A server applies its own."""
     if timeout is None and max_rows is None and max_bytes is None:
         return None
     if is_remote():
@@ -158,7 +153,8 @@ def _sql_limits(timeout: float | None, max_rows: int | None, max_bytes: int | No
     # cold start: import the use case on use (the api modules load DuckDB)
     from govern.api.audit import sql_limits
 
-    return sql_limits(timeout=timeout, max_rows=max_rows, max_bytes=max_bytes)
+    here = project(writing=False)
+    return here, sql_limits(here, timeout=timeout, max_rows=max_rows, max_bytes=max_bytes)
 
 
 @click.command("sql")
@@ -176,13 +172,15 @@ def audit_sql(
     It stops at a timeout and refuses a result past a row or byte limit
     ([tool.govern.audit]; the options raise them here, not on a server).
     """
-    limits = _sql_limits(timeout, max_rows, max_bytes)
-    # cold start: import only the use case this run calls, here or its twin on the server
-    if is_remote():
-        from govern.client import sql
+    limited = _sql_limits(timeout, max_rows, max_bytes)
+    if limited is None:
+        result = service().sql(statement)
     else:
+        # cold start: import the use case on use (the api modules load DuckDB)
         from govern.api.audit import sql
-    result = sql(statement) if limits is None else sql(statement, limits=limits)
+
+        here, limits = limited
+        result = sql(here, statement, limits=limits)
     print_json(result.records()) if as_json else print_table(result.columns, result.rows)
 
 
@@ -204,15 +202,9 @@ def audit_run(
     Parameters are bound ($name in the SQL), never pasted into it. The limits
     of `audit sql` apply.
     """
-    limits = _sql_limits(timeout, max_rows, max_bytes)
-    # cold start: import only the use cases this run calls, here or their twins on the server
-    if is_remote():
-        from govern.client import named_queries, run_named
-    else:
-        from govern.api.audit import named_queries, run_named
-
+    limited = _sql_limits(timeout, max_rows, max_bytes)
     if name is None:
-        found = named_queries()
+        found = service().named_queries()
         print_json(found) if as_json else print_table(["name", "description"], list(found.items()))
         return
     bound = {}
@@ -221,7 +213,14 @@ def audit_run(
         if not sep:
             raise InvalidInput(f"--param {item!r} is not NAME=VALUE")
         bound[key] = value
-    result = run_named(name, bound) if limits is None else run_named(name, bound, limits=limits)
+    if limited is None:
+        result = service().run_named(name, bound)
+    else:
+        # cold start: import the use case on use (the api modules load DuckDB)
+        from govern.api.audit import run_named
+
+        here, limits = limited
+        result = run_named(here, name, bound, limits=limits)
     print_json(result.records()) if as_json else print_table(result.columns, result.rows)
 
 
@@ -248,14 +247,9 @@ def audit_report(model: str, version: str, fmt: str, output: Path | None, verify
     # cold start: import the report's renderers on use
     from govern.report import render
 
-    # cold start: import only the use case this run calls, here or its twin on the server
-    if is_remote():
-        from govern.client import gather
-    else:
-        from govern.api.report import gather
     if output is not None:
         writable_path(output, "--output")
-    report = gather(model, version, verify_chain=verify_chain)
+    report = service().gather(model, version, verify_chain=verify_chain)
     text = render(report, fmt)
     if output is None:
         click.echo(text, nl=False)
@@ -277,13 +271,7 @@ def audit_lineage(model: str, version: str) -> None:
     # cold start: import the report's renderers on use
     from govern.report import render_tree
 
-    # cold start: import only the use case this run calls, here or its twin on the server
-    if is_remote():
-        from govern.client import gather
-    else:
-        from govern.api.report import gather
-
-    click.echo(render_tree(gather(model, version)), nl=False)
+    click.echo(render_tree(service().gather(model, version)), nl=False)
 
 
 @click.command("openlineage")
@@ -297,7 +285,8 @@ def audit_openlineage(since: str | None, output: Path | None) -> None:
 
     if output is not None:
         writable_path(output, "--output")
-    lines = "".join(json.dumps(event, ensure_ascii=False) + "\n" for event in openlineage(instant(since, "--since")))
+    found = openlineage(project(writing=False), instant(since, "--since"))
+    lines = "".join(json.dumps(event, ensure_ascii=False) + "\n" for event in found)
     if output is None:
         click.echo(lines, nl=False)
     else:

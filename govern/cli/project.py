@@ -6,7 +6,7 @@ from pathlib import Path
 
 import click
 
-from govern.cli.common import is_remote, jsonable, local_only, print_grants, print_json, print_recorded
+from govern.cli.common import jsonable, local_only, print_grants, print_json, print_recorded, service
 from govern.errors import MirrorError
 
 
@@ -138,13 +138,7 @@ STATUS_SLOTS = 25  # one screen; --json lists every slot
 def status(as_json: bool) -> None:
     """The current state on one screen: models and stages, what serves where since when, pending mirrors,
     the last verification and the newest anchor. All derived from the ledger."""
-    # cold start: import only the use case this run calls, here or its twin on the server
-    if is_remote():
-        from govern.client import status as read
-    else:
-        from govern.api.status import status as read
-
-    state = read()
+    state = service().status()
     if as_json:
         print_json(state)
         return

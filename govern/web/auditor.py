@@ -57,13 +57,14 @@ def _timeline(router: APIRouter, web: Web) -> None:
         env: str | None = None,
         before: Annotated[int | None, Query(ge=1)] = None,
     ) -> Response:
-        known = audit_api.slots(web.root)
+        project = signed.project()
+        known = audit_api.slots(project)
         if not app and known:
             app, env = known[0]
-        env = env or (audit_api.environments(web.root) or ["production"])[0]
+        env = env or (audit_api.environments(project) or ["production"])[0]
         found: list[dict[str, Any]] = []
         if app:
-            found = audit_api.slot_windows(app, env, limit=TIMELINE_WINDOWS, before=before, start=web.root)
+            found = audit_api.slot_windows(project, app, env, limit=TIMELINE_WINDOWS, before=before)
         return web.render(
             request,
             "auditor_timeline.html.j2",
@@ -71,7 +72,7 @@ def _timeline(router: APIRouter, web: Web) -> None:
             title="Production timeline",
             slots=known,
             apps=sorted({a for a, _ in known}),
-            envs=_envs(audit_api.environments(web.root), known),
+            envs=_envs(audit_api.environments(project), known),
             app=app,
             env=env,
             windows=found,
@@ -84,8 +85,8 @@ def _timeline(router: APIRouter, web: Web) -> None:
     def window(request: Request, seq: int, signed: Annotated[Signed, web.page("windows")]) -> Response:
         from govern import access
 
-        found = audit_api.window_at(seq, web.root)
-        training = audit_api.training_of(found["model"], found["version"], web.root)
+        found = audit_api.window_at(signed.project(), seq)
+        training = audit_api.training_of(signed.project(), found["model"], found["version"])
         return web.render(
             request,
             "auditor_window.html.j2",
@@ -113,8 +114,9 @@ def _production(router: APIRouter, web: Web) -> None:
         from govern.errors import Forbidden
         from govern.timeparse import parse_instant
 
-        known = audit_api.slots(web.root)
-        envs = _envs(audit_api.environments(web.root), known)
+        project = signed.project()
+        known = audit_api.slots(project)
+        envs = _envs(audit_api.environments(project), known)
         answer, error, status = None, None, 200
         if app or at:
             try:
@@ -124,7 +126,7 @@ def _production(router: APIRouter, web: Web) -> None:
                     raise InvalidInput("Give the instant to ask about, with its time zone (Z or an offset)")
                 if not access.allowed(signed.principal, "production", app):
                     raise Forbidden(f"{signed.principal.name} may not see app {app!r}")
-                answer = audit_api.production_answer(app, env or envs[0], parse_instant(at, "Instant"), web.root)
+                answer = audit_api.production_answer(project, app, env or envs[0], parse_instant(at, "Instant"))
             except GovernError as failure:
                 error, status = str(failure), status_of(failure)
         return web.render(
@@ -164,7 +166,7 @@ def _events(router: APIRouter, web: Web) -> None:
         try:
             limit = _count(n, EVENTS_SHOWN)
             moment = parse_instant(since, "Since") if since else None
-            found = audit_api.log_page(types=types, since=moment, before=before, limit=limit, start=web.root)
+            found = audit_api.log_page(signed.project(), types=types, since=moment, before=before, limit=limit)
         except GovernError as failure:
             limit, error, status = EVENTS_SHOWN, str(failure), status_of(failure)
         rows = [{**event, "payload": _payload(event["payload"])} for event in found]
@@ -201,7 +203,7 @@ def _integrity(router: APIRouter, web: Web) -> None:
         the file from the server's other requests for as long."""
         from govern.api import integrity as integrity_api
 
-        return integrity(request, signed, integrity_api.verify(web.root), may_verify=True)
+        return integrity(request, signed, integrity_api.verify(signed.project()), may_verify=True)
 
     def integrity(request: Request, signed: Signed, verification: Any, *, may_verify: bool) -> Response:
         from govern.api import integrity as integrity_api
@@ -211,7 +213,7 @@ def _integrity(router: APIRouter, web: Web) -> None:
             "auditor_integrity.html.j2",
             signed,
             title="Integrity of the ledger",
-            state=integrity_api.anchor_state(web.root),
+            state=integrity_api.anchor_state(signed.project()),
             verification=verification,
             may_verify=may_verify,
         )
@@ -228,7 +230,7 @@ def _reports(router: APIRouter, web: Web) -> None:
             "auditor_reports.html.j2",
             signed,
             title="Lineage reports",
-            versions=audit_api.registered_versions(web.root),
+            versions=audit_api.registered_versions(signed.project()),
         )
 
     @router.get("/audit/reports/{model}/{version}")
@@ -236,7 +238,7 @@ def _reports(router: APIRouter, web: Web) -> None:
         from govern.api.report import gather
         from govern.report import render
 
-        text = render(gather(model, version, web.root), "html")
+        text = render(gather(signed.project(), model, version), "html")
         return _document(Response(text, media_type=REPORT_TYPES["html"]), text)
 
     @router.get("/audit/reports/{model}/{version}/download")
@@ -249,7 +251,7 @@ def _reports(router: APIRouter, web: Web) -> None:
         from govern.api.report import gather
         from govern.report import render
 
-        text = render(gather(model, version, web.root), format)
+        text = render(gather(signed.project(), model, version), format)
         name = f"{_file_part(model)}-v{_file_part(version)}-lineage.{format}"
         headers = {"Content-Disposition": f'attachment; filename="{name}"'}
         return _document(Response(text, media_type=REPORT_TYPES[format], headers=headers), text)
@@ -269,7 +271,7 @@ def _principals(router: APIRouter, web: Web) -> None:
         held, error, status = [], None, 200
         try:
             moment = parse_instant(at, "Roles held at") if at else None
-            held = access_api.roles_at(web.ledger(), moment)
+            held = access_api.roles_at(signed.project(), moment)
         except GovernError as failure:
             error, status = str(failure), status_of(failure)
         return web.render(
@@ -282,7 +284,7 @@ def _principals(router: APIRouter, web: Web) -> None:
             moment=moment,
             held=held,
             error=error,
-            history=access_api.grant_history(web.ledger(), limit=GRANTS_SHOWN),
+            history=access_api.grant_history(signed.project(), limit=GRANTS_SHOWN),
             shown=GRANTS_SHOWN,
         )
 

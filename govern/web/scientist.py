@@ -48,18 +48,19 @@ def _versions(router: APIRouter, web: Web) -> None:
         from govern import charts
         from govern.api import approvals, report, status
 
-        store = web.ledger()
+        project = signed.project()
+        store = project.ledger
         found: list[dict[str, Any]] = []
         pending: list[dict[str, Any]] = []
         if store.exists():
             with store.reader() as reader:
                 found = status.model_versions(reader)
-            pending = approvals.requests(store, "pending")
+            pending = approvals.requests(project, "pending")
         for model in found:
             versions = model["versions"]
             model["total"] = len(versions)
             model["versions"] = versions[::-1][:VERSIONS_SHOWN]
-            history = report.metrics_across_versions(model["model"], start=web.root)
+            history = report.metrics_across_versions(project, model["model"])
             newest = history["versions"][-1]["version"] if history["versions"] else ""
             svg = charts.metric_history(history["versions"], history["metrics"], newest)
             model["chart"] = Markup(charts.for_page(svg))  # noqa: S704 - built by govern.charts, every text escaped
@@ -93,7 +94,7 @@ def _versions(router: APIRouter, web: Web) -> None:
 
         try:
             stage, reason = signed.text("to_stage", limit=200), signed.text("reason")
-            requested = approvals.request_promotion(model, version, stage, reason, web.root, signed.principal.actor)
+            requested = approvals.request_promotion(signed.project(writing=True), model, version, stage, reason)
         except GovernError as refused:  # a gate, a stage skipped, an empty reason: said beside the form
             typed = (signed.typed("to_stage"), signed.typed("reason"))
             return _version_page(web, request, signed, model, version, refused=refused, typed=typed)
@@ -116,7 +117,8 @@ def _compare(router: APIRouter, web: Web) -> None:
         from govern.api import report, status
         from govern.readmodel.versions import version_facts
 
-        store = web.ledger()
+        project = signed.project()
+        store = project.ledger
         with store.reader() as reader:
             found = [m for m in status.model_versions(reader) if m["model"] == model] if store.exists() else []
             if not found:
@@ -124,7 +126,7 @@ def _compare(router: APIRouter, web: Web) -> None:
         newest = [v["version"] for v in found[0]["versions"]][::-1]
         second = b or newest[0]
         first = a or next((v for v in newest if v != second), second)
-        compared = report.compare(model, first, second, start=web.root)
+        compared = report.compare(project, model, first, second)
         choices = newest[:VERSIONS_SHOWN] + [v for v in (first, second) if v not in newest[:VERSIONS_SHOWN]]
         return web.render(
             request,
@@ -153,7 +155,7 @@ def _trainings(router: APIRouter, web: Web) -> None:
 
         try:
             commit, targets = signed.text("commit", limit=200), signed.text("targets", required=False, limit=2000)
-            job = jobs.request_training(commit, targets.split(), web.root, signed.principal.actor)
+            job = jobs.request_training(signed.project(writing=True), commit, targets.split())
         except GovernError as refused:  # an unknown commit or stage: said beside the form, what was typed kept
             typed = (signed.typed("commit"), signed.typed("targets"))
             return _trainings_page(web, request, signed, refused=refused, typed=typed)
@@ -166,11 +168,11 @@ def _trainings(router: APIRouter, web: Web) -> None:
         (a script replaces the progress every few seconds; without JavaScript the page reloads)."""
         from govern.api import jobs, status
 
-        store = web.ledger()
-        found = jobs.job(store, job)
+        project = signed.project()
+        found = jobs.job(project, job)
         registered: list[dict[str, Any]] = []
         if found.row["training_event_id"]:
-            with store.reader() as reader:
+            with project.ledger.reader() as reader:
                 registered = status.versions_of_training(reader, found.row["training_event_id"])
         mine = access.same_person(signed.principal.actor, found.row["requested_by"], {})
         return web.render(
@@ -189,7 +191,7 @@ def _trainings(router: APIRouter, web: Web) -> None:
         from govern.api import jobs
 
         own_only = not signed.principal.has("admin")
-        jobs.cancel(job, web.root, signed.principal.actor, requester_only=own_only)
+        jobs.cancel(signed.project(writing=True), job, requester_only=own_only)
         return _see(f"/trainings/{_part(job)}")
 
 
@@ -229,13 +231,13 @@ def _version_page(
     typed: tuple[str, str] = ("", ""),
 ) -> Response:
     """A version's page; after a refused promotion request, with the refusal and the stage and reason typed."""
-    from govern import config
     from govern.api import approvals, report
     from govern.api.locks import NOT_LOCKED_HINT
 
-    facts = report.summary(model, version, start=web.root)
-    pending = [r for r in approvals.requests(web.ledger(), "pending", model) if r["version"] == version]
-    stages = list(config.load(web.root).stages)
+    project = signed.project()
+    facts = report.summary(project, model, version)
+    pending = [r for r in approvals.requests(project, "pending", model) if r["version"] == version]
+    stages = list(project.config.stages)
     held = facts["identity"]["stages_held"]
     reached = [stage for stage in stages if stage in held]
     following = stages.index(reached[-1]) + 1 if reached else 0
@@ -271,15 +273,15 @@ def _trainings_page(
     """The trainings page; after a refused start, with the refusal and the commit and stages typed."""
     from govern.api import jobs
 
-    store = web.ledger()
+    project = signed.project()
     return web.render(
         request,
         "scientist_trainings.html.j2",
         signed,
         title="Trainings",
         refused=refused,
-        jobs=jobs.jobs(store, newest=JOBS_SHOWN),
-        total=jobs.count(store),
+        jobs=jobs.jobs(project, newest=JOBS_SHOWN),
+        total=jobs.count(project),
         commit=typed[0],
         targets=typed[1],
         may_start=access.allowed(signed.principal, "request_training"),

@@ -8,6 +8,7 @@ from pathlib import Path
 from govern import attribution
 from govern import config as config_module
 from govern.api.context import Project, open_project
+from govern.storage import LedgerStore
 from govern.storage.memory_log import MemoryLedger
 
 
@@ -22,3 +23,9 @@ def in_memory(root: Path, actor: attribution.Actor | str | None = None) -> Proje
     if isinstance(actor, str):
         actor = attribution.self_asserted(actor, "given by the caller")
     return Project(root, config_module.load(root), MemoryLedger(), actor)
+
+
+def ledger_at(root: Path) -> LedgerStore:
+    """The ledger of the project at `root` (or GOVERN_LEDGER's), opened for reading: what a test checks was
+    recorded, or was not."""
+    return open_project(root, writing=False).ledger

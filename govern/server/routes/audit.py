@@ -6,11 +6,10 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Query
 from fastapi.responses import JSONResponse
 
-from govern import access
 from govern.api import audit as audit_api
 from govern.api import integrity
 from govern.presentation import jsonable
-from govern.server.deps import Root, authorised, instant
+from govern.server.deps import Caller, authorised, instant
 from govern.server.http import API
 from govern.server.models import AnchorTag, NamedQuery, QueryAnswer, QueryRun, SqlRequest
 
@@ -22,59 +21,53 @@ ANSWERED_AS_QUERY: dict[int | str, dict[str, Any]] = {200: {"model": QueryAnswer
 
 @router.get(f"{API}/windows", operation_id="windows")
 def windows(
-    principal: Annotated[access.Principal, authorised("windows", hold="read")],
-    root: Root,
+    caller: Annotated[Caller, authorised("windows", hold="read")],
     app_name: Annotated[str | None, Query(alias="app")] = None,
     model: str | None = None,
 ) -> Any:
-    return jsonable(audit_api.window_records(app=app_name, model=model, start=root))
+    return jsonable(audit_api.window_records(caller.project, app=app_name, model=model))
 
 
 @router.get(f"{API}/events", operation_id="events")
 def events(
-    principal: Annotated[access.Principal, authorised("events", hold="read")],
-    root: Root,
+    caller: Annotated[Caller, authorised("events", hold="read")],
     event_type: Annotated[list[str] | None, Query(alias="type")] = None,
     since: Annotated[str | None, Query(description="ISO 8601 with Z or an offset")] = None,
     limit: Annotated[int | None, Query(ge=0, description="Only the newest N; default every event")] = None,
 ) -> Any:
-    found = audit_api.audit_log(types=event_type or (), since=instant(since, "since"), limit=limit, start=root)
+    found = audit_api.audit_log(caller.project, types=event_type or (), since=instant(since, "since"), limit=limit)
     return jsonable([event.to_dict() for event in found])
 
 
 @router.get(f"{API}/verify", operation_id="verify")
-def verify(principal: Annotated[access.Principal, authorised("verify")], root: Root) -> Any:
-    return jsonable(integrity.verify(root).to_dict())
+def verify(caller: Annotated[Caller, authorised("verify")]) -> Any:
+    return jsonable(integrity.verify(caller.project).to_dict())
 
 
 @router.post(f"{API}/sql", operation_id="sql", responses=ANSWERED_AS_QUERY)
-def sql(body: SqlRequest, principal: Annotated[access.Principal, authorised("sql")], root: Root) -> Any:
-    found = audit_api.sql(body.statement, body.params, root)
+def sql(body: SqlRequest, caller: Annotated[Caller, authorised("sql")]) -> Any:
+    found = audit_api.sql(caller.project, body.statement, body.params)
     return jsonable({"columns": found.columns, "rows": found.records()})
 
 
 @router.get(
     f"{API}/queries", operation_id="named_queries", response_model=list[NamedQuery], response_class=JSONResponse
 )
-def named_queries(principal: Annotated[access.Principal, authorised("named_queries", hold="read")], root: Root) -> Any:
-    return [{"name": name, "description": text} for name, text in audit_api.named_queries(root).items()]
+def named_queries(caller: Annotated[Caller, authorised("named_queries", hold="read")]) -> Any:
+    return [{"name": name, "description": text} for name, text in audit_api.named_queries(caller.project).items()]
 
 
 @router.post(f"{API}/queries/{{name}}", operation_id="run_query", responses=ANSWERED_AS_QUERY)
-def run_query(
-    name: str, body: QueryRun, principal: Annotated[access.Principal, authorised("run_query")], root: Root
-) -> Any:
-    found = audit_api.run_named(name, body.params, root)
+def run_query(name: str, body: QueryRun, caller: Annotated[Caller, authorised("run_query")]) -> Any:
+    found = audit_api.run_named(caller.project, name, body.params)
     return jsonable({"columns": found.columns, "rows": found.records()})
 
 
 @router.get(f"{API}/anchors", operation_id="anchors", response_model=list[AnchorTag], response_class=JSONResponse)
-def anchors(principal: Annotated[access.Principal, authorised("anchors", hold="read")], root: Root) -> Any:
-    return [{"tag": a.tag, "seq": a.seq, "hash": a.hash} for a in integrity.anchors(root)]
+def anchors(caller: Annotated[Caller, authorised("anchors", hold="read")]) -> Any:
+    return [{"tag": a.tag, "seq": a.seq, "hash": a.hash} for a in integrity.anchors(caller.project.root)]
 
 
 @router.post(f"{API}/anchors", operation_id="anchor", status_code=201)
-def anchor(principal: Annotated[access.Principal, authorised("anchor")], root: Root) -> Any:
-    from govern.api.context import open_project
-
-    return jsonable(integrity.anchor(project=open_project(root, principal.actor)).to_dict())
+def anchor(caller: Annotated[Caller, authorised("anchor", writes=True)]) -> Any:
+    return jsonable(integrity.anchor(caller.project).to_dict())

@@ -5,9 +5,8 @@ from typing import Annotated, Any
 from fastapi import APIRouter
 from fastapi.responses import JSONResponse
 
-from govern import access
 from govern.presentation import jsonable
-from govern.server.deps import Root, authorised
+from govern.server.deps import Caller, authorised
 from govern.server.http import API
 from govern.server.models import WhoAmI
 
@@ -15,13 +14,14 @@ router = APIRouter()
 
 
 @router.get(f"{API}/whoami", operation_id="whoami", response_model=WhoAmI, response_class=JSONResponse)
-async def whoami(principal: Annotated[access.Principal, authorised("whoami")]) -> dict[str, Any]:
+async def whoami(caller: Annotated[Caller, authorised("whoami")]) -> dict[str, Any]:
     """The principal as the door authenticated it: no ledger, no worker thread."""
+    principal = caller.principal
     return {"principal": principal.name, "roles": principal.roles, "token_id": principal.token_id}
 
 
 @router.get(f"{API}/status", operation_id="status")
-def status(principal: Annotated[access.Principal, authorised("status")], root: Root) -> Any:
+def status(caller: Annotated[Caller, authorised("status")]) -> Any:
     from govern.api import status as status_api
 
-    return jsonable(status_api.status(root))
+    return jsonable(status_api.status(caller.project))

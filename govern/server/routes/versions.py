@@ -5,11 +5,10 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Query
 from fastapi.responses import Response
 
-from govern import access
 from govern.api import audit as audit_api
 from govern.api import lifecycle
 from govern.presentation import jsonable
-from govern.server.deps import Root, authorised
+from govern.server.deps import Caller, authorised
 from govern.server.http import API
 from govern.server.models import Deprecation
 
@@ -21,11 +20,10 @@ router = APIRouter()
 @router.get(f"{API}/models/{{model}}/history", operation_id="history")
 def history(
     model: str,
-    principal: Annotated[access.Principal, authorised("history", hold="read")],
-    root: Root,
+    caller: Annotated[Caller, authorised("history", hold="read")],
     version: str | None = None,
 ) -> Any:
-    return jsonable([event.to_dict() for event in audit_api.history(model, version, root)])
+    return jsonable([event.to_dict() for event in audit_api.history(caller.project, model, version)])
 
 
 @router.get(
@@ -37,15 +35,14 @@ def history(
 def report(
     model: str,
     version: str,
-    principal: Annotated[access.Principal, authorised("report")],
-    root: Root,
+    caller: Annotated[Caller, authorised("report")],
     format: Annotated[str, Query(pattern="^(html|md|json)$")] = "html",
     verify_chain: bool = False,
 ) -> Response:
     from govern.api.report import gather
     from govern.report import content_security_policy, render
 
-    text = render(gather(model, version, root, verify_chain=verify_chain), format)
+    text = render(gather(caller.project, model, version, verify_chain=verify_chain), format)
     policy = {"Content-Security-Policy": content_security_policy(text)} if format == "html" else None
     return Response(text, media_type=REPORT_TYPES[format], headers=policy)
 
@@ -55,8 +52,7 @@ def deprecate(
     model: str,
     version: str,
     body: Deprecation,
-    principal: Annotated[access.Principal, authorised("deprecate", hold="write")],
-    root: Root,
+    caller: Annotated[Caller, authorised("deprecate", hold="write")],
 ) -> Any:
-    outcome = lifecycle.deprecate(model, version, body.reason, force=body.force, start=root, actor=principal.actor)
+    outcome = lifecycle.deprecate(caller.project, model, version, body.reason, force=body.force)
     return jsonable(outcome.to_dict())
