@@ -108,17 +108,24 @@ class HttpGovernance:
 
     # ---------------------------------------------------------------- training
 
-    def repro(self, stages: Sequence[str], commit_lock: bool = False, on_progress: Any = None) -> Any:
+    def repro(
+        self, stages: Sequence[str], *, allow_dirty: bool = False, commit_lock: bool = False, on_progress: Any = None
+    ) -> Any:
         """`govern repro` through a server: the pipeline runs here (DVC, this checkout, its cache) and its facts and
         model files go to the server, which records them under the token's principal: the trainer is authenticated
         for the four-eyes rule, and the server mirrors the run into MLflow. Returns the local `ReproOutcome` shape."""
         import tempfile
 
-        from govern import config
         from govern.api import repro as repro_api
         from govern.errors import StageFailed
 
-        root = config.find_root()
+        if allow_dirty:
+            raise InvalidInput(
+                "--allow-dirty is not offered through a server: a training it records names a commit an auditor can "
+                "check out; commit (and push) your changes first"
+            )
+        project = repro_api.reporting()
+        root = project.root
         server = self.server
         known = server.call("GET", "/trainings/known-snapshots")
         with tempfile.TemporaryDirectory(prefix="govern-remote-repro-") as scratch:
@@ -127,7 +134,7 @@ class HttpGovernance:
             failure = None
             try:
                 reported = repro_api.report_facts(
-                    stages, report_path, known_path, start=root, on_progress=on_progress, pull=False
+                    project, stages, report_path, known_path, on_progress=on_progress, pull=False
                 )
             except StageFailed as failed:
                 if not report_path.exists():

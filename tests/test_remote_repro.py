@@ -104,7 +104,7 @@ def test_an_upload_whose_model_file_is_not_what_the_report_says_records_nothing(
     params.write_text(params.read_text().replace("C: 1.0", "C: 0.25"))
     commit_all(laptop, "C=0.25")
     git(laptop, "push", "-q", "origin", "main")
-    repro_api.report_facts([], report, known, start=laptop, pull=False)
+    repro_api.report_facts(repro_api.reporting(laptop), [], report, known, pull=False)
     (laptop / "models" / "model.pkl").chmod(0o644)
     (laptop / "models" / "model.pkl").write_bytes(b"not the model that was trained")
     server = Server(team["base"], team["tokens"]["sci"])

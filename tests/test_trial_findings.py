@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 from conftest import commit_all, run_cli
-from support.projects import ledger_at
+from support.projects import ledger_at, project_at
 
 from govern.api import jobs as jobs_api
 from govern.errors import InvalidInput
@@ -34,7 +34,7 @@ def test_a_training_of_a_misspelt_stage_is_refused_when_asked_and_records_nothin
     commit_all(project, "a pipeline")
     before = ledger_at(project).head()
     with pytest.raises(InvalidInput, match=r"Unknown stage\(s\) trian at [0-9a-f]{12}: .* prepare, train$"):
-        jobs_api.request_training("HEAD", ["trian"], start=project, actor="sci")
+        jobs_api.request_training(project_at(project, "sci"), "HEAD", ["trian"])
     assert ledger_at(project).head() == before
-    job = jobs_api.request_training("HEAD", ["train", "dvc.yaml:prepare"], start=project, actor="sci")
+    job = jobs_api.request_training(project_at(project, "sci"), "HEAD", ["train", "dvc.yaml:prepare"])
     assert job.row["targets"] == ["train", "dvc.yaml:prepare"], "stage names and paths are both accepted"

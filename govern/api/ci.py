@@ -37,8 +37,8 @@ from govern.adapters import blas
 from govern.adapters import dvc as dvc_adapter
 from govern.adapters import git as git_adapter
 from govern.api import ci_judge
-from govern.api.context import guard_secrets
-from govern.envelope import PendingEvent, RecordedEvent, utc_now
+from govern.api.context import Project, guard_secrets
+from govern.envelope import PendingEvent, RecordedEvent
 from govern.equivalence import DIVERGED, EQUIVALENT, EXACT
 from govern.errors import (
     GovernError,
@@ -49,10 +49,9 @@ from govern.errors import (
 )
 from govern.events import ReproductionDiverged, ReproductionVerified
 from govern.readmodel import trainings as training_reads
-from govern.storage import LedgerStore, open_store
 
 if TYPE_CHECKING:
-    from govern.attribution import Actor
+    from govern.storage import LedgerStore
 
 
 @dataclass(frozen=True)
@@ -169,12 +168,12 @@ def parse_tolerances(items: tuple[str, ...] | list[str]) -> dict[str, float]:
 
 
 def verify(
+    project: Project,
     rev: str = "HEAD",
     *,
     tolerances: Mapping[str, float] | None = None,
     strict: bool = False,
-    start: Path | None = None,
-    repository: Path | None = None,
+    pushed: bool = False,
     on_progress: Any = None,
     upload: Callable[[str, dict[str, Any]], Verdict] | None = None,
 ) -> Verdict:
@@ -182,11 +181,13 @@ def verify(
 
     The comparison rules are the verified commit's own configuration, versioned with its code;
     `tolerances` (from the command line) are added to its metric tolerances. `upload` records the verdict
-    elsewhere (a `govern serve`, for `ci verify --server`) instead of in the configured ledger.
-    """
-    source = repository or config_module.find_root(start)
+    elsewhere (a `govern serve`, for `ci verify --server`) instead of in the project's ledger. `pushed`: the
+    project is a bare repository a push arrived in (the server hook, `api.hooks`), with the team's ledger.
+
+    The project is opened for reading (`open_project(writing=False)`): a verification never starts a ledger, so
+    the anchors are checked here, and only where a ledger exists (`_where_to_record`)."""
+    source = project.root
     commit = git_adapter.resolve(source, rev)
-    configured = config_module.configured_ledger(start) if repository is None else None
     blas.prefetch()  # the machine facts are read at the end; loading the numeric libraries overlaps the run
     clock = time.perf_counter()
     notes: list[str] = []
@@ -199,13 +200,13 @@ def verify(
                 "after `govern init`"
             )
         cfg = config_module.load(checkout)
-        if repository is None and config_module.load(source).comparison != cfg.comparison:
+        if not pushed and project.config.comparison != cfg.comparison:
             notes.append(
                 f"The comparison rules of commit {commit[:12]} apply ({cfg.source}); the uncommitted changes to "
                 "[tool.govern.ci] in your checkout do not, until you commit them"
             )
-        ledger = open_store(configured or cfg.ledger, lock_timeout=cfg.lock_timeout)
-        guard_secrets(source if repository is None else checkout, cfg)
+        ledger = project.ledger
+        guard_secrets(checkout if pushed else source, cfg)
         not_recorded = _where_to_record(source, ledger) if upload is None else None
         rules = cfg.comparison
         rules = dataclasses.replace(rules, tolerances={**rules.tolerances, **(tolerances or {})})
@@ -214,7 +215,7 @@ def verify(
             inherited = None if dvc_adapter.default_remote(checkout) else dvc_adapter.default_remote(source)
             dvc_adapter.use_cache_dir(checkout, dvc_adapter.cache_root(source), inherited=inherited)
         work = ci_judge.Verification(
-            checkout, source, Path(scratch), rules, ledger, cfg.tracking_uri, repository is None, dict(tolerances or {})
+            checkout, source, Path(scratch), rules, ledger, cfg.tracking_uri, not pushed, dict(tolerances or {})
         )
         result = ci_judge.judge(work, commit, on_progress, notes)
     duration = round(time.perf_counter() - clock, 6)
@@ -237,22 +238,21 @@ def verify(
         fact = ReproductionVerified(**facts)
     if upload is not None:
         return dataclasses.replace(upload(fact.type, fact.to_payload()), notes=tuple(notes))
-    actor = environment.actor(lambda: git_adapter.identity(source))
-    pending = PendingEvent(fact, actor=actor, occurred_at=utc_now(), git_commit=commit)
+    pending = PendingEvent(fact, actor=project.actor, occurred_at=project.clock(), git_commit=commit)
     if not_recorded is not None:
         return Verdict(_unrecorded(pending), None, tuple(notes), not_recorded)
     event = ledger.append([pending])[0]
-    if repository is None:
-        notes.extend(_find_locks(source, ledger, actor))
+    if not pushed:
+        notes.extend(_find_locks(project))
     return Verdict(event, training["seq"] if training else None, tuple(notes))
 
 
-def _find_locks(source: Path, ledger: LedgerStore, actor: Any) -> list[str]:
+def _find_locks(project: Project) -> list[str]:
     """A verification looks for lock commits too (`api.locks`): the commit it verified is often one."""
     from govern.api import locks
 
     try:
-        found = locks.find_in(source, ledger, actor, "ci verify")
+        found = locks.find(project, "ci verify")
     except GovernError as error:
         return [f"could not look for lock commits: {error}"]
     return [
@@ -304,12 +304,10 @@ VERDICT_TYPES: dict[str, type[ReproductionVerified] | type[ReproductionDiverged]
 }
 
 
-def record_uploaded(kind: str, payload: Mapping[str, Any], start: Path | None, actor: Actor) -> Verdict:
+def record_uploaded(project: Project, kind: str, payload: Mapping[str, Any]) -> Verdict:
     """A verdict a CI runner computed and sent to the server (`ci verify --server`), recorded under the
-    runner's authenticated principal. The link to the training and the machine differences are the server's
-    own reading of its ledger, not the runner's (a runner has no ledger)."""
-    from govern.api.context import open_project
-
+    runner's authenticated principal (the project's actor). The link to the training and the machine differences
+    are the server's own reading of its ledger, not the runner's (a runner has no ledger)."""
     cls = VERDICT_TYPES.get(kind)
     if cls is None:
         raise InvalidInput(f"type {kind!r} is not a verdict: use {' or '.join(VERDICT_TYPES)}")
@@ -338,7 +336,6 @@ def record_uploaded(kind: str, payload: Mapping[str, Any], start: Path | None, a
     expected = {DIVERGED} if cls is ReproductionDiverged else {EXACT, EQUIVALENT}
     if fact.match not in expected:
         raise InvalidInput(f"A {kind} has match {' or '.join(sorted(expected))}, not {fact.match!r}")
-    project = open_project(start, actor)
     _check_against_commit(project.root, fact)
     training = _training(project.ledger, fact.dvc_lock_sha256 or "", fact.commit)
     environment_now = fact.environment if isinstance(fact.environment, dict) else None
@@ -350,7 +347,7 @@ def record_uploaded(kind: str, payload: Mapping[str, Any], start: Path | None, a
         ),
     )
     event = project.ledger.append(
-        [PendingEvent(fact, actor=project.actor, occurred_at=utc_now(), git_commit=fact.commit)]
+        [PendingEvent(fact, actor=project.actor, occurred_at=project.clock(), git_commit=fact.commit)]
     )[0]
     return Verdict(event, training["seq"] if training else None)
 
@@ -602,11 +599,11 @@ def _environment_lines(verdict: Verdict) -> list[str]:
 CI_TARGETS = {"github": ".github/workflows/govern.yml", "gitlab": ".gitlab-ci.yml"}
 
 
-def ci_init(system: str, install: str | None = None, start: Path | None = None, force: bool = False) -> Path:
+def ci_init(project: Project, system: str, install: str | None = None, force: bool = False) -> Path:
     """Write the CI template for `system` into the project."""
     if system not in CI_TARGETS:
         raise InvalidInput(f"Unknown CI system {system!r}: choose {' or '.join(CI_TARGETS)}")
-    root = config_module.find_root(start)
+    root = project.root
     target = root / CI_TARGETS[system]
     if target.exists() and not force:
         raise GovernError(f"{target.relative_to(root)} exists: pass --force to overwrite it")

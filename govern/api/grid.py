@@ -26,9 +26,10 @@ from govern import lineage
 from govern.adapters import dvc as dvc_adapter
 from govern.adapters import mlflow as mlflow_adapter
 from govern.api import repro as repro_api
+from govern.api.context import Project
 from govern.api.mirror import after_write
 from govern.api.repro import ProgressCallback
-from govern.envelope import PendingEvent, RecordedEvent, new_event_id, utc_now
+from govern.envelope import PendingEvent, RecordedEvent, new_event_id
 from govern.errors import InvalidInput, MirrorError
 from govern.events import ExperimentSelected
 from govern.pipeline import Pipeline
@@ -90,13 +91,13 @@ def _scalar(text: str) -> Any:
 
 
 def grid_search(
+    project: Project,
     specs: Sequence[str],
     *,
     metric: str | None = None,
     direction: str | None = None,
     apply_best: bool = False,
     allow_dirty: bool = False,
-    start: Path | None = None,
     on_progress: ProgressCallback | None = None,
     on_combination: Any = None,
 ) -> GridOutcome:
@@ -104,7 +105,7 @@ def grid_search(
     axes = [parse_axis(spec) for spec in specs]
     if len({(a.file, a.key) for a in axes}) != len(axes):
         raise InvalidInput("A parameter appears in two --grid options: give each one once, with all its values")
-    run = repro_api.start_run((), allow_dirty, start)
+    run = repro_api.start_run(project, (), allow_dirty)
     cfg, root = run.project.config, run.project.root
     metric = metric or cfg.selection_metric
     direction = direction or cfg.selection_direction
@@ -166,7 +167,7 @@ def grid_search(
             mlflow_parent_run_id=parent_run_id,
         ),
         actor=run.project.actor,
-        occurred_at=utc_now(),
+        occurred_at=run.project.clock(),
         git_commit=run.state.commit,
     )
     registrations = repro_api.registration_events(
@@ -293,7 +294,7 @@ def _register_winner(
     mirror = repro_api.training_run(
         run,
         training.event_id,
-        utc_now(),
+        run.project.clock(),
         payload["params"],
         payload["metrics"],
         [],
@@ -314,7 +315,7 @@ def _register_winner(
 
 
 def _start_parent(run: repro_api.Run, grid_id: str, size: int, warnings: list[str]) -> str | None:
-    mirror = repro_api.training_run(run, grid_id, utc_now(), {}, {}, [], [], "")
+    mirror = repro_api.training_run(run, grid_id, run.project.clock(), {}, {}, [], [], "")
     mirror = dataclasses.replace(
         mirror, run_name=f"grid-{grid_id[:8]}", tags={"govern.grid_id": grid_id, "govern.grid_size": str(size)}
     )

@@ -19,6 +19,7 @@ import sys
 from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from govern import config as config_module
 from govern import redaction
@@ -27,6 +28,9 @@ from govern.adapters import git as git_adapter
 from govern.errors import GovernError, InvalidInput
 from govern.readmodel.events import verdicts_of_commit
 from govern.storage import open_store
+
+if TYPE_CHECKING:
+    from govern.api.context import Project
 
 ZERO = "0" * 40
 
@@ -55,9 +59,9 @@ def _write_hook(path: Path, text: str, force: bool) -> Path:
     return path
 
 
-def install_client(start: Path | None = None, force: bool = False) -> list[Path]:
+def install_client(project: Project, force: bool = False) -> list[Path]:
     """Install the pre-push and post-commit hooks into this clone."""
-    root = config_module.find_root(start)
+    root = project.root
     hooks = Path(git_adapter.hooks_dir(root))
     for name in ("pre-push", "post-commit"):  # both refused before either is written
         path = hooks / name
@@ -69,22 +73,27 @@ def install_client(start: Path | None = None, force: bool = False) -> list[Path]
     ]
 
 
-def after_commit(start: Path | None = None) -> list[str]:
+def after_commit(project: Project) -> list[str]:
     """What the post-commit hook does: when the commit changed a dvc.lock, record the trainings it locks
-    (`training.locked`); lines to print. Only where a ledger exists here: a commit never starts one."""
-    from govern.api import locks
-    from govern.api.context import open_project
+    (`training.locked`); lines to print. Only where a ledger exists here: a commit never starts one.
 
-    root = config_module.find_root(start)
+    The project is opened for reading (every commit runs this, most change no dvc.lock): the checks of a write
+    (`open_project(writing=True)`) are made here, once there is something to record."""
+    from govern.api import locks
+    from govern.api.anchors import refuse_writes_off_the_anchors
+    from govern.api.context import guard_secrets
+
+    root = project.root
     changed = subprocess.run(
         ["git", "diff-tree", "--root", "--no-commit-id", "--name-only", "-r", "HEAD"], cwd=root, capture_output=True,
         text=True, timeout=60,
     )  # fmt: skip
     if not any(path.rsplit("/", 1)[-1] == "dvc.lock" for path in changed.stdout.splitlines()):
         return []
-    project = open_project(root)
     if not project.ledger.exists():
         return []
+    refuse_writes_off_the_anchors(root, project.ledger)
+    guard_secrets(root, project.config)
     found = locks.find(project, "post-commit hook")
     head = git_adapter.resolve(root, "HEAD")
     lines = []
@@ -95,9 +104,9 @@ def after_commit(start: Path | None = None) -> list[str]:
     return lines
 
 
-def pre_push_problems(start: Path | None = None) -> list[str]:
+def pre_push_problems(project: Project) -> list[str]:
     """What makes this clone unfit to push: a stale pipeline, an uncommitted dvc.lock."""
-    root = config_module.find_root(start)
+    root = project.root
     problems = []
     pipeline = dvc_adapter.load_pipeline(root)
     uncommitted = git_adapter.uncommitted(root, pipeline.lock_files)
@@ -219,7 +228,7 @@ def _detach(arguments: list[str], log: object) -> None:
 def verify_pushed(bare: Path, ledger: Path | str, commit: str) -> str:
     """Verify one pushed commit, once, then import pushed GTO tags. Returns what happened, for the log."""
     from govern.api.ci import headline, verify
-    from govern.api.sync import sync
+    from govern.api.sync import at_repository, sync
 
     os.environ.setdefault("GOVERN_CI_SYSTEM", "server-hook")
     os.environ.setdefault("GOVERN_CI_IDENTITY", f"server-hook:{bare.name}")
@@ -230,15 +239,15 @@ def verify_pushed(bare: Path, ledger: Path | str, commit: str) -> str:
         return _verify_for_server(bare, str(ledger), commit, lock)
     os.environ["GOVERN_LEDGER"] = str(ledger)
     try:
-        store = open_store(ledger)
-        if store.exists() and verdicts_of_commit(store, commit):
+        project = at_repository(bare, ledger)
+        if project.ledger.exists() and verdicts_of_commit(project.ledger, commit):
             outcome = f"{commit}: already verified"
         else:
-            verdict = verify(commit, repository=bare)
+            verdict = verify(project, commit, pushed=True)
             outcome = f"{commit}: {headline(verdict)} (seq {verdict.event.seq})"
     finally:
         lock.unlink(missing_ok=True)
-    imported = sync(repository=bare, mirror=False)  # the aliases wait for `govern mirror` with the team's MLflow
+    imported = sync(project, mirror=False)  # the aliases wait for `govern mirror` with the team's MLflow
     return f"{outcome}; {len(imported.events)} GTO promotion(s) imported"
 
 
@@ -250,11 +259,12 @@ def _verify_for_server(bare: Path, url: str, commit: str, lock: Path) -> str:
     """Verify and post the verdict to the team's `govern serve`; GTO tags are not imported (the server has no
     import operation yet: run `govern sync` where the ledger is)."""
     from govern.api.ci import headline, verify
+    from govern.api.sync import at_repository
     from govern.remote import Server
 
     token = (bare / "govern-hook" / TOKEN_FILE).read_text(encoding="utf-8").strip()
     try:
-        verdict = verify(commit, repository=bare, upload=Server(url, token).upload_verdict)
+        verdict = verify(at_repository(bare), commit, pushed=True, upload=Server(url, token).upload_verdict)
     finally:
         lock.unlink(missing_ok=True)
     return f"{commit}: {headline(verdict)} (seq {verdict.event.seq} on {url})"

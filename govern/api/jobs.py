@@ -35,15 +35,14 @@ from typing import Any
 
 from govern import access, attribution
 from govern.adapters import git as git_adapter
-from govern.api.context import Project, open_project
-from govern.envelope import PendingEvent, RecordedEvent, format_timestamp, utc_now
+from govern.api.context import Project
+from govern.envelope import PendingEvent, RecordedEvent, format_timestamp
 from govern.errors import Forbidden, GovernError, InvalidInput, NotFound, StateConflict
 from govern.events import TrainingJobFinished, TrainingJobRequested, TrainingJobStarted
 from govern.readmodel import events as event_reads
 from govern.readmodel import jobs as job_reads
 from govern.readmodel.reader import Reader
 from govern.redaction import redact, scrub
-from govern.storage import LedgerStore
 
 STATES = ("queued", "running", "succeeded", "failed", "cancelled")
 JOB_ID = re.compile(r"^[0-9a-f]{12}$")
@@ -68,41 +67,41 @@ class Job:
         return {**self.row, "stages": self.stages, "log_tail": self.log_tail}
 
 
-def request_training(
-    commit: str, targets: Sequence[str] = (), start: Path | None = None, actor: str | None = None
-) -> Job:
+def request_training(project: Project, commit: str, targets: Sequence[str] = ()) -> Job:
     """Queue a training of `commit` (fetched from the project's remote when the repository lacks it)."""
-    project = open_project(start, actor)
     for target in targets:
         if not TARGET.match(target):
             raise InvalidInput(f"{target!r} is not a stage name of dvc.yaml")
     sha = fetch_commit(project.root, commit)
     _check_stages(project.root, sha, targets)
     fact = TrainingJobRequested(job_id=secrets.token_hex(6), commit=sha, targets=list(targets))
-    event = project.ledger.append([PendingEvent(fact, actor=project.actor, occurred_at=utc_now(), git_commit=sha)])
-    return job(project.ledger, event[0].payload["job_id"])
+    event = project.ledger.append(
+        [PendingEvent(fact, actor=project.actor, occurred_at=project.clock(), git_commit=sha)]
+    )
+    return job(project, event[0].payload["job_id"])
 
 
-def jobs(ledger: LedgerStore, state: str | None = None, newest: int | None = None) -> list[dict[str, Any]]:
+def jobs(project: Project, state: str | None = None, newest: int | None = None) -> list[dict[str, Any]]:
     """The jobs (in `state`), oldest first; with `newest`, only that many of the latest, newest first."""
     if state is not None and state not in STATES:
         raise InvalidInput(f"Unknown job state {state!r}: use one of {', '.join(STATES)}")
-    if not ledger.exists():
+    if not project.ledger.exists():
         return []
-    return job_reads.jobs(ledger, state, newest)
+    return job_reads.jobs(project.ledger, state, newest)
 
 
-def count(ledger: LedgerStore) -> int:
+def count(project: Project) -> int:
     """How many jobs were ever requested."""
-    if not ledger.exists():
+    if not project.ledger.exists():
         return 0
-    return job_reads.count(ledger)
+    return job_reads.count(project.ledger)
 
 
-def job(ledger: LedgerStore, job_id: str) -> Job:
+def job(project: Project, job_id: str) -> Job:
     """One job, with its progress read from its log."""
+    ledger = project.ledger
     row = _row(ledger, job_id)
-    lines = _log_lines(log_path(ledger, job_id))
+    lines = _log_lines(log_path(project, job_id))
     stages: dict[str, str] = {}
     for line in lines:
         found = STAGE_LINE.match(line)
@@ -120,12 +119,9 @@ def _lock_of(reader: Reader, row: dict[str, Any]) -> dict[str, Any]:
     return {"lock_commit": commit, "lock_note": None if commit else note}
 
 
-def cancel(
-    job_id: str, start: Path | None = None, actor: str | None = None, requester_only: bool = False
-) -> RecordedEvent:
+def cancel(project: Project, job_id: str, requester_only: bool = False) -> RecordedEvent:
     """Cancel a queued or running job: recorded at once; a running one's process is stopped by its runner.
     `requester_only`: a scientist cancels its own jobs, no one else's."""
-    project = open_project(start, actor)
 
     def decide(reader: Reader) -> list[PendingEvent]:
         row = _row(reader, job_id)
@@ -135,16 +131,16 @@ def cancel(
             when = format_timestamp(row["finished_at"]) if row["finished_at"] else "?"
             raise StateConflict(f"Job {job_id} is {row['state']} already (at {when}): there is nothing to cancel")
         fact = TrainingJobFinished(job_id=job_id, outcome="cancelled")
-        return [PendingEvent(fact, actor=project.actor, occurred_at=utc_now(), git_commit=row["commit"])]
+        return [PendingEvent(fact, actor=project.actor, occurred_at=project.clock(), git_commit=row["commit"])]
 
     return project.ledger.transact(decide)[0]
 
 
-def claimable(ledger: LedgerStore, host: str) -> list[str]:
+def claimable(project: Project, host: str) -> list[str]:
     """Jobs this process may take, oldest first: queued ones, and those started here by a process now gone."""
-    if not ledger.exists():
+    if not project.ledger.exists():
         return []
-    rows = job_reads.jobs(ledger)
+    rows = job_reads.jobs(project.ledger)
     return [r["job_id"] for r in rows if _takeable(r, host)]
 
 
@@ -158,7 +154,7 @@ def claim(project: Project, job_id: str) -> RecordedEvent | None:
         if not _takeable(row, host):
             return []
         fact = TrainingJobStarted(job_id=job_id, host=host, pid=pid, attempt=row["attempts"] + 1)
-        return [PendingEvent(fact, actor=project.actor, occurred_at=utc_now(), git_commit=row["commit"])]
+        return [PendingEvent(fact, actor=project.actor, occurred_at=project.clock(), git_commit=row["commit"])]
 
     taken.extend(project.ledger.transact(decide))
     return taken[0] if taken else None
@@ -180,7 +176,7 @@ def finish(project: Project, job_id: str, ran: Ran, tail: str) -> None:
             lock_commit=ran.lock_commit,
             lock_note=ran.lock_note,
         )
-        return [PendingEvent(fact, actor=project.actor, occurred_at=utc_now(), git_commit=row["commit"])]
+        return [PendingEvent(fact, actor=project.actor, occurred_at=project.clock(), git_commit=row["commit"])]
 
     project.ledger.transact(decide)
 
@@ -206,7 +202,7 @@ def run(project: Project, job_id: str, python: str, cancelled: Callable[[], bool
     from govern.api import reported
 
     row = _row(project.ledger, job_id)
-    log = log_path(project.ledger, job_id)
+    log = log_path(project, job_id)
     log.parent.mkdir(parents=True, exist_ok=True)
     policy = sandbox.Policy.server(project.config)
     with tempfile.TemporaryDirectory(prefix="govern-job-") as folder, log.open("a", encoding="utf-8") as sink:
@@ -351,8 +347,8 @@ def _die_with_parent() -> None:
         pass
 
 
-def log_path(ledger: LedgerStore, job_id: str) -> Path:
-    return ledger.state_dir / "jobs" / f"{job_id}.log"
+def log_path(project: Project, job_id: str) -> Path:
+    return project.ledger.state_dir / "jobs" / f"{job_id}.log"
 
 
 def _takeable(row: dict[str, Any], host: str) -> bool:

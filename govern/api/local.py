@@ -78,6 +78,15 @@ class LocalGovernance:
             record=record, allow_deprecated=allow_deprecated,
         )  # fmt: skip
 
+    # ---------------------------------------------------------------- training
+    def repro(
+        self, stages: Sequence[str], *, allow_dirty: bool = False, commit_lock: bool = False,
+        on_progress: Any = None,
+    ) -> Any:  # fmt: skip
+        from govern.api import repro
+
+        return repro.repro(self.project(), stages, allow_dirty=allow_dirty, commit=commit_lock, on_progress=on_progress)
+
     # ---------------------------------------------------------------- approvals
     def request_promotion(self, model: str, version: str, to_stage: str, reason: str, force: bool = False) -> Requested:
         from govern.api import approvals

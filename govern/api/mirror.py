@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 
 from govern.adapters import mlflow as mlflow_adapter
 from govern.api.context import Project
-from govern.envelope import PendingEvent, RecordedEvent, utc_now
+from govern.envelope import PendingEvent, RecordedEvent
 from govern.errors import MirrorError
 from govern.events import TrainingMirrored
 from govern.readmodel.mirrors import pending_trainings
@@ -106,7 +106,7 @@ def _mirror_one(project: Project, event_id: str, payload: dict, commit: str, occ
                 reused_versions=[{"model": name, "version": version} for name, version in reused.items()],
             ),
             actor=project.actor,
-            occurred_at=utc_now(),
+            occurred_at=project.clock(),
             git_commit=commit,
         )
     ]
@@ -158,7 +158,7 @@ def after_write(project: Project, on_progress: Callable[[str], None] | None = No
         if outcome.events:
             warnings.append(f"mirrored {len(outcome.events)} pending event(s) into MLflow")
         warnings.extend(f"{outcome.pending} training(s) still wait for MLflow: {e}" for e in outcome.errors)
-    warnings.extend(registry_mirror.request(project.ledger, project.config, project.actor, on_progress))
+    warnings.extend(registry_mirror.request(project, on_progress))
     if project.config.auto_anchor:
         from govern.api.integrity import anchor
 

@@ -37,9 +37,9 @@ from typing import TYPE_CHECKING, Any
 from govern import entrypoint, sandbox, tabular
 from govern.adapters import git as git_adapter
 from govern.api import model_files
-from govern.api.context import Project, open_project
+from govern.api.context import Project
 from govern.config import check_environment
-from govern.envelope import PendingEvent, RecordedEvent, utc_now
+from govern.envelope import PendingEvent, RecordedEvent
 from govern.errors import GovernError, InvalidInput, MirrorError, NotFound, PolicyViolation
 from govern.events import InferenceRecorded
 from govern.hashing import file_sha256
@@ -48,7 +48,7 @@ from govern.readmodel.deployments import production_at, require_slot
 from govern.readmodel.versions import version_facts
 
 if TYPE_CHECKING:
-    from govern.storage import LedgerStore
+    pass
 
 log = logging.getLogger("govern.server")
 
@@ -76,6 +76,7 @@ class Prediction:
 
 
 def predict(
+    project: Project,
     input_path: Path,
     output_path: Path,
     *,
@@ -86,25 +87,22 @@ def predict(
     record: bool = False,
     allow_deprecated: bool = False,
     at: datetime | None = None,
-    start: Path | None = None,
-    actor: str | None = None,
     input_label: str | None = None,
     timeout: float | None = None,
     confined: bool = False,
 ) -> Prediction:
     """Predict with an explicit version, or with the version serving app/env now.
 
-    The server passes its principal as `actor`, what the upload is called as `input_label` (the record names
+    The server's project acts as its principal; it passes what the upload is called as `input_label` (the record names
     it, not the server's temporary file), a `timeout` for the entry point, and `confined`: the entry point then
     runs in the jobs' sandbox, from the committed code of the checkout's HEAD (`govern.sandbox`)."""
     if (model is None) == (app is None) or (model is not None and version is None):
         raise InvalidInput("Name either MODEL VERSION or --app APP (with --env), not both and not neither")
     if not input_path.is_file():
         raise InvalidInput(f"--input {input_path} is not a file")
-    project = open_project(start, actor)
     if app is not None:
         check_environment(project.config, env)
-        serving = production_at(project.ledger, app, env, at or utc_now())
+        serving = production_at(project.ledger, app, env, at or project.clock())
         if serving is None:
             require_slot(project.ledger, app, env)
             raise NotFound(f"Nothing serves {app}/{env} now (it was retired): deploy a version first (`govern deploy`)")
@@ -143,7 +141,7 @@ def predict(
             code_commit=code_commit,
             allowed_deprecated=facts.deprecated_seq is not None,
         )
-        event = project.ledger.append([PendingEvent(fact, actor=project.actor, occurred_at=utc_now())])[0]
+        event = project.ledger.append([PendingEvent(fact, actor=project.actor, occurred_at=project.clock())])[0]
     return Prediction(model, version, app, env if app else None, output_path, shape.rows if shape else None, event)
 
 
@@ -264,18 +262,18 @@ class Answered:
 
 
 def predict_sent(
+    project: Project,
     rows: bytes,
     *,
     app: str,
     env: str,
-    actor: str,
     label: str,
     timeout: float,
-    start: Path | None = None,
     as_records: bool = False,
 ) -> Answered:
-    """Score CSV `rows` sent over HTTP with the version serving app/env now, and record the batch under `actor`:
-    the rows go to a scratch file, the output is read back before it is removed. A model that cannot score them
+    """Score CSV `rows` sent over HTTP with the version serving app/env now, and record the batch under the
+    project's actor (the server's principal): the rows go to a scratch file, the output is read back before it is
+    removed. A model that cannot score them
     is reported with an error id only: what it said (its stderr, which may hold anything: a traceback, the
     server's paths, the rows) is in the server's log under that id."""
     from govern.entrypoint import InferenceFailed, InferenceTimedOut
@@ -286,13 +284,12 @@ def predict_sent(
         output = Path(scratch) / "predictions.csv"
         try:
             done = predict(
+                project,
                 given,
                 output,
                 app=app,
                 env=env,
                 record=True,
-                start=start,
-                actor=actor,
                 input_label=label,
                 timeout=timeout,
                 confined=True,
@@ -316,7 +313,7 @@ INFERENCE_WINDOW = 1 << 14  # seqs: the newest records are looked for in the new
 
 
 def inferences(
-    ledger: LedgerStore,
+    project: Project,
     app: str,
     *,
     principal: str | None = None,
@@ -334,6 +331,7 @@ def inferences(
         raise InvalidInput(f"{app!r} is not a valid app name: letters, digits, '.', '_' and '-'")
     if not 1 <= limit <= INFERENCES_MAX:
         raise InvalidInput(f"limit {limit}: ask for 1 to {INFERENCES_MAX} records")
+    ledger = project.ledger
     if not ledger.exists():
         return []
     head = ledger.head()
@@ -347,10 +345,11 @@ def inferences(
     return found
 
 
-def trained_on(ledger: LedgerStore, model: str, version: str) -> dict[str, Any] | None:
+def trained_on(project: Project, model: str, version: str) -> dict[str, Any] | None:
     """The table a version was trained on (its training's dataset of role "training") and its columns, as recorded:
     what a consumer's rows should look like (the label among them is what the model predicts, and may be left out).
     None where the training recorded no such table or no columns."""
+    ledger = project.ledger
     if not ledger.exists():
         return None
     rows = inference_reads.trained_on(ledger, model, version)

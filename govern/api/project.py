@@ -113,7 +113,9 @@ def init_project(start: Path | None = None, ledger: str | None = None) -> InitRe
 
     `ledger` (a PostgreSQL URL for govern's writer role, without a password: libpq finds that in PGPASSWORD or
     ~/.pgpass, never in a committed file) goes into a new configuration.
-    """
+
+    It takes the directory to start looking from (`start`), not a `Project`: it runs before the project exists
+    (this makes it), where there is no configuration to load nor ledger to open."""
     root = config.find_root(start)
     changed: list[str] = []
     config_file = _ensure_config(root, changed, ledger or config.DEFAULT_LEDGER)

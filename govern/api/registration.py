@@ -109,7 +109,7 @@ def registration_events(
                     same_artifact_as=same,
                 ),
                 actor=run.project.actor,
-                occurred_at=utc_now(),
+                occurred_at=run.project.clock(),
                 git_commit=run.state.commit,
             )
         )

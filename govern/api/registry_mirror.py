@@ -26,9 +26,9 @@ import sys
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
 
-from govern.config import Config
-from govern.envelope import PendingEvent, RecordedEvent, utc_now
+from govern.envelope import PendingEvent, RecordedEvent
 from govern.errors import MirrorError, Note
 from govern.events import RegistryMirrored
 from govern.readmodel.mirrors import Pending, deprecated_since, locked_since, pending_registry
@@ -36,6 +36,9 @@ from govern.readmodel.reader import Reader
 from govern.readmodel.versions import stage_holders
 from govern.redaction import redact
 from govern.storage import LedgerStore
+
+if TYPE_CHECKING:
+    from govern.api.context import Project
 
 MIRROR_LOG = "mirror.log"
 log = logging.getLogger("govern.registry_mirror")
@@ -52,10 +55,11 @@ def pending(reader: Reader) -> list[Pending]:
     return pending_registry(reader)
 
 
-def mirror_pending(ledger: LedgerStore, cfg: Config, actor: str) -> RegistryOutcome:
+def mirror_pending(project: Project) -> RegistryOutcome:
     """Bring every pending model's MLflow aliases in line with the ledger; stops at the first MLflow failure."""
     from govern.adapters import mlflow as mlflow_adapter
 
+    ledger, cfg, actor = project.ledger, project.config, project.actor
     if not ledger.exists():
         return RegistryOutcome()
     with one_mirror_at_a_time(ledger):
@@ -71,7 +75,9 @@ def mirror_pending(ledger: LedgerStore, cfg: Config, actor: str) -> RegistryOutc
                 )
             except MirrorError as error:
                 return RegistryOutcome(recorded, todo[position:], [str(error)])
-            recorded.extend(ledger.transact(_recorder(item, aliases, deprecated, cfg.tracking_uri, actor)))
+            recorded.extend(
+                ledger.transact(_recorder(item, aliases, deprecated, cfg.tracking_uri, actor, project.clock))
+            )
         return RegistryOutcome(recorded, [], [])
 
 
@@ -92,7 +98,7 @@ def one_mirror_at_a_time(ledger: LedgerStore) -> Iterator[None]:
 
 
 def _recorder(
-    item: Pending, aliases: dict[str, str], deprecated: list[str], uri: str, actor: str
+    item: Pending, aliases: dict[str, str], deprecated: list[str], uri: str, actor: Any, clock: Callable[[], Any]
 ) -> Callable[[Reader], list[PendingEvent]]:
     """Append `registry.mirrored` unless another mirror recorded as much meanwhile (checked in the transaction)."""
 
@@ -107,28 +113,27 @@ def _recorder(
             deprecated_versions=deprecated,
             tracking_uri=redact(uri),
         )
-        return [PendingEvent(fact, actor=actor, occurred_at=utc_now())]
+        return [PendingEvent(fact, actor=actor, occurred_at=clock())]
 
     return decide
 
 
-def request(
-    ledger: LedgerStore, cfg: Config, actor: str, on_progress: Callable[[str], None] | None = None
-) -> list[str]:
+def request(project: Project, on_progress: Callable[[str], None] | None = None) -> list[str]:
     """After a promotion, deprecation or import: mirror now (inline) or start it in the background."""
+    ledger, cfg = project.ledger, project.config
     if not ledger.exists() or not (waiting := pending(ledger)):
         return []
     if cfg.registry_mirror == "inline":
         if on_progress:
             models = ", ".join(item.model for item in waiting)
             on_progress(f"setting the MLflow aliases of {models} (registry_mirror = inline) ...")
-        outcome = mirror_pending(ledger, cfg, actor)
+        outcome = mirror_pending(project)
         return [f"the MLflow registry is not updated yet (`govern mirror` retries): {e}" for e in outcome.errors]
     from govern import signing
 
     signer = signing.active()
     if signer is not None:  # the server: a thread of its own, signed as the server's own work (not a git identity)
-        _in_the_background(cfg, signer)
+        _in_the_background(project, signer)
         return [Note("the MLflow aliases follow in the background; `govern status` shows what is pending")]
     log = ledger.state_dir / MIRROR_LOG
     with log.open("ab") as handle:
@@ -144,19 +149,23 @@ def request(
     return [Note(f"the MLflow aliases follow in the background (log: {log}); `govern status` shows what is pending")]
 
 
-def _in_the_background(cfg: Config, signer: object) -> None:
+def _in_the_background(project: Project, signer: object) -> None:
     """In `govern serve`: mirror in a daemon thread of the server, under its own identity and key. A process of its
     own would record the server checkout's git identity (a person's, in a team), self-asserted."""
     import threading
 
     def mirror() -> None:
         from govern import signing
+        from govern.api.context import Project
         from govern.api.keys import server_actor
         from govern.storage import open_store
 
+        cfg = project.config
         try:
+            # the thread's own ledger (the request's, within its session, ends with the request), the server as actor
+            ledger = open_store(cfg.ledger, lock_timeout=cfg.lock_timeout)
             with signing.signing_with(signer):  # type: ignore[arg-type]
-                outcome = mirror_pending(open_store(cfg.ledger, lock_timeout=cfg.lock_timeout), cfg, server_actor())
+                outcome = mirror_pending(Project(project.root, cfg, ledger, server_actor(), clock=project.clock))
             for error in outcome.errors:
                 log.warning("govern serve: the MLflow registry is not updated yet (govern mirror retries): %s", error)
         except Exception:  # noqa: BLE001 - a background mirror must not take the server down; the log has it

@@ -23,10 +23,10 @@ from govern.adapters import blas
 from govern.adapters import dvc as dvc_adapter
 from govern.adapters import git as git_adapter
 from govern.adapters import mlflow as mlflow_adapter
-from govern.api.context import Project, open_project
+from govern.api.context import Project
 from govern.api.mirror import after_write
 from govern.api.registration import Run, registered_already, registration_events, training_run
-from govern.envelope import PendingEvent, RecordedEvent, format_timestamp, new_event_id, to_utc, utc_now
+from govern.envelope import PendingEvent, RecordedEvent, format_timestamp, new_event_id, to_utc
 from govern.errors import DirtyWorktree, MirrorError, ProjectError, StageFailed
 from govern.events import DatasetSnapshotted, TrainingCompleted, TrainingFailed
 from govern.hashing import digest
@@ -95,8 +95,7 @@ class Built:
         return [*self.snapshots, self.training, *self.registrations]
 
 
-def start_run(targets: Sequence[str], allow_dirty: bool, start: Path | None) -> Run:
-    project = open_project(start)
+def start_run(project: Project, targets: Sequence[str], allow_dirty: bool) -> Run:
     return Run(project, git_adapter.state(project.root), allow_dirty, list(targets))
 
 
@@ -149,7 +148,7 @@ def failed_event(run: Run, failure: StageFailed, grid: dict[str, Any] | None = N
             grid=grid,
         ),
         actor=run.project.actor,
-        occurred_at=utc_now(),
+        occurred_at=run.project.clock(),
         git_commit=run.state.commit,
     )
 
@@ -188,7 +187,7 @@ def build_training(
     `mlflow.status` pending, and the server's outbox mirrors it (`govern.api.mirror`)."""
     project, root = run.project, run.project.root
     training_id = new_event_id()
-    ended_at = utc_now()
+    ended_at = project.clock()
     digests: dict[str, Any] = {}
     stages = lineage.stage_records(root, pipeline, locks, runs, digests)
     models = lineage.model_records(root, pipeline, locks, digests)
@@ -266,15 +265,15 @@ REPORTED_NOT_MIRRORED = "reported by a job: the server mirrors it"
 
 
 def repro(
+    project: Project,
     targets: Sequence[str] = (),
     *,
     allow_dirty: bool = False,
     commit: bool = False,
-    start: Path | None = None,
     on_progress: ProgressCallback | None = None,
 ) -> ReproOutcome:
     """Reproduce the pipeline and record what happened. See the module docstring."""
-    run = start_run(targets, allow_dirty, start)
+    run = start_run(project, targets, allow_dirty)
     pipeline, runs = reproduce(run, on_progress)
     locks, lock_sha256 = lock_state(run, pipeline)
     ledger, root = run.project.ledger, run.project.root
@@ -461,23 +460,30 @@ class _NoLedger:
         raise ProjectError(f"`govern repro --facts-out` reads and writes no ledger (it was asked for {name})")
 
 
+def reporting(root: Path | None = None) -> Project:
+    """The project a training's facts are reported from (`report_facts`): its checkout and configuration, and no
+    ledger at all (a job's checkout must not reach one; a remote `govern repro` sends its facts to the server)."""
+    from govern import config as config_module
+
+    root = config_module.find_root(root)
+    return Project(root, config_module.load(root), _NoLedger(), "(reported by a job)")  # type: ignore[arg-type]
+
+
 def report_facts(
+    project: Project,
     targets: Sequence[str],
     facts_out: Path,
     known_snapshots: Path | None = None,
     *,
-    start: Path | None = None,
     on_progress: ProgressCallback | None = None,
     pull: bool = True,
 ) -> Reported:
     """Reproduce the pipeline and build its facts exactly as `repro` does, but touch neither the ledger nor MLflow:
     write the pending events to `facts_out` (a training job's report, `govern.api.reported` records it). What repro
     would read from the ledger, the dataset snapshots already recorded, comes from the server in
-    `known_snapshots`. A failing stage is reported as `training.failed`, and re-raised."""
-    from govern import config as config_module
-
-    root = config_module.find_root(start)
-    project = Project(root, config_module.load(root), _NoLedger(), "(reported by a job)")  # type: ignore[arg-type]
+    `known_snapshots`. A failing stage is reported as `training.failed`, and re-raised. The project is one with
+    no ledger (`reporting`)."""
+    root = project.root
     run = Run(project, git_adapter.state(root), False, list(targets))
     known = read_known_snapshots(known_snapshots) if known_snapshots is not None else {}
     try:

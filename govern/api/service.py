@@ -22,6 +22,7 @@ if TYPE_CHECKING:
     from govern.api.integrity import IntegrityReport
     from govern.api.lifecycle import Outcome
     from govern.api.predict import Prediction
+    from govern.api.repro import ReproOutcome
     from govern.envelope import RecordedEvent
 
 Progress = Callable[[str], None] | None
@@ -48,6 +49,12 @@ class Governance(Protocol):
         self, input_path: Path, output_path: Path, *, model: str | None = None, version: str | None = None,
         app: str | None = None, env: str = "production", record: bool = False, allow_deprecated: bool = False,
     ) -> Prediction: ...  # fmt: skip
+
+    # ---------------------------------------------------------------- training
+    def repro(
+        self, stages: Sequence[str], *, allow_dirty: bool = False, commit_lock: bool = False,
+        on_progress: Any = None,
+    ) -> ReproOutcome: ...  # fmt: skip
 
     # ---------------------------------------------------------------- approvals
     def request_promotion(

@@ -19,12 +19,14 @@ from pathlib import Path
 from govern import attribution
 from govern import config as config_module
 from govern.adapters import git as git_adapter
+from govern.api import locks
+from govern.api.context import Project
 from govern.envelope import PendingEvent, RecordedEvent, to_utc
 from govern.errors import InvalidInput, NotFound
 from govern.events import ModelDeprecated, ModelPromoted
 from govern.readmodel.reader import Reader
 from govern.readmodel.versions import known_gto_tags, version_at_commit, version_facts
-from govern.storage import LedgerStore, open_store
+from govern.storage import open_store
 
 NAMESPACE = uuid.UUID("6f1d8a52-3f0e-4c47-9a43-5b2f0c1e7d10")
 ASSIGN = re.compile(r"^(?P<model>.+?)#(?P<stage>[^#!]+)#(?P<n>\d+)$")
@@ -39,13 +41,20 @@ class SyncOutcome:
     warnings: list[str] = field(default_factory=list)
 
 
-def sync(repository: Path | None = None, start: Path | None = None, mirror: bool = True) -> SyncOutcome:
-    """Import the repository's GTO tags; with `mirror`, MLflow's aliases follow the imported promotions
-    (as they follow `govern promote`: see `registry_mirror`). The server hook leaves them pending."""
-    repo = repository or config_module.find_root(start)
-    cfg = config_module.load(repo)
-    ledger = open_store(config_module.configured_ledger(start) if repository is None else cfg.ledger)
-    locked = _find_locks(repo, ledger)
+def at_repository(repository: Path, ledger: Path | str | None = None) -> Project:
+    """The project of a repository named by path (`govern sync --repo`, the server hook's bare repository, which
+    has no work tree for `open_project` to find): its configuration (a bare one's: the defaults and the
+    environment's), its ledger (`ledger`, else the configured one), the CI or git identity."""
+    cfg = config_module.load(repository)
+    return Project(repository, cfg, open_store(ledger or cfg.ledger, lock_timeout=cfg.lock_timeout))
+
+
+def sync(project: Project, mirror: bool = True) -> SyncOutcome:
+    """Import the project's GTO tags (its repository's, `at_repository`); with `mirror`, MLflow's aliases follow
+    the imported promotions (as they follow `govern promote`: see `registry_mirror`). The server hook leaves them
+    pending."""
+    repo, ledger = project.root, project.ledger
+    locked = locks.find(project, "sync")
     tags = [t for t in git_adapter.tags(repo, "*") if t.tagged_at is not None and ("#" in t.name or "@" in t.name)]
     tags.sort(key=lambda t: (t.tagged_at, t.name))
     registered = {(m["model"], t.commit): m["major"] for t in tags if (m := REGISTER.match(t.name)) is not None}
@@ -107,15 +116,6 @@ def sync(repository: Path | None = None, start: Path | None = None, mirror: bool
     warnings = []
     if mirror and len(events) > len(locked):
         from govern.api import registry_mirror
-        from govern.environment import actor
 
-        warnings = registry_mirror.request(ledger, cfg, actor(lambda: git_adapter.identity(repo)))
+        warnings = registry_mirror.request(project)
     return SyncOutcome(events, skipped, warnings)
-
-
-def _find_locks(repo: Path, ledger: LedgerStore) -> list[RecordedEvent]:
-    """The lock commits this repository now holds (`api.locks`): after a push, the server hook records them."""
-    from govern.api import locks
-    from govern.environment import actor
-
-    return locks.find_in(repo, ledger, actor(lambda: git_adapter.identity(repo)), "sync")

@@ -9,7 +9,7 @@ from typing import Any
 
 import click
 
-from govern.cli.common import print_json, writable_path
+from govern.cli.common import print_json, project, writable_path
 from govern.errors import GovernError, InvalidInput
 
 
@@ -72,7 +72,10 @@ def ci_verify(
 
         upload = Server.from_environment(server).upload_verdict
     try:
-        verdict = verify(rev, tolerances=limits, strict=strict, on_progress=progress, upload=upload)
+        # read-only: a verification never starts a ledger, and checks the anchors only where one exists
+        verdict = verify(
+            project(writing=False), rev, tolerances=limits, strict=strict, on_progress=progress, upload=upload
+        )
     except InvalidInput:
         raise
     except GovernError as error:
@@ -108,4 +111,4 @@ def ci_init(system: str, install: str | None, force: bool) -> None:
     # cold start: import the use case on use (the api modules load DuckDB)
     from govern.api.ci import ci_init as write
 
-    click.echo(f"wrote {write(system, install=install, force=force)}")
+    click.echo(f"wrote {write(project(writing=False), system, install=install, force=force)}")

@@ -8,6 +8,7 @@ from pathlib import Path
 
 import click
 
+from govern.cli.common import project
 from govern.errors import GovernError
 
 
@@ -24,7 +25,7 @@ def hooks_install(force: bool) -> None:
     # cold start: import the use case on use (the api modules load DuckDB)
     from govern.api.hooks import install_client
 
-    for path in install_client(force=force):
+    for path in install_client(project(writing=False), force=force):
         click.echo(f"installed {path}")
 
 
@@ -35,7 +36,7 @@ def hooks_post_commit() -> None:
     from govern.api.hooks import after_commit
 
     try:
-        for line in after_commit():
+        for line in after_commit(project(writing=False)):  # the checks of a write, once there is one to make
             click.echo(line)
     except GovernError as error:
         click.echo(f"govern: the lock commit was not recorded ({error}); `govern sync` looks again", err=True)
@@ -76,7 +77,7 @@ def hooks_pre_push(remote: str | None, url: str | None) -> None:
     # cold start: import the use case on use (the api modules load DuckDB)
     from govern.api.hooks import pre_push_problems
 
-    problems = pre_push_problems()
+    problems = pre_push_problems(project(writing=False))
     for problem in problems:
         click.echo(f"govern: push refused: {problem}", err=True)
     if problems:
@@ -113,7 +114,7 @@ def hooks_verify_commit(bare: Path, ledger: str, rev: str) -> None:
 def hooks_sync_server(bare: Path, ledger: str) -> None:
     """The detached tag import the post-receive hook starts for tag-only pushes."""
     # cold start: import the use case on use (the api modules load DuckDB)
-    from govern.api.sync import sync
+    from govern.api.sync import at_repository, sync
 
     os.environ["GOVERN_LEDGER"] = str(ledger)
-    click.echo(f"{len(sync(repository=bare).events)} GTO promotion(s) imported")
+    click.echo(f"{len(sync(at_repository(bare, ledger)).events)} GTO promotion(s) imported")

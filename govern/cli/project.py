@@ -6,7 +6,7 @@ from pathlib import Path
 
 import click
 
-from govern.cli.common import jsonable, local_only, print_grants, print_json, print_recorded, service
+from govern.cli.common import jsonable, local_only, print_grants, print_json, print_recorded, project, service
 from govern.errors import MirrorError
 
 
@@ -89,7 +89,7 @@ def mirror(as_json: bool) -> None:
 
     project = open_project()
     trainings = retry_pending(project)
-    registry = registry_mirror.mirror_pending(project.ledger, project.config, project.actor)
+    registry = registry_mirror.mirror_pending(project)
     events = trainings.events + registry.events
     if as_json:
         print_json(
@@ -117,9 +117,10 @@ def sync(repo: Path | None, as_json: bool) -> None:
     """Import promotions made with GTO (annotated git tags) into the ledger; idempotent."""
     local_only("sync")
     # cold start: import the use case on use (the api modules load DuckDB)
+    from govern.api.sync import at_repository
     from govern.api.sync import sync as run
 
-    outcome = run(repository=repo)
+    outcome = run(at_repository(repo.resolve()) if repo is not None else project())
     if as_json:
         print_json({"events": [e.to_dict() for e in outcome.events], "skipped": outcome.skipped})
         return

@@ -7,7 +7,7 @@ from typing import Any
 
 import click
 
-from govern.cli.common import is_remote, local_only, print_json, warning_line
+from govern.cli.common import local_only, print_json, project, service, warning_line
 from govern.errors import InvalidInput
 
 
@@ -43,8 +43,6 @@ def repro(
     child MLflow run, the best by --metric is selected and registered, and
     the worktree is left as it was (unless --apply-best).
     """
-    # cold start: import the use case on use (the api modules load DuckDB)
-    from govern.api.repro import repro as run_repro
 
     def progress(kind: str, stage: str, run: Any) -> None:
         if kind == "start":
@@ -66,18 +64,7 @@ def repro(
         local_only("repro --facts-out")
         _report_facts(stages, facts_out, known_snapshots, allow_dirty or commit_lock, as_json, progress)
         return
-    if is_remote():
-        if allow_dirty:
-            raise InvalidInput(
-                "--allow-dirty is not offered through a server: a training it records names a commit an auditor can "
-                "check out; commit (and push) your changes first"
-            )
-        # cold start: import the server's client only when a server answers
-        from govern import client
-
-        outcome = client.repro(stages, commit_lock=commit_lock, on_progress=progress)
-    else:
-        outcome = run_repro(stages, allow_dirty=allow_dirty, commit=commit_lock, on_progress=progress)
+    outcome = service().repro(stages, allow_dirty=allow_dirty, commit_lock=commit_lock, on_progress=progress)
     if as_json:
         print_json(outcome.to_dict())
     elif outcome.status == "up-to-date":
@@ -118,11 +105,11 @@ def _report_facts(
 ) -> None:
     """A training job's mode (hidden): reproduce, write the facts to --facts-out for the server to record."""
     # cold start: import the use case on use (the api modules load DuckDB)
-    from govern.api.repro import report_facts
+    from govern.api.repro import report_facts, reporting
 
     if facts_out is None or local_options:
         raise InvalidInput("--facts-out FILE reports a clean checkout's facts: drop --allow-dirty and --commit")
-    reported = report_facts(stages, facts_out, known_snapshots, on_progress=progress)
+    reported = report_facts(reporting(), stages, facts_out, known_snapshots, on_progress=progress)
     if as_json:
         print_json(reported.to_dict())
     else:
@@ -146,6 +133,7 @@ def _grid(
         click.echo(f"== combination {index + 1}/{size}: {shown}", err=True)
 
     outcome = grid_search(
+        project(),
         grid,
         metric=metric,
         direction=direction,

@@ -80,7 +80,7 @@ class JobRunner:
             free = slots - len(self._running)
         if free <= 0:
             return
-        for job_id in jobs.claimable(project.ledger, host):
+        for job_id in jobs.claimable(project, host):
             if free <= 0 or job_id in self._running:
                 continue
             started = jobs.claim(project, job_id)
@@ -106,7 +106,7 @@ class JobRunner:
             if time.monotonic() - checked[0] < 2.0:
                 return False
             checked[0] = time.monotonic()
-            return jobs.job(project.ledger, job_id).row["state"] == "cancelled"
+            return jobs.job(project, job_id).row["state"] == "cancelled"
 
         try:
             ran = jobs.run(project, job_id, jobs.interpreter(project), cancelled)
@@ -117,7 +117,7 @@ class JobRunner:
             ran = jobs.Ran("failed", error=f"unexpected {type(failure).__name__}: {failure}")
         if self._stop.is_set() and ran.outcome == "cancelled":
             return  # the server is stopping: the job stays running in the record, and is taken again on restart
-        tail = jobs.job(project.ledger, job_id).log_tail
+        tail = jobs.job(project, job_id).log_tail
         jobs.finish(project, job_id, ran, tail)
         if ran.outcome == "failed":
             log.warning("govern jobs: job %s failed: %s", job_id, ran.error)

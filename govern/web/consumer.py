@@ -35,7 +35,8 @@ def routes(web: Web) -> APIRouter:
         """Each of the consumer's apps with the version serving it in each environment, and since when."""
 
         names = sorted(signed.principal.roles.get("consumer", ()))
-        found = [{"app": app, "slots": _serving(web, app)} for app in names[:APPS_SHOWN]]
+        project = signed.project()
+        found = [{"app": app, "slots": _serving(project, app)} for app in names[:APPS_SHOWN]]
         return web.render(
             request,
             "consumer_apps.html.j2",
@@ -64,13 +65,12 @@ def routes(web: Web) -> APIRouter:
                 raise InvalidInput("Choose the environment whose serving version scores the rows")
             rows, name = _upload(signed)
             done = predict_sent(
+                signed.project(writing=True),
                 rows,
                 app=app,
                 env=env,
-                actor=signed.principal.actor,
                 label=f"upload {name} (text/csv, {len(rows)} bytes)",
                 timeout=PREDICT_TIMEOUT,
-                start=web.root,
             )
         except GovernError as refused:
             return _app_page(web, request, signed, app, refused=refused, chosen=env)
@@ -88,17 +88,15 @@ def _may_use(principal: access.Principal, app: str) -> None:
         raise Forbidden(f"{principal.name} may not see app {app!r}: a consumer sees its own apps only")
 
 
-def _serving(web: Web, app: str) -> list[dict[str, Any]]:
+def _serving(project: Any, app: str) -> list[dict[str, Any]]:
     """For each declared environment: the version serving `app` now (None where nothing does)."""
-    from govern import config
     from govern.api.audit import production_answer
-    from govern.envelope import utc_now
 
-    now = utc_now()
+    now = project.clock()
     slots = []
-    for env in config.load(web.root).environments:
+    for env in project.config.environments:
         try:
-            answer = production_answer(app, env, now, web.root)
+            answer = production_answer(project, app, env, now)
         except NotFound:  # never deployed there
             answer = None
         slots.append({"env": env, "serving": answer if answer and answer["version"] else None, "answer": answer})
@@ -115,14 +113,13 @@ def _app_page(
     chosen: str = "",
 ) -> Response:
     from govern.api.predict import inferences, trained_on
-    from govern.storage.sessions import session
 
-    with session():
-        slots = _serving(web, app)
-        records = inferences(web.ledger(), app, principal=signed.principal.name, limit=RECORDS_SHOWN)
-        for slot in slots:
-            served = slot["serving"]
-            slot["trained_on"] = trained_on(web.ledger(), served["model"], served["version"]) if served else None
+    project = signed.project()
+    slots = _serving(project, app)
+    records = inferences(project, app, principal=signed.principal.name, limit=RECORDS_SHOWN)
+    for slot in slots:
+        served = slot["serving"]
+        slot["trained_on"] = trained_on(project, served["model"], served["version"]) if served else None
     serving = [slot["env"] for slot in slots if slot["serving"]]
     return web.render(
         request,

@@ -5,11 +5,10 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Query
 from fastapi import Path as PathParam
 
-from govern import access
 from govern.api import audit as audit_api
 from govern.errors import NotFound
 from govern.presentation import jsonable
-from govern.server.deps import Root, authorised, instant, ledger, scoped
+from govern.server.deps import Caller, authorised, instant, scoped
 from govern.server.http import API
 
 router = APIRouter()
@@ -18,16 +17,14 @@ router = APIRouter()
 @router.get(f"{API}/apps/{{app}}/production", operation_id="production")
 def production(
     app_name: Annotated[str, PathParam(alias="app")],
-    principal: Annotated[access.Principal, authorised("production", hold="read")],
-    root: Root,
+    caller: Annotated[Caller, authorised("production", hold="read")],
     env: str = "production",
     at: Annotated[str | None, Query(description="ISO 8601 with Z or an offset; default now")] = None,
 ) -> Any:
-    limited = scoped(principal, "production", app_name)
-    from govern.envelope import utc_now
-
+    limited = scoped(caller.principal, "production", app_name)
+    project = caller.project
     try:
-        return jsonable(audit_api.production_answer(app_name, env, instant(at, "at") or utc_now(), root))
+        return jsonable(audit_api.production_answer(project, app_name, env, instant(at, "at") or project.clock()))
     except NotFound:
         if not limited:
             raise
@@ -37,14 +34,13 @@ def production(
 @router.get(f"{API}/apps/{{app}}/inferences", operation_id="inferences")
 def inferences(
     app_name: Annotated[str, PathParam(alias="app")],
-    principal: Annotated[access.Principal, authorised("inferences", hold="read")],
-    root: Root,
+    caller: Annotated[Caller, authorised("inferences", hold="read")],
     env: str | None = None,
     limit: Annotated[int, Query(ge=1, le=1000, description="The newest N records; default 50")] = 50,
 ) -> Any:
     """The app's inference records, newest first: a consumer's own batches, or every batch for an auditor."""
     from govern.api.predict import inferences as records
 
-    limited = scoped(principal, "inferences", app_name)
-    mine = principal.name if limited else None
-    return jsonable(records(ledger(root), app_name, principal=mine, env=env, limit=limit))
+    limited = scoped(caller.principal, "inferences", app_name)
+    mine = caller.principal.name if limited else None
+    return jsonable(records(caller.project, app_name, principal=mine, env=env, limit=limit))

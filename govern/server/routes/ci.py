@@ -4,9 +4,8 @@ from typing import Annotated, Any
 
 from fastapi import APIRouter
 
-from govern import access
 from govern.presentation import jsonable
-from govern.server.deps import Root, authorised
+from govern.server.deps import Caller, authorised
 from govern.server.http import API
 from govern.server.models import ReproductionRecorded, VerdictUpload
 
@@ -20,9 +19,9 @@ router = APIRouter()
     responses={201: {"model": ReproductionRecorded, "description": "Successful Response"}},  # documented only
 )
 def record_reproduction(
-    body: VerdictUpload, principal: Annotated[access.Principal, authorised("record_reproduction")], root: Root
+    body: VerdictUpload, caller: Annotated[Caller, authorised("record_reproduction", writes=True)]
 ) -> Any:
     from govern.api import ci
 
-    verdict = ci.record_uploaded(body.type, body.payload, root, principal.actor)
+    verdict = ci.record_uploaded(caller.project, body.type, body.payload)
     return jsonable({"verdict": verdict.to_dict(), "event": verdict.event.to_dict()})

@@ -1,16 +1,14 @@
 """Predictions: a consumer's rows scored by the version serving its app, CSV in and out or JSON in and out."""
 
-from pathlib import Path
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Request
 from fastapi import Path as PathParam
 from fastapi.responses import JSONResponse, Response
 
-from govern import access
 from govern.errors import InvalidInput
 from govern.presentation import jsonable
-from govern.server.deps import Root, authorised, scoped
+from govern.server.deps import Caller, authorised, scoped
 from govern.server.http import API, Problem, UnprocessableBody
 from govern.server.models import PredictRows
 
@@ -39,34 +37,32 @@ router = APIRouter()
 async def predict(
     request: Request,
     app_name: Annotated[str, PathParam(alias="app")],
-    principal: Annotated[access.Principal, authorised("predict")],
-    root: Root,
+    caller: Annotated[Caller, authorised("predict", writes=True)],
     env: str = "production",
 ) -> Any:
     from starlette.concurrency import run_in_threadpool
 
-    scoped(principal, "predict", app_name)
+    scoped(caller.principal, "predict", app_name)
     kind = request.headers.get("content-type", "").split(";")[0].strip().lower()
     if kind not in ("text/csv", "application/json"):
         raise InvalidInput(f"Send the rows as text/csv or application/json, not {kind or 'no content type'}")
     body = await request.body()
-    return await run_in_threadpool(_predict, root, app_name, env, kind, body, principal)
+    return await run_in_threadpool(_predict, caller, app_name, env, kind, body)
 
 
-def _predict(root: Path, app: str, env: str, kind: str, body: bytes, principal: access.Principal) -> Response:
+def _predict(caller: Caller, app: str, env: str, kind: str, body: bytes) -> Response:
     """Score the rows with the serving version's entry point (`predict.predict_sent`), answer in the format sent."""
     from govern import tabular
     from govern.api.predict import predict_sent
 
     rows = body if kind == "text/csv" else tabular.csv_bytes(_rows(body))
     done = predict_sent(
+        caller.project,
         rows,
         app=app,
         env=env,
-        actor=principal.actor,
         label=f"upload ({kind}, {len(body)} bytes)",
         timeout=PREDICT_TIMEOUT,
-        start=root,
         as_records=kind != "text/csv",
     )
     if kind == "text/csv":

@@ -7,11 +7,10 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Request
 from fastapi.responses import StreamingResponse
 
-from govern import access
 from govern.api import jobs as jobs_api
 from govern.errors import InvalidInput
 from govern.presentation import jsonable
-from govern.server.deps import Root, State, authorised, ledger
+from govern.server.deps import Caller, State, authorised
 from govern.server.http import API
 from govern.server.models import TrainingRequest
 
@@ -40,38 +39,33 @@ router = APIRouter()
 
 
 @router.get(f"{API}/trainings", operation_id="trainings")
-def trainings(
-    principal: Annotated[access.Principal, authorised("trainings", hold="read")], root: Root, state: str | None = None
-) -> Any:
-    return jsonable(jobs_api.jobs(ledger(root), state))
+def trainings(caller: Annotated[Caller, authorised("trainings", hold="read")], state: str | None = None) -> Any:
+    return jsonable(jobs_api.jobs(caller.project, state))
 
 
 @router.post(f"{API}/trainings", operation_id="request_training", status_code=202)
 def request_training(
-    body: TrainingRequest, principal: Annotated[access.Principal, authorised("request_training")], server: State
+    body: TrainingRequest, caller: Annotated[Caller, authorised("request_training", writes=True)], server: State
 ) -> Any:
-    job = jobs_api.request_training(body.commit, body.targets, server.root, principal.actor)
+    job = jobs_api.request_training(caller.project, body.commit, body.targets)
     server.runner.wake()
     return jsonable(job.to_dict())
 
 
 @router.get(f"{API}/trainings/known-snapshots", operation_id="known_snapshots")
-def known_snapshots(
-    principal: Annotated[access.Principal, authorised("known_snapshots", hold="read")], root: Root
-) -> Any:
+def known_snapshots(caller: Annotated[Caller, authorised("known_snapshots", hold="read")]) -> Any:
     """The dataset snapshots the ledger records (per path and md5): what a remote `govern repro` needs to know
     so that an unchanged dataset is not snapshotted again."""
     from govern.api import reported
-    from govern.api.context import open_project
 
-    return jsonable(reported.known_snapshots(open_project(root, principal.actor)))
+    return jsonable(reported.known_snapshots(caller.project))
 
 
 @router.post(
     f"{API}/trainings/reported", operation_id="record_training", status_code=201, openapi_extra={"requestBody": UPLOAD}
 )
 async def record_training(
-    request: Request, principal: Annotated[access.Principal, authorised("record_training")], root: Root
+    request: Request, caller: Annotated[Caller, authorised("record_training", writes=True)]
 ) -> Any:
     """A training run on a scientist's machine (`govern repro` with GOVERN_URL): its facts and model files,
     checked as a job's report is, recorded under the authenticated principal (so the trainer is authenticated
@@ -86,22 +80,20 @@ async def record_training(
     except Exception as error:  # noqa: BLE001 - the multipart parser's own errors: the client's input
         raise InvalidInput(f"The upload is not readable multipart/form-data ({error})") from None
     try:
-        return await run_in_threadpool(_record_training, root, form, principal)
+        return await run_in_threadpool(_record_training, caller, form)
     finally:
         await form.close()
 
 
 @router.get(f"{API}/trainings/{{job}}", operation_id="training")
-def training(job: str, principal: Annotated[access.Principal, authorised("training", hold="read")], root: Root) -> Any:
-    return jsonable(jobs_api.job(ledger(root), job).to_dict())
+def training(job: str, caller: Annotated[Caller, authorised("training", hold="read")]) -> Any:
+    return jsonable(jobs_api.job(caller.project, job).to_dict())
 
 
 @router.delete(f"{API}/trainings/{{job}}", operation_id="cancel_training")
-def cancel_training(
-    job: str, principal: Annotated[access.Principal, authorised("cancel_training", hold="write")], root: Root
-) -> Any:
-    own_only = not principal.has("admin")
-    return jsonable(jobs_api.cancel(job, root, principal.actor, requester_only=own_only).to_dict())
+def cancel_training(job: str, caller: Annotated[Caller, authorised("cancel_training", hold="write")]) -> Any:
+    own_only = not caller.principal.has("admin")
+    return jsonable(jobs_api.cancel(caller.project, job, requester_only=own_only).to_dict())
 
 
 @router.get(
@@ -110,13 +102,11 @@ def cancel_training(
     response_class=StreamingResponse,
     responses={200: {"content": {"text/event-stream": {}}, "description": "Server-sent events"}},
 )
-async def training_progress(
-    job: str, principal: Annotated[access.Principal, authorised("training_progress")], root: Root
-) -> StreamingResponse:
+async def training_progress(job: str, caller: Annotated[Caller, authorised("training_progress")]) -> StreamingResponse:
     from starlette.concurrency import run_in_threadpool
 
     def read() -> Any:
-        return jobs_api.job(ledger(root), job)
+        return jobs_api.job(caller.project, job)
 
     await run_in_threadpool(read)  # an unknown job is a 404, before the stream starts
 
@@ -139,7 +129,7 @@ async def training_progress(
     return StreamingResponse(stream(), media_type="text/event-stream")
 
 
-def _record_training(root: Path, form: Any, principal: access.Principal) -> Any:
+def _record_training(caller: Caller, form: Any) -> Any:
     """Write the uploaded model files into a scratch workspace at the paths the report names, then record the
     report from it (`reported.record_reported_training`)."""
     import json
@@ -149,8 +139,8 @@ def _record_training(root: Path, form: Any, principal: access.Principal) -> Any:
 
     from govern.api import jobs as jobs_api
     from govern.api import reported
-    from govern.api.context import open_project
 
+    project = caller.project
     text = form.get("report")
     if not isinstance(text, str):
         raise InvalidInput("The upload has no `report` field: send the training's facts as `report`")
@@ -167,11 +157,10 @@ def _record_training(root: Path, form: Any, principal: access.Principal) -> Any:
     commit = (training or first).get("git_commit") if (training or failed) else None
     if not isinstance(commit, str):
         raise InvalidInput("The report names no commit: send what `govern repro` reported")
-    sha = jobs_api.resolve_commit(root, commit)  # the commit an auditor checks out: the server must have it
+    sha = jobs_api.resolve_commit(project.root, commit)  # the commit an auditor checks out: the server must have it
     named = {
         str(m.get("path")) for m in ((training or {}).get("payload") or {}).get("models") or [] if isinstance(m, dict)
     }
-    project = open_project(root, principal.actor)
     with tempfile.TemporaryDirectory(prefix="govern-upload-") as scratch:
         workspace = Path(scratch)
         for key, value in form.multi_items():
@@ -188,7 +177,7 @@ def _record_training(root: Path, form: Any, principal: access.Principal) -> Any:
             with target.open("wb") as handle:
                 while chunk := value.file.read(1 << 20):
                     handle.write(chunk)
-        outcome = reported.record_reported_training(project, report, principal.actor, sha, workspace=workspace)
+        outcome = reported.record_reported_training(project, report, caller.principal.actor, sha, workspace=workspace)
     found = project.ledger.query("SELECT seq FROM events WHERE event_id = ?", [outcome.training_event_id])[1]
     return jsonable(
         {
