@@ -269,7 +269,7 @@ def _principals(router: APIRouter, web: Web) -> None:
         held, error, status = [], None, 200
         try:
             moment = parse_instant(at, "Roles held at") if at else None
-            held = access_api.roles_at(web.ledger(), moment)
+            held = access_api.roles_at(signed.project(), moment)
         except GovernError as failure:
             error, status = str(failure), status_of(failure)
         return web.render(
@@ -282,7 +282,7 @@ def _principals(router: APIRouter, web: Web) -> None:
             moment=moment,
             held=held,
             error=error,
-            history=access_api.grant_history(web.ledger(), limit=GRANTS_SHOWN),
+            history=access_api.grant_history(signed.project(), limit=GRANTS_SHOWN),
             shown=GRANTS_SHOWN,
         )
 

@@ -54,7 +54,7 @@ def _versions(router: APIRouter, web: Web) -> None:
         if store.exists():
             with store.reader() as reader:
                 found = status.model_versions(reader)
-            pending = approvals.requests(store, "pending")
+            pending = approvals.requests(signed.project(), "pending")
         for model in found:
             versions = model["versions"]
             model["total"] = len(versions)
@@ -93,7 +93,7 @@ def _versions(router: APIRouter, web: Web) -> None:
 
         try:
             stage, reason = signed.text("to_stage", limit=200), signed.text("reason")
-            requested = approvals.request_promotion(model, version, stage, reason, web.root, signed.principal.actor)
+            requested = approvals.request_promotion(signed.project(writing=True), model, version, stage, reason)
         except GovernError as refused:  # a gate, a stage skipped, an empty reason: said beside the form
             typed = (signed.typed("to_stage"), signed.typed("reason"))
             return _version_page(web, request, signed, model, version, refused=refused, typed=typed)
@@ -234,7 +234,7 @@ def _version_page(
     from govern.api.locks import NOT_LOCKED_HINT
 
     facts = report.summary(model, version, start=web.root)
-    pending = [r for r in approvals.requests(web.ledger(), "pending", model) if r["version"] == version]
+    pending = [r for r in approvals.requests(signed.project(), "pending", model) if r["version"] == version]
     stages = list(config.load(web.root).stages)
     held = facts["identity"]["stages_held"]
     reached = [stage for stage in stages if stage in held]

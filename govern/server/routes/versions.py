@@ -9,7 +9,7 @@ from govern import access
 from govern.api import audit as audit_api
 from govern.api import lifecycle
 from govern.presentation import jsonable
-from govern.server.deps import Root, authorised
+from govern.server.deps import Caller, Root, authorised
 from govern.server.http import API
 from govern.server.models import Deprecation
 
@@ -55,8 +55,7 @@ def deprecate(
     model: str,
     version: str,
     body: Deprecation,
-    principal: Annotated[access.Principal, authorised("deprecate", hold="write")],
-    root: Root,
+    caller: Annotated[Caller, authorised("deprecate", hold="write")],
 ) -> Any:
-    outcome = lifecycle.deprecate(model, version, body.reason, force=body.force, start=root, actor=principal.actor)
+    outcome = lifecycle.deprecate(caller.project, model, version, body.reason, force=body.force)
     return jsonable(outcome.to_dict())
