@@ -13,6 +13,7 @@ from pathlib import Path
 import pytest
 from conftest import as_server, commit_all, git, run_cli, trained_version, via_server
 from support.copies import Prepared, prepared
+from support.projects import project_at
 
 from govern import attribution
 from govern.api import access as access_api
@@ -82,16 +83,18 @@ def head(root: Path) -> tuple[int, str]:
 
 def ask(root: Path, version: str, stage: str, who: str = "sci", force: bool = False) -> int:
     with as_server(root):
-        return approvals.request_promotion(M, version, stage, "ready", root, via_server(who), force=force).request_id
+        return approvals.request_promotion(
+            project_at(root, via_server(who)), M, version, stage, "ready", force=force
+        ).request_id
 
 
 def test_the_last_stage_needs_an_approved_request_by_default_in_team_mode(team: Path) -> None:
     before = head(team)
     with as_server(team), pytest.raises(PolicyViolation, match="team mode's default for the last stage"):
-        lifecycle.promote(M, "1", "production", "board", force=True, start=team, actor=via_server("pat"))
+        lifecycle.promote(project_at(team, via_server("pat")), M, "1", "production", "board", force=True)
     assert head(team) == before
     with as_server(team):
-        outcome = lifecycle.promote(M, "1", "staging", "shadow traffic", start=team, actor=via_server("pat"))
+        outcome = lifecycle.promote(project_at(team, via_server("pat")), M, "1", "staging", "shadow traffic")
     assert outcome.events[0].actor == "pat (token 7e55a0000001)"
     assert json.loads(outcome.events[0].authn)["by"] == "server"
 
@@ -130,25 +133,28 @@ def test_a_self_asserted_approval_does_not_count_in_team_mode(team: Path) -> Non
     assert result.exit_code == 1 and "authenticated" in result.output and head(team) == before
     forged = attribution.self_asserted("pat", attribution.CI_OVERRIDE)
     with pytest.raises(PolicyViolation, match="counts only when govern serve authenticated"):
-        approvals.approve(number, "as pat, typed", team, forged)
+        approvals.approve(project_at(team, forged), number, "as pat, typed")
     with as_server(team):
-        approvals.approve(number, "evidence reviewed", team, via_server("pat"))
+        approvals.approve(project_at(team, via_server("pat")), number, "evidence reviewed")
 
 
 def test_nobody_promotes_or_approves_a_version_they_trained_by_any_path(team: Path) -> None:
     with as_server(team), pytest.raises(FourEyesViolation, match="tess trained version 1"):
-        lifecycle.promote(M, "1", "staging", "mine", start=team, actor=via_server("tess"))
+        lifecycle.promote(project_at(team, via_server("tess")), M, "1", "staging", "mine")
     number = ask(team, "1", "staging")
     with as_server(team), pytest.raises(FourEyesViolation, match="tess trained version 1"):
-        approvals.approve(number, "mine", team, via_server("tess"))
-    assert "tess trained version 1" in approvals.evidence(number, team, viewer=via_server("tess"))["four_eyes"]
-    assert approvals.evidence(number, team, viewer=via_server("pat"))["four_eyes"] is None
+        approvals.approve(project_at(team, via_server("tess")), number, "mine")
+    assert (
+        "tess trained version 1"
+        in approvals.evidence(project_at(team, via_server("tess")), number, four_eyes=True)["four_eyes"]
+    )
+    assert approvals.evidence(project_at(team, via_server("pat")), number, four_eyes=True)["four_eyes"] is None
 
 
 def test_a_version_only_a_self_asserted_identity_trained_needs_a_verified_reproduction(team: Path) -> None:
     number = ask(team, "2", "staging")
     with as_server(team), pytest.raises(FourEyesViolation, match="trained by a self-asserted identity"):
-        approvals.approve(number, "reviewed", team, via_server("pat"))
+        approvals.approve(project_at(team, via_server("pat")), number, "reviewed")
     ledger = ledger_of(team)
     verdict = ReproductionVerified(
         commit="b" * 40, outputs=[{"path": "model.pkl", "md5": "0" * 32}], differing_outputs=[], metric_deltas={},
@@ -156,37 +162,39 @@ def test_a_version_only_a_self_asserted_identity_trained_needs_a_verified_reprod
     )  # fmt: skip
     ledger.append([PendingEvent(verdict, attribution.self_asserted("CI", "GOVERN_CI_IDENTITY"), utc_now(), "b" * 40)])
     with as_server(team), pytest.raises(FourEyesViolation, match="verified reproduction"):
-        approvals.approve(number, "a self-asserted verdict opens nothing", team, via_server("pat"))
+        approvals.approve(project_at(team, via_server("pat")), number, "a self-asserted verdict opens nothing")
     with as_server(team):
         ledger.append([PendingEvent(verdict, via_server("ci-runner"), utc_now(), "b" * 40)])
-        outcome = approvals.approve(number, "reproduced by CI", team, via_server("pat"))
+        outcome = approvals.approve(project_at(team, via_server("pat")), number, "reproduced by CI")
     assert outcome.events[-1].type == "model.promoted"
 
 
 def test_force_is_an_admins_request_and_an_approvers_decision_never_a_way_around_four_eyes(team: Path) -> None:
     with as_server(team), pytest.raises(PolicyViolation, match="--force is no way around the rules"):
-        lifecycle.promote(M, "1", "staging", "now", force=True, start=team, actor=via_server("pat"))
+        lifecycle.promote(project_at(team, via_server("pat")), M, "1", "staging", "now", force=True)
     with as_server(team), pytest.raises(Forbidden, match="sci is no admin"):
-        approvals.request_promotion(M, "1", "production", "skip staging", team, via_server("sci"), force=True)
+        approvals.request_promotion(
+            project_at(team, via_server("sci")), M, "1", "production", "skip staging", force=True
+        )
     number = ask(team, "1", "production", who="alice", force=True)
     with as_server(team), pytest.raises(FourEyesViolation, match="tess trained"):
-        approvals.approve(number, "mine", team, via_server("tess"))
+        approvals.approve(project_at(team, via_server("tess")), number, "mine")
     with as_server(team):
-        outcome = approvals.approve(number, "incident 4711: skip staging", team, via_server("pat"))
+        outcome = approvals.approve(project_at(team, via_server("pat")), number, "incident 4711: skip staging")
     promoted = outcome.events[-1]
     assert promoted.payload["forced"] is True and promoted.payload["to_stage"] == "production"
 
 
 def test_an_approver_whose_token_the_requester_issued_acts_with_the_requesters_hands(team: Path) -> None:
     with as_server(team):
-        issued = access_api.issue_token("abe", start=team, actor=via_server("alice"))
+        issued = access_api.issue_token(project_at(team, via_server("alice")), "abe")
         assert issued.is_code and issued.token is None, "for another principal: an enrollment code"
-        token = access_api.redeem(issued.code.code, team, through_server=True).token  # whoever redeemed it
+        token = access_api.redeem(project_at(team), issued.code.code, through_server=True).token  # whoever redeemed it
     number = ask(team, "1", "staging", who="alice")
     with as_server(team), pytest.raises(FourEyesViolation, match="was issued by alice"):
-        approvals.approve(number, "as abe", team, via_server("abe", token.token_id))
+        approvals.approve(project_at(team, via_server("abe", token.token_id)), number, "as abe")
     with as_server(team):
-        approvals.approve(number, "reviewed", team, via_server("pat"))
+        approvals.approve(project_at(team, via_server("pat")), number, "reviewed")
 
 
 def test_a_self_asserted_ci_verdict_does_not_open_the_reproduction_gate_in_team_mode(team: Path) -> None:
@@ -201,7 +209,7 @@ def test_a_self_asserted_ci_verdict_does_not_open_the_reproduction_gate_in_team_
     )  # fmt: skip
     ledger.append([PendingEvent(verdict, attribution.self_asserted("CI", "GOVERN_CI_IDENTITY"), utc_now(), "a" * 40)])
     with as_server(team), pytest.raises(PolicyViolation, match="reproduction.verified"):
-        lifecycle.promote(M, "1", "staging", "gated", start=team, actor=via_server("pat"))
+        lifecycle.promote(project_at(team, via_server("pat")), M, "1", "staging", "gated")
     with as_server(team):
         ledger.append([PendingEvent(verdict, via_server("ci-runner"), utc_now(), "a" * 40)])
-        lifecycle.promote(M, "1", "staging", "gated", start=team, actor=via_server("pat"))
+        lifecycle.promote(project_at(team, via_server("pat")), M, "1", "staging", "gated")

@@ -68,7 +68,8 @@ def open_project(
     opens with `writing=False` and pays for neither.
 
     `actor` is who acts: the server passes its authenticated principal; otherwise the CI or git identity, which
-    is self-asserted. A bare name given by a caller is self-asserted too."""
+    is self-asserted (resolved here when writing, so that an identity refused writes nothing, not even the ledger
+    file; on first use when reading). A bare name given by a caller is self-asserted too."""
     root = config_module.find_root(root)
     cfg = config_module.load(root)
     ledger = open_store(cfg.ledger, lock_timeout=cfg.lock_timeout, session=session)
@@ -77,7 +78,10 @@ def open_project(
         guard_secrets(root, cfg)
     if isinstance(actor, str):
         actor = attribution.self_asserted(actor, "given by the caller")
-    return Project(root, cfg, ledger, actor)
+    project = Project(root, cfg, ledger, actor)
+    if writing:
+        project.actor  # noqa: B018 - who acts is established before anything is written: a forged identity, none
+    return project
 
 
 def guard_secrets(root: Path, cfg: Config, environ: Mapping[str, str] | None = None) -> None:
