@@ -230,11 +230,13 @@ ECHO_INFER = 'python -c "import shutil, sys; shutil.copy(sys.argv[1], sys.argv[2
 def as_server(root: Path) -> Iterator[Any]:
     """This test process acts as the project's `govern serve`: its key (created and registered on first use, at
     the path the project's server will use) signs what is appended meanwhile, as the server would."""
+    from support.projects import project_at
+
     from govern import signing
     from govern.api import keys
 
     previous = signing.active()
-    state = keys.start(root)
+    state = keys.start(project_at(root, keys.server_actor()))
     try:
         yield state.signer
     finally:
@@ -531,11 +533,13 @@ def token_for(root: Path, name: str, *options: str) -> str:
 def _own_token_via_server(root: Path, name: str, *options: str) -> str:
     """Once two admins exist, the operator issues no code for an approver or admin: the holder makes its own
     token, signed in through the server (as `tokens create` with its own GOVERN_TOKEN would)."""
+    from support.projects import project_at
+
     from govern.api import access as access_api
 
     expires = dict(zip(options[::2], options[1::2], strict=False)).get("--expires")
     with as_server(root):
-        issued = access_api.issue_token(name, expires, start=root, actor=via_server(name))
+        issued = access_api.issue_token(project_at(root, via_server(name)), name, expires)
     assert issued.token is not None, f"{name}'s own token came back as a code"
     return issued.to_dict()["token"]
 
@@ -545,6 +549,8 @@ def grant_role(root: Path, name: str, role: str, *options: str, admin: str = "ad
     proposes it here (break-glass: one admin exists) and `admin` confirms it as the server would record it."""
     import json
 
+    from support.projects import project_at
+
     from govern.api import access as access_api
 
     added = run_cli("principals", "add", name, "--role", role, "--json", *options, cwd=root)
@@ -552,7 +558,7 @@ def grant_role(root: Path, name: str, role: str, *options: str, admin: str = "ad
     event = json.loads(added.stdout)
     if event["type"] == "access.grant_proposed":
         with as_server(root):
-            access_api.confirm_grant(event["seq"], start=root, actor=via_server(admin))
+            access_api.confirm_grant(project_at(root, via_server(admin)), event["seq"])
 
 
 # ---------------------------------------------------------------- fixtures the server and team tests share

@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pytest
 from conftest import commit_all, git, run_cli
+from support.projects import project_at
 
 from govern import access
 from govern.api.access import roles_at
@@ -46,9 +47,9 @@ def test_roles_are_windows_so_who_held_a_role_at_any_instant_is_a_query(project:
     between = granted.occurred_at.replace(tzinfo=UTC) + timedelta(microseconds=1)
     ok(project, "principals", "revoke", "alice", "--role", "approver", "--reason", "left the team")
 
-    now = {(r["principal"], r["role"]) for r in roles_at(ledger_of(project))}
+    now = {(r["principal"], r["role"]) for r in roles_at(project_at(project, writing=False))}
     assert now == {("bob", "consumer")}
-    then = roles_at(ledger_of(project), between)
+    then = roles_at(project_at(project, writing=False), between)
     assert {(r["principal"], r["role"]) for r in then} == {("alice", "approver"), ("bob", "consumer")}
     assert next(r for r in then if r["principal"] == "bob")["apps"] == ["scoring", "triage"]
     listed = json.loads(ok(project, "principals", "list", "--at", format_timestamp(between), "--json"))

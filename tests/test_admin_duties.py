@@ -54,7 +54,7 @@ def with_second_admin(root: Path) -> Path:
     """bob becomes the second admin: alice proposes through the server, the operator confirms here (break-glass,
     the one way while a single admin exists)."""
     with as_server(root):
-        proposal = access_api.grant("bob", "admin", reason="a second admin", start=root, actor=ALICE)
+        proposal = access_api.grant(project_at(root, ALICE), "bob", "admin", reason="a second admin")
     ok(root, "principals", "confirm", str(proposal.seq))
     return root
 
@@ -104,17 +104,17 @@ def config_ledger(root: Path) -> str | Path:
 
 
 def roles(root: Path, name: str) -> set[str]:
-    return {r["role"] for r in access_api.roles_at(open_store(config_ledger(root))) if r["principal"] == name}
+    return {r["role"] for r in access_api.roles_at(project_at(root, writing=False)) if r["principal"] == name}
 
 
 def redeemed(root: Path, code: str) -> access.IssuedToken:
     with as_server(root):
-        return access_api.redeem(code, root, through_server=True).token
+        return access_api.redeem(project_at(root), code, through_server=True).token
 
 
 def code_for(root: Path, name: str, by: attribution.Actor = ALICE) -> str:
     with as_server(root):
-        issued = access_api.issue_token(name, start=root, actor=by)
+        issued = access_api.issue_token(project_at(root, by), name)
     assert issued.is_code
     return issued.code.code
 
@@ -126,21 +126,21 @@ def test_nobody_grants_revokes_or_links_an_identity_for_themselves(team: Path) -
     before = head(team)
     with as_server(team):
         for act, match in (
-            (lambda: access_api.grant("alice", "auditor", start=team, actor=ALICE), "grants a role"),
-            (lambda: access_api.revoke("alice", "scientist", start=team, actor=ALICE), "revokes a role"),
-            (lambda: access_api.link_identity("alice", "Al <al@example.com>", start=team, actor=ALICE), "links"),
+            (lambda: access_api.grant(project_at(team, ALICE), "alice", "auditor"), "grants a role"),
+            (lambda: access_api.revoke(project_at(team, ALICE), "alice", "scientist"), "revokes a role"),
+            (lambda: access_api.link_identity(project_at(team, ALICE), "alice", "Al <al@example.com>"), "links"),
         ):
             with pytest.raises(Forbidden, match=f"Nobody {match}.* for themselves, whatever their roles"):
                 act()
     assert head(team) == before
     with as_server(team):  # another admin may
-        access_api.grant("alice", "auditor", start=team, actor=BOB)
+        access_api.grant(project_at(team, BOB), "alice", "auditor")
 
 
 def test_a_local_identity_linked_to_a_principal_is_that_principal(team: Path) -> None:
     """The operator's git identity (Ada) linked to sci: locally, Ada is sci, and cannot grant sci a role."""
     with as_server(team):
-        access_api.link_identity("sci", "Ada Auditor <ada@example.com>", start=team, actor=ALICE)
+        access_api.link_identity(project_at(team, ALICE), "sci", "Ada Auditor <ada@example.com>")
     line = refused(team, "principals", "add", "sci", "--role", "auditor")
     assert "Nobody grants a role for themselves" in line and "Ada Auditor <ada@example.com> (self-asserted" in line
     assert "is sci" in line
@@ -153,20 +153,20 @@ def test_a_local_identity_linked_to_a_principal_is_that_principal(team: Path) ->
 def test_an_admin_cannot_grant_itself_approver_nor_hold_it(team: Path) -> None:
     before = head(team)
     with as_server(team), pytest.raises(Forbidden, match="Nobody grants a role for themselves"):
-        access_api.grant("alice", "approver", reason="I approve too", start=team, actor=ALICE)
+        access_api.grant(project_at(team, ALICE), "alice", "approver", reason="I approve too")
     with as_server(team), pytest.raises(PolicyViolation, match="alice holds the role admin and cannot hold approver"):
-        access_api.grant("alice", "approver", reason="alice approves too", start=team, actor=BOB)
+        access_api.grant(project_at(team, BOB), "alice", "approver", reason="alice approves too")
     assert head(team) == before and "approver" not in roles(team, "alice")
 
 
 def test_a_sock_puppet_approver_stays_pending_until_a_second_admin_confirms(team: Path) -> None:
     with as_server(team):
-        proposal = access_api.grant("puppet", "approver", reason="a new approver", start=team, actor=ALICE)
+        proposal = access_api.grant(project_at(team, ALICE), "puppet", "approver", reason="a new approver")
     assert proposal.type == "access.grant_proposed" and proposal.actor == "alice (token a11ce0000001)"
     assert roles(team, "puppet") == set(), "a proposal grants nothing"
     before = head(team)
     with as_server(team), pytest.raises(Forbidden, match="proposed by alice .the same person.; two admins means"):
-        access_api.confirm_grant(proposal.seq, start=team, actor=via_server("alice", "a11ce0000002"))
+        access_api.confirm_grant(project_at(team, via_server("alice", "a11ce0000002")), proposal.seq)
     line = refused(team, "principals", "confirm", str(proposal.seq))  # the operator: two admins exist
     assert "with 2 admins, confirming approver or admin is for admins the server authenticated" in line
     line = refused(team, "principals", "add", "puppet2", "--role", "approver")
@@ -176,7 +176,7 @@ def test_a_sock_puppet_approver_stays_pending_until_a_second_admin_confirms(team
     assert head(team) == before
 
     with as_server(team):
-        granted = access_api.confirm_grant(proposal.seq, start=team, actor=BOB)
+        granted = access_api.confirm_grant(project_at(team, BOB), proposal.seq)
     assert granted.type == "access.granted" and granted.actor == "bob (token b0b000000001)"
     assert granted.payload["proposal_seq"] == proposal.seq and granted.payload["basis"] == "two admins"
     assert granted.payload["proposed_by"] == "alice (token a11ce0000001)"
@@ -191,19 +191,19 @@ def test_the_sock_puppet_and_a_token_minted_for_abe_cannot_approve_the_admins_ow
     monkeypatch.setenv("GOVERN_REGISTRY_MIRROR", "background")  # MLflow is unreachable: mirrored later
     with as_server(team):
         trained_version(team / "audit" / "ledger.duckdb", M, "1", via_server("tess"), commit="a" * 40)
-        proposal = access_api.grant("puppet", "approver", start=team, actor=ALICE)
-        access_api.confirm_grant(proposal.seq, start=team, actor=BOB)
-        number = approvals.request_promotion(M, "1", "staging", "mine", team, ALICE).request_id
+        proposal = access_api.grant(project_at(team, ALICE), "puppet", "approver")
+        access_api.confirm_grant(project_at(team, BOB), proposal.seq)
+        number = approvals.request_promotion(project_at(team, ALICE), M, "1", "staging", "mine").request_id
     puppet = redeemed(team, code_for(team, "puppet"))
     as_abe = redeemed(team, code_for(team, "abe"))
     before = head(team)
     for who, token in (("puppet", puppet), ("abe", as_abe)):
         with as_server(team), pytest.raises(FourEyesViolation, match=f"{who}'s token {token.token_id} was issued by"):
-            approvals.approve(number, "looks fine", team, via_server(who, token.token_id))
+            approvals.approve(project_at(team, via_server(who, token.token_id)), number, "looks fine")
     assert head(team) == before
     real_abe = redeemed(team, code_for(team, "abe", by=BOB))  # abe's own, from bob's code
     with as_server(team):
-        outcome = approvals.approve(number, "evidence reviewed", team, via_server("abe", real_abe.token_id))
+        outcome = approvals.approve(project_at(team, via_server("abe", real_abe.token_id)), number, "evidence reviewed")
     assert outcome.events[-1].type == "model.promoted"
 
 
@@ -216,10 +216,12 @@ def test_one_admin_who_handed_over_both_the_requesters_and_the_approvers_tokens_
     monkeypatch.setenv("GOVERN_REGISTRY_MIRROR", "background")
     with as_server(team):
         trained_version(team / "audit" / "ledger.duckdb", M, "1", via_server("tess"), commit="a" * 40)
-        access_api.grant("sam", "scientist", reason="sock puppet", start=team, actor=ALICE)
+        access_api.grant(project_at(team, ALICE), "sam", "scientist", reason="sock puppet")
     sam = redeemed(team, code_for(team, "sam"))
     with as_server(team):
-        number = approvals.request_promotion(M, "1", "staging", "ship it", team, via_server("sam", sam.token_id))
+        number = approvals.request_promotion(
+            project_at(team, via_server("sam", sam.token_id)), M, "1", "staging", "ship it"
+        )
     as_pat = redeemed(team, code_for(team, "pat"))
     before = head(team)
     with (
@@ -230,11 +232,13 @@ def test_one_admin_who_handed_over_both_the_requesters_and_the_approvers_tokens_
             f"handed over the token {sam.token_id} of sam",
         ),
     ):
-        approvals.approve(number.request_id, "looks fine", team, via_server("pat", as_pat.token_id))
+        approvals.approve(project_at(team, via_server("pat", as_pat.token_id)), number.request_id, "looks fine")
     assert head(team) == before
     real_pat = redeemed(team, code_for(team, "pat", by=BOB))
     with as_server(team):
-        outcome = approvals.approve(number.request_id, "evidence reviewed", team, via_server("pat", real_pat.token_id))
+        outcome = approvals.approve(
+            project_at(team, via_server("pat", real_pat.token_id)), number.request_id, "evidence reviewed"
+        )
     assert outcome.events[-1].type == "model.promoted"
 
 
@@ -249,21 +253,23 @@ def test_one_admin_acting_through_a_second_admins_code_cannot_have_her_own_reque
     bob = via_server("bob", as_bob.token_id)
     with as_server(team):
         trained_version(team / "audit" / "ledger.duckdb", M, "1", via_server("tess"), commit="a" * 40)
-        access_api.grant("sam", "scientist", reason="sock puppet", start=team, actor=bob)
+        access_api.grant(project_at(team, bob), "sam", "scientist", reason="sock puppet")
     sam = redeemed(team, code_for(team, "sam", by=bob))
     with as_server(team):
-        number = approvals.request_promotion(M, "1", "staging", "ship it", team, via_server("sam", sam.token_id))
+        number = approvals.request_promotion(
+            project_at(team, via_server("sam", sam.token_id)), M, "1", "staging", "ship it"
+        )
     as_pat = redeemed(team, code_for(team, "pat"))
     before = head(team)
 
     with as_server(team), pytest.raises(FourEyesViolation, match="by alice, who held or handed over the token"):
-        approvals.approve(number.request_id, "looks fine", team, via_server("pat", as_pat.token_id))
+        approvals.approve(project_at(team, via_server("pat", as_pat.token_id)), number.request_id, "looks fine")
 
     assert head(team) == before
     through_bob = redeemed(team, code_for(team, "abe", by=bob))
     before = head(team)
     with as_server(team), pytest.raises(FourEyesViolation, match="who held or handed over the token"):
-        approvals.approve(number.request_id, "looks fine", team, via_server("abe", through_bob.token_id))
+        approvals.approve(project_at(team, via_server("abe", through_bob.token_id)), number.request_id, "looks fine")
     assert head(team) == before
 
 
@@ -281,14 +287,14 @@ def test_a_token_an_admin_made_for_itself_keeps_the_issuer_of_the_code_it_was_ma
     hijacked = redeemed(team, code_for(team, "bob"))
     as_bob = via_server("bob", hijacked.token_id)
     with as_server(team):
-        own = access_api.issue_token("bob", start=team, actor=as_bob)
+        own = access_api.issue_token(project_at(team, as_bob), "bob")
     assert not own.is_code and own.token is not None, "a principal's token for itself is a token"
     laundered = via_server("bob", own.token.token_id)
     with as_server(team):
-        proposal = access_api.grant("puppet", "approver", start=team, actor=ALICE)
+        proposal = access_api.grant(project_at(team, ALICE), "puppet", "approver")
         with pytest.raises(Forbidden, match="bob's token was issued by alice"):
-            access_api.confirm_grant(proposal.seq, start=team, actor=laundered)
-    [row] = [t for t in access_api.tokens(open_store(config_ledger(team))) if t["token_id"] == own.token.token_id]
+            access_api.confirm_grant(project_at(team, laundered), proposal.seq)
+    [row] = [t for t in access_api.tokens(project_at(team, writing=False)) if t["token_id"] == own.token.token_id]
     assert row["issuer"] == "alice (token a11ce0000001)" and row["issued_by"] == as_bob.name
 
 
@@ -297,18 +303,18 @@ def test_a_token_an_admin_made_for_itself_keeps_the_issuer_of_the_code_it_was_ma
 
 def test_a_two_admin_grant_end_to_end_on_both_ledgers(any_team: Path) -> None:
     with as_server(any_team):
-        proposal = access_api.grant("carol", "admin", reason="on call", start=any_team, actor=BOB)
+        proposal = access_api.grant(project_at(any_team, BOB), "carol", "admin", reason="on call")
     listed = json.loads(ok(any_team, "principals", "proposals", "--json"))
     assert [(p["proposal_seq"], p["principal"], p["role"], p["state"]) for p in listed] == [
         (proposal.seq, "carol", "admin", "pending")
     ]
     assert listed[0]["proposed_by_shown"] == "bob (authenticated, token b0b000000001)"
     with as_server(any_team), pytest.raises(StateConflict, match="was proposed already"):
-        access_api.grant("carol", "admin", start=any_team, actor=ALICE)
+        access_api.grant(project_at(any_team, ALICE), "carol", "admin")
     with as_server(any_team):
-        granted = access_api.confirm_grant(proposal.seq, "agreed", any_team, ALICE)
+        granted = access_api.confirm_grant(project_at(any_team, ALICE), proposal.seq, "agreed")
     assert roles(any_team, "carol") == {"admin"}
-    [held] = [r for r in access_api.roles_at(open_store(config_ledger(any_team))) if r["principal"] == "carol"]
+    [held] = [r for r in access_api.roles_at(project_at(any_team, writing=False)) if r["principal"] == "carol"]
     assert held["proposal_seq"] == proposal.seq and held["basis"] == "two admins"
     assert held["granted_by_shown"] == "alice (authenticated, token a11ce0000001)"
     assert held["proposed_by_shown"] == "bob (authenticated, token b0b000000001)"
@@ -324,31 +330,31 @@ def test_a_two_admin_grant_end_to_end_on_both_ledgers(any_team: Path) -> None:
 
 def test_a_proposal_is_declined_by_another_admin_or_withdrawn_by_its_proposer(team: Path) -> None:
     with as_server(team):
-        access_api.grant("carol", "admin", start=team, actor=ALICE)  # a third admin, so one may leave
-        access_api.confirm_grant(head(team)[0], start=team, actor=BOB)
-        stale = access_api.grant("erin", "approver", start=team, actor=CAROL)
-        access_api.revoke("carol", "admin", "moved to another team", team, ALICE)
+        access_api.grant(project_at(team, ALICE), "carol", "admin")  # a third admin, so one may leave
+        access_api.confirm_grant(project_at(team, BOB), head(team)[0])
+        stale = access_api.grant(project_at(team, CAROL), "erin", "approver")
+        access_api.revoke(project_at(team, ALICE), "carol", "admin", "moved to another team")
         with pytest.raises(Forbidden, match="was made by carol, who is no admin any more"):
-            access_api.confirm_grant(stale.seq, start=team, actor=BOB)
-        first = access_api.grant("dora", "approver", start=team, actor=ALICE)
+            access_api.confirm_grant(project_at(team, BOB), stale.seq)
+        first = access_api.grant(project_at(team, ALICE), "dora", "approver")
         with pytest.raises(StateConflict, match="withdraw it"):
-            access_api.decline_grant(first.seq, "changed my mind", team, ALICE)
+            access_api.decline_grant(project_at(team, ALICE), first.seq, "changed my mind")
         with pytest.raises(Forbidden, match="Only alice, who proposed grant"):
-            access_api.withdraw_grant(first.seq, "", team, BOB)
-        declined = access_api.decline_grant(first.seq, "dora is not trained yet", team, BOB)
-        second = access_api.grant("dora", "approver", start=team, actor=ALICE)
-        withdrawn = access_api.withdraw_grant(second.seq, "wrong person", team, ALICE)
+            access_api.withdraw_grant(project_at(team, BOB), first.seq, "")
+        declined = access_api.decline_grant(project_at(team, BOB), first.seq, "dora is not trained yet")
+        second = access_api.grant(project_at(team, ALICE), "dora", "approver")
+        withdrawn = access_api.withdraw_grant(project_at(team, ALICE), second.seq, "wrong person")
         with pytest.raises(StateConflict, match=f"Grant proposal {second.seq} was withdrawn already"):
-            access_api.confirm_grant(second.seq, start=team, actor=BOB)
+            access_api.confirm_grant(project_at(team, BOB), second.seq)
     assert declined.type == "access.grant_declined" and withdrawn.type == "access.grant_withdrawn"
-    states = {p["proposal_seq"]: p["state"] for p in access_api.proposals(open_store(config_ledger(team)), None)}
+    states = {p["proposal_seq"]: p["state"] for p in access_api.proposals(project_at(team, writing=False), None)}
     assert states[first.seq] == "declined" and states[second.seq] == "withdrawn"
     assert roles(team, "dora") == set()
 
 
 def test_the_first_admin_is_the_operators_bootstrap_and_says_so(tmp_path: Path) -> None:
     root = make_team(tmp_path / "team")
-    [alice] = access_api.grant_history(open_store(config_ledger(root)), "alice")[1:]
+    [alice] = access_api.grant_history(project_at(root, writing=False), "alice")[1:]
     assert alice["role"] == "admin" and alice["basis"] == "bootstrap" and alice["proposal_seq"] is None
     assert alice["granted_by_shown"] == "Ada Auditor <ada@example.com> (self-asserted, git config)"
     out = run_cli("principals", "add", "zed", "--role", "auditor", cwd=root)
@@ -364,7 +370,7 @@ def test_while_one_admin_exists_the_operator_may_stand_for_one_of_the_two_never_
     line = refused(root, "principals", "confirm", str(local["proposal_seq"]))
     assert "a second local hand is the same writer of the ledger, not a second admin" in line
     with as_server(root):
-        confirmed = access_api.confirm_grant(local["proposal_seq"], start=root, actor=ALICE)
+        confirmed = access_api.confirm_grant(project_at(root, ALICE), local["proposal_seq"])
     assert confirmed.payload["basis"] == "break-glass" and roles(root, "bob") == {"admin"}
     line = refused(root, "principals", "revoke", "bob", "--role", "admin")
     assert "one of the last two admins" in line
@@ -373,7 +379,7 @@ def test_while_one_admin_exists_the_operator_may_stand_for_one_of_the_two_never_
 def test_with_two_admin_grants_off_an_admin_grants_approver_alone(tmp_path: Path) -> None:
     root = make_team(tmp_path / "team", extra="[access]\ntwo_admin_grants = false\n")
     with as_server(root):
-        event = access_api.grant("dora", "approver", start=root, actor=ALICE)
+        event = access_api.grant(project_at(root, ALICE), "dora", "approver")
     assert event.type == "access.granted" and event.payload["basis"] == "direct"
     (root / "govern.toml").write_text((root / "govern.toml").read_text() + "two_admins = true\n")
     with pytest.raises(ConfigError, match="unknown key.* two_admins .did you mean two_admin_grants"):
@@ -387,14 +393,14 @@ def test_the_conflict_table_refuses_whichever_role_comes_second(team: Path) -> N
     assert access.CONFLICTS[frozenset({"admin", "approver"})]
     before = head(team)
     with as_server(team), pytest.raises(PolicyViolation, match="pat holds the role approver and cannot hold admin"):
-        access_api.grant("pat", "admin", start=team, actor=ALICE)
+        access_api.grant(project_at(team, ALICE), "pat", "admin")
     assert head(team) == before
     with as_server(team):  # both pending: the second confirmation is refused
-        as_admin = access_api.grant("dora", "admin", start=team, actor=ALICE)
-        as_approver = access_api.grant("dora", "approver", start=team, actor=ALICE)
-        access_api.confirm_grant(as_approver.seq, start=team, actor=BOB)
+        as_admin = access_api.grant(project_at(team, ALICE), "dora", "admin")
+        as_approver = access_api.grant(project_at(team, ALICE), "dora", "approver")
+        access_api.confirm_grant(project_at(team, BOB), as_approver.seq)
         with pytest.raises(PolicyViolation, match="dora holds the role approver and cannot hold admin too"):
-            access_api.confirm_grant(as_admin.seq, start=team, actor=BOB)
+            access_api.confirm_grant(project_at(team, BOB), as_admin.seq)
     assert roles(team, "dora") == {"approver"}
 
 
@@ -418,11 +424,11 @@ def test_a_token_for_someone_else_is_an_enrollment_code_single_use_on_both_ledge
     assert out.exit_code == 0 and out.stdout.startswith("gvn_")
     principal = authentication.authenticate(open_store(config_ledger(any_team)), out.stdout.strip())
     assert principal.name == "sci" and principal.roles == {"scientist": ()}
-    [row] = [t for t in access_api.tokens(open_store(config_ledger(any_team))) if t["token_id"] == principal.token_id]
+    [row] = [t for t in access_api.tokens(project_at(any_team, writing=False)) if t["token_id"] == principal.token_id]
     assert row["code_id"] == issued["code_id"] and row["issuer"] == "Ada Auditor <ada@example.com>"
     line = refused(any_team, "tokens", "redeem", code)
     assert f"The enrollment code {issued['code_id']} was used already" in line and "a code is exchanged once" in line
-    states = {t["token_id"]: t["state"] for t in access_api.tokens(open_store(config_ledger(any_team)))}
+    states = {t["token_id"]: t["state"] for t in access_api.tokens(project_at(any_team, writing=False))}
     assert states[issued["code_id"]] == "redeemed"
 
 
@@ -490,13 +496,13 @@ def test_the_lineage_report_lists_the_grant_each_approver_acted_in_with_who_prop
     monkeypatch.setenv("GOVERN_REGISTRY_MIRROR", "background")  # MLflow is unreachable: mirrored later
     with as_server(team):
         trained_version(team / "audit" / "ledger.duckdb", M, "1", via_server("tess"), commit="a" * 40)
-        proposal = access_api.grant("dora", "approver", reason="release manager", start=team, actor=ALICE)
-        access_api.confirm_grant(proposal.seq, "agreed at the board", team, BOB)
+        proposal = access_api.grant(project_at(team, ALICE), "dora", "approver", reason="release manager")
+        access_api.confirm_grant(project_at(team, BOB), proposal.seq, "agreed at the board")
     dora = redeemed(team, code_for(team, "dora", by=BOB))
     with as_server(team):
         for stage, approver in (("staging", via_server("pat")), ("production", via_server("dora", dora.token_id))):
-            number = approvals.request_promotion(M, "1", stage, "ready", team, via_server("sci")).request_id
-            approvals.approve(number, "evidence reviewed", team, approver)
+            number = approvals.request_promotion(project_at(team, via_server("sci")), M, "1", stage, "ready").request_id
+            approvals.approve(project_at(team, approver), number, "evidence reviewed")
 
     found = gather(project_at(team, writing=False), M, "1")["approvals"]
     by = {g["principal"]: g for g in found["grants"]}
@@ -575,7 +581,7 @@ def test_a_code_a_writer_appends_by_hand_and_redeems_through_the_server_gives_no
 
     as_pat, as_bob = redeemed(any_team, forged_code("pat")), redeemed(any_team, forged_code("bob"))
     with as_server(any_team):
-        own = access_api.issue_token("pat", start=any_team, actor=via_server("pat", as_pat.token_id))
+        own = access_api.issue_token(project_at(any_team, via_server("pat", as_pat.token_id)), "pat")
 
     assert authentication.authenticate(ledger, as_pat.bearer).roles == {}
     assert authentication.authenticate(ledger, as_bob.bearer).roles == {}

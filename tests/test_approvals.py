@@ -11,6 +11,7 @@ from pathlib import Path
 import pytest
 from conftest import ACTOR, commit_all, git, ok, run_cli, trained_version
 from support.copies import Prepared, prepared
+from support.projects import project_at
 
 from govern.envelope import PendingEvent, utc_now
 from govern.events import ReproductionVerified
@@ -242,7 +243,7 @@ def test_an_approver_sees_every_trainer_of_the_model_file_with_their_identitys_s
     ledger_of(project).append([PendingEvent(rerun, actor=rita, occurred_at=utc_now(), git_commit="c" * 40)])
     number = request(project, "1", "staging")
 
-    shown = approvals.evidence(number, start=project)["trainers_shown"]
+    shown = approvals.evidence(project_at(project, writing=False), number)["trainers_shown"]
 
     assert [who.split(" (")[0] for who in shown] == [TRAINER, rita], "both trainings of the file"
     assert all("(self-asserted" in who for who in shown), "a git identity is shown as what it is"

@@ -11,6 +11,7 @@ from pathlib import Path
 
 import pytest
 from conftest import commit_all, git, run_cli, snapshot_event, via_server
+from support.projects import project_at
 
 from govern import attestations, signing
 from govern.api import keys
@@ -44,10 +45,10 @@ def test_init_key_creates_a_private_key_only_its_owner_reads_and_prints_its_fing
 
 
 def test_a_key_others_can_read_or_one_inside_the_checkout_is_refused(project: Path) -> None:
-    state = keys.start(project, activate=False)
+    state = keys.start(project_at(project), activate=False)
     state.signer.path.chmod(0o644)
     with pytest.raises(signing.SigningKeyError, match="accessible to other users"):
-        keys.start(project, activate=False)
+        keys.start(project_at(project), activate=False)
     (project / "govern.toml").write_text('[server]\nsigning_key = "secrets/server.key"\n')
     result = run_cli("serve", "--init-key", cwd=project)
     assert result.exit_code == 1 and "is inside the project's checkout" in result.output
@@ -56,27 +57,27 @@ def test_a_key_others_can_read_or_one_inside_the_checkout_is_refused(project: Pa
 def test_the_first_start_registers_the_key_in_an_event_it_signs_and_the_next_start_records_nothing(
     project: Path,
 ) -> None:
-    state = keys.start(project, activate=False)
+    state = keys.start(project_at(project), activate=False)
     [registered] = ledger_of(project).read(types=["signing_key.registered"])
     assert registered.payload["fingerprint"] == state.signer.fingerprint
     assert json.loads(registered.authn) == {"by": "server", "key": state.signer.fingerprint, "via": "server"}
     assert registered.actor.startswith("server:") and registered.signature
-    keys.start(project, activate=False)
+    keys.start(project_at(project), activate=False)
     assert ledger_of(project).head()[0] == registered.seq, "registered once"
     assert attestations.check(ledger_of(project).query_stored).ok
 
 
 def test_a_server_holding_a_key_the_ledger_does_not_trust_is_refused(project: Path, tmp_path: Path) -> None:
-    keys.start(project, activate=False)
+    keys.start(project_at(project), activate=False)
     other = tmp_path / "elsewhere.key"
     (project / "govern.toml").write_text(f'[server]\nsigning_key = "{other}"\n')
     with pytest.raises(signing.SigningKeyError, match="this server holds another one"):
-        keys.start(project, activate=False)
+        keys.start(project_at(project), activate=False)
     assert len(ledger_of(project).read(types=["signing_key.registered"])) == 1
 
 
 def test_a_rotated_key_is_endorsed_by_the_old_one_which_signs_nothing_after(project: Path) -> None:
-    old = keys.start(project, activate=False).signer
+    old = keys.start(project_at(project), activate=False).signer
     old_copy = old.path.with_name("old.key")
     old_copy.write_bytes(old.path.read_bytes())
     old_copy.chmod(0o600)
@@ -99,15 +100,15 @@ def test_a_rotated_key_is_endorsed_by_the_old_one_which_signs_nothing_after(proj
 
 
 def test_a_lost_key_is_replaced_only_by_one_pinned_in_the_projects_configuration(project: Path, tmp_path: Path) -> None:
-    lost = keys.start(project, activate=False).signer
+    lost = keys.start(project_at(project), activate=False).signer
     lost.path.unlink()
     replacement = signing.create(tmp_path / "replacement.key")
     (project / "govern.toml").write_text(f'[server]\nsigning_key = "{replacement.path}"\n')
     with pytest.raises(signing.SigningKeyError, match="pin the new fingerprint"):
-        keys.start(project, activate=False)
+        keys.start(project_at(project), activate=False)
     pins = f'["{lost.fingerprint}", "{replacement.fingerprint}"]'
     (project / "govern.toml").write_text(f'[server]\nsigning_key = "{replacement.path}"\ntrusted_keys = {pins}\n')
-    keys.start(project, activate=False)
+    keys.start(project_at(project), activate=False)
     result = run_cli("audit", "verify", cwd=project)
     assert result.exit_code == 0 and "2 trusted key(s)" in result.output, result.output
 
@@ -135,7 +136,7 @@ def test_a_git_identity_in_the_servers_form_is_refused(project: Path) -> None:
 
 def test_audit_log_and_history_show_how_each_actor_was_established(project: Path) -> None:
     assert run_cli("principals", "add", "ann", "--role", "auditor", cwd=project).exit_code == 0
-    with signing.signing_with(keys.start(project, activate=False).signer):
+    with signing.signing_with(keys.start(project_at(project), activate=False).signer):
         ledger_of(project).append([replace(snapshot_event(1), actor=via_server("ann"))])
     printed = run_cli("audit", "log", cwd=project).output
     assert "by Ada Auditor <ada@example.com> (self-asserted, git config)" in printed

@@ -19,7 +19,7 @@ import pytest
 from conftest import as_server, grant_role, run_cli, via_server
 from starlette.testclient import TestClient
 from support.copies import Prepared
-from support.projects import ledger_at
+from support.projects import ledger_at, project_at
 from support.server import call, tokens_for, verdict_for
 from support.web import (
     checked_page,
@@ -118,7 +118,7 @@ def prepare(project: Path) -> None:
     with as_server(project):  # versions 4 and 5 trained through the server by tess, 4 promoted there by appr
         lineage_version(project, "4", via_server("tess"), metrics={"validation.f1": 0.9}, data_md5="a" * 32,
                         rows=1200, code=code, params={"train": {"C": 1.0}}, commit="4" * 40)  # fmt: skip
-        lifecycle.promote("churn", "4", "staging", "the baseline", start=project, actor=via_server("appr"))
+        lifecycle.promote(project_at(project, via_server("appr")), "churn", "4", "staging", "the baseline")
         lineage_version(project, "5", via_server("tess"), metrics={"validation.f1": 0.93, "validation.auc": 0.95},
                         data_md5="d" * 32, rows=1500, code={"src/train.py": "e" * 32, "src/features.py": "f" * 32},
                         params={"train": {"C": 0.5}}, commit=commit, lock=lock)  # fmt: skip

@@ -19,7 +19,7 @@ from typing import Any
 import pytest
 from conftest import TINY_DVC_YAML, TINY_STAGE, as_server, commit_all, git, run_cli, via_server
 from support.copies import Prepared
-from support.projects import ledger_at
+from support.projects import ledger_at, project_at
 from support.server import TRAINER, tokens_for
 from support.web import (
     checked_page,
@@ -109,8 +109,8 @@ def setup(tmp_path_factory: pytest.TempPathFactory, served_project_original: Pre
         second = commit_all(project, "train with C=0.5")
         recorded_version(project, "5", c=0.5, f1=0.94, rows=650, extracted="2026-02-07T00:00:00Z")
         with as_server(project):  # an approver's decisions, through the server
-            lifecycle.promote("churn", "1", "staging", "first", start=project, actor=via_server("appr"))
-            lifecycle.deprecate("churn", "2", "label leak", start=project, actor=via_server("appr"))
+            lifecycle.promote(project_at(project, via_server("appr")), "churn", "1", "staging", "first")
+            lifecycle.deprecate(project_at(project, via_server("appr")), "churn", "2", "label leak")
         tokens = tokens_for(project, "sci", "con", "aud", "appr")
     return {"project": project, "app": create_app(project, session_secret=SECRET), "tokens": tokens,
             "commits": (first, second)}  # fmt: skip

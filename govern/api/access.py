@@ -25,13 +25,12 @@ import logging
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
-from pathlib import Path
 from typing import Any
 
 from govern import access, attribution
 from govern.api.authentication import InvalidCode, Unauthenticated, token_table
-from govern.api.context import Project, open_project, text_argument
-from govern.envelope import PendingEvent, RecordedEvent, format_timestamp, to_utc, utc_now
+from govern.api.context import Project, text_argument
+from govern.envelope import PendingEvent, RecordedEvent, format_timestamp, to_utc
 from govern.errors import Forbidden, InvalidInput, NotFound, PolicyViolation, StateConflict
 from govern.events import (
     EnrollmentCodeIssued,
@@ -202,18 +201,10 @@ def _as_principal(name: str) -> str:
 # ---------------------------------------------------------------- grants: direct, proposed, confirmed
 
 
-def grant(
-    principal: str,
-    role: str,
-    apps: Sequence[str] = (),
-    reason: str = "",
-    start: Path | None = None,
-    actor: attribution.Actor | str | None = None,
-) -> RecordedEvent:
+def grant(project: Project, principal: str, role: str, apps: Sequence[str] = (), reason: str = "") -> RecordedEvent:
     """Give `principal` a role (a consumer, for `apps`); granting it again with other apps replaces them. Where
     approver and admin take two admins, this records the proposal (`access.grant_proposed`) for a second admin to
     confirm (`confirm_grant`): the event returned says which."""
-    project = open_project(start, actor)
     name = access.check_principal_name(principal)
     limited = access.check_role(role, tuple(apps))
     why = text_argument(reason, "--reason") if reason else ""
@@ -232,7 +223,7 @@ def grant(
         if not two or bootstrap:
             basis = "bootstrap" if bootstrap else "direct"
             fact: Any = RoleGranted(principal=name, role=role, apps=list(limited), reason=why, basis=basis)
-            return [PendingEvent(fact, actor=project.actor, occurred_at=utc_now())]
+            return [PendingEvent(fact, actor=project.actor, occurred_at=project.clock())]
         break_glass = _may_propose(project, reader, admins)
         pending = access_reads.pending_proposals_of(reader, name, role)
         if pending:
@@ -242,7 +233,7 @@ def grant(
                 f"confirm {pending[0]['proposal_seq']}`, or declines it"
             )
         fact = RoleGrantProposed(principal=name, role=role, apps=list(limited), reason=why, break_glass=break_glass)
-        return [PendingEvent(fact, actor=project.actor, occurred_at=utc_now())]
+        return [PendingEvent(fact, actor=project.actor, occurred_at=project.clock())]
 
     return _access_changed(project.ledger, project.ledger.transact(decide))[0]
 
@@ -262,19 +253,13 @@ def _may_propose(project: Project, reader: Reader, admins: int) -> bool:
     return True
 
 
-def confirm_grant(
-    proposal: int | str,
-    reason: str = "",
-    start: Path | None = None,
-    actor: attribution.Actor | str | None = None,
-) -> RecordedEvent:
+def confirm_grant(project: Project, proposal: int | str, reason: str = "") -> RecordedEvent:
     """A second admin confirms a proposed grant: the role is held from this event on. Never the proposer, never
     the grantee, never someone acting with a token the proposer issued (or whose token the confirmer issued); in
     team mode an admin the server authenticated, or, while fewer than two admins hold the role, an operator's
     local confirmation of a proposal an authenticated admin made (break-glass)."""
     from govern.api import duties
 
-    project = open_project(start, actor)
     seq = proposal_number(proposal)
     why = text_argument(reason, "--reason") if reason else ""
 
@@ -333,16 +318,13 @@ def confirm_grant(
             proposed_by=proposer,
             basis=basis,
         )
-        return [PendingEvent(fact, actor=project.actor, occurred_at=utc_now())]
+        return [PendingEvent(fact, actor=project.actor, occurred_at=project.clock())]
 
     return _access_changed(project.ledger, project.ledger.transact(decide))[0]
 
 
-def decline_grant(
-    proposal: int | str, reason: str, start: Path | None = None, actor: attribution.Actor | str | None = None
-) -> RecordedEvent:
+def decline_grant(project: Project, proposal: int | str, reason: str) -> RecordedEvent:
     """Another admin refuses a proposed grant, for a reason; its proposer withdraws it instead."""
-    project = open_project(start, actor)
     seq = proposal_number(proposal)
     why = text_argument(reason, "--reason")
 
@@ -355,16 +337,13 @@ def decline_grant(
                 f"{_shown(project.actor)} proposed grant {seq}: withdraw it (govern principals withdraw {seq})"
             )
         fact = RoleGrantDeclined(proposal_seq=seq, principal=found["principal"], role=found["role"], reason=why)
-        return [PendingEvent(fact, actor=project.actor, occurred_at=utc_now())]
+        return [PendingEvent(fact, actor=project.actor, occurred_at=project.clock())]
 
     return project.ledger.transact(decide)[0]
 
 
-def withdraw_grant(
-    proposal: int | str, reason: str = "", start: Path | None = None, actor: attribution.Actor | str | None = None
-) -> RecordedEvent:
+def withdraw_grant(project: Project, proposal: int | str, reason: str = "") -> RecordedEvent:
     """The admin who proposed a grant takes it back before anyone confirmed it."""
-    project = open_project(start, actor)
     seq = proposal_number(proposal)
     why = text_argument(reason, "--reason") if reason else ""
 
@@ -376,7 +355,7 @@ def withdraw_grant(
                 f"admin declines it (govern principals decline {seq} --reason ...)"
             )
         fact = RoleGrantWithdrawn(proposal_seq=seq, principal=found["principal"], role=found["role"], reason=why)
-        return [PendingEvent(fact, actor=project.actor, occurred_at=utc_now())]
+        return [PendingEvent(fact, actor=project.actor, occurred_at=project.clock())]
 
     return project.ledger.transact(decide)[0]
 
@@ -403,8 +382,9 @@ def _pending_proposal(reader: Reader, seq: int) -> dict[str, Any]:
     return found
 
 
-def proposals(ledger: LedgerStore, state: str | None = "pending", limit: int = 200) -> list[dict[str, Any]]:
+def proposals(project: Project, state: str | None = "pending", limit: int = 200) -> list[dict[str, Any]]:
     """Grant proposals, newest first: pending ones by default, or those in `state` (None: all)."""
+    ledger = project.ledger
     if state is not None and state not in PROPOSAL_STATES:
         raise InvalidInput(f"Unknown state {state!r}: use one of {', '.join(PROPOSAL_STATES)}, or all")
     if not ledger.exists():
@@ -420,16 +400,9 @@ def proposals(ledger: LedgerStore, state: str | None = "pending", limit: int = 2
 PROPOSAL_STATES = ("pending", "confirmed", "declined", "withdrawn")
 
 
-def revoke(
-    principal: str,
-    role: str,
-    reason: str = "",
-    start: Path | None = None,
-    actor: attribution.Actor | str | None = None,
-) -> RecordedEvent:
+def revoke(project: Project, principal: str, role: str, reason: str = "") -> RecordedEvent:
     """From now on `principal` may no longer act as `role`. Nobody revokes their own role; the last admin stays,
     and where admin takes two admins to grant, the last two stay (a lone admin would need the break-glass door)."""
-    project = open_project(start, actor)
     name = access.check_principal_name(principal)
     if role not in access.ROLES:
         raise InvalidInput(f"Unknown role {role!r}: use one of {', '.join(access.ROLES)}")
@@ -452,7 +425,7 @@ def revoke(
                     "left alone would reopen the operator's break-glass door; grant admin to a third (proposed and "
                     "confirmed) first"
                 )
-        return [PendingEvent(RoleRevoked(principal=name, role=role, reason=why), project.actor, utc_now())]
+        return [PendingEvent(RoleRevoked(principal=name, role=role, reason=why), project.actor, project.clock())]
 
     return _access_changed(project.ledger, project.ledger.transact(decide))[0]
 
@@ -460,21 +433,14 @@ def revoke(
 # ---------------------------------------------------------------- tokens and enrollment codes
 
 
-def issue_token(
-    principal: str,
-    expires: str | None = None,
-    description: str = "",
-    start: Path | None = None,
-    actor: attribution.Actor | str | None = None,
-) -> Issued:
+def issue_token(project: Project, principal: str, expires: str | None = None, description: str = "") -> Issued:
     """A new bearer token for a principal that holds a role now; the ledger keeps only its secret's hash. In team
     mode, for another principal than the one acting, an enrollment code instead: single use, valid 24 hours (never
     longer than the token it gives), exchanged by that principal for a token of their own (`redeem`)."""
     from govern.api import duties
 
-    project = open_project(start, actor)
     name = access.check_principal_name(principal)
-    now = utc_now()
+    now = project.clock()
     until = access.expiry(expires, now)
     token = access.new_token(name, until)
     code = access.new_code(name, now, until)
@@ -513,13 +479,7 @@ def issue_token(
     return Issued(None, event, code) if found.get("code") else Issued(token, event)
 
 
-def redeem(
-    code: str,
-    start: Path | None = None,
-    *,
-    through_server: bool = False,
-    actor: attribution.Actor | str | None = None,
-) -> Issued:
+def redeem(project: Project, code: str, *, through_server: bool = False) -> Issued:
     """Exchange an enrollment code for a token of the code's principal: once, before the code expires, while the
     principal holds a role. Through the server, the code is what authenticates the exchange: the event names the
     principal with the new token, established by the code (`authn.via`), and the server signs it."""
@@ -532,8 +492,7 @@ def redeem(
     if parsed is None:
         raise refused
     code_id, secret = parsed
-    project = open_project(start, actor if actor is not None or not through_server else attribution.server("redeem"))
-    now = utc_now()
+    now = project.clock()
     made: dict[str, access.IssuedToken] = {}
 
     def decide(reader: Reader) -> list[PendingEvent]:
@@ -583,11 +542,8 @@ def redeem(
     return Issued(made["token"], event)
 
 
-def revoke_token(
-    token_id: str, reason: str = "", start: Path | None = None, actor: attribution.Actor | str | None = None
-) -> RecordedEvent:
+def revoke_token(project: Project, token_id: str, reason: str = "") -> RecordedEvent:
     """A token (or an enrollment code not yet used) may no longer be used, whatever its expiry."""
-    project = open_project(start, actor)
     why = text_argument(reason, "--reason") if reason else ""
     bearer = access.parse_bearer(token_id) or access.parse_code(token_id)
     if bearer is not None:  # the whole token or code pasted: its id is enough, and its secret is never echoed
@@ -610,22 +566,15 @@ def revoke_token(
         if found["revoked_at"] is not None:
             raise StateConflict(f"Token {token_id} was revoked already, at {format_timestamp(found['revoked_at'])}")
         fact = TokenRevoked(principal=found["principal"], token_id=token_id, reason=why)
-        return [PendingEvent(fact, actor=project.actor, occurred_at=utc_now())]
+        return [PendingEvent(fact, actor=project.actor, occurred_at=project.clock())]
 
     return _access_changed(project.ledger, project.ledger.transact(decide))[0]
 
 
-def link_identity(
-    principal: str,
-    identity: str,
-    reason: str = "",
-    start: Path | None = None,
-    actor: attribution.Actor | str | None = None,
-) -> RecordedEvent:
+def link_identity(project: Project, principal: str, identity: str, reason: str = "") -> RecordedEvent:
     """Record that a git identity (`Name <email>`) is `principal`'s: versions it trained in a checkout count as
     the principal's for the four-eyes rule. One principal per identity; a link is never undone (a wrong link
     only makes the rule stricter). Nobody links an identity to themselves."""
-    project = open_project(start, actor)
     name = access.check_principal_name(principal)
     who = access.check_identity(identity)
     why = text_argument(reason, "--reason") if reason else ""
@@ -639,7 +588,7 @@ def link_identity(
             if owner == name:
                 raise StateConflict(f"{who} is linked to {name} already")
             raise StateConflict(f"{who} is linked to {owner} already: one identity names one person")
-        return [PendingEvent(IdentityLinked(principal=name, identity=who, reason=why), project.actor, utc_now())]
+        return [PendingEvent(IdentityLinked(principal=name, identity=who, reason=why), project.actor, project.clock())]
 
     return project.ledger.transact(decide)[0]
 
@@ -650,23 +599,25 @@ def _access_changed(ledger: LedgerStore, recorded: list[RecordedEvent]) -> list[
     return recorded
 
 
-def identities(ledger: LedgerStore) -> list[dict[str, Any]]:
+def identities(project: Project) -> list[dict[str, Any]]:
     """Every git identity linked to a principal, oldest first."""
+    ledger = project.ledger
     if not ledger.exists():
         return []
     return access_reads.identities(ledger)
 
 
-def roles_at(ledger: LedgerStore, at: datetime | None = None) -> list[dict[str, Any]]:
+def roles_at(project: Project, at: datetime | None = None) -> list[dict[str, Any]]:
     """Who held which role at `at` (now by default): the answer to "who could approve on date T", each grant with
     who granted (confirmed) it and who proposed it, with the strength of each identity."""
     from govern.timeparse import not_in_future
 
     if at is not None:
         not_in_future(at, "--at", "who holds a role later is not known yet")
+    ledger = project.ledger
     if not ledger.exists():
         return []
-    return _with_shown(access_reads.roles_at(ledger, naive_utc(at or utc_now())))
+    return _with_shown(access_reads.roles_at(ledger, naive_utc(at or project.clock())))
 
 
 def _with_shown(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
@@ -677,26 +628,28 @@ def _with_shown(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
     return rows
 
 
-def tokens(ledger: LedgerStore, principal: str | None = None) -> list[dict[str, Any]]:
+def tokens(project: Project, principal: str | None = None) -> list[dict[str, Any]]:
     """Every token ever issued (never its secret), with whether it is active, expired or revoked now and who
     handed it to its principal (`issuer`: the admin who issued the code it was exchanged for); then every
     enrollment code, waiting, redeemed, expired or revoked (`kind` tells them apart)."""
+    ledger = project.ledger
     if not ledger.exists():
         return []
-    now = naive_utc(utc_now())
+    now = naive_utc(project.clock())
     rows = access_reads.tokens(ledger, principal)
     for row in rows:
         expired = row["expires_at"] is not None and row["expires_at"] <= now
         row["state"] = "revoked" if row["revoked_at"] is not None else "expired" if expired else "active"
         row["kind"] = "token"
-    return rows + codes(ledger, principal)
+    return rows + codes(project, principal)
 
 
-def codes(ledger: LedgerStore, principal: str | None = None) -> list[dict[str, Any]]:
+def codes(project: Project, principal: str | None = None) -> list[dict[str, Any]]:
     """Every enrollment code (never its secret) and its state now: waiting, redeemed, expired or revoked."""
+    ledger = project.ledger
     if not ledger.exists():
         return []
-    now = naive_utc(utc_now())
+    now = naive_utc(project.clock())
     rows = []
     for row in access_reads.codes(ledger, principal):
         state = (
@@ -730,11 +683,12 @@ def codes(ledger: LedgerStore, principal: str | None = None) -> list[dict[str, A
     return rows
 
 
-def grant_history(ledger: LedgerStore, principal: str | None = None, limit: int = 200) -> list[dict[str, Any]]:
+def grant_history(project: Project, principal: str | None = None, limit: int = 200) -> list[dict[str, Any]]:
     """Role grants over time, newest first: each grant with when and by whom it ended (revoked, or replaced by
     a grant of the same role with other apps), who proposed and who confirmed it; at most `limit` of them."""
     if principal is not None:
         access.check_principal_name(principal)
+    ledger = project.ledger
     if not ledger.exists():
         return []
     return _with_shown(access_reads.grant_history(ledger, principal, limit))

@@ -13,12 +13,11 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 from govern import access, attribution
 from govern.api import duties
-from govern.api.context import open_project, text_argument
+from govern.api.context import Project, text_argument
 from govern.api.lifecycle import (
     Outcome,
     check_promotable,
@@ -30,7 +29,7 @@ from govern.api.lifecycle import (
     refuse_failed_gates,
 )
 from govern.attribution import Actor
-from govern.envelope import PendingEvent, RecordedEvent, utc_now
+from govern.envelope import PendingEvent, RecordedEvent
 from govern.errors import Forbidden, FourEyesViolation, InvalidInput, NotFound, PolicyViolation, StateConflict
 from govern.events import ModelPromoted, PromotionApproved, PromotionRejected, PromotionRequested
 from govern.readmodel import access as access_reads
@@ -44,7 +43,6 @@ from govern.readmodel.versions import (
     verdicts_of_versions,
     version_facts,
 )
-from govern.storage import LedgerStore
 
 STATES = ("pending", "approved", "rejected")
 
@@ -62,17 +60,15 @@ class Requested:
 
 
 def request_promotion(
+    project: Project,
     model: str,
     version: str,
     to_stage: str,
     reason: str,
-    start: Path | None = None,
-    actor: Actor | str | None = None,
     force: bool = False,
 ) -> Requested:
     """Ask for `version` to enter `to_stage`; an approver decides. One open request per version and stage.
     `force`: out of the stages' order (or past a deprecated twin); in team mode only an admin asks for that."""
-    project = open_project(start, actor)
     check_stage(project, to_stage)
     reason = text_argument(reason, "--reason")
     look_for_locks(project)
@@ -103,21 +99,19 @@ def request_promotion(
             evidence={"gates": [finding.to_dict() for finding in findings], "trained_by": facts.training_actor},
             forced=force,
         )
-        return [PendingEvent(fact, actor=project.actor, occurred_at=utc_now(), git_commit=facts.git_commit)]
+        return [PendingEvent(fact, actor=project.actor, occurred_at=project.clock(), git_commit=facts.git_commit)]
 
     return Requested(project.ledger.transact(decide)[0])
 
 
 def approve(
+    project: Project,
     request: int | str,
     reason: str,
-    start: Path | None = None,
-    actor: str | None = None,
     on_progress: Callable[[str], None] | None = None,
 ) -> Outcome:
     """Approve a pending request: the promotion it asks for is recorded with the approval, then tagged and
     mirrored as `govern promote` does. Refused to the requester and to the trainer, and where a gate fails."""
-    project = open_project(start, actor)
     seq = request_number(request)
     reason = text_argument(reason, "--reason")
     look_for_locks(project)
@@ -146,7 +140,7 @@ def approve(
             duties.check_same_hands(reader, project.actor, [pending["request_seq"], *trained.seqs], "approve it")
         findings = refuse_failed_gates(project, reader, facts, to_stage)
         planned[:] = plan_promotion_tags(project, facts, to_stage, warnings)
-        now = utc_now()
+        now = project.clock()
         approval = PromotionApproved(
             request_seq=seq,
             model=model,
@@ -176,15 +170,13 @@ def approve(
 
 
 def reject(
+    project: Project,
     request: int | str,
     reason: str,
-    start: Path | None = None,
-    actor: str | None = None,
     requester_only: bool = False,
 ) -> RecordedEvent:
     """Close a pending request without promoting: an approver refuses it, or its requester withdraws it
     (`requester_only`: the server's scientists may close their own requests, no one else's)."""
-    project = open_project(start, actor)
     seq = request_number(request)
     reason = text_argument(reason, "--reason")
 
@@ -203,13 +195,14 @@ def reject(
             to_stage=pending["to_stage"],
             reason=reason,
         )
-        return [PendingEvent(fact, actor=project.actor, occurred_at=utc_now())]
+        return [PendingEvent(fact, actor=project.actor, occurred_at=project.clock())]
 
     return project.ledger.transact(decide)[0]
 
 
-def requests(ledger: LedgerStore, state: str | None = "pending", model: str | None = None) -> list[dict[str, Any]]:
+def requests(project: Project, state: str | None = "pending", model: str | None = None) -> list[dict[str, Any]]:
     """Promotion requests (pending ones by default), oldest first, each with its evidence and decision."""
+    ledger = project.ledger
     if state is not None and state not in STATES:
         raise InvalidInput(f"Unknown request state {state!r}: use one of {', '.join(STATES)}, or all")
     if not ledger.exists():
@@ -290,13 +283,14 @@ def request_number(request: int | str) -> int:
 QUEUE_SHOWN = 50  # pending requests shown at once, oldest first: the queue is worked from its head
 
 
-def queue(ledger: LedgerStore, limit: int = QUEUE_SHOWN) -> dict[str, Any]:
+def queue(project: Project, limit: int = QUEUE_SHOWN) -> dict[str, Any]:
     """The approver's queue: the oldest `limit` pending requests, each with the evidence recorded with it (the
     gates' findings when it was asked, the trainer), the latest reproduction verdict about its model file and
     the version holding the stage now; how many are pending in all; the latest decisions. A handful of queries,
     whatever the ledger's size."""
     import json
 
+    ledger = project.ledger
     if not ledger.exists():
         return {"pending": [], "total": 0, "decided": []}
     with ledger.reader() as reader:
@@ -317,20 +311,19 @@ def queue(ledger: LedgerStore, limit: int = QUEUE_SHOWN) -> dict[str, Any]:
     return {"pending": pending, "total": total, "decided": decided}
 
 
-def evidence(request: int | str, start: Path | None = None, viewer: str | None = None) -> dict[str, Any]:
+def evidence(project: Project, request: int | str, four_eyes: bool = False) -> dict[str, Any]:
     """Everything an approver weighs for one request, from the ledger: the request and its decision, the
     version's metrics against the stage's declared gates (as judged when it was asked, and now), the reproduction
     verdicts about its model file (wherever its lock was committed), and what changed in data, code and
-    parameters since the version that holds the stage (held it, for a decided request). With `viewer`, whether
-    the four-eyes rule bars them."""
+    parameters since the version that holds the stage (held it, for a decided request). With `four_eyes`, whether
+    the four-eyes rule bars the project's actor (the viewer)."""
     import json
 
-    from govern import config, gates
-    from govern.storage import open_store
+    from govern import gates
 
     seq = request_number(request)
-    cfg = config.load(config.find_root(start))
-    ledger = open_store(config.configured_ledger(start))
+    cfg = project.config
+    ledger = project.ledger
     if not ledger.exists():
         raise NotFound(f"No promotion request {seq}: the ledger is empty")
     with ledger.reader() as reader:
@@ -356,7 +349,7 @@ def evidence(request: int | str, start: Path | None = None, viewer: str | None =
         promoted_seq = None
         if row["state"] == "approved":
             promoted_seq = approval_reads.promotion_of_request(reader, model, version, stage, row["decision_seq"] - 1)
-        four_eyes = _four_eyes(start, reader, viewer, row, facts) if viewer else None
+        barred = _four_eyes(project, reader, row, facts) if four_eyes else None
         authn = training_authn(reader, facts.training_event_id)
         trained_shown = attribution.shown(facts.training_actor, authn[0][0]) if facts.training_actor else None
         every_training = trainings_of_version(reader, model, version)
@@ -405,7 +398,7 @@ def evidence(request: int | str, start: Path | None = None, viewer: str | None =
         "holder": holder,
         "changes": _changes(mine, theirs, trained.get(version), trained.get(holder) if holder else None),
         "promoted_seq": promoted_seq,
-        "four_eyes": four_eyes,
+        "four_eyes": barred,
     }
 
 
@@ -415,11 +408,9 @@ def _verdict_name(kind: str | None) -> str | None:
     return "verified" if kind == "reproduction.verified" else "diverged"
 
 
-def _four_eyes(
-    start: Path | None, reader: Reader, viewer: Actor | str, request: dict[str, Any], facts: VersionFacts
-) -> str | None:
-    """The rules' message for `viewer`, if they would refuse their approval (the approval checks again)."""
-    project = open_project(start, viewer)
+def _four_eyes(project: Project, reader: Reader, request: dict[str, Any], facts: VersionFacts) -> str | None:
+    """The rules' message for the project's actor, if they would refuse their approval (the approval checks
+    again)."""
     try:
         trainers = duties.trainers(project, reader, facts).names
         _refuse_same_person(project.actor.name, request, trainers, access_reads.identity_links(reader))

@@ -71,7 +71,8 @@ def open_project(
     opens with `writing=False` and pays for neither.
 
     `actor` is who acts: the server passes its authenticated principal; otherwise the CI or git identity, which
-    is self-asserted. A bare name given by a caller is self-asserted too.
+    is self-asserted (resolved here when writing, so that an identity refused writes nothing, not even the ledger
+    file; on first use when reading). A bare name given by a caller is self-asserted too.
 
     Outside a repository, a read (`writing=False`) with GOVERN_LEDGER set opens that ledger alone: a project
     without root or configuration (an auditor's `govern audit` away from any checkout)."""
@@ -88,7 +89,10 @@ def open_project(
     if writing:
         refuse_writes_off_the_anchors(root, ledger)
         guard_secrets(root, cfg)
-    return Project(root, cfg, ledger, actor)
+    project = Project(root, cfg, ledger, actor)
+    if writing:
+        project.actor  # noqa: B018 - who acts is established before anything is written: a forged identity, none
+    return project
 
 
 def guard_secrets(root: Path, cfg: Config, environ: Mapping[str, str] | None = None) -> None:

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from govern import attribution, signing
-from govern.api.context import Project, open_project
+from govern.api.context import Project
 from govern.envelope import PendingEvent, RecordedEvent, utc_now
 from govern.errors import StateConflict
 from govern.events import SigningKeyRegistered, SigningKeyRetired
@@ -43,19 +43,18 @@ def registered_keys(reader: Reader) -> list[dict]:
     return access_reads.registered_keys(reader)
 
 
-def init_key(root: Path) -> tuple[signing.Signer, bool]:
+def init_key(project: Project) -> tuple[signing.Signer, bool]:
     """The key at the configured path, created if there is none: (signer, created)."""
-    project = open_project(root, server_actor())
     path = key_path(project)
     if path.exists():
         return signing.load(path), False
     return signing.create(path), True
 
 
-def start(root: Path, create: bool = True, activate: bool = True) -> KeyState:
+def start(project: Project, create: bool = True, activate: bool = True) -> KeyState:
     """Load (or create) the server's key and make sure the ledger trusts it; with `activate`, this process signs
-    with it from now on (otherwise the caller says where: `signing.signing_with`)."""
-    project = open_project(root, server_actor())
+    with it from now on (otherwise the caller says where: `signing.signing_with`). The key's events are the
+    server's (`server_actor`), whoever the project's actor is."""
     path = key_path(project)
     created = False
     if not path.exists() and create:
@@ -107,9 +106,8 @@ def _ensure_registered(project: Project, signer: signing.Signer) -> RecordedEven
     return recorded[0] if recorded else None
 
 
-def rotate(root: Path, old_path: Path, reason: str) -> tuple[signing.Signer, list[RecordedEvent]]:
+def rotate(project: Project, old_path: Path, reason: str) -> tuple[signing.Signer, list[RecordedEvent]]:
     """A new key at the configured path, endorsed by the old one (read from `old_path`), which is retired."""
-    project = open_project(root, server_actor())
     path = key_path(project)
     old = signing.load(old_path)
     if path.exists() and signing.load(path).fingerprint != old.fingerprint:
@@ -135,7 +133,7 @@ def rotate(root: Path, old_path: Path, reason: str) -> tuple[signing.Signer, lis
             PendingEvent(
                 SigningKeyRetired(fingerprint=old.fingerprint, reason=reason, successor=new.fingerprint),
                 actor=server_actor(),
-                occurred_at=utc_now(),
+                occurred_at=project.clock(),
             ),
         ]
 

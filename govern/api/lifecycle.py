@@ -14,14 +14,13 @@ import re
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
-from pathlib import Path
 
 from govern import access, gates, gto_tags
 from govern.adapters import git as git_adapter
-from govern.api.context import Project, open_project, text_argument
+from govern.api.context import Project, text_argument
 from govern.api.mirror import after_write
 from govern.config import check_environment
-from govern.envelope import PendingEvent, RecordedEvent, format_timestamp, to_utc, utc_now
+from govern.envelope import PendingEvent, RecordedEvent, format_timestamp, to_utc
 from govern.errors import FourEyesViolation, GovernError, InvalidInput, NotFound, PolicyViolation, StateConflict
 from govern.events import DeploymentEnded, DeploymentStarted, ModelDeprecated, ModelPromoted
 from govern.readmodel import access as access_reads
@@ -63,6 +62,7 @@ class Outcome:
 
 
 def promote(
+    project: Project,
     model: str,
     version: str,
     to_stage: str,
@@ -70,12 +70,9 @@ def promote(
     *,
     approver: str | None = None,
     force: bool = False,
-    start: Path | None = None,
     on_progress: Callable[[str], None] | None = None,
-    actor: str | None = None,
 ) -> Outcome:
     """Move a version to a stage, in the configured order unless forced."""
-    project = open_project(start, actor)
     check_stage(project, to_stage)
     reason = text_argument(reason, "--reason")
     approver = text_argument(approver, "--approver") if approver is not None else project.actor.name
@@ -135,7 +132,7 @@ def promote(
                     gto_tag=next((t for t in planned_tags if "#" in t), None),
                 ),
                 actor=project.actor,
-                occurred_at=utc_now(),
+                occurred_at=project.clock(),
                 git_commit=facts.git_commit,
             )
         ]
@@ -271,17 +268,15 @@ def _refuse_deprecated(facts: VersionFacts, action: str) -> None:
 
 
 def deprecate(
+    project: Project,
     model: str,
     version: str,
     reason: str,
     *,
     force: bool = False,
-    start: Path | None = None,
     on_progress: Callable[[str], None] | None = None,
-    actor: str | None = None,
 ) -> Outcome:
     """Mark a version unusable: it can no longer be promoted or deployed (nor used for predictions)."""
-    project = open_project(start, actor)
     reason = text_argument(reason, "--reason")
     planned: list[str] = []
     warnings: list[str] = []
@@ -310,7 +305,7 @@ def deprecate(
                     serving=serving,
                 ),
                 actor=project.actor,
-                occurred_at=utc_now(),
+                occurred_at=project.clock(),
                 git_commit=facts.git_commit,
             )
         ]
@@ -327,17 +322,15 @@ def deprecate(
 
 
 def deploy(
+    project: Project,
     model: str,
     version: str,
     *,
     app: str,
     env: str = "production",
     at: datetime | None = None,
-    start: Path | None = None,
-    actor: str | None = None,
 ) -> Outcome:
     """Record that a version starts serving app/env at `at`; a version already there is replaced."""
-    project = open_project(start, actor)
     _check_slot_names(app, env)
     check_environment(project.config, env)
     at = _check_moment(at)
@@ -347,7 +340,7 @@ def deploy(
         facts = version_facts(reader, model, version)
         _refuse_deprecated(facts, "deployed")
         current = slot(reader, app, env)
-        moment = _moment_in(current, at)
+        moment = _moment_in(current, at, project.clock)
         _check_standing(reader, facts, env, required, moment)
         events = []
         if current.serving is not None:
@@ -369,15 +362,13 @@ def deploy(
 
 
 def retire(
+    project: Project,
     *,
     app: str,
     env: str = "production",
     at: datetime | None = None,
-    start: Path | None = None,
-    actor: str | None = None,
 ) -> Outcome:
     """Record that app/env stops being served by its model at `at`."""
-    project = open_project(start, actor)
     _check_slot_names(app, env)
     check_environment(project.config, env)
     at = _check_moment(at)
@@ -391,7 +382,7 @@ def retire(
                 )
             slots = slot_list(known_slots(reader), f"{app}/{env}")
             raise NotFound(f"Nothing was ever deployed to {app}/{env}: deployments are recorded for {slots}")
-        return [_ended(project, current.serving, "retired", _moment_in(current, at))]
+        return [_ended(project, current.serving, "retired", _moment_in(current, at, project.clock))]
 
     return Outcome(project.ledger.transact(decide), after_write(project))
 
@@ -455,7 +446,7 @@ def _check_moment(at: datetime | None) -> datetime | None:
     return None if at is None else not_in_future(at, "--at", "record deployments when they happen")
 
 
-def _moment_in(current: Slot, at: datetime | None) -> datetime:
+def _moment_in(current: Slot, at: datetime | None, clock: Callable[[], datetime]) -> datetime:
     """When a deployment event happens, decided under the ledger's lock.
 
     An explicit `--at` may not precede the slot's latest event. Without one it is now, read here rather than
@@ -464,7 +455,7 @@ def _moment_in(current: Slot, at: datetime | None) -> datetime:
     """
     latest = current.latest_at
     if at is None:
-        now = utc_now()
+        now = clock()
         return latest.replace(tzinfo=UTC) if latest is not None and naive_utc(now) < latest else now
     if latest is not None and naive_utc(at) < latest:
         raise StateConflict(

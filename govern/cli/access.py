@@ -6,7 +6,7 @@ from typing import Any
 
 import click
 
-from govern.cli.common import instant, is_remote, jsonable, local_ledger, print_json, print_table
+from govern.cli.common import instant, jsonable, print_json, print_table, service
 
 
 @click.group()
@@ -31,13 +31,7 @@ def principals_add(name: str, role: str, apps: tuple[str, ...], reason: str, as_
 
     Approver and admin, where they take two admins, are proposed: NAME holds the role once another admin confirms
     (govern principals confirm SEQ)."""
-    # cold start: import only the use case this run calls, here or its twin on the server
-    if is_remote():
-        from govern.client import grant
-    else:
-        from govern.api.access import grant
-
-    event = grant(name, role, apps, reason)
+    event = service().grant(name, role, apps, reason)
     if as_json:
         print_json(event.to_dict())
         return
@@ -59,13 +53,7 @@ def principals_add(name: str, role: str, apps: tuple[str, ...], reason: str, as_
 @click.option("--reason", default="", help="Why, for the record.")
 def principals_revoke(name: str, role: str, reason: str) -> None:
     """From now on NAME may no longer act in ROLE (its tokens stay, but carry no role unless it holds another)."""
-    # cold start: import only the use case this run calls, here or its twin on the server
-    if is_remote():
-        from govern.client import revoke
-    else:
-        from govern.api.access import revoke
-
-    event = revoke(name, role, reason)
+    event = service().revoke(name, role, reason)
     click.echo(f"recorded seq {event.seq}: {name} no longer holds the role {role}")
 
 
@@ -75,12 +63,7 @@ def principals_revoke(name: str, role: str, reason: str) -> None:
 @click.option("--json", "as_json", is_flag=True, help="Print the recorded event as JSON on stdout.")
 def principals_confirm(proposal: str, reason: str, as_json: bool) -> None:
     """Confirm the proposed grant PROPOSAL (its seq) as a second admin: never its proposer, nor its grantee."""
-    # cold start: import only the use case this run calls, here or its twin on the server
-    if is_remote():
-        from govern.client import confirm_grant
-    else:
-        from govern.api.access import confirm_grant
-    event = confirm_grant(proposal, reason)
+    event = service().confirm_grant(proposal, reason)
     if as_json:
         print_json(event.to_dict())
         return
@@ -97,12 +80,7 @@ def principals_confirm(proposal: str, reason: str, as_json: bool) -> None:
 @click.option("--reason", required=True, help="Why, for the record.")
 def principals_decline(proposal: str, reason: str) -> None:
     """Refuse the proposed grant PROPOSAL (another admin's): it will not be held unless proposed again."""
-    # cold start: import only the use case this run calls, here or its twin on the server
-    if is_remote():
-        from govern.client import decline_grant
-    else:
-        from govern.api.access import decline_grant
-    event = decline_grant(proposal, reason)
+    event = service().decline_grant(proposal, reason)
     click.echo(f"recorded seq {event.seq}: proposal {event.payload['proposal_seq']} is declined")
 
 
@@ -111,12 +89,7 @@ def principals_decline(proposal: str, reason: str) -> None:
 @click.option("--reason", default="", help="Why, for the record.")
 def principals_withdraw(proposal: str, reason: str) -> None:
     """Take back a grant you proposed, before anyone confirms it."""
-    # cold start: import only the use case this run calls, here or its twin on the server
-    if is_remote():
-        from govern.client import withdraw_grant
-    else:
-        from govern.api.access import withdraw_grant
-    event = withdraw_grant(proposal, reason)
+    event = service().withdraw_grant(proposal, reason)
     click.echo(f"recorded seq {event.seq}: proposal {event.payload['proposal_seq']} is withdrawn")
 
 
@@ -131,12 +104,7 @@ def principals_withdraw(proposal: str, reason: str) -> None:
 @click.option("--json", "as_json", is_flag=True, help="Print the rows as JSON on stdout.")
 def principals_proposals(state: str, as_json: bool) -> None:
     """Proposed grants of approver and admin, newest first, and what became of them."""
-    # cold start: import only the use case this run calls, here or its twin on the server
-    if is_remote():
-        from govern.client import proposals
-    else:
-        from govern.api.access import proposals
-    rows = proposals(local_ledger(), None if state == "all" else state)
+    rows = service().proposals(None if state == "all" else state)
     if as_json:
         print_json(rows)
         return
@@ -166,13 +134,7 @@ def principals_proposals(state: str, as_json: bool) -> None:
 @click.option("--reason", default="", help="Why, for the record.")
 def principals_link(name: str, identity: str, reason: str) -> None:
     """Record that git IDENTITY ('Name <email>') is NAME's: versions it trained count as NAME's for four-eyes."""
-    # cold start: import only the use case this run calls, here or its twin on the server
-    if is_remote():
-        from govern.client import link_identity
-    else:
-        from govern.api.access import link_identity
-
-    event = link_identity(name, identity, reason)
+    event = service().link_identity(name, identity, reason)
     click.echo(f"recorded seq {event.seq}: {event.payload['identity']} is {name}")
 
 
@@ -180,12 +142,7 @@ def principals_link(name: str, identity: str, reason: str) -> None:
 @click.option("--json", "as_json", is_flag=True, help="Print the rows as JSON on stdout.")
 def principals_identities(as_json: bool) -> None:
     """The git identities linked to principals (govern principals link)."""
-    # cold start: import only the use case this run calls, here or its twin on the server
-    if is_remote():
-        from govern.client import identities
-    else:
-        from govern.api.access import identities
-    rows = identities(local_ledger())
+    rows = service().identities()
     if as_json:
         print_json(rows)
         return
@@ -204,12 +161,7 @@ def principals_identities(as_json: bool) -> None:
 def principals_list(at: str | None, as_json: bool) -> None:
     """Who holds which role now, or held it at --at: the answer to "who could approve on date T", with who
     granted (confirmed) each role and who proposed it."""
-    # cold start: import only the use case this run calls, here or its twin on the server
-    if is_remote():
-        from govern.client import roles_at
-    else:
-        from govern.api.access import roles_at
-    rows = roles_at(local_ledger(), instant(at, "--at"))
+    rows = service().roles_at(instant(at, "--at"))
     if as_json:
         print_json(rows)
         return
@@ -243,12 +195,7 @@ def _granted_by(row: dict[str, Any]) -> str:
 @click.option("--json", "as_json", is_flag=True, help="Print the rows as JSON on stdout.")
 def principals_history(principal: str | None, limit: int, as_json: bool) -> None:
     """Every grant over time, newest first: who proposed and who confirmed it, and when and how it ended."""
-    # cold start: import only the use case this run calls, here or its twin on the server
-    if is_remote():
-        from govern.client import grant_history
-    else:
-        from govern.api.access import grant_history
-    rows = grant_history(local_ledger(), principal, limit)
+    rows = service().grant_history(principal, limit)
     if as_json:
         print_json(rows)
         return
@@ -291,13 +238,7 @@ def tokens_create(name: str, expires: str | None, description: str, as_json: boo
 
     In team mode, for anyone but yourself, what is printed is an enrollment code for NAME to redeem (govern
     tokens redeem CODE), not a token: single use, valid 24 hours; --expires is the lifetime of the token it gives."""
-    # cold start: import only the use case this run calls, here or its twin on the server
-    if is_remote():
-        from govern.client import issue_token
-    else:
-        from govern.api.access import issue_token
-
-    issued = issue_token(name, expires, description)
+    issued = service().issue_token(name, expires, description)
     if as_json:
         print_json(issued.to_dict())
         return
@@ -324,12 +265,7 @@ def tokens_create(name: str, expires: str | None, description: str, as_json: boo
 def tokens_redeem(code: str, as_json: bool) -> None:
     """Exchange an enrollment CODE an admin gave you for your own token (once; the code then is spent). With
     GOVERN_URL set, the server does it (no GOVERN_TOKEN needed: the code authenticates you)."""
-    # cold start: import only the use case this run calls, here or its twin on the server
-    if is_remote():
-        from govern.client import redeem
-    else:
-        from govern.api.access import redeem
-    issued = redeem(code)
+    issued = service().redeem(code)
     if as_json:
         print_json(issued.to_dict())
         return
@@ -347,13 +283,7 @@ def tokens_redeem(code: str, as_json: bool) -> None:
 @click.option("--reason", default="", help="Why, for the record.")
 def tokens_revoke(token_id: str, reason: str) -> None:
     """Make a token (or an enrollment code not yet used) unusable from now on, whatever its expiry."""
-    # cold start: import only the use case this run calls, here or its twin on the server
-    if is_remote():
-        from govern.client import revoke_token
-    else:
-        from govern.api.access import revoke_token
-
-    event = revoke_token(token_id, reason)
+    event = service().revoke_token(token_id, reason)
     click.echo(
         f"recorded seq {event.seq}: token {event.payload['token_id']} of {event.payload['principal']} is revoked"
     )
@@ -365,12 +295,7 @@ def tokens_revoke(token_id: str, reason: str) -> None:
 def tokens_list(principal: str | None, as_json: bool) -> None:
     """Every token ever issued, then every enrollment code, with its state now and who handed it over (issuer:
     for a redeemed token, the admin who issued its code); never a secret."""
-    # cold start: import only the use case this run calls, here or its twin on the server
-    if is_remote():
-        from govern.client import tokens as token_rows
-    else:
-        from govern.api.access import tokens as token_rows
-    rows = token_rows(local_ledger(), principal)
+    rows = service().tokens(principal)
     if as_json:
         print_json(rows)
         return

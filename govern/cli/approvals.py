@@ -6,7 +6,7 @@ from typing import Any
 
 import click
 
-from govern.cli.common import echo_progress, is_remote, local_ledger, print_json, print_recorded, print_table
+from govern.cli.common import echo_progress, print_json, print_recorded, print_table, service
 
 
 @click.command("request-promotion")
@@ -22,13 +22,7 @@ def request_promotion(model: str, version: str, to_stage: str, reason: str, forc
     The same checks as `govern promote` run now and again at approval; the
     declared gates' findings are recorded with the request as evidence.
     """
-    # cold start: import only the use case this run calls, here or its twin on the server
-    if is_remote():
-        from govern.client import request_promotion as run
-    else:
-        from govern.api.approvals import request_promotion as run
-
-    requested = run(model, version, to_stage, reason, force=force)
+    requested = service().request_promotion(model, version, to_stage, reason, force=force)
     if as_json:
         print_json(requested.to_dict())
         return
@@ -51,13 +45,7 @@ def approve(request: str, reason: str, as_json: bool) -> None:
     Refused to whoever asked and to whoever trained the version (the four-eyes
     rule, by identity), and where a declared gate of the stage fails.
     """
-    # cold start: import only the use case this run calls, here or its twin on the server
-    if is_remote():
-        from govern.client import approve as run
-    else:
-        from govern.api.approvals import approve as run
-
-    outcome = run(request, reason, on_progress=echo_progress)
+    outcome = service().approve(request, reason, on_progress=echo_progress)
     print_json(outcome.to_dict()) if as_json else print_recorded(outcome)
 
 
@@ -67,13 +55,7 @@ def approve(request: str, reason: str, as_json: bool) -> None:
 @click.option("--json", "as_json", is_flag=True, help="Print the recorded event as JSON on stdout.")
 def reject(request: str, reason: str, as_json: bool) -> None:
     """Reject promotion REQUEST (its number), or withdraw your own: the version keeps its stage."""
-    # cold start: import only the use case this run calls, here or its twin on the server
-    if is_remote():
-        from govern.client import reject as run
-    else:
-        from govern.api.approvals import reject as run
-
-    event = run(request, reason)
+    event = service().reject(request, reason)
     if as_json:
         print_json(event.to_dict())
     else:
@@ -86,12 +68,7 @@ def reject(request: str, reason: str, as_json: bool) -> None:
 @click.option("--json", "as_json", is_flag=True, help="Print the rows as JSON on stdout.")
 def requests(state: str, model: str | None, as_json: bool) -> None:
     """Promotion requests, oldest first: the approvers' queue (pending) or the record of decisions."""
-    # cold start: import only the use case this run calls, here or its twin on the server
-    if is_remote():
-        from govern.client import requests as request_rows
-    else:
-        from govern.api.approvals import requests as request_rows
-    rows = request_rows(local_ledger(), None if state == "all" else state, model)
+    rows = service().requests(None if state == "all" else state, model)
     if as_json:
         print_json(rows)
         return

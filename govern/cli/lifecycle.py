@@ -6,7 +6,7 @@ from pathlib import Path
 
 import click
 
-from govern.cli.common import echo_progress, instant, is_remote, print_json, print_recorded, writable_path
+from govern.cli.common import echo_progress, instant, print_json, print_recorded, service, writable_path
 
 
 @click.command()
@@ -26,13 +26,9 @@ def promote(
     model.promoted, sets the MLflow alias named after the stage and writes a
     GTO tag (MODEL#STAGE#N).
     """
-    # cold start: import only the use case this run calls, here or its twin on the server
-    if is_remote():
-        from govern.client import promote as run
-    else:
-        from govern.api.lifecycle import promote as run
-
-    outcome = run(model, version, to_stage, reason, approver=approver, force=force, on_progress=echo_progress)
+    outcome = service().promote(
+        model, version, to_stage, reason, approver=approver, force=force, on_progress=echo_progress
+    )
     print_json(outcome.to_dict()) if as_json else print_recorded(outcome)
 
 
@@ -49,13 +45,7 @@ def deprecate(model: str, version: str, reason: str, force: bool, as_json: bool)
     --force. Appends model.deprecated, removes its MLflow aliases and writes
     GTO's deregistration tag (MODEL@vN.0.0!).
     """
-    # cold start: import only the use case this run calls, here or its twin on the server
-    if is_remote():
-        from govern.client import deprecate as run
-    else:
-        from govern.api.lifecycle import deprecate as run
-
-    outcome = run(model, version, reason, force=force, on_progress=echo_progress)
+    outcome = service().deprecate(model, version, reason, force=force, on_progress=echo_progress)
     print_json(outcome.to_dict()) if as_json else print_recorded(outcome)
 
 
@@ -73,13 +63,7 @@ def deploy(model: str, version: str, app: str, env: str, at: str | None, as_json
     needs production). A version already serving the slot is ended at the
     same instant.
     """
-    # cold start: import only the use case this run calls, here or its twin on the server
-    if is_remote():
-        from govern.client import deploy as run
-    else:
-        from govern.api.lifecycle import deploy as run
-
-    outcome = run(model, version, app=app, env=env, at=instant(at, "--at"))
+    outcome = service().deploy(model, version, app=app, env=env, at=instant(at, "--at"))
     print_json(outcome.to_dict()) if as_json else print_recorded(outcome)
 
 
@@ -90,13 +74,7 @@ def deploy(model: str, version: str, app: str, env: str, at: str | None, as_json
 @click.option("--json", "as_json", is_flag=True, help="Print the recorded event as JSON on stdout.")
 def retire(app: str, env: str, at: str | None, as_json: bool) -> None:
     """Record that APP in ENV is no longer served by its model version."""
-    # cold start: import only the use case this run calls, here or its twin on the server
-    if is_remote():
-        from govern.client import retire as run
-    else:
-        from govern.api.lifecycle import retire as run
-
-    outcome = run(app=app, env=env, at=instant(at, "--at"))
+    outcome = service().retire(app=app, env=env, at=instant(at, "--at"))
     print_json(outcome.to_dict()) if as_json else print_recorded(outcome)
 
 
@@ -128,14 +106,8 @@ def predict(
     Runs the model's own inference command (the `infer` entry of its
     artifact's meta in dvc.yaml) on the exact registered model file.
     """
-    # cold start: import only the use case this run calls, here or its twin on the server
-    if is_remote():
-        from govern.client import predict as run
-    else:
-        from govern.api.predict import predict as run
-
     writable_path(output_path, "--output", (input_path,))
-    result = run(
+    result = service().predict(
         input_path,
         output_path,
         model=model,

@@ -30,18 +30,19 @@ def serve(host: str, port: int, workers: int, init_key: bool, rotate_from: Path 
     ([tool.govern.server] signing_key; created on the first start, mode 0600, outside the checkout)."""
     # cold start: import the use case on use (the api modules load DuckDB)
     from govern.api import keys
+    from govern.api.context import open_project
     from govern.config import find_root, load
 
     root = find_root()
     settings = load(root).server  # a broken configuration is refused here, in one line, not by the first request
     if init_key:
-        signer, created = keys.init_key(root)
+        signer, created = keys.init_key(open_project(root, actor=keys.server_actor()))
         what = "created" if created else "exists already"
         click.echo(f"signing key {signer.fingerprint} {what}: {signer.path}")
         click.echo(f'pin it: [tool.govern.server] trusted_keys = ["{signer.fingerprint}"]')
         return
     if rotate_from is not None:
-        new, events = keys.rotate(root, rotate_from, reason or "rotated")
+        new, events = keys.rotate(open_project(root, actor=keys.server_actor()), rotate_from, reason or "rotated")
         click.echo(f"signing key {new.fingerprint} now signs ({new.path}); {rotate_from} is retired")
         for event in events:
             click.echo(f"recorded seq {event.seq:>4}  {event.type:<24} {event.subject}")
@@ -50,7 +51,7 @@ def serve(host: str, port: int, workers: int, init_key: bool, rotate_from: Path 
     import uvicorn
 
     _check_port_free(host, port)
-    state = keys.start(root)
+    state = keys.start(open_project(root, actor=keys.server_actor()))
     made = " (created)" if state.created else ""
     click.echo(f"govern: signing with key {state.signer.fingerprint}{made}: {state.signer.path}", err=True)
     os.environ["GOVERN_PROJECT"] = str(root)

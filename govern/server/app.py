@@ -38,6 +38,7 @@ def create_app(root: Path, session_secret: str | None = None) -> Any:
 
     from govern import config
     from govern.api import authentication, keys
+    from govern.api.context import open_project
     from govern.server.failures import answer_failures
     from govern.server.jobs import JobRunner
     from govern.server.routes import routers
@@ -48,7 +49,7 @@ def create_app(root: Path, session_secret: str | None = None) -> Any:
     root = root.resolve()
     # Every event written while a request is answered (and by the server's own threads) is signed with this key; a
     # key the ledger does not trust is refused here, before anything is served.
-    signer = keys.start(root, activate=False).signer
+    signer = keys.start(open_project(root, actor=keys.server_actor()), activate=False).signer
     runner = JobRunner(root, signer=signer)
     settings = config.load(root).server
     token_table = authentication.token_table()

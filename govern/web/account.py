@@ -38,11 +38,12 @@ def redeem_code(web: Web, request: Request, code: str) -> Any:
     limits on failures per address and in all: `TooManyAttempts`); the token's `IssuedToken`."""
     from govern.api import access as access_api
     from govern.api import authentication
+    from govern.api.context import open_project
 
     issued = request.app.state.redemptions.run(
         request.client.host if request.client else "unknown",
         "redeem an enrollment code",
-        lambda: access_api.redeem(code, web.root, through_server=True),
+        lambda: access_api.redeem(open_project(web.root), code, through_server=True),
         authentication.REDEMPTION_REFUSALS,
     )
     assert issued.token is not None

@@ -47,7 +47,8 @@ def _principals(router: APIRouter, web: Web) -> None:
         signed: Annotated[Signed, web.page("grant")],
         done: Annotated[int | None, Query(ge=1)] = None,
     ) -> Response:
-        held = access_api.roles_at(web.ledger())
+        project = signed.project()
+        held = access_api.roles_at(project)
         return web.render(
             request,
             "admin_principals.html.j2",
@@ -57,16 +58,16 @@ def _principals(router: APIRouter, web: Web) -> None:
             names=sorted({g["principal"] for g in held}),
             roles=access.ROLES,
             privileged=sorted(access.PRIVILEGED),
-            proposals=access_api.proposals(web.ledger()),
+            proposals=access_api.proposals(project),
             me=signed.principal.name,
-            done=_recorded(web, done),
+            done=_recorded(signed, done),
             may_revoke=access.allowed(signed.principal, "revoke"),
             may_confirm=access.allowed(signed.principal, "confirm_grant"),
         )
 
     def decided(signed: Signed, decide: Any) -> Response:
         event = decide(
-            signed.text("proposal", limit=20), signed.text("reason", required=False), web.root, signed.principal.actor
+            signed.project(writing=True), signed.text("proposal", limit=20), signed.text("reason", required=False)
         )
         return RedirectResponse(f"/admin/principals?done={event.seq}", status_code=303)
 
@@ -86,23 +87,21 @@ def _principals(router: APIRouter, web: Web) -> None:
     def grant(signed: Annotated[Signed, web.form("grant")]) -> Response:
         apps = [app.strip() for app in signed.text("apps", required=False).replace(",", " ").split() if app.strip()]
         event = access_api.grant(
+            signed.project(writing=True),
             signed.text("principal", limit=63),
             signed.text("role", limit=40),
             apps,
             signed.text("reason", required=False),
-            web.root,
-            signed.principal.actor,
         )
         return RedirectResponse(f"/admin/principals?done={event.seq}", status_code=303)
 
     @router.post("/admin/principals/revoke")
     def revoke(signed: Annotated[Signed, web.form("revoke")]) -> Response:
         event = access_api.revoke(
+            signed.project(writing=True),
             signed.text("principal", limit=63),
             signed.text("role", limit=40),
             signed.text("reason", required=False),
-            web.root,
-            signed.principal.actor,
         )
         return RedirectResponse(f"/admin/principals?done={event.seq}", status_code=303)
 
@@ -122,20 +121,19 @@ def _tokens(router: APIRouter, web: Web) -> None:
             "admin_tokens.html.j2",
             signed,
             title="Tokens",
-            tokens=list(reversed(access_api.tokens(web.ledger()))),
-            names=sorted({g["principal"] for g in access_api.roles_at(web.ledger())}),
-            done=_recorded(web, done),
+            tokens=list(reversed(access_api.tokens(signed.project()))),
+            names=sorted({g["principal"] for g in access_api.roles_at(signed.project())}),
+            done=_recorded(signed, done),
             may_revoke=access.allowed(signed.principal, "revoke_token"),
         )
 
     @router.post("/admin/tokens")
     def issue(request: Request, signed: Annotated[Signed, web.form("issue_token")]) -> Response:
         issued = access_api.issue_token(
+            signed.project(writing=True),
             signed.text("principal", limit=63),
             signed.text("expires", required=False, limit=40) or None,
             signed.text("description", required=False),
-            web.root,
-            signed.principal.actor,
         )
         if issued.code is not None:  # for someone else: the code they redeem, never their token
             token_id, secret = issued.code.code_id, {"code": issued.code.code}
@@ -151,7 +149,7 @@ def _tokens(router: APIRouter, web: Web) -> None:
         opened = _open(web, signed, request.cookies.get(ISSUED_COOKIE))
         mine = opened if opened and opened.get("id") == token_id else {}
         bearer, code = mine.get("bearer"), mine.get("code")
-        found = [t for t in access_api.tokens(web.ledger()) if t["token_id"] == token_id]
+        found = [t for t in access_api.tokens(signed.project()) if t["token_id"] == token_id]
         token = found[0] if found else None
         is_code = bool(code) or bool(token and token.get("kind") == "enrollment code")
         what = "Enrollment code" if is_code else "Token"
@@ -173,16 +171,16 @@ def _tokens(router: APIRouter, web: Web) -> None:
     @router.post("/admin/tokens/revoke")
     def revoke_token(signed: Annotated[Signed, web.form("revoke_token")]) -> Response:
         event = access_api.revoke_token(
-            signed.text("token_id", limit=20), signed.text("reason", required=False), web.root, signed.principal.actor
+            signed.project(writing=True), signed.text("token_id", limit=20), signed.text("reason", required=False)
         )
         return RedirectResponse(f"/admin/tokens?done={event.seq}", status_code=303)
 
 
-def _recorded(web: Web, seq: int | None) -> Any:
+def _recorded(signed: Signed, seq: int | None) -> Any:
     """The event a form just recorded, to confirm it on the page it redirected to (None when not given)."""
     if seq is None:
         return None
-    found = web.ledger().read(seqs=[seq])
+    found = signed.project().ledger.read(seqs=[seq])
     return found[0] if found else None
 
 

@@ -41,7 +41,7 @@ def routes(web: Web) -> APIRouter:
         """The pending requests, oldest first, each with its evidence at a glance; the latest decisions."""
         from govern.api import approvals
 
-        found = approvals.queue(web.ledger())
+        found = approvals.queue(signed.project())
         return web.render(
             request,
             "approver_queue.html.j2",
@@ -69,7 +69,7 @@ def routes(web: Web) -> APIRouter:
         from govern.api import approvals
 
         try:
-            approvals.approve(number, signed.text("reason"), web.root, signed.principal.actor)
+            approvals.approve(signed.project(writing=True), number, signed.text("reason"))
         except GovernError as refused:  # the four-eyes rule, a gate, a request decided meanwhile: said on its page
             return _request_page(web, request, signed, number, refused=refused, reason=signed.typed("reason"))
         return RedirectResponse(f"/approvals/{number}?done=approved", status_code=303)
@@ -80,7 +80,7 @@ def routes(web: Web) -> APIRouter:
 
         own_only = not signed.principal.has("approver")  # a scientist withdraws its own requests only
         try:
-            approvals.reject(number, signed.text("reason"), web.root, signed.principal.actor, requester_only=own_only)
+            approvals.reject(signed.project(writing=True), number, signed.text("reason"), requester_only=own_only)
         except GovernError as refused:
             return _request_page(web, request, signed, number, refused=refused, reason=signed.typed("reason"))
         return RedirectResponse(f"/approvals/{number}?done=rejected", status_code=303)
@@ -99,10 +99,8 @@ def _request_page(
     done: str | None = None,
 ) -> Response:
     from govern.api import approvals
-    from govern.storage.sessions import session
 
-    with session():
-        found = approvals.evidence(number, web.root, viewer=signed.principal.actor)
+    found = approvals.evidence(signed.project(), number, four_eyes=True)
     row = found["request"]
     is_approver = signed.principal.has("approver")
     mine = access.same_person(signed.principal.actor, row["requested_by"], {})  # a scientist withdraws its own
