@@ -383,8 +383,9 @@ def _pending_proposal(reader: Reader, seq: int) -> dict[str, Any]:
 
 
 def proposals(project: Project, state: str | None = "pending", limit: int = 200) -> list[dict[str, Any]]:
-    """Grant proposals, newest first: pending ones by default, or those in `state` (None: all)."""
+    """Grant proposals, newest first: pending ones by default, or those in `state` ("all" or None: all)."""
     ledger = project.ledger
+    state = None if state == "all" else state
     if state is not None and state not in PROPOSAL_STATES:
         raise InvalidInput(f"Unknown state {state!r}: use one of {', '.join(PROPOSAL_STATES)}, or all")
     if not ledger.exists():

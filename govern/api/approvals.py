@@ -201,8 +201,10 @@ def reject(
 
 
 def requests(project: Project, state: str | None = "pending", model: str | None = None) -> list[dict[str, Any]]:
-    """Promotion requests (pending ones by default), oldest first, each with its evidence and decision."""
+    """Promotion requests (pending ones by default, "all" or None for all), oldest first, each with its evidence
+    and decision."""
     ledger = project.ledger
+    state = None if state == "all" else state
     if state is not None and state not in STATES:
         raise InvalidInput(f"Unknown request state {state!r}: use one of {', '.join(STATES)}, or all")
     if not ledger.exists():
