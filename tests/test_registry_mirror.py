@@ -137,3 +137,29 @@ def test_an_unknown_mirror_mode_is_a_configuration_error(three_versions: Path, m
     result = run_cli("promote", M, "1", "--to", "staging", "--reason", "r", cwd=three_versions)
     assert result.exit_code == 1
     assert "GOVERN_REGISTRY_MIRROR) is background or inline, not 'sometimes'" in result.output
+
+
+def test_mlflow_called_from_a_background_thread_leaves_the_processs_stdout_alone(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """Found when a test's command printed nothing: a server's (or `as_server`'s) mirror thread swapped the
+    process's stdout for stderr while MLflow imported, so the main thread's answer went to stderr, and two such
+    threads could leave it there for good. Only the main thread redirects MLflow's chatter."""
+    import threading
+
+    from govern.adapters import mlflow as adapter
+
+    entered, release = threading.Event(), threading.Event()
+
+    @adapter._stdout_to_stderr
+    def talking_to_mlflow() -> None:
+        entered.set()
+        release.wait(5)
+
+    worker = threading.Thread(target=talking_to_mlflow)
+    worker.start()
+    assert entered.wait(5)
+    print("the command's answer")
+    release.set()
+    worker.join(5)
+    assert capsys.readouterr().out == "the command's answer\n"

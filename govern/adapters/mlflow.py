@@ -100,6 +100,11 @@ def _stdout_to_stderr(function: Callable[..., T]) -> Callable[..., T]:
 
     @functools.wraps(function)
     def wrapper(*args: Any, **kwargs: Any) -> T:
+        if threading.current_thread() is not threading.main_thread():
+            # `sys.stdout` is the process's: swapped from a background thread (a server's mirror), it would take
+            # the output of whatever the main thread prints meanwhile, and two overlapping threads restoring it
+            # in the wrong order would leave it pointing at stderr for good
+            return function(*args, **kwargs)
         with contextlib.redirect_stdout(sys.stderr):
             return function(*args, **kwargs)
 
