@@ -10,12 +10,13 @@ grants, codes, token issuers) run on the DuckDB file and on PostgreSQL.
 from __future__ import annotations
 
 import json
+from collections.abc import Iterator
 from datetime import timedelta
 from pathlib import Path
 
 import pytest
 from conftest import as_server, commit_all, git, run_cli, trained_version, via_server
-from support.copies import Prepared, prepared
+from support.copies import Prepared, PreparedOnPostgres, prepared, prepared_on_postgres
 from support.projects import project_at
 
 from govern import access, attribution, config
@@ -70,13 +71,24 @@ def team(tmp_path: Path, team_original: Prepared) -> Path:
     return team_original.copy_to(tmp_path / "team")
 
 
+@pytest.fixture(scope="module")
+def team_on_postgresql(
+    tmp_path_factory: pytest.TempPathFactory, pg_ledger_template: str
+) -> Iterator[PreparedOnPostgres]:
+    """The same team on a PostgreSQL ledger, built once: each test takes a copy, its database included."""
+    with prepared_on_postgres(
+        tmp_path_factory, pg_ledger_template, lambda root, url: with_second_admin(make_team(root, url))
+    ) as found:
+        yield found
+
+
 @pytest.fixture(params=["duckdb", "postgresql"])
 def any_team(request: pytest.FixtureRequest, tmp_path: Path) -> Path:
     """The team's project on the DuckDB file (a copy of `team_original`), or on a PostgreSQL database of the
-    machine's server (built here: the database's URL is in the project)."""
+    machine's server (a copy of `team_on_postgresql`: the database's URL is in the project)."""
     if request.param == "duckdb":
         return request.getfixturevalue("team_original").copy_to(tmp_path / "team")
-    return with_second_admin(make_team(tmp_path / "team", request.getfixturevalue("pg_ledger_database")))
+    return request.getfixturevalue("team_on_postgresql").copy_to(tmp_path / "team")
 
 
 def ok(root: Path, *args: str) -> str:

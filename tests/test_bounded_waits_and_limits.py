@@ -82,34 +82,53 @@ def test_a_request_waiting_for_the_ledger_gives_up_after_its_budget_not_the_ledg
     assert file_ledger.query("SELECT count(*) FROM events")[1] == [(3,)], "nothing was written meanwhile"
 
 
-def test_the_ledgers_turn_goes_round_the_callers_and_each_callers_waiters_in_order(file_ledger: Ledger) -> None:
+def test_the_ledgers_turn_goes_round_the_callers_and_each_callers_waiters_in_order(
+    file_ledger: Ledger, monkeypatch: pytest.MonkeyPatch
+) -> None:
     """A caller (a principal, for a server) with many requests waiting delays another by one turn, not by all of
-    them; each caller's own requests are served in the order they came."""
-    served: list[str] = []
+    them; each caller's own requests are served in the order they came.
+
+    Deterministic: each waiter starts only once the one before it is seen queued on the turn, and the order served
+    is the order the turn was handed over in, recorded under the turn's own guard (a list the readers appended to
+    after `head()` returned could be out of order: the next reader runs as soon as the turn is handed over)."""
+    turn = writer_lock(file_ledger.path)
+    label: dict[int, str] = {}  # thread ident -> the waiter it runs
+    handed: list[str] = []
+    take_next = turn._next
+
+    def next_recorded() -> object:
+        following = take_next()
+        if following is not None:
+            handed.append(label[following.owner])
+        return following
+
+    monkeypatch.setattr(turn, "_next", next_recorded)
+    heads: list[tuple[int, str] | None] = []
 
     def read(caller: str, number: int) -> None:
+        label[threading.get_ident()] = f"{caller}{number}"
         with waiting_as(caller):
-            file_ledger.head()
-            served.append(f"{caller}{number}")
-
-    turn = writer_lock(file_ledger.path)
+            heads.append(file_ledger.head())  # the ledger's read, which waits for the turn
 
     def queued() -> int:
         with turn._guard:
             return sum(len(waiters) for waiters in turn._queues.values())
 
+    order = [("a", 1), ("a", 2), ("a", 3), ("a", 4), ("b", 1), ("a", 5), ("c", 1), ("b", 2)]
     with turn_held(file_ledger.path):
         threads = []
-        for caller, number in [("a", 1), ("a", 2), ("a", 3), ("a", 4), ("b", 1), ("a", 5), ("c", 1), ("b", 2)]:
+        for caller, number in order:
             thread = threading.Thread(target=read, args=(caller, number))
             thread.start()
             threads.append(thread)
             deadline = time.monotonic() + 10
-            while queued() < len(threads) and time.monotonic() < deadline:  # queued before the next arrives
-                time.sleep(0.01)
+            while queued() < len(threads):  # queued before the next arrives
+                assert time.monotonic() < deadline, f"{caller}{number} never queued for the turn"
+                time.sleep(0.005)
     for thread in threads:
         thread.join(30)
-    assert served == ["a1", "b1", "c1", "a2", "b2", "a3", "a4", "a5"]
+    assert handed == ["a1", "b1", "c1", "a2", "b2", "a3", "a4", "a5"]
+    assert len(heads) == len(order) and len(set(heads)) == 1 and heads[0][0] == 3, "each read answered the head"
 
 
 def test_another_process_holding_the_file_makes_a_request_give_up_after_its_budget(file_ledger: Ledger) -> None:
@@ -291,8 +310,9 @@ def test_a_token_made_elsewhere_a_moment_ago_works_though_the_ledger_was_busy_wh
 
 
 def test_a_token_the_snapshot_does_not_know_is_answered_503_not_401_while_the_ledger_stays_busy(
-    project: Path, table: TokenTable
+    project: Path, table: TokenTable, monkeypatch: pytest.MonkeyPatch
 ) -> None:
+    monkeypatch.setattr(TokenTable, "SETTLE_WAIT", 0.5)  # the patient read's bound (2 s), shorter: the same answer
     bob = token_of(project, "bob")
     ledger = Ledger(project / "audit" / "ledger.duckdb")
     with wait_at_most(10):

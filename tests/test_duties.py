@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 from conftest import as_server, commit_all, git, run_cli, trained_version, via_server
-from support.copies import Prepared, prepared
+from support.copies import Prepared, PreparedOnPostgres, prepared, prepared_on_postgres
 from support.projects import in_memory, project_at
 
 from govern import attribution, config, signing
@@ -64,12 +64,21 @@ def team_on_file(tmp_path_factory: pytest.TempPathFactory) -> Prepared:
     return prepared(tmp_path_factory, build_team)
 
 
+@pytest.fixture(scope="module")
+def team_on_postgresql(
+    tmp_path_factory: pytest.TempPathFactory, pg_ledger_template: str
+) -> Iterator[PreparedOnPostgres]:
+    """The team's project on a PostgreSQL ledger, built once: each test takes a copy, its database included."""
+    with prepared_on_postgres(tmp_path_factory, pg_ledger_template, build_team) as found:
+        yield found
+
+
 @pytest.fixture(params=["file", "postgresql"])
 def team_files(request: pytest.FixtureRequest, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
-    """The team's project (build_team) of a test through the command line: a copy of `team_on_file`, or built on a
-    PostgreSQL database of its own (the database's URL is in the project)."""
+    """The team's project (build_team) of a test through the command line: a copy of `team_on_file`, or of
+    `team_on_postgresql` (the database's URL is in the project)."""
     if request.param == "postgresql":
-        root = build_team(tmp_path / "team", request.getfixturevalue("pg_ledger_database"))
+        root = request.getfixturevalue("team_on_postgresql").copy_to(tmp_path / "team")
     else:
         root = request.getfixturevalue("team_on_file").copy_to(tmp_path / "team")
     monkeypatch.setenv("GOVERN_REGISTRY_MIRROR", "background")  # MLflow is unreachable: mirrored later
@@ -86,7 +95,7 @@ def team(request: pytest.FixtureRequest, tmp_path: Path, monkeypatch: pytest.Mon
     database of its own. `acting`, `server` and `ledger_of` find the project's ledger either way."""
     monkeypatch.setenv("GOVERN_REGISTRY_MIRROR", "background")  # MLflow is unreachable: mirrored later
     if request.param == "postgresql":
-        yield build_team(tmp_path / "team", request.getfixturevalue("pg_ledger_database"))
+        yield request.getfixturevalue("team_on_postgresql").copy_to(tmp_path / "team")
         return
     from govern.storage.copying import copy
 

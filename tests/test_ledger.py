@@ -14,6 +14,7 @@ from conftest import snapshot_event
 from govern.envelope import PendingEvent
 from govern.errors import EventConflict, LedgerError, LedgerLocked, LedgerMissing, LedgerSchemaTooNew
 from govern.readmodel.migrations import MIGRATIONS, schema_version
+from govern.storage import duckdb_log
 from govern.storage.duckdb_log import Ledger
 
 
@@ -194,7 +195,10 @@ def test_an_absurd_limit_means_every_event(tmp_path: Path) -> None:
     assert [e.seq for e in ledger.read(limit=10**23)] == [1, 2]
 
 
-def test_a_file_that_is_not_a_ledger_is_reported(tmp_path: Path) -> None:
+def test_a_file_that_is_not_a_ledger_is_reported(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A file shorter than DuckDB's headers may be one another process is still creating: it is given
+    CREATION_WAIT (3 s; a fraction of it here, the same answer) before it is reported."""
+    monkeypatch.setattr(duckdb_log, "CREATION_WAIT", 0.3)
     path = tmp_path / "ledger.duckdb"
     path.write_bytes(b"this is not a database" * 100)
     with pytest.raises(LedgerError, match="not a readable govern ledger"):

@@ -163,3 +163,24 @@ def test_mlflow_called_from_a_background_thread_leaves_the_processs_stdout_alone
     release.set()
     worker.join(5)
     assert capsys.readouterr().out == "the command's answer\n"
+
+
+def test_a_store_in_a_folder_that_does_not_exist_is_refused_before_mlflow_is_imported() -> None:
+    """SQLite creates files, not folders: such a store can never open, and saying so costs no 2 s MLflow import."""
+    code = (
+        "import sys\n"
+        "from govern.adapters import mlflow as adapter\n"
+        "from govern.errors import MirrorError\n"
+        "try:\n"
+        "    adapter.sync_registry('sqlite:////nonexistent-govern/mlflow.db', 'churn', {}, ['staging'], [])\n"
+        "except MirrorError as error:\n"
+        "    print(error)\n"
+        "print('mlflow imported' if 'mlflow' in sys.modules else 'mlflow not imported')\n"
+    )
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert done.stdout.splitlines() == [
+        "Could not update the MLflow registry of churn: MLflow's tracking store "
+        "sqlite:////nonexistent-govern/mlflow.db cannot be opened: its folder /nonexistent-govern does not exist; "
+        "create it, or set MLFLOW_TRACKING_URI (or [mlflow] tracking_uri) to a store that exists",
+        "mlflow not imported",
+    ]

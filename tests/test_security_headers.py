@@ -2,7 +2,9 @@
 the reports in every format, the API's problems, a refusal before any route. Set in one place
 (`httpkit.SecurityHeaders`); the lineage report brings its own policy, its inline style allowed by hash.
 
-In-process (FastAPI's test client against the real app and a real ledger): the fast tier. The report under its
+In-process (FastAPI's test client against the real app and a real ledger): the fast tier, but for every page of
+every role (every page rendered again for each role, seconds: the full suite; one middleware sets the headers, and
+the fast tier checks them on a page, a redirect, the error pages, static files and the API). The report under its
 policy in a real browser is tests/test_report.py::test_html_renders_in_headless_chromium.
 """
 
@@ -48,6 +50,7 @@ def secured(answer: Any, what: str) -> str:
     return policy
 
 
+@pytest.mark.slow  # every page rendered for every role again (4 s); tests/test_web_roles.py renders them fast
 def test_every_page_of_every_role_and_every_page_refused_carries_the_pages_headers(setup: dict[str, Any]) -> None:
     seen = 0
     for name in sorted(ROLE_OF):
