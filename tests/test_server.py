@@ -103,7 +103,8 @@ def not_as_documented(document: dict, operation: str, status: int, answer: Any) 
     [documented] = [op for path in document["paths"].values() for op in path.values() if op["operationId"] == operation]
     schema = documented["responses"][str(status)]["content"]["application/json"]["schema"]
     validator = jsonschema_rs.validator_for({**schema, "components": document["components"]})
-    return [f"{'/'.join(map(str, error.instance_path))}: {error.message}"[:300] for error in validator.iter_errors(answer)]
+    errors = validator.iter_errors(answer)
+    return [f"{'/'.join(map(str, error.instance_path))}: {error.message}"[:300] for error in errors]
 
 
 def test_every_operation_answers_exactly_as_the_role_table_says(project: Path, server: str) -> None:
