@@ -92,6 +92,21 @@ def pending_request(server: str, scientist: str) -> int:
     return answer["request"]
 
 
+def not_as_documented(document: dict, operation: str, status: int, answer: Any) -> list[str]:
+    """How a JSON answer departs from the schema the OpenAPI document gives it (nothing: as documented). Text
+    answers (the Markdown report, the progress stream) are strings, as documented; the problems have a test of
+    their own (tests/test_server_schema.py)."""
+    import jsonschema_rs
+
+    if status >= 400 or isinstance(answer, str):
+        return []
+    [documented] = [op for path in document["paths"].values() for op in path.values() if op["operationId"] == operation]
+    schema = documented["responses"][str(status)]["content"]["application/json"]["schema"]
+    validator = jsonschema_rs.validator_for({**schema, "components": document["components"]})
+    errors = validator.iter_errors(answer)
+    return [f"{'/'.join(map(str, error.instance_path))}: {error.message}"[:300] for error in errors]
+
+
 def test_every_operation_answers_exactly_as_the_role_table_says(project: Path, server: str) -> None:
     tokens = tokens_for(project, *ROLE_OF, "spare")
     spare_id = access.parse_bearer(tokens["spare"])[0]
@@ -134,6 +149,7 @@ def test_every_operation_answers_exactly_as_the_role_table_says(project: Path, s
             code = {"code": json.loads(run_cli("tokens", "create", "sci", "--json", cwd=project).stdout)["code"]}
             status, answer, _ = call(server, method, template, None, code)
             assert status == 201 and answer["kind"] == "token" and answer["principal"] == "sci", answer
+            assert not_as_documented(document, operation, status, answer) == [], operation
             before = head()
             status, problem, _ = call(server, method, template, tokens["adm"], code)
             assert status == 401 and "was used already" in problem["detail"], problem
@@ -153,6 +169,7 @@ def test_every_operation_answers_exactly_as_the_role_table_says(project: Path, s
             status, answer, _ = call(server, method, resolved(template), tokens[name], body)
             expected = (400, 401) if operation == "record_training" else (200, 300)
             assert expected[0] <= status < expected[1], (operation, name, status, answer)
+            assert not_as_documented(document, operation, status, answer) == [], (operation, name)
 
 
 def test_four_eyes_by_identity_the_trainer_and_the_requester_cannot_approve(project: Path, server: str) -> None:

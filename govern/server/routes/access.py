@@ -13,29 +13,38 @@ from govern.server.deps import Caller, State, authorised, instant
 from govern.server.http import API, PROBLEMS, problem
 from govern.server.models import (
     CodeRedemption,
+    Event,
+    Grant,
+    GrantProposal,
+    GrantRecord,
     GrantRequest,
+    Identity,
     IdentityLink,
+    Issued,
+    IssuedToken,
     ProposalDecision,
     ProposalDecline,
+    TokenOrCode,
     TokenRequest,
+    answered_as,
 )
 
 router = APIRouter()
 Proposal = Annotated[int, PathParam(ge=1, le=2**62)]
 
 
-@router.get(f"{API}/principals", operation_id="principals")
+@router.get(f"{API}/principals", operation_id="principals", responses=answered_as(list[Grant]))
 def principals(caller: Annotated[Caller, authorised("principals", hold="read")], at: str | None = None) -> Any:
     return jsonable(access_api.roles_at(caller.project, instant(at, "at")))
 
 
-@router.post(f"{API}/principals", operation_id="grant", status_code=201)
+@router.post(f"{API}/principals", operation_id="grant", status_code=201, responses=answered_as(Event, 201))
 def grant(body: GrantRequest, caller: Annotated[Caller, authorised("grant", hold="write")]) -> Any:
     event = access_api.grant(caller.project, body.principal, body.role, body.apps, body.reason)
     return jsonable(event.to_dict())
 
 
-@router.delete(f"{API}/principals/{{name}}/roles/{{role}}", operation_id="revoke")
+@router.delete(f"{API}/principals/{{name}}/roles/{{role}}", operation_id="revoke", responses=answered_as(Event))
 def revoke(
     name: str,
     role: str,
@@ -45,7 +54,12 @@ def revoke(
     return jsonable(access_api.revoke(caller.project, name, role, reason).to_dict())
 
 
-@router.post(f"{API}/principals/{{name}}/identities", operation_id="link_identity", status_code=201)
+@router.post(
+    f"{API}/principals/{{name}}/identities",
+    operation_id="link_identity",
+    status_code=201,
+    responses=answered_as(Event, 201),
+)
 def link_identity(
     name: str,
     body: IdentityLink,
@@ -54,12 +68,12 @@ def link_identity(
     return jsonable(access_api.link_identity(caller.project, name, body.identity, body.reason).to_dict())
 
 
-@router.get(f"{API}/identities", operation_id="identities")
+@router.get(f"{API}/identities", operation_id="identities", responses=answered_as(list[Identity]))
 def identities(caller: Annotated[Caller, authorised("identities", hold="read")]) -> Any:
     return jsonable(access_api.identities(caller.project))
 
 
-@router.get(f"{API}/tokens", operation_id="tokens")
+@router.get(f"{API}/tokens", operation_id="tokens", responses=answered_as(list[TokenOrCode]))
 def tokens(
     caller: Annotated[Caller, authorised("tokens", hold="read")],
     of: Annotated[str | None, Query(alias="principal")] = None,
@@ -67,7 +81,9 @@ def tokens(
     return jsonable(access_api.tokens(caller.project, of))
 
 
-@router.post(f"{API}/principals/{{name}}/tokens", operation_id="issue_token", status_code=201)
+@router.post(
+    f"{API}/principals/{{name}}/tokens", operation_id="issue_token", status_code=201, responses=answered_as(Issued, 201)
+)
 def issue_token(
     name: str,
     body: TokenRequest,
@@ -77,7 +93,7 @@ def issue_token(
     return jsonable({**issued.to_dict(), "event": issued.event.to_dict()})
 
 
-@router.delete(f"{API}/tokens/{{token_id}}", operation_id="revoke_token")
+@router.delete(f"{API}/tokens/{{token_id}}", operation_id="revoke_token", responses=answered_as(Event))
 def revoke_token(
     token_id: str,
     caller: Annotated[Caller, authorised("revoke_token", hold="write")],
@@ -86,7 +102,7 @@ def revoke_token(
     return jsonable(access_api.revoke_token(caller.project, token_id, reason).to_dict())
 
 
-@router.get(f"{API}/grants", operation_id="grant_history")
+@router.get(f"{API}/grants", operation_id="grant_history", responses=answered_as(list[GrantRecord]))
 def grant_history(
     caller: Annotated[Caller, authorised("grant_history", hold="read")],
     of: Annotated[str | None, Query(alias="principal", max_length=63)] = None,
@@ -95,7 +111,7 @@ def grant_history(
     return jsonable(access_api.grant_history(caller.project, of, limit))
 
 
-@router.get(f"{API}/grant-proposals", operation_id="grant_proposals")
+@router.get(f"{API}/grant-proposals", operation_id="grant_proposals", responses=answered_as(list[GrantProposal]))
 def grant_proposals(
     caller: Annotated[Caller, authorised("grant_proposals", hold="read")],
     state: Annotated[str, Query(description="pending, confirmed, declined, withdrawn or all")] = "pending",
@@ -103,7 +119,12 @@ def grant_proposals(
     return jsonable(access_api.proposals(caller.project, None if state == "all" else state))
 
 
-@router.post(f"{API}/grant-proposals/{{proposal}}/confirmation", operation_id="confirm_grant", status_code=201)
+@router.post(
+    f"{API}/grant-proposals/{{proposal}}/confirmation",
+    operation_id="confirm_grant",
+    status_code=201,
+    responses=answered_as(Event, 201),
+)
 def confirm_grant(
     proposal: Proposal,
     body: ProposalDecision,
@@ -112,7 +133,12 @@ def confirm_grant(
     return jsonable(access_api.confirm_grant(caller.project, proposal, body.reason).to_dict())
 
 
-@router.post(f"{API}/grant-proposals/{{proposal}}/decline", operation_id="decline_grant", status_code=201)
+@router.post(
+    f"{API}/grant-proposals/{{proposal}}/decline",
+    operation_id="decline_grant",
+    status_code=201,
+    responses=answered_as(Event, 201),
+)
 def decline_grant(
     proposal: Proposal,
     body: ProposalDecline,
@@ -121,7 +147,12 @@ def decline_grant(
     return jsonable(access_api.decline_grant(caller.project, proposal, body.reason).to_dict())
 
 
-@router.post(f"{API}/grant-proposals/{{proposal}}/withdrawal", operation_id="withdraw_grant", status_code=201)
+@router.post(
+    f"{API}/grant-proposals/{{proposal}}/withdrawal",
+    operation_id="withdraw_grant",
+    status_code=201,
+    responses=answered_as(Event, 201),
+)
 def withdraw_grant(
     proposal: Proposal,
     body: ProposalDecision,
@@ -134,7 +165,10 @@ def withdraw_grant(
     f"{API}/enrollment-codes/redemptions",
     operation_id="redeem_code",
     status_code=201,
-    responses={429: {**PROBLEMS[400], "description": "Too Many Requests (with Retry-After)"}},
+    responses={
+        **answered_as(IssuedToken, 201),
+        429: {**PROBLEMS[400], "description": "Too Many Requests (with Retry-After)"},
+    },
 )
 def redeem_code(request: Request, body: CodeRedemption, server: State) -> Any:
     """No bearer token: the enrollment code authenticates the call, and is spent by it."""

@@ -10,11 +10,12 @@ from govern.errors import NotFound
 from govern.presentation import jsonable
 from govern.server.deps import Caller, authorised, instant, scoped
 from govern.server.http import API
+from govern.server.models import Inference, Production, answered_as
 
 router = APIRouter()
 
 
-@router.get(f"{API}/apps/{{app}}/production", operation_id="production")
+@router.get(f"{API}/apps/{{app}}/production", operation_id="production", responses=answered_as(Production))
 def production(
     app_name: Annotated[str, PathParam(alias="app")],
     caller: Annotated[Caller, authorised("production", hold="read")],
@@ -31,7 +32,7 @@ def production(
         raise NotFound(f"Nothing is recorded for {app_name}/{env}") from None  # no other apps' names
 
 
-@router.get(f"{API}/apps/{{app}}/inferences", operation_id="inferences")
+@router.get(f"{API}/apps/{{app}}/inferences", operation_id="inferences", responses=answered_as(list[Inference]))
 def inferences(
     app_name: Annotated[str, PathParam(alias="app")],
     caller: Annotated[Caller, authorised("inferences", hold="read")],

@@ -11,15 +11,25 @@ from govern.api import integrity
 from govern.presentation import jsonable
 from govern.server.deps import Caller, authorised, instant
 from govern.server.http import API
-from govern.server.models import AnchorTag, NamedQuery, QueryAnswer, QueryRun, SqlRequest
+from govern.server.models import (
+    AnchorTag,
+    Event,
+    NamedQuery,
+    QueryAnswer,
+    QueryRun,
+    SqlRequest,
+    Verification,
+    Window,
+    answered_as,
+)
 
 router = APIRouter()
 # Documented, not sent through the model: a row's values are any JSON, which the model's serialisation would write
 # otherwise than the answer always has (a NaN as null, where the answer refuses it)
-ANSWERED_AS_QUERY: dict[int | str, dict[str, Any]] = {200: {"model": QueryAnswer, "description": "Successful Response"}}
+ANSWERED_AS_QUERY = answered_as(QueryAnswer)
 
 
-@router.get(f"{API}/windows", operation_id="windows")
+@router.get(f"{API}/windows", operation_id="windows", responses=answered_as(list[Window]))
 def windows(
     caller: Annotated[Caller, authorised("windows", hold="read")],
     app_name: Annotated[str | None, Query(alias="app")] = None,
@@ -28,7 +38,7 @@ def windows(
     return jsonable(audit_api.window_records(caller.project, app=app_name, model=model))
 
 
-@router.get(f"{API}/events", operation_id="events")
+@router.get(f"{API}/events", operation_id="events", responses=answered_as(list[Event]))
 def events(
     caller: Annotated[Caller, authorised("events", hold="read")],
     event_type: Annotated[list[str] | None, Query(alias="type")] = None,
@@ -39,7 +49,7 @@ def events(
     return jsonable([event.to_dict() for event in found])
 
 
-@router.get(f"{API}/verify", operation_id="verify")
+@router.get(f"{API}/verify", operation_id="verify", responses=answered_as(Verification))
 def verify(caller: Annotated[Caller, authorised("verify")]) -> Any:
     return jsonable(integrity.verify(caller.project).to_dict())
 
@@ -68,6 +78,6 @@ def anchors(caller: Annotated[Caller, authorised("anchors", hold="read")]) -> An
     return [{"tag": a.tag, "seq": a.seq, "hash": a.hash} for a in integrity.anchors(caller.project.root)]
 
 
-@router.post(f"{API}/anchors", operation_id="anchor", status_code=201)
+@router.post(f"{API}/anchors", operation_id="anchor", status_code=201, responses=answered_as(Event, 201))
 def anchor(caller: Annotated[Caller, authorised("anchor", writes=True)]) -> Any:
     return jsonable(integrity.anchor(caller.project).to_dict())

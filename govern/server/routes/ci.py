@@ -7,7 +7,7 @@ from fastapi import APIRouter
 from govern.presentation import jsonable
 from govern.server.deps import Caller, authorised
 from govern.server.http import API
-from govern.server.models import ReproductionRecorded, VerdictUpload
+from govern.server.models import ReproductionRecorded, VerdictUpload, answered_as
 
 router = APIRouter()
 
@@ -16,7 +16,7 @@ router = APIRouter()
     f"{API}/reproductions",
     operation_id="record_reproduction",
     status_code=201,
-    responses={201: {"model": ReproductionRecorded, "description": "Successful Response"}},  # documented only
+    responses=answered_as(ReproductionRecorded, 201),
 )
 def record_reproduction(
     body: VerdictUpload, caller: Annotated[Caller, authorised("record_reproduction", writes=True)]

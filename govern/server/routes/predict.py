@@ -10,7 +10,7 @@ from govern.errors import InvalidInput
 from govern.presentation import jsonable
 from govern.server.deps import Caller, authorised, scoped
 from govern.server.http import API, Problem, UnprocessableBody
-from govern.server.models import PredictRows
+from govern.server.models import Predicted, PredictRows
 
 PREDICT_TIMEOUT = 120.0  # seconds an inference entry point may run for one request
 
@@ -30,7 +30,11 @@ router = APIRouter()
         }
     },
     responses={
-        200: {"content": {"text/csv": {}}, "description": "CSV in, CSV out; JSON in, JSON out"},
+        200: {
+            "model": Predicted,  # application/json
+            "content": {"text/csv": {"schema": {"type": "string", "description": "The rows sent, with predictions"}}},
+            "description": "CSV in, CSV out; JSON in, JSON out",
+        },
         504: {"model": Problem, "description": "The model's entry point ran out of time"},
     },
 )

@@ -9,12 +9,21 @@ from govern.api import approvals, lifecycle
 from govern.presentation import jsonable
 from govern.server.deps import Caller, authorised
 from govern.server.http import API
-from govern.server.models import Decision, DirectPromotion, PromotionRequest
+from govern.server.models import (
+    Decision,
+    DirectPromotion,
+    Event,
+    Outcome,
+    PromotionRequest,
+    PromotionRequestState,
+    Requested,
+    answered_as,
+)
 
 router = APIRouter()
 
 
-@router.get(f"{API}/promotion-requests", operation_id="requests")
+@router.get(f"{API}/promotion-requests", operation_id="requests", responses=answered_as(list[PromotionRequestState]))
 def promotion_requests(
     caller: Annotated[Caller, authorised("requests", hold="read")],
     state: Annotated[str, Query(description="pending, approved, rejected or all")] = "pending",
@@ -23,7 +32,12 @@ def promotion_requests(
     return jsonable(approvals.requests(caller.project, None if state == "all" else state, model))
 
 
-@router.post(f"{API}/promotion-requests", operation_id="request_promotion", status_code=201)
+@router.post(
+    f"{API}/promotion-requests",
+    operation_id="request_promotion",
+    status_code=201,
+    responses=answered_as(Requested, 201),
+)
 def request_promotion(
     body: PromotionRequest,
     caller: Annotated[Caller, authorised("request_promotion", hold="write")],
@@ -34,7 +48,12 @@ def request_promotion(
     return jsonable(requested.to_dict())
 
 
-@router.post(f"{API}/promotion-requests/{{request}}/approval", operation_id="approve", status_code=201)
+@router.post(
+    f"{API}/promotion-requests/{{request}}/approval",
+    operation_id="approve",
+    status_code=201,
+    responses=answered_as(Outcome, 201),
+)
 def approve(
     request: Annotated[int, PathParam(ge=1, le=2**62)],
     body: Decision,
@@ -43,7 +62,12 @@ def approve(
     return jsonable(approvals.approve(caller.project, request, body.reason).to_dict())
 
 
-@router.post(f"{API}/promotion-requests/{{request}}/rejection", operation_id="reject", status_code=201)
+@router.post(
+    f"{API}/promotion-requests/{{request}}/rejection",
+    operation_id="reject",
+    status_code=201,
+    responses=answered_as(Event, 201),
+)
 def reject(
     request: Annotated[int, PathParam(ge=1, le=2**62)],
     body: Decision,
@@ -54,7 +78,7 @@ def reject(
     return jsonable(event.to_dict())
 
 
-@router.post(f"{API}/promotions", operation_id="promote", status_code=201)
+@router.post(f"{API}/promotions", operation_id="promote", status_code=201, responses=answered_as(Outcome, 201))
 def promote(body: DirectPromotion, caller: Annotated[Caller, authorised("promote", hold="write")]) -> Any:
     outcome = lifecycle.promote(caller.project, body.model, body.version, body.to_stage, body.reason, force=body.force)
     return jsonable(outcome.to_dict())

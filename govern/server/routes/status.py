@@ -8,7 +8,7 @@ from fastapi.responses import JSONResponse
 from govern.presentation import jsonable
 from govern.server.deps import Caller, authorised
 from govern.server.http import API
-from govern.server.models import WhoAmI
+from govern.server.models import Status, WhoAmI, answered_as
 
 router = APIRouter()
 
@@ -20,7 +20,7 @@ async def whoami(caller: Annotated[Caller, authorised("whoami")]) -> dict[str, A
     return {"principal": principal.name, "roles": principal.roles, "token_id": principal.token_id}
 
 
-@router.get(f"{API}/status", operation_id="status")
+@router.get(f"{API}/status", operation_id="status", responses=answered_as(Status))
 def status(caller: Annotated[Caller, authorised("status")]) -> Any:
     from govern.api import status as status_api
 

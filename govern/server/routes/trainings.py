@@ -12,7 +12,7 @@ from govern.errors import InvalidInput
 from govern.presentation import jsonable
 from govern.server.deps import Caller, State, authorised
 from govern.server.http import API
-from govern.server.models import TrainingRequest
+from govern.server.models import Event, Job, JobRow, KnownSnapshots, TrainingRecorded, TrainingRequest, answered_as
 
 MAX_TRAINING_FILES = 64  # model files one training's upload may carry
 UPLOAD = {  # the body of a reported training, as the OpenAPI document describes it
@@ -35,15 +35,24 @@ UPLOAD = {  # the body of a reported training, as the OpenAPI document describes
     },
 }
 
+PROGRESS = {  # what a training's progress streams, as the OpenAPI document describes it
+    "text/event-stream": {
+        "schema": {
+            "type": "string",
+            "description": "`progress` events while the job runs, then one `finished`: each data line a job's JSON",
+        }
+    }
+}
+
 router = APIRouter()
 
 
-@router.get(f"{API}/trainings", operation_id="trainings")
+@router.get(f"{API}/trainings", operation_id="trainings", responses=answered_as(list[JobRow]))
 def trainings(caller: Annotated[Caller, authorised("trainings", hold="read")], state: str | None = None) -> Any:
     return jsonable(jobs_api.jobs(caller.project, state))
 
 
-@router.post(f"{API}/trainings", operation_id="request_training", status_code=202)
+@router.post(f"{API}/trainings", operation_id="request_training", status_code=202, responses=answered_as(Job, 202))
 def request_training(
     body: TrainingRequest, caller: Annotated[Caller, authorised("request_training", writes=True)], server: State
 ) -> Any:
@@ -52,7 +61,7 @@ def request_training(
     return jsonable(job.to_dict())
 
 
-@router.get(f"{API}/trainings/known-snapshots", operation_id="known_snapshots")
+@router.get(f"{API}/trainings/known-snapshots", operation_id="known_snapshots", responses=answered_as(KnownSnapshots))
 def known_snapshots(caller: Annotated[Caller, authorised("known_snapshots", hold="read")]) -> Any:
     """The dataset snapshots the ledger records (per path and md5): what a remote `govern repro` needs to know
     so that an unchanged dataset is not snapshotted again."""
@@ -62,7 +71,11 @@ def known_snapshots(caller: Annotated[Caller, authorised("known_snapshots", hold
 
 
 @router.post(
-    f"{API}/trainings/reported", operation_id="record_training", status_code=201, openapi_extra={"requestBody": UPLOAD}
+    f"{API}/trainings/reported",
+    operation_id="record_training",
+    status_code=201,
+    responses=answered_as(TrainingRecorded, 201),
+    openapi_extra={"requestBody": UPLOAD},
 )
 async def record_training(
     request: Request, caller: Annotated[Caller, authorised("record_training", writes=True)]
@@ -85,12 +98,12 @@ async def record_training(
         await form.close()
 
 
-@router.get(f"{API}/trainings/{{job}}", operation_id="training")
+@router.get(f"{API}/trainings/{{job}}", operation_id="training", responses=answered_as(Job))
 def training(job: str, caller: Annotated[Caller, authorised("training", hold="read")]) -> Any:
     return jsonable(jobs_api.job(caller.project, job).to_dict())
 
 
-@router.delete(f"{API}/trainings/{{job}}", operation_id="cancel_training")
+@router.delete(f"{API}/trainings/{{job}}", operation_id="cancel_training", responses=answered_as(Event))
 def cancel_training(job: str, caller: Annotated[Caller, authorised("cancel_training", hold="write")]) -> Any:
     own_only = not caller.principal.has("admin")
     return jsonable(jobs_api.cancel(caller.project, job, requester_only=own_only).to_dict())
@@ -100,7 +113,7 @@ def cancel_training(job: str, caller: Annotated[Caller, authorised("cancel_train
     f"{API}/trainings/{{job}}/progress",
     operation_id="training_progress",
     response_class=StreamingResponse,
-    responses={200: {"content": {"text/event-stream": {}}, "description": "Server-sent events"}},
+    responses={200: {"content": PROGRESS, "description": "Server-sent events"}},
 )
 async def training_progress(job: str, caller: Annotated[Caller, authorised("training_progress")]) -> StreamingResponse:
     from starlette.concurrency import run_in_threadpool

@@ -10,14 +10,19 @@ from govern.api import lifecycle
 from govern.presentation import jsonable
 from govern.server.deps import Caller, authorised
 from govern.server.http import API
-from govern.server.models import Deprecation
+from govern.server.models import Deprecation, Event, LineageReport, Outcome, answered_as
 
 REPORT_TYPES = {"html": "text/html; charset=utf-8", "md": "text/markdown; charset=utf-8", "json": "application/json"}
+REPORT_CONTENT = {  # the report in each format, as the OpenAPI document describes it
+    REPORT_TYPES["html"]: {"schema": {"type": "string", "description": "An HTML page"}},
+    REPORT_TYPES["md"]: {"schema": {"type": "string", "description": "Markdown"}},
+    REPORT_TYPES["json"]: {},  # the model's schema (`LineageReport`)
+}
 
 router = APIRouter()
 
 
-@router.get(f"{API}/models/{{model}}/history", operation_id="history")
+@router.get(f"{API}/models/{{model}}/history", operation_id="history", responses=answered_as(list[Event]))
 def history(
     model: str,
     caller: Annotated[Caller, authorised("history", hold="read")],
@@ -30,7 +35,7 @@ def history(
     f"{API}/models/{{model}}/versions/{{version}}/report",
     operation_id="report",
     response_class=Response,
-    responses={200: {"content": {kind: {} for kind in REPORT_TYPES.values()}, "description": "The report"}},
+    responses={200: {"model": LineageReport, "content": REPORT_CONTENT, "description": "The report"}},
 )
 def report(
     model: str,
@@ -47,7 +52,12 @@ def report(
     return Response(text, media_type=REPORT_TYPES[format], headers=policy)
 
 
-@router.post(f"{API}/models/{{model}}/versions/{{version}}/deprecation", operation_id="deprecate", status_code=201)
+@router.post(
+    f"{API}/models/{{model}}/versions/{{version}}/deprecation",
+    operation_id="deprecate",
+    status_code=201,
+    responses=answered_as(Outcome, 201),
+)
 def deprecate(
     model: str,
     version: str,
