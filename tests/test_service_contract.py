@@ -139,3 +139,24 @@ def _facts(answer: Any) -> Any:
     for event in shown:  # event ids are drawn at random: each copy links its own
         event["payload"] = {k: v for k, v in event["payload"].items() if not k.endswith("event_id")}
     return shown
+
+
+def test_the_results_a_write_route_returns_are_json_ready_as_they_are() -> None:
+    """The remote path shapes a write's result twice: the server's `to_dict` (sent as it is, no second walk) and
+    the client's rebuild; that holds only while `to_dict` leaves nothing for `jsonable` to convert."""
+    import json
+
+    from govern.api.approvals import Requested
+    from govern.api.lifecycle import Outcome
+    from govern.envelope import PendingEvent, utc_now
+    from govern.events import DeploymentStarted
+    from govern.presentation import jsonable
+    from govern.storage.memory_log import MemoryLedger
+
+    [event] = MemoryLedger().append(
+        [PendingEvent(DeploymentStarted("scoring", "dev", "churn", "1"), actor="x", occurred_at=utc_now())]
+    )
+    for result in (event, Outcome([event], ["a warning"], ["churn@v1.0.0"]), Requested(event)):
+        shaped = result.to_dict()
+        assert jsonable(shaped) == shaped
+        assert json.loads(json.dumps(shaped, allow_nan=False)) == shaped

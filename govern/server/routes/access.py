@@ -41,7 +41,7 @@ def principals(caller: Annotated[Caller, authorised("principals", hold="read")],
 @router.post(f"{API}/principals", operation_id="grant", status_code=201, responses=answered_as(Event, 201))
 def grant(body: GrantRequest, caller: Annotated[Caller, authorised("grant", hold="write")]) -> Any:
     event = access_api.grant(caller.project, body.principal, body.role, body.apps, body.reason)
-    return jsonable(event.to_dict())
+    return event.to_dict()
 
 
 @router.delete(f"{API}/principals/{{name}}/roles/{{role}}", operation_id="revoke", responses=answered_as(Event))
@@ -51,7 +51,7 @@ def revoke(
     caller: Annotated[Caller, authorised("revoke", hold="write")],
     reason: Annotated[str, Query(max_length=2000)] = "",
 ) -> Any:
-    return jsonable(access_api.revoke(caller.project, name, role, reason).to_dict())
+    return access_api.revoke(caller.project, name, role, reason).to_dict()
 
 
 @router.post(
@@ -65,7 +65,7 @@ def link_identity(
     body: IdentityLink,
     caller: Annotated[Caller, authorised("link_identity", hold="write")],
 ) -> Any:
-    return jsonable(access_api.link_identity(caller.project, name, body.identity, body.reason).to_dict())
+    return access_api.link_identity(caller.project, name, body.identity, body.reason).to_dict()
 
 
 @router.get(f"{API}/identities", operation_id="identities", responses=answered_as(list[Identity]))
@@ -99,7 +99,7 @@ def revoke_token(
     caller: Annotated[Caller, authorised("revoke_token", hold="write")],
     reason: Annotated[str, Query(max_length=2000)] = "",
 ) -> Any:
-    return jsonable(access_api.revoke_token(caller.project, token_id, reason).to_dict())
+    return access_api.revoke_token(caller.project, token_id, reason).to_dict()
 
 
 @router.get(f"{API}/grants", operation_id="grant_history", responses=answered_as(list[GrantRecord]))
@@ -130,7 +130,7 @@ def confirm_grant(
     body: ProposalDecision,
     caller: Annotated[Caller, authorised("confirm_grant", hold="write")],
 ) -> Any:
-    return jsonable(access_api.confirm_grant(caller.project, proposal, body.reason).to_dict())
+    return access_api.confirm_grant(caller.project, proposal, body.reason).to_dict()
 
 
 @router.post(
@@ -144,7 +144,7 @@ def decline_grant(
     body: ProposalDecline,
     caller: Annotated[Caller, authorised("decline_grant", hold="write")],
 ) -> Any:
-    return jsonable(access_api.decline_grant(caller.project, proposal, body.reason).to_dict())
+    return access_api.decline_grant(caller.project, proposal, body.reason).to_dict()
 
 
 @router.post(
@@ -158,7 +158,7 @@ def withdraw_grant(
     body: ProposalDecision,
     caller: Annotated[Caller, authorised("withdraw_grant", hold="write")],
 ) -> Any:
-    return jsonable(access_api.withdraw_grant(caller.project, proposal, body.reason).to_dict())
+    return access_api.withdraw_grant(caller.project, proposal, body.reason).to_dict()
 
 
 @router.post(

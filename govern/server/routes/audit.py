@@ -80,4 +80,4 @@ def anchors(caller: Annotated[Caller, authorised("anchors", hold="read")]) -> An
 
 @router.post(f"{API}/anchors", operation_id="anchor", status_code=201, responses=answered_as(Event, 201))
 def anchor(caller: Annotated[Caller, authorised("anchor", writes=True)]) -> Any:
-    return jsonable(integrity.anchor(caller.project).to_dict())
+    return integrity.anchor(caller.project).to_dict()

@@ -5,7 +5,6 @@ from typing import Annotated, Any
 from fastapi import APIRouter
 
 from govern.api import lifecycle
-from govern.presentation import jsonable
 from govern.server.deps import Caller, authorised, instant
 from govern.server.http import API
 from govern.server.models import DeploymentRequest, Outcome, RetirementRequest, answered_as
@@ -23,11 +22,11 @@ def deploy(body: DeploymentRequest, caller: Annotated[Caller, authorised("deploy
         env=body.env,
         at=instant(body.at, "at"),
     )
-    return jsonable(outcome.to_dict())
+    return outcome.to_dict()
 
 
 @router.post(f"{API}/retirements", operation_id="retire", status_code=201, responses=answered_as(Outcome, 201))
 def retire(body: RetirementRequest, caller: Annotated[Caller, authorised("retire", hold="write")]) -> Any:
     at = instant(body.at, "at")
     outcome = lifecycle.retire(caller.project, app=body.app, env=body.env, at=at)
-    return jsonable(outcome.to_dict())
+    return outcome.to_dict()

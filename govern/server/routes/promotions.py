@@ -45,7 +45,7 @@ def request_promotion(
     requested = approvals.request_promotion(
         caller.project, body.model, body.version, body.to_stage, body.reason, force=body.force
     )
-    return jsonable(requested.to_dict())
+    return requested.to_dict()
 
 
 @router.post(
@@ -59,7 +59,7 @@ def approve(
     body: Decision,
     caller: Annotated[Caller, authorised("approve", hold="write")],
 ) -> Any:
-    return jsonable(approvals.approve(caller.project, request, body.reason).to_dict())
+    return approvals.approve(caller.project, request, body.reason).to_dict()
 
 
 @router.post(
@@ -75,10 +75,10 @@ def reject(
 ) -> Any:
     own_only = not caller.principal.has("approver")
     event = approvals.reject(caller.project, request, body.reason, requester_only=own_only)
-    return jsonable(event.to_dict())
+    return event.to_dict()
 
 
 @router.post(f"{API}/promotions", operation_id="promote", status_code=201, responses=answered_as(Outcome, 201))
 def promote(body: DirectPromotion, caller: Annotated[Caller, authorised("promote", hold="write")]) -> Any:
     outcome = lifecycle.promote(caller.project, body.model, body.version, body.to_stage, body.reason, force=body.force)
-    return jsonable(outcome.to_dict())
+    return outcome.to_dict()

@@ -65,4 +65,4 @@ def deprecate(
     caller: Annotated[Caller, authorised("deprecate", hold="write")],
 ) -> Any:
     outcome = lifecycle.deprecate(caller.project, model, version, body.reason, force=body.force)
-    return jsonable(outcome.to_dict())
+    return outcome.to_dict()
