@@ -46,7 +46,7 @@ def events(
     limit: Annotated[int | None, Query(ge=0, description="Only the newest N; default every event")] = None,
 ) -> Any:
     found = audit_api.audit_log(caller.project, types=event_type or (), since=instant(since, "since"), limit=limit)
-    return jsonable([event.to_dict() for event in found])
+    return [event.to_dict() for event in found]
 
 
 @router.get(f"{API}/verify", operation_id="verify", responses=answered_as(Verification))

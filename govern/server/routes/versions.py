@@ -7,7 +7,6 @@ from fastapi.responses import Response
 
 from govern.api import audit as audit_api
 from govern.api import lifecycle
-from govern.presentation import jsonable
 from govern.server.deps import Caller, authorised
 from govern.server.http import API
 from govern.server.models import Deprecation, Event, LineageReport, Outcome, answered_as
@@ -28,7 +27,7 @@ def history(
     caller: Annotated[Caller, authorised("history", hold="read")],
     version: str | None = None,
 ) -> Any:
-    return jsonable([event.to_dict() for event in audit_api.history(caller.project, model, version)])
+    return [event.to_dict() for event in audit_api.history(caller.project, model, version)]
 
 
 @router.get(
