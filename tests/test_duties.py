@@ -287,3 +287,49 @@ def test_a_self_asserted_ci_verdict_does_not_open_the_reproduction_gate_in_team_
     with server(team):
         ledger.append([PendingEvent(verdict, via_server("ci-runner"), utc_now(), "a" * 40)])
         lifecycle.promote(acting(team, via_server("pat")), M, "1", "staging", "gated")
+
+
+def test_a_checkout_saying_solo_does_not_lift_team_mode_from_a_ledger_a_server_signed_in(
+    team_files: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Found by the insider review: a checkout of one's own saying `mode = "solo"`, pointed at the team's ledger
+    with GOVERN_LEDGER, promoted to production with a typed --approver and no request; the server then deployed
+    on that standing. The ledger's team mode is the ledger's, whatever a checkout says."""
+    own = tmp_path / "own"
+    own.mkdir()
+    git(own, "init", "-q", "-b", "main")
+    (own / "govern.toml").write_text(
+        'mode = "solo"\n[registry]\ngto_tags = false\n[mlflow]\ntracking_uri = "sqlite:////nonexistent/mlflow.db"\n'
+    )
+    commit_all(own, "my own rules")
+    monkeypatch.setenv("GOVERN_LEDGER", str(config.load(team_files).ledger))
+    before = head(team_files)
+    for stage, refusal in (
+        ("staging", "counts only when govern serve authenticated"),
+        ("production", "need an approved request (team mode's default for the last stage)"),
+    ):
+        result = run_cli("promote", M, "1", "--to", stage, "--reason", "x", "--approver", "carol", cwd=own)
+        assert result.exit_code == 1, result.output
+        assert refusal in result.output
+    assert head(team_files) == before
+
+
+def test_closing_a_request_or_deprecating_a_version_counts_only_from_an_authenticated_person_in_team_mode(
+    team_files: Path,
+) -> None:
+    """Found by the insider review: through the server only approvers reject and deprecate, but the local CLI
+    let any git identity close a request or block a version from deployment."""
+    team = team_files
+    number = ask(team, "1", "staging")
+    before = head(team)
+    for command in (
+        ("reject", str(number), "--reason", "closed by a typed name"),
+        ("deprecate", M, "2", "--reason", "blocked by a typed name"),
+    ):
+        result = run_cli(*command, cwd=team)
+        assert result.exit_code == 1, result.output
+        assert "counts only when govern serve authenticated" in result.output
+    assert head(team) == before
+    with server(team):
+        approvals.reject(acting(team, via_server("pat")), number, "not yet")
+        lifecycle.deprecate(acting(team, via_server("pat")), M, "2", "superseded")

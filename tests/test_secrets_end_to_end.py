@@ -154,3 +154,46 @@ def test_no_configured_secret_reaches_the_ledger_mlflow_the_log_or_a_report(
     for place, text in places.items():
         for name, secret in SECRETS.items():
             assert secret not in text, f"{name}'s secret in the {place}"
+
+
+def test_a_password_in_an_http_tracking_uri_is_not_printed_when_a_run_ends(
+    tmp_path: Path, isolated_env: dict[str, str]
+) -> None:
+    """Found by the insider review: MLflow prints "View run ... at: URL" when a run ends, the URL with the
+    password of `http://user:password@host` in it, on the command's stderr and in the server's log."""
+    import time
+    import urllib.request
+
+    project = tiny_pipeline(tmp_path / "project", TINY_STAGE, "n: 3\n")
+    commit_all(project, "tiny pipeline")
+    port = free_port()
+    store = tmp_path / "mlflow-server"
+    store.mkdir()
+    log = (store / "server.log").open("ab")
+    server = subprocess.Popen(
+        [sys.executable, "-m", "mlflow", "server", "--backend-store-uri", f"sqlite:///{store / 'mlflow.db'}",
+         "--artifacts-destination", (store / "artifacts").as_uri(), "--host", "127.0.0.1", "--port", str(port),
+         "--workers", "1"],
+        env=isolated_env, stdout=log, stderr=subprocess.STDOUT,
+    )  # fmt: skip
+    try:
+        deadline = time.monotonic() + 180
+        while True:
+            try:
+                with urllib.request.urlopen(f"http://127.0.0.1:{port}/health", timeout=2):
+                    break
+            except OSError:
+                assert server.poll() is None and time.monotonic() < deadline, "mlflow server did not start"
+                time.sleep(0.5)
+        uri = f"http://mlflow:{SECRETS['mlflow_http']}@127.0.0.1:{port}"
+        done = subprocess.run(
+            [sys.executable, "-m", "govern", "repro"], cwd=project, capture_output=True, text=True, timeout=600,
+            env={**isolated_env, "MLFLOW_TRACKING_URI": uri},
+        )  # fmt: skip
+    finally:
+        server.terminate()
+        server.wait(timeout=30)
+        log.close()
+    assert done.returncode == 0, done.stderr
+    assert "MLflow run " in done.stdout  # mirrored: the run ended, where MLflow would have printed its URL
+    assert SECRETS["mlflow_http"] not in done.stdout + done.stderr

@@ -182,6 +182,7 @@ def reject(
 
     def decide(reader: Reader) -> list[PendingEvent]:
         pending = _pending(reader, seq)
+        duties.require_authenticated(project, duties.policy(project, reader), "closing a request")
         links = access_reads.identity_links(reader)
         if requester_only and not access.same_person(project.actor, pending["requested_by"], links):
             raise Forbidden(

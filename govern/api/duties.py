@@ -43,13 +43,16 @@ class Policy:
 
 
 def team_mode(project: Project, reader: Reader) -> bool:
-    """A team's project: declared so, on PostgreSQL, or a ledger a server has signed in (every server registers
-    its key before it answers anything, so a server's own decisions are always in team mode)."""
-    if project.config.declares_team:
+    """A team's project: a ledger a server has signed in (every server registers its key before it answers
+    anything, so a server's own decisions are always in team mode), or one whose configuration says so (a
+    PostgreSQL ledger, a declared server, `mode = "team"`).
+
+    A ledger's team mode is the ledger's: `mode = "solo"` cannot turn it off once a server has signed in, since
+    the configuration is read from whichever checkout a command runs in (an insider's own, pointed at the
+    team's ledger with GOVERN_LEDGER, said `mode = "solo"` and promoted to production unapproved)."""
+    if access_reads.server_key_registered(reader):
         return True
-    if project.config.mode == "solo":
-        return False
-    return access_reads.server_key_registered(reader)
+    return project.config.declares_team
 
 
 def policy(project: Project, reader: Reader) -> Policy:

@@ -282,6 +282,9 @@ def deprecate(
     warnings: list[str] = []
 
     def decide(reader: Reader) -> list[PendingEvent]:
+        from govern.api import duties
+
+        duties.require_authenticated(project, duties.policy(project, reader), "a deprecation")
         facts = version_facts(reader, model, version)
         if facts.deprecated_seq is not None:
             raise InvalidInput(f"Version {version} of {model} is already deprecated (seq {facts.deprecated_seq})")
