@@ -14,7 +14,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-from govern.envelope import RecordedEvent, format_timestamp
+from govern.envelope import RecordedEvent
 from govern.errors import InvalidInput
 from govern.remote import Server
 
@@ -26,7 +26,11 @@ def _outcome(answer: Mapping[str, Any]) -> Any:
 
 
 def _when(at: datetime | None) -> str | None:
-    return format_timestamp(at) if at is not None else None
+    """An instant as the server reads it: `timeparse.display`'s four-digit years (the hashing spelling,
+    `format_timestamp`, writes year 1 as `1-01-01`, which no ISO 8601 reader takes)."""
+    from govern.timeparse import display
+
+    return display(at) if at is not None else None
 
 
 class HttpGovernance:

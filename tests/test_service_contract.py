@@ -90,6 +90,11 @@ def test_every_read_answers_the_same_here_and_over_http(project: Path, server: s
         local = _shown(getattr(here, operation)(*args, **kwargs))
         remote = _shown(getattr(there, operation)(*args, **kwargs))
         assert remote == local, operation
+    early = datetime(1, 1, 1, tzinfo=UTC)  # a trial found years before 1000 sent as `1-01-01...` over HTTP
+    assert _shown(there.production_answer("scoring", "dev", early)) == _shown(
+        here.production_answer("scoring", "dev", early)
+    )
+    assert _shown(there.audit_log(since=early)) == _shown(here.audit_log(since=early))
     local_report, remote_report = here.gather("churn", "2"), there.gather("churn", "2")
     for report in (local_report, remote_report):
         report["report"].pop("generated_at")

@@ -38,3 +38,19 @@ def test_a_training_of_a_misspelt_stage_is_refused_when_asked_and_records_nothin
     assert ledger_at(project).head() == before
     job = jobs_api.request_training(project_at(project, "sci"), "HEAD", ["train", "dvc.yaml:prepare"])
     assert job.row["targets"] == ["train", "dvc.yaml:prepare"], "stage names and paths are both accepted"
+
+
+@pytest.mark.slow
+def test_repro_commit_json_prints_the_json_alone_on_stdout(tmp_path: Path) -> None:
+    """Found by a new user: `govern repro --commit --json > out.json` ended with a line "committed dvc.lock as
+    ..." after the JSON object, so out.json did not parse. The line goes to stderr with --json."""
+    import json
+
+    from conftest import tiny_pipeline
+
+    project = tiny_pipeline(tmp_path / "project")
+    commit_all(project, "tiny pipeline")
+    result = run_cli("repro", "--commit", "--json", cwd=project)
+    assert result.exit_code == 0, result.output
+    answer = json.loads(result.stdout)
+    assert answer["committed"] and f"committed dvc.lock as {answer['committed'][:12]}" in result.stderr

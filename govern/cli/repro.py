@@ -83,8 +83,8 @@ def repro(
                 f"{reused['model']}: the same file (sha256) is version {reused['version']} already; "
                 "not registered again (one artifact, one version)"
             )
-    if outcome.committed:
-        click.echo(f"committed dvc.lock as {outcome.committed[:12]}")
+    if outcome.committed:  # with --json, stdout is the JSON alone (it says `committed` too)
+        click.echo(f"committed dvc.lock as {outcome.committed[:12]}", err=as_json)
     for warning in outcome.warnings:
         click.echo(f"Note: {warning}", err=True)
     if outcome.mirror_error:
