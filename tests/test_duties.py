@@ -73,7 +73,7 @@ def team_on_postgresql(
         yield found
 
 
-@pytest.fixture(params=["file", "postgresql"])
+@pytest.fixture(params=["file", pytest.param("postgresql", marks=pytest.mark.slow)])
 def team_files(request: pytest.FixtureRequest, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     """The team's project (build_team) of a test through the command line: a copy of `team_on_file`, or of
     `team_on_postgresql` (the database's URL is in the project)."""
@@ -88,7 +88,7 @@ def team_files(request: pytest.FixtureRequest, tmp_path: Path, monkeypatch: pyte
 IN_MEMORY: dict[Path, Project] = {}  # a team's project over an in-memory ledger, by its root (the operator acting)
 
 
-@pytest.fixture(params=["memory", "postgresql"])
+@pytest.fixture(params=["memory", pytest.param("postgresql", marks=pytest.mark.slow)])
 def team(request: pytest.FixtureRequest, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Path]:
     """The team's project (build_team) of a test of the rules: its checkout and configuration over an in-memory
     copy of `team_on_file`'s ledger (the file removed: nothing reads or writes it), or built on a PostgreSQL
@@ -172,7 +172,7 @@ def test_a_solo_project_keeps_its_configured_rules(tmp_path: Path) -> None:
     root = tmp_path / "solo"
     root.mkdir()
     git(root, "init", "-q", "-b", "main")
-    (root / "govern.toml").write_text('[registry]\ngto_tags = false\n[mlflow]\ntracking_uri = "sqlite:////x"\n')
+    (root / "govern.toml").write_text('[registry]\ngto_tags = false\n[mlflow]\ntracking_uri = "sqlite:////nonexistent/mlflow.db"\n')
     commit_all(root, "start")
     trained_version(root / "audit" / "ledger.duckdb", M, "1", GIT_TESS, commit="a" * 40)
     result = run_cli("promote", M, "1", "--to", "production", "--force", "--reason", "one person", cwd=root)
