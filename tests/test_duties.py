@@ -172,7 +172,9 @@ def test_a_solo_project_keeps_its_configured_rules(tmp_path: Path) -> None:
     root = tmp_path / "solo"
     root.mkdir()
     git(root, "init", "-q", "-b", "main")
-    (root / "govern.toml").write_text('[registry]\ngto_tags = false\n[mlflow]\ntracking_uri = "sqlite:////nonexistent/mlflow.db"\n')
+    (root / "govern.toml").write_text(
+        '[registry]\ngto_tags = false\n[mlflow]\ntracking_uri = "sqlite:////nonexistent/mlflow.db"\n'
+    )
     commit_all(root, "start")
     trained_version(root / "audit" / "ledger.duckdb", M, "1", GIT_TESS, commit="a" * 40)
     result = run_cli("promote", M, "1", "--to", "production", "--force", "--reason", "one person", cwd=root)
