@@ -18,7 +18,7 @@ from typing import Any
 
 import pytest
 from conftest import commit_all, git, ok, run_cli, start_server, tiny_pipeline, wait_for
-from support.server import send
+from support.server import call, send
 
 from govern import access
 from govern.storage.duckdb_log import Ledger
@@ -29,7 +29,8 @@ M = "breast-cancer-classifier"
 
 @pytest.fixture
 def serving(reproduced_demo: Path, isolated_env: dict[str, str], tmp_path: Path) -> Iterator[dict]:
-    """Version 1 serves `scoring` in production; a consumer of scoring and one of triage, with tokens."""
+    """Version 1 serves `scoring` in production; a consumer of scoring and one of triage, and an approver, with
+    tokens."""
     ok(reproduced_demo, "promote", M, "1", "--to", "staging", "--reason", "candidate")
     ok(reproduced_demo, "promote", M, "1", "--to", "production", "--reason", "approved")
     ok(reproduced_demo, "deploy", M, "1", "--app", "scoring")
@@ -37,6 +38,8 @@ def serving(reproduced_demo: Path, isolated_env: dict[str, str], tmp_path: Path)
     for name, app in (("scoring-app", "scoring"), ("triage-app", "triage")):
         ok(reproduced_demo, "principals", "add", name, "--role", "consumer", "--app", app)
         tokens[name] = json.loads(ok(reproduced_demo, "tokens", "create", name, "--json"))["token"]
+    ok(reproduced_demo, "principals", "add", "appr", "--role", "approver")
+    tokens["appr"] = json.loads(ok(reproduced_demo, "tokens", "create", "appr", "--json"))["token"]
     process, base = start_server(reproduced_demo, isolated_env, tmp_path / "server.log")
     yield {"project": reproduced_demo, "base": base, "tokens": tokens, "log": tmp_path / "server.log"}
     process.terminate()
@@ -94,7 +97,10 @@ def test_predictions_are_refused_for_other_apps_bad_rows_and_deprecated_versions
     assert status == 400 and "text/csv or application/json" in json.loads(answer)["detail"]
     assert ledger.head() == before, "nothing recorded for refused or failed predictions"
 
-    assert run_cli("deprecate", M, "1", "--reason", "leak found", "--force", cwd=project).exit_code == 0
+    # the server has signed in: team mode, where a deprecation counts from an authenticated approver only
+    assert run_cli("deprecate", M, "1", "--reason", "leak found", "--force", cwd=project).exit_code == 1
+    deprecation = {"reason": "leak found", "force": True}
+    assert call(base, "POST", f"/api/v1/models/{M}/versions/1/deprecation", tokens["appr"], deprecation)[0] == 201
     status, answer, _ = send(base, "/api/v1/apps/scoring/predict", tokens["scoring-app"], body, "text/csv")
     assert status == 409 and "is deprecated" in json.loads(answer)["detail"]
 
