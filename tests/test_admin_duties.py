@@ -600,3 +600,21 @@ def test_a_code_a_writer_appends_by_hand_and_redeems_through_the_server_gives_no
     assert own.token is not None and authentication.authenticate(ledger, own.token.bearer).roles == {}
     real_pat = redeemed(any_team, code_for(any_team, "pat"))
     assert set(authentication.authenticate(ledger, real_pat.bearer).roles) == {"approver"}
+
+
+def test_a_checkout_of_ones_own_cannot_lift_the_two_admin_rule_of_a_ledger_a_server_signed_in(
+    team: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Found by the second insider review: a checkout saying `[access] two_admin_grants = false`, pointed at the
+    team's ledger with GOVERN_LEDGER, granted approver and admin under a self-asserted name. The setting lowers
+    the bar for the server's authenticated admins only."""
+    own = tmp_path / "own"
+    own.mkdir()
+    git(own, "init", "-q", "-b", "main")
+    (own / "govern.toml").write_text('mode = "solo"\n[access]\ntwo_admin_grants = false\n')
+    commit_all(own, "my own rules")
+    monkeypatch.setenv("GOVERN_LEDGER", str(team / "audit" / "ledger.duckdb"))
+    before = head(team)
+    for role in ("approver", "admin"):
+        assert "is for admins the server authenticated" in refused(own, "principals", "add", "mallory", "--role", role)
+    assert head(team) == before
