@@ -17,7 +17,7 @@ from pathlib import Path
 import pytest
 from conftest import as_server, commit_all, git, run_cli, trained_version, via_server
 from support.copies import Prepared, PreparedOnPostgres, prepared, prepared_on_postgres
-from support.projects import project_at
+from support.projects import checkout, project_at
 
 from govern import access, attribution, config
 from govern.api import access as access_api
@@ -608,11 +608,7 @@ def test_a_checkout_of_ones_own_cannot_lift_the_two_admin_rule_of_a_ledger_a_ser
     """Found by the second insider review: a checkout saying `[access] two_admin_grants = false`, pointed at the
     team's ledger with GOVERN_LEDGER, granted approver and admin under a self-asserted name. The setting lowers
     the bar for the server's authenticated admins only."""
-    own = tmp_path / "own"
-    own.mkdir()
-    git(own, "init", "-q", "-b", "main")
-    (own / "govern.toml").write_text('mode = "solo"\n[access]\ntwo_admin_grants = false\n')
-    commit_all(own, "my own rules")
+    own = checkout(tmp_path / "own", 'mode = "solo"\n[access]\ntwo_admin_grants = false\n')
     monkeypatch.setenv("GOVERN_LEDGER", str(team / "audit" / "ledger.duckdb"))
     before = head(team)
     for role in ("approver", "admin"):

@@ -17,7 +17,7 @@ from pathlib import Path
 import pytest
 from conftest import as_server, commit_all, git, run_cli, trained_version, via_server
 from support.copies import Prepared, PreparedOnPostgres, prepared, prepared_on_postgres
-from support.projects import in_memory, project_at
+from support.projects import checkout, in_memory, project_at
 
 from govern import attribution, config, signing
 from govern.api import access as access_api
@@ -30,6 +30,7 @@ from govern.storage import LedgerStore, open_store
 
 M = "churn"
 GIT_TESS = "Tess Trainer <tess@example.com>"
+NO_TAGS_NO_MLFLOW = '[registry]\ngto_tags = false\n[mlflow]\ntracking_uri = "sqlite:////nonexistent/mlflow.db"\n'
 
 
 def build_team(root: Path, url: str | None = None) -> Path:
@@ -169,13 +170,7 @@ def test_the_last_stage_needs_an_approved_request_by_default_in_team_mode(team: 
 
 
 def test_a_solo_project_keeps_its_configured_rules(tmp_path: Path) -> None:
-    root = tmp_path / "solo"
-    root.mkdir()
-    git(root, "init", "-q", "-b", "main")
-    (root / "govern.toml").write_text(
-        '[registry]\ngto_tags = false\n[mlflow]\ntracking_uri = "sqlite:////nonexistent/mlflow.db"\n'
-    )
-    commit_all(root, "start")
+    root = checkout(tmp_path / "solo", NO_TAGS_NO_MLFLOW)
     trained_version(root / "audit" / "ledger.duckdb", M, "1", GIT_TESS, commit="a" * 40)
     result = run_cli("promote", M, "1", "--to", "production", "--force", "--reason", "one person", cwd=root)
     assert result.exit_code == 0, result.output
@@ -297,13 +292,7 @@ def test_a_checkout_saying_solo_does_not_lift_team_mode_from_a_ledger_a_server_s
     """Found by the insider review: a checkout of one's own saying `mode = "solo"`, pointed at the team's ledger
     with GOVERN_LEDGER, promoted to production with a typed --approver and no request; the server then deployed
     on that standing. The ledger's team mode is the ledger's, whatever a checkout says."""
-    own = tmp_path / "own"
-    own.mkdir()
-    git(own, "init", "-q", "-b", "main")
-    (own / "govern.toml").write_text(
-        'mode = "solo"\n[registry]\ngto_tags = false\n[mlflow]\ntracking_uri = "sqlite:////nonexistent/mlflow.db"\n'
-    )
-    commit_all(own, "my own rules")
+    own = checkout(tmp_path / "own", 'mode = "solo"\n' + NO_TAGS_NO_MLFLOW)
     monkeypatch.setenv("GOVERN_LEDGER", str(config.load(team_files).ledger))
     before = head(team_files)
     for stage, refusal in (

@@ -515,8 +515,8 @@ class ReproductionRecorded(Answer):
     event: Event
 
 
-class Grant(Answer):
-    """A role held by a principal: who granted (confirmed) it and who proposed it."""
+class _Granted(Answer):
+    """What every grant of a role says: to whom, which role, who granted and proposed it, and why."""
 
     principal: str
     role: str
@@ -533,26 +533,17 @@ class Grant(Answer):
     proposed_by_shown: str | None
 
 
-class GrantRecord(Answer):
+class Grant(_Granted):
+    """A role held by a principal: who granted (confirmed) it and who proposed it."""
+
+
+class GrantRecord(_Granted):
     """A grant of a role over time: when and how it ended, who proposed and who confirmed it."""
 
-    grant_seq: int
-    principal: str
-    role: str
-    apps: list[str]
-    granted_at: str
-    granted_by: str
-    reason: str
     ended_at: str | None
     end_seq: int | None
     ended_by: str | None
     ended_how: str | None
-    basis: str | None
-    proposal_seq: int | None
-    proposed_at: str | None
-    proposed_by: str | None
-    granted_by_shown: str
-    proposed_by_shown: str | None
 
 
 class GrantProposal(Answer):

@@ -3,6 +3,7 @@ in-memory ledger, for use-case tests that need no file."""
 
 from __future__ import annotations
 
+import subprocess
 from pathlib import Path
 
 from govern import attribution
@@ -29,3 +30,13 @@ def ledger_at(root: Path) -> LedgerStore:
     """The ledger of the project at `root` (or GOVERN_LEDGER's), opened for reading: what a test checks was
     recorded, or was not."""
     return open_project(root, writing=False).ledger
+
+
+def checkout(root: Path, settings: str) -> Path:
+    """A git repository at `root` whose one commit is a `govern.toml` holding `settings` (a project of one's own,
+    or a solo project)."""
+    root.mkdir(parents=True)
+    (root / "govern.toml").write_text(settings)
+    for args in (["init", "-q", "-b", "main"], ["add", "govern.toml"], ["commit", "-q", "-m", "govern.toml"]):
+        subprocess.run(["git", *args], cwd=root, check=True, capture_output=True)
+    return root
