@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dataclasses import fields, is_dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -9,7 +10,8 @@ from govern.timeparse import display
 
 
 def jsonable(value: Any) -> Any:
-    """Timestamps as UTC `...Z` strings with microseconds; durations in seconds; anything else as text."""
+    """Timestamps as UTC `...Z` strings with microseconds; durations in seconds; typed rows and results (dataclasses)
+    as objects of their fields; anything else as text."""
     if isinstance(value, datetime):
         return display(value)
     if isinstance(value, timedelta):
@@ -20,4 +22,6 @@ def jsonable(value: Any) -> Any:
         return [jsonable(v) for v in value]
     if value is None or isinstance(value, str | int | float | bool):
         return value
+    if is_dataclass(value) and not isinstance(value, type):
+        return {field.name: jsonable(getattr(value, field.name)) for field in fields(value)}
     return str(value)

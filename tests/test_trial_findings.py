@@ -37,7 +37,7 @@ def test_a_training_of_a_misspelt_stage_is_refused_when_asked_and_records_nothin
         jobs_api.request_training(project_at(project, "sci"), "HEAD", ["trian"])
     assert ledger_at(project).head() == before
     job = jobs_api.request_training(project_at(project, "sci"), "HEAD", ["train", "dvc.yaml:prepare"])
-    assert job.row["targets"] == ["train", "dvc.yaml:prepare"], "stage names and paths are both accepted"
+    assert job.row.targets == ["train", "dvc.yaml:prepare"], "stage names and paths are both accepted"
 
 
 @pytest.mark.slow

@@ -29,7 +29,7 @@ import sys
 import tempfile
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
@@ -41,6 +41,7 @@ from govern.errors import Forbidden, GovernError, InvalidInput, NotFound, StateC
 from govern.events import TrainingJobFinished, TrainingJobRequested, TrainingJobStarted
 from govern.readmodel import events as event_reads
 from govern.readmodel import jobs as job_reads
+from govern.readmodel.jobs import JobRow
 from govern.readmodel.reader import Reader
 from govern.redaction import redact, scrub
 
@@ -55,16 +56,24 @@ LOG_TAIL_LINES = 40
 class Job:
     """A job as recorded, with what its log says so far (stages reached, the last lines)."""
 
-    row: dict[str, Any]
+    row: JobRow
+    lock_commit: str | None
+    lock_note: str | None
     stages: list[dict[str, str]]
     log_tail: str
 
     @property
     def finished(self) -> bool:
-        return self.row["state"] in ("succeeded", "failed", "cancelled")
+        return self.row.state in ("succeeded", "failed", "cancelled")
 
     def to_dict(self) -> dict[str, Any]:
-        return {**self.row, "stages": self.stages, "log_tail": self.log_tail}
+        return {
+            **asdict(self.row),
+            "lock_commit": self.lock_commit,
+            "lock_note": self.lock_note,
+            "stages": self.stages,
+            "log_tail": self.log_tail,
+        }
 
 
 def request_training(project: Project, commit: str, targets: Sequence[str] = ()) -> Job:
@@ -81,7 +90,7 @@ def request_training(project: Project, commit: str, targets: Sequence[str] = ())
     return job(project, event[0].payload["job_id"])
 
 
-def jobs(project: Project, state: str | None = None, newest: int | None = None) -> list[dict[str, Any]]:
+def jobs(project: Project, state: str | None = None, newest: int | None = None) -> list[JobRow]:
     """The jobs (in `state`), oldest first; with `newest`, only that many of the latest, newest first."""
     if state is not None and state not in STATES:
         raise InvalidInput(f"Unknown job state {state!r}: use one of {', '.join(STATES)}")
@@ -108,15 +117,16 @@ def job(project: Project, job_id: str) -> Job:
         if found:
             stages[found.group("stage")] = found.group("status")
     tail = "\n".join(lines[-LOG_TAIL_LINES:])
-    return Job({**row, **_lock_of(ledger, row)}, [{"stage": k, "status": v} for k, v in stages.items()], scrub(tail))
+    commit, note = _lock_of(ledger, row)
+    return Job(row, commit, note, [{"stage": k, "status": v} for k, v in stages.items()], scrub(tail))
 
 
-def _lock_of(reader: Reader, row: dict[str, Any]) -> dict[str, Any]:
+def _lock_of(reader: Reader, row: JobRow) -> tuple[str | None, str | None]:
     """The commit whose dvc.lock rebuilds the job's versions (on its branch, or found later), or why none yet."""
-    if row["state"] != "succeeded" or not row["training_event_id"]:
-        return {"lock_commit": None, "lock_note": None}
-    commit, note = job_reads.lock_of(reader, row["training_event_id"], row["job_id"])
-    return {"lock_commit": commit, "lock_note": None if commit else note}
+    if row.state != "succeeded" or not row.training_event_id:
+        return None, None
+    commit, note = job_reads.lock_of(reader, row.training_event_id, row.job_id)
+    return commit, None if commit else note
 
 
 def cancel(project: Project, job_id: str, requester_only: bool = False) -> RecordedEvent:
@@ -125,13 +135,13 @@ def cancel(project: Project, job_id: str, requester_only: bool = False) -> Recor
 
     def decide(reader: Reader) -> list[PendingEvent]:
         row = _row(reader, job_id)
-        if requester_only and not access.same_person(project.actor, row["requested_by"], {}):
-            raise Forbidden(f"Job {job_id} was requested by {row['requested_by']}: a scientist cancels its own jobs")
-        if row["state"] not in ("queued", "running"):
-            when = format_timestamp(row["finished_at"]) if row["finished_at"] else "?"
-            raise StateConflict(f"Job {job_id} is {row['state']} already (at {when}): there is nothing to cancel")
+        if requester_only and not access.same_person(project.actor, row.requested_by, {}):
+            raise Forbidden(f"Job {job_id} was requested by {row.requested_by}: a scientist cancels its own jobs")
+        if row.state not in ("queued", "running"):
+            when = format_timestamp(row.finished_at) if row.finished_at else "?"
+            raise StateConflict(f"Job {job_id} is {row.state} already (at {when}): there is nothing to cancel")
         fact = TrainingJobFinished(job_id=job_id, outcome="cancelled")
-        return [PendingEvent(fact, actor=project.actor, occurred_at=project.clock(), git_commit=row["commit"])]
+        return [PendingEvent(fact, actor=project.actor, occurred_at=project.clock(), git_commit=row.commit)]
 
     return project.ledger.transact(decide)[0]
 
@@ -141,7 +151,7 @@ def claimable(project: Project, host: str) -> list[str]:
     if not project.ledger.exists():
         return []
     rows = job_reads.jobs(project.ledger)
-    return [r["job_id"] for r in rows if _takeable(r, host)]
+    return [r.job_id for r in rows if _takeable(r, host)]
 
 
 def claim(project: Project, job_id: str) -> RecordedEvent | None:
@@ -153,8 +163,8 @@ def claim(project: Project, job_id: str) -> RecordedEvent | None:
         row = _row(reader, job_id)
         if not _takeable(row, host):
             return []
-        fact = TrainingJobStarted(job_id=job_id, host=host, pid=pid, attempt=row["attempts"] + 1)
-        return [PendingEvent(fact, actor=project.actor, occurred_at=project.clock(), git_commit=row["commit"])]
+        fact = TrainingJobStarted(job_id=job_id, host=host, pid=pid, attempt=row.attempts + 1)
+        return [PendingEvent(fact, actor=project.actor, occurred_at=project.clock(), git_commit=row.commit)]
 
     taken.extend(project.ledger.transact(decide))
     return taken[0] if taken else None
@@ -165,7 +175,7 @@ def finish(project: Project, job_id: str, ran: Ran, tail: str) -> None:
 
     def decide(reader: Reader) -> list[PendingEvent]:
         row = _row(reader, job_id)
-        if row["state"] != "running":
+        if row.state != "running":
             return []
         fact = TrainingJobFinished(
             job_id=job_id,
@@ -176,7 +186,7 @@ def finish(project: Project, job_id: str, ran: Ran, tail: str) -> None:
             lock_commit=ran.lock_commit,
             lock_note=ran.lock_note,
         )
-        return [PendingEvent(fact, actor=project.actor, occurred_at=project.clock(), git_commit=row["commit"])]
+        return [PendingEvent(fact, actor=project.actor, occurred_at=project.clock(), git_commit=row.commit)]
 
     project.ledger.transact(decide)
 
@@ -214,9 +224,9 @@ def run(project: Project, job_id: str, python: str, cancelled: Callable[[], bool
             sink.write(f"govern: job {job_id}: not started: {refused}\n")
             return Ran("failed", error=f"The job was not started: {refused}")
         checkout = scratch / "checkout"
-        sink.write(f"govern: job {job_id}: checking out {row['commit'][:12]} into a scratch clone\n")
+        sink.write(f"govern: job {job_id}: checking out {row.commit[:12]} into a scratch clone\n")
         sink.flush()
-        git_adapter.checkout_copy(project.root, checkout, row["commit"])
+        git_adapter.checkout_copy(project.root, checkout, row.commit)
         if (checkout / ".dvc").is_dir():
             from govern.adapters import dvc as dvc_adapter
 
@@ -227,7 +237,7 @@ def run(project: Project, job_id: str, python: str, cancelled: Callable[[], bool
         facts = scratch / "out" / FACTS
         command = [python, "-P", "-m", "govern", "repro", "--facts-out", str(facts), "--known-snapshots", str(known)]
         launch = sandbox.prepare(
-            [*command, *row["targets"]],
+            [*command, *row.targets],
             policy=policy,
             scratch=scratch,
             cwd=checkout,
@@ -258,7 +268,7 @@ def run(project: Project, job_id: str, python: str, cancelled: Callable[[], bool
             outcome = None
             if report is not None and (process.returncode == 0 or _failed_training(report)):
                 outcome = reported.record_reported_training(
-                    project, report, trainer(project, row), row["commit"], workspace=checkout
+                    project, report, trainer(project, row), row.commit, workspace=checkout
                 )
         except reported.ReportRefused as refused:
             sink.write(f"govern: job {job_id}: its report was refused, nothing was recorded: {refused}\n")
@@ -270,7 +280,7 @@ def run(project: Project, job_id: str, python: str, cancelled: Callable[[], bool
             from govern.api import locks
 
             lock_commit, lock_note = locks.commit_for_job(
-                project, job_id, outcome.training_event_id, checkout, row["requested_by"]
+                project, job_id, outcome.training_event_id, checkout, row.requested_by
             )
             if lock_commit:
                 sink.write(f"govern: job {job_id}: its dvc.lock is committed as {lock_commit[:12]}\n")
@@ -283,20 +293,20 @@ def run(project: Project, job_id: str, python: str, cancelled: Callable[[], bool
     return Ran("succeeded", outcome.training_event_id, None, lock_commit, lock_note)
 
 
-def trainer(project: Project, row: dict[str, Any]) -> attribution.Actor:
+def trainer(project: Project, row: JobRow) -> attribution.Actor:
     """Who a job's training is recorded under: its requester, authenticated by the server when the request was (the
     server vouches, with its signature, for work a principal asked it for with a token), else as asserted."""
     from govern import attestations
 
-    requested_by, principal = row["requested_by"], attribution.principal_of(row["requested_by"])
-    found = event_reads.authn_of(project.ledger, row["seq"])
+    requested_by, principal = row.requested_by, attribution.principal_of(row.requested_by)
+    found = event_reads.authn_of(project.ledger, row.seq)
     authn = attribution.Authn.from_json(found[0][0]) if found and found[0][0] else None
     attested = authn is not None and authn.authenticated and principal is not None
-    if attested and attestations.check_events(project.ledger, [row["seq"]], project.config.trusted_keys)[row["seq"]]:
+    if attested and attestations.check_events(project.ledger, [row.seq], project.config.trusted_keys)[row.seq]:
         attested = False
     if not attested:
-        return attribution.self_asserted(requested_by, f"job {row['job_id']}")
-    return attribution.on_behalf(principal, requested_by, f"job {row['job_id']} ({authn.via})")
+        return attribution.self_asserted(requested_by, f"job {row.job_id}")
+    return attribution.on_behalf(principal, requested_by, f"job {row.job_id} ({authn.via})")
 
 
 def _failed_training(report: dict[str, Any]) -> bool:
@@ -351,10 +361,10 @@ def log_path(project: Project, job_id: str) -> Path:
     return project.ledger.state_dir / "jobs" / f"{job_id}.log"
 
 
-def _takeable(row: dict[str, Any], host: str) -> bool:
-    if row["state"] == "queued":
+def _takeable(row: JobRow, host: str) -> bool:
+    if row.state == "queued":
         return True
-    return row["state"] == "running" and row["host"] == host and not _alive(row["pid"])
+    return row.state == "running" and row.host == host and not _alive(row.pid)
 
 
 def _alive(pid: int | None) -> bool:
@@ -371,13 +381,13 @@ def _alive(pid: int | None) -> bool:
     return True
 
 
-def _row(reader: Reader, job_id: str) -> dict[str, Any]:
+def _row(reader: Reader, job_id: str) -> JobRow:
     if not JOB_ID.match(job_id or ""):
         raise InvalidInput(f"{job_id!r} is not a job id: 12 hexadecimal characters, as the job's answer gives")
-    rows = job_reads.job(reader, job_id)
-    if not rows:
+    row = job_reads.job(reader, job_id)
+    if row is None:
         raise NotFound(f"No job {job_id}: GET /api/v1/trainings lists them")
-    return rows[0]
+    return row
 
 
 def _log_lines(path: Path) -> list[str]:

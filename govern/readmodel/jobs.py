@@ -2,10 +2,33 @@
 
 from __future__ import annotations
 
-from typing import Any
+from dataclasses import dataclass
+from datetime import datetime
 
 from govern.readmodel.reader import Reader
-from govern.readmodel.rows import rows_as_dicts
+from govern.readmodel.rows import rows_as
+
+
+@dataclass(frozen=True, slots=True)
+class JobRow:
+    """A training job as its events left it: requested, maybe started (where, which attempt), maybe finished."""
+
+    job_id: str
+    state: str
+    commit: str
+    targets: list[str]
+    requested_at: datetime
+    requested_by: str
+    started_at: datetime | None
+    host: str | None
+    pid: int | None
+    attempts: int
+    finished_at: datetime | None
+    finished_by: str | None
+    training_event_id: str | None
+    error: str | None
+    seq: int
+
 
 JOBS_SQL = """
 SELECT job_id, state, commit, targets, requested_at, requested_by, started_at, host, pid, attempts, finished_at,
@@ -23,15 +46,16 @@ SELECT (SELECT payload->>'$.commit' FROM events WHERE type = 'training.locked' A
 """
 
 
-def jobs(reader: Reader, state: str | None = None, newest: int | None = None) -> list[dict[str, Any]]:
+def jobs(reader: Reader, state: str | None = None, newest: int | None = None) -> list[JobRow]:
     """The jobs (in `state`), oldest first; with `newest`, only that many of the latest, newest first."""
     sql = JOBS_SQL if newest is None else f"SELECT * FROM ({JOBS_SQL}) ORDER BY seq DESC LIMIT {int(newest)}"
-    return rows_as_dicts(reader, sql, {"state": state, "job": None})
+    return rows_as(reader, JobRow, sql, {"state": state, "job": None})
 
 
-def job(reader: Reader, job_id: str) -> list[dict[str, Any]]:
-    """The job with this id (none or one row)."""
-    return rows_as_dicts(reader, JOBS_SQL, {"state": None, "job": job_id})
+def job(reader: Reader, job_id: str) -> JobRow | None:
+    """The job with this id, or None."""
+    rows = rows_as(reader, JobRow, JOBS_SQL, {"state": None, "job": job_id})
+    return rows[0] if rows else None
 
 
 def count(reader: Reader) -> int:

@@ -1,12 +1,21 @@
-"""Helpers every read query shares: rows as dicts, UTC parameters, actors shown with their identity's strength."""
+"""Helpers every read query shares: typed rows, UTC parameters, actors shown with their identity's strength."""
 
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Any
+from typing import Any, TypeVar
 
 from govern.envelope import to_utc
 from govern.readmodel.reader import Reader
+
+Row = TypeVar("Row")
+
+
+def rows_as(reader: Reader, row_type: type[Row], sql: str, params: Any = ()) -> list[Row]:
+    """The answer as typed rows (frozen dataclasses), built by column name: a column the type lacks, or a field the
+    query does not select, fails at once instead of shifting values into the wrong field."""
+    names, rows = reader.query(sql, params)
+    return [row_type(**dict(zip(names, row, strict=True))) for row in rows]
 
 
 def rows_as_dicts(reader: Reader, sql: str, params: Any = ()) -> list[dict[str, Any]]:

@@ -106,7 +106,7 @@ class JobRunner:
             if time.monotonic() - checked[0] < 2.0:
                 return False
             checked[0] = time.monotonic()
-            return jobs.job(project, job_id).row["state"] == "cancelled"
+            return jobs.job(project, job_id).row.state == "cancelled"
 
         try:
             ran = jobs.run(project, job_id, jobs.interpreter(project), cancelled)

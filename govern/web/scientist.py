@@ -160,7 +160,7 @@ def _trainings(router: APIRouter, web: Web) -> None:
             typed = (signed.typed("commit"), signed.typed("targets"))
             return _trainings_page(web, request, signed, refused=refused, typed=typed)
         web.training_requested()  # the server's job runner looks at once, rather than at its next poll
-        return _see(f"/trainings/{job.row['job_id']}")
+        return _see(f"/trainings/{job.row.job_id}")
 
     @router.get("/trainings/{job}")
     def training(request: Request, job: str, signed: Annotated[Signed, web.page("training")]) -> Response:
@@ -171,10 +171,10 @@ def _trainings(router: APIRouter, web: Web) -> None:
         project = signed.project()
         found = jobs.job(project, job)
         registered: list[dict[str, Any]] = []
-        if found.row["training_event_id"]:
+        if found.row.training_event_id:
             with project.ledger.reader() as reader:
-                registered = status.versions_of_training(reader, found.row["training_event_id"])
-        mine = access.same_person(signed.principal.actor, found.row["requested_by"], {})
+                registered = status.versions_of_training(reader, found.row.training_event_id)
+        mine = access.same_person(signed.principal.actor, found.row.requested_by, {})
         return web.render(
             request,
             "scientist_training.html.j2",
