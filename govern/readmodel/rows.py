@@ -43,3 +43,23 @@ def shown_actors(reader: Reader, rows: list[dict[str, Any]], fields: dict[str, s
             if row.get(name) is not None:
                 row[f"{name}_shown"] = shown(row[name], authn.get(row.get(seq)))
     return rows
+
+
+def shown_in(reader: Reader, rows: list[Row], fields: dict[str, str]) -> list[Row]:
+    """`shown_actors` for typed rows: each row type declares `<name>_shown: str | None = None` for each `fields`
+    item (name -> the field holding the seq of the event it names); the rows come back with those fields filled."""
+    from dataclasses import replace
+
+    from govern.attribution import shown
+
+    seqs = sorted({getattr(row, seq) for row in rows for seq in fields.values() if getattr(row, seq) is not None})
+    authn = dict(reader.query(ATTRIBUTION_SQL, {"seqs": seqs})[1]) if seqs else {}
+    filled = []
+    for row in rows:
+        changes = {
+            f"{name}_shown": shown(getattr(row, name), authn.get(getattr(row, seq)))
+            for name, seq in fields.items()
+            if getattr(row, name) is not None
+        }
+        filled.append(replace(row, **changes) if changes else row)  # type: ignore[type-var]
+    return filled
