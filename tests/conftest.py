@@ -64,6 +64,26 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
             item.add_marker(pytest.mark.slow)
 
 
+HEAVY = {"mlflow": "MLflow", "dvc.repo": "DVC"}
+
+
+@pytest.fixture(autouse=True)
+def _the_fast_tier_stays_off_mlflow_and_dvc(request: pytest.FixtureRequest) -> Iterator[None]:
+    """Importing MLflow alone costs seconds (a store's migrations many more), DVC's repository one more: a fast-tier
+    test that reaches either (a registry mirror after a promotion, a `govern repro`) is a slow test in disguise, and
+    fails saying so. A worker imports each once: the first such test it runs is the one named."""
+    absent = [name for name in HEAVY if name not in sys.modules]
+    yield
+    if request.node.get_closest_marker("slow"):
+        return
+    for name in absent:
+        if name in sys.modules:
+            pytest.fail(
+                f"This fast-tier test imported {HEAVY[name]}: mark it slow, or, where MLflow is not what it checks, "
+                "point [mlflow] tracking_uri at a missing folder (sqlite:////nonexistent/mlflow.db)"
+            )
+
+
 def isolate(env: dict[str, str], home: Path) -> dict[str, str]:
     """The environment variables every govern process in a test gets."""
     for key in list(env):

@@ -5,7 +5,10 @@ from __future__ import annotations
 import tomllib
 from pathlib import Path
 
+import pytest
 from conftest import git, run_cli
+
+pytestmark = pytest.mark.slow  # `govern init` runs DVC's own init
 
 
 def test_init_writes_govern_toml_audit_gitignore_and_dvc(tmp_path: Path) -> None:

@@ -134,6 +134,7 @@ def test_a_different_project_is_reproduced_and_registered(wine_project: Path) ->
     assert git(wine_project, "status", "--porcelain") == ""
 
 
+@pytest.mark.slow  # `govern repro` runs DVC's reproduction (and MLflow's mirror)
 def test_a_failing_stage_records_training_failed_with_its_output(tmp_path: Path) -> None:
     files = {
         "dvc.yaml": """

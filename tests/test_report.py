@@ -487,6 +487,7 @@ def test_the_markdown_report_shows_html_and_links_of_the_record_as_text(tmp_path
     project.mkdir()
     git(project, "init", "-q", "-b", "main")
     (project / "train.py").write_text("print('train')\n")
+    (project / "govern.toml").write_text('[mlflow]\ntracking_uri = "sqlite:////nonexistent/mlflow.db"\n')  # no mirror
     git(project, "add", "-A")
     git(project, "commit", "-q", "-m", f"Faster training\n\n{attack}")
     commit = git(project, "rev-parse", "HEAD")
