@@ -112,8 +112,8 @@ def test_the_point_query_agrees_with_the_windows_view_at_every_instant(
 
     from govern.envelope import PendingEvent
     from govern.events import DeploymentEnded, DeploymentStarted
-    from govern.readmodel.deployments import WINDOW_COLUMNS, WINDOW_JOINS, production_at
-    from govern.readmodel.rows import naive_utc, rows_as_dicts
+    from govern.readmodel.deployments import WINDOW_COLUMNS, WINDOW_JOINS, WindowRow, production_at
+    from govern.readmodel.rows import naive_utc, rows_as
 
     ledger = Ledger(three_versions / "audit" / "ledger.duckdb")
     rng = random.Random(7)
@@ -149,8 +149,8 @@ def test_the_point_query_agrees_with_the_windows_view_at_every_instant(
     with ledger.reader() as reader:
         for at in instants:
             app = rng.choice(["scoring", "triage", "fraud"])
-            expected = rows_as_dicts(reader, reference, {"app": app, "at": naive_utc(at)})
+            expected = rows_as(reader, WindowRow, reference, {"app": app, "at": naive_utc(at)})
             found = production_at(reader, app, "production", at)
             assert found == (expected[0] if expected else None), (app, at)
-            answered += bool(found and found["training_seq"] and found["git_commit"])
+            answered += bool(found and found.training_seq and found.git_commit)
     assert answered > 100, "most instants fall in a window that names its training"

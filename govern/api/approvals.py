@@ -304,10 +304,10 @@ def queue(project: Project, limit: int = QUEUE_SHOWN) -> dict[str, Any]:
     for row in pending:
         row["evidence"] = json.loads(row["evidence"]) if row["evidence"] else {}
         latest = (verdicts.get((row["model"], row["version"])) or [None])[0]
-        row["verdict"] = _verdict_name(latest["type"]) if latest else None
-        row["verdict_match"] = latest["payload"].get("match") if latest else None
-        row["verdict_seq"] = latest["seq"] if latest else None
-        row["verdict_at"] = latest["occurred_at"] if latest else None
+        row["verdict"] = latest.verdict if latest else None
+        row["verdict_match"] = latest.payload.get("match") if latest else None
+        row["verdict_seq"] = latest.seq if latest else None
+        row["verdict_at"] = latest.occurred_at if latest else None
         _shown(row)
     for row in decided:
         _shown(row)
@@ -346,7 +346,14 @@ def evidence(project: Project, request: int | str, four_eyes: bool = False) -> d
             for r in approval_reads.trainings_of_versions(reader, model, wanted)
         }
         verdicts = [
-            {k: r[k] for k in ("seq", "type", "occurred_at", "actor", "authn")} | {"match": r["payload"].get("match")}
+            {
+                "seq": r.seq,
+                "type": r.type,
+                "occurred_at": r.occurred_at,
+                "actor": r.actor,
+                "authn": r.authn,
+                "match": r.payload.get("match"),
+            }
             for r in verdicts_of_version(reader, model, version)[:5]
         ]
         promoted_seq = None
@@ -354,10 +361,10 @@ def evidence(project: Project, request: int | str, four_eyes: bool = False) -> d
             promoted_seq = approval_reads.promotion_of_request(reader, model, version, stage, row["decision_seq"] - 1)
         barred = _four_eyes(project, reader, row, facts) if four_eyes else None
         authn = training_authn(reader, facts.training_event_id)
-        trained_shown = attribution.shown(facts.training_actor, authn[0][0]) if facts.training_actor else None
+        trained_shown = attribution.shown(facts.training_actor, authn) if facts.training_actor else None
         every_training = trainings_of_version(reader, model, version)
         # the same model file trained again (a rerun, another commit): each trainer counts for four-eyes
-        trainers_shown = list(dict.fromkeys(attribution.shown(t["actor"], t["authn"]) for t in every_training))
+        trainers_shown = list(dict.fromkeys(attribution.shown(t.actor, t.authn) for t in every_training))
     for verdict in verdicts:
         verdict["verdict"] = _verdict_name(verdict["type"])
         verdict["actor_shown"] = attribution.shown(verdict["actor"], verdict.pop("authn"))

@@ -8,7 +8,7 @@ from __future__ import annotations
 import json
 import re
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from datetime import datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -17,9 +17,9 @@ from govern import config, storage
 from govern.envelope import RecordedEvent
 from govern.errors import GovernError, InvalidInput, NotFound
 from govern.readmodel import deployments, events, reports
-from govern.readmodel.deployments import known_slots, production_at, require_slot
-from govern.readmodel.rows import naive_utc, shown_actors
-from govern.readmodel.versions import history_seqs, lock_commit, registered_models, version_facts
+from govern.readmodel.deployments import WindowRow, known_slots, production_at, require_slot
+from govern.readmodel.rows import naive_utc, shown_in
+from govern.readmodel.versions import RegisteredVersionRow, history_seqs, lock_commit, registered_models, version_facts
 from govern.readmodel.versions import registered_versions as registered_versions_of
 from govern.storage import LedgerStore, open_store
 from govern.storage.contract import Verification
@@ -127,7 +127,7 @@ def _name(option: str, value: str | None) -> None:
         )
 
 
-def production(project: Project, app: str, env: str, at: datetime) -> dict[str, Any] | None:
+def production(project: Project, app: str, env: str, at: datetime) -> WindowRow | None:
     """The window (version, start, end, training, commit) serving app/env at `at`, or None."""
     _name("--app", app)
     _name("--env", env)
@@ -148,24 +148,25 @@ def _declared_environment(project: Project, env: str) -> None:
 
 def production_answer(project: Project, app: str, env: str, at: datetime) -> dict[str, Any]:
     """`audit production --json` and the server's answer: the documented keys, nulls where nothing served."""
-    window = production(project, app, env, at) or {}
+    window = production(project, app, env, at)
     locked = None
-    if window.get("model"):
-        with project.ledger.reader() as reader:
-            locked = lock_commit(reader, window["model"], window["version"], window.get("training_event_id"))
+    if window is not None:
+        with project.ledger.reader() as reader:  # a window names no training event: the lock is found by version
+            locked = lock_commit(reader, window.model, window.version, None)
+    served = asdict(window) if window is not None else {}
     return {
         "app": app,
         "env": env,
         "at": at,
-        "model": window.get("model"),
-        "version": window.get("version"),
-        "start": window.get("started_at"),
-        "end": window.get("ended_at"),
-        "training_seq": window.get("training_seq"),
-        "git_commit": locked or window.get("git_commit"),  # the commit whose dvc.lock rebuilds what served
-        "trained_at_commit": window.get("git_commit"),
-        "deployed_by": window.get("deployed_by"),
-        "start_seq": window.get("start_seq"),
+        "model": served.get("model"),
+        "version": served.get("version"),
+        "start": served.get("started_at"),
+        "end": served.get("ended_at"),
+        "training_seq": served.get("training_seq"),
+        "git_commit": locked or served.get("git_commit"),  # the commit whose dvc.lock rebuilds what served
+        "trained_at_commit": served.get("git_commit"),
+        "deployed_by": served.get("deployed_by"),
+        "start_seq": served.get("start_seq"),
     }
 
 
@@ -173,32 +174,32 @@ def window_records(project: Project, app: str | None = None, model: str | None =
     """`audit windows --json` and the server's answer: one record per production window."""
     return [
         {
-            "app": w["app"],
-            "env": w["env"],
-            "model": w["model"],
-            "version": w["version"],
-            "start": w["started_at"],
-            "end": w["ended_at"],
-            "duration_s": w["duration_s"],
-            "deployed_by": w["deployed_by"],
-            "deployed_by_shown": w.get("deployed_by_shown"),
-            "ended_by": w.get("ended_by"),
-            "ended_by_shown": w.get("ended_by_shown"),
-            "end_reason": w["end_reason"],
-            "training_seq": w["training_seq"],
-            "git_commit": w["git_commit"],
+            "app": w.app,
+            "env": w.env,
+            "model": w.model,
+            "version": w.version,
+            "start": w.started_at,
+            "end": w.ended_at,
+            "duration_s": w.duration_s,
+            "deployed_by": w.deployed_by,
+            "deployed_by_shown": w.deployed_by_shown,
+            "ended_by": w.ended_by,
+            "ended_by_shown": w.ended_by_shown,
+            "end_reason": w.end_reason,
+            "training_seq": w.training_seq,
+            "git_commit": w.git_commit,
         }
         for w in windows(project, app=app, model=model)
     ]
 
 
-def windows(project: Project, app: str | None = None, model: str | None = None) -> list[dict[str, Any]]:
+def windows(project: Project, app: str | None = None, model: str | None = None) -> list[WindowRow]:
     """Every production window, of one app or model; naming an app or model never seen is refused."""
     _name("--app", app)
     _name("--model", model)
     ledger = project.ledger
     with ledger.reader() as reader:
-        found = shown_actors(
+        found = shown_in(
             reader,
             deployments.windows(reader, app=app, model=model),
             {"deployed_by": "start_seq", "ended_by": "end_seq"},
@@ -432,7 +433,7 @@ def environments(project: Project) -> list[str]:
 
 def slot_windows(
     project: Project, app: str, env: str, *, limit: int = 40, before: int | None = None
-) -> list[dict[str, Any]]:
+) -> list[WindowRow]:
     """The production timeline of one app/env: its newest `limit` windows (started before seq `before`), newest
     first, each as `windows` gives it (start and end seq, who deployed and who ended it, the training)."""
     _name("--app", app)
@@ -447,13 +448,13 @@ def slot_windows(
     return found
 
 
-def window_at(project: Project, start_seq: int) -> dict[str, Any]:
+def window_at(project: Project, start_seq: int) -> WindowRow:
     """The production window that the `deployment.started` at `start_seq` opened."""
     ledger = project.ledger
-    rows = deployments.slot_of_start(ledger, start_seq) if ledger.exists() else []
-    if not rows:
+    found = deployments.slot_of_start(ledger, start_seq) if ledger.exists() else None
+    if found is None:
         raise NotFound(f"Seq {start_seq} is not the start of a production window (a deployment.started event)")
-    return slot_windows(project, rows[0]["app"], rows[0]["env"], limit=1, before=start_seq + 1)[0]
+    return slot_windows(project, found.app, found.env, limit=1, before=start_seq + 1)[0]
 
 
 def training_of(project: Project, model: str, version: str) -> dict[str, Any]:
@@ -489,7 +490,7 @@ def training_of(project: Project, model: str, version: str) -> dict[str, Any]:
     }
 
 
-def registered_versions(project: Project) -> list[dict[str, Any]]:
+def registered_versions(project: Project) -> list[RegisteredVersionRow]:
     """Every registered model version with the stages it holds and its deprecation (as `govern status` lists
     them): what a lineage report can be asked of."""
     ledger = project.ledger

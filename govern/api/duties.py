@@ -92,27 +92,26 @@ class Trainers:
 
 def trainers(project: Project, reader: Reader, facts: VersionFacts) -> Trainers:
     rows = trainings_of_version(reader, facts.model, facts.version)
-    verdicts = attestations.check_events(reader, [r["seq"] for r in rows], project.config.trusted_keys)
+    verdicts = attestations.check_events(reader, [r.seq for r in rows], project.config.trusted_keys)
     names, authenticated, shown = [], [], []
     for row in rows:
-        names.append(row["actor"])
-        authn = attribution.Authn.from_json(row["authn"]) if row["authn"] else None
-        attested = authn is not None and authn.authenticated and verdicts.get(row["seq"]) is None
+        names.append(row.actor)
+        authn = attribution.Authn.from_json(row.authn) if row.authn else None
+        attested = authn is not None and authn.authenticated and verdicts.get(row.seq) is None
         if attested:
-            authenticated.append(row["actor"])
-        shown.append(attribution.shown(row["actor"], authn))
+            authenticated.append(row.actor)
+        shown.append(attribution.shown(row.actor, authn))
     if facts.training_actor and facts.training_actor not in names:
         names.append(facts.training_actor)
-    return Trainers(tuple(names), tuple(authenticated), tuple(shown), tuple(r["seq"] for r in rows))
+    return Trainers(tuple(names), tuple(authenticated), tuple(shown), tuple(r.seq for r in rows))
 
 
 def verified_reproduction(project: Project, reader: Reader, facts: VersionFacts) -> bool:
     """Is there a verified reproduction of a lock holding the version's model file, authenticated by the server?"""
-    rows = [r for r in verdicts_of_version(reader, facts.model, facts.version)
-            if r["type"] == "reproduction.verified"]  # fmt: skip
-    candidates = [r for r in rows if r["authn"] and attribution.Authn.from_json(r["authn"]).authenticated]
-    verdicts = attestations.check_events(reader, [r["seq"] for r in candidates], project.config.trusted_keys)
-    return any(verdicts.get(r["seq"]) is None for r in candidates)
+    rows = [r for r in verdicts_of_version(reader, facts.model, facts.version) if r.type == "reproduction.verified"]
+    candidates = [r for r in rows if r.authn and attribution.Authn.from_json(r.authn).authenticated]
+    verdicts = attestations.check_events(reader, [r.seq for r in candidates], project.config.trusted_keys)
+    return any(verdicts.get(r.seq) is None for r in candidates)
 
 
 def check_not_trainer(

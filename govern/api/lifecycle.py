@@ -24,7 +24,7 @@ from govern.envelope import PendingEvent, RecordedEvent, format_timestamp, to_ut
 from govern.errors import FourEyesViolation, GovernError, InvalidInput, NotFound, PolicyViolation, StateConflict
 from govern.events import DeploymentEnded, DeploymentStarted, ModelDeprecated, ModelPromoted
 from govern.readmodel import access as access_reads
-from govern.readmodel.deployments import Slot, known_slots, slot, slot_list
+from govern.readmodel.deployments import ServingRow, Slot, known_slots, slot, slot_list
 from govern.readmodel.reader import Reader
 from govern.readmodel.rows import naive_utc
 from govern.readmodel.versions import (
@@ -158,8 +158,8 @@ def check_promotable(
     if twins and not force:
         twin = twins[0]
         raise PolicyViolation(
-            f"Version {version} of {model} is the same model file (sha256) as version {twin['version']}, "
-            f"deprecated at {display(twin['deprecated_at'])} ({twin['reason']}): promote another version, or "
+            f"Version {version} of {model} is the same model file (sha256) as version {twin.version}, "
+            f"deprecated at {display(twin.deprecated_at)} ({twin.reason}): promote another version, or "
             "pass --force (the event records it)"
         )
     if to_stage in facts.holds:
@@ -222,13 +222,11 @@ def latest_verdict(project: Project, reader: Reader, facts: VersionFacts) -> str
     from govern.api import duties
 
     rows = verdicts_of_version(reader, facts.model, facts.version)
-    for row in rows:
-        row["verdict"] = "verified" if row["type"] == "reproduction.verified" else "diverged"
     if not rows or not duties.team_mode(project, reader):
-        return rows[0]["verdict"] if rows else None
-    claimed = [r for r in rows if r["authn"] and json.loads(r["authn"]).get("by") == "server"]
-    checked = attestations.check_events(reader, [r["seq"] for r in claimed], project.config.trusted_keys)
-    return next((r["verdict"] for r in claimed if checked.get(r["seq"]) is None), None)
+        return rows[0].verdict if rows else None
+    claimed = [r for r in rows if r.authn and json.loads(r.authn).get("by") == "server"]
+    checked = attestations.check_events(reader, [r.seq for r in claimed], project.config.trusted_keys)
+    return next((r.verdict for r in claimed if checked.get(r.seq) is None), None)
 
 
 def refuse_failed_gates(project: Project, reader: Reader, facts: VersionFacts, to_stage: str) -> list[gates.Finding]:
@@ -348,7 +346,7 @@ def deploy(
         events = []
         if current.serving is not None:
             serving = current.serving
-            if serving["model"] == model and serving["version"] == version:
+            if serving.model == model and serving.version == version:
                 raise StateConflict(f"Version {version} of {model} already serves {app}/{env}")
             events.append(_ended(project, serving, "replaced", moment))
         events.append(
@@ -421,15 +419,15 @@ def _check_standing(reader: Reader, facts: VersionFacts, env: str, required: str
     )
 
 
-def _ended(project: Project, serving: dict, reason: str, moment: datetime) -> PendingEvent:
+def _ended(project: Project, serving: ServingRow, reason: str, moment: datetime) -> PendingEvent:
     return PendingEvent(
         DeploymentEnded(
-            app=serving["app"],
-            env=serving["env"],
-            model=serving["model"],
-            version=serving["version"],
+            app=serving.app,
+            env=serving.env,
+            model=serving.model,
+            version=serving.version,
             reason=reason,
-            started_event_id=serving["start_event_id"],
+            started_event_id=serving.start_event_id,
         ),
         actor=project.actor,
         occurred_at=moment,

@@ -45,6 +45,7 @@ from govern.events import InferenceRecorded
 from govern.hashing import file_sha256
 from govern.readmodel import inferences as inference_reads
 from govern.readmodel.deployments import production_at, require_slot
+from govern.readmodel.inferences import InferenceRow
 from govern.readmodel.versions import version_facts
 
 if TYPE_CHECKING:
@@ -106,7 +107,7 @@ def predict(
         if serving is None:
             require_slot(project.ledger, app, env)
             raise NotFound(f"Nothing serves {app}/{env} now (it was retired): deploy a version first (`govern deploy`)")
-        model, version = serving["model"], serving["version"]
+        model, version = serving.model, serving.version
     assert model is not None and version is not None
     facts = version_facts(project.ledger, model, version)
     if facts.deprecated_seq is not None and not allow_deprecated:
@@ -209,9 +210,11 @@ def _inside(member: tarfile.TarInfo, destination: str) -> tarfile.TarInfo | None
 
 def _resolve(project: Project, model: str, version: str) -> tuple[str, Path, Any]:
     """The inference command template and a verified copy of the registered model file."""
-    rows = inference_reads.model_file(project.ledger, model, version)
-    path, md5, sha256, run_id, training_payload = rows[0]
-    trained = json.loads(training_payload) if training_payload else {}
+    found = inference_reads.model_file(project.ledger, model, version)
+    if found is None:
+        raise NotFound(f"Model {model!r} has no version {version!r}")
+    path, md5, sha256, run_id = found.path, found.md5, found.sha256, found.mlflow_run_id
+    trained = json.loads(found.training_payload) if found.training_payload else {}
     meta = next((m.get("meta") or {} for m in trained.get("models", []) if m.get("name") == model), {})
     command = meta.get("infer")
     if not command:
@@ -319,7 +322,7 @@ def inferences(
     principal: str | None = None,
     env: str | None = None,
     limit: int = INFERENCES_SHOWN,
-) -> list[dict[str, Any]]:
+) -> list[InferenceRow]:
     """The newest `limit` inference records of `app` (in `env`), newest first; with `principal`, only the batches
     that principal asked for (through the server, under any of its tokens; or locally under that name).
 
@@ -335,7 +338,7 @@ def inferences(
     if not ledger.exists():
         return []
     head = ledger.head()
-    found: list[dict[str, Any]] = []
+    found: list[InferenceRow] = []
     with ledger.reader() as reader:
         upto, window = head[0] if head else 0, INFERENCE_WINDOW
         while upto > 0 and len(found) < limit:
@@ -352,7 +355,6 @@ def trained_on(project: Project, model: str, version: str) -> dict[str, Any] | N
     ledger = project.ledger
     if not ledger.exists():
         return None
-    rows = inference_reads.trained_on(ledger, model, version)
-    datasets = json.loads(rows[0]["datasets"] or "[]") if rows else []
+    datasets = json.loads(inference_reads.trained_on(ledger, model, version) or "[]")
     table = next((d for d in datasets if d.get("role") == "training" and d.get("columns")), None)
     return {"path": table["path"], "columns": list(table["columns"])} if table else None

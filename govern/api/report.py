@@ -477,23 +477,23 @@ def _reproductions(ledger: Reader, model: str, version: str, cited: list[int]) -
     """The CI verdicts about a lock holding this version's model file, oldest first (`verdicts_of_version`:
     the same ones the `reproduction.verified` gate weighs)."""
     rows = verdicts_of_version(ledger, model, version)[::-1]
-    cited.extend(r["seq"] for r in rows)
+    cited.extend(r.seq for r in rows)
     from govern.events import upcast  # old verdicts (before the three outcomes) read as the current schema
 
     found = []
     for r in rows:
-        payload = upcast(r["type"], r["schema_version"], r["payload"])
+        payload = upcast(r.type, r.schema_version, r.payload)
         differences = payload.get("environment_differences") or {}
         found.append(
             {
-                "seq": r["seq"],
-                "verdict": "verified" if r["type"] == "reproduction.verified" else "diverged",
+                "seq": r.seq,
+                "verdict": r.verdict,
                 "match": payload["match"],
                 "strict": payload.get("strict", False),
-                "commit": r["git_commit"],
+                "commit": r.git_commit,
                 "stale_inputs": [f"{s['stage']}: {s['name']}" for s in payload.get("stale_inputs", [])],
-                "at": format_timestamp(r["occurred_at"]),
-                "by": r["actor"],
+                "at": format_timestamp(r.occurred_at),
+                "by": r.actor,
                 "ci": payload.get("ci", {}),
                 "duration_s": payload.get("duration_s"),
                 "failed_stage": payload.get("failed_stage"),

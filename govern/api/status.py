@@ -12,7 +12,8 @@ from typing import TYPE_CHECKING, Any
 
 from govern.events import upcast
 from govern.readmodel import deployments, events, mirrors, versions
-from govern.readmodel.rows import shown_actors
+from govern.readmodel.rows import shown_in
+from govern.readmodel.versions import ModelVersionRow
 
 if TYPE_CHECKING:
     from govern.api.context import Project
@@ -32,17 +33,14 @@ def status(project: Project) -> dict[str, Any]:
             count, head_seq, head_hash = events.head(reader)
             models = model_versions(reader)
             _found_locks(project, reader, models)
-            slots = deployments.slot_states(reader)
-            flat = [{"by": s["last"]["actor"], "seq": s["last"]["seq"]} for s in slots]
-            for slot, shown in zip(slots, shown_actors(reader, flat, {"by": "seq"}), strict=True):
-                slot["by_shown"] = shown.get("by_shown")
+            slots = shown_in(reader, deployments.slot_states(reader), {"actor": "seq"})
             trainings = mirrors.pending_trainings(reader)
             registry = mirrors.pending_registry(reader)
             verification = events.last_verification(reader)
             anchor = events.newest_anchor(reader)
     else:  # a new project has recorded nothing yet; a lost ledger (the repository holds anchors) is an error
         _refuse_lost_ledger(project)
-    slots.sort(key=lambda s: _natural(f"{s['app']}/{s['env']}"))  # c2 before c10
+    slots.sort(key=lambda s: _natural(f"{s.app}/{s.env}"))  # c2 before c10
     last_verification = None
     if verification:
         row = verification[0]
@@ -66,14 +64,14 @@ def status(project: Project) -> dict[str, Any]:
         "models": models,
         "deployments": [
             {
-                "app": s["app"],
-                "env": s["env"],
-                "serving": s["last"]["type"] == "deployment.started",
-                "model": s["last"]["model"] if s["last"]["type"] == "deployment.started" else None,
-                "version": s["last"]["version"] if s["last"]["type"] == "deployment.started" else None,
-                "since": s["last"]["at"],
-                "by": s["last"]["actor"],
-                "by_shown": s.get("by_shown"),
+                "app": s.app,
+                "env": s.env,
+                "serving": s.type == "deployment.started",
+                "model": s.model if s.type == "deployment.started" else None,
+                "version": s.version if s.type == "deployment.started" else None,
+                "since": s.at,
+                "by": s.actor,
+                "by_shown": s.actor_shown,
             }
             for s in slots
         ],
@@ -102,24 +100,24 @@ def model_versions(reader: Reader) -> list[dict[str, Any]]:
     """Each model with its versions, oldest first: the stages each holds and its deprecation (what `status` shows,
     and the web's models page)."""
     models: dict[str, list[dict[str, Any]]] = {}
-    rows = shown_actors(reader, versions.registered_versions(reader), {"registered_by": "registered_seq"})
+    rows = shown_in(reader, versions.registered_versions(reader), {"registered_by": "registered_seq"})
     for v in rows:
-        models.setdefault(v["model"], []).append(
+        models.setdefault(v.model, []).append(
             {
-                "version": v["version"],
-                "registered_at": v["registered_at"],
-                "registered_by": v["registered_by"],
-                "registered_by_shown": v.get("registered_by_shown"),
-                "stages": list(v["stages"]),
-                "deprecated_at": v["deprecated_at"],
-                "deprecation_reason": v["deprecation_reason"],
-                "lock_commit": v["lock_commit"],  # None: not locked, no commit rebuilds it yet
+                "version": v.version,
+                "registered_at": v.registered_at,
+                "registered_by": v.registered_by,
+                "registered_by_shown": v.registered_by_shown,
+                "stages": list(v.stages),
+                "deprecated_at": v.deprecated_at,
+                "deprecation_reason": v.deprecation_reason,
+                "lock_commit": v.lock_commit,  # None: not locked, no commit rebuilds it yet
             }
         )
     return [{"model": name, "versions": found} for name, found in models.items()]
 
 
-def versions_of_training(reader: Reader, event_id: str) -> list[dict[str, Any]]:
+def versions_of_training(reader: Reader, event_id: str) -> list[ModelVersionRow]:
     """The model versions a training registered (a finished training job's page links them)."""
     return versions.versions_of_training(reader, event_id)
 

@@ -5,12 +5,25 @@ from __future__ import annotations
 import difflib
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any
 
 from govern.errors import NotFound
 from govern.readmodel.migrations import SLOT_KEY_SQL
 from govern.readmodel.reader import Reader
-from govern.readmodel.rows import naive_utc, rows_as_dicts
+from govern.readmodel.rows import naive_utc, rows_as
+
+
+@dataclass(frozen=True, slots=True)
+class ServingRow:
+    """A slot's open window, as its `deployment.started` event has it."""
+
+    app: str
+    env: str
+    model: str
+    version: str
+    start_event_id: str
+    started_at: datetime
+    start_seq: int
+    deployed_by: str
 
 
 @dataclass(frozen=True)
@@ -18,7 +31,7 @@ class Slot:
     app: str
     env: str
     latest_at: datetime | None
-    serving: dict[str, Any] | None  # the open window, if any
+    serving: ServingRow | None  # the open window, if any
 
 
 SLOT_SQL = f"""
@@ -33,8 +46,9 @@ FROM deployment_index WHERE slot_key = {SLOT_KEY_SQL} AND app = $app AND env = $
 def slot(reader: Reader, app: str, env: str) -> Slot:
     """The slot's latest event time, and its open window: its last event, when that is a start."""
     _, [(latest_at, last)] = reader.query(SLOT_SQL, {"app": app, "env": env})
-    serving = last if last is not None and last["type"] == "deployment.started" else None
-    return Slot(app, env, latest_at, serving)
+    if last is None or last.pop("type") != "deployment.started":
+        return Slot(app, env, latest_at, None)
+    return Slot(app, env, latest_at, ServingRow(**last))
 
 
 def known_slots(reader: Reader) -> list[str]:
@@ -60,6 +74,29 @@ def slot_list(slots: list[str], near: str, shown: int = 8) -> str:
     first = close + [slot for slot in slots if slot not in close][: max(0, shown - len(close))]
     more = len(slots) - len(first)
     return ", ".join(first) + (f' and {more} more (govern audit sql "SELECT * FROM deployment_events")' if more else "")
+
+
+@dataclass(frozen=True, slots=True)
+class WindowRow:
+    """A production window: a version serving app/env from a start to an end (None while open), who opened and
+    who closed it, and the training behind the version. Half-open: [started_at, ended_at)."""
+
+    app: str
+    env: str
+    model: str
+    version: str
+    started_at: datetime
+    ended_at: datetime | None
+    duration_s: float | None
+    deployed_by: str
+    ended_by: str | None
+    end_reason: str | None
+    start_seq: int
+    end_seq: int | None
+    training_seq: int | None
+    git_commit: str | None
+    deployed_by_shown: str | None = None  # filled by `rows.shown_in`
+    ended_by_shown: str | None = None
 
 
 WINDOW_COLUMNS = """
@@ -104,7 +141,7 @@ WHERE model = $model AND version = $version
 """
 
 
-def production_at(reader: Reader, app: str, env: str, at: datetime) -> dict[str, Any] | None:
+def production_at(reader: Reader, app: str, env: str, at: datetime) -> WindowRow | None:
     """The window serving app/env at an instant; windows are half-open [start, end)."""
     _, [(last, following)] = reader.query(PRODUCTION_AT_SQL, {"app": app, "env": env, "at": naive_utc(at)})
     if last is None or last["type"] != "deployment.started":
@@ -113,26 +150,27 @@ def production_at(reader: Reader, app: str, env: str, at: datetime) -> dict[str,
         TRAINING_OF_SQL, {"model": last["model"], "version": last["version"]}
     )
     ended = following if following is not None and following["type"] == "deployment.ended" else None
-    return {
-        "app": app,
-        "env": env,
-        "model": last["model"],
-        "version": last["version"],
-        "started_at": last["at"],
-        "ended_at": ended["at"] if ended else None,
-        "duration_s": (ended["at"] - last["at"]).total_seconds() if ended else None,
-        "deployed_by": last["actor"],
-        "ended_by": ended["actor"] if ended else None,
-        "end_reason": ended["reason"] if ended else None,
-        "start_seq": last["seq"],
-        "end_seq": ended["seq"] if ended else None,
-        "training_seq": training_seq,
-        "git_commit": git_commit,
-    }
+    return WindowRow(
+        app=app,
+        env=env,
+        model=last["model"],
+        version=last["version"],
+        started_at=last["at"],
+        ended_at=ended["at"] if ended else None,
+        duration_s=(ended["at"] - last["at"]).total_seconds() if ended else None,
+        deployed_by=last["actor"],
+        ended_by=ended["actor"] if ended else None,
+        end_reason=ended["reason"] if ended else None,
+        start_seq=last["seq"],
+        end_seq=ended["seq"] if ended else None,
+        training_seq=training_seq,
+        git_commit=git_commit,
+    )
 
 
-def windows(reader: Reader, app: str | None = None, model: str | None = None) -> list[dict[str, Any]]:
-    return rows_as_dicts(reader, WINDOWS_SQL, {"app": app, "model": model})
+def windows(reader: Reader, app: str | None = None, model: str | None = None) -> list[WindowRow]:
+    """Every production window (of one app, of one model), by app, env and start."""
+    return rows_as(reader, WindowRow, WINDOWS_SQL, {"app": app, "model": model})
 
 
 # Each slot's last deployment event (what `govern status` shows of it).
@@ -144,9 +182,25 @@ FROM deployment_index GROUP BY app, env ORDER BY app, env
 """
 
 
-def slot_states(reader: Reader) -> list[dict[str, Any]]:
-    """Each app/env with its last deployment event (`last`: type, model, version, at, actor, seq)."""
-    return rows_as_dicts(reader, SLOTS_SQL)
+@dataclass(frozen=True, slots=True)
+class SlotStateRow:
+    """An app/env with its last deployment event: a start (the version serving it) or an end."""
+
+    app: str
+    env: str
+    type: str
+    model: str
+    version: str
+    at: datetime
+    actor: str
+    seq: int
+    actor_shown: str | None = None  # filled by `rows.shown_in`
+
+
+def slot_states(reader: Reader) -> list[SlotStateRow]:
+    """Each app/env with its last deployment event, by app and env."""
+    _, rows = reader.query(SLOTS_SQL)
+    return [SlotStateRow(app=app, env=env, **last) for app, env, last in rows]
 
 
 SLOT_WINDOWS_SQL = f"""
@@ -176,11 +230,20 @@ ORDER BY w.start_seq DESC
 SLOT_OF_SQL = "SELECT app, env FROM deployment_index WHERE seq = $seq AND type = 'deployment.started'"
 
 
-def slot_windows(reader: Reader, app: str, env: str, before: int, limit: int) -> list[dict[str, Any]]:
+def slot_windows(reader: Reader, app: str, env: str, before: int, limit: int) -> list[WindowRow]:
     """One slot's newest `limit` windows started before seq `before`, newest first, as `windows` gives them."""
-    return rows_as_dicts(reader, SLOT_WINDOWS_SQL, {"app": app, "env": env, "before": before, "limit": limit})
+    return rows_as(reader, WindowRow, SLOT_WINDOWS_SQL, {"app": app, "env": env, "before": before, "limit": limit})
 
 
-def slot_of_start(reader: Reader, start_seq: int) -> list[dict[str, Any]]:
-    """The app and env of the `deployment.started` at `start_seq` (no row: it is not one)."""
-    return rows_as_dicts(reader, SLOT_OF_SQL, {"seq": start_seq})
+@dataclass(frozen=True, slots=True)
+class AppEnvRow:
+    """A slot by name."""
+
+    app: str
+    env: str
+
+
+def slot_of_start(reader: Reader, start_seq: int) -> AppEnvRow | None:
+    """The app and env of the `deployment.started` at `start_seq` (None: it is not one)."""
+    rows = rows_as(reader, AppEnvRow, SLOT_OF_SQL, {"seq": start_seq})
+    return rows[0] if rows else None

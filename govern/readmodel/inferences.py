@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
-from typing import Any
+from dataclasses import dataclass
+from datetime import datetime
 
 from govern.readmodel.reader import Reader
-from govern.readmodel.rows import rows_as_dicts
+from govern.readmodel.rows import rows_as
 
 MODEL_SQL = """
-SELECT mv.path, mv.md5, mv.sha256, mv.mlflow_run_id, t.payload
+SELECT mv.path, mv.md5, mv.sha256, mv.mlflow_run_id, t.payload AS training_payload
 FROM (SELECT * FROM model_versions WHERE model = ? AND version = ? ORDER BY seq DESC LIMIT 1) AS mv
 LEFT JOIN events AS t ON t.event_id = mv.training_event_id
 """
@@ -39,24 +40,58 @@ ORDER BY r.seq DESC LIMIT 1
 """
 
 
-def model_file(reader: Reader, model: str, version: str) -> list[tuple]:
-    """The version's latest registration: (path, md5, sha256, mlflow_run_id, its training's payload as JSON text)."""
-    _, rows = reader.query(MODEL_SQL, [model, version])
-    return rows
+@dataclass(frozen=True, slots=True)
+class ModelFileRow:
+    """Where a version's model file is (the workspace path, MLflow's run) and what its bytes must hash to."""
+
+    path: str
+    md5: str | None
+    sha256: str | None
+    mlflow_run_id: str | None
+    training_payload: str | None  # its training's payload, JSON text (None: the training is not in the ledger)
+
+
+def model_file(reader: Reader, model: str, version: str) -> ModelFileRow | None:
+    """The version's latest registration's model file, or None (no such version)."""
+    rows = rows_as(reader, ModelFileRow, MODEL_SQL, [model, version])
+    return rows[0] if rows else None
+
+
+@dataclass(frozen=True, slots=True)
+class InferenceRow:
+    """A batch of rows scored by a version (`inference.recorded`): who asked, for which app/env, the input and
+    output by their digests."""
+
+    seq: int
+    occurred_at: datetime
+    actor: str
+    model: str | None
+    version: str | None
+    app: str | None
+    env: str | None
+    rows: int | None
+    input: str | None
+    input_sha256: str | None
+    output_sha256: str | None
+    duration_s: float | None
+    allowed_deprecated: bool
 
 
 def inferences(
     reader: Reader, app: str, env: str | None, principal: str | None, after: int, upto: int, limit: int
-) -> list[dict[str, Any]]:
+) -> list[InferenceRow]:
     """The newest `limit` inference records of `app` (in `env`, of `principal`) among seqs (after, upto], newest
     first."""
-    return rows_as_dicts(
+    return rows_as(
         reader,
+        InferenceRow,
         INFERENCES_SQL,
         {"after": after, "upto": upto, "principal": principal, "app": app, "env": env, "limit": limit},
     )
 
 
-def trained_on(reader: Reader, model: str, version: str) -> list[dict[str, Any]]:
-    """The datasets (JSON text) of the training of the version's latest registration (none or one row)."""
-    return rows_as_dicts(reader, TRAINED_ON_SQL, {"model": model, "version": version})
+def trained_on(reader: Reader, model: str, version: str) -> str | None:
+    """The datasets (JSON text) of the training of the version's latest registration, or None (no such training,
+    or none recorded)."""
+    _, rows = reader.query(TRAINED_ON_SQL, {"model": model, "version": version})
+    return rows[0][0] if rows else None

@@ -8,7 +8,7 @@ from typing import Any
 
 from govern.errors import NotFound
 from govern.readmodel.reader import Reader
-from govern.readmodel.rows import naive_utc, rows_as_dicts
+from govern.readmodel.rows import naive_utc, rows_as
 
 
 @dataclass(frozen=True)
@@ -100,9 +100,18 @@ ORDER BY d.seq
 """
 
 
-def deprecated_twins(reader: Reader, model: str, version: str) -> list[dict[str, Any]]:
+@dataclass(frozen=True, slots=True)
+class DeprecatedTwinRow:
+    """A deprecated version of the model whose file is byte for byte another version's."""
+
+    version: str
+    deprecated_at: datetime
+    reason: str | None
+
+
+def deprecated_twins(reader: Reader, model: str, version: str) -> list[DeprecatedTwinRow]:
     """Deprecated versions of the model whose file is byte for byte this version's."""
-    return rows_as_dicts(reader, DEPRECATED_TWINS_SQL, {"model": model, "version": version})
+    return rows_as(reader, DeprecatedTwinRow, DEPRECATED_TWINS_SQL, {"model": model, "version": version})
 
 
 SERVING_SQL = """
@@ -199,17 +208,40 @@ def committed_md5(payload: dict[str, Any], path: str) -> str | None:
     return None
 
 
-def verdicts_of_version(reader: Reader, model: str, version: str) -> list[dict[str, Any]]:
-    """The CI verdicts (newest first) about a lock that holds this version's model file: each row with its
-    `payload` parsed. A verdict about a lock that gave the model's path other bytes is not about this version."""
+@dataclass(frozen=True, slots=True)
+class VerdictRow:
+    """A CI verdict (`reproduction.verified` or `.diverged`) about one version's model file, and why it is about
+    it: the lock of a training that made the file (`same_lock`), or the training's commit (`legacy`, verdicts from
+    before they recorded the lock's sha256); else the verdict gave the version's path its md5."""
+
+    model: str
+    version: str
+    seq: int
+    type: str
+    schema_version: int
+    occurred_at: datetime
+    actor: str
+    authn: str | None
+    payload: dict[str, Any]  # parsed
+    git_commit: str | None
+    same_lock: bool | None
+    legacy: bool | None
+
+    @property
+    def verdict(self) -> str:
+        return "verified" if self.type == "reproduction.verified" else "diverged"
+
+
+def verdicts_of_version(reader: Reader, model: str, version: str) -> list[VerdictRow]:
+    """The CI verdicts (newest first) about a lock that holds this version's model file, each with its `payload`
+    parsed. A verdict about a lock that gave the model's path other bytes is not about this version."""
     return verdicts_of_versions(reader, [(model, version)]).get((model, version), [])
 
 
-def verdicts_of_versions(
-    reader: Reader, versions: list[tuple[str, str]]
-) -> dict[tuple[str, str], list[dict[str, Any]]]:
+def verdicts_of_versions(reader: Reader, versions: list[tuple[str, str]]) -> dict[tuple[str, str], list[VerdictRow]]:
     """`verdicts_of_version` for many versions in one query (the approver's queue)."""
     import json
+    from dataclasses import replace
 
     if not versions:
         return {}
@@ -220,14 +252,13 @@ def verdicts_of_versions(
         {"keys": keys},
     )
     where = {(model, version): (path, md5) for model, version, path, md5 in files}
-    found: dict[tuple[str, str], list[dict[str, Any]]] = {key: [] for key in where}
-    for row in rows_as_dicts(reader, VERDICTS_OF_VERSIONS_SQL, {"keys": keys}):
-        key = (row.pop("model"), row.pop("version"))
-        row["payload"] = json.loads(row["payload"]) if isinstance(row["payload"], str) else row["payload"]
-        path, md5 = where[key]
-        same_lock, legacy = row.pop("same_lock"), row.pop("legacy")
-        if same_lock or legacy or (md5 and committed_md5(row["payload"], path) == md5):
-            found[key].append(row)
+    found: dict[tuple[str, str], list[VerdictRow]] = {key: [] for key in where}
+    for row in rows_as(reader, VerdictRow, VERDICTS_OF_VERSIONS_SQL, {"keys": keys}):
+        if isinstance(row.payload, str):
+            row = replace(row, payload=json.loads(row.payload))
+        path, md5 = where[(row.model, row.version)]
+        if row.same_lock or row.legacy or (md5 and committed_md5(row.payload, path) == md5):
+            found[(row.model, row.version)].append(row)
     return found
 
 
@@ -281,10 +312,25 @@ ORDER BY mv.model, try_cast(mv.version AS INTEGER), mv.version
 """
 
 
-def registered_versions(reader: Reader) -> list[dict[str, Any]]:
-    """Every registered version, by model and version: registered_at, registered_by (and its seq), stages,
-    deprecated_at, deprecation_reason, lock_commit."""
-    return rows_as_dicts(reader, REGISTERED_VERSIONS_SQL)
+@dataclass(frozen=True, slots=True)
+class RegisteredVersionRow:
+    """A version as its latest registration has it, with the stages it holds, its deprecation and lock commit."""
+
+    model: str
+    version: str
+    registered_at: datetime
+    registered_by: str
+    registered_seq: int
+    stages: list[str]
+    deprecated_at: datetime | None
+    deprecation_reason: str | None
+    lock_commit: str | None  # None: not locked, no commit rebuilds it yet
+    registered_by_shown: str | None = None  # filled by `rows.shown_in`
+
+
+def registered_versions(reader: Reader) -> list[RegisteredVersionRow]:
+    """Every registered version, by model and version."""
+    return rows_as(reader, RegisteredVersionRow, REGISTERED_VERSIONS_SQL)
 
 
 TRAINING_VERSIONS_SQL = """
@@ -292,9 +338,17 @@ SELECT model, version FROM model_versions WHERE training_event_id = $event_id OR
 """
 
 
-def versions_of_training(reader: Reader, event_id: str) -> list[dict[str, Any]]:
-    """The model versions (model, version) a training registered, in order."""
-    return rows_as_dicts(reader, TRAINING_VERSIONS_SQL, {"event_id": event_id})
+@dataclass(frozen=True, slots=True)
+class ModelVersionRow:
+    """A model version by name: what a training registered."""
+
+    model: str
+    version: str
+
+
+def versions_of_training(reader: Reader, event_id: str) -> list[ModelVersionRow]:
+    """The model versions a training registered, in order."""
+    return rows_as(reader, ModelVersionRow, TRAINING_VERSIONS_SQL, {"event_id": event_id})
 
 
 # Every training that produced this version's bytes: the one that registered it, and any other whose models
@@ -314,15 +368,24 @@ ORDER BY t.seq
 """
 
 
-def trainings_of_version(reader: Reader, model: str, version: str) -> list[dict[str, Any]]:
-    """Every training that produced the version's bytes, in order: seq, actor, authn."""
-    return rows_as_dicts(reader, TRAININGS_SQL, {"model": model, "version": version})
+@dataclass(frozen=True, slots=True)
+class VersionTrainingRow:
+    """A training that produced a version's bytes: its event, who ran it and how sure that is."""
+
+    seq: int
+    actor: str
+    authn: str | None
 
 
-def training_authn(reader: Reader, event_id: str) -> list[tuple]:
-    """The `authn` of the event with this id (none or one row, as `(authn,)`)."""
+def trainings_of_version(reader: Reader, model: str, version: str) -> list[VersionTrainingRow]:
+    """Every training that produced the version's bytes, in order."""
+    return rows_as(reader, VersionTrainingRow, TRAININGS_SQL, {"model": model, "version": version})
+
+
+def training_authn(reader: Reader, event_id: str) -> str | None:
+    """The `authn` of the event with this id (None: no such event, or none recorded)."""
     _, rows = reader.query("SELECT authn FROM events WHERE event_id = ?", [event_id])
-    return rows
+    return rows[0][0] if rows else None
 
 
 def training_metrics(reader: Reader, event_id: str) -> str | None:

@@ -9,7 +9,7 @@ seq, never a loop over the ledger in Python.
 import json
 import re
 from datetime import datetime
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 from fastapi import APIRouter, Query, Request
 from fastapi.responses import Response
@@ -17,6 +17,9 @@ from fastapi.responses import Response
 from govern.errors import GovernError, InvalidInput, status_of
 from govern.httpkit import DOCUMENT_CSP
 from govern.web.pages import Link, Signed, Web
+
+if TYPE_CHECKING:
+    from govern.readmodel.deployments import WindowRow
 
 NAV: list[Link] = [
     Link("Timeline", "/audit/timeline", "windows"),
@@ -62,7 +65,7 @@ def _timeline(router: APIRouter, web: Web) -> None:
         if not app and known:
             app, env = known[0]
         env = env or (audit_api.environments(project) or ["production"])[0]
-        found: list[dict[str, Any]] = []
+        found: list[WindowRow] = []
         if app:
             found = audit_api.slot_windows(project, app, env, limit=TIMELINE_WINDOWS, before=before)
         return web.render(
@@ -77,7 +80,7 @@ def _timeline(router: APIRouter, web: Web) -> None:
             env=env,
             windows=found,
             chart=_chart(found),
-            older=found[-1]["start_seq"] if len(found) == TIMELINE_WINDOWS else None,
+            older=found[-1].start_seq if len(found) == TIMELINE_WINDOWS else None,
             before=before,
         )
 
@@ -86,12 +89,12 @@ def _timeline(router: APIRouter, web: Web) -> None:
         from govern import access
 
         found = audit_api.window_at(signed.project(), seq)
-        training = audit_api.training_of(signed.project(), found["model"], found["version"])
+        training = audit_api.training_of(signed.project(), found.model, found.version)
         return web.render(
             request,
             "auditor_window.html.j2",
             signed,
-            title=f"{found['model']} v{found['version']} on {found['app']}/{found['env']}",
+            title=f"{found.model} v{found.version} on {found.app}/{found.env}",
             w=found,
             training=training,
             may_report=access.allowed(signed.principal, "report"),
@@ -342,7 +345,7 @@ def _document(response: Response, text: str) -> Response:
     return response
 
 
-def _chart(windows: list[dict[str, Any]]) -> dict[str, Any] | None:
+def _chart(windows: "list[WindowRow]") -> dict[str, Any] | None:
     """The timeline as SVG geometry (attributes only: the pages' policy allows no inline style): one bar per
     window, oldest left, on a time axis from the first start to the last end (or now, while one is open)."""
     from govern.envelope import utc_now
@@ -350,27 +353,27 @@ def _chart(windows: list[dict[str, Any]]) -> dict[str, Any] | None:
 
     if not windows:
         return None
-    ordered = sorted(windows, key=lambda w: w["start_seq"])
+    ordered = sorted(windows, key=lambda w: w.start_seq)
     now = naive_utc(utc_now())
-    first = ordered[0]["started_at"]
-    last = max(w["ended_at"] or now for w in ordered)
+    first = ordered[0].started_at
+    last = max(w.ended_at or now for w in ordered)
     span = max((last - first).total_seconds(), 1e-3)
     width, left, right = 1000.0, 10.0, 990.0
     bars, versions = [], []
     for w in ordered:
-        end = w["ended_at"] or now
-        x = left + (right - left) * (w["started_at"] - first).total_seconds() / span
-        length = max((right - left) * (end - w["started_at"]).total_seconds() / span, 4.0)
+        end = w.ended_at or now
+        x = left + (right - left) * (w.started_at - first).total_seconds() / span
+        length = max((right - left) * (end - w.started_at).total_seconds() / span, 4.0)
         x = min(x, right - length)
-        if not versions or versions[-1] != w["version"]:
-            versions.append(w["version"])
+        if not versions or versions[-1] != w.version:
+            versions.append(w.version)
         bars.append(
             {
                 "w": w,
                 "x": round(x, 2),
                 "width": round(length, 2),
-                "fill": OPEN_COLOUR if w["ended_at"] is None else PALETTE[(len(versions) - 1) % len(PALETTE)],
-                "label": f"v{w['version']}" if length >= 28 else "",
+                "fill": OPEN_COLOUR if w.ended_at is None else PALETTE[(len(versions) - 1) % len(PALETTE)],
+                "label": f"v{w.version}" if length >= 28 else "",
             }
         )
-    return {"width": width, "bars": bars, "first": first, "last": last, "open": ordered[-1]["ended_at"] is None}
+    return {"width": width, "bars": bars, "first": first, "last": last, "open": ordered[-1].ended_at is None}

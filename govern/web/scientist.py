@@ -9,7 +9,7 @@ navigation links them for those who may start trainings and request promotions, 
 """
 
 from datetime import datetime
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 from fastapi import APIRouter, Request
 from fastapi.responses import RedirectResponse, Response
@@ -17,6 +17,9 @@ from fastapi.responses import RedirectResponse, Response
 from govern import access
 from govern.errors import GovernError
 from govern.web.pages import Link, Signed, Web
+
+if TYPE_CHECKING:
+    from govern.readmodel.versions import ModelVersionRow
 
 NAV: list[Link] = [
     Link("Models", "/models", "status"),
@@ -170,7 +173,7 @@ def _trainings(router: APIRouter, web: Web) -> None:
 
         project = signed.project()
         found = jobs.job(project, job)
-        registered: list[dict[str, Any]] = []
+        registered: list[ModelVersionRow] = []
         if found.row.training_event_id:
             with project.ledger.reader() as reader:
                 registered = status.versions_of_training(reader, found.row.training_event_id)
