@@ -409,11 +409,12 @@ def log_page(
         return []
     from govern.attribution import split
 
+    found = []
     for row in rows:
-        authn = row.pop("authn")
-        who, how = split(row["actor"], authn)
-        row["actor_shown"], row["actor_who"], row["actor_how"] = f"{who} ({how})", who, how
-    return rows
+        entry = asdict(row)
+        who, how = split(row.actor, entry.pop("authn"))
+        found.append({**entry, "actor_shown": f"{who} ({how})", "actor_who": who, "actor_how": how})
+    return found
 
 
 def slots(project: Project) -> list[tuple[str, str]]:
@@ -465,20 +466,20 @@ def training_of(project: Project, model: str, version: str) -> dict[str, Any]:
     with project.ledger.reader() as reader:
         facts = version_facts(reader, model, version)  # NotFound names the known models and versions
         row = reports.training_of_version(reader, model, version)
-        training = json.loads(row["payload"])
+        training = json.loads(row.payload)
         data = report._data(reader, training, [])
     git = training.get("git", {})
     return {
         "model": model,
         "version": version,
-        "training_seq": row["seq"],
-        "completed_at": row["occurred_at"],
-        "trained_by": row["actor"],
-        "registered_seq": row["registered_seq"],
-        "registered_at": row["registered_at"],
-        "git_commit": facts.lock_commit or row["git_commit"],  # the commit to check out: its dvc.lock rebuilds it
+        "training_seq": row.seq,
+        "completed_at": row.occurred_at,
+        "trained_by": row.actor,
+        "registered_seq": row.registered_seq,
+        "registered_at": row.registered_at,
+        "git_commit": facts.lock_commit or row.git_commit,  # the commit to check out: its dvc.lock rebuilds it
         "locked": facts.lock_commit is not None,
-        "trained_at_commit": row["git_commit"],
+        "trained_at_commit": row.git_commit,
         "branch": git.get("branch"),
         "dirty_paths": git.get("dirty_paths") or [],
         "datasets": data["datasets"],

@@ -49,6 +49,7 @@ from govern.errors import (
 )
 from govern.events import ReproductionDiverged, ReproductionVerified
 from govern.readmodel import trainings as training_reads
+from govern.readmodel.trainings import TrainingOfLock
 
 if TYPE_CHECKING:
     from govern.storage import LedgerStore
@@ -228,8 +229,8 @@ def verify(
         "duration_s": duration,
         "ci": ci_context(),
         "environment": here,
-        "environment_differences": machine.differences(training["environment"] if training else None, here),
-        "training_event_id": training["event_id"] if training else None,
+        "environment_differences": machine.differences(_machine(training), here),
+        "training_event_id": training.event_id if training else None,
         "strict": strict,
     }
     if result["match"] == DIVERGED:
@@ -244,7 +245,7 @@ def verify(
     event = ledger.append([pending])[0]
     if not pushed:
         notes.extend(_find_locks(project))
-    return Verdict(event, training["seq"] if training else None, tuple(notes))
+    return Verdict(event, training.seq if training else None, tuple(notes))
 
 
 def _find_locks(project: Project) -> list[str]:
@@ -341,15 +342,13 @@ def record_uploaded(project: Project, kind: str, payload: Mapping[str, Any]) -> 
     environment_now = fact.environment if isinstance(fact.environment, dict) else None
     fact = dataclasses.replace(
         fact,
-        training_event_id=training["event_id"] if training else None,
-        environment_differences=machine.differences(
-            training["environment"] if training else None, environment_now or {}
-        ),
+        training_event_id=training.event_id if training else None,
+        environment_differences=machine.differences(_machine(training), environment_now or {}),
     )
     event = project.ledger.append(
         [PendingEvent(fact, actor=project.actor, occurred_at=project.clock(), git_commit=fact.commit)]
     )[0]
-    return Verdict(event, training["seq"] if training else None)
+    return Verdict(event, training.seq if training else None)
 
 
 def _check_against_commit(root: Path, fact: ReproductionVerified | ReproductionDiverged) -> None:
@@ -467,15 +466,16 @@ RESULT_FACTS = (
 )
 
 
-def _training(ledger: LedgerStore, lock_sha256: str, commit: str) -> dict[str, Any] | None:
+def _training(ledger: LedgerStore, lock_sha256: str, commit: str) -> TrainingOfLock | None:
     """The training that wrote this lock (else the newest at this commit): whose machine made the bytes."""
     if not ledger.exists():
         return None
-    found = training_reads.training_of_lock_or_commit(ledger, lock_sha256, commit)
-    if found is None:
-        return None
-    found["environment"] = json.loads(found["environment"]) if found["environment"] else None
-    return found
+    return training_reads.training_of_lock_or_commit(ledger, lock_sha256, commit)
+
+
+def _machine(training: TrainingOfLock | None) -> dict[str, Any] | None:
+    """The environment the training recorded, if any."""
+    return json.loads(training.environment) if training is not None and training.environment else None
 
 
 ENVIRONMENT_ROWS = 20

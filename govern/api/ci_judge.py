@@ -277,16 +277,14 @@ class _Judge:
         found = training_reads.registration_of_file(self.work.ledger, path, md5)
         if found is None:
             return None, "no registered model version has that md5"
-        uri = os.environ.get("MLFLOW_TRACKING_URI") or found["tracking_uri"] or self.work.tracking_uri
-        scratch = self.work.scratch / "mlflow" / found["version"]
+        uri = os.environ.get("MLFLOW_TRACKING_URI") or found.tracking_uri or self.work.tracking_uri
+        scratch = self.work.scratch / "mlflow" / found.version
         scratch.mkdir(parents=True, exist_ok=True)
         try:
-            file = model_files.from_mlflow(
-                uri, found["mlflow_run_id"], found["model"], path, md5, found["sha256"], scratch
-            )
+            file = model_files.from_mlflow(uri, found.mlflow_run_id, found.model, path, md5, found.sha256, scratch)
         except GovernError as error:
             return None, f"MLflow: {error}"
-        return file, f"MLflow (version {found['version']}, run {found['mlflow_run_id']})"
+        return file, f"MLflow (version {found.version}, run {found.mlflow_run_id})"
 
 
 def _compare_files(committed: Path, reproduced: Path, rule: Rule) -> dict[str, Any]:

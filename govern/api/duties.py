@@ -185,16 +185,16 @@ def check_same_hands(reader: Reader, who: attribution.Actor, parties: Sequence[i
     rows = events.actors_of(reader, list(parties))
     links = access_reads.identity_links(reader)
     for row in rows:
-        authn = attribution.Authn.from_json(row["authn"]) if row["authn"] else None
+        authn = attribution.Authn.from_json(row.authn) if row.authn else None
         other = _token_in(authn)
         if not other or other == token:
             continue
-        theirs = [*hands_behind(reader, other), authn.principal or _who(row["actor"])]
+        theirs = [*hands_behind(reader, other), authn.principal or _who(row.actor)]
         shared = next((a for a in mine for b in theirs if access.same_person(a, b, links)), None)
         if shared is not None:
             raise FourEyesViolation(
                 f"Four-eyes rule: {_who(who.name)}'s token {token} was handed over, through the server, by "
-                f"{_who(shared)}, who held or handed over the token {other} of {_who(row['actor'])}, who asked for "
+                f"{_who(shared)}, who held or handed over the token {other} of {_who(row.actor)}, who asked for "
                 f"or trained this version, and could have acted as both: it cannot {doing}; ask another admin to "
                 f"issue {_who(who.name)} a new code, or let another approver decide"
             )
@@ -250,11 +250,11 @@ def token_issuer(reader: Reader, token_id: str | None) -> str | None:
 def request_attested(project: Project, reader: Reader, request: dict[str, Any]) -> None:
     """In team mode a request counts only if the server attested who asked for it."""
     seq = request["request_seq"]
-    rows = events.actor_of(reader, seq)
-    authn = attribution.Authn.from_json(rows[0]["authn"]) if rows and rows[0]["authn"] else None
+    found = events.actor_of(reader, seq)
+    authn = attribution.Authn.from_json(found.authn) if found and found.authn else None
     verdict = attestations.check_events(reader, [seq], project.config.trusted_keys).get(seq)
     if authn is None or not authn.authenticated or verdict is not None:
-        shown = attribution.shown(rows[0]["actor"], authn) if rows else "unknown"
+        shown = attribution.shown(found.actor, authn) if found else "unknown"
         raise PolicyViolation(
             f"Request {seq} was not authenticated by govern serve ({shown}{'; ' + verdict if verdict else ''}): in "
             "team mode it cannot be approved; reject it and ask again through the server"

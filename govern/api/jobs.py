@@ -300,7 +300,7 @@ def trainer(project: Project, row: JobRow) -> attribution.Actor:
 
     requested_by, principal = row.requested_by, attribution.principal_of(row.requested_by)
     found = event_reads.authn_of(project.ledger, row.seq)
-    authn = attribution.Authn.from_json(found[0][0]) if found and found[0][0] else None
+    authn = attribution.Authn.from_json(found) if found else None
     attested = authn is not None and authn.authenticated and principal is not None
     if attested and attestations.check_events(project.ledger, [row.seq], project.config.trusted_keys)[row.seq]:
         attested = False

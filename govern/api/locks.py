@@ -23,6 +23,7 @@ from govern.errors import GovernError
 from govern.events import TrainingLocked
 from govern.readmodel import trainings
 from govern.readmodel.reader import Reader
+from govern.readmodel.trainings import UnlockedTraining
 from govern.storage import LedgerStore
 
 SCANNED_COMMITS = 200  # commits that changed a lock file, newest first, looked through for the unlocked ones
@@ -61,11 +62,11 @@ def find_in(
         events = []
         for digest, (sha, texts) in located.items():
             for training in wanted[digest]:
-                if training["event_id"] in done:
+                if training.event_id in done:
                     continue
-                versions = versions_of(reader, training["models"])
-                if versions and not_rebuilding(texts, training["models"]) is None:
-                    events.append(_locked(actor, training["event_id"], sha, digest, versions, texts, found_by))
+                versions = versions_of(reader, training.models)
+                if versions and not_rebuilding(texts, training.models) is None:
+                    events.append(_locked(actor, training.event_id, sha, digest, versions, texts, found_by))
         return events
 
     return ledger.transact(decide)
@@ -73,11 +74,11 @@ def find_in(
 
 def _locate(
     root: Path, reader: Reader, limit: int = SCANNED_COMMITS
-) -> tuple[dict[str, list[dict[str, Any]]], dict[str, tuple[str, dict[str, str]]]]:
+) -> tuple[dict[str, list[UnlockedTraining]], dict[str, tuple[str, dict[str, str]]]]:
     """The trainings not locked yet, by lock digest; and for each digest a commit of `root` holding that lock."""
-    wanted: dict[str, list[dict[str, Any]]] = {}
+    wanted: dict[str, list[UnlockedTraining]] = {}
     for row in trainings.unlocked(reader):
-        wanted.setdefault(row["lock"], []).append(row)
+        wanted.setdefault(row.lock, []).append(row)
     located: dict[str, tuple[str, dict[str, str]]] = {}
     lock_files = git_adapter.tracked_named(root, "dvc.lock") if wanted else []
     if not lock_files:
@@ -99,8 +100,8 @@ def unrecorded(root: Path, reader: Reader) -> dict[tuple[str, str], str]:
     found: dict[tuple[str, str], str] = {}
     for digest, (sha, texts) in located.items():
         for training in wanted[digest]:
-            if not_rebuilding(texts, training["models"]) is None:
-                for version in versions_of(reader, training["models"]):
+            if not_rebuilding(texts, training.models) is None:
+                for version in versions_of(reader, training.models):
                     found.setdefault((version["model"], version["version"]), sha)
     return found
 
@@ -171,12 +172,12 @@ def commit_for_job(
     if not pattern:
         return None, f"`jobs.lock_branch` is empty: {NOT_LOCKED_HINT}"
     found = trainings.lock_of_training(project.ledger, training_event_id)
-    if not found or not found[0][0]:
+    if found is None or not found.lock:
         return None, "the training reports no dvc.lock: there is nothing to commit"
-    digest, models, base = found[0]
+    digest, models, base = found.lock, found.models, found.git_commit
     already = trainings.lock_commits_of(project.ledger, training_event_id)
     if already:
-        return already[0][0], None
+        return already[0], None
     try:
         texts = {}
         pipelines = git_adapter.tracked_named(project.root, "dvc.yaml", base)

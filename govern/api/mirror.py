@@ -47,10 +47,9 @@ def retry_pending(project: Project) -> MirrorOutcome:
     recorded: list[RecordedEvent] = []
     stuck: list[str] = []
     for position, row in enumerate(rows):
-        event_id, commit, occurred_at = row["event_id"], row["git_commit"], row["occurred_at"]
-        payload = json.loads(row["payload"])
+        payload = json.loads(row.payload)
         try:
-            events = _mirror_one(project, event_id, payload, commit, occurred_at)
+            events = _mirror_one(project, row.event_id, payload, row.git_commit, row.occurred_at)
         except ModelFileMissing as error:
             stuck.append(str(error))
             continue

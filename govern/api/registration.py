@@ -17,6 +17,7 @@ from govern.api.context import Project
 from govern.envelope import PendingEvent, utc_now
 from govern.events import ModelRegistered
 from govern.readmodel import trainings
+from govern.readmodel.trainings import FileRegistration
 from govern.redaction import redact
 from govern.storage import LedgerStore
 
@@ -48,8 +49,8 @@ class Run:
         return round(time.perf_counter() - self.clock, 6)
 
 
-def _twins(ledger: LedgerStore, models: Sequence[dict[str, Any]]) -> list[tuple[str, str, str, str | None]]:
-    """Earlier registrations of the same model with the same file (sha256): (model, version, sha256, commit)."""
+def _twins(ledger: LedgerStore, models: Sequence[dict[str, Any]]) -> list[FileRegistration]:
+    """Earlier registrations of the same model with the same file (sha256)."""
     digests = [m["sha256"] for m in models if m.get("sha256")]
     if not digests or not ledger.exists():
         return []
@@ -73,9 +74,9 @@ def registered_already(ledger: LedgerStore, models: Sequence[dict[str, Any]]) ->
     """
     wanted = {(m["name"], m.get("sha256")) for m in models if m.get("sha256")}
     found: dict[str, str] = {}
-    for model, version, sha, _at in _twins(ledger, models):
-        if (model, sha) in wanted:
-            found.setdefault(model, version)
+    for twin in _twins(ledger, models):
+        if (twin.model, twin.sha256) in wanted:
+            found.setdefault(twin.model, twin.version)
     return found
 
 
@@ -91,7 +92,7 @@ def registration_events(
     events = []
     for version in versions:
         model = by_name[version.model]
-        same = [v for name, v, sha, _ in twins if name == version.model and sha == model.get("sha256")]
+        same = [t.version for t in twins if t.model == version.model and t.sha256 == model.get("sha256")]
         events.append(
             PendingEvent(
                 ModelRegistered(

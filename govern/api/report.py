@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 from collections.abc import Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import asdict
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -21,7 +22,7 @@ from govern.api.integrity import check_anchors
 from govern.envelope import format_timestamp, utc_now
 from govern.readmodel import reports
 from govern.readmodel.reader import Reader
-from govern.readmodel.reports import TIMELINE_SLOTS
+from govern.readmodel.reports import TIMELINE_SLOTS, TimelineWindow, TrainingOfVersion, VersionMetrics, Window
 from govern.readmodel.versions import VersionFacts, verdicts_of_version, version_facts
 from govern.storage.chain import check_events, verify_chain_in
 
@@ -45,9 +46,9 @@ def _gather(ledger: Reader, project: Project, model: str, version: str, verify_c
     root = project.root
     settings = _settings(project, model)
     row = reports.training_of_version(ledger, model, version)
-    training = json.loads(row["payload"])
-    registration = json.loads(row["registration"])
-    cited: list[int] = [row["seq"], row["registered_seq"]]
+    training = json.loads(row.payload)
+    registration = json.loads(row.registration)
+    cited: list[int] = [row.seq, row.registered_seq]
 
     # What git says (the commit, the code files' blobs, the anchor tags) is asked in a thread of its own while the
     # ledger answers: a few git processes, a fifth of a report page's time if waited for one after the other.
@@ -105,13 +106,13 @@ def _attributed(ledger: Reader, report: dict[str, Any], pinned: tuple[str, ...])
     seqs = sorted({seq for _, _, seq in places if seq is not None})
     if not seqs:
         return []
-    rows = {r["seq"]: r for r in reports.attributions(ledger, seqs)}
+    rows = {r.seq: r for r in reports.attributions(ledger, seqs)}
     verdicts = attestations.check_events(ledger, seqs, pinned)
     for section, key, seq in places:
         row = rows.get(seq) if seq is not None else None
-        if row is None or section.get(key) is None or section.get(key) != row["actor"]:
+        if row is None or section.get(key) is None or section.get(key) != row.actor:
             continue
-        shown = attribution.shown(row["actor"], row["authn"])
+        shown = attribution.shown(row.actor, row.authn)
         if verdicts.get(seq):
             shown += " (ATTESTATION INVALID: see integrity)"
         section[key] = shown
@@ -124,15 +125,15 @@ def _section(missing: list[str], **facts: Any) -> dict[str, Any]:
 
 def _identity(
     facts: VersionFacts,
-    registered: list[dict[str, Any]],
-    row: Mapping[str, Any],
+    registered: list[VersionMetrics],
+    row: TrainingOfVersion,
     registration: dict,
     settings: dict,
 ) -> dict[str, Any]:
     """`registered`: the model's versions in order (`reports.version_metrics`), for the versions before and after
     this one."""
     model, version = facts.model, facts.version
-    versions = [v["version"] for v in registered]
+    versions = [v.version for v in registered]
     position = versions.index(version)
     missing = []
     purpose = settings.get("purpose") or registration.get("desc")
@@ -150,9 +151,9 @@ def _identity(
         owner=settings.get("owner"),
         description=registration.get("desc"),
         labels=registration.get("labels") or [],
-        registered_at=format_timestamp(row["registered_at"]),
-        registered_by=row["registered_by"],
-        registration_seq=row["registered_seq"],
+        registered_at=format_timestamp(row.registered_at),
+        registered_by=row.registered_by,
+        registration_seq=row.registered_seq,
         mlflow_run_id=registration.get("mlflow_run_id"),
         model_file={
             "path": registration.get("path"),
@@ -166,11 +167,11 @@ def _identity(
     )
 
 
-def _code(root: Path | None, row: Mapping[str, Any], training: dict, lock_commit: str | None) -> dict[str, Any]:
+def _code(root: Path | None, row: TrainingOfVersion, training: dict, lock_commit: str | None) -> dict[str, Any]:
     """The code: the lock commit, whose `dvc.lock` rebuilds the model (`git checkout` + `dvc checkout`), and the
     commit the training ran at (its code files' blobs, author and message), where the two differ."""
     git = training.get("git", {})
-    commit = row["git_commit"]
+    commit = row.git_commit
     missing = []
     if lock_commit is None:
         from govern.api.locks import NOT_LOCKED_HINT
@@ -223,7 +224,7 @@ def _data(ledger: Reader, training: dict, cited: list[int]) -> dict[str, Any]:
     datasets = [dict(d) for d in training.get("datasets", [])]
     ids = [d["snapshot_event_id"] for d in datasets if d.get("snapshot_event_id")]
     found = reports.snapshots(ledger, ids) if ids else []
-    snapshots = {r["event_id"]: r for r in found if r["type"] == "dataset.snapshotted"}
+    snapshots = {r.event_id: r for r in found if r.type == "dataset.snapshotted"}
     missing = []
     for dataset in datasets:
         for key in (
@@ -240,13 +241,13 @@ def _data(ledger: Reader, training: dict, cited: list[int]) -> dict[str, Any]:
             dataset.setdefault(key, None)
         snapshot = snapshots.get(dataset.get("snapshot_event_id") or "")
         if snapshot:
-            cited.append(snapshot["seq"])
-            payload = json.loads(snapshot["payload"])
+            cited.append(snapshot.seq)
+            payload = json.loads(snapshot.payload)
             dataset.update(
                 source=payload.get("source"),
                 extracted_at=payload.get("extracted_at"),
                 extracted_at_basis=payload.get("extracted_at_basis"),
-                snapshot_seq=snapshot["seq"],
+                snapshot_seq=snapshot.seq,
             )
         elif dataset.get("role") == "source":
             missing.append(f"No snapshot event is recorded for {dataset['path']}: its extraction date is unknown")
@@ -284,7 +285,7 @@ def _pipeline(training: dict) -> dict[str, Any]:
     return _section([] if stages else ["No stages are recorded"], stages=stages, edges=[list(e) for e in edges])
 
 
-def _training(row: Mapping[str, Any], training: dict) -> dict[str, Any]:
+def _training(row: TrainingOfVersion, training: dict) -> dict[str, Any]:
     params = training.get("params", {})
     mlflow = training.get("mlflow", {})
     missing = []
@@ -295,10 +296,10 @@ def _training(row: Mapping[str, Any], training: dict) -> dict[str, Any]:
         missing.append("No seed parameter is recorded (a param whose name contains 'seed' or 'random_state')")
     return _section(
         missing,
-        event_seq=row["seq"],
-        event_id=row["event_id"],
-        completed_at=format_timestamp(row["occurred_at"]),
-        actor=row["actor"],
+        event_seq=row.seq,
+        event_id=row.event_id,
+        completed_at=format_timestamp(row.occurred_at),
+        actor=row.actor,
         host=training.get("environment", {}).get("host"),
         duration_s=training.get("duration_s"),
         params=params,
@@ -312,15 +313,13 @@ def _training(row: Mapping[str, Any], training: dict) -> dict[str, Any]:
     )
 
 
-def _validation(registered: list[dict[str, Any]], training: dict) -> dict[str, Any]:
+def _validation(registered: list[VersionMetrics], training: dict) -> dict[str, Any]:
     metrics = training.get("metrics", {})
     groups: dict[str, dict[str, Any]] = {}
     for key, value in metrics.items():
         group, _, name = key.rpartition(".")
         groups.setdefault(group or "metrics", {})[name] = value
-    history = [
-        {"version": v["version"], "metrics": json.loads(v["metrics"]) if v["metrics"] else {}} for v in registered
-    ]
+    history = [{"version": v.version, "metrics": json.loads(v.metrics) if v.metrics else {}} for v in registered]
     return _section(
         [] if metrics else ["No metrics are recorded for this training"],
         metrics=metrics,
@@ -333,14 +332,14 @@ def _validation(registered: list[dict[str, Any]], training: dict) -> dict[str, A
 def _approvals(ledger: Reader, model: str, version: str, cited: list[int]) -> dict[str, Any]:
     promotions = reports.promotions(ledger, model, version)
     deprecations = reports.deprecations(ledger, model, version)
-    cited.extend(p["seq"] for p in [*promotions, *deprecations])
-    cited.extend(p["request_seq"] for p in promotions if p.get("request_seq") is not None)
+    cited.extend(p.seq for p in [*promotions, *deprecations])
+    cited.extend(p.request_seq for p in promotions if p.request_seq is not None)
     grants, missing = _grants(ledger, model, version, cited)
     return _section(
         ([] if promotions else ["This version was never promoted"]) + missing,
-        promotions=[{**p, "promoted_at": format_timestamp(p["promoted_at"])} for p in promotions],
+        promotions=[{**asdict(p), "promoted_at": format_timestamp(p.promoted_at)} for p in promotions],
         grants=grants,
-        deprecation={**deprecations[0], "deprecated_at": format_timestamp(deprecations[0]["deprecated_at"])}
+        deprecation={**asdict(deprecations[0]), "deprecated_at": format_timestamp(deprecations[0].deprecated_at)}
         if deprecations
         else None,
     )
@@ -354,25 +353,25 @@ def _grants(ledger: Reader, model: str, version: str, cited: list[int]) -> tuple
 
     people: dict[str, dict[str, Any]] = {}
     for row in reports.acted(ledger, model, version):
-        for name in dict.fromkeys([row["actor"], row["approver"]]):
+        for name in dict.fromkeys([row.actor, row.approver]):
             if not name:
                 continue
             found = people.setdefault(name, {"who": name, "role": "approver", "acted_seqs": [], "row": row})
-            found["acted_seqs"].append(row["seq"])
+            found["acted_seqs"].append(row.seq)
     if not any(attribution.principal_of(name) for name in people) and not reports.any_grant(ledger):
         return [], []  # nobody here is a principal, nor was ever granted a role: one person's project
     grants, missing = [], []
     for name, found in people.items():
         row = found.pop("row")
         principal = attribution.principal_of(name)
-        if name == row["actor"]:
-            shown = attribution.shown(name, row["authn"])
+        if name == row.actor:
+            shown = attribution.shown(name, row.authn)
         else:  # an approver the promoter named (`--approver`, one person's project): not who acted
-            shown = f"{name} (named by {attribution.principal_of(row['actor']) or row['actor']})"
+            shown = f"{name} (named by {attribution.principal_of(row.actor) or row.actor})"
         entry: dict[str, Any] = {
             **found,
             "shown": shown,
-            "acted_at": format_timestamp(row["promoted_at"]),
+            "acted_at": format_timestamp(row.promoted_at),
             "principal": principal,
             "token": None,
             "token_issuer": None,
@@ -385,28 +384,25 @@ def _grants(ledger: Reader, model: str, version: str, cited: list[int]) -> tuple
             continue
         token = attribution.TOKEN_ACTOR.match(name)
         entry["token"] = token.group(2) if token else None
-        issued = reports.token_issuer(ledger, entry["token"]) if token else []
-        if issued:
-            entry["token_issuer"] = attribution.shown(issued[0]["issuer"], issued[0]["issuer_authn"])
-            entry["token_code"] = issued[0]["code_id"]
-        held = reports.grant_at(ledger, principal, "approver", row["promoted_at"])
-        if not held:
-            missing.append(f"{principal} held no approver grant when they acted (seq {row['seq']})")
+        issued = reports.token_issuer(ledger, entry["token"]) if token else None
+        if issued is not None:
+            entry["token_issuer"] = attribution.shown(issued.issuer, issued.issuer_authn)
+            entry["token_code"] = issued.code_id
+        grant = reports.grant_at(ledger, principal, "approver", row.promoted_at)
+        if grant is None:
+            missing.append(f"{principal} held no approver grant when they acted (seq {row.seq})")
             grants.append(entry)
             continue
-        grant = held[0]
-        cited.extend(seq for seq in (grant["grant_seq"], grant["proposal_seq"]) if seq)
+        cited.extend(seq for seq in (grant.grant_seq, grant.proposal_seq) if seq)
         entry["grant"] = {
-            "seq": grant["grant_seq"],
-            "granted_at": format_timestamp(grant["granted_at"]),
-            "confirmed_by": attribution.shown(grant["granted_by"], grant["granted_authn"]),
-            "proposal_seq": grant["proposal_seq"],
-            "proposed_at": format_timestamp(grant["proposed_at"]) if grant["proposed_at"] else None,
-            "proposed_by": attribution.shown(grant["proposed_by"], grant["proposed_authn"])
-            if grant["proposed_by"]
-            else None,
-            "basis": grant["basis"] or "direct",
-            "reason": grant["reason"],
+            "seq": grant.grant_seq,
+            "granted_at": format_timestamp(grant.granted_at),
+            "confirmed_by": attribution.shown(grant.granted_by, grant.granted_authn),
+            "proposal_seq": grant.proposal_seq,
+            "proposed_at": format_timestamp(grant.proposed_at) if grant.proposed_at else None,
+            "proposed_by": attribution.shown(grant.proposed_by, grant.proposed_authn) if grant.proposed_by else None,
+            "basis": grant.basis or "direct",
+            "reason": grant.reason,
         }
         grants.append(entry)
     return grants, missing
@@ -418,19 +414,19 @@ def _production(ledger: Reader, model: str, version: str, cited: list[int]) -> d
     windows = reports.latest_windows(ledger, model, version, since) if since else []
     lanes = summary[:TIMELINE_SLOTS]
     context = reports.timeline(ledger, lanes)
-    cited.extend(seq for w in windows for seq in (w["start_seq"], w["end_seq"]) if seq is not None)
-    total = sum(s["windows"] for s in summary)
+    cited.extend(seq for w in windows for seq in (w.start_seq, w.end_seq) if seq is not None)
+    total = sum(s.windows for s in summary)
     return _section(
         [] if windows else ["This version was never deployed"],
         slots_summary=[
             {
-                "app": s["app"],
-                "env": s["env"],
-                "windows": s["windows"],
-                "first_start": format_timestamp(s["first_start"]),
-                "last_end": format_timestamp(s["last_end"]) if s["last_end"] else None,
-                "serving": s["serving"],
-                "closed_s": s["closed_s"],
+                "app": s.app,
+                "env": s.env,
+                "windows": s.windows,
+                "first_start": format_timestamp(s.first_start),
+                "last_end": format_timestamp(s.last_end) if s.last_end else None,
+                "serving": s.serving,
+                "closed_s": s.closed_s,
             }
             for s in summary
         ],
@@ -442,32 +438,32 @@ def _production(ledger: Reader, model: str, version: str, cited: list[int]) -> d
     )
 
 
-def _window(w: Mapping[str, Any]) -> dict[str, Any]:
+def _window(w: Window) -> dict[str, Any]:
     return {
-        "app": w["app"],
-        "env": w["env"],
-        "start": format_timestamp(w["started_at"]),
-        "end": format_timestamp(w["ended_at"]) if w["ended_at"] else None,
-        "duration_s": w.get("duration_s"),
-        "deployed_by": w.get("deployed_by"),
-        "ended_by": w.get("ended_by"),
-        "end_reason": w.get("end_reason"),
-        "start_seq": w["start_seq"],
-        "end_seq": w["end_seq"],
+        "app": w.app,
+        "env": w.env,
+        "start": format_timestamp(w.started_at),
+        "end": format_timestamp(w.ended_at) if w.ended_at else None,
+        "duration_s": w.duration_s,
+        "deployed_by": w.deployed_by,
+        "ended_by": w.ended_by,
+        "end_reason": w.end_reason,
+        "start_seq": w.start_seq,
+        "end_seq": w.end_seq,
     }
 
 
-def _timelines(context: list[dict[str, Any]], model: str, version: str) -> list[dict[str, Any]]:
+def _timelines(context: list[TimelineWindow], model: str, version: str) -> list[dict[str, Any]]:
     """The latest windows of the slots this version served, so the chart shows what came before and after."""
     slots: dict[str, dict[str, Any]] = {}
     for w in context:
-        slot = slots.setdefault(f"{w['app']}/{w['env']}", {"slot": f"{w['app']}/{w['env']}", "windows": []})
+        slot = slots.setdefault(f"{w.app}/{w.env}", {"slot": f"{w.app}/{w.env}", "windows": []})
         slot["windows"].append(
             {
-                "label": f"{w['model']} v{w['version']}",
-                "this": w["model"] == model and w["version"] == version,
-                "start": format_timestamp(w["started_at"]),
-                "end": format_timestamp(w["ended_at"]) if w["ended_at"] else None,
+                "label": f"{w.model} v{w.version}",
+                "this": w.model == model and w.version == version,
+                "start": format_timestamp(w.started_at),
+                "end": format_timestamp(w.ended_at) if w.ended_at else None,
             }
         )
     return list(slots.values())
@@ -522,8 +518,8 @@ def _reproductions(ledger: Reader, model: str, version: str, cited: list[int]) -
 
 def _inference(ledger: Reader, model: str, version: str, cited: list[int]) -> dict[str, Any]:
     rows = reports.inference_by_month(ledger, model, version)
-    cited.extend(seq for r in rows for seq in (r["first_seq"], r["last_seq"]))
-    counts = [{k: r[k] for k in ("app", "env", "month", "batches", "rows")} for r in rows]
+    cited.extend(seq for r in rows for seq in (r.first_seq, r.last_seq))
+    counts = [{"app": r.app, "env": r.env, "month": r.month, "batches": r.batches, "rows": r.rows} for r in rows]
     return _section([] if counts else ["No inference with this version is recorded"], counts=counts)
 
 
@@ -627,8 +623,8 @@ def _summary(ledger: Reader, project: Project, model: str, version: str) -> dict
     row = reports.training_of_version(ledger, model, version)
     root = project.root
     settings = _settings(project, model)
-    training = json.loads(row["payload"])
-    registration = json.loads(row["registration"])
+    training = json.loads(row.payload)
+    registration = json.loads(row.registration)
     cited: list[int] = []
     metrics = training.get("metrics", {})
     found = {
@@ -721,7 +717,7 @@ def metrics_across_versions(project: Project, model: str, newest: int = CHART_VE
     report's chart draws (`charts.metric_history`), for a model rather than one version (the models page)."""
     with project.ledger.reader() as reader:
         rows = reports.newest_version_metrics(reader, model, newest)
-    versions = [{"version": r["version"], "metrics": json.loads(r["metrics"]) if r["metrics"] else {}} for r in rows]
+    versions = [{"version": r.version, "metrics": json.loads(r.metrics) if r.metrics else {}} for r in rows]
     versions.reverse()
     numeric = {name for v in versions for name, value in v["metrics"].items() if isinstance(value, int | float)}
     other = {name for v in versions for name, value in v["metrics"].items() if not isinstance(value, int | float)}

@@ -76,7 +76,7 @@ def known_snapshots(project: Project) -> dict[str, Any]:
     if not project.ledger.exists():
         return {"snapshots": []}
     rows = training_reads.known_snapshots(project.ledger)
-    latest = {(path, md5): (event_id, at) for path, md5, event_id, at in rows}
+    latest = {(row.path, row.md5): (row.event_id, row.extracted_at) for row in rows}
     return {
         "snapshots": [
             {"path": path, "md5": md5, "event_id": event_id, "extracted_at": at}
@@ -139,9 +139,9 @@ def record_reported_training(
         _check_against_ledger(reader, pending, training)
         fact = training.fact
         if isinstance(fact, TrainingCompleted) and all(s.get("status") in UNCHANGED for s in fact.stages):
-            rows = training_reads.training_of_lock(reader, fact.dvc_lock_sha256)
-            if rows:
-                existing.append(rows[0][0])
+            found = training_reads.training_of_lock(reader, fact.dvc_lock_sha256)
+            if found is not None:
+                existing.append(found)
                 return []
         return pending
 
@@ -347,7 +347,7 @@ def _check_against_ledger(reader: Reader, pending: Sequence[PendingEvent], train
     ids = [event.event_id for event in pending]
     taken = training_reads.existing_ids(reader, ids)
     if taken:
-        raise ReportRefused(f"the report reuses event id {taken[0][0]}, which the ledger already has")
+        raise ReportRefused(f"the report reuses event id {taken[0]}, which the ledger already has")
     fact = training.fact
     if not isinstance(fact, TrainingCompleted):
         return
@@ -360,7 +360,7 @@ def _check_against_ledger(reader: Reader, pending: Sequence[PendingEvent], train
     if not named:
         return
     rows = training_reads.snapshots_by_id(reader, list(named))
-    found = {event_id: (path, md5) for event_id, path, md5 in rows}
+    found = {row.event_id: (row.path, row.md5) for row in rows}
     for event_id, ref in named.items():
         if found.get(event_id) != (ref.get("path"), ref.get("md5")):
             raise ReportRefused(

@@ -278,13 +278,13 @@ def repro(
     locks, lock_sha256 = lock_state(run, pipeline)
     ledger, root = run.project.ledger, run.project.root
     if all(stage_run.status == "unchanged" for stage_run in runs) and ledger.exists():
-        rows = trainings.by_lock(ledger, lock_sha256)
-        if rows:
-            committed = _commit_lock(root, pipeline, rows[0][0], None) if commit else None
+        existing = trainings.by_lock(ledger, lock_sha256)
+        if existing is not None:
+            committed = _commit_lock(root, pipeline, existing, None) if commit else None
             return ReproOutcome(
                 status="up-to-date",
                 stage_runs=runs,
-                existing_seq=rows[0][0],
+                existing_seq=existing,
                 committed=committed,
                 warnings=_lock_found(run.project, commit) + after_write(run.project),
             )
@@ -340,7 +340,7 @@ def _known_snapshots(
     if not candidates or not ledger.exists():
         return {}
     rows = trainings.snapshots_of_paths(ledger, [c.path for c in candidates])
-    return {(path, md5): (event_id, extracted_at) for path, md5, event_id, extracted_at in rows}
+    return {(row.path, row.md5): (row.event_id, row.extracted_at) for row in rows}
 
 
 def _datasets(

@@ -17,6 +17,7 @@ from govern.readmodel.versions import ModelVersionRow
 
 if TYPE_CHECKING:
     from govern.api.context import Project
+    from govern.readmodel.events import AnchorEvent, VerdictEvent
     from govern.storage.contract import Reader
 
 
@@ -27,7 +28,9 @@ def status(project: Project) -> dict[str, Any]:
     ledger = project.ledger
     count, head_seq, head_hash = 0, None, None
     models: list[dict[str, Any]] = []
-    slots, trainings, registry, verification, anchor = [], [], [], [], []
+    slots, trainings, registry = [], [], []
+    verification: VerdictEvent | None = None
+    anchor: AnchorEvent | None = None
     if ledger.exists():
         with ledger.reader() as reader:
             count, head_seq, head_hash = events.head(reader)
@@ -42,16 +45,15 @@ def status(project: Project) -> dict[str, Any]:
         _refuse_lost_ledger(project)
     slots.sort(key=lambda s: _natural(f"{s.app}/{s.env}"))  # c2 before c10
     last_verification = None
-    if verification:
-        row = verification[0]
-        payload = upcast(row["type"], row["schema_version"], json.loads(row["payload"]))
+    if verification is not None:
+        payload = upcast(verification.type, verification.schema_version, json.loads(verification.payload))
         last_verification = {
-            "seq": row["seq"],
-            "type": row["type"],
+            "seq": verification.seq,
+            "type": verification.type,
             "match": payload["match"],
-            "commit": row["git_commit"],
-            "at": row["occurred_at"],
-            "by": row["actor"],
+            "commit": verification.git_commit,
+            "at": verification.occurred_at,
+            "by": verification.actor,
         }
     return {
         "ledger": {
@@ -76,7 +78,7 @@ def status(project: Project) -> dict[str, Any]:
             for s in slots
         ],
         "pending_mirrors": {
-            "trainings": [{"event_id": t["event_id"], "commit": t["git_commit"]} for t in trainings],
+            "trainings": [{"event_id": t.event_id, "commit": t.git_commit} for t in trainings],
             "registry": [
                 {"model": r.model, "through_seq": r.through_seq, "mirrored_through": r.mirrored_through}
                 for r in registry
@@ -85,12 +87,12 @@ def status(project: Project) -> dict[str, Any]:
         "last_verification": last_verification,
         "newest_anchor": (
             {
-                "tag": anchor[0]["tag"],
-                "seq": anchor[0]["seq"],
-                "at": anchor[0]["occurred_at"],
-                "events_since": head_seq - anchor[0]["seq"],
+                "tag": anchor.tag,
+                "seq": anchor.seq,
+                "at": anchor.occurred_at,
+                "events_since": head_seq - anchor.seq,
             }
-            if anchor
+            if anchor is not None
             else None
         ),
     }

@@ -2,11 +2,61 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from datetime import datetime
-from typing import Any
 
 from govern.readmodel.reader import Reader
-from govern.readmodel.rows import rows_as_dicts
+from govern.readmodel.rows import rows_as
+
+
+@dataclass(frozen=True, slots=True)
+class VerdictEvent:
+    """A CI verdict (`reproduction.verified` or `.diverged`) with its envelope and its payload as stored (JSON
+    text, at its own schema version: upcast before reading it)."""
+
+    seq: int
+    type: str
+    schema_version: int
+    occurred_at: datetime
+    actor: str
+    git_commit: str | None
+    payload: str
+
+
+@dataclass(frozen=True, slots=True)
+class AnchorEvent:
+    """A `ledger.anchored`: where and when the head was anchored, and the tag that holds it."""
+
+    seq: int
+    occurred_at: datetime
+    tag: str | None
+
+
+@dataclass(frozen=True, slots=True)
+class LogEntry:
+    """One event of the log as stored: its envelope, its payload (JSON text) and how its actor was established."""
+
+    seq: int
+    event_id: str
+    type: str
+    occurred_at: datetime
+    recorded_at: datetime
+    actor: str
+    subject: str | None
+    git_commit: str | None
+    payload: str
+    hash: str
+    authn: str | None
+
+
+@dataclass(frozen=True, slots=True)
+class EventActor:
+    """Who recorded an event, and how the server established it (`authn`, JSON text; None: self-asserted)."""
+
+    seq: int
+    actor: str
+    authn: str | None
+
 
 HEAD_SQL = "SELECT count(*), max(seq), max_by(hash, seq) FROM events"
 
@@ -23,9 +73,10 @@ WHERE type IN ('reproduction.verified', 'reproduction.diverged') ORDER BY seq DE
 """
 
 
-def last_verification(reader: Reader) -> list[dict[str, Any]]:
-    """The newest CI verdict (none or one row), with its envelope and payload as stored."""
-    return rows_as_dicts(reader, LAST_VERIFICATION_SQL)
+def last_verification(reader: Reader) -> VerdictEvent | None:
+    """The newest CI verdict, if any."""
+    rows = rows_as(reader, VerdictEvent, LAST_VERIFICATION_SQL)
+    return rows[0] if rows else None
 
 
 NEWEST_ANCHOR_SQL = """
@@ -33,9 +84,10 @@ SELECT seq, occurred_at, payload->>'$.tag' AS tag FROM events WHERE type = 'ledg
 """
 
 
-def newest_anchor(reader: Reader) -> list[dict[str, Any]]:
-    """The newest `ledger.anchored` (none or one row): seq, occurred_at, tag."""
-    return rows_as_dicts(reader, NEWEST_ANCHOR_SQL)
+def newest_anchor(reader: Reader) -> AnchorEvent | None:
+    """The newest `ledger.anchored`, if any."""
+    rows = rows_as(reader, AnchorEvent, NEWEST_ANCHOR_SQL)
+    return rows[0] if rows else None
 
 
 TYPES_SQL = "SELECT DISTINCT type FROM events"
@@ -51,9 +103,9 @@ LOG_PAGE_COLUMNS = "seq, event_id, type, occurred_at, recorded_at, actor, subjec
 
 def log_page(
     reader: Reader, before: int, limit: int, types: list[str] | None = None, since: datetime | None = None
-) -> list[dict[str, Any]]:
+) -> list[LogEntry]:
     """The newest `limit` events older than seq `before` (of `types`, occurred since the naive UTC `since`),
-    newest first, each with its envelope (LOG_PAGE_COLUMNS) and its payload as stored."""
+    newest first."""
     where, params = ["seq < $before"], {"before": before}
     if types:
         where.append("type IN (SELECT unnest($types::VARCHAR[]))")
@@ -69,8 +121,9 @@ def log_page(
     seqs = [seq for (seq,) in found]
     if not seqs:
         return []
-    return rows_as_dicts(
+    return rows_as(
         reader,
+        LogEntry,
         f"SELECT {LOG_PAGE_COLUMNS} FROM stored_events WHERE seq BETWEEN $first AND $last "
         "AND seq IN (SELECT unnest($seqs::BIGINT[])) ORDER BY seq DESC",
         {"first": min(seqs), "last": max(seqs), "seqs": seqs},
@@ -89,14 +142,16 @@ def lock_commits(reader: Reader) -> dict[str, str]:
     return dict(rows)
 
 
-def actors_of(reader: Reader, seqs: list[int]) -> list[dict[str, Any]]:
-    """Each of these events' seq, actor and authn."""
-    return rows_as_dicts(reader, "SELECT seq, actor, authn FROM events WHERE list_contains($seqs, seq)", {"seqs": seqs})
+def actors_of(reader: Reader, seqs: list[int]) -> list[EventActor]:
+    """Who recorded each of these events."""
+    sql = "SELECT seq, actor, authn FROM events WHERE list_contains($seqs, seq)"
+    return rows_as(reader, EventActor, sql, {"seqs": seqs})
 
 
-def actor_of(reader: Reader, seq: int) -> list[dict[str, Any]]:
-    """The event's actor and authn (none or one row)."""
-    return rows_as_dicts(reader, "SELECT actor, authn FROM events WHERE seq = $seq", {"seq": seq})
+def actor_of(reader: Reader, seq: int) -> EventActor | None:
+    """Who recorded the event, or None for no such event."""
+    rows = rows_as(reader, EventActor, "SELECT seq, actor, authn FROM events WHERE seq = $seq", {"seq": seq})
+    return rows[0] if rows else None
 
 
 LAST_SEQ_SQL = "SELECT coalesce(max(seq), 0) FROM events"
@@ -125,7 +180,7 @@ def verdicts_of_commit(reader: Reader, commit: str) -> int:
     return reader.query(ALREADY_VERIFIED, [commit])[1][0][0]
 
 
-def authn_of(reader: Reader, seq: int) -> list[tuple]:
-    """The event's `authn` (none or one row, as `(authn,)`)."""
+def authn_of(reader: Reader, seq: int) -> str | None:
+    """The event's `authn` (JSON text), or None: self-asserted, or no such event."""
     _, rows = reader.query("SELECT authn FROM events WHERE seq = ?", [seq])
-    return rows
+    return rows[0][0] if rows else None

@@ -3,10 +3,10 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
+from datetime import datetime
 
 from govern.readmodel.reader import Reader
-from govern.readmodel.rows import rows_as_dicts
+from govern.readmodel.rows import rows_as
 
 PENDING_TRAININGS_SQL = """
 SELECT t.event_id, t.payload, t.git_commit, t.actor, t.occurred_at
@@ -48,7 +48,7 @@ SELECT DISTINCT version FROM deprecations WHERE model = $model AND seq > $since 
 """
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class Pending:
     """A model whose MLflow aliases do not yet reflect the ledger's promotions and deprecations."""
 
@@ -57,14 +57,25 @@ class Pending:
     mirrored_through: int
 
 
-def pending_trainings(reader: Reader) -> list[dict[str, Any]]:
-    """Trainings whose MLflow mirror is pending, oldest first: event_id, payload (JSON text), git_commit, actor,
-    occurred_at."""
-    return rows_as_dicts(reader, PENDING_TRAININGS_SQL)
+@dataclass(frozen=True, slots=True)
+class PendingTraining:
+    """A `training.completed` MLflow has not recorded yet: what its mirror needs (the payload as JSON text)."""
+
+    event_id: str
+    payload: str
+    git_commit: str | None
+    actor: str
+    occurred_at: datetime
+
+
+def pending_trainings(reader: Reader) -> list[PendingTraining]:
+    """Trainings whose MLflow mirror is pending, oldest first."""
+    return rows_as(reader, PendingTraining, PENDING_TRAININGS_SQL)
 
 
 def pending_registry(reader: Reader) -> list[Pending]:
-    return [Pending(*row) for row in reader.query(PENDING_REGISTRY_SQL)[1]]
+    """The models whose MLflow aliases lag the ledger, by name."""
+    return rows_as(reader, Pending, PENDING_REGISTRY_SQL)
 
 
 def deprecated_since(reader: Reader, model: str, since: int) -> list[str]:

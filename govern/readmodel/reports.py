@@ -3,11 +3,172 @@ its production windows (from deployment_index, see below), its inferences, and t
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from datetime import datetime
-from typing import Any
 
+from govern.readmodel.events import EventActor
 from govern.readmodel.reader import Reader
-from govern.readmodel.rows import rows_as_dicts
+from govern.readmodel.rows import rows_as
+
+
+@dataclass(frozen=True, slots=True)
+class VersionMetrics:
+    """A version of the model with its training's metrics (JSON text; None: no training found)."""
+
+    version: str
+    seq: int
+    metrics: str | None
+
+
+@dataclass(frozen=True, slots=True)
+class TrainingOfVersion:
+    """A version's latest registration with the training it names (both payloads as JSON text)."""
+
+    seq: int
+    event_id: str
+    occurred_at: datetime
+    actor: str
+    git_commit: str | None
+    payload: str
+    registered_seq: int
+    registered_at: datetime
+    registered_by: str
+    registration: str
+
+
+@dataclass(frozen=True, slots=True)
+class SnapshotEvent:
+    """An event a training names as a dataset's snapshot, of any type (the caller checks it), payload as JSON text."""
+
+    event_id: str
+    seq: int
+    type: str
+    payload: str
+
+
+@dataclass(frozen=True, slots=True)
+class Promotion:
+    """A promotion of the version, with the request it decided, if any (who asked and why, why it was approved)."""
+
+    seq: int
+    promoted_at: datetime
+    actor: str
+    approver: str | None
+    from_stage: str | None
+    to_stage: str
+    reason: str | None
+    forced: bool | None
+    gto_tag: str | None
+    request_seq: int | None
+    requested_by: str | None
+    request_reason: str | None
+    approval_reason: str | None
+
+
+@dataclass(frozen=True, slots=True)
+class Deprecation:
+    """A deprecation of the version: when, by whom, why."""
+
+    seq: int
+    deprecated_at: datetime
+    actor: str
+    reason: str | None
+
+
+@dataclass(frozen=True, slots=True)
+class PromotionActors:
+    """Who acted on a promotion (the actor, the approver) and how the server established the actor (`authn`)."""
+
+    seq: int
+    promoted_at: datetime
+    actor: str
+    approver: str | None
+    authn: str | None
+
+
+@dataclass(frozen=True, slots=True)
+class TokenIssuer:
+    """Who handed a token over (and how they were established), through which enrollment code."""
+
+    issuer: str | None
+    issuer_authn: str | None
+    code_id: str | None
+
+
+@dataclass(frozen=True, slots=True)
+class GrantHeld:
+    """A grant of a role: who confirmed it, who proposed it (each with their `authn`), on what basis."""
+
+    grant_seq: int
+    granted_at: datetime
+    granted_by: str
+    granted_authn: str | None
+    basis: str | None
+    proposal_seq: int | None
+    proposed_at: datetime | None
+    proposed_by: str | None
+    proposed_authn: str | None
+    proposed_break_glass: bool | None
+    reason: str | None
+
+
+@dataclass(frozen=True, slots=True)
+class SlotSummary:
+    """One app/env the version served: its windows, first start, last end (None while serving), closed time
+    (seconds), and the key the timeline reads the slot by."""
+
+    app: str
+    env: str
+    windows: int
+    first_start: datetime
+    last_end: datetime | None
+    serving: bool
+    closed_s: float
+    last_start_seq: int
+    slot_key: int
+
+
+@dataclass(frozen=True, slots=True)
+class Window:
+    """A production window of the version: its start, its end (None while open), who opened and who closed it."""
+
+    app: str
+    env: str
+    started_at: datetime
+    ended_at: datetime | None
+    duration_s: float | None
+    deployed_by: str | None
+    ended_by: str | None
+    end_reason: str | None
+    start_seq: int
+    end_seq: int | None
+
+
+@dataclass(frozen=True, slots=True)
+class TimelineWindow:
+    """A window of any version in a slot the version served (what the timeline draws)."""
+
+    app: str
+    env: str
+    model: str
+    version: str
+    started_at: datetime
+    ended_at: datetime | None
+    start_seq: int
+
+
+@dataclass(frozen=True, slots=True)
+class InferenceMonth:
+    """Inference batches and rows with the version in one app/env and month, and the seqs they span."""
+
+    app: str
+    env: str
+    month: str
+    batches: int
+    rows: int
+    first_seq: int
+    last_seq: int
+
 
 TRAINING_SQL = """
 SELECT t.seq, t.event_id, t.occurred_at, t.actor, t.git_commit, t.payload, mv.seq AS registered_seq,
@@ -153,42 +314,45 @@ ATTRIBUTION_SQL = "SELECT seq, actor, authn FROM events WHERE seq IN (SELECT unn
 HEAD_SQL = "SELECT count(*), (SELECT hash FROM events WHERE seq = (SELECT max(seq) FROM events)) FROM events"
 
 
-def version_metrics(reader: Reader, model: str) -> list[dict[str, Any]]:
-    """The model's versions in order, each with its training's metrics (JSON text)."""
-    return rows_as_dicts(reader, VERSIONS_SQL, {"model": model})
+def version_metrics(reader: Reader, model: str) -> list[VersionMetrics]:
+    """The model's versions in order, each with its training's metrics."""
+    return rows_as(reader, VersionMetrics, VERSIONS_SQL, {"model": model})
 
 
-def newest_version_metrics(reader: Reader, model: str, newest: int) -> list[dict[str, Any]]:
+def newest_version_metrics(reader: Reader, model: str, newest: int) -> list[VersionMetrics]:
     """`version_metrics` of the model's `newest` newest versions, newest first."""
     sql = f"SELECT * FROM ({VERSIONS_SQL}) ORDER BY try_cast(version AS INTEGER) DESC, seq DESC LIMIT $newest"
-    return rows_as_dicts(reader, sql, {"model": model, "newest": newest})
+    return rows_as(reader, VersionMetrics, sql, {"model": model, "newest": newest})
 
 
-def training_of_version(reader: Reader, model: str, version: str) -> dict[str, Any]:
-    """The version's latest registration with the training it names (payloads as JSON text)."""
-    return rows_as_dicts(reader, TRAINING_SQL, {"subject": f"model:{model}@{version}"})[0]
+def training_of_version(reader: Reader, model: str, version: str) -> TrainingOfVersion:
+    """The version's latest registration with the training it names (the version is known to exist)."""
+    return rows_as(reader, TrainingOfVersion, TRAINING_SQL, {"subject": f"model:{model}@{version}"})[0]
 
 
-def attributions(reader: Reader, seqs: list[int]) -> list[dict[str, Any]]:
-    """Each event's seq, actor and authn."""
-    return rows_as_dicts(reader, ATTRIBUTION_SQL, {"seqs": seqs})
+def attributions(reader: Reader, seqs: list[int]) -> list[EventActor]:
+    """Who recorded each of these events."""
+    return rows_as(reader, EventActor, ATTRIBUTION_SQL, {"seqs": seqs})
 
 
-def snapshots(reader: Reader, ids: list[str]) -> list[dict[str, Any]]:
+def snapshots(reader: Reader, ids: list[str]) -> list[SnapshotEvent]:
     """The events with these ids (any type: the caller checks it)."""
-    return rows_as_dicts(reader, SNAPSHOTS_SQL, {"ids": ids})
+    return rows_as(reader, SnapshotEvent, SNAPSHOTS_SQL, {"ids": ids})
 
 
-def promotions(reader: Reader, model: str, version: str) -> list[dict[str, Any]]:
-    return rows_as_dicts(reader, PROMOTIONS_SQL, {"model": model, "version": version})
+def promotions(reader: Reader, model: str, version: str) -> list[Promotion]:
+    """The version's promotions, oldest first."""
+    return rows_as(reader, Promotion, PROMOTIONS_SQL, {"model": model, "version": version})
 
 
-def deprecations(reader: Reader, model: str, version: str) -> list[dict[str, Any]]:
-    return rows_as_dicts(reader, DEPRECATION_SQL, {"model": model, "version": version})
+def deprecations(reader: Reader, model: str, version: str) -> list[Deprecation]:
+    """The version's deprecations, oldest first."""
+    return rows_as(reader, Deprecation, DEPRECATION_SQL, {"model": model, "version": version})
 
 
-def acted(reader: Reader, model: str, version: str) -> list[dict[str, Any]]:
-    return rows_as_dicts(reader, ACTED_SQL, {"model": model, "version": version})
+def acted(reader: Reader, model: str, version: str) -> list[PromotionActors]:
+    """Who acted on each of the version's promotions, oldest first."""
+    return rows_as(reader, PromotionActors, ACTED_SQL, {"model": model, "version": version})
 
 
 def any_grant(reader: Reader) -> bool:
@@ -196,16 +360,21 @@ def any_grant(reader: Reader) -> bool:
     return bool(reader.query(ANY_GRANT_SQL)[1])
 
 
-def token_issuer(reader: Reader, token_id: str | None) -> list[dict[str, Any]]:
-    return rows_as_dicts(reader, ISSUER_SQL, {"token_id": token_id})
+def token_issuer(reader: Reader, token_id: str | None) -> TokenIssuer | None:
+    """Who handed this token over, or None for no such token."""
+    rows = rows_as(reader, TokenIssuer, ISSUER_SQL, {"token_id": token_id})
+    return rows[0] if rows else None
 
 
-def grant_at(reader: Reader, principal: str, role: str, at: datetime) -> list[dict[str, Any]]:
-    return rows_as_dicts(reader, GRANT_AT_SQL, {"principal": principal, "role": role, "at": at})
+def grant_at(reader: Reader, principal: str, role: str, at: datetime) -> GrantHeld | None:
+    """The grant of the role the principal held at `at`, or None."""
+    rows = rows_as(reader, GrantHeld, GRANT_AT_SQL, {"principal": principal, "role": role, "at": at})
+    return rows[0] if rows else None
 
 
-def slot_summary(reader: Reader, model: str, version: str) -> list[dict[str, Any]]:
-    return rows_as_dicts(reader, SLOT_SUMMARY_SQL, {"model": model, "version": version})
+def slot_summary(reader: Reader, model: str, version: str) -> list[SlotSummary]:
+    """Each app/env the version served, the one it started in last first."""
+    return rows_as(reader, SlotSummary, SLOT_SUMMARY_SQL, {"model": model, "version": version})
 
 
 def latest_start(reader: Reader, model: str, version: str) -> int | None:
@@ -213,21 +382,24 @@ def latest_start(reader: Reader, model: str, version: str) -> int | None:
     return since
 
 
-def latest_windows(reader: Reader, model: str, version: str, since: int) -> list[dict[str, Any]]:
-    return rows_as_dicts(reader, LATEST_WINDOWS_SQL, {"model": model, "version": version, "since": since})
+def latest_windows(reader: Reader, model: str, version: str, since: int) -> list[Window]:
+    """The version's windows started from seq `since` on, by app, env and start."""
+    return rows_as(reader, Window, LATEST_WINDOWS_SQL, {"model": model, "version": version, "since": since})
 
 
-def timeline(reader: Reader, lanes: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    """The newest windows of each lane (a `slot_summary` row) of any model."""
-    return rows_as_dicts(
+def timeline(reader: Reader, lanes: list[SlotSummary]) -> list[TimelineWindow]:
+    """The newest windows of each lane (a slot the version served) of any model."""
+    return rows_as(
         reader,
+        TimelineWindow,
         TIMELINE_SQL,
-        {"keys": [s["slot_key"] for s in lanes], "apps": [s["app"] for s in lanes], "envs": [s["env"] for s in lanes]},
+        {"keys": [s.slot_key for s in lanes], "apps": [s.app for s in lanes], "envs": [s.env for s in lanes]},
     )
 
 
-def inference_by_month(reader: Reader, model: str, version: str) -> list[dict[str, Any]]:
-    return rows_as_dicts(reader, INFERENCE_SQL, {"model": model, "version": version})
+def inference_by_month(reader: Reader, model: str, version: str) -> list[InferenceMonth]:
+    """Inference with the version per month, app and env."""
+    return rows_as(reader, InferenceMonth, INFERENCE_SQL, {"model": model, "version": version})
 
 
 def head(reader: Reader) -> tuple[int, str | None]:
