@@ -14,14 +14,22 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
+from govern.api.results import (
+    Anchor,
+    IntegrityReport,
+    Issued,
+    Outcome,
+    Prediction,
+    QueryResult,
+    ReproOutcome,
+    Requested,
+)
 from govern.envelope import RecordedEvent
 from govern.errors import InvalidInput
 from govern.remote import Server
 
 
 def _outcome(answer: Mapping[str, Any]) -> Any:
-    from govern.api.lifecycle import Outcome
-
     return Outcome([RecordedEvent.from_dict(e) for e in answer["events"]], answer["warnings"], answer["tags"])
 
 
@@ -69,8 +77,6 @@ class HttpGovernance:
         return _outcome(self.server.call("POST", "/retirements", {"app": app, "env": env, "at": _when(at)}))
 
     def request_promotion(self, model: str, version: str, to_stage: str, reason: str, force: bool = False) -> Any:
-        from govern.api.approvals import Requested
-
         body = {"model": model, "version": version, "to_stage": to_stage, "reason": reason, "force": force}
         return Requested(RecordedEvent.from_dict(self.server.call("POST", "/promotion-requests", body)["event"]))
 
@@ -90,8 +96,6 @@ class HttpGovernance:
                 app: str | None = None, env: str = "production", record: bool = False,
                 allow_deprecated: bool = False) -> Any:  # fmt: skip
         """Over the server a prediction is for an app, and always recorded under the token's principal."""
-        from govern.api.predict import Prediction
-
         if app is None or model is not None:
             raise InvalidInput(
                 "Through a server, predictions are for an app: give --app APP (and --env), not a version"
@@ -162,7 +166,7 @@ class HttpGovernance:
             training = next(e for e in events if e.type == "training.completed")
             committed = repro_api._commit_lock(root, pipeline, training.seq, training.event_id)
         existing = answer["training_seq"] if answer["status"] == "up-to-date" else None
-        return repro_api.ReproOutcome(
+        return ReproOutcome(
             status=answer["status"],
             stage_runs=reported.stage_runs if reported else [],
             events=events,
@@ -204,8 +208,6 @@ class HttpGovernance:
         return json.loads(body)
 
     def verify(self, repository: Path | None = None) -> Any:
-        from govern.api.anchors import Anchor
-        from govern.api.integrity import IntegrityReport
         from govern.attestations import AttestationReport
         from govern.storage.contract import Verification
 
@@ -296,7 +298,6 @@ def _issued(answer: Mapping[str, Any]) -> Any:
     """A token, or an enrollment code, as the server answered it (`kind` says which)."""
     from govern import access
     from govern.access import IssuedCode, IssuedToken
-    from govern.api.access import Issued
 
     event = RecordedEvent.from_dict(answer["event"])
     if answer.get("kind") == "enrollment code":
@@ -322,8 +323,6 @@ def _number_of(proposal: str) -> str:
 
 
 def _result(answer: Mapping[str, Any]) -> Any:
-    from govern.api.audit import QueryResult
-
     columns = answer["columns"]
     return QueryResult(columns, [tuple(row[c] for c in columns) for row in answer["rows"]])
 

@@ -62,6 +62,13 @@ def format_timestamp(moment: datetime) -> str:
     return moment.isoformat(timespec="microseconds") + "Z"  # the same text, several times faster
 
 
+def parse_timestamp(text: str) -> datetime:
+    """`format_timestamp`'s text back as an aware UTC instant: years before 1000 are written unpadded there
+    (`1-01-01T...`), which `datetime.fromisoformat` alone refuses."""
+    year, _, rest = text.partition("-")
+    return to_utc(datetime.fromisoformat(f"{int(year):04d}-{rest}"))
+
+
 def to_utc(moment: datetime) -> datetime:
     """An aware datetime in UTC; naive datetimes are taken to be UTC already."""
     if moment.tzinfo is None:
@@ -157,8 +164,8 @@ class RecordedEvent:
             event_id=str(data["event_id"]),
             type=str(data["type"]),
             schema_version=int(data["schema_version"]),
-            occurred_at=datetime.fromisoformat(data["occurred_at"]),
-            recorded_at=datetime.fromisoformat(data["recorded_at"]),
+            occurred_at=parse_timestamp(data["occurred_at"]),
+            recorded_at=parse_timestamp(data["recorded_at"]),
             actor=str(data["actor"]),
             subject=str(data["subject"]),
             git_commit=data.get("git_commit"),
@@ -170,7 +177,10 @@ class RecordedEvent:
         )
 
     def to_dict(self) -> dict[str, Any]:
-        """JSON-ready form, as printed by `--json`."""
+        """The event's wire form, as printed by `--json` and sent by the server. Its instants stay in the hashing
+        spelling (`format_timestamp`, not `timeparse.display` as every other JSON answer): without `hash`,
+        `signature`, `actor_shown` and a null `authn`, this object is the envelope the chain hashes, so an auditor
+        recomputes each hash from `audit log --json` as it is; the two spellings differ only before the year 1000."""
         return {
             "seq": self.seq,
             "event_id": self.event_id,

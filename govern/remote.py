@@ -145,7 +145,7 @@ class Server:
 
     def upload_verdict(self, kind: str, payload: dict[str, Any]) -> Any:
         """`ci verify --server`: the server records the verdict under this token's principal."""
-        from govern.api.ci import Verdict
+        from govern.api.results import Verdict
         from govern.envelope import RecordedEvent
 
         answer = self.call("POST", "/reproductions", {"type": kind, "payload": payload})

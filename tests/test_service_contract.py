@@ -151,8 +151,7 @@ def test_the_results_a_write_route_returns_are_json_ready_as_they_are() -> None:
     the client's rebuild; that holds only while `to_dict` leaves nothing for `jsonable` to convert."""
     import json
 
-    from govern.api.approvals import Requested
-    from govern.api.lifecycle import Outcome
+    from govern.api.results import Outcome, Requested
     from govern.envelope import PendingEvent, utc_now
     from govern.events import DeploymentStarted
     from govern.presentation import jsonable
@@ -165,3 +164,26 @@ def test_the_results_a_write_route_returns_are_json_ready_as_they_are() -> None:
         shaped = result.to_dict()
         assert jsonable(shaped) == shaped
         assert json.loads(json.dumps(shaped, allow_nan=False)) == shaped
+
+
+def test_an_event_before_the_year_1000_comes_back_from_its_wire_form() -> None:
+    """The client rebuilds events from `RecordedEvent.to_dict()`, whose instants keep the hashing spelling
+    (`1-01-01T...` for the year 1, which `datetime.fromisoformat` refuses): a deployment dated so over HTTP
+    failed in the client after the server had recorded it."""
+    from govern.envelope import PendingEvent, RecordedEvent, envelope_hash, parse_timestamp
+    from govern.events import DeploymentStarted
+    from govern.storage.memory_log import MemoryLedger
+
+    early = datetime(1, 1, 1, 9, 30, tzinfo=UTC)
+    [event] = MemoryLedger().append(
+        [PendingEvent(DeploymentStarted("scoring", "dev", "churn", "1"), actor="x", occurred_at=early)]
+    )
+    shaped = event.to_dict()
+    assert shaped["occurred_at"] == "1-01-01T09:30:00.000000Z"
+    back = RecordedEvent.from_dict(shaped)
+    assert back.occurred_at == early
+    assert back.to_dict() == shaped
+    fields = {k: getattr(back, k) for k in ("seq", "event_id", "type", "schema_version", "occurred_at")}
+    fields |= {k: getattr(back, k) for k in ("recorded_at", "actor", "subject", "git_commit", "payload_json")}
+    assert envelope_hash(**fields, prev_hash=back.prev_hash, authn=back.authn) == event.hash
+    assert parse_timestamp("2026-03-01T09:30:00.000001Z") == datetime(2026, 3, 1, 9, 30, 0, 1, tzinfo=UTC)

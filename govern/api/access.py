@@ -23,13 +23,13 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Sequence
-from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
 from govern import access, attribution
 from govern.api.authentication import InvalidCode, Unauthenticated, token_table
 from govern.api.context import Project, text_argument
+from govern.api.results import Issued
 from govern.envelope import PendingEvent, RecordedEvent, format_timestamp, to_utc
 from govern.errors import Forbidden, InvalidInput, NotFound, PolicyViolation, StateConflict
 from govern.events import (
@@ -52,41 +52,6 @@ log = logging.getLogger("govern.server")
 
 # A digest no secret has: an unknown code is checked against it, so it costs what a known one costs.
 _NO_DIGEST = "0" * 64
-
-
-@dataclass(frozen=True)
-class Issued:
-    """A token just issued (its bearer value in `token.bearer`), or an enrollment code (its value in `code.code`),
-    here and nowhere else. Their JSON forms differ on purpose: a code is never mistaken for a token."""
-
-    token: access.IssuedToken | None
-    event: RecordedEvent
-    code: access.IssuedCode | None = None
-
-    @property
-    def is_code(self) -> bool:
-        return self.code is not None
-
-    def to_dict(self) -> dict[str, Any]:
-        if self.code is not None:
-            return {
-                "kind": "enrollment code",
-                "code_id": self.code.code_id,
-                "principal": self.code.principal,
-                "code": self.code.code,
-                "expires_at": format_timestamp(self.code.expires_at),
-                "token_expires_at": _stamp(self.code.token_expires_at),
-                "seq": self.event.seq,
-            }
-        assert self.token is not None
-        return {
-            "kind": "token",
-            "token_id": self.token.token_id,
-            "principal": self.token.principal,
-            "token": self.token.bearer,
-            "expires_at": _stamp(self.token.expires_at),
-            "seq": self.event.seq,
-        }
 
 
 def _stamp(moment: datetime | None) -> str | None:

@@ -4,21 +4,14 @@ truncated or swapped is caught against git (which every clone holds), and writes
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass
 from pathlib import Path
 
 from govern.adapters import git as git_adapter
+from govern.api.results import Anchor
 from govern.errors import LedgerCorrupt, LedgerMissing
 from govern.storage import LedgerStore
 
 TAG_PREFIX = "govern-anchor/"
-
-
-@dataclass(frozen=True)
-class Anchor:
-    tag: str
-    seq: int
-    hash: str
 
 
 def anchors(root: Path) -> list[Anchor]:

@@ -12,7 +12,6 @@ are the git or CI identity, as every other local write.
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
 from typing import Any
 
 from govern import access, attribution
@@ -28,6 +27,7 @@ from govern.api.lifecycle import (
     plan_promotion_tags,
     refuse_failed_gates,
 )
+from govern.api.results import Requested
 from govern.attribution import Actor
 from govern.envelope import PendingEvent, RecordedEvent
 from govern.errors import Forbidden, FourEyesViolation, InvalidInput, NotFound, PolicyViolation, StateConflict
@@ -45,18 +45,6 @@ from govern.readmodel.versions import (
 )
 
 STATES = ("pending", "approved", "rejected")
-
-
-@dataclass(frozen=True)
-class Requested:
-    event: RecordedEvent
-
-    @property
-    def request_id(self) -> int:
-        return self.event.seq
-
-    def to_dict(self) -> dict[str, Any]:
-        return {"request": self.event.seq, "event": self.event.to_dict()}
 
 
 def request_promotion(

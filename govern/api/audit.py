@@ -8,12 +8,13 @@ from __future__ import annotations
 import json
 import re
 from collections.abc import Mapping, Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict
 from datetime import datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from govern import config, storage
+from govern.api.results import Copied, QueryResult
 from govern.envelope import RecordedEvent
 from govern.errors import GovernError, InvalidInput, NotFound
 from govern.readmodel import deployments, events, reports
@@ -30,21 +31,6 @@ if TYPE_CHECKING:
 
 QUERY_NAME = re.compile(r"^[A-Za-z0-9_-]+$")
 PARAM_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
-
-
-@dataclass(frozen=True)
-class Copied:
-    location: str
-    verification: Verification
-    added: int
-    grants: list[str] = field(default_factory=list)  # where the copy created a PostgreSQL ledger's schema
-
-    @property
-    def ok(self) -> bool:
-        return self.verification.ok
-
-    def to_dict(self) -> dict[str, Any]:
-        return {"to": self.location, "added": self.added, "grants": self.grants, **self.verification.to_dict()}
 
 
 def copy_to(project: Project, target: str) -> Copied:
@@ -225,15 +211,6 @@ def history(project: Project, model: str, version: str | None = None) -> list[Re
         known = ", ".join(registered_models(ledger)) or "none yet"
         raise NotFound(f"No events about model {model!r}: registered models are {known}")
     return ledger.read(seqs=seqs)
-
-
-@dataclass(frozen=True)
-class QueryResult:
-    columns: list[str]
-    rows: list[tuple]
-
-    def records(self) -> list[dict[str, Any]]:
-        return [dict(zip(self.columns, row, strict=True)) for row in self.rows]
 
 
 def sql(

@@ -26,7 +26,6 @@ import re
 import tempfile
 import time
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -38,6 +37,7 @@ from govern.adapters import dvc as dvc_adapter
 from govern.adapters import git as git_adapter
 from govern.api import ci_judge
 from govern.api.context import Project, guard_secrets
+from govern.api.results import Verdict
 from govern.envelope import PendingEvent, RecordedEvent
 from govern.equivalence import DIVERGED, EQUIVALENT, EXACT
 from govern.errors import (
@@ -53,80 +53,6 @@ from govern.readmodel.trainings import TrainingOfLock
 
 if TYPE_CHECKING:
     from govern.storage import LedgerStore
-
-
-@dataclass(frozen=True)
-class Verdict:
-    """A recorded verification: the event is the verdict; the rest says how to read it."""
-
-    event: RecordedEvent
-    training_seq: int | None = None
-    notes: tuple[str, ...] = ()
-    not_recorded: str | None = None  # why the verdict was printed and recorded nowhere (no ledger here)
-
-    @property
-    def recorded(self) -> bool:
-        return self.not_recorded is None
-
-    @property
-    def facts(self) -> dict[str, Any]:
-        return self.event.payload
-
-    @property
-    def commit(self) -> str:
-        return str(self.facts["commit"])
-
-    @property
-    def match(self) -> str:
-        return str(self.facts["match"])
-
-    @property
-    def strict(self) -> bool:
-        return bool(self.facts.get("strict"))
-
-    @property
-    def differing(self) -> list[dict[str, Any]]:
-        return list(self.facts["differing_outputs"])
-
-    @property
-    def verified(self) -> bool:
-        return self.match != DIVERGED
-
-    @property
-    def passed(self) -> bool:
-        """What the exit code says: diverged fails, and so does equivalent under --strict."""
-        return self.verified and not (self.strict and self.match == EQUIVALENT)
-
-    def to_dict(self) -> dict[str, Any]:
-        facts = self.facts
-        return {
-            "commit": self.commit,
-            "verdict": "verified" if self.verified else "diverged",
-            "match": self.match,
-            "strict": self.strict,
-            "passed": self.passed,
-            "event_seq": self.event.seq if self.recorded else None,
-            "recorded": self.recorded,
-            "not_recorded": self.not_recorded,
-            "training_seq": self.training_seq,
-            **{key: facts.get(key) for key in REPORTED},
-            "notes": list(self.notes),
-        }
-
-
-REPORTED = (
-    "dvc_lock_sha256",
-    "outputs",
-    "differing_outputs",
-    "stale_inputs",
-    "metrics",
-    "metric_deltas",
-    "tolerances",
-    "failed_stage",
-    "error",
-    "duration_s",
-    "environment_differences",
-)
 
 
 def ci_context(environ: Mapping[str, str] | None = None) -> dict[str, Any]:

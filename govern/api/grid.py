@@ -18,7 +18,6 @@ import itertools
 import shutil
 import tempfile
 from collections.abc import Sequence
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -29,43 +28,13 @@ from govern.api import repro as repro_api
 from govern.api.context import Project
 from govern.api.mirror import after_write
 from govern.api.repro import ProgressCallback
+from govern.api.results import GridAxis, GridOutcome
 from govern.envelope import PendingEvent, RecordedEvent, new_event_id
 from govern.errors import InvalidInput, MirrorError
 from govern.events import ExperimentSelected
 from govern.pipeline import Pipeline
 
 DEFAULT_PARAMS_FILE = "params.yaml"
-
-
-@dataclass(frozen=True)
-class GridAxis:
-    file: str
-    key: str
-    values: tuple[Any, ...]
-
-
-@dataclass(frozen=True)
-class GridOutcome:
-    grid_id: str
-    trainings: list[RecordedEvent]
-    selection: RecordedEvent
-    registrations: list[RecordedEvent]
-    winner: dict[str, Any]
-    applied: bool
-    warnings: list[str] = field(default_factory=list)
-
-    def to_dict(self) -> dict[str, Any]:
-        return {
-            "grid_id": self.grid_id,
-            "trainings": [
-                {"seq": t.seq, "event_id": t.event_id, "params": t.payload["grid"]["params"]} for t in self.trainings
-            ],
-            "selected_seq": self.selection.seq,
-            "winner": self.winner,
-            "registered": [{"model": r.payload["model"], "version": r.payload["version"]} for r in self.registrations],
-            "applied_to_params": self.applied,
-            "warnings": self.warnings,
-        }
 
 
 def parse_axis(spec: str) -> GridAxis:

@@ -17,7 +17,6 @@ import stat
 import subprocess
 import sys
 from collections.abc import Iterable
-from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -25,6 +24,7 @@ from govern import config as config_module
 from govern import redaction
 from govern.adapters import dvc as dvc_adapter
 from govern.adapters import git as git_adapter
+from govern.api.results import ServerHook
 from govern.errors import GovernError, InvalidInput
 from govern.readmodel.events import verdicts_of_commit
 from govern.storage import open_store
@@ -122,13 +122,6 @@ def pre_push_problems(project: Project) -> list[str]:
             "then push again"
         )
     return problems
-
-
-@dataclass(frozen=True)
-class ServerHook:
-    hook: Path
-    ledger: Path | str
-    log: Path
 
 
 TOKEN_FILE = "token"  # BARE/govern-hook/token: the verifier's bearer token when verdicts go to a server

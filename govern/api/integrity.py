@@ -11,53 +11,19 @@ deleting it is caught too. Tags travel with the repository (`git push
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
 
 from govern import attestations
 from govern import config as config_module
 from govern.adapters import git as git_adapter
-from govern.api.anchors import TAG_PREFIX, Anchor, anchors
+from govern.api.anchors import TAG_PREFIX, anchors
 from govern.api.context import Project
-from govern.attestations import AttestationReport
+from govern.api.results import Anchor, AnchorState, IntegrityReport
 from govern.envelope import PendingEvent, RecordedEvent
 from govern.errors import GovernError, LedgerError
 from govern.events import LedgerAnchored
 from govern.readmodel import events as event_reads
 from govern.readmodel.reader import Reader
-from govern.storage.contract import Verification
-
-
-@dataclass(frozen=True)
-class IntegrityReport:
-    chain: Verification
-    anchors: list[Anchor] = field(default_factory=list)
-    problems: list[str] = field(default_factory=list)
-    repository: Path | None = None  # where anchors were looked for; None: not checked at all
-    attestations: AttestationReport | None = None  # None: not checked (the chain failed first)
-
-    @property
-    def ok(self) -> bool:
-        return self.chain.ok and not self.problems and (self.attestations is None or self.attestations.ok)
-
-    @property
-    def anchors_checked(self) -> bool:
-        return self.repository is not None
-
-    def to_dict(self) -> dict[str, Any]:
-        return {
-            **self.chain.to_dict(),
-            "ok": self.ok,
-            "chain_ok": self.chain.ok,
-            "anchors": [{"tag": a.tag, "seq": a.seq, "hash": a.hash} for a in self.anchors],
-            "anchors_checked": self.anchors_checked,
-            "repository": str(self.repository) if self.repository else None,
-            "anchors_found": len(self.anchors),
-            "latest_anchor": {"tag": self.anchors[-1].tag, "seq": self.anchors[-1].seq} if self.anchors else None,
-            "anchor_problems": self.problems,
-            "attestations": self.attestations.to_dict() if self.attestations else None,
-        }
 
 
 def anchor(project: Project) -> RecordedEvent:
@@ -130,22 +96,6 @@ def check_anchors(ledger: Reader, found: list[Anchor]) -> list[str]:
         elif stored[a.seq] != a.hash:
             problems.append(f"{a.tag}: seq {a.seq} has a different hash than anchored: the ledger was rewritten")
     return problems
-
-
-@dataclass(frozen=True)
-class AnchorState:
-    """The ledger's head and how it stands against the repository's anchors, without re-hashing the chain: each
-    anchored seq is looked up and its hash compared (what `verify` adds is every hash and link recomputed)."""
-
-    head_seq: int | None
-    head_hash: str | None
-    anchors: list[Anchor]
-    problems: list[str]
-    repository: Path | None
-
-    @property
-    def anchors_checked(self) -> bool:
-        return self.repository is not None
 
 
 def anchor_state(project: Project) -> AnchorState:

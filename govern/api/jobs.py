@@ -29,13 +29,13 @@ import sys
 import tempfile
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
 from govern import access, attribution
 from govern.adapters import git as git_adapter
 from govern.api.context import Project
+from govern.api.results import Job, Ran
 from govern.envelope import PendingEvent, RecordedEvent, format_timestamp
 from govern.errors import Forbidden, GovernError, InvalidInput, NotFound, StateConflict
 from govern.events import TrainingJobFinished, TrainingJobRequested, TrainingJobStarted
@@ -50,30 +50,6 @@ JOB_ID = re.compile(r"^[0-9a-f]{12}$")
 STAGE_LINE = re.compile(r"^\[(?P<stage>[^\]]+)\] (?P<status>\S+)")
 TARGET = re.compile(r"^[A-Za-z0-9_.:/@-]{1,200}$")
 LOG_TAIL_LINES = 40
-
-
-@dataclass(frozen=True)
-class Job:
-    """A job as recorded, with what its log says so far (stages reached, the last lines)."""
-
-    row: JobRow
-    lock_commit: str | None
-    lock_note: str | None
-    stages: list[dict[str, str]]
-    log_tail: str
-
-    @property
-    def finished(self) -> bool:
-        return self.row.state in ("succeeded", "failed", "cancelled")
-
-    def to_dict(self) -> dict[str, Any]:
-        return {
-            **asdict(self.row),
-            "lock_commit": self.lock_commit,
-            "lock_note": self.lock_note,
-            "stages": self.stages,
-            "log_tail": self.log_tail,
-        }
 
 
 def request_training(project: Project, commit: str, targets: Sequence[str] = ()) -> Job:
@@ -192,17 +168,6 @@ def finish(project: Project, job_id: str, ran: Ran, tail: str) -> None:
 
 
 FACTS = "facts.json"
-
-
-@dataclass(frozen=True)
-class Ran:
-    """How a job's run ended: its outcome, the training it recorded or why not, and its lock commit or why none."""
-
-    outcome: str
-    training: str | None = None
-    error: str | None = None
-    lock_commit: str | None = None
-    lock_note: str | None = None
 
 
 def run(project: Project, job_id: str, python: str, cancelled: Callable[[], bool]) -> Ran:

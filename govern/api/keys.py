@@ -10,23 +10,16 @@ would bring, so it enters only endorsed by the current key (`rotate`), or pinned
 from __future__ import annotations
 
 import socket
-from dataclasses import dataclass
 from pathlib import Path
 
 from govern import attribution, signing
 from govern.api.context import Project
+from govern.api.results import KeyState
 from govern.envelope import PendingEvent, RecordedEvent, utc_now
 from govern.errors import StateConflict
 from govern.events import SigningKeyRegistered, SigningKeyRetired
 from govern.readmodel import access as access_reads
 from govern.readmodel.reader import Reader
-
-
-@dataclass(frozen=True)
-class KeyState:
-    signer: signing.Signer
-    registered: RecordedEvent | None  # the registration this start recorded, if any
-    created: bool
 
 
 def server_actor() -> attribution.Actor:

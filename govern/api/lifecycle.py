@@ -12,13 +12,13 @@ from __future__ import annotations
 import json
 import re
 from collections.abc import Callable
-from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 
 from govern import access, gates, gto_tags
 from govern.adapters import git as git_adapter
 from govern.api.context import Project, text_argument
 from govern.api.mirror import after_write
+from govern.api.results import Outcome
 from govern.config import check_environment
 from govern.envelope import PendingEvent, RecordedEvent, format_timestamp, to_utc
 from govern.errors import FourEyesViolation, GovernError, InvalidInput, NotFound, PolicyViolation, StateConflict
@@ -40,22 +40,6 @@ from govern.readmodel.versions import (
 from govern.timeparse import display, not_in_future
 
 SLOT_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
-
-
-@dataclass(frozen=True)
-class Outcome:
-    """The events a lifecycle command appended, and what could not be mirrored."""
-
-    events: list[RecordedEvent]
-    warnings: list[str] = field(default_factory=list)
-    tags: list[str] = field(default_factory=list)
-
-    def to_dict(self) -> dict[str, object]:
-        return {
-            "events": [event.to_dict() for event in self.events],
-            "tags": self.tags,
-            "warnings": self.warnings,
-        }
 
 
 # ---------------------------------------------------------------- promote

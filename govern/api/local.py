@@ -13,13 +13,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
-    from govern.api.access import Issued
-    from govern.api.approvals import Requested
-    from govern.api.audit import QueryResult
     from govern.api.context import Project
-    from govern.api.integrity import IntegrityReport
-    from govern.api.lifecycle import Outcome
-    from govern.api.predict import Prediction
+    from govern.api.results import IntegrityReport, Issued, Outcome, Prediction, QueryResult, Requested
     from govern.api.service import Progress
     from govern.envelope import RecordedEvent
 

@@ -13,22 +13,15 @@ from __future__ import annotations
 
 import json
 from collections.abc import Callable
-from dataclasses import dataclass, field
 
 from govern.adapters import mlflow as mlflow_adapter
 from govern.api.context import Project
+from govern.api.results import MirrorOutcome
 from govern.envelope import PendingEvent, RecordedEvent
 from govern.errors import MirrorError
 from govern.events import TrainingMirrored
 from govern.readmodel.mirrors import pending_trainings
 from govern.redaction import redact
-
-
-@dataclass(frozen=True)
-class MirrorOutcome:
-    events: list[RecordedEvent] = field(default_factory=list)
-    pending: int = 0
-    errors: list[str] = field(default_factory=list)
 
 
 def pending_count(project: Project) -> int:

@@ -29,7 +29,6 @@ import tarfile
 import tempfile
 import threading
 import time
-from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -38,8 +37,9 @@ from govern import entrypoint, sandbox, tabular
 from govern.adapters import git as git_adapter
 from govern.api import model_files
 from govern.api.context import Project
+from govern.api.results import Answered, Prediction
 from govern.config import check_environment
-from govern.envelope import PendingEvent, RecordedEvent
+from govern.envelope import PendingEvent
 from govern.errors import GovernError, InvalidInput, MirrorError, NotFound, PolicyViolation
 from govern.events import InferenceRecorded
 from govern.hashing import file_sha256
@@ -52,28 +52,6 @@ if TYPE_CHECKING:
     pass
 
 log = logging.getLogger("govern.server")
-
-
-@dataclass(frozen=True)
-class Prediction:
-    model: str
-    version: str
-    app: str | None
-    env: str | None
-    output: Path
-    rows: int | None
-    event: RecordedEvent | None
-
-    def to_dict(self) -> dict[str, Any]:
-        return {
-            "model": self.model,
-            "version": self.version,
-            "app": self.app,
-            "env": self.env,
-            "output": str(self.output),
-            "rows": self.rows,
-            "event_seq": self.event.seq if self.event else None,
-        }
 
 
 def predict(
@@ -243,25 +221,6 @@ def _resolve(project: Project, model: str, version: str) -> tuple[str, Path, Any
             f"The model file of {model} version {version} from MLflow does not match its recorded sha256"
         ) from None
     return command, downloaded, scratch
-
-
-@dataclass(frozen=True)
-class Answered:
-    """A batch sent to the server (the API or the consumer's page) and scored: the recorded prediction, and the
-    CSV the model's entry point wrote (with its rows as objects, for a JSON caller)."""
-
-    prediction: Prediction
-    csv: bytes
-    records: list[dict[str, Any]] | None = None
-
-    def headers(self) -> dict[str, str]:
-        event = self.prediction.event
-        return {
-            "X-Govern-Model": self.prediction.model,
-            "X-Govern-Version": self.prediction.version,
-            "X-Govern-Event-Seq": str(event.seq if event else ""),
-            "X-Govern-Event": json.dumps(event.to_dict()) if event else "",  # ASCII: a header may carry it
-        }
 
 
 def predict_sent(

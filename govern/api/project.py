@@ -4,12 +4,12 @@ from __future__ import annotations
 
 import re
 import urllib.parse
-from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
 
 from govern import config
 from govern.adapters import dvc as dvc_adapter
+from govern.api.results import InitResult, TeamLedger
 from govern.checkpoints import BACKUP_SUFFIX
 from govern.errors import InvalidInput
 from govern.redaction import without_password
@@ -41,34 +41,6 @@ The home of this project's governance ledger (`ledger.duckdb`, written by
 - `queries/` holds reviewed SQL that `govern audit run NAME --param k=v` runs
   with bound parameters; `govern audit sql "SELECT ..."` runs ad-hoc read-only SQL.
 """
-
-
-@dataclass(frozen=True)
-class InitResult:
-    root: Path
-    config_file: str
-    changed: list[str] = field(default_factory=list)
-    dvc_initialized: bool = False
-
-    @property
-    def already_initialized(self) -> bool:
-        return not self.changed and not self.dvc_initialized
-
-    @property
-    def to_commit(self) -> list[str]:
-        """What `govern init` wrote that git should hold before the first training (`dvc init` staged .dvc)."""
-        paths = [path.split("/")[0] if path.startswith("audit/") else path for path in self.changed]
-        if self.dvc_initialized:
-            paths += [".dvc", ".dvcignore"]
-        return list(dict.fromkeys(paths))
-
-
-@dataclass(frozen=True)
-class TeamLedger:
-    location: str
-    schema_version: int
-    grants: list[str]
-    writer_url: str  # what the project's configuration should name: the writer role, no password
 
 
 ROLE_NAME = re.compile(r"^[a-z_][a-z0-9_]{0,62}$")

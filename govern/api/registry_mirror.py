@@ -25,9 +25,9 @@ import subprocess
 import sys
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
+from govern.api.results import RegistryOutcome
 from govern.envelope import PendingEvent, RecordedEvent
 from govern.errors import MirrorError, Note
 from govern.events import RegistryMirrored
@@ -42,13 +42,6 @@ if TYPE_CHECKING:
 
 MIRROR_LOG = "mirror.log"
 log = logging.getLogger("govern.registry_mirror")
-
-
-@dataclass(frozen=True)
-class RegistryOutcome:
-    events: list[RecordedEvent] = field(default_factory=list)
-    pending: list[Pending] = field(default_factory=list)
-    errors: list[str] = field(default_factory=list)
 
 
 def pending(reader: Reader) -> list[Pending]:

@@ -17,8 +17,9 @@ from typing import TYPE_CHECKING, Any
 
 from govern import __version__, lineage, machine
 from govern.adapters import git as git_adapter
-from govern.api.anchors import Anchor, anchors
+from govern.api.anchors import anchors
 from govern.api.integrity import check_anchors
+from govern.api.results import Anchor
 from govern.envelope import format_timestamp, utc_now
 from govern.readmodel import reports
 from govern.readmodel.reader import Reader

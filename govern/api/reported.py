@@ -23,14 +23,14 @@ import tempfile
 import types
 import typing
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path, PurePosixPath
 from typing import Any
 
 from govern.api.context import Project
 from govern.api.job_files import ReportRefused, open_inside, read_inside
-from govern.envelope import TIMESTAMP_FORMAT, PendingEvent, RecordedEvent, canonical_json, to_utc
+from govern.api.results import RecordedTraining
+from govern.envelope import TIMESTAMP_FORMAT, PendingEvent, canonical_json, to_utc
 from govern.events import DatasetSnapshotted, Fact, TrainingCompleted, TrainingFailed
 from govern.readmodel import trainings as training_reads
 from govern.redaction import redact
@@ -56,18 +56,6 @@ GIT_FACTS = frozenset({"commit", "branch", "remote_url", "dirty", "allow_dirty",
 MLFLOW_REPORTED = frozenset({"status", "error", "tracking_uri"})
 SERVER_MIRRORS = "reported by a job: the server mirrors it"
 UNCHANGED = frozenset({"unchanged", "not-run"})
-
-
-@dataclass(frozen=True)
-class RecordedTraining:
-    """What recording a report did: `recorded` (its events), `up-to-date` (the same training was recorded already:
-    nothing appended) or `failed` (a `training.failed` recorded)."""
-
-    status: str
-    events: list[RecordedEvent]
-    training_event_id: str | None
-    collected: list[str] = field(default_factory=list)
-    warnings: list[str] = field(default_factory=list)
 
 
 def known_snapshots(project: Project) -> dict[str, Any]:

@@ -13,7 +13,7 @@ import dataclasses
 import hashlib
 import time
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
 from typing import Any
@@ -26,7 +26,8 @@ from govern.adapters import mlflow as mlflow_adapter
 from govern.api.context import Project
 from govern.api.mirror import after_write
 from govern.api.registration import Run, registered_already, registration_events, training_run
-from govern.envelope import PendingEvent, RecordedEvent, format_timestamp, new_event_id, to_utc
+from govern.api.results import Reported, ReproOutcome
+from govern.envelope import PendingEvent, format_timestamp, new_event_id, to_utc
 from govern.errors import DirtyWorktree, MirrorError, ProjectError, StageFailed
 from govern.events import DatasetSnapshotted, TrainingCompleted, TrainingFailed
 from govern.hashing import digest
@@ -36,45 +37,6 @@ from govern.redaction import redact
 from govern.storage import LedgerStore
 
 ProgressCallback = Callable[[str, str, StageRun | None], None]
-
-
-@dataclass(frozen=True)
-class ReproOutcome:
-    """What `repro` did: recorded a training, or found it already recorded."""
-
-    status: str  # "recorded" or "up-to-date"
-    stage_runs: list[StageRun]
-    events: list[RecordedEvent] = field(default_factory=list)
-    existing_seq: int | None = None
-    mirror_error: str | None = None
-    committed: str | None = None
-    warnings: list[str] = field(default_factory=list)
-
-    @property
-    def training(self) -> RecordedEvent | None:
-        return next((e for e in self.events if e.type == TrainingCompleted.type), None)
-
-    @property
-    def reused_versions(self) -> list[dict[str, str]]:
-        """Model versions this training's files already were (the same bytes): not registered again."""
-        training = self.training
-        return list((training.payload.get("mlflow") or {}).get("reused_versions") or []) if training else []
-
-    def to_dict(self) -> dict[str, Any]:
-        training = self.training
-        return {
-            "status": self.status,
-            "stages": [{"name": r.name, "status": r.status, "duration_s": r.duration_s} for r in self.stage_runs],
-            "events": [
-                {"seq": e.seq, "type": e.type, "subject": e.subject, "event_id": e.event_id} for e in self.events
-            ],
-            "training_seq": training.seq if training else self.existing_seq,
-            "mlflow_run_id": (training.payload.get("mlflow") or {}).get("run_id") if training else None,
-            "reused_versions": self.reused_versions,
-            "mirror_error": self.mirror_error,
-            "committed": self.committed,
-            "warnings": self.warnings,
-        }
 
 
 @dataclass(frozen=True)
@@ -434,21 +396,6 @@ def _commit_lock(root: Path, pipeline: Pipeline, seq: int, event_id: str | None)
 
 REPORT_FORMAT = "govern.reported-training/1"
 REPORT_ENVELOPE = ("event_id", "type", "schema_version", "occurred_at", "git_commit", "payload")
-
-
-@dataclass(frozen=True)
-class Reported:
-    """What `report_facts` wrote: the pending facts of one reproduction, for the server to record."""
-
-    events: list[PendingEvent]
-    stage_runs: list[StageRun]
-
-    def to_dict(self) -> dict[str, Any]:
-        return {
-            "status": "reported",
-            "stages": [{"name": r.name, "status": r.status, "duration_s": r.duration_s} for r in self.stage_runs],
-            "events": [{"type": e.fact.type, "event_id": e.event_id} for e in self.events],
-        }
 
 
 class _NoLedger:

@@ -16,13 +16,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
 
 if TYPE_CHECKING:
-    from govern.api.access import Issued
-    from govern.api.approvals import Requested
-    from govern.api.audit import QueryResult
-    from govern.api.integrity import IntegrityReport
-    from govern.api.lifecycle import Outcome
-    from govern.api.predict import Prediction
-    from govern.api.repro import ReproOutcome
+    from govern.api.results import IntegrityReport, Issued, Outcome, Prediction, QueryResult, ReproOutcome, Requested
     from govern.envelope import RecordedEvent
 
 Progress = Callable[[str], None] | None

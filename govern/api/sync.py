@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import re
 import uuid
-from dataclasses import dataclass, field
 from pathlib import Path
 
 from govern import attribution
@@ -21,7 +20,8 @@ from govern import config as config_module
 from govern.adapters import git as git_adapter
 from govern.api import locks
 from govern.api.context import Project
-from govern.envelope import PendingEvent, RecordedEvent, to_utc
+from govern.api.results import SyncOutcome
+from govern.envelope import PendingEvent, to_utc
 from govern.errors import InvalidInput, NotFound
 from govern.events import ModelDeprecated, ModelPromoted
 from govern.readmodel.reader import Reader
@@ -32,13 +32,6 @@ NAMESPACE = uuid.UUID("6f1d8a52-3f0e-4c47-9a43-5b2f0c1e7d10")
 ASSIGN = re.compile(r"^(?P<model>.+?)#(?P<stage>[^#!]+)#(?P<n>\d+)$")
 DEREGISTER = re.compile(r"^(?P<model>.+?)@v(?P<major>\d+)\.0\.0!(#\d+)?$")
 REGISTER = re.compile(r"^(?P<model>.+?)@v(?P<major>\d+)\.0\.0$")
-
-
-@dataclass(frozen=True)
-class SyncOutcome:
-    events: list[RecordedEvent]
-    skipped: list[str] = field(default_factory=list)
-    warnings: list[str] = field(default_factory=list)
 
 
 def at_repository(repository: Path, ledger: Path | str | None = None) -> Project:

@@ -9,7 +9,16 @@ from typing import Any
 import click
 
 from govern.cli import audit_queries
-from govern.cli.common import instant, local_only, print_grants, print_json, project, service, writable_path
+from govern.cli.common import (
+    instant,
+    jsonable,
+    local_only,
+    print_grants,
+    print_json,
+    project,
+    service,
+    writable_path,
+)
 from govern.errors import InvalidInput
 
 
@@ -123,7 +132,7 @@ def audit_backup(path: Path, as_json: bool) -> None:
     writable_path(path, "PATH")
     result = project(writing=False).ledger.backup(path)
     if as_json:
-        print_json({"path": str(path), **result.to_dict()})
+        print_json({"path": str(path), **jsonable(result)})
     else:
         click.echo(f"backed up {result.count} events (head hash {result.head_hash}) to {path}")
     if not result.ok:

@@ -17,6 +17,7 @@ from typing import Any
 from govern.api import jobs
 from govern.api.context import open_project
 from govern.api.keys import server_actor
+from govern.api.results import Ran
 from govern.errors import GovernError
 
 log = logging.getLogger("govern.server.jobs")
@@ -111,10 +112,10 @@ class JobRunner:
         try:
             ran = jobs.run(project, job_id, jobs.interpreter(project), cancelled)
         except GovernError as failure:
-            ran = jobs.Ran("failed", error=str(failure))
+            ran = Ran("failed", error=str(failure))
         except Exception as failure:  # noqa: BLE001 - recorded as the job's failure, logged in full
             log.exception("govern jobs: job %s failed unexpectedly", job_id)
-            ran = jobs.Ran("failed", error=f"unexpected {type(failure).__name__}: {failure}")
+            ran = Ran("failed", error=f"unexpected {type(failure).__name__}: {failure}")
         if self._stop.is_set() and ran.outcome == "cancelled":
             return  # the server is stopping: the job stays running in the record, and is taken again on restart
         tail = jobs.job(project, job_id).log_tail

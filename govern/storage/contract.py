@@ -29,22 +29,13 @@ class StaleReadModel(Exception):  # noqa: N818 - a signal between backends, neve
 
 @dataclass(frozen=True)
 class Verification:
-    """The outcome of checking every hash and link of the chain."""
+    """The outcome of checking every hash and link of the chain (its JSON form: `presentation.jsonable`)."""
 
     ok: bool
     count: int
     head_hash: str | None
     bad_seq: int | None = None
     problem: str | None = None
-
-    def to_dict(self) -> dict[str, Any]:
-        return {
-            "ok": self.ok,
-            "count": self.count,
-            "head_hash": self.head_hash,
-            "bad_seq": self.bad_seq,
-            "problem": self.problem,
-        }
 
 
 class LedgerStore(Protocol):
