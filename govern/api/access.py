@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Sequence
+from dataclasses import asdict, replace
 from datetime import datetime
 from typing import Any
 
@@ -44,6 +45,7 @@ from govern.events import (
     TokenRevoked,
 )
 from govern.readmodel import access as access_reads
+from govern.readmodel.access import GrantRow, HeldRoleRow, ProposalRow, StoredCodeRow, StoredTokenRow
 from govern.readmodel.reader import Reader
 from govern.readmodel.rows import naive_utc
 from govern.storage import LedgerStore
@@ -179,8 +181,8 @@ def grant(project: Project, principal: str, role: str, apps: Sequence[str] = (),
     why = text_argument(reason, "--reason") if reason else ""
 
     def decide(reader: Reader) -> list[PendingEvent]:
-        rows = access_reads.active_grant_apps(reader, name, role)
-        if rows and tuple(rows[0][0]) == limited:
+        apps = access_reads.active_grant_apps(reader, name, role)
+        if apps is not None and tuple(apps) == limited:
             held = f" for {', '.join(limited)}" if limited else ""
             raise StateConflict(f"{name} holds the role {role} already{held}")
         two = role in access.PRIVILEGED and two_admin_grants(project, reader)
@@ -197,9 +199,9 @@ def grant(project: Project, principal: str, role: str, apps: Sequence[str] = (),
         pending = access_reads.pending_proposals_of(reader, name, role)
         if pending:
             raise StateConflict(
-                f"{role} for {name} was proposed already (proposal {pending[0]['proposal_seq']}, by "
-                f"{_principal_or(pending[0]['proposed_by'])}): another admin confirms it with `govern principals "
-                f"confirm {pending[0]['proposal_seq']}`, or declines it"
+                f"{role} for {name} was proposed already (proposal {pending[0].proposal_seq}, by "
+                f"{_principal_or(pending[0].proposed_by)}): another admin confirms it with `govern principals "
+                f"confirm {pending[0].proposal_seq}`, or declines it"
             )
         fact = RoleGrantProposed(principal=name, role=role, apps=list(limited), reason=why, break_glass=break_glass)
         return [PendingEvent(fact, actor=project.actor, occurred_at=project.clock())]
@@ -234,16 +236,16 @@ def confirm_grant(project: Project, proposal: int | str, reason: str = "") -> Re
 
     def decide(reader: Reader) -> list[PendingEvent]:
         found = _pending_proposal(reader, seq)
-        name, role = found["principal"], found["role"]
+        name, role = found.principal, found.role
         links = _links(reader)
-        proposer = found["proposed_by"]
+        proposer = found.proposed_by
         if project.actor.authenticated:
             _admin_now(reader, project.actor, "confirms a grant of approver or admin")
-            basis = "break-glass" if found["break_glass"] else "two admins"
+            basis = "break-glass" if found.break_glass else "two admins"
         elif duties.team_mode(project, reader):
             _refuse_local_privileged(project, _admins(reader), "confirming approver or admin")
-            proposed = attribution.Authn.from_json(found["proposed_authn"]) if found["proposed_authn"] else None
-            if found["break_glass"] or proposed is None or not proposed.authenticated:
+            proposed = attribution.Authn.from_json(found.proposed_authn) if found.proposed_authn else None
+            if found.break_glass or proposed is None or not proposed.authenticated:
                 raise Forbidden(
                     f"Proposal {seq} was made by a local identity ({attribution.shown(proposer, proposed)}): a second "
                     "local hand is the same writer of the ledger, not a second admin. An admin confirms it through "
@@ -262,7 +264,7 @@ def confirm_grant(project: Project, proposal: int | str, reason: str = "") -> Re
             )
         _refuse_self(project.actor, name, links, "confirms a grant")
         first = attribution.principal_of(proposer)
-        if first is not None and not found["break_glass"] and "admin" not in _held(reader, first):
+        if first is not None and not found.break_glass and "admin" not in _held(reader, first):
             raise Forbidden(
                 f"Proposal {seq} was made by {first}, who is no admin any more: it cannot be confirmed; decline it, "
                 "and an admin proposes again"
@@ -274,15 +276,15 @@ def confirm_grant(project: Project, proposal: int | str, reason: str = "") -> Re
                     f"{_principal_or(hands)} acts with a token {name} issued: {name} cannot be granted {role} by it; "
                     "another admin must confirm it"
                 )
-        rows = access_reads.active_grant_apps(reader, name, role)
-        if rows and tuple(rows[0][0]) == tuple(found["apps"]):
+        apps = access_reads.active_grant_apps(reader, name, role)
+        if apps is not None and tuple(apps) == tuple(found.apps):
             raise StateConflict(f"{name} holds the role {role} already: decline proposal {seq}")
         _refuse_conflict(reader, name, role)
         fact = RoleGranted(
             principal=name,
             role=role,
-            apps=list(found["apps"]),
-            reason=why or found["reason"] or "",
+            apps=list(found.apps),
+            reason=why or found.reason or "",
             proposal_seq=seq,
             proposed_by=proposer,
             basis=basis,
@@ -301,11 +303,11 @@ def decline_grant(project: Project, proposal: int | str, reason: str) -> Recorde
         found = _pending_proposal(reader, seq)
         if project.actor.authenticated:
             _admin_now(reader, project.actor, "declines a proposed grant")
-        if access.same_person(project.actor.name, found["proposed_by"], _links(reader)):
+        if access.same_person(project.actor.name, found.proposed_by, _links(reader)):
             raise StateConflict(
                 f"{_shown(project.actor)} proposed grant {seq}: withdraw it (govern principals withdraw {seq})"
             )
-        fact = RoleGrantDeclined(proposal_seq=seq, principal=found["principal"], role=found["role"], reason=why)
+        fact = RoleGrantDeclined(proposal_seq=seq, principal=found.principal, role=found.role, reason=why)
         return [PendingEvent(fact, actor=project.actor, occurred_at=project.clock())]
 
     return project.ledger.transact(decide)[0]
@@ -318,12 +320,12 @@ def withdraw_grant(project: Project, proposal: int | str, reason: str = "") -> R
 
     def decide(reader: Reader) -> list[PendingEvent]:
         found = _pending_proposal(reader, seq)
-        if not access.same_person(project.actor.name, found["proposed_by"], _links(reader)):
+        if not access.same_person(project.actor.name, found.proposed_by, _links(reader)):
             raise Forbidden(
-                f"Only {_principal_or(found['proposed_by'])}, who proposed grant {seq}, may withdraw it: another "
+                f"Only {_principal_or(found.proposed_by)}, who proposed grant {seq}, may withdraw it: another "
                 f"admin declines it (govern principals decline {seq} --reason ...)"
             )
-        fact = RoleGrantWithdrawn(proposal_seq=seq, principal=found["principal"], role=found["role"], reason=why)
+        fact = RoleGrantWithdrawn(proposal_seq=seq, principal=found.principal, role=found.role, reason=why)
         return [PendingEvent(fact, actor=project.actor, occurred_at=project.clock())]
 
     return project.ledger.transact(decide)[0]
@@ -339,14 +341,14 @@ def proposal_number(proposal: int | str) -> int:
     return int(text)
 
 
-def _pending_proposal(reader: Reader, seq: int) -> dict[str, Any]:
+def _pending_proposal(reader: Reader, seq: int) -> ProposalRow:
     found = access_reads.proposal(reader, seq)
     if found is None:
         raise NotFound(f"No grant proposal {seq}: `govern principals proposals` lists them")
-    if found["state"] != "pending":
+    if found.state != "pending":
         raise StateConflict(
-            f"Grant proposal {seq} was {found['state']} already, at {format_timestamp(found['decided_at'])} by "
-            f"{_principal_or(found['decided_by'])}"
+            f"Grant proposal {seq} was {found.state} already, at {format_timestamp(found.decided_at)} by "
+            f"{_principal_or(found.decided_by)}"
         )
     return found
 
@@ -359,12 +361,16 @@ def proposals(project: Project, state: str | None = "pending", limit: int = 200)
         raise InvalidInput(f"Unknown state {state!r}: use one of {', '.join(PROPOSAL_STATES)}, or all")
     if not ledger.exists():
         return []
-    rows = access_reads.proposals(ledger, state, limit)
-    for row in rows:
-        row["proposed_by_shown"] = attribution.shown(row["proposed_by"], row["proposed_authn"])
-        decided = row["decided_by"]
-        row["decided_by_shown"] = attribution.shown(decided, row["decided_authn"]) if decided else None
-    return rows
+    return [
+        asdict(
+            replace(
+                row,
+                proposed_by_shown=attribution.shown(row.proposed_by, row.proposed_authn),
+                decided_by_shown=attribution.shown(row.decided_by, row.decided_authn) if row.decided_by else None,
+            )
+        )
+        for row in access_reads.proposals(ledger, state, limit)
+    ]
 
 
 PROPOSAL_STATES = ("pending", "confirmed", "declined", "withdrawn")
@@ -379,8 +385,7 @@ def revoke(project: Project, principal: str, role: str, reason: str = "") -> Rec
     why = text_argument(reason, "--reason") if reason else ""
 
     def decide(reader: Reader) -> list[PendingEvent]:
-        rows = access_reads.active_grant_apps(reader, name, role)
-        if not rows:
+        if access_reads.active_grant_apps(reader, name, role) is None:
             raise NotFound(f"{name} does not hold the role {role}: `govern principals list` shows who holds what")
         _refuse_self(project.actor, name, _links(reader), "revokes a role")
         if role == "admin":
@@ -467,27 +472,27 @@ def redeem(project: Project, code: str, *, through_server: bool = False) -> Issu
 
     def decide(reader: Reader) -> list[PendingEvent]:
         row = access_reads.enrollment_code(reader, code_id)
-        if not access.secret_matches(secret, row["secret_sha256"] if row else _NO_DIGEST) or row is None:
+        if not access.secret_matches(secret, row.secret_sha256 if row else _NO_DIGEST) or row is None:
             raise refused
         where = f"The enrollment code {code_id}"
-        if row["revoked_at"] is not None:
+        if row.revoked_at is not None:
             raise Unauthenticated(
-                f"{where} was revoked at {format_timestamp(row['revoked_at'])}: ask an admin for a new one"
+                f"{where} was revoked at {format_timestamp(row.revoked_at)}: ask an admin for a new one"
             )
-        if row["redeemed_seq"] is not None:
+        if row.redeemed_seq is not None:
             raise Unauthenticated(
-                f"{where} was used already, at {format_timestamp(row['redeemed_at'])}: a code is exchanged once. If "
+                f"{where} was used already, at {format_timestamp(row.redeemed_at)}: a code is exchanged once. If "
                 "you did not use it, tell an admin now (govern tokens revoke the token it gave)"
             )
-        if to_utc(row["expires_at"]) <= now:
+        if to_utc(row.expires_at) <= now:
             raise Unauthenticated(
-                f"{where} expired at {format_timestamp(row['expires_at'])} (a code lives 24 hours): ask an admin for "
+                f"{where} expired at {format_timestamp(row.expires_at)} (a code lives 24 hours): ask an admin for "
                 "a new one"
             )
-        principal = row["principal"]
+        principal = row.principal
         if not access_reads.holds_any_role(reader, principal):
             raise Unauthenticated(f"{where} is for {principal}, who holds no role any more: ask an admin")
-        until = to_utc(row["token_expires_at"]) if row["token_expires_at"] is not None else None
+        until = to_utc(row.token_expires_at) if row.token_expires_at is not None else None
         token = access.new_token(principal, until)
         made["token"] = token
         who = (
@@ -503,7 +508,7 @@ def redeem(project: Project, code: str, *, through_server: bool = False) -> Issu
             token_id=token.token_id,
             secret_sha256=access.secret_digest(token.secret),
             expires_at=_stamp(until),
-            description=row["description"] or "",
+            description=row.description or "",
             code_id=code_id,
         )
         return [PendingEvent(fact, actor=who, occurred_at=now)]
@@ -522,20 +527,20 @@ def revoke_token(project: Project, token_id: str, reason: str = "") -> RecordedE
         raise InvalidInput("Give the token's 12-character id (govern tokens list shows them), or the token itself")
 
     def decide(reader: Reader) -> list[PendingEvent]:
-        found = access_reads.access_token(reader, token_id)
+        found: StoredTokenRow | StoredCodeRow | None = access_reads.access_token(reader, token_id)
         if found is None:
             code = access_reads.enrollment_code(reader, token_id)
-            if code is not None and code["redeemed_seq"] is not None:
+            if code is not None and code.redeemed_seq is not None:
                 raise StateConflict(
-                    f"The enrollment code {token_id} was exchanged already, for token {code['token_id']}: revoke "
+                    f"The enrollment code {token_id} was exchanged already, for token {code.token_id}: revoke "
                     "that token"
                 )
             found = code
         if found is None:
             raise NotFound(f"No token {token_id!r}: `govern tokens list` shows their ids")
-        if found["revoked_at"] is not None:
-            raise StateConflict(f"Token {token_id} was revoked already, at {format_timestamp(found['revoked_at'])}")
-        fact = TokenRevoked(principal=found["principal"], token_id=token_id, reason=why)
+        if found.revoked_at is not None:
+            raise StateConflict(f"Token {token_id} was revoked already, at {format_timestamp(found.revoked_at)}")
+        fact = TokenRevoked(principal=found.principal, token_id=token_id, reason=why)
         return [PendingEvent(fact, actor=project.actor, occurred_at=project.clock())]
 
     return _access_changed(project.ledger, project.ledger.transact(decide))[0]
@@ -574,7 +579,7 @@ def identities(project: Project) -> list[dict[str, Any]]:
     ledger = project.ledger
     if not ledger.exists():
         return []
-    return access_reads.identities(ledger)
+    return [asdict(row) for row in access_reads.identities(ledger)]
 
 
 def roles_at(project: Project, at: datetime | None = None) -> list[dict[str, Any]]:
@@ -590,12 +595,17 @@ def roles_at(project: Project, at: datetime | None = None) -> list[dict[str, Any
     return _with_shown(access_reads.roles_at(ledger, naive_utc(at or project.clock())))
 
 
-def _with_shown(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+def _with_shown(rows: Sequence[HeldRoleRow | GrantRow]) -> list[dict[str, Any]]:
+    """Each grant as answered: who confirmed and who proposed it shown with their identity's strength, in place
+    of the authentication records (JSON text) they are shown from."""
+    answered = []
     for row in rows:
-        row["granted_by_shown"] = attribution.shown(row["granted_by"], row.pop("granted_authn", None))
-        proposed = row.pop("proposed_authn", None)
-        row["proposed_by_shown"] = attribution.shown(row["proposed_by"], proposed) if row["proposed_by"] else None
-    return rows
+        granted = attribution.shown(row.granted_by, row.granted_authn)
+        proposed = attribution.shown(row.proposed_by, row.proposed_authn) if row.proposed_by else None
+        answer = asdict(replace(row, granted_by_shown=granted, proposed_by_shown=proposed))
+        del answer["granted_authn"], answer["proposed_authn"]
+        answered.append(answer)
+    return answered
 
 
 def tokens(project: Project, principal: str | None = None) -> list[dict[str, Any]]:
@@ -606,11 +616,11 @@ def tokens(project: Project, principal: str | None = None) -> list[dict[str, Any
     if not ledger.exists():
         return []
     now = naive_utc(project.clock())
-    rows = access_reads.tokens(ledger, principal)
-    for row in rows:
-        expired = row["expires_at"] is not None and row["expires_at"] <= now
-        row["state"] = "revoked" if row["revoked_at"] is not None else "expired" if expired else "active"
-        row["kind"] = "token"
+    rows = []
+    for row in access_reads.tokens(ledger, principal):
+        expired = row.expires_at is not None and row.expires_at <= now
+        state = "revoked" if row.revoked_at is not None else "expired" if expired else "active"
+        rows.append({**asdict(row), "state": state, "kind": "token"})
     return rows + codes(project, principal)
 
 
@@ -624,30 +634,30 @@ def codes(project: Project, principal: str | None = None) -> list[dict[str, Any]
     for row in access_reads.codes(ledger, principal):
         state = (
             "redeemed"
-            if row["redeemed_at"] is not None
+            if row.redeemed_at is not None
             else "revoked"
-            if row["revoked_at"] is not None
+            if row.revoked_at is not None
             else "expired"
-            if row["expires_at"] <= now
+            if row.expires_at <= now
             else "waiting"
         )
         rows.append(
             {
-                "token_id": row["code_id"],
-                "principal": row["principal"],
-                "issued_at": row["issued_at"],
-                "issued_by": row["issued_by"],
-                "expires_at": row["expires_at"],
-                "description": row["description"],
-                "revoked_at": row["revoked_at"],
-                "revoked_by": row["revoked_by"],
-                "code_id": row["code_id"],
-                "issuer": row["issued_by"],
+                "token_id": row.code_id,
+                "principal": row.principal,
+                "issued_at": row.issued_at,
+                "issued_by": row.issued_by,
+                "expires_at": row.expires_at,
+                "description": row.description,
+                "revoked_at": row.revoked_at,
+                "revoked_by": row.revoked_by,
+                "code_id": row.code_id,
+                "issuer": row.issued_by,
                 "state": state,
                 "kind": "enrollment code",
-                "redeemed_at": row["redeemed_at"],
-                "redeemed_token": row["redeemed_token"],
-                "token_expires_at": row["token_expires_at"],
+                "redeemed_at": row.redeemed_at,
+                "redeemed_token": row.redeemed_token,
+                "token_expires_at": row.token_expires_at,
             }
         )
     return rows

@@ -11,7 +11,9 @@ are the git or CI identity, as every other local write.
 
 from __future__ import annotations
 
+import json
 from collections.abc import Callable, Sequence
+from dataclasses import asdict
 from typing import Any
 
 from govern import access, attribution
@@ -34,6 +36,7 @@ from govern.errors import Forbidden, FourEyesViolation, InvalidInput, NotFound, 
 from govern.events import ModelPromoted, PromotionApproved, PromotionRejected, PromotionRequested
 from govern.readmodel import access as access_reads
 from govern.readmodel import approvals as approval_reads
+from govern.readmodel.approvals import DecisionRow, PromotionRequestRow, QueuedRequestRow, VersionTrainingRow
 from govern.readmodel.reader import Reader
 from govern.readmodel.versions import (
     VersionFacts,
@@ -70,13 +73,13 @@ def request_promotion(
                 f"{_who(project.actor)} is no admin"
             )
         facts, _ = check_promotable(project, reader, model, version, to_stage, force)
-        open_ = _requests(reader, "pending", model)
-        same = [r for r in open_ if r["version"] == version and r["to_stage"] == to_stage]
+        open_ = approval_reads.requests(reader, "pending", model)
+        same = [r for r in open_ if r.version == version and r.to_stage == to_stage]
         if same:
             raise StateConflict(
-                f"Request {same[0]['request_seq']} already asks for version {version} of {model} to enter "
-                f"{to_stage!r} (by {same[0]['requested_by']}): an approver decides it with `govern approve "
-                f"{same[0]['request_seq']}`"
+                f"Request {same[0].request_seq} already asks for version {version} of {model} to enter "
+                f"{to_stage!r} (by {same[0].requested_by}): an approver decides it with `govern approve "
+                f"{same[0].request_seq}`"
             )
         findings = judge_gates(project, reader, facts, to_stage)
         fact = PromotionRequested(
@@ -105,27 +108,27 @@ def approve(
     look_for_locks(project)
     planned: list[str] = []
     warnings: list[str] = []
-    found: dict[str, Any] = {}
+    found: list[PromotionRequestRow] = []
 
     def decide(reader: Reader) -> list[PendingEvent]:
         pending = _pending(reader, seq)
-        found.update(pending)
-        model, version, to_stage = pending["model"], pending["version"], pending["to_stage"]
+        found[:] = [pending]
+        model, version, to_stage = pending.model, pending.version, pending.to_stage
         check_stage(project, to_stage)
         rules = duties.policy(project, reader)
         duties.require_authenticated(project, rules, "an approval")
-        forced = bool(pending.get("forced"))
+        forced = bool(pending.forced)
         facts, current = check_promotable(project, reader, model, version, to_stage, forced)
         trainers = duties.trainers(project, reader, facts).names
         _refuse_same_person(project.actor.name, pending, trainers, access_reads.identity_links(reader))
         if rules.team:
             duties.check_not_trainer(
-                project, reader, rules, facts, project.actor.name, "approve its promotion", pending["requested_by"]
+                project, reader, rules, facts, project.actor.name, "approve its promotion", pending.requested_by
             )
             duties.request_attested(project, reader, pending)
             trained = duties.trainers(project, reader, facts)
-            duties.check_token_issuer(reader, project.actor, [pending["requested_by"], *trained.names], "approve it")
-            duties.check_same_hands(reader, project.actor, [pending["request_seq"], *trained.seqs], "approve it")
+            duties.check_token_issuer(reader, project.actor, [pending.requested_by, *trained.names], "approve it")
+            duties.check_same_hands(reader, project.actor, [pending.request_seq, *trained.seqs], "approve it")
         findings = refuse_failed_gates(project, reader, facts, to_stage)
         planned[:] = plan_promotion_tags(project, facts, to_stage, warnings)
         now = project.clock()
@@ -143,7 +146,7 @@ def approve(
             from_stage=current,
             to_stage=to_stage,
             approver=project.actor.name,
-            reason=pending["reason"],
+            reason=pending.reason,
             forced=forced,
             gto_tag=next((t for t in planned if "#" in t), None),
             request_seq=seq,
@@ -154,7 +157,7 @@ def approve(
         ]
 
     events = project.ledger.transact(decide)
-    return finish_promotion(project, found["model"], found["version"], events, planned, warnings, on_progress)
+    return finish_promotion(project, found[0].model, found[0].version, events, planned, warnings, on_progress)
 
 
 def reject(
@@ -172,16 +175,16 @@ def reject(
         pending = _pending(reader, seq)
         duties.require_authenticated(project, duties.policy(project, reader), "closing a request")
         links = access_reads.identity_links(reader)
-        if requester_only and not access.same_person(project.actor, pending["requested_by"], links):
+        if requester_only and not access.same_person(project.actor, pending.requested_by, links):
             raise Forbidden(
                 f"{_who(project.actor)} may withdraw their own requests only; request {seq} was asked by "
-                f"{_who(pending['requested_by'])}: an approver may reject it"
+                f"{_who(pending.requested_by)}: an approver may reject it"
             )
         fact = PromotionRejected(
             request_seq=seq,
-            model=pending["model"],
-            version=pending["version"],
-            to_stage=pending["to_stage"],
+            model=pending.model,
+            version=pending.version,
+            to_stage=pending.to_stage,
             reason=reason,
         )
         return [PendingEvent(fact, actor=project.actor, occurred_at=project.clock())]
@@ -198,17 +201,18 @@ def requests(project: Project, state: str | None = "pending", model: str | None 
         raise InvalidInput(f"Unknown request state {state!r}: use one of {', '.join(STATES)}, or all")
     if not ledger.exists():
         return []
-    return _requests(ledger, state, model)
+    return [_answer(row) for row in approval_reads.requests(ledger, state, model)]
 
 
-def _requests(reader: Reader, state: str | None, model: str | None, seq: int | None = None) -> list[dict[str, Any]]:
-    import json
-
-    rows = approval_reads.requests(reader, state, model, seq)
-    for row in rows:
-        row["evidence"] = json.loads(row["evidence"]) if row["evidence"] else {}
-        _shown(row)
-    return rows
+def _answer(row: PromotionRequestRow | QueuedRequestRow | DecisionRow, **extra: Any) -> dict[str, Any]:
+    """A request row as answered: its evidence parsed, then `extra`, then each actor shown with the strength of
+    its identity (`*_shown`) in place of the authentication records it is shown from."""
+    answer = asdict(row)
+    if "evidence" in answer:
+        answer["evidence"] = json.loads(answer["evidence"]) if answer["evidence"] else {}
+    answer.update(extra)
+    _shown(answer)
+    return answer
 
 
 def _shown(row: dict[str, Any]) -> None:
@@ -220,25 +224,27 @@ def _shown(row: dict[str, Any]) -> None:
         row.pop(authn, None)
 
 
-def _pending(reader: Reader, seq: int) -> dict[str, Any]:
-    rows = _requests(reader, None, None, seq)
+def _pending(reader: Reader, seq: int) -> PromotionRequestRow:
+    rows = approval_reads.requests(reader, None, None, seq)
     if not rows:
         raise NotFound(f"No promotion request {seq}: `govern requests` lists the pending ones with their numbers")
     row = rows[0]
-    if row["state"] != "pending":
+    if row.state != "pending":
         raise StateConflict(
-            f"Request {seq} was {row['state']} already, by {row['decided_by']} (seq {row['decision_seq']}): "
+            f"Request {seq} was {row.state} already, by {row.decided_by} (seq {row.decision_seq}): "
             "ask again with `govern request-promotion` if it should be reconsidered"
         )
     return row
 
 
-def _refuse_same_person(approver: str, request: dict[str, Any], trainers: Sequence[str | None], links: Any) -> None:
+def _refuse_same_person(
+    approver: str, request: PromotionRequestRow, trainers: Sequence[str | None], links: Any
+) -> None:
     """Neither the requester nor anyone who trained the version's model file (a rerun of it too) approves."""
-    what = f"version {request['version']} of {request['model']}"
-    if access.same_person(approver, request["requested_by"], links):
+    what = f"version {request.version} of {request.model}"
+    if access.same_person(approver, request.requested_by, links):
         raise FourEyesViolation(
-            f"Four-eyes rule: {_who(approver)} asked for request {request['request_seq']} and cannot approve it; "
+            f"Four-eyes rule: {_who(approver)} asked for request {request.request_seq} and cannot approve it; "
             "another approver must approve it"
         )
     for trainer in trainers:
@@ -279,27 +285,27 @@ def queue(project: Project, limit: int = QUEUE_SHOWN) -> dict[str, Any]:
     gates' findings when it was asked, the trainer), the latest reproduction verdict about its model file and
     the version holding the stage now; how many are pending in all; the latest decisions. A handful of queries,
     whatever the ledger's size."""
-    import json
-
     ledger = project.ledger
     if not ledger.exists():
         return {"pending": [], "total": 0, "decided": []}
     with ledger.reader() as reader:
-        pending = approval_reads.queue(reader, limit)
+        queued = approval_reads.queue(reader, limit)
         total = approval_reads.pending_count(reader)
         decided = approval_reads.decided(reader, 10)
-        verdicts = verdicts_of_versions(reader, list({(r["model"], r["version"]) for r in pending}))
-    for row in pending:
-        row["evidence"] = json.loads(row["evidence"]) if row["evidence"] else {}
-        latest = (verdicts.get((row["model"], row["version"])) or [None])[0]
-        row["verdict"] = latest.verdict if latest else None
-        row["verdict_match"] = latest.payload.get("match") if latest else None
-        row["verdict_seq"] = latest.seq if latest else None
-        row["verdict_at"] = latest.occurred_at if latest else None
-        _shown(row)
-    for row in decided:
-        _shown(row)
-    return {"pending": pending, "total": total, "decided": decided}
+        verdicts = verdicts_of_versions(reader, list({(r.model, r.version) for r in queued}))
+    pending = []
+    for row in queued:
+        latest = (verdicts.get((row.model, row.version)) or [None])[0]
+        pending.append(
+            _answer(
+                row,
+                verdict=latest.verdict if latest else None,
+                verdict_match=latest.payload.get("match") if latest else None,
+                verdict_seq=latest.seq if latest else None,
+                verdict_at=latest.occurred_at if latest else None,
+            )
+        )
+    return {"pending": pending, "total": total, "decided": [_answer(row) for row in decided]}
 
 
 def evidence(project: Project, request: int | str, four_eyes: bool = False) -> dict[str, Any]:
@@ -308,8 +314,6 @@ def evidence(project: Project, request: int | str, four_eyes: bool = False) -> d
     verdicts about its model file (wherever its lock was committed), and what changed in data, code and
     parameters since the version that holds the stage (held it, for a decided request). With `four_eyes`, whether
     the four-eyes rule bars the project's actor (the viewer)."""
-    import json
-
     from govern import gates
 
     seq = request_number(request)
@@ -321,18 +325,15 @@ def evidence(project: Project, request: int | str, four_eyes: bool = False) -> d
         found_request = approval_reads.request(reader, seq)
         if found_request is None:
             raise NotFound(f"No promotion request {seq}: `govern requests` lists the pending ones with their numbers")
-        row = found_request
-        row["evidence"] = json.loads(row["evidence"]) if row["evidence"] else {}
-        _shown(row)
-        model, version, stage = row["model"], row["version"], row["to_stage"]
+        row = _answer(found_request)
+        model, version, stage = found_request.model, found_request.version, found_request.to_stage
         facts = version_facts(reader, model, version)
-        before = row["decision_seq"] if row["decision_seq"] is not None else 2**62
+        decision_seq = found_request.decision_seq
+        before = decision_seq if decision_seq is not None else 2**62
         holder = approval_reads.holder_before(reader, model, stage, before)
         wanted = [v for v in (version, holder) if v is not None]
-        trained = {
-            r["version"]: {**r, "payload": json.loads(r["payload"])}
-            for r in approval_reads.trainings_of_versions(reader, model, wanted)
-        }
+        trained = {r.version: r for r in approval_reads.trainings_of_versions(reader, model, wanted)}
+        payloads = {v: json.loads(r.payload) for v, r in trained.items()}
         verdicts = [
             {
                 "seq": r.seq,
@@ -345,9 +346,9 @@ def evidence(project: Project, request: int | str, four_eyes: bool = False) -> d
             for r in verdicts_of_version(reader, model, version)[:5]
         ]
         promoted_seq = None
-        if row["state"] == "approved":
-            promoted_seq = approval_reads.promotion_of_request(reader, model, version, stage, row["decision_seq"] - 1)
-        barred = _four_eyes(project, reader, row, facts) if four_eyes else None
+        if found_request.state == "approved" and decision_seq is not None:
+            promoted_seq = approval_reads.promotion_of_request(reader, model, version, stage, decision_seq - 1)
+        barred = _four_eyes(project, reader, found_request, facts) if four_eyes else None
         authn = training_authn(reader, facts.training_event_id)
         trained_shown = attribution.shown(facts.training_actor, authn) if facts.training_actor else None
         every_training = trainings_of_version(reader, model, version)
@@ -356,8 +357,8 @@ def evidence(project: Project, request: int | str, four_eyes: bool = False) -> d
     for verdict in verdicts:
         verdict["verdict"] = _verdict_name(verdict["type"])
         verdict["actor_shown"] = attribution.shown(verdict["actor"], verdict.pop("authn"))
-    mine = trained.get(version, {}).get("payload", {})
-    theirs = trained.get(holder, {}).get("payload", {}) if holder is not None else None
+    mine = payloads.get(version, {})
+    theirs = payloads.get(holder, {}) if holder is not None else None
     metrics = mine.get("metrics") or {}
     latest = verdicts[0]["verdict"] if verdicts else None
     declared = cfg.gates.get(stage, ())
@@ -406,7 +407,7 @@ def _verdict_name(kind: str | None) -> str | None:
     return "verified" if kind == "reproduction.verified" else "diverged"
 
 
-def _four_eyes(project: Project, reader: Reader, request: dict[str, Any], facts: VersionFacts) -> str | None:
+def _four_eyes(project: Project, reader: Reader, request: PromotionRequestRow, facts: VersionFacts) -> str | None:
     """The rules' message for the project's actor, if they would refuse their approval (the approval checks
     again)."""
     try:
@@ -416,12 +417,12 @@ def _four_eyes(project: Project, reader: Reader, request: dict[str, Any], facts:
         duties.require_authenticated(project, rules, "an approval")
         if rules.team:
             duties.check_not_trainer(
-                project, reader, rules, facts, project.actor.name, "approve its promotion", request["requested_by"]
+                project, reader, rules, facts, project.actor.name, "approve its promotion", request.requested_by
             )
             duties.request_attested(project, reader, request)
             trained = duties.trainers(project, reader, facts)
-            duties.check_token_issuer(reader, project.actor, [request["requested_by"], *trained.names], "approve it")
-            duties.check_same_hands(reader, project.actor, [request["request_seq"], *trained.seqs], "approve it")
+            duties.check_token_issuer(reader, project.actor, [request.requested_by, *trained.names], "approve it")
+            duties.check_same_hands(reader, project.actor, [request.request_seq, *trained.seqs], "approve it")
     except (FourEyesViolation, PolicyViolation) as violation:
         return str(violation)
     return None
@@ -473,7 +474,10 @@ def _compared(mine: dict[str, Any], theirs: dict[str, Any], same: Callable[[Any,
 
 
 def _changes(
-    mine: dict[str, Any], theirs: dict[str, Any] | None, row: dict[str, Any] | None, holder_row: dict[str, Any] | None
+    mine: dict[str, Any],
+    theirs: dict[str, Any] | None,
+    row: VersionTrainingRow | None,
+    holder_row: VersionTrainingRow | None,
 ) -> dict[str, Any] | None:
     """What changed in data, code and parameters from the holder's training to this version's (None: no holder)."""
     if theirs is None:
@@ -491,8 +495,8 @@ def _changes(
 
     mine_git, theirs_git = mine.get("git", {}), theirs.get("git", {})
     return {
-        "commit_before": (holder_row or {}).get("git_commit") or theirs_git.get("commit"),
-        "commit_after": (row or {}).get("git_commit") or mine_git.get("commit"),
+        "commit_before": (holder_row.git_commit if holder_row else None) or theirs_git.get("commit"),
+        "commit_after": (row.git_commit if row else None) or mine_git.get("commit"),
         "same_lock": bool(mine.get("dvc_lock_sha256")) and mine.get("dvc_lock_sha256") == theirs.get("dvc_lock_sha256"),
         "data": _compared(datasets(mine), datasets(theirs), same_data),
         "code": _compared(_code_files(mine), _code_files(theirs), lambda a, b: a == b),

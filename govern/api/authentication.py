@@ -7,14 +7,14 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 from govern import access, attribution
 from govern.envelope import format_timestamp, utc_now
 from govern.errors import Forbidden, GovernError, InvalidInput, NotFound, StateConflict
 from govern.readmodel import access as access_reads
-from govern.readmodel.access import ACCESS_TYPES
+from govern.readmodel.access import ACCESS_TYPES, AuthTokenRow
 from govern.readmodel.reader import Reader
 from govern.readmodel.rows import naive_utc
 from govern.storage import LedgerStore
@@ -50,7 +50,7 @@ DUMMY_DIGEST = "0" * 64
 class _Snapshot:
     """The token table of one ledger as read at (seq, hash), when the ledger looked like `marker`."""
 
-    rows: dict[str, dict[str, Any]]
+    rows: dict[str, AuthTokenRow]
     seq: int
     hash: str
     marker: Any
@@ -96,7 +96,7 @@ class TokenTable:
         found = self._snapshots.get(ledger.location)
         return found is not None and not self._due(found, _marker(ledger))
 
-    def rows(self, ledger: LedgerStore, *, read: bool = True) -> dict[str, dict[str, Any]]:
+    def rows(self, ledger: LedgerStore, *, read: bool = True) -> dict[str, AuthTokenRow]:
         """The token table of `ledger`, fresh enough to authenticate with, or `LedgerLocked`. With `read` False,
         the ledger is not read here at all (the server's door reads it once for every request that needs it:
         `refresh`), only the snapshot answers."""
@@ -283,7 +283,7 @@ class TokenTable:
         threading.Thread(target=read, name="govern-token-table", daemon=True).start()
 
 
-def _honoured(reader: Reader, rows: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:
+def _honoured(reader: Reader, rows: list[AuthTokenRow]) -> dict[str, AuthTokenRow]:
     """The token table as a server honours it. In a signed (team) ledger, once two admins exist, an approver or
     admin role granted after that, and a token of a principal holding one made after that, count only where every
     event the token comes from is the server's (authenticated, with a signature that holds): its `token.issued`,
@@ -296,11 +296,11 @@ def _honoured(reader: Reader, rows: list[dict[str, Any]]) -> dict[str, dict[str,
 
     signed, closed = access_reads.bootstrap_closed(reader)
     if not signed or closed is None:
-        return {row["token_id"]: row for row in rows}
-    by_id = {row["token_id"]: row for row in rows}
+        return {row.token_id: row for row in rows}
+    by_id = {row.token_id: row for row in rows}
     late: set[int] = set()
     for row in rows:
-        late.update(g["grant_seq"] for g in row["roles"] if g["role"] in access.PRIVILEGED and g["grant_seq"] > closed)
+        late.update(g["grant_seq"] for g in row.roles if g["role"] in access.PRIVILEGED and g["grant_seq"] > closed)
         late.update(seq for seq, authn in _origins(row) if seq > closed and _claims_server(authn))
     checked = attestations.check_events(reader, sorted(late))
 
@@ -322,33 +322,33 @@ def _honoured(reader: Reader, rows: list[dict[str, Any]]) -> dict[str, dict[str,
     honoured = {}
     for row in rows:
         roles = [
-            g for g in row["roles"] if g["role"] not in access.PRIVILEGED or servers(g["grant_seq"], g["granted_authn"])
+            g for g in row.roles if g["role"] not in access.PRIVILEGED or servers(g["grant_seq"], g["granted_authn"])
         ]
-        if any(g["role"] in access.PRIVILEGED for g in roles) and not from_server(row["token_id"]):
+        if any(g["role"] in access.PRIVILEGED for g in roles) and not from_server(row.token_id):
             roles = [g for g in roles if g["role"] not in access.PRIVILEGED]
-        if len(roles) != len(row["roles"]):
+        if len(roles) != len(row.roles):
             log.warning(
                 "govern serve: token %s of %s is not honoured for %s: granted or issued after two admins existed "
                 "without the server's signature",
-                row["token_id"], row["principal"],
-                ", ".join(sorted({g["role"] for g in row["roles"]} - {g["role"] for g in roles})),
+                row.token_id, row.principal,
+                ", ".join(sorted({g["role"] for g in row.roles} - {g["role"] for g in roles})),
             )  # fmt: skip
-        honoured[row["token_id"]] = {**row, "roles": roles}
+        honoured[row.token_id] = replace(row, roles=roles)
     return honoured
 
 
-def _origins(row: dict[str, Any]) -> list[tuple[int | None, Any]]:
+def _origins(row: AuthTokenRow) -> list[tuple[int | None, Any]]:
     """The events a token comes from directly: its issuance, and the enrollment code it was redeemed with."""
-    found: list[tuple[int | None, Any]] = [(row["issued_seq"], row["issued_authn"])]
-    if row.get("code_seq") is not None:
-        found.append((row["code_seq"], row["code_authn"]))
+    found: list[tuple[int | None, Any]] = [(row.issued_seq, row.issued_authn)]
+    if row.code_seq is not None:
+        found.append((row.code_seq, row.code_authn))
     return found
 
 
-def _made_with(row: dict[str, Any]) -> str | None:
+def _made_with(row: AuthTokenRow) -> str | None:
     """The token a principal used to make this one for itself, if it did."""
-    found = attribution.TOKEN_ACTOR.match(row.get("issued_by") or "")
-    if found is None or found.group(1) != row["principal"] or found.group(2) == row["token_id"]:
+    found = attribution.TOKEN_ACTOR.match(row.issued_by or "")
+    if found is None or found.group(1) != row.principal or found.group(2) == row.token_id:
         return None
     return found.group(2)
 
@@ -433,7 +433,7 @@ def _authenticated(ledger: LedgerStore, bearer: str | None, *, read: bool) -> ac
         raise refused
     token_id, secret = parsed
     row = _TOKENS.rows(ledger, read=read).get(token_id)
-    matched = access.secret_matches(secret, row["secret_sha256"] if row is not None else DUMMY_DIGEST)
+    matched = access.secret_matches(secret, row.secret_sha256 if row is not None else DUMMY_DIGEST)
     if row is None or not matched:
         raise refused
     return _principal(row, token_id)  # the secret matched: what is wrong with the token tells its holder only
@@ -448,15 +448,15 @@ def authenticate_session(ledger: LedgerStore, token_id: str, *, read: bool = Tru
     return _principal(row, token_id)
 
 
-def _principal(row: dict[str, Any], token_id: str) -> access.Principal:
+def _principal(row: AuthTokenRow, token_id: str) -> access.Principal:
     now = naive_utc(utc_now())
-    if row["revoked_at"] is not None:
+    if row.revoked_at is not None:
         raise Unauthenticated(
-            f"The token {token_id} was revoked at {format_timestamp(row['revoked_at'])}: ask an admin for a new one"
+            f"The token {token_id} was revoked at {format_timestamp(row.revoked_at)}: ask an admin for a new one"
         )
-    if row["expires_at"] is not None and row["expires_at"] <= now:
+    if row.expires_at is not None and row.expires_at <= now:
         raise Unauthenticated(
-            f"The token {token_id} expired at {format_timestamp(row['expires_at'])}: ask an admin for a new one"
+            f"The token {token_id} expired at {format_timestamp(row.expires_at)}: ask an admin for a new one"
         )
-    roles = {grant["role"]: tuple(grant["apps"]) for grant in row["roles"]}
-    return access.Principal(row["principal"], roles, token_id)
+    roles = {grant["role"]: tuple(grant["apps"]) for grant in row.roles}
+    return access.Principal(row.principal, roles, token_id)

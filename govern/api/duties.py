@@ -19,13 +19,13 @@ from __future__ import annotations
 import re
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any
 
 from govern import access, attestations, attribution
 from govern.api.context import Project
 from govern.errors import FourEyesViolation, PolicyViolation
 from govern.readmodel import access as access_reads
 from govern.readmodel import events
+from govern.readmodel.approvals import PromotionRequestRow
 from govern.readmodel.reader import Reader
 from govern.readmodel.versions import VersionFacts, trainings_of_version, verdicts_of_version
 
@@ -226,14 +226,14 @@ def _handed_over(reader: Reader, token_id: str | None) -> tuple[str | None, str 
     """(the admin who handed this token over through the server, the token that admin did it with)."""
     if not token_id or not access.TOKEN_ID.match(token_id):
         return None, None
-    rows = access_reads.token_handover(reader, token_id)
-    if not rows or not rows[0]["issuer_authn"]:
+    handover = access_reads.token_handover(reader, token_id)
+    if handover is None or not handover.issuer_authn:
         return None, None
-    authn = attribution.Authn.from_json(rows[0]["issuer_authn"])
+    authn = attribution.Authn.from_json(handover.issuer_authn)
     if authn is None or not authn.authenticated:
         return None, None
-    issuer = authn.principal or rows[0]["issuer"]
-    if access.same_person(issuer, rows[0]["principal"], {}):
+    issuer = authn.principal or handover.issuer
+    if access.same_person(issuer, handover.principal, {}):
         return None, None
     return issuer, _token_in(authn)
 
@@ -243,13 +243,12 @@ def token_issuer(reader: Reader, token_id: str | None) -> str | None:
     exchanged it, nor a token the principal made for itself with one), as recorded; None for no such token."""
     if not token_id or not access.TOKEN_ID.match(token_id):
         return None
-    rows = access_reads.token_issuer(reader, token_id)
-    return rows[0]["issuer"] if rows else None
+    return access_reads.token_issuer(reader, token_id)
 
 
-def request_attested(project: Project, reader: Reader, request: dict[str, Any]) -> None:
+def request_attested(project: Project, reader: Reader, request: PromotionRequestRow) -> None:
     """In team mode a request counts only if the server attested who asked for it."""
-    seq = request["request_seq"]
+    seq = request.request_seq
     found = events.actor_of(reader, seq)
     authn = attribution.Authn.from_json(found.authn) if found and found.authn else None
     verdict = attestations.check_events(reader, [seq], project.config.trusted_keys).get(seq)

@@ -19,6 +19,7 @@ from govern.envelope import PendingEvent, RecordedEvent, utc_now
 from govern.errors import StateConflict
 from govern.events import SigningKeyRegistered, SigningKeyRetired
 from govern.readmodel import access as access_reads
+from govern.readmodel.access import SigningKeyRow
 from govern.readmodel.reader import Reader
 
 
@@ -32,7 +33,7 @@ def key_path(project: Project) -> Path:
     return path
 
 
-def registered_keys(reader: Reader) -> list[dict]:
+def registered_keys(reader: Reader) -> list[SigningKeyRow]:
     return access_reads.registered_keys(reader)
 
 
@@ -69,21 +70,21 @@ def _ensure_registered(project: Project, signer: signing.Signer) -> RecordedEven
             "with a pinned key"
         )
     if project.ledger.exists():
-        known = [k for k in registered_keys(project.ledger) if k["fingerprint"] == signer.fingerprint]
-        if known and known[0]["retired_seq"] is None:
+        known = [k for k in registered_keys(project.ledger) if k.fingerprint == signer.fingerprint]
+        if known and known[0].retired_seq is None:
             return None  # the usual start: registered before, nothing to write
 
     def decide(reader: Reader) -> list[PendingEvent]:
         keys = registered_keys(reader)
-        mine = [k for k in keys if k["fingerprint"] == signer.fingerprint]
+        mine = [k for k in keys if k.fingerprint == signer.fingerprint]
         if mine:
-            if mine[0]["retired_seq"] is not None:
+            if mine[0].retired_seq is not None:
                 raise signing.SigningKeyError(
-                    f"This server's signing key {signer.fingerprint} was retired at seq {mine[0]['retired_seq']}: "
+                    f"This server's signing key {signer.fingerprint} was retired at seq {mine[0].retired_seq}: "
                     f"it signs nothing any more; start with the key that replaced it (not {signer.path})"
                 )
             return []
-        active = [k["fingerprint"] for k in keys if k["retired_seq"] is None]
+        active = [k.fingerprint for k in keys if k.retired_seq is None]
         if active and signer.fingerprint not in pinned:
             raise signing.SigningKeyError(
                 f"The ledger trusts signing key(s) {', '.join(active)}, and this server holds another one, "
@@ -113,9 +114,9 @@ def rotate(project: Project, old_path: Path, reason: str) -> tuple[signing.Signe
     new = signing.create(path)
 
     def decide(reader: Reader) -> list[PendingEvent]:
-        keys = {k["fingerprint"]: k for k in registered_keys(reader)}
+        keys = {k.fingerprint: k for k in registered_keys(reader)}
         current = keys.get(old.fingerprint)
-        if current is None or current["retired_seq"] is not None:
+        if current is None or current.retired_seq is not None:
             raise signing.SigningKeyError(
                 f"The key in {old_path} ({old.fingerprint}) is not an active key of this ledger: rotate from the key "
                 "the server signs with now"

@@ -2,11 +2,213 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
 from govern.readmodel.reader import Reader
-from govern.readmodel.rows import rows_as_dicts
+from govern.readmodel.rows import rows_as
+
+
+@dataclass(frozen=True, slots=True)
+class HeldRoleRow:
+    """A role held at an instant: the grant, who confirmed it and who proposed it (with how each was
+    authenticated, as JSON text); the `_shown` fields are the use case's, once it has the identities' strength."""
+
+    principal: str
+    role: str
+    apps: list[str]
+    granted_at: datetime
+    granted_by: str
+    reason: str | None
+    grant_seq: int
+    basis: str | None
+    proposal_seq: int | None
+    proposed_at: datetime | None
+    proposed_by: str | None
+    granted_authn: str | None
+    proposed_authn: str | None
+    granted_by_shown: str | None = None
+    proposed_by_shown: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class GrantRow:
+    """A grant over time: when and by whom it ended (revoked, or granted again with other apps), its basis and
+    proposal; the `_shown` fields as in `HeldRoleRow`."""
+
+    grant_seq: int
+    principal: str
+    role: str
+    apps: list[str]
+    granted_at: datetime
+    granted_by: str
+    reason: str | None
+    ended_at: datetime | None
+    end_seq: int | None
+    ended_by: str | None
+    ended_how: str | None
+    basis: str | None
+    proposal_seq: int | None
+    proposed_at: datetime | None
+    proposed_by: str | None
+    granted_authn: str | None
+    proposed_authn: str | None
+    granted_by_shown: str | None = None
+    proposed_by_shown: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class ProposalRow:
+    """A proposed grant of approver or admin and what became of it (`state`, the deciding event); the `_shown`
+    fields are the use case's."""
+
+    proposal_seq: int
+    proposed_at: datetime
+    proposed_by: str
+    proposed_authn: str | None
+    principal: str
+    role: str
+    apps: list[str]
+    reason: str | None
+    break_glass: bool
+    state: str
+    decided_seq: int | None
+    decided_at: datetime | None
+    decided_by: str | None
+    decided_authn: str | None
+    decision_reason: str | None
+    proposed_by_shown: str | None = None
+    decided_by_shown: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class StoredCodeRow:
+    """An enrollment code as `enrollment_codes` has it, with its secret's digest: what redeeming it checks."""
+
+    seq: int
+    code_id: str
+    principal: str
+    secret_sha256: str
+    issued_at: datetime
+    issued_by: str
+    issued_authn: str | None
+    expires_at: datetime
+    token_expires_at: datetime | None
+    description: str | None
+    redeemed_seq: int | None
+    redeemed_at: datetime | None
+    redeemed_by: str | None
+    token_id: str | None
+    revoked_at: datetime | None
+    revoked_by: str | None
+    revocation_reason: str | None
+
+
+@dataclass(frozen=True, slots=True)
+class StoredTokenRow:
+    """An access token as `access_tokens` has it, with its secret's digest."""
+
+    seq: int
+    token_id: str
+    principal: str
+    secret_sha256: str
+    issued_at: datetime
+    issued_by: str
+    expires_at: datetime | None
+    description: str | None
+    revoked_at: datetime | None
+    revoked_by: str | None
+    revocation_reason: str | None
+    code_id: str | None
+    issued_authn: str | None
+
+
+@dataclass(frozen=True, slots=True)
+class TokenRow:
+    """A token as listed, never its secret: who handed it over (`issuer`) and whether it was revoked."""
+
+    token_id: str
+    principal: str
+    issued_at: datetime
+    issued_by: str
+    expires_at: datetime | None
+    description: str | None
+    revoked_at: datetime | None
+    revoked_by: str | None
+    code_id: str | None
+    issuer: str | None
+
+
+@dataclass(frozen=True, slots=True)
+class CodeRow:
+    """An enrollment code as listed, never its secret: whether it was redeemed (for which token) or revoked."""
+
+    code_id: str
+    principal: str
+    issued_at: datetime
+    issued_by: str
+    expires_at: datetime
+    token_expires_at: datetime | None
+    description: str | None
+    redeemed_at: datetime | None
+    redeemed_by: str | None
+    redeemed_token: str | None
+    revoked_at: datetime | None
+    revoked_by: str | None
+    seq: int
+
+
+@dataclass(frozen=True, slots=True)
+class AuthTokenRow:
+    """A token with what authenticating it needs: its principal, secret digest, expiry, revocation, the events it
+    comes from (its issuance, the code it was redeemed with) and the principal's roles now (`roles`: role, apps,
+    grant_seq, granted_authn each)."""
+
+    token_id: str
+    principal: str
+    secret_sha256: str
+    expires_at: datetime | None
+    revoked_at: datetime | None
+    issued_seq: int
+    issued_authn: str | None
+    issued_by: str
+    code_seq: int | None
+    code_authn: str | None
+    roles: list[dict[str, Any]]
+
+
+@dataclass(frozen=True, slots=True)
+class IdentityRow:
+    """A git or CI identity linked to a principal."""
+
+    principal: str
+    identity: str
+    linked_at: datetime
+    linked_by: str
+    reason: str | None
+
+
+@dataclass(frozen=True, slots=True)
+class HandoverRow:
+    """Who handed a token to its principal (followed through codes and self-made tokens), and how that hand was
+    authenticated (JSON text)."""
+
+    issuer: str | None
+    issuer_authn: str | None
+    principal: str
+
+
+@dataclass(frozen=True, slots=True)
+class SigningKeyRow:
+    """A server signing key registered, who endorsed it (the key it replaced) and when it was retired, if it was."""
+
+    seq: int
+    fingerprint: str
+    registered_at: datetime
+    endorsed_by: str | None
+    retired_seq: int | None
+
 
 ROLES_AT_SQL = """
 SELECT principal, role, apps, granted_at, granted_by, reason, grant_seq, basis, proposal_seq, proposed_at,
@@ -18,9 +220,23 @@ ORDER BY principal, role
 
 HELD_SQL = "SELECT role FROM role_grants WHERE principal = $principal AND ended_at IS NULL ORDER BY role"
 ADMINS_SQL = "SELECT count(DISTINCT principal) FROM role_grants WHERE role = 'admin' AND ended_at IS NULL"
-PROPOSAL_SQL = "SELECT * FROM grant_proposals WHERE proposal_seq = $seq"
-PROPOSALS_SQL = """
-SELECT * FROM grant_proposals WHERE $state IS NULL OR state = $state ORDER BY proposal_seq DESC LIMIT $limit
+PROPOSAL_COLUMNS = """
+SELECT proposal_seq, proposed_at, proposed_by, proposed_authn, principal, role, apps, reason, break_glass, state,
+       decided_seq, decided_at, decided_by, decided_authn, decision_reason
+FROM grant_proposals
+"""
+PROPOSAL_SQL = f"{PROPOSAL_COLUMNS} WHERE proposal_seq = $seq"
+PROPOSALS_SQL = f"{PROPOSAL_COLUMNS} WHERE $state IS NULL OR state = $state ORDER BY proposal_seq DESC LIMIT $limit"
+PENDING_PROPOSALS_SQL = f"{PROPOSAL_COLUMNS} WHERE principal = $p AND role = $r AND state = 'pending'"
+STORED_CODE_SQL = """
+SELECT seq, code_id, principal, secret_sha256, issued_at, issued_by, issued_authn, expires_at, token_expires_at,
+       description, redeemed_seq, redeemed_at, redeemed_by, token_id, revoked_at, revoked_by, revocation_reason
+FROM enrollment_codes WHERE code_id = $id
+"""
+STORED_TOKEN_SQL = """
+SELECT seq, token_id, principal, secret_sha256, issued_at, issued_by, expires_at, description, revoked_at,
+       revoked_by, revocation_reason, code_id, issued_authn
+FROM access_tokens WHERE token_id = $id
 """
 CODES_SQL = """
 SELECT code_id, principal, issued_at, issued_by, expires_at, token_expires_at, description, redeemed_at,
@@ -87,9 +303,9 @@ def changes_since(reader: Reader, seen: int) -> tuple[str | None, int | None, st
     return seen_hash, head, head_hash, changed
 
 
-def token_table(reader: Reader) -> list[dict[str, Any]]:
+def token_table(reader: Reader) -> list[AuthTokenRow]:
     """Every token with what authenticating it needs (TOKEN_TABLE_SQL)."""
-    return rows_as_dicts(reader, TOKEN_TABLE_SQL)
+    return rows_as(reader, AuthTokenRow, TOKEN_TABLE_SQL)
 
 
 def bootstrap_closed(reader: Reader) -> tuple[bool, int | None]:
@@ -114,10 +330,10 @@ def admin_count(reader: Reader) -> int:
     return int(reader.query(ADMINS_SQL)[1][0][0])
 
 
-def active_grant_apps(reader: Reader, principal: str, role: str) -> list[tuple]:
-    """The apps of the principal's active grant of the role (none or one row, as `(apps,)`)."""
+def active_grant_apps(reader: Reader, principal: str, role: str) -> list[str] | None:
+    """The apps of the principal's active grant of the role (empty: all), or None where it holds no such grant."""
     _, rows = reader.query(ACTIVE_GRANT_SQL, {"principal": principal, "role": role})
-    return rows
+    return list(rows[0][0]) if rows else None
 
 
 def holds_role(reader: Reader, principal: str, role: str) -> bool:
@@ -140,35 +356,30 @@ def ever_granted(reader: Reader, principal: str) -> bool:
     return bool(known)
 
 
-def pending_proposals_of(reader: Reader, principal: str, role: str) -> list[dict[str, Any]]:
-    """The pending proposals of the role for the principal: proposal_seq, proposed_by."""
-    return rows_as_dicts(
-        reader,
-        "SELECT proposal_seq, proposed_by FROM grant_proposals "
-        "WHERE principal = $p AND role = $r AND state = 'pending'",
-        {"p": principal, "r": role},
-    )
+def pending_proposals_of(reader: Reader, principal: str, role: str) -> list[ProposalRow]:
+    """The pending proposals of the role for the principal."""
+    return rows_as(reader, ProposalRow, PENDING_PROPOSALS_SQL, {"p": principal, "r": role})
 
 
-def proposal(reader: Reader, seq: int) -> dict[str, Any] | None:
-    rows = rows_as_dicts(reader, PROPOSAL_SQL, {"seq": seq})
+def proposal(reader: Reader, seq: int) -> ProposalRow | None:
+    rows = rows_as(reader, ProposalRow, PROPOSAL_SQL, {"seq": seq})
     return rows[0] if rows else None
 
 
-def proposals(reader: Reader, state: str | None, limit: int) -> list[dict[str, Any]]:
+def proposals(reader: Reader, state: str | None, limit: int) -> list[ProposalRow]:
     """Grant proposals in `state` (None: all), newest first."""
-    return rows_as_dicts(reader, PROPOSALS_SQL, {"state": state, "limit": limit})
+    return rows_as(reader, ProposalRow, PROPOSALS_SQL, {"state": state, "limit": limit})
 
 
-def enrollment_code(reader: Reader, code_id: str) -> dict[str, Any] | None:
+def enrollment_code(reader: Reader, code_id: str) -> StoredCodeRow | None:
     """The enrollment code's row (with its secret's digest), if it exists."""
-    rows = rows_as_dicts(reader, "SELECT * FROM enrollment_codes WHERE code_id = $id", {"id": code_id})
+    rows = rows_as(reader, StoredCodeRow, STORED_CODE_SQL, {"id": code_id})
     return rows[0] if rows else None
 
 
-def access_token(reader: Reader, token_id: str) -> dict[str, Any] | None:
+def access_token(reader: Reader, token_id: str) -> StoredTokenRow | None:
     """The access token's row (with its secret's digest), if it exists."""
-    rows = rows_as_dicts(reader, "SELECT * FROM access_tokens WHERE token_id = $id", {"id": token_id})
+    rows = rows_as(reader, StoredTokenRow, STORED_TOKEN_SQL, {"id": token_id})
     return rows[0] if rows else None
 
 
@@ -180,31 +391,33 @@ def owner_of_identity(reader: Reader, identity: str) -> str | None:
     return linked[0][0] if linked else None
 
 
-def identities(reader: Reader) -> list[dict[str, Any]]:
+def identities(reader: Reader) -> list[IdentityRow]:
     """Every git identity linked to a principal, oldest first."""
-    return rows_as_dicts(
-        reader, "SELECT principal, identity, linked_at, linked_by, reason FROM principal_identities ORDER BY seq"
+    return rows_as(
+        reader,
+        IdentityRow,
+        "SELECT principal, identity, linked_at, linked_by, reason FROM principal_identities ORDER BY seq",
     )
 
 
-def roles_at(reader: Reader, at: datetime) -> list[dict[str, Any]]:
+def roles_at(reader: Reader, at: datetime) -> list[HeldRoleRow]:
     """Who held which role at the naive UTC instant `at`."""
-    return rows_as_dicts(reader, ROLES_AT_SQL, {"at": at})
+    return rows_as(reader, HeldRoleRow, ROLES_AT_SQL, {"at": at})
 
 
-def tokens(reader: Reader, principal: str | None) -> list[dict[str, Any]]:
+def tokens(reader: Reader, principal: str | None) -> list[TokenRow]:
     """Every token ever issued (of a principal), never its secret, with who handed it over."""
-    return rows_as_dicts(reader, TOKENS_SQL, {"principal": principal})
+    return rows_as(reader, TokenRow, TOKENS_SQL, {"principal": principal})
 
 
-def codes(reader: Reader, principal: str | None) -> list[dict[str, Any]]:
+def codes(reader: Reader, principal: str | None) -> list[CodeRow]:
     """Every enrollment code (of a principal), never its secret."""
-    return rows_as_dicts(reader, CODES_SQL, {"principal": principal})
+    return rows_as(reader, CodeRow, CODES_SQL, {"principal": principal})
 
 
-def grant_history(reader: Reader, principal: str | None, limit: int) -> list[dict[str, Any]]:
+def grant_history(reader: Reader, principal: str | None, limit: int) -> list[GrantRow]:
     """Role grants over time, newest first, at most `limit`."""
-    return rows_as_dicts(reader, GRANT_HISTORY_SQL, {"principal": principal, "limit": limit})
+    return rows_as(reader, GrantRow, GRANT_HISTORY_SQL, {"principal": principal, "limit": limit})
 
 
 # Who handed a token to its principal: the admin who issued the enrollment code it was exchanged for, followed
@@ -212,16 +425,21 @@ def grant_history(reader: Reader, principal: str | None, limit: int) -> list[dic
 ISSUER_SQL = "SELECT issuer FROM token_issuers WHERE token_id = $token_id"
 
 
-def token_issuer(reader: Reader, token_id: str) -> list[dict[str, Any]]:
-    """Who handed the token over (none or one row: issuer)."""
-    return rows_as_dicts(reader, ISSUER_SQL, {"token_id": token_id})
+def token_issuer(reader: Reader, token_id: str) -> str | None:
+    """Who handed the token over, or None (no such token, or no issuer recorded)."""
+    _, rows = reader.query(ISSUER_SQL, {"token_id": token_id})
+    return rows[0][0] if rows else None
 
 
-def token_handover(reader: Reader, token_id: str) -> list[dict[str, Any]]:
-    """The token's issuer, how the issuer was authenticated, and its principal (none or one row)."""
-    return rows_as_dicts(
-        reader, "SELECT issuer, issuer_authn, principal FROM token_issuers WHERE token_id = $t", {"t": token_id}
+def token_handover(reader: Reader, token_id: str) -> HandoverRow | None:
+    """The token's issuer, how the issuer was authenticated, and its principal (None: no such token)."""
+    rows = rows_as(
+        reader,
+        HandoverRow,
+        "SELECT issuer, issuer_authn, principal FROM token_issuers WHERE token_id = $t",
+        {"t": token_id},
     )
+    return rows[0] if rows else None
 
 
 def identity_links(reader: Reader) -> dict[str, list[str]]:
@@ -240,6 +458,6 @@ FROM events AS r WHERE r.type = 'signing_key.registered' ORDER BY r.seq
 """
 
 
-def registered_keys(reader: Reader) -> list[dict[str, Any]]:
-    """Every server signing key registered, oldest first: seq, fingerprint, registered_at, endorsed_by, retired_seq."""
-    return rows_as_dicts(reader, KEYS_SQL)
+def registered_keys(reader: Reader) -> list[SigningKeyRow]:
+    """Every server signing key registered, oldest first."""
+    return rows_as(reader, SigningKeyRow, KEYS_SQL)

@@ -2,10 +2,84 @@
 
 from __future__ import annotations
 
-from typing import Any
+from dataclasses import dataclass
+from datetime import datetime
 
 from govern.readmodel.reader import Reader
-from govern.readmodel.rows import rows_as_dicts
+from govern.readmodel.rows import rows_as
+
+
+@dataclass(frozen=True, slots=True)
+class PromotionRequestRow:
+    """A promotion request and its decision, if any (`evidence` and the `_authn` fields as JSON text)."""
+
+    request_seq: int
+    state: str
+    model: str
+    version: str
+    to_stage: str
+    requested_at: datetime
+    requested_by: str
+    reason: str | None
+    evidence: str | None
+    decided_at: datetime | None
+    decided_by: str | None
+    decision_reason: str | None
+    decision_seq: int | None
+    forced: bool
+    requested_authn: str | None
+    decided_authn: str | None
+
+
+@dataclass(frozen=True, slots=True)
+class QueuedRequestRow:
+    """A pending request in the approver's queue, with its version's training commit and trainer and the version
+    holding the stage now."""
+
+    request_seq: int
+    model: str
+    version: str
+    to_stage: str
+    requested_at: datetime
+    requested_by: str
+    reason: str | None
+    evidence: str | None
+    git_commit: str | None
+    holder: str | None
+    requested_authn: str | None
+    trained_by: str | None
+    trained_authn: str | None
+
+
+@dataclass(frozen=True, slots=True)
+class DecisionRow:
+    """A decided request: approved or rejected, when, by whom and why."""
+
+    request_seq: int
+    state: str
+    model: str
+    version: str
+    to_stage: str
+    requested_by: str
+    decided_at: datetime
+    decided_by: str
+    decision_reason: str | None
+    decision_seq: int
+    requested_authn: str | None
+    decided_authn: str | None
+
+
+@dataclass(frozen=True, slots=True)
+class VersionTrainingRow:
+    """The training event of a version (`payload` as JSON text)."""
+
+    version: str
+    seq: int
+    occurred_at: datetime
+    actor: str
+    git_commit: str | None
+    payload: str
+
 
 REQUESTS_SQL = """
 SELECT request_seq, state, model, version, to_stage, requested_at, requested_by, reason, evidence,
@@ -92,16 +166,16 @@ ORDER BY seq LIMIT 1
 """
 
 
-def requests(reader: Reader, state: str | None, model: str | None, seq: int | None = None) -> list[dict[str, Any]]:
+def requests(reader: Reader, state: str | None, model: str | None, seq: int | None = None) -> list[PromotionRequestRow]:
     """Promotion requests (of a state, of a model, or one by its seq), oldest first, as `promotion_requests` has
     them (`evidence` as JSON text)."""
-    return rows_as_dicts(reader, REQUESTS_SQL, {"state": state, "model": model, "seq": seq})
+    return rows_as(reader, PromotionRequestRow, REQUESTS_SQL, {"state": state, "model": model, "seq": seq})
 
 
-def queue(reader: Reader, limit: int) -> list[dict[str, Any]]:
+def queue(reader: Reader, limit: int) -> list[QueuedRequestRow]:
     """The oldest `limit` pending requests, each with its version's training commit and trainer, and the version
     holding the stage now."""
-    return rows_as_dicts(reader, QUEUE_SQL, {"limit": limit})
+    return rows_as(reader, QueuedRequestRow, QUEUE_SQL, {"limit": limit})
 
 
 def pending_count(reader: Reader) -> int:
@@ -109,9 +183,9 @@ def pending_count(reader: Reader) -> int:
     return total
 
 
-def decided(reader: Reader, limit: int) -> list[dict[str, Any]]:
+def decided(reader: Reader, limit: int) -> list[DecisionRow]:
     """The latest `limit` decisions, newest first."""
-    return rows_as_dicts(reader, DECIDED_SQL, {"limit": limit})
+    return rows_as(reader, DecisionRow, DECIDED_SQL, {"limit": limit})
 
 
 def holder_before(reader: Reader, model: str, stage: str, before: int) -> str | None:
@@ -120,20 +194,20 @@ def holder_before(reader: Reader, model: str, stage: str, before: int) -> str | 
     return holder
 
 
-def trainings_of_versions(reader: Reader, model: str, versions: list[str]) -> list[dict[str, Any]]:
-    """Each version's training: version, seq, occurred_at, actor, git_commit, payload (JSON text)."""
-    return rows_as_dicts(reader, TRAINING_OF_VERSIONS_SQL, {"model": model, "versions": versions})
+def trainings_of_versions(reader: Reader, model: str, versions: list[str]) -> list[VersionTrainingRow]:
+    """Each version's training."""
+    return rows_as(reader, VersionTrainingRow, TRAINING_OF_VERSIONS_SQL, {"model": model, "versions": versions})
 
 
-def request(reader: Reader, seq: int) -> dict[str, Any] | None:
+def request(reader: Reader, seq: int) -> PromotionRequestRow | None:
     """One request and its decision (None: no request has this seq)."""
-    rows = rows_as_dicts(reader, REQUEST_SQL, {"seq": seq})
+    rows = rows_as(reader, PromotionRequestRow, REQUEST_SQL, {"seq": seq})
     return rows[0] if rows else None
 
 
 def promotion_of_request(reader: Reader, model: str, version: str, stage: str, after: int) -> int | None:
     """The seq of the first promotion of the version to the stage after seq `after`."""
-    found = rows_as_dicts(
-        reader, PROMOTION_OF_REQUEST_SQL, {"model": model, "version": version, "stage": stage, "after": after}
+    _, found = reader.query(
+        PROMOTION_OF_REQUEST_SQL, {"model": model, "version": version, "stage": stage, "after": after}
     )
-    return found[0]["seq"] if found else None
+    return found[0][0] if found else None
