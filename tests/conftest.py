@@ -67,21 +67,22 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
 HEAVY = {"mlflow": "MLflow", "dvc.repo": "DVC"}
 
 
-@pytest.fixture(autouse=True)
-def _the_fast_tier_stays_off_mlflow_and_dvc(request: pytest.FixtureRequest) -> Iterator[None]:
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_call(item: pytest.Item) -> Iterator[None]:
     """Importing MLflow alone costs seconds (a store's migrations many more), DVC's repository one more: a fast-tier
-    test that reaches either (a registry mirror after a promotion, a `govern repro`) is a slow test in disguise, and
-    fails saying so. A worker imports each once: the first such test it runs is the one named."""
+    test whose body reaches either (a registry mirror after a promotion, a `govern repro`) is a slow test in
+    disguise, and fails saying so. Fixtures may set a project up with `govern init` (DVC's init); a worker imports
+    each module once, so the first such test it runs is the one named."""
     absent = [name for name in HEAVY if name not in sys.modules]
-    yield
-    if request.node.get_closest_marker("slow"):
-        return
-    for name in absent:
-        if name in sys.modules:
-            pytest.fail(
-                f"This fast-tier test imported {HEAVY[name]}: mark it slow, or, where MLflow is not what it checks, "
-                "point [mlflow] tracking_uri at a missing folder (sqlite:////nonexistent/mlflow.db)"
-            )
+    result = yield
+    if not item.get_closest_marker("slow"):
+        for name in absent:
+            if name in sys.modules:
+                pytest.fail(
+                    f"This fast-tier test imported {HEAVY[name]}: mark it slow, or, where MLflow is not what it "
+                    "checks, point [mlflow] tracking_uri at a missing folder (sqlite:////nonexistent/mlflow.db)"
+                )
+    return result
 
 
 def isolate(env: dict[str, str], home: Path) -> dict[str, str]:
@@ -454,17 +455,91 @@ def new_database(template: str | None = None) -> Iterator[str]:
         admin.close()
 
 
+class DatabasePool:
+    """Empty databases this worker reuses: `CREATE DATABASE` costs PostgreSQL about 0.4 s of CPU (it copies the
+    template's catalogs), dropping govern's schema and checking that nothing else is left about 20 ms. A database
+    a test left anything else in (a table outside govern's schema, another schema, an extension) is dropped, not
+    reused, so no test sees another's objects."""
+
+    def __init__(self) -> None:
+        self.clean: list[str] = []
+        self.made: list[str] = []
+
+    def take(self) -> str:
+        if self.clean:
+            return self.clean.pop()
+        admin = postgres_admin()
+        try:
+            name = database_name("db")
+            admin.execute(f'CREATE DATABASE "{name}"')
+        finally:
+            admin.close()
+        self.made.append(name)
+        return name
+
+    def give_back(self, name: str) -> None:
+        import psycopg
+
+        admin = postgres_admin()
+        try:  # a connection the test left open would hold locks the reset waits for
+            admin.execute(
+                "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = %s AND pid <> pg_backend_pid()",
+                [name],
+            )
+            try:
+                with psycopg.connect(database_url(name), autocommit=True, connect_timeout=5) as con:
+                    con.execute("DROP SCHEMA IF EXISTS govern CASCADE")
+                    left = con.execute(
+                        "SELECT (SELECT count(*) FROM pg_namespace WHERE nspname NOT LIKE 'pg\\_%' "
+                        "        AND nspname NOT IN ('public', 'information_schema'))"
+                        " + (SELECT count(*) FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace "
+                        "        WHERE n.nspname = 'public')"
+                        " + (SELECT count(*) FROM pg_proc p JOIN pg_namespace n ON n.oid = p.pronamespace "
+                        "        WHERE n.nspname = 'public')"
+                        " + (SELECT count(*) FROM pg_extension WHERE extname <> 'plpgsql')"
+                    ).fetchone()[0]
+            except psycopg.Error:
+                left = -1
+            if left == 0:
+                self.clean.append(name)
+            else:
+                admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+                self.made.remove(name)
+        finally:
+            admin.close()
+
+    def drop_all(self) -> None:
+        if not self.made:
+            return
+        admin = postgres_admin()
+        try:
+            for name in self.made:
+                admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+        finally:
+            admin.close()
+
+
+@pytest.fixture(scope="session")
+def pg_pool() -> Iterator[DatabasePool]:
+    pool = DatabasePool()
+    yield pool
+    pool.drop_all()
+
+
 @pytest.fixture
-def pg_database() -> Iterator[str]:
-    """The URL of a new, empty database on the machine's PostgreSQL, dropped when the test ends."""
-    with new_database(None) as name:
+def pg_database(pg_pool: DatabasePool) -> Iterator[str]:
+    """The URL of an empty database on the machine's PostgreSQL (one of this worker's, reset after the test)."""
+    name = pg_pool.take()
+    try:
         yield database_url(name)
+    finally:
+        pg_pool.give_back(name)
 
 
 @pytest.fixture(scope="session")
 def pg_ledger_template() -> Iterator[str]:
     """A database holding govern's schema, migrated, with no event: made once per session (and xdist worker) for
-    `pg_ledger_database` to copy, so that no test migrates a database it did not mean to test migrating."""
+    the prepared teams on PostgreSQL (`support.copies.prepared_on_postgres`) to copy."""
     from govern.storage.postgres_log import PostgresLedger
 
     with new_database(None) as name:
@@ -475,16 +550,16 @@ def pg_ledger_template() -> Iterator[str]:
 
 
 @pytest.fixture
-def pg_ledger_database(pg_ledger_template: str) -> Iterator[str]:
-    """The URL of a new database holding an empty ledger: govern's schema at this govern's version, no event, and
-    an identity of its own (a ledger's id names its read model), as `govern init --ledger URL` leaves it. Dropped
-    when the test ends. A test of what happens before the schema exists takes `pg_database`."""
-    import psycopg
+def pg_ledger_database(pg_database: str) -> str:
+    """The URL of a database holding an empty ledger: govern's schema at this govern's version, no event, and an
+    identity of its own (a ledger's id names its read model), as `govern init --ledger URL` leaves it. A test of
+    what happens before the schema exists takes `pg_database`."""
+    from govern.storage.postgres_log import PostgresLedger
 
-    with new_database(pg_ledger_template) as name:
-        with psycopg.connect(database_url(name), autocommit=True) as con:
-            con.execute("UPDATE govern.ledger SET id = gen_random_uuid()::text, created_at = now() AT TIME ZONE 'UTC'")
-        yield database_url(name)
+    ledger = PostgresLedger(pg_database)
+    ledger.create()
+    ledger.close()
+    return pg_database
 
 
 def wait_for(condition, what: str, timeout: float = 120.0):  # noqa: ANN001, ANN201 - a predicate and its value

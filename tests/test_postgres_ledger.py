@@ -157,6 +157,7 @@ def committed_project(tmp_path: Path) -> Path:
     return project
 
 
+@pytest.mark.slow  # `govern init` runs DVC's own init
 def test_init_with_a_ledger_url_creates_the_schema_prints_the_grants_and_keeps_the_password_out(
     tmp_path: Path, pg_database: str
 ) -> None:
@@ -176,6 +177,7 @@ def test_init_with_a_ledger_url_creates_the_schema_prints_the_grants_and_keeps_t
     assert again.exit_code == 0 and "already governed" in again.output
 
 
+@pytest.mark.slow  # `govern init` runs DVC's own init
 def test_init_names_the_roles_it_is_given_and_refuses_names_postgresql_would_not_take(
     tmp_path: Path, pg_database: str
 ) -> None:

@@ -71,7 +71,7 @@ def is_postgres_url(value: str) -> bool:
     return re.match(r"^postgres(ql)?(\+[a-z0-9]+)?://", value, re.IGNORECASE) is not None
 
 
-_PRIVILEGES_CHECKED: set[str] = set()
+_PRIVILEGES_CHECKED: set[tuple[str, str]] = set()
 IDLE_PER_LEDGER = 8  # connections a long-lived process keeps open per ledger between sessions
 _IDLE: dict[tuple[str, float], list[PostgresLedger]] = {}
 _IDLE_GUARD = threading.Lock()
@@ -499,10 +499,16 @@ class PostgresLedger:
 
     def _warn_about_privileges(self, con: psycopg.Connection) -> None:
         """Append-only holds for govern's role only if it cannot UPDATE, DELETE or TRUNCATE, or switch triggers off."""
-        if self._privileges_checked or self.url in _PRIVILEGES_CHECKED:
+        if self._privileges_checked:
+            return
+        if self._ledger_id is None:
+            with self._errors():
+                self._ledger_id = con.execute("SELECT id FROM govern.ledger").fetchone()[0]
+        ledger = (self.url, self._ledger_id)  # a database dropped and made again at one URL is another ledger
+        if ledger in _PRIVILEGES_CHECKED:
             return  # once per process and ledger: a server would otherwise log the warning on every write
         self._privileges_checked = True
-        _PRIVILEGES_CHECKED.add(self.url)
+        _PRIVILEGES_CHECKED.add(ledger)
         with self._errors():
             found = con.execute(
                 "SELECT current_user, rolsuper, "
