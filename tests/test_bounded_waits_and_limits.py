@@ -29,6 +29,8 @@ from govern.storage.duckdb_log import Ledger
 from govern.storage.postgres_log import LOCK_KEY, PostgresLedger
 from govern.storage.sessions import wait_at_most, waiting_as, writer_lock
 
+pytestmark = pytest.mark.slow  # these tests wait on purpose (busy ledgers, budgets, timeouts): seconds each
+
 LONG_QUERY = "SELECT sum(hash(i)) FROM range(5000000000) t(i)"  # a minute and more, in one statement
 
 

@@ -214,6 +214,7 @@ class LedgerContract:
             thread.join()
         return errors
 
+    @pytest.mark.slow  # races writers for seconds
     def test_concurrent_writers_never_fork_the_chain(self, ledger: LedgerStore, tmp_path: Path) -> None:
         ledger.append([snapshot_event(0)])
 
@@ -225,6 +226,7 @@ class LedgerContract:
         result = ledger.verify()
         assert result.ok and result.count == 41
 
+    @pytest.mark.slow  # races readers, auditors and writers for seconds
     def test_threads_reading_auditing_and_writing_at_once_all_succeed(
         self, ledger: LedgerStore, tmp_path: Path
     ) -> None:

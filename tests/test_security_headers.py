@@ -24,6 +24,8 @@ from govern.report import content_security_policy
 from govern.server.app import create_app
 from govern.server.http import MAX_BODY
 
+pytestmark = pytest.mark.slow  # every page, answer and report format, served in-process
+
 
 @pytest.fixture(scope="module")
 def setup(tmp_path_factory: pytest.TempPathFactory, served_project_original: Prepared) -> dict[str, Any]:

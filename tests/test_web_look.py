@@ -22,6 +22,8 @@ from support.web import checked_page, chromium, served_site, sign_in, sign_out, 
 
 from govern import charts
 
+pytestmark = pytest.mark.slow  # the pages' look, rendered for every role
+
 SECRET = "l" * 43
 DEMO = [
     f"{group}.{name}"

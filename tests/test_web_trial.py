@@ -20,6 +20,9 @@ from support.web import signed_in
 from govern.server.app import create_app
 from govern.server.http import MAX_BODY, MAX_PREDICT_BODY
 
+# every page of several roles, rendered in-process; the pages' role separation stays in the fast tier (test_web_roles)
+pytestmark = pytest.mark.slow
+
 SECRET = "t" * 43
 
 
