@@ -20,12 +20,13 @@ from govern.adapters import git as git_adapter
 from govern.api.anchors import anchors
 from govern.api.integrity import check_anchors
 from govern.api.results import Anchor
-from govern.envelope import format_timestamp, utc_now
+from govern.envelope import utc_now
 from govern.readmodel import reports
 from govern.readmodel.reader import Reader
 from govern.readmodel.reports import TIMELINE_SLOTS, TimelineWindow, TrainingOfVersion, VersionMetrics, Window
 from govern.readmodel.versions import VersionFacts, verdicts_of_version, version_facts
 from govern.storage.chain import check_events, verify_chain_in
+from govern.timeparse import display
 
 if TYPE_CHECKING:
     from govern.api.context import Project
@@ -60,7 +61,7 @@ def _gather(ledger: Reader, project: Project, model: str, version: str, verify_c
             "report": {
                 "model": model,
                 "version": version,
-                "generated_at": format_timestamp(project.clock()),
+                "generated_at": display(project.clock()),
                 "govern": __version__,
             },
             "identity": _identity(facts, versions, row, registration, settings),
@@ -152,7 +153,7 @@ def _identity(
         owner=settings.get("owner"),
         description=registration.get("desc"),
         labels=registration.get("labels") or [],
-        registered_at=format_timestamp(row.registered_at),
+        registered_at=display(row.registered_at),
         registered_by=row.registered_by,
         registration_seq=row.registered_seq,
         mlflow_run_id=registration.get("mlflow_run_id"),
@@ -209,7 +210,7 @@ def _code(root: Path | None, row: TrainingOfVersion, training: dict, lock_commit
         remote_url=git.get("remote_url"),
         dirty=bool(git.get("dirty")),
         author=details.author if details else None,
-        authored_at=format_timestamp(details.authored_at) if details else None,
+        authored_at=display(details.authored_at) if details else None,
         message=details.message if details else None,
         signature=details.signature if details else None,
         files=files,
@@ -299,7 +300,7 @@ def _training(row: TrainingOfVersion, training: dict) -> dict[str, Any]:
         missing,
         event_seq=row.seq,
         event_id=row.event_id,
-        completed_at=format_timestamp(row.occurred_at),
+        completed_at=display(row.occurred_at),
         actor=row.actor,
         host=training.get("environment", {}).get("host"),
         duration_s=training.get("duration_s"),
@@ -338,9 +339,9 @@ def _approvals(ledger: Reader, model: str, version: str, cited: list[int]) -> di
     grants, missing = _grants(ledger, model, version, cited)
     return _section(
         ([] if promotions else ["This version was never promoted"]) + missing,
-        promotions=[{**asdict(p), "promoted_at": format_timestamp(p.promoted_at)} for p in promotions],
+        promotions=[{**asdict(p), "promoted_at": display(p.promoted_at)} for p in promotions],
         grants=grants,
-        deprecation={**asdict(deprecations[0]), "deprecated_at": format_timestamp(deprecations[0].deprecated_at)}
+        deprecation={**asdict(deprecations[0]), "deprecated_at": display(deprecations[0].deprecated_at)}
         if deprecations
         else None,
     )
@@ -372,7 +373,7 @@ def _grants(ledger: Reader, model: str, version: str, cited: list[int]) -> tuple
         entry: dict[str, Any] = {
             **found,
             "shown": shown,
-            "acted_at": format_timestamp(row.promoted_at),
+            "acted_at": display(row.promoted_at),
             "principal": principal,
             "token": None,
             "token_issuer": None,
@@ -397,10 +398,10 @@ def _grants(ledger: Reader, model: str, version: str, cited: list[int]) -> tuple
         cited.extend(seq for seq in (grant.grant_seq, grant.proposal_seq) if seq)
         entry["grant"] = {
             "seq": grant.grant_seq,
-            "granted_at": format_timestamp(grant.granted_at),
+            "granted_at": display(grant.granted_at),
             "confirmed_by": attribution.shown(grant.granted_by, grant.granted_authn),
             "proposal_seq": grant.proposal_seq,
-            "proposed_at": format_timestamp(grant.proposed_at) if grant.proposed_at else None,
+            "proposed_at": display(grant.proposed_at) if grant.proposed_at else None,
             "proposed_by": attribution.shown(grant.proposed_by, grant.proposed_authn) if grant.proposed_by else None,
             "basis": grant.basis or "direct",
             "reason": grant.reason,
@@ -424,8 +425,8 @@ def _production(ledger: Reader, model: str, version: str, cited: list[int]) -> d
                 "app": s.app,
                 "env": s.env,
                 "windows": s.windows,
-                "first_start": format_timestamp(s.first_start),
-                "last_end": format_timestamp(s.last_end) if s.last_end else None,
+                "first_start": display(s.first_start),
+                "last_end": display(s.last_end) if s.last_end else None,
                 "serving": s.serving,
                 "closed_s": s.closed_s,
             }
@@ -435,7 +436,7 @@ def _production(ledger: Reader, model: str, version: str, cited: list[int]) -> d
         windows=[_window(w) for w in windows],
         slots=_timelines(context, model, version),
         slots_total=len(summary),
-        now=format_timestamp(utc_now()),
+        now=display(utc_now()),
     )
 
 
@@ -443,8 +444,8 @@ def _window(w: Window) -> dict[str, Any]:
     return {
         "app": w.app,
         "env": w.env,
-        "start": format_timestamp(w.started_at),
-        "end": format_timestamp(w.ended_at) if w.ended_at else None,
+        "start": display(w.started_at),
+        "end": display(w.ended_at) if w.ended_at else None,
         "duration_s": w.duration_s,
         "deployed_by": w.deployed_by,
         "ended_by": w.ended_by,
@@ -463,8 +464,8 @@ def _timelines(context: list[TimelineWindow], model: str, version: str) -> list[
             {
                 "label": f"{w.model} v{w.version}",
                 "this": w.model == model and w.version == version,
-                "start": format_timestamp(w.started_at),
-                "end": format_timestamp(w.ended_at) if w.ended_at else None,
+                "start": display(w.started_at),
+                "end": display(w.ended_at) if w.ended_at else None,
             }
         )
     return list(slots.values())
@@ -489,7 +490,7 @@ def _reproductions(ledger: Reader, model: str, version: str, cited: list[int]) -
                 "strict": payload.get("strict", False),
                 "commit": r.git_commit,
                 "stale_inputs": [f"{s['stage']}: {s['name']}" for s in payload.get("stale_inputs", [])],
-                "at": format_timestamp(r.occurred_at),
+                "at": display(r.occurred_at),
                 "by": r.actor,
                 "ci": payload.get("ci", {}),
                 "duration_s": payload.get("duration_s"),

@@ -2,14 +2,14 @@
 
 Each function takes a `Reader` (the ledger, or a transaction in progress) and runs SQL with bound parameters;
 nothing is computed in Python loops over events. State is always derived here from events, never stored. The use
-cases (`govern.api`) hold no SQL (tests/test_layers.py): they ask these functions and get rows (frozen
-dataclasses or dicts) or plain values back. By topic:
+cases (`govern.api`) hold no SQL (tests/test_layers.py): they ask these functions and get typed rows (frozen
+slots dataclasses, built by column name with `rows.rows_as`) or plain values back. By topic:
 
 - `reader`: the `Reader` protocol itself
 - `migrations`: the schema that builds the views and projections every query reads (each backend's read model is a
   DuckDB database built by them)
 
-- `rows`: what every query shares (rows as dicts, naive UTC parameters, actors shown with their identity)
+- `rows`: what every query shares (typed rows, naive UTC parameters, actors shown with their identity)
 - `versions`: model versions, their standing, stages, history, trainings and CI verdicts
 - `deployments`: slots and production windows
 - `events`: the event log itself (head, types, pages, actors, anchors, verdicts of a commit)

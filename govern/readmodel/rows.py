@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
 from datetime import datetime
 from typing import Any, TypeVar
 
@@ -18,11 +19,6 @@ def rows_as(reader: Reader, row_type: type[Row], sql: str, params: Any = ()) -> 
     return [row_type(**dict(zip(names, row, strict=True))) for row in rows]
 
 
-def rows_as_dicts(reader: Reader, sql: str, params: Any = ()) -> list[dict[str, Any]]:
-    names, rows = reader.query(sql, params)
-    return [dict(zip(names, row, strict=True)) for row in rows]
-
-
 def naive_utc(moment: datetime) -> datetime:
     """The ledger stores UTC as naive TIMESTAMP; parameters must match."""
     return to_utc(moment).replace(tzinfo=None)
@@ -31,26 +27,11 @@ def naive_utc(moment: datetime) -> datetime:
 ATTRIBUTION_SQL = "SELECT seq, authn FROM events WHERE seq IN (SELECT unnest($seqs::BIGINT[]))"
 
 
-def shown_actors(reader: Reader, rows: list[dict[str, Any]], fields: dict[str, str]) -> list[dict[str, Any]]:
-    """Add `<name>_shown` to each row for each `fields` item (name key -> the key of the seq of the event it names):
-    the actor with the strength of its identity, as `attribution.shown` spells it. One query for all rows."""
-    from govern.attribution import shown
-
-    seqs = sorted({row[seq] for row in rows for seq in fields.values() if row.get(seq) is not None})
-    authn = dict(reader.query(ATTRIBUTION_SQL, {"seqs": seqs})[1]) if seqs else {}
-    for row in rows:
-        for name, seq in fields.items():
-            if row.get(name) is not None:
-                row[f"{name}_shown"] = shown(row[name], authn.get(row.get(seq)))
-    return rows
-
-
 def shown_in(reader: Reader, rows: list[Row], fields: dict[str, str]) -> list[Row]:
-    """`shown_actors` for typed rows: each row type declares `<name>_shown: str | None = None` for each `fields`
-    item (name -> the field holding the seq of the event it names); the rows come back with those fields filled."""
-    from dataclasses import replace
-
-    from govern.attribution import shown
+    """Actors with the strength of their identity, as `attribution.shown` spells it, in one query for all rows:
+    each row type declares `<name>_shown: str | None = None` for each `fields` item (name -> the field holding the
+    seq of the event it names); the rows come back with those fields filled."""
+    from govern.attribution import shown  # as before the rows were typed: the read side's cold start skips it
 
     seqs = sorted({getattr(row, seq) for row in rows for seq in fields.values() if getattr(row, seq) is not None})
     authn = dict(reader.query(ATTRIBUTION_SQL, {"seqs": seqs})[1]) if seqs else {}
