@@ -19,7 +19,6 @@ from govern.readmodel.reports import (
     TIMELINE_SQL,
     TIMELINE_WINDOWS,
 )
-from govern.readmodel.rows import rows_as_dicts
 from govern.storage.duckdb_log import Ledger
 
 M = "churn"
@@ -85,8 +84,10 @@ def ledger(tmp_path_factory: pytest.TempPathFactory) -> Ledger:
 
 
 def _rows(ledger: Ledger, sql: str, params: dict[str, Any]) -> list[dict[str, Any]]:
+    """The definition's answer, as plain records: what the report's typed rows are compared with."""
     with ledger.reader() as reader:
-        return rows_as_dicts(reader, sql, params)
+        names, rows = reader.query(sql, params)
+    return [dict(zip(names, row, strict=True)) for row in rows]
 
 
 @pytest.mark.parametrize("version", VERSIONS)

@@ -17,7 +17,7 @@ from govern import config, storage
 from govern.api.results import Copied, QueryResult
 from govern.envelope import RecordedEvent
 from govern.errors import GovernError, InvalidInput, NotFound
-from govern.readmodel import deployments, events, reports
+from govern.readmodel import deployments, events
 from govern.readmodel.deployments import WindowRow, known_slots, production_at, require_slot
 from govern.readmodel.rows import naive_utc, shown_in
 from govern.readmodel.versions import RegisteredVersionRow, history_seqs, lock_commit, registered_models, version_facts
@@ -439,6 +439,7 @@ def training_of(project: Project, model: str, version: str) -> dict[str, Any]:
     """The training behind a version, as the lineage report records it: when and by whom, the commit, the
     datasets with their extraction dates, the params and the metrics."""
     from govern.api import report
+    from govern.readmodel import reports  # the report's row types: every other audit command's start skips them
 
     with project.ledger.reader() as reader:
         facts = version_facts(reader, model, version)  # NotFound names the known models and versions
