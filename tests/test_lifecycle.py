@@ -120,6 +120,19 @@ def test_production_json_has_the_documented_shape(scenario: Path) -> None:
     assert human.exit_code == 0 and human.output.startswith("Nothing deployed to scoring/production")
 
 
+def test_each_window_names_the_commit_that_rebuilds_what_served_as_production_does(scenario: Path) -> None:
+    """A spot trial found `audit windows` giving the training's commit where `audit production`, for the same
+    window, gave the lock commit (the one whose dvc.lock rebuilds the model): one auditor, two answers."""
+    windows = json.loads(ok(scenario, "audit", "windows", "--json"))
+    assert windows
+    for window in windows:
+        answer = production(scenario, window["app"], window["start"])
+        assert (answer["version"], answer["start"]) == (window["version"], window["start"])
+        assert window["git_commit"] == answer["git_commit"], "the same commit to check out from both commands"
+        assert window["trained_at_commit"] == answer["trained_at_commit"]
+    assert any(w["git_commit"] != w["trained_at_commit"] for w in windows), "the lock commit follows the training's"
+
+
 def test_windows_are_derived_half_open_intervals(scenario: Path) -> None:
     t = times_of(scenario)
     windows = json.loads(ok(scenario, "audit", "windows", "--json"))

@@ -157,7 +157,15 @@ def production_answer(project: Project, app: str, env: str, at: datetime) -> dic
 
 
 def window_records(project: Project, app: str | None = None, model: str | None = None) -> list[dict]:
-    """`audit windows --json` and the server's answer: one record per production window."""
+    """`audit windows --json` and the server's answer: one record per production window. Its `git_commit` is the
+    commit whose dvc.lock rebuilds what served, as `audit production` answers (the training's own commit is
+    `trained_at_commit`): what tells an auditor "check out this" must yield the registered bytes."""
+    found = windows(project, app=app, model=model)
+    locks: dict[tuple[str, str], str | None] = {}
+    if found:
+        with project.ledger.reader() as reader:
+            for key in dict.fromkeys((w.model, w.version) for w in found):
+                locks[key] = lock_commit(reader, key[0], key[1], None)  # one query per version, not per window
     return [
         {
             "app": w.app,
@@ -173,9 +181,10 @@ def window_records(project: Project, app: str | None = None, model: str | None =
             "ended_by_shown": w.ended_by_shown,
             "end_reason": w.end_reason,
             "training_seq": w.training_seq,
-            "git_commit": w.git_commit,
+            "git_commit": locks.get((w.model, w.version)) or w.git_commit,
+            "trained_at_commit": w.git_commit,
         }
-        for w in windows(project, app=app, model=model)
+        for w in found
     ]
 
 

@@ -243,7 +243,8 @@ class Window(Answer):
     ended_by_shown: str | None
     end_reason: str | None
     training_seq: int | None
-    git_commit: str | None
+    git_commit: str | None = Field(description="The commit whose dvc.lock rebuilds what served")
+    trained_at_commit: str | None
 
 
 class Production(Answer):
