@@ -2,7 +2,7 @@
 
 One client without a valid token used to stall the server: every worker thread waited for the ledger's turn to
 check its token, and /health with them. Here, fake tokens and busy readers together leave /health and another
-principal's requests answering within a second; limits answer 429 and 503 at once with Retry-After; no body is read
+principal's requests answering within two seconds; limits answer 429 and 503 at once with Retry-After; no body is read
 before its sender is known; auditor SQL stops at its limits; deep JSON is a 422; X-Forwarded-For counts only from a
 trusted proxy; a known token id takes as long to refuse as an unknown one; and nothing refused reaches the ledger.
 """
@@ -134,8 +134,12 @@ def test_fake_tokens_and_busy_readers_never_stall_health_or_a_legitimate_request
     project: Path, backend: str, request: pytest.FixtureRequest, isolated_env: dict[str, str], tmp_path: Path
 ) -> None:
     """100 clients with a well-formed fake token and 100 authenticated readers, each on its own connection, for 60 s:
-    /health, another principal's whoami and its deployments answer within a second throughout. The fake tokens are
-    refused from the token table (401, no ledger read); the readers get their reads or 429 beyond their limit."""
+    /health, another principal's whoami and its deployments answer within two seconds throughout. The fake tokens
+    are refused from the token table (401, no ledger read); the readers get their reads or 429 beyond their limit.
+
+    Two seconds, not one: on 2 cores other tenants kept at a load of 3 to 4, the slowest of about a hundred
+    deployments under the flood took 1.09 s (CI, both backends), while a stall (a request waiting for the token
+    table or the ledger) waits out the 5 s budget and answers 503: two seconds still catches it."""
     if backend == "postgresql":
         on_postgresql(project, request.getfixturevalue("pg_database"))
     made = tokens_for(project, "aud", "dep")
@@ -180,7 +184,7 @@ def test_fake_tokens_and_busy_readers_never_stall_health_or_a_legitimate_request
         counts = json.loads(load.communicate(timeout=120)[0])
     fake, readers = counts["0:/api/v1/whoami"], counts["1:/api/v1/events?limit=5"]
     assert failures == [], failures
-    assert max(slowest.values()) < 1.0 and deployed >= 10, (slowest, deployed, counts)
+    assert max(slowest.values()) < 2.0 and deployed >= 10, (slowest, deployed, counts)
     assert fake.get("401", 0) > 5000 and set(fake) == {"401"}, f"the fake tokens were refused, every one: {fake}"
     assert readers.get("200", 0) > 500 and set(readers) <= {"200", "429"}, f"the readers read: {readers}"
     assert events_in(project) == before + 2 * deployed - 1, "only the deployments were written (the first ends none)"
